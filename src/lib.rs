@@ -1,0 +1,4 @@
+//! pushgate: a drop-in, wire-compatible Prometheus Pushgateway that runs as one node or a cluster.
+#![forbid(unsafe_code)]
+
+pub mod exposition;
