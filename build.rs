@@ -2,14 +2,21 @@
 //! so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = [
-        "proto/io/prometheus/client/metrics.proto",
-        "proto/pushgate/snapshot.proto",
-    ];
-    for p in protos {
-        println!("cargo:rerun-if-changed={p}");
-    }
-    let fds = protox::compile(protos, ["proto"])?;
-    prost_build::Config::new().compile_fds(fds)?;
+    const METRICS: &str = "proto/io/prometheus/client/metrics.proto";
+    const OWN: &[&str] = &["proto/pushgate/snapshot.proto"];
+    println!("cargo:rerun-if-changed=proto");
+
+    let model = protox::compile([METRICS], ["proto"])?;
+    prost_build::Config::new().compile_fds(model)?;
+
+    // pushgate's own messages refer to the data model generated above.
+    let own = protox::compile(OWN, ["proto"])?;
+    let mut own_fds = own.clone();
+    own_fds
+        .file
+        .retain(|f| f.package.as_deref() != Some("io.prometheus.client") && f.package.as_deref() != Some("google.protobuf"));
+    prost_build::Config::new()
+        .extern_path(".io.prometheus.client", "crate::exposition::proto")
+        .compile_fds(own_fds)?;
     Ok(())
 }

@@ -1,0 +1,253 @@
+//! One metric family of one group, kept pre-encoded: the text lines and the protobuf `Metric`
+//! messages of its metrics in exposition order, the sort key of each metric, and the identity
+//! hash of each series for the consistency index.
+//!
+//! Nothing else about a pushed family is kept in memory; the protobuf bytes are decoded again
+//! only for the rare readers that need the data model (`/api/v1/metrics`, the status page).
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::exposition::{self, proto, Metric, MetricFamily, MetricType};
+
+/// Where one metric's bytes end in the family's buffers.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    text_end: u32,
+    proto_end: u32,
+    key_end: u32,
+}
+
+/// A family as stored in a group and as exposed at scrape time.
+#[derive(Debug)]
+pub struct StoredFamily {
+    pub name: Arc<str>,
+    pub help: Arc<str>,
+    pub typ: MetricType,
+    text: Box<[u8]>,
+    proto: Box<[u8]>,
+    keys: Box<[u8]>,
+    entries: Box<[Entry]>,
+    series: Box<[u128]>,
+}
+
+/// One metric of a family ready to be written out: its sort key and its encodings.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricChunk<'a> {
+    pub sort_key: &'a [u8],
+    pub text: &'a [u8],
+    pub proto: &'a [u8],
+}
+
+impl StoredFamily {
+    /// Encodes `metrics` (labels already rewritten and sorted by name) in exposition order.
+    pub fn encode(name: Arc<str>, help: Arc<str>, typ: MetricType, metrics: Vec<Metric>) -> Self {
+        let mut keyed: Vec<(Vec<u8>, Metric)> = metrics
+            .into_iter()
+            .map(|m| (sort_key(&m), m))
+            .collect();
+        // Upstream orders metrics by number of labels, then by label values position by
+        // position; the sort key encodes exactly that so a byte comparison suffices.
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut text = Vec::with_capacity(keyed.len() * 96);
+        let mut proto_buf = Vec::with_capacity(keyed.len() * 64);
+        let mut keys = Vec::with_capacity(keyed.iter().map(|k| k.0.len()).sum());
+        let mut entries = Vec::with_capacity(keyed.len());
+        let mut series = Vec::with_capacity(keyed.len());
+        for (key, metric) in &keyed {
+            exposition::write_metric(&mut text, &name, typ, metric);
+            prost::encoding::message::encode(4, metric, &mut proto_buf);
+            keys.extend_from_slice(key);
+            series.push(series_hash(&name, metric));
+            entries.push(Entry {
+                text_end: offset(text.len()),
+                proto_end: offset(proto_buf.len()),
+                key_end: offset(keys.len()),
+            });
+        }
+        StoredFamily {
+            name,
+            help,
+            typ,
+            text: text.into_boxed_slice(),
+            proto: proto_buf.into_boxed_slice(),
+            keys: keys.into_boxed_slice(),
+            entries: entries.into_boxed_slice(),
+            series: series.into_boxed_slice(),
+        }
+    }
+
+    /// A one-sample gauge, for the group's `push_time_seconds` and `push_failure_time_seconds`.
+    pub fn gauge(name: Arc<str>, help: Arc<str>, labels: &[(String, String)], value: f64) -> Self {
+        let metric = Metric {
+            label: labels
+                .iter()
+                .map(|(n, v)| proto::LabelPair {
+                    name: Some(n.clone()),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+            gauge: Some(proto::Gauge { value: Some(value) }),
+            ..Default::default()
+        };
+        Self::encode(name, help, MetricType::Gauge, vec![metric])
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Identity hashes of the family's series (name plus label set), for the consistency index.
+    pub fn series(&self) -> &[u128] {
+        &self.series
+    }
+
+    /// The whole family's text lines, already in exposition order.
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// The family's metrics in exposition order.
+    pub fn chunks(&self) -> impl Iterator<Item = MetricChunk<'_>> + '_ {
+        let mut prev = Entry {
+            text_end: 0,
+            proto_end: 0,
+            key_end: 0,
+        };
+        self.entries.iter().map(move |e| {
+            let chunk = MetricChunk {
+                sort_key: &self.keys[prev.key_end as usize..e.key_end as usize],
+                text: &self.text[prev.text_end as usize..e.text_end as usize],
+                proto: &self.proto[prev.proto_end as usize..e.proto_end as usize],
+            };
+            prev = *e;
+            chunk
+        })
+    }
+
+    /// The concatenated, field-tagged `Metric` messages (field 4 of `MetricFamily`).
+    pub fn proto_metrics(&self) -> &[u8] {
+        &self.proto
+    }
+
+    /// Decodes the family back into the data model (for the JSON API, status page, snapshots).
+    pub fn to_metric_family(&self) -> MetricFamily {
+        let mut buf = Vec::with_capacity(self.proto.len() + self.name.len() + self.help.len() + 16);
+        encode_family_header(&mut buf, &self.name, &self.help, self.typ);
+        buf.extend_from_slice(&self.proto);
+        MetricFamily::decode(buf.as_slice())
+            .expect("a family re-assembled from its own encoding should decode")
+    }
+
+    /// Approximate heap bytes held, for the memory accounting self-metric.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len()
+            + self.proto.len()
+            + self.keys.len()
+            + self.entries.len() * std::mem::size_of::<Entry>()
+            + self.series.len() * 16
+    }
+}
+
+/// Writes the `name`, `help` (when non-empty) and `type` fields of a `MetricFamily` message.
+pub fn encode_family_header(buf: &mut Vec<u8>, name: &str, help: &str, typ: MetricType) {
+    prost::encoding::string::encode(1, &name.to_owned(), buf);
+    if !help.is_empty() {
+        prost::encoding::string::encode(2, &help.to_owned(), buf);
+    }
+    prost::encoding::int32::encode(3, &(typ as i32), buf);
+}
+
+fn offset(len: usize) -> u32 {
+    u32::try_from(len).expect("a family's encoding should stay below 4 GiB (bounded by body limits)")
+}
+
+/// Order-preserving key: label count (big endian), then each value with 0x00 and 0x01 escaped
+/// and a 0x00 terminator, so that byte order equals upstream's metric order.
+pub fn sort_key(metric: &Metric) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + metric.label.iter().map(|l| l.value().len() + 1).sum::<usize>());
+    let n = u16::try_from(metric.label.len()).unwrap_or(u16::MAX);
+    key.extend_from_slice(&n.to_be_bytes());
+    for lp in &metric.label {
+        for &b in lp.value().as_bytes() {
+            match b {
+                0 => key.extend_from_slice(&[1, 1]),
+                1 => key.extend_from_slice(&[1, 2]),
+                b => key.push(b),
+            }
+        }
+        key.push(0);
+    }
+    key
+}
+
+/// Identity of a series: metric name and label pairs. 0xFF never occurs in UTF-8, so it
+/// separates fields unambiguously.
+pub fn series_hash(name: &str, metric: &Metric) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(name.as_bytes());
+    h.update(&[0xFF]);
+    for lp in &metric.label {
+        h.update(lp.name().as_bytes());
+        h.update(&[0xFF]);
+        h.update(lp.value().as_bytes());
+        h.update(&[0xFF]);
+    }
+    h.digest128()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(labels: &[(&str, &str)]) -> Metric {
+        Metric {
+            label: labels
+                .iter()
+                .map(|(n, v)| proto::LabelPair {
+                    name: Some(n.to_string()),
+                    value: Some(v.to_string()),
+                })
+                .collect(),
+            gauge: Some(proto::Gauge { value: Some(1.0) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sort_key_orders_like_upstream() {
+        // fewer labels first
+        assert!(sort_key(&metric(&[("a", "z")])) < sort_key(&metric(&[("a", "a"), ("b", "a")])));
+        // then values position by position, a prefix first
+        assert!(sort_key(&metric(&[("a", "a")])) < sort_key(&metric(&[("a", "ab")])));
+        assert!(sort_key(&metric(&[("a", "a"), ("b", "z")])) < sort_key(&metric(&[("a", "ab"), ("b", "a")])));
+        // control bytes keep their order
+        assert!(sort_key(&metric(&[("a", "a\u{0}")])) < sort_key(&metric(&[("a", "a\u{1}")])));
+        assert!(sort_key(&metric(&[("a", "a\u{1}")])) < sort_key(&metric(&[("a", "a\u{2}")])));
+        assert!(sort_key(&metric(&[("a", "a")])) < sort_key(&metric(&[("a", "a\u{0}")])));
+    }
+
+    #[test]
+    fn encode_round_trips_through_the_model() {
+        let fam = StoredFamily::encode(
+            "g".into(),
+            "help".into(),
+            MetricType::Gauge,
+            vec![metric(&[("job", "b")]), metric(&[("job", "a")])],
+        );
+        assert_eq!(fam.len(), 2);
+        let mf = fam.to_metric_family();
+        assert_eq!(mf.name(), "g");
+        assert_eq!(mf.help(), "help");
+        assert_eq!(mf.metric[0].label[0].value(), "a");
+        let keys: Vec<_> = fam.chunks().map(|c| c.sort_key.to_vec()).collect();
+        assert!(keys[0] < keys[1]);
+        assert_ne!(fam.series()[0], fam.series()[1]);
+    }
+}

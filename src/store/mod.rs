@@ -1,0 +1,564 @@
+//! The push-group store of one node: groups, the consistency index and cached encodings.
+//!
+//! Writes take one short exclusive lock: everything that depends only on the push (parsing,
+//! label rewriting, validation, encoding) happens before it in `prepare`, and the consistency
+//! check under it costs O(size of the push) thanks to two indexes kept in step with the groups:
+//! metric name -> (type, member groups) and series identity -> owning group.
+
+pub mod error;
+pub mod family;
+pub mod key;
+pub mod persistence;
+pub mod prepare;
+pub mod render;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use error::PushError;
+pub use family::StoredFamily;
+pub use key::GroupKey;
+pub use prepare::{prepare_push, Limits, PreparedPush, Validation};
+
+use crate::exposition::MetricType;
+use prepare::{PUSH_FAILURE_TIME_HELP, PUSH_FAILURE_TIME_METRIC, PUSH_TIME_HELP, PUSH_TIME_METRIC};
+
+/// Families the gateway exposes itself; pushes may not give these names another type.
+#[derive(Debug, Clone, Default)]
+pub struct ReservedNames {
+    types: HashMap<String, (MetricType, String)>,
+}
+
+impl ReservedNames {
+    pub fn new(entries: impl IntoIterator<Item = (String, MetricType, String)>) -> Self {
+        ReservedNames {
+            types: entries.into_iter().map(|(n, t, h)| (n, (t, h))).collect(),
+        }
+    }
+    pub fn get(&self, name: &str) -> Option<(MetricType, &str)> {
+        self.types.get(name).map(|(t, h)| (*t, h.as_str()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub consistency_check: bool,
+    pub max_groups: usize,
+    pub reserved: ReservedNames,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            consistency_check: true,
+            max_groups: Limits::default().max_groups,
+            reserved: ReservedNames::default(),
+        }
+    }
+}
+
+/// What the caller learns about an accepted write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub version: u64,
+}
+
+/// A read-only copy of one group, for the JSON API, the status page and snapshots.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    pub key: Arc<GroupKey>,
+    pub families: Vec<Arc<StoredFamily>>,
+    pub push_time: f64,
+    pub failure_time: f64,
+    pub last_push_successful: bool,
+    pub version: u64,
+}
+
+#[derive(Debug)]
+struct Group {
+    id: u64,
+    key: Arc<GroupKey>,
+    /// Pushed families, without the two timing families.
+    families: BTreeMap<Arc<str>, Arc<StoredFamily>>,
+    push_time: f64,
+    failure_time: f64,
+    last_push_successful: bool,
+    version: u64,
+    timing: [Arc<StoredFamily>; 2],
+}
+
+#[derive(Debug)]
+struct FamilyIndex {
+    typ: MetricType,
+    /// group id -> (key, family)
+    members: HashMap<u64, (Arc<GroupKey>, Arc<StoredFamily>)>,
+    /// Store sequence number of the last change, for the render cache.
+    changed: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: HashMap<Arc<GroupKey>, Group>,
+    normalized: HashMap<GroupKey, Arc<GroupKey>>,
+    index: BTreeMap<Arc<str>, FamilyIndex>,
+    /// series identity -> id of the group holding it
+    series: HashMap<u128, u64, BuildU128>,
+    seq: u64,
+    next_group_id: u64,
+    series_total: usize,
+}
+
+/// Series identities are already uniform 128-bit hashes: use their low bits directly.
+#[derive(Default, Clone, Copy)]
+struct BuildU128;
+#[derive(Default)]
+struct U128Hasher(u64);
+impl std::hash::BuildHasher for BuildU128 {
+    type Hasher = U128Hasher;
+    fn build_hasher(&self) -> U128Hasher {
+        U128Hasher(0)
+    }
+}
+impl std::hash::Hasher for U128Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
+}
+
+pub struct Store {
+    inner: RwLock<Inner>,
+    opts: StoreOptions,
+    render_cache: Mutex<render::RenderCache>,
+    /// Bumped on every change; lets the persistence loop know whether to write.
+    generation: AtomicU64,
+}
+
+fn timing_labels(key: &GroupKey) -> Vec<(String, String)> {
+    key.normalized().labels().to_vec()
+}
+
+fn timing_families(key: &GroupKey, push_time: f64, failure_time: f64) -> [Arc<StoredFamily>; 2] {
+    let labels = timing_labels(key);
+    [
+        Arc::new(StoredFamily::gauge(
+            PUSH_TIME_METRIC.into(),
+            PUSH_TIME_HELP.into(),
+            &labels,
+            push_time,
+        )),
+        Arc::new(StoredFamily::gauge(
+            PUSH_FAILURE_TIME_METRIC.into(),
+            PUSH_FAILURE_TIME_HELP.into(),
+            &labels,
+            failure_time,
+        )),
+    ]
+}
+
+impl Store {
+    pub fn new(opts: StoreOptions) -> Self {
+        Store {
+            inner: RwLock::new(Inner::default()),
+            opts,
+            render_cache: Mutex::new(render::RenderCache::default()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    /// Changes so far; persistence writes when this moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.inner.read().groups.len()
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.inner.read().series_total
+    }
+
+    /// Applies a validated push at time `now` (Unix seconds). A refused push leaves every
+    /// family as it was; only the group's failure time moves (and the group is created, as
+    /// upstream does, when that keeps the store valid).
+    pub fn push(&self, p: PreparedPush, now: f64) -> Result<WriteOutcome, PushError> {
+        let mut inner = self.inner.write();
+        let result = inner.push(p, now, &self.opts);
+        drop(inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// Deletes a group; deleting a missing group is not an error.
+    pub fn delete(&self, key: &GroupKey) -> bool {
+        let removed = self.inner.write().delete(key);
+        if removed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        removed
+    }
+
+    /// Removes every group. The old contents are dropped off the caller's path.
+    pub fn wipe(&self) {
+        let old = std::mem::take(&mut *self.inner.write());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.render_cache.lock().clear();
+        // Freeing a large store takes a while; do it on another thread.
+        let _ = std::thread::Builder::new()
+            .name("pushgate-wipe".into())
+            .spawn(move || drop(old));
+    }
+
+    /// Copies of every group, sorted by key.
+    pub fn snapshot(&self) -> Vec<GroupSnapshot> {
+        let inner = self.inner.read();
+        let mut out: Vec<GroupSnapshot> = inner
+            .groups
+            .values()
+            .map(|g| GroupSnapshot {
+                key: g.key.clone(),
+                families: g.families.values().cloned().collect(),
+                push_time: g.push_time,
+                failure_time: g.failure_time,
+                last_push_successful: g.last_push_successful,
+                version: g.version,
+            })
+            .collect();
+        drop(inner);
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Inserts a group wholesale (persistence load, replication): the consistency index is
+    /// checked so a bad snapshot cannot make the store invalid.
+    pub fn restore(&self, g: GroupSnapshot) -> Result<(), PushError> {
+        let mut inner = self.inner.write();
+        let r = inner.restore(g, &self.opts);
+        drop(inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        r
+    }
+}
+
+impl Inner {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn push(&mut self, p: PreparedPush, now: f64, opts: &StoreOptions) -> Result<WriteOutcome, PushError> {
+        let norm = p.key.normalized();
+        if let Some(existing) = self.normalized.get(&norm) {
+            if **existing != p.key {
+                return Err(PushError::Invalid(format!(
+                    "grouping key {} collides with existing group {}: both expose the same push_time_seconds series (a key without instance is treated as instance=\"\")",
+                    p.key, existing
+                )));
+            }
+        }
+        if p.has_timestamps {
+            self.mark_failure(&p.key, norm, now, opts)?;
+            return Err(PushError::Invalid("pushed metrics must not have timestamps".into()));
+        }
+        if opts.consistency_check {
+            if let Err(msg) = self.check(&p, opts) {
+                self.mark_failure(&p.key, norm, now, opts)?;
+                return Err(PushError::Invalid(msg));
+            }
+        }
+        if !self.groups.contains_key(&p.key) && self.groups.len() >= opts.max_groups {
+            return Err(too_many_groups(opts));
+        }
+        let version = self.next_seq();
+        let seq = version;
+        let gid = self.ensure_group(&p.key, norm);
+        let group = self.groups.get_mut(&p.key).expect("group was just ensured");
+        let key = group.key.clone();
+        let mut removed: Vec<Arc<StoredFamily>> = Vec::new();
+        if p.replace_all {
+            removed.extend(std::mem::take(&mut group.families).into_values());
+        }
+        for fam in &p.families {
+            if let Some(old) = group.families.insert(fam.name.clone(), fam.clone()) {
+                removed.push(old);
+            }
+        }
+        group.push_time = now;
+        group.last_push_successful = true;
+        group.version = version;
+        let old_timing = std::mem::replace(
+            &mut group.timing,
+            timing_families(&key, now, group.failure_time),
+        );
+        let timing = group.timing.clone();
+        for fam in removed.iter().chain(old_timing.iter()) {
+            self.unindex(gid, fam, seq);
+        }
+        for fam in p.families.iter().chain(timing.iter()) {
+            self.index_family(gid, &key, fam, seq);
+        }
+        Ok(WriteOutcome { version })
+    }
+
+    fn ensure_group(&mut self, key: &GroupKey, norm: GroupKey) -> u64 {
+        if let Some(g) = self.groups.get(key) {
+            return g.id;
+        }
+        self.next_group_id += 1;
+        let id = self.next_group_id;
+        let key = Arc::new(key.clone());
+        let timing = timing_families(&key, 0.0, 0.0);
+        self.normalized.insert(norm, key.clone());
+        self.groups.insert(
+            key.clone(),
+            Group {
+                id,
+                key,
+                families: BTreeMap::new(),
+                push_time: 0.0,
+                failure_time: 0.0,
+                last_push_successful: true,
+                version: 0,
+                timing,
+            },
+        );
+        id
+    }
+
+    fn mark_failure(&mut self, key: &GroupKey, norm: GroupKey, now: f64, opts: &StoreOptions) -> Result<(), PushError> {
+        if !self.groups.contains_key(key) && self.groups.len() >= opts.max_groups {
+            return Err(too_many_groups(opts));
+        }
+        let seq = self.next_seq();
+        let gid = self.ensure_group(key, norm);
+        let group = self.groups.get_mut(key).expect("group was just ensured");
+        group.failure_time = now;
+        group.last_push_successful = false;
+        group.version = seq;
+        let old = std::mem::replace(
+            &mut group.timing,
+            timing_families(&group.key, group.push_time, now),
+        );
+        let gkey = group.key.clone();
+        let timing = group.timing.clone();
+        for fam in old.iter() {
+            self.unindex(gid, fam, seq);
+        }
+        for fam in timing.iter() {
+            self.index_family(gid, &gkey, fam, seq);
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &GroupKey) -> bool {
+        let Some(group) = self.groups.remove(key) else {
+            return false;
+        };
+        let seq = self.next_seq();
+        self.normalized.remove(&key.normalized());
+        for fam in group.families.values().chain(group.timing.iter()) {
+            self.unindex(group.id, fam, seq);
+        }
+        true
+    }
+
+    fn restore(&mut self, g: GroupSnapshot, opts: &StoreOptions) -> Result<(), PushError> {
+        let norm = g.key.normalized();
+        if let Some(existing) = self.normalized.get(&norm) {
+            if **existing != *g.key {
+                return Err(PushError::Invalid(format!(
+                    "group {} collides with group {existing}",
+                    g.key
+                )));
+            }
+        }
+        if opts.consistency_check {
+            let probe = PreparedPush {
+                key: (*g.key).clone(),
+                families: g.families.clone(),
+                replace_all: true,
+                has_timestamps: false,
+            };
+            self.check(&probe, opts).map_err(PushError::Invalid)?;
+        }
+        self.delete(&g.key);
+        if self.groups.len() >= opts.max_groups {
+            return Err(too_many_groups(opts));
+        }
+        let seq = self.next_seq();
+        let gid = self.ensure_group(&g.key, norm);
+        let group = self.groups.get_mut(&*g.key).expect("group was just ensured");
+        group.push_time = g.push_time;
+        group.failure_time = g.failure_time;
+        group.last_push_successful = g.last_push_successful;
+        group.version = g.version;
+        group.timing = timing_families(&group.key, g.push_time, g.failure_time);
+        for f in &g.families {
+            group.families.insert(f.name.clone(), f.clone());
+        }
+        let key = group.key.clone();
+        let timing = group.timing.clone();
+        self.seq = self.seq.max(g.version);
+        for fam in g.families.iter().chain(timing.iter()) {
+            self.index_family(gid, &key, fam, seq);
+        }
+        Ok(())
+    }
+
+    fn index_family(&mut self, gid: u64, key: &Arc<GroupKey>, fam: &Arc<StoredFamily>, seq: u64) {
+        let entry = self
+            .index
+            .entry(fam.name.clone())
+            .or_insert_with(|| FamilyIndex {
+                typ: fam.typ,
+                members: HashMap::new(),
+                changed: seq,
+            });
+        if entry.members.is_empty() {
+            entry.typ = fam.typ;
+        }
+        entry.members.insert(gid, (key.clone(), fam.clone()));
+        entry.changed = seq;
+        for h in fam.series() {
+            self.series.insert(*h, gid);
+        }
+        self.series_total += fam.len();
+    }
+
+    fn unindex(&mut self, gid: u64, fam: &Arc<StoredFamily>, seq: u64) {
+        if let Some(entry) = self.index.get_mut(&fam.name) {
+            if let Some((_, current)) = entry.members.get(&gid) {
+                if Arc::ptr_eq(current, fam) {
+                    entry.members.remove(&gid);
+                }
+            }
+            entry.changed = seq;
+            if entry.members.is_empty() {
+                self.index.remove(&fam.name);
+            }
+        }
+        for h in fam.series() {
+            if self.series.get(h) == Some(&gid) {
+                self.series.remove(h);
+            }
+        }
+        self.series_total = self.series_total.saturating_sub(fam.len());
+    }
+
+    /// The consistency check: would the store be valid after applying `p`? O(size of `p`).
+    fn check(&self, p: &PreparedPush, opts: &StoreOptions) -> Result<(), String> {
+        let group = self.groups.get(&p.key);
+        let gid = group.map(|g| g.id);
+        let holds = |name: &str| group.is_some_and(|g| g.families.contains_key(name));
+        // Is `name` replaced (or removed) in this group by the push?
+        let replaced = |name: &str| holds(name) && (p.replace_all || p.family(name).is_some());
+        // The type `name` would have across the store after the push, if it exists at all.
+        let effective = |name: &str| -> Option<MetricType> {
+            if let Some(f) = p.family(name) {
+                return Some(f.typ);
+            }
+            if let Some(e) = self.index.get(name) {
+                if e.members.len() > usize::from(replaced(name)) {
+                    return Some(e.typ);
+                }
+            }
+            opts.reserved.get(name).map(|(t, _)| t)
+        };
+        for f in &p.families {
+            let name: &str = &f.name;
+            if let Some((t, _)) = opts.reserved.get(name) {
+                if t != f.typ {
+                    return Err(type_conflict(name, f.typ, t));
+                }
+            }
+            if let Some(e) = self.index.get(name) {
+                let others = e.members.len() - usize::from(replaced(name) && e.members.contains_key(&gid.unwrap_or(0)));
+                if others > 0 && e.typ != f.typ {
+                    return Err(type_conflict(name, f.typ, e.typ));
+                }
+            }
+            // Histogram and summary suffixes (client_golang's checkSuffixCollisions).
+            for suffix in ["_count", "_sum", "_bucket"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    match effective(base) {
+                        Some(MetricType::Summary) if suffix != "_bucket" => {
+                            return Err(format!(
+                                "collected metric named {name:?} collides with previously collected summary named {base:?}"
+                            ))
+                        }
+                        Some(MetricType::Histogram) => {
+                            return Err(format!(
+                                "collected metric named {name:?} collides with previously collected histogram named {base:?}"
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if matches!(f.typ, MetricType::Summary | MetricType::Histogram) {
+                let suffixes: &[&str] = if f.typ == MetricType::Histogram {
+                    &["_count", "_sum", "_bucket"]
+                } else {
+                    &["_count", "_sum"]
+                };
+                for s in suffixes {
+                    let other = format!("{name}{s}");
+                    if effective(&other).is_some() {
+                        return Err(format!(
+                            "collected histogram or summary named {name:?} collides with previously collected metric named {other:?}"
+                        ));
+                    }
+                }
+            }
+            for h in f.series() {
+                if let Some(owner) = self.series.get(h) {
+                    if Some(*owner) != gid {
+                        let example = f.to_metric_family();
+                        let labels = example
+                            .metric
+                            .iter()
+                            .find(|m| family::series_hash(name, m) == *h)
+                            .map(prepare::describe_labels)
+                            .unwrap_or_default();
+                        return Err(format!(
+                            "collected metric {name:?} {{ {labels} }} was collected before with the same name and label values"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn type_conflict(name: &str, new: MetricType, existing: MetricType) -> String {
+    format!(
+        "gathered metric family {name} has type {} but should have {}",
+        new.as_str_name(),
+        existing.as_str_name()
+    )
+}
+
+fn too_many_groups(opts: &StoreOptions) -> PushError {
+    PushError::LimitExceeded(format!(
+        "the gateway holds the maximum of {} groups (--push.max-groups); delete groups or raise the limit",
+        opts.max_groups
+    ))
+}

@@ -1,0 +1,276 @@
+//! Turns decoded families into what the store keeps: grouping labels applied, every rule that
+//! depends only on the push itself checked (names, label sets, timestamps, duplicates, limits),
+//! metrics sorted and pre-encoded. Runs outside any store lock.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::error::PushError;
+use super::family::StoredFamily;
+use super::key::GroupKey;
+use crate::exposition::names::{is_valid_label_name, is_valid_metric_name, NameScheme};
+use crate::exposition::{proto, Metric, MetricFamily, MetricType};
+
+pub const PUSH_TIME_METRIC: &str = "push_time_seconds";
+pub const PUSH_FAILURE_TIME_METRIC: &str = "push_failure_time_seconds";
+pub const PUSH_TIME_HELP: &str = "Last Unix time when changing this group in the Pushgateway succeeded.";
+pub const PUSH_FAILURE_TIME_HELP: &str = "Last Unix time when changing this group in the Pushgateway failed.";
+
+/// Limits applied to every push; the defaults refuse only abuse (COMPAT.md, bug 8).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_series_per_push: usize,
+    pub max_label_name_bytes: usize,
+    pub max_label_value_bytes: usize,
+    pub max_grouping_labels: usize,
+    pub max_groups: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_series_per_push: 100_000,
+            max_label_name_bytes: 1024,
+            max_label_value_bytes: 1 << 20,
+            max_grouping_labels: 50,
+            max_groups: 1_000_000,
+        }
+    }
+}
+
+/// How to validate: name rules and limits.
+#[derive(Debug, Clone, Default)]
+pub struct Validation {
+    pub names: NameScheme,
+    pub limits: Limits,
+}
+
+/// A validated, encoded push ready to be applied to a group.
+#[derive(Debug)]
+pub struct PreparedPush {
+    pub key: GroupKey,
+    /// Sorted by name, names unique.
+    pub families: Vec<Arc<StoredFamily>>,
+    /// PUT replaces every family of the group; POST only the families named here.
+    pub replace_all: bool,
+    /// Set when the push carried timestamps: upstream refuses it but records the failure.
+    pub has_timestamps: bool,
+}
+
+impl PreparedPush {
+    pub fn family(&self, name: &str) -> Option<&Arc<StoredFamily>> {
+        self.families
+            .binary_search_by(|f| f.name.as_ref().cmp(name))
+            .ok()
+            .map(|i| &self.families[i])
+    }
+}
+
+fn invalid(msg: String) -> PushError {
+    PushError::Invalid(msg)
+}
+
+/// Validates and encodes `families` for the group `key`.
+pub fn prepare_push(
+    key: GroupKey,
+    families: Vec<MetricFamily>,
+    replace_all: bool,
+    v: &Validation,
+) -> Result<PreparedPush, PushError> {
+    let mut series_total = 0usize;
+    let mut has_timestamps = false;
+    let mut out: Vec<Arc<StoredFamily>> = Vec::with_capacity(families.len());
+    for mut mf in families {
+        let name = mf.name().to_owned();
+        if name.is_empty() {
+            return Err(invalid("metric family has an empty name".into()));
+        }
+        if !is_valid_metric_name(&name, v.names) {
+            return Err(invalid(format!("{name:?} is not a valid metric name")));
+        }
+        let typ = match mf.r#type {
+            None => MetricType::Untyped,
+            Some(raw) => match MetricType::try_from(raw) {
+                Ok(MetricType::GaugeHistogram) => {
+                    return Err(invalid(format!(
+                        "metric family {name:?} has type GAUGE_HISTOGRAM, which the text exposition cannot carry"
+                    )))
+                }
+                Ok(t) => t,
+                Err(_) => return Err(invalid(format!("metric family {name:?} has unknown type {raw}"))),
+            },
+        };
+        if name == PUSH_TIME_METRIC || name == PUSH_FAILURE_TIME_METRIC {
+            // The gateway owns these per group; upstream silently replaces pushed ones.
+            continue;
+        }
+        let help: Arc<str> = mf.help().into();
+        let mut metrics = std::mem::take(&mut mf.metric);
+        let mut seen = HashSet::with_capacity(metrics.len());
+        for m in metrics.iter_mut() {
+            series_total += series_count(m);
+            if series_total > v.limits.max_series_per_push {
+                return Err(PushError::LimitExceeded(format!(
+                    "push has more than {} series (--push.max-series-per-push)",
+                    v.limits.max_series_per_push
+                )));
+            }
+            if m.timestamp_ms.is_some() {
+                has_timestamps = true;
+            }
+            check_value_field(&name, typ, m)?;
+            apply_grouping_labels(m, &key);
+            check_labels(&name, m, v)?;
+            if !seen.insert(super::family::series_hash(&name, m)) {
+                return Err(invalid(format!(
+                    "collected metric {name:?} {{ {} }} was collected before with the same name and label values",
+                    describe_labels(m)
+                )));
+            }
+        }
+        out.push(Arc::new(StoredFamily::encode(name.into(), help, typ, metrics)));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    // Text bodies have unique names already; protobuf streams are deduplicated (last wins) on
+    // decode. Guard anyway so the store's sorted-unique invariant holds for every caller.
+    out.dedup_by(|later, earlier| later.name == earlier.name);
+    Ok(PreparedPush {
+        key,
+        families: out,
+        replace_all,
+        has_timestamps,
+    })
+}
+
+fn series_count(m: &Metric) -> usize {
+    if let Some(h) = &m.histogram {
+        h.bucket.len() + 3
+    } else if let Some(s) = &m.summary {
+        s.quantile.len() + 2
+    } else {
+        1
+    }
+}
+
+fn check_value_field(name: &str, typ: MetricType, m: &Metric) -> Result<(), PushError> {
+    let ok = match typ {
+        MetricType::Counter => m.counter.is_some(),
+        MetricType::Gauge => m.gauge.is_some(),
+        MetricType::Summary => m.summary.is_some(),
+        MetricType::Untyped => m.untyped.is_some(),
+        MetricType::Histogram | MetricType::GaugeHistogram => m.histogram.is_some(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "collected metric {name:?} {{ {} }} is not a {}",
+            describe_labels(m),
+            typ.as_str_name()
+        )))
+    }
+}
+
+/// Grouping labels overwrite same-named body labels, missing ones are added, `instance=""` is
+/// added when there is no instance label at all; then pairs are sorted by name (upstream's
+/// sanitizeLabels). A repeated body label name is left for `check_labels` to refuse.
+fn apply_grouping_labels(m: &mut Metric, key: &GroupKey) {
+    let mut done = vec![false; key.labels().len()];
+    let mut has_instance = false;
+    for lp in m.label.iter_mut() {
+        let n = lp.name();
+        if n == "instance" {
+            has_instance = true;
+        }
+        if let Ok(i) = key.labels().binary_search_by(|(kn, _)| kn.as_str().cmp(n)) {
+            if !done[i] {
+                lp.value = Some(key.labels()[i].1.clone());
+                done[i] = true;
+            }
+        }
+    }
+    for (i, (n, v)) in key.labels().iter().enumerate() {
+        if !done[i] {
+            if n == "instance" {
+                has_instance = true;
+            }
+            m.label.push(proto::LabelPair {
+                name: Some(n.clone()),
+                value: Some(v.clone()),
+            });
+        }
+    }
+    if !has_instance {
+        m.label.push(proto::LabelPair {
+            name: Some("instance".into()),
+            value: Some(String::new()),
+        });
+    }
+    m.label.sort_by(|a, b| a.name().cmp(b.name()));
+}
+
+fn check_labels(name: &str, m: &Metric, v: &Validation) -> Result<(), PushError> {
+    let mut prev: Option<&str> = None;
+    for lp in &m.label {
+        let ln = lp.name();
+        if prev == Some(ln) {
+            return Err(invalid(format!(
+                "collected metric {name:?} {{ {} }} has two or more labels with the same name: {ln}",
+                describe_labels(m)
+            )));
+        }
+        if !is_valid_label_name(ln, v.names) || ln.starts_with("__") {
+            return Err(invalid(format!(
+                "collected metric {name:?} {{ {} }} has a label with an invalid name: {ln}",
+                describe_labels(m)
+            )));
+        }
+        if m.summary.is_some() && ln == "quantile" {
+            return Err(invalid(format!(
+                "collected metric {name:?} {{ {} }} must not have an explicit \"quantile\" label",
+                describe_labels(m)
+            )));
+        }
+        if m.histogram.is_some() && ln == "le" {
+            return Err(invalid(format!(
+                "collected metric {name:?} {{ {} }} must not have an explicit \"le\" label",
+                describe_labels(m)
+            )));
+        }
+        if ln.len() > v.limits.max_label_name_bytes {
+            return Err(PushError::LimitExceeded(format!(
+                "label name of {} bytes exceeds the limit of {} (--push.max-label-name-length)",
+                ln.len(),
+                v.limits.max_label_name_bytes
+            )));
+        }
+        if lp.value().len() > v.limits.max_label_value_bytes {
+            return Err(PushError::LimitExceeded(format!(
+                "value of label {ln:?} has {} bytes, more than the limit of {} (--push.max-label-value-length)",
+                lp.value().len(),
+                v.limits.max_label_value_bytes
+            )));
+        }
+        prev = Some(ln);
+    }
+    Ok(())
+}
+
+/// `name="value"` pairs for error messages, values truncated so errors stay readable.
+pub fn describe_labels(m: &Metric) -> String {
+    let mut s = String::new();
+    for (i, lp) in m.label.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let v = lp.value();
+        let shown: String = v.chars().take(64).collect();
+        s.push_str(lp.name());
+        s.push('=');
+        s.push_str(&format!("{shown:?}"));
+        if shown.len() < v.len() {
+            s.push_str("...");
+        }
+    }
+    s
+}
