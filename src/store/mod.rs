@@ -70,7 +70,8 @@ pub struct WriteOutcome {
 #[derive(Debug, Clone)]
 pub struct GroupSnapshot {
     pub key: Arc<GroupKey>,
-    pub families: Vec<Arc<StoredFamily>>,
+    /// Families sorted by name, each with the Unix time of the push that last set it.
+    pub families: Vec<(Arc<StoredFamily>, f64)>,
     pub push_time: f64,
     pub failure_time: f64,
     pub last_push_successful: bool,
@@ -81,8 +82,8 @@ pub struct GroupSnapshot {
 struct Group {
     id: u64,
     key: Arc<GroupKey>,
-    /// Pushed families, without the two timing families.
-    families: BTreeMap<Arc<str>, Arc<StoredFamily>>,
+    /// Pushed families (without the two timing families) and when each was last pushed.
+    families: BTreeMap<Arc<str>, (Arc<StoredFamily>, f64)>,
     push_time: f64,
     failure_time: f64,
     last_push_successful: bool,
@@ -293,10 +294,10 @@ impl Inner {
         let key = group.key.clone();
         let mut removed: Vec<Arc<StoredFamily>> = Vec::new();
         if p.replace_all {
-            removed.extend(std::mem::take(&mut group.families).into_values());
+            removed.extend(std::mem::take(&mut group.families).into_values().map(|(f, _)| f));
         }
         for fam in &p.families {
-            if let Some(old) = group.families.insert(fam.name.clone(), fam.clone()) {
+            if let Some((old, _)) = group.families.insert(fam.name.clone(), (fam.clone(), now)) {
                 removed.push(old);
             }
         }
@@ -373,7 +374,7 @@ impl Inner {
         };
         let seq = self.next_seq();
         self.normalized.remove(&key.normalized());
-        for fam in group.families.values().chain(group.timing.iter()) {
+        for fam in group.families.values().map(|(f, _)| f).chain(group.timing.iter()) {
             self.unindex(group.id, fam, seq);
         }
         true
@@ -392,7 +393,7 @@ impl Inner {
         if opts.consistency_check {
             let probe = PreparedPush {
                 key: (*g.key).clone(),
-                families: g.families.clone(),
+                families: g.families.iter().map(|(f, _)| f.clone()).collect(),
                 replace_all: true,
                 has_timestamps: false,
             };
@@ -410,13 +411,13 @@ impl Inner {
         group.last_push_successful = g.last_push_successful;
         group.version = g.version;
         group.timing = timing_families(&group.key, g.push_time, g.failure_time);
-        for f in &g.families {
-            group.families.insert(f.name.clone(), f.clone());
+        for (f, t) in &g.families {
+            group.families.insert(f.name.clone(), (f.clone(), *t));
         }
         let key = group.key.clone();
         let timing = group.timing.clone();
         self.seq = self.seq.max(g.version);
-        for fam in g.families.iter().chain(timing.iter()) {
+        for fam in g.families.iter().map(|(f, _)| f).chain(timing.iter()) {
             self.index_family(gid, &key, fam, seq);
         }
         Ok(())

@@ -62,7 +62,7 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
             };
             prost::encoding::message::encode(1, &lp, &mut group_buf);
         }
-        for f in &g.families {
+        for (f, _) in &g.families {
             // A stored family's protobuf metrics are kept encoded: write them as they are.
             fam_buf.clear();
             encode_family_header(&mut fam_buf, &f.name, &f.help, f.typ);
@@ -75,6 +75,8 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
         prost::encoding::double::encode(4, &g.failure_time, &mut group_buf);
         prost::encoding::bool::encode(5, &g.last_push_successful, &mut group_buf);
         prost::encoding::uint64::encode(6, &g.version, &mut group_buf);
+        let times: Vec<f64> = g.families.iter().map(|(_, t)| *t).collect();
+        prost::encoding::double::encode_packed(7, &times, &mut group_buf);
         encode_key(2, WireType::LengthDelimited, &mut payload);
         encode_varint(group_buf.len() as u64, &mut payload);
         payload.extend_from_slice(&group_buf);
@@ -123,8 +125,12 @@ pub fn decode_snapshot(path: &Path, bytes: &[u8], names: NameScheme) -> Result<V
                 return Err(corrupt(format!("group {key} has an invalid label name {n:?}")));
             }
         }
+        if !g.family_push_times.is_empty() && g.family_push_times.len() != g.families.len() {
+            return Err(corrupt(format!("group {key} has {} families but {} push times", g.families.len(), g.family_push_times.len())));
+        }
         let mut families = Vec::with_capacity(g.families.len());
-        for mf in g.families {
+        for (fi, mf) in g.families.into_iter().enumerate() {
+            let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
             let name = mf.name().to_owned();
             if !crate::exposition::names::is_valid_metric_name(&name, names) {
                 return Err(corrupt(format!("group {key} has an invalid metric name {name:?}")));
@@ -137,9 +143,10 @@ pub fn decode_snapshot(path: &Path, bytes: &[u8], names: NameScheme) -> Result<V
                 Some(Ok(t)) => t,
             };
             let help = mf.help().to_owned();
-            families.push(Arc::new(StoredFamily::encode(name.into(), help.into(), typ, mf.metric)));
+            families.push((Arc::new(StoredFamily::encode(name.into(), help.into(), typ, mf.metric)), pushed_at));
         }
-        families.sort_by(|a, b| a.name.cmp(&b.name));
+        families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        families.dedup_by(|a, b| a.0.name == b.0.name);
         out.push(GroupSnapshot {
             key: Arc::new(key),
             families,

@@ -1,0 +1,49 @@
+//! Names, types and help texts of the gateway's own metrics, in one place.
+//!
+//! The `pushgateway_*` names are upstream's, so existing dashboards keep working; cluster and
+//! store internals use the `pushgate_*` namespace. Labels stay bounded: never a job or a
+//! grouping-key value.
+
+use crate::exposition::MetricType;
+
+pub const HTTP_REQUESTS_TOTAL: &str = "pushgateway_http_requests_total";
+pub const HTTP_PUSH_DURATION_SECONDS: &str = "pushgateway_http_push_duration_seconds";
+pub const HTTP_PUSH_SIZE_BYTES: &str = "pushgateway_http_push_size_bytes";
+pub const BUILD_INFO: &str = "pushgateway_build_info";
+
+pub const GROUPS: &str = "pushgate_groups";
+pub const SERIES: &str = "pushgate_series";
+pub const SCRAPE_RENDER_SECONDS: &str = "pushgate_scrape_render_seconds";
+pub const INCONSISTENT_DROPPED_TOTAL: &str = "pushgate_inconsistent_samples_dropped_total";
+pub const PERSISTENCE_WRITES_TOTAL: &str = "pushgate_persistence_writes_total";
+pub const PERSISTENCE_LAST_WRITE_SECONDS: &str = "pushgate_persistence_last_write_timestamp_seconds";
+pub const REFUSED_PUSHES_TOTAL: &str = "pushgate_refused_pushes_total";
+
+/// Every self-metric family: name, type, help.
+pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
+    (HTTP_REQUESTS_TOTAL, MetricType::Counter, "Total HTTP requests processed by the Pushgateway, excluding scrapes."),
+    (HTTP_PUSH_DURATION_SECONDS, MetricType::Summary, "HTTP request duration for pushes to the Pushgateway."),
+    (HTTP_PUSH_SIZE_BYTES, MetricType::Summary, "HTTP request size for pushes to the Pushgateway."),
+    (BUILD_INFO, MetricType::Gauge, "A metric with a constant '1' value labeled by version, revision, branch, and goversion from which pushgateway was built."),
+    (GROUPS, MetricType::Gauge, "Push groups held by this node."),
+    (SERIES, MetricType::Gauge, "Metrics (label sets) held by this node, push timing metrics included."),
+    (SCRAPE_RENDER_SECONDS, MetricType::Summary, "Time to render the pushed metrics for one scrape."),
+    (INCONSISTENT_DROPPED_TOTAL, MetricType::Counter, "Stored samples left out of a scrape because their type or series conflicted with another group (possible only with the consistency check disabled)."),
+    (PERSISTENCE_WRITES_TOTAL, MetricType::Counter, "Snapshots written to the persistence file, by result."),
+    (PERSISTENCE_LAST_WRITE_SECONDS, MetricType::Gauge, "Unix time of the last successful persistence write."),
+    (REFUSED_PUSHES_TOTAL, MetricType::Counter, "Pushes refused, by reason (invalid, limit, unavailable)."),
+    ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),
+    ("process_max_fds", MetricType::Gauge, "Maximum number of open file descriptors."),
+    ("process_open_fds", MetricType::Gauge, "Number of open file descriptors."),
+    ("process_resident_memory_bytes", MetricType::Gauge, "Resident memory size in bytes."),
+    ("process_start_time_seconds", MetricType::Gauge, "Start time of the process since unix epoch in seconds."),
+    ("process_virtual_memory_bytes", MetricType::Gauge, "Virtual memory size in bytes."),
+    ("process_virtual_memory_max_bytes", MetricType::Gauge, "Maximum amount of virtual memory available in bytes."),
+];
+
+/// Quantiles exposed for summaries (upstream's objectives).
+pub const SUMMARY_QUANTILES: &[f64] = &[0.1, 0.5, 0.9];
+
+pub fn lookup(name: &str) -> Option<(MetricType, &'static str)> {
+    SELF_FAMILIES.iter().find(|(n, _, _)| *n == name).map(|(_, t, h)| (*t, *h))
+}

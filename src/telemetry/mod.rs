@@ -1,0 +1,62 @@
+//! Self-observability: the gateway's own metrics (a `metrics` recorder rendered into the
+//! scrape), the process collector, and logging setup.
+
+pub mod logging;
+pub mod metrics;
+pub mod process;
+pub mod recorder;
+
+use std::sync::Arc;
+
+use crate::exposition::MetricType;
+use crate::store::{ReservedNames, StoredFamily};
+pub use recorder::SelfRecorder;
+
+/// Names the gateway exposes itself, for the store's consistency check.
+pub fn reserved_names() -> ReservedNames {
+    ReservedNames::new(
+        metrics::SELF_FAMILIES
+            .iter()
+            .map(|(n, t, h)| ((*n).to_owned(), *t, (*h).to_owned())),
+    )
+}
+
+/// The self-metric families for one scrape: recorded metrics, build info, process stats.
+pub fn own_families(recorder: &SelfRecorder, groups: usize, series: usize) -> Vec<Arc<StoredFamily>> {
+    use recorder::{counter_metric, gauge_metric};
+    let mut extra = vec![
+        (
+            metrics::BUILD_INFO.to_owned(),
+            MetricType::Gauge,
+            gauge_metric(
+                &[
+                    ("branch", ""),
+                    ("goversion", "rust"),
+                    ("revision", option_env!("PUSHGATE_REVISION").unwrap_or("")),
+                    ("version", env!("CARGO_PKG_VERSION")),
+                ],
+                1.0,
+            ),
+        ),
+        (metrics::GROUPS.to_owned(), MetricType::Gauge, gauge_metric(&[], groups as f64)),
+        (metrics::SERIES.to_owned(), MetricType::Gauge, gauge_metric(&[], series as f64)),
+    ];
+    let p = process::read();
+    let gauges = [
+        ("process_max_fds", p.max_fds),
+        ("process_open_fds", p.open_fds),
+        ("process_resident_memory_bytes", p.resident_bytes),
+        ("process_start_time_seconds", p.start_time),
+        ("process_virtual_memory_bytes", p.virtual_bytes),
+        ("process_virtual_memory_max_bytes", p.virtual_max_bytes),
+    ];
+    for (name, v) in gauges {
+        if let Some(v) = v {
+            extra.push((name.to_owned(), MetricType::Gauge, gauge_metric(&[], v)));
+        }
+    }
+    if let Some(cpu) = p.cpu_seconds {
+        extra.push(("process_cpu_seconds_total".to_owned(), MetricType::Counter, counter_metric(cpu)));
+    }
+    recorder.families(extra)
+}
