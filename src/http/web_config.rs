@@ -218,8 +218,11 @@ impl WebConfig {
         let http2 = http.http2.unwrap_or(true);
         let headers = build_headers(&ctx, http.headers.unwrap_or_default())?;
         let tls = build_tls(&ctx, raw.tls_server_config.unwrap_or_default(), http2)?;
-        let users: HashMap<String, String> =
-            raw.basic_auth_users.unwrap_or_default().into_iter().collect();
+        let users: HashMap<String, String> = raw
+            .basic_auth_users
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let mut dummy: Option<(u32, &String)> = None;
         let mut names: Vec<&String> = users.keys().collect();
         names.sort();
@@ -445,7 +448,10 @@ const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
     ("Content-Security-Policy", &[]),
 ];
 
-fn build_headers(ctx: &Ctx<'_>, raw: BTreeMap<String, String>) -> Result<HeaderMap, WebConfigError> {
+fn build_headers(
+    ctx: &Ctx<'_>,
+    raw: BTreeMap<String, String>,
+) -> Result<HeaderMap, WebConfigError> {
     let mut headers = HeaderMap::new();
     for (name, value) in raw {
         let field = format!("http_server_config: headers: {name:?}");
@@ -499,8 +505,9 @@ fn build_rate_limiter(
 ) -> Result<Option<RateLimiter>, WebConfigError> {
     let interval = match raw.interval.as_deref() {
         None | Some("") => return Ok(None),
-        Some(text) => parse_go_duration(text)
-            .ok_or_else(|| ctx.invalid("rate_limit: interval", format!("invalid duration {text:?}")))?,
+        Some(text) => parse_go_duration(text).ok_or_else(|| {
+            ctx.invalid("rate_limit: interval", format!("invalid duration {text:?}"))
+        })?,
     };
     if interval.is_zero() {
         return Ok(None);
@@ -577,11 +584,16 @@ fn cipher_suite_by_go_name(name: &str) -> Option<Option<CipherSuite>> {
         "TLS_AES_128_GCM_SHA256" => Some(C::TLS13_AES_128_GCM_SHA256),
         "TLS_AES_256_GCM_SHA384" => Some(C::TLS13_AES_256_GCM_SHA384),
         "TLS_CHACHA20_POLY1305_SHA256" => Some(C::TLS13_CHACHA20_POLY1305_SHA256),
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => Some(C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => Some(C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
+            Some(C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+        }
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => {
+            Some(C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
+        }
         "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => Some(C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
         "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => Some(C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305" => {
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+        | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305" => {
             Some(C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
         }
         "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" => {
@@ -670,7 +682,11 @@ fn nonempty(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
-fn build_tls(ctx: &Ctx<'_>, raw: RawTls, http2: bool) -> Result<Option<TlsAcceptor>, WebConfigError> {
+fn build_tls(
+    ctx: &Ctx<'_>,
+    raw: RawTls,
+    http2: bool,
+) -> Result<Option<TlsAcceptor>, WebConfigError> {
     let min = parse_version(ctx, "min_version", raw.min_version.as_deref())?;
     let max = parse_version(ctx, "max_version", raw.max_version.as_deref())?;
     let provider = build_provider(ctx, &raw)?;
@@ -690,10 +706,19 @@ fn build_tls(ctx: &Ctx<'_>, raw: RawTls, http2: bool) -> Result<Option<TlsAccept
         return Ok(None);
     }
 
-    let rank = |v: &SupportedProtocolVersion| if v.version == rustls::ProtocolVersion::TLSv1_2 { 0 } else { 1 };
+    let rank = |v: &SupportedProtocolVersion| {
+        if v.version == rustls::ProtocolVersion::TLSv1_2 {
+            0
+        } else {
+            1
+        }
+    };
     let (lo, hi) = (min.map_or(0, rank), max.map_or(1, rank));
     if lo > hi {
-        return Err(ctx.invalid("tls_server_config", "min_version is greater than max_version"));
+        return Err(ctx.invalid(
+            "tls_server_config",
+            "min_version is greater than max_version",
+        ));
     }
     let versions: Vec<&'static SupportedProtocolVersion> =
         [&rustls::version::TLS12, &rustls::version::TLS13][lo..=hi].to_vec();
@@ -709,12 +734,16 @@ fn build_tls(ctx: &Ctx<'_>, raw: RawTls, http2: bool) -> Result<Option<TlsAccept
     let cert_pem = match (nonempty(&raw.cert_file), nonempty(&raw.cert)) {
         (Some(file), _) => ctx.read("tls_server_config: cert_file", file)?,
         (None, Some(text)) => text.as_bytes().to_vec(),
-        (None, None) => return Err(ctx.invalid("tls_server_config", "missing one of cert or cert_file")),
+        (None, None) => {
+            return Err(ctx.invalid("tls_server_config", "missing one of cert or cert_file"))
+        }
     };
     let key_pem = match (nonempty(&raw.key_file), nonempty(&raw.key)) {
         (Some(file), _) => ctx.read("tls_server_config: key_file", file)?,
         (None, Some(text)) => text.as_bytes().to_vec(),
-        (None, None) => return Err(ctx.invalid("tls_server_config", "missing one of key or key_file")),
+        (None, None) => {
+            return Err(ctx.invalid("tls_server_config", "missing one of key or key_file"))
+        }
     };
     let cert_field = match nonempty(&raw.cert_file) {
         Some(file) => format!("tls_server_config: cert_file \"{file}\""),
@@ -749,7 +778,10 @@ fn build_tls(ctx: &Ctx<'_>, raw: RawTls, http2: bool) -> Result<Option<TlsAccept
             let pem = ctx.read("tls_server_config: client_ca_file", file)?;
             Some((field, pem))
         }
-        (None, Some(text)) => Some(("tls_server_config: client_ca".to_owned(), text.as_bytes().to_vec())),
+        (None, Some(text)) => Some((
+            "tls_server_config: client_ca".to_owned(),
+            text.as_bytes().to_vec(),
+        )),
         (None, None) => None,
     };
     if client_ca.is_some() && client_auth == ClientAuth::None {
@@ -762,9 +794,9 @@ fn build_tls(ctx: &Ctx<'_>, raw: RawTls, http2: bool) -> Result<Option<TlsAccept
         Some((field, pem)) => {
             let mut store = RootCertStore::empty();
             for cert in parse_certs(&pem).map_err(|m| ctx.invalid(field.clone(), m))? {
-                store
-                    .add(cert)
-                    .map_err(|e| ctx.invalid(field.clone(), format!("invalid ca certificate: {e}")))?;
+                store.add(cert).map_err(|e| {
+                    ctx.invalid(field.clone(), format!("invalid ca certificate: {e}"))
+                })?;
             }
             Some(Arc::new(store))
         }
@@ -793,7 +825,10 @@ fn build_tls(ctx: &Ctx<'_>, raw: RawTls, http2: bool) -> Result<Option<TlsAccept
                 builder
             };
             Some(builder.build().map_err(|e| {
-                ctx.invalid("tls_server_config: client_ca_file", e.to_string().to_lowercase())
+                ctx.invalid(
+                    "tls_server_config: client_ca_file",
+                    e.to_string().to_lowercase(),
+                )
             })?)
         }
     };
@@ -820,7 +855,10 @@ fn build_tls(ctx: &Ctx<'_>, raw: RawTls, http2: bool) -> Result<Option<TlsAccept
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        ctx.invalid(key_field, format!("does not fit the certificate: {e}").to_lowercase())
+        ctx.invalid(
+            key_field,
+            format!("does not fit the certificate: {e}").to_lowercase(),
+        )
     })?;
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -954,7 +992,9 @@ impl ClientCertVerifier for AllowedSans {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let found = certificate_sans(end_entity).map_err(rustls::Error::General)?;
         if found.iter().any(|san| self.sans.contains(san)) {
             Ok(verified)
@@ -1095,4 +1135,580 @@ fn plain_error(status: StatusCode) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::ServiceExt;
+
+    /// dave / dave123, from exporter-toolkit's `web/testdata/web_config_users_noTLS.good.yml`.
+    const DAVE_HASH: &str = "$2y$10$2UXri9cIDdgeKjBo4Rlpx.U3ZLDV8X1IxKmsfOvhcM5oXQt/mLmXq";
+    /// The hash COMPAT.md gives for dave: it is exporter-toolkit's timing dummy, the hash of
+    /// "fakepassword", not of "dave123".
+    const COMPAT_MD_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
+
+    fn write_config(dir: &Path, content: &str) -> PathBuf {
+        let path = dir.join("web.yml");
+        std::fs::write(&path, content).expect("temp dir should be writable");
+        path
+    }
+
+    fn basic(user: &str, password: &str) -> HeaderValue {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header")
+    }
+
+    fn dave_config() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_config(
+            dir.path(),
+            &format!("basic_auth_users:\n  dave: {DAVE_HASH}\n"),
+        );
+        (dir, path)
+    }
+
+    #[test]
+    fn empty_file_is_plain_http_without_auth() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for content in ["", "# only a comment\n", "{}", "tls_server_config:\n"] {
+            let config = WebConfig::load(&write_config(dir.path(), content)).expect(content);
+            assert!(config.tls_acceptor().is_none());
+            assert!(config.http2_enabled());
+            assert!(config.extra_headers().is_empty());
+            assert_eq!(config.authorize(None), AuthOutcome::Allowed);
+        }
+    }
+
+    #[test]
+    fn dave_is_allowed_and_everything_else_denied() {
+        let (_dir, path) = dave_config();
+        let config = WebConfig::load(&path).expect("valid config");
+        assert!(config.auth_required());
+        assert_eq!(
+            config.authorize(Some(&basic("dave", "dave123"))),
+            AuthOutcome::Allowed
+        );
+        assert_eq!(
+            config.authorize(Some(&basic("dave", "dave124"))),
+            AuthOutcome::Denied
+        );
+        assert_eq!(
+            config.authorize(Some(&basic("eve", "dave123"))),
+            AuthOutcome::Denied
+        );
+        assert_eq!(config.authorize(Some(&basic("", ""))), AuthOutcome::Denied);
+        assert_eq!(config.authorize(None), AuthOutcome::Denied);
+        let lowercase = HeaderValue::from_static("basic ZGF2ZTpkYXZlMTIz");
+        assert_eq!(config.authorize(Some(&lowercase)), AuthOutcome::Allowed);
+        let malformed = [
+            HeaderValue::from_static("Bearer ZGF2ZTpkYXZlMTIz"),
+            HeaderValue::from_static("Basic"),
+            HeaderValue::from_static("Basic "),
+            HeaderValue::from_static("Basic !!!not-base64!!!"),
+            HeaderValue::from_static("Basic ZGF2ZWRhdmUxMjM="), // no colon
+            HeaderValue::from_bytes(b"Basic \xff\xfe").expect("obs-text is a valid header value"),
+            HeaderValue::from_str(&format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(b"\xff\xfe:dave123")
+            ))
+            .expect("base64 is a valid header"),
+        ];
+        for header in &malformed {
+            assert_eq!(
+                config.authorize(Some(header)),
+                AuthOutcome::Denied,
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn compat_md_hash_is_fakepassword() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_config(
+            dir.path(),
+            &format!("basic_auth_users:\n  dave: {COMPAT_MD_HASH}\n"),
+        );
+        let config = WebConfig::load(&path).expect("valid config");
+        assert_eq!(
+            config.authorize(Some(&basic("dave", "dave123"))),
+            AuthOutcome::Denied
+        );
+        assert_eq!(
+            config.authorize(Some(&basic("dave", "fakepassword"))),
+            AuthOutcome::Allowed
+        );
+    }
+
+    #[test]
+    fn successes_are_cached_and_failures_are_not() {
+        let (_dir, path) = dave_config();
+        let config = WebConfig::load(&path).expect("valid config");
+        assert_eq!(
+            config.authorize(Some(&basic("dave", "nope"))),
+            AuthOutcome::Denied
+        );
+        assert_eq!(
+            config.authorize(Some(&basic("mallory", "x"))),
+            AuthOutcome::Denied
+        );
+        assert_eq!(config.auth_cache.len(), 0);
+        assert_eq!(
+            config.authorize(Some(&basic("dave", "dave123"))),
+            AuthOutcome::Allowed
+        );
+        assert_eq!(config.auth_cache.len(), 1);
+        let started = Instant::now();
+        for _ in 0..1000 {
+            assert_eq!(
+                config.authorize(Some(&basic("dave", "dave123"))),
+                AuthOutcome::Allowed
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "cached checks should skip bcrypt"
+        );
+    }
+
+    #[test]
+    fn auth_cache_is_bounded() {
+        let cache = AuthCache::new();
+        for i in 0..(AUTH_CACHE_CAPACITY + 10) {
+            cache.insert(cache.key(i.to_string().as_bytes(), "h", b"p"));
+        }
+        assert_eq!(cache.len(), AUTH_CACHE_CAPACITY);
+        assert_ne!(cache.key(b"ab", "c", b""), cache.key(b"a", "bc", b""));
+    }
+
+    #[tokio::test]
+    async fn authorize_async_runs_bcrypt_off_the_runtime() {
+        let (_dir, path) = dave_config();
+        let config = WebConfig::load(&path).expect("valid config");
+        let good = basic("dave", "dave123");
+        let checks = (0..8).map(|_| config.authorize_async(Some(&good)));
+        for outcome in futures_join(checks).await {
+            assert_eq!(outcome, AuthOutcome::Allowed);
+        }
+        assert_eq!(
+            config.authorize_async(Some(&basic("bob", "dave123"))).await,
+            AuthOutcome::Denied
+        );
+        assert_eq!(config.authorize_async(None).await, AuthOutcome::Denied);
+    }
+
+    async fn futures_join<F: std::future::Future>(
+        futures: impl Iterator<Item = F>,
+    ) -> Vec<F::Output> {
+        let mut outputs = Vec::new();
+        for future in futures {
+            outputs.push(future.await);
+        }
+        outputs
+    }
+
+    fn load_err(content: &str) -> (String, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_config(dir.path(), content);
+        let error = WebConfig::load(&path).expect_err(content).to_string();
+        (error, path)
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let (error, _) = load_err("tls_server_config:\n  cert_fle: a.pem\n");
+        assert!(error.contains("cert_fle"), "{error}");
+        let (error, _) = load_err("basic_auth_user:\n  dave: x\n");
+        assert!(error.contains("basic_auth_user"), "{error}");
+    }
+
+    #[test]
+    fn missing_cert_file_names_file_and_field() {
+        let (error, path) = load_err("tls_server_config:\n  cert_file: a.pem\n  key_file: a.key\n");
+        assert_eq!(
+            error,
+            format!(
+                "web config file \"{}\": tls_server_config: cert_file \"a.pem\": no such file",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let error = WebConfig::load(Path::new("/nonexistent/web.yml")).expect_err("no file");
+        assert_eq!(
+            error.to_string(),
+            "web config file \"/nonexistent/web.yml\": no such file"
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        for (content, expected) in [
+            ("tls_server_config:\n  min_version: TLS10\n", "unsupported"),
+            ("tls_server_config:\n  max_version: TLS11\n", "unsupported"),
+            (
+                "tls_server_config:\n  min_version: TLS99\n",
+                "unknown tls version",
+            ),
+            (
+                "tls_server_config:\n  cipher_suites: [TLS_RSA_WITH_AES_128_CBC_SHA]\n",
+                "unsupported",
+            ),
+            (
+                "tls_server_config:\n  cipher_suites: [TLS_FOO]\n",
+                "unknown cipher suite",
+            ),
+            (
+                "tls_server_config:\n  curve_preferences: [CurveP521]\n",
+                "unsupported",
+            ),
+            (
+                "tls_server_config:\n  client_auth_type: RequireAnyClientCert\n",
+                "missing one of cert",
+            ),
+            (
+                "http_server_config:\n  headers:\n    Server: x\n",
+                "can not be configured",
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+                "invalid value",
+            ),
+            (
+                "basic_auth_users:\n  dave: plaintext\n",
+                "not a bcrypt hash",
+            ),
+            ("rate_limit:\n  interval: soon\n", "invalid duration"),
+            ("http_server_config:\n  http2: maybe\n", "http2"),
+        ] {
+            let (error, _) = load_err(content);
+            assert!(error.contains(expected), "{content:?}: {error}");
+            assert!(error.starts_with("web config file \""), "{error}");
+        }
+    }
+
+    #[test]
+    fn allowed_headers_are_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_config(
+            dir.path(),
+            "http_server_config:\n  http2: false\n  headers:\n    X-Frame-Options: deny\n    Strict-Transport-Security: max-age=31536000\n",
+        );
+        let config = WebConfig::load(&path).expect("valid config");
+        assert!(!config.http2_enabled());
+        assert_eq!(config.extra_headers()["x-frame-options"], "deny");
+        assert_eq!(
+            config.extra_headers()["strict-transport-security"],
+            "max-age=31536000"
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "1", "s", "-1s", "1x"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn reload_keeps_old_config_on_error() {
+        let (dir, path) = dave_config();
+        let shared = SharedWebConfig::load(&path).expect("valid config");
+        assert!(shared.current().auth_required());
+        std::fs::write(&path, "basic_auth_users:\n  dave: [oops\n").expect("writable");
+        let error = shared.reload().expect_err("invalid yaml");
+        assert!(error.to_string().contains("web.yml"), "{error}");
+        assert_eq!(
+            shared.current().authorize(Some(&basic("dave", "dave123"))),
+            AuthOutcome::Allowed
+        );
+        write_config(dir.path(), "");
+        shared.reload().expect("valid config");
+        assert!(!shared.current().auth_required());
+        SharedWebConfig::disabled()
+            .reload()
+            .expect("nothing to reload");
+    }
+
+    fn app(shared: SharedWebConfig) -> Router {
+        Router::new()
+            .route("/metrics", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(
+                shared,
+                web_config_middleware,
+            ))
+    }
+
+    async fn call(router: Router, auth: Option<HeaderValue>) -> (StatusCode, HeaderMap, String) {
+        let mut request = http::Request::builder().uri("/metrics");
+        if let Some(auth) = auth {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let response = router
+            .oneshot(request.body(Body::empty()).expect("valid request"))
+            .await
+            .expect("infallible");
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .expect("small body");
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn middleware_enforces_basic_auth_and_adds_headers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_config(
+            dir.path(),
+            &format!(
+                "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n    X-Frame-Options: sameorigin\nbasic_auth_users:\n  dave: {DAVE_HASH}\n"
+            ),
+        );
+        let shared = SharedWebConfig::load(&path).expect("valid config");
+
+        for auth in [
+            None,
+            Some(basic("dave", "wrong")),
+            Some(HeaderValue::from_static("Basic %%")),
+        ] {
+            let (status, headers, body) = call(app(shared.clone()), auth).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(headers[WWW_AUTHENTICATE], "Basic");
+            assert_eq!(body.trim_end(), "Unauthorized");
+            assert_eq!(headers["x-frame-options"], "sameorigin");
+        }
+        let (status, headers, body) =
+            call(app(shared.clone()), Some(basic("dave", "dave123"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "ok");
+        assert_eq!(headers["x-frame-options"], "sameorigin");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+
+        let (status, _, _) = call(app(SharedWebConfig::disabled()), None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn middleware_rate_limits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_config(dir.path(), "rate_limit:\n  burst: 2\n  interval: 1h\n");
+        let shared = SharedWebConfig::load(&path).expect("valid config");
+        assert_eq!(call(app(shared.clone()), None).await.0, StatusCode::OK);
+        assert_eq!(call(app(shared.clone()), None).await.0, StatusCode::OK);
+        assert_eq!(
+            call(app(shared.clone()), None).await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    // --- TLS over loopback -------------------------------------------------------------------
+
+    struct Pki {
+        dir: tempfile::TempDir,
+        ca_der: CertificateDer<'static>,
+        client_chain: Vec<CertificateDer<'static>>,
+        client_key: PrivateKeyDer<'static>,
+    }
+
+    /// A CA, a server cert for `localhost` and a client cert for `client.example`, written to a temp dir
+    /// as ca.pem, server.pem, server.key.
+    fn pki() -> Pki {
+        let ca_key = KeyPair::generate().expect("keygen");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("self-signed ca");
+
+        let server_key = KeyPair::generate().expect("keygen");
+        let server = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .signed_by(&server_key, &ca, &ca_key)
+            .expect("server cert");
+
+        let client_key = KeyPair::generate().expect("keygen");
+        let mut client_params =
+            CertificateParams::new(vec!["client.example".to_owned()]).expect("params");
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params
+            .signed_by(&client_key, &ca, &ca_key)
+            .expect("client cert");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("writable");
+        std::fs::write(dir.path().join("server.pem"), server.pem()).expect("writable");
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem())
+            .expect("writable");
+        Pki {
+            dir,
+            ca_der: ca.der().clone(),
+            client_chain: vec![client.der().clone()],
+            client_key: PrivateKeyDer::try_from(client_key.serialize_der()).expect("pkcs8 key"),
+        }
+    }
+
+    fn client_config(pki: &Pki, with_cert: bool) -> rustls::ClientConfig {
+        let mut roots = RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).expect("valid ca");
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("default versions")
+        .with_root_certificates(roots);
+        if with_cert {
+            builder
+                .with_client_auth_cert(pki.client_chain.clone(), pki.client_key.clone_key())
+                .expect("client cert")
+        } else {
+            builder.with_no_client_auth()
+        }
+    }
+
+    /// One echo exchange over loopback; returns the server's and the client's view.
+    async fn handshake(
+        acceptor: TlsAcceptor,
+        client: rustls::ClientConfig,
+    ) -> (Result<(), String>, Result<Vec<u8>, String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("bound");
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 5];
+            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            tls.write_all(&buf).await.map_err(|e| e.to_string())?;
+            tls.shutdown().await.map_err(|e| e.to_string())
+        });
+        let client = async move {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("valid name");
+            let mut tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            tls.write_all(b"hello").await.map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            tls.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(buf)
+        };
+        let client = tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .unwrap_or_else(|_| Err("client timed out".to_owned()));
+        let server = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .map_err(|_| "server timed out".to_owned())
+            .and_then(|joined| joined.map_err(|e| e.to_string()))
+            .and_then(|r| r);
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn tls_handshake_over_loopback() {
+        let pki = pki();
+        let path = write_config(
+            pki.dir.path(),
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  min_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n",
+        );
+        let config = WebConfig::load(&path).expect("valid tls config");
+        let acceptor = config.tls_acceptor().expect("tls configured");
+        let (server, client) = handshake(acceptor, client_config(&pki, false)).await;
+        assert_eq!(server, Ok(()));
+        assert_eq!(client, Ok(b"hello".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn required_client_cert_rejects_clients_without_one() {
+        let pki = pki();
+        let path = write_config(
+            pki.dir.path(),
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: [client.example]\n",
+        );
+        let config = WebConfig::load(&path).expect("valid tls config");
+        let acceptor = config.tls_acceptor().expect("tls configured");
+
+        let (server, client) = handshake(acceptor.clone(), client_config(&pki, false)).await;
+        assert!(
+            server.is_err(),
+            "server accepted a client without a certificate"
+        );
+        assert!(client.is_err());
+
+        let (server, client) = handshake(acceptor, client_config(&pki, true)).await;
+        assert_eq!(server, Ok(()));
+        assert_eq!(client, Ok(b"hello".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn client_allowed_sans_rejects_other_names() {
+        let pki = pki();
+        let path = write_config(
+            pki.dir.path(),
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n  client_auth_type: RequireAnyClientCert\n  client_allowed_sans: [someone.else]\n",
+        );
+        let config = WebConfig::load(&path).expect("valid tls config");
+        let acceptor = config.tls_acceptor().expect("tls configured");
+        let (server, _) = handshake(acceptor, client_config(&pki, true)).await;
+        assert!(
+            server.is_err(),
+            "server accepted a certificate without an allowed san"
+        );
+    }
+
+    #[test]
+    fn mismatched_key_and_sans_without_required_cert_are_rejected() {
+        let pki = pki();
+        std::fs::write(
+            pki.dir.path().join("other.key"),
+            KeyPair::generate().expect("keygen").serialize_pem(),
+        )
+        .expect("writable");
+        let path = write_config(
+            pki.dir.path(),
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: other.key\n",
+        );
+        let error = WebConfig::load(&path)
+            .expect_err("key does not match")
+            .to_string();
+        assert!(error.contains("key_file \"other.key\""), "{error}");
+
+        let path = write_config(
+            pki.dir.path(),
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n  client_auth_type: VerifyClientCertIfGiven\n  client_allowed_sans: [a]\n",
+        );
+        let error = WebConfig::load(&path)
+            .expect_err("sans need a required cert")
+            .to_string();
+        assert!(error.contains("client_allowed_sans"), "{error}");
+
+        let path = write_config(
+            pki.dir.path(),
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n",
+        );
+        let error = WebConfig::load(&path)
+            .expect_err("ca without auth type")
+            .to_string();
+        assert!(error.contains("client_auth_type"), "{error}");
+    }
 }
