@@ -1291,27 +1291,30 @@ mod tests {
     #[tokio::test]
     async fn authorize_async_runs_bcrypt_off_the_runtime() {
         let (_dir, path) = dave_config();
-        let config = WebConfig::load(&path).expect("valid config");
-        let good = basic("dave", "dave123");
-        let checks = (0..8).map(|_| config.authorize_async(Some(&good)));
-        for outcome in futures_join(checks).await {
-            assert_eq!(outcome, AuthOutcome::Allowed);
+        let config = Arc::new(WebConfig::load(&path).expect("valid config"));
+        // Concurrent first checks on a single-threaded runtime: they only finish if bcrypt runs
+        // elsewhere, and the cache ends up with the one entry.
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let config = Arc::clone(&config);
+            tasks.spawn(async move {
+                config
+                    .authorize_async(Some(&basic("dave", "dave123")))
+                    .await
+            });
         }
+        while let Some(outcome) = tasks.join_next().await {
+            assert_eq!(
+                outcome.expect("task should not panic"),
+                AuthOutcome::Allowed
+            );
+        }
+        assert_eq!(config.auth_cache.len(), 1);
         assert_eq!(
             config.authorize_async(Some(&basic("bob", "dave123"))).await,
             AuthOutcome::Denied
         );
         assert_eq!(config.authorize_async(None).await, AuthOutcome::Denied);
-    }
-
-    async fn futures_join<F: std::future::Future>(
-        futures: impl Iterator<Item = F>,
-    ) -> Vec<F::Output> {
-        let mut outputs = Vec::new();
-        for future in futures {
-            outputs.push(future.await);
-        }
-        outputs
     }
 
     fn load_err(content: &str) -> (String, PathBuf) {
