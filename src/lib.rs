@@ -2,5 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod exposition;
+pub mod gateway;
+pub mod http;
 pub mod store;
 pub mod telemetry;
