@@ -1,8 +1,13 @@
 //! pushgate: a drop-in, wire-compatible Prometheus Pushgateway that runs as one node or a cluster.
+//!
+//! Data flows one way: bytes -> `exposition` -> `store` -> `exposition` -> bytes; `http` knows
+//! nothing of where groups live, it talks to a `gateway::Gateway`.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod exposition;
 pub mod gateway;
 pub mod http;
+pub mod node;
 pub mod store;
 pub mod telemetry;

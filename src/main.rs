@@ -1,1 +1,90 @@
-fn main() {}
+//! The pushgate binary: flags -> logging -> config validation -> bind -> serve.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pushgate::config::{parse_listen_address, Config};
+use pushgate::http::web_config::SharedWebConfig;
+use pushgate::node::Node;
+use pushgate::telemetry::{logging, SelfRecorder};
+
+fn main() -> ExitCode {
+    let cfg = Config::parse();
+    logging::init(cfg.log_level, cfg.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pushgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pushgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let recorder = SelfRecorder::default();
+    metrics::set_global_recorder(recorder.clone())
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    let web = match &cfg.web_config_file {
+        Some(p) => SharedWebConfig::load(p)?,
+        None => SharedWebConfig::disabled(),
+    };
+    let mut addrs = Vec::new();
+    for a in &cfg.listen_addresses {
+        addrs.extend(parse_listen_address(a).map_err(anyhow::Error::msg)?);
+    }
+    let node = Node::build(cfg, recorder)?;
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let l = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            // IPv6 unavailable (some containers): fall back to IPv4 for the "all interfaces" form.
+            Err(_) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+                let v4 = std::net::SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                tokio::net::TcpListener::bind(v4)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {v4}: {e}"))?
+            }
+            Err(e) => anyhow::bail!("cannot listen on {addr}: {e}"),
+        };
+        listeners.push(l);
+    }
+    spawn_reload_on_sighup(web.clone());
+    node.serve(listeners, web, shutdown_signal()).await
+}
+
+/// SIGTERM or SIGINT: graceful shutdown with a final persist.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
+    }
+}
+
+/// SIGHUP reloads the web config (never a crash, never data loss: upstream bug 7).
+fn spawn_reload_on_sighup(web: SharedWebConfig) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match web.reload() {
+                Ok(()) => tracing::info!("reloaded web config on SIGHUP"),
+                Err(e) => tracing::error!(err = %e, "web config reload failed; keeping the previous one"),
+            }
+        }
+    });
+}

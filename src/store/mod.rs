@@ -147,6 +147,11 @@ pub struct Store {
     generation: AtomicU64,
 }
 
+/// The group's `push_time_seconds` and `push_failure_time_seconds` families.
+pub fn timing_families_of(g: &GroupSnapshot) -> [Arc<StoredFamily>; 2] {
+    timing_families(&g.key, g.push_time, g.failure_time)
+}
+
 fn timing_labels(key: &GroupKey) -> Vec<(String, String)> {
     key.normalized().labels().to_vec()
 }

@@ -1,0 +1,190 @@
+//! Command-line flags: upstream's names and defaults, plus pushgate's limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::telemetry::logging::{LogFormat, LogLevel};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pushgate", version, about = "A drop-in, clusterable Prometheus Pushgateway")]
+pub struct Config {
+    /// Addresses to listen on for the web interface, API and telemetry (repeatable).
+    #[arg(long = "web.listen-address", default_value = ":9091")]
+    pub listen_addresses: Vec<String>,
+    /// Path to a web configuration file (TLS, basic auth), exporter-toolkit format.
+    #[arg(long = "web.config.file")]
+    pub web_config_file: Option<PathBuf>,
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics")]
+    pub telemetry_path: String,
+    /// The URL under which the gateway is externally reachable.
+    #[arg(long = "web.external-url", default_value = "")]
+    pub external_url: String,
+    /// Prefix for the internal routes; defaults to the path of --web.external-url.
+    #[arg(long = "web.route-prefix", default_value = "")]
+    pub route_prefix: String,
+    /// Enable shutdown via HTTP request (/-/quit).
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+    /// Enable the admin API (/api/v1/admin/wipe).
+    #[arg(long = "web.enable-admin-api")]
+    pub enable_admin_api: bool,
+    /// File to persist metrics in; empty keeps them in memory only.
+    #[arg(long = "persistence.file", default_value = "")]
+    pub persistence_file: String,
+    /// The minimum interval at which to write out the persistence file.
+    #[arg(long = "persistence.interval", default_value = "5m", value_parser = parse_go_duration)]
+    pub persistence_interval: Duration,
+    /// Start with an empty store when the persistence file cannot be read; the unreadable file
+    /// is kept, renamed with a `.corrupt-<unix time>` suffix.
+    #[arg(long = "persistence.start-empty-on-error")]
+    pub persistence_start_empty_on_error: bool,
+    /// Do not check consistency of pushed metrics (answer 202).
+    #[arg(long = "push.disable-consistency-check")]
+    pub disable_consistency_check: bool,
+    /// Allow UTF-8 characters in metric and label names.
+    #[arg(long = "push.enable-utf8-names")]
+    pub enable_utf8_names: bool,
+    /// Largest push body accepted, in bytes, before and after decompression (413 above).
+    #[arg(long = "push.max-body-bytes", default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+    /// Most series (sample lines) in one push.
+    #[arg(long = "push.max-series-per-push", default_value_t = 100_000)]
+    pub max_series_per_push: usize,
+    /// Longest label name, in bytes.
+    #[arg(long = "push.max-label-name-length", default_value_t = 1024)]
+    pub max_label_name_length: usize,
+    /// Longest label value, in bytes.
+    #[arg(long = "push.max-label-value-length", default_value_t = 1 << 20)]
+    pub max_label_value_length: usize,
+    /// Most labels in a grouping key, job included.
+    #[arg(long = "push.max-grouping-labels", default_value_t = 50)]
+    pub max_grouping_labels: usize,
+    /// Most groups held; pushes creating more are refused.
+    #[arg(long = "push.max-groups", default_value_t = 1_000_000)]
+    pub max_groups: usize,
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Output format of log messages.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+}
+
+/// Go's `time.ParseDuration` for the forms operators write: `300ms`, `10s`, `5m`, `1h30m`.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
+        if num_end == 0 {
+            return Err(format!("invalid duration {s:?}"));
+        }
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            u => return Err(format!("unknown unit {u:?} in duration {s:?}")),
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    if !total.is_finite() || total > 1e12 {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// `:9091`, `0.0.0.0:9091`, `[::1]:9091`, `localhost:9091`: an empty host means every interface.
+pub fn parse_listen_address(s: &str) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("listen address {s:?} has no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("listen address {s:?} has an invalid port"))?;
+    if host.is_empty() {
+        return Ok(vec![SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], port))]);
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .map_err(|e| format!("listen address {s:?}: {e}"))
+}
+
+/// The route prefix upstream derives: the flag, else the external URL's path; no trailing
+/// slash; "" for none.
+pub fn route_prefix(flag: &str, external_url: &str) -> Result<String, String> {
+    let raw = if !flag.is_empty() {
+        flag.to_owned()
+    } else if external_url.is_empty() {
+        String::new()
+    } else {
+        let after_scheme = external_url
+            .split_once("://")
+            .map(|(_, r)| r)
+            .ok_or_else(|| format!("--web.external-url {external_url:?} is not an absolute URL"))?;
+        after_scheme.find('/').map(|i| after_scheme[i..].to_owned()).unwrap_or_default()
+    };
+    let trimmed = raw.trim_matches('/');
+    Ok(if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_go_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5x").is_err());
+        assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_address(":9091").unwrap()[0].port(), 9091);
+        assert_eq!(parse_listen_address("127.0.0.1:80").unwrap()[0].to_string(), "127.0.0.1:80");
+        assert!(parse_listen_address("nope").is_err());
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(route_prefix("", "").unwrap(), "");
+        assert_eq!(route_prefix("/", "").unwrap(), "");
+        assert_eq!(route_prefix("/foo/", "").unwrap(), "/foo");
+        assert_eq!(route_prefix("", "http://h:9091/bar/").unwrap(), "/bar");
+        assert_eq!(route_prefix("", "http://h:9091").unwrap(), "");
+    }
+}

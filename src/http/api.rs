@@ -1,0 +1,194 @@
+//! `/api/v1/status` and `/api/v1/metrics`: upstream's JSON, CORS headers on every reply.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::routes::HttpConfig;
+use crate::exposition::{write_float, Metric, MetricType};
+use crate::store::GroupSnapshot;
+
+pub fn with_cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("Accept, Authorization, Content-Type, Origin"),
+    );
+    h.insert("access-control-expose-headers", HeaderValue::from_static("Date"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    r
+}
+
+fn json_response(v: &Value) -> Response {
+    let mut r = (StatusCode::OK, v.to_string()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Go's `fmt.Sprint(float64)`, which is the exposition float format.
+pub fn go_float(v: f64) -> String {
+    let mut b = Vec::with_capacity(24);
+    write_float(&mut b, v);
+    String::from_utf8(b).unwrap_or_default()
+}
+
+/// RFC 3339 with nanoseconds and trailing zeros trimmed, in UTC (Go's RFC3339Nano).
+pub fn rfc3339_nano(unix_seconds: f64) -> String {
+    let nanos = (unix_seconds * 1e9).round() as i128;
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
+        return "0001-01-01T00:00:00Z".into();
+    };
+    let mut s = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let frac = t.nanosecond();
+    if frac != 0 {
+        let f = format!("{frac:09}");
+        s.push('.');
+        s.push_str(f.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+pub fn status(cfg: &HttpConfig) -> Response {
+    let flags: Map<String, Value> = cfg
+        .flags
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let v = json!({
+        "status": "success",
+        "data": {
+            "build_information": {
+                "branch": "",
+                "buildDate": "",
+                "buildUser": "",
+                "goVersion": "rust",
+                "revision": option_env!("PUSHGATE_REVISION").unwrap_or(""),
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+            "flags": flags,
+            "start_time": rfc3339_nano(cfg.start_time),
+        }
+    });
+    json_response(&v)
+}
+
+fn labels_json(m: &Metric) -> Value {
+    Value::Object(
+        m.label
+            .iter()
+            .map(|l| (l.name().to_owned(), Value::String(l.value().to_owned())))
+            .collect(),
+    )
+}
+
+fn metric_json(m: &Metric, typ: MetricType) -> Value {
+    let mut o = Map::new();
+    o.insert("labels".into(), labels_json(m));
+    match typ {
+        MetricType::Summary => {
+            let s = m.summary.clone().unwrap_or_default();
+            let q: Map<String, Value> = s
+                .quantile
+                .iter()
+                .map(|q| (go_float(q.quantile()), Value::String(go_float(q.value()))))
+                .collect();
+            o.insert("quantiles".into(), Value::Object(q));
+            o.insert("count".into(), Value::String(s.sample_count().to_string()));
+            o.insert("sum".into(), Value::String(go_float(s.sample_sum())));
+        }
+        MetricType::Histogram | MetricType::GaugeHistogram => {
+            let h = m.histogram.clone().unwrap_or_default();
+            let b: Map<String, Value> = h
+                .bucket
+                .iter()
+                .map(|b| (go_float(b.upper_bound()), Value::String(b.cumulative_count().to_string())))
+                .collect();
+            o.insert("buckets".into(), Value::Object(b));
+            o.insert("count".into(), Value::String(h.sample_count().to_string()));
+            o.insert("sum".into(), Value::String(go_float(h.sample_sum())));
+        }
+        _ => {
+            let v = match typ {
+                MetricType::Counter => m.counter.as_ref().map(|c| c.value()),
+                MetricType::Gauge => m.gauge.as_ref().map(|g| g.value()),
+                _ => m.untyped.as_ref().map(|u| u.value()),
+            }
+            .unwrap_or(0.0);
+            o.insert("value".into(), Value::String(go_float(v)));
+        }
+    }
+    Value::Object(o)
+}
+
+fn family_json(f: &crate::store::StoredFamily, pushed_at: f64) -> Value {
+    let mf = f.to_metric_family();
+    let mut o = Map::new();
+    o.insert("time_stamp".into(), Value::String(rfc3339_nano(pushed_at)));
+    o.insert("type".into(), Value::String(f.typ.as_str_name().to_owned()));
+    if !f.help.is_empty() {
+        o.insert("help".into(), Value::String(f.help.to_string()));
+    }
+    o.insert(
+        "metrics".into(),
+        Value::Array(mf.metric.iter().map(|m| metric_json(m, f.typ)).collect()),
+    );
+    Value::Object(o)
+}
+
+/// The JSON object of one group, upstream's layout.
+pub fn group_json(g: &GroupSnapshot) -> Value {
+    let mut o = Map::new();
+    o.insert(
+        "labels".into(),
+        Value::Object(
+            g.key
+                .labels()
+                .iter()
+                .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+    );
+    o.insert("last_push_successful".into(), Value::Bool(g.last_push_successful));
+    for (f, t) in &g.families {
+        o.insert(f.name.to_string(), family_json(f, *t));
+    }
+    let timing = crate::store::timing_families_of(g);
+    o.insert(timing[0].name.to_string(), family_json(&timing[0], g.push_time));
+    let failure_stamp = if g.failure_time > 0.0 { g.failure_time } else { g.push_time };
+    o.insert(timing[1].name.to_string(), family_json(&timing[1], failure_stamp));
+    Value::Object(o)
+}
+
+pub fn metrics(groups: &[GroupSnapshot]) -> Response {
+    let data: Vec<Value> = groups.iter().map(group_json).collect();
+    json_response(&json!({"status": "success", "data": data}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_nano(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_nano(1.5), "1970-01-01T00:00:01.5Z");
+    }
+}

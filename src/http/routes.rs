@@ -1,0 +1,552 @@
+//! Request routing and the push, delete, scrape and lifecycle handlers.
+//!
+//! Routing is done by hand on the percent-decoded path, as upstream's router does, so that an
+//! encoded `/` in a label value splits the path exactly like upstream (use `@base64` for such
+//! values) and redirects, 404s and 405s come out the same.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use tokio::sync::Notify;
+
+use super::body::{body_format, decode_body, read_body, BodyFormat};
+use super::grouping::{parse_grouping_path, GroupingLimits};
+use super::web_config::{web_config_middleware, SharedWebConfig};
+use crate::exposition::names::NameScheme;
+use crate::gateway::{Gateway, PushRequest, INLINE_PREPARE_LIMIT};
+use crate::store::render::Format;
+use crate::telemetry::{self, metrics as m, SelfRecorder};
+
+/// Everything the handlers need to know about flags.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Route prefix without trailing slash ("" for none).
+    pub route_prefix: String,
+    pub telemetry_path: String,
+    pub enable_lifecycle: bool,
+    pub enable_admin_api: bool,
+    pub consistency_check: bool,
+    pub names: NameScheme,
+    pub max_body_bytes: usize,
+    pub grouping: GroupingLimits,
+    /// Every flag with its value as a string, for `/api/v1/status`.
+    pub flags: Vec<(String, String)>,
+    pub external_url: String,
+    pub start_time: f64,
+}
+
+/// Shared state of all handlers.
+pub struct AppState<G> {
+    pub gateway: Arc<G>,
+    pub config: Arc<HttpConfig>,
+    pub recorder: SelfRecorder,
+    /// Notified by `/-/quit`.
+    pub quit: Arc<Notify>,
+    /// Whether `/-/ready` answers 200.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<G> Clone for AppState<G> {
+    fn clone(&self) -> Self {
+        AppState {
+            gateway: self.gateway.clone(),
+            config: self.config.clone(),
+            recorder: self.recorder.clone(),
+            quit: self.quit.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+/// The whole HTTP service: routing plus the web config (basic auth, extra headers).
+pub fn router<G: Gateway>(state: AppState<G>, web: SharedWebConfig) -> Router {
+    Router::new()
+        .fallback(dispatch::<G>)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(web, web_config_middleware))
+}
+
+pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut body = msg.into();
+    body.push('\n');
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn empty(code: StatusCode) -> Response {
+    (code, Body::empty()).into_response()
+}
+
+fn method_not_allowed(allow: &str) -> Response {
+    let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+fn not_found() -> Response {
+    plain(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+/// Percent-decodes a URL path; `None` for invalid escapes or non-UTF-8 results.
+fn percent_decode(path: &str) -> Option<String> {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let hi = b.get(i + 1).copied().and_then(hex)?;
+            let lo = b.get(i + 2).copied().and_then(hex)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Go's path.Clean as httprouter uses it: one slash between elements, `.`/`..` resolved, a
+/// trailing slash kept.
+fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = String::with_capacity(p.len());
+    out.push('/');
+    out.push_str(&parts.join("/"));
+    if p.ends_with('/') && out.len() > 1 {
+        out.push('/');
+    }
+    out
+}
+
+fn redirect(method: &Method, location: &str, query: Option<&str>) -> Response {
+    let code = if method == Method::GET {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::TEMPORARY_REDIRECT
+    };
+    let mut loc = location.to_owned();
+    if let Some(q) = query {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    let mut r = empty(code);
+    if let Ok(v) = HeaderValue::from_str(&loc) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+enum Route<'a> {
+    Push { rest: &'a str },
+    Scrape,
+    Healthy,
+    Ready,
+    Quit,
+    Status,
+    ApiStatus,
+    ApiMetrics,
+    ApiWipe,
+    ApiOptions,
+}
+
+/// Matches a prefix-relative path; `None` when no route has this path.
+fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
+    if rel == cfg.telemetry_path {
+        return Some(Route::Scrape);
+    }
+    if let Some(rest) = rel.strip_prefix("/metrics") {
+        // `/job/<non-empty job>` optionally followed by `/<labels...>`
+        let job_part = rest
+            .strip_prefix("/job/")
+            .or_else(|| rest.strip_prefix("/job@base64/"));
+        if let Some(after) = job_part {
+            let job = after.split('/').next().unwrap_or("");
+            if !job.is_empty() {
+                return Some(Route::Push { rest });
+            }
+        }
+    }
+    Some(match rel {
+        "/-/healthy" => Route::Healthy,
+        "/-/ready" => Route::Ready,
+        "/-/quit" => Route::Quit,
+        "/" | "/status" => Route::Status,
+        "/api/v1/status" => Route::ApiStatus,
+        "/api/v1/metrics" => Route::ApiMetrics,
+        "/api/v1/admin/wipe" => Route::ApiWipe,
+        r if r.starts_with("/api/v1/") => Route::ApiOptions,
+        _ => return None,
+    })
+}
+
+async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let Some(path) = percent_decode(&raw_path) else {
+        return plain(StatusCode::BAD_REQUEST, "invalid URL escape or non-UTF-8 path");
+    };
+    let prefix = st.config.route_prefix.as_str();
+    let rel: &str = if prefix.is_empty() {
+        &path
+    } else if path == prefix {
+        "/"
+    } else {
+        match path.strip_prefix(prefix) {
+            Some(r) if r.starts_with('/') => r,
+            _ => return not_found(),
+        }
+    };
+    let Some(route) = match_route(rel, &st.config) else {
+        // Like upstream's router: fix the path (slashes, dots) or drop a trailing slash, and
+        // redirect if that leads somewhere; otherwise 404.
+        let cleaned = clean_path(&path);
+        if cleaned != path {
+            return redirect(&method, &cleaned, query.as_deref());
+        }
+        if path.len() > 1 && path.ends_with('/') {
+            return redirect(&method, path.trim_end_matches('/'), query.as_deref());
+        }
+        return not_found();
+    };
+    match route {
+        Route::Push { rest } => {
+            let replace_all = match method {
+                Method::PUT => true,
+                Method::POST => false,
+                Method::DELETE => {
+                    let rest = rest.to_owned();
+                    return counted(&st, "delete", &method, delete(&st, &rest).await);
+                }
+                _ => return method_not_allowed("DELETE, POST, PUT, OPTIONS"),
+            };
+            let rest = rest.to_owned();
+            let started = Instant::now();
+            let (resp, size) = push(&st, &rest, replace_all, req).await;
+            let method_label = if replace_all { "put" } else { "post" };
+            metrics::histogram!(m::HTTP_PUSH_DURATION_SECONDS, "method" => method_label)
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::HTTP_PUSH_SIZE_BYTES, "method" => method_label).record(size as f64);
+            counted(&st, "push", &method, resp)
+        }
+        Route::Scrape => match method {
+            Method::GET => scrape(&st, req.headers()).await,
+            _ => method_not_allowed("GET, OPTIONS"),
+        },
+        Route::Healthy => match method {
+            Method::GET | Method::HEAD => counted(&st, "healthy", &method, plain(StatusCode::OK, "OK")),
+            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+        },
+        Route::Ready => match method {
+            Method::GET | Method::HEAD => {
+                let resp = if st.ready.load(std::sync::atomic::Ordering::Acquire) {
+                    plain(StatusCode::OK, "OK")
+                } else {
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+                };
+                counted(&st, "ready", &method, resp)
+            }
+            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+        },
+        Route::Quit => match method {
+            Method::PUT | Method::POST => {
+                let resp = if st.config.enable_lifecycle {
+                    st.quit.notify_one();
+                    plain(StatusCode::OK, "Requesting termination... Goodbye!")
+                } else {
+                    plain(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.")
+                };
+                counted(&st, "quit", &method, resp)
+            }
+            _ => method_not_allowed("POST, PUT, OPTIONS"),
+        },
+        Route::Status => match method {
+            Method::GET => {
+                let groups = st.gateway.groups().await;
+                counted(&st, "status", &method, super::status_page::render(&st.config, &groups))
+            }
+            _ => method_not_allowed("GET, OPTIONS"),
+        },
+        Route::ApiStatus => api_reply(&st, &method, "api/v1/status", async {
+            super::api::status(&st.config)
+        })
+        .await,
+        Route::ApiMetrics => {
+            let st2 = st.clone();
+            api_reply(&st, &method, "api/v1/metrics", async move {
+                let groups = st2.gateway.groups().await;
+                super::api::metrics(&groups)
+            })
+            .await
+        }
+        Route::ApiWipe => {
+            if !st.config.enable_admin_api {
+                return super::api::with_cors(not_found());
+            }
+            match method {
+                Method::PUT => {
+                    let resp = match st.gateway.wipe().await {
+                        Ok(()) => empty(StatusCode::ACCEPTED),
+                        Err(e) => plain(status(e.status()), e.to_string()),
+                    };
+                    super::api::with_cors(counted(&st, "wipe", &method, resp))
+                }
+                Method::OPTIONS => super::api::with_cors(empty(StatusCode::OK)),
+                _ => super::api::with_cors(method_not_allowed("PUT, OPTIONS")),
+            }
+        }
+        Route::ApiOptions => match method {
+            Method::OPTIONS => super::api::with_cors(empty(StatusCode::OK)),
+            _ => super::api::with_cors(not_found()),
+        },
+    }
+}
+
+async fn api_reply<G: Gateway>(
+    st: &AppState<G>,
+    method: &Method,
+    handler: &'static str,
+    body: impl std::future::Future<Output = Response>,
+) -> Response {
+    let resp = match *method {
+        Method::GET => body.await,
+        Method::OPTIONS => empty(StatusCode::OK),
+        _ => method_not_allowed("GET, OPTIONS"),
+    };
+    super::api::with_cors(counted(st, handler, method, resp))
+}
+
+/// Counts a request in `pushgateway_http_requests_total` (scrapes are not counted, as upstream).
+fn counted<G>(_st: &AppState<G>, handler: &'static str, method: &Method, resp: Response) -> Response {
+    let method_label = match *method {
+        Method::GET => "get",
+        Method::PUT => "put",
+        Method::POST => "post",
+        Method::DELETE => "delete",
+        Method::HEAD => "head",
+        Method::OPTIONS => "options",
+        _ => "other",
+    };
+    let code = resp.status().as_u16();
+    let code_label: &'static str = match code {
+        200 => "200",
+        202 => "202",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    };
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL, "code" => code_label, "handler" => handler, "method" => method_label)
+        .increment(1);
+    resp
+}
+
+async fn push<G: Gateway>(st: &AppState<G>, rest: &str, replace_all: bool, req: Request) -> (Response, usize) {
+    let cfg = &st.config;
+    let key = match parse_grouping_path(rest, cfg.names, cfg.grouping) {
+        Ok(k) => k,
+        Err(e) => return (plain(StatusCode::BAD_REQUEST, e.0), 0),
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(&parts.headers, body, cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            refused(if e.status() == 413 { "limit" } else { "invalid" });
+            return (plain(status(e.status()), e.to_string()), 0);
+        }
+    };
+    let size = bytes.len();
+    let format = body_format(&parts.headers);
+    let names = cfg.names;
+    let decoded = if size > INLINE_PREPARE_LIMIT {
+        tokio::task::spawn_blocking(move || decode_body(format, &bytes, names))
+            .await
+            .unwrap_or_else(|e| Err(super::body::BodyError::BadRequest(format!("decoder failed: {e}"))))
+    } else {
+        decode_body(format, &bytes, names)
+    };
+    let families = match decoded {
+        Ok(f) => f,
+        Err(e) => {
+            refused("invalid");
+            return (plain(status(e.status()), e.to_string()), size);
+        }
+    };
+    let _ = format == BodyFormat::Text;
+    match st.gateway.push(PushRequest { key, families, replace_all }).await {
+        Ok(()) if cfg.consistency_check => (empty(StatusCode::OK), size),
+        Ok(()) => (empty(StatusCode::ACCEPTED), size),
+        Err(e) => {
+            refused(match e.status() {
+                503 => "unavailable",
+                413 => "limit",
+                _ if matches!(e, crate::store::PushError::LimitExceeded(_)) => "limit",
+                _ => "invalid",
+            });
+            (plain(status(e.status()), e.to_string()), size)
+        }
+    }
+}
+
+fn refused(reason: &'static str) {
+    metrics::counter!(m::REFUSED_PUSHES_TOTAL, "reason" => reason).increment(1);
+}
+
+async fn delete<G: Gateway>(st: &AppState<G>, rest: &str) -> Response {
+    let cfg = &st.config;
+    let key = match parse_grouping_path(rest, cfg.names, cfg.grouping) {
+        Ok(k) => k,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, e.0),
+    };
+    match st.gateway.delete(key).await {
+        Ok(()) => empty(StatusCode::ACCEPTED),
+        Err(e) => plain(status(e.status()), e.to_string()),
+    }
+}
+
+const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PROTO_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// Protobuf when `Accept` asks for delimited `MetricFamily` messages, text otherwise.
+fn negotiate(headers: &HeaderMap) -> Format {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        if parts.next() != Some("application/vnd.google.protobuf") {
+            continue;
+        }
+        let (mut proto, mut delimited) = (false, false);
+        for p in parts {
+            match p.split_once('=') {
+                Some(("proto", v)) => proto = v == "io.prometheus.client.MetricFamily",
+                Some(("encoding", v)) => delimited = v == "delimited",
+                _ => {}
+            }
+        }
+        if proto && delimited {
+            return Format::Protobuf;
+        }
+    }
+    Format::Text
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let zero_q = parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            name.eq_ignore_ascii_case("gzip") && !zero_q
+        })
+}
+
+async fn scrape<G: Gateway>(st: &AppState<G>, headers: &HeaderMap) -> Response {
+    let format = negotiate(headers);
+    let (groups, series) = st.gateway.local_counts();
+    let own = telemetry::own_families(&st.recorder, groups, series);
+    let started = Instant::now();
+    let (body, stats) = st.gateway.render(format, own).await;
+    metrics::histogram!(m::SCRAPE_RENDER_SECONDS).record(started.elapsed().as_secs_f64());
+    if stats.inconsistent_dropped > 0 {
+        metrics::counter!(m::INCONSISTENT_DROPPED_TOTAL).increment(stats.inconsistent_dropped as u64);
+    }
+    let content_type = match format {
+        Format::Text => TEXT_CONTENT_TYPE,
+        Format::Protobuf => PROTO_CONTENT_TYPE,
+    };
+    let mut resp = if accepts_gzip(headers) {
+        // Fast compression: a scrape is CPU the gateway spends on every Prometheus interval.
+        let compressed = tokio::task::spawn_blocking(move || {
+            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            enc.write_all(&body).and_then(|_| enc.finish())
+        })
+        .await;
+        match compressed {
+            Ok(Ok(gz)) => {
+                let mut r = (StatusCode::OK, gz).into_response();
+                r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            _ => return plain(StatusCode::INTERNAL_SERVER_ERROR, "failed to compress the response"),
+        }
+    } else {
+        (StatusCode::OK, body).into_response()
+    };
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_path_like_go() {
+        assert_eq!(clean_path("//metrics"), "/metrics");
+        assert_eq!(clean_path("/a/./b/../c/"), "/a/c/");
+        assert_eq!(clean_path("/"), "/");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("/a%2Fb").as_deref(), Some("/a/b"));
+        assert_eq!(percent_decode("/a%zz"), None);
+        assert_eq!(percent_decode("/a%ff"), None);
+    }
+
+    #[test]
+    fn negotiation() {
+        let mut h = HeaderMap::new();
+        assert_eq!(negotiate(&h), Format::Text);
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3",
+            ),
+        );
+        assert_eq!(negotiate(&h), Format::Protobuf);
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("deflate, gzip;q=1.0"));
+        assert!(accepts_gzip(&h));
+    }
+}

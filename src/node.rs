@@ -1,0 +1,249 @@
+//! One pushgate node: builds the store from flags (loading the persistence file), serves the
+//! HTTP API on pre-bound listeners, persists periodically and on shutdown.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::{route_prefix, Config};
+use crate::exposition::names::NameScheme;
+use crate::gateway::{unix_now, LocalGateway};
+use crate::http::grouping::GroupingLimits;
+use crate::http::web_config::SharedWebConfig;
+use crate::http::{router, AppState, HttpConfig};
+use crate::store::{persistence, Limits, Store, StoreOptions, Validation};
+use crate::telemetry::{self, metrics as m, SelfRecorder};
+
+pub struct Node {
+    cfg: Config,
+    store: Arc<Store>,
+    http: Arc<HttpConfig>,
+    recorder: SelfRecorder,
+    persistence: Option<PathBuf>,
+}
+
+impl Node {
+    /// Validates flags and loads the persistence file. Nothing is bound yet.
+    pub fn build(cfg: Config, recorder: SelfRecorder) -> anyhow::Result<Node> {
+        let names = if cfg.enable_utf8_names {
+            NameScheme::Utf8
+        } else {
+            NameScheme::Legacy
+        };
+        let prefix = route_prefix(&cfg.route_prefix, &cfg.external_url).map_err(anyhow::Error::msg)?;
+        if !cfg.telemetry_path.starts_with('/') {
+            anyhow::bail!("--web.telemetry-path {:?} must start with /", cfg.telemetry_path);
+        }
+        if cfg.max_body_bytes == 0 || cfg.max_body_bytes > (1 << 30) {
+            anyhow::bail!("--push.max-body-bytes must be between 1 and 1073741824");
+        }
+        let limits = Limits {
+            max_series_per_push: cfg.max_series_per_push,
+            max_label_name_bytes: cfg.max_label_name_length,
+            max_label_value_bytes: cfg.max_label_value_length,
+            max_grouping_labels: cfg.max_grouping_labels,
+            max_groups: cfg.max_groups,
+        };
+        let store = Arc::new(Store::new(StoreOptions {
+            consistency_check: !cfg.disable_consistency_check,
+            max_groups: cfg.max_groups,
+            reserved: telemetry::reserved_names(),
+        }));
+        let persistence = (!cfg.persistence_file.is_empty()).then(|| PathBuf::from(&cfg.persistence_file));
+        if let Some(path) = &persistence {
+            load_persistence(&store, path, names, cfg.persistence_start_empty_on_error)?;
+        }
+        let http = Arc::new(HttpConfig {
+            route_prefix: prefix,
+            telemetry_path: cfg.telemetry_path.clone(),
+            enable_lifecycle: cfg.enable_lifecycle,
+            enable_admin_api: cfg.enable_admin_api,
+            consistency_check: !cfg.disable_consistency_check,
+            names,
+            max_body_bytes: cfg.max_body_bytes,
+            grouping: GroupingLimits {
+                max_labels: limits.max_grouping_labels,
+                max_name_bytes: limits.max_label_name_bytes,
+                max_value_bytes: limits.max_label_value_bytes,
+            },
+            flags: flag_strings(&cfg),
+            external_url: cfg.external_url.clone(),
+            start_time: unix_now(),
+        });
+        let _ = limits;
+        Ok(Node {
+            cfg,
+            store,
+            http,
+            recorder,
+            persistence,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn validation(&self) -> Validation {
+        Validation {
+            names: self.http.names,
+            limits: Limits {
+                max_series_per_push: self.cfg.max_series_per_push,
+                max_label_name_bytes: self.cfg.max_label_name_length,
+                max_label_value_bytes: self.cfg.max_label_value_length,
+                max_grouping_labels: self.cfg.max_grouping_labels,
+                max_groups: self.cfg.max_groups,
+            },
+        }
+    }
+
+    /// Serves until `shutdown` resolves or `/-/quit` is called, then persists a last time.
+    pub async fn serve(
+        self,
+        listeners: Vec<TcpListener>,
+        web: SharedWebConfig,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let gateway = Arc::new(LocalGateway::new(self.store.clone(), self.validation()));
+        let quit = Arc::new(Notify::new());
+        let ready = Arc::new(AtomicBool::new(true));
+        let state = AppState {
+            gateway,
+            config: self.http.clone(),
+            recorder: self.recorder.clone(),
+            quit: quit.clone(),
+            ready: ready.clone(),
+        };
+        let app = router(state, web.clone());
+
+        // One signal for everything that must stop: flags, signals, /-/quit.
+        let stop = Arc::new(Notify::new());
+        {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = quit.notified() => tracing::info!("shutdown requested via /-/quit"),
+                }
+                stop.notify_waiters();
+                stop.notify_one();
+            });
+        }
+
+        let persister = self.persistence.clone().map(|path| {
+            let store = self.store.clone();
+            let interval = self.cfg.persistence_interval;
+            let stop = stop.clone();
+            tokio::spawn(persist_loop(store, path, interval, stop))
+        });
+
+        let mut servers = Vec::new();
+        for l in listeners {
+            let addr = l.local_addr().ok();
+            tracing::info!(address = ?addr, "listening");
+            let app = app.clone();
+            let web = web.clone();
+            let stop = stop.clone();
+            servers.push(tokio::spawn(crate::http::server::serve(l, app, web, async move {
+                stop.notified().await
+            })));
+        }
+        for s in servers {
+            let _ = s.await;
+        }
+        ready.store(false, Ordering::Release);
+        if let Some(p) = persister {
+            p.await.context("persistence task failed")??;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn flag_strings(cfg: &Config) -> Vec<(String, String)> {
+    vec![
+        ("web.listen-address".into(), cfg.listen_addresses.join(",")),
+        ("web.config.file".into(), cfg.web_config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        ("web.telemetry-path".into(), cfg.telemetry_path.clone()),
+        ("web.external-url".into(), cfg.external_url.clone()),
+        ("web.route-prefix".into(), cfg.route_prefix.clone()),
+        ("web.enable-lifecycle".into(), cfg.enable_lifecycle.to_string()),
+        ("web.enable-admin-api".into(), cfg.enable_admin_api.to_string()),
+        ("persistence.file".into(), cfg.persistence_file.clone()),
+        ("persistence.interval".into(), format!("{:?}", cfg.persistence_interval)),
+        ("push.disable-consistency-check".into(), cfg.disable_consistency_check.to_string()),
+        ("push.enable-utf8-names".into(), cfg.enable_utf8_names.to_string()),
+        ("push.max-body-bytes".into(), cfg.max_body_bytes.to_string()),
+        ("push.max-series-per-push".into(), cfg.max_series_per_push.to_string()),
+        ("push.max-label-name-length".into(), cfg.max_label_name_length.to_string()),
+        ("push.max-label-value-length".into(), cfg.max_label_value_length.to_string()),
+        ("push.max-grouping-labels".into(), cfg.max_grouping_labels.to_string()),
+        ("push.max-groups".into(), cfg.max_groups.to_string()),
+        ("log.level".into(), format!("{:?}", cfg.log_level).to_lowercase()),
+        ("log.format".into(), format!("{:?}", cfg.log_format).to_lowercase()),
+    ]
+}
+
+fn load_persistence(store: &Store, path: &Path, names: NameScheme, start_empty: bool) -> anyhow::Result<()> {
+    match persistence::load(store, path, names) {
+        Ok(n) => {
+            tracing::info!(file = %path.display(), groups = n, "loaded persistence file");
+            Ok(())
+        }
+        Err(e) if start_empty => {
+            let aside = path.with_extension(format!("corrupt-{}", unix_now() as u64));
+            std::fs::rename(path, &aside)
+                .with_context(|| format!("{e}; and moving it aside to {} failed", aside.display()))?;
+            store.wipe();
+            tracing::error!(err = %e, kept_as = %aside.display(), "persistence file unreadable; starting empty as --persistence.start-empty-on-error asks");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(
+            "refusing to start: fix or remove the persistence file, or pass --persistence.start-empty-on-error",
+        )),
+    }
+}
+
+/// Writes the snapshot at most once per interval when something changed, and once more at
+/// shutdown.
+async fn persist_loop(store: Arc<Store>, path: PathBuf, interval: Duration, stop: Arc<Notify>) -> anyhow::Result<()> {
+    let mut written = store.generation();
+    let interval = interval.max(Duration::from_millis(100));
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = stop.notified() => true,
+        };
+        let generation = store.generation();
+        if generation != written || stopping {
+            let s = store.clone();
+            let p = path.clone();
+            let res = tokio::task::spawn_blocking(move || persistence::save(&s, &p))
+                .await
+                .context("persistence writer panicked")?;
+            match res {
+                Ok(groups) => {
+                    written = generation;
+                    metrics::counter!(m::PERSISTENCE_WRITES_TOTAL, "result" => "success").increment(1);
+                    metrics::gauge!(m::PERSISTENCE_LAST_WRITE_SECONDS).set(unix_now());
+                    tracing::debug!(file = %path.display(), groups, "wrote persistence file");
+                }
+                Err(e) => {
+                    metrics::counter!(m::PERSISTENCE_WRITES_TOTAL, "result" => "error").increment(1);
+                    tracing::error!(err = %e, "writing the persistence file failed");
+                    if stopping {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}
