@@ -505,7 +505,11 @@ impl<'a> Parser<'a> {
     fn set_or_create_family(&mut self, name: &str) {
         self.is_count = false;
         self.is_sum = false;
-        if self.families.get(self.fam).is_some_and(|mf| mf.name() == name) {
+        if self
+            .families
+            .get(self.fam)
+            .is_some_and(|mf| mf.name() == name)
+        {
             return;
         }
         if let Some(&i) = self.by_name.get(name) {
@@ -750,8 +754,7 @@ impl<'a> Parser<'a> {
                 b'"' => break Cow::Borrowed(&input[start..self.pos - 1]),
                 b'\\' => {
                     self.scratch.clear();
-                    self.scratch
-                        .extend_from_slice(&input[start..self.pos - 1]);
+                    self.scratch.extend_from_slice(&input[start..self.pos - 1]);
                     self.read_label_value_escaped()?;
                     break Cow::Owned(self.scratch.clone());
                 }
@@ -1045,14 +1048,25 @@ mod tests {
 
     #[test]
     fn empty_and_blank_inputs() {
-        for s in ["", "\n", "   ", "\n\n  \t\n", "# just a comment\n", "# HELP a x\n# TYPE a gauge\n"] {
+        for s in [
+            "",
+            "\n",
+            "   ",
+            "\n\n  \t\n",
+            "# just a comment\n",
+            "# HELP a x\n# TYPE a gauge\n",
+        ] {
             assert_eq!(parse(s).unwrap(), vec![], "{s:?}");
         }
     }
 
     #[test]
     fn value_errors() {
-        assert_err("a 1\nb 2\nc abc\n", 3, r#"expected float as value, got "abc""#);
+        assert_err(
+            "a 1\nb 2\nc abc\n",
+            3,
+            r#"expected float as value, got "abc""#,
+        );
         assert_err("a 1\r\n", 1, r#"expected float as value, got "1\r""#);
         assert_err("a\n", 1, r#"expected float as value, got """#);
         assert_err("a{}\n", 1, r#"expected float as value, got """#);
@@ -1093,11 +1107,17 @@ mod tests {
             ("1.7976931348623157e308", f64::MAX),
         ];
         for &(s, want) in cases {
-            let got = parse(&format!("a {s}\n")).unwrap()[0].metric[0].untyped.unwrap().value();
+            let got = parse(&format!("a {s}\n")).unwrap()[0].metric[0]
+                .untyped
+                .unwrap()
+                .value();
             assert_eq!(got, want, "{s}");
         }
         for s in ["NaN", "nan", "NAN", "nAn"] {
-            let got = parse(&format!("a {s}\n")).unwrap()[0].metric[0].untyped.unwrap().value();
+            let got = parse(&format!("a {s}\n")).unwrap()[0].metric[0]
+                .untyped
+                .unwrap()
+                .value();
             assert!(got.is_nan(), "{s}");
         }
     }
@@ -1120,7 +1140,11 @@ mod tests {
     fn trailing_garbage_and_timestamps() {
         assert_err("a 1 \n", 1, r#"expected integer as timestamp, got """#);
         assert_err("a 1 x\n", 1, r#"expected integer as timestamp, got "x""#);
-        assert_err("a 1 1.5\n", 1, r#"expected integer as timestamp, got "1.5""#);
+        assert_err(
+            "a 1 1.5\n",
+            1,
+            r#"expected integer as timestamp, got "1.5""#,
+        );
         assert_err(
             "a 1 9223372036854775808\n",
             1,
@@ -1128,7 +1152,11 @@ mod tests {
         );
         assert_err("a 1 2 \n", 1, r#"spurious string after timestamp: " ""#);
         assert_err("a 1 2 3\n", 1, r#"spurious string after timestamp: " 3""#);
-        assert_err("a 1 2\r\n", 1, r#"expected integer as timestamp, got "2\r""#);
+        assert_err(
+            "a 1 2\r\n",
+            1,
+            r#"expected integer as timestamp, got "2\r""#,
+        );
         let f = parse("a 1 -1234\nb 2 +5\n").unwrap();
         assert_eq!(f[0].metric[0].timestamp_ms, Some(-1234));
         assert_eq!(f[1].metric[0].timestamp_ms, Some(5));
@@ -1136,7 +1164,11 @@ mod tests {
 
     #[test]
     fn help_and_type_errors() {
-        assert_err("# HELP x a\n# HELP x b\n", 2, r#"second HELP line for metric name "x""#);
+        assert_err(
+            "# HELP x a\n# HELP x b\n",
+            2,
+            r#"second HELP line for metric name "x""#,
+        );
         assert_err(
             "# TYPE x gauge\n# TYPE x gauge\n",
             2,
@@ -1154,9 +1186,21 @@ mod tests {
         );
         assert_err("# TYPE x foo\n", 1, r#"unknown metric type "foo""#);
         assert_err("# TYPE x info\n", 1, r#"unknown metric type "info""#);
-        assert_err("# TYPE x stateset\n", 1, r#"unknown metric type "stateset""#);
-        assert_err("# TYPE x gaugehistogram\n", 1, r#"unknown metric type "gaugehistogram""#);
-        assert_err("# TYPE x gauge_histogram\n", 1, r#"unknown metric type "gauge_histogram""#);
+        assert_err(
+            "# TYPE x stateset\n",
+            1,
+            r#"unknown metric type "stateset""#,
+        );
+        assert_err(
+            "# TYPE x gaugehistogram\n",
+            1,
+            r#"unknown metric type "gaugehistogram""#,
+        );
+        assert_err(
+            "# TYPE x gauge_histogram\n",
+            1,
+            r#"unknown metric type "gauge_histogram""#,
+        );
         assert_err("# TYPE x gauge \n", 1, r#"unknown metric type "gauge ""#);
         assert_err("# TYPE x gauge\r\n", 1, r#"unknown metric type "gauge\r""#);
         assert_err("# HELP 1x y\n", 1, "invalid metric name in comment");
@@ -1177,25 +1221,58 @@ mod tests {
         let f = parse("# TYPE a \u{17f}ummary\na_count 1\n").unwrap();
         assert_eq!(f[0].r#type(), MetricType::Summary);
         // Lines with a name but nothing after it are fine.
-        let f = parse("# HELP a\n# TYPE a\n# TYPE a  \n# HELP a \n# foo\n#\n  # x y z\na 1\n").unwrap();
+        let f =
+            parse("# HELP a\n# TYPE a\n# TYPE a  \n# HELP a \n# foo\n#\n  # x y z\na 1\n").unwrap();
         assert_eq!(f[0].help, None);
         assert_eq!(f[0].r#type(), MetricType::Untyped);
     }
 
     #[test]
     fn label_errors() {
-        assert_err("a{b=\"1\",b=\"2\"} 1\n", 1, r#"duplicate label names for metric "a""#);
-        assert_err("a{__name__=\"x\"} 1\n", 1, r#"label name "__name__" is reserved"#);
+        assert_err(
+            "a{b=\"1\",b=\"2\"} 1\n",
+            1,
+            r#"duplicate label names for metric "a""#,
+        );
+        assert_err(
+            "a{__name__=\"x\"} 1\n",
+            1,
+            r#"label name "__name__" is reserved"#,
+        );
         assert_err("a{__name__} 1\n", 1, r#"label name "__name__" is reserved"#);
         assert_err("a{1=\"x\"} 1\n", 1, r#"invalid label name for metric "a""#);
-        assert_err("a{b.c=\"x\"} 1\n", 1, r#"expected '=' after label name, found '.'"#);
-        assert_err("a{b \"x\"} 1\n", 1, r#"expected '=' after label name, found '"'"#);
+        assert_err(
+            "a{b.c=\"x\"} 1\n",
+            1,
+            r#"expected '=' after label name, found '.'"#,
+        );
+        assert_err(
+            "a{b \"x\"} 1\n",
+            1,
+            r#"expected '=' after label name, found '"'"#,
+        );
         assert_err("a{b\n", 1, r"expected '=' after label name, found '\n'");
-        assert_err("a{b=x} 1\n", 1, r#"expected '"' at start of label value, found 'x'"#);
+        assert_err(
+            "a{b=x} 1\n",
+            1,
+            r#"expected '"' at start of label value, found 'x'"#,
+        );
         assert_err("a{b=\"\\t\"} 1\n", 1, r"invalid escape sequence '\t'");
-        assert_err("a{b=\"x\ny\"} 1\n", 1, r#"label value "x" contains unescaped new-line"#);
-        assert_err("a{b=\"\\\\x\ny\"} 1\n", 1, r#"label value "\\x" contains unescaped new-line"#);
-        assert_err("a{b=\"x\" c=\"y\"} 1\n", 1, r#"unexpected end of label value "x""#);
+        assert_err(
+            "a{b=\"x\ny\"} 1\n",
+            1,
+            r#"label value "x" contains unescaped new-line"#,
+        );
+        assert_err(
+            "a{b=\"\\\\x\ny\"} 1\n",
+            1,
+            r#"label value "\\x" contains unescaped new-line"#,
+        );
+        assert_err(
+            "a{b=\"x\" c=\"y\"} 1\n",
+            1,
+            r#"unexpected end of label value "x""#,
+        );
         assert_eq!(
             err_bytes(b"a 1\na{b=\"\xff\"} 1\n"),
             (2, r#"invalid label value "\xff""#.to_owned())
@@ -1220,10 +1297,9 @@ mod tests {
 
     #[test]
     fn labels_and_escapes() {
-        let f = parse(
-            "a{x=\"q\\\"uo\\\\te\\nnl\",y=\"\"} 1\n  a { z = \"é\" , } 2\na{}3\na{\t}\t4\n",
-        )
-        .unwrap();
+        let f =
+            parse("a{x=\"q\\\"uo\\\\te\\nnl\",y=\"\"} 1\n  a { z = \"é\" , } 2\na{}3\na{\t}\t4\n")
+                .unwrap();
         assert_eq!(f.len(), 1);
         let m = &f[0].metric;
         assert_eq!(m.len(), 4);
@@ -1318,7 +1394,11 @@ mod tests {
     fn openmetrics_bodies_parse_as_text() {
         let f = parse("# TYPE a gauge\n# UNIT a seconds\na 1\n# EOF\n").unwrap();
         assert_eq!(f.len(), 1);
-        assert_err("# TYPE a info\na_info 1\n# EOF\n", 1, r#"unknown metric type "info""#);
+        assert_err(
+            "# TYPE a info\na_info 1\n# EOF\n",
+            1,
+            r#"unknown metric type "info""#,
+        );
     }
 
     #[test]
@@ -1342,7 +1422,11 @@ mod tests {
         assert_eq!(e.msg, "invalid metric name");
         // Legacy scheme refuses all of it.
         assert_err("{\"a\"} 1\n", 1, "invalid metric name");
-        assert_err("a{\"b\"=\"c\"} 1\n", 1, r#"invalid label name for metric "a""#);
+        assert_err(
+            "a{\"b\"=\"c\"} 1\n",
+            1,
+            r#"invalid label name for metric "a""#,
+        );
         // Round trip through the encoder's quoted form.
         let input = "# HELP \"a.b\" x\n# TYPE \"a.b\" gauge\n{\"a.b\",\"c d\"=\"e\",f=\"g\"} 1\n";
         let f = p(input).unwrap();
@@ -1351,8 +1435,14 @@ mod tests {
 
     #[test]
     fn go_quoting() {
-        assert_eq!(go_quote(b"a\"b\\c\n\r\t\x07\x7f"), r#""a\"b\\c\n\r\t\a\x7f""#);
-        assert_eq!(go_quote("é\u{a0}\u{200b}😀".as_bytes()), "\"é\\u00a0\\u200b😀\"");
+        assert_eq!(
+            go_quote(b"a\"b\\c\n\r\t\x07\x7f"),
+            r#""a\"b\\c\n\r\t\a\x7f""#
+        );
+        assert_eq!(
+            go_quote("é\u{a0}\u{200b}😀".as_bytes()),
+            "\"é\\u00a0\\u200b😀\""
+        );
         assert_eq!(go_quote(b"\xff\xc3"), r#""\xff\xc3""#);
         assert_eq!(go_quote_byte(b'\''), r"'\''");
         assert_eq!(go_quote_byte(b'"'), r#"'"'"#);
@@ -1383,5 +1473,69 @@ mod tests {
             text(input),
             "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 5\nh_sum 0\nh_count 5\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SAMPLE: &str = "# HELP h Help \\\\ \\n.\n# TYPE h histogram\n\
+        h_bucket{a=\"x\\\"\",le=\"0.5\"} 1\nh_bucket{a=\"x\\\"\",le=\"+Inf\"} 2 123\nh_sum{a=\"x\\\"\"} 1.5\n\
+        h_count{a=\"x\\\"\"} 2\n# TYPE s summary\ns{quantile=\"0.9\"} NaN\ns_sum 1e-3\ns_count 3\n\
+        {\"u.tf8\",\"l.b\"=\"v\"} -Inf\nplain{x=\"\"} 7\n";
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_text(&bytes, NameScheme::Legacy);
+            let _ = parse_text(&bytes, NameScheme::Utf8);
+        }
+
+        #[test]
+        fn parse_never_panics_on_mutated_bodies(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+        ) {
+            let mut body = SAMPLE.as_bytes().to_vec();
+            for (at, byte, op) in edits {
+                if body.is_empty() {
+                    break;
+                }
+                let i = at.index(body.len());
+                match op {
+                    0 => body[i] = byte,
+                    1 => body.insert(i, byte),
+                    _ => {
+                        body.remove(i);
+                    }
+                }
+            }
+            let _ = parse_text(&body, NameScheme::Legacy);
+            let _ = parse_text(&body, NameScheme::Utf8);
+        }
+
+        #[test]
+        fn parse_never_panics_on_token_soup(
+            parts in proptest::collection::vec(
+                prop::sample::select(vec![
+                    "a", "h", "h_bucket", "s_sum", "_count", "{", "}", "\"", "=", ",", " ", "\t", "\n",
+                    "\\", "le", "quantile", "1", "NaN", "+Inf", "# ", "HELP ", "TYPE ", "summary",
+                    "histogram", "\"x.y\"", "\u{e9}", "\r",
+                ]),
+                0..40,
+            ),
+        ) {
+            let body = parts.concat();
+            let _ = parse_text(body.as_bytes(), NameScheme::Legacy);
+            let _ = parse_text(body.as_bytes(), NameScheme::Utf8);
+        }
+    }
+
+    #[test]
+    fn sample_body_parses() {
+        let f = parse_text(SAMPLE.as_bytes(), NameScheme::Utf8).unwrap();
+        let names: Vec<_> = f.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["h", "s", "u.tf8", "plain"]);
     }
 }
