@@ -16,6 +16,9 @@ pub mod proto {
 }
 
 pub use delimited::{decode_delimited, encode_delimited, DelimitedError};
+pub use names::NameScheme;
 pub use proto::{LabelPair, Metric, MetricFamily, MetricType};
-pub use text_format::{write_float, write_help_and_type, write_metric};
+pub use text_format::{
+    families_to_text, write_family, write_float, write_help_and_type, write_metric,
+};
 pub use text_parse::{parse_text, TextParseError};
