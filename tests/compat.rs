@@ -195,7 +195,7 @@ fn compare(step: &Step, a: &Resp, b: &Resp) -> Result<(), String> {
         }
         return Ok(());
     }
-    if path.ends_with("/api/v1/status") {
+    if path.ends_with("/api/v1/status") && step.req.method == "GET" {
         return compare_status_json(a, b).map_err(|e| format!("{what}: {e}"));
     }
     if ct.starts_with("text/html") {
@@ -705,6 +705,23 @@ fn scenario_count_is_at_least_60() {
         + consistency_scenarios().len()
         + body_format_scenarios().len();
     assert!(n >= 60, "only {n} differential scenarios");
+}
+
+/// The harness itself must see differences: upstream vs upstream-without-consistency-check differ.
+#[test]
+fn harness_detects_differences() {
+    let flags_b = vec!["--push.disable-consistency-check".to_string()];
+    let up = Gateway::start("upstream", &upstream_bin(), &[], "");
+    let other = Gateway::start("other", &upstream_bin(), &flags_b, "");
+    let s = put("/metrics/job/a", "a 1\n");
+    let (a, b) = (up.request(&s.req), other.request(&s.req));
+    assert!(compare(&s, &a, &b).is_err(), "200 vs 202 must be a difference");
+    let s2 = put("/metrics/job/a", "b 1\n");
+    let (a, b) = (up.request(&s2.req), up.request(&s2.req));
+    compare(&s2, &a, &b).expect("same replies compare equal");
+    other.put_text("/metrics/job/b", "zz 1\n");
+    poll_until(Duration::from_secs(5), || other.scrape_normalised().1.contains("zz{").then_some(())).expect("async push lands");
+    assert!(final_compare(&up, &other).is_err(), "different stores must differ");
 }
 
 /// `--web.enable-lifecycle`: PUT /-/quit is 200 on both and both processes exit by themselves.
