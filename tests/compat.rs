@@ -67,7 +67,11 @@ impl Step {
 }
 
 fn step(method: &str, path: &str, body: impl Into<Vec<u8>>) -> Step {
-    Step { req: Req::new(method, path).body(body), check: BodyCheck::Auto, headers: vec![] }
+    Step {
+        req: Req::new(method, path).body(body),
+        check: BodyCheck::Auto,
+        headers: vec![],
+    }
 }
 fn put(path: &str, body: &str) -> Step {
     step("PUT", path, body.as_bytes())
@@ -111,7 +115,13 @@ struct Scenario {
 }
 
 fn sc(name: &'static str, steps: Vec<Step>) -> Scenario {
-    Scenario { name, flags: vec![], prefix: "", steps, final_compare: true }
+    Scenario {
+        name,
+        flags: vec![],
+        prefix: "",
+        steps,
+        final_compare: true,
+    }
 }
 
 impl Scenario {
@@ -149,14 +159,26 @@ fn compare(step: &Step, a: &Resp, b: &Resp) -> Result<(), String> {
     }
     for h in &step.headers {
         if a.header(h) != b.header(h) {
-            return Err(format!("{what}: header {h}: upstream {:?} vs pushgate {:?}", a.header(h), b.header(h)));
+            return Err(format!(
+                "{what}: header {h}: upstream {:?} vs pushgate {:?}",
+                a.header(h),
+                b.header(h)
+            ));
         }
     }
     if (300..400).contains(&a.status) && a.header("Location") != b.header("Location") {
-        return Err(format!("{what}: Location {:?} vs {:?}", a.header("Location"), b.header("Location")));
+        return Err(format!(
+            "{what}: Location {:?} vs {:?}",
+            a.header("Location"),
+            b.header("Location")
+        ));
     }
     if a.status == 405 && a.header("Allow") != b.header("Allow") {
-        return Err(format!("{what}: Allow {:?} vs {:?}", a.header("Allow"), b.header("Allow")));
+        return Err(format!(
+            "{what}: Allow {:?} vs {:?}",
+            a.header("Allow"),
+            b.header("Allow")
+        ));
     }
     if step.check == BodyCheck::StatusOnly {
         return Ok(());
@@ -164,12 +186,22 @@ fn compare(step: &Step, a: &Resp, b: &Resp) -> Result<(), String> {
     if a.status >= 400 {
         let (at, bt) = (a.text(), b.text());
         if at.starts_with(CONSISTENCY_PREFIX) || a.status == 500 {
-            let n = if a.status == 500 { at.lines().next().unwrap_or("").len() } else { CONSISTENCY_PREFIX.len() };
+            let n = if a.status == 500 {
+                at.lines().next().unwrap_or("").len()
+            } else {
+                CONSISTENCY_PREFIX.len()
+            };
             if !bt.starts_with(&at[..n]) {
-                return Err(format!("{what}: error body upstream {at:?} vs pushgate {bt:?}"));
+                return Err(format!(
+                    "{what}: error body upstream {at:?} vs pushgate {bt:?}"
+                ));
             }
         } else if a.first_line() != b.first_line() {
-            return Err(format!("{what}: error text upstream {:?} vs pushgate {:?}", a.first_line(), b.first_line()));
+            return Err(format!(
+                "{what}: error text upstream {:?} vs pushgate {:?}",
+                a.first_line(),
+                b.first_line()
+            ));
         }
         return Ok(());
     }
@@ -178,20 +210,31 @@ fn compare(step: &Step, a: &Resp, b: &Resp) -> Result<(), String> {
     }
     let path = step.req.path.split('?').next().unwrap_or("");
     let ct = a.header("Content-Type").unwrap_or("");
-    if step.check == BodyCheck::Scrape || (step.req.method == "GET" && path.ends_with("/metrics") && !path.contains("/api/")) {
+    if step.check == BodyCheck::Scrape
+        || (step.req.method == "GET" && path.ends_with("/metrics") && !path.contains("/api/"))
+    {
         if ct.starts_with("text/plain") && a.header("Content-Encoding").is_none() {
             let (na, nb) = (normalise_metrics(&a.text()), normalise_metrics(&b.text()));
             if na != nb {
-                return Err(format!("{what}: scrape differs\n--- upstream\n{na}--- pushgate\n{nb}"));
+                return Err(format!(
+                    "{what}: scrape differs\n--- upstream\n{na}--- pushgate\n{nb}"
+                ));
             }
         }
         return Ok(());
     }
     if path.ends_with("/api/v1/metrics") && step.req.method == "GET" {
-        let ja = normalise_api_metrics(serde_json::from_slice(&a.body).map_err(|e| format!("{what}: upstream json: {e}"))?);
-        let jb = normalise_api_metrics(serde_json::from_slice(&b.body).map_err(|e| format!("{what}: pushgate json {e}: {}", b.text()))?);
+        let ja = normalise_api_metrics(
+            serde_json::from_slice(&a.body).map_err(|e| format!("{what}: upstream json: {e}"))?,
+        );
+        let jb = normalise_api_metrics(
+            serde_json::from_slice(&b.body)
+                .map_err(|e| format!("{what}: pushgate json {e}: {}", b.text()))?,
+        );
         if ja != jb {
-            return Err(format!("{what}: api metrics differ\n--- upstream\n{ja:#}\n--- pushgate\n{jb:#}"));
+            return Err(format!(
+                "{what}: api metrics differ\n--- upstream\n{ja:#}\n--- pushgate\n{jb:#}"
+            ));
         }
         return Ok(());
     }
@@ -202,7 +245,11 @@ fn compare(step: &Step, a: &Resp, b: &Resp) -> Result<(), String> {
         return Ok(());
     }
     if a.body != b.body {
-        return Err(format!("{what}: body upstream {:?} vs pushgate {:?}", a.text(), b.text()));
+        return Err(format!(
+            "{what}: body upstream {:?} vs pushgate {:?}",
+            a.text(),
+            b.text()
+        ));
     }
     Ok(())
 }
@@ -210,9 +257,12 @@ fn compare(step: &Step, a: &Resp, b: &Resp) -> Result<(), String> {
 /// `/api/v1/status`: same top-level and `data` keys; every flag COMPAT.md names is present as a string.
 fn compare_status_json(a: &Resp, b: &Resp) -> Result<(), String> {
     let ja: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| e.to_string())?;
-    let jb: serde_json::Value = serde_json::from_slice(&b.body).map_err(|e| format!("{e}: {}", b.text()))?;
+    let jb: serde_json::Value =
+        serde_json::from_slice(&b.body).map_err(|e| format!("{e}: {}", b.text()))?;
     let keys = |v: &serde_json::Value| -> Vec<String> {
-        v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
     };
     if keys(&ja) != keys(&jb) || keys(&ja["data"]) != keys(&jb["data"]) {
         return Err(format!("status keys differ: {ja} vs {jb}"));
@@ -232,13 +282,23 @@ fn compare_status_json(a: &Resp, b: &Resp) -> Result<(), String> {
     ] {
         for (side, j) in [("upstream", &ja), ("pushgate", &jb)] {
             if !j["data"]["flags"][flag].is_string() {
-                return Err(format!("{side}: flag {flag} missing or not a string in {j}"));
+                return Err(format!(
+                    "{side}: flag {flag} missing or not a string in {j}"
+                ));
             }
         }
     }
-    for f in ["web.enable-admin-api", "web.enable-lifecycle", "push.disable-consistency-check", "web.telemetry-path"] {
+    for f in [
+        "web.enable-admin-api",
+        "web.enable-lifecycle",
+        "push.disable-consistency-check",
+        "web.telemetry-path",
+    ] {
         if ja["data"]["flags"][f] != jb["data"]["flags"][f] {
-            return Err(format!("flag {f}: {} vs {}", ja["data"]["flags"][f], jb["data"]["flags"][f]));
+            return Err(format!(
+                "flag {f}: {} vs {}",
+                ja["data"]["flags"][f], jb["data"]["flags"][f]
+            ));
         }
     }
     Ok(())
@@ -304,15 +364,31 @@ fn run_all(scenarios: Vec<Scenario>) {
     std::thread::scope(|sc| {
         for _ in 0..3 {
             sc.spawn(|| loop {
-                let Some(s) = queue.lock().expect("queue lock should not be poisoned").pop() else { break };
+                let Some(s) = queue
+                    .lock()
+                    .expect("queue lock should not be poisoned")
+                    .pop()
+                else {
+                    break;
+                };
                 if let Err(e) = run_scenario(&s) {
-                    failures.lock().expect("failures lock should not be poisoned").push(e);
+                    failures
+                        .lock()
+                        .expect("failures lock should not be poisoned")
+                        .push(e);
                 }
             });
         }
     });
-    let f = failures.into_inner().expect("failures lock should not be poisoned");
-    assert!(f.is_empty(), "{} of {n} scenarios failed:\n\n{}", f.len(), f.join("\n\n"));
+    let f = failures
+        .into_inner()
+        .expect("failures lock should not be poisoned");
+    assert!(
+        f.is_empty(),
+        "{} of {n} scenarios failed:\n\n{}",
+        f.len(),
+        f.join("\n\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -487,15 +563,37 @@ fn push_scenarios() -> Vec<Scenario> {
 fn grouping_key_scenarios() -> Vec<Scenario> {
     let body = "a 1\n";
     vec![
-        sc("base64_job", vec![put("/metrics/job@base64/Zm9v", body), put("/metrics/job@base64/Zm9vL2Jhcg", body)]),
+        sc(
+            "base64_job",
+            vec![
+                put("/metrics/job@base64/Zm9v", body),
+                put("/metrics/job@base64/Zm9vL2Jhcg", body),
+            ],
+        ),
         sc(
             "base64_padding_variants",
-            ["YWJj", "YWJjZA", "YWJjZA=", "YWJjZA==", "YWJjZA===", "YQ%3D%3D", "YQ==%3D", "Y%51", "w6k"]
-                .iter()
-                .map(|v| put(&format!("/metrics/job/b64/v@base64/{v}"), body))
-                .collect(),
+            [
+                "YWJj",
+                "YWJjZA",
+                "YWJjZA=",
+                "YWJjZA==",
+                "YWJjZA===",
+                "YQ%3D%3D",
+                "YQ==%3D",
+                "Y%51",
+                "w6k",
+            ]
+            .iter()
+            .map(|v| put(&format!("/metrics/job/b64/v@base64/{v}"), body))
+            .collect(),
         ),
-        sc("base64_empty_value", vec![put("/metrics/job/b/l@base64/=", body), put("/metrics/job/b/m@base64/==", body)]),
+        sc(
+            "base64_empty_value",
+            vec![
+                put("/metrics/job/b/l@base64/=", body),
+                put("/metrics/job/b/m@base64/==", body),
+            ],
+        ),
         sc(
             "base64_invalid_values",
             ["YWJjZ", "=a", "Y=Q", "+-8", "!!"]
@@ -503,18 +601,63 @@ fn grouping_key_scenarios() -> Vec<Scenario> {
                 .map(|v| put(&format!("/metrics/job/b/v@base64/{v}"), body))
                 .collect(),
         ),
-        sc("base64_empty_job_400", vec![put("/metrics/job@base64/=", body), del("/metrics/job@base64/=")]),
-        sc("base64_value_with_slash", vec![put("/metrics/job/b/path@base64/L3Zhci90bXA", body), del("/metrics/job/b/path@base64/L3Zhci90bXA")]),
-        sc("odd_components", vec![put("/metrics/job/j/a/b/c", body), post("/metrics/job/j/a", body), del("/metrics/job/j/a/b/c")]),
+        sc(
+            "base64_empty_job_400",
+            vec![
+                put("/metrics/job@base64/=", body),
+                del("/metrics/job@base64/="),
+            ],
+        ),
+        sc(
+            "base64_value_with_slash",
+            vec![
+                put("/metrics/job/b/path@base64/L3Zhci90bXA", body),
+                del("/metrics/job/b/path@base64/L3Zhci90bXA"),
+            ],
+        ),
+        sc(
+            "odd_components",
+            vec![
+                put("/metrics/job/j/a/b/c", body),
+                post("/metrics/job/j/a", body),
+                del("/metrics/job/j/a/b/c"),
+            ],
+        ),
         sc(
             "invalid_label_names",
-            vec![put("/metrics/job/j/1a/b", body), put("/metrics/job/j/a-b/c", body), put("/metrics/job/j/__a/b", body), put("/metrics/job/j/__name__/b", body)],
+            vec![
+                put("/metrics/job/j/1a/b", body),
+                put("/metrics/job/j/a-b/c", body),
+                put("/metrics/job/j/__a/b", body),
+                put("/metrics/job/j/__name__/b", body),
+            ],
         ),
-        sc("repeated_label_last_wins", vec![put("/metrics/job/t/a/1/a/2", body)]),
-        sc("later_job_pair_ignored", vec![put("/metrics/job/t/job/zzz", body)]),
-        sc("trailing_empty_value", vec![put("/metrics/job/t/name/", body)]),
-        sc("percent_encoded_values", vec![put("/metrics/job/a%20b/k/v%2Fw", body), put("/metrics/job/%C3%A9", body)]),
-        sc("many_grouping_labels", vec![put("/metrics/job/j/a/1/b/2/c/3/d/4/e/5/f/6/instance/x", body)]),
+        sc(
+            "repeated_label_last_wins",
+            vec![put("/metrics/job/t/a/1/a/2", body)],
+        ),
+        sc(
+            "later_job_pair_ignored",
+            vec![put("/metrics/job/t/job/zzz", body)],
+        ),
+        sc(
+            "trailing_empty_value",
+            vec![put("/metrics/job/t/name/", body)],
+        ),
+        sc(
+            "percent_encoded_values",
+            vec![
+                put("/metrics/job/a%20b/k/v%2Fw", body),
+                put("/metrics/job/%C3%A9", body),
+            ],
+        ),
+        sc(
+            "many_grouping_labels",
+            vec![put(
+                "/metrics/job/j/a/1/b/2/c/3/d/4/e/5/f/6/instance/x",
+                body,
+            )],
+        ),
     ]
 }
 
@@ -534,46 +677,97 @@ fn parse_error_scenarios() -> Vec<Scenario> {
         ("parse_bad_metric_name", "1x 1\n"),
         ("parse_missing_value", "x\n"),
         ("parse_unterminated_labels", "x{a=\"1\" 1\n"),
-        ("parse_histogram_missing_le", "# TYPE h histogram\nh_bucket 1\n"),
-        ("parse_summary_bad_quantile", "# TYPE s summary\ns{quantile=\"x\"} 1\n"),
+        (
+            "parse_histogram_missing_le",
+            "# TYPE h histogram\nh_bucket 1\n",
+        ),
+        (
+            "parse_summary_bad_quantile",
+            "# TYPE s summary\ns{quantile=\"x\"} 1\n",
+        ),
     ];
     let mut v: Vec<Scenario> = cases
         .iter()
-        .map(|(name, body)| sc(name, vec![put("/metrics/job/ok", "ok 1\n"), put("/metrics/job/bad", body), post("/metrics/job/ok", body)]))
+        .map(|(name, body)| {
+            sc(
+                name,
+                vec![
+                    put("/metrics/job/ok", "ok 1\n"),
+                    put("/metrics/job/bad", body),
+                    post("/metrics/job/ok", body),
+                ],
+            )
+        })
         .collect();
     v.push(sc(
         "parse_invalid_utf8_label",
-        vec![step("PUT", "/metrics/job/bad", b"x{a=\"\xff\"} 1\n".to_vec())],
+        vec![step(
+            "PUT",
+            "/metrics/job/bad",
+            b"x{a=\"\xff\"} 1\n".to_vec(),
+        )],
     ));
     v
 }
 
 fn consistency_scenarios() -> Vec<Scenario> {
     vec![
-        sc("timestamp_rejected_text", vec![put("/metrics/job/ok", "a 1\n"), put("/metrics/job/ok", "a 2 1000\n"), put("/metrics/job/new", "a 1 1000\n")]),
+        sc(
+            "timestamp_rejected_text",
+            vec![
+                put("/metrics/job/ok", "a 1\n"),
+                put("/metrics/job/ok", "a 2 1000\n"),
+                put("/metrics/job/new", "a 1 1000\n"),
+            ],
+        ),
         sc(
             "timestamp_rejected_protobuf",
-            vec![put_pb("/metrics/job/ts", &[{
-                let mut m = pb::gauge(&[], 1.0);
-                m.timestamp_ms = Some(1000);
-                pb::family("g", None, MetricType::Gauge, vec![m])
-            }])],
+            vec![put_pb(
+                "/metrics/job/ts",
+                &[{
+                    let mut m = pb::gauge(&[], 1.0);
+                    m.timestamp_ms = Some(1000);
+                    pb::family("g", None, MetricType::Gauge, vec![m])
+                }],
+            )],
         ),
         sc(
             "type_conflict_between_groups",
-            vec![put("/metrics/job/a", "# TYPE m counter\nm 1\n"), put("/metrics/job/b", "# TYPE m gauge\nm{x=\"1\"} 1\n"), put("/metrics/job/c", "m{x=\"2\"} 1\n")],
+            vec![
+                put("/metrics/job/a", "# TYPE m counter\nm 1\n"),
+                put("/metrics/job/b", "# TYPE m gauge\nm{x=\"1\"} 1\n"),
+                put("/metrics/job/c", "m{x=\"2\"} 1\n"),
+            ],
         ),
-        sc("type_conflict_same_group_put_ok", vec![put("/metrics/job/a", "# TYPE m counter\nm 1\n"), put("/metrics/job/a", "# TYPE m gauge\nm 1\n")]),
-        sc("duplicate_series_in_push", vec![put("/metrics/job/bad", "x 1\nx 2\n")]),
-        sc("duplicate_after_job_rewrite", vec![put("/metrics/job/bad", "x{job=\"zz\"} 1\nx 2\n")]),
+        sc(
+            "type_conflict_same_group_put_ok",
+            vec![
+                put("/metrics/job/a", "# TYPE m counter\nm 1\n"),
+                put("/metrics/job/a", "# TYPE m gauge\nm 1\n"),
+            ],
+        ),
+        sc(
+            "duplicate_series_in_push",
+            vec![put("/metrics/job/bad", "x 1\nx 2\n")],
+        ),
+        sc(
+            "duplicate_after_job_rewrite",
+            vec![put("/metrics/job/bad", "x{job=\"zz\"} 1\nx 2\n")],
+        ),
         sc(
             "duplicate_series_across_groups",
-            vec![put("/metrics/job/a", "m{instance=\"i\"} 1\n"), put("/metrics/job/a/instance/i", "m 2\n")],
+            vec![
+                put("/metrics/job/a", "m{instance=\"i\"} 1\n"),
+                put("/metrics/job/a/instance/i", "m 2\n"),
+            ],
         ),
         sc(
             "histogram_suffix_collision",
             vec![
-                put("/metrics/job/h", "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 2\nh_count 2\n"),
+                put(
+                    "/metrics/job/h",
+                    "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 2\nh_count 2\n",
+                ),
                 put("/metrics/job/h2", "# TYPE h_count gauge\nh_count 1\n"),
                 put("/metrics/job/h3", "h_sum 1\n"),
                 put("/metrics/job/h4", "h_bucket{le=\"1\"} 1\n"),
@@ -581,25 +775,61 @@ fn consistency_scenarios() -> Vec<Scenario> {
         ),
         sc(
             "summary_suffix_collision",
-            vec![put("/metrics/job/s", "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n"), put("/metrics/job/s2", "s_count 1\n")],
+            vec![
+                put(
+                    "/metrics/job/s",
+                    "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n",
+                ),
+                put("/metrics/job/s2", "s_count 1\n"),
+            ],
         ),
         sc(
             "summary_with_quantile_label_protobuf",
             vec![put_pb(
                 "/metrics/job/q",
-                &[pb::family("q", None, MetricType::Summary, vec![pb::summary(&[("quantile", "0.5")], 1, 1.0, &[(0.5, 1.0)])])],
+                &[pb::family(
+                    "q",
+                    None,
+                    MetricType::Summary,
+                    vec![pb::summary(&[("quantile", "0.5")], 1, 1.0, &[(0.5, 1.0)])],
+                )],
             )],
         ),
-        sc("summary_quantile_text_folds", vec![put("/metrics/job/q", "# TYPE q summary\nq{quantile=\"0.5\",x=\"1\"} 1\n")]),
-        sc("self_metric_type_conflict", vec![put("/metrics/job/p", "# TYPE pushgateway_build_info counter\npushgateway_build_info 1\n")]),
+        sc(
+            "summary_quantile_text_folds",
+            vec![put(
+                "/metrics/job/q",
+                "# TYPE q summary\nq{quantile=\"0.5\",x=\"1\"} 1\n",
+            )],
+        ),
+        sc(
+            "self_metric_type_conflict",
+            vec![put(
+                "/metrics/job/p",
+                "# TYPE pushgateway_build_info counter\npushgateway_build_info 1\n",
+            )],
+        ),
         sc(
             "push_time_seconds_overridden",
-            vec![put("/metrics/job/p", "push_time_seconds{x=\"1\"} 1\n"), put("/metrics/job/p2", "# TYPE push_failure_time_seconds counter\npush_failure_time_seconds 5\n")],
+            vec![
+                put("/metrics/job/p", "push_time_seconds{x=\"1\"} 1\n"),
+                put(
+                    "/metrics/job/p2",
+                    "# TYPE push_failure_time_seconds counter\npush_failure_time_seconds 5\n",
+                ),
+            ],
         ),
-        sc("reserved_label_in_body", vec![put("/metrics/job/bad", "x{__a=\"y\"} 1\n")]),
+        sc(
+            "reserved_label_in_body",
+            vec![put("/metrics/job/bad", "x{__a=\"y\"} 1\n")],
+        ),
         sc(
             "failed_push_marks_existing_group",
-            vec![put("/metrics/job/a", "x 1\n"), put("/metrics/job/b", "# TYPE x counter\nx 1\n"), get("/api/v1/metrics")],
+            vec![
+                put("/metrics/job/a", "x 1\n"),
+                put("/metrics/job/b", "# TYPE x counter\nx 1\n"),
+                get("/api/v1/metrics"),
+            ],
         ),
         sc(
             "disable_consistency_check_202",
@@ -618,11 +848,34 @@ fn consistency_scenarios() -> Vec<Scenario> {
 
 fn body_format_scenarios() -> Vec<Scenario> {
     let all = vec![
-        pb::family("c", Some("a counter"), MetricType::Counter, vec![pb::counter(&[("x", "1")], 1.0), pb::counter(&[("x", "2")], 2.5)]),
+        pb::family(
+            "c",
+            Some("a counter"),
+            MetricType::Counter,
+            vec![
+                pb::counter(&[("x", "1")], 1.0),
+                pb::counter(&[("x", "2")], 2.5),
+            ],
+        ),
         pb::family("g", None, MetricType::Gauge, vec![pb::gauge(&[], -3.0)]),
-        pb::family("u", None, MetricType::Untyped, vec![pb::untyped(&[("job", "body"), ("instance", "i")], 7.0)]),
-        pb::family("s", Some("sum"), MetricType::Summary, vec![pb::summary(&[], 3, 2.0, &[(0.5, 1.0), (0.9, f64::NAN)])]),
-        pb::family("h", None, MetricType::Histogram, vec![pb::histogram(&[], 2, 2.5, &[(1.0, 1), (f64::INFINITY, 2)])]),
+        pb::family(
+            "u",
+            None,
+            MetricType::Untyped,
+            vec![pb::untyped(&[("job", "body"), ("instance", "i")], 7.0)],
+        ),
+        pb::family(
+            "s",
+            Some("sum"),
+            MetricType::Summary,
+            vec![pb::summary(&[], 3, 2.0, &[(0.5, 1.0), (0.9, f64::NAN)])],
+        ),
+        pb::family(
+            "h",
+            None,
+            MetricType::Histogram,
+            vec![pb::histogram(&[], 2, 2.5, &[(1.0, 1), (f64::INFINITY, 2)])],
+        ),
     ];
     let gauge = |n: &str, v: f64| pb::family(n, None, MetricType::Gauge, vec![pb::gauge(&[], v)]);
     vec![
@@ -715,13 +968,22 @@ fn harness_detects_differences() {
     let other = Gateway::start("other", &upstream_bin(), &flags_b, "");
     let s = put("/metrics/job/a", "a 1\n");
     let (a, b) = (up.request(&s.req), other.request(&s.req));
-    assert!(compare(&s, &a, &b).is_err(), "200 vs 202 must be a difference");
+    assert!(
+        compare(&s, &a, &b).is_err(),
+        "200 vs 202 must be a difference"
+    );
     let s2 = put("/metrics/job/a", "b 1\n");
     let (a, b) = (up.request(&s2.req), up.request(&s2.req));
     compare(&s2, &a, &b).expect("same replies compare equal");
     other.put_text("/metrics/job/b", "zz 1\n");
-    poll_until(Duration::from_secs(5), || other.scrape_normalised().1.contains("zz{").then_some(())).expect("async push lands");
-    assert!(final_compare(&up, &other).is_err(), "different stores must differ");
+    poll_until(Duration::from_secs(5), || {
+        other.scrape_normalised().1.contains("zz{").then_some(())
+    })
+    .expect("async push lands");
+    assert!(
+        final_compare(&up, &other).is_err(),
+        "different stores must differ"
+    );
 }
 
 /// `--web.enable-lifecycle`: PUT /-/quit is 200 on both and both processes exit by themselves.
@@ -736,8 +998,14 @@ fn lifecycle_quit_exits() {
     let b = pg.request(&s.req);
     compare(&s, &a, &b).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(a.status, 200);
-    assert!(up.wait_exit(Duration::from_secs(15)), "upstream did not exit after /-/quit");
-    assert!(pg.wait_exit(Duration::from_secs(15)), "pushgate did not exit after /-/quit");
+    assert!(
+        up.wait_exit(Duration::from_secs(15)),
+        "upstream did not exit after /-/quit"
+    );
+    assert!(
+        pg.wait_exit(Duration::from_secs(15)),
+        "pushgate did not exit after /-/quit"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -758,33 +1026,64 @@ fn push_pb(gw: &Gateway, path: &str, fams: &[pb::MetricFamily]) -> Resp {
 #[test]
 fn fixed_bug1_empty_protobuf_family_name_rejected() {
     let (up, pg) = start_pair(&[], "");
-    let fams = [pb::family("", None, MetricType::Gauge, vec![pb::gauge(&[], 1.0)])];
+    let fams = [pb::family(
+        "",
+        None,
+        MetricType::Gauge,
+        vec![pb::gauge(&[], 1.0)],
+    )];
     for gw in [&up, &pg] {
         assert_eq!(gw.put_text("/metrics/job/keep", "keep 1\n").status, 200);
     }
     let a = push_pb(&up, "/metrics/job/e", &fams);
-    assert!(a.status == 200 || a.status == 202, "upstream accepted an empty name: {}", a.status);
+    assert!(
+        a.status == 200 || a.status == 202,
+        "upstream accepted an empty name: {}",
+        a.status
+    );
     let b = push_pb(&pg, "/metrics/job/e", &fams);
-    assert_eq!(b.status, 400, "pushgate must refuse an empty family name: {}", b.text());
+    assert_eq!(
+        b.status,
+        400,
+        "pushgate must refuse an empty family name: {}",
+        b.text()
+    );
     let (s, t) = scrape_text(&pg);
     assert_eq!(s, 200);
-    assert!(sample_value(&t, "keep", &[("job", "keep")]).is_some(), "pushgate scrape lost data:\n{t}");
-    assert!(!t.contains("job=\"e\""), "the rejected push left a group:\n{t}");
+    assert!(
+        sample_value(&t, "keep", &[("job", "keep")]).is_some(),
+        "pushgate scrape lost data:\n{t}"
+    );
+    assert!(
+        !t.contains("job=\"e\""),
+        "the rejected push left a group:\n{t}"
+    );
 }
 
 /// Bug 2: protobuf metric names are validated like text names.
 #[test]
 fn fixed_bug2_invalid_protobuf_metric_name_rejected() {
     let (up, pg) = start_pair(&[], "");
-    let fams = [pb::family("bad.name", None, MetricType::Gauge, vec![pb::gauge(&[], 1.0)])];
+    let fams = [pb::family(
+        "bad.name",
+        None,
+        MetricType::Gauge,
+        vec![pb::gauge(&[], 1.0)],
+    )];
     let a = push_pb(&up, "/metrics/job/n", &fams);
     assert_eq!(a.status, 200, "upstream accepts the name");
-    assert!(scrape_text(&up).1.contains("bad.name{"), "upstream exposes bad.name");
+    assert!(
+        scrape_text(&up).1.contains("bad.name{"),
+        "upstream exposes bad.name"
+    );
     let b = push_pb(&pg, "/metrics/job/n", &fams);
     assert_eq!(b.status, 400, "pushgate must refuse bad.name: {}", b.text());
     let (s, t) = scrape_text(&pg);
     assert_eq!(s, 200);
-    assert!(!t.contains("bad.name"), "pushgate exposes an invalid name:\n{t}");
+    assert!(
+        !t.contains("bad.name"),
+        "pushgate exposes an invalid name:\n{t}"
+    );
 }
 
 /// Bug 3: `{job="u"}` then `{job="u",instance=""}`: the second push is rejected on both, but upstream
@@ -793,20 +1092,53 @@ fn fixed_bug2_invalid_protobuf_metric_name_rejected() {
 fn fixed_bug3_rejected_push_leaves_store_consistent() {
     let (up, pg) = start_pair(&[], "");
     for gw in [&up, &pg] {
-        assert_eq!(gw.put_text("/metrics/job/u", "x 1\n").status, 200, "{}", gw.name);
+        assert_eq!(
+            gw.put_text("/metrics/job/u", "x 1\n").status,
+            200,
+            "{}",
+            gw.name
+        );
         let r = gw.put_text("/metrics/job/u/instance/", "x 1\n");
-        assert_eq!(r.status, 400, "{}: duplicate series must be refused: {}", gw.name, r.text());
+        assert_eq!(
+            r.status,
+            400,
+            "{}: duplicate series must be refused: {}",
+            gw.name,
+            r.text()
+        );
     }
-    assert_eq!(scrape_text(&up).0, 500, "upstream scrape is 500 after the sequence");
-    assert_eq!(up.put_text("/metrics/job/other", "y 1\n").status, 400, "upstream refuses every push");
+    assert_eq!(
+        scrape_text(&up).0,
+        500,
+        "upstream scrape is 500 after the sequence"
+    );
+    assert_eq!(
+        up.put_text("/metrics/job/other", "y 1\n").status,
+        400,
+        "upstream refuses every push"
+    );
 
     let before_api = pg.api_metrics_normalised();
     let (s, t) = scrape_text(&pg);
     assert_eq!(s, 200, "pushgate scrape must stay 200:\n{t}");
-    assert_eq!(sample_value(&t, "x", &[("job", "u"), ("instance", "")]).as_deref(), Some("1"));
-    let groups = before_api.1["data"].as_array().map(|a| a.len()).unwrap_or(0);
-    assert_eq!(groups, 1, "the rejected group must not be stored: {:#}", before_api.1);
-    assert_eq!(pg.put_text("/metrics/job/other", "y 1\n").status, 200, "pushgate keeps accepting pushes");
+    assert_eq!(
+        sample_value(&t, "x", &[("job", "u"), ("instance", "")]).as_deref(),
+        Some("1")
+    );
+    let groups = before_api.1["data"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0);
+    assert_eq!(
+        groups, 1,
+        "the rejected group must not be stored: {:#}",
+        before_api.1
+    );
+    assert_eq!(
+        pg.put_text("/metrics/job/other", "y 1\n").status,
+        200,
+        "pushgate keeps accepting pushes"
+    );
 }
 
 /// Bug 4: the exposed HELP of a family pushed with different HELP texts is deterministic: the first
@@ -815,34 +1147,67 @@ fn fixed_bug3_rejected_push_leaves_store_consistent() {
 fn fixed_bug4_help_is_deterministic() {
     let (up, pg) = start_pair(&[], "");
     for gw in [&up, &pg] {
-        assert_eq!(gw.put_text("/metrics/job/a", "# TYPE m gauge\nm 1\n").status, 200);
-        assert_eq!(gw.put_text("/metrics/job/b", "# HELP m help B\n# TYPE m gauge\nm 2\n").status, 200);
-        assert_eq!(gw.put_text("/metrics/job/c", "# HELP m help C\n# TYPE m gauge\nm 3\n").status, 200);
+        assert_eq!(
+            gw.put_text("/metrics/job/a", "# TYPE m gauge\nm 1\n")
+                .status,
+            200
+        );
+        assert_eq!(
+            gw.put_text("/metrics/job/b", "# HELP m help B\n# TYPE m gauge\nm 2\n")
+                .status,
+            200
+        );
+        assert_eq!(
+            gw.put_text("/metrics/job/c", "# HELP m help C\n# TYPE m gauge\nm 3\n")
+                .status,
+            200
+        );
     }
     let help_of = |gw: &Gateway| {
-        scrape_text(gw).1.lines().find(|l| l.starts_with("# HELP m ")).map(str::to_string).unwrap_or_default()
+        scrape_text(gw)
+            .1
+            .lines()
+            .find(|l| l.starts_with("# HELP m "))
+            .map(str::to_string)
+            .unwrap_or_default()
     };
     let mut upstream_seen = std::collections::BTreeSet::new();
     for _ in 0..60 {
         upstream_seen.insert(help_of(&up));
     }
-    assert!(upstream_seen.len() > 1, "upstream HELP was expected to vary: {upstream_seen:?}");
+    assert!(
+        upstream_seen.len() > 1,
+        "upstream HELP was expected to vary: {upstream_seen:?}"
+    );
     for _ in 0..30 {
-        assert_eq!(help_of(&pg), "# HELP m help B", "pushgate must expose the first group's (by key) help");
+        assert_eq!(
+            help_of(&pg),
+            "# HELP m help B",
+            "pushgate must expose the first group's (by key) help"
+        );
     }
 }
 
 /// Bug 6: wipe is O(1) for the caller.
 #[test]
 fn fixed_bug6_wipe_is_fast() {
-    let pg = Gateway::start("pushgate", &pushgate_bin(), &["--web.enable-admin-api".to_string()], "");
+    let pg = Gateway::start(
+        "pushgate",
+        &pushgate_bin(),
+        &["--web.enable-admin-api".to_string()],
+        "",
+    );
     for i in 0..2000 {
         let r = pg.put_text(&format!("/metrics/job/j/instance/i{i}"), "x 1\n");
         assert_eq!(r.status, 200);
     }
     let t0 = Instant::now();
     assert_eq!(pg.request(&wipe().req).status, 202);
-    assert!(t0.elapsed() < Duration::from_millis(500), "wipe took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "wipe took {:?}",
+        t0.elapsed()
+    );
     let empty = poll_until(Duration::from_secs(2), || {
         (pg.get("/api/v1/metrics").text() == r#"{"status":"success","data":[]}"#).then_some(())
     });
@@ -859,7 +1224,12 @@ fn pushgate_only_bug8_default_limits_accept_large_ordinary_pushes() {
         body.push_str(&format!("s{{i=\"{i}\"}} {i}\n"));
     }
     let r = pg.put_text("/metrics/job/many", &body);
-    assert_eq!(r.status, 200, "100k series must be accepted: {}", r.first_line());
+    assert_eq!(
+        r.status,
+        200,
+        "100k series must be accepted: {}",
+        r.first_line()
+    );
     // A body just under 32 MiB (31 label values of ~1 MiB each, a 1 MiB value is allowed).
     let big = "v".repeat(1 << 20);
     let mut body = String::with_capacity(32 << 20);
@@ -868,17 +1238,36 @@ fn pushgate_only_bug8_default_limits_accept_large_ordinary_pushes() {
     }
     assert!(body.len() < 32 << 20);
     let r = pg.put_text("/metrics/job/big", &body);
-    assert_eq!(r.status, 200, "a ~31 MiB body with 1 MiB label values must be accepted: {}", r.first_line());
+    assert_eq!(
+        r.status,
+        200,
+        "a ~31 MiB body with 1 MiB label values must be accepted: {}",
+        r.first_line()
+    );
     // 50 grouping labels.
     let mut path = "/metrics/job/g".to_string();
     for i in 0..49 {
         path.push_str(&format!("/l{i}/v"));
     }
     let r = pg.put_text(&path, "x 1\n");
-    assert_eq!(r.status, 200, "50 grouping labels must be accepted: {}", r.first_line());
+    assert_eq!(
+        r.status,
+        200,
+        "50 grouping labels must be accepted: {}",
+        r.first_line()
+    );
     // The same 31 MiB gzip-compressed: the limit applies after decompression and it is under it.
-    let r = pg.request(&Req::new("PUT", "/metrics/job/bigz").header("Content-Encoding", "gzip").body(gzip(body.as_bytes())));
-    assert_eq!(r.status, 200, "gzip of a ~31 MiB body must be accepted: {}", r.first_line());
+    let r = pg.request(
+        &Req::new("PUT", "/metrics/job/bigz")
+            .header("Content-Encoding", "gzip")
+            .body(gzip(body.as_bytes())),
+    );
+    assert_eq!(
+        r.status,
+        200,
+        "gzip of a ~31 MiB body must be accepted: {}",
+        r.first_line()
+    );
 }
 
 #[test]
@@ -893,30 +1282,73 @@ fn pushgate_only_bug8_limits_by_flag() {
     let ok = pg.put_text("/metrics/job/ok/a/b", "x 1\n");
     assert_eq!(ok.status, 200, "{}", ok.text());
 
-    let body = format!("x{{a=\"{}\"}} 1\n", "v".repeat(15)).repeat(1).to_string() + &"# pad\n".repeat(200);
+    let body = format!("x{{a=\"{}\"}} 1\n", "v".repeat(15))
+        .repeat(1)
+        .to_string()
+        + &"# pad\n".repeat(200);
     let r = pg.put_text("/metrics/job/body", &body);
-    assert_eq!(r.status, STATUS_BODY_TOO_LARGE, "body over limit: {}", r.text());
+    assert_eq!(
+        r.status,
+        STATUS_BODY_TOO_LARGE,
+        "body over limit: {}",
+        r.text()
+    );
     assert!(!r.text().trim().is_empty(), "limit errors need a message");
-    let r = pg.request(&Req::new("PUT", "/metrics/job/bodyz").header("Content-Encoding", "gzip").body(gzip(body.as_bytes())));
-    assert_eq!(r.status, STATUS_BODY_TOO_LARGE, "limit applies after decompression: {}", r.text());
+    let r = pg.request(
+        &Req::new("PUT", "/metrics/job/bodyz")
+            .header("Content-Encoding", "gzip")
+            .body(gzip(body.as_bytes())),
+    );
+    assert_eq!(
+        r.status,
+        STATUS_BODY_TOO_LARGE,
+        "limit applies after decompression: {}",
+        r.text()
+    );
 
     let series: String = (0..11).map(|i| format!("s{{i=\"{i}\"}} 1\n")).collect();
     let r = pg.put_text("/metrics/job/series", &series);
-    assert_eq!(r.status, STATUS_OVER_LIMIT, "series over limit: {}", r.text());
+    assert_eq!(
+        r.status,
+        STATUS_OVER_LIMIT,
+        "series over limit: {}",
+        r.text()
+    );
     assert!(!r.text().trim().is_empty());
 
     let r = pg.put_text("/metrics/job/g/a/1/b/2/c/3", "x 1\n");
-    assert_eq!(r.status, STATUS_OVER_LIMIT, "grouping labels over limit: {}", r.text());
+    assert_eq!(
+        r.status,
+        STATUS_OVER_LIMIT,
+        "grouping labels over limit: {}",
+        r.text()
+    );
 
-    let r = pg.put_text("/metrics/job/lv", &format!("x{{a=\"{}\"}} 1\n", "v".repeat(17)));
-    assert_eq!(r.status, STATUS_OVER_LIMIT, "label value over limit: {}", r.text());
+    let r = pg.put_text(
+        "/metrics/job/lv",
+        &format!("x{{a=\"{}\"}} 1\n", "v".repeat(17)),
+    );
+    assert_eq!(
+        r.status,
+        STATUS_OVER_LIMIT,
+        "label value over limit: {}",
+        r.text()
+    );
     let r = pg.put_text(&format!("/metrics/job/lv/k/{}", "v".repeat(17)), "x 1\n");
-    assert_eq!(r.status, STATUS_OVER_LIMIT, "grouping label value over limit: {}", r.text());
+    assert_eq!(
+        r.status,
+        STATUS_OVER_LIMIT,
+        "grouping label value over limit: {}",
+        r.text()
+    );
 
     let (s, t) = scrape_text(&pg);
     assert_eq!(s, 200);
     for job in ["body", "bodyz", "series", "g", "lv"] {
-        assert!(!t.contains(&format!("job=\"{job}\"")), "a refused push left group {job}:\n{t}");
+        assert!(
+            !t.contains(&format!("job=\"{job}\"")),
+            "a refused push left group {job}:\n{t}"
+        );
     }
 }
 
@@ -925,11 +1357,19 @@ fn pushgate_only_bug8_limits_by_flag() {
 fn fixed_bug9_invalid_base64_job_does_not_hang_route() {
     let pg = Gateway::start("pushgate", &pushgate_bin(), &[], "");
     let t = Duration::from_secs(5);
-    let r = pg.try_request(&Req::new("PUT", "/metrics/job@base64/!!").body(&b"a 1\n"[..]), t).expect("first request must answer");
+    let r = pg
+        .try_request(
+            &Req::new("PUT", "/metrics/job@base64/!!").body(&b"a 1\n"[..]),
+            t,
+        )
+        .expect("first request must answer");
     assert_eq!(r.status, 400);
     for _ in 0..3 {
         let r = pg
-            .try_request(&Req::new("PUT", "/metrics/job@base64/Zm9v").body(&b"a 1\n"[..]), t)
+            .try_request(
+                &Req::new("PUT", "/metrics/job@base64/Zm9v").body(&b"a 1\n"[..]),
+                t,
+            )
             .expect("the job@base64 route must still answer within 5 s");
         assert_eq!(r.status, 200);
     }
@@ -941,14 +1381,22 @@ fn fixed_bug9_invalid_base64_job_does_not_hang_route() {
 fn fixed_bug10_non_utf8_grouping_value_refused_cleanly() {
     let (up, pg) = start_pair(&[], "");
     for gw in [&up, &pg] {
-        assert_eq!(gw.put_text("/metrics/job/x/l@base64/__4A", "a 1\n").status, 400, "{}", gw.name);
+        assert_eq!(
+            gw.put_text("/metrics/job/x/l@base64/__4A", "a 1\n").status,
+            400,
+            "{}",
+            gw.name
+        );
     }
     assert_eq!(scrape_text(&up).0, 500, "upstream is poisoned");
     let (s, t) = scrape_text(&pg);
     assert_eq!(s, 200, "pushgate scrape:\n{t}");
     assert!(!t.contains("job=\"x\""), "pushgate stored a group:\n{t}");
     assert_eq!(pg.put_text("/metrics/job/other", "y 1\n").status, 200);
-    assert_eq!(pg.put_text("/metrics/job/x/l@base64/%FF", "a 1\n").status, 400);
+    assert_eq!(
+        pg.put_text("/metrics/job/x/l@base64/%FF", "a 1\n").status,
+        400
+    );
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -976,16 +1424,36 @@ fn fixed_bug11_hostile_bodies_are_bounded() {
         .expect("sh/head/tr/gzip should be available");
     assert!(bomb.status.success() && bomb.stdout.len() > 1000);
     let r = pg
-        .try_request(&Req::new("PUT", "/metrics/job/bomb").header("Content-Encoding", "gzip").body(bomb.stdout), Duration::from_secs(60))
+        .try_request(
+            &Req::new("PUT", "/metrics/job/bomb")
+                .header("Content-Encoding", "gzip")
+                .body(bomb.stdout),
+            Duration::from_secs(60),
+        )
         .expect("the gzip bomb must get an answer");
-    assert!(r.status == STATUS_BODY_TOO_LARGE || r.status == 400, "gzip bomb: {} {}", r.status, r.first_line());
+    assert!(
+        r.status == STATUS_BODY_TOO_LARGE || r.status == 400,
+        "gzip bomb: {} {}",
+        r.status,
+        r.first_line()
+    );
     // 300 MiB plain body.
-    let r = pg.try_request(&Req::new("PUT", "/metrics/job/huge").body(vec![b'a'; 300 << 20]), Duration::from_secs(60));
+    let r = pg.try_request(
+        &Req::new("PUT", "/metrics/job/huge").body(vec![b'a'; 300 << 20]),
+        Duration::from_secs(60),
+    );
     if let Ok(r) = r {
-        assert!(r.status == STATUS_BODY_TOO_LARGE || r.status == 400, "huge body: {}", r.status);
+        assert!(
+            r.status == STATUS_BODY_TOO_LARGE || r.status == 400,
+            "huge body: {}",
+            r.status
+        );
     }
     let hwm = vm_hwm_kib(pg.pid());
-    assert!(hwm > 0 && hwm < 200 * 1024, "peak RSS {hwm} KiB: hostile bodies were buffered");
+    assert!(
+        hwm > 0 && hwm < 200 * 1024,
+        "peak RSS {hwm} KiB: hostile bodies were buffered"
+    );
     assert_eq!(pg.get("/-/ready").status, 200);
 }
 
@@ -993,7 +1461,11 @@ fn fixed_bug11_hostile_bodies_are_bounded() {
 #[test]
 fn pushgate_only_content_encoding_case_insensitive() {
     let pg = Gateway::start("pushgate", &pushgate_bin(), &[], "");
-    let r = pg.request(&Req::new("PUT", "/metrics/job/z").header("Content-Encoding", "GZIP").body(gzip(b"a 1\n")));
+    let r = pg.request(
+        &Req::new("PUT", "/metrics/job/z")
+            .header("Content-Encoding", "GZIP")
+            .body(gzip(b"a 1\n")),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(sample_value(&scrape_text(&pg).1, "a", &[("job", "z")]).is_some());
 }

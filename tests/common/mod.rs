@@ -25,7 +25,8 @@ pub const SELF_METRIC_PREFIXES: &[&str] = &["pushgateway_", "process_", "go_", "
 
 /// The consistency-check error prefix; the rest of such bodies embeds Go's protobuf text format and
 /// lists multiple errors in random order, so only the prefix is compared.
-pub const CONSISTENCY_PREFIX: &str = "pushed metrics are invalid or inconsistent with existing metrics: ";
+pub const CONSISTENCY_PREFIX: &str =
+    "pushed metrics are invalid or inconsistent with existing metrics: ";
 
 pub fn pushgate_bin() -> PathBuf {
     match std::env::var_os("PUSHGATE_BIN") {
@@ -71,8 +72,11 @@ pub fn poll_until<T>(deadline: Duration, mut cond: impl FnMut() -> Option<T>) ->
 }
 
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port should work");
-    l.local_addr().expect("a bound listener should have an address").port()
+    let l =
+        TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port should work");
+    l.local_addr()
+        .expect("a bound listener should have an address")
+        .port()
 }
 
 /// One gateway process. Killed (and reaped) on drop.
@@ -101,10 +105,14 @@ impl Gateway {
             let mut args: Vec<String> = vec![format!("--web.listen-address=127.0.0.1:{port}")];
             if !flags.iter().any(|f| f.starts_with("--persistence.file")) {
                 // Debian's build defaults to /var/lib/prometheus/pushgateway.data: never share it.
-                args.push(format!("--persistence.file={}", dir.path().join("persist.data").display()));
+                args.push(format!(
+                    "--persistence.file={}",
+                    dir.path().join("persist.data").display()
+                ));
             }
             args.extend(flags.iter().cloned());
-            let log = std::fs::File::create(dir.path().join("log.txt")).expect("log file should be creatable");
+            let log = std::fs::File::create(dir.path().join("log.txt"))
+                .expect("log file should be creatable");
             let child = Command::new(bin)
                 .args(&args)
                 .current_dir(dir.path())
@@ -124,7 +132,10 @@ impl Gateway {
                 if gw.has_exited() {
                     return Some(false);
                 }
-                let r = gw.try_request(&Req::get(&format!("{}/-/ready", gw.prefix)), Duration::from_secs(2));
+                let r = gw.try_request(
+                    &Req::get(&format!("{}/-/ready", gw.prefix)),
+                    Duration::from_secs(2),
+                );
                 match r {
                     Ok(r) if r.status == 200 => Some(true),
                     _ => None,
@@ -181,11 +192,15 @@ impl Gateway {
     }
 
     pub fn put_text(&self, path: &str, body: &str) -> Resp {
-        self.request(&Req::new("PUT", &format!("{}{path}", self.prefix)).body(body.as_bytes().to_vec()))
+        self.request(
+            &Req::new("PUT", &format!("{}{path}", self.prefix)).body(body.as_bytes().to_vec()),
+        )
     }
 
     pub fn post_text(&self, path: &str, body: &str) -> Resp {
-        self.request(&Req::new("POST", &format!("{}{path}", self.prefix)).body(body.as_bytes().to_vec()))
+        self.request(
+            &Req::new("POST", &format!("{}{path}", self.prefix)).body(body.as_bytes().to_vec()),
+        )
     }
 
     pub fn delete(&self, path: &str) -> Resp {
@@ -226,7 +241,12 @@ pub struct Req {
 
 impl Req {
     pub fn new(method: &str, path: &str) -> Req {
-        Req { method: method.into(), path: path.into(), headers: vec![], body: vec![] }
+        Req {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![],
+            body: vec![],
+        }
     }
     pub fn get(path: &str) -> Req {
         Req::new("GET", path)
@@ -250,7 +270,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -266,7 +289,10 @@ pub fn http(addr: &str, req: &Req, timeout: Duration) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    let mut head = format!("{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n", req.method, req.path);
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n",
+        req.method, req.path
+    );
     for (k, v) in &req.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -283,14 +309,20 @@ pub fn http(addr: &str, req: &Req, timeout: Duration) -> std::io::Result<Resp> {
     if raw.is_empty() {
         write_res?;
         read_res?;
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "empty response"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "empty response",
+        ));
     }
     parse_response(&raw, req.method == "HEAD")
 }
 
 fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Resp> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no header end"))?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
@@ -300,15 +332,18 @@ fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Resp> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad("bad status line"))?;
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let mut body = raw[end + 4..].to_vec();
     if head_only {
         body.clear();
     }
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
     if chunked {
         body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
     } else if let Some(len) = headers
@@ -318,7 +353,11 @@ fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Resp> {
     {
         body.truncate(len);
     }
-    Ok(Resp { status, headers, body })
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
@@ -338,7 +377,10 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
 
 /// The metric family name a text exposition line belongs to (`None` for blank lines).
 fn line_family(line: &str) -> Option<&str> {
-    if let Some(rest) = line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+    if let Some(rest) = line
+        .strip_prefix("# HELP ")
+        .or_else(|| line.strip_prefix("# TYPE "))
+    {
         return rest.split(' ').next();
     }
     if line.starts_with('#') || line.is_empty() {
@@ -393,7 +435,9 @@ pub fn normalise_api_metrics(mut v: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     if let Some(data) = v.get_mut("data").and_then(Value::as_array_mut) {
         for group in data.iter_mut() {
-            let Some(obj) = group.as_object_mut() else { continue };
+            let Some(obj) = group.as_object_mut() else {
+                continue;
+            };
             for (k, fam) in obj.iter_mut() {
                 if k == "labels" || k == "last_push_successful" {
                     continue;
@@ -404,7 +448,9 @@ pub fn normalise_api_metrics(mut v: serde_json::Value) -> serde_json::Value {
                     if is_push_time(k) {
                         if let Some(ms) = f.get_mut("metrics").and_then(Value::as_array_mut) {
                             for m in ms {
-                                if let Some(val) = m.get("value").and_then(Value::as_str).map(time_marker) {
+                                if let Some(val) =
+                                    m.get("value").and_then(Value::as_str).map(time_marker)
+                                {
                                     m["value"] = Value::String(val.into());
                                 }
                             }
@@ -431,7 +477,10 @@ pub fn parse_samples(text: &str) -> Vec<(String, Vec<(String, String)>, String)>
         };
         let (name, labels) = match series.find('{') {
             None => (series.to_string(), vec![]),
-            Some(i) => (series[..i].to_string(), parse_labels(&series[i + 1..series.len() - 1])),
+            Some(i) => (
+                series[..i].to_string(),
+                parse_labels(&series[i + 1..series.len() - 1]),
+            ),
         };
         out.push((name, labels, value.to_string()));
     }
@@ -478,7 +527,9 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
 pub fn sample_value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<String> {
     parse_samples(text).into_iter().find_map(|(n, labels, v)| {
         let ok = n == name
-            && want.iter().all(|(k, wv)| labels.iter().any(|(lk, lv)| lk == k && lv == wv));
+            && want
+                .iter()
+                .all(|(k, wv)| labels.iter().any(|(lk, lv)| lk == k && lv == wv));
         ok.then_some(v)
     })
 }
@@ -487,15 +538,16 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     use flate2::write::GzEncoder;
     let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).expect("writing to a Vec should not fail");
-    e.finish().expect("finishing a gzip stream into a Vec should not fail")
+    e.finish()
+        .expect("finishing a gzip stream into a Vec should not fail")
 }
 
 /// Protobuf helpers: build `MetricFamily` messages with the crate's generated types.
 pub mod pb {
     use prost::Message;
     pub use pushgate::exposition::proto::{
-        Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
-        Untyped,
+        Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile,
+        Summary, Untyped,
     };
 
     pub const CONTENT_TYPE: &str =
@@ -504,11 +556,19 @@ pub mod pb {
     pub fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
         pairs
             .iter()
-            .map(|(n, v)| LabelPair { name: Some(n.to_string()), value: Some(v.to_string()) })
+            .map(|(n, v)| LabelPair {
+                name: Some(n.to_string()),
+                value: Some(v.to_string()),
+            })
             .collect()
     }
 
-    pub fn family(name: &str, help: Option<&str>, ty: MetricType, metric: Vec<Metric>) -> MetricFamily {
+    pub fn family(
+        name: &str,
+        help: Option<&str>,
+        ty: MetricType,
+        metric: Vec<Metric>,
+    ) -> MetricFamily {
         MetricFamily {
             name: Some(name.into()),
             help: help.map(Into::into),
@@ -519,15 +579,30 @@ pub mod pb {
     }
 
     pub fn gauge(pairs: &[(&str, &str)], v: f64) -> Metric {
-        Metric { label: labels(pairs), gauge: Some(Gauge { value: Some(v) }), ..Default::default() }
+        Metric {
+            label: labels(pairs),
+            gauge: Some(Gauge { value: Some(v) }),
+            ..Default::default()
+        }
     }
 
     pub fn counter(pairs: &[(&str, &str)], v: f64) -> Metric {
-        Metric { label: labels(pairs), counter: Some(Counter { value: Some(v), ..Default::default() }), ..Default::default() }
+        Metric {
+            label: labels(pairs),
+            counter: Some(Counter {
+                value: Some(v),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     pub fn untyped(pairs: &[(&str, &str)], v: f64) -> Metric {
-        Metric { label: labels(pairs), untyped: Some(Untyped { value: Some(v) }), ..Default::default() }
+        Metric {
+            label: labels(pairs),
+            untyped: Some(Untyped { value: Some(v) }),
+            ..Default::default()
+        }
     }
 
     pub fn summary(pairs: &[(&str, &str)], count: u64, sum: f64, q: &[(f64, f64)]) -> Metric {
@@ -536,7 +611,13 @@ pub mod pb {
             summary: Some(Summary {
                 sample_count: Some(count),
                 sample_sum: Some(sum),
-                quantile: q.iter().map(|&(quantile, value)| Quantile { quantile: Some(quantile), value: Some(value) }).collect(),
+                quantile: q
+                    .iter()
+                    .map(|&(quantile, value)| Quantile {
+                        quantile: Some(quantile),
+                        value: Some(value),
+                    })
+                    .collect(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -551,7 +632,11 @@ pub mod pb {
                 sample_sum: Some(sum),
                 bucket: b
                     .iter()
-                    .map(|&(ub, c)| Bucket { upper_bound: Some(ub), cumulative_count: Some(c), ..Default::default() })
+                    .map(|&(ub, c)| Bucket {
+                        upper_bound: Some(ub),
+                        cumulative_count: Some(c),
+                        ..Default::default()
+                    })
                     .collect(),
                 ..Default::default()
             }),
@@ -563,7 +648,8 @@ pub mod pb {
     pub fn delimited(fams: &[MetricFamily]) -> Vec<u8> {
         let mut out = Vec::new();
         for f in fams {
-            f.encode_length_delimited(&mut out).expect("encoding into a Vec should not fail");
+            f.encode_length_delimited(&mut out)
+                .expect("encoding into a Vec should not fail");
         }
         out
     }
