@@ -957,6 +957,7 @@ fn scenario_count_is_at_least_60() {
         + parse_error_scenarios().len()
         + consistency_scenarios().len()
         + body_format_scenarios().len();
+    eprintln!("{n} differential scenarios");
     assert!(n >= 60, "only {n} differential scenarios");
 }
 
