@@ -1,0 +1,656 @@
+//! Shared harness of the black-box suites: start a gateway binary (pushgate or the upstream oracle) on a
+//! free loopback port in its own temp dir, talk raw HTTP/1.1 to it, and normalise its outputs so two
+//! gateways can be compared.
+//!
+//! Environment:
+//! - `PUSHGATE_BIN`: the binary under test (default: the crate's `pushgate` bin). Point it at
+//!   `/usr/bin/prometheus-pushgateway` to validate the suites against upstream on both sides.
+//! - `UPSTREAM_BIN`: the oracle (default `/usr/bin/prometheus-pushgateway`, Debian 12's 1.5.1).
+//! - `PROMETHEUS_BIN`: the Prometheus server for the scrape suite (default `/usr/bin/prometheus`).
+//! - `PYTHON`: the interpreter with `prometheus_client` (default `python3`).
+//!
+//! A missing binary is a test failure with a clear message, never a silent pass: CI installs them.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const UPSTREAM_DEFAULT: &str = "/usr/bin/prometheus-pushgateway";
+
+/// The self-metrics families each implementation adds to `/metrics`; never compared.
+pub const SELF_METRIC_PREFIXES: &[&str] = &["pushgateway_", "process_", "go_", "pushgate_"];
+
+/// The consistency-check error prefix; the rest of such bodies embeds Go's protobuf text format and
+/// lists multiple errors in random order, so only the prefix is compared.
+pub const CONSISTENCY_PREFIX: &str =
+    "pushed metrics are invalid or inconsistent with existing metrics: ";
+
+pub fn pushgate_bin() -> PathBuf {
+    match std::env::var_os("PUSHGATE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_pushgate")),
+    }
+}
+
+pub fn upstream_bin() -> PathBuf {
+    let p = std::env::var_os("UPSTREAM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(UPSTREAM_DEFAULT));
+    assert!(
+        p.exists(),
+        "the upstream oracle {} is missing: install Debian's `prometheus-pushgateway` \
+         (apt-get install -y prometheus-pushgateway) or set UPSTREAM_BIN",
+        p.display()
+    );
+    p
+}
+
+/// True when the binary under test is the upstream oracle itself (validation mode).
+pub fn testing_upstream() -> bool {
+    let pg = pushgate_bin();
+    let up = std::env::var_os("UPSTREAM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(UPSTREAM_DEFAULT));
+    std::fs::canonicalize(&pg).ok() == std::fs::canonicalize(&up).ok()
+}
+
+/// Polls `cond` until it returns `Some` or the deadline passes.
+pub fn poll_until<T>(deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = cond() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l =
+        TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port should work");
+    l.local_addr()
+        .expect("a bound listener should have an address")
+        .port()
+}
+
+/// One gateway process. Killed (and reaped) on drop.
+pub struct Gateway {
+    pub name: String,
+    pub port: u16,
+    /// The route prefix the gateway was started with, without trailing `/` ("" for none).
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    /// Starts `bin` with `flags` (plus a listen address and a persistence file in its temp dir, unless
+    /// `flags` sets them). `prefix` is where `/-/ready` lives. Retries on a port race.
+    pub fn start(name: &str, bin: &Path, flags: &[String], prefix: &str) -> Gateway {
+        assert!(
+            bin.exists(),
+            "gateway binary {} for {name} does not exist (set PUSHGATE_BIN / UPSTREAM_BIN?)",
+            bin.display()
+        );
+        let mut last_err = String::new();
+        for _attempt in 0..4 {
+            let dir = tempfile::tempdir().expect("creating a temp dir should work");
+            let port = free_port();
+            let mut args: Vec<String> = vec![format!("--web.listen-address=127.0.0.1:{port}")];
+            if !flags.iter().any(|f| f.starts_with("--persistence.file")) {
+                // Debian's build defaults to /var/lib/prometheus/pushgateway.data: never share it.
+                args.push(format!(
+                    "--persistence.file={}",
+                    dir.path().join("persist.data").display()
+                ));
+            }
+            args.extend(flags.iter().cloned());
+            let log = std::fs::File::create(dir.path().join("log.txt"))
+                .expect("log file should be creatable");
+            let child = Command::new(bin)
+                .args(&args)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log file handle should clone"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+            let mut gw = Gateway {
+                name: name.to_string(),
+                port,
+                prefix: prefix.trim_end_matches('/').to_string(),
+                dir,
+                child: Some(child),
+            };
+            let ready = poll_until(Duration::from_secs(15), || {
+                if gw.has_exited() {
+                    return Some(false);
+                }
+                let r = gw.try_request(
+                    &Req::get(&format!("{}/-/ready", gw.prefix)),
+                    Duration::from_secs(2),
+                );
+                match r {
+                    Ok(r) if r.status == 200 => Some(true),
+                    _ => None,
+                }
+            });
+            if ready == Some(true) {
+                return gw;
+            }
+            last_err = format!(
+                "{name} ({}) did not become ready on port {port} with {args:?}; log:\n{}",
+                bin.display(),
+                gw.log()
+            );
+        }
+        panic!("{last_err}");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log.txt")).unwrap_or_default()
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().map(|s| s.is_some()).unwrap_or(true),
+            None => true,
+        }
+    }
+
+    /// Waits (with a deadline) for the process to exit by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> bool {
+        poll_until(deadline, || if self.has_exited() { Some(()) } else { None }).is_some()
+    }
+
+    pub fn try_request(&self, req: &Req, timeout: Duration) -> std::io::Result<Resp> {
+        http(&self.addr(), req, timeout)
+    }
+
+    /// Sends a request; panics (with the gateway's name) on a transport error or a 30 s timeout.
+    pub fn request(&self, req: &Req) -> Resp {
+        self.try_request(req, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{}: {} {} failed: {e}", self.name, req.method, req.path))
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request(&Req::get(&format!("{}{path}", self.prefix)))
+    }
+
+    pub fn put_text(&self, path: &str, body: &str) -> Resp {
+        self.request(
+            &Req::new("PUT", &format!("{}{path}", self.prefix)).body(body.as_bytes().to_vec()),
+        )
+    }
+
+    pub fn post_text(&self, path: &str, body: &str) -> Resp {
+        self.request(
+            &Req::new("POST", &format!("{}{path}", self.prefix)).body(body.as_bytes().to_vec()),
+        )
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.request(&Req::new("DELETE", &format!("{}{path}", self.prefix)))
+    }
+
+    /// `GET /metrics` normalised (see [`normalise_metrics`]).
+    pub fn scrape_normalised(&self) -> (u16, String) {
+        let r = self.get("/metrics");
+        (r.status, normalise_metrics(&r.text()))
+    }
+
+    /// `GET /api/v1/metrics` normalised (see [`normalise_api_metrics`]).
+    pub fn api_metrics_normalised(&self) -> (u16, serde_json::Value) {
+        let r = self.get("/api/v1/metrics");
+        let v = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::String(r.text()));
+        (r.status, normalise_api_metrics(v))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An HTTP request as sent on the wire: the path is sent verbatim (no normalisation of `//`, `%`).
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    pub fn new(method: &str, path: &str) -> Req {
+        Req {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![],
+            body: vec![],
+        }
+    }
+    pub fn get(path: &str) -> Req {
+        Req::new("GET", path)
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Req {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn body(mut self, b: impl Into<Vec<u8>>) -> Req {
+        self.body = b.into();
+        self
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn first_line(&self) -> String {
+        self.text().lines().next().unwrap_or("").to_string()
+    }
+}
+
+/// A deliberately tiny HTTP/1.1 client: one connection per request, `Connection: close`, redirects
+/// never followed, paths sent byte for byte.
+pub fn http(addr: &str, req: &Req, timeout: Duration) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n",
+        req.method, req.path
+    );
+    for (k, v) in &req.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !req.body.is_empty() || matches!(req.method.as_str(), "PUT" | "POST") {
+        head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    // A server may answer (413) and close before reading the whole body: still read its reply.
+    let write_res = s.write_all(&req.body);
+    let _ = s.shutdown(Shutdown::Write);
+    let mut raw = Vec::new();
+    let read_res = s.read_to_end(&mut raw);
+    if raw.is_empty() {
+        write_res?;
+        read_res?;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "empty response",
+        ));
+    }
+    parse_response(&raw, req.method == "HEAD")
+}
+
+fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Resp> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if head_only {
+        body.clear();
+    }
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(len);
+    }
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_str = std::str::from_utf8(&b[..nl]).ok()?;
+        let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
+        b = &b[nl + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// The metric family name a text exposition line belongs to (`None` for blank lines).
+fn line_family(line: &str) -> Option<&str> {
+    if let Some(rest) = line
+        .strip_prefix("# HELP ")
+        .or_else(|| line.strip_prefix("# TYPE "))
+    {
+        return rest.split(' ').next();
+    }
+    if line.starts_with('#') || line.is_empty() {
+        return None;
+    }
+    let end = line.find(['{', ' ']).unwrap_or(line.len());
+    Some(&line[..end])
+}
+
+fn is_self_metric(family: &str) -> bool {
+    SELF_METRIC_PREFIXES.iter().any(|p| family.starts_with(p))
+}
+
+fn is_push_time(family: &str) -> bool {
+    family == "push_time_seconds" || family == "push_failure_time_seconds"
+}
+
+/// The marker that replaces a push-time value: keeps only whether it is zero.
+pub fn time_marker(v: &str) -> &'static str {
+    match v.parse::<f64>() {
+        Ok(f) if f == 0.0 => "<zero>",
+        Ok(_) => "<nonzero>",
+        Err(_) => "<not-a-number>",
+    }
+}
+
+/// `/metrics` without self-metrics, push-time values replaced by a zero/nonzero marker, line order kept.
+pub fn normalise_metrics(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let fam = line_family(line);
+        if fam.is_some_and(is_self_metric) {
+            continue;
+        }
+        if let Some(f) = fam {
+            if is_push_time(f) && !line.starts_with('#') {
+                if let Some((series, value)) = line.rsplit_once(' ') {
+                    out.push_str(&format!("{series} {}\n", time_marker(value)));
+                    continue;
+                }
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `/api/v1/metrics` with `time_stamp` dropped, push-time values replaced by markers, and groups sorted
+/// by their labels (upstream emits them in random map order).
+pub fn normalise_api_metrics(mut v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    if let Some(data) = v.get_mut("data").and_then(Value::as_array_mut) {
+        for group in data.iter_mut() {
+            let Some(obj) = group.as_object_mut() else {
+                continue;
+            };
+            for (k, fam) in obj.iter_mut() {
+                if k == "labels" || k == "last_push_successful" {
+                    continue;
+                }
+                if let Some(f) = fam.as_object_mut() {
+                    let had_ts = f.remove("time_stamp").is_some();
+                    f.insert("time_stamp".into(), Value::Bool(had_ts));
+                    if is_push_time(k) {
+                        if let Some(ms) = f.get_mut("metrics").and_then(Value::as_array_mut) {
+                            for m in ms {
+                                if let Some(val) =
+                                    m.get("value").and_then(Value::as_str).map(time_marker)
+                                {
+                                    m["value"] = Value::String(val.into());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        data.sort_by_key(|g| g.get("labels").map(|l| l.to_string()).unwrap_or_default());
+    }
+    v
+}
+
+/// Parses a text exposition into `(name, sorted labels, value)` samples (enough for assertions).
+pub fn parse_samples(text: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let (name, labels) = match series.find('{') {
+            None => (series.to_string(), vec![]),
+            Some(i) => (
+                series[..i].to_string(),
+                parse_labels(&series[i + 1..series.len() - 1]),
+            ),
+        };
+        out.push((name, labels, value.to_string()));
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' {
+                break;
+            }
+            if c != ',' {
+                name.push(c);
+            }
+            chars.next();
+        }
+        if chars.next().is_none() {
+            break;
+        }
+        chars.next(); // opening quote
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(o) => value.push(o),
+                    None => break,
+                },
+                '"' => break,
+                o => value.push(o),
+            }
+        }
+        out.push((name.trim().to_string(), value));
+    }
+    out.sort();
+    out
+}
+
+/// Finds the value of the sample `name` whose labels include all of `want`.
+pub fn sample_value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<String> {
+    parse_samples(text).into_iter().find_map(|(n, labels, v)| {
+        let ok = n == name
+            && want
+                .iter()
+                .all(|(k, wv)| labels.iter().any(|(lk, lv)| lk == k && lv == wv));
+        ok.then_some(v)
+    })
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use flate2::write::GzEncoder;
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("writing to a Vec should not fail");
+    e.finish()
+        .expect("finishing a gzip stream into a Vec should not fail")
+}
+
+/// Protobuf helpers: build `MetricFamily` messages with the crate's generated types.
+pub mod pb {
+    use prost::Message;
+    pub use pushgate::exposition::proto::{
+        Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile,
+        Summary, Untyped,
+    };
+
+    pub const CONTENT_TYPE: &str =
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+    pub fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+        pairs
+            .iter()
+            .map(|(n, v)| LabelPair {
+                name: Some(n.to_string()),
+                value: Some(v.to_string()),
+            })
+            .collect()
+    }
+
+    pub fn family(
+        name: &str,
+        help: Option<&str>,
+        ty: MetricType,
+        metric: Vec<Metric>,
+    ) -> MetricFamily {
+        MetricFamily {
+            name: Some(name.into()),
+            help: help.map(Into::into),
+            r#type: Some(ty as i32),
+            metric,
+            ..Default::default()
+        }
+    }
+
+    pub fn gauge(pairs: &[(&str, &str)], v: f64) -> Metric {
+        Metric {
+            label: labels(pairs),
+            gauge: Some(Gauge { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    pub fn counter(pairs: &[(&str, &str)], v: f64) -> Metric {
+        Metric {
+            label: labels(pairs),
+            counter: Some(Counter {
+                value: Some(v),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn untyped(pairs: &[(&str, &str)], v: f64) -> Metric {
+        Metric {
+            label: labels(pairs),
+            untyped: Some(Untyped { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    pub fn summary(pairs: &[(&str, &str)], count: u64, sum: f64, q: &[(f64, f64)]) -> Metric {
+        Metric {
+            label: labels(pairs),
+            summary: Some(Summary {
+                sample_count: Some(count),
+                sample_sum: Some(sum),
+                quantile: q
+                    .iter()
+                    .map(|&(quantile, value)| Quantile {
+                        quantile: Some(quantile),
+                        value: Some(value),
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn histogram(pairs: &[(&str, &str)], count: u64, sum: f64, b: &[(f64, u64)]) -> Metric {
+        Metric {
+            label: labels(pairs),
+            histogram: Some(Histogram {
+                sample_count: Some(count),
+                sample_sum: Some(sum),
+                bucket: b
+                    .iter()
+                    .map(|&(ub, c)| Bucket {
+                        upper_bound: Some(ub),
+                        cumulative_count: Some(c),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A varint-length-delimited stream, as the Go client sends it.
+    pub fn delimited(fams: &[MetricFamily]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in fams {
+            f.encode_length_delimited(&mut out)
+                .expect("encoding into a Vec should not fail");
+        }
+        out
+    }
+}
