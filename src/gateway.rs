@@ -68,8 +68,16 @@ impl Gateway for LocalGateway {
         let v = self.validation.clone();
         let store = self.store.clone();
         let work = move || {
-            let prepared = prepare_push(req.key, req.families, req.replace_all, &v)?;
-            store.push(prepared, unix_now()).map(|_| ())
+            let key = req.key.clone();
+            match prepare_push(req.key, req.families, req.replace_all, &v) {
+                Ok(prepared) => store.push(prepared, unix_now()).map(|_| ()),
+                Err(e @ PushError::Invalid(_)) => {
+                    // Upstream records a refused push on the group (push_failure_time_seconds).
+                    store.record_failure(&key, unix_now());
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
         };
         if big {
             tokio::task::spawn_blocking(work)

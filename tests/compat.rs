@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 const FLAG_MAX_BODY_BYTES: &str = "--push.max-body-bytes";
 const FLAG_MAX_SERIES_PER_PUSH: &str = "--push.max-series-per-push";
 const FLAG_MAX_GROUPING_LABELS: &str = "--push.max-grouping-labels";
-const FLAG_MAX_LABEL_VALUE_BYTES: &str = "--push.max-label-value-bytes";
+const FLAG_MAX_LABEL_VALUE_BYTES: &str = "--push.max-label-value-length";
 /// Status for a body over the size limit, and for a push over a count/length limit.
 const STATUS_BODY_TOO_LARGE: u16 = 413;
 const STATUS_OVER_LIMIT: u16 = 400;

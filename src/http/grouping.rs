@@ -1,8 +1,6 @@
 //! The grouping key in a push URL: `/job/<job>{/<label>/<value>}`, where `job@base64` and any
 //! `<label>@base64` carry URL-safe base64 values (padding optional).
 
-use base64::Engine;
-
 use crate::exposition::names::{is_valid_label_name, NameScheme};
 use crate::store::GroupKey;
 
@@ -109,14 +107,37 @@ fn split_labels(labels: &str, names: NameScheme) -> Result<Vec<(String, String)>
     Ok(out)
 }
 
-/// URL-safe base64 with any number of trailing `=`; the result must be UTF-8 (bug 10: upstream
-/// stores invalid UTF-8 and breaks every later scrape).
+/// URL-safe base64 with any number of trailing `=` (Go's RawURLEncoding after trimming), with
+/// Go's error text (`illegal base64 data at input byte N`). The result must be UTF-8 (bug 10:
+/// upstream stores invalid UTF-8 and breaks every later scrape).
 fn decode_base64(s: &str) -> Result<String, String> {
-    let trimmed = s.trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(trimmed)
-        .map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|_| "decoded value is not valid UTF-8".to_owned())
+    let input = s.trim_end_matches('=').as_bytes();
+    let illegal = |i: usize| format!("illegal base64 data at input byte {i}");
+    let sextet = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    for (ci, chunk) in input.chunks(4).enumerate() {
+        let base = ci * 4;
+        let mut acc = 0u32;
+        for (j, &c) in chunk.iter().enumerate() {
+            acc |= sextet(c).ok_or_else(|| illegal(base + j))? << (18 - 6 * j);
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
+            3 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8]),
+            2 => out.push((acc >> 16) as u8),
+            _ => return Err(illegal(base)),
+        }
+    }
+    String::from_utf8(out).map_err(|_| "decoded value is not valid UTF-8".to_owned())
 }
 
 #[cfg(test)]
@@ -163,6 +184,13 @@ mod tests {
         assert_eq!(parse("/job/j/1a/b").unwrap_err(), "improper label name \"1a\"");
         assert_eq!(parse("/job/j/__a/b").unwrap_err(), "improper label name \"__a\"");
         assert!(parse("/job@base64/!!").unwrap_err().starts_with("invalid base64 encoding in job name"));
+        assert_eq!(
+            parse("/job/j/v@base64/YWJjZ").unwrap_err(),
+            "invalid base64 encoding for label v=\"YWJjZ\": illegal base64 data at input byte 4"
+        );
+        assert!(parse("/job/j/v@base64/Y=Q").unwrap_err().ends_with("input byte 1"));
+        assert!(parse("/job/j/v@base64/+-8").unwrap_err().ends_with("input byte 0"));
+        assert_eq!(parse("/job/j/v@base64/YWJjZA===").unwrap(), kv(&[("job", "j"), ("v", "abcd")]));
         assert!(parse("/job/j/l@base64/__4A").unwrap_err().contains("not valid UTF-8"));
     }
 }

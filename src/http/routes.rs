@@ -15,7 +15,7 @@ use axum::Router;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::Notify;
 
-use super::body::{body_format, decode_body, read_body, BodyFormat};
+use super::body::{body_format, decode_body, read_body};
 use super::grouping::{parse_grouping_path, GroupingLimits};
 use super::web_config::{web_config_middleware, SharedWebConfig};
 use crate::exposition::names::NameScheme;
@@ -144,6 +144,33 @@ fn clean_path(p: &str) -> String {
     out
 }
 
+fn ok_text() -> Response {
+    let mut r = (StatusCode::OK, "OK").into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn moved_permanently(location: &str, query: Option<&str>) -> Response {
+    let mut loc = location.to_owned();
+    if let Some(q) = query {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    let body = format!("<a href=\"{}\">Moved Permanently</a>.\n\n", html_escape(&loc));
+    let mut r = (StatusCode::MOVED_PERMANENTLY, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&loc) {
+        h.insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&#34;")
+}
+
 fn redirect(method: &Method, location: &str, query: Option<&str>) -> Response {
     let code = if method == Method::GET {
         StatusCode::MOVED_PERMANENTLY
@@ -212,11 +239,17 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
     let Some(path) = percent_decode(&raw_path) else {
         return plain(StatusCode::BAD_REQUEST, "invalid URL escape or non-UTF-8 path");
     };
+    // Go's HTTP server answers any path that is not clean (`//`, `.`, `..`) with a 301 to the
+    // cleaned path, whatever the method, before routing.
+    let cleaned = clean_path(&path);
+    if cleaned != path {
+        return moved_permanently(&cleaned, query.as_deref());
+    }
     let prefix = st.config.route_prefix.as_str();
     let rel: &str = if prefix.is_empty() {
         &path
     } else if path == prefix {
-        "/"
+        return redirect(&method, &format!("{prefix}/"), query.as_deref());
     } else {
         match path.strip_prefix(prefix) {
             Some(r) if r.starts_with('/') => r,
@@ -224,14 +257,14 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
         }
     };
     let Some(route) = match_route(rel, &st.config) else {
-        // Like upstream's router: fix the path (slashes, dots) or drop a trailing slash, and
-        // redirect if that leads somewhere; otherwise 404.
-        let cleaned = clean_path(&path);
-        if cleaned != path {
-            return redirect(&method, &cleaned, query.as_deref());
-        }
-        if path.len() > 1 && path.ends_with('/') {
-            return redirect(&method, path.trim_end_matches('/'), query.as_deref());
+        // Upstream's router drops a trailing slash when that leads to a route (or to the push
+        // path's stem, which then 404s).
+        if rel.len() > 1 && rel.ends_with('/') {
+            let stem = rel.trim_end_matches('/');
+            if match_route(stem, &st.config).is_some() || stem == "/metrics/job" || stem == "/metrics/job@base64" {
+                let target = format!("{prefix}{stem}");
+                return redirect(&method, &target, query.as_deref());
+            }
         }
         return not_found();
     };
@@ -244,7 +277,7 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
                     let rest = rest.to_owned();
                     return counted(&st, "delete", &method, delete(&st, &rest).await);
                 }
-                _ => return method_not_allowed("DELETE, POST, PUT, OPTIONS"),
+                _ => return method_not_allowed("DELETE, OPTIONS, POST, PUT"),
             };
             let rest = rest.to_owned();
             let started = Instant::now();
@@ -260,19 +293,19 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
             _ => method_not_allowed("GET, OPTIONS"),
         },
         Route::Healthy => match method {
-            Method::GET | Method::HEAD => counted(&st, "healthy", &method, plain(StatusCode::OK, "OK")),
-            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+            Method::GET => counted(&st, "healthy", &method, ok_text()),
+            _ => method_not_allowed("GET, OPTIONS"),
         },
         Route::Ready => match method {
-            Method::GET | Method::HEAD => {
+            Method::GET => {
                 let resp = if st.ready.load(std::sync::atomic::Ordering::Acquire) {
-                    plain(StatusCode::OK, "OK")
+                    ok_text()
                 } else {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
                 };
                 counted(&st, "ready", &method, resp)
             }
-            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+            _ => method_not_allowed("GET, OPTIONS"),
         },
         Route::Quit => match method {
             Method::PUT | Method::POST => {
@@ -284,7 +317,7 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
                 };
                 counted(&st, "quit", &method, resp)
             }
-            _ => method_not_allowed("POST, PUT, OPTIONS"),
+            _ => plain(StatusCode::METHOD_NOT_ALLOWED, "Only POST or PUT requests allowed."),
         },
         Route::Status => match method {
             Method::GET => {
@@ -318,7 +351,7 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
                     super::api::with_cors(counted(&st, "wipe", &method, resp))
                 }
                 Method::OPTIONS => super::api::with_cors(empty(StatusCode::OK)),
-                _ => super::api::with_cors(method_not_allowed("PUT, OPTIONS")),
+                _ => super::api::with_cors(method_not_allowed("OPTIONS, PUT")),
             }
         }
         Route::ApiOptions => match method {
@@ -403,10 +436,17 @@ async fn push<G: Gateway>(st: &AppState<G>, rest: &str, replace_all: bool, req: 
             return (plain(status(e.status()), e.to_string()), size);
         }
     };
-    let _ = format == BodyFormat::Text;
     match st.gateway.push(PushRequest { key, families, replace_all }).await {
         Ok(()) if cfg.consistency_check => (empty(StatusCode::OK), size),
         Ok(()) => (empty(StatusCode::ACCEPTED), size),
+        // With the check disabled upstream answers 202 before looking at the metrics; a push
+        // refused for its content is recorded on the group (push_failure_time_seconds) and
+        // counted, but the client still gets 202.
+        Err(crate::store::PushError::Invalid(msg)) if !cfg.consistency_check => {
+            refused("invalid");
+            tracing::debug!(err = %msg, "push refused (consistency check disabled, answering 202)");
+            (empty(StatusCode::ACCEPTED), size)
+        }
         Err(e) => {
             refused(match e.status() {
                 503 => "unavailable",

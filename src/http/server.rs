@@ -37,6 +37,9 @@ pub async fn serve(listener: TcpListener, app: Router, web: SharedWebConfig, shu
         let _ = stream.set_nodelay(true);
         let cfg = web.current();
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Clients may shut down their write side while waiting for the answer (Go's server
+        // allows it); without this hyper would drop such requests unanswered.
+        builder.http1().half_close(true);
         if !cfg.http2_enabled() {
             builder = builder.http1_only();
         }

@@ -212,6 +212,20 @@ impl Store {
         result
     }
 
+    /// Records a refused push on the group (creating it, as upstream does, unless that would
+    /// collide with another group's timing series or exceed the group limit).
+    pub fn record_failure(&self, key: &GroupKey, now: f64) {
+        let mut inner = self.inner.write();
+        let norm = key.normalized();
+        if inner.normalized.get(&norm).is_some_and(|k| **k != *key) {
+            return;
+        }
+        if inner.mark_failure(key, norm, now, &self.opts).is_ok() {
+            drop(inner);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// Deletes a group; deleting a missing group is not an error.
     pub fn delete(&self, key: &GroupKey) -> bool {
         let removed = self.inner.write().delete(key);
