@@ -902,13 +902,18 @@ fn body_format_scenarios() -> Vec<Scenario> {
         ),
         sc("protobuf_duplicate_family_last_wins", vec![put_pb("/metrics/job/d", &[gauge("g", 1.0), gauge("g", 2.0)])]),
         sc("protobuf_empty_body", vec![put("/metrics/job/e", "x 1\n"), put_pb("/metrics/job/e", &[])]),
-        sc("protobuf_garbage_400", vec![step("PUT", "/metrics/job/g", vec![0x05, 0xff, 0xff]).h("Content-Type", pb::CONTENT_TYPE)]),
+        // Upstream answers Go's bare "unexpected EOF" for a truncated stream and a corrupt gzip
+        // body; pushgate says what is wrong (documented in docs/compatibility.md): status only.
+        sc(
+            "protobuf_garbage_400",
+            vec![step("PUT", "/metrics/job/g", vec![0x05, 0xff, 0xff]).h("Content-Type", pb::CONTENT_TYPE).status_only()],
+        ),
         sc(
             "protobuf_type_conflict_with_text",
             vec![put("/metrics/job/a", "# TYPE g counter\ng 1\n"), put_pb("/metrics/job/b", &[gauge("g", 1.0)])],
         ),
         sc("gzip_text_body", vec![put_gz("/metrics/job/z", "a 1\n# TYPE b gauge\nb{x=\"y\"} 2\n")]),
-        sc("gzip_corrupt_body", vec![put("/metrics/job/z", "a 1\n").h("Content-Encoding", "gzip")]),
+        sc("gzip_corrupt_body", vec![put("/metrics/job/z", "a 1\n").h("Content-Encoding", "gzip").status_only()]),
         sc(
             "gzip_protobuf_body",
             vec![step("PUT", "/metrics/job/z", gzip(&pb::delimited(&[gauge("g", 4.0)])))
@@ -1202,17 +1207,15 @@ fn fixed_bug6_wipe_is_fast() {
         let r = pg.put_text(&format!("/metrics/job/j/instance/i{i}"), "x 1\n");
         assert_eq!(r.status, 200);
     }
-    let t0 = Instant::now();
+    // Upstream enqueues one delete per group and answers before they ran, so a read right after
+    // the 202 still sees groups. pushgate swaps the store out before answering: the very next
+    // read is empty (no timing involved, so this cannot be flaky).
     assert_eq!(pg.request(&wipe().req).status, 202);
-    assert!(
-        t0.elapsed() < Duration::from_millis(500),
-        "wipe took {:?}",
-        t0.elapsed()
+    assert_eq!(
+        pg.get("/api/v1/metrics").text(),
+        r#"{"status":"success","data":[]}"#,
+        "store not empty right after the wipe was acknowledged"
     );
-    let empty = poll_until(Duration::from_secs(2), || {
-        (pg.get("/api/v1/metrics").text() == r#"{"status":"success","data":[]}"#).then_some(())
-    });
-    assert!(empty.is_some(), "store not empty 2 s after wipe");
 }
 
 /// Bug 8: default limits refuse only abuse; tighter limits by flag with 413/400 and a message.

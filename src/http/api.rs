@@ -4,6 +4,7 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
+
 use super::routes::HttpConfig;
 use crate::exposition::{write_float, Metric, MetricType};
 use crate::store::GroupSnapshot;
@@ -34,8 +35,12 @@ fn json_response(v: &Value) -> Response {
     r
 }
 
-/// Go's `fmt.Sprint(float64)`, which is the exposition float format.
+/// Go's `fmt.Sprint(float64)`: the exposition float format, except that negative zero keeps
+/// its sign (the text exposition writes every zero as `0`).
 pub fn go_float(v: f64) -> String {
+    if v == 0.0 && v.is_sign_negative() {
+        return "-0".to_owned();
+    }
     let mut b = Vec::with_capacity(24);
     write_float(&mut b, v);
     String::from_utf8(b).unwrap_or_default()
@@ -67,11 +72,12 @@ pub fn rfc3339_nano(unix_seconds: f64) -> String {
 }
 
 pub fn status(cfg: &HttpConfig) -> Response {
-    let flags: Map<String, Value> = cfg
-        .flags
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
+    let flags = sorted_object(
+        cfg.flags
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    );
     let v = json!({
         "status": "success",
         "data": {
@@ -91,7 +97,7 @@ pub fn status(cfg: &HttpConfig) -> Response {
 }
 
 fn labels_json(m: &Metric) -> Value {
-    Value::Object(
+    sorted_object(
         m.label
             .iter()
             .map(|l| (l.name().to_owned(), Value::String(l.value().to_owned())))
@@ -100,30 +106,32 @@ fn labels_json(m: &Metric) -> Value {
 }
 
 fn metric_json(m: &Metric, typ: MetricType) -> Value {
-    let mut o = Map::new();
-    o.insert("labels".into(), labels_json(m));
+    let mut o: Vec<(String, Value)> = Vec::new();
+    o.push(("labels".into(), labels_json(m)));
     match typ {
         MetricType::Summary => {
             let s = m.summary.clone().unwrap_or_default();
-            let q: Map<String, Value> = s
-                .quantile
-                .iter()
-                .map(|q| (go_float(q.quantile()), Value::String(go_float(q.value()))))
-                .collect();
-            o.insert("quantiles".into(), Value::Object(q));
-            o.insert("count".into(), Value::String(s.sample_count().to_string()));
-            o.insert("sum".into(), Value::String(go_float(s.sample_sum())));
+            let q = sorted_object(
+                s.quantile
+                    .iter()
+                    .map(|q| (go_float(q.quantile()), Value::String(go_float(q.value()))))
+                    .collect(),
+            );
+            o.push(("quantiles".into(), q));
+            o.push(("count".into(), Value::String(s.sample_count().to_string())));
+            o.push(("sum".into(), Value::String(go_float(s.sample_sum()))));
         }
         MetricType::Histogram | MetricType::GaugeHistogram => {
             let h = m.histogram.clone().unwrap_or_default();
-            let b: Map<String, Value> = h
-                .bucket
-                .iter()
-                .map(|b| (go_float(b.upper_bound()), Value::String(b.cumulative_count().to_string())))
-                .collect();
-            o.insert("buckets".into(), Value::Object(b));
-            o.insert("count".into(), Value::String(h.sample_count().to_string()));
-            o.insert("sum".into(), Value::String(go_float(h.sample_sum())));
+            let b = sorted_object(
+                h.bucket
+                    .iter()
+                    .map(|b| (go_float(b.upper_bound()), Value::String(b.cumulative_count().to_string())))
+                    .collect(),
+            );
+            o.push(("buckets".into(), b));
+            o.push(("count".into(), Value::String(h.sample_count().to_string())));
+            o.push(("sum".into(), Value::String(go_float(h.sample_sum()))));
         }
         _ => {
             let v = match typ {
@@ -132,12 +140,13 @@ fn metric_json(m: &Metric, typ: MetricType) -> Value {
                 _ => m.untyped.as_ref().map(|u| u.value()),
             }
             .unwrap_or(0.0);
-            o.insert("value".into(), Value::String(go_float(v)));
+            o.push(("value".into(), Value::String(go_float(v))));
         }
     }
-    Value::Object(o)
+    sorted_object(o)
 }
 
+/// Upstream's field order: time_stamp, type, help, metrics (a Go struct, not a map).
 fn family_json(f: &crate::store::StoredFamily, pushed_at: f64) -> Value {
     let mf = f.to_metric_family();
     let mut o = Map::new();
@@ -153,28 +162,34 @@ fn family_json(f: &crate::store::StoredFamily, pushed_at: f64) -> Value {
     Value::Object(o)
 }
 
-/// The JSON object of one group, upstream's layout.
+/// A JSON object with its keys sorted, as Go encodes maps.
+fn sorted_object(entries: Vec<(String, Value)>) -> Value {
+    let sorted: std::collections::BTreeMap<String, Value> = entries.into_iter().collect();
+    Value::Object(sorted.into_iter().collect())
+}
+
+/// The JSON object of one group, upstream's layout (keys sorted, as Go encodes a map).
 pub fn group_json(g: &GroupSnapshot) -> Value {
-    let mut o = Map::new();
-    o.insert(
+    let mut o: Vec<(String, Value)> = Vec::with_capacity(g.families.len() + 4);
+    o.push((
         "labels".into(),
-        Value::Object(
+        sorted_object(
             g.key
                 .labels()
                 .iter()
                 .map(|(n, v)| (n.clone(), Value::String(v.clone())))
                 .collect(),
         ),
-    );
-    o.insert("last_push_successful".into(), Value::Bool(g.last_push_successful));
+    ));
+    o.push(("last_push_successful".into(), Value::Bool(g.last_push_successful)));
     for (f, t) in &g.families {
-        o.insert(f.name.to_string(), family_json(f, *t));
+        o.push((f.name.to_string(), family_json(f, *t)));
     }
     let timing = crate::store::timing_families_of(g);
-    o.insert(timing[0].name.to_string(), family_json(&timing[0], g.push_time));
+    o.push((timing[0].name.to_string(), family_json(&timing[0], g.push_time)));
     let failure_stamp = if g.failure_time > 0.0 { g.failure_time } else { g.push_time };
-    o.insert(timing[1].name.to_string(), family_json(&timing[1], failure_stamp));
-    Value::Object(o)
+    o.push((timing[1].name.to_string(), family_json(&timing[1], failure_stamp)));
+    sorted_object(o)
 }
 
 pub fn metrics(groups: &[GroupSnapshot]) -> Response {

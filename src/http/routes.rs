@@ -311,7 +311,10 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
             Method::PUT | Method::POST => {
                 let resp = if st.config.enable_lifecycle {
                     st.quit.notify_one();
-                    plain(StatusCode::OK, "Requesting termination... Goodbye!")
+                    let mut r = (StatusCode::OK, "Requesting termination... Goodbye!").into_response();
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                    r
                 } else {
                     plain(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.")
                 };
@@ -348,7 +351,7 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
                         Ok(()) => empty(StatusCode::ACCEPTED),
                         Err(e) => plain(status(e.status()), e.to_string()),
                     };
-                    super::api::with_cors(counted(&st, "wipe", &method, resp))
+                    counted(&st, "wipe", &method, resp)
                 }
                 Method::OPTIONS => super::api::with_cors(empty(StatusCode::OK)),
                 _ => super::api::with_cors(method_not_allowed("OPTIONS, PUT")),

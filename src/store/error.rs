@@ -8,6 +8,11 @@ pub enum PushError {
     /// The push (or the store after applying it) would be invalid: 400.
     #[error("{INCONSISTENT_PREFIX}: {0}")]
     Invalid(String),
+    /// The push is malformed in a way upstream does not even notice (empty or invalid metric
+    /// names, unknown types: bugs 1 and 2): 400, and unlike `Invalid` nothing is recorded on
+    /// the group.
+    #[error("{INCONSISTENT_PREFIX}: {0}")]
+    Malformed(String),
     /// A configured limit refuses the request: 413 for sizes, 400 otherwise.
     #[error("{0}")]
     TooLarge(String),
@@ -21,7 +26,7 @@ pub enum PushError {
 impl PushError {
     pub fn status(&self) -> u16 {
         match self {
-            PushError::Invalid(_) | PushError::LimitExceeded(_) => 400,
+            PushError::Invalid(_) | PushError::Malformed(_) | PushError::LimitExceeded(_) => 400,
             PushError::TooLarge(_) => 413,
             PushError::Unavailable(_) => 503,
         }

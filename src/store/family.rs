@@ -11,12 +11,15 @@ use prost::Message;
 
 use crate::exposition::{self, proto, Metric, MetricFamily, MetricType};
 
-/// Where one metric's bytes end in the family's buffers.
+/// Where one metric's bytes are in the family's buffers. Entries are in exposition order;
+/// text and keys are laid out in that order, the protobuf messages in push order (which is
+/// what `/api/v1/metrics` shows, like upstream).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     text_end: u32,
-    proto_end: u32,
     key_end: u32,
+    proto_start: u32,
+    proto_len: u32,
 }
 
 /// A family as stored in a group and as exposed at scrape time.
@@ -43,28 +46,31 @@ pub struct MetricChunk<'a> {
 impl StoredFamily {
     /// Encodes `metrics` (labels already rewritten and sorted by name) in exposition order.
     pub fn encode(name: Arc<str>, help: Arc<str>, typ: MetricType, metrics: Vec<Metric>) -> Self {
-        let mut keyed: Vec<(Vec<u8>, Metric)> = metrics
-            .into_iter()
-            .map(|m| (sort_key(&m), m))
-            .collect();
+        let mut proto_buf = Vec::with_capacity(metrics.len() * 64);
+        let mut keyed: Vec<(Vec<u8>, &Metric, u32, u32)> = Vec::with_capacity(metrics.len());
+        for m in &metrics {
+            let start = proto_buf.len();
+            prost::encoding::message::encode(4, m, &mut proto_buf);
+            keyed.push((sort_key(m), m, offset(start), offset(proto_buf.len() - start)));
+        }
         // Upstream orders metrics by number of labels, then by label values position by
-        // position; the sort key encodes exactly that so a byte comparison suffices.
+        // position; the sort key encodes exactly that so a byte comparison suffices. Stable, so
+        // equal keys keep push order.
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
 
         let mut text = Vec::with_capacity(keyed.len() * 96);
-        let mut proto_buf = Vec::with_capacity(keyed.len() * 64);
         let mut keys = Vec::with_capacity(keyed.iter().map(|k| k.0.len()).sum());
         let mut entries = Vec::with_capacity(keyed.len());
         let mut series = Vec::with_capacity(keyed.len());
-        for (key, metric) in &keyed {
+        for (key, metric, proto_start, proto_len) in &keyed {
             exposition::write_metric(&mut text, &name, typ, metric);
-            prost::encoding::message::encode(4, metric, &mut proto_buf);
             keys.extend_from_slice(key);
             series.push(series_hash(&name, metric));
             entries.push(Entry {
                 text_end: offset(text.len()),
-                proto_end: offset(proto_buf.len()),
                 key_end: offset(keys.len()),
+                proto_start: *proto_start,
+                proto_len: *proto_len,
             });
         }
         StoredFamily {
@@ -115,23 +121,21 @@ impl StoredFamily {
 
     /// The family's metrics in exposition order.
     pub fn chunks(&self) -> impl Iterator<Item = MetricChunk<'_>> + '_ {
-        let mut prev = Entry {
-            text_end: 0,
-            proto_end: 0,
-            key_end: 0,
-        };
+        let mut prev = (0usize, 0usize);
         self.entries.iter().map(move |e| {
+            let proto_start = e.proto_start as usize;
             let chunk = MetricChunk {
-                sort_key: &self.keys[prev.key_end as usize..e.key_end as usize],
-                text: &self.text[prev.text_end as usize..e.text_end as usize],
-                proto: &self.proto[prev.proto_end as usize..e.proto_end as usize],
+                sort_key: &self.keys[prev.1..e.key_end as usize],
+                text: &self.text[prev.0..e.text_end as usize],
+                proto: &self.proto[proto_start..proto_start + e.proto_len as usize],
             };
-            prev = *e;
+            prev = (e.text_end as usize, e.key_end as usize);
             chunk
         })
     }
 
-    /// The concatenated, field-tagged `Metric` messages (field 4 of `MetricFamily`).
+    /// The concatenated, field-tagged `Metric` messages (field 4 of `MetricFamily`), in push
+    /// order.
     pub fn proto_metrics(&self) -> &[u8] {
         &self.proto
     }

@@ -83,21 +83,25 @@ pub fn prepare_push(
     for mut mf in families {
         let name = mf.name().to_owned();
         if name.is_empty() {
-            return Err(invalid("metric family has an empty name".into()));
+            return Err(PushError::Malformed("metric family has an empty name".into()));
         }
         if !is_valid_metric_name(&name, v.names) {
-            return Err(invalid(format!("{name:?} is not a valid metric name")));
+            return Err(PushError::Malformed(format!("{name:?} is not a valid metric name")));
         }
         let typ = match mf.r#type {
             None => MetricType::Untyped,
             Some(raw) => match MetricType::try_from(raw) {
                 Ok(MetricType::GaugeHistogram) => {
-                    return Err(invalid(format!(
+                    return Err(PushError::Malformed(format!(
                         "metric family {name:?} has type GAUGE_HISTOGRAM, which the text exposition cannot carry"
                     )))
                 }
                 Ok(t) => t,
-                Err(_) => return Err(invalid(format!("metric family {name:?} has unknown type {raw}"))),
+                Err(_) => {
+                    return Err(PushError::Malformed(format!(
+                        "metric family {name:?} has unknown type {raw}"
+                    )))
+                }
             },
         };
         if name == PUSH_TIME_METRIC || name == PUSH_FAILURE_TIME_METRIC {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::family::{encode_family_header, MetricChunk, StoredFamily};
 use super::{GroupKey, Store};
-use crate::exposition::{self, MetricType};
+use crate::exposition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -45,7 +45,6 @@ enum Part {
     Cached(Bytes),
     Render {
         name: Arc<str>,
-        typ: MetricType,
         /// Help text that wins over the members' (a self-metric's own or a reserved name's).
         help: Option<Arc<str>>,
         members: Vec<Member>,
@@ -66,13 +65,12 @@ impl Store {
                 Part::Cached(b) => out.extend_from_slice(&b),
                 Part::Render {
                     name,
-                    typ,
                     help,
                     members,
                     cache_as,
                 } => {
                     let start = out.len();
-                    let wrote = render_family(format, &name, typ, help, members, out, &mut stats);
+                    let wrote = render_family(format, &name, help, members, out, &mut stats);
                     if let (Some(seq), true) = (cache_as, wrote) {
                         fresh.push((name, seq, Bytes::copy_from_slice(&out[start..])));
                     } else if let (Some(seq), false) = (cache_as, wrote) {
@@ -118,16 +116,13 @@ impl Store {
             }
             let mut members: Vec<Member> = Vec::with_capacity(entry.members.len() + 1);
             let mut help = self.opts.reserved.get(name).map(|(_, h)| Arc::<str>::from(h));
-            let mut typ = entry.typ;
             if let Some(o) = own_same {
                 help = Some(o.help.clone());
-                typ = o.typ;
                 members.push((empty_key.clone(), o.clone()));
             }
             members.extend(entry.members.values().cloned());
             parts.push(Part::Render {
                 name: name.clone(),
-                typ,
                 help,
                 members,
                 cache_as: (own_same.is_none() && format == Format::Text).then_some(entry.changed),
@@ -143,7 +138,6 @@ impl Store {
 fn own_part(o: &Arc<StoredFamily>, empty_key: &Arc<GroupKey>) -> Part {
     Part::Render {
         name: o.name.clone(),
-        typ: o.typ,
         help: Some(o.help.clone()),
         members: vec![(empty_key.clone(), o.clone())],
         cache_as: None,
@@ -154,20 +148,27 @@ fn own_part(o: &Arc<StoredFamily>, empty_key: &Arc<GroupKey>) -> Part {
 fn render_family(
     format: Format,
     name: &str,
-    typ: MetricType,
     help: Option<Arc<str>>,
     mut members: Vec<Member>,
     out: &mut Vec<u8>,
     stats: &mut RenderStats,
 ) -> bool {
-    stats.inconsistent_dropped += members.iter().filter(|(_, f)| f.typ != typ).count();
-    members.retain(|(_, f)| f.typ == typ && !f.is_empty());
+    members.retain(|(_, f)| !f.is_empty());
     if members.is_empty() {
         return false;
     }
+    // Key order makes every choice below deterministic. The gateway's own member (empty key)
+    // sorts first, so its type and help win.
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    // Groups can disagree on a name's type only with the consistency check disabled (or when a
+    // cluster race slipped past it): the first group in key order decides, the others are left
+    // out of the scrape and counted.
+    let typ = members[0].1.typ;
+    let before = members.len();
+    members.retain(|(_, f)| f.typ == typ);
+    stats.inconsistent_dropped += before - members.len();
     // Deterministic HELP (upstream picks one at random, bug 4): the first group in key order
     // that has help.
-    members.sort_by(|a, b| a.0.cmp(&b.0));
     let help = help.or_else(|| {
         members
             .iter()
@@ -197,7 +198,9 @@ fn render_family(
             match ordered {
                 Ordered::Whole => {
                     for (_, f) in &members {
-                        msg.extend_from_slice(f.proto_metrics());
+                        for c in f.chunks() {
+                            msg.extend_from_slice(c.proto);
+                        }
                     }
                 }
                 Ordered::Chunks(chunks) => {
