@@ -249,7 +249,10 @@ mod tests {
         let mf = fam.to_metric_family();
         assert_eq!(mf.name(), "g");
         assert_eq!(mf.help(), "help");
-        assert_eq!(mf.metric[0].label[0].value(), "a");
+        // The model keeps push order (what /api/v1/metrics shows); exposition is sorted.
+        assert_eq!(mf.metric[0].label[0].value(), "b");
+        let text: Vec<u8> = fam.chunks().flat_map(|c| c.text.to_vec()).collect();
+        assert_eq!(String::from_utf8(text).unwrap(), "g{job=\"a\"} 1\ng{job=\"b\"} 1\n");
         let keys: Vec<_> = fam.chunks().map(|c| c.sort_key.to_vec()).collect();
         assert!(keys[0] < keys[1]);
         assert_ne!(fam.series()[0], fam.series()[1]);

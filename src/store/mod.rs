@@ -576,3 +576,187 @@ fn too_many_groups(opts: &StoreOptions) -> PushError {
         opts.max_groups
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::render::Format;
+    use super::*;
+    use crate::exposition::{names::NameScheme, parse_text};
+
+    fn key(job: &str, extra: &[(&str, &str)]) -> GroupKey {
+        GroupKey::new(
+            std::iter::once(("job".to_owned(), job.to_owned()))
+                .chain(extra.iter().map(|(n, v)| (n.to_string(), v.to_string()))),
+        )
+    }
+
+    fn store() -> Store {
+        Store::new(StoreOptions {
+            reserved: crate::telemetry::reserved_names(),
+            ..StoreOptions::default()
+        })
+    }
+
+    fn push(s: &Store, k: GroupKey, body: &str, put: bool) -> Result<WriteOutcome, PushError> {
+        let fams = parse_text(body.as_bytes(), NameScheme::Legacy).expect("test bodies parse");
+        let p = prepare_push(k, fams, put, &Validation::default())?;
+        s.push(p, 1000.0)
+    }
+
+    fn scrape(s: &Store) -> String {
+        let mut out = Vec::new();
+        s.render(Format::Text, &[], &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn put_replaces_post_merges_delete_removes() {
+        let s = store();
+        push(&s, key("a", &[]), "x{l=\"1\"} 1\nx{l=\"2\"} 2\ny 1\n", true).unwrap();
+        push(&s, key("a", &[]), "x{l=\"3\"} 3\n", false).unwrap();
+        let t = scrape(&s);
+        assert!(t.contains("x{instance=\"\",job=\"a\",l=\"3\"} 3\n") && !t.contains("l=\"1\""), "{t}");
+        assert!(t.contains("y{instance=\"\",job=\"a\"} 1\n"), "{t}");
+        push(&s, key("a", &[]), "z 1\n", true).unwrap();
+        let t = scrape(&s);
+        assert!(!t.contains("y{") && t.contains("z{"), "{t}");
+        assert!(s.delete(&key("a", &[])));
+        assert_eq!(scrape(&s), "");
+        assert!(!s.delete(&key("a", &[])));
+    }
+
+    #[test]
+    fn type_conflicts_across_groups_are_refused_and_leave_data_alone() {
+        let s = store();
+        push(&s, key("a", &[]), "# TYPE m counter\nm 1\n", true).unwrap();
+        let before = scrape(&s);
+        let err = push(&s, key("b", &[]), "# TYPE m gauge\nm 1\n", true).unwrap_err();
+        assert!(matches!(err, PushError::Invalid(_)), "{err}");
+        // the same group may change the type of its own family
+        push(&s, key("a", &[]), "# TYPE m gauge\nm 2\n", true).unwrap();
+        assert_ne!(before, scrape(&s));
+        // once nobody else uses the name, a new type is fine
+        s.delete(&key("a", &[]));
+        push(&s, key("b", &[]), "# TYPE m counter\nm 1\n", true).unwrap();
+    }
+
+    #[test]
+    fn duplicate_series_across_groups_is_refused() {
+        let s = store();
+        push(&s, key("a", &[("l", "x")]), "m 1\n", true).unwrap();
+        // group {job=a} pushing a sample with l="x" would expose the same series
+        let err = push(&s, key("a", &[]), "m{l=\"x\"} 1\n", true).unwrap_err();
+        assert!(err.to_string().contains("was collected before"), "{err}");
+        // re-pushing the same series into its own group is fine
+        push(&s, key("a", &[("l", "x")]), "m 2\n", true).unwrap();
+    }
+
+    #[test]
+    fn suffix_collisions_and_reserved_names() {
+        let s = store();
+        push(&s, key("h", &[]), "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n", true).unwrap();
+        let err = push(&s, key("g", &[]), "# TYPE h_count gauge\nh_count 1\n", true).unwrap_err();
+        assert!(err.to_string().contains("collides with previously collected histogram"), "{err}");
+        push(&s, key("g", &[]), "# TYPE q gauge\nq_sum 1\n", true).unwrap();
+        let err = push(&s, key("q", &[]), "# TYPE q summary\nq_sum 1\nq_count 1\n", true).unwrap_err();
+        assert!(err.to_string().contains("collides with previously collected metric"), "{err}");
+        let err = push(&s, key("r", &[]), "# TYPE pushgateway_build_info counter\npushgateway_build_info 1\n", true)
+            .unwrap_err();
+        assert!(err.to_string().contains("has type COUNTER but should have GAUGE"), "{err}");
+    }
+
+    #[test]
+    fn instance_less_key_collision_is_refused_without_leaving_a_group() {
+        let s = store();
+        push(&s, key("u", &[]), "x 1\n", true).unwrap();
+        let before = s.snapshot().len();
+        let err = push(&s, key("u", &[("instance", "")]), "x 1\n", true).unwrap_err();
+        assert!(matches!(err, PushError::Invalid(_)));
+        s.record_failure(&key("u", &[("instance", "")]), 5.0);
+        assert_eq!(s.snapshot().len(), before, "bug 3: a rejected push must not leave a group");
+    }
+
+    #[test]
+    fn timestamps_refused_but_failure_recorded() {
+        let s = store();
+        let err = push(&s, key("t", &[]), "x 1 123\n", true).unwrap_err();
+        assert_eq!(err.to_string(), format!("{}: pushed metrics must not have timestamps", error::INCONSISTENT_PREFIX));
+        let g = &s.snapshot()[0];
+        assert!(!g.last_push_successful);
+        assert_eq!(g.push_time, 0.0);
+        assert_eq!(g.failure_time, 1000.0);
+        assert!(g.families.is_empty());
+    }
+
+    #[test]
+    fn scrape_orders_across_groups_like_upstream() {
+        let s = store();
+        push(&s, key("b", &[]), "m 1\nm{a=\"2\"} 1\n", true).unwrap();
+        push(&s, key("a", &[("instance", "i9")]), "m 1\nm{a=\"10\"} 1\n", true).unwrap();
+        let t = scrape(&s);
+        let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("m{")).collect();
+        assert_eq!(
+            lines,
+            [
+                "m{instance=\"\",job=\"b\"} 1",
+                "m{instance=\"i9\",job=\"a\"} 1",
+                "m{a=\"10\",instance=\"i9\",job=\"a\"} 1",
+                "m{a=\"2\",instance=\"\",job=\"b\"} 1",
+            ]
+        );
+        // a cached render gives the same bytes
+        assert_eq!(scrape(&s), t);
+    }
+
+    #[test]
+    fn help_is_deterministic_first_group_in_key_order() {
+        let s = store();
+        push(&s, key("b", &[]), "# HELP m help B\nm 1\n", true).unwrap();
+        push(&s, key("c", &[]), "# HELP m help C\nm 1\n", true).unwrap();
+        push(&s, key("a", &[]), "m 1\n", true).unwrap();
+        assert!(scrape(&s).contains("# HELP m help B\n"));
+    }
+
+    #[test]
+    fn without_the_check_conflicts_are_stored_and_resolved_at_render() {
+        let s = Store::new(StoreOptions {
+            consistency_check: false,
+            ..StoreOptions::default()
+        });
+        push(&s, key("b", &[]), "# TYPE m gauge\nm 1\n", true).unwrap();
+        push(&s, key("a", &[]), "# TYPE m counter\nm 1\n", true).unwrap();
+        let mut out = Vec::new();
+        let stats = s.render(Format::Text, &[], &mut out);
+        let t = String::from_utf8(out).unwrap();
+        assert!(t.contains("# TYPE m counter\nm{instance=\"\",job=\"a\"} 1\n"), "{t}");
+        assert!(!t.contains("job=\"b\"} 1\n# ") && !t.contains("m{instance=\"\",job=\"b\"}"), "{t}");
+        assert_eq!(stats.inconsistent_dropped, 1);
+    }
+
+    #[test]
+    fn group_limit() {
+        let s = Store::new(StoreOptions {
+            max_groups: 1,
+            ..StoreOptions::default()
+        });
+        push(&s, key("a", &[]), "x 1\n", true).unwrap();
+        let err = push(&s, key("b", &[]), "x 1\n", true).unwrap_err();
+        assert!(matches!(err, PushError::LimitExceeded(_)));
+        push(&s, key("a", &[]), "x 2\n", true).unwrap();
+    }
+
+    #[test]
+    fn protobuf_render_is_sorted_and_decodable() {
+        use prost::Message;
+        let s = store();
+        push(&s, key("b", &[]), "m 1\n", true).unwrap();
+        push(&s, key("a", &[]), "m 2\n", true).unwrap();
+        let mut out = Vec::new();
+        s.render(Format::Protobuf, &[], &mut out);
+        let fams = crate::exposition::decode_delimited(&out).unwrap();
+        let m = fams.iter().find(|f| f.name() == "m").unwrap();
+        let jobs: Vec<&str> = m.metric.iter().map(|m| m.label[1].value()).collect();
+        assert_eq!(jobs, ["a", "b"]);
+        assert!(m.encoded_len() > 0);
+    }
+}

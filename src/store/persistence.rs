@@ -15,7 +15,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::family::{encode_family_header, StoredFamily};
-use super::{GroupKey, GroupSnapshot, Store};
+use super::{GroupKey, GroupSnapshot, Limits, Store, Validation};
 use crate::exposition::{MetricType, names::NameScheme};
 
 /// Generated from proto/pushgate/snapshot.proto.
@@ -143,6 +143,18 @@ pub fn decode_snapshot(path: &Path, bytes: &[u8], names: NameScheme) -> Result<V
                 Some(Ok(t)) => t,
             };
             let help = mf.help().to_owned();
+            let mut metrics = mf.metric;
+            let v = Validation {
+                names,
+                limits: Limits {
+                    max_label_name_bytes: usize::MAX,
+                    max_label_value_bytes: usize::MAX,
+                    ..Limits::default()
+                },
+            };
+            super::prepare::validate_stored(&name, typ, &mut metrics, &v)
+                .map_err(|e| corrupt(format!("family {name:?} of group {key}: {e}")))?;
+            let mf = crate::exposition::MetricFamily { metric: metrics, ..Default::default() };
             families.push((Arc::new(StoredFamily::encode(name.into(), help.into(), typ, mf.metric)), pushed_at));
         }
         families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
@@ -213,4 +225,95 @@ pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, Pers
         })?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::parse_text;
+    use crate::store::{prepare_push, render::Format, StoreOptions, Validation};
+
+    fn filled_store() -> Store {
+        let s = Store::new(StoreOptions::default());
+        for (job, body) in [
+            ("a", "# HELP x some help\n# TYPE x counter\nx{l=\"1\"} 1\nx{l=\"2\"} 2\n"),
+            ("b", "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n"),
+        ] {
+            let fams = parse_text(body.as_bytes(), NameScheme::Legacy).unwrap();
+            let key = GroupKey::new([("job".to_owned(), job.to_owned())]);
+            s.push(prepare_push(key, fams, true, &Validation::default()).unwrap(), 1234.5).unwrap();
+        }
+        s.record_failure(&GroupKey::new([("job".to_owned(), "a".to_owned())]), 2000.0);
+        s
+    }
+
+    fn text(s: &Store) -> String {
+        let mut out = Vec::new();
+        s.render(Format::Text, &[], &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap");
+        let s = filled_store();
+        assert_eq!(save(&s, &path).unwrap(), 2);
+        let t = Store::new(StoreOptions::default());
+        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap(), 2);
+        assert_eq!(text(&s), text(&t));
+        let (a, b) = (s.snapshot(), t.snapshot());
+        assert_eq!(a[0].failure_time, b[0].failure_time);
+        assert_eq!(a[0].last_push_successful, b[0].last_push_successful);
+        assert_eq!(a[0].families[0].1, b[0].families[0].1);
+        // no temporary file left behind
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn missing_file_is_an_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Store::new(StoreOptions::default());
+        assert_eq!(load(&t, &dir.path().join("none"), NameScheme::Legacy).unwrap(), 0);
+    }
+
+    #[test]
+    fn truncated_corrupt_and_foreign_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap");
+        save(&filled_store(), &path).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("truncated", good[..good.len() - 7].to_vec(), "truncated"),
+            ("short", good[..10].to_vec(), "shorter than"),
+            ("flipped", {
+                let mut b = good.clone();
+                let i = b.len() - 3;
+                b[i] ^= 0x40;
+                b
+            }, "checksum"),
+            ("foreign", b"\x00\x01gob-data-from-upstream-pushgateway.....".to_vec(), "magic"),
+            ("empty", Vec::new(), "shorter than"),
+        ];
+        for (what, bytes, expect) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let t = Store::new(StoreOptions::default());
+            let err = load(&t, &path, NameScheme::Legacy).unwrap_err().to_string();
+            assert!(err.contains(expect), "{what}: {err}");
+            assert_eq!(t.group_count(), 0, "{what}: nothing may be half-loaded");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        use proptest::prelude::*;
+        proptest!(|(tail in proptest::collection::vec(any::<u8>(), 0..512))| {
+            // A valid header around garbage: decoding must fail cleanly, never panic.
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&(tail.len() as u64).to_le_bytes());
+            b.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&tail).to_le_bytes());
+            b.extend_from_slice(&tail);
+            let _ = decode_snapshot(Path::new("x"), &b, NameScheme::Legacy);
+        });
+    }
 }

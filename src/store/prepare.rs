@@ -146,6 +146,24 @@ pub fn prepare_push(
     })
 }
 
+/// Re-checks a family read back from a snapshot (labels already applied): the same per-metric
+/// rules as a push, so a tampered file cannot put an invalid exposition into the store.
+pub fn validate_stored(name: &str, typ: MetricType, metrics: &mut [Metric], v: &Validation) -> Result<(), PushError> {
+    let mut seen = HashSet::with_capacity(metrics.len());
+    for m in metrics.iter_mut() {
+        if m.timestamp_ms.is_some() {
+            return Err(invalid("pushed metrics must not have timestamps".into()));
+        }
+        check_value_field(name, typ, m)?;
+        m.label.sort_by(|a, b| a.name().cmp(b.name()));
+        check_labels(name, m, v)?;
+        if !seen.insert(super::family::series_hash(name, m)) {
+            return Err(invalid(format!("duplicate series in family {name:?}")));
+        }
+    }
+    Ok(())
+}
+
 fn series_count(m: &Metric) -> usize {
     if let Some(h) = &m.histogram {
         h.bucket.len() + 3
