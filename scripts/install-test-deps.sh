@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the test suites use as real components: Debian's upstream Pushgateway (the
+# compatibility oracle), Prometheus (real scraper), and the Python client library.
+# Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+need_apt=()
+[ -x /usr/bin/prometheus-pushgateway ] || need_apt+=(prometheus-pushgateway)
+[ -x /usr/bin/prometheus ] || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+# apt may start the packaged services on their default ports; the tests start their own.
+pkill -f '^/usr/bin/prometheus-pushgateway' 2>/dev/null || true
+pkill -x prometheus 2>/dev/null || true
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import prometheus_client' 2>/dev/null; then
+  "$PY" -m pip install -q prometheus_client
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
