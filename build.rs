@@ -12,9 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // pushgate's own messages refer to the data model generated above.
     let own = protox::compile(OWN, ["proto"])?;
     let mut own_fds = own.clone();
-    own_fds
-        .file
-        .retain(|f| f.package.as_deref() != Some("io.prometheus.client") && f.package.as_deref() != Some("google.protobuf"));
+    own_fds.file.retain(|f| {
+        f.package.as_deref() != Some("io.prometheus.client")
+            && f.package.as_deref() != Some("google.protobuf")
+    });
     prost_build::Config::new()
         .extern_path(".io.prometheus.client", "crate::exposition::proto")
         .compile_fds(own_fds)?;

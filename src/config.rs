@@ -9,7 +9,11 @@ use clap::Parser;
 use crate::telemetry::logging::{LogFormat, LogLevel};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "pushgate", version, about = "A drop-in, clusterable Prometheus Pushgateway")]
+#[command(
+    name = "pushgate",
+    version,
+    about = "A drop-in, clusterable Prometheus Pushgateway"
+)]
 pub struct Config {
     /// Addresses to listen on for the web interface, API and telemetry (repeatable).
     #[arg(long = "web.listen-address", default_value = ":9091")]
@@ -148,7 +152,10 @@ pub fn route_prefix(flag: &str, external_url: &str) -> Result<String, String> {
             .split_once("://")
             .map(|(_, r)| r)
             .ok_or_else(|| format!("--web.external-url {external_url:?} is not an absolute URL"))?;
-        after_scheme.find('/').map(|i| after_scheme[i..].to_owned()).unwrap_or_default()
+        after_scheme
+            .find('/')
+            .map(|i| after_scheme[i..].to_owned())
+            .unwrap_or_default()
     };
     let trimmed = raw.trim_matches('/');
     Ok(if trimmed.is_empty() {
@@ -165,8 +172,14 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_go_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
         assert!(parse_go_duration("5").is_err());
         assert!(parse_go_duration("5x").is_err());
         assert!(parse_go_duration("").is_err());
@@ -175,7 +188,10 @@ mod tests {
     #[test]
     fn listen_addresses() {
         assert_eq!(parse_listen_address(":9091").unwrap()[0].port(), 9091);
-        assert_eq!(parse_listen_address("127.0.0.1:80").unwrap()[0].to_string(), "127.0.0.1:80");
+        assert_eq!(
+            parse_listen_address("127.0.0.1:80").unwrap()[0].to_string(),
+            "127.0.0.1:80"
+        );
         assert!(parse_listen_address("nope").is_err());
     }
 

@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::exposition::MetricFamily;
 use crate::store::render::{Format, RenderStats};
-use crate::store::{prepare_push, GroupKey, GroupSnapshot, PushError, Store, StoredFamily, Validation};
+use crate::store::{
+    prepare_push, GroupKey, GroupSnapshot, PushError, Store, StoredFamily, Validation,
+};
 
 /// A push as the HTTP layer hands it over: URL and body already parsed.
 #[derive(Debug)]

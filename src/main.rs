@@ -11,7 +11,10 @@ use pushgate::telemetry::{logging, SelfRecorder};
 fn main() -> ExitCode {
     let cfg = Config::parse();
     logging::init(cfg.log_level, cfg.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pushgate: cannot start the async runtime: {e}");
@@ -21,7 +24,6 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("pushgate: {e:#}");
             ExitCode::FAILURE
         }
@@ -83,7 +85,9 @@ fn spawn_reload_on_sighup(web: SharedWebConfig) {
         while hup.recv().await.is_some() {
             match web.reload() {
                 Ok(()) => tracing::info!("reloaded web config on SIGHUP"),
-                Err(e) => tracing::error!(err = %e, "web config reload failed; keeping the previous one"),
+                Err(e) => {
+                    tracing::error!(err = %e, "web config reload failed; keeping the previous one")
+                }
             }
         }
     });

@@ -35,9 +35,13 @@ impl Node {
         } else {
             NameScheme::Legacy
         };
-        let prefix = route_prefix(&cfg.route_prefix, &cfg.external_url).map_err(anyhow::Error::msg)?;
+        let prefix =
+            route_prefix(&cfg.route_prefix, &cfg.external_url).map_err(anyhow::Error::msg)?;
         if !cfg.telemetry_path.starts_with('/') {
-            anyhow::bail!("--web.telemetry-path {:?} must start with /", cfg.telemetry_path);
+            anyhow::bail!(
+                "--web.telemetry-path {:?} must start with /",
+                cfg.telemetry_path
+            );
         }
         if cfg.max_body_bytes == 0 || cfg.max_body_bytes > (1 << 30) {
             anyhow::bail!("--push.max-body-bytes must be between 1 and 1073741824");
@@ -54,8 +58,20 @@ impl Node {
             max_groups: cfg.max_groups,
             reserved: telemetry::reserved_names(),
         }));
-        let persistence = (!cfg.persistence_file.is_empty()).then(|| PathBuf::from(&cfg.persistence_file));
+        let persistence =
+            (!cfg.persistence_file.is_empty()).then(|| PathBuf::from(&cfg.persistence_file));
         if let Some(path) = &persistence {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "--persistence.file {:?}: directory {:?} does not exist",
+                    path.display().to_string(),
+                    dir.display().to_string()
+                );
+            }
             load_persistence(&store, path, names, cfg.persistence_start_empty_on_error)?;
         }
         let http = Arc::new(HttpConfig {
@@ -144,14 +160,18 @@ impl Node {
 
         let mut servers = Vec::new();
         for l in listeners {
-            let addr = l.local_addr().ok();
-            tracing::info!(address = ?addr, "listening");
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(address = %addr, "listening");
+            }
             let app = app.clone();
             let web = web.clone();
             let stop = stop.clone();
-            servers.push(tokio::spawn(crate::http::server::serve(l, app, web, async move {
-                stop.notified().await
-            })));
+            servers.push(tokio::spawn(crate::http::server::serve(
+                l,
+                app,
+                web,
+                async move { stop.notified().await },
+            )));
         }
         for s in servers {
             let _ = s.await;
@@ -168,28 +188,72 @@ impl Node {
 fn flag_strings(cfg: &Config) -> Vec<(String, String)> {
     vec![
         ("web.listen-address".into(), cfg.listen_addresses.join(",")),
-        ("web.config.file".into(), cfg.web_config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        (
+            "web.config.file".into(),
+            cfg.web_config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
         ("web.telemetry-path".into(), cfg.telemetry_path.clone()),
         ("web.external-url".into(), cfg.external_url.clone()),
         ("web.route-prefix".into(), cfg.route_prefix.clone()),
-        ("web.enable-lifecycle".into(), cfg.enable_lifecycle.to_string()),
-        ("web.enable-admin-api".into(), cfg.enable_admin_api.to_string()),
+        (
+            "web.enable-lifecycle".into(),
+            cfg.enable_lifecycle.to_string(),
+        ),
+        (
+            "web.enable-admin-api".into(),
+            cfg.enable_admin_api.to_string(),
+        ),
         ("persistence.file".into(), cfg.persistence_file.clone()),
-        ("persistence.interval".into(), format!("{:?}", cfg.persistence_interval)),
-        ("push.disable-consistency-check".into(), cfg.disable_consistency_check.to_string()),
-        ("push.enable-utf8-names".into(), cfg.enable_utf8_names.to_string()),
+        (
+            "persistence.interval".into(),
+            format!("{:?}", cfg.persistence_interval),
+        ),
+        (
+            "push.disable-consistency-check".into(),
+            cfg.disable_consistency_check.to_string(),
+        ),
+        (
+            "push.enable-utf8-names".into(),
+            cfg.enable_utf8_names.to_string(),
+        ),
         ("push.max-body-bytes".into(), cfg.max_body_bytes.to_string()),
-        ("push.max-series-per-push".into(), cfg.max_series_per_push.to_string()),
-        ("push.max-label-name-length".into(), cfg.max_label_name_length.to_string()),
-        ("push.max-label-value-length".into(), cfg.max_label_value_length.to_string()),
-        ("push.max-grouping-labels".into(), cfg.max_grouping_labels.to_string()),
+        (
+            "push.max-series-per-push".into(),
+            cfg.max_series_per_push.to_string(),
+        ),
+        (
+            "push.max-label-name-length".into(),
+            cfg.max_label_name_length.to_string(),
+        ),
+        (
+            "push.max-label-value-length".into(),
+            cfg.max_label_value_length.to_string(),
+        ),
+        (
+            "push.max-grouping-labels".into(),
+            cfg.max_grouping_labels.to_string(),
+        ),
         ("push.max-groups".into(), cfg.max_groups.to_string()),
-        ("log.level".into(), format!("{:?}", cfg.log_level).to_lowercase()),
-        ("log.format".into(), format!("{:?}", cfg.log_format).to_lowercase()),
+        (
+            "log.level".into(),
+            format!("{:?}", cfg.log_level).to_lowercase(),
+        ),
+        (
+            "log.format".into(),
+            format!("{:?}", cfg.log_format).to_lowercase(),
+        ),
     ]
 }
 
-fn load_persistence(store: &Store, path: &Path, names: NameScheme, start_empty: bool) -> anyhow::Result<()> {
+fn load_persistence(
+    store: &Store,
+    path: &Path,
+    names: NameScheme,
+    start_empty: bool,
+) -> anyhow::Result<()> {
     match persistence::load(store, path, names) {
         Ok(n) => {
             tracing::info!(file = %path.display(), groups = n, "loaded persistence file");
@@ -211,7 +275,12 @@ fn load_persistence(store: &Store, path: &Path, names: NameScheme, start_empty: 
 
 /// Writes the snapshot at most once per interval when something changed, and once more at
 /// shutdown.
-async fn persist_loop(store: Arc<Store>, path: PathBuf, interval: Duration, stop: Arc<Notify>) -> anyhow::Result<()> {
+async fn persist_loop(
+    store: Arc<Store>,
+    path: PathBuf,
+    interval: Duration,
+    stop: Arc<Notify>,
+) -> anyhow::Result<()> {
     let mut written = store.generation();
     let interval = interval.max(Duration::from_millis(100));
     loop {
@@ -229,12 +298,14 @@ async fn persist_loop(store: Arc<Store>, path: PathBuf, interval: Duration, stop
             match res {
                 Ok(groups) => {
                     written = generation;
-                    metrics::counter!(m::PERSISTENCE_WRITES_TOTAL, "result" => "success").increment(1);
+                    metrics::counter!(m::PERSISTENCE_WRITES_TOTAL, "result" => "success")
+                        .increment(1);
                     metrics::gauge!(m::PERSISTENCE_LAST_WRITE_SECONDS).set(unix_now());
                     tracing::debug!(file = %path.display(), groups, "wrote persistence file");
                 }
                 Err(e) => {
-                    metrics::counter!(m::PERSISTENCE_WRITES_TOTAL, "result" => "error").increment(1);
+                    metrics::counter!(m::PERSISTENCE_WRITES_TOTAL, "result" => "error")
+                        .increment(1);
                     tracing::error!(err = %e, "writing the persistence file failed");
                     if stopping {
                         return Err(e.into());

@@ -25,8 +25,13 @@ fn start_with(file: &Path, extra: &[&str]) -> Gateway {
 
 fn push_groups(gw: &Gateway, n: usize) {
     for i in 0..n {
-        let body = format!("# HELP job_value a value\n# TYPE job_value gauge\njob_value{{k=\"v\"}} {i}\n");
-        assert_eq!(gw.put_text(&format!("/metrics/job/persist/instance/i{i}"), &body).status, 200);
+        let body =
+            format!("# HELP job_value a value\n# TYPE job_value gauge\njob_value{{k=\"v\"}} {i}\n");
+        assert_eq!(
+            gw.put_text(&format!("/metrics/job/persist/instance/i{i}"), &body)
+                .status,
+            200
+        );
     }
 }
 
@@ -45,8 +50,15 @@ fn restart_after_sigterm_keeps_every_group() {
     let before = groups_of(&gw);
     let scrape_before = gw.scrape_normalised().1;
     signal(gw.pid(), "TERM");
-    assert!(gw.wait_exit(Duration::from_secs(20)), "pushgate did not stop on SIGTERM");
-    assert!(file.exists(), "no snapshot written at shutdown; log:\n{}", gw.log());
+    assert!(
+        gw.wait_exit(Duration::from_secs(20)),
+        "pushgate did not stop on SIGTERM"
+    );
+    assert!(
+        file.exists(),
+        "no snapshot written at shutdown; log:\n{}",
+        gw.log()
+    );
 
     let gw2 = start_with(&file, &["--persistence.interval=1h"]);
     assert_eq!(groups_of(&gw2), before);
@@ -64,13 +76,22 @@ fn periodic_snapshot_survives_kill_9() {
         let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         (len > 0).then_some(())
     });
-    assert!(written.is_some(), "no periodic snapshot; log:\n{}", gw.log());
+    assert!(
+        written.is_some(),
+        "no periodic snapshot; log:\n{}",
+        gw.log()
+    );
     let complete = poll_until(Duration::from_secs(10), || {
         let bytes = std::fs::read(&file).ok()?;
-        let groups = pushgate::store::persistence::decode_snapshot(&file, &bytes, Default::default()).ok()?;
+        let groups =
+            pushgate::store::persistence::decode_snapshot(&file, &bytes, Default::default())
+                .ok()?;
         (groups.len() == 10).then_some(())
     });
-    assert!(complete.is_some(), "no snapshot with all ten groups was written");
+    assert!(
+        complete.is_some(),
+        "no snapshot with all ten groups was written"
+    );
     let before = groups_of(&gw);
     signal(gw.pid(), "KILL");
     drop(gw);
@@ -95,7 +116,10 @@ fn sighup_is_not_a_crash() {
 fn quit_writes_a_final_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("snap");
-    let mut gw = start_with(&file, &["--web.enable-lifecycle", "--persistence.interval=1h"]);
+    let mut gw = start_with(
+        &file,
+        &["--web.enable-lifecycle", "--persistence.interval=1h"],
+    );
     push_groups(&gw, 4);
     assert_eq!(gw.request(&Req::new("PUT", "/-/quit")).status, 200);
     assert!(gw.wait_exit(Duration::from_secs(20)));
@@ -120,7 +144,12 @@ fn run_on(file: &Path, extra: &[&str], deadline: Duration) -> (bool, String) {
         Some(status) => {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             (status.success(), err)
         }
         None => {
@@ -147,10 +176,18 @@ fn truncated_file_is_refused_with_a_clear_message_and_kept() {
     let (ok, err) = run_on(&file, &[], Duration::from_secs(10));
     assert!(!ok, "pushgate started on a truncated file");
     assert!(err.contains("truncated"), "unclear message: {err}");
-    assert_eq!(std::fs::read(&file).unwrap().len(), good.len() / 2, "the file must be left as it was");
+    assert_eq!(
+        std::fs::read(&file).unwrap().len(),
+        good.len() / 2,
+        "the file must be left as it was"
+    );
 
     // With the explicit flag it starts empty and keeps the bad file aside.
-    let (ok, _) = run_on(&file, &["--persistence.start-empty-on-error"], Duration::from_secs(2));
+    let (ok, _) = run_on(
+        &file,
+        &["--persistence.start-empty-on-error"],
+        Duration::from_secs(2),
+    );
     assert!(ok);
     let aside = std::fs::read_dir(dir.path())
         .unwrap()

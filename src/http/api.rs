@@ -4,7 +4,6 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
-
 use super::routes::HttpConfig;
 use crate::exposition::{write_float, Metric, MetricType};
 use crate::store::GroupSnapshot;
@@ -20,7 +19,10 @@ pub fn with_cors(mut r: Response) -> Response {
         "access-control-allow-headers",
         HeaderValue::from_static("Accept, Authorization, Content-Type, Origin"),
     );
-    h.insert("access-control-expose-headers", HeaderValue::from_static("Date"));
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("Date"),
+    );
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),
@@ -30,8 +32,10 @@ pub fn with_cors(mut r: Response) -> Response {
 
 fn json_response(v: &Value) -> Response {
     let mut r = (StatusCode::OK, v.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -126,7 +130,12 @@ fn metric_json(m: &Metric, typ: MetricType) -> Value {
             let b = sorted_object(
                 h.bucket
                     .iter()
-                    .map(|b| (go_float(b.upper_bound()), Value::String(b.cumulative_count().to_string())))
+                    .map(|b| {
+                        (
+                            go_float(b.upper_bound()),
+                            Value::String(b.cumulative_count().to_string()),
+                        )
+                    })
                     .collect(),
             );
             o.push(("buckets".into(), b));
@@ -181,14 +190,27 @@ pub fn group_json(g: &GroupSnapshot) -> Value {
                 .collect(),
         ),
     ));
-    o.push(("last_push_successful".into(), Value::Bool(g.last_push_successful)));
+    o.push((
+        "last_push_successful".into(),
+        Value::Bool(g.last_push_successful),
+    ));
     for (f, t) in &g.families {
         o.push((f.name.to_string(), family_json(f, *t)));
     }
     let timing = crate::store::timing_families_of(g);
-    o.push((timing[0].name.to_string(), family_json(&timing[0], g.push_time)));
-    let failure_stamp = if g.failure_time > 0.0 { g.failure_time } else { g.push_time };
-    o.push((timing[1].name.to_string(), family_json(&timing[1], failure_stamp)));
+    o.push((
+        timing[0].name.to_string(),
+        family_json(&timing[0], g.push_time),
+    ));
+    let failure_stamp = if g.failure_time > 0.0 {
+        g.failure_time
+    } else {
+        g.push_time
+    };
+    o.push((
+        timing[1].name.to_string(),
+        family_json(&timing[1], failure_stamp),
+    ));
     sorted_object(o)
 }
 

@@ -36,7 +36,10 @@ pub enum BodyFormat {
 /// Upstream's rule: protobuf only for exactly this media type with both parameters; anything
 /// else (missing, text, OpenMetrics, garbage) is parsed as text format 0.0.4.
 pub fn body_format(headers: &HeaderMap) -> BodyFormat {
-    let Some(ct) = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return BodyFormat::Text;
     };
     let mut parts = ct.split(';');
@@ -89,7 +92,11 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, BodyError> {
 
 /// Reads at most `max_bytes` of the request body and decompresses it, again to at most
 /// `max_bytes` (bug 11: a gzip bomb or a huge body must not drive memory up).
-pub async fn read_body(headers: &HeaderMap, body: Body, max_bytes: usize) -> Result<Vec<u8>, BodyError> {
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_bytes: usize,
+) -> Result<Vec<u8>, BodyError> {
     let encoding = content_encoding(headers)?;
     let too_large = || {
         BodyError::TooLarge(format!(
@@ -108,16 +115,26 @@ pub async fn read_body(headers: &HeaderMap, body: Body, max_bytes: usize) -> Res
     let raw = match Limited::new(body, max_bytes).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Err(too_large());
             }
-            return Err(BodyError::BadRequest(format!("failed to read request body: {e}")));
+            return Err(BodyError::BadRequest(format!(
+                "failed to read request body: {e}"
+            )));
         }
     };
     match encoding {
         Encoding::Identity => Ok(raw.to_vec()),
-        Encoding::Gzip => decompress(flate2::read::MultiGzDecoder::new(&raw[..]), max_bytes, "gzip"),
-        Encoding::Snappy => decompress(snap::read::FrameDecoder::new(&raw[..]), max_bytes, "snappy"),
+        Encoding::Gzip => decompress(
+            flate2::read::MultiGzDecoder::new(&raw[..]),
+            max_bytes,
+            "gzip",
+        ),
+        Encoding::Snappy => {
+            decompress(snap::read::FrameDecoder::new(&raw[..]), max_bytes, "snappy")
+        }
     }
 }
 
@@ -136,9 +153,15 @@ fn decompress(reader: impl Read, max_bytes: usize, what: &str) -> Result<Vec<u8>
 }
 
 /// Decodes a body into metric families.
-pub fn decode_body(format: BodyFormat, bytes: &[u8], names: NameScheme) -> Result<Vec<MetricFamily>, BodyError> {
+pub fn decode_body(
+    format: BodyFormat,
+    bytes: &[u8],
+    names: NameScheme,
+) -> Result<Vec<MetricFamily>, BodyError> {
     match format {
-        BodyFormat::Text => exposition::parse_text(bytes, names).map_err(|e| BodyError::BadRequest(e.to_string())),
+        BodyFormat::Text => {
+            exposition::parse_text(bytes, names).map_err(|e| BodyError::BadRequest(e.to_string()))
+        }
         BodyFormat::ProtobufDelimited => {
             exposition::decode_delimited(bytes).map_err(|e| BodyError::BadRequest(e.to_string()))
         }
@@ -161,11 +184,20 @@ mod tests {
     #[test]
     fn protobuf_needs_both_parameters() {
         let pb = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
-        assert_eq!(body_format(&headers(&[("content-type", pb)])), BodyFormat::ProtobufDelimited);
+        assert_eq!(
+            body_format(&headers(&[("content-type", pb)])),
+            BodyFormat::ProtobufDelimited
+        );
         let swapped = "application/vnd.google.protobuf;encoding=delimited;proto=io.prometheus.client.MetricFamily";
-        assert_eq!(body_format(&headers(&[("content-type", swapped)])), BodyFormat::ProtobufDelimited);
+        assert_eq!(
+            body_format(&headers(&[("content-type", swapped)])),
+            BodyFormat::ProtobufDelimited
+        );
         let partial = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily";
-        assert_eq!(body_format(&headers(&[("content-type", partial)])), BodyFormat::Text);
+        assert_eq!(
+            body_format(&headers(&[("content-type", partial)])),
+            BodyFormat::Text
+        );
         assert_eq!(body_format(&headers(&[])), BodyFormat::Text);
     }
 
@@ -176,7 +208,9 @@ mod tests {
         enc.write_all(&vec![b'a'; 4 << 20]).unwrap();
         let gz = enc.finish().unwrap();
         let h = headers(&[("content-encoding", "GZIP")]);
-        let err = read_body(&h, Body::from(gz.clone()), 1 << 20).await.unwrap_err();
+        let err = read_body(&h, Body::from(gz.clone()), 1 << 20)
+            .await
+            .unwrap_err();
         assert_eq!(err.status(), 413);
         let ok = read_body(&h, Body::from(gz), 8 << 20).await.unwrap();
         assert_eq!(ok.len(), 4 << 20);
@@ -184,11 +218,17 @@ mod tests {
 
     #[tokio::test]
     async fn raw_limit_and_bad_gzip() {
-        let err = read_body(&headers(&[]), Body::from(vec![0u8; 100]), 10).await.unwrap_err();
-        assert_eq!(err.status(), 413);
-        let err = read_body(&headers(&[("content-encoding", "gzip")]), Body::from("nope"), 10)
+        let err = read_body(&headers(&[]), Body::from(vec![0u8; 100]), 10)
             .await
             .unwrap_err();
+        assert_eq!(err.status(), 413);
+        let err = read_body(
+            &headers(&[("content-encoding", "gzip")]),
+            Body::from("nope"),
+            10,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.status(), 400);
     }
 }

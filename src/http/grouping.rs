@@ -21,7 +21,11 @@ pub struct GroupingLimits {
 
 /// Parses what follows `/metrics` in a push URL path (already percent-decoded), e.g.
 /// `/job/some_job/instance/a` or `/job@base64/c29tZV9qb2I/path@base64/L3Zhci90bXA`.
-pub fn parse_grouping_path(rest: &str, names: NameScheme, limits: GroupingLimits) -> Result<GroupKey, GroupingError> {
+pub fn parse_grouping_path(
+    rest: &str,
+    names: NameScheme,
+    limits: GroupingLimits,
+) -> Result<GroupKey, GroupingError> {
     let (job_raw, job_b64, labels) = if let Some(r) = rest.strip_prefix("/job@base64/") {
         split_job(r, true)
     } else if let Some(r) = rest.strip_prefix("/job/") {
@@ -31,7 +35,9 @@ pub fn parse_grouping_path(rest: &str, names: NameScheme, limits: GroupingLimits
     };
     let job = if job_b64 {
         decode_base64(job_raw).map_err(|e| {
-            GroupingError(format!("invalid base64 encoding in job name {job_raw:?}: {e}"))
+            GroupingError(format!(
+                "invalid base64 encoding in job name {job_raw:?}: {e}"
+            ))
         })?
     } else {
         job_raw.to_owned()
@@ -157,40 +163,75 @@ mod tests {
     }
 
     fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn plain_and_base64() {
         assert_eq!(parse("/job/j").unwrap(), kv(&[("job", "j")]));
-        assert_eq!(parse("/job/j/instance/i").unwrap(), kv(&[("instance", "i"), ("job", "j")]));
+        assert_eq!(
+            parse("/job/j/instance/i").unwrap(),
+            kv(&[("instance", "i"), ("job", "j")])
+        );
         assert_eq!(parse("/job@base64/Zm9v").unwrap(), kv(&[("job", "foo")]));
         assert_eq!(parse("/job@base64/Zm9v==").unwrap(), kv(&[("job", "foo")]));
-        assert_eq!(parse("/job/j/path@base64/L3Zhci90bXA").unwrap(), kv(&[("job", "j"), ("path", "/var/tmp")]));
-        assert_eq!(parse("/job/j/e@base64/=").unwrap(), kv(&[("e", ""), ("job", "j")]));
+        assert_eq!(
+            parse("/job/j/path@base64/L3Zhci90bXA").unwrap(),
+            kv(&[("job", "j"), ("path", "/var/tmp")])
+        );
+        assert_eq!(
+            parse("/job/j/e@base64/=").unwrap(),
+            kv(&[("e", ""), ("job", "j")])
+        );
     }
 
     #[test]
     fn trailing_empty_value_and_overrides() {
         assert_eq!(parse("/job/j/a/").unwrap(), kv(&[("a", ""), ("job", "j")]));
         assert_eq!(parse("/job/j/job/other").unwrap(), kv(&[("job", "j")]));
-        assert_eq!(parse("/job/j/a/1/a/2").unwrap(), kv(&[("a", "2"), ("job", "j")]));
+        assert_eq!(
+            parse("/job/j/a/1/a/2").unwrap(),
+            kv(&[("a", "2"), ("job", "j")])
+        );
     }
 
     #[test]
     fn errors() {
         assert_eq!(parse("/job@base64/=").unwrap_err(), "job name is required");
-        assert_eq!(parse("/job/j/a").unwrap_err(), "odd number of components in label string \"/a\"");
-        assert_eq!(parse("/job/j/1a/b").unwrap_err(), "improper label name \"1a\"");
-        assert_eq!(parse("/job/j/__a/b").unwrap_err(), "improper label name \"__a\"");
-        assert!(parse("/job@base64/!!").unwrap_err().starts_with("invalid base64 encoding in job name"));
+        assert_eq!(
+            parse("/job/j/a").unwrap_err(),
+            "odd number of components in label string \"/a\""
+        );
+        assert_eq!(
+            parse("/job/j/1a/b").unwrap_err(),
+            "improper label name \"1a\""
+        );
+        assert_eq!(
+            parse("/job/j/__a/b").unwrap_err(),
+            "improper label name \"__a\""
+        );
+        assert!(parse("/job@base64/!!")
+            .unwrap_err()
+            .starts_with("invalid base64 encoding in job name"));
         assert_eq!(
             parse("/job/j/v@base64/YWJjZ").unwrap_err(),
             "invalid base64 encoding for label v=\"YWJjZ\": illegal base64 data at input byte 4"
         );
-        assert!(parse("/job/j/v@base64/Y=Q").unwrap_err().ends_with("input byte 1"));
-        assert!(parse("/job/j/v@base64/+-8").unwrap_err().ends_with("input byte 0"));
-        assert_eq!(parse("/job/j/v@base64/YWJjZA===").unwrap(), kv(&[("job", "j"), ("v", "abcd")]));
-        assert!(parse("/job/j/l@base64/__4A").unwrap_err().contains("not valid UTF-8"));
+        assert!(parse("/job/j/v@base64/Y=Q")
+            .unwrap_err()
+            .ends_with("input byte 1"));
+        assert!(parse("/job/j/v@base64/+-8")
+            .unwrap_err()
+            .ends_with("input byte 0"));
+        assert_eq!(
+            parse("/job/j/v@base64/YWJjZA===").unwrap(),
+            kv(&[("job", "j"), ("v", "abcd")])
+        );
+        assert!(parse("/job/j/l@base64/__4A")
+            .unwrap_err()
+            .contains("not valid UTF-8"));
     }
 }

@@ -69,7 +69,10 @@ pub fn router<G: Gateway>(state: AppState<G>, web: SharedWebConfig) -> Router {
     Router::new()
         .fallback(dispatch::<G>)
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(web, web_config_middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            web,
+            web_config_middleware,
+        ))
 }
 
 pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -77,8 +80,14 @@ pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
     body.push('\n');
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -146,8 +155,10 @@ fn clean_path(p: &str) -> String {
 
 fn ok_text() -> Response {
     let mut r = (StatusCode::OK, "OK").into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -157,10 +168,16 @@ fn moved_permanently(location: &str, query: Option<&str>) -> Response {
         loc.push('?');
         loc.push_str(q);
     }
-    let body = format!("<a href=\"{}\">Moved Permanently</a>.\n\n", html_escape(&loc));
+    let body = format!(
+        "<a href=\"{}\">Moved Permanently</a>.\n\n",
+        html_escape(&loc)
+    );
     let mut r = (StatusCode::MOVED_PERMANENTLY, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::from_str(&loc) {
         h.insert(header::LOCATION, v);
     }
@@ -168,7 +185,10 @@ fn moved_permanently(location: &str, query: Option<&str>) -> Response {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&#34;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
 }
 
 fn redirect(method: &Method, location: &str, query: Option<&str>) -> Response {
@@ -237,7 +257,10 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
     let raw_path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let Some(path) = percent_decode(&raw_path) else {
-        return plain(StatusCode::BAD_REQUEST, "invalid URL escape or non-UTF-8 path");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "invalid URL escape or non-UTF-8 path",
+        );
     };
     // Go's HTTP server answers any path that is not clean (`//`, `.`, `..`) with a 301 to the
     // cleaned path, whatever the method, before routing.
@@ -261,7 +284,10 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
         // path's stem, which then 404s).
         if rel.len() > 1 && rel.ends_with('/') {
             let stem = rel.trim_end_matches('/');
-            if match_route(stem, &st.config).is_some() || stem == "/metrics/job" || stem == "/metrics/job@base64" {
+            if match_route(stem, &st.config).is_some()
+                || stem == "/metrics/job"
+                || stem == "/metrics/job@base64"
+            {
                 let target = format!("{prefix}{stem}");
                 return redirect(&method, &target, query.as_deref());
             }
@@ -285,7 +311,8 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
             let method_label = if replace_all { "put" } else { "post" };
             metrics::histogram!(m::HTTP_PUSH_DURATION_SECONDS, "method" => method_label)
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!(m::HTTP_PUSH_SIZE_BYTES, "method" => method_label).record(size as f64);
+            metrics::histogram!(m::HTTP_PUSH_SIZE_BYTES, "method" => method_label)
+                .record(size as f64);
             counted(&st, "push", &method, resp)
         }
         Route::Scrape => match method {
@@ -311,28 +338,41 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
             Method::PUT | Method::POST => {
                 let resp = if st.config.enable_lifecycle {
                     st.quit.notify_one();
-                    let mut r = (StatusCode::OK, "Requesting termination... Goodbye!").into_response();
-                    r.headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                    let mut r =
+                        (StatusCode::OK, "Requesting termination... Goodbye!").into_response();
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
                     r
                 } else {
                     plain(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.")
                 };
                 counted(&st, "quit", &method, resp)
             }
-            _ => plain(StatusCode::METHOD_NOT_ALLOWED, "Only POST or PUT requests allowed."),
+            _ => plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Only POST or PUT requests allowed.",
+            ),
         },
         Route::Status => match method {
             Method::GET => {
                 let groups = st.gateway.groups().await;
-                counted(&st, "status", &method, super::status_page::render(&st.config, &groups))
+                counted(
+                    &st,
+                    "status",
+                    &method,
+                    super::status_page::render(&st.config, &groups),
+                )
             }
             _ => method_not_allowed("GET, OPTIONS"),
         },
-        Route::ApiStatus => api_reply(&st, &method, "api/v1/status", async {
-            super::api::status(&st.config)
-        })
-        .await,
+        Route::ApiStatus => {
+            api_reply(&st, &method, "api/v1/status", async {
+                super::api::status(&st.config)
+            })
+            .await
+        }
         Route::ApiMetrics => {
             let st2 = st.clone();
             api_reply(&st, &method, "api/v1/metrics", async move {
@@ -379,7 +419,12 @@ async fn api_reply<G: Gateway>(
 }
 
 /// Counts a request in `pushgateway_http_requests_total` (scrapes are not counted, as upstream).
-fn counted<G>(_st: &AppState<G>, handler: &'static str, method: &Method, resp: Response) -> Response {
+fn counted<G>(
+    _st: &AppState<G>,
+    handler: &'static str,
+    method: &Method,
+    resp: Response,
+) -> Response {
     let method_label = match *method {
         Method::GET => "get",
         Method::PUT => "put",
@@ -408,7 +453,12 @@ fn counted<G>(_st: &AppState<G>, handler: &'static str, method: &Method, resp: R
     resp
 }
 
-async fn push<G: Gateway>(st: &AppState<G>, rest: &str, replace_all: bool, req: Request) -> (Response, usize) {
+async fn push<G: Gateway>(
+    st: &AppState<G>,
+    rest: &str,
+    replace_all: bool,
+    req: Request,
+) -> (Response, usize) {
     let cfg = &st.config;
     let key = match parse_grouping_path(rest, cfg.names, cfg.grouping) {
         Ok(k) => k,
@@ -418,7 +468,11 @@ async fn push<G: Gateway>(st: &AppState<G>, rest: &str, replace_all: bool, req: 
     let bytes = match read_body(&parts.headers, body, cfg.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
-            refused(if e.status() == 413 { "limit" } else { "invalid" });
+            refused(if e.status() == 413 {
+                "limit"
+            } else {
+                "invalid"
+            });
             return (plain(status(e.status()), e.to_string()), 0);
         }
     };
@@ -428,7 +482,11 @@ async fn push<G: Gateway>(st: &AppState<G>, rest: &str, replace_all: bool, req: 
     let decoded = if size > INLINE_PREPARE_LIMIT {
         tokio::task::spawn_blocking(move || decode_body(format, &bytes, names))
             .await
-            .unwrap_or_else(|e| Err(super::body::BodyError::BadRequest(format!("decoder failed: {e}"))))
+            .unwrap_or_else(|e| {
+                Err(super::body::BodyError::BadRequest(format!(
+                    "decoder failed: {e}"
+                )))
+            })
     } else {
         decode_body(format, &bytes, names)
     };
@@ -439,7 +497,15 @@ async fn push<G: Gateway>(st: &AppState<G>, rest: &str, replace_all: bool, req: 
             return (plain(status(e.status()), e.to_string()), size);
         }
     };
-    match st.gateway.push(PushRequest { key, families, replace_all }).await {
+    match st
+        .gateway
+        .push(PushRequest {
+            key,
+            families,
+            replace_all,
+        })
+        .await
+    {
         Ok(()) if cfg.consistency_check => (empty(StatusCode::OK), size),
         Ok(()) => (empty(StatusCode::ACCEPTED), size),
         // With the check disabled upstream answers 202 before looking at the metrics; a push
@@ -519,7 +585,8 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|enc| {
             let mut parts = enc.split(';').map(str::trim);
             let name = parts.next().unwrap_or("");
-            let zero_q = parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            let zero_q =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
             name.eq_ignore_ascii_case("gzip") && !zero_q
         })
 }
@@ -532,7 +599,8 @@ async fn scrape<G: Gateway>(st: &AppState<G>, headers: &HeaderMap) -> Response {
     let (body, stats) = st.gateway.render(format, own).await;
     metrics::histogram!(m::SCRAPE_RENDER_SECONDS).record(started.elapsed().as_secs_f64());
     if stats.inconsistent_dropped > 0 {
-        metrics::counter!(m::INCONSISTENT_DROPPED_TOTAL).increment(stats.inconsistent_dropped as u64);
+        metrics::counter!(m::INCONSISTENT_DROPPED_TOTAL)
+            .increment(stats.inconsistent_dropped as u64);
     }
     let content_type = match format {
         Format::Text => TEXT_CONTENT_TYPE,
@@ -541,22 +609,32 @@ async fn scrape<G: Gateway>(st: &AppState<G>, headers: &HeaderMap) -> Response {
     let mut resp = if accepts_gzip(headers) {
         // Fast compression: a scrape is CPU the gateway spends on every Prometheus interval.
         let compressed = tokio::task::spawn_blocking(move || {
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
             enc.write_all(&body).and_then(|_| enc.finish())
         })
         .await;
         match compressed {
             Ok(Ok(gz)) => {
                 let mut r = (StatusCode::OK, gz).into_response();
-                r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                 r
             }
-            _ => return plain(StatusCode::INTERNAL_SERVER_ERROR, "failed to compress the response"),
+            _ => {
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "failed to compress the response",
+                )
+            }
         }
     } else {
         (StatusCode::OK, body).into_response()
     };
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
@@ -589,7 +667,10 @@ mod tests {
             ),
         );
         assert_eq!(negotiate(&h), Format::Protobuf);
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("deflate, gzip;q=1.0"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("deflate, gzip;q=1.0"),
+        );
         assert!(accepts_gzip(&h));
     }
 }

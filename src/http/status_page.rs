@@ -35,7 +35,11 @@ fn group_url(cfg: &HttpConfig, g: &GroupSnapshot) -> String {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
         }
     };
-    let mut url = format!("{}/metrics/job@base64/{}", cfg.route_prefix, b64(g.key.job()));
+    let mut url = format!(
+        "{}/metrics/job@base64/{}",
+        cfg.route_prefix,
+        b64(g.key.job())
+    );
     for (n, v) in g.key.labels() {
         if n != "job" {
             let _ = write!(url, "/{n}@base64/{}", b64(v));
@@ -54,16 +58,20 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;font-size:90%}\
 .failed{background:#fee}.label{background:#eef;border-radius:3px;padding:1px 4px;margin-right:4px}\
 pre{margin:0}</style></head><body>\n<h1>pushgate</h1>\n",
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<p>{} groups. Started {}. <a href=\"{}{}\">metrics</a></p>\n",
+        "<p>{} groups. Started {}. <a href=\"{}{}\">metrics</a></p>",
         groups.len(),
         esc(&rfc3339_nano(cfg.start_time)),
         esc(&cfg.route_prefix),
         esc(&cfg.telemetry_path)
     );
     for g in groups {
-        let class = if g.last_push_successful { "group" } else { "group failed" };
+        let class = if g.last_push_successful {
+            "group"
+        } else {
+            "group failed"
+        };
         let _ = write!(h, "<div class=\"{class}\"><div>");
         for (n, v) in g.key.labels() {
             let _ = write!(h, "<span class=\"label\">{}=\"{}\"</span>", esc(n), esc(v));
@@ -97,7 +105,9 @@ pre{margin:0}</style></head><body>\n<h1>pushgate</h1>\n",
     }
     h.push_str("</body></html>\n");
     let mut r = (StatusCode::OK, h).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     r
 }

@@ -1,7 +1,8 @@
 //! Why a write was refused, each reason mapped to one HTTP status.
 
 /// Prefix upstream puts on every consistency-check failure.
-pub const INCONSISTENT_PREFIX: &str = "pushed metrics are invalid or inconsistent with existing metrics";
+pub const INCONSISTENT_PREFIX: &str =
+    "pushed metrics are invalid or inconsistent with existing metrics";
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PushError {

@@ -51,7 +51,12 @@ impl StoredFamily {
         for m in &metrics {
             let start = proto_buf.len();
             prost::encoding::message::encode(4, m, &mut proto_buf);
-            keyed.push((sort_key(m), m, offset(start), offset(proto_buf.len() - start)));
+            keyed.push((
+                sort_key(m),
+                m,
+                offset(start),
+                offset(proto_buf.len() - start),
+            ));
         }
         // Upstream orders metrics by number of labels, then by label values position by
         // position; the sort key encodes exactly that so a byte comparison suffices. Stable, so
@@ -169,13 +174,20 @@ pub fn encode_family_header(buf: &mut Vec<u8>, name: &str, help: &str, typ: Metr
 }
 
 fn offset(len: usize) -> u32 {
-    u32::try_from(len).expect("a family's encoding should stay below 4 GiB (bounded by body limits)")
+    u32::try_from(len)
+        .expect("a family's encoding should stay below 4 GiB (bounded by body limits)")
 }
 
 /// Order-preserving key: label count (big endian), then each value with 0x00 and 0x01 escaped
 /// and a 0x00 terminator, so that byte order equals upstream's metric order.
 pub fn sort_key(metric: &Metric) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + metric.label.iter().map(|l| l.value().len() + 1).sum::<usize>());
+    let mut key = Vec::with_capacity(
+        2 + metric
+            .label
+            .iter()
+            .map(|l| l.value().len() + 1)
+            .sum::<usize>(),
+    );
     let n = u16::try_from(metric.label.len()).unwrap_or(u16::MAX);
     key.extend_from_slice(&n.to_be_bytes());
     for lp in &metric.label {
@@ -230,7 +242,10 @@ mod tests {
         assert!(sort_key(&metric(&[("a", "z")])) < sort_key(&metric(&[("a", "a"), ("b", "a")])));
         // then values position by position, a prefix first
         assert!(sort_key(&metric(&[("a", "a")])) < sort_key(&metric(&[("a", "ab")])));
-        assert!(sort_key(&metric(&[("a", "a"), ("b", "z")])) < sort_key(&metric(&[("a", "ab"), ("b", "a")])));
+        assert!(
+            sort_key(&metric(&[("a", "a"), ("b", "z")]))
+                < sort_key(&metric(&[("a", "ab"), ("b", "a")]))
+        );
         // control bytes keep their order
         assert!(sort_key(&metric(&[("a", "a\u{0}")])) < sort_key(&metric(&[("a", "a\u{1}")])));
         assert!(sort_key(&metric(&[("a", "a\u{1}")])) < sort_key(&metric(&[("a", "a\u{2}")])));
@@ -252,7 +267,10 @@ mod tests {
         // The model keeps push order (what /api/v1/metrics shows); exposition is sorted.
         assert_eq!(mf.metric[0].label[0].value(), "b");
         let text: Vec<u8> = fam.chunks().flat_map(|c| c.text.to_vec()).collect();
-        assert_eq!(String::from_utf8(text).unwrap(), "g{job=\"a\"} 1\ng{job=\"b\"} 1\n");
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "g{job=\"a\"} 1\ng{job=\"b\"} 1\n"
+        );
         let keys: Vec<_> = fam.chunks().map(|c| c.sort_key.to_vec()).collect();
         assert!(keys[0] < keys[1]);
         assert_ne!(fam.series()[0], fam.series()[1]);

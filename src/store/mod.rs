@@ -283,7 +283,12 @@ impl Inner {
         self.seq
     }
 
-    fn push(&mut self, p: PreparedPush, now: f64, opts: &StoreOptions) -> Result<WriteOutcome, PushError> {
+    fn push(
+        &mut self,
+        p: PreparedPush,
+        now: f64,
+        opts: &StoreOptions,
+    ) -> Result<WriteOutcome, PushError> {
         let norm = p.key.normalized();
         if let Some(existing) = self.normalized.get(&norm) {
             if **existing != p.key {
@@ -295,7 +300,9 @@ impl Inner {
         }
         if p.has_timestamps {
             self.mark_failure(&p.key, norm, now, opts)?;
-            return Err(PushError::Invalid("pushed metrics must not have timestamps".into()));
+            return Err(PushError::Invalid(
+                "pushed metrics must not have timestamps".into(),
+            ));
         }
         if opts.consistency_check {
             if let Err(msg) = self.check(&p, opts) {
@@ -313,7 +320,11 @@ impl Inner {
         let key = group.key.clone();
         let mut removed: Vec<Arc<StoredFamily>> = Vec::new();
         if p.replace_all {
-            removed.extend(std::mem::take(&mut group.families).into_values().map(|(f, _)| f));
+            removed.extend(
+                std::mem::take(&mut group.families)
+                    .into_values()
+                    .map(|(f, _)| f),
+            );
         }
         for fam in &p.families {
             if let Some((old, _)) = group.families.insert(fam.name.clone(), (fam.clone(), now)) {
@@ -362,7 +373,13 @@ impl Inner {
         id
     }
 
-    fn mark_failure(&mut self, key: &GroupKey, norm: GroupKey, now: f64, opts: &StoreOptions) -> Result<(), PushError> {
+    fn mark_failure(
+        &mut self,
+        key: &GroupKey,
+        norm: GroupKey,
+        now: f64,
+        opts: &StoreOptions,
+    ) -> Result<(), PushError> {
         if !self.groups.contains_key(key) && self.groups.len() >= opts.max_groups {
             return Err(too_many_groups(opts));
         }
@@ -393,7 +410,12 @@ impl Inner {
         };
         let seq = self.next_seq();
         self.normalized.remove(&key.normalized());
-        for fam in group.families.values().map(|(f, _)| f).chain(group.timing.iter()) {
+        for fam in group
+            .families
+            .values()
+            .map(|(f, _)| f)
+            .chain(group.timing.iter())
+        {
             self.unindex(group.id, fam, seq);
         }
         true
@@ -418,7 +440,10 @@ impl Inner {
         }
         let seq = self.next_seq();
         let gid = self.ensure_group(&g.key, norm);
-        let group = self.groups.get_mut(&*g.key).expect("group was just ensured");
+        let group = self
+            .groups
+            .get_mut(&*g.key)
+            .expect("group was just ensured");
         group.push_time = g.push_time;
         group.failure_time = g.failure_time;
         group.last_push_successful = g.last_push_successful;
@@ -503,7 +528,8 @@ impl Inner {
                 }
             }
             if let Some(e) = self.index.get(name) {
-                let others = e.members.len() - usize::from(replaced(name) && e.members.contains_key(&gid.unwrap_or(0)));
+                let others = e.members.len()
+                    - usize::from(replaced(name) && e.members.contains_key(&gid.unwrap_or(0)));
                 if others > 0 && e.typ != f.typ {
                     return Err(type_conflict(name, f.typ, e.typ));
                 }
@@ -615,7 +641,10 @@ mod tests {
         push(&s, key("a", &[]), "x{l=\"1\"} 1\nx{l=\"2\"} 2\ny 1\n", true).unwrap();
         push(&s, key("a", &[]), "x{l=\"3\"} 3\n", false).unwrap();
         let t = scrape(&s);
-        assert!(t.contains("x{instance=\"\",job=\"a\",l=\"3\"} 3\n") && !t.contains("l=\"1\""), "{t}");
+        assert!(
+            t.contains("x{instance=\"\",job=\"a\",l=\"3\"} 3\n") && !t.contains("l=\"1\""),
+            "{t}"
+        );
         assert!(t.contains("y{instance=\"\",job=\"a\"} 1\n"), "{t}");
         push(&s, key("a", &[]), "z 1\n", true).unwrap();
         let t = scrape(&s);
@@ -654,15 +683,44 @@ mod tests {
     #[test]
     fn suffix_collisions_and_reserved_names() {
         let s = store();
-        push(&s, key("h", &[]), "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n", true).unwrap();
+        push(
+            &s,
+            key("h", &[]),
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+            true,
+        )
+        .unwrap();
         let err = push(&s, key("g", &[]), "# TYPE h_count gauge\nh_count 1\n", true).unwrap_err();
-        assert!(err.to_string().contains("collides with previously collected histogram"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("collides with previously collected histogram"),
+            "{err}"
+        );
         push(&s, key("g", &[]), "# TYPE q gauge\nq_sum 1\n", true).unwrap();
-        let err = push(&s, key("q", &[]), "# TYPE q summary\nq_sum 1\nq_count 1\n", true).unwrap_err();
-        assert!(err.to_string().contains("collides with previously collected metric"), "{err}");
-        let err = push(&s, key("r", &[]), "# TYPE pushgateway_build_info counter\npushgateway_build_info 1\n", true)
-            .unwrap_err();
-        assert!(err.to_string().contains("has type COUNTER but should have GAUGE"), "{err}");
+        let err = push(
+            &s,
+            key("q", &[]),
+            "# TYPE q summary\nq_sum 1\nq_count 1\n",
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("collides with previously collected metric"),
+            "{err}"
+        );
+        let err = push(
+            &s,
+            key("r", &[]),
+            "# TYPE pushgateway_build_info counter\npushgateway_build_info 1\n",
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has type COUNTER but should have GAUGE"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -673,14 +731,24 @@ mod tests {
         let err = push(&s, key("u", &[("instance", "")]), "x 1\n", true).unwrap_err();
         assert!(matches!(err, PushError::Invalid(_)));
         s.record_failure(&key("u", &[("instance", "")]), 5.0);
-        assert_eq!(s.snapshot().len(), before, "bug 3: a rejected push must not leave a group");
+        assert_eq!(
+            s.snapshot().len(),
+            before,
+            "bug 3: a rejected push must not leave a group"
+        );
     }
 
     #[test]
     fn timestamps_refused_but_failure_recorded() {
         let s = store();
         let err = push(&s, key("t", &[]), "x 1 123\n", true).unwrap_err();
-        assert_eq!(err.to_string(), format!("{}: pushed metrics must not have timestamps", error::INCONSISTENT_PREFIX));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: pushed metrics must not have timestamps",
+                error::INCONSISTENT_PREFIX
+            )
+        );
         let g = &s.snapshot()[0];
         assert!(!g.last_push_successful);
         assert_eq!(g.push_time, 0.0);
@@ -692,7 +760,13 @@ mod tests {
     fn scrape_orders_across_groups_like_upstream() {
         let s = store();
         push(&s, key("b", &[]), "m 1\nm{a=\"2\"} 1\n", true).unwrap();
-        push(&s, key("a", &[("instance", "i9")]), "m 1\nm{a=\"10\"} 1\n", true).unwrap();
+        push(
+            &s,
+            key("a", &[("instance", "i9")]),
+            "m 1\nm{a=\"10\"} 1\n",
+            true,
+        )
+        .unwrap();
         let t = scrape(&s);
         let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("m{")).collect();
         assert_eq!(
@@ -728,8 +802,14 @@ mod tests {
         let mut out = Vec::new();
         let stats = s.render(Format::Text, &[], &mut out);
         let t = String::from_utf8(out).unwrap();
-        assert!(t.contains("# TYPE m counter\nm{instance=\"\",job=\"a\"} 1\n"), "{t}");
-        assert!(!t.contains("job=\"b\"} 1\n# ") && !t.contains("m{instance=\"\",job=\"b\"}"), "{t}");
+        assert!(
+            t.contains("# TYPE m counter\nm{instance=\"\",job=\"a\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            !t.contains("job=\"b\"} 1\n# ") && !t.contains("m{instance=\"\",job=\"b\"}"),
+            "{t}"
+        );
         assert_eq!(stats.inconsistent_dropped, 1);
     }
 

@@ -16,7 +16,7 @@ use prost::Message;
 
 use super::family::{encode_family_header, StoredFamily};
 use super::{GroupKey, GroupSnapshot, Limits, Store, Validation};
-use crate::exposition::{MetricType, names::NameScheme};
+use crate::exposition::{names::NameScheme, MetricType};
 
 /// Generated from proto/pushgate/snapshot.proto.
 #[allow(clippy::all, missing_docs)]
@@ -29,20 +29,16 @@ const HEADER_LEN: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistenceError {
-    #[error("persistence file {path:?}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("persistence file {path:?}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("persistence file {path:?} is not a pushgate snapshot: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistenceError + '_ {
-    move |source| PersistenceError::Io {
+    move |err| PersistenceError::Io {
         path: path.to_owned(),
-        source,
+        err,
     }
 }
 
@@ -90,16 +86,25 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
 }
 
 /// Decodes and validates a snapshot file's bytes into groups.
-pub fn decode_snapshot(path: &Path, bytes: &[u8], names: NameScheme) -> Result<Vec<GroupSnapshot>, PersistenceError> {
+pub fn decode_snapshot(
+    path: &Path,
+    bytes: &[u8],
+    names: NameScheme,
+) -> Result<Vec<GroupSnapshot>, PersistenceError> {
     let corrupt = |reason: String| PersistenceError::Corrupt {
         path: path.to_owned(),
         reason,
     };
     if bytes.len() < HEADER_LEN {
-        return Err(corrupt(format!("file has {} bytes, shorter than the {HEADER_LEN}-byte header (truncated?)", bytes.len())));
+        return Err(corrupt(format!(
+            "file has {} bytes, shorter than the {HEADER_LEN}-byte header (truncated?)",
+            bytes.len()
+        )));
     }
     if &bytes[..8] != MAGIC {
-        return Err(corrupt("wrong magic bytes (not written by pushgate, or a different format version)".into()));
+        return Err(corrupt(
+            "wrong magic bytes (not written by pushgate, or a different format version)".into(),
+        ));
     }
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("slice of 8 bytes"));
     let sum = u64::from_le_bytes(bytes[16..24].try_into().expect("slice of 8 bytes"));
@@ -113,32 +118,47 @@ pub fn decode_snapshot(path: &Path, bytes: &[u8], names: NameScheme) -> Result<V
     if xxhash_rust::xxh3::xxh3_64(payload) != sum {
         return Err(corrupt("checksum mismatch (the file is corrupted)".into()));
     }
-    let snap = snapshot_proto::Snapshot::decode(payload).map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
+    let snap = snapshot_proto::Snapshot::decode(payload)
+        .map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
     let mut out = Vec::with_capacity(snap.groups.len());
     for (i, g) in snap.groups.into_iter().enumerate() {
-        let key = GroupKey::new(g.key.into_iter().map(|lp| (lp.name.unwrap_or_default(), lp.value.unwrap_or_default())));
+        let key = GroupKey::new(
+            g.key
+                .into_iter()
+                .map(|lp| (lp.name.unwrap_or_default(), lp.value.unwrap_or_default())),
+        );
         if key.get("job").is_none_or(|j| j.is_empty()) {
             return Err(corrupt(format!("group #{i} has no job label")));
         }
         for (n, _) in key.labels() {
             if !crate::exposition::names::is_valid_label_name(n, names) {
-                return Err(corrupt(format!("group {key} has an invalid label name {n:?}")));
+                return Err(corrupt(format!(
+                    "group {key} has an invalid label name {n:?}"
+                )));
             }
         }
         if !g.family_push_times.is_empty() && g.family_push_times.len() != g.families.len() {
-            return Err(corrupt(format!("group {key} has {} families but {} push times", g.families.len(), g.family_push_times.len())));
+            return Err(corrupt(format!(
+                "group {key} has {} families but {} push times",
+                g.families.len(),
+                g.family_push_times.len()
+            )));
         }
         let mut families = Vec::with_capacity(g.families.len());
         for (fi, mf) in g.families.into_iter().enumerate() {
             let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
             let name = mf.name().to_owned();
             if !crate::exposition::names::is_valid_metric_name(&name, names) {
-                return Err(corrupt(format!("group {key} has an invalid metric name {name:?}")));
+                return Err(corrupt(format!(
+                    "group {key} has an invalid metric name {name:?}"
+                )));
             }
             let typ = match mf.r#type.map(MetricType::try_from) {
                 None => MetricType::Untyped,
                 Some(Ok(MetricType::GaugeHistogram)) | Some(Err(_)) => {
-                    return Err(corrupt(format!("family {name:?} of group {key} has an unsupported type")))
+                    return Err(corrupt(format!(
+                        "family {name:?} of group {key} has an unsupported type"
+                    )))
                 }
                 Some(Ok(t)) => t,
             };
@@ -154,8 +174,19 @@ pub fn decode_snapshot(path: &Path, bytes: &[u8], names: NameScheme) -> Result<V
             };
             super::prepare::validate_stored(&name, typ, &mut metrics, &v)
                 .map_err(|e| corrupt(format!("family {name:?} of group {key}: {e}")))?;
-            let mf = crate::exposition::MetricFamily { metric: metrics, ..Default::default() };
-            families.push((Arc::new(StoredFamily::encode(name.into(), help.into(), typ, mf.metric)), pushed_at));
+            let mf = crate::exposition::MetricFamily {
+                metric: metrics,
+                ..Default::default()
+            };
+            families.push((
+                Arc::new(StoredFamily::encode(
+                    name.into(),
+                    help.into(),
+                    typ,
+                    mf.metric,
+                )),
+                pushed_at,
+            ));
         }
         families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         families.dedup_by(|a, b| a.0.name == b.0.name);
@@ -177,7 +208,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistenceErro
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "snapshot".into());
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "snapshot".into());
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -185,7 +219,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistenceErro
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
         fs::rename(&tmp, path).map_err(io_err(path))?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -274,7 +310,10 @@ mod tests {
     fn missing_file_is_an_empty_store() {
         let dir = tempfile::tempdir().unwrap();
         let t = Store::new(StoreOptions::default());
-        assert_eq!(load(&t, &dir.path().join("none"), NameScheme::Legacy).unwrap(), 0);
+        assert_eq!(
+            load(&t, &dir.path().join("none"), NameScheme::Legacy).unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -286,13 +325,21 @@ mod tests {
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("truncated", good[..good.len() - 7].to_vec(), "truncated"),
             ("short", good[..10].to_vec(), "shorter than"),
-            ("flipped", {
-                let mut b = good.clone();
-                let i = b.len() - 3;
-                b[i] ^= 0x40;
-                b
-            }, "checksum"),
-            ("foreign", b"\x00\x01gob-data-from-upstream-pushgateway.....".to_vec(), "magic"),
+            (
+                "flipped",
+                {
+                    let mut b = good.clone();
+                    let i = b.len() - 3;
+                    b[i] ^= 0x40;
+                    b
+                },
+                "checksum",
+            ),
+            (
+                "foreign",
+                b"\x00\x01gob-data-from-upstream-pushgateway.....".to_vec(),
+                "magic",
+            ),
             ("empty", Vec::new(), "shorter than"),
         ];
         for (what, bytes, expect) in cases {

@@ -13,8 +13,10 @@ use crate::exposition::{proto, Metric, MetricFamily, MetricType};
 
 pub const PUSH_TIME_METRIC: &str = "push_time_seconds";
 pub const PUSH_FAILURE_TIME_METRIC: &str = "push_failure_time_seconds";
-pub const PUSH_TIME_HELP: &str = "Last Unix time when changing this group in the Pushgateway succeeded.";
-pub const PUSH_FAILURE_TIME_HELP: &str = "Last Unix time when changing this group in the Pushgateway failed.";
+pub const PUSH_TIME_HELP: &str =
+    "Last Unix time when changing this group in the Pushgateway succeeded.";
+pub const PUSH_FAILURE_TIME_HELP: &str =
+    "Last Unix time when changing this group in the Pushgateway failed.";
 
 /// Limits applied to every push; the defaults refuse only abuse (COMPAT.md, bug 8).
 #[derive(Debug, Clone)]
@@ -83,10 +85,14 @@ pub fn prepare_push(
     for mut mf in families {
         let name = mf.name().to_owned();
         if name.is_empty() {
-            return Err(PushError::Malformed("metric family has an empty name".into()));
+            return Err(PushError::Malformed(
+                "metric family has an empty name".into(),
+            ));
         }
         if !is_valid_metric_name(&name, v.names) {
-            return Err(PushError::Malformed(format!("{name:?} is not a valid metric name")));
+            return Err(PushError::Malformed(format!(
+                "{name:?} is not a valid metric name"
+            )));
         }
         let typ = match mf.r#type {
             None => MetricType::Untyped,
@@ -132,7 +138,12 @@ pub fn prepare_push(
                 )));
             }
         }
-        out.push(Arc::new(StoredFamily::encode(name.into(), help, typ, metrics)));
+        out.push(Arc::new(StoredFamily::encode(
+            name.into(),
+            help,
+            typ,
+            metrics,
+        )));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // Text bodies have unique names already; protobuf streams are deduplicated (last wins) on
@@ -148,7 +159,12 @@ pub fn prepare_push(
 
 /// Re-checks a family read back from a snapshot (labels already applied): the same per-metric
 /// rules as a push, so a tampered file cannot put an invalid exposition into the store.
-pub fn validate_stored(name: &str, typ: MetricType, metrics: &mut [Metric], v: &Validation) -> Result<(), PushError> {
+pub fn validate_stored(
+    name: &str,
+    typ: MetricType,
+    metrics: &mut [Metric],
+    v: &Validation,
+) -> Result<(), PushError> {
     let mut seen = HashSet::with_capacity(metrics.len());
     for m in metrics.iter_mut() {
         if m.timestamp_ms.is_some() {

@@ -56,7 +56,12 @@ enum Part {
 impl Store {
     /// Writes the whole exposition: stored families merged with `own` (the gateway's own
     /// families, sorted by name, each with one member).
-    pub fn render(&self, format: Format, own: &[Arc<StoredFamily>], out: &mut Vec<u8>) -> RenderStats {
+    pub fn render(
+        &self,
+        format: Format,
+        own: &[Arc<StoredFamily>],
+        out: &mut Vec<u8>,
+    ) -> RenderStats {
         let mut stats = RenderStats::default();
         let parts = self.plan(format, own, &mut stats);
         let mut fresh: Vec<(Arc<str>, u64, Bytes)> = Vec::new();
@@ -93,7 +98,12 @@ impl Store {
         stats
     }
 
-    fn plan(&self, format: Format, own: &[Arc<StoredFamily>], stats: &mut RenderStats) -> Vec<Part> {
+    fn plan(
+        &self,
+        format: Format,
+        own: &[Arc<StoredFamily>],
+        stats: &mut RenderStats,
+    ) -> Vec<Part> {
         let inner = self.inner.read();
         let cache = self.render_cache.lock();
         let mut parts = Vec::with_capacity(inner.index.len() + own.len());
@@ -115,7 +125,11 @@ impl Store {
                 }
             }
             let mut members: Vec<Member> = Vec::with_capacity(entry.members.len() + 1);
-            let mut help = self.opts.reserved.get(name).map(|(_, h)| Arc::<str>::from(h));
+            let mut help = self
+                .opts
+                .reserved
+                .get(name)
+                .map(|(_, h)| Arc::<str>::from(h));
             if let Some(o) = own_same {
                 help = Some(o.help.clone());
                 members.push((empty_key.clone(), o.clone()));
@@ -178,7 +192,12 @@ fn render_family(
     let ordered = order_members(&mut members);
     match format {
         Format::Text => {
-            exposition::write_help_and_type(out, name, help.as_deref().filter(|h| !h.is_empty()), typ);
+            exposition::write_help_and_type(
+                out,
+                name,
+                help.as_deref().filter(|h| !h.is_empty()),
+                typ,
+            );
             match ordered {
                 Ordered::Whole => {
                     for (_, f) in &members {

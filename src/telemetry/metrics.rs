@@ -16,7 +16,8 @@ pub const SERIES: &str = "pushgate_series";
 pub const SCRAPE_RENDER_SECONDS: &str = "pushgate_scrape_render_seconds";
 pub const INCONSISTENT_DROPPED_TOTAL: &str = "pushgate_inconsistent_samples_dropped_total";
 pub const PERSISTENCE_WRITES_TOTAL: &str = "pushgate_persistence_writes_total";
-pub const PERSISTENCE_LAST_WRITE_SECONDS: &str = "pushgate_persistence_last_write_timestamp_seconds";
+pub const PERSISTENCE_LAST_WRITE_SECONDS: &str =
+    "pushgate_persistence_last_write_timestamp_seconds";
 pub const REFUSED_PUSHES_TOTAL: &str = "pushgate_refused_pushes_total";
 
 /// Every self-metric family: name, type, help.
@@ -45,5 +46,8 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
 pub const SUMMARY_QUANTILES: &[f64] = &[0.1, 0.5, 0.9];
 
 pub fn lookup(name: &str) -> Option<(MetricType, &'static str)> {
-    SELF_FAMILIES.iter().find(|(n, _, _)| *n == name).map(|(_, t, h)| (*t, *h))
+    SELF_FAMILIES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, t, h)| (*t, *h))
 }

@@ -22,7 +22,11 @@ pub fn reserved_names() -> ReservedNames {
 }
 
 /// The self-metric families for one scrape: recorded metrics, build info, process stats.
-pub fn own_families(recorder: &SelfRecorder, groups: usize, series: usize) -> Vec<Arc<StoredFamily>> {
+pub fn own_families(
+    recorder: &SelfRecorder,
+    groups: usize,
+    series: usize,
+) -> Vec<Arc<StoredFamily>> {
     use recorder::{counter_metric, gauge_metric};
     let mut extra = vec![
         (
@@ -38,8 +42,16 @@ pub fn own_families(recorder: &SelfRecorder, groups: usize, series: usize) -> Ve
                 1.0,
             ),
         ),
-        (metrics::GROUPS.to_owned(), MetricType::Gauge, gauge_metric(&[], groups as f64)),
-        (metrics::SERIES.to_owned(), MetricType::Gauge, gauge_metric(&[], series as f64)),
+        (
+            metrics::GROUPS.to_owned(),
+            MetricType::Gauge,
+            gauge_metric(&[], groups as f64),
+        ),
+        (
+            metrics::SERIES.to_owned(),
+            MetricType::Gauge,
+            gauge_metric(&[], series as f64),
+        ),
     ];
     let p = process::read();
     let gauges = [
@@ -56,7 +68,11 @@ pub fn own_families(recorder: &SelfRecorder, groups: usize, series: usize) -> Ve
         }
     }
     if let Some(cpu) = p.cpu_seconds {
-        extra.push(("process_cpu_seconds_total".to_owned(), MetricType::Counter, counter_metric(cpu)));
+        extra.push((
+            "process_cpu_seconds_total".to_owned(),
+            MetricType::Counter,
+            counter_metric(cpu),
+        ));
     }
     recorder.families(extra)
 }

@@ -43,9 +43,13 @@ pub fn read() -> ProcessStats {
     if let Ok(limits) = fs::read_to_string("/proc/self/limits") {
         for line in limits.lines() {
             let value = |l: &str| {
-                l.split_whitespace()
-                    .nth(if l.starts_with("Max open files") { 3 } else { 3 })
-                    .map(|v| if v == "unlimited" { -1.0 } else { v.parse().unwrap_or(-1.0) })
+                l.split_whitespace().nth(3).map(|v| {
+                    if v == "unlimited" {
+                        -1.0
+                    } else {
+                        v.parse().unwrap_or(-1.0)
+                    }
+                })
             };
             if line.starts_with("Max open files") {
                 s.max_fds = value(line);

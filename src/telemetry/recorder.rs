@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics::{
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
 use parking_lot::{Mutex, RwLock};
 
 use super::metrics::{lookup, SUMMARY_QUANTILES};
@@ -49,7 +51,11 @@ impl SummaryCell {
     fn snapshot(&self) -> proto::Summary {
         let now = Instant::now();
         let mut s = self.state.lock();
-        while s.window.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW) {
+        while s
+            .window
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > WINDOW)
+        {
             s.window.pop_front();
         }
         let mut values: Vec<f64> = s.window.iter().map(|(_, v)| *v).collect();
@@ -129,7 +135,11 @@ impl SelfRecorder {
     pub fn families(&self, extra: Vec<(String, MetricType, Metric)>) -> Vec<Arc<StoredFamily>> {
         let mut by_name: BTreeMap<String, (MetricType, Vec<Metric>)> = BTreeMap::new();
         let mut add = |name: &str, typ: MetricType, m: Metric| {
-            by_name.entry(name.to_owned()).or_insert_with(|| (typ, Vec::new())).1.push(m);
+            by_name
+                .entry(name.to_owned())
+                .or_insert_with(|| (typ, Vec::new()))
+                .1
+                .push(m);
         };
         for (k, v) in self.reg.counters.read().iter() {
             let m = Metric {
@@ -152,8 +162,13 @@ impl SelfRecorder {
             };
             add(k.name(), MetricType::Gauge, m);
         }
-        let summaries: Vec<(Key, Arc<SummaryCell>)> =
-            self.reg.summaries.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let summaries: Vec<(Key, Arc<SummaryCell>)> = self
+            .reg
+            .summaries
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (k, v) in summaries {
             let m = Metric {
                 label: labels_of(&k),
@@ -218,7 +233,13 @@ mod tests {
         let names: Vec<&str> = fams.iter().map(|f| &*f.name).collect();
         assert_eq!(names, ["a_gauge", "b_total", "c_seconds"]);
         let text = String::from_utf8(fams[2].text().to_vec()).unwrap();
-        assert!(text.contains("c_seconds{method=\"put\",quantile=\"0.5\"} 5\n"), "{text}");
-        assert!(text.contains("c_seconds_count{method=\"put\"} 10\n"), "{text}");
+        assert!(
+            text.contains("c_seconds{method=\"put\",quantile=\"0.5\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c_seconds_count{method=\"put\"} 10\n"),
+            "{text}"
+        );
     }
 }

@@ -401,7 +401,7 @@ fn is_push_time(family: &str) -> bool {
 /// The marker that replaces a push-time value: keeps only whether it is zero.
 pub fn time_marker(v: &str) -> &'static str {
     match v.parse::<f64>() {
-        Ok(f) if f == 0.0 => "<zero>",
+        Ok(0.0) => "<zero>",
         Ok(_) => "<nonzero>",
         Err(_) => "<not-a-number>",
     }
@@ -465,7 +465,10 @@ pub fn normalise_api_metrics(mut v: serde_json::Value) -> serde_json::Value {
 }
 
 /// Parses a text exposition into `(name, sorted labels, value)` samples (enough for assertions).
-pub fn parse_samples(text: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+/// One parsed sample line: name, label pairs, value text.
+pub type Sample = (String, Vec<(String, String)>, String);
+
+pub fn parse_samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -574,7 +577,6 @@ pub mod pb {
             help: help.map(Into::into),
             r#type: Some(ty as i32),
             metric,
-            ..Default::default()
         }
     }
 
@@ -618,7 +620,6 @@ pub mod pb {
                         value: Some(value),
                     })
                     .collect(),
-                ..Default::default()
             }),
             ..Default::default()
         }
