@@ -19,19 +19,43 @@ pub const HISTOGRAM_SERIES: usize = BUCKET_BOUNDS.len() + 3;
 pub const VARIANTS: usize = 16;
 
 const COUNTERS: [(&str, &str); 5] = [
-    ("app_records_processed_total", "Records processed by the batch job."),
-    ("app_bytes_written_total", "Bytes written to the object store."),
-    ("app_errors_total", "Errors encountered while processing records."),
-    ("app_retries_total", "Operations retried after a transient failure."),
-    ("app_records_skipped_total", "Records skipped as duplicates."),
+    (
+        "app_records_processed_total",
+        "Records processed by the batch job.",
+    ),
+    (
+        "app_bytes_written_total",
+        "Bytes written to the object store.",
+    ),
+    (
+        "app_errors_total",
+        "Errors encountered while processing records.",
+    ),
+    (
+        "app_retries_total",
+        "Operations retried after a transient failure.",
+    ),
+    (
+        "app_records_skipped_total",
+        "Records skipped as duplicates.",
+    ),
 ];
 
 const GAUGES: [(&str, &str); 5] = [
-    ("app_queue_depth", "Items waiting in the work queue at the end of the run."),
+    (
+        "app_queue_depth",
+        "Items waiting in the work queue at the end of the run.",
+    ),
     ("app_workers_busy", "Workers busy at the end of the run."),
-    ("app_last_success_timestamp_seconds", "Unix time of the last successful run."),
+    (
+        "app_last_success_timestamp_seconds",
+        "Unix time of the last successful run.",
+    ),
     ("app_cache_size_bytes", "Bytes held in the in-memory cache."),
-    ("app_last_batch_duration_seconds", "Wall time of the last batch."),
+    (
+        "app_last_batch_duration_seconds",
+        "Wall time of the last batch.",
+    ),
 ];
 
 /// The bodies one run pushes: `VARIANTS` renderings of the same series with different values.
@@ -158,7 +182,11 @@ mod tests {
     fn variants_differ_only_in_values() {
         let names = |body: &str| -> Vec<String> {
             body.lines()
-                .map(|line| line.rsplit_once(' ').map_or(line, |(head, _)| head).to_owned())
+                .map(|line| {
+                    line.rsplit_once(' ')
+                        .map_or(line, |(head, _)| head)
+                        .to_owned()
+                })
                 .collect()
         };
         assert_ne!(render(20, 0), render(20, 1));

@@ -58,6 +58,9 @@ mod tests {
 
     #[test]
     fn no_samples_is_all_zero() {
-        assert_eq!(LatencySummary::from_micros(&mut []), LatencySummary::default());
+        assert_eq!(
+            LatencySummary::from_micros(&mut []),
+            LatencySummary::default()
+        );
     }
 }

@@ -52,13 +52,20 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    const SCRAPE: &[u8] = b"# HELP a help\n# TYPE a counter\na{job=\"loadgen\",instance=\"i1\"} 1\n\
+    const SCRAPE: &[u8] =
+        b"# HELP a help\n# TYPE a counter\na{job=\"loadgen\",instance=\"i1\"} 1\n\
         a{job=\"other\"} 2\nprocess_resident_memory_bytes 2.21184e+08\n";
 
     #[test]
     fn counts_series_and_marked_series() {
         let count = count_series(SCRAPE, br#"job="loadgen""#);
-        assert_eq!(count, SeriesCount { total: 3, marked: 1 });
+        assert_eq!(
+            count,
+            SeriesCount {
+                total: 3,
+                marked: 1
+            }
+        );
     }
 
     #[test]

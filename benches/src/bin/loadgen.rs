@@ -32,7 +32,10 @@ use tokio::net::TcpStream;
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Load generator for Pushgateway-compatible servers (pushgate, upstream, ...)")]
+#[command(
+    version,
+    about = "Load generator for Pushgateway-compatible servers (pushgate, upstream, ...)"
+)]
 struct Args {
     /// Base URL of the server, with its route prefix if it has one.
     #[arg(long, default_value = "http://127.0.0.1:9091")]
@@ -114,7 +117,10 @@ struct Target {
 
 impl Target {
     async fn resolve(args: &Args) -> anyhow::Result<Self> {
-        let base: Uri = args.url.parse().with_context(|| format!("invalid --url {:?}", args.url))?;
+        let base: Uri = args
+            .url
+            .parse()
+            .with_context(|| format!("invalid --url {:?}", args.url))?;
         if base.scheme_str() != Some("http") {
             bail!("--url must be an http:// URL (TLS is not supported by loadgen)");
         }
@@ -135,7 +141,8 @@ impl Target {
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
             addr,
-            host: HeaderValue::from_str(authority.as_str()).context("host is not a valid header")?,
+            host: HeaderValue::from_str(authority.as_str())
+                .context("host is not a valid header")?,
             prefix,
             group_paths,
             request_timeout: Duration::from_secs_f64(args.request_timeout),
@@ -150,7 +157,8 @@ impl Target {
     {
         let stream = TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // The connection task ends when the sender is dropped or the server closes the socket.
         tokio::spawn(connection);
         Ok(sender)
@@ -259,7 +267,9 @@ impl Worker {
                     if status.is_success() {
                         tally.ok += 1;
                         if record_latency {
-                            tally.latencies_us.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+                            tally
+                                .latencies_us
+                                .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
                         }
                     } else {
                         *tally.statuses.entry(status.as_u16()).or_default() += 1;
@@ -430,7 +440,10 @@ async fn scrape(args: &Args, target: &Target) -> anyhow::Result<(ScrapeReport, B
         let (status, body) = get(target, &path).await?;
         times.push(started.elapsed().as_secs_f64());
         if !status.is_success() {
-            bail!("GET {path} returned {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+            bail!(
+                "GET {path} returned {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
         }
         last = body;
     }
@@ -473,7 +486,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     };
 
     if args.warmup {
-        let (tally, elapsed) = run_phase(args, &target, &bodies, Schedule::EveryGroupOnce, false).await;
+        let (tally, elapsed) =
+            run_phase(args, &target, &bodies, Schedule::EveryGroupOnce, false).await;
         report.warmup = Some(WarmupReport {
             pushes_ok: tally.ok,
             seconds: elapsed.as_secs_f64(),
@@ -485,7 +499,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 
     if !args.scrape_only {
         let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
-        let (mut tally, elapsed) = run_phase(args, &target, &bodies, Schedule::Until(deadline), true).await;
+        let (mut tally, elapsed) =
+            run_phase(args, &target, &bodies, Schedule::Until(deadline), true).await;
         report.push = Some(PushReport {
             seconds: elapsed.as_secs_f64(),
             pushes_ok: tally.ok,
@@ -542,7 +557,11 @@ fn print_report(report: &Report, out: &mut dyn std::io::Write) -> std::io::Resul
         }
     }
     if let Some(p) = &report.push {
-        writeln!(out, "push:    {} ok in {:.2} s = {:.1} pushes/s", p.pushes_ok, p.seconds, p.pushes_per_s)?;
+        writeln!(
+            out,
+            "push:    {} ok in {:.2} s = {:.1} pushes/s",
+            p.pushes_ok, p.seconds, p.pushes_per_s
+        )?;
         let l = &p.latency;
         writeln!(
             out,
@@ -552,7 +571,10 @@ fn print_report(report: &Report, out: &mut dyn std::io::Write) -> std::io::Resul
         if p.errors == 0 {
             writeln!(out, "errors:  none")?;
         } else {
-            let by_status = p.errors_by_status.iter().map(|(s, n)| format!("status {s}: {n}"));
+            let by_status = p
+                .errors_by_status
+                .iter()
+                .map(|(s, n)| format!("status {s}: {n}"));
             let by_kind = p.errors_by_kind.iter().map(|(k, n)| format!("{k}: {n}"));
             let all: Vec<String> = by_status.chain(by_kind).collect();
             writeln!(out, "errors:  {} ({})", p.errors, all.join(", "))?;
@@ -575,8 +597,13 @@ fn print_report(report: &Report, out: &mut dyn std::io::Write) -> std::io::Resul
         )?;
     }
     match (report.rss_bytes, &report.rss_source) {
-        (Some(rss), Some(source)) => writeln!(out, "memory:  rss {:.1} MB ({source})", megabytes(rss))?,
-        _ => writeln!(out, "memory:  unknown (pass --pid, or scrape a server that exports process metrics)")?,
+        (Some(rss), Some(source)) => {
+            writeln!(out, "memory:  rss {:.1} MB ({source})", megabytes(rss))?
+        }
+        _ => writeln!(
+            out,
+            "memory:  unknown (pass --pid, or scrape a server that exports process metrics)"
+        )?,
     }
     Ok(())
 }
