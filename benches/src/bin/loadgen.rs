@@ -58,6 +58,10 @@ struct Args {
     /// Push every group once before measuring, so pushes, scrapes and memory see a full store.
     #[arg(long)]
     warmup: bool,
+    /// Stop the warmup after this many seconds even if not every group was pushed (a server whose
+    /// push cost grows with the store can take very long to fill); 0 means no limit.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_limit: f64,
     /// Skip the measured pushes (after the warmup, if any) and only scrape.
     #[arg(long)]
     scrape_only: bool,
@@ -207,8 +211,8 @@ impl PhaseTally {
 /// Which groups a worker pushes and for how long.
 #[derive(Debug, Clone, Copy)]
 enum Schedule {
-    /// Each group exactly once, split between the workers.
-    EveryGroupOnce,
+    /// Each group exactly once, split between the workers, unless the optional deadline passes first.
+    EveryGroupOnce(Option<Instant>),
     /// Round-robin over the groups until the deadline.
     Until(Instant),
 }
@@ -235,7 +239,8 @@ impl Worker {
         let mut seq = self.index as u64;
         loop {
             match schedule {
-                Schedule::EveryGroupOnce if next >= groups => break,
+                Schedule::EveryGroupOnce(_) if next >= groups => break,
+                Schedule::EveryGroupOnce(Some(deadline)) if Instant::now() >= deadline => break,
                 Schedule::Until(deadline) if Instant::now() >= deadline => break,
                 _ => {}
             }
@@ -357,6 +362,8 @@ async fn run_phase(
 #[derive(Debug, Serialize)]
 struct WarmupReport {
     pushes_ok: u64,
+    /// Whether every group was pushed successfully (false when --warmup-limit cut it short).
+    complete: bool,
     seconds: f64,
     pushes_per_s: f64,
     errors: u64,
@@ -486,10 +493,13 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     };
 
     if args.warmup {
-        let (tally, elapsed) =
-            run_phase(args, &target, &bodies, Schedule::EveryGroupOnce, false).await;
+        let limit = (args.warmup_limit > 0.0)
+            .then(|| Instant::now() + Duration::from_secs_f64(args.warmup_limit));
+        let schedule = Schedule::EveryGroupOnce(limit);
+        let (tally, elapsed) = run_phase(args, &target, &bodies, schedule, false).await;
         report.warmup = Some(WarmupReport {
             pushes_ok: tally.ok,
+            complete: tally.ok == args.groups as u64,
             seconds: elapsed.as_secs_f64(),
             pushes_per_s: tally.ok as f64 / elapsed.as_secs_f64(),
             errors: tally.errors(),
@@ -549,8 +559,16 @@ fn print_report(report: &Report, out: &mut dyn std::io::Write) -> std::io::Resul
     if let Some(w) = &report.warmup {
         writeln!(
             out,
-            "warmup:  {} pushes in {:.2} s ({:.0}/s), {} errors",
-            w.pushes_ok, w.seconds, w.pushes_per_s, w.errors
+            "warmup:  {} pushes in {:.2} s ({:.0}/s), {} errors{}",
+            w.pushes_ok,
+            w.seconds,
+            w.pushes_per_s,
+            w.errors,
+            if w.complete {
+                ""
+            } else {
+                " (INCOMPLETE: not every group was pushed)"
+            }
         )?;
         if let Some(first) = &w.first_error {
             writeln!(out, "         first error: {first}")?;
