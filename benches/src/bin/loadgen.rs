@@ -1,0 +1,676 @@
+//! `loadgen`: pushes realistic bodies to many groups of any Pushgateway-compatible server, then scrapes it.
+//!
+//! Each of `--connections` workers owns one keep-alive HTTP/1.1 connection and pushes in a closed loop
+//! (send, wait for the response, send the next) to groups `/metrics/job/<job>/instance/i<N>`, for
+//! `--duration` seconds. Then it times `GET /metrics` a few times, counts the series it got back and
+//! reads the server's resident memory. It prints a readable report, or one JSON line with `--json`.
+//!
+//! The client has to share the machine with the server, so it is kept cheap: bodies and request paths
+//! are built before the run, a push clones reference-counted buffers only, and latencies go into a
+//! preallocated `Vec<u32>` per worker that is sorted once at the end.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use pushgate_benches::body::PushBodies;
+use pushgate_benches::latency::LatencySummary;
+use pushgate_benches::scrape::{count_series, resident_memory_from_scrape, vm_rss_bytes};
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Load generator for Pushgateway-compatible servers (pushgate, upstream, ...)"
+)]
+struct Args {
+    /// Base URL of the server, with its route prefix if it has one.
+    #[arg(long, default_value = "http://127.0.0.1:9091")]
+    url: String,
+    /// Distinct groups pushed to: /metrics/job/<job>/instance/i0 .. i<G-1>.
+    #[arg(long, default_value_t = 10_000)]
+    groups: usize,
+    /// Concurrent keep-alive connections, one closed-loop worker each.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds of measured pushing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Series per push body (a 10-series histogram, then counters and gauges).
+    #[arg(long, default_value_t = 20)]
+    series: usize,
+    /// PUT replaces the whole group, POST only the pushed metric families.
+    #[arg(long, value_enum, default_value_t = PushMethod::Put)]
+    method: PushMethod,
+    /// Push every group once before measuring, so pushes, scrapes and memory see a full store.
+    #[arg(long)]
+    warmup: bool,
+    /// Stop the warmup after this many seconds even if not every group was pushed (a server whose
+    /// push cost grows with the store can take very long to fill); 0 means no limit.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_limit: f64,
+    /// Skip the measured pushes (after the warmup, if any) and only scrape.
+    #[arg(long)]
+    scrape_only: bool,
+    /// Timed GET /metrics scrapes after the pushes; 0 skips scraping.
+    #[arg(long, default_value_t = 3)]
+    scrapes: usize,
+    /// Server process id, to read its resident memory from /proc/<pid>/status; without it the
+    /// process_resident_memory_bytes of the last scrape is used.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print one JSON line on stdout (the readable report goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Value of the job grouping label.
+    #[arg(long, default_value = "loadgen")]
+    job: String,
+    /// Poll GET /-/ready for up to this many seconds before starting; 0 does not wait.
+    #[arg(long, default_value_t = 0.0)]
+    wait_ready: f64,
+    /// Seconds one request may take before it counts as a timeout error.
+    #[arg(long, default_value_t = 10.0)]
+    request_timeout: f64,
+    /// Hard limit on the whole run in seconds, warmup and scrapes included; exits 2 when hit.
+    #[arg(long, default_value_t = 900.0)]
+    timeout: f64,
+    /// Runtime worker threads for the client.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum PushMethod {
+    Put,
+    Post,
+}
+
+impl PushMethod {
+    fn http(self) -> Method {
+        match self {
+            Self::Put => Method::PUT,
+            Self::Post => Method::POST,
+        }
+    }
+}
+
+/// Where the server is and the request targets, all resolved before the run.
+struct Target {
+    addr: SocketAddr,
+    host: HeaderValue,
+    /// Route prefix without a trailing slash ("" for none).
+    prefix: String,
+    /// One origin-form path per group.
+    group_paths: Vec<Uri>,
+    request_timeout: Duration,
+}
+
+impl Target {
+    async fn resolve(args: &Args) -> anyhow::Result<Self> {
+        let base: Uri = args
+            .url
+            .parse()
+            .with_context(|| format!("invalid --url {:?}", args.url))?;
+        if base.scheme_str() != Some("http") {
+            bail!("--url must be an http:// URL (TLS is not supported by loadgen)");
+        }
+        let authority = base.authority().context("--url has no host")?.clone();
+        let port = authority.port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((authority.host(), port))
+            .await
+            .with_context(|| format!("cannot resolve {authority}"))?
+            .next()
+            .with_context(|| format!("{authority} resolves to no address"))?;
+        let prefix = base.path().trim_end_matches('/').to_owned();
+        let group_paths = (0..args.groups)
+            .map(|group| {
+                format!("{prefix}/metrics/job/{}/instance/i{group}", args.job)
+                    .parse::<Uri>()
+                    .with_context(|| format!("job {:?} does not make a valid path", args.job))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            addr,
+            host: HeaderValue::from_str(authority.as_str())
+                .context("host is not a valid header")?,
+            prefix,
+            group_paths,
+            request_timeout: Duration::from_secs_f64(args.request_timeout),
+        })
+    }
+
+    async fn connect<B>(&self) -> anyhow::Result<SendRequest<B>>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // The connection task ends when the sender is dropped or the server closes the socket.
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+}
+
+/// What the workers of one phase saw.
+#[derive(Debug, Default)]
+struct PhaseTally {
+    ok: u64,
+    latencies_us: Vec<u32>,
+    /// Non-2xx responses by status code.
+    statuses: BTreeMap<u16, u64>,
+    /// Failures without a response, by kind.
+    transport: BTreeMap<&'static str, u64>,
+    first_error: Option<String>,
+}
+
+impl PhaseTally {
+    fn merge(&mut self, other: Self) {
+        self.ok += other.ok;
+        self.latencies_us.extend_from_slice(&other.latencies_us);
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        for (kind, n) in other.transport {
+            *self.transport.entry(kind).or_default() += n;
+        }
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    fn errors(&self) -> u64 {
+        self.statuses.values().sum::<u64>() + self.transport.values().sum::<u64>()
+    }
+
+    fn transport_error(&mut self, kind: &'static str, detail: impl std::fmt::Display) {
+        *self.transport.entry(kind).or_default() += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("{kind}: {detail}"));
+        }
+    }
+}
+
+/// Which groups a worker pushes and for how long.
+#[derive(Debug, Clone, Copy)]
+enum Schedule {
+    /// Each group exactly once, split between the workers, unless the optional deadline passes first.
+    EveryGroupOnce(Option<Instant>),
+    /// Round-robin over the groups until the deadline.
+    Until(Instant),
+}
+
+struct Worker {
+    target: Arc<Target>,
+    bodies: Arc<PushBodies>,
+    method: Method,
+    index: usize,
+    stride: usize,
+}
+
+impl Worker {
+    async fn run(self, schedule: Schedule, record_latency: bool, capacity: usize) -> PhaseTally {
+        let mut tally = PhaseTally {
+            latencies_us: Vec::with_capacity(if record_latency { capacity } else { 0 }),
+            ..PhaseTally::default()
+        };
+        let groups = self.target.group_paths.len();
+        let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+        // Workers start at different groups and step by the worker count, so two workers rarely
+        // push to the same group at the same time.
+        let mut next = self.index;
+        let mut seq = self.index as u64;
+        loop {
+            match schedule {
+                Schedule::EveryGroupOnce(_) if next >= groups => break,
+                Schedule::EveryGroupOnce(Some(deadline)) if Instant::now() >= deadline => break,
+                Schedule::Until(deadline) if Instant::now() >= deadline => break,
+                _ => {}
+            }
+            if groups == 0 {
+                break;
+            }
+            let group = next % groups;
+            let Some(conn) = self.ready_sender(&mut sender, &mut tally).await else {
+                continue;
+            };
+            let request = Request::builder()
+                .method(self.method.clone())
+                .uri(self.target.group_paths[group].clone())
+                .header(HOST, self.target.host.clone())
+                .header(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT))
+                .body(Full::new(self.bodies.pick(seq)))
+                .expect("pre-built method, path and headers should make a valid request");
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(self.target.request_timeout, async {
+                let response = conn.send_request(request).await?;
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>((status, body))
+            })
+            .await;
+            let elapsed = started.elapsed();
+            match outcome {
+                Ok(Ok((status, body))) => {
+                    if status.is_success() {
+                        tally.ok += 1;
+                        if record_latency {
+                            tally
+                                .latencies_us
+                                .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+                        }
+                    } else {
+                        *tally.statuses.entry(status.as_u16()).or_default() += 1;
+                        if tally.first_error.is_none() {
+                            let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+                            tally.first_error = Some(format!("{status}: {}", text.trim()));
+                        }
+                    }
+                }
+                Ok(Err(err)) => {
+                    tally.transport_error("http", err);
+                    sender = None;
+                }
+                Err(_) => {
+                    tally.transport_error("timeout", "no response within --request-timeout");
+                    sender = None;
+                }
+            }
+            next += self.stride;
+            seq += 1;
+        }
+        tally
+    }
+
+    /// The worker's connection, ready for the next request; reconnects after an error.
+    async fn ready_sender<'a>(
+        &self,
+        sender: &'a mut Option<SendRequest<Full<Bytes>>>,
+        tally: &mut PhaseTally,
+    ) -> Option<&'a mut SendRequest<Full<Bytes>>> {
+        if let Some(conn) = sender.as_mut() {
+            if conn.ready().await.is_err() {
+                *sender = None;
+            }
+        }
+        if sender.is_none() {
+            match self.target.connect().await {
+                Ok(conn) => *sender = Some(conn),
+                Err(err) => {
+                    tally.transport_error("connect", err);
+                    // Back off so a dead server does not turn the loop into a busy spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return None;
+                }
+            }
+        }
+        sender.as_mut()
+    }
+}
+
+/// Runs `connections` workers on one schedule and merges their tallies.
+async fn run_phase(
+    args: &Args,
+    target: &Arc<Target>,
+    bodies: &Arc<PushBodies>,
+    schedule: Schedule,
+    record_latency: bool,
+) -> (PhaseTally, Duration) {
+    let connections = args.connections.max(1);
+    // Room for ~20k pushes/s over the duration without regrowing, split between the workers.
+    let capacity = ((args.duration * 20_000.0) as usize / connections).clamp(1024, 1 << 20);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..connections)
+        .map(|index| {
+            let worker = Worker {
+                target: Arc::clone(target),
+                bodies: Arc::clone(bodies),
+                method: args.method.http(),
+                index,
+                stride: connections,
+            };
+            tokio::spawn(worker.run(schedule, record_latency, capacity))
+        })
+        .collect();
+    let mut tally = PhaseTally::default();
+    for handle in handles {
+        match handle.await {
+            Ok(worker_tally) => tally.merge(worker_tally),
+            Err(err) => tally.transport_error("worker-panic", err),
+        }
+    }
+    (tally, started.elapsed())
+}
+
+#[derive(Debug, Serialize)]
+struct WarmupReport {
+    pushes_ok: u64,
+    /// Whether every group was pushed successfully (false when --warmup-limit cut it short).
+    complete: bool,
+    seconds: f64,
+    pushes_per_s: f64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PushReport {
+    seconds: f64,
+    pushes_ok: u64,
+    pushes_per_s: f64,
+    latency: LatencySummary,
+    errors: u64,
+    errors_by_status: BTreeMap<u16, u64>,
+    errors_by_kind: BTreeMap<&'static str, u64>,
+    first_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ScrapeReport {
+    scrapes: usize,
+    median_s: f64,
+    min_s: f64,
+    max_s: f64,
+    bytes: usize,
+    series: u64,
+    /// Series carrying this run's job label.
+    job_series: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    url: String,
+    method: PushMethod,
+    groups: usize,
+    connections: usize,
+    series_per_push: usize,
+    body_bytes: usize,
+    warmup: Option<WarmupReport>,
+    push: Option<PushReport>,
+    scrape: Option<ScrapeReport>,
+    rss_bytes: Option<u64>,
+    rss_source: Option<String>,
+}
+
+async fn wait_ready(target: &Target, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let path: Uri = format!("{}/-/ready", target.prefix).parse()?;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        match get(target, &path).await {
+            Ok((status, _)) if status.is_success() => return Ok(()),
+            Ok((status, _)) => last = format!("status {status}"),
+            Err(err) => last = format!("{err:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("server not ready within {within:?}: {last}")
+}
+
+/// One GET on a fresh connection, body read to the end.
+async fn get(target: &Target, path: &Uri) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
+    let mut sender: SendRequest<Empty<Bytes>> = target.connect().await?;
+    let request = Request::get(path.clone())
+        .header(HOST, target.host.clone())
+        .header(ACCEPT, HeaderValue::from_static(TEXT_FORMAT))
+        .body(Empty::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+async fn scrape(args: &Args, target: &Target) -> anyhow::Result<(ScrapeReport, Bytes)> {
+    let path: Uri = format!("{}/metrics", target.prefix).parse()?;
+    let mut times = Vec::with_capacity(args.scrapes);
+    let mut last = Bytes::new();
+    for _ in 0..args.scrapes {
+        let started = Instant::now();
+        // Scrapes of a big store can be slow; give them the run's hard limit rather than the push timeout.
+        let (status, body) = get(target, &path).await?;
+        times.push(started.elapsed().as_secs_f64());
+        if !status.is_success() {
+            bail!(
+                "GET {path} returned {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
+        }
+        last = body;
+    }
+    times.sort_by(f64::total_cmp);
+    let marker = format!(r#"job="{}""#, args.job);
+    let count = count_series(&last, marker.as_bytes());
+    let report = ScrapeReport {
+        scrapes: times.len(),
+        median_s: times[times.len() / 2],
+        min_s: times[0],
+        max_s: times[times.len() - 1],
+        bytes: last.len(),
+        series: count.total,
+        job_series: count.marked,
+    };
+    Ok((report, last))
+}
+
+async fn run(args: &Args) -> anyhow::Result<Report> {
+    if args.scrapes == 0 && args.scrape_only {
+        bail!("--scrape-only with --scrapes 0 has nothing to do");
+    }
+    let target = Arc::new(Target::resolve(args).await?);
+    if args.wait_ready > 0.0 {
+        wait_ready(&target, Duration::from_secs_f64(args.wait_ready)).await?;
+    }
+    let bodies = Arc::new(PushBodies::new(args.series));
+    let mut report = Report {
+        url: args.url.clone(),
+        method: args.method,
+        groups: args.groups,
+        connections: args.connections,
+        series_per_push: bodies.series(),
+        body_bytes: bodies.typical_len(),
+        warmup: None,
+        push: None,
+        scrape: None,
+        rss_bytes: None,
+        rss_source: None,
+    };
+
+    if args.warmup {
+        let limit = (args.warmup_limit > 0.0)
+            .then(|| Instant::now() + Duration::from_secs_f64(args.warmup_limit));
+        let schedule = Schedule::EveryGroupOnce(limit);
+        let (tally, elapsed) = run_phase(args, &target, &bodies, schedule, false).await;
+        report.warmup = Some(WarmupReport {
+            pushes_ok: tally.ok,
+            complete: tally.ok == args.groups as u64,
+            seconds: elapsed.as_secs_f64(),
+            pushes_per_s: tally.ok as f64 / elapsed.as_secs_f64(),
+            errors: tally.errors(),
+            first_error: tally.first_error.clone(),
+        });
+    }
+
+    if !args.scrape_only {
+        let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+        let (mut tally, elapsed) =
+            run_phase(args, &target, &bodies, Schedule::Until(deadline), true).await;
+        report.push = Some(PushReport {
+            seconds: elapsed.as_secs_f64(),
+            pushes_ok: tally.ok,
+            pushes_per_s: tally.ok as f64 / elapsed.as_secs_f64(),
+            latency: LatencySummary::from_micros(&mut tally.latencies_us),
+            errors: tally.errors(),
+            errors_by_status: std::mem::take(&mut tally.statuses),
+            errors_by_kind: std::mem::take(&mut tally.transport),
+            first_error: tally.first_error,
+        });
+    }
+
+    let mut last_scrape = None;
+    if args.scrapes > 0 {
+        let (scrape_report, body) = scrape(args, &target).await?;
+        report.scrape = Some(scrape_report);
+        last_scrape = Some(body);
+    }
+
+    if let Some(pid) = args.pid {
+        let rss = vm_rss_bytes(pid).with_context(|| format!("cannot read /proc/{pid}/status"))?;
+        report.rss_bytes = Some(rss);
+        report.rss_source = Some(format!("/proc/{pid}/status VmRSS"));
+    } else if let Some(rss) = last_scrape.as_deref().and_then(resident_memory_from_scrape) {
+        report.rss_bytes = Some(rss);
+        report.rss_source = Some("process_resident_memory_bytes".to_owned());
+    }
+    Ok(report)
+}
+
+fn megabytes(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn print_report(report: &Report, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "loadgen -> {} {} groups={} connections={} series/push={} body={}B",
+        report.url,
+        format!("{:?}", report.method).to_uppercase(),
+        report.groups,
+        report.connections,
+        report.series_per_push,
+        report.body_bytes
+    )?;
+    if let Some(w) = &report.warmup {
+        writeln!(
+            out,
+            "warmup:  {} pushes in {:.2} s ({:.0}/s), {} errors{}",
+            w.pushes_ok,
+            w.seconds,
+            w.pushes_per_s,
+            w.errors,
+            if w.complete {
+                ""
+            } else {
+                " (INCOMPLETE: not every group was pushed)"
+            }
+        )?;
+        if let Some(first) = &w.first_error {
+            writeln!(out, "         first error: {first}")?;
+        }
+    }
+    if let Some(p) = &report.push {
+        writeln!(
+            out,
+            "push:    {} ok in {:.2} s = {:.1} pushes/s",
+            p.pushes_ok, p.seconds, p.pushes_per_s
+        )?;
+        let l = &p.latency;
+        writeln!(
+            out,
+            "latency: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  mean {:.2} ms",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
+        )?;
+        if p.errors == 0 {
+            writeln!(out, "errors:  none")?;
+        } else {
+            let by_status = p
+                .errors_by_status
+                .iter()
+                .map(|(s, n)| format!("status {s}: {n}"));
+            let by_kind = p.errors_by_kind.iter().map(|(k, n)| format!("{k}: {n}"));
+            let all: Vec<String> = by_status.chain(by_kind).collect();
+            writeln!(out, "errors:  {} ({})", p.errors, all.join(", "))?;
+            if let Some(first) = &p.first_error {
+                writeln!(out, "         first error: {first}")?;
+            }
+        }
+    }
+    if let Some(s) = &report.scrape {
+        writeln!(
+            out,
+            "scrape:  {} x GET /metrics: median {:.3} s (min {:.3}, max {:.3}), {:.1} MB, {} series ({} from this job)",
+            s.scrapes,
+            s.median_s,
+            s.min_s,
+            s.max_s,
+            megabytes(s.bytes as u64),
+            s.series,
+            s.job_series
+        )?;
+    }
+    match (report.rss_bytes, &report.rss_source) {
+        (Some(rss), Some(source)) => {
+            writeln!(out, "memory:  rss {:.1} MB ({source})", megabytes(rss))?
+        }
+        _ => writeln!(
+            out,
+            "memory:  unknown (pass --pid, or scrape a server that exports process metrics)"
+        )?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("loadgen: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hard_limit = Duration::from_secs_f64(args.timeout);
+    let outcome = runtime.block_on(async { tokio::time::timeout(hard_limit, run(&args)).await });
+    // Do not wait for connection tasks still blocked on a server that stopped answering.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    let report = match outcome {
+        Ok(Ok(report)) => report,
+        Ok(Err(err)) => {
+            eprintln!("loadgen: {err:#}");
+            return ExitCode::FAILURE;
+        }
+        Err(_) => {
+            eprintln!("loadgen: hard timeout of {hard_limit:?} hit (--timeout); no results");
+            return ExitCode::from(2);
+        }
+    };
+    let printed = if args.json {
+        print_report(&report, &mut std::io::stderr()).and_then(|()| {
+            let line = serde_json::to_string(&report).map_err(std::io::Error::other)?;
+            println!("{line}");
+            Ok(())
+        })
+    } else {
+        print_report(&report, &mut std::io::stdout())
+    };
+    if let Err(err) = printed {
+        eprintln!("loadgen: cannot print the report: {err}");
+        return ExitCode::FAILURE;
+    }
+    let pushed_nothing = report.push.as_ref().is_some_and(|p| p.pushes_ok == 0);
+    if pushed_nothing {
+        eprintln!("loadgen: no push succeeded");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

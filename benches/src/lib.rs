@@ -1,0 +1,9 @@
+//! Shared pieces of the pushgate benches: realistic push bodies, latency summaries and scrape readers.
+//!
+//! Everything here speaks the Pushgateway HTTP API only, so the load generator built on it measures any
+//! Pushgateway-compatible server, upstream included.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod latency;
+pub mod scrape;
