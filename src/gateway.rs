@@ -32,10 +32,18 @@ pub trait Gateway: Send + Sync + 'static {
     ) -> impl Future<Output = (Vec<u8>, RenderStats)> + Send;
     /// Every group, sorted by key.
     fn groups(&self) -> impl Future<Output = Vec<GroupSnapshot>> + Send;
-    /// (groups, metrics) held locally, for self-metrics.
-    fn local_counts(&self) -> (usize, usize);
+    /// What this node holds, for self-metrics.
+    fn local_stats(&self) -> LocalStats;
     /// Validation rules for pushes (names, limits).
     fn validation(&self) -> &Validation;
+}
+
+/// Sizes of what a node holds locally.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalStats {
+    pub groups: usize,
+    pub series: usize,
+    pub encoded_bytes: usize,
 }
 
 pub fn unix_now() -> f64 {
@@ -115,8 +123,12 @@ impl Gateway for LocalGateway {
         self.store.snapshot()
     }
 
-    fn local_counts(&self) -> (usize, usize) {
-        (self.store.group_count(), self.store.series_count())
+    fn local_stats(&self) -> LocalStats {
+        LocalStats {
+            groups: self.store.group_count(),
+            series: self.store.series_count(),
+            encoded_bytes: self.store.encoded_bytes(),
+        }
     }
 
     fn validation(&self) -> &Validation {

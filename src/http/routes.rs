@@ -593,8 +593,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 async fn scrape<G: Gateway>(st: &AppState<G>, headers: &HeaderMap) -> Response {
     let format = negotiate(headers);
-    let (groups, series) = st.gateway.local_counts();
-    let own = telemetry::own_families(&st.recorder, groups, series);
+    let own = telemetry::own_families(&st.recorder, st.gateway.local_stats());
     let started = Instant::now();
     let (body, stats) = st.gateway.render(format, own).await;
     metrics::histogram!(m::SCRAPE_RENDER_SECONDS).record(started.elapsed().as_secs_f64());

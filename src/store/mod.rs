@@ -110,6 +110,8 @@ struct Inner {
     seq: u64,
     next_group_id: u64,
     series_total: usize,
+    /// Bytes held by the families' encodings (not counting map overheads).
+    encoded_bytes: usize,
 }
 
 /// Series identities are already uniform 128-bit hashes: use their low bits directly.
@@ -199,6 +201,11 @@ impl Store {
 
     pub fn series_count(&self) -> usize {
         self.inner.read().series_total
+    }
+
+    /// Bytes held by the stored families' encodings, for sizing.
+    pub fn encoded_bytes(&self) -> usize {
+        self.inner.read().encoded_bytes
     }
 
     /// Applies a validated push at time `now` (Unix seconds). A refused push leaves every
@@ -479,6 +486,7 @@ impl Inner {
             self.series.insert(*h, gid);
         }
         self.series_total += fam.len();
+        self.encoded_bytes += fam.heap_bytes();
     }
 
     fn unindex(&mut self, gid: u64, fam: &Arc<StoredFamily>, seq: u64) {
@@ -499,6 +507,7 @@ impl Inner {
             }
         }
         self.series_total = self.series_total.saturating_sub(fam.len());
+        self.encoded_bytes = self.encoded_bytes.saturating_sub(fam.heap_bytes());
     }
 
     /// The consistency check: would the store be valid after applying `p`? O(size of `p`).

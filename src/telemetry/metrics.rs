@@ -13,6 +13,7 @@ pub const BUILD_INFO: &str = "pushgateway_build_info";
 
 pub const GROUPS: &str = "pushgate_groups";
 pub const SERIES: &str = "pushgate_series";
+pub const STORE_ENCODED_BYTES: &str = "pushgate_store_encoded_bytes";
 pub const SCRAPE_RENDER_SECONDS: &str = "pushgate_scrape_render_seconds";
 pub const INCONSISTENT_DROPPED_TOTAL: &str = "pushgate_inconsistent_samples_dropped_total";
 pub const PERSISTENCE_WRITES_TOTAL: &str = "pushgate_persistence_writes_total";
@@ -28,6 +29,11 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (BUILD_INFO, MetricType::Gauge, "A metric with a constant '1' value labeled by version, revision, branch, and goversion from which pushgateway was built."),
     (GROUPS, MetricType::Gauge, "Push groups held by this node."),
     (SERIES, MetricType::Gauge, "Metrics (label sets) held by this node, push timing metrics included."),
+    (
+        STORE_ENCODED_BYTES,
+        MetricType::Gauge,
+        "Bytes held by the encodings of the stored metric families (text, protobuf, sort keys, series identities).",
+    ),
     (SCRAPE_RENDER_SECONDS, MetricType::Summary, "Time to render the pushed metrics for one scrape."),
     (INCONSISTENT_DROPPED_TOTAL, MetricType::Counter, "Stored samples left out of a scrape because their type or series conflicted with another group (possible only with the consistency check disabled)."),
     (PERSISTENCE_WRITES_TOTAL, MetricType::Counter, "Snapshots written to the persistence file, by result."),

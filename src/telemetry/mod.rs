@@ -24,8 +24,7 @@ pub fn reserved_names() -> ReservedNames {
 /// The self-metric families for one scrape: recorded metrics, build info, process stats.
 pub fn own_families(
     recorder: &SelfRecorder,
-    groups: usize,
-    series: usize,
+    local: crate::gateway::LocalStats,
 ) -> Vec<Arc<StoredFamily>> {
     use recorder::{counter_metric, gauge_metric};
     let mut extra = vec![
@@ -45,12 +44,17 @@ pub fn own_families(
         (
             metrics::GROUPS.to_owned(),
             MetricType::Gauge,
-            gauge_metric(&[], groups as f64),
+            gauge_metric(&[], local.groups as f64),
         ),
         (
             metrics::SERIES.to_owned(),
             MetricType::Gauge,
-            gauge_metric(&[], series as f64),
+            gauge_metric(&[], local.series as f64),
+        ),
+        (
+            metrics::STORE_ENCODED_BYTES.to_owned(),
+            MetricType::Gauge,
+            gauge_metric(&[], local.encoded_bytes as f64),
         ),
     ];
     let p = process::read();
