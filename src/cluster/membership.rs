@@ -450,9 +450,7 @@ impl Membership {
     pub async fn set_state(&self, state: MemberState) {
         self.chitchat
             .with_chitchat(|chitchat| {
-                chitchat
-                    .self_node_state()
-                    .set(STATE_KEY, state.as_str());
+                chitchat.self_node_state().set(STATE_KEY, state.as_str());
             })
             .await;
         info!(node = %self.self_id, state = %state, "member state set");

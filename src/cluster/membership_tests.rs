@@ -45,7 +45,10 @@ async fn wait_ring(m: &Membership, what: &str, pred: impl Fn(&Ring) -> bool) -> 
     let result = tokio::time::timeout(DEADLINE, rx.wait_for(|ring| pred(ring))).await;
     match result {
         Ok(Ok(_)) => started.elapsed(),
-        Ok(Err(_)) => panic!("{}: ring publisher stopped while waiting for {what}", m.self_id()),
+        Ok(Err(_)) => panic!(
+            "{}: ring publisher stopped while waiting for {what}",
+            m.self_id()
+        ),
         Err(_) => panic!(
             "{}: no ring with {what} within {DEADLINE:?}; last ring: {:?}",
             m.self_id(),
@@ -68,7 +71,11 @@ async fn three_nodes() -> [Membership; 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_converge_then_drop_a_stopped_one() {
     let [a, b, c] = three_nodes().await;
-    let mut expected = vec![a.self_id().clone(), b.self_id().clone(), c.self_id().clone()];
+    let mut expected = vec![
+        a.self_id().clone(),
+        b.self_id().clone(),
+        c.self_id().clone(),
+    ];
     expected.sort();
 
     let mut converged = Duration::ZERO;
@@ -82,9 +89,18 @@ async fn three_nodes_converge_then_drop_a_stopped_one() {
     assert_eq!(ra.members, rb.members);
     assert_eq!(rb.members, rc.members);
     assert_eq!(ra.self_id, *a.self_id());
-    assert_eq!(ra.self_member().map(|m| m.grpc_addr.port()), a.self_id().as_str().rsplit(':').next().and_then(|p| p.parse().ok()));
+    assert_eq!(
+        ra.self_member().map(|m| m.grpc_addr.to_string()),
+        Some(a.self_id().to_string()),
+        "the test config gives each node the same address for gossip and gRPC"
+    );
     for key in 0..100u64 {
-        let owners = |r: &Ring| r.owners(key, 2).into_iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        let owners = |r: &Ring| {
+            r.owners(key, 2)
+                .into_iter()
+                .map(|m| m.id.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(owners(&ra), owners(&rb));
         assert_eq!(owners(&rb), owners(&rc));
         assert_eq!(owners(&ra).len(), 2);
@@ -94,10 +110,15 @@ async fn three_nodes_converge_then_drop_a_stopped_one() {
     let stopped = Instant::now();
     c.shutdown().await;
     for m in [&a, &b] {
-        wait_ring(m, "the stopped node gone", |r| r.get(&gone).is_none() && r.members.len() == 2)
-            .await;
+        wait_ring(m, "the stopped node gone", |r| {
+            r.get(&gone).is_none() && r.members.len() == 2
+        })
+        .await;
     }
-    eprintln!("stopped node dropped from both rings after {:?}", stopped.elapsed());
+    eprintln!(
+        "stopped node dropped from both rings after {:?}",
+        stopped.elapsed()
+    );
     assert!(a.ring().version > ra.version);
 
     a.shutdown().await;
@@ -150,7 +171,10 @@ async fn other_cluster_name_is_ignored() {
         rx.wait_for(|r| r.get(stranger.self_id()).is_some()),
     )
     .await;
-    assert!(sneaked.is_err(), "a node of another cluster joined the ring");
+    assert!(
+        sneaked.is_err(),
+        "a node of another cluster joined the ring"
+    );
     assert!(b.ring().get(stranger.self_id()).is_none());
     assert_eq!(ids(&stranger.ring()), vec![stranger.self_id().clone()]);
     for m in [a, b, stranger] {
@@ -164,11 +188,9 @@ async fn peer_with_bad_state_is_skipped() {
     // A raw chitchat node in the same cluster whose key-values are garbage.
     let bad_addr: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
     let bad_id = ChitchatId::new("bad-node", 1, bad_addr);
-    let mut bad_cfg_id = bad_id.clone();
-    bad_cfg_id.gossip_advertise_addr = bad_addr;
     let bad = spawn_chitchat(
         ChitchatConfig {
-            chitchat_id: bad_cfg_id,
+            chitchat_id: bad_id.clone(),
             cluster_id: "test".to_owned(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             listen_addr: bad_addr,
@@ -193,11 +215,20 @@ async fn peer_with_bad_state_is_skipped() {
     // Wait until a's chitchat holds the bad node as live, then check the ring skipped it.
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let live = a.chitchat.chitchat().lock().await.live_nodes().any(|id| *id == bad_id);
+        let live = a
+            .chitchat
+            .chitchat()
+            .lock()
+            .await
+            .live_nodes()
+            .any(|id| *id == bad_id);
         if live {
             break;
         }
-        assert!(Instant::now() < deadline, "the bad node never became live at a");
+        assert!(
+            Instant::now() < deadline,
+            "the bad node never became live at a"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // One more ring publication after it became live.
@@ -253,7 +284,11 @@ fn member_from_kv_rejects_incomplete_or_bad_state() {
 
 #[test]
 fn state_round_trips() {
-    for s in [MemberState::Joining, MemberState::Active, MemberState::Leaving] {
+    for s in [
+        MemberState::Joining,
+        MemberState::Active,
+        MemberState::Leaving,
+    ] {
         assert_eq!(s.as_str().parse::<MemberState>(), Ok(s));
     }
     assert!("".parse::<MemberState>().is_err());
@@ -279,9 +314,15 @@ fn ring_sorts_and_keeps_newest_generation() {
     );
     assert_eq!(ids(&ring), vec!["a".into(), "b".into(), "c".into()]);
     assert_eq!(ring.get(&"a".into()).map(|m| m.generation), Some(5));
-    assert_eq!(ring.active().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec!["b"]);
+    assert_eq!(
+        ring.active().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        vec!["b"]
+    );
     assert_eq!(ring.owners(1, 2).len(), 1);
-    assert_eq!(ring.self_member().map(|m| m.state), Some(MemberState::Active));
+    assert_eq!(
+        ring.self_member().map(|m| m.state),
+        Some(MemberState::Active)
+    );
     assert!(ring.get(&"zz".into()).is_none());
 }
 
@@ -295,7 +336,12 @@ fn config_validation() {
         cfg.peers = peers.iter().map(|p| p.to_string()).collect();
         cfg.validate()
     };
-    assert!(with_peers(&["pushgate-headless.ns.svc:9094", "10.0.0.1:9094", "[::1]:9094"]).is_ok());
+    assert!(with_peers(&[
+        "pushgate-headless.ns.svc:9094",
+        "10.0.0.1:9094",
+        "[::1]:9094"
+    ])
+    .is_ok());
     assert!(with_peers(&["no-port"]).is_err());
     assert!(with_peers(&["host:0"]).is_err());
     assert!(with_peers(&[":9094"]).is_err());

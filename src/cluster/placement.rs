@@ -46,7 +46,10 @@ fn rank(a: &(u64, &Member), b: &(u64, &Member)) -> Ordering {
     b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id))
 }
 
-fn scored<'a>(key_hash: u64, members: impl IntoIterator<Item = &'a Member>) -> Vec<(u64, &'a Member)> {
+fn scored<'a>(
+    key_hash: u64,
+    members: impl IntoIterator<Item = &'a Member>,
+) -> Vec<(u64, &'a Member)> {
     members
         .into_iter()
         .map(|m| (score(key_hash, &m.id), m))
