@@ -183,6 +183,20 @@ async fn other_cluster_name_is_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_given_by_dns_name_is_found() {
+    let (a, a_addr) = start("test", &[]).await;
+    let mut cfg = config("test", &[]);
+    cfg.peers = vec![format!("localhost:{}", a_addr.port())];
+    cfg.peer_refresh_interval = Duration::from_millis(300);
+    let b = Membership::start(cfg).await.expect("node b should start");
+    for m in [&a, &b] {
+        wait_ring(m, "both members", |r| r.members.len() == 2).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_with_bad_state_is_skipped() {
     let (a, a_addr) = start("test", &[]).await;
     // A raw chitchat node in the same cluster whose key-values are garbage.
