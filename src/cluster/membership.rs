@@ -24,7 +24,7 @@ use chitchat::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::placement;
 
@@ -381,6 +381,15 @@ impl Membership {
             .await
             .with_context(|| format!("failed to start gossip on {}/udp", cfg.gossip_listen))?;
         let live_nodes = handle.chitchat().lock().await.live_nodes_watcher();
+        // A broken socket stops chitchat's server while its state lives on: the ring would
+        // freeze silently, so say so loudly.
+        let terminated = handle.termination_watcher();
+        let node = self_id.clone();
+        tokio::spawn(async move {
+            if let Err(error) = terminated.await {
+                error!(node = %node, error = %error, "gossip stopped: cluster membership is frozen");
+            }
+        });
         let chitchat = Arc::new(handle);
 
         // Until the first gossip round the ring holds only this node, as configured.
