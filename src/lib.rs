@@ -4,6 +4,7 @@
 //! nothing of where groups live, it talks to a `gateway::Gateway`.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
 pub mod exposition;
 pub mod gateway;

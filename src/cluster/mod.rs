@@ -1,0 +1,9 @@
+//! The cluster layer: who is in the cluster (`membership`, gossiped with chitchat) and which
+//! nodes own a push group (`placement`, rendezvous hashing over the active members).
+//!
+//! Gossip carries only membership; pushes and scrapes travel between nodes over gRPC.
+
+pub mod membership;
+pub mod placement;
+
+pub use membership::{Member, MemberState, Membership, MembershipConfig, NodeId, Ring};

@@ -1,0 +1,92 @@
+//! Placement of push groups on nodes: rendezvous (highest random weight) hashing.
+//!
+//! Every node ranks the members for a group key by a score that depends only on the key and the
+//! node id, so all nodes that see the same members agree on the owners without talking to each
+//! other, and adding or removing one node moves only the groups whose top R included it.
+//!
+//! The score is fixed and part of the cluster's wire contract (nodes of different versions must
+//! agree on it):
+//!
+//! ```text
+//! score(node, key) = xxh3_64(key_hash as 8 little-endian bytes ++ node id as UTF-8 bytes)
+//! ```
+//!
+//! where `key_hash` is [`GroupKey::stable_hash`](crate::store::GroupKey::stable_hash). Members are
+//! ordered by score, highest first; equal scores (practically never) are ordered by node id,
+//! smallest first, so the order is total and independent of the input order.
+
+use std::cmp::Ordering;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::membership::{Member, NodeId};
+
+/// Ids up to this length are hashed from a stack buffer; longer ones allocate.
+const INLINE_ID_LEN: usize = 120;
+
+/// The rendezvous score of `node` for a key; see the module docs for the exact definition.
+pub fn score(key_hash: u64, node: &NodeId) -> u64 {
+    let id = node.as_str().as_bytes();
+    let key = key_hash.to_le_bytes();
+    if id.len() <= INLINE_ID_LEN {
+        let mut buf = [0u8; 8 + INLINE_ID_LEN];
+        buf[..8].copy_from_slice(&key);
+        buf[8..8 + id.len()].copy_from_slice(id);
+        xxh3_64(&buf[..8 + id.len()])
+    } else {
+        let mut buf = Vec::with_capacity(8 + id.len());
+        buf.extend_from_slice(&key);
+        buf.extend_from_slice(id);
+        xxh3_64(&buf)
+    }
+}
+
+/// Highest score first, then smallest id.
+fn rank(a: &(u64, &Member), b: &(u64, &Member)) -> Ordering {
+    b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id))
+}
+
+fn scored<'a>(
+    key_hash: u64,
+    members: impl IntoIterator<Item = &'a Member>,
+) -> Vec<(u64, &'a Member)> {
+    members
+        .into_iter()
+        .map(|m| (score(key_hash, &m.id), m))
+        .collect()
+}
+
+/// All given members in rendezvous order for `key_hash`: the primary owner first.
+///
+/// Takes any iterator of members, so callers can pass a slice or a filtered view (e.g. only the
+/// active members of a ring) without copying.
+pub fn rendezvous_order<'a>(
+    key_hash: u64,
+    members: impl IntoIterator<Item = &'a Member>,
+) -> Vec<&'a Member> {
+    let mut ranked = scored(key_hash, members);
+    ranked.sort_unstable_by(rank);
+    ranked.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The `r` owners of `key_hash` among `members` (all of them when there are fewer), primary first.
+pub fn owners<'a>(
+    key_hash: u64,
+    members: impl IntoIterator<Item = &'a Member>,
+    r: usize,
+) -> Vec<&'a Member> {
+    let mut ranked = scored(key_hash, members);
+    if r == 0 {
+        return Vec::new();
+    }
+    if r < ranked.len() {
+        ranked.select_nth_unstable_by(r - 1, rank);
+        ranked.truncate(r);
+    }
+    ranked.sort_unstable_by(rank);
+    ranked.into_iter().map(|(_, m)| m).collect()
+}
+
+#[cfg(test)]
+#[path = "placement_tests.rs"]
+mod tests;
