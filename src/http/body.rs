@@ -96,7 +96,7 @@ pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
     max_bytes: usize,
-) -> Result<Vec<u8>, BodyError> {
+) -> Result<bytes::Bytes, BodyError> {
     let encoding = content_encoding(headers)?;
     let too_large = || {
         BodyError::TooLarge(format!(
@@ -126,14 +126,15 @@ pub async fn read_body(
         }
     };
     match encoding {
-        Encoding::Identity => Ok(raw.to_vec()),
+        Encoding::Identity => Ok(raw),
         Encoding::Gzip => decompress(
             flate2::read::MultiGzDecoder::new(&raw[..]),
             max_bytes,
             "gzip",
-        ),
+        )
+        .map(Into::into),
         Encoding::Snappy => {
-            decompress(snap::read::FrameDecoder::new(&raw[..]), max_bytes, "snappy")
+            decompress(snap::read::FrameDecoder::new(&raw[..]), max_bytes, "snappy").map(Into::into)
         }
     }
 }

@@ -11,9 +11,9 @@ use prost::Message;
 
 use crate::exposition::{self, proto, Metric, MetricFamily, MetricType};
 
-/// Where one metric's bytes are in the family's buffers. Entries are in exposition order;
-/// text and keys are laid out in that order, the protobuf messages in push order (which is
-/// what `/api/v1/metrics` shows, like upstream).
+/// Where one metric's bytes are in the family's buffer. Entries are in exposition order; the
+/// text lines and the sort keys are laid out in that order, the protobuf messages in push order
+/// (which is what `/api/v1/metrics` shows, like upstream).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     text_end: u32,
@@ -23,14 +23,18 @@ struct Entry {
 }
 
 /// A family as stored in a group and as exposed at scrape time.
+///
+/// One buffer holds `text ‖ keys ‖ proto`, sized exactly: a family costs three allocations
+/// (buffer, entries, series) however many metrics it has.
 #[derive(Debug)]
 pub struct StoredFamily {
     pub name: Arc<str>,
     pub help: Arc<str>,
     pub typ: MetricType,
-    text: Box<[u8]>,
-    proto: Box<[u8]>,
-    keys: Box<[u8]>,
+    buf: Box<[u8]>,
+    /// `buf[..text_len]` is the text, `buf[text_len..proto_at]` the keys, the rest protobuf.
+    text_len: u32,
+    proto_at: u32,
     entries: Box<[Entry]>,
     series: Box<[u128]>,
 }
@@ -43,51 +47,87 @@ pub struct MetricChunk<'a> {
     pub proto: &'a [u8],
 }
 
+/// Reused encoding buffers, so encoding a family allocates only its final, exact-size parts.
+#[derive(Default)]
+struct Scratch {
+    text: Vec<u8>,
+    keys: Vec<u8>,
+    proto: Vec<u8>,
+    order: Vec<(u32, u32, u32, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 impl StoredFamily {
     /// Encodes `metrics` (labels already rewritten and sorted by name) in exposition order.
     pub fn encode(name: Arc<str>, help: Arc<str>, typ: MetricType, metrics: Vec<Metric>) -> Self {
-        let mut proto_buf = Vec::with_capacity(metrics.len() * 64);
-        let mut keyed: Vec<(Vec<u8>, &Metric, u32, u32)> = Vec::with_capacity(metrics.len());
-        for m in &metrics {
-            let start = proto_buf.len();
-            prost::encoding::message::encode(4, m, &mut proto_buf);
-            keyed.push((
-                sort_key(m),
-                m,
-                offset(start),
-                offset(proto_buf.len() - start),
-            ));
-        }
-        // Upstream orders metrics by number of labels, then by label values position by
-        // position; the sort key encodes exactly that so a byte comparison suffices. Stable, so
-        // equal keys keep push order.
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-
-        let mut text = Vec::with_capacity(keyed.len() * 96);
-        let mut keys = Vec::with_capacity(keyed.iter().map(|k| k.0.len()).sum());
-        let mut entries = Vec::with_capacity(keyed.len());
-        let mut series = Vec::with_capacity(keyed.len());
-        for (key, metric, proto_start, proto_len) in &keyed {
-            exposition::write_metric(&mut text, &name, typ, metric);
-            keys.extend_from_slice(key);
-            series.push(series_hash(&name, metric));
-            entries.push(Entry {
-                text_end: offset(text.len()),
-                key_end: offset(keys.len()),
-                proto_start: *proto_start,
-                proto_len: *proto_len,
+        SCRATCH.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let sc = &mut *guard;
+            sc.text.clear();
+            sc.keys.clear();
+            sc.proto.clear();
+            sc.order.clear();
+            // Protobuf in push order; remember each metric's key range and proto range.
+            for m in &metrics {
+                let key_start = offset(sc.keys.len());
+                write_sort_key(&mut sc.keys, m);
+                let proto_start = offset(sc.proto.len());
+                prost::encoding::message::encode(4, m, &mut sc.proto);
+                sc.order.push((
+                    key_start,
+                    offset(sc.keys.len()),
+                    proto_start,
+                    offset(sc.proto.len()),
+                ));
+            }
+            // Upstream orders metrics by number of labels, then by label values position by
+            // position; the sort key encodes exactly that, so a byte comparison suffices.
+            // Stable, so equal keys keep push order.
+            let keys = &sc.keys;
+            let mut idx: Vec<usize> = (0..metrics.len()).collect();
+            idx.sort_by(|&a, &b| {
+                let (ka, kb) = (sc.order[a], sc.order[b]);
+                keys[ka.0 as usize..ka.1 as usize].cmp(&keys[kb.0 as usize..kb.1 as usize])
             });
-        }
-        StoredFamily {
-            name,
-            help,
-            typ,
-            text: text.into_boxed_slice(),
-            proto: proto_buf.into_boxed_slice(),
-            keys: keys.into_boxed_slice(),
-            entries: entries.into_boxed_slice(),
-            series: series.into_boxed_slice(),
-        }
+            let mut entries = Vec::with_capacity(metrics.len());
+            let mut series = Vec::with_capacity(metrics.len());
+            let mut sorted_keys_len = 0usize;
+            for &i in &idx {
+                let m = &metrics[i];
+                exposition::write_metric(&mut sc.text, &name, typ, m);
+                let (ks, ke, ps, pe) = sc.order[i];
+                sorted_keys_len += (ke - ks) as usize;
+                series.push(series_hash(&name, m));
+                entries.push(Entry {
+                    text_end: offset(sc.text.len()),
+                    key_end: offset(sorted_keys_len),
+                    proto_start: ps,
+                    proto_len: pe - ps,
+                });
+            }
+            let text_len = sc.text.len();
+            let mut buf = Vec::with_capacity(text_len + sc.keys.len() + sc.proto.len());
+            buf.extend_from_slice(&sc.text);
+            for &i in &idx {
+                let (ks, ke, _, _) = sc.order[i];
+                buf.extend_from_slice(&sc.keys[ks as usize..ke as usize]);
+            }
+            let proto_at = buf.len();
+            buf.extend_from_slice(&sc.proto);
+            StoredFamily {
+                name,
+                help,
+                typ,
+                buf: buf.into_boxed_slice(),
+                text_len: offset(text_len),
+                proto_at: offset(proto_at),
+                entries: entries.into_boxed_slice(),
+                series: series.into_boxed_slice(),
+            }
+        })
     }
 
     /// A one-sample gauge, for the group's `push_time_seconds` and `push_failure_time_seconds`.
@@ -106,6 +146,36 @@ impl StoredFamily {
         Self::encode(name, help, MetricType::Gauge, vec![metric])
     }
 
+    fn text_bytes(&self) -> &[u8] {
+        &self.buf[..self.text_len as usize]
+    }
+
+    fn key_bytes(&self) -> &[u8] {
+        &self.buf[self.text_len as usize..self.proto_at as usize]
+    }
+
+    fn proto_bytes(&self) -> &[u8] {
+        &self.buf[self.proto_at as usize..]
+    }
+
+    /// Whether two metrics of this family are the same series (only possible within one push,
+    /// which `prepare` refuses): identical series have identical sort keys, so they are
+    /// neighbours in exposition order.
+    pub fn first_duplicate(&self) -> Option<usize> {
+        (1..self.entries.len()).find(|&i| {
+            self.series[i] == self.series[i - 1] && self.chunk_key(i) == self.chunk_key(i - 1)
+        })
+    }
+
+    fn chunk_key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].key_end as usize
+        };
+        &self.key_bytes()[start..self.entries[i].key_end as usize]
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -121,18 +191,19 @@ impl StoredFamily {
 
     /// The whole family's text lines, already in exposition order.
     pub fn text(&self) -> &[u8] {
-        &self.text
+        self.text_bytes()
     }
 
     /// The family's metrics in exposition order.
     pub fn chunks(&self) -> impl Iterator<Item = MetricChunk<'_>> + '_ {
         let mut prev = (0usize, 0usize);
+        let (text, keys, proto) = (self.text_bytes(), self.key_bytes(), self.proto_bytes());
         self.entries.iter().map(move |e| {
             let proto_start = e.proto_start as usize;
             let chunk = MetricChunk {
-                sort_key: &self.keys[prev.1..e.key_end as usize],
-                text: &self.text[prev.0..e.text_end as usize],
-                proto: &self.proto[proto_start..proto_start + e.proto_len as usize],
+                sort_key: &keys[prev.1..e.key_end as usize],
+                text: &text[prev.0..e.text_end as usize],
+                proto: &proto[proto_start..proto_start + e.proto_len as usize],
             };
             prev = (e.text_end as usize, e.key_end as usize);
             chunk
@@ -142,33 +213,35 @@ impl StoredFamily {
     /// The concatenated, field-tagged `Metric` messages (field 4 of `MetricFamily`), in push
     /// order.
     pub fn proto_metrics(&self) -> &[u8] {
-        &self.proto
+        self.proto_bytes()
     }
 
     /// Decodes the family back into the data model (for the JSON API, status page, snapshots).
     pub fn to_metric_family(&self) -> MetricFamily {
-        let mut buf = Vec::with_capacity(self.proto.len() + self.name.len() + self.help.len() + 16);
+        let proto = self.proto_bytes();
+        let mut buf = Vec::with_capacity(proto.len() + self.name.len() + self.help.len() + 16);
         encode_family_header(&mut buf, &self.name, &self.help, self.typ);
-        buf.extend_from_slice(&self.proto);
+        buf.extend_from_slice(proto);
         MetricFamily::decode(buf.as_slice())
             .expect("a family re-assembled from its own encoding should decode")
     }
 
     /// Approximate heap bytes held, for the memory accounting self-metric.
     pub fn heap_bytes(&self) -> usize {
-        self.text.len()
-            + self.proto.len()
-            + self.keys.len()
-            + self.entries.len() * std::mem::size_of::<Entry>()
-            + self.series.len() * 16
+        self.buf.len() + self.entries.len() * std::mem::size_of::<Entry>() + self.series.len() * 16
     }
 }
 
 /// Writes the `name`, `help` (when non-empty) and `type` fields of a `MetricFamily` message.
 pub fn encode_family_header(buf: &mut Vec<u8>, name: &str, help: &str, typ: MetricType) {
-    prost::encoding::string::encode(1, &name.to_owned(), buf);
-    if !help.is_empty() {
-        prost::encoding::string::encode(2, &help.to_owned(), buf);
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    for (tag, s) in [(1u32, name), (2, help)] {
+        if tag == 2 && s.is_empty() {
+            continue;
+        }
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(s.len() as u64, buf);
+        buf.extend_from_slice(s.as_bytes());
     }
     prost::encoding::int32::encode(3, &(typ as i32), buf);
 }
@@ -188,6 +261,11 @@ pub fn sort_key(metric: &Metric) -> Vec<u8> {
             .map(|l| l.value().len() + 1)
             .sum::<usize>(),
     );
+    write_sort_key(&mut key, metric);
+    key
+}
+
+fn write_sort_key(key: &mut Vec<u8>, metric: &Metric) {
     let n = u16::try_from(metric.label.len()).unwrap_or(u16::MAX);
     key.extend_from_slice(&n.to_be_bytes());
     for lp in &metric.label {
@@ -200,7 +278,6 @@ pub fn sort_key(metric: &Metric) -> Vec<u8> {
         }
         key.push(0);
     }
-    key
 }
 
 /// Identity of a series: metric name and label pairs. 0xFF never occurs in UTF-8, so it

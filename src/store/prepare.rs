@@ -116,7 +116,6 @@ pub fn prepare_push(
         }
         let help: Arc<str> = mf.help().into();
         let mut metrics = std::mem::take(&mut mf.metric);
-        let mut seen = HashSet::with_capacity(metrics.len());
         for m in metrics.iter_mut() {
             series_total += series_count(m);
             if series_total > v.limits.max_series_per_push {
@@ -131,19 +130,22 @@ pub fn prepare_push(
             check_value_field(&name, typ, m)?;
             apply_grouping_labels(m, &key);
             check_labels(&name, m, v)?;
-            if !seen.insert(super::family::series_hash(&name, m)) {
-                return Err(invalid(format!(
-                    "collected metric {name:?} {{ {} }} was collected before with the same name and label values",
-                    describe_labels(m)
-                )));
-            }
         }
-        out.push(Arc::new(StoredFamily::encode(
-            name.into(),
-            help,
-            typ,
-            metrics,
-        )));
+        let fam = StoredFamily::encode(name.into(), help, typ, metrics);
+        if let Some(i) = fam.first_duplicate() {
+            let labels = fam
+                .to_metric_family()
+                .metric
+                .iter()
+                .find(|m| super::family::series_hash(&fam.name, m) == fam.series()[i])
+                .map(describe_labels)
+                .unwrap_or_default();
+            return Err(invalid(format!(
+                "collected metric {:?} {{ {labels} }} was collected before with the same name and label values",
+                fam.name
+            )));
+        }
+        out.push(Arc::new(fam));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // Text bodies have unique names already; protobuf streams are deduplicated (last wins) on
@@ -213,7 +215,15 @@ fn check_value_field(name: &str, typ: MetricType, m: &Metric) -> Result<(), Push
 /// added when there is no instance label at all; then pairs are sorted by name (upstream's
 /// sanitizeLabels). A repeated body label name is left for `check_labels` to refuse.
 fn apply_grouping_labels(m: &mut Metric, key: &GroupKey) {
-    let mut done = vec![false; key.labels().len()];
+    // Grouping keys are small (a flag caps them); a fixed array avoids an allocation per metric.
+    let mut done_small = [false; 64];
+    let mut done_big;
+    let done: &mut [bool] = if key.labels().len() <= done_small.len() {
+        &mut done_small[..key.labels().len()]
+    } else {
+        done_big = vec![false; key.labels().len()];
+        &mut done_big
+    };
     let mut has_instance = false;
     for lp in m.label.iter_mut() {
         let n = lp.name();
