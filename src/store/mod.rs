@@ -100,8 +100,9 @@ struct FamilyIndex {
     typ: MetricType,
     /// group id -> (key, family)
     members: FastMap<u64, (Arc<GroupKey>, Arc<StoredFamily>)>,
-    /// Store sequence number of the last change, for the render cache.
-    changed: u64,
+    /// Store sequence number of the last change to a member's label sets or to the set of
+    /// members: the render cache keeps the member order until this moves.
+    layout: u64,
 }
 
 #[derive(Default)]
@@ -378,8 +379,8 @@ impl Inner {
             if o.name == n.name && o.series() == n.series() {
                 if let Some(entry) = self.index.get_mut(&n.name) {
                     if let Some(member) = entry.members.get_mut(&gid) {
+                        // Same label sets: the render order is unchanged.
                         member.1 = n.clone();
-                        entry.changed = seq;
                         if entry.members.len() == 1 {
                             entry.typ = n.typ;
                         }
@@ -514,13 +515,13 @@ impl Inner {
             .or_insert_with(|| FamilyIndex {
                 typ: fam.typ,
                 members: FastMap::default(),
-                changed: seq,
+                layout: seq,
             });
         if entry.members.is_empty() {
             entry.typ = fam.typ;
         }
         entry.members.insert(gid, (key.clone(), fam.clone()));
-        entry.changed = seq;
+        entry.layout = seq;
         for h in fam.series() {
             self.series.insert(*h, gid);
         }
@@ -535,7 +536,7 @@ impl Inner {
                     entry.members.remove(&gid);
                 }
             }
-            entry.changed = seq;
+            entry.layout = seq;
             if entry.members.is_empty() {
                 self.index.remove(&fam.name);
             }
@@ -833,6 +834,59 @@ mod tests {
         );
         // a cached render gives the same bytes
         assert_eq!(scrape(&s), t);
+    }
+
+    #[test]
+    fn cached_member_order_follows_values_and_label_changes() {
+        let s = store();
+        for j in ["b", "d"] {
+            push(&s, key(j, &[]), "m 1\n", true).unwrap();
+        }
+        let lines = |s: &Store| -> Vec<String> {
+            scrape(s)
+                .lines()
+                .filter(|l| l.starts_with("m{"))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(
+            lines(&s),
+            [
+                "m{instance=\"\",job=\"b\"} 1",
+                "m{instance=\"\",job=\"d\"} 1"
+            ]
+        );
+        // values change, labels do not: the cached order is reused and the new values appear
+        push(&s, key("d", &[]), "m 7\n", true).unwrap();
+        assert_eq!(
+            lines(&s),
+            [
+                "m{instance=\"\",job=\"b\"} 1",
+                "m{instance=\"\",job=\"d\"} 7"
+            ]
+        );
+        // a group joins in the middle: re-sorted
+        push(&s, key("c", &[]), "m 3\n", true).unwrap();
+        assert_eq!(
+            lines(&s),
+            [
+                "m{instance=\"\",job=\"b\"} 1",
+                "m{instance=\"\",job=\"c\"} 3",
+                "m{instance=\"\",job=\"d\"} 7"
+            ]
+        );
+        // a member's label set changes so it now sorts first: re-sorted
+        push(&s, key("d", &[("instance", "a")]), "m 9\n", true).unwrap();
+        s.delete(&key("d", &[]));
+        push(&s, key("c", &[]), "m{a=\"0\"} 3\n", true).unwrap();
+        assert_eq!(
+            lines(&s),
+            [
+                "m{instance=\"\",job=\"b\"} 1",
+                "m{instance=\"a\",job=\"d\"} 9",
+                "m{a=\"0\",instance=\"\",job=\"c\"} 3"
+            ]
+        );
     }
 
     #[test]

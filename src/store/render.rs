@@ -1,11 +1,14 @@
 //! Scrape rendering: families in name order, HELP/TYPE once, then every group's pre-encoded
-//! metrics in upstream's order. Rendered text of a family is cached until the family changes,
-//! so scraping a store that did not change is mostly copying bytes.
+//! metrics in upstream's order.
+//!
+//! Sorting is the expensive part (metrics of one family come from thousands of groups), but the
+//! order depends only on label sets, which rarely change: jobs push new values under the same
+//! labels. So the order of a family's members is cached under the family's "layout" sequence
+//! number, which moves only when a member joins, leaves or changes its label sets; a scrape of
+//! a family whose layout is unchanged copies every member's bytes in the cached order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use super::family::{encode_family_header, MetricChunk, StoredFamily};
 use super::{GroupKey, Store};
@@ -18,14 +21,15 @@ pub enum Format {
     Protobuf,
 }
 
+/// Member order of each family, valid while the family's layout sequence number is unchanged.
 #[derive(Default)]
 pub struct RenderCache {
-    text: HashMap<Arc<str>, (u64, Bytes)>,
+    layouts: HashMap<Arc<str>, (u64, Arc<[u64]>)>,
 }
 
 impl RenderCache {
     pub fn clear(&mut self) {
-        self.text.clear();
+        self.layouts.clear();
     }
 }
 
@@ -33,24 +37,25 @@ impl RenderCache {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RenderStats {
     pub families: usize,
+    /// Families rendered in a cached member order (no sorting).
     pub cached_families: usize,
     /// Members dropped because their type disagreed with the family's (only possible with the
     /// consistency check disabled, or in a cluster race) or duplicate series.
     pub inconsistent_dropped: usize,
 }
 
-type Member = (Arc<GroupKey>, Arc<StoredFamily>);
+/// (group id, key, family); the gateway's own member has id 0 and the empty key.
+type Member = (u64, Arc<GroupKey>, Arc<StoredFamily>);
 
-enum Part {
-    Cached(Bytes),
-    Render {
-        name: Arc<str>,
-        /// Help text that wins over the members' (a self-metric's own or a reserved name's).
-        help: Option<Arc<str>>,
-        members: Vec<Member>,
-        /// `Some(seq)` when the result may be cached under that change number.
-        cache_as: Option<u64>,
-    },
+struct Part {
+    name: Arc<str>,
+    /// Help text that wins over the members' (a self-metric's own or a reserved name's).
+    help: Option<Arc<str>>,
+    members: Vec<Member>,
+    /// Members are already in exposition order (from the layout cache).
+    presorted: bool,
+    /// `Some(layout)` when the order found may be cached under that layout number.
+    cache_as: Option<u64>,
 }
 
 impl Store {
@@ -63,47 +68,36 @@ impl Store {
         out: &mut Vec<u8>,
     ) -> RenderStats {
         let mut stats = RenderStats::default();
-        let parts = self.plan(format, own, &mut stats);
-        let mut fresh: Vec<(Arc<str>, u64, Bytes)> = Vec::new();
+        let parts = self.plan(own, &mut stats);
+        if format == Format::Text {
+            let estimate: usize = parts
+                .iter()
+                .map(|p| p.members.iter().map(|m| m.2.text().len()).sum::<usize>() + 128)
+                .sum();
+            out.reserve(estimate);
+        }
+        let mut fresh: Vec<(Arc<str>, u64, Arc<[u64]>)> = Vec::new();
         for part in parts {
-            match part {
-                Part::Cached(b) => out.extend_from_slice(&b),
-                Part::Render {
-                    name,
-                    help,
-                    members,
-                    cache_as,
-                } => {
-                    let start = out.len();
-                    let wrote = render_family(format, &name, help, members, out, &mut stats);
-                    if let (Some(seq), true) = (cache_as, wrote) {
-                        fresh.push((name, seq, Bytes::copy_from_slice(&out[start..])));
-                    } else if let (Some(seq), false) = (cache_as, wrote) {
-                        fresh.push((name, seq, Bytes::new()));
-                    }
-                }
+            let order = render_family(format, &part, out, &mut stats);
+            if let (Some(layout), Some(order)) = (part.cache_as, order) {
+                fresh.push((part.name, layout, order));
             }
         }
         if !fresh.is_empty() {
             let mut cache = self.render_cache.lock();
-            for (name, seq, bytes) in fresh {
-                cache.text.insert(name, (seq, bytes));
+            for (name, layout, order) in fresh {
+                cache.layouts.insert(name, (layout, order));
             }
             // Forget families that no longer exist, so the cache cannot grow without bound.
-            if cache.text.len() > stats.families.saturating_mul(2).max(64) {
+            if cache.layouts.len() > stats.families.saturating_mul(2).max(64) {
                 let inner = self.inner.read();
-                cache.text.retain(|n, _| inner.index.contains_key(n));
+                cache.layouts.retain(|n, _| inner.index.contains_key(n));
             }
         }
         stats
     }
 
-    fn plan(
-        &self,
-        format: Format,
-        own: &[Arc<StoredFamily>],
-        stats: &mut RenderStats,
-    ) -> Vec<Part> {
+    fn plan(&self, own: &[Arc<StoredFamily>], stats: &mut RenderStats) -> Vec<Part> {
         let inner = self.inner.read();
         let cache = self.render_cache.lock();
         let mut parts = Vec::with_capacity(inner.index.len() + own.len());
@@ -115,31 +109,54 @@ impl Store {
             }
             stats.families += 1;
             let own_same = own_iter.next_if(|o| o.name == *name);
-            if own_same.is_none() && format == Format::Text {
-                if let Some((seq, bytes)) = cache.text.get(name) {
-                    if *seq == entry.changed {
-                        stats.cached_families += 1;
-                        parts.push(Part::Cached(bytes.clone()));
-                        continue;
-                    }
-                }
-            }
-            let mut members: Vec<Member> = Vec::with_capacity(entry.members.len() + 1);
             let mut help = self
                 .opts
                 .reserved
                 .get(name)
                 .map(|(_, h)| Arc::<str>::from(h));
+            if own_same.is_none() {
+                if let Some((layout, order)) = cache.layouts.get(name) {
+                    if *layout == entry.layout && order.len() == entry.members.len() {
+                        let members: Option<Vec<Member>> = order
+                            .iter()
+                            .map(|gid| {
+                                entry
+                                    .members
+                                    .get(gid)
+                                    .map(|(k, f)| (*gid, k.clone(), f.clone()))
+                            })
+                            .collect();
+                        if let Some(members) = members {
+                            stats.cached_families += 1;
+                            parts.push(Part {
+                                name: name.clone(),
+                                help,
+                                members,
+                                presorted: true,
+                                cache_as: None,
+                            });
+                            continue;
+                        }
+                    }
+                }
+            }
+            let mut members: Vec<Member> = Vec::with_capacity(entry.members.len() + 1);
             if let Some(o) = own_same {
                 help = Some(o.help.clone());
-                members.push((empty_key.clone(), o.clone()));
+                members.push((0, empty_key.clone(), o.clone()));
             }
-            members.extend(entry.members.values().cloned());
-            parts.push(Part::Render {
+            members.extend(
+                entry
+                    .members
+                    .iter()
+                    .map(|(gid, (k, f))| (*gid, k.clone(), f.clone())),
+            );
+            parts.push(Part {
                 name: name.clone(),
                 help,
                 members,
-                cache_as: (own_same.is_none() && format == Format::Text).then_some(entry.changed),
+                presorted: false,
+                cache_as: own_same.is_none().then_some(entry.layout),
             });
         }
         for o in own_iter {
@@ -150,58 +167,71 @@ impl Store {
 }
 
 fn own_part(o: &Arc<StoredFamily>, empty_key: &Arc<GroupKey>) -> Part {
-    Part::Render {
+    Part {
         name: o.name.clone(),
         help: Some(o.help.clone()),
-        members: vec![(empty_key.clone(), o.clone())],
+        members: vec![(0, empty_key.clone(), o.clone())],
+        presorted: true,
         cache_as: None,
     }
 }
 
-/// Renders one family; returns false when it had nothing to expose (then nothing is written).
+/// The first member in key order that has help text.
+fn first_help(members: &[Member]) -> Option<Arc<str>> {
+    members
+        .iter()
+        .filter(|m| !m.2.help.is_empty())
+        .min_by(|a, b| a.1.cmp(&b.1))
+        .map(|m| m.2.help.clone())
+}
+
+/// Renders one family (nothing when it has nothing to expose). Returns the member order when
+/// it is worth caching: every member copied whole, one type, no duplicates.
 fn render_family(
     format: Format,
-    name: &str,
-    help: Option<Arc<str>>,
-    mut members: Vec<Member>,
+    part: &Part,
     out: &mut Vec<u8>,
     stats: &mut RenderStats,
-) -> bool {
-    members.retain(|(_, f)| !f.is_empty());
+) -> Option<Arc<[u64]>> {
+    let mut members: Vec<&Member> = part.members.iter().filter(|m| !m.2.is_empty()).collect();
     if members.is_empty() {
-        return false;
+        return Some(Arc::from(Vec::new()));
     }
-    // Key order makes every choice below deterministic. The gateway's own member (empty key)
-    // sorts first, so its type and help win.
-    members.sort_by(|a, b| a.0.cmp(&b.0));
     // Groups can disagree on a name's type only with the consistency check disabled (or when a
-    // cluster race slipped past it): the first group in key order decides, the others are left
-    // out of the scrape and counted.
-    let typ = members[0].1.typ;
+    // cluster race slipped past it): the first group in key order decides (the gateway's own
+    // member has the empty key, so it wins), the others are left out and counted.
+    let first = members
+        .iter()
+        .min_by(|a, b| a.1.cmp(&b.1))
+        .map(|m| m.2.typ)
+        .expect("members is not empty");
+    let typ = first;
     let before = members.len();
-    members.retain(|(_, f)| f.typ == typ);
-    stats.inconsistent_dropped += before - members.len();
+    members.retain(|m| m.2.typ == typ);
+    let dropped = before - members.len();
+    stats.inconsistent_dropped += dropped;
     // Deterministic HELP (upstream picks one at random, bug 4): the first group in key order
     // that has help.
-    let help = help.or_else(|| {
-        members
-            .iter()
-            .find(|(_, f)| !f.help.is_empty())
-            .map(|(_, f)| f.help.clone())
-    });
-    let ordered = order_members(&mut members);
+    let help = part.help.clone().or_else(|| first_help(&part.members));
+    let presorted = part.presorted && dropped == 0;
+    let ordered = if presorted {
+        Ordered::Whole
+    } else {
+        order_members(&mut members)
+    };
+    let cacheable = matches!(ordered, Ordered::Whole) && dropped == 0 && !presorted;
     match format {
         Format::Text => {
             exposition::write_help_and_type(
                 out,
-                name,
+                &part.name,
                 help.as_deref().filter(|h| !h.is_empty()),
                 typ,
             );
-            match ordered {
+            match &ordered {
                 Ordered::Whole => {
-                    for (_, f) in &members {
-                        out.extend_from_slice(f.text());
+                    for m in &members {
+                        out.extend_from_slice(m.2.text());
                     }
                 }
                 Ordered::Chunks(chunks) => {
@@ -213,11 +243,11 @@ fn render_family(
         }
         Format::Protobuf => {
             let mut msg = Vec::new();
-            encode_family_header(&mut msg, name, help.as_deref().unwrap_or(""), typ);
-            match ordered {
+            encode_family_header(&mut msg, &part.name, help.as_deref().unwrap_or(""), typ);
+            match &ordered {
                 Ordered::Whole => {
-                    for (_, f) in &members {
-                        for c in f.chunks() {
+                    for m in &members {
+                        for c in m.2.chunks() {
                             msg.extend_from_slice(c.proto);
                         }
                     }
@@ -232,7 +262,7 @@ fn render_family(
             out.extend_from_slice(&msg);
         }
     }
-    true
+    cacheable.then(|| members.iter().map(|m| m.0).collect::<Vec<u64>>().into())
 }
 
 enum Ordered<'a> {
@@ -251,18 +281,20 @@ fn last_key(f: &StoredFamily) -> &[u8] {
     f.chunks().last().map(|c| c.sort_key).unwrap_or(&[])
 }
 
-fn order_members(members: &mut [Member]) -> Ordered<'_> {
+fn order_members<'a>(members: &mut [&'a Member]) -> Ordered<'a> {
     if members.len() > 1 {
-        // Stable, so members with equal first keys stay in key order (deterministic dedup).
-        members.sort_by(|a, b| first_key(&a.1).cmp(first_key(&b.1)));
+        // Key order first, then a stable sort by first metric: members with equal first keys
+        // stay in key order, which keeps the dedup below deterministic.
+        members.sort_by(|a, b| a.1.cmp(&b.1));
+        members.sort_by(|a, b| first_key(&a.2).cmp(first_key(&b.2)));
     }
     let disjoint = members
         .windows(2)
-        .all(|w| last_key(&w[0].1) < first_key(&w[1].1));
+        .all(|w| last_key(&w[0].2) < first_key(&w[1].2));
     if disjoint {
         return Ordered::Whole;
     }
-    let mut chunks: Vec<MetricChunk<'_>> = members.iter().flat_map(|(_, f)| f.chunks()).collect();
+    let mut chunks: Vec<MetricChunk<'a>> = members.iter().flat_map(|m| m.2.chunks()).collect();
     chunks.sort_by(|a, b| a.sort_key.cmp(b.sort_key));
     Ordered::Chunks(chunks)
 }
@@ -278,9 +310,9 @@ fn series_id(text: &[u8]) -> &[u8] {
 }
 
 /// Drops later copies of a series already written (equal sort key and identical series text).
-fn dedup<'a>(chunks: Vec<MetricChunk<'a>>, stats: &mut RenderStats) -> Vec<MetricChunk<'a>> {
+fn dedup<'a>(chunks: &[MetricChunk<'a>], stats: &mut RenderStats) -> Vec<MetricChunk<'a>> {
     let mut out: Vec<MetricChunk<'a>> = Vec::with_capacity(chunks.len());
-    for c in chunks {
+    for &c in chunks {
         let dup = out
             .iter()
             .rev()
