@@ -20,12 +20,14 @@ struct Entry {
     key_end: u32,
     proto_start: u32,
     proto_len: u32,
+    /// Identity of the series (name and label pairs), for the consistency index.
+    series: u128,
 }
 
 /// A family as stored in a group and as exposed at scrape time.
 ///
-/// One buffer holds `text ‖ keys ‖ proto`, sized exactly: a family costs three allocations
-/// (buffer, entries, series) however many metrics it has.
+/// One buffer holds `text ‖ keys ‖ proto`, sized exactly: a family costs two allocations
+/// (buffer, entries) plus its `Arc`, however many metrics it has; name and help are interned.
 #[derive(Debug)]
 pub struct StoredFamily {
     pub name: Arc<str>,
@@ -36,7 +38,6 @@ pub struct StoredFamily {
     text_len: u32,
     proto_at: u32,
     entries: Box<[Entry]>,
-    series: Box<[u128]>,
 }
 
 /// One metric of a family ready to be written out: its sort key and its encodings.
@@ -58,6 +59,26 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Shares the `Arc<str>` of metric names and help texts between families: ten thousand groups
+/// pushing the same families then hold one copy of each string instead of ten thousand.
+/// Strings nobody holds any more are swept when the set has doubled since the last sweep.
+pub fn intern(s: &str) -> Arc<str> {
+    static SET: std::sync::LazyLock<parking_lot::Mutex<(std::collections::HashSet<Arc<str>>, usize)>> =
+        std::sync::LazyLock::new(|| parking_lot::Mutex::new((std::collections::HashSet::new(), 1024)));
+    let mut guard = SET.lock();
+    let (set, sweep_at) = &mut *guard;
+    if let Some(existing) = set.get(s) {
+        return existing.clone();
+    }
+    if set.len() >= *sweep_at {
+        set.retain(|a| Arc::strong_count(a) > 1);
+        *sweep_at = (set.len() * 2).max(1024);
+    }
+    let a: Arc<str> = Arc::from(s);
+    set.insert(a.clone());
+    a
 }
 
 impl StoredFamily {
@@ -93,19 +114,18 @@ impl StoredFamily {
                 keys[ka.0 as usize..ka.1 as usize].cmp(&keys[kb.0 as usize..kb.1 as usize])
             });
             let mut entries = Vec::with_capacity(metrics.len());
-            let mut series = Vec::with_capacity(metrics.len());
             let mut sorted_keys_len = 0usize;
             for &i in &idx {
                 let m = &metrics[i];
                 exposition::write_metric(&mut sc.text, &name, typ, m);
                 let (ks, ke, ps, pe) = sc.order[i];
                 sorted_keys_len += (ke - ks) as usize;
-                series.push(series_hash(&name, m));
                 entries.push(Entry {
                     text_end: offset(sc.text.len()),
                     key_end: offset(sorted_keys_len),
                     proto_start: ps,
                     proto_len: pe - ps,
+                    series: series_hash(&name, m),
                 });
             }
             let text_len = sc.text.len();
@@ -125,7 +145,6 @@ impl StoredFamily {
                 text_len: offset(text_len),
                 proto_at: offset(proto_at),
                 entries: entries.into_boxed_slice(),
-                series: series.into_boxed_slice(),
             }
         })
     }
@@ -163,7 +182,8 @@ impl StoredFamily {
     /// neighbours in exposition order.
     pub fn first_duplicate(&self) -> Option<usize> {
         (1..self.entries.len()).find(|&i| {
-            self.series[i] == self.series[i - 1] && self.chunk_key(i) == self.chunk_key(i - 1)
+            self.entries[i].series == self.entries[i - 1].series
+                && self.chunk_key(i) == self.chunk_key(i - 1)
         })
     }
 
@@ -185,8 +205,16 @@ impl StoredFamily {
     }
 
     /// Identity hashes of the family's series (name plus label set), for the consistency index.
-    pub fn series(&self) -> &[u128] {
-        &self.series
+    pub fn series(&self) -> impl ExactSizeIterator<Item = u128> + '_ {
+        self.entries.iter().map(|e| e.series)
+    }
+
+    /// Whether `other` holds exactly the same series, in the same order (a re-push of the same
+    /// label sets with new values).
+    pub fn same_series(&self, other: &StoredFamily) -> bool {
+        self.name == other.name
+            && self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(other.entries.iter()).all(|(a, b)| a.series == b.series)
     }
 
     /// The whole family's text lines, already in exposition order.
@@ -228,7 +256,7 @@ impl StoredFamily {
 
     /// Approximate heap bytes held, for the memory accounting self-metric.
     pub fn heap_bytes(&self) -> usize {
-        self.buf.len() + self.entries.len() * std::mem::size_of::<Entry>() + self.series.len() * 16
+        self.buf.len() + self.entries.len() * std::mem::size_of::<Entry>()
     }
 }
 
@@ -350,6 +378,7 @@ mod tests {
         );
         let keys: Vec<_> = fam.chunks().map(|c| c.sort_key.to_vec()).collect();
         assert!(keys[0] < keys[1]);
-        assert_ne!(fam.series()[0], fam.series()[1]);
+        let series: Vec<u128> = fam.series().collect();
+        assert_ne!(series[0], series[1]);
     }
 }

@@ -29,7 +29,7 @@ use prepare::{PUSH_FAILURE_TIME_HELP, PUSH_FAILURE_TIME_METRIC, PUSH_TIME_HELP, 
 /// Families the gateway exposes itself; pushes may not give these names another type.
 #[derive(Debug, Clone, Default)]
 pub struct ReservedNames {
-    types: HashMap<String, (MetricType, String)>,
+    types: HashMap<String, (MetricType, String), foldhash::fast::RandomState>,
 }
 
 impl ReservedNames {
@@ -167,14 +167,14 @@ fn timing_families(key: &GroupKey, push_time: f64, failure_time: f64) -> [Arc<St
     let labels = timing_labels(key);
     [
         Arc::new(StoredFamily::gauge(
-            PUSH_TIME_METRIC.into(),
-            PUSH_TIME_HELP.into(),
+            family::intern(PUSH_TIME_METRIC),
+            family::intern(PUSH_TIME_HELP),
             &labels,
             push_time,
         )),
         Arc::new(StoredFamily::gauge(
-            PUSH_FAILURE_TIME_METRIC.into(),
-            PUSH_FAILURE_TIME_HELP.into(),
+            family::intern(PUSH_FAILURE_TIME_METRIC),
+            family::intern(PUSH_FAILURE_TIME_HELP),
             &labels,
             failure_time,
         )),
@@ -376,7 +376,7 @@ impl Inner {
         seq: u64,
     ) {
         if let (Some(o), Some(n)) = (&old, &new) {
-            if o.name == n.name && o.series() == n.series() {
+            if o.same_series(n) {
                 if let Some(entry) = self.index.get_mut(&n.name) {
                     if let Some(member) = entry.members.get_mut(&gid) {
                         // Same label sets: the render order is unchanged.
@@ -523,7 +523,7 @@ impl Inner {
         entry.members.insert(gid, (key.clone(), fam.clone()));
         entry.layout = seq;
         for h in fam.series() {
-            self.series.insert(*h, gid);
+            self.series.insert(h, gid);
         }
         self.series_total += fam.len();
         self.encoded_bytes += fam.heap_bytes();
@@ -542,8 +542,8 @@ impl Inner {
             }
         }
         for h in fam.series() {
-            if self.series.get(h) == Some(&gid) {
-                self.series.remove(h);
+            if self.series.get(&h) == Some(&gid) {
+                self.series.remove(&h);
             }
         }
         self.series_total = self.series_total.saturating_sub(fam.len());
@@ -620,15 +620,15 @@ impl Inner {
             // every one of them is already owned by this group.
             let same_series = group
                 .and_then(|g| g.families.get(name))
-                .is_some_and(|(old, _)| old.series() == f.series());
-            for h in f.series().iter().filter(|_| !same_series) {
-                if let Some(owner) = self.series.get(h) {
+                .is_some_and(|(old, _)| old.same_series(f));
+            for h in f.series().filter(|_| !same_series) {
+                if let Some(owner) = self.series.get(&h) {
                     if Some(*owner) != gid {
                         let example = f.to_metric_family();
                         let labels = example
                             .metric
                             .iter()
-                            .find(|m| family::series_hash(name, m) == *h)
+                            .find(|m| family::series_hash(name, m) == h)
                             .map(prepare::describe_labels)
                             .unwrap_or_default();
                         return Err(format!(

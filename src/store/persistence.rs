@@ -180,8 +180,8 @@ pub fn decode_snapshot(
             };
             families.push((
                 Arc::new(StoredFamily::encode(
-                    name.into(),
-                    help.into(),
+                    super::family::intern(&name),
+                    super::family::intern(&help),
                     typ,
                     mf.metric,
                 )),

@@ -114,7 +114,7 @@ pub fn prepare_push(
             // The gateway owns these per group; upstream silently replaces pushed ones.
             continue;
         }
-        let help: Arc<str> = mf.help().into();
+        let help: Arc<str> = super::family::intern(mf.help());
         let mut metrics = std::mem::take(&mut mf.metric);
         for m in metrics.iter_mut() {
             series_total += series_count(m);
@@ -131,13 +131,13 @@ pub fn prepare_push(
             apply_grouping_labels(m, &key);
             check_labels(&name, m, v)?;
         }
-        let fam = StoredFamily::encode(name.into(), help, typ, metrics);
+        let fam = StoredFamily::encode(super::family::intern(&name), help, typ, metrics);
         if let Some(i) = fam.first_duplicate() {
             let labels = fam
                 .to_metric_family()
                 .metric
                 .iter()
-                .find(|m| super::family::series_hash(&fam.name, m) == fam.series()[i])
+                .find(|m| super::family::series_hash(&fam.name, m) == fam.series().nth(i).unwrap_or_default())
                 .map(describe_labels)
                 .unwrap_or_default();
             return Err(invalid(format!(
