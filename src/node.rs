@@ -92,6 +92,7 @@ impl Node {
             start_time: unix_now(),
         });
         let _ = limits;
+        cfg.cluster().map_err(anyhow::Error::msg)?;
         Ok(Node {
             cfg,
             store,
@@ -244,6 +245,28 @@ fn flag_strings(cfg: &Config) -> Vec<(String, String)> {
         (
             "log.format".into(),
             format!("{:?}", cfg.log_format).to_lowercase(),
+        ),
+        (
+            "cluster.listen-address".into(),
+            cfg.cluster_listen_address.clone(),
+        ),
+        (
+            "cluster.advertise-address".into(),
+            cfg.cluster_advertise_address.clone(),
+        ),
+        ("cluster.peer".into(), cfg.cluster_peers.join(",")),
+        ("cluster.name".into(), cfg.cluster_name.clone()),
+        (
+            "cluster.replication-factor".into(),
+            cfg.cluster_replication_factor.to_string(),
+        ),
+        (
+            "cluster.gossip-interval".into(),
+            format!("{:?}", cfg.cluster_gossip_interval),
+        ),
+        (
+            "cluster.peer-timeout".into(),
+            format!("{:?}", cfg.cluster_peer_timeout),
         ),
     ]
 }

@@ -1,0 +1,1 @@
+//! Multi-node tests of pushgate: real processes on loopback (see tests/).
