@@ -8,6 +8,7 @@
 pub mod error;
 pub mod family;
 pub mod key;
+pub mod merged;
 pub mod persistence;
 pub mod prepare;
 pub mod render;
@@ -290,14 +291,17 @@ impl Store {
 /// logical clock) and kept as given; replicas apply a group's state only when it is newer.
 /// Every operation here costs O(size of the group).
 impl Store {
-    /// `push` with the version stamped by the primary instead of the local sequence number.
+    /// `push` with a version from `stamp` (the primary's clock) instead of the local sequence
+    /// number. `stamp` runs under the store's write lock, so versions of one group follow the
+    /// order in which its writes were applied.
     pub fn push_versioned(
         &self,
         p: PreparedPush,
         now: f64,
-        version: u64,
+        stamp: impl FnOnce() -> u64,
     ) -> Result<WriteOutcome, PushError> {
         let mut inner = self.inner.write();
+        let version = stamp();
         let result = inner.push(p, now, &self.opts, Some(version));
         drop(inner);
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -305,8 +309,14 @@ impl Store {
     }
 
     /// `record_failure` with a version stamped by the primary; false when nothing was recorded.
-    pub fn record_failure_versioned(&self, key: &GroupKey, now: f64, version: u64) -> bool {
+    pub fn record_failure_versioned(
+        &self,
+        key: &GroupKey,
+        now: f64,
+        stamp: impl FnOnce() -> u64,
+    ) -> bool {
         let mut inner = self.inner.write();
+        let version = stamp();
         let norm = key.normalized();
         if inner.normalized.get(&norm).is_some_and(|k| **k != *key) {
             return false;
@@ -341,7 +351,10 @@ impl Store {
     /// its tombstone (newest wins). Returns whether it was applied.
     pub fn apply_replica(&self, g: GroupSnapshot) -> bool {
         let mut inner = self.inner.write();
-        if inner.tombstones.get(&*g.key).is_some_and(|&v| v >= g.version)
+        if inner
+            .tombstones
+            .get(&*g.key)
+            .is_some_and(|&v| v >= g.version)
             || inner
                 .groups
                 .get(&*g.key)
@@ -385,6 +398,24 @@ impl Store {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect()
+    }
+
+    /// Runs the consistency check of `p` against what this store holds, changing nothing.
+    pub fn check_consistency(&self, p: &PreparedPush) -> Result<(), PushError> {
+        if !self.opts.consistency_check {
+            return Ok(());
+        }
+        let inner = self.inner.read();
+        let norm = p.key.normalized();
+        if let Some(existing) = inner.normalized.get(&norm) {
+            if **existing != p.key {
+                return Err(PushError::Invalid(format!(
+                    "grouping key {} collides with existing group {}: both expose the same push_time_seconds series (a key without instance is treated as instance=\"\")",
+                    p.key, existing
+                )));
+            }
+        }
+        inner.check(p, &self.opts).map_err(PushError::Invalid)
     }
 
     /// The highest version held (groups and tombstones), to start a node's clock past it.
@@ -948,11 +979,14 @@ mod tests {
         let replica = store();
         let fams = parse_text(b"m 1\n", NameScheme::Legacy).unwrap();
         let p = prepare_push(key("v", &[]), fams, true, &Validation::default()).unwrap();
-        assert_eq!(primary.push_versioned(p, 5.0, 100).unwrap().version, 100);
+        assert_eq!(primary.push_versioned(p, 5.0, || 100).unwrap().version, 100);
         let g1 = primary.group(&key("v", &[])).unwrap();
         assert_eq!(g1.version, 100);
         assert!(replica.apply_replica(g1.clone()));
-        assert!(!replica.apply_replica(g1.clone()), "same version is not applied twice");
+        assert!(
+            !replica.apply_replica(g1.clone()),
+            "same version is not applied twice"
+        );
         assert_eq!(replica.group(&key("v", &[])).unwrap().version, 100);
         // delete at 200, then the old state arrives late: refused
         assert!(replica.delete_versioned(&key("v", &[]), 200));
