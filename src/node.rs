@@ -433,7 +433,11 @@ impl ClusterNode {
         let members_gauge = tokio::spawn(async move {
             loop {
                 let ring = rings.borrow_and_update().clone();
-                for state in [MemberState::Joining, MemberState::Active, MemberState::Leaving] {
+                for state in [
+                    MemberState::Joining,
+                    MemberState::Active,
+                    MemberState::Leaving,
+                ] {
                     let n = ring.members.iter().filter(|m| m.state == state).count();
                     metrics::gauge!(m::CLUSTER_MEMBERS, "state" => state.as_str()).set(n as f64);
                 }

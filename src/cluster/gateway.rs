@@ -29,8 +29,7 @@ use crate::gateway::{unix_now, Gateway, LocalStats, PushRequest, INLINE_PREPARE_
 use crate::store::merged::render_groups;
 use crate::store::render::{Format, RenderStats};
 use crate::store::{
-    prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, Store, StoredFamily,
-    Validation,
+    prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, Store, StoredFamily, Validation,
 };
 use crate::telemetry::metrics as m;
 
@@ -68,7 +67,10 @@ impl HybridClock {
 enum WriteOp {
     Push(PreparedPush),
     /// The receiving node refused the push: record the failure on the group, answer 400.
-    Failure { key: GroupKey, message: String },
+    Failure {
+        key: GroupKey,
+        message: String,
+    },
     Delete(GroupKey),
 }
 
@@ -149,7 +151,8 @@ impl ClusterCore {
             replication_factor,
             clients: PeerClients::new(peer_timeout),
             clock,
-            collect_deadline: DEFAULT_COLLECT_DEADLINE.min(peer_timeout.max(Duration::from_millis(500)) * 2),
+            collect_deadline: DEFAULT_COLLECT_DEADLINE
+                .min(peer_timeout.max(Duration::from_millis(500)) * 2),
         })
     }
 
@@ -178,7 +181,8 @@ impl ClusterCore {
             if candidate.id == self.self_id {
                 return self.apply_as_primary(op, unreachable).await;
             }
-            let (msg, is_delete) = forward.get_or_insert_with(|| (push_message(&op), matches!(op, WriteOp::Delete(_))));
+            let (msg, is_delete) = forward
+                .get_or_insert_with(|| (push_message(&op), matches!(op, WriteOp::Delete(_))));
             msg.unreachable = unreachable.clone();
             let mut client = self.clients.client(candidate.grpc_addr);
             let started = Instant::now();
@@ -234,7 +238,10 @@ impl ClusterCore {
         let clock = &self.clock;
         let (answer, replica) = match op {
             WriteOp::Push(p) => match self.store.push_versioned(p, now, || clock.now()) {
-                Ok(_) => (WriteAnswer::ok(200), self.store.group(&key).map(Replica::Group)),
+                Ok(_) => (
+                    WriteAnswer::ok(200),
+                    self.store.group(&key).map(Replica::Group),
+                ),
                 // A refused push still records the failure time on the group: replicate that,
                 // but the answer is the refusal whatever happens to the replicas.
                 Err(e) => {
@@ -248,7 +255,10 @@ impl ClusterCore {
                 }
             },
             WriteOp::Failure { key, message } => {
-                if self.store.record_failure_versioned(&key, now, || clock.now()) {
+                if self
+                    .store
+                    .record_failure_versioned(&key, now, || clock.now())
+                {
                     if let Some(g) = self.store.group(&key) {
                         self.replicate(&key, Replica::Group(g), &unreachable).await;
                     }
@@ -493,9 +503,9 @@ impl Gateway for ClusterGateway {
             store.check_consistency(&p).map(|_| p)
         };
         let prepared = if big {
-            tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-                Err(PushError::Unavailable(format!("push worker failed: {e}")))
-            })
+            tokio::task::spawn_blocking(work)
+                .await
+                .unwrap_or_else(|e| Err(PushError::Unavailable(format!("push worker failed: {e}"))))
         } else {
             work()
         };
@@ -619,7 +629,9 @@ impl Cluster for ClusterService {
                 key,
                 message: req.refused,
             };
-            return Ok(write_reply(self.core.apply_as_primary(op, unreachable).await));
+            return Ok(write_reply(
+                self.core.apply_as_primary(op, unreachable).await,
+            ));
         }
         let families = rpc::families_from_bytes(req.families).map_err(Status::invalid_argument)?;
         let v = self.core.validation.clone();
@@ -628,7 +640,11 @@ impl Cluster for ClusterService {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?;
         let answer = match prepared {
-            Ok(p) => self.core.apply_as_primary(WriteOp::Push(p), unreachable).await,
+            Ok(p) => {
+                self.core
+                    .apply_as_primary(WriteOp::Push(p), unreachable)
+                    .await
+            }
             Err(e) => WriteAnswer::from_error(&e),
         };
         Ok(write_reply(answer))
@@ -655,7 +671,8 @@ impl Cluster for ClusterService {
         let names = self.core.names();
         self.core.clock.observe(req.version);
         let applied = if !req.tombstone_key.is_empty() {
-            let key = rpc::key_from_pb(req.tombstone_key, names).map_err(Status::invalid_argument)?;
+            let key =
+                rpc::key_from_pb(req.tombstone_key, names).map_err(Status::invalid_argument)?;
             self.core.store.delete_versioned(&key, req.version)
         } else {
             let store = self.core.store.clone();

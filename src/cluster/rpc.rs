@@ -125,9 +125,7 @@ pub fn family_to_bytes(f: &StoredFamily) -> Vec<u8> {
 
 pub fn families_from_bytes(raw: Vec<Vec<u8>>) -> Result<Vec<MetricFamily>, String> {
     raw.iter()
-        .map(|b| {
-            MetricFamily::decode(b.as_slice()).map_err(|e| format!("undecodable family: {e}"))
-        })
+        .map(|b| MetricFamily::decode(b.as_slice()).map_err(|e| format!("undecodable family: {e}")))
         .collect()
 }
 
@@ -144,7 +142,10 @@ pub fn group_from_bytes(raw: &[u8], names: NameScheme) -> Result<GroupSnapshot, 
 }
 
 /// Every group and tombstone of a node, in chunks of about `COLLECT_CHUNK_BYTES`.
-pub fn collect_chunks(groups: &[GroupSnapshot], tombstones: Vec<(GroupKey, u64)>) -> Vec<pb::CollectChunk> {
+pub fn collect_chunks(
+    groups: &[GroupSnapshot],
+    tombstones: Vec<(GroupKey, u64)>,
+) -> Vec<pb::CollectChunk> {
     let mut chunks = Vec::new();
     let mut current = pb::CollectChunk::default();
     let mut size = 0usize;
@@ -175,7 +176,10 @@ pub struct Collected {
 }
 
 /// Decodes collect chunks (on the blocking pool: this re-encodes every family).
-pub fn decode_chunks(chunks: Vec<pb::CollectChunk>, names: NameScheme) -> Result<Collected, String> {
+pub fn decode_chunks(
+    chunks: Vec<pb::CollectChunk>,
+    names: NameScheme,
+) -> Result<Collected, String> {
     let mut out = Collected {
         groups: Vec::new(),
         tombstones: Vec::new(),
