@@ -4,6 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     const METRICS: &str = "proto/io/prometheus/client/metrics.proto";
     const OWN: &[&str] = &["proto/pushgate/snapshot.proto"];
+    // cluster.proto is compiled separately below, with the tonic service generator.
     println!("cargo:rerun-if-changed=proto");
 
     let model = protox::compile([METRICS], ["proto"])?;
@@ -19,5 +20,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         .extern_path(".io.prometheus.client", "crate::exposition::proto")
         .compile_fds(own_fds)?;
+
+    // The node-to-node gRPC service (tonic), reusing the data model's types.
+    let cluster = protox::compile(["proto/pushgate/cluster.proto"], ["proto"])?;
+    let mut cluster_fds = cluster.clone();
+    cluster_fds
+        .file
+        .retain(|f| f.package.as_deref() == Some("pushgate.cluster"));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(".io.prometheus.client", "crate::exposition::proto")
+        .compile_fds(cluster_fds)?;
     Ok(())
 }

@@ -76,6 +76,110 @@ pub struct Config {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     pub log_format: LogFormat,
+    /// Listen address (host:port) for cluster gossip (UDP) and node-to-node gRPC (TCP, same
+    /// port number); empty runs a single node.
+    #[arg(long = "cluster.listen-address", default_value = "")]
+    pub cluster_listen_address: String,
+    /// Address (host:port) the other nodes reach this node at; defaults to the listen address
+    /// (which must then not be unspecified, e.g. 0.0.0.0).
+    #[arg(long = "cluster.advertise-address", default_value = "")]
+    pub cluster_advertise_address: String,
+    /// Initial peer (host:port, DNS names allowed; repeatable).
+    #[arg(long = "cluster.peer")]
+    pub cluster_peers: Vec<String>,
+    /// Nodes gossiping under another cluster name are ignored.
+    #[arg(long = "cluster.name", default_value = "pushgate")]
+    pub cluster_name: String,
+    /// Number of nodes holding each push group.
+    #[arg(long = "cluster.replication-factor", default_value_t = 2)]
+    pub cluster_replication_factor: usize,
+    /// Interval between gossip rounds.
+    #[arg(long = "cluster.gossip-interval", default_value = "200ms", value_parser = parse_go_duration)]
+    pub cluster_gossip_interval: Duration,
+    /// Deadline of each node-to-node gRPC call.
+    #[arg(long = "cluster.peer-timeout", default_value = "2s", value_parser = parse_go_duration)]
+    pub cluster_peer_timeout: Duration,
+}
+
+/// The cluster flags once validated: where to listen, what to advertise.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub peers: Vec<String>,
+    pub name: String,
+    pub replication_factor: usize,
+    pub gossip_interval: Duration,
+    pub peer_timeout: Duration,
+}
+
+impl Config {
+    /// The cluster settings, `None` for a single node; refuses inconsistent cluster flags
+    /// before anything is bound.
+    pub fn cluster(&self) -> Result<Option<ClusterSettings>, String> {
+        if self.cluster_listen_address.is_empty() {
+            let stray =
+                !self.cluster_advertise_address.is_empty() || !self.cluster_peers.is_empty();
+            if stray {
+                return Err(
+                    "--cluster.advertise-address and --cluster.peer need --cluster.listen-address"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        }
+        let first = |flag: &str, s: &str| -> Result<SocketAddr, String> {
+            let addrs = parse_listen_address(s).map_err(|e| format!("--{flag}: {e}"))?;
+            let addr = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied()
+                .ok_or_else(|| format!("--{flag} {s:?} resolves to no address"))?;
+            if addr.port() == 0 {
+                return Err(format!("--{flag} {s:?} needs a non-zero port"));
+            }
+            Ok(addr)
+        };
+        let listen = first("cluster.listen-address", &self.cluster_listen_address)?;
+        let advertise = if self.cluster_advertise_address.is_empty() {
+            listen
+        } else {
+            first("cluster.advertise-address", &self.cluster_advertise_address)?
+        };
+        if advertise.ip().is_unspecified() {
+            return Err(format!(
+                "cluster address {advertise} is unspecified: set --cluster.advertise-address to an address the other nodes can reach"
+            ));
+        }
+        if self.cluster_replication_factor == 0 {
+            return Err("--cluster.replication-factor must be at least 1".into());
+        }
+        if self.cluster_name.is_empty() {
+            return Err("--cluster.name must not be empty".into());
+        }
+        if self.cluster_gossip_interval.is_zero() {
+            return Err("--cluster.gossip-interval must be positive".into());
+        }
+        if self.cluster_peer_timeout.is_zero() {
+            return Err("--cluster.peer-timeout must be positive".into());
+        }
+        for p in &self.cluster_peers {
+            match p.rsplit_once(':') {
+                Some((h, port)) if !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                _ => return Err(format!("--cluster.peer {p:?} is not host:port")),
+            }
+        }
+        Ok(Some(ClusterSettings {
+            listen,
+            advertise,
+            peers: self.cluster_peers.clone(),
+            name: self.cluster_name.clone(),
+            replication_factor: self.cluster_replication_factor,
+            gossip_interval: self.cluster_gossip_interval,
+            peer_timeout: self.cluster_peer_timeout,
+        }))
+    }
 }
 
 /// Go's `time.ParseDuration` for the forms operators write: `300ms`, `10s`, `5m`, `1h30m`.
@@ -193,6 +297,44 @@ mod tests {
             "127.0.0.1:80"
         );
         assert!(parse_listen_address("nope").is_err());
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("pushgate").chain(args.iter().copied()))
+                .unwrap()
+                .cluster()
+        };
+        assert!(parse(&[]).unwrap().is_none());
+        assert!(parse(&["--cluster.peer=a:1"]).is_err());
+        let c = parse(&[
+            "--cluster.listen-address=127.0.0.1:9094",
+            "--cluster.peer=h:9094",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.advertise.to_string(), "127.0.0.1:9094");
+        assert_eq!(c.replication_factor, 2);
+        assert_eq!(c.gossip_interval, Duration::from_millis(200));
+        assert_eq!(c.peer_timeout, Duration::from_secs(2));
+        assert!(parse(&["--cluster.listen-address=0.0.0.0:9094"]).is_err());
+        assert!(parse(&[
+            "--cluster.listen-address=0.0.0.0:9094",
+            "--cluster.advertise-address=10.0.0.1:9094"
+        ])
+        .unwrap()
+        .is_some());
+        assert!(parse(&[
+            "--cluster.listen-address=127.0.0.1:9094",
+            "--cluster.replication-factor=0"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--cluster.listen-address=127.0.0.1:9094",
+            "--cluster.peer=nope"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -10,7 +10,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::config::{route_prefix, Config};
+use crate::cluster::gateway::{ClusterCore, ClusterGateway, ClusterService};
+use crate::cluster::rpc::{ClusterServer, MAX_MESSAGE_BYTES};
+use crate::cluster::{MemberState, Membership, MembershipConfig};
+use crate::config::{route_prefix, ClusterSettings, Config};
 use crate::exposition::names::NameScheme;
 use crate::gateway::{unix_now, LocalGateway};
 use crate::http::grouping::GroupingLimits;
@@ -92,6 +95,7 @@ impl Node {
             start_time: unix_now(),
         });
         let _ = limits;
+        cfg.cluster().map_err(anyhow::Error::msg)?;
         Ok(Node {
             cfg,
             store,
@@ -125,17 +129,37 @@ impl Node {
         web: SharedWebConfig,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let gateway = Arc::new(LocalGateway::new(self.store.clone(), self.validation()));
         let quit = Arc::new(Notify::new());
         let ready = Arc::new(AtomicBool::new(true));
-        let state = AppState {
-            gateway,
-            config: self.http.clone(),
-            recorder: self.recorder.clone(),
-            quit: quit.clone(),
-            ready: ready.clone(),
+        let settings = self.cfg.cluster().map_err(anyhow::Error::msg)?;
+        let mut cluster = None;
+        let app = match settings {
+            None => {
+                let gateway = Arc::new(LocalGateway::new(self.store.clone(), self.validation()));
+                let state = AppState {
+                    gateway,
+                    config: self.http.clone(),
+                    recorder: self.recorder.clone(),
+                    quit: quit.clone(),
+                    ready: ready.clone(),
+                };
+                router(state, web.clone())
+            }
+            Some(settings) => {
+                let running =
+                    ClusterNode::start(&settings, self.store.clone(), self.validation()).await?;
+                let gateway = Arc::new(ClusterGateway::new(running.core.clone()));
+                let state = AppState {
+                    gateway,
+                    config: self.http.clone(),
+                    recorder: self.recorder.clone(),
+                    quit: quit.clone(),
+                    ready: ready.clone(),
+                };
+                cluster = Some(running);
+                router(state, web.clone())
+            }
         };
-        let app = router(state, web.clone());
 
         // One signal for everything that must stop: flags, signals, /-/quit.
         let stop = Arc::new(Notify::new());
@@ -177,6 +201,9 @@ impl Node {
             let _ = s.await;
         }
         ready.store(false, Ordering::Release);
+        if let Some(c) = cluster {
+            c.stop().await;
+        }
         if let Some(p) = persister {
             p.await.context("persistence task failed")??;
         }
@@ -186,7 +213,7 @@ impl Node {
 }
 
 fn flag_strings(cfg: &Config) -> Vec<(String, String)> {
-    vec![
+    let mut flags = vec![
         ("web.listen-address".into(), cfg.listen_addresses.join(",")),
         (
             "web.config.file".into(),
@@ -244,6 +271,38 @@ fn flag_strings(cfg: &Config) -> Vec<(String, String)> {
         (
             "log.format".into(),
             format!("{:?}", cfg.log_format).to_lowercase(),
+        ),
+        // Only on a cluster node, so a single node's /api/v1/status stays upstream's.
+    ];
+    if !cfg.cluster_listen_address.is_empty() {
+        flags.extend(cluster_flag_strings(cfg));
+    }
+    flags
+}
+
+fn cluster_flag_strings(cfg: &Config) -> Vec<(String, String)> {
+    vec![
+        (
+            "cluster.listen-address".into(),
+            cfg.cluster_listen_address.clone(),
+        ),
+        (
+            "cluster.advertise-address".into(),
+            cfg.cluster_advertise_address.clone(),
+        ),
+        ("cluster.peer".into(), cfg.cluster_peers.join(",")),
+        ("cluster.name".into(), cfg.cluster_name.clone()),
+        (
+            "cluster.replication-factor".into(),
+            cfg.cluster_replication_factor.to_string(),
+        ),
+        (
+            "cluster.gossip-interval".into(),
+            format!("{:?}", cfg.cluster_gossip_interval),
+        ),
+        (
+            "cluster.peer-timeout".into(),
+            format!("{:?}", cfg.cluster_peer_timeout),
         ),
     ]
 }
@@ -316,5 +375,94 @@ async fn persist_loop(
         if stopping {
             return Ok(());
         }
+    }
+}
+
+/// The cluster side of a node: membership (gossip over UDP), the gRPC server (TCP, same port)
+/// and the state they share with the HTTP side.
+struct ClusterNode {
+    core: Arc<ClusterCore>,
+    membership: Membership,
+    grpc_stop: Arc<Notify>,
+    grpc: tokio::task::JoinHandle<()>,
+    members_gauge: tokio::task::JoinHandle<()>,
+}
+
+impl ClusterNode {
+    async fn start(
+        s: &ClusterSettings,
+        store: Arc<Store>,
+        validation: Validation,
+    ) -> anyhow::Result<ClusterNode> {
+        let grpc_listener = TcpListener::bind(s.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (cluster gRPC)", s.listen))?;
+        let mut mc = MembershipConfig::new(s.advertise, s.advertise);
+        mc.gossip_listen = s.listen;
+        mc.peers = s.peers.clone();
+        mc.cluster_name = s.name.clone();
+        mc.gossip_interval = s.gossip_interval;
+        mc.failure_detector.initial_interval = s.gossip_interval;
+        let membership = Membership::start(mc).await?;
+        let core = ClusterCore::new(
+            store,
+            validation,
+            membership.subscribe(),
+            membership.self_id().clone(),
+            s.replication_factor,
+            s.peer_timeout,
+        );
+        let grpc_stop = Arc::new(Notify::new());
+        let service = ClusterServer::new(ClusterService::new(core.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let stop = grpc_stop.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let grpc = tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move { stop.notified().await })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(err = %e, "cluster gRPC server stopped with an error");
+            }
+        });
+        membership.set_state(MemberState::Active).await;
+        let mut rings = membership.subscribe();
+        let members_gauge = tokio::spawn(async move {
+            loop {
+                let ring = rings.borrow_and_update().clone();
+                for state in [
+                    MemberState::Joining,
+                    MemberState::Active,
+                    MemberState::Leaving,
+                ] {
+                    let n = ring.members.iter().filter(|m| m.state == state).count();
+                    metrics::gauge!(m::CLUSTER_MEMBERS, "state" => state.as_str()).set(n as f64);
+                }
+                if rings.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(node = %membership.self_id(), listen = %s.listen, peers = ?s.peers, replication_factor = s.replication_factor, "cluster node started");
+        Ok(ClusterNode {
+            core,
+            membership,
+            grpc_stop,
+            grpc,
+            members_gauge,
+        })
+    }
+
+    /// After the HTTP servers drained: leave the ring, then stop serving peers.
+    async fn stop(self) {
+        self.membership.set_state(MemberState::Leaving).await;
+        self.grpc_stop.notify_waiters();
+        self.grpc_stop.notify_one();
+        let _ = self.grpc.await;
+        self.members_gauge.abort();
+        self.membership.shutdown().await;
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Gossip carries only membership; pushes and scrapes travel between nodes over gRPC.
 
+pub mod gateway;
 pub mod membership;
 pub mod placement;
+pub mod rpc;
 
 pub use membership::{Member, MemberState, Membership, MembershipConfig, NodeId, Ring};

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod family;
 pub mod key;
+pub mod merged;
 pub mod persistence;
 pub mod prepare;
 pub mod render;
@@ -117,6 +118,8 @@ struct Inner {
     series_total: usize,
     /// Bytes held by the families' encodings (not counting map overheads).
     encoded_bytes: usize,
+    /// Cluster only: groups deleted at a version, so an older replica cannot bring them back.
+    tombstones: HashMap<GroupKey, u64>,
 }
 
 /// Series identities are already uniform 128-bit hashes: use their low bits directly.
@@ -218,7 +221,7 @@ impl Store {
     /// upstream does, when that keeps the store valid).
     pub fn push(&self, p: PreparedPush, now: f64) -> Result<WriteOutcome, PushError> {
         let mut inner = self.inner.write();
-        let result = inner.push(p, now, &self.opts);
+        let result = inner.push(p, now, &self.opts, None);
         drop(inner);
         self.generation.fetch_add(1, Ordering::AcqRel);
         result
@@ -231,7 +234,7 @@ impl Store {
         if !inner.groups.contains_key(key) && inner.normalized.contains_key(&key.normalized()) {
             return;
         }
-        if inner.mark_failure(key, now, &self.opts).is_ok() {
+        if inner.mark_failure(key, now, &self.opts, None).is_ok() {
             drop(inner);
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -288,6 +291,145 @@ impl Store {
     }
 }
 
+/// Versioned writes for a cluster node: versions are stamped by the group's primary (a hybrid
+/// logical clock) and kept as given; replicas apply a group's state only when it is newer.
+/// Every operation here costs O(size of the group).
+impl Store {
+    /// `push` with a version from `stamp` (the primary's clock) instead of the local sequence
+    /// number. `stamp` runs under the store's write lock, so versions of one group follow the
+    /// order in which its writes were applied.
+    pub fn push_versioned(
+        &self,
+        p: PreparedPush,
+        now: f64,
+        stamp: impl FnOnce() -> u64,
+    ) -> Result<WriteOutcome, PushError> {
+        let mut inner = self.inner.write();
+        let version = stamp();
+        let result = inner.push(p, now, &self.opts, Some(version));
+        drop(inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// `record_failure` with a version stamped by the primary; false when nothing was recorded.
+    pub fn record_failure_versioned(
+        &self,
+        key: &GroupKey,
+        now: f64,
+        stamp: impl FnOnce() -> u64,
+    ) -> bool {
+        let mut inner = self.inner.write();
+        let version = stamp();
+        if !inner.groups.contains_key(key) && inner.normalized.contains_key(&key.normalized()) {
+            return false;
+        }
+        let ok = inner
+            .mark_failure(key, now, &self.opts, Some(version))
+            .is_ok();
+        drop(inner);
+        if ok {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        ok
+    }
+
+    /// Deletes a group at `version`, leaving a tombstone so an older replica of it is refused.
+    /// A group holding a newer version is kept. Returns whether the tombstone was recorded.
+    pub fn delete_versioned(&self, key: &GroupKey, version: u64) -> bool {
+        let mut inner = self.inner.write();
+        if inner.tombstones.get(key).is_some_and(|&v| v >= version)
+            || inner.groups.get(key).is_some_and(|g| g.version > version)
+        {
+            return false;
+        }
+        inner.delete(key);
+        inner.tombstones.insert(key.clone(), version);
+        drop(inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Replaces a group with a replica of it when the replica is newer than both the group and
+    /// its tombstone (newest wins). Returns whether it was applied.
+    pub fn apply_replica(&self, g: GroupSnapshot) -> bool {
+        let mut inner = self.inner.write();
+        if inner
+            .tombstones
+            .get(&*g.key)
+            .is_some_and(|&v| v >= g.version)
+            || inner
+                .groups
+                .get(&*g.key)
+                .is_some_and(|cur| cur.version >= g.version)
+        {
+            return false;
+        }
+        let key = g.key.clone();
+        let ok = inner.restore(g, &self.opts).is_ok();
+        if ok {
+            inner.tombstones.remove(&*key);
+        }
+        drop(inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        ok
+    }
+
+    /// A copy of one group, if held.
+    pub fn group(&self, key: &GroupKey) -> Option<GroupSnapshot> {
+        let inner = self.inner.read();
+        inner.groups.get(key).map(|g| GroupSnapshot {
+            key: g.key.clone(),
+            families: g.families.values().cloned().collect(),
+            push_time: g.push_time,
+            failure_time: g.failure_time,
+            last_push_successful: g.last_push_successful,
+            version: g.version,
+        })
+    }
+
+    /// The tombstone version of a deleted group, if any.
+    pub fn tombstone(&self, key: &GroupKey) -> Option<u64> {
+        self.inner.read().tombstones.get(key).copied()
+    }
+
+    /// Every tombstone (deleted group, version).
+    pub fn tombstones(&self) -> Vec<(GroupKey, u64)> {
+        let inner = self.inner.read();
+        inner
+            .tombstones
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Runs the consistency check of `p` against what this store holds, changing nothing.
+    pub fn check_consistency(&self, p: &PreparedPush) -> Result<(), PushError> {
+        if !self.opts.consistency_check {
+            return Ok(());
+        }
+        let inner = self.inner.read();
+        let norm = p.key.normalized();
+        if let Some(existing) = inner.normalized.get(&norm) {
+            if **existing != p.key {
+                return Err(PushError::Invalid(format!(
+                    "grouping key {} collides with existing group {}: both expose the same push_time_seconds series (a key without instance is treated as instance=\"\")",
+                    p.key, existing
+                )));
+            }
+        }
+        inner.check(p, &self.opts).map_err(PushError::Invalid)
+    }
+
+    /// The highest version held (groups and tombstones), to start a node's clock past it.
+    pub fn max_version(&self) -> u64 {
+        let inner = self.inner.read();
+        let groups = inner.groups.values().map(|g| g.version).max().unwrap_or(0);
+        let tombs = inner.tombstones.values().copied().max().unwrap_or(0);
+        groups.max(tombs)
+    }
+}
+
 impl Inner {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
@@ -299,6 +441,7 @@ impl Inner {
         p: PreparedPush,
         now: f64,
         opts: &StoreOptions,
+        stamp: Option<u64>,
     ) -> Result<WriteOutcome, PushError> {
         let exists = self.groups.contains_key(&p.key);
         if !exists {
@@ -311,22 +454,25 @@ impl Inner {
             }
         }
         if p.has_timestamps {
-            self.mark_failure(&p.key, now, opts)?;
+            self.mark_failure(&p.key, now, opts, stamp)?;
             return Err(PushError::Invalid(
                 "pushed metrics must not have timestamps".into(),
             ));
         }
         if opts.consistency_check {
             if let Err(msg) = self.check(&p, opts) {
-                self.mark_failure(&p.key, now, opts)?;
+                self.mark_failure(&p.key, now, opts, stamp)?;
                 return Err(PushError::Invalid(msg));
             }
         }
         if !exists && self.groups.len() >= opts.max_groups {
             return Err(too_many_groups(opts));
         }
-        let version = self.next_seq();
-        let seq = version;
+        let seq = self.next_seq();
+        let version = stamp.unwrap_or(seq);
+        if stamp.is_some() {
+            self.tombstones.remove(&p.key);
+        }
         let gid = self.ensure_group(&p.key);
         let group = self.groups.get_mut(&p.key).expect("group was just ensured");
         let key = group.key.clone();
@@ -430,16 +576,20 @@ impl Inner {
         key: &GroupKey,
         now: f64,
         opts: &StoreOptions,
+        stamp: Option<u64>,
     ) -> Result<(), PushError> {
         if !self.groups.contains_key(key) && self.groups.len() >= opts.max_groups {
             return Err(too_many_groups(opts));
         }
         let seq = self.next_seq();
+        if stamp.is_some() {
+            self.tombstones.remove(key);
+        }
         let gid = self.ensure_group(key);
         let group = self.groups.get_mut(key).expect("group was just ensured");
         group.failure_time = now;
         group.last_push_successful = false;
-        group.version = seq;
+        group.version = stamp.unwrap_or(seq);
         let new_timing = timing_families(&group.key, group.push_time, now);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         let gkey = group.key.clone();
@@ -958,6 +1108,36 @@ mod tests {
         assert_eq!(s.encoded_bytes(), 0);
         // nothing left behind in the indexes: a new group may take any type and series
         push(&s, key("c", &[]), "# TYPE x counter\nx{l=\"1\"} 1\n", true).unwrap();
+    }
+
+    #[test]
+    fn versioned_writes_newest_wins_and_tombstones_block_resurrection() {
+        let primary = store();
+        let replica = store();
+        let fams = parse_text(b"m 1\n", NameScheme::Legacy).unwrap();
+        let p = prepare_push(key("v", &[]), fams, true, &Validation::default()).unwrap();
+        assert_eq!(primary.push_versioned(p, 5.0, || 100).unwrap().version, 100);
+        let g1 = primary.group(&key("v", &[])).unwrap();
+        assert_eq!(g1.version, 100);
+        assert!(replica.apply_replica(g1.clone()));
+        assert!(
+            !replica.apply_replica(g1.clone()),
+            "same version is not applied twice"
+        );
+        assert_eq!(replica.group(&key("v", &[])).unwrap().version, 100);
+        // delete at 200, then the old state arrives late: refused
+        assert!(replica.delete_versioned(&key("v", &[]), 200));
+        assert!(!replica.apply_replica(g1.clone()));
+        assert!(replica.group(&key("v", &[])).is_none());
+        assert_eq!(replica.tombstone(&key("v", &[])), Some(200));
+        // an older delete does not remove a newer group
+        let mut g3 = g1.clone();
+        g3.version = 300;
+        assert!(replica.apply_replica(g3));
+        assert!(replica.tombstone(&key("v", &[])).is_none());
+        assert!(!replica.delete_versioned(&key("v", &[]), 250));
+        assert!(replica.group(&key("v", &[])).is_some());
+        assert_eq!(replica.max_version(), 300);
     }
 
     #[test]

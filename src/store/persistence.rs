@@ -48,31 +48,9 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
     let mut payload = Vec::new();
     prost::encoding::double::encode(1, &taken_at, &mut payload);
     let mut group_buf = Vec::new();
-    let mut fam_buf = Vec::new();
     for g in groups {
         group_buf.clear();
-        for (n, v) in g.key.labels() {
-            let lp = crate::exposition::LabelPair {
-                name: Some(n.clone()),
-                value: Some(v.clone()),
-            };
-            prost::encoding::message::encode(1, &lp, &mut group_buf);
-        }
-        for (f, _) in &g.families {
-            // A stored family's protobuf metrics are kept encoded: write them as they are.
-            fam_buf.clear();
-            encode_family_header(&mut fam_buf, &f.name, &f.help, f.typ);
-            fam_buf.extend_from_slice(f.proto_metrics());
-            encode_key(2, WireType::LengthDelimited, &mut group_buf);
-            encode_varint(fam_buf.len() as u64, &mut group_buf);
-            group_buf.extend_from_slice(&fam_buf);
-        }
-        prost::encoding::double::encode(3, &g.push_time, &mut group_buf);
-        prost::encoding::double::encode(4, &g.failure_time, &mut group_buf);
-        prost::encoding::bool::encode(5, &g.last_push_successful, &mut group_buf);
-        prost::encoding::uint64::encode(6, &g.version, &mut group_buf);
-        let times: Vec<f64> = g.families.iter().map(|(_, t)| *t).collect();
-        prost::encoding::double::encode_packed(7, &times, &mut group_buf);
+        encode_group(g, &mut group_buf);
         encode_key(2, WireType::LengthDelimited, &mut payload);
         encode_varint(group_buf.len() as u64, &mut payload);
         payload.extend_from_slice(&group_buf);
@@ -83,6 +61,34 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
     out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     out
+}
+
+/// Appends one group as an encoded `pushgate.snapshot.Group` message (without a field tag):
+/// the stored families' protobuf metrics are written as they are, nothing is re-encoded.
+pub fn encode_group(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut fam_buf = Vec::new();
+    for (n, v) in g.key.labels() {
+        let lp = crate::exposition::LabelPair {
+            name: Some(n.clone()),
+            value: Some(v.clone()),
+        };
+        prost::encoding::message::encode(1, &lp, group_buf);
+    }
+    for (f, _) in &g.families {
+        fam_buf.clear();
+        encode_family_header(&mut fam_buf, &f.name, &f.help, f.typ);
+        fam_buf.extend_from_slice(f.proto_metrics());
+        encode_key(2, WireType::LengthDelimited, group_buf);
+        encode_varint(fam_buf.len() as u64, group_buf);
+        group_buf.extend_from_slice(&fam_buf);
+    }
+    prost::encoding::double::encode(3, &g.push_time, group_buf);
+    prost::encoding::double::encode(4, &g.failure_time, group_buf);
+    prost::encoding::bool::encode(5, &g.last_push_successful, group_buf);
+    prost::encoding::uint64::encode(6, &g.version, group_buf);
+    let times: Vec<f64> = g.families.iter().map(|(_, t)| *t).collect();
+    prost::encoding::double::encode_packed(7, &times, group_buf);
 }
 
 /// Decodes and validates a snapshot file's bytes into groups.
@@ -122,84 +128,90 @@ pub fn decode_snapshot(
         .map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
     let mut out = Vec::with_capacity(snap.groups.len());
     for (i, g) in snap.groups.into_iter().enumerate() {
-        let key = GroupKey::new(
-            g.key
-                .into_iter()
-                .map(|lp| (lp.name.unwrap_or_default(), lp.value.unwrap_or_default())),
-        );
-        if key.get("job").is_none_or(|j| j.is_empty()) {
-            return Err(corrupt(format!("group #{i} has no job label")));
-        }
-        for (n, _) in key.labels() {
-            if !crate::exposition::names::is_valid_label_name(n, names) {
-                return Err(corrupt(format!(
-                    "group {key} has an invalid label name {n:?}"
-                )));
-            }
-        }
-        if !g.family_push_times.is_empty() && g.family_push_times.len() != g.families.len() {
-            return Err(corrupt(format!(
-                "group {key} has {} families but {} push times",
-                g.families.len(),
-                g.family_push_times.len()
-            )));
-        }
-        let mut families = Vec::with_capacity(g.families.len());
-        for (fi, mf) in g.families.into_iter().enumerate() {
-            let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
-            let name = mf.name().to_owned();
-            if !crate::exposition::names::is_valid_metric_name(&name, names) {
-                return Err(corrupt(format!(
-                    "group {key} has an invalid metric name {name:?}"
-                )));
-            }
-            let typ = match mf.r#type.map(MetricType::try_from) {
-                None => MetricType::Untyped,
-                Some(Ok(MetricType::GaugeHistogram)) | Some(Err(_)) => {
-                    return Err(corrupt(format!(
-                        "family {name:?} of group {key} has an unsupported type"
-                    )))
-                }
-                Some(Ok(t)) => t,
-            };
-            let help = mf.help().to_owned();
-            let mut metrics = mf.metric;
-            let v = Validation {
-                names,
-                limits: Limits {
-                    max_label_name_bytes: usize::MAX,
-                    max_label_value_bytes: usize::MAX,
-                    ..Limits::default()
-                },
-            };
-            super::prepare::validate_stored(&name, typ, &mut metrics, &v)
-                .map_err(|e| corrupt(format!("family {name:?} of group {key}: {e}")))?;
-            let mf = crate::exposition::MetricFamily {
-                metric: metrics,
-                ..Default::default()
-            };
-            families.push((
-                Arc::new(StoredFamily::encode(
-                    super::family::intern(&name),
-                    super::family::intern(&help),
-                    typ,
-                    mf.metric,
-                )),
-                pushed_at,
-            ));
-        }
-        families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        families.dedup_by(|a, b| a.0.name == b.0.name);
-        out.push(GroupSnapshot {
-            key: Arc::new(key),
-            families,
-            push_time: g.push_time,
-            failure_time: g.failure_time,
-            last_push_successful: g.last_push_successful,
-            version: g.version,
-        });
+        out.push(decode_group(i, g, names).map_err(corrupt)?);
     }
     Ok(out)
+}
+
+/// Validates one decoded group (`i` is its position, for messages) like a persistence file's:
+/// names, types and label sets are checked and the families encoded for the store.
+pub fn decode_group(
+    i: usize,
+    g: snapshot_proto::Group,
+    names: NameScheme,
+) -> Result<GroupSnapshot, String> {
+    let key = GroupKey::new(
+        g.key
+            .into_iter()
+            .map(|lp| (lp.name.unwrap_or_default(), lp.value.unwrap_or_default())),
+    );
+    if key.get("job").is_none_or(|j| j.is_empty()) {
+        return Err(format!("group #{i} has no job label"));
+    }
+    for (n, _) in key.labels() {
+        if !crate::exposition::names::is_valid_label_name(n, names) {
+            return Err(format!("group {key} has an invalid label name {n:?}"));
+        }
+    }
+    if !g.family_push_times.is_empty() && g.family_push_times.len() != g.families.len() {
+        return Err(format!(
+            "group {key} has {} families but {} push times",
+            g.families.len(),
+            g.family_push_times.len()
+        ));
+    }
+    let mut families = Vec::with_capacity(g.families.len());
+    for (fi, mf) in g.families.into_iter().enumerate() {
+        let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
+        let name = mf.name().to_owned();
+        if !crate::exposition::names::is_valid_metric_name(&name, names) {
+            return Err(format!("group {key} has an invalid metric name {name:?}"));
+        }
+        let typ = match mf.r#type.map(MetricType::try_from) {
+            None => MetricType::Untyped,
+            Some(Ok(MetricType::GaugeHistogram)) | Some(Err(_)) => {
+                return Err(format!(
+                    "family {name:?} of group {key} has an unsupported type"
+                ))
+            }
+            Some(Ok(t)) => t,
+        };
+        let help = mf.help().to_owned();
+        let mut metrics = mf.metric;
+        let v = Validation {
+            names,
+            limits: Limits {
+                max_label_name_bytes: usize::MAX,
+                max_label_value_bytes: usize::MAX,
+                ..Limits::default()
+            },
+        };
+        super::prepare::validate_stored(&name, typ, &mut metrics, &v)
+            .map_err(|e| format!("family {name:?} of group {key}: {e}"))?;
+        let mf = crate::exposition::MetricFamily {
+            metric: metrics,
+            ..Default::default()
+        };
+        families.push((
+            Arc::new(StoredFamily::encode(
+                super::family::intern(&name),
+                super::family::intern(&help),
+                typ,
+                mf.metric,
+            )),
+            pushed_at,
+        ));
+    }
+    families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    families.dedup_by(|a, b| a.0.name == b.0.name);
+    Ok(GroupSnapshot {
+        key: Arc::new(key),
+        families,
+        push_time: g.push_time,
+        failure_time: g.failure_time,
+        last_push_successful: g.last_push_successful,
+        version: g.version,
+    })
 }
 
 /// Writes `bytes` to `path` atomically and durably.

@@ -21,6 +21,12 @@ pub const PERSISTENCE_LAST_WRITE_SECONDS: &str =
     "pushgate_persistence_last_write_timestamp_seconds";
 pub const REFUSED_PUSHES_TOTAL: &str = "pushgate_refused_pushes_total";
 
+pub const CLUSTER_MEMBERS: &str = "pushgate_cluster_members";
+pub const FORWARDED_PUSHES_TOTAL: &str = "pushgate_forwarded_pushes_total";
+pub const REPLICATED_WRITES_TOTAL: &str = "pushgate_replicated_writes_total";
+pub const PEER_RPC_DURATION_SECONDS: &str = "pushgate_peer_rpc_duration_seconds";
+pub const SCRAPE_MERGE_DURATION_SECONDS: &str = "pushgate_scrape_merge_duration_seconds";
+
 /// Every self-metric family: name, type, help.
 pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (HTTP_REQUESTS_TOTAL, MetricType::Counter, "Total HTTP requests processed by the Pushgateway, excluding scrapes."),
@@ -39,6 +45,11 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (PERSISTENCE_WRITES_TOTAL, MetricType::Counter, "Snapshots written to the persistence file, by result."),
     (PERSISTENCE_LAST_WRITE_SECONDS, MetricType::Gauge, "Unix time of the last successful persistence write."),
     (REFUSED_PUSHES_TOTAL, MetricType::Counter, "Pushes refused, by reason (invalid, limit, unavailable)."),
+    (CLUSTER_MEMBERS, MetricType::Gauge, "Live cluster members in this node's ring, by state (joining, active, leaving)."),
+    (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by result."),
+    (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result."),
+    (PEER_RPC_DURATION_SECONDS, MetricType::Summary, "Duration of gRPC calls to other cluster nodes, by rpc."),
+    (SCRAPE_MERGE_DURATION_SECONDS, MetricType::Summary, "Time to collect and merge every member's groups for one scrape."),
     ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),
     ("process_max_fds", MetricType::Gauge, "Maximum number of open file descriptors."),
     ("process_open_fds", MetricType::Gauge, "Number of open file descriptors."),

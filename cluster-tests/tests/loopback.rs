@@ -1,0 +1,245 @@
+//! Real 3-node clusters on loopback: placement, replication, merged reads and failures.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cluster_tests::{http, wait_for, Cluster};
+use pushgate::cluster::placement::score;
+use pushgate::cluster::NodeId;
+use pushgate::store::GroupKey;
+
+/// `m{...}` sample lines of a scrape, by job.
+fn values(body: &str, metric: &str) -> BTreeMap<String, String> {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter_map(|l| {
+            let job = l.split("job=\"").nth(1)?.split('"').next()?.to_owned();
+            Some((job, l.rsplit(' ').next()?.to_owned()))
+        })
+        .collect()
+}
+
+fn scrape(base: &str) -> String {
+    let (status, body) = http("GET", base, "/metrics", b"").expect("scrape");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[test]
+fn three_nodes_every_node_serves_every_group() {
+    let c = Cluster::start(3, &[]);
+    let n = 2000;
+    for i in 0..n {
+        let node = &c.nodes[i % 3];
+        let body = format!("# TYPE lb_value gauge\nlb_value {i}\n");
+        let (st, msg) = http(
+            "PUT",
+            &node.url(),
+            &format!("/metrics/job/j{i}"),
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "push {i}: {msg}");
+    }
+    // The real Python client, through every node.
+    let script = r#"
+import sys
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+urls = sys.argv[1:]
+for i in range(200):
+    r = CollectorRegistry()
+    Gauge('lb_value', 'x', registry=r).set(100000 + i)
+    push_to_gateway(urls[i % len(urls)].replace('http://', ''), job='py%d' % i, registry=r)
+"#;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(script);
+    for node in &c.nodes {
+        cmd.arg(node.url());
+    }
+    let status = cmd.status().expect("python3 should run");
+    assert!(status.success(), "python client failed");
+    let mut want: BTreeMap<String, String> =
+        (0..n).map(|i| (format!("j{i}"), i.to_string())).collect();
+    for i in 0..200 {
+        want.insert(format!("py{i}"), (100000 + i).to_string());
+    }
+    for node in &c.nodes {
+        let got = values(&scrape(&node.url()), "lb_value");
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got, want, "node {}", node.url());
+        let (st, api) = http("GET", &node.url(), "/api/v1/metrics", b"").unwrap();
+        assert_eq!(st, 200);
+        let v: serde_json::Value = serde_json::from_str(&api).expect("api json");
+        assert_eq!(v["data"].as_array().map(|a| a.len()), Some(want.len()));
+    }
+}
+
+#[test]
+fn put_post_delete_through_different_nodes() {
+    let c = Cluster::start(3, &[]);
+    let u = |i: usize| c.nodes[i].url();
+    let path = "/metrics/job/seq/instance/i1";
+    assert_eq!(http("PUT", &u(0), path, b"a 1\nb 1\n").unwrap().0, 200);
+    assert_eq!(http("POST", &u(1), path, b"b 2\nc 3\n").unwrap().0, 200);
+    let body = scrape(&u(2));
+    assert!(
+        body.contains("a{instance=\"i1\",job=\"seq\"} 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("b{instance=\"i1\",job=\"seq\"} 2\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("c{instance=\"i1\",job=\"seq\"} 3\n"),
+        "{body}"
+    );
+    assert_eq!(http("PUT", &u(2), path, b"d 4\n").unwrap().0, 200);
+    for i in 0..3 {
+        let body = scrape(&u(i));
+        assert!(
+            body.contains("d{instance=\"i1\",job=\"seq\"} 4\n") && !body.contains("\na{"),
+            "{body}"
+        );
+    }
+    assert_eq!(http("DELETE", &u(1), path, b"").unwrap().0, 202);
+    for i in 0..3 {
+        let body = scrape(&u(i));
+        assert!(!body.contains("job=\"seq\""), "{body}");
+    }
+    // pushed again after the delete: back
+    assert_eq!(http("POST", &u(0), path, b"e 5\n").unwrap().0, 200);
+    assert!(scrape(&u(1)).contains("e{instance=\"i1\",job=\"seq\"} 5\n"));
+}
+
+#[test]
+fn kill_nine_loses_no_acknowledged_push() {
+    let mut c = Cluster::start(3, &[]);
+    let n = 300;
+    for i in 0..n {
+        let body = format!("kv {i}\n");
+        let (st, msg) = http(
+            "PUT",
+            &c.nodes[i % 3].url(),
+            &format!("/metrics/job/k{i}"),
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{msg}");
+    }
+    c.nodes[2].kill9();
+    // Before detection: pushes through survivors still succeed (dead owner skipped).
+    for i in 0..100 {
+        let body = format!("kv {}\n", i + 1000);
+        let (st, msg) = http(
+            "PUT",
+            &c.nodes[i % 2].url(),
+            &format!("/metrics/job/k{i}"),
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(st, 200, "push during failure: {msg}");
+    }
+    let want: BTreeMap<String, String> = (0..n)
+        .map(|i| {
+            (
+                format!("k{i}"),
+                if i < 100 { i + 1000 } else { i }.to_string(),
+            )
+        })
+        .collect();
+    for node in c.live() {
+        assert_eq!(values(&scrape(&node.url()), "kv"), want);
+    }
+    // After detection: the ring shrinks, pushes keep succeeding.
+    for node in c.live() {
+        let url = node.url();
+        wait_for(
+            "the dead node to leave the ring",
+            Duration::from_secs(20),
+            || scrape(&url).contains("pushgate_cluster_members{state=\"active\"} 2\n"),
+        );
+    }
+    for i in 0..50 {
+        let (st, msg) = http(
+            "PUT",
+            &c.nodes[i % 2].url(),
+            &format!("/metrics/job/after{i}"),
+            b"kv 7\n",
+        )
+        .unwrap();
+        assert_eq!(st, 200, "{msg}");
+    }
+    for node in c.live() {
+        let got = values(&scrape(&node.url()), "kv");
+        assert_eq!(got.len(), n + 50);
+        assert_eq!(got["k5"], "1005");
+    }
+}
+
+fn owners(c: &Cluster, key: &GroupKey, r: usize) -> Vec<String> {
+    let h = key.stable_hash();
+    let mut ids: Vec<String> = c.nodes.iter().map(|n| n.id()).collect();
+    ids.sort_by(|a, b| {
+        score(h, &NodeId::new(b.as_str()))
+            .cmp(&score(h, &NodeId::new(a.as_str())))
+            .then(a.cmp(b))
+    });
+    ids.truncate(r);
+    ids
+}
+
+fn job(j: &str) -> GroupKey {
+    GroupKey::new([("job".to_owned(), j.to_owned())])
+}
+
+/// The rule: a push is checked against every group held by the node it arrives at and by the
+/// group's primary. With R=2 of 3 nodes, a conflict is refused when one of those two holds the
+/// other group; otherwise it is accepted and the merged view resolves it deterministically.
+#[test]
+fn type_conflict_with_a_group_on_another_node_is_refused() {
+    let c = Cluster::start(3, &[]);
+    let first = job("conf_a");
+    let (st, msg) = http(
+        "PUT",
+        &c.nodes[0].url(),
+        "/metrics/job/conf_a",
+        b"# TYPE cm counter\ncm 1\n",
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{msg}");
+    let holders = owners(&c, &first, 2);
+    // A second group whose primary holds the first one, pushed through a node that does not.
+    let outsider = c
+        .nodes
+        .iter()
+        .find(|n| !holders.contains(&n.id()))
+        .expect("3 nodes, 2 owners");
+    let second = (0..1000)
+        .map(|i| format!("conf_b{i}"))
+        .find(|j| {
+            holders.contains(&owners(&c, &job(j), 1)[0])
+                && owners(&c, &job(j), 1)[0] != outsider.id()
+        })
+        .expect("some key has its primary among the holders");
+    let (st, msg) = http(
+        "PUT",
+        &outsider.url(),
+        &format!("/metrics/job/{second}"),
+        b"# TYPE cm gauge\ncm 2\n",
+    )
+    .unwrap();
+    assert_eq!(st, 400, "{msg}");
+    assert!(
+        msg.contains("has type GAUGE but should have COUNTER"),
+        "{msg}"
+    );
+    for node in &c.nodes {
+        let body = scrape(&node.url());
+        assert_eq!(body.matches("# TYPE cm ").count(), 1, "{body}");
+        assert!(
+            body.contains("cm{instance=\"\",job=\"conf_a\"} 1\n"),
+            "{body}"
+        );
+    }
+}
