@@ -139,16 +139,46 @@ pub async fn read_body(
     }
 }
 
-fn decompress(reader: impl Read, max_bytes: usize, what: &str) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::new();
-    let mut limited = reader.take(max_bytes as u64 + 1);
-    limited
-        .read_to_end(&mut out)
-        .map_err(|e| BodyError::BadRequest(format!("invalid {what} request body: {e}")))?;
-    if out.len() > max_bytes {
-        return Err(BodyError::TooLarge(format!(
-            "decompressed request body exceeds the limit of {max_bytes} bytes (--push.max-body-bytes)"
-        )));
+/// Decompresses in fixed-size chunks, refusing as soon as the output passes `max_bytes`: the
+/// memory a hostile body can claim is bounded by the limit itself, never by a growing buffer's
+/// doubling (a reallocation would briefly hold old and new copies).
+fn decompress(mut reader: impl Read, max_bytes: usize, what: &str) -> Result<Vec<u8>, BodyError> {
+    const CHUNK: usize = 256 * 1024;
+    let bad =
+        |e: std::io::Error| BodyError::BadRequest(format!("invalid {what} request body: {e}"));
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            let n = reader.read(&mut chunk[filled..]).map_err(bad)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        total += filled;
+        if total > max_bytes {
+            return Err(BodyError::TooLarge(format!(
+                "decompressed request body exceeds the limit of {max_bytes} bytes (--push.max-body-bytes)"
+            )));
+        }
+        chunk.truncate(filled);
+        let done = filled < CHUNK;
+        if filled > 0 {
+            chunks.push(chunk);
+        }
+        if done {
+            break;
+        }
+    }
+    if chunks.len() == 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    let mut out = Vec::with_capacity(total);
+    for c in chunks {
+        out.extend_from_slice(&c);
     }
     Ok(out)
 }

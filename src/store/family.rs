@@ -65,8 +65,11 @@ thread_local! {
 /// pushing the same families then hold one copy of each string instead of ten thousand.
 /// Strings nobody holds any more are swept when the set has doubled since the last sweep.
 pub fn intern(s: &str) -> Arc<str> {
-    static SET: std::sync::LazyLock<parking_lot::Mutex<(std::collections::HashSet<Arc<str>>, usize)>> =
-        std::sync::LazyLock::new(|| parking_lot::Mutex::new((std::collections::HashSet::new(), 1024)));
+    static SET: std::sync::LazyLock<
+        parking_lot::Mutex<(std::collections::HashSet<Arc<str>>, usize)>,
+    > = std::sync::LazyLock::new(|| {
+        parking_lot::Mutex::new((std::collections::HashSet::new(), 1024))
+    });
     let mut guard = SET.lock();
     let (set, sweep_at) = &mut *guard;
     if let Some(existing) = set.get(s) {
@@ -214,7 +217,11 @@ impl StoredFamily {
     pub fn same_series(&self, other: &StoredFamily) -> bool {
         self.name == other.name
             && self.entries.len() == other.entries.len()
-            && self.entries.iter().zip(other.entries.iter()).all(|(a, b)| a.series == b.series)
+            && self
+                .entries
+                .iter()
+                .zip(other.entries.iter())
+                .all(|(a, b)| a.series == b.series)
     }
 
     /// The whole family's text lines, already in exposition order.

@@ -92,6 +92,9 @@ struct Group {
     timing: [Arc<StoredFamily>; 2],
 }
 
+/// A family of a group replaced (old and new), removed (old only) or added (new only).
+type FamilyChange = (Option<Arc<StoredFamily>>, Option<Arc<StoredFamily>>);
+
 /// Hash maps keyed by data from the network use foldhash: several times faster than SipHash on
 /// label strings, still seeded per process.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -477,8 +480,7 @@ impl Inner {
         let group = self.groups.get_mut(&p.key).expect("group was just ensured");
         let key = group.key.clone();
         // (old, new) pairs: a family replaced, removed (PUT) or added.
-        let mut changes: Vec<(Option<Arc<StoredFamily>>, Option<Arc<StoredFamily>>)> =
-            Vec::with_capacity(p.families.len() + 4);
+        let mut changes: Vec<FamilyChange> = Vec::with_capacity(p.families.len() + 4);
         if p.replace_all {
             for (name, (old, _)) in std::mem::take(&mut group.families) {
                 if p.family(&name).is_none() {

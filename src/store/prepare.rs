@@ -137,7 +137,10 @@ pub fn prepare_push(
                 .to_metric_family()
                 .metric
                 .iter()
-                .find(|m| super::family::series_hash(&fam.name, m) == fam.series().nth(i).unwrap_or_default())
+                .find(|m| {
+                    super::family::series_hash(&fam.name, m)
+                        == fam.series().nth(i).unwrap_or_default()
+                })
                 .map(describe_labels)
                 .unwrap_or_default();
             return Err(invalid(format!(
