@@ -30,12 +30,114 @@ pub trait Gateway: Send + Sync + 'static {
         format: Format,
         own: Vec<Arc<StoredFamily>>,
     ) -> impl Future<Output = (Vec<u8>, RenderStats)> + Send;
+    /// The full exposition as a stream of chunks (gzip-compressed when `gzip`), so a large
+    /// scrape is sent while it is rendered instead of being built in one buffer first. The
+    /// default renders it whole with `render` and sends it as one chunk.
+    fn render_stream(
+        &self,
+        format: Format,
+        own: Vec<Arc<StoredFamily>>,
+        gzip: bool,
+    ) -> impl Future<Output = ScrapeStream> + Send {
+        async move {
+            let started = std::time::Instant::now();
+            let (body, stats) = self.render(format, own).await;
+            let (mut sink, rx) = ChunkSink::new(gzip);
+            tokio::task::spawn_blocking(move || {
+                sink.push(body);
+                sink.finish();
+                record_render(&stats, started.elapsed());
+            });
+            rx
+        }
+    }
     /// Every group, sorted by key.
     fn groups(&self) -> impl Future<Output = Vec<GroupSnapshot>> + Send;
     /// What this node holds, for self-metrics.
     fn local_stats(&self) -> LocalStats;
     /// Validation rules for pushes (names, limits).
     fn validation(&self) -> &Validation;
+}
+
+/// Chunks of a scrape response as they are produced.
+pub type ScrapeStream = tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>;
+
+/// Chunk size of streamed scrapes.
+pub const SCRAPE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Counts one render in the self-metrics.
+pub fn record_render(stats: &RenderStats, elapsed: std::time::Duration) {
+    use crate::telemetry::metrics as m;
+    metrics::histogram!(m::SCRAPE_RENDER_SECONDS).record(elapsed.as_secs_f64());
+    if stats.inconsistent_dropped > 0 {
+        metrics::counter!(m::INCONSISTENT_DROPPED_TOTAL)
+            .increment(stats.inconsistent_dropped as u64);
+    }
+}
+
+/// The producing end of a `ScrapeStream`, used from a blocking thread: compresses when asked
+/// and hands chunks to the response body. If the client went away, the rest is discarded.
+pub struct ChunkSink {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
+    closed: bool,
+}
+
+impl ChunkSink {
+    pub fn new(gzip: bool) -> (ChunkSink, ScrapeStream) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // Fast compression: a scrape is CPU the gateway spends on every Prometheus interval.
+        let gzip = gzip.then(|| {
+            flate2::write::GzEncoder::new(
+                Vec::with_capacity(SCRAPE_CHUNK_BYTES / 2),
+                flate2::Compression::fast(),
+            )
+        });
+        (
+            ChunkSink {
+                tx,
+                gzip,
+                closed: false,
+            },
+            rx,
+        )
+    }
+
+    fn send(&mut self, b: Vec<u8>) {
+        if !self.closed && !b.is_empty() && self.tx.blocking_send(Ok(b.into())).is_err() {
+            self.closed = true;
+        }
+    }
+
+    pub fn push(&mut self, chunk: Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        match self.gzip.as_mut() {
+            None => self.send(chunk),
+            Some(enc) => {
+                use std::io::Write;
+                if let Err(e) = enc.write_all(&chunk) {
+                    let _ = self.tx.blocking_send(Err(e));
+                    self.closed = true;
+                    return;
+                }
+                let out = std::mem::take(enc.get_mut());
+                self.send(out);
+            }
+        }
+    }
+
+    pub fn finish(mut self) {
+        if let Some(enc) = self.gzip.take() {
+            match enc.finish() {
+                Ok(tail) => self.send(tail),
+                Err(e) => {
+                    let _ = self.tx.blocking_send(Err(e));
+                }
+            }
+        }
+    }
 }
 
 /// Sizes of what a node holds locally.
@@ -117,6 +219,24 @@ impl Gateway for LocalGateway {
         })
         .await
         .expect("render task should not panic")
+    }
+
+    async fn render_stream(
+        &self,
+        format: Format,
+        own: Vec<Arc<StoredFamily>>,
+        gzip: bool,
+    ) -> ScrapeStream {
+        let store = self.store.clone();
+        let (mut sink, rx) = ChunkSink::new(gzip);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let stats =
+                store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, &mut |c| sink.push(c));
+            sink.finish();
+            record_render(&stats, started.elapsed());
+        });
+        rx
     }
 
     async fn groups(&self) -> Vec<GroupSnapshot> {

@@ -4,7 +4,6 @@
 //! encoded `/` in a label value splits the path exactly like upstream (use `@base64` for such
 //! values) and redirects, 404s and 405s come out the same.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -594,46 +593,19 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 async fn scrape<G: Gateway>(st: &AppState<G>, headers: &HeaderMap) -> Response {
     let format = negotiate(headers);
     let own = telemetry::own_families(&st.recorder, st.gateway.local_stats());
-    let started = Instant::now();
-    let (body, stats) = st.gateway.render(format, own).await;
-    metrics::histogram!(m::SCRAPE_RENDER_SECONDS).record(started.elapsed().as_secs_f64());
-    if stats.inconsistent_dropped > 0 {
-        metrics::counter!(m::INCONSISTENT_DROPPED_TOTAL)
-            .increment(stats.inconsistent_dropped as u64);
-    }
+    let gzip = accepts_gzip(headers);
+    let chunks = st.gateway.render_stream(format, own, gzip).await;
     let content_type = match format {
         Format::Text => TEXT_CONTENT_TYPE,
         Format::Protobuf => PROTO_CONTENT_TYPE,
     };
-    let mut resp = if accepts_gzip(headers) {
-        // Fast compression: a scrape is CPU the gateway spends on every Prometheus interval.
-        let compressed = tokio::task::spawn_blocking(move || {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 4),
-                flate2::Compression::fast(),
-            );
-            enc.write_all(&body).and_then(|_| enc.finish())
-        })
-        .await;
-        match compressed {
-            Ok(Ok(gz)) => {
-                let mut r = (StatusCode::OK, gz).into_response();
-                r.headers_mut()
-                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                r
-            }
-            _ => {
-                return plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "failed to compress the response",
-                )
-            }
-        }
-    } else {
-        (StatusCode::OK, body).into_response()
-    };
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     resp
 }
 

@@ -67,21 +67,52 @@ impl Store {
         own: &[Arc<StoredFamily>],
         out: &mut Vec<u8>,
     ) -> RenderStats {
+        let mut whole = Vec::new();
+        let stats = self.render_chunked(format, own, usize::MAX, &mut |chunk| {
+            if whole.is_empty() {
+                whole = chunk;
+            } else {
+                whole.extend_from_slice(&chunk);
+            }
+        });
+        if out.is_empty() {
+            *out = whole;
+        } else {
+            out.extend_from_slice(&whole);
+        }
+        stats
+    }
+
+    /// Renders the exposition in pieces of about `chunk_size` bytes (whole families; a family
+    /// larger than that is one piece), handing each to `emit` as soon as it is ready, so a
+    /// scrape of a large store is streamed instead of built in one buffer.
+    pub fn render_chunked(
+        &self,
+        format: Format,
+        own: &[Arc<StoredFamily>],
+        chunk_size: usize,
+        emit: &mut dyn FnMut(Vec<u8>),
+    ) -> RenderStats {
         let mut stats = RenderStats::default();
         let parts = self.plan(own, &mut stats);
-        if format == Format::Text {
-            let estimate: usize = parts
-                .iter()
-                .map(|p| p.members.iter().map(|m| m.2.text().len()).sum::<usize>() + 128)
-                .sum();
-            out.reserve(estimate);
-        }
+        let estimate: usize = parts
+            .iter()
+            .map(|p| p.members.iter().map(|m| m.2.text().len()).sum::<usize>() + 128)
+            .sum();
+        let mut out = Vec::with_capacity(estimate.min(chunk_size.saturating_add(64 * 1024)));
         let mut fresh: Vec<(Arc<str>, u64, Arc<[u64]>)> = Vec::new();
         for part in parts {
-            let order = render_family(format, &part, out, &mut stats);
+            let order = render_family(format, &part, &mut out, &mut stats);
             if let (Some(layout), Some(order)) = (part.cache_as, order) {
                 fresh.push((part.name, layout, order));
             }
+            if out.len() >= chunk_size {
+                let next = Vec::with_capacity(chunk_size.saturating_add(64 * 1024));
+                emit(std::mem::replace(&mut out, next));
+            }
+        }
+        if !out.is_empty() {
+            emit(out);
         }
         if !fresh.is_empty() {
             let mut cache = self.render_cache.lock();
