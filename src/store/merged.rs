@@ -4,16 +4,13 @@
 use std::sync::Arc;
 
 use super::render::{Format, RenderStats};
-use super::{GroupSnapshot, ReservedNames, Store, StoreOptions, StoredFamily};
+use super::{GroupSnapshot, ReservedNames, StoredFamily};
 
-/// Writes one exposition of `groups` (distinct keys) merged with `own`, exactly as a store
-/// holding those groups would render it.
-///
-/// The groups are restored into a temporary store (no consistency check: they were accepted by
-/// their primaries) and rendered by the ordinary path, so conflicts between groups that raced on
-/// different primaries are resolved the same deterministic way as in one store (first group in
-/// key order keeps a name's type; the rest is dropped and counted in `inconsistent_dropped`).
-/// Restoring costs O(series) for indexing, the encodings are shared (`Arc`), not copied.
+/// Writes one exposition of `groups` merged with `own`, exactly as a store holding those
+/// groups would render it (see `render::render_snapshots`: no temporary store, no indexing;
+/// the encodings are shared, not copied). Conflicts between groups that raced on different
+/// primaries are resolved the same deterministic way as in one store: the first group in key
+/// order keeps a name's type, the rest is dropped and counted in `inconsistent_dropped`.
 pub fn render_groups(
     groups: &[GroupSnapshot],
     reserved: ReservedNames,
@@ -21,20 +18,11 @@ pub fn render_groups(
     format: Format,
     out: &mut Vec<u8>,
 ) -> RenderStats {
-    let store = Store::new(StoreOptions {
-        consistency_check: false,
-        max_groups: usize::MAX,
-        reserved,
-    });
-    let mut dropped = 0;
-    for g in groups {
-        if store.restore(g.clone()).is_err() {
-            // Two keys equal once `instance=""` is added (raced on different primaries): the
-            // first in key order stays.
-            dropped += 1;
+    super::render::render_snapshots(groups, &reserved, own, format, usize::MAX, &mut |chunk| {
+        if out.is_empty() {
+            *out = chunk;
+        } else {
+            out.extend_from_slice(&chunk);
         }
-    }
-    let mut stats = store.render(format, own, out);
-    stats.inconsistent_dropped += dropped;
-    stats
+    })
 }

@@ -630,8 +630,7 @@ impl Inner {
         // No consistency check: the data was accepted before (perhaps with the check disabled),
         // and refusing it now would drop acknowledged pushes. Conflicts, if any, are resolved at
         // render time like any other.
-        self.delete(&g.key);
-        if self.groups.len() >= opts.max_groups {
+        if !self.groups.contains_key(&*g.key) && self.groups.len() >= opts.max_groups {
             return Err(too_many_groups(opts));
         }
         let seq = self.next_seq();
@@ -644,18 +643,31 @@ impl Inner {
         group.failure_time = g.failure_time;
         group.last_push_successful = g.last_push_successful;
         group.version = g.version;
-        let new_timing = timing_families(&group.key, g.push_time, g.failure_time);
-        let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
-        for (f, t) in &g.families {
-            group.families.insert(f.name.clone(), (f.clone(), *t));
-        }
         let key = group.key.clone();
-        self.seq = self.seq.max(g.version);
-        for (o, n) in old_timing.into_iter().zip(new_timing) {
-            self.swap_family(gid, &key, Some(o), Some(n), seq);
+        // The group's families become exactly the snapshot's: pair each with the family of the
+        // same name it replaces, so unchanged label sets cost no index traffic (a replica
+        // receiving a new version of a group is the common case).
+        let mut old = std::mem::take(&mut group.families);
+        let mut changes: Vec<FamilyChange> = Vec::with_capacity(g.families.len() + 4);
+        for (f, t) in &g.families {
+            let previous = old.remove(&f.name).map(|(o, _)| o);
+            group.families.insert(f.name.clone(), (f.clone(), *t));
+            changes.push((previous, Some(f.clone())));
         }
-        for (fam, _) in &g.families {
-            self.index_family(gid, &key, fam, seq);
+        changes.extend(old.into_values().map(|(o, _)| (Some(o), None)));
+        let new_timing = timing_families(&key, g.push_time, g.failure_time);
+        let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
+        changes.extend(
+            old_timing
+                .into_iter()
+                .zip(new_timing)
+                .map(|(o, n)| (Some(o), Some(n))),
+        );
+        self.seq = self.seq.max(g.version);
+        // Removals first, so a series moving between two families of the group is re-owned.
+        changes.sort_by_key(|(_, n)| n.is_some());
+        for (o, n) in changes {
+            self.swap_family(gid, &key, o, n, seq);
         }
         Ok(())
     }
@@ -1140,6 +1152,39 @@ mod tests {
         assert!(!replica.delete_versioned(&key("v", &[]), 250));
         assert!(replica.group(&key("v", &[])).is_some());
         assert_eq!(replica.max_version(), 300);
+    }
+
+    #[test]
+    fn merged_render_of_snapshots_equals_the_store_render() {
+        let s = store();
+        push(
+            &s,
+            key("b", &[]),
+            "# HELP m help\nm 1\nm{a=\"2\"} 1\n",
+            true,
+        )
+        .unwrap();
+        push(
+            &s,
+            key("a", &[("instance", "i9")]),
+            "m 1\nm{a=\"10\"} 1\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+            true,
+        )
+        .unwrap();
+        push(&s, key("c", &[]), "x 3\n", true).unwrap();
+        for format in [Format::Text, Format::Protobuf] {
+            let mut direct = Vec::new();
+            s.render(format, &[], &mut direct);
+            let mut merged = Vec::new();
+            merged::render_groups(
+                &s.snapshot(),
+                crate::telemetry::reserved_names(),
+                &[],
+                format,
+                &mut merged,
+            );
+            assert_eq!(direct, merged, "{format:?}");
+        }
     }
 
     #[test]

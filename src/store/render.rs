@@ -95,25 +95,7 @@ impl Store {
     ) -> RenderStats {
         let mut stats = RenderStats::default();
         let parts = self.plan(own, &mut stats);
-        let estimate: usize = parts
-            .iter()
-            .map(|p| p.members.iter().map(|m| m.2.text().len()).sum::<usize>() + 128)
-            .sum();
-        let mut out = Vec::with_capacity(estimate.min(chunk_size.saturating_add(64 * 1024)));
-        let mut fresh: Vec<(Arc<str>, u64, Arc<[u64]>)> = Vec::new();
-        for part in parts {
-            let order = render_family(format, &part, &mut out, &mut stats);
-            if let (Some(layout), Some(order)) = (part.cache_as, order) {
-                fresh.push((part.name, layout, order));
-            }
-            if out.len() >= chunk_size {
-                let next = Vec::with_capacity(chunk_size.saturating_add(64 * 1024));
-                emit(std::mem::replace(&mut out, next));
-            }
-        }
-        if !out.is_empty() {
-            emit(out);
-        }
+        let fresh = render_parts(format, parts, chunk_size, emit, &mut stats);
         if !fresh.is_empty() {
             let mut cache = self.render_cache.lock();
             for (name, layout, order) in fresh {
@@ -195,6 +177,97 @@ impl Store {
         }
         parts
     }
+}
+
+/// Writes `parts` in order, emitting pieces of about `chunk_size` bytes; returns the member
+/// orders worth caching.
+fn render_parts(
+    format: Format,
+    parts: Vec<Part>,
+    chunk_size: usize,
+    emit: &mut dyn FnMut(Vec<u8>),
+    stats: &mut RenderStats,
+) -> Vec<(Arc<str>, u64, Arc<[u64]>)> {
+    let estimate: usize = parts
+        .iter()
+        .map(|p| p.members.iter().map(|m| m.2.text().len()).sum::<usize>() + 128)
+        .sum();
+    let mut out = Vec::with_capacity(estimate.min(chunk_size.saturating_add(64 * 1024)));
+    let mut fresh = Vec::new();
+    for part in parts {
+        let order = render_family(format, &part, &mut out, stats);
+        if let (Some(layout), Some(order)) = (part.cache_as, order) {
+            fresh.push((part.name, layout, order));
+        }
+        if out.len() >= chunk_size {
+            let next = Vec::with_capacity(chunk_size.saturating_add(64 * 1024));
+            emit(std::mem::replace(&mut out, next));
+        }
+    }
+    if !out.is_empty() {
+        emit(out);
+    }
+    fresh
+}
+
+/// Renders groups that do not live in one store (a cluster node's merged view) exactly as a
+/// store holding them would: families merged by name, the same ordering, type and HELP rules.
+/// Of two groups whose keys are equal once `instance=""` is added (possible only when they
+/// raced on different primaries), the first in key order is kept and the other counted.
+pub fn render_snapshots(
+    groups: &[super::GroupSnapshot],
+    reserved: &super::ReservedNames,
+    own: &[Arc<StoredFamily>],
+    format: Format,
+    chunk_size: usize,
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> RenderStats {
+    let mut stats = RenderStats::default();
+    let mut sorted: Vec<&super::GroupSnapshot> = groups.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut seen = std::collections::HashSet::with_capacity(sorted.len());
+    let mut by_name: std::collections::BTreeMap<Arc<str>, Vec<Member>> =
+        std::collections::BTreeMap::new();
+    for (i, g) in sorted.into_iter().enumerate() {
+        if !seen.insert(g.key.normalized()) {
+            stats.inconsistent_dropped += 1;
+            continue;
+        }
+        let gid = i as u64 + 1;
+        let timing = super::timing_families_of(g);
+        for f in g.families.iter().map(|(f, _)| f).chain(timing.iter()) {
+            by_name
+                .entry(f.name.clone())
+                .or_default()
+                .push((gid, g.key.clone(), f.clone()));
+        }
+    }
+    let empty_key = Arc::new(GroupKey::new(std::iter::empty()));
+    let mut parts = Vec::with_capacity(by_name.len() + own.len());
+    let mut own_iter = own.iter().peekable();
+    for (name, mut members) in by_name {
+        while let Some(o) = own_iter.next_if(|o| o.name < name) {
+            parts.push(own_part(o, &empty_key));
+        }
+        stats.families += 1;
+        let mut help = reserved.get(&name).map(|(_, h)| Arc::<str>::from(h));
+        if let Some(o) = own_iter.next_if(|o| o.name == name) {
+            help = Some(o.help.clone());
+            members.insert(0, (0, empty_key.clone(), o.clone()));
+        }
+        parts.push(Part {
+            name,
+            help,
+            members,
+            presorted: false,
+            cache_as: None,
+        });
+    }
+    for o in own_iter {
+        parts.push(own_part(o, &empty_key));
+    }
+    render_parts(format, parts, chunk_size, emit, &mut stats);
+    stats
 }
 
 fn own_part(o: &Arc<StoredFamily>, empty_key: &Arc<GroupKey>) -> Part {
