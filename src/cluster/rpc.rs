@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::exposition::names::{is_valid_label_name, NameScheme};
 use crate::exposition::{LabelPair, MetricFamily};
 use crate::store::family::encode_family_header;
-use crate::store::persistence::{decode_group, encode_group, snapshot_proto};
+use crate::store::persistence::{decode_group, encode_group_wire, snapshot_proto};
 use crate::store::{GroupKey, GroupSnapshot, StoredFamily};
 
 /// Generated from proto/pushgate/cluster.proto.
@@ -131,7 +131,7 @@ pub fn families_from_bytes(raw: Vec<Vec<u8>>) -> Result<Vec<MetricFamily>, Strin
 
 pub fn group_to_bytes(g: &GroupSnapshot) -> Vec<u8> {
     let mut buf = Vec::new();
-    encode_group(g, &mut buf);
+    encode_group_wire(g, &mut buf);
     buf
 }
 

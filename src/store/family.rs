@@ -261,6 +261,125 @@ impl StoredFamily {
             .expect("a family re-assembled from its own encoding should decode")
     }
 
+    /// The node-to-node form: the encodings exactly as held, so a peer does not re-encode.
+    /// Layout (little endian): name, help (u32 length + bytes each), type (u8), text length,
+    /// key length, buffer (u32 length + bytes), entry count (u32), then per entry
+    /// text_end, key_end, proto_start, proto_len (u32 each) and the series identity (u128).
+    pub fn to_wire(&self, out: &mut Vec<u8>) {
+        let put = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&v.to_le_bytes());
+        for s in [&*self.name, &*self.help] {
+            put(out, offset(s.len()));
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.push(self.typ as i32 as u8);
+        put(out, self.text_len);
+        put(out, self.proto_at - self.text_len);
+        put(out, offset(self.buf.len()));
+        out.extend_from_slice(&self.buf);
+        put(out, offset(self.entries.len()));
+        for e in self.entries.iter() {
+            for v in [e.text_end, e.key_end, e.proto_start, e.proto_len] {
+                put(out, v);
+            }
+            out.extend_from_slice(&e.series.to_le_bytes());
+        }
+    }
+
+    /// Reads `to_wire`'s form from a peer, checking every offset and that the text is UTF-8
+    /// lines of this family, so a malformed message is an error, never a panic or a broken
+    /// exposition.
+    pub fn from_wire(
+        b: &[u8],
+        names: crate::exposition::names::NameScheme,
+    ) -> Result<StoredFamily, String> {
+        struct R<'a>(&'a [u8]);
+        impl<'a> R<'a> {
+            fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+                if self.0.len() < n {
+                    return Err("truncated encoded family".into());
+                }
+                let (a, rest) = self.0.split_at(n);
+                self.0 = rest;
+                Ok(a)
+            }
+            fn u32(&mut self) -> Result<u32, String> {
+                let a = self.take(4)?;
+                Ok(u32::from_le_bytes([a[0], a[1], a[2], a[3]]))
+            }
+            fn str(&mut self) -> Result<&'a str, String> {
+                let n = self.u32()? as usize;
+                std::str::from_utf8(self.take(n)?).map_err(|_| "non-UTF-8 name or help".to_string())
+            }
+        }
+        let mut r = R(b);
+        let name = r.str()?;
+        let help = r.str()?;
+        if !crate::exposition::names::is_valid_metric_name(name, names) {
+            return Err(format!("invalid metric name {name:?}"));
+        }
+        let typ = match MetricType::try_from(i32::from(r.take(1)?[0])) {
+            Ok(MetricType::GaugeHistogram) | Err(_) => return Err("unsupported metric type".into()),
+            Ok(t) => t,
+        };
+        let text_len = r.u32()? as usize;
+        let keys_len = r.u32()? as usize;
+        let buf_len = r.u32()? as usize;
+        let buf = r.take(buf_len)?;
+        let proto_at = text_len
+            .checked_add(keys_len)
+            .filter(|&p| p <= buf.len())
+            .ok_or("offsets beyond the buffer")?;
+        let text =
+            std::str::from_utf8(&buf[..text_len]).map_err(|_| "non-UTF-8 text".to_string())?;
+        let n = r.u32()? as usize;
+        if n > b.len() / 32 {
+            return Err("entry count larger than the message".into());
+        }
+        let mut entries = Vec::with_capacity(n);
+        let (mut prev_text, mut prev_key) = (0usize, 0usize);
+        let proto_len_total = buf.len() - proto_at;
+        for _ in 0..n {
+            let (t, k, ps, pl) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+            let series = u128::from_le_bytes(r.take(16)?.try_into().map_err(|_| "bad series")?);
+            let (tu, ku) = (t as usize, k as usize);
+            if tu <= prev_text
+                || tu > text_len
+                || ku < prev_key
+                || ku > keys_len
+                || (ps as usize)
+                    .checked_add(pl as usize)
+                    .is_none_or(|end| end > proto_len_total)
+            {
+                return Err("entry offsets out of order or out of bounds".into());
+            }
+            let line = &text[prev_text..tu];
+            if !line.starts_with(name) || !line.ends_with('\n') || !text.is_char_boundary(tu) {
+                return Err("text of an entry is not lines of this family".into());
+            }
+            prev_text = tu;
+            prev_key = ku;
+            entries.push(Entry {
+                text_end: t,
+                key_end: k,
+                proto_start: ps,
+                proto_len: pl,
+                series,
+            });
+        }
+        if prev_text != text_len || prev_key != keys_len || !r.0.is_empty() {
+            return Err("encoded family has trailing or unaccounted bytes".into());
+        }
+        Ok(StoredFamily {
+            name: intern(name),
+            help: intern(help),
+            typ,
+            buf: buf.into(),
+            text_len: offset(text_len),
+            proto_at: offset(proto_at),
+            entries: entries.into_boxed_slice(),
+        })
+    }
+
     /// Approximate heap bytes held, for the memory accounting self-metric.
     pub fn heap_bytes(&self) -> usize {
         self.buf.len() + self.entries.len() * std::mem::size_of::<Entry>()
@@ -362,6 +481,35 @@ mod tests {
         assert!(sort_key(&metric(&[("a", "a\u{0}")])) < sort_key(&metric(&[("a", "a\u{1}")])));
         assert!(sort_key(&metric(&[("a", "a\u{1}")])) < sort_key(&metric(&[("a", "a\u{2}")])));
         assert!(sort_key(&metric(&[("a", "a")])) < sort_key(&metric(&[("a", "a\u{0}")])));
+    }
+
+    #[test]
+    fn wire_form_round_trips_and_refuses_damage() {
+        let fam = StoredFamily::encode(
+            "g".into(),
+            "help".into(),
+            MetricType::Gauge,
+            vec![metric(&[("job", "b")]), metric(&[("job", "a")])],
+        );
+        let mut w = Vec::new();
+        fam.to_wire(&mut w);
+        let back = StoredFamily::from_wire(&w, Default::default()).unwrap();
+        assert_eq!(back.text(), fam.text());
+        assert_eq!(back.proto_metrics(), fam.proto_metrics());
+        assert!(back.same_series(&fam));
+        assert_eq!(back.chunks().count(), 2);
+        for cut in 0..w.len() {
+            assert!(
+                StoredFamily::from_wire(&w[..cut], Default::default()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for i in 0..w.len() {
+            let mut bad = w.clone();
+            bad[i] ^= 0xA5;
+            // Must never panic; most flips are refused.
+            let _ = StoredFamily::from_wire(&bad, Default::default());
+        }
     }
 
     #[test]

@@ -91,6 +91,33 @@ pub fn encode_group(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
     prost::encoding::double::encode_packed(7, &times, group_buf);
 }
 
+/// `encode_group` for node-to-node transfers: the families travel pre-encoded
+/// (`StoredFamily::to_wire`, field 8), so the receiver does not re-encode them.
+pub fn encode_group_wire(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    for (n, v) in g.key.labels() {
+        let lp = crate::exposition::LabelPair {
+            name: Some(n.clone()),
+            value: Some(v.clone()),
+        };
+        prost::encoding::message::encode(1, &lp, group_buf);
+    }
+    prost::encoding::double::encode(3, &g.push_time, group_buf);
+    prost::encoding::double::encode(4, &g.failure_time, group_buf);
+    prost::encoding::bool::encode(5, &g.last_push_successful, group_buf);
+    prost::encoding::uint64::encode(6, &g.version, group_buf);
+    let times: Vec<f64> = g.families.iter().map(|(_, t)| *t).collect();
+    prost::encoding::double::encode_packed(7, &times, group_buf);
+    let mut fam_buf = Vec::new();
+    for (f, _) in &g.families {
+        fam_buf.clear();
+        f.to_wire(&mut fam_buf);
+        encode_key(8, WireType::LengthDelimited, group_buf);
+        encode_varint(fam_buf.len() as u64, group_buf);
+        group_buf.extend_from_slice(&fam_buf);
+    }
+}
+
 /// Decodes and validates a snapshot file's bytes into groups.
 pub fn decode_snapshot(
     path: &Path,
@@ -153,14 +180,24 @@ pub fn decode_group(
             return Err(format!("group {key} has an invalid label name {n:?}"));
         }
     }
-    if !g.family_push_times.is_empty() && g.family_push_times.len() != g.families.len() {
+    let family_count = g.families.len() + g.encoded_families.len();
+    if !g.family_push_times.is_empty() && g.family_push_times.len() != family_count {
         return Err(format!(
-            "group {key} has {} families but {} push times",
-            g.families.len(),
+            "group {key} has {family_count} families but {} push times",
             g.family_push_times.len()
         ));
     }
-    let mut families = Vec::with_capacity(g.families.len());
+    let mut families = Vec::with_capacity(g.families.len() + g.encoded_families.len());
+    if !g.encoded_families.is_empty() {
+        if !g.families.is_empty() {
+            return Err(format!("group {key} carries families in two forms"));
+        }
+        for (fi, raw) in g.encoded_families.iter().enumerate() {
+            let f = StoredFamily::from_wire(raw, names).map_err(|e| format!("group {key}: {e}"))?;
+            let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
+            families.push((Arc::new(f), pushed_at));
+        }
+    }
     for (fi, mf) in g.families.into_iter().enumerate() {
         let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
         let name = mf.name().to_owned();
