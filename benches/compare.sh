@@ -16,7 +16,8 @@
 # Environment (defaults in brackets):
 #   DURATION [10]  SMALL_GROUPS [100]  BIG_GROUPS [10000]  SERIES [20]  CONNECTIONS [32]  SCRAPES [5]
 #   SMOKE=1        CI mode: DURATION=2, BIG_GROUPS=1000, SCRAPES=1 unless set explicitly
-#   TARGETS        which targets to run, e.g. TARGETS="upstream-on upstream-off"
+#   TARGETS        which targets to run, e.g. TARGETS="upstream-on upstream-off" (default: all five,
+#                  the last being a 3-node pushgate cluster on loopback)
 #   SKIP_BUILD=1   do not run cargo build (use the binaries already built)
 #   UPSTREAM_BIN [/usr/bin/prometheus-pushgateway]  PUSHGATE_BIN [target/release/pushgate]
 #   LOADGEN_BIN [target/release/loadgen]  OUT_DIR [a new temp dir; keeps the JSON results and server logs]
@@ -49,7 +50,7 @@ SCRAPES=${SCRAPES:-5}
 START_TIMEOUT=${START_TIMEOUT:-15}
 LOADGEN_TIMEOUT=${LOADGEN_TIMEOUT:-900}
 WARMUP_LIMIT=${WARMUP_LIMIT:-120}
-TARGETS=${TARGETS:-upstream-on upstream-off pushgate-on pushgate-off}
+TARGETS=${TARGETS:-upstream-on upstream-off pushgate-on pushgate-off pushgate-cluster3}
 UPSTREAM_BIN=${UPSTREAM_BIN:-/usr/bin/prometheus-pushgateway}
 PUSHGATE_BIN=${PUSHGATE_BIN:-$TARGET_DIR/release/pushgate}
 LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
@@ -166,18 +167,57 @@ run_scenarios() {
     loadgen "$name" scrape --groups "$BIG_GROUPS" --scrape-only --scrapes "$SCRAPES" || true
 }
 
-# --- HOOK: 3-node cluster target ----------------------------------------------------------------------
-# pushgate's cluster flags are not designed yet, so there is no cluster row. When they exist, implement
-# run_cluster_target to start three nodes (each on its own free_port, all stopped by cleanup) and measure:
-#   - pushes to BIG_GROUPS groups sent to a non-owner node (one gRPC hop); target >= 60% of direct rate
-#   - a merged scrape of the full store from one node; target within 3x of one node's local scrape
-# then add "pushgate-cluster3" to the default TARGETS and its rows to print_table. Until then selecting
-# it only reports that it is not available; no figures are produced or invented for it.
+# --- 3-node cluster target ---------------------------------------------------------------------------
+# Three pushgate nodes on loopback (replication factor 2), every one on its own free ports. The load
+# goes to node 1, so a third of the groups have node 1 as primary and the rest take one gRPC hop to
+# their primary plus a replication; the scrape is node 1's merged view of the whole cluster. All three
+# share this host's cores with each other and with the load generator.
+CLUSTER_PIDS=()
+stop_cluster() {
+    local pid
+    for pid in "${CLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    CLUSTER_PIDS=()
+}
+cleanup() { stop_server; stop_cluster; }
+
 run_cluster_target() {
-    local name=$1
-    mkdir -p "$OUT_DIR/$name"
-    echo "not available: pushgate cluster flags are not designed yet" >"$OUT_DIR/$name/status"
-    log "$name: skipped: pushgate cluster flags are not designed yet"
+    local name=$1 dir="$OUT_DIR/$1" i peers=() http=() gossip=()
+    mkdir -p "$dir"
+    for i in 1 2 3; do
+        http+=("$(free_port)")
+        gossip+=("$(free_port)")
+    done
+    for i in 0 1 2; do peers+=("--cluster.peer=127.0.0.1:${gossip[$i]}"); done
+    for i in 0 1 2; do
+        "$PUSHGATE_BIN" "--web.listen-address=127.0.0.1:${http[$i]}" \
+            "--cluster.listen-address=127.0.0.1:${gossip[$i]}" "${peers[@]}" \
+            >"$dir/node$((i + 1)).log" 2>&1 &
+        CLUSTER_PIDS+=($!)
+    done
+    SERVER_URL="http://127.0.0.1:${http[0]}"
+    SERVER_PID=${CLUSTER_PIDS[0]}
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until curl -sf "$SERVER_URL/metrics" 2>/dev/null | grep -q 'pushgate_cluster_members{state="active"} 3'; do
+        if ((SECONDS >= deadline)); then
+            echo "cluster did not form in ${START_TIMEOUT}s" >"$dir/status"
+            log "$name: cluster did not form; node 1 log tail:"
+            tail -n 20 "$dir/node1.log" | sed 's/^/    /' >&2
+            SERVER_PID=""
+            stop_cluster
+            return 1
+        fi
+        sleep 0.2
+    done
+    echo "ok" >"$dir/status"
+    log "$name: 3 nodes formed a cluster; load goes to $SERVER_URL"
+    run_scenarios "$name"
+    SERVER_PID=""
+    stop_cluster
 }
 # ------------------------------------------------------------------------------------------------------
 
@@ -194,7 +234,7 @@ for target in $TARGETS; do
                 && run_scenarios "$target" || true
             ;;
         pushgate-cluster3) run_cluster_target "$target" ;;
-        *) die "unknown target $target (known: upstream-on upstream-off pushgate-on pushgate-off)" ;;
+        *) die "unknown target $target (known: upstream-on upstream-off pushgate-on pushgate-off pushgate-cluster3)" ;;
     esac
     stop_server
 done
@@ -241,6 +281,7 @@ RATIOS=(
     "pushgate-on|upstream-on|pg on / up on"
     "pushgate-off|upstream-off|pg off / up off"
     "pushgate-on|upstream-off|pg on / up off"
+    "pushgate-cluster3|pushgate-on|cluster3 / pg on"
 )
 
 print_table() {
