@@ -1,0 +1,149 @@
+//! Micro benchmarks of pushgate's hot paths, in-process (divan): parsing a push body, decoding a
+//! protobuf body, preparing (validating + encoding) a push, applying it to a store of 10,000
+//! groups with the consistency check, rendering a 200k-series scrape, placing a key on the ring,
+//! and merging groups collected from peers. Allocation counts come from divan's `AllocProfiler`.
+//!
+//! Run: `cargo bench -p pushgate-benches --bench micro`. Inputs are the load generator's bodies
+//! (a 10-series histogram, counters and gauges: 20 series, about 2.4 KB).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use divan::counter::{BytesCount, ItemsCount};
+use divan::{black_box, AllocProfiler, Bencher};
+use pushgate::cluster::membership::{Member, MemberState, NodeId};
+use pushgate::cluster::placement;
+use pushgate::exposition::{self, names::NameScheme};
+use pushgate::store::render::Format;
+use pushgate::store::{merged, prepare_push, GroupKey, Store, StoreOptions, Validation};
+use pushgate_benches::body::render;
+
+#[global_allocator]
+static ALLOC: AllocProfiler = AllocProfiler::system();
+
+const SERIES: usize = 20;
+const GROUPS: usize = 10_000;
+
+fn main() {
+    divan::main();
+}
+
+fn key(i: usize) -> GroupKey {
+    GroupKey::new([
+        ("job".to_owned(), "loadgen".to_owned()),
+        ("instance".to_owned(), format!("i{i}")),
+    ])
+}
+
+fn body() -> String {
+    render(SERIES, 1)
+}
+
+fn filled_store() -> Store {
+    let store = Store::new(StoreOptions {
+        reserved: pushgate::telemetry::reserved_names(),
+        ..StoreOptions::default()
+    });
+    let b = body();
+    for i in 0..GROUPS {
+        let fams =
+            exposition::parse_text(b.as_bytes(), NameScheme::Legacy).expect("bench body parses");
+        let p =
+            prepare_push(key(i), fams, true, &Validation::default()).expect("bench body is valid");
+        store.push(p, 1.0).expect("bench push is consistent");
+    }
+    store
+}
+
+#[divan::bench]
+fn parse_text(bencher: Bencher) {
+    let b = body();
+    bencher
+        .counter(BytesCount::new(b.len()))
+        .counter(ItemsCount::new(SERIES))
+        .bench(|| exposition::parse_text(black_box(b.as_bytes()), NameScheme::Legacy));
+}
+
+#[divan::bench]
+fn decode_protobuf(bencher: Bencher) {
+    let fams = exposition::parse_text(body().as_bytes(), NameScheme::Legacy).expect("parses");
+    let mut pb = Vec::new();
+    for f in &fams {
+        exposition::encode_delimited(&mut pb, f);
+    }
+    bencher
+        .counter(BytesCount::new(pb.len()))
+        .counter(ItemsCount::new(SERIES))
+        .bench(|| exposition::decode_delimited(black_box(&pb)));
+}
+
+#[divan::bench]
+fn prepare(bencher: Bencher) {
+    let fams = exposition::parse_text(body().as_bytes(), NameScheme::Legacy).expect("parses");
+    let v = Validation::default();
+    bencher
+        .counter(ItemsCount::new(SERIES))
+        .with_inputs(|| fams.clone())
+        .bench_values(|f| prepare_push(key(7), f, true, &v));
+}
+
+/// Apply + consistency check of a re-push (new values, same labels) into 10,000 groups.
+#[divan::bench(sample_count = 50)]
+fn store_push_check_on(bencher: Bencher) {
+    let store = filled_store();
+    let fams =
+        exposition::parse_text(render(SERIES, 2).as_bytes(), NameScheme::Legacy).expect("parses");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    bencher
+        .counter(ItemsCount::new(SERIES))
+        .with_inputs(|| {
+            let i = next.fetch_add(7919, std::sync::atomic::Ordering::Relaxed) % GROUPS;
+            prepare_push(key(i), fams.clone(), true, &Validation::default()).expect("valid")
+        })
+        .bench_values(|p| store.push(p, 2.0));
+}
+
+/// A scrape of 10,000 groups x 20 series (220k lines with the push-time gauges), text.
+#[divan::bench(sample_count = 10)]
+fn render_200k_series(bencher: Bencher) {
+    let store = filled_store();
+    bencher
+        .counter(ItemsCount::new(GROUPS * (SERIES + 2)))
+        .bench(|| {
+            let mut bytes = 0usize;
+            store.render_chunked(Format::Text, &[], 256 * 1024, &mut |c| bytes += c.len());
+            bytes
+        });
+}
+
+/// A cluster node's merged view: the same 200k series arriving as group snapshots.
+#[divan::bench(sample_count = 10)]
+fn merge_200k_series(bencher: Bencher) {
+    let groups = filled_store().snapshot();
+    let reserved = pushgate::telemetry::reserved_names();
+    bencher
+        .counter(ItemsCount::new(GROUPS * (SERIES + 2)))
+        .bench(|| {
+            let mut out = Vec::new();
+            merged::render_groups(&groups, reserved.clone(), &[], Format::Text, &mut out);
+            out.len()
+        });
+}
+
+#[divan::bench]
+fn placement_owners_5_nodes(bencher: Bencher) {
+    let members: Vec<Member> = (0..5)
+        .map(|i| Member {
+            id: NodeId::new(format!("10.0.0.{i}:9094")),
+            generation: 1,
+            grpc_addr: SocketAddr::from(([10, 0, 0, i as u8], 9094)),
+            state: MemberState::Active,
+        })
+        .collect();
+    let members = Arc::new(members);
+    let mut h = 0u64;
+    bencher.bench_local(|| {
+        h = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        placement::owners(black_box(h), members.iter(), 2).len()
+    });
+}
