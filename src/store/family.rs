@@ -168,6 +168,46 @@ impl StoredFamily {
         Self::encode(name, help, MetricType::Gauge, vec![metric])
     }
 
+    /// A copy of a one-sample gauge family with another value: the text line and the protobuf
+    /// message are patched in place (the gauge's double is fixed-width), nothing is re-encoded.
+    /// Used for the push-time gauges every write updates. `None` when `self` is not such a
+    /// family.
+    pub fn with_gauge_value(&self, value: f64) -> Option<StoredFamily> {
+        if self.typ != MetricType::Gauge || self.entries.len() != 1 {
+            return None;
+        }
+        let text = self.text_bytes();
+        let proto = self.proto_bytes();
+        let space = text.iter().rposition(|&b| b == b' ')?;
+        // The Metric message ends with its gauge: field 2, 9 bytes, holding field 1 as fixed64.
+        if proto.len() < 11 || proto[proto.len() - 11..proto.len() - 8] != [0x12, 0x09, 0x09] {
+            return None;
+        }
+        let mut new_text = Vec::with_capacity(space + 26);
+        new_text.extend_from_slice(&text[..=space]);
+        exposition::write_float(&mut new_text, value);
+        new_text.push(b'\n');
+        let keys = self.key_bytes();
+        let mut buf = Vec::with_capacity(new_text.len() + keys.len() + proto.len());
+        buf.extend_from_slice(&new_text);
+        buf.extend_from_slice(keys);
+        let proto_at = buf.len();
+        buf.extend_from_slice(proto);
+        let n = buf.len();
+        buf[n - 8..].copy_from_slice(&value.to_le_bytes());
+        let mut entry = self.entries[0];
+        entry.text_end = offset(new_text.len());
+        Some(StoredFamily {
+            name: self.name.clone(),
+            help: self.help.clone(),
+            typ: self.typ,
+            buf: buf.into_boxed_slice(),
+            text_len: offset(new_text.len()),
+            proto_at: offset(proto_at),
+            entries: Box::new([entry]),
+        })
+    }
+
     fn text_bytes(&self) -> &[u8] {
         &self.buf[..self.text_len as usize]
     }
@@ -481,6 +521,34 @@ mod tests {
         assert!(sort_key(&metric(&[("a", "a\u{0}")])) < sort_key(&metric(&[("a", "a\u{1}")])));
         assert!(sort_key(&metric(&[("a", "a\u{1}")])) < sort_key(&metric(&[("a", "a\u{2}")])));
         assert!(sort_key(&metric(&[("a", "a")])) < sort_key(&metric(&[("a", "a\u{0}")])));
+    }
+
+    #[test]
+    fn patched_gauge_equals_a_fresh_encoding() {
+        let labels = [
+            ("instance".to_string(), String::new()),
+            ("job".to_string(), "j\"x".to_string()),
+        ];
+        let base = StoredFamily::gauge("push_time_seconds".into(), "h".into(), &labels, 0.0);
+        for v in [
+            1.7956715203070993e9,
+            -0.5,
+            f64::NAN,
+            f64::INFINITY,
+            123456.0,
+            0.0,
+        ] {
+            let patched = base.with_gauge_value(v).unwrap();
+            let fresh = StoredFamily::gauge("push_time_seconds".into(), "h".into(), &labels, v);
+            assert_eq!(patched.text(), fresh.text(), "{v}");
+            assert_eq!(patched.proto_metrics(), fresh.proto_metrics(), "{v}");
+            assert!(patched.same_series(&fresh));
+            if !v.is_nan() {
+                assert_eq!(patched.to_metric_family(), fresh.to_metric_family());
+            }
+        }
+        let counter = StoredFamily::encode("c".into(), "".into(), MetricType::Counter, vec![]);
+        assert!(counter.with_gauge_value(1.0).is_none());
     }
 
     #[test]

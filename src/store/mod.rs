@@ -169,6 +169,22 @@ fn timing_labels(key: &GroupKey) -> Vec<(String, String)> {
     key.normalized().labels().to_vec()
 }
 
+/// New timing families from the current ones (patched values, no re-encoding), or built afresh.
+fn retimed(
+    current: &[Arc<StoredFamily>; 2],
+    key: &GroupKey,
+    push_time: f64,
+    failure_time: f64,
+) -> [Arc<StoredFamily>; 2] {
+    match (
+        current[0].with_gauge_value(push_time),
+        current[1].with_gauge_value(failure_time),
+    ) {
+        (Some(p), Some(f)) => [Arc::new(p), Arc::new(f)],
+        _ => timing_families(key, push_time, failure_time),
+    }
+}
+
 fn timing_families(key: &GroupKey, push_time: f64, failure_time: f64) -> [Arc<StoredFamily>; 2] {
     let labels = timing_labels(key);
     [
@@ -501,7 +517,7 @@ impl Inner {
         group.push_time = now;
         group.last_push_successful = true;
         group.version = version;
-        let new_timing = timing_families(&key, now, group.failure_time);
+        let new_timing = retimed(&group.timing, &key, now, group.failure_time);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         for (o, n) in old_timing.into_iter().zip(new_timing) {
             changes.push((Some(o), Some(n)));
@@ -592,7 +608,7 @@ impl Inner {
         group.failure_time = now;
         group.last_push_successful = false;
         group.version = stamp.unwrap_or(seq);
-        let new_timing = timing_families(&group.key, group.push_time, now);
+        let new_timing = retimed(&group.timing, &group.key, group.push_time, now);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         let gkey = group.key.clone();
         for (o, n) in old_timing.into_iter().zip(new_timing) {
@@ -655,7 +671,7 @@ impl Inner {
             changes.push((previous, Some(f.clone())));
         }
         changes.extend(old.into_values().map(|(o, _)| (Some(o), None)));
-        let new_timing = timing_families(&key, g.push_time, g.failure_time);
+        let new_timing = retimed(&group.timing, &key, g.push_time, g.failure_time);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         changes.extend(
             old_timing
