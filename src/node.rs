@@ -326,7 +326,10 @@ fn cluster_flag_strings(cfg: &Config) -> Vec<(String, String)> {
             "cluster.tombstone-lifetime".into(),
             format!("{:?}", cfg.cluster_tombstone_lifetime),
         ),
-        ("cluster.max-hints".into(), cfg.cluster_max_hints.to_string()),
+        (
+            "cluster.max-hints".into(),
+            cfg.cluster_max_hints.to_string(),
+        ),
         (
             "cluster.rebalance-rate".into(),
             cfg.cluster_rebalance_rate.to_string(),
@@ -442,7 +445,12 @@ impl Lifecycle {
         let mut rings = self.membership.subscribe();
         if peers_configured {
             loop {
-                if rings.borrow_and_update().members.iter().any(|m| m.id != self_id) {
+                if rings
+                    .borrow_and_update()
+                    .members
+                    .iter()
+                    .any(|m| m.id != self_id)
+                {
                     break;
                 }
                 tokio::select! {
@@ -601,7 +609,9 @@ impl ClusterNode {
         let _ = self.core;
         match Arc::try_unwrap(self.lifecycle) {
             Ok(l) => l.membership.shutdown().await,
-            Err(_) => tracing::warn!("cluster membership still in use at shutdown; gossip stops with the process"),
+            Err(_) => tracing::warn!(
+                "cluster membership still in use at shutdown; gossip stops with the process"
+            ),
         }
     }
 }

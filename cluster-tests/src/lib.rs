@@ -64,7 +64,10 @@ impl Node {
         }
         let _ = c.kill();
         let _ = c.wait();
-        panic!("node {} did not exit within {limit:?} of SIGTERM", self.id());
+        panic!(
+            "node {} did not exit within {limit:?} of SIGTERM",
+            self.id()
+        );
     }
 
     /// Starts the node again with the same ports and flags (after `kill9` or `terminate`).
@@ -172,7 +175,10 @@ impl Cluster {
         let peers: Vec<u16> = ports.iter().map(|(_, p)| *p).collect();
         let mut nodes = Vec::new();
         for (i, (http, cl)) in ports.iter().enumerate() {
-            let extra: Vec<String> = extra.iter().map(|e| e.replace("{n}", &i.to_string())).collect();
+            let extra: Vec<String> = extra
+                .iter()
+                .map(|e| e.replace("{n}", &i.to_string()))
+                .collect();
             let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
             let args = node_args(*http, *cl, &peers, &extra);
             nodes.push(Node {

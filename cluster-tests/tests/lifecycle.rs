@@ -59,7 +59,10 @@ fn converged(c: &Cluster, r: usize, groups: usize) -> bool {
         if metric_value(&body, "pushgate_hints_pending") != Some(0.0) {
             return false;
         }
-        let want = format!("pushgate_cluster_members{{state=\"active\"}} {}\n", live.len());
+        let want = format!(
+            "pushgate_cluster_members{{state=\"active\"}} {}\n",
+            live.len()
+        );
         if !body.contains(&want) {
             return false;
         }
@@ -200,7 +203,9 @@ fn rolling_restart_under_pushes_loses_nothing() {
         );
         c.nodes[i].restart();
         let node = &c.nodes[i];
-        wait_for("the restarted node to be ready", CONVERGE, || node.is_ready());
+        wait_for("the restarted node to be ready", CONVERGE, || {
+            node.is_ready()
+        });
         pusher.set_urls(live_urls(&c));
     }
     let acked = pusher.finish();
@@ -222,12 +227,16 @@ fn kill_nine_and_restart_with_persistence_converges() {
     for i in 0..groups {
         assert!(put(&c.nodes[i % 3].url(), &format!("g{i}"), 1));
     }
-    wait_for("the first round of pushes to be persisted", CONVERGE, || {
-        converged(&c, 2, groups)
-            && c.nodes[0]
-                .metric("pushgate_persistence_writes_total{result=\"success\"}")
-                .is_some_and(|n| n >= 1.0)
-    });
+    wait_for(
+        "the first round of pushes to be persisted",
+        CONVERGE,
+        || {
+            converged(&c, 2, groups)
+                && c.nodes[0]
+                    .metric("pushgate_persistence_writes_total{result=\"success\"}")
+                    .is_some_and(|n| n >= 1.0)
+        },
+    );
     c.nodes[0].kill9();
     // Node 0 misses every one of these writes.
     for i in 0..groups {
@@ -235,7 +244,9 @@ fn kill_nine_and_restart_with_persistence_converges() {
     }
     c.nodes[0].restart();
     let node = &c.nodes[0];
-    wait_for("the restarted node to be ready", CONVERGE, || node.is_ready());
+    wait_for("the restarted node to be ready", CONVERGE, || {
+        node.is_ready()
+    });
     // Documented bound: the join pull plus one anti-entropy interval (with jitter); the
     // deadline leaves room for a slow machine.
     wait_for("convergence after the restart", CONVERGE, || {
@@ -313,9 +324,11 @@ fn hung_node_comes_back_and_converges() {
     c.nodes[0].signal("STOP");
     for i in [1, 2] {
         let url = c.nodes[i].url();
-        wait_for("the hung node to leave the ring", CONVERGE, || {
-            matches!(http("GET", &url, "/metrics", b""), Ok((200, b)) if b.contains("pushgate_cluster_members{state=\"active\"} 2\n"))
-        });
+        wait_for(
+            "the hung node to leave the ring",
+            CONVERGE,
+            || matches!(http("GET", &url, "/metrics", b""), Ok((200, b)) if b.contains("pushgate_cluster_members{state=\"active\"} 2\n")),
+        );
     }
     for i in 0..groups {
         let url = c.nodes[1 + i % 2].url();
@@ -334,6 +347,10 @@ fn hung_node_comes_back_and_converges() {
     for node in c.live() {
         let got = merged(node);
         assert_eq!(got.len(), live, "node {}: {got:?}", node.url());
-        assert!(got.values().all(|&v| v == 2), "node {}: {got:?}", node.url());
+        assert!(
+            got.values().all(|&v| v == 2),
+            "node {}: {got:?}",
+            node.url()
+        );
     }
 }

@@ -348,10 +348,11 @@ impl Reconciler {
             }
         }
         // Newer states: taken only where this node is an owner (otherwise its copy goes away).
-        let received = self.apply_newer(reply.newer_groups, reply.newer_tombstones, |key| {
-            held_owned(held, batch, key)
-        })
-        .await;
+        let received = self
+            .apply_newer(reply.newer_groups, reply.newer_tombstones, |key| {
+                held_owned(held, batch, key)
+            })
+            .await;
 
         let mut sent = 0;
         let mut inflight: JoinSet<(usize, bool)> = JoinSet::new();
@@ -381,8 +382,7 @@ impl Reconciler {
         if ok {
             held[i].acked += 1;
             if held[i].owned {
-                metrics::counter!(m::ANTIENTROPY_REPAIRS_TOTAL, "direction" => "sent")
-                    .increment(1);
+                metrics::counter!(m::ANTIENTROPY_REPAIRS_TOTAL, "direction" => "sent").increment(1);
             }
             1
         } else {
@@ -548,16 +548,13 @@ impl Reconciler {
             } else {
                 self.settle.saturating_sub(started.elapsed())
             };
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
     }
 }
 
 fn held_owned(held: &[Held], batch: &[usize], key: &GroupKey) -> bool {
-    batch
-        .iter()
-        .any(|&i| held[i].owned && *held[i].key == *key)
+    batch.iter().any(|&i| held[i].owned && *held[i].key == *key)
 }
 
 /// The callee's side of `Sync` (runs on the blocking pool: it encodes groups).
