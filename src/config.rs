@@ -379,6 +379,38 @@ mod tests {
     }
 
     #[test]
+    fn lifecycle_flags() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(
+                ["pushgate", "--cluster.listen-address=127.0.0.1:9094"]
+                    .into_iter()
+                    .chain(args.iter().copied()),
+            )
+            .unwrap()
+            .cluster()
+        };
+        let c = parse(&[]).unwrap().unwrap();
+        assert_eq!(c.lifecycle.anti_entropy_interval, Duration::from_secs(10));
+        assert_eq!(c.lifecycle.tombstone_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.lifecycle.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.lifecycle.join_timeout, Duration::from_secs(30));
+        assert_eq!(c.lifecycle.max_hints, 100_000);
+        assert!(parse(&["--cluster.anti-entropy-interval=0s"]).is_err());
+        assert!(parse(&["--cluster.rebalance-rate=0"]).is_err());
+        // A tombstone must outlive a few rounds, or a co-owner may never see it.
+        assert!(parse(&[
+            "--cluster.anti-entropy-interval=1m",
+            "--cluster.tombstone-lifetime=2m"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--cluster.anti-entropy-interval=1s",
+            "--cluster.tombstone-lifetime=1m"
+        ])
+        .is_ok());
+    }
+
+    #[test]
     fn prefixes() {
         assert_eq!(route_prefix("", "").unwrap(), "");
         assert_eq!(route_prefix("/", "").unwrap(), "");
