@@ -468,6 +468,22 @@ impl Lifecycle {
             tracing::warn!(node = %self_id, "could not pull from every peer; anti-entropy completes the copy");
         }
         self.membership.set_state(MemberState::Active).await;
+        // Ready once this node's own ring routes writes to it (the next gossip round).
+        let active = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let active = rings
+                    .borrow_and_update()
+                    .self_member()
+                    .is_some_and(|m| m.state == MemberState::Active);
+                if active || rings.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if active.is_err() {
+            tracing::warn!(node = %self_id, "own active state not seen in the ring; ready anyway");
+        }
         ready.store(true, Ordering::Release);
         tracing::info!(node = %self_id, "joined the cluster; ready");
         self.reconciler.kick();

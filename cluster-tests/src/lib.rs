@@ -165,6 +165,23 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 impl Cluster {
     /// `{n}` in an extra flag is replaced by the node's index (e.g. a persistence file name).
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let c = Cluster::spawn(n, extra);
+        for node in &c.nodes {
+            let url = node.url();
+            wait_for(
+                "every node ready with the full ring",
+                Duration::from_secs(30),
+                || {
+                    let want = format!("pushgate_cluster_members{{state=\"active\"}} {n}\n");
+                    matches!(http("GET", &url, "/metrics", b""), Ok((200, body)) if body.contains(&want))
+                },
+            );
+        }
+        c
+    }
+
+    /// Starts `n` nodes (peers of each other) without waiting for anything.
+    pub fn spawn(n: usize, extra: &[&str]) -> Cluster {
         let bin = binary();
         assert!(
             bin.exists(),
@@ -188,19 +205,7 @@ impl Cluster {
                 args,
             });
         }
-        let c = Cluster { nodes };
-        for node in &c.nodes {
-            let url = node.url();
-            wait_for(
-                "every node ready with the full ring",
-                Duration::from_secs(30),
-                || {
-                    let want = format!("pushgate_cluster_members{{state=\"active\"}} {n}\n");
-                    matches!(http("GET", &url, "/metrics", b""), Ok((200, body)) if body.contains(&want))
-                },
-            );
-        }
-        c
+        Cluster { nodes }
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Node> {

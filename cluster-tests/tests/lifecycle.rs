@@ -365,3 +365,28 @@ fn hung_node_comes_back_and_converges() {
         assert!(got.values().all(|&v| v == 2), "node {i}: {got:?}");
     }
 }
+
+/// `/-/ready` is a latch: 503 until the node has joined (here: gave up waiting for a peer that
+/// never answers after `--cluster.join-timeout`) and pulled its groups; `/-/healthy` is liveness.
+#[test]
+fn ready_only_after_joining_healthy_at_once() {
+    let c = Cluster::spawn(
+        1,
+        &[
+            "--cluster.peer=127.0.0.1:9",
+            "--cluster.join-timeout=6s",
+            "--cluster.replication-factor=1",
+        ],
+    );
+    let node = &c.nodes[0];
+    wait_for("the node to be live", Duration::from_secs(30), || {
+        matches!(http("GET", &node.url(), "/-/healthy", b""), Ok((200, _)))
+    });
+    assert!(!node.is_ready(), "ready before joining");
+    wait_for(
+        "the node to give up waiting and turn ready",
+        CONVERGE,
+        || node.is_ready(),
+    );
+    assert!(put(&node.url(), "alone", 1));
+}
