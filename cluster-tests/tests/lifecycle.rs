@@ -251,7 +251,7 @@ fn kill_nine_and_restart_with_persistence_converges() {
     // (1 s + jitter here); the deadline leaves room for a slow, shared machine.
     wait_for(
         "convergence after the restart",
-        Duration::from_secs(15),
+        Duration::from_secs(20),
         || converged(&c, 2, groups),
     );
     // Without node 1, every group is still held (R = 2) and in its newest version: node 0 holds
