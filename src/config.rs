@@ -99,6 +99,29 @@ pub struct Config {
     /// Deadline of each node-to-node gRPC call.
     #[arg(long = "cluster.peer-timeout", default_value = "2s", value_parser = parse_go_duration)]
     pub cluster_peer_timeout: Duration,
+    /// Interval between anti-entropy rounds (co-owners compare digests and repair; groups held
+    /// by a non-owner are handed over); a ring change starts a round at once.
+    #[arg(long = "cluster.anti-entropy-interval", default_value = "10s", value_parser = parse_go_duration)]
+    pub cluster_anti_entropy_interval: Duration,
+    /// How long a deleted group's tombstone is kept; must exceed the longest time a node may
+    /// be away and come back with its old copy (a stale copy older than this can reappear).
+    #[arg(long = "cluster.tombstone-lifetime", default_value = "1h", value_parser = parse_go_duration)]
+    pub cluster_tombstone_lifetime: Duration,
+    /// Most groups this node holds for unreachable owners (hints); a stand-in replica beyond it
+    /// is refused, so the writer tries the next node.
+    #[arg(long = "cluster.max-hints", default_value_t = 100_000)]
+    pub cluster_max_hints: usize,
+    /// Most groups per second a node sends when rebalancing or repairing.
+    #[arg(long = "cluster.rebalance-rate", default_value_t = 2_000)]
+    pub cluster_rebalance_rate: u32,
+    /// Longest wait at start for the peers and the pull of this node's groups before it turns
+    /// active (and ready) anyway, with a warning.
+    #[arg(long = "cluster.join-timeout", default_value = "30s", value_parser = parse_go_duration)]
+    pub cluster_join_timeout: Duration,
+    /// Longest graceful shutdown (SIGTERM, /-/quit): handing the groups over to their next
+    /// owners stops after this, the rest stays in the persistence file and on the co-owners.
+    #[arg(long = "cluster.shutdown-timeout", default_value = "30s", value_parser = parse_go_duration)]
+    pub cluster_shutdown_timeout: Duration,
 }
 
 /// The cluster flags once validated: where to listen, what to advertise.
@@ -111,6 +134,7 @@ pub struct ClusterSettings {
     pub replication_factor: usize,
     pub gossip_interval: Duration,
     pub peer_timeout: Duration,
+    pub lifecycle: crate::cluster::reconcile::LifecycleSettings,
 }
 
 impl Config {
@@ -164,6 +188,15 @@ impl Config {
         if self.cluster_peer_timeout.is_zero() {
             return Err("--cluster.peer-timeout must be positive".into());
         }
+        if self.cluster_anti_entropy_interval.is_zero() {
+            return Err("--cluster.anti-entropy-interval must be positive".into());
+        }
+        if self.cluster_tombstone_lifetime < self.cluster_anti_entropy_interval * 3 {
+            return Err("--cluster.tombstone-lifetime must be at least 3 anti-entropy intervals (a tombstone must reach every co-owner before it is forgotten)".into());
+        }
+        if self.cluster_rebalance_rate == 0 {
+            return Err("--cluster.rebalance-rate must be positive".into());
+        }
         for p in &self.cluster_peers {
             match p.rsplit_once(':') {
                 Some((h, port)) if !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
@@ -178,6 +211,14 @@ impl Config {
             replication_factor: self.cluster_replication_factor,
             gossip_interval: self.cluster_gossip_interval,
             peer_timeout: self.cluster_peer_timeout,
+            lifecycle: crate::cluster::reconcile::LifecycleSettings {
+                anti_entropy_interval: self.cluster_anti_entropy_interval,
+                tombstone_lifetime: self.cluster_tombstone_lifetime,
+                max_hints: self.cluster_max_hints,
+                rebalance_rate: self.cluster_rebalance_rate,
+                join_timeout: self.cluster_join_timeout,
+                shutdown_timeout: self.cluster_shutdown_timeout,
+            },
         }))
     }
 }
@@ -335,6 +376,38 @@ mod tests {
             "--cluster.peer=nope"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn lifecycle_flags() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(
+                ["pushgate", "--cluster.listen-address=127.0.0.1:9094"]
+                    .into_iter()
+                    .chain(args.iter().copied()),
+            )
+            .unwrap()
+            .cluster()
+        };
+        let c = parse(&[]).unwrap().unwrap();
+        assert_eq!(c.lifecycle.anti_entropy_interval, Duration::from_secs(10));
+        assert_eq!(c.lifecycle.tombstone_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.lifecycle.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.lifecycle.join_timeout, Duration::from_secs(30));
+        assert_eq!(c.lifecycle.max_hints, 100_000);
+        assert!(parse(&["--cluster.anti-entropy-interval=0s"]).is_err());
+        assert!(parse(&["--cluster.rebalance-rate=0"]).is_err());
+        // A tombstone must outlive a few rounds, or a co-owner may never see it.
+        assert!(parse(&[
+            "--cluster.anti-entropy-interval=1m",
+            "--cluster.tombstone-lifetime=2m"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--cluster.anti-entropy-interval=1s",
+            "--cluster.tombstone-lifetime=1m"
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::cluster::gateway::{ClusterCore, ClusterGateway, ClusterService};
+use crate::cluster::reconcile::Reconciler;
 use crate::cluster::rpc::{ClusterServer, MAX_MESSAGE_BYTES};
 use crate::cluster::{MemberState, Membership, MembershipConfig};
 use crate::config::{route_prefix, ClusterSettings, Config};
@@ -130,8 +131,9 @@ impl Node {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let quit = Arc::new(Notify::new());
-        let ready = Arc::new(AtomicBool::new(true));
         let settings = self.cfg.cluster().map_err(anyhow::Error::msg)?;
+        // A cluster node turns ready once it joined and pulled its groups (see ClusterNode).
+        let ready = Arc::new(AtomicBool::new(settings.is_none()));
         let mut cluster = None;
         let app = match settings {
             None => {
@@ -146,8 +148,13 @@ impl Node {
                 router(state, web.clone())
             }
             Some(settings) => {
-                let running =
-                    ClusterNode::start(&settings, self.store.clone(), self.validation()).await?;
+                let running = ClusterNode::start(
+                    &settings,
+                    self.store.clone(),
+                    self.validation(),
+                    ready.clone(),
+                )
+                .await?;
                 let gateway = Arc::new(ClusterGateway::new(running.core.clone()));
                 let state = AppState {
                     gateway,
@@ -161,14 +168,21 @@ impl Node {
             }
         };
 
-        // One signal for everything that must stop: flags, signals, /-/quit.
+        // One signal for everything that must stop: flags, signals, /-/quit. A cluster node
+        // first leaves (still serving reads) and hands its groups over.
         let stop = Arc::new(Notify::new());
         {
             let stop = stop.clone();
+            let leaving = cluster.as_ref().map(|c| c.lifecycle.clone());
+            let ready = ready.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = shutdown => {}
                     _ = quit.notified() => tracing::info!("shutdown requested via /-/quit"),
+                }
+                if let Some(l) = leaving {
+                    ready.store(false, Ordering::Release);
+                    l.leave().await;
                 }
                 stop.notify_waiters();
                 stop.notify_one();
@@ -304,6 +318,30 @@ fn cluster_flag_strings(cfg: &Config) -> Vec<(String, String)> {
             "cluster.peer-timeout".into(),
             format!("{:?}", cfg.cluster_peer_timeout),
         ),
+        (
+            "cluster.anti-entropy-interval".into(),
+            format!("{:?}", cfg.cluster_anti_entropy_interval),
+        ),
+        (
+            "cluster.tombstone-lifetime".into(),
+            format!("{:?}", cfg.cluster_tombstone_lifetime),
+        ),
+        (
+            "cluster.max-hints".into(),
+            cfg.cluster_max_hints.to_string(),
+        ),
+        (
+            "cluster.rebalance-rate".into(),
+            cfg.cluster_rebalance_rate.to_string(),
+        ),
+        (
+            "cluster.join-timeout".into(),
+            format!("{:?}", cfg.cluster_join_timeout),
+        ),
+        (
+            "cluster.shutdown-timeout".into(),
+            format!("{:?}", cfg.cluster_shutdown_timeout),
+        ),
     ]
 }
 
@@ -382,10 +420,101 @@ async fn persist_loop(
 /// and the state they share with the HTTP side.
 struct ClusterNode {
     core: Arc<ClusterCore>,
-    membership: Membership,
+    lifecycle: Arc<Lifecycle>,
     grpc_stop: Arc<Notify>,
     grpc: tokio::task::JoinHandle<()>,
     members_gauge: tokio::task::JoinHandle<()>,
+    join: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
+}
+
+/// What joining and leaving need: the membership, the reconciler and its stop signal.
+struct Lifecycle {
+    membership: Membership,
+    reconciler: Arc<Reconciler>,
+    reconciler_stop: Arc<Notify>,
+    shutdown_timeout: Duration,
+}
+
+impl Lifecycle {
+    /// Waits for the peers (when any is configured), pulls the groups this node owns, turns
+    /// active and ready. Gives up waiting after `timeout`, with a warning.
+    async fn join(&self, peers_configured: bool, timeout: Duration, ready: Arc<AtomicBool>) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let self_id = self.membership.self_id().clone();
+        let mut rings = self.membership.subscribe();
+        if peers_configured {
+            loop {
+                if rings
+                    .borrow_and_update()
+                    .members
+                    .iter()
+                    .any(|m| m.id != self_id)
+                {
+                    break;
+                }
+                tokio::select! {
+                    changed = rings.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!(node = %self_id, "no cluster peer seen within --cluster.join-timeout; starting as the first node");
+                        break;
+                    }
+                }
+            }
+        }
+        let ring = self.membership.ring();
+        let pulled = tokio::time::timeout_at(deadline, self.reconciler.pull(&ring)).await;
+        if !matches!(pulled, Ok(true)) {
+            tracing::warn!(node = %self_id, "could not pull from every peer; anti-entropy completes the copy");
+        }
+        self.membership.set_state(MemberState::Active).await;
+        // Ready once this node's own ring routes writes to it (the next gossip round).
+        let active = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let active = rings
+                    .borrow_and_update()
+                    .self_member()
+                    .is_some_and(|m| m.state == MemberState::Active);
+                if active || rings.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if active.is_err() {
+            tracing::warn!(node = %self_id, "own active state not seen in the ring; ready anyway");
+        }
+        ready.store(true, Ordering::Release);
+        tracing::info!(node = %self_id, "joined the cluster; ready");
+        self.reconciler.kick();
+    }
+
+    /// Marks this node leaving and hands its groups to their next owners, within the
+    /// shutdown timeout. Reads are served meanwhile.
+    async fn leave(&self) {
+        let deadline = std::time::Instant::now() + self.shutdown_timeout;
+        self.reconciler_stop.notify_waiters();
+        self.reconciler_stop.notify_one();
+        self.membership.set_state(MemberState::Leaving).await;
+        let self_id = self.membership.self_id().clone();
+        let mut rings = self.membership.subscribe();
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let leaving = rings
+                    .borrow_and_update()
+                    .self_member()
+                    .is_none_or(|m| m.state == MemberState::Leaving);
+                if leaving || rings.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if seen.is_err() {
+            tracing::warn!(node = %self_id, "own leaving state not seen in the ring; handing over anyway");
+        }
+        self.reconciler.hand_over(&rings, deadline).await;
+    }
 }
 
 impl ClusterNode {
@@ -393,6 +522,7 @@ impl ClusterNode {
         s: &ClusterSettings,
         store: Arc<Store>,
         validation: Validation,
+        ready: Arc<AtomicBool>,
     ) -> anyhow::Result<ClusterNode> {
         let grpc_listener = TcpListener::bind(s.listen)
             .await
@@ -428,7 +558,13 @@ impl ClusterNode {
                 tracing::error!(err = %e, "cluster gRPC server stopped with an error");
             }
         });
-        membership.set_state(MemberState::Active).await;
+        let reconciler = Reconciler::new(core.clone(), s.lifecycle.clone(), s.gossip_interval);
+        let reconciler_stop = Arc::new(Notify::new());
+        let reconciler_task = tokio::spawn(
+            reconciler
+                .clone()
+                .run(membership.subscribe(), reconciler_stop.clone()),
+        );
         let mut rings = membership.subscribe();
         let members_gauge = tokio::spawn(async move {
             loop {
@@ -447,22 +583,51 @@ impl ClusterNode {
             }
         });
         tracing::info!(node = %membership.self_id(), listen = %s.listen, peers = ?s.peers, replication_factor = s.replication_factor, "cluster node started");
+        let lifecycle = Arc::new(Lifecycle {
+            membership,
+            reconciler,
+            reconciler_stop,
+            shutdown_timeout: s.lifecycle.shutdown_timeout,
+        });
+        let own = [s.listen.to_string(), s.advertise.to_string()];
+        let peers_configured = s.peers.iter().any(|p| !own.contains(p));
+        let join = {
+            let lifecycle = lifecycle.clone();
+            let timeout = s.lifecycle.join_timeout;
+            tokio::spawn(async move { lifecycle.join(peers_configured, timeout, ready).await })
+        };
         Ok(ClusterNode {
             core,
-            membership,
+            lifecycle,
             grpc_stop,
             grpc,
             members_gauge,
+            join,
+            reconciler: reconciler_task,
         })
     }
 
     /// After the HTTP servers drained: leave the ring, then stop serving peers.
     async fn stop(self) {
-        self.membership.set_state(MemberState::Leaving).await;
+        self.join.abort();
+        let _ = self.join.await;
+        self.lifecycle.reconciler_stop.notify_waiters();
+        self.lifecycle.reconciler_stop.notify_one();
+        let _ = self.reconciler.await;
+        self.lifecycle
+            .membership
+            .set_state(MemberState::Leaving)
+            .await;
         self.grpc_stop.notify_waiters();
         self.grpc_stop.notify_one();
         let _ = self.grpc.await;
         self.members_gauge.abort();
-        self.membership.shutdown().await;
+        let _ = self.core;
+        match Arc::try_unwrap(self.lifecycle) {
+            Ok(l) => l.membership.shutdown().await,
+            Err(_) => tracing::warn!(
+                "cluster membership still in use at shutdown; gossip stops with the process"
+            ),
+        }
     }
 }

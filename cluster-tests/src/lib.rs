@@ -14,6 +14,8 @@ pub struct Node {
     pub http_port: u16,
     pub cluster_port: u16,
     child: Option<Child>,
+    /// Every flag it was started with, to restart it the same way.
+    args: Vec<String>,
 }
 
 impl Node {
@@ -33,6 +35,90 @@ impl Node {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// Sends a signal (`TERM`, `STOP`, `CONT`) to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{sig} should work");
+        }
+    }
+
+    /// SIGTERM (graceful shutdown), then waits up to `limit` for the process to exit; returns
+    /// whether it exited with status 0.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        self.signal("TERM");
+        let deadline = Instant::now() + limit;
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!(
+            "node {} did not exit within {limit:?} of SIGTERM",
+            self.id()
+        );
+    }
+
+    /// Starts the node again with the same ports and flags (after `kill9` or `terminate`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart a stopped node only");
+        self.child = Some(spawn(&self.args));
+    }
+
+    /// Whether `/-/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        matches!(http("GET", &self.url(), "/-/ready", b""), Ok((200, _)))
+    }
+
+    /// An unlabelled self-metric of this node (its own, local value).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (status, body) = http("GET", &self.url(), "/metrics", b"").ok()?;
+        if status != 200 {
+            return None;
+        }
+        metric_value(&body, name)
+    }
+}
+
+/// The value of the sample line `name <value>` in a scrape.
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("pushgate should start")
+}
+
+fn node_args(http: u16, cl: u16, peers: &[u16], extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        format!("--web.listen-address=127.0.0.1:{http}"),
+        format!("--cluster.listen-address=127.0.0.1:{cl}"),
+        "--web.enable-admin-api".to_owned(),
+        "--log.level=warn".to_owned(),
+    ];
+    for p in peers {
+        args.push(format!("--cluster.peer=127.0.0.1:{p}"));
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
 }
 
 impl Drop for Node {
@@ -77,36 +163,9 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 impl Cluster {
+    /// `{n}` in an extra flag is replaced by the node's index (e.g. a persistence file name).
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        let bin = binary();
-        assert!(
-            bin.exists(),
-            "pushgate binary not found at {} (set PUSHGATE_BIN or cargo build)",
-            bin.display()
-        );
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let mut nodes = Vec::new();
-        for (http, cl) in &ports {
-            let mut cmd = Command::new(&bin);
-            cmd.arg(format!("--web.listen-address=127.0.0.1:{http}"))
-                .arg(format!("--cluster.listen-address=127.0.0.1:{cl}"))
-                .arg("--web.enable-admin-api")
-                .arg("--log.level=warn");
-            for (_, p) in &ports {
-                cmd.arg(format!("--cluster.peer=127.0.0.1:{p}"));
-            }
-            cmd.args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit());
-            let child = cmd.spawn().expect("pushgate should start");
-            nodes.push(Node {
-                http_port: *http,
-                cluster_port: *cl,
-                child: Some(child),
-            });
-        }
-        let c = Cluster { nodes };
+        let c = Cluster::spawn(n, extra);
         for node in &c.nodes {
             let url = node.url();
             wait_for(
@@ -121,8 +180,62 @@ impl Cluster {
         c
     }
 
+    /// Starts `n` nodes (peers of each other) without waiting for anything.
+    pub fn spawn(n: usize, extra: &[&str]) -> Cluster {
+        let bin = binary();
+        assert!(
+            bin.exists(),
+            "pushgate binary not found at {} (set PUSHGATE_BIN or cargo build)",
+            bin.display()
+        );
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let peers: Vec<u16> = ports.iter().map(|(_, p)| *p).collect();
+        let mut nodes = Vec::new();
+        for (i, (http, cl)) in ports.iter().enumerate() {
+            let extra: Vec<String> = extra
+                .iter()
+                .map(|e| e.replace("{n}", &i.to_string()))
+                .collect();
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            let args = node_args(*http, *cl, &peers, &extra);
+            nodes.push(Node {
+                http_port: *http,
+                cluster_port: *cl,
+                child: Some(spawn(&args)),
+                args,
+            });
+        }
+        Cluster { nodes }
+    }
+
     pub fn live(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.is_running())
+    }
+
+    /// Starts one more node, with the running nodes as its peers, and waits until it is ready.
+    /// `{n}` in an extra flag is replaced by the node's index (e.g. a persistence file name).
+    pub fn add_node(&mut self, extra: &[&str]) -> usize {
+        let (http, cl) = (free_port(), free_port());
+        let mut peers: Vec<u16> = self.live().map(|n| n.cluster_port).collect();
+        peers.push(cl);
+        let index = self.nodes.len();
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|e| e.replace("{n}", &index.to_string()))
+            .collect();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let args = node_args(http, cl, &peers, &extra);
+        self.nodes.push(Node {
+            http_port: http,
+            cluster_port: cl,
+            child: Some(spawn(&args)),
+            args,
+        });
+        let node = &self.nodes[index];
+        wait_for("the new node to be ready", Duration::from_secs(60), || {
+            node.is_ready()
+        });
+        index
     }
 }
 

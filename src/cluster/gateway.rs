@@ -13,7 +13,7 @@
 //! rendered from the result.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,14 +122,18 @@ impl WriteAnswer {
 
 /// State shared by the gateway (HTTP side) and the gRPC service (peer side).
 pub struct ClusterCore {
-    store: Arc<Store>,
+    pub(super) store: Arc<Store>,
     validation: Validation,
     ring: watch::Receiver<Arc<Ring>>,
-    self_id: NodeId,
-    replication_factor: usize,
-    clients: PeerClients,
-    clock: HybridClock,
+    pub(super) self_id: NodeId,
+    pub(super) replication_factor: usize,
+    pub(super) clients: PeerClients,
+    pub(super) clock: HybridClock,
     collect_deadline: Duration,
+    /// Groups held without owning them, as counted by the last reconciliation round.
+    pub(super) hints: AtomicUsize,
+    /// A stand-in replica is refused beyond this many hints (`--cluster.max-hints`).
+    pub(super) max_hints: AtomicUsize,
 }
 
 impl ClusterCore {
@@ -153,14 +157,21 @@ impl ClusterCore {
             clock,
             collect_deadline: DEFAULT_COLLECT_DEADLINE
                 .min(peer_timeout.max(Duration::from_millis(500)) * 2),
+            hints: AtomicUsize::new(0),
+            max_hints: AtomicUsize::new(usize::MAX),
         })
     }
 
-    fn names(&self) -> NameScheme {
+    /// Sets the bound on hints (`--cluster.max-hints`).
+    pub fn set_max_hints(&self, max: usize) {
+        self.max_hints.store(max, Ordering::Relaxed);
+    }
+
+    pub(super) fn names(&self) -> NameScheme {
         self.validation.names
     }
 
-    fn ring(&self) -> Arc<Ring> {
+    pub(super) fn ring(&self) -> Arc<Ring> {
         self.ring.borrow().clone()
     }
 
@@ -669,6 +680,32 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::ReplicateReply>, Status> {
         let req = request.into_inner();
         let names = self.core.names();
+        if self.core.hints.load(Ordering::Relaxed) >= self.core.max_hints.load(Ordering::Relaxed) {
+            // Only a stand-in copy (this node is not among the group's owners) is refused.
+            let raw = if req.tombstone_key.is_empty() {
+                None
+            } else {
+                Some(req.tombstone_key.clone())
+            };
+            let key = match raw {
+                Some(k) => rpc::key_from_pb(k, names).ok(),
+                None => rpc::group_from_bytes(&req.group, names)
+                    .ok()
+                    .map(|g| (*g.key).clone()),
+            };
+            if let Some(key) = key {
+                let ring = self.core.ring();
+                let owned = ring
+                    .owners(key.stable_hash(), self.core.replication_factor)
+                    .iter()
+                    .any(|m| m.id == self.core.self_id);
+                if !owned {
+                    return Err(Status::resource_exhausted(
+                        "this node holds --cluster.max-hints groups for other owners already",
+                    ));
+                }
+            }
+        }
         self.core.clock.observe(req.version);
         let applied = if !req.tombstone_key.is_empty() {
             let key =
@@ -713,6 +750,19 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::WipeReply>, Status> {
         self.core.store.wipe();
         Ok(Response::new(pb::WipeReply {}))
+    }
+
+    async fn sync(
+        &self,
+        request: Request<pb::SyncRequest>,
+    ) -> Result<Response<pb::SyncReply>, Status> {
+        let req = request.into_inner();
+        let core = self.core.clone();
+        let reply = tokio::task::spawn_blocking(move || super::reconcile::answer_sync(&core, req))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(reply))
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod gateway;
 pub mod membership;
 pub mod placement;
+pub mod reconcile;
 pub mod rpc;
 
 pub use membership::{Member, MemberState, Membership, MembershipConfig, NodeId, Ring};

@@ -440,6 +440,60 @@ impl Store {
         inner.check(p, &self.opts).map_err(PushError::Invalid)
     }
 
+    /// The key and version of every group held (cheap: no family is copied), for digests.
+    pub fn versions(&self) -> Vec<(Arc<GroupKey>, u64)> {
+        let inner = self.inner.read();
+        inner
+            .groups
+            .values()
+            .map(|g| (g.key.clone(), g.version))
+            .collect()
+    }
+
+    /// The version of a group held, if any.
+    pub fn group_version(&self, key: &GroupKey) -> Option<u64> {
+        self.inner.read().groups.get(key).map(|g| g.version)
+    }
+
+    /// Forgets this node's copy of a group handed over to its owners, unless a newer write
+    /// arrived meanwhile (its version moved). No tombstone is left: this is a move, not a delete.
+    pub fn drop_if_version(&self, key: &GroupKey, version: u64) -> bool {
+        let mut inner = self.inner.write();
+        if inner.groups.get(key).is_none_or(|g| g.version != version) {
+            return false;
+        }
+        let removed = inner.delete(key);
+        drop(inner);
+        if removed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        removed
+    }
+
+    /// Forgets a tombstone handed over to its owners, unless it changed meanwhile.
+    pub fn drop_tombstone_if_version(&self, key: &GroupKey, version: u64) -> bool {
+        let mut inner = self.inner.write();
+        if inner.tombstones.get(key) != Some(&version) {
+            return false;
+        }
+        inner.tombstones.remove(key);
+        true
+    }
+
+    /// Removes the tombstones whose version is below `version` (older than the tombstone
+    /// lifetime); returns how many were removed.
+    pub fn collect_tombstones(&self, version: u64) -> usize {
+        let mut inner = self.inner.write();
+        let before = inner.tombstones.len();
+        inner.tombstones.retain(|_, v| *v >= version);
+        before - inner.tombstones.len()
+    }
+
+    /// How many tombstones are held.
+    pub fn tombstone_count(&self) -> usize {
+        self.inner.read().tombstones.len()
+    }
+
     /// The highest version held (groups and tombstones), to start a node's clock past it.
     pub fn max_version(&self) -> u64 {
         let inner = self.inner.read();

@@ -26,6 +26,11 @@ pub const FORWARDED_PUSHES_TOTAL: &str = "pushgate_forwarded_pushes_total";
 pub const REPLICATED_WRITES_TOTAL: &str = "pushgate_replicated_writes_total";
 pub const PEER_RPC_DURATION_SECONDS: &str = "pushgate_peer_rpc_duration_seconds";
 pub const SCRAPE_MERGE_DURATION_SECONDS: &str = "pushgate_scrape_merge_duration_seconds";
+pub const REBALANCE_GROUPS_TOTAL: &str = "pushgate_rebalance_groups_total";
+pub const HINTS_PENDING: &str = "pushgate_hints_pending";
+pub const ANTIENTROPY_REPAIRS_TOTAL: &str = "pushgate_antientropy_repairs_total";
+pub const ANTIENTROPY_ROUNDS_TOTAL: &str = "pushgate_antientropy_rounds_total";
+pub const TOMBSTONES: &str = "pushgate_tombstones";
 
 /// Every self-metric family: name, type, help.
 pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
@@ -50,6 +55,11 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result."),
     (PEER_RPC_DURATION_SECONDS, MetricType::Summary, "Duration of gRPC calls to other cluster nodes, by rpc."),
     (SCRAPE_MERGE_DURATION_SECONDS, MetricType::Summary, "Time to collect and merge every member's groups for one scrape."),
+    (REBALANCE_GROUPS_TOTAL, MetricType::Counter, "Groups (and tombstones) this node held without owning them, by what became of them: handed_off (acknowledged by every owner, then dropped here), error (a transfer failed; retried next round), expired (a tombstone or hint past its lifetime)."),
+    (HINTS_PENDING, MetricType::Gauge, "Groups and tombstones held by this node that it does not own (stand-in copies and copies left by a ring change), waiting to be handed to their owners."),
+    (ANTIENTROPY_REPAIRS_TOTAL, MetricType::Counter, "Group states repaired by anti-entropy, by direction (sent: a co-owner lacked this node's newer state; received: this node took a newer one)."),
+    (ANTIENTROPY_ROUNDS_TOTAL, MetricType::Counter, "Reconciliation rounds (handoff and anti-entropy) run by this node, by result (complete, partial: some peer could not be reached)."),
+    (TOMBSTONES, MetricType::Gauge, "Tombstones (deleted groups remembered so an older copy cannot bring them back) held by this node."),
     ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),
     ("process_max_fds", MetricType::Gauge, "Maximum number of open file descriptors."),
     ("process_open_fds", MetricType::Gauge, "Number of open file descriptors."),

@@ -1,0 +1,392 @@
+//! The cluster lifecycle with real processes on loopback: growing and shrinking under pushes,
+//! rolling restarts, kill -9 with a persistence file, deletes while an owner is down, and a hung
+//! node (SIGSTOP/SIGCONT) standing in for a partition.
+//!
+//! A node's local holdings are checked through its self-metrics: `pushgate_groups` (groups it
+//! holds) and `pushgate_hints_pending` (groups it holds without owning them). With every node's
+//! hints at 0 and the groups summing to R × the number of groups, every group is held by exactly
+//! its R owners: nothing lost, no stale copy left on a former owner.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cluster_tests::{http, metric_value, wait_for, Cluster, Node};
+use pushgate::cluster::placement::score;
+use pushgate::cluster::NodeId;
+use pushgate::store::GroupKey;
+
+/// Anti-entropy every second in these tests (10 s by default).
+const AE: &str = "--cluster.anti-entropy-interval=1s";
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// `lc_value{job=...}` sample values of a scrape, by job.
+fn values(body: &str) -> BTreeMap<String, u64> {
+    body.lines()
+        .filter(|l| l.starts_with("lc_value{"))
+        .filter_map(|l| {
+            let job = l.split("job=\"").nth(1)?.split('"').next()?.to_owned();
+            Some((job, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn merged(node: &Node) -> BTreeMap<String, u64> {
+    let (status, body) = http("GET", &node.url(), "/metrics", b"").expect("scrape");
+    assert_eq!(status, 200, "{body}");
+    values(&body)
+}
+
+fn put(base: &str, job: &str, v: u64) -> bool {
+    let body = format!("lc_value {v}\n");
+    matches!(
+        http("PUT", base, &format!("/metrics/job/{job}"), body.as_bytes()),
+        Ok((200, _))
+    )
+}
+
+/// Every live node reports no hint and the live nodes hold `r` copies of each of `groups`.
+fn converged(c: &Cluster, r: usize, groups: usize) -> bool {
+    let live: Vec<&Node> = c.live().collect();
+    let copies = r.min(live.len()) * groups;
+    let mut total = 0.0;
+    for n in &live {
+        let Ok((200, body)) = http("GET", &n.url(), "/metrics", b"") else {
+            return false;
+        };
+        if metric_value(&body, "pushgate_hints_pending") != Some(0.0) {
+            return false;
+        }
+        let want = format!(
+            "pushgate_cluster_members{{state=\"active\"}} {}\n",
+            live.len()
+        );
+        if !body.contains(&want) {
+            return false;
+        }
+        total += metric_value(&body, "pushgate_groups").unwrap_or(0.0);
+    }
+    total == copies as f64
+}
+
+/// Pushes `lc_value` to `groups` jobs in turn through the given URLs until stopped; remembers
+/// the last acknowledged value of each job.
+struct Pusher {
+    urls: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<BTreeMap<String, u64>>,
+}
+
+impl Pusher {
+    fn start(urls: Vec<String>, groups: usize) -> Pusher {
+        let urls = Arc::new(Mutex::new(urls));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (u, s) = (urls.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut acked = BTreeMap::new();
+            let mut v: u64 = 0;
+            while !s.load(Ordering::Relaxed) {
+                v += 1;
+                let job = format!("g{}", v as usize % groups);
+                let url = {
+                    let list = u.lock().expect("url list lock");
+                    list[v as usize % list.len()].clone()
+                };
+                if put(&url, &job, v) {
+                    acked.insert(job, v);
+                }
+                // Pacing, not waiting: leaves CPU to the nodes on a small machine.
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            acked
+        });
+        Pusher { urls, stop, handle }
+    }
+    fn set_urls(&self, urls: Vec<String>) {
+        *self.urls.lock().expect("url list lock") = urls;
+    }
+    fn finish(self) -> BTreeMap<String, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("pusher thread")
+    }
+}
+
+fn live_urls(c: &Cluster) -> Vec<String> {
+    c.live().map(Node::url).collect()
+}
+
+/// Every acknowledged push is visible through every live node (the value or a later one).
+fn assert_nothing_lost(c: &Cluster, acked: &BTreeMap<String, u64>) {
+    for node in c.live() {
+        let got = merged(node);
+        for (job, v) in acked {
+            let seen = got.get(job).copied();
+            assert!(
+                seen.is_some_and(|s| s >= *v),
+                "node {}: job {job} acknowledged at {v}, scrape has {seen:?}",
+                node.url()
+            );
+        }
+    }
+}
+
+#[test]
+fn grow_one_three_five_then_shrink_to_three_while_pushing() {
+    let groups = 150;
+    let mut c = Cluster::start(1, &[AE]);
+    let pusher = Pusher::start(live_urls(&c), groups);
+    wait_for("the first pushes", Duration::from_secs(30), || {
+        merged(&c.nodes[0]).len() >= groups
+    });
+    for _ in 0..2 {
+        c.add_node(&[AE]);
+        pusher.set_urls(live_urls(&c));
+    }
+    wait_for("3 nodes to converge", CONVERGE, || converged(&c, 2, groups));
+    for _ in 0..2 {
+        c.add_node(&[AE]);
+        pusher.set_urls(live_urls(&c));
+    }
+    wait_for("5 nodes to converge", CONVERGE, || converged(&c, 2, groups));
+    for i in [4, 3] {
+        let others: Vec<String> = c
+            .live()
+            .filter(|n| n.http_port != c.nodes[i].http_port)
+            .map(Node::url)
+            .collect();
+        pusher.set_urls(others);
+        assert!(
+            c.nodes[i].terminate(Duration::from_secs(40)),
+            "graceful exit"
+        );
+    }
+    let acked = pusher.finish();
+    assert_eq!(acked.len(), groups);
+    wait_for("3 nodes to converge after shrinking", CONVERGE, || {
+        converged(&c, 2, groups)
+    });
+    assert_nothing_lost(&c, &acked);
+}
+
+fn temp_dir(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("pushgate-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.display().to_string()
+}
+
+#[test]
+fn rolling_restart_under_pushes_loses_nothing() {
+    let groups = 120;
+    let dir = temp_dir("rolling");
+    let file = format!("--persistence.file={dir}/node{{n}}.db");
+    let extra = [AE, file.as_str(), "--persistence.interval=1s"];
+    let mut c = Cluster::start(3, &extra);
+    let pusher = Pusher::start(live_urls(&c), groups);
+    wait_for("the first pushes", Duration::from_secs(30), || {
+        merged(&c.nodes[0]).len() >= groups
+    });
+    for i in 0..3 {
+        let others: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| c.nodes[j].url())
+            .collect();
+        pusher.set_urls(others);
+        assert!(
+            c.nodes[i].terminate(Duration::from_secs(40)),
+            "graceful exit"
+        );
+        c.nodes[i].restart();
+        let node = &c.nodes[i];
+        wait_for("the restarted node to be ready", CONVERGE, || {
+            node.is_ready()
+        });
+        pusher.set_urls(live_urls(&c));
+    }
+    let acked = pusher.finish();
+    assert_eq!(acked.len(), groups);
+    wait_for("convergence after the rolling restart", CONVERGE, || {
+        converged(&c, 2, groups)
+    });
+    assert_nothing_lost(&c, &acked);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kill_nine_and_restart_with_persistence_converges() {
+    let groups = 200;
+    let dir = temp_dir("kill9");
+    let file = format!("--persistence.file={dir}/node{{n}}.db");
+    let extra = [AE, file.as_str(), "--persistence.interval=200ms"];
+    let mut c = Cluster::start(3, &extra);
+    for i in 0..groups {
+        assert!(put(&c.nodes[i % 3].url(), &format!("g{i}"), 1));
+    }
+    wait_for(
+        "the first round of pushes to be persisted",
+        CONVERGE,
+        || {
+            converged(&c, 2, groups)
+                && c.nodes[0]
+                    .metric("pushgate_persistence_writes_total{result=\"success\"}")
+                    .is_some_and(|n| n >= 1.0)
+        },
+    );
+    c.nodes[0].kill9();
+    // Node 0 misses every one of these writes.
+    for i in 0..groups {
+        assert!(put(&c.nodes[1 + i % 2].url(), &format!("g{i}"), 2));
+    }
+    c.nodes[0].restart();
+    let node = &c.nodes[0];
+    wait_for("the restarted node to be ready", CONVERGE, || {
+        node.is_ready()
+    });
+    // Documented bound (docs/operations.md): the join pull plus one anti-entropy interval
+    // (1 s + jitter here); the deadline leaves room for a slow, shared machine.
+    wait_for(
+        "convergence after the restart",
+        Duration::from_secs(20),
+        || converged(&c, 2, groups),
+    );
+    // Without node 1, every group is still held (R = 2) and in its newest version: node 0 holds
+    // the writes it missed.
+    c.nodes[1].kill9();
+    for i in [0, 2] {
+        let got = merged(&c.nodes[i]);
+        assert_eq!(got.len(), groups, "node {i}");
+        assert!(got.values().all(|&v| v == 2), "node {i}: {got:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn owners(c: &Cluster, job: &str, r: usize) -> Vec<usize> {
+    let h = GroupKey::new([("job".to_owned(), job.to_owned())]).stable_hash();
+    let mut idx: Vec<usize> = (0..c.nodes.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (ia, ib) = (c.nodes[a].id(), c.nodes[b].id());
+        score(h, &NodeId::new(ib.as_str()))
+            .cmp(&score(h, &NodeId::new(ia.as_str())))
+            .then(ia.cmp(&ib))
+    });
+    idx.truncate(r);
+    idx
+}
+
+#[test]
+fn delete_while_an_owner_is_down_stays_deleted() {
+    let groups = 50;
+    let dir = temp_dir("delete");
+    let file = format!("--persistence.file={dir}/node{{n}}.db");
+    let extra = [AE, file.as_str(), "--persistence.interval=200ms"];
+    let mut c = Cluster::start(3, &extra);
+    for i in 0..groups {
+        assert!(put(&c.nodes[i % 3].url(), &format!("g{i}"), 1));
+    }
+    assert!(put(&c.nodes[0].url(), "victim", 1));
+    let down = owners(&c, "victim", 2)[0];
+    let file = format!("{dir}/node{down}.db");
+    wait_for("an owner to persist the group", CONVERGE, || {
+        std::fs::read(&file).is_ok_and(|b| b.windows(6).any(|w| w == b"victim"))
+    });
+    c.nodes[down].kill9();
+    let via = (down + 1) % 3;
+    let (status, body) = http("DELETE", &c.nodes[via].url(), "/metrics/job/victim", b"").unwrap();
+    assert_eq!(status, 202, "{body}");
+    c.nodes[down].restart();
+    let node = &c.nodes[down];
+    wait_for("the owner to be ready again", CONVERGE, || node.is_ready());
+    wait_for("convergence after the owner returned", CONVERGE, || {
+        converged(&c, 2, groups)
+    });
+    for node in c.live() {
+        let got = merged(node);
+        assert!(!got.contains_key("victim"), "node {}: {got:?}", node.url());
+        assert_eq!(got.len(), groups);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Loopback processes cannot be cut apart without root, so a hung node (SIGSTOP, then
+/// SIGCONT) stands in for a partition: the other side keeps taking writes and deletes, the
+/// hung node comes back with stale copies and everything converges to the newest version.
+#[test]
+fn hung_node_comes_back_and_converges() {
+    let groups = 100;
+    let c = Cluster::start(3, &[AE]);
+    for i in 0..groups {
+        assert!(put(&c.nodes[i % 3].url(), &format!("g{i}"), 1));
+    }
+    wait_for("initial convergence", CONVERGE, || converged(&c, 2, groups));
+    c.nodes[0].signal("STOP");
+    for i in [1, 2] {
+        let url = c.nodes[i].url();
+        wait_for(
+            "the hung node to leave the ring",
+            CONVERGE,
+            || matches!(http("GET", &url, "/metrics", b""), Ok((200, b)) if b.contains("pushgate_cluster_members{state=\"active\"} 2\n")),
+        );
+    }
+    for i in 0..groups {
+        let url = c.nodes[1 + i % 2].url();
+        if i % 10 == 0 {
+            let (st, body) = http("DELETE", &url, &format!("/metrics/job/g{i}"), b"").unwrap();
+            assert_eq!(st, 202, "{body}");
+        } else {
+            assert!(put(&url, &format!("g{i}"), 2));
+        }
+    }
+    c.nodes[0].signal("CONT");
+    let live = groups - groups / 10;
+    wait_for("convergence after the node came back", CONVERGE, || {
+        converged(&c, 2, live)
+    });
+    for node in c.live() {
+        let got = merged(node);
+        assert_eq!(got.len(), live, "node {}: {got:?}", node.url());
+        assert!(
+            got.values().all(|&v| v == 2),
+            "node {}: {got:?}",
+            node.url()
+        );
+    }
+    // The resumed node's own copies were repaired (newer versions, deletes): without node 1 it
+    // is the only holder of the groups it co-owned with node 1.
+    let mut c = c;
+    c.nodes[1].kill9();
+    for i in [0, 2] {
+        let got = merged(&c.nodes[i]);
+        assert_eq!(got.len(), live, "node {i}: {got:?}");
+        assert!(got.values().all(|&v| v == 2), "node {i}: {got:?}");
+    }
+}
+
+/// `/-/ready` is a latch: 503 until the node has joined (here: gave up waiting for a peer that
+/// never answers after `--cluster.join-timeout`) and pulled its groups; `/-/healthy` is liveness.
+#[test]
+fn ready_only_after_joining_healthy_at_once() {
+    let c = Cluster::spawn(
+        1,
+        &[
+            "--cluster.peer=127.0.0.1:9",
+            "--cluster.join-timeout=6s",
+            "--cluster.replication-factor=1",
+        ],
+    );
+    let node = &c.nodes[0];
+    wait_for("the node to be live", Duration::from_secs(30), || {
+        matches!(http("GET", &node.url(), "/-/healthy", b""), Ok((200, _)))
+    });
+    assert!(!node.is_ready(), "ready before joining");
+    wait_for(
+        "the node to give up waiting and turn ready",
+        CONVERGE,
+        || node.is_ready(),
+    );
+    assert!(put(&node.url(), "alone", 1));
+}
