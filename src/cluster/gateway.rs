@@ -490,6 +490,20 @@ fn prepare(
     prepare_push(key, families, replace_all, v)
 }
 
+/// Runs `work` inline when the payload is small (a thread handoff per forwarded push or replica
+/// costs more than the work itself), on the blocking pool when it is large enough to stall a
+/// runtime thread.
+async fn off_runtime_if_large<T: Send + 'static>(
+    payload_bytes: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if payload_bytes > INLINE_PREPARE_LIMIT {
+        tokio::task::spawn_blocking(work).await
+    } else {
+        Ok(work())
+    }
+}
+
 /// The `Gateway` of a cluster node.
 pub struct ClusterGateway {
     core: Arc<ClusterCore>,
@@ -644,10 +658,11 @@ impl Cluster for ClusterService {
                 self.core.apply_as_primary(op, unreachable).await,
             ));
         }
+        let size: usize = req.families.iter().map(Vec::len).sum();
         let families = rpc::families_from_bytes(req.families).map_err(Status::invalid_argument)?;
         let v = self.core.validation.clone();
         let prepared =
-            tokio::task::spawn_blocking(move || prepare(key, families, req.replace_all, &v))
+            off_runtime_if_large(size, move || prepare(key, families, req.replace_all, &v))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?;
         let answer = match prepared {
@@ -713,7 +728,7 @@ impl Cluster for ClusterService {
             self.core.store.delete_versioned(&key, req.version)
         } else {
             let store = self.core.store.clone();
-            tokio::task::spawn_blocking(move || {
+            off_runtime_if_large(req.group.len(), move || {
                 let g = rpc::group_from_bytes(&req.group, names)?;
                 if g.version != req.version {
                     return Err("group version differs from the request's".to_owned());
