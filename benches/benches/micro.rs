@@ -40,7 +40,12 @@ fn body() -> String {
 }
 
 fn filled_store() -> Store {
+    filled_store_with(true)
+}
+
+fn filled_store_with(consistency_check: bool) -> Store {
     let store = Store::new(StoreOptions {
+        consistency_check,
         reserved: pushgate::telemetry::reserved_names(),
         ..StoreOptions::default()
     });
@@ -88,9 +93,9 @@ fn prepare(bencher: Bencher) {
 }
 
 /// Apply + consistency check of a re-push (new values, same labels) into 10,000 groups.
-#[divan::bench(sample_count = 50)]
-fn store_push_check_on(bencher: Bencher) {
-    let store = filled_store();
+#[divan::bench(sample_count = 50, args = [true, false])]
+fn store_push(bencher: Bencher, check: bool) {
+    let store = filled_store_with(check);
     let fams =
         exposition::parse_text(render(SERIES, 2).as_bytes(), NameScheme::Legacy).expect("parses");
     let next = std::sync::atomic::AtomicUsize::new(0);

@@ -805,6 +805,15 @@ impl Inner {
         };
         for f in &p.families {
             let name: &str = &f.name;
+            // A family re-pushed with the same type and the same series (new values only)
+            // cannot add a conflict: it was consistent when stored, and every later push was
+            // checked against it. This is the common case, and it makes the check nearly free.
+            if group
+                .and_then(|g| g.families.get(name))
+                .is_some_and(|(old, _)| old.typ == f.typ && old.same_series(f))
+            {
+                continue;
+            }
             if let Some((t, _)) = opts.reserved.get(name) {
                 if t != f.typ {
                     return Err(type_conflict(name, f.typ, t));
