@@ -93,6 +93,34 @@ impl Workload {
             .push((Instant::now(), what.to_owned()));
     }
 
+    /// Pushes `n` groups `<prefix><i>` once each and never again: unlike the clients' groups,
+    /// which every push rewrites onto their current owners, these stay where they were placed,
+    /// so they show whether rebalancing and handoff keep them when the ring changes.
+    pub fn push_cold(&self, base: &str, prefix: &str, n: usize) {
+        for i in 0..n {
+            let job = format!("{prefix}{i}");
+            let value = 1_000_000 + i as u64;
+            let body = format!("# TYPE {METRIC} gauge\n{METRIC}{{client=\"cold\"}} {value}\n");
+            let res = http_timeout(
+                "PUT",
+                base,
+                &format!("/metrics/job/{job}"),
+                body.as_bytes(),
+                CLIENT_TIMEOUT,
+            );
+            let mut l = lock(&self.ledger);
+            let g = l.groups.entry(job.clone()).or_default();
+            if matches!(res, Ok((200, _))) {
+                g.acked = Some(value);
+                l.pushes_ok += 1;
+            } else {
+                g.maybe.insert(value);
+                l.push_failures
+                    .push((Instant::now(), format!("PUT {job}: {}", describe(&res))));
+            }
+        }
+    }
+
     /// Pushes acknowledged so far.
     pub fn pushes_ok(&self) -> u64 {
         lock(&self.ledger).pushes_ok
@@ -364,8 +392,15 @@ impl Ledger {
                 _ => "0".to_owned(),
             }
         };
+        let first: Vec<String> = self
+            .push_failures
+            .iter()
+            .chain(self.scrape_failures.iter())
+            .take(4)
+            .map(|(at, what)| format!("[{:.1}s] {what}", at.duration_since(started).as_secs_f64()))
+            .collect();
         format!(
-            "pushes ok {}, push failures {}; scrapes ok {}, scrape failures {}; incomplete views {}; groups {}, deleted {}",
+            "pushes ok {}, push failures {}; scrapes ok {}, scrape failures {}; incomplete views {}; groups {}, deleted {}; first failures: {first:?}",
             self.pushes_ok,
             rel(&self.push_failures),
             self.scrapes_ok,

@@ -23,6 +23,8 @@ const PUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Failures within this time after a fault or heal are attributed to failure detection
 /// (haproxy's health checks: 2 x 500 ms; gossip: ~3 s; a paused node's requests: client timeout).
 const GRACE: Duration = Duration::from_secs(15);
+/// Groups pushed once and never again, at the start and at chosen moments of a scenario.
+const COLD: usize = 200;
 /// Slots the balancer knows of, so scale-up needs no reload.
 const MAX_NODES: usize = 5;
 
@@ -46,7 +48,13 @@ impl Scenario {
             work,
         };
         s.keep_pushing(200);
+        s.push_cold("cold_start_");
         s
+    }
+
+    /// Pushes [`COLD`] groups once, through the balancer.
+    fn push_cold(&self, prefix: &str) {
+        self.work.push_cold(&self.lb.url(), prefix, COLD);
     }
 
     /// Waits (bounded) until `n` more pushes were acknowledged.
@@ -255,6 +263,7 @@ fn rolling_restart() {
             back.as_secs_f64()
         );
         s.event(&format!("n{i} back"));
+        s.push_cold(&format!("cold_after_n{i}_"));
         s.keep_pushing(100);
     }
     s.settle(3, healed);
@@ -262,7 +271,14 @@ fn rolling_restart() {
 
 /// Scale 3 -> 5 (docker run of two more nodes) -> 3 (graceful `docker stop` of the two, one at a
 /// time), under load.
+///
+/// Ignored until rebalancing lands (issue 4, src/cluster lifecycle): the binary on main does not
+/// hand a leaving node's groups over, so groups pushed once while 5 nodes ran and owned by both
+/// n4 and n5 (about 1 in 10) are lost when both stop (observed: 19 of 200 `cold_five_*` groups
+/// missing on every node). Groups the clients keep pushing survive, since each push rewrites them
+/// onto their current owners. Run it with `cargo nextest run -p cluster-tests --run-ignored all`.
 #[test]
+#[ignore = "needs handoff on graceful leave (rebalancing, issue 4): groups owned by n4+n5 are lost"]
 fn scale_three_five_three() {
     require_docker!();
     let mut s = Scenario::start("scale", 3);
@@ -275,6 +291,7 @@ fn scale_three_five_three() {
         "scale: 5 active members everywhere after {:.1}s",
         up.as_secs_f64()
     );
+    s.push_cold("cold_five_");
     s.keep_pushing(300);
     for i in [5, 4] {
         let slot = s.bed.slot(i);
