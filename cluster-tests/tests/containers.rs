@@ -73,9 +73,8 @@ impl Scenario {
 
     /// Waits for the members, stops the load, waits for the data, checks every invariant.
     fn settle(self, members: usize, healed: Instant) -> Ledger {
-        let members_after = self.bed.wait_members(members, Duration::from_secs(120));
+        self.bed.wait_members(members, Duration::from_secs(120));
         let members_s = healed.elapsed().as_secs_f64();
-        let _ = members_after;
         // A last stretch of pushes on the healed cluster, then stop and freeze the ledger.
         self.keep_pushing(100);
         let stopped = Instant::now();
