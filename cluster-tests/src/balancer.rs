@@ -52,7 +52,7 @@ impl Balancer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("haproxy should start (apt-get install haproxy)");
+            .expect("haproxy should start (scripts/install-testbed-deps.sh installs it)");
         let b = Balancer {
             port,
             child: Some(child),

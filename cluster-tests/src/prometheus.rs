@@ -57,7 +57,7 @@ impl Prometheus {
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
-                .expect("prometheus should start (apt-get install prometheus)");
+                .expect("prometheus should start (scripts/install-testbed-deps.sh installs it)");
         let p = Prometheus {
             port,
             child: Some(child),

@@ -127,12 +127,6 @@ impl Scenario {
             members_s,
             data.as_secs_f64()
         );
-        eprintln!(
-            "CONVERGENCE scenario={} members={:.1}s data={:.1}s",
-            self.name,
-            members_s,
-            data.as_secs_f64()
-        );
         for url in nodes
             .iter()
             .map(Slot::url)
