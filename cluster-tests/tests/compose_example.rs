@@ -1,8 +1,7 @@
 //! The users' docker-compose example (docs/examples/docker-compose.yml) runs as documented, offline:
 //! images for pushgate, haproxy and Prometheus built from binaries on this host with
 //! scripts/build-image.sh, the sample function pushed through the example's load balancer, its
-//! series found in the example's long-term store. Skipped with a message when `docker info` fails
-//! or docker-compose is not installed.
+//! series found in the example's long-term store. Skipped with a message when `docker info` fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,15 +56,14 @@ impl Drop for Project {
 #[test]
 fn compose_example_runs_the_bank_function_end_to_end() {
     require_docker!();
-    if Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        eprintln!("SKIPPED: docker-compose not installed; the compose example was not run");
-        return;
-    }
+    assert!(
+        Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false),
+        "docker-compose is needed (scripts/install-testbed-deps.sh installs it)"
+    );
     let build = repo().join("scripts/build-image.sh");
     let suffix = format!("{}", std::process::id());
     let images = [
