@@ -87,7 +87,14 @@ impl Workload {
 
     /// Records a fault or heal moment; failures are judged against these.
     pub fn event(&self, what: &str) {
-        eprintln!("[{:6.1}s] {what}", self.started.elapsed().as_secs_f64());
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        eprintln!(
+            "[{:6.1}s] {what} (unix time {unix:.3})",
+            self.started.elapsed().as_secs_f64()
+        );
         lock(&self.ledger)
             .events
             .push((Instant::now(), what.to_owned()));

@@ -132,10 +132,26 @@ impl Scenario {
                     format!("{url}: {}", res.unwrap_or_else(|e| e))
                 })
                 .collect();
+            // The problem group's lines (its push_time_seconds says when the value was applied).
+            let job = last_err
+                .split("e.g. [\"")
+                .nth(1)
+                .and_then(|r| r.split(':').next())
+                .unwrap_or("");
+            let lines: Vec<String> =
+                match http_timeout("GET", &self.lb.url(), "/metrics", b"", Duration::from_secs(10)) {
+                    Ok((_, body)) if !job.is_empty() => body
+                        .lines()
+                        .filter(|l| l.contains(&format!("job=\"{job}\"")))
+                        .map(str::to_owned)
+                        .collect(),
+                    _ => Vec::new(),
+                };
             panic!(
-                "{}: views did not converge within 120 s: {last_err}\nper node now:\n{}",
+                "{}: views did not converge within 120 s: {last_err}\nper node now:\n{}\n{job} now:\n{}",
                 self.name,
-                verdicts.join("\n")
+                verdicts.join("\n"),
+                lines.join("\n")
             )
         });
         println!(
