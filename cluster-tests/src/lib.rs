@@ -1,7 +1,16 @@
 //! Multi-node tests of pushgate with real processes on loopback: `Cluster::start(n)` runs `n`
 //! pushgate binaries (`PUSHGATE_BIN`, default `target/debug/pushgate` of this workspace), each
 //! gossiping and serving gRPC on its own port, and waits until every node sees all of them.
+//!
+//! The container test bed (issue 5) lives in [`testbed`] (image, network, nodes), [`balancer`]
+//! (haproxy in front), [`workload`] (pushing clients, scrape watcher, invariants) and
+//! [`prometheus`] (a real Prometheus scraping the balancer and remote-writing to a second one).
 #![forbid(unsafe_code)]
+
+pub mod balancer;
+pub mod prometheus;
+pub mod testbed;
+pub mod workload;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -150,6 +159,14 @@ fn free_port() -> u16 {
     }
 }
 
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding port 0 should work")
+        .port()
+}
+
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -241,9 +258,26 @@ impl Cluster {
 
 /// A minimal HTTP/1.1 client (one request per connection): (status, body).
 pub fn http(method: &str, base: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    http_timeout(method, base, path, body, Duration::from_secs(20))
+}
+
+/// [`http`] with a deadline for connecting and for each read and write.
+pub fn http_timeout(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::net::ToSocketAddrs;
     let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))?;
+    let mut s = TcpStream::connect_timeout(&sock, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

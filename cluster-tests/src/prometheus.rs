@@ -1,0 +1,124 @@
+//! Real Prometheus servers on the host (Debian's `prometheus`), each with a temporary config and
+//! data directory: a scraper of the load balancer that remote-writes to a long-term store (a second
+//! Prometheus with `--web.enable-remote-write-receiver`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_tcp_port, http, wait_for};
+
+pub struct Prometheus {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// A long-term store: accepts remote writes, scrapes nothing.
+    pub fn store() -> Prometheus {
+        Self::start(
+            "global:\n  scrape_interval: 1m\n",
+            &["--web.enable-remote-write-receiver"],
+        )
+    }
+
+    /// Scrapes `target` (host:port) every second with `honor_labels: true` and remote-writes
+    /// everything to `store`.
+    pub fn scraper(target: &str, store: &Prometheus) -> Prometheus {
+        let cfg = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: pushgate\n    honor_labels: true\n\
+             \x20   static_configs:\n      - targets: ['{target}']\n\
+             remote_write:\n  - url: http://127.0.0.1:{}/api/v1/write\n\
+             \x20   queue_config:\n      batch_send_deadline: 1s\n      min_backoff: 100ms\n      max_backoff: 1s\n",
+            store.port
+        );
+        Self::start(&cfg, &[])
+    }
+
+    fn start(config: &str, flags: &[&str]) -> Prometheus {
+        let port = free_tcp_port();
+        let dir = crate::testbed::tempdir("pushgate-prometheus");
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(&cfg, config).expect("prometheus config should be writable");
+        let log = std::fs::File::create(dir.join("prometheus.log"))
+            .expect("prometheus log should be writable");
+        let child =
+            Command::new(std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".into()))
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .args(flags)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("prometheus should start (scripts/install-testbed-deps.sh installs it)");
+        let p = Prometheus {
+            port,
+            child: Some(child),
+            dir,
+        };
+        let url = p.url();
+        wait_for("prometheus to be ready", Duration::from_secs(30), || {
+            matches!(http("GET", &url, "/-/ready", b""), Ok((200, _)))
+        });
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Instant query: `(labels, value)` of every series in the result.
+    pub fn query(&self, promql: &str) -> Result<Vec<(serde_json::Value, f64)>, String> {
+        let path = format!("/api/v1/query?query={}", percent_encode(promql));
+        let (st, body) = http("GET", &self.url(), &path, b"").map_err(|e| e.to_string())?;
+        if st != 200 {
+            return Err(format!("query {promql}: {st} {body}"));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("query {promql}: {e}: {body}"))?;
+        let result = v["data"]["result"]
+            .as_array()
+            .ok_or_else(|| format!("query {promql}: no result: {body}"))?;
+        Ok(result
+            .iter()
+            .filter_map(|s| {
+                let value = s["value"][1].as_str()?.parse().ok()?;
+                Some((s["metric"].clone(), value))
+            })
+            .collect())
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

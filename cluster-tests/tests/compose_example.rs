@@ -1,0 +1,142 @@
+//! The users' docker-compose example (docs/examples/docker-compose.yml) runs as documented, offline:
+//! images for pushgate, haproxy and Prometheus built from binaries on this host with
+//! scripts/build-image.sh, the sample function pushed through the example's load balancer, its
+//! series found in the example's long-term store. Skipped with a message when `docker info` fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use cluster_tests::prometheus::percent_encode;
+use cluster_tests::{free_tcp_port, http, require_docker, wait_for};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker-compose down -v` on drop, also when the test fails.
+struct Project {
+    name: String,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Project {
+    fn compose(&self) -> Command {
+        let mut c = Command::new("docker-compose");
+        c.current_dir(&self.dir)
+            .args(["-p", &self.name])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(o) = self.compose().args(["logs", "--tail", "20"]).output() {
+                eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+            }
+        }
+        let _ = self.compose().args(["down", "-v", "-t", "5"]).output();
+    }
+}
+
+#[test]
+fn compose_example_runs_the_bank_function_end_to_end() {
+    require_docker!();
+    assert!(
+        Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false),
+        "docker-compose is needed (scripts/install-testbed-deps.sh installs it)"
+    );
+    let build = repo().join("scripts/build-image.sh");
+    let suffix = format!("{}", std::process::id());
+    let images = [
+        (cluster_tests::binary(), format!("pgbed-pushgate:{suffix}")),
+        (
+            PathBuf::from("/usr/sbin/haproxy"),
+            format!("pgbed-haproxy:{suffix}"),
+        ),
+        (
+            PathBuf::from("/usr/bin/prometheus"),
+            format!("pgbed-prometheus:{suffix}"),
+        ),
+    ];
+    // Declared before the project: dropped after it (images outlive their containers).
+    let _images = Images(images.iter().map(|(_, t)| t.clone()).collect());
+    for (bin, tag) in &images {
+        assert!(Path::new(bin).exists(), "{} is needed", bin.display());
+        run(Command::new(&build).arg(bin).arg(tag));
+    }
+    let (lb, prom, store) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let project = Project {
+        name: format!("pgbed{suffix}"),
+        dir: repo().join("docs/examples"),
+        env: vec![
+            ("PUSHGATE_IMAGE".into(), images[0].1.clone()),
+            ("HAPROXY_IMAGE".into(), images[1].1.clone()),
+            ("PROMETHEUS_IMAGE".into(), images[2].1.clone()),
+            ("LB_PORT".into(), lb.to_string()),
+            ("PROMETHEUS_PORT".into(), prom.to_string()),
+            ("STORE_PORT".into(), store.to_string()),
+        ],
+    };
+    run(project.compose().args(["up", "-d"]));
+    let lb_url = format!("http://127.0.0.1:{lb}");
+    wait_for(
+        "the example's load balancer to route to 3 active nodes",
+        Duration::from_secs(60),
+        || {
+            matches!(http("GET", &lb_url, "/metrics", b""),
+                Ok((200, b)) if b.contains("pushgate_cluster_members{state=\"active\"} 3\n"))
+        },
+    );
+    let function = repo().join("docs/examples/bank_autodebit.py");
+    for w in 0..3 {
+        run(Command::new("python3")
+            .arg(&function)
+            .args(["--gateway", &format!("127.0.0.1:{lb}")])
+            .args(["--worker", &format!("worker-{w}"), "--run", "2"]));
+    }
+    // The example scrapes every 15 s: allow a few rounds.
+    let store_url = format!("http://127.0.0.1:{store}");
+    let query = format!(
+        "/api/v1/query?query={}",
+        percent_encode("count(bank_account_balance{job=\"bank_autodebit\"})")
+    );
+    wait_for(
+        "the example's store to hold the 15 pushed balances",
+        Duration::from_secs(90),
+        || {
+            matches!(http("GET", &store_url, &query, b""),
+                Ok((200, b)) if b.contains("\"15\""))
+        },
+    );
+    drop(project);
+}
+
+/// Removes the images built for this run on drop.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for tag in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+        }
+    }
+}

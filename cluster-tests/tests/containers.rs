@@ -1,0 +1,332 @@
+//! Fault scenarios on the container test bed: N pushgate containers on a private Docker network
+//! behind haproxy, under continuous pushes from several clients through the balancer while a
+//! watcher scrapes it. After each scenario settles: every acknowledged push visible with its latest
+//! value on every node, no group duplicated, no deleted group back, the exposition valid for
+//! `promtool check metrics`; during the fault, failures only right after a fault or heal event
+//! (failure detection) and never a 200 scrape missing acknowledged groups.
+//!
+//! Each test prints `CONVERGENCE scenario=<name> members=<s> data=<s>`: seconds from the heal (or
+//! the last change) until every node saw the expected members, and until every node served the
+//! complete, latest data. Skipped with a message when `docker info` fails.
+
+use std::time::{Duration, Instant};
+
+use cluster_tests::balancer::Balancer;
+use cluster_tests::testbed::{Bed, Slot};
+use cluster_tests::workload::{check_settled, promtool_check, Ledger, Workload};
+use cluster_tests::{http_timeout, require_docker, wait_for};
+
+/// Client, group and pacing of the workload: 4 clients x 25 groups, 10 pushes/s each.
+const CLIENTS: usize = 4;
+const GROUPS: usize = 25;
+const PUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Failures within this time after a fault or heal are attributed to failure detection:
+/// haproxy's health checks (2 x 500 ms), gossip (~3 s, the survivors' rings differing for up to
+/// ~1 s), a restarted node's first second alone in its ring, and requests already inside a paused
+/// node when it froze (haproxy's 6 s server timeout). Every failure is printed either way.
+const GRACE: Duration = Duration::from_secs(10);
+/// Groups pushed once and never again, at the start and at chosen moments of a scenario.
+const COLD: usize = 200;
+/// Slots the balancer knows of, so scale-up needs no reload.
+const MAX_NODES: usize = 5;
+
+struct Scenario {
+    name: &'static str,
+    bed: Bed,
+    lb: Balancer,
+    work: Workload,
+}
+
+impl Scenario {
+    fn start(name: &'static str, n: usize) -> Scenario {
+        let bed = Bed::start(n, &[]);
+        let slots: Vec<Slot> = (1..=MAX_NODES).map(|i| bed.slot(i)).collect();
+        let lb = Balancer::start(&slots);
+        let work = Workload::start(&lb.url(), CLIENTS, GROUPS, PUSH_INTERVAL);
+        let s = Scenario {
+            name,
+            bed,
+            lb,
+            work,
+        };
+        s.keep_pushing(200);
+        s.push_cold("cold_start_");
+        s
+    }
+
+    /// Pushes [`COLD`] groups once, through the balancer.
+    fn push_cold(&self, prefix: &str) {
+        self.work.push_cold(&self.lb.url(), prefix, COLD);
+    }
+
+    /// Waits (bounded) until `n` more pushes were acknowledged.
+    fn keep_pushing(&self, n: u64) {
+        let from = self.work.pushes_ok();
+        wait_for(
+            &format!("{n} more acknowledged pushes"),
+            Duration::from_secs(90),
+            || self.work.pushes_ok() >= from + n,
+        );
+    }
+
+    fn event(&self, what: &str) {
+        self.work.event(what);
+    }
+
+    /// Waits for the members, stops the load, waits for the data, checks every invariant.
+    fn settle(self, members: usize, healed: Instant) -> Ledger {
+        self.bed.wait_members(members, Duration::from_secs(120));
+        let members_s = healed.elapsed().as_secs_f64();
+        // A last stretch of pushes on the healed cluster, then stop and freeze the ledger.
+        self.keep_pushing(100);
+        let stopped = Instant::now();
+        let started = self.work.started;
+        let ledger = self.work.stop();
+        eprintln!("{}: {}", self.name, ledger.summary(started));
+        let nodes = self.bed.running();
+        assert_eq!(nodes.len(), members, "running nodes");
+        let mut last_err = String::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut converged = None;
+        while Instant::now() < deadline {
+            let mut all = Ok(());
+            for url in nodes
+                .iter()
+                .map(Slot::url)
+                .chain(std::iter::once(self.lb.url()))
+            {
+                let res = match http_timeout("GET", &url, "/metrics", b"", Duration::from_secs(10))
+                {
+                    Ok((200, body)) => check_settled(&body, &ledger),
+                    other => Err(format!("{other:?}")),
+                }
+                .map_err(|e| format!("{url}: {e}"));
+                if res.is_err() {
+                    all = res;
+                    break;
+                }
+            }
+            match all {
+                Ok(()) => {
+                    converged = Some(stopped.elapsed());
+                    break;
+                }
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let data = converged.unwrap_or_else(|| {
+            // Every node's verdict, not only the first failing one's.
+            let verdicts: Vec<String> = nodes
+                .iter()
+                .map(Slot::url)
+                .chain(std::iter::once(self.lb.url()))
+                .map(|url| {
+                    let res =
+                        match http_timeout("GET", &url, "/metrics", b"", Duration::from_secs(10)) {
+                            Ok((200, body)) => {
+                                check_settled(&body, &ledger).map(|()| "ok".to_owned())
+                            }
+                            other => Err(format!("{other:?}")),
+                        };
+                    format!("{url}: {}", res.unwrap_or_else(|e| e))
+                })
+                .collect();
+            // The problem group's lines (its push_time_seconds says when the value was applied).
+            let job = last_err
+                .split("e.g. [\"")
+                .nth(1)
+                .and_then(|r| r.split(':').next())
+                .unwrap_or("");
+            let lines: Vec<String> =
+                match http_timeout("GET", &self.lb.url(), "/metrics", b"", Duration::from_secs(10)) {
+                    Ok((_, body)) if !job.is_empty() => body
+                        .lines()
+                        .filter(|l| l.contains(&format!("job=\"{job}\"")))
+                        .map(str::to_owned)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+            panic!(
+                "{}: views did not converge within 120 s: {last_err}\nper node now:\n{}\n{job} now:\n{}",
+                self.name,
+                verdicts.join("\n"),
+                lines.join("\n")
+            )
+        });
+        println!(
+            "CONVERGENCE scenario={} members={:.1}s data={:.1}s (data: after the load stopped)",
+            self.name,
+            members_s,
+            data.as_secs_f64()
+        );
+        for url in nodes
+            .iter()
+            .map(Slot::url)
+            .chain(std::iter::once(self.lb.url()))
+        {
+            let (st, body) = http_timeout("GET", &url, "/metrics", b"", Duration::from_secs(10))
+                .expect("scrape after convergence");
+            assert_eq!(st, 200);
+            promtool_check(&body).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        assert!(
+            ledger.incomplete_views.is_empty(),
+            "{}: scrapes through the balancer returned incomplete or invalid views: {:?}",
+            self.name,
+            &ledger.incomplete_views[..ledger.incomplete_views.len().min(5)]
+        );
+        let unexplained = ledger.unexplained(GRACE);
+        assert!(
+            unexplained.is_empty(),
+            "{}: {} failures more than {GRACE:?} after any fault or heal: {:?}",
+            self.name,
+            unexplained.len(),
+            &unexplained[..unexplained.len().min(5)]
+        );
+        ledger
+    }
+
+    /// Waits until the running nodes other than `down` count `n` active members.
+    fn wait_survivors_see(&self, n: usize, down: &Slot) -> Duration {
+        let started = Instant::now();
+        let want = format!("pushgate_cluster_members{{state=\"active\"}} {n}\n");
+        for s in self.bed.running().iter().filter(|s| s.name != down.name) {
+            let url = s.url();
+            wait_for(
+                &format!("{} to see {n} active members", s.name),
+                Duration::from_secs(60),
+                || matches!(http_timeout("GET", &url, "/metrics", b"", Duration::from_secs(5)), Ok((200, b)) if b.contains(&want)),
+            );
+        }
+        started.elapsed()
+    }
+}
+
+/// The bed itself: image from the local binary, nodes found by container name through Docker's
+/// DNS, haproxy routing on `/-/ready`, a valid merged exposition on every node.
+#[test]
+fn bed_serves_every_group_on_every_node_through_the_balancer() {
+    require_docker!();
+    let s = Scenario::start("steady", 3);
+    s.keep_pushing(100);
+    let healed = Instant::now();
+    s.settle(3, healed);
+}
+
+/// `docker kill` of a node (a crash), pushes continue, then `docker start` again.
+#[test]
+fn crash_of_one_node() {
+    require_docker!();
+    let s = Scenario::start("kill", 3);
+    let victim = s.bed.slot(2);
+    s.event("docker kill n2");
+    s.bed.kill(&victim);
+    let detect = s.wait_survivors_see(2, &victim);
+    eprintln!(
+        "kill: survivors dropped n2 after {:.1}s",
+        detect.as_secs_f64()
+    );
+    s.keep_pushing(200);
+    s.event("docker start n2");
+    s.bed.start_again(&victim);
+    let healed = Instant::now();
+    s.settle(3, healed);
+}
+
+/// `docker pause` longer than failure detection, then unpause.
+#[test]
+fn pause_longer_than_failure_detection() {
+    require_docker!();
+    let s = Scenario::start("pause", 3);
+    let victim = s.bed.slot(2);
+    s.event("docker pause n2");
+    s.bed.pause(&victim);
+    let detect = s.wait_survivors_see(2, &victim);
+    eprintln!(
+        "pause: survivors dropped n2 after {:.1}s",
+        detect.as_secs_f64()
+    );
+    s.keep_pushing(200);
+    s.event("docker unpause n2");
+    s.bed.unpause(&victim);
+    let healed = Instant::now();
+    s.settle(3, healed);
+}
+
+/// `docker network disconnect` of one node (a partition), then reconnect.
+#[test]
+fn partition_of_one_node() {
+    require_docker!();
+    let s = Scenario::start("partition", 3);
+    let victim = s.bed.slot(3);
+    s.event("docker network disconnect n3");
+    s.bed.disconnect(&victim);
+    let detect = s.wait_survivors_see(2, &victim);
+    eprintln!(
+        "partition: survivors dropped n3 after {:.1}s",
+        detect.as_secs_f64()
+    );
+    s.keep_pushing(200);
+    s.event("docker network connect n3");
+    s.bed.reconnect(&victim);
+    let healed = Instant::now();
+    s.settle(3, healed);
+}
+
+/// `docker restart` of every node, one after another, each back and ready before the next.
+#[test]
+fn rolling_restart() {
+    require_docker!();
+    let s = Scenario::start("rolling-restart", 3);
+    for i in 1..=3 {
+        let slot = s.bed.slot(i);
+        s.event(&format!("docker restart n{i}"));
+        s.bed.restart(&slot);
+        let back = s.bed.wait_members(3, Duration::from_secs(90));
+        eprintln!(
+            "rolling-restart: n{i} back, 3 active members everywhere after {:.1}s",
+            back.as_secs_f64()
+        );
+        s.event(&format!("n{i} back"));
+        s.push_cold(&format!("cold_after_n{i}_"));
+        s.keep_pushing(100);
+    }
+    // Each restart was waited for above: the members figure here is only the final check.
+    s.settle(3, Instant::now());
+}
+
+/// Scale 3 -> 5 (docker run of two more nodes) -> 3 (graceful `docker stop` of the two, one at a
+/// time), under load.
+///
+/// Ignored until rebalancing lands (issue 4, src/cluster lifecycle): the binary on main does not
+/// hand a leaving node's groups over, so groups pushed once while 5 nodes ran and owned by both
+/// n4 and n5 (about 1 in 10) are lost when both stop (observed: 19 of 200 `cold_five_*` groups
+/// missing on every node). Groups the clients keep pushing survive, since each push rewrites them
+/// onto their current owners. Run it with `cargo nextest run -p cluster-tests --run-ignored all`.
+#[test]
+#[ignore = "needs handoff on graceful leave (rebalancing, issue 4): groups owned by n4+n5 are lost"]
+fn scale_three_five_three() {
+    require_docker!();
+    let mut s = Scenario::start("scale", 3);
+    for _ in 0..2 {
+        let slot = s.bed.add_node();
+        s.event(&format!("docker run {}", slot.name));
+    }
+    let up = s.bed.wait_members(5, Duration::from_secs(90));
+    eprintln!(
+        "scale: 5 active members everywhere after {:.1}s",
+        up.as_secs_f64()
+    );
+    s.push_cold("cold_five_");
+    s.keep_pushing(300);
+    for i in [5, 4] {
+        let slot = s.bed.slot(i);
+        s.event(&format!("docker stop n{i}"));
+        s.bed.stop(&slot);
+        s.wait_survivors_see(i - 1, &slot);
+        s.keep_pushing(100);
+    }
+    let healed = Instant::now();
+    s.settle(3, healed);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the container test bed (cluster-tests: testbed, pipeline, compose example) uses
+# besides scripts/install-test-deps.sh: Debian's haproxy (the load balancer), prometheus (the
+# scraper, the long-term store and promtool) and docker-compose. The Docker engine itself is not
+# installed here: without one, the container tests skip with a message.
+# Idempotent; needs root (or sudo) for apt-get.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+need=()
+[ -x /usr/sbin/haproxy ] || need+=(haproxy)
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# apt may start the packaged services; the tests start their own on free ports.
+if [[ " ${need[*]} " == *" haproxy "* ]]; then $SUDO systemctl stop haproxy 2>/dev/null || true; fi
