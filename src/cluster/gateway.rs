@@ -195,12 +195,15 @@ impl ClusterCore {
             let (msg, is_delete) = forward
                 .get_or_insert_with(|| (push_message(&op), matches!(op, WriteOp::Delete(_))));
             msg.unreachable = unreachable.clone();
+            let deadline_unix_ms = forward_deadline_ms(self.clients.timeout());
+            msg.deadline_unix_ms = deadline_unix_ms;
             let mut client = self.clients.client(candidate.grpc_addr);
             let started = Instant::now();
             let res = if *is_delete {
                 let req = pb::DeleteRequest {
                     key: msg.key.clone(),
                     unreachable: unreachable.clone(),
+                    deadline_unix_ms,
                 };
                 client
                     .delete(rpc::request(req, self.clients.timeout()))
@@ -460,6 +463,7 @@ fn push_message(op: &WriteOp) -> pb::PushRequest {
             replace_all: p.replace_all,
             refused: String::new(),
             unreachable: Vec::new(),
+            deadline_unix_ms: 0,
         },
         WriteOp::Failure { key, message } => pb::PushRequest {
             key: rpc::key_to_pb(key),
@@ -471,6 +475,7 @@ fn push_message(op: &WriteOp) -> pb::PushRequest {
                 message.clone()
             },
             unreachable: Vec::new(),
+            deadline_unix_ms: 0,
         },
         WriteOp::Delete(key) => pb::PushRequest {
             key: rpc::key_to_pb(key),
@@ -488,6 +493,25 @@ fn prepare(
     v: &Validation,
 ) -> Result<PreparedPush, PushError> {
     prepare_push(key, families, replace_all, v)
+}
+
+/// The absolute deadline sent with a forwarded write: the sender's clock plus the call timeout.
+fn forward_deadline_ms(timeout: Duration) -> u64 {
+    ((unix_now() + timeout.as_secs_f64()) * 1000.0) as u64
+}
+
+/// A forwarded write that arrives after its sender stopped waiting is refused unapplied: the
+/// sender has already given the write to another node (or failed it), so applying this copy
+/// now could put an older value over newer acknowledged ones.
+fn expired(deadline_unix_ms: u64) -> Result<(), Status> {
+    let now_ms = (unix_now() * 1000.0) as u64;
+    if deadline_unix_ms != 0 && now_ms > deadline_unix_ms {
+        return Err(Status::deadline_exceeded(format!(
+            "forwarded write arrived {} ms after its sender's deadline; not applied",
+            now_ms - deadline_unix_ms
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `work` inline when the payload is small (a thread handoff per forwarded push or replica
@@ -646,6 +670,7 @@ impl Cluster for ClusterService {
         request: Request<pb::PushRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
         let req = request.into_inner();
+        expired(req.deadline_unix_ms)?;
         let names = self.core.names();
         let key = rpc::key_from_pb(req.key, names).map_err(Status::invalid_argument)?;
         let unreachable = bounded(req.unreachable);
@@ -681,6 +706,7 @@ impl Cluster for ClusterService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
         let req = request.into_inner();
+        expired(req.deadline_unix_ms)?;
         let key = rpc::key_from_pb(req.key, self.core.names()).map_err(Status::invalid_argument)?;
         let answer = self
             .core
@@ -793,6 +819,15 @@ mod tests {
         assert!(b > a);
         c.observe(b + 1_000_000);
         assert!(c.now() > b + 1_000_000);
+    }
+
+    #[test]
+    fn forwarded_writes_past_their_deadline_are_refused() {
+        assert!(expired(0).is_ok());
+        assert!(expired(forward_deadline_ms(Duration::from_secs(5))).is_ok());
+        let past = forward_deadline_ms(Duration::ZERO) - 1;
+        let err = expired(past).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
     }
 
     #[test]
