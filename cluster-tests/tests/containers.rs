@@ -297,15 +297,9 @@ fn rolling_restart() {
 }
 
 /// Scale 3 -> 5 (docker run of two more nodes) -> 3 (graceful `docker stop` of the two, one at a
-/// time), under load.
-///
-/// Ignored until rebalancing lands (issue 4, src/cluster lifecycle): the binary on main does not
-/// hand a leaving node's groups over, so groups pushed once while 5 nodes ran and owned by both
-/// n4 and n5 (about 1 in 10) are lost when both stop (observed: 19 of 200 `cold_five_*` groups
-/// missing on every node). Groups the clients keep pushing survive, since each push rewrites them
-/// onto their current owners. Run it with `cargo nextest run -p cluster-tests --run-ignored all`.
+/// time), under load. Groups pushed only once while 5 nodes ran (`cold_five_*`, about 1 in 10
+/// owned by both n4 and n5) survive only through the leaving nodes' handoff.
 #[test]
-#[ignore = "needs handoff on graceful leave (rebalancing, issue 4): groups owned by n4+n5 are lost"]
 fn scale_three_five_three() {
     require_docker!();
     let mut s = Scenario::start("scale", 3);
