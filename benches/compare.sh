@@ -202,7 +202,15 @@ run_cluster_target() {
     SERVER_URL="http://127.0.0.1:${http[0]}"
     SERVER_PID=${CLUSTER_PIDS[0]}
     local deadline=$((SECONDS + START_TIMEOUT))
-    until curl -sf "$SERVER_URL/metrics" 2>/dev/null | grep -q 'pushgate_cluster_members{state="active"} 3'; do
+    cluster_ready() {
+        local p
+        for p in "${http[@]}"; do
+            curl -sf "http://127.0.0.1:$p/-/ready" >/dev/null 2>&1 || return 1
+            curl -sf "http://127.0.0.1:$p/metrics" 2>/dev/null \
+                | grep -q 'pushgate_cluster_members{state="active"} 3' || return 1
+        done
+    }
+    until cluster_ready; do
         if ((SECONDS >= deadline)); then
             echo "cluster did not form in ${START_TIMEOUT}s" >"$dir/status"
             log "$name: cluster did not form; node 1 log tail:"
