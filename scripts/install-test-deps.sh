@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suites use as real components: Debian's upstream Pushgateway (the
-# compatibility oracle), Prometheus (real scraper), and the Python client library.
+# compatibility oracle), Prometheus (real scraper), the Python client library, and the container
+# test bed's haproxy and docker-compose.
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -22,6 +23,13 @@ pkill -x prometheus 2>/dev/null || true
 PY="${PYTHON:-python3}"
 if ! "$PY" -c 'import prometheus_client' 2>/dev/null; then
   "$PY" -m pip install -q prometheus_client
+fi
+
+# The container test bed's own tools (haproxy, docker-compose, jq for the bench script).
+"$(dirname "$0")/install-testbed-deps.sh"
+if ! command -v jq >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq --no-install-recommends jq || true
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
