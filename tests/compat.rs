@@ -141,7 +141,10 @@ impl Scenario {
 
 fn start_pair(flags: &[String], prefix: &str) -> (Gateway, Gateway) {
     let up = Gateway::start("upstream", &upstream_bin(), flags, prefix);
-    let pg = Gateway::start("pushgate", &pushgate_bin(), flags, prefix);
+    let pg = match cluster_nodes() {
+        n if n > 1 => Gateway::start_cluster("pushgate", &pushgate_bin(), flags, prefix, n),
+        _ => Gateway::start("pushgate", &pushgate_bin(), flags, prefix),
+    };
     (up, pg)
 }
 

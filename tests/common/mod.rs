@@ -8,6 +8,9 @@
 //! - `UPSTREAM_BIN`: the oracle (default `/usr/bin/prometheus-pushgateway`, Debian 12's 1.5.1).
 //! - `PROMETHEUS_BIN`: the Prometheus server for the scrape suite (default `/usr/bin/prometheus`).
 //! - `PYTHON`: the interpreter with `prometheus_client` (default `python3`).
+//! - `PUSHGATE_CLUSTER_NODES`: when set to N > 1, the differential suite runs pushgate as an
+//!   N-node cluster (replication factor N, so every conflict is visible to every node) behind a
+//!   round-robin TCP proxy: consecutive requests of a scenario go to different nodes.
 //!
 //! A missing binary is a test failure with a clear message, never a silent pass: CI installs them.
 #![allow(dead_code)]
@@ -87,6 +90,10 @@ pub struct Gateway {
     pub prefix: String,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The other nodes of a cluster started by `start_cluster` (each killed on drop).
+    others: Vec<Gateway>,
+    /// Stops the round-robin proxy of a cluster.
+    proxy_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Gateway {
@@ -127,6 +134,8 @@ impl Gateway {
                 prefix: prefix.trim_end_matches('/').to_string(),
                 dir,
                 child: Some(child),
+                others: Vec::new(),
+                proxy_stop: None,
             };
             let ready = poll_until(Duration::from_secs(15), || {
                 if gw.has_exited() {
@@ -221,8 +230,124 @@ impl Gateway {
     }
 }
 
+/// The cluster size asked for by `PUSHGATE_CLUSTER_NODES` (1 = a single node).
+pub fn cluster_nodes() -> usize {
+    std::env::var("PUSHGATE_CLUSTER_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+impl Gateway {
+    /// Starts `n` pushgate nodes forming one cluster (replication factor `n`) and a round-robin
+    /// TCP proxy in front of them; the returned gateway's port is the proxy's, so every request
+    /// (one connection each) goes to the next node.
+    pub fn start_cluster(
+        name: &str,
+        bin: &Path,
+        flags: &[String],
+        prefix: &str,
+        n: usize,
+    ) -> Gateway {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let peers: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("--cluster.peer=127.0.0.1:{p}"))
+            .collect();
+        // Started concurrently: `start` returns once a node's `/-/ready` is 200, which for a
+        // cluster node means it joined its peers, so they must all be starting at once.
+        let mut nodes: Vec<Gateway> = std::thread::scope(|scope| {
+            let handles: Vec<_> = cluster_ports
+                .iter()
+                .map(|p| {
+                    let mut f = flags.to_vec();
+                    f.push(format!("--cluster.listen-address=127.0.0.1:{p}"));
+                    f.push(format!("--cluster.replication-factor={n}"));
+                    f.extend(peers.iter().cloned());
+                    scope.spawn(move || Gateway::start(name, bin, &f, prefix))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("starting a cluster node should not panic"))
+                .collect()
+        });
+        // Ready means joined; writes with R = n also need every node to see all n active.
+        let telemetry = flags
+            .iter()
+            .find_map(|f| f.strip_prefix("--web.telemetry-path="))
+            .unwrap_or("/metrics")
+            .to_owned();
+        let want = format!("pushgate_cluster_members{{state=\"active\"}} {n}\n");
+        for node in &nodes {
+            let path = format!("{}{}", node.prefix, telemetry);
+            let formed = poll_until(Duration::from_secs(30), || {
+                node.try_request(&Req::get(&path), Duration::from_secs(2))
+                    .ok()
+                    .filter(|r| r.status == 200 && r.text().contains(&want))
+                    .map(|_| ())
+            });
+            assert!(
+                formed.is_some(),
+                "cluster node on port {} never saw {n} active members",
+                node.port
+            );
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy should work");
+        let port = listener.local_addr().expect("bound").port();
+        let targets: Vec<u16> = nodes.iter().map(|g| g.port).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || round_robin_proxy(listener, targets, stop2));
+        let mut first = nodes.remove(0);
+        first.port = port;
+        first.others = nodes;
+        first.proxy_stop = Some(stop);
+        first
+    }
+}
+
+/// Forwards each accepted connection to the next target port, both directions, passing on
+/// half-closes (the harness's client shuts down its write side after the request).
+fn round_robin_proxy(
+    listener: TcpListener,
+    targets: Vec<u16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut next = 0usize;
+    for conn in listener.incoming() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let Ok(client) = conn else { continue };
+        let port = targets[next % targets.len()];
+        next += 1;
+        std::thread::spawn(move || {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                return;
+            };
+            let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone()) else {
+                return;
+            };
+            let up = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(Shutdown::Write);
+            });
+            let (mut c_write, mut s_read) = (client, server);
+            let _ = std::io::copy(&mut s_read, &mut c_write);
+            let _ = c_write.shutdown(Shutdown::Write);
+            let _ = up.join();
+        });
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if let Some(stop) = self.proxy_stop.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Wake the proxy's accept so it sees the flag.
+            let _ = TcpStream::connect(("127.0.0.1", self.port));
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
