@@ -63,37 +63,19 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
     out
 }
 
-/// Appends one group as an encoded `pushgate.snapshot.Group` message (without a field tag):
-/// the stored families' protobuf metrics are written as they are, nothing is re-encoded.
+/// Appends one `pushgate.snapshot.Group` message's fields (for files: families as
+/// `MetricFamily`, field 2, their protobuf metrics copied as they are).
 pub fn encode_group(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
-    use prost::encoding::{encode_key, encode_varint, WireType};
-    let mut fam_buf = Vec::new();
-    for (n, v) in g.key.labels() {
-        let lp = crate::exposition::LabelPair {
-            name: Some(n.clone()),
-            value: Some(v.clone()),
-        };
-        prost::encoding::message::encode(1, &lp, group_buf);
-    }
-    for (f, _) in &g.families {
-        fam_buf.clear();
-        encode_family_header(&mut fam_buf, &f.name, &f.help, f.typ);
-        fam_buf.extend_from_slice(f.proto_metrics());
-        encode_key(2, WireType::LengthDelimited, group_buf);
-        encode_varint(fam_buf.len() as u64, group_buf);
-        group_buf.extend_from_slice(&fam_buf);
-    }
-    prost::encoding::double::encode(3, &g.push_time, group_buf);
-    prost::encoding::double::encode(4, &g.failure_time, group_buf);
-    prost::encoding::bool::encode(5, &g.last_push_successful, group_buf);
-    prost::encoding::uint64::encode(6, &g.version, group_buf);
-    let times: Vec<f64> = g.families.iter().map(|(_, t)| *t).collect();
-    prost::encoding::double::encode_packed(7, &times, group_buf);
+    encode_group_as(g, group_buf, false);
 }
 
 /// `encode_group` for node-to-node transfers: the families travel pre-encoded
 /// (`StoredFamily::to_wire`, field 8), so the receiver does not re-encode them.
 pub fn encode_group_wire(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
+    encode_group_as(g, group_buf, true);
+}
+
+fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: bool) {
     use prost::encoding::{encode_key, encode_varint, WireType};
     for (n, v) in g.key.labels() {
         let lp = crate::exposition::LabelPair {
@@ -102,20 +84,29 @@ pub fn encode_group_wire(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
         };
         prost::encoding::message::encode(1, &lp, group_buf);
     }
+    let mut fam_buf = Vec::new();
+    for (f, _) in &g.families {
+        fam_buf.clear();
+        if wire {
+            f.to_wire(&mut fam_buf);
+        } else {
+            encode_family_header(&mut fam_buf, &f.name, &f.help, f.typ);
+            fam_buf.extend_from_slice(f.proto_metrics());
+        }
+        encode_key(
+            if wire { 8 } else { 2 },
+            WireType::LengthDelimited,
+            group_buf,
+        );
+        encode_varint(fam_buf.len() as u64, group_buf);
+        group_buf.extend_from_slice(&fam_buf);
+    }
     prost::encoding::double::encode(3, &g.push_time, group_buf);
     prost::encoding::double::encode(4, &g.failure_time, group_buf);
     prost::encoding::bool::encode(5, &g.last_push_successful, group_buf);
     prost::encoding::uint64::encode(6, &g.version, group_buf);
     let times: Vec<f64> = g.families.iter().map(|(_, t)| *t).collect();
     prost::encoding::double::encode_packed(7, &times, group_buf);
-    let mut fam_buf = Vec::new();
-    for (f, _) in &g.families {
-        fam_buf.clear();
-        f.to_wire(&mut fam_buf);
-        encode_key(8, WireType::LengthDelimited, group_buf);
-        encode_varint(fam_buf.len() as u64, group_buf);
-        group_buf.extend_from_slice(&fam_buf);
-    }
 }
 
 /// Decodes and validates a snapshot file's bytes into groups.
