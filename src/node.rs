@@ -469,19 +469,11 @@ impl Lifecycle {
         }
         self.membership.set_state(MemberState::Active).await;
         // Ready once this node's own ring routes writes to it (the next gossip round).
-        let active = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let active = rings
-                    .borrow_and_update()
-                    .self_member()
-                    .is_some_and(|m| m.state == MemberState::Active);
-                if active || rings.changed().await.is_err() {
-                    return;
-                }
-            }
+        let active = own_state_seen(&mut rings, Duration::from_secs(10), |m| {
+            m.is_some_and(|m| m.state == MemberState::Active)
         })
         .await;
-        if active.is_err() {
+        if !active {
             tracing::warn!(node = %self_id, "own active state not seen in the ring; ready anyway");
         }
         ready.store(true, Ordering::Release);
@@ -498,19 +490,11 @@ impl Lifecycle {
         self.membership.set_state(MemberState::Leaving).await;
         let self_id = self.membership.self_id().clone();
         let mut rings = self.membership.subscribe();
-        let seen = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                let leaving = rings
-                    .borrow_and_update()
-                    .self_member()
-                    .is_none_or(|m| m.state == MemberState::Leaving);
-                if leaving || rings.changed().await.is_err() {
-                    return;
-                }
-            }
+        let seen = own_state_seen(&mut rings, Duration::from_secs(5), |m| {
+            m.is_none_or(|m| m.state == MemberState::Leaving)
         })
         .await;
-        if seen.is_err() {
+        if !seen {
             tracing::warn!(node = %self_id, "own leaving state not seen in the ring; handing over anyway");
         }
         self.reconciler.hand_over(&rings, deadline).await;
@@ -630,4 +614,22 @@ impl ClusterNode {
             ),
         }
     }
+}
+
+/// Waits (at most `limit`) until this node's own entry in its ring satisfies `done`, i.e. the
+/// gossip round that carries a state change has come back; false on timeout.
+async fn own_state_seen(
+    rings: &mut tokio::sync::watch::Receiver<Arc<crate::cluster::Ring>>,
+    limit: Duration,
+    done: impl Fn(Option<&crate::cluster::Member>) -> bool,
+) -> bool {
+    tokio::time::timeout(limit, async {
+        loop {
+            if done(rings.borrow_and_update().self_member()) || rings.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
 }
