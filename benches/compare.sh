@@ -12,6 +12,9 @@
 #   push-small  --warmup then DURATION s of pushes to SMALL_GROUPS groups (default 100)
 #   push-big    --warmup then DURATION s of pushes to BIG_GROUPS groups (default 10000)
 #   scrape      SCRAPES timed GET /metrics of the full store (BIG_GROUPS x SERIES series) and VmRSS
+# Each push scenario also reports the CPU time (user + system, from /proc/<pid>/stat) the server and
+# the load generator spent per successful push: on a shared, noisy 2-core host that figure moves far
+# less than pushes/s. For the cluster target, CPU and memory are summed over the three nodes.
 #
 # Environment (defaults in brackets):
 #   DURATION [10]  SMALL_GROUPS [100]  BIG_GROUPS [10000]  SERIES [20]  CONNECTIONS [32]  SCRAPES [5]
@@ -64,6 +67,7 @@ die() { log "$*"; exit 1; }
 command -v jq >/dev/null || die "jq is required (apt-get install -y jq)"
 
 SERVER_PID=""
+SERVER_PIDS=()
 # Upstream shuts down gracefully on SIGTERM and can take a while with pushes queued; stop_server
 # escalates to SIGKILL after 5 s.
 cleanup() { stop_server; }
@@ -147,9 +151,11 @@ stop_server() {
 loadgen() {
     local name=$1 scenario=$2
     shift 2
-    local out="$OUT_DIR/$name/$scenario.json"
+    local out="$OUT_DIR/$name/$scenario.json" pids=() pid
+    # Memory and CPU are summed over every server process (all nodes of a cluster).
+    for pid in "${SERVER_PIDS[@]:-$SERVER_PID}"; do pids+=(--pid "$pid"); done
     log "$name: $scenario: loadgen $*"
-    if ! "$LOADGEN_BIN" --url "$SERVER_URL" --pid "$SERVER_PID" --json --timeout "$LOADGEN_TIMEOUT" \
+    if ! "$LOADGEN_BIN" --url "$SERVER_URL" "${pids[@]}" --json --timeout "$LOADGEN_TIMEOUT" \
         --series "$SERIES" --connections "$CONNECTIONS" "$@" >"$out" 2>"$OUT_DIR/$name/$scenario.log"; then
         log "$name: $scenario: loadgen failed; its output:"
         sed 's/^/    /' "$OUT_DIR/$name/$scenario.log" >&2
@@ -201,6 +207,7 @@ run_cluster_target() {
     done
     SERVER_URL="http://127.0.0.1:${http[0]}"
     SERVER_PID=${CLUSTER_PIDS[0]}
+    SERVER_PIDS=("${CLUSTER_PIDS[@]}")
     local deadline=$((SECONDS + START_TIMEOUT))
     cluster_ready() {
         local p
@@ -216,6 +223,7 @@ run_cluster_target() {
             log "$name: cluster did not form; node 1 log tail:"
             tail -n 20 "$dir/node1.log" | sed 's/^/    /' >&2
             SERVER_PID=""
+            SERVER_PIDS=()
             stop_cluster
             return 1
         fi
@@ -225,6 +233,7 @@ run_cluster_target() {
     log "$name: 3 nodes formed a cluster; load goes to $SERVER_URL"
     run_scenarios "$name"
     SERVER_PID=""
+    SERVER_PIDS=()
     stop_cluster
 }
 # ------------------------------------------------------------------------------------------------------
@@ -271,11 +280,15 @@ ROWS=(
     "pushes/s, $SMALL_GROUPS groups|push-small|.push.pushes_per_s|0"
     "p50 ms, $SMALL_GROUPS groups|push-small|.push.latency.p50_ms|2"
     "p99 ms, $SMALL_GROUPS groups|push-small|.push.latency.p99_ms|2"
+    "server CPU µs/push, $SMALL_GROUPS groups|push-small|.push.server_cpu_us_per_push|1"
+    "loadgen CPU µs/push, $SMALL_GROUPS groups|push-small|.push.client_cpu_us_per_push|1"
     "errors, $SMALL_GROUPS groups|push-small|.push.errors|0"
     "groups stored by warmup, of $BIG_GROUPS|push-big|.warmup.pushes_ok|0"
     "pushes/s, $BIG_GROUPS groups|push-big|.push.pushes_per_s|0"
     "p50 ms, $BIG_GROUPS groups|push-big|.push.latency.p50_ms|2"
     "p99 ms, $BIG_GROUPS groups|push-big|.push.latency.p99_ms|2"
+    "server CPU µs/push, $BIG_GROUPS groups|push-big|.push.server_cpu_us_per_push|1"
+    "loadgen CPU µs/push, $BIG_GROUPS groups|push-big|.push.client_cpu_us_per_push|1"
     "errors, $BIG_GROUPS groups|push-big|.push.errors|0"
     "warmup s, $BIG_GROUPS groups|push-big|.warmup.seconds|1"
     "scrape s (median of $SCRAPES)|scrape|.scrape.median_s|3"

@@ -5,5 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod cpu;
+pub mod http1;
 pub mod latency;
 pub mod scrape;

@@ -16,7 +16,7 @@ pub enum DelimitedError {
 /// occurrence and the content of its last, as upstream stores families in a map by name.
 pub fn decode_delimited(input: &[u8]) -> Result<Vec<MetricFamily>, DelimitedError> {
     let mut families: Vec<MetricFamily> = Vec::new();
-    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut by_name: HashMap<String, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut rest = input;
     let mut index = 0usize;
     while !rest.is_empty() {

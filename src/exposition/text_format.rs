@@ -227,6 +227,36 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
         out.push(b'0');
         return;
     }
+    // Integers below 1e6 print as plain digits in Go's shortest 'g' format (1e6 and up switch to
+    // an exponent): the common case of counts, without the general shortest-digits conversion.
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        let mut n = v as i64;
+        if n < 0 {
+            out.push(b'-');
+            n = -n;
+        }
+        let mut digits = [0u8; 8];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+        return;
+    }
+    write_float_general(out, v);
+}
+
+/// [`write_float`] without the integer fast path.
+fn write_float_general(out: &mut Vec<u8>, v: f64) {
+    if v == 0.0 {
+        out.push(b'0');
+        return;
+    }
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
         return;
@@ -558,6 +588,23 @@ mod tests {
             let parsed = parse_text(&text, NameScheme::Legacy)
                 .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&text))))?;
             prop_assert!(nan_aware_eq(&families, &parsed), "{:?}\n{}\n{:?}", families, String::from_utf8_lossy(&text), parsed);
+        }
+
+        #[test]
+        fn integer_fast_paths_agree_with_the_general_conversions(i in -2_000_000i64..2_000_000) {
+            let v = i as f64;
+            let mut general = Vec::new();
+            write_float_general(&mut general, v);
+            prop_assert_eq!(float(v), String::from_utf8(general).unwrap_or_default());
+            let abs = i.unsigned_abs();
+            for text in [i.to_string(), format!("+{abs}"), format!("-00{abs}")] {
+                let want: f64 = text.parse().unwrap_or(f64::NAN);
+                prop_assert_eq!(
+                    crate::exposition::text_parse::parse_float(text.as_bytes()),
+                    Some(want),
+                    "{}", text
+                );
+            }
         }
 
         #[test]

@@ -12,6 +12,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+/// The parser's lookups hash names and label sets of every line: foldhash, not SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use super::names::{
     is_label_name_continuation, is_label_name_start, is_metric_name_continuation,
     is_metric_name_start, NameScheme,
@@ -80,10 +83,10 @@ struct Parser<'a> {
     line: usize,
     scheme: NameScheme,
     families: Vec<MetricFamily>,
-    by_name: HashMap<String, usize>,
+    by_name: FastMap<String, usize>,
     /// Summary and histogram metrics by label signature (family name and labels without
     /// `quantile`/`le`), so their sample lines fold into one metric.
-    series: HashMap<Vec<u8>, usize>,
+    series: FastMap<Vec<u8>, usize>,
     /// The current family, an index into `families`.
     fam: usize,
     /// The metric whose labels are being read.
@@ -110,8 +113,8 @@ impl<'a> Parser<'a> {
             line: 0,
             scheme,
             families: Vec::new(),
-            by_name: HashMap::new(),
-            series: HashMap::new(),
+            by_name: FastMap::default(),
+            series: FastMap::default(),
             fam: 0,
             metric: Metric::default(),
             metric_idx: 0,
@@ -614,6 +617,25 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Reads bytes while `keep` holds for them, like calling [`Self::read`] in a loop: the first
+    /// byte for which it does not is left in `cur` (consumed), or end of input is an error.
+    #[inline]
+    fn read_while(&mut self, keep: impl Fn(u8) -> bool) -> Step<()> {
+        let rest = &self.input[self.pos.min(self.input.len())..];
+        match rest.iter().position(|&b| !keep(b)) {
+            Some(i) => {
+                self.pos += i + 1;
+                self.cur = rest[i];
+                Ok(())
+            }
+            None => {
+                self.pos = self.input.len();
+                self.cur = 0;
+                Err(Fail::Eof)
+            }
+        }
+    }
+
     /// Reads bytes until one that is neither blank nor tab; that one is left in `cur`.
     #[inline]
     fn skip_blank_tab(&mut self) -> Step<()> {
@@ -685,11 +707,7 @@ impl<'a> Parser<'a> {
         if !is_metric_name_start(self.cur) {
             return Ok(Cow::Borrowed(""));
         }
-        loop {
-            if !is_metric_name_continuation(self.read()?) {
-                break;
-            }
-        }
+        self.read_while(is_metric_name_continuation)?;
         Ok(Cow::Borrowed(ascii_str(&input[start..self.pos - 1])))
     }
 
@@ -703,11 +721,7 @@ impl<'a> Parser<'a> {
         if !is_label_name_start(self.cur) {
             return Ok(Cow::Borrowed(""));
         }
-        loop {
-            if !is_label_name_continuation(self.read()?) {
-                break;
-            }
-        }
+        self.read_while(is_label_name_continuation)?;
         Ok(Cow::Borrowed(ascii_str(&input[start..self.pos - 1])))
     }
 
@@ -804,6 +818,7 @@ fn is_blank_or_tab(b: u8) -> bool {
 }
 
 /// A slice the name scanners checked to be ASCII.
+/// A name the byte-class loops above accepted (ASCII only).
 fn ascii_str(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or_default()
 }
@@ -907,6 +922,13 @@ pub(crate) fn parse_float(s: &[u8]) -> Option<f64> {
     }
     if i != rest.len() {
         return None;
+    }
+    // Plain integers below 2^53 (counts, bucket counts, most counters) are exact in an f64:
+    // no need for the general decimal conversion.
+    if i == mantissa_digits && i <= 15 {
+        let n = rest.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        let v = n as f64;
+        return Some(if neg { -v } else { v });
     }
     // Checked above to be ASCII decimal syntax that Rust parses with correct rounding too.
     let v: f64 = std::str::from_utf8(s).ok()?.parse().ok()?;

@@ -38,6 +38,19 @@ pub struct StoredFamily {
     text_len: u32,
     proto_at: u32,
     entries: Box<[Entry]>,
+    /// Identity of the family's series list (a hash of the entries' series identities in
+    /// order), so that "same series as before" is one comparison and never walks the entries
+    /// of an old family that is no longer in cache.
+    layout: u128,
+}
+
+/// The `layout` of a list of entries.
+fn layout_of(entries: &[Entry]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for e in entries {
+        h.update(&e.series.to_le_bytes());
+    }
+    h.digest128()
 }
 
 /// One metric of a family ready to be written out: its sort key and its encodings.
@@ -64,12 +77,39 @@ thread_local! {
 /// Shares the `Arc<str>` of metric names and help texts between families: ten thousand groups
 /// pushing the same families then hold one copy of each string instead of ten thousand.
 /// Strings nobody holds any more are swept when the set has doubled since the last sweep.
+///
+/// Every push interns each family's name and help, from every runtime thread; a small
+/// per-thread cache in front of the shared set answers the common case without taking the
+/// shared lock. It holds short strings only and is emptied when full, so it keeps at most
+/// `LOCAL_MAX` strings per thread alive past their last family.
 pub fn intern(s: &str) -> Arc<str> {
-    static SET: std::sync::LazyLock<
-        parking_lot::Mutex<(std::collections::HashSet<Arc<str>>, usize)>,
-    > = std::sync::LazyLock::new(|| {
-        parking_lot::Mutex::new((std::collections::HashSet::new(), 1024))
-    });
+    const LOCAL_MAX: usize = 4096;
+    const LOCAL_MAX_LEN: usize = 256;
+    type LocalSet = std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>;
+    thread_local! {
+        static LOCAL: std::cell::RefCell<LocalSet> = std::cell::RefCell::new(LocalSet::default());
+    }
+    if s.len() > LOCAL_MAX_LEN {
+        return intern_shared(s);
+    }
+    LOCAL.with(|cell| {
+        if let Some(hit) = cell.borrow().get(s) {
+            return hit.clone();
+        }
+        let shared = intern_shared(s);
+        let mut local = cell.borrow_mut();
+        if local.len() >= LOCAL_MAX {
+            local.clear();
+        }
+        local.insert(shared.clone());
+        shared
+    })
+}
+
+fn intern_shared(s: &str) -> Arc<str> {
+    type SharedSet = std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>;
+    static SET: std::sync::LazyLock<parking_lot::Mutex<(SharedSet, usize)>> =
+        std::sync::LazyLock::new(|| parking_lot::Mutex::new((SharedSet::default(), 1024)));
     let mut guard = SET.lock();
     let (set, sweep_at) = &mut *guard;
     if let Some(existing) = set.get(s) {
@@ -147,6 +187,7 @@ impl StoredFamily {
                 buf: buf.into_boxed_slice(),
                 text_len: offset(text_len),
                 proto_at: offset(proto_at),
+                layout: layout_of(&entries),
                 entries: entries.into_boxed_slice(),
             }
         })
@@ -204,6 +245,7 @@ impl StoredFamily {
             buf: buf.into_boxed_slice(),
             text_len: offset(new_text.len()),
             proto_at: offset(proto_at),
+            layout: self.layout,
             entries: Box::new([entry]),
         })
     }
@@ -255,13 +297,7 @@ impl StoredFamily {
     /// Whether `other` holds exactly the same series, in the same order (a re-push of the same
     /// label sets with new values).
     pub fn same_series(&self, other: &StoredFamily) -> bool {
-        self.name == other.name
-            && self.entries.len() == other.entries.len()
-            && self
-                .entries
-                .iter()
-                .zip(other.entries.iter())
-                .all(|(a, b)| a.series == b.series)
+        self.layout == other.layout && self.name == other.name
     }
 
     /// The whole family's text lines, already in exposition order.
@@ -416,6 +452,7 @@ impl StoredFamily {
             buf: buf.into(),
             text_len: offset(text_len),
             proto_at: offset(proto_at),
+            layout: layout_of(&entries),
             entries: entries.into_boxed_slice(),
         })
     }

@@ -552,21 +552,32 @@ impl Inner {
         // (old, new) pairs: a family replaced, removed (PUT) or added.
         let mut changes: Vec<FamilyChange> = Vec::with_capacity(p.families.len() + 4);
         if p.replace_all {
-            for (name, (old, _)) in std::mem::take(&mut group.families) {
-                if p.family(&name).is_none() {
-                    changes.push((Some(old), None));
-                } else {
-                    // re-inserted below; keep the old one to pair it with its replacement
-                    group.families.insert(name, (old, 0.0));
+            // Both sides are sorted by name: one merge pairs each pushed family with the one it
+            // replaces, and the group's map is rebuilt in one go from the sorted push.
+            let mut old = std::mem::take(&mut group.families).into_iter().peekable();
+            let mut pairs: Vec<FamilyChange> = Vec::with_capacity(p.families.len());
+            for fam in &p.families {
+                while let Some((_, (gone, _))) = old.next_if(|(n, _)| **n < *fam.name) {
+                    changes.push((Some(gone), None));
                 }
+                let replaced = old.next_if(|(n, _)| **n == *fam.name).map(|(_, (f, _))| f);
+                pairs.push((replaced, Some(fam.clone())));
             }
-        }
-        for fam in &p.families {
-            let old = group
+            changes.extend(old.map(|(_, (gone, _))| (Some(gone), None)));
+            changes.append(&mut pairs);
+            group.families = p
                 .families
-                .insert(fam.name.clone(), (fam.clone(), now))
-                .map(|(f, _)| f);
-            changes.push((old, Some(fam.clone())));
+                .iter()
+                .map(|f| (f.name.clone(), (f.clone(), now)))
+                .collect();
+        } else {
+            for fam in &p.families {
+                let old = group
+                    .families
+                    .insert(fam.name.clone(), (fam.clone(), now))
+                    .map(|(f, _)| f);
+                changes.push((old, Some(fam.clone())));
+            }
         }
         group.push_time = now;
         group.last_push_successful = true;

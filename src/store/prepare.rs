@@ -228,6 +228,7 @@ fn apply_grouping_labels(m: &mut Metric, key: &GroupKey) {
         &mut done_big
     };
     let mut has_instance = false;
+    m.label.reserve(key.labels().len() + 1);
     for lp in m.label.iter_mut() {
         let n = lp.name();
         if n == "instance" {

@@ -5,9 +5,12 @@
 //! `--duration` seconds. Then it times `GET /metrics` a few times, counts the series it got back and
 //! reads the server's resident memory. It prints a readable report, or one JSON line with `--json`.
 //!
-//! The client has to share the machine with the server, so it is kept cheap: bodies and request paths
-//! are built before the run, a push clones reference-counted buffers only, and latencies go into a
-//! preallocated `Vec<u32>` per worker that is sorted once at the end.
+//! The client has to share the machine with the server, so it is kept cheap: bodies and request heads
+//! are rendered before the run, a push is one `write` of head and body on a raw keep-alive connection
+//! (`pushgate_benches::http1`, no general-purpose HTTP client), and latencies go into a preallocated
+//! `Vec<u32>` per worker that is sorted once at the end. It measures its own CPU time and, with `--pid`,
+//! the server's, and reports both per push: the server's CPU per push is the figure a noisy machine
+//! disturbs least.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,12 +21,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use http_body_util::{BodyExt as _, Empty, Full};
+use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, ACCEPT, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use pushgate_benches::body::PushBodies;
+use pushgate_benches::cpu::{process_cpu, total_cpu};
+use pushgate_benches::http1::Conn;
 use pushgate_benches::latency::LatencySummary;
 use pushgate_benches::scrape::{count_series, resident_memory_from_scrape, vm_rss_bytes};
 use serde::Serialize;
@@ -68,10 +73,11 @@ struct Args {
     /// Timed GET /metrics scrapes after the pushes; 0 skips scraping.
     #[arg(long, default_value_t = 3)]
     scrapes: usize,
-    /// Server process id, to read its resident memory from /proc/<pid>/status; without it the
-    /// process_resident_memory_bytes of the last scrape is used.
+    /// Server process id, to read its resident memory (/proc/<pid>/status) and CPU time
+    /// (/proc/<pid>/stat); repeat it for a cluster (memory and CPU are then summed). Without it the
+    /// process_resident_memory_bytes of the last scrape is used and no server CPU is reported.
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
     /// Print one JSON line on stdout (the readable report goes to stderr).
     #[arg(long)]
     json: bool,
@@ -114,8 +120,8 @@ struct Target {
     host: HeaderValue,
     /// Route prefix without a trailing slash ("" for none).
     prefix: String,
-    /// One origin-form path per group.
-    group_paths: Vec<Uri>,
+    /// Per group, the request head up to the value of its Content-Length header.
+    group_heads: Vec<Box<[u8]>>,
     request_timeout: Duration,
 }
 
@@ -136,11 +142,16 @@ impl Target {
             .next()
             .with_context(|| format!("{authority} resolves to no address"))?;
         let prefix = base.path().trim_end_matches('/').to_owned();
-        let group_paths = (0..args.groups)
+        let method = args.method.http();
+        let group_heads = (0..args.groups)
             .map(|group| {
-                format!("{prefix}/metrics/job/{}/instance/i{group}", args.job)
-                    .parse::<Uri>()
-                    .with_context(|| format!("job {:?} does not make a valid path", args.job))
+                let path = format!("{prefix}/metrics/job/{}/instance/i{group}", args.job);
+                path.parse::<Uri>()
+                    .with_context(|| format!("job {:?} does not make a valid path", args.job))?;
+                let head = format!(
+                    "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {TEXT_FORMAT}\r\nContent-Length: "
+                );
+                Ok(head.into_bytes().into_boxed_slice())
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
@@ -148,7 +159,7 @@ impl Target {
             host: HeaderValue::from_str(authority.as_str())
                 .context("host is not a valid header")?,
             prefix,
-            group_paths,
+            group_heads,
             request_timeout: Duration::from_secs_f64(args.request_timeout),
         })
     }
@@ -220,7 +231,6 @@ enum Schedule {
 struct Worker {
     target: Arc<Target>,
     bodies: Arc<PushBodies>,
-    method: Method,
     index: usize,
     stride: usize,
 }
@@ -231,8 +241,9 @@ impl Worker {
             latencies_us: Vec::with_capacity(if record_latency { capacity } else { 0 }),
             ..PhaseTally::default()
         };
-        let groups = self.target.group_paths.len();
-        let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+        let groups = self.target.group_heads.len();
+        let mut conn: Option<Conn> = None;
+        let mut head = Vec::with_capacity(256);
         // Workers start at different groups and step by the worker count, so two workers rarely
         // push to the same group at the same time.
         let mut next = self.index;
@@ -248,28 +259,30 @@ impl Worker {
                 break;
             }
             let group = next % groups;
-            let Some(conn) = self.ready_sender(&mut sender, &mut tally).await else {
-                continue;
-            };
-            let request = Request::builder()
-                .method(self.method.clone())
-                .uri(self.target.group_paths[group].clone())
-                .header(HOST, self.target.host.clone())
-                .header(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT))
-                .body(Full::new(self.bodies.pick(seq)))
-                .expect("pre-built method, path and headers should make a valid request");
+            if conn.is_none() {
+                match Conn::connect(self.target.addr).await {
+                    Ok(c) => conn = Some(c),
+                    Err(err) => {
+                        tally.transport_error("connect", err);
+                        // Back off so a dead server does not turn the loop into a busy spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let body = self.bodies.pick(seq);
+            head.clear();
+            head.extend_from_slice(&self.target.group_heads[group]);
+            head.extend_from_slice(body.len().to_string().as_bytes());
+            head.extend_from_slice(b"\r\n\r\n");
             let started = Instant::now();
-            let outcome = tokio::time::timeout(self.target.request_timeout, async {
-                let response = conn.send_request(request).await?;
-                let status = response.status();
-                let body = response.into_body().collect().await?.to_bytes();
-                Ok::<_, hyper::Error>((status, body))
-            })
-            .await;
+            let outcome =
+                tokio::time::timeout(self.target.request_timeout, c.request(&head, &body)).await;
             let elapsed = started.elapsed();
             match outcome {
-                Ok(Ok((status, body))) => {
-                    if status.is_success() {
+                Ok(Ok(response)) => {
+                    if (200..300).contains(&response.status) {
                         tally.ok += 1;
                         if record_latency {
                             tally
@@ -277,51 +290,32 @@ impl Worker {
                                 .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
                         }
                     } else {
-                        *tally.statuses.entry(status.as_u16()).or_default() += 1;
+                        *tally.statuses.entry(response.status).or_default() += 1;
                         if tally.first_error.is_none() {
-                            let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-                            tally.first_error = Some(format!("{status}: {}", text.trim()));
+                            let text = String::from_utf8_lossy(
+                                &response.body[..response.body.len().min(300)],
+                            );
+                            tally.first_error =
+                                Some(format!("{}: {}", response.status, text.trim()));
                         }
+                    }
+                    if response.close {
+                        conn = None;
                     }
                 }
                 Ok(Err(err)) => {
                     tally.transport_error("http", err);
-                    sender = None;
+                    conn = None;
                 }
                 Err(_) => {
                     tally.transport_error("timeout", "no response within --request-timeout");
-                    sender = None;
+                    conn = None;
                 }
             }
             next += self.stride;
             seq += 1;
         }
         tally
-    }
-
-    /// The worker's connection, ready for the next request; reconnects after an error.
-    async fn ready_sender<'a>(
-        &self,
-        sender: &'a mut Option<SendRequest<Full<Bytes>>>,
-        tally: &mut PhaseTally,
-    ) -> Option<&'a mut SendRequest<Full<Bytes>>> {
-        if let Some(conn) = sender.as_mut() {
-            if conn.ready().await.is_err() {
-                *sender = None;
-            }
-        }
-        if sender.is_none() {
-            match self.target.connect().await {
-                Ok(conn) => *sender = Some(conn),
-                Err(err) => {
-                    tally.transport_error("connect", err);
-                    // Back off so a dead server does not turn the loop into a busy spin.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return None;
-                }
-            }
-        }
-        sender.as_mut()
     }
 }
 
@@ -342,7 +336,6 @@ async fn run_phase(
             let worker = Worker {
                 target: Arc::clone(target),
                 bodies: Arc::clone(bodies),
-                method: args.method.http(),
                 index,
                 stride: connections,
             };
@@ -380,6 +373,10 @@ struct PushReport {
     errors_by_status: BTreeMap<u16, u64>,
     errors_by_kind: BTreeMap<&'static str, u64>,
     first_error: Option<String>,
+    /// CPU time of the load generator itself per successful push, in microseconds.
+    client_cpu_us_per_push: Option<f64>,
+    /// CPU time of the server process(es) given with --pid per successful push, in microseconds.
+    server_cpu_us_per_push: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -509,8 +506,16 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 
     if !args.scrape_only {
         let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+        let cpu_before = (process_cpu("self").ok(), server_cpu(&args.pid));
         let (mut tally, elapsed) =
             run_phase(args, &target, &bodies, Schedule::Until(deadline), true).await;
+        let cpu_after = (process_cpu("self").ok(), server_cpu(&args.pid));
+        let per_push = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+            (Some(b), Some(a)) if tally.ok > 0 => {
+                Some(a.saturating_sub(b).as_secs_f64() * 1e6 / tally.ok as f64)
+            }
+            _ => None,
+        };
         report.push = Some(PushReport {
             seconds: elapsed.as_secs_f64(),
             pushes_ok: tally.ok,
@@ -519,7 +524,9 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             errors: tally.errors(),
             errors_by_status: std::mem::take(&mut tally.statuses),
             errors_by_kind: std::mem::take(&mut tally.transport),
-            first_error: tally.first_error,
+            first_error: tally.first_error.take(),
+            client_cpu_us_per_push: per_push(cpu_before.0, cpu_after.0),
+            server_cpu_us_per_push: per_push(cpu_before.1, cpu_after.1),
         });
     }
 
@@ -530,15 +537,29 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         last_scrape = Some(body);
     }
 
-    if let Some(pid) = args.pid {
-        let rss = vm_rss_bytes(pid).with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    if !args.pid.is_empty() {
+        let mut rss = 0;
+        for &pid in &args.pid {
+            rss += vm_rss_bytes(pid).with_context(|| format!("cannot read /proc/{pid}/status"))?;
+        }
         report.rss_bytes = Some(rss);
-        report.rss_source = Some(format!("/proc/{pid}/status VmRSS"));
+        report.rss_source = Some(match args.pid.as_slice() {
+            [pid] => format!("/proc/{pid}/status VmRSS"),
+            pids => format!("VmRSS summed over {} processes", pids.len()),
+        });
     } else if let Some(rss) = last_scrape.as_deref().and_then(resident_memory_from_scrape) {
         report.rss_bytes = Some(rss);
         report.rss_source = Some("process_resident_memory_bytes".to_owned());
     }
     Ok(report)
+}
+
+/// Summed CPU time of the server processes, when given and readable.
+fn server_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    total_cpu(pids).ok()
 }
 
 fn megabytes(bytes: u64) -> f64 {
@@ -585,6 +606,13 @@ fn print_report(report: &Report, out: &mut dyn std::io::Write) -> std::io::Resul
             out,
             "latency: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  mean {:.2} ms",
             l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.mean_ms
+        )?;
+        let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} µs"));
+        writeln!(
+            out,
+            "cpu:     server {} per push, loadgen {} per push",
+            us(p.server_cpu_us_per_push),
+            us(p.client_cpu_us_per_push)
         )?;
         if p.errors == 0 {
             writeln!(out, "errors:  none")?;
