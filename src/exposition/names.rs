@@ -10,28 +10,57 @@ pub enum NameScheme {
     Utf8,
 }
 
+/// Character classes of legacy names, one lookup per byte (names are checked on every line
+/// parsed and every line encoded).
+const LABEL_START: u8 = 1;
+const LABEL_CONT: u8 = 2;
+const METRIC_START: u8 = 4;
+const METRIC_CONT: u8 = 8;
+
+static CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let alpha = c.is_ascii_alphabetic() || c == b'_';
+        let digit = c.is_ascii_digit();
+        let colon = c == b':';
+        if alpha {
+            t[b] |= LABEL_START | LABEL_CONT | METRIC_START | METRIC_CONT;
+        }
+        if digit {
+            t[b] |= LABEL_CONT | METRIC_CONT;
+        }
+        if colon {
+            t[b] |= METRIC_START | METRIC_CONT;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Whether `b` may start a legacy label name (`[a-zA-Z_]`).
 #[inline]
 pub(crate) fn is_label_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_'
+    CLASSES[usize::from(b)] & LABEL_START != 0
 }
 
 /// Whether `b` may continue a legacy label name (`[a-zA-Z0-9_]`).
 #[inline]
 pub(crate) fn is_label_name_continuation(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    CLASSES[usize::from(b)] & LABEL_CONT != 0
 }
 
 /// Whether `b` may start a legacy metric name (`[a-zA-Z_:]`).
 #[inline]
 pub(crate) fn is_metric_name_start(b: u8) -> bool {
-    is_label_name_start(b) || b == b':'
+    CLASSES[usize::from(b)] & METRIC_START != 0
 }
 
 /// Whether `b` may continue a legacy metric name (`[a-zA-Z0-9_:]`).
 #[inline]
 pub(crate) fn is_metric_name_continuation(b: u8) -> bool {
-    is_label_name_continuation(b) || b == b':'
+    CLASSES[usize::from(b)] & METRIC_CONT != 0
 }
 
 /// Whether `name` matches the legacy metric name charset, whatever the scheme.
@@ -71,6 +100,18 @@ pub fn is_valid_label_name(name: &str, scheme: NameScheme) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_classes_match_the_charsets() {
+        for b in 0..=255u8 {
+            let alpha = b.is_ascii_alphabetic() || b == b'_';
+            let alnum = alpha || b.is_ascii_digit();
+            assert_eq!(is_label_name_start(b), alpha, "{b}");
+            assert_eq!(is_label_name_continuation(b), alnum, "{b}");
+            assert_eq!(is_metric_name_start(b), alpha || b == b':', "{b}");
+            assert_eq!(is_metric_name_continuation(b), alnum || b == b':', "{b}");
+        }
+    }
 
     #[test]
     fn legacy_metric_names() {

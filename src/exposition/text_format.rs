@@ -185,6 +185,14 @@ fn write_comment_name(out: &mut Vec<u8>, name: &str) {
 /// Escapes `\` and newline, and `"` too when `quote` (label values, quoted names).
 fn write_escaped(out: &mut Vec<u8>, s: &str, quote: bool) {
     let bytes = s.as_bytes();
+    // Most values need no escaping: one scan, one copy.
+    if !bytes
+        .iter()
+        .any(|&b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
