@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: bytes -> `exposition` -> `store` -> `exposition` -> bytes; `http` knows
 //! nothing of where groups live, it talks to a `gateway::Gateway`.
-#![forbid(unsafe_code)]
+// One audited exception: `exposition::utf8` (an ASCII fast path for UTF-8 validation).
+#![deny(unsafe_code)]
 
 pub mod cluster;
 pub mod config;

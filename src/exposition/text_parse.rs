@@ -467,7 +467,10 @@ impl<'a> Parser<'a> {
         }
         self.read_token_until_newline_escaped()?;
         // Upstream keeps invalid UTF-8 in HELP as is; a protobuf string cannot hold it.
-        let help = String::from_utf8_lossy(&self.scratch).into_owned();
+        let help = match super::utf8(&self.scratch) {
+            Some(text) => text.to_owned(),
+            None => String::from_utf8_lossy(&self.scratch).into_owned(),
+        };
         self.families[self.fam].help = Some(help);
         Ok(State::StartOfLine)
     }
@@ -777,9 +780,9 @@ impl<'a> Parser<'a> {
             }
         };
         match bytes {
-            Cow::Borrowed(b) => match std::str::from_utf8(b) {
-                Ok(s) => Ok(Cow::Borrowed(s)),
-                Err(_) => Err(invalid_label_value(b)),
+            Cow::Borrowed(b) => match super::utf8(b) {
+                Some(s) => Ok(Cow::Borrowed(s)),
+                None => Err(invalid_label_value(b)),
             },
             Cow::Owned(b) => match String::from_utf8(b) {
                 Ok(s) => Ok(Cow::Owned(s)),
@@ -820,7 +823,7 @@ fn is_blank_or_tab(b: u8) -> bool {
 /// A slice the name scanners checked to be ASCII.
 /// A name the byte-class loops above accepted (ASCII only).
 fn ascii_str(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap_or_default()
+    super::utf8(b).unwrap_or_default()
 }
 
 fn invalid_escape(b: u8) -> Fail {
@@ -931,7 +934,7 @@ pub(crate) fn parse_float(s: &[u8]) -> Option<f64> {
         return Some(if neg { -v } else { v });
     }
     // Checked above to be ASCII decimal syntax that Rust parses with correct rounding too.
-    let v: f64 = std::str::from_utf8(s).ok()?.parse().ok()?;
+    let v: f64 = super::utf8(s)?.parse().ok()?;
     if v.is_infinite() {
         return None;
     }
