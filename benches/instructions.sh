@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# instructions.sh: user-space instructions per push of a pushgate binary, counted by valgrind's
+# callgrind. Unlike pushes/s or CPU time, the count barely moves when the machine is busy, so it
+# shows the effect of a code change on a noisy shared host (it does not see cache misses or the
+# kernel's share: confirm with benches/compare.sh).
+#
+# The server runs under callgrind with one runtime thread; loadgen first pushes every group once
+# and scrapes (not counted), then pushes for DURATION seconds with 4 connections; the instructions executed
+# between the two callgrind dumps are divided by the pushes acknowledged in that window.
+#
+# Usage: benches/instructions.sh [BINARY...]   (default: target/release/pushgate)
+# Environment: PUSH_GROUPS [1000]  DURATION [6] seconds  PORT [19096]  LOADGEN_BIN [target/release/loadgen]
+# Needs: valgrind (callgrind_control), jq, curl.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PUSH_GROUPS=${PUSH_GROUPS:-1000}
+DURATION=${DURATION:-6}
+PORT=${PORT:-19096}
+LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
+(($# > 0)) || set -- "$TARGET_DIR/release/pushgate"
+
+for tool in valgrind callgrind_control jq curl; do
+    command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is required" >&2; exit 1; }
+done
+[[ -x $LOADGEN_BIN ]] || { echo "instructions.sh: no loadgen at $LOADGEN_BIN" >&2; exit 1; }
+
+WORK=$(mktemp -d -t pushgate-instructions.XXXXXX)
+VG_PID=""
+cleanup() {
+    if [[ -n $VG_PID ]]; then
+        kill "$VG_PID" 2>/dev/null || true
+        wait "$VG_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+url="http://127.0.0.1:$PORT"
+for bin in "$@"; do
+    TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+        "$bin" --web.listen-address="127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+    VG_PID=$!
+    ready=0
+    for _ in $(seq 300); do
+        if curl -sf "$url/-/ready" >/dev/null 2>&1; then ready=1; break; fi
+        sleep 0.2
+    done
+    if ((ready == 0)); then
+        echo "instructions.sh: $bin did not become ready under valgrind; log:" >&2
+        tail -n 20 "$WORK/server.log" >&2
+        exit 1
+    fi
+    "$LOADGEN_BIN" --url "$url" --groups "$PUSH_GROUPS" --warmup --scrape-only --scrapes 1 \
+        --connections 4 --timeout 300 --json >/dev/null 2>&1
+    callgrind_control --dump=before "$VG_PID" >/dev/null 2>&1
+    "$LOADGEN_BIN" --url "$url" --groups "$PUSH_GROUPS" --duration "$DURATION" --scrapes 0 \
+        --connections 4 --timeout 300 --json >"$WORK/run.json" 2>/dev/null
+    callgrind_control --dump=after "$VG_PID" >/dev/null 2>&1
+    kill "$VG_PID" 2>/dev/null || true
+    wait "$VG_PID" 2>/dev/null || true
+    VG_PID=""
+    pushes=$(jq '.push.pushes_ok' "$WORK/run.json")
+    # The second dump (suffix .2) holds what ran between the two dump requests.
+    dump=$(ls "$WORK"/cg.*.2)
+    instructions=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+    echo "$bin: $pushes pushes to $PUSH_GROUPS groups, $((instructions / pushes)) instructions per push"
+    rm -f "$WORK"/cg.*
+done
