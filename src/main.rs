@@ -68,7 +68,25 @@ unsafe impl std::alloc::GlobalAlloc for MiMalloc {
     }
 }
 
+/// `mi_option_purge_delay` in the vendored mimalloc v3 (`mimalloc.h`, `mi_option_e`); the Rust
+/// bindings name only the v2 options.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Return freed pages to the OS at once instead of after mimalloc's default delay, unless the
+/// operator chose otherwise with `MIMALLOC_PURGE_DELAY`. A scrape of a large store allocates and
+/// frees tens of megabytes; with the default delay the pages stay resident (200k series: 155-167
+/// MB resident after scrapes instead of 110-117 MB), at no measurable cost per push
+/// (docs/benchmarks.md).
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets an integer option; mimalloc reads options at any time and accepts any
+        // value for this one (0 = purge at once).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cfg = Config::parse();
     logging::init(cfg.log_level, cfg.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
