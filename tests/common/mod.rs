@@ -100,13 +100,24 @@ impl Gateway {
     /// Starts `bin` with `flags` (plus a listen address and a persistence file in its temp dir, unless
     /// `flags` sets them). `prefix` is where `/-/ready` lives. Retries on a port race.
     pub fn start(name: &str, bin: &Path, flags: &[String], prefix: &str) -> Gateway {
+        Gateway::try_start(name, bin, flags, prefix, 4).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Gateway::start`] with `attempts` tries, returning the last failure instead of panicking.
+    pub fn try_start(
+        name: &str,
+        bin: &Path,
+        flags: &[String],
+        prefix: &str,
+        attempts: usize,
+    ) -> Result<Gateway, String> {
         assert!(
             bin.exists(),
             "gateway binary {} for {name} does not exist (set PUSHGATE_BIN / UPSTREAM_BIN?)",
             bin.display()
         );
         let mut last_err = String::new();
-        for _attempt in 0..4 {
+        for _attempt in 0..attempts {
             let dir = tempfile::tempdir().expect("creating a temp dir should work");
             let port = free_port();
             let mut args: Vec<String> = vec![format!("--web.listen-address=127.0.0.1:{port}")];
@@ -151,7 +162,7 @@ impl Gateway {
                 }
             });
             if ready == Some(true) {
-                return gw;
+                return Ok(gw);
             }
             last_err = format!(
                 "{name} ({}) did not become ready on port {port} with {args:?}; log:\n{}",
@@ -159,7 +170,7 @@ impl Gateway {
                 gw.log()
             );
         }
-        panic!("{last_err}");
+        Err(last_err)
     }
 
     pub fn addr(&self) -> String {
@@ -249,29 +260,48 @@ impl Gateway {
         prefix: &str,
         n: usize,
     ) -> Gateway {
-        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let peers: Vec<String> = cluster_ports
-            .iter()
-            .map(|p| format!("--cluster.peer=127.0.0.1:{p}"))
-            .collect();
-        // Started concurrently: `start` returns once a node's `/-/ready` is 200, which for a
-        // cluster node means it joined its peers, so they must all be starting at once.
-        let mut nodes: Vec<Gateway> = std::thread::scope(|scope| {
-            let handles: Vec<_> = cluster_ports
+        // A node whose cluster port was taken between `free_port` and its bind exits at once;
+        // its peers' flags name that port, so the whole cluster is started again on new ports.
+        let mut last_err = String::new();
+        let mut started = None;
+        for _attempt in 0..3 {
+            let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+            let peers: Vec<String> = cluster_ports
                 .iter()
-                .map(|p| {
-                    let mut f = flags.to_vec();
-                    f.push(format!("--cluster.listen-address=127.0.0.1:{p}"));
-                    f.push(format!("--cluster.replication-factor={n}"));
-                    f.extend(peers.iter().cloned());
-                    scope.spawn(move || Gateway::start(name, bin, &f, prefix))
-                })
+                .map(|p| format!("--cluster.peer=127.0.0.1:{p}"))
                 .collect();
-            handles
+            // Started concurrently: a node is ready once it joined its peers, so they must all
+            // be starting at once.
+            let results: Vec<Result<Gateway, String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = cluster_ports
+                    .iter()
+                    .map(|p| {
+                        let mut f = flags.to_vec();
+                        f.push(format!("--cluster.listen-address=127.0.0.1:{p}"));
+                        f.push(format!("--cluster.replication-factor={n}"));
+                        f.extend(peers.iter().cloned());
+                        scope.spawn(move || Gateway::try_start(name, bin, &f, prefix, 1))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("starting a cluster node should not panic"))
+                    .collect()
+            });
+            match results
                 .into_iter()
-                .map(|h| h.join().expect("starting a cluster node should not panic"))
-                .collect()
-        });
+                .collect::<Result<Vec<Gateway>, String>>()
+            {
+                Ok(nodes) => {
+                    started = Some(nodes);
+                    break;
+                }
+                // The nodes that did start are killed when `results` is dropped.
+                Err(e) => last_err = e,
+            }
+        }
+        let mut nodes =
+            started.unwrap_or_else(|| panic!("a {n}-node cluster did not start: {last_err}"));
         // Ready means joined; writes with R = n also need every node to see all n active.
         let telemetry = flags
             .iter()
