@@ -123,6 +123,10 @@ struct Inner {
     encoded_bytes: usize,
     /// Cluster only: groups deleted at a version, so an older replica cannot bring them back.
     tombstones: HashMap<GroupKey, u64>,
+    /// Cluster only: the version of the last cluster-wide wipe. Every group written at or
+    /// before it was removed, so a copy that old arriving later (a replica, anti-entropy from a
+    /// peer the wipe had not reached yet) is stale and refused.
+    wiped_at: u64,
 }
 
 /// Series identities are already uniform 128-bit hashes: use their low bits directly.
@@ -373,10 +377,11 @@ impl Store {
     /// its tombstone (newest wins). Returns whether it was applied.
     pub fn apply_replica(&self, g: GroupSnapshot) -> bool {
         let mut inner = self.inner.write();
-        if inner
-            .tombstones
-            .get(&*g.key)
-            .is_some_and(|&v| v >= g.version)
+        if g.version <= inner.wiped_at
+            || inner
+                .tombstones
+                .get(&*g.key)
+                .is_some_and(|&v| v >= g.version)
             || inner
                 .groups
                 .get(&*g.key)
@@ -478,6 +483,29 @@ impl Store {
         }
         inner.tombstones.remove(key);
         true
+    }
+
+    /// A cluster-wide wipe stamped `version`: removes every group (and tombstone) written at or
+    /// before it, keeps newer ones (written after the wipe was issued), and from then on refuses
+    /// replicas at or below it. Returns how many groups were removed.
+    pub fn wipe_versioned(&self, version: u64) -> usize {
+        let mut inner = self.inner.write();
+        inner.wiped_at = inner.wiped_at.max(version);
+        let wiped_at = inner.wiped_at;
+        let doomed: Vec<GroupKey> = inner
+            .groups
+            .iter()
+            .filter(|(_, g)| g.version <= wiped_at)
+            .map(|(k, _)| GroupKey::clone(k))
+            .collect();
+        for key in &doomed {
+            inner.delete(key);
+        }
+        inner.tombstones.retain(|_, v| *v > wiped_at);
+        drop(inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.render_cache.lock().clear();
+        doomed.len()
     }
 
     /// Removes the tombstones whose version is below `version` (older than the tombstone
@@ -1242,6 +1270,39 @@ mod tests {
         assert!(!replica.delete_versioned(&key("v", &[]), 250));
         assert!(replica.group(&key("v", &[])).is_some());
         assert_eq!(replica.max_version(), 300);
+    }
+
+    #[test]
+    fn a_versioned_wipe_removes_older_groups_and_refuses_their_late_copies() {
+        let s = store();
+        for (job, version) in [("old", 100), ("tombstoned", 0), ("new", 300)] {
+            let fams = parse_text(format!("{job}_m 1\n").as_bytes(), NameScheme::Legacy).unwrap();
+            let p = prepare_push(key(job, &[]), fams, true, &Validation::default()).unwrap();
+            if version > 0 {
+                s.push_versioned(p, 1.0, || version).unwrap();
+            }
+        }
+        s.delete_versioned(&key("tombstoned", &[]), 150);
+        let old_copy = s.group(&key("old", &[])).unwrap();
+        assert_eq!(
+            s.wipe_versioned(200),
+            1,
+            "only the group written before the wipe goes"
+        );
+        assert!(s.group(&key("old", &[])).is_none());
+        assert!(
+            s.group(&key("new", &[])).is_some(),
+            "a write after the wipe stays"
+        );
+        assert_eq!(s.tombstone(&key("tombstoned", &[])), None);
+        assert!(
+            !s.apply_replica(old_copy.clone()),
+            "a copy from before the wipe is stale"
+        );
+        let mut later = old_copy;
+        later.version = 201;
+        assert!(s.apply_replica(later), "a write after the wipe is applied");
+        assert!(scrape(&s).contains("old_m"));
     }
 
     #[test]
