@@ -192,9 +192,10 @@ impl ClusterCore {
                 continue;
             }
             if candidate.id == self.self_id {
-                return self.apply_as_primary(op, unreachable).await;
+                return self.apply_as_primary(op, unreachable, None).await;
             }
-            let (msg, size) = forward.get_or_insert_with(|| forward_message(&op));
+            let (msg, size) =
+                forward.get_or_insert_with(|| forward_message(&op, self.self_id.as_str()));
             msg.unreachable = unreachable.clone();
             let timeout = self.clients.timeout();
             msg.deadline_unix_ms = forward_deadline_ms(timeout);
@@ -204,15 +205,19 @@ impl ClusterCore {
                 .call(msg.clone(), *size, Instant::now() + timeout)
                 .await;
             match res {
-                Ok(reply) => {
+                Ok((reply, replica)) => {
                     self.clock.observe(reply.version);
                     metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "success")
                         .increment(1);
-                    return WriteAnswer {
+                    let answer = WriteAnswer {
                         status: u16::try_from(reply.status).unwrap_or(503),
                         message: reply.message,
                     }
                     .sanitized();
+                    return match replica {
+                        Some(r) => self.hold_returned_replica(r, answer).await,
+                        None => answer,
+                    };
                 }
                 Err(status) => {
                     metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "error").increment(1);
@@ -232,7 +237,14 @@ impl ClusterCore {
     }
 
     /// Applies a write as the group's primary and replicates it; the answer waits for R holders.
-    async fn apply_as_primary(&self, op: WriteOp, unreachable: Vec<String>) -> WriteAnswer {
+    /// With `trip`, a replica meant for the node that forwarded the write is left in it, to
+    /// travel back with the answer.
+    async fn apply_as_primary(
+        &self,
+        op: WriteOp,
+        unreachable: Vec<String>,
+        mut trip: Option<&mut ReturnTrip>,
+    ) -> WriteAnswer {
         let now = unix_now();
         let key = op.key().clone();
         let clock = &self.clock;
@@ -249,7 +261,7 @@ impl ClusterCore {
                         .then(|| self.store.group(&key).map(Replica::Group))
                         .flatten();
                     if let Some(state) = state {
-                        self.replicate(&key, state, &unreachable).await;
+                        self.replicate(&key, state, &unreachable, trip).await;
                     }
                     return WriteAnswer::from_error(&e);
                 }
@@ -260,7 +272,8 @@ impl ClusterCore {
                     .record_failure_versioned(&key, now, || clock.now())
                 {
                     if let Some(g) = self.store.group(&key) {
-                        self.replicate(&key, Replica::Group(g), &unreachable).await;
+                        self.replicate(&key, Replica::Group(g), &unreachable, trip.take())
+                            .await;
                     }
                 }
                 return WriteAnswer {
@@ -277,7 +290,7 @@ impl ClusterCore {
         let Some(replica) = replica else {
             return answer;
         };
-        let holders = 1 + self.replicate(&key, replica, &unreachable).await;
+        let holders = 1 + self.replicate(&key, replica, &unreachable, trip).await;
         if holders < self.replication_factor {
             return WriteAnswer {
                 status: 503,
@@ -291,8 +304,15 @@ impl ClusterCore {
     }
 
     /// Sends a group's state to R-1 other nodes in rendezvous order, in parallel, moving on to
-    /// the next node for every one that fails. Returns how many took it.
-    async fn replicate(&self, key: &GroupKey, replica: Replica, unreachable: &[String]) -> usize {
+    /// the next node for every one that fails. Returns how many took it. A node that is `trip`'s
+    /// sender gets it in the answer to its forward instead, and counts as having taken it.
+    async fn replicate(
+        &self,
+        key: &GroupKey,
+        replica: Replica,
+        unreachable: &[String],
+        trip: Option<&mut ReturnTrip>,
+    ) -> usize {
         let needed = self.replication_factor.saturating_sub(1);
         if needed == 0 {
             return 0;
@@ -329,14 +349,25 @@ impl ClusterCore {
                 ok
             }
         };
+        let mut acked = 0;
+        if let Some(t) = trip {
+            let sender_at = candidates
+                .iter()
+                .take(needed)
+                .position(|m| m.id.as_str() == t.sender);
+            if let Some(i) = sender_at {
+                candidates.remove(i);
+                t.replica = Some(msg.clone());
+                acked += 1;
+            }
+        }
         let mut inflight = FuturesUnordered::new();
-        for _ in 0..needed {
+        for _ in acked..needed {
             match candidates.pop_front() {
                 Some(m) => inflight.push(send(m)),
                 None => break,
             }
         }
-        let mut acked = 0;
         while let Some(ok) = inflight.next().await {
             if ok {
                 acked += 1;
@@ -349,6 +380,87 @@ impl ClusterCore {
             }
         }
         acked
+    }
+
+    /// A group state (or tombstone) from the primary, applied when newer than what is held;
+    /// false when a newer one is held. A stand-in copy beyond `--cluster.max-hints` is refused.
+    pub(super) async fn take_replica(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
+        let names = self.names();
+        if self.hints.load(Ordering::Relaxed) >= self.max_hints.load(Ordering::Relaxed) {
+            // Only a stand-in copy (this node is not among the group's owners) is refused.
+            let raw = if req.tombstone_key.is_empty() {
+                None
+            } else {
+                Some(req.tombstone_key.clone())
+            };
+            let key = match raw {
+                Some(k) => rpc::key_from_pb(k, names).ok(),
+                None => rpc::group_from_bytes(&req.group, names)
+                    .ok()
+                    .map(|g| (*g.key).clone()),
+            };
+            if let Some(key) = key {
+                let ring = self.ring();
+                let owned = ring
+                    .owners(key.stable_hash(), self.replication_factor)
+                    .iter()
+                    .any(|m| m.id == self.self_id);
+                if !owned {
+                    return Err(Status::resource_exhausted(
+                        "this node holds --cluster.max-hints groups for other owners already",
+                    ));
+                }
+            }
+        }
+        self.clock.observe(req.version);
+        let applied = if !req.tombstone_key.is_empty() {
+            let key =
+                rpc::key_from_pb(req.tombstone_key, names).map_err(Status::invalid_argument)?;
+            self.store.delete_versioned(&key, req.version)
+        } else {
+            let store = self.store.clone();
+            off_runtime_if_large(req.group.len(), move || {
+                let g = rpc::group_from_bytes(&req.group, names)?;
+                if g.version != req.version {
+                    return Err("group version differs from the request's".to_owned());
+                }
+                Ok(store.apply_replica(g))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::invalid_argument)?
+        };
+        Ok(applied)
+    }
+
+    /// Holds the replica a primary returned with its answer to a write this node forwarded. The
+    /// primary counted this node as a holder, so a replica this node cannot hold turns a
+    /// success into 503 (the write stays on the nodes that took it, as with any 503).
+    async fn hold_returned_replica(
+        &self,
+        replica: pb::ReplicateRequest,
+        answer: WriteAnswer,
+    ) -> WriteAnswer {
+        match self.take_replica(replica).await {
+            Ok(_) => {
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
+                answer
+            }
+            Err(status) => {
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
+                if matches!(answer.status, 200 | 202) {
+                    WriteAnswer {
+                        status: 503,
+                        message: format!(
+                            "this node could not hold its replica of the write ({}); retry",
+                            status.message()
+                        ),
+                    }
+                } else {
+                    answer
+                }
+            }
+        }
     }
 
     /// Every group in the cluster: the newest version of each (a newer tombstone hides it).
@@ -427,6 +539,13 @@ enum Replica {
     Tombstone(u64),
 }
 
+/// A forwarded write's way back: the sender's node id and, once the primary replicated, the
+/// replica the sender is to hold.
+struct ReturnTrip {
+    sender: String,
+    replica: Option<pb::ReplicateRequest>,
+}
+
 impl WriteAnswer {
     /// A peer's answer is used as an HTTP status: only the statuses a write can have pass.
     fn sanitized(self) -> Self {
@@ -442,9 +561,10 @@ impl WriteAnswer {
 
 /// A write as forwarded to its primary, and its size (to bound batches); `unreachable` and the
 /// deadline are set per attempt.
-fn forward_message(op: &WriteOp) -> (pb::ForwardedWrite, usize) {
+fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
     let mut msg = pb::ForwardedWrite {
         key: rpc::key_to_pb(op.key()),
+        from: from.to_owned(),
         ..Default::default()
     };
     match op {
@@ -640,57 +760,15 @@ impl ClusterService {
 
     /// A group state (or tombstone) from the primary, applied when newer than what is held.
     async fn replicate_one(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
-        let names = self.core.names();
-        if self.core.hints.load(Ordering::Relaxed) >= self.core.max_hints.load(Ordering::Relaxed) {
-            // Only a stand-in copy (this node is not among the group's owners) is refused.
-            let raw = if req.tombstone_key.is_empty() {
-                None
-            } else {
-                Some(req.tombstone_key.clone())
-            };
-            let key = match raw {
-                Some(k) => rpc::key_from_pb(k, names).ok(),
-                None => rpc::group_from_bytes(&req.group, names)
-                    .ok()
-                    .map(|g| (*g.key).clone()),
-            };
-            if let Some(key) = key {
-                let ring = self.core.ring();
-                let owned = ring
-                    .owners(key.stable_hash(), self.core.replication_factor)
-                    .iter()
-                    .any(|m| m.id == self.core.self_id);
-                if !owned {
-                    return Err(Status::resource_exhausted(
-                        "this node holds --cluster.max-hints groups for other owners already",
-                    ));
-                }
-            }
-        }
-        self.core.clock.observe(req.version);
-        let applied = if !req.tombstone_key.is_empty() {
-            let key =
-                rpc::key_from_pb(req.tombstone_key, names).map_err(Status::invalid_argument)?;
-            self.core.store.delete_versioned(&key, req.version)
-        } else {
-            let store = self.core.store.clone();
-            off_runtime_if_large(req.group.len(), move || {
-                let g = rpc::group_from_bytes(&req.group, names)?;
-                if g.version != req.version {
-                    return Err("group version differs from the request's".to_owned());
-                }
-                Ok(store.apply_replica(g))
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::invalid_argument)?
-        };
-        Ok(applied)
+        self.core.take_replica(req).await
     }
 
     /// One write of a `Forward` call: the families arrive prepared by the receiving node, so
     /// their layout is validated (`StoredFamily::from_wire`) but nothing is decoded or encoded.
-    async fn forwarded(&self, w: pb::ForwardedWrite) -> Result<WriteAnswer, Status> {
+    async fn forwarded(
+        &self,
+        w: pb::ForwardedWrite,
+    ) -> Result<(WriteAnswer, Option<pb::ReplicateRequest>), Status> {
         expired(w.deadline_unix_ms)?;
         let names = self.core.names();
         let key = rpc::key_from_pb(w.key, names).map_err(Status::invalid_argument)?;
@@ -716,7 +794,16 @@ impl ClusterService {
                 has_timestamps: w.has_timestamps,
             })
         };
-        Ok(self.core.apply_as_primary(op, unreachable).await)
+        let mut trip =
+            (!w.from.is_empty() && w.from != self.core.self_id.as_str()).then_some(ReturnTrip {
+                sender: w.from,
+                replica: None,
+            });
+        let answer = self
+            .core
+            .apply_as_primary(op, unreachable, trip.as_mut())
+            .await;
+        Ok((answer, trip.and_then(|t| t.replica)))
     }
 }
 
@@ -755,7 +842,7 @@ impl Cluster for ClusterService {
                 message: req.refused,
             };
             return Ok(write_reply(
-                self.core.apply_as_primary(op, unreachable).await,
+                self.core.apply_as_primary(op, unreachable, None).await,
             ));
         }
         let size: usize = req.families.iter().map(Vec::len).sum();
@@ -768,7 +855,7 @@ impl Cluster for ClusterService {
         let answer = match prepared {
             Ok(p) => {
                 self.core
-                    .apply_as_primary(WriteOp::Push(p), unreachable)
+                    .apply_as_primary(WriteOp::Push(p), unreachable, None)
                     .await
             }
             Err(e) => WriteAnswer::from_error(&e),
@@ -785,7 +872,7 @@ impl Cluster for ClusterService {
         let key = rpc::key_from_pb(req.key, self.core.names()).map_err(Status::invalid_argument)?;
         let answer = self
             .core
-            .apply_as_primary(WriteOp::Delete(key), bounded(req.unreachable))
+            .apply_as_primary(WriteOp::Delete(key), bounded(req.unreachable), None)
             .await;
         Ok(write_reply(answer))
     }
@@ -807,10 +894,11 @@ impl Cluster for ClusterService {
         let results = answers
             .into_iter()
             .map(|a| match a {
-                Ok(answer) => pb::ForwardResult {
+                Ok((answer, replica)) => pb::ForwardResult {
                     reply: Some(write_reply_pb(answer)),
                     error_code: 0,
                     error: String::new(),
+                    replica,
                 },
                 Err(status) => {
                     let (error_code, error) = rpc::status_fields(&status);
@@ -818,6 +906,7 @@ impl Cluster for ClusterService {
                         reply: None,
                         error_code,
                         error,
+                        replica: None,
                     }
                 }
             })
@@ -905,23 +994,110 @@ mod tests {
 
     /// A one-node cluster (R = 1) named "a" whose gRPC address is `port`.
     fn service(port: u16) -> (Arc<Store>, ClusterService) {
+        service_with(&[("a", port)], 1)
+    }
+
+    /// A cluster of `members` (id, gRPC port) seen from "a", with replication factor `r`.
+    fn service_with(members: &[(&str, u16)], r: usize) -> (Arc<Store>, ClusterService) {
         let store = Arc::new(Store::new(StoreOptions::default()));
-        let me = Member {
-            id: NodeId::from("a"),
-            generation: 1,
-            grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            state: MemberState::Active,
-        };
-        let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from("a"), vec![me], 1)));
+        let members = members
+            .iter()
+            .map(|&(id, port)| Member {
+                id: NodeId::from(id),
+                generation: 1,
+                grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                state: MemberState::Active,
+            })
+            .collect();
+        let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from("a"), members, 1)));
         let core = ClusterCore::new(
             store.clone(),
             Validation::default(),
             rx,
             NodeId::from("a"),
-            1,
+            r,
             Duration::from_secs(2),
         );
         (store, ClusterService::new(core))
+    }
+
+    /// A port nothing listens on.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_replica_for_the_forwarding_node_travels_back_with_the_answer() {
+        let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+        let mut w = forwarded("j", BODY);
+        w.from = "b".into();
+        let results = svc
+            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        // "b" is the only other node: no call was made to it (its port is closed), it counts
+        // as a holder and gets the group's state in the answer.
+        assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+        let replica = results[0].replica.as_ref().expect("replica returned");
+        let held = store.group(&key("j")).unwrap();
+        assert_eq!(replica.version, held.version);
+        let g = rpc::group_from_bytes(&replica.group, NameScheme::Legacy).unwrap();
+        assert_eq!(g.version, held.version);
+        assert_eq!(g.families.len(), held.families.len());
+        // The forwarding node holds it like any replica.
+        let (sender_store, sender) = service(1);
+        let answer = sender
+            .core
+            .hold_returned_replica(replica.clone(), WriteAnswer::ok(200))
+            .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(sender_store.group_version(&key("j")), Some(held.version));
+    }
+
+    #[tokio::test]
+    async fn without_a_return_trip_the_replica_is_sent_and_its_failure_counts() {
+        let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+        // No sender id (an older node), then a sender that is not a replica candidate.
+        for from in ["", "c"] {
+            let mut w = forwarded("j", BODY);
+            w.from = from.into();
+            let results = svc
+                .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
+                .await
+                .unwrap()
+                .into_inner()
+                .results;
+            assert!(results[0].replica.is_none());
+            // "b" could not be reached: only one of the two holders the write needs.
+            assert_eq!(
+                results[0].reply.as_ref().unwrap().status,
+                503,
+                "from {from:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_returned_replica_that_cannot_be_held_turns_success_into_503() {
+        let (store, svc) = service(1);
+        let mut bad = replica_of("j", 5);
+        bad.group.truncate(bad.group.len() / 2);
+        let answer = svc
+            .core
+            .hold_returned_replica(bad.clone(), WriteAnswer::ok(200))
+            .await;
+        assert_eq!(answer.status, 503);
+        // A refusal stays the refusal.
+        let refused = WriteAnswer {
+            status: 400,
+            message: "bad".into(),
+        };
+        let answer = svc.core.hold_returned_replica(bad, refused).await;
+        assert_eq!((answer.status, answer.message.as_str()), (400, "bad"));
+        assert!(store.group(&key("j")).is_none());
     }
 
     fn prepared(job: &str, body: &str) -> PreparedPush {
@@ -930,7 +1106,7 @@ mod tests {
     }
 
     fn forwarded(job: &str, body: &str) -> pb::ForwardedWrite {
-        let mut w = forward_message(&WriteOp::Push(prepared(job, body))).0;
+        let mut w = forward_message(&WriteOp::Push(prepared(job, body)), "sender").0;
         w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
         w
     }
@@ -1193,9 +1369,9 @@ mod tests {
                 .map(|w| peer.forward.call(w, 100, deadline())),
         )
         .await;
-        assert_eq!(answers[0].as_ref().unwrap().status, 200);
+        assert_eq!(answers[0].as_ref().unwrap().0.status, 200);
         assert!(answers[1].is_err());
-        assert_eq!(answers[2].as_ref().unwrap().status, 200);
+        assert_eq!(answers[2].as_ref().unwrap().0.status, 200);
         for job in ["f1", "f2"] {
             let direct = Store::new(StoreOptions::default());
             direct.push(prepared(job, BODY), 1.0).unwrap();
@@ -1241,6 +1417,7 @@ mod tests {
                 .call(del, 100, deadline())
                 .await
                 .unwrap()
+                .0
                 .status,
             202
         );

@@ -205,13 +205,14 @@ pub struct ForwardTransport {
 
 impl Transport for ForwardTransport {
     type Item = pb::ForwardedWrite;
-    type Output = pb::WriteReply;
+    /// The primary's answer, and the replica it returned for this node to hold, if any.
+    type Output = (pb::WriteReply, Option<pb::ReplicateRequest>);
 
     async fn send(
         &self,
         items: Vec<pb::ForwardedWrite>,
         deadline: Instant,
-    ) -> Vec<Result<pb::WriteReply, Status>> {
+    ) -> Vec<Result<Self::Output, Status>> {
         let n = items.len();
         let keep = match self.support.plan() {
             Plan::Single => return forward_singly(&self.client, items, deadline).await,
@@ -240,7 +241,7 @@ impl Transport for ForwardTransport {
                 .results
                 .into_iter()
                 .map(|r| match (r.error_code, r.reply) {
-                    (0, Some(reply)) => Ok(reply),
+                    (0, Some(reply)) => Ok((reply, r.replica)),
                     (0, None) => Err(Status::internal("a batch item's answer has no reply")),
                     (code, _) => Err(item_status(code, r.error)),
                 })
@@ -255,7 +256,7 @@ async fn forward_singly(
     client: &ClusterClient<Channel>,
     items: Vec<pb::ForwardedWrite>,
     deadline: Instant,
-) -> Vec<Result<pb::WriteReply, Status>> {
+) -> Vec<Result<(pb::WriteReply, Option<pb::ReplicateRequest>), Status>> {
     let calls = items.into_iter().map(|w| {
         let mut client = client.clone();
         async move {
@@ -276,7 +277,7 @@ async fn forward_singly(
             };
             metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => rpc)
                 .record(started.elapsed().as_secs_f64());
-            res.map(tonic::Response::into_inner)
+            res.map(|r| (r.into_inner(), None))
         }
     });
     futures_util::future::join_all(calls).await
