@@ -350,6 +350,13 @@ impl ClusterCore {
             }
         };
         let mut acked = 0;
+        // Only an owner: a stand-in may refuse the copy (--cluster.max-hints), and the primary
+        // would then have to try the next node, which it cannot once the answer has left.
+        let trip = trip.filter(|t| {
+            ring.owners(key.stable_hash(), self.replication_factor)
+                .iter()
+                .any(|m| m.id.as_str() == t.sender)
+        });
         if let Some(t) = trip {
             let sender_at = candidates
                 .iter()
@@ -1078,6 +1085,42 @@ mod tests {
                 "from {from:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_stand_in_sender_gets_its_replica_by_a_call_not_with_the_answer() {
+        let (_store, svc) =
+            service_with(&[("a", 1), ("b", closed_port()), ("c", closed_port())], 2);
+        let ring = svc.core.ring();
+        // A group owned by "a" and one other node; the third node is the outsider.
+        let (job, other_owner, outsider) = (0..)
+            .find_map(|i| {
+                let job = format!("j{i}");
+                let owners: Vec<&str> = ring
+                    .owners(key(&job).stable_hash(), 2)
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect();
+                let other = owners.iter().find(|&&id| id != "a")?.to_string();
+                let outsider = ["b", "c"].into_iter().find(|id| !owners.contains(id))?;
+                owners
+                    .contains(&"a")
+                    .then(|| (job, other, outsider.to_owned()))
+            })
+            .unwrap();
+        // The other owner is unreachable, so the outsider stands in for it.
+        let mut w = forwarded(&job, BODY);
+        w.from = outsider;
+        w.unreachable = vec![other_owner];
+        let results = svc
+            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert!(results[0].replica.is_none());
+        // The call to the stand-in failed (its port is closed): one holder of two.
+        assert_eq!(results[0].reply.as_ref().unwrap().status, 503);
     }
 
     #[tokio::test]
