@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 
 use crate::cluster::gateway::{ClusterCore, ClusterGateway, ClusterService};
 use crate::cluster::reconcile::Reconciler;
-use crate::cluster::rpc::{ClusterServer, MAX_MESSAGE_BYTES};
+use crate::cluster::rpc::{
+    ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_STREAM_WINDOW,
+};
 use crate::cluster::{MemberState, Membership, MembershipConfig};
 use crate::config::{route_prefix, ClusterSettings, Config};
 use crate::exposition::names::NameScheme;
@@ -531,10 +533,21 @@ impl ClusterNode {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let stop = grpc_stop.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without it, the
+        // answers to batched calls sat in Nagle's buffer until the peer's delayed ACK.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            |conn| {
+                let conn = conn?;
+                conn.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(conn)
+            },
+        );
         let grpc = tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .initial_stream_window_size(PEER_STREAM_WINDOW)
+                .initial_connection_window_size(PEER_CONNECTION_WINDOW)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.notified().await })
                 .await;

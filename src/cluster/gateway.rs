@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
@@ -184,49 +186,38 @@ impl ClusterCore {
             .into_iter()
             .cloned()
             .collect();
-        let mut forward: Option<(pb::PushRequest, bool)> = None;
+        let mut forward: Option<(pb::ForwardedWrite, usize)> = None;
         for candidate in order {
             if unreachable.iter().any(|u| u == candidate.id.as_str()) {
                 continue;
             }
             if candidate.id == self.self_id {
-                return self.apply_as_primary(op, unreachable).await;
+                return self.apply_as_primary(op, unreachable, None).await;
             }
-            let (msg, is_delete) = forward
-                .get_or_insert_with(|| (push_message(&op), matches!(op, WriteOp::Delete(_))));
+            let (msg, size) =
+                forward.get_or_insert_with(|| forward_message(&op, self.self_id.as_str()));
             msg.unreachable = unreachable.clone();
-            let deadline_unix_ms = forward_deadline_ms(self.clients.timeout());
-            msg.deadline_unix_ms = deadline_unix_ms;
-            let mut client = self.clients.client(candidate.grpc_addr);
-            let started = Instant::now();
-            let res = if *is_delete {
-                let req = pb::DeleteRequest {
-                    key: msg.key.clone(),
-                    unreachable: unreachable.clone(),
-                    deadline_unix_ms,
-                };
-                client
-                    .delete(rpc::request(req, self.clients.timeout()))
-                    .await
-            } else {
-                client
-                    .push(rpc::request(msg.clone(), self.clients.timeout()))
-                    .await
-            };
-            let rpc_name = if *is_delete { "delete" } else { "push" };
-            metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => rpc_name)
-                .record(started.elapsed().as_secs_f64());
+            let timeout = self.clients.timeout();
+            msg.deadline_unix_ms = forward_deadline_ms(timeout);
+            let peer = self.clients.peer(candidate.grpc_addr);
+            let res = peer
+                .forward
+                .call(msg.clone(), *size, Instant::now() + timeout)
+                .await;
             match res {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
+                Ok((reply, replica)) => {
                     self.clock.observe(reply.version);
                     metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "success")
                         .increment(1);
-                    return WriteAnswer {
+                    let answer = WriteAnswer {
                         status: u16::try_from(reply.status).unwrap_or(503),
                         message: reply.message,
                     }
                     .sanitized();
+                    return match replica {
+                        Some(r) => self.hold_returned_replica(r, answer).await,
+                        None => answer,
+                    };
                 }
                 Err(status) => {
                     metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "error").increment(1);
@@ -246,7 +237,14 @@ impl ClusterCore {
     }
 
     /// Applies a write as the group's primary and replicates it; the answer waits for R holders.
-    async fn apply_as_primary(&self, op: WriteOp, unreachable: Vec<String>) -> WriteAnswer {
+    /// With `trip`, a replica meant for the node that forwarded the write is left in it, to
+    /// travel back with the answer.
+    async fn apply_as_primary(
+        &self,
+        op: WriteOp,
+        unreachable: Vec<String>,
+        mut trip: Option<&mut ReturnTrip>,
+    ) -> WriteAnswer {
         let now = unix_now();
         let key = op.key().clone();
         let clock = &self.clock;
@@ -263,7 +261,7 @@ impl ClusterCore {
                         .then(|| self.store.group(&key).map(Replica::Group))
                         .flatten();
                     if let Some(state) = state {
-                        self.replicate(&key, state, &unreachable).await;
+                        self.replicate(&key, state, &unreachable, trip).await;
                     }
                     return WriteAnswer::from_error(&e);
                 }
@@ -274,7 +272,8 @@ impl ClusterCore {
                     .record_failure_versioned(&key, now, || clock.now())
                 {
                     if let Some(g) = self.store.group(&key) {
-                        self.replicate(&key, Replica::Group(g), &unreachable).await;
+                        self.replicate(&key, Replica::Group(g), &unreachable, trip.take())
+                            .await;
                     }
                 }
                 return WriteAnswer {
@@ -291,7 +290,7 @@ impl ClusterCore {
         let Some(replica) = replica else {
             return answer;
         };
-        let holders = 1 + self.replicate(&key, replica, &unreachable).await;
+        let holders = 1 + self.replicate(&key, replica, &unreachable, trip).await;
         if holders < self.replication_factor {
             return WriteAnswer {
                 status: 503,
@@ -305,8 +304,15 @@ impl ClusterCore {
     }
 
     /// Sends a group's state to R-1 other nodes in rendezvous order, in parallel, moving on to
-    /// the next node for every one that fails. Returns how many took it.
-    async fn replicate(&self, key: &GroupKey, replica: Replica, unreachable: &[String]) -> usize {
+    /// the next node for every one that fails. Returns how many took it. A node that is `trip`'s
+    /// sender gets it in the answer to its forward instead, and counts as having taken it.
+    async fn replicate(
+        &self,
+        key: &GroupKey,
+        replica: Replica,
+        unreachable: &[String],
+        trip: Option<&mut ReturnTrip>,
+    ) -> usize {
         let needed = self.replication_factor.saturating_sub(1);
         if needed == 0 {
             return 0;
@@ -330,40 +336,138 @@ impl ClusterCore {
                 tombstone_key: rpc::key_to_pb(key),
             },
         };
-        let mut inflight = JoinSet::new();
-        let spawn = |inflight: &mut JoinSet<bool>, m: Member| {
-            let mut client = self.clients.client(m.grpc_addr);
-            let req = rpc::request(msg.clone(), self.clients.timeout());
-            inflight.spawn(async move {
-                let started = Instant::now();
-                let ok = client.replicate(req).await.is_ok();
-                metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "replicate")
-                    .record(started.elapsed().as_secs_f64());
+        let size = msg.group.len() + 64;
+        let deadline = Instant::now() + self.clients.timeout();
+        let send = |m: Member| {
+            let peer = self.clients.peer(m.grpc_addr);
+            let msg = msg.clone();
+            async move {
+                let ok = peer.replicate.call(msg, size, deadline).await.is_ok();
                 if !ok {
                     tracing::debug!(peer = %m.id, "replication failed; trying the next node");
                 }
                 ok
-            });
+            }
         };
-        for _ in 0..needed {
+        let mut acked = 0;
+        // Only an owner: a stand-in may refuse the copy (--cluster.max-hints), and the primary
+        // would then have to try the next node, which it cannot once the answer has left.
+        let trip = trip.filter(|t| {
+            ring.owners(key.stable_hash(), self.replication_factor)
+                .iter()
+                .any(|m| m.id.as_str() == t.sender)
+        });
+        if let Some(t) = trip {
+            let sender_at = candidates
+                .iter()
+                .take(needed)
+                .position(|m| m.id.as_str() == t.sender);
+            if let Some(i) = sender_at {
+                candidates.remove(i);
+                t.replica = Some(msg.clone());
+                acked += 1;
+            }
+        }
+        let mut inflight = FuturesUnordered::new();
+        for _ in acked..needed {
             match candidates.pop_front() {
-                Some(m) => spawn(&mut inflight, m),
+                Some(m) => inflight.push(send(m)),
                 None => break,
             }
         }
-        let mut acked = 0;
-        while let Some(done) = inflight.join_next().await {
-            if done.unwrap_or(false) {
+        while let Some(ok) = inflight.next().await {
+            if ok {
                 acked += 1;
                 metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
             } else {
                 metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
                 if let Some(m) = candidates.pop_front() {
-                    spawn(&mut inflight, m);
+                    inflight.push(send(m));
                 }
             }
         }
         acked
+    }
+
+    /// A group state (or tombstone) from the primary, applied when newer than what is held;
+    /// false when a newer one is held. A stand-in copy beyond `--cluster.max-hints` is refused.
+    pub(super) async fn take_replica(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
+        let names = self.names();
+        if self.hints.load(Ordering::Relaxed) >= self.max_hints.load(Ordering::Relaxed) {
+            // Only a stand-in copy (this node is not among the group's owners) is refused.
+            let raw = if req.tombstone_key.is_empty() {
+                None
+            } else {
+                Some(req.tombstone_key.clone())
+            };
+            let key = match raw {
+                Some(k) => rpc::key_from_pb(k, names).ok(),
+                None => rpc::group_from_bytes(&req.group, names)
+                    .ok()
+                    .map(|g| (*g.key).clone()),
+            };
+            if let Some(key) = key {
+                let ring = self.ring();
+                let owned = ring
+                    .owners(key.stable_hash(), self.replication_factor)
+                    .iter()
+                    .any(|m| m.id == self.self_id);
+                if !owned {
+                    return Err(Status::resource_exhausted(
+                        "this node holds --cluster.max-hints groups for other owners already",
+                    ));
+                }
+            }
+        }
+        self.clock.observe(req.version);
+        let applied = if !req.tombstone_key.is_empty() {
+            let key =
+                rpc::key_from_pb(req.tombstone_key, names).map_err(Status::invalid_argument)?;
+            self.store.delete_versioned(&key, req.version)
+        } else {
+            let store = self.store.clone();
+            off_runtime_if_large(req.group.len(), move || {
+                let g = rpc::group_from_bytes(&req.group, names)?;
+                if g.version != req.version {
+                    return Err("group version differs from the request's".to_owned());
+                }
+                Ok(store.apply_replica(g))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::invalid_argument)?
+        };
+        Ok(applied)
+    }
+
+    /// Holds the replica a primary returned with its answer to a write this node forwarded. The
+    /// primary counted this node as a holder, so a replica this node cannot hold turns a
+    /// success into 503 (the write stays on the nodes that took it, as with any 503).
+    async fn hold_returned_replica(
+        &self,
+        replica: pb::ReplicateRequest,
+        answer: WriteAnswer,
+    ) -> WriteAnswer {
+        match self.take_replica(replica).await {
+            Ok(_) => {
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
+                answer
+            }
+            Err(status) => {
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
+                if matches!(answer.status, 200 | 202) {
+                    WriteAnswer {
+                        status: 503,
+                        message: format!(
+                            "this node could not hold its replica of the write ({}); retry",
+                            status.message()
+                        ),
+                    }
+                } else {
+                    answer
+                }
+            }
+        }
     }
 
     /// Every group in the cluster: the newest version of each (a newer tombstone hides it).
@@ -442,6 +546,13 @@ enum Replica {
     Tombstone(u64),
 }
 
+/// A forwarded write's way back: the sender's node id and, once the primary replicated, the
+/// replica the sender is to hold.
+struct ReturnTrip {
+    sender: String,
+    replica: Option<pb::ReplicateRequest>,
+}
+
 impl WriteAnswer {
     /// A peer's answer is used as an HTTP status: only the statuses a write can have pass.
     fn sanitized(self) -> Self {
@@ -455,33 +566,39 @@ impl WriteAnswer {
     }
 }
 
-fn push_message(op: &WriteOp) -> pb::PushRequest {
+/// A write as forwarded to its primary, and its size (to bound batches); `unreachable` and the
+/// deadline are set per attempt.
+fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
+    let mut msg = pb::ForwardedWrite {
+        key: rpc::key_to_pb(op.key()),
+        from: from.to_owned(),
+        ..Default::default()
+    };
     match op {
-        WriteOp::Push(p) => pb::PushRequest {
-            key: rpc::key_to_pb(&p.key),
-            families: p.families.iter().map(|f| rpc::family_to_bytes(f)).collect(),
-            replace_all: p.replace_all,
-            refused: String::new(),
-            unreachable: Vec::new(),
-            deadline_unix_ms: 0,
-        },
-        WriteOp::Failure { key, message } => pb::PushRequest {
-            key: rpc::key_to_pb(key),
-            families: Vec::new(),
-            replace_all: false,
-            refused: if message.is_empty() {
+        WriteOp::Push(p) => {
+            msg.families = p
+                .families
+                .iter()
+                .map(|f| {
+                    let mut buf = Vec::with_capacity(f.wire_len());
+                    f.to_wire(&mut buf);
+                    buf
+                })
+                .collect();
+            msg.replace_all = p.replace_all;
+            msg.has_timestamps = p.has_timestamps;
+        }
+        WriteOp::Failure { message, .. } => {
+            msg.refused = if message.is_empty() {
                 "refused".into()
             } else {
                 message.clone()
-            },
-            unreachable: Vec::new(),
-            deadline_unix_ms: 0,
-        },
-        WriteOp::Delete(key) => pb::PushRequest {
-            key: rpc::key_to_pb(key),
-            ..Default::default()
-        },
+            };
+        }
+        WriteOp::Delete(_) => msg.delete = true,
     }
+    let size = msg.families.iter().map(Vec::len).sum::<usize>() + msg.refused.len() + 128;
+    (msg, size)
 }
 
 /// Validation on the receiving node; pushes with timestamps are left to the store (which
@@ -647,14 +764,66 @@ impl ClusterService {
     pub fn new(core: Arc<ClusterCore>) -> Self {
         ClusterService { core }
     }
+
+    /// A group state (or tombstone) from the primary, applied when newer than what is held.
+    async fn replicate_one(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
+        self.core.take_replica(req).await
+    }
+
+    /// One write of a `Forward` call: the families arrive prepared by the receiving node, so
+    /// their layout is validated (`StoredFamily::from_wire`) but nothing is decoded or encoded.
+    async fn forwarded(
+        &self,
+        w: pb::ForwardedWrite,
+    ) -> Result<(WriteAnswer, Option<pb::ReplicateRequest>), Status> {
+        expired(w.deadline_unix_ms)?;
+        let names = self.core.names();
+        let key = rpc::key_from_pb(w.key, names).map_err(Status::invalid_argument)?;
+        let unreachable = bounded(w.unreachable);
+        let op = if w.delete {
+            WriteOp::Delete(key)
+        } else if !w.refused.is_empty() {
+            WriteOp::Failure {
+                key,
+                message: w.refused,
+            }
+        } else {
+            let size: usize = w.families.iter().map(Vec::len).sum();
+            let raw = w.families;
+            let families = off_runtime_if_large(size, move || rpc::prepared_from_wire(&raw, names))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::invalid_argument)?;
+            WriteOp::Push(PreparedPush {
+                key,
+                families,
+                replace_all: w.replace_all,
+                has_timestamps: w.has_timestamps,
+            })
+        };
+        let mut trip =
+            (!w.from.is_empty() && w.from != self.core.self_id.as_str()).then_some(ReturnTrip {
+                sender: w.from,
+                replica: None,
+            });
+        let answer = self
+            .core
+            .apply_as_primary(op, unreachable, trip.as_mut())
+            .await;
+        Ok((answer, trip.and_then(|t| t.replica)))
+    }
 }
 
 fn write_reply(a: WriteAnswer) -> Response<pb::WriteReply> {
-    Response::new(pb::WriteReply {
+    Response::new(write_reply_pb(a))
+}
+
+fn write_reply_pb(a: WriteAnswer) -> pb::WriteReply {
+    pb::WriteReply {
         status: u32::from(a.status),
         message: a.message,
         version: 0,
-    })
+    }
 }
 
 /// Keeps the list of nodes a peer found unreachable bounded.
@@ -680,7 +849,7 @@ impl Cluster for ClusterService {
                 message: req.refused,
             };
             return Ok(write_reply(
-                self.core.apply_as_primary(op, unreachable).await,
+                self.core.apply_as_primary(op, unreachable, None).await,
             ));
         }
         let size: usize = req.families.iter().map(Vec::len).sum();
@@ -693,7 +862,7 @@ impl Cluster for ClusterService {
         let answer = match prepared {
             Ok(p) => {
                 self.core
-                    .apply_as_primary(WriteOp::Push(p), unreachable)
+                    .apply_as_primary(WriteOp::Push(p), unreachable, None)
                     .await
             }
             Err(e) => WriteAnswer::from_error(&e),
@@ -710,7 +879,7 @@ impl Cluster for ClusterService {
         let key = rpc::key_from_pb(req.key, self.core.names()).map_err(Status::invalid_argument)?;
         let answer = self
             .core
-            .apply_as_primary(WriteOp::Delete(key), bounded(req.unreachable))
+            .apply_as_primary(WriteOp::Delete(key), bounded(req.unreachable), None)
             .await;
         Ok(write_reply(answer))
     }
@@ -719,53 +888,64 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ReplicateRequest>,
     ) -> Result<Response<pb::ReplicateReply>, Status> {
-        let req = request.into_inner();
-        let names = self.core.names();
-        if self.core.hints.load(Ordering::Relaxed) >= self.core.max_hints.load(Ordering::Relaxed) {
-            // Only a stand-in copy (this node is not among the group's owners) is refused.
-            let raw = if req.tombstone_key.is_empty() {
-                None
-            } else {
-                Some(req.tombstone_key.clone())
-            };
-            let key = match raw {
-                Some(k) => rpc::key_from_pb(k, names).ok(),
-                None => rpc::group_from_bytes(&req.group, names)
-                    .ok()
-                    .map(|g| (*g.key).clone()),
-            };
-            if let Some(key) = key {
-                let ring = self.core.ring();
-                let owned = ring
-                    .owners(key.stable_hash(), self.core.replication_factor)
-                    .iter()
-                    .any(|m| m.id == self.core.self_id);
-                if !owned {
-                    return Err(Status::resource_exhausted(
-                        "this node holds --cluster.max-hints groups for other owners already",
-                    ));
-                }
-            }
-        }
-        self.core.clock.observe(req.version);
-        let applied = if !req.tombstone_key.is_empty() {
-            let key =
-                rpc::key_from_pb(req.tombstone_key, names).map_err(Status::invalid_argument)?;
-            self.core.store.delete_versioned(&key, req.version)
-        } else {
-            let store = self.core.store.clone();
-            off_runtime_if_large(req.group.len(), move || {
-                let g = rpc::group_from_bytes(&req.group, names)?;
-                if g.version != req.version {
-                    return Err("group version differs from the request's".to_owned());
-                }
-                Ok(store.apply_replica(g))
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::invalid_argument)?
-        };
+        let applied = self.replicate_one(request.into_inner()).await?;
         Ok(Response::new(pb::ReplicateReply { applied }))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardReply>, Status> {
+        let writes = request.into_inner().writes;
+        let answers = join_all(writes.into_iter().map(|w| self.forwarded(w))).await;
+        let results = answers
+            .into_iter()
+            .map(|a| match a {
+                Ok((answer, replica)) => pb::ForwardResult {
+                    reply: Some(write_reply_pb(answer)),
+                    error_code: 0,
+                    error: String::new(),
+                    replica,
+                },
+                Err(status) => {
+                    let (error_code, error) = rpc::status_fields(&status);
+                    pb::ForwardResult {
+                        reply: None,
+                        error_code,
+                        error,
+                        replica: None,
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ForwardReply { results }))
+    }
+
+    async fn replicate_batch(
+        &self,
+        request: Request<pb::ReplicateBatchRequest>,
+    ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
+        let items = request.into_inner().items;
+        let applied = join_all(items.into_iter().map(|r| self.replicate_one(r))).await;
+        let results = applied
+            .into_iter()
+            .map(|a| match a {
+                Ok(applied) => pb::ReplicateResult {
+                    applied,
+                    error_code: 0,
+                    error: String::new(),
+                },
+                Err(status) => {
+                    let (error_code, error) = rpc::status_fields(&status);
+                    pb::ReplicateResult {
+                        applied: false,
+                        error_code,
+                        error,
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ReplicateBatchReply { results }))
     }
 
     type CollectStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::CollectChunk, Status>>>;
@@ -810,6 +990,508 @@ impl Cluster for ClusterService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::batch::BatchLimits;
+    use crate::cluster::MemberState;
+    use crate::exposition::text_parse::parse_text;
+    use crate::store::StoreOptions;
+
+    fn key(job: &str) -> GroupKey {
+        GroupKey::new([("job".to_owned(), job.to_owned())])
+    }
+
+    /// A one-node cluster (R = 1) named "a" whose gRPC address is `port`.
+    fn service(port: u16) -> (Arc<Store>, ClusterService) {
+        service_with(&[("a", port)], 1)
+    }
+
+    /// A cluster of `members` (id, gRPC port) seen from "a", with replication factor `r`.
+    fn service_with(members: &[(&str, u16)], r: usize) -> (Arc<Store>, ClusterService) {
+        let store = Arc::new(Store::new(StoreOptions::default()));
+        let members = members
+            .iter()
+            .map(|&(id, port)| Member {
+                id: NodeId::from(id),
+                generation: 1,
+                grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                state: MemberState::Active,
+            })
+            .collect();
+        let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from("a"), members, 1)));
+        let core = ClusterCore::new(
+            store.clone(),
+            Validation::default(),
+            rx,
+            NodeId::from("a"),
+            r,
+            Duration::from_secs(2),
+        );
+        (store, ClusterService::new(core))
+    }
+
+    /// A port nothing listens on.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_replica_for_the_forwarding_node_travels_back_with_the_answer() {
+        let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+        let mut w = forwarded("j", BODY);
+        w.from = "b".into();
+        let results = svc
+            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        // "b" is the only other node: no call was made to it (its port is closed), it counts
+        // as a holder and gets the group's state in the answer.
+        assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+        let replica = results[0].replica.as_ref().expect("replica returned");
+        let held = store.group(&key("j")).unwrap();
+        assert_eq!(replica.version, held.version);
+        let g = rpc::group_from_bytes(&replica.group, NameScheme::Legacy).unwrap();
+        assert_eq!(g.version, held.version);
+        assert_eq!(g.families.len(), held.families.len());
+        // The forwarding node holds it like any replica.
+        let (sender_store, sender) = service(1);
+        let answer = sender
+            .core
+            .hold_returned_replica(replica.clone(), WriteAnswer::ok(200))
+            .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(sender_store.group_version(&key("j")), Some(held.version));
+    }
+
+    #[tokio::test]
+    async fn without_a_return_trip_the_replica_is_sent_and_its_failure_counts() {
+        let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+        // No sender id (an older node), then a sender that is not a replica candidate.
+        for from in ["", "c"] {
+            let mut w = forwarded("j", BODY);
+            w.from = from.into();
+            let results = svc
+                .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
+                .await
+                .unwrap()
+                .into_inner()
+                .results;
+            assert!(results[0].replica.is_none());
+            // "b" could not be reached: only one of the two holders the write needs.
+            assert_eq!(
+                results[0].reply.as_ref().unwrap().status,
+                503,
+                "from {from:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stand_in_sender_gets_its_replica_by_a_call_not_with_the_answer() {
+        let (_store, svc) =
+            service_with(&[("a", 1), ("b", closed_port()), ("c", closed_port())], 2);
+        let ring = svc.core.ring();
+        // A group owned by "a" and one other node; the third node is the outsider.
+        let (job, other_owner, outsider) = (0..)
+            .find_map(|i| {
+                let job = format!("j{i}");
+                let owners: Vec<&str> = ring
+                    .owners(key(&job).stable_hash(), 2)
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect();
+                let other = owners.iter().find(|&&id| id != "a")?.to_string();
+                let outsider = ["b", "c"].into_iter().find(|id| !owners.contains(id))?;
+                owners
+                    .contains(&"a")
+                    .then(|| (job, other, outsider.to_owned()))
+            })
+            .unwrap();
+        // The other owner is unreachable, so the outsider stands in for it.
+        let mut w = forwarded(&job, BODY);
+        w.from = outsider;
+        w.unreachable = vec![other_owner];
+        let results = svc
+            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert!(results[0].replica.is_none());
+        // The call to the stand-in failed (its port is closed): one holder of two.
+        assert_eq!(results[0].reply.as_ref().unwrap().status, 503);
+    }
+
+    #[tokio::test]
+    async fn a_returned_replica_that_cannot_be_held_turns_success_into_503() {
+        let (store, svc) = service(1);
+        let mut bad = replica_of("j", 5);
+        bad.group.truncate(bad.group.len() / 2);
+        let answer = svc
+            .core
+            .hold_returned_replica(bad.clone(), WriteAnswer::ok(200))
+            .await;
+        assert_eq!(answer.status, 503);
+        // A refusal stays the refusal.
+        let refused = WriteAnswer {
+            status: 400,
+            message: "bad".into(),
+        };
+        let answer = svc.core.hold_returned_replica(bad, refused).await;
+        assert_eq!((answer.status, answer.message.as_str()), (400, "bad"));
+        assert!(store.group(&key("j")).is_none());
+    }
+
+    fn prepared(job: &str, body: &str) -> PreparedPush {
+        let families = parse_text(body.as_bytes(), NameScheme::Legacy).expect("valid text");
+        prepare_push(key(job), families, true, &Validation::default()).expect("valid push")
+    }
+
+    fn forwarded(job: &str, body: &str) -> pb::ForwardedWrite {
+        let mut w = forward_message(&WriteOp::Push(prepared(job, body)), "sender").0;
+        w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
+        w
+    }
+
+    /// The exposition of one group's pushed families (no push time families).
+    fn text_of(store: &Store, job: &str) -> String {
+        let g = store.group(&key(job)).expect("group held");
+        g.families
+            .iter()
+            .map(|(f, _)| String::from_utf8(f.text().to_vec()).unwrap())
+            .collect()
+    }
+
+    const BODY: &str = "# TYPE b counter\nb{x=\"2\"} 2\nb{x=\"1\"} 1\n# HELP a help\na 3\n";
+
+    #[tokio::test]
+    async fn forwarded_families_are_stored_as_the_receiving_node_prepared_them() {
+        let (store, svc) = service(1);
+        let direct = Store::new(StoreOptions::default());
+        direct.push(prepared("j", BODY), 1.0).unwrap();
+        let req = pb::ForwardRequest {
+            writes: vec![forwarded("j", BODY)],
+        };
+        let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
+        assert_eq!(reply.results.len(), 1);
+        assert_eq!(reply.results[0].error_code, 0);
+        assert_eq!(reply.results[0].reply.as_ref().unwrap().status, 200);
+        assert_eq!(text_of(&store, "j"), text_of(&direct, "j"));
+        let (a, b) = (
+            store.group(&key("j")).unwrap(),
+            direct.group(&key("j")).unwrap(),
+        );
+        for ((fa, _), (fb, _)) in a.families.iter().zip(b.families.iter()) {
+            assert_eq!(fa.proto_metrics(), fb.proto_metrics());
+            assert!(fa.same_series(fb));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_forward_batch_answers_every_item_on_its_own_and_bad_items_change_nothing() {
+        let (store, svc) = service(1);
+        let good = forwarded("good", BODY);
+        let mut truncated = forwarded("truncated", BODY);
+        let n = truncated.families[0].len();
+        truncated.families[0].truncate(n - 3);
+        let mut expired_item = forwarded("late", BODY);
+        expired_item.deadline_unix_ms = 1;
+        let mut no_job = forwarded("nojob", BODY);
+        no_job.key.clear();
+        let mut unsorted = forwarded("unsorted", BODY);
+        unsorted.families.reverse();
+        let mut twice = forwarded("twice", BODY);
+        twice.families.push(twice.families[0].clone());
+        let mut own_timing = forwarded("timing", BODY);
+        let timing = StoredFamily::gauge(
+            "push_time_seconds".into(),
+            "h".into(),
+            &[("job".into(), "timing".into())],
+            1.0,
+        );
+        let mut raw = Vec::new();
+        timing.to_wire(&mut raw);
+        own_timing.families.push(raw);
+        let mut with_timestamps = forwarded("ts", "m 1 1000\n");
+        with_timestamps.has_timestamps = true;
+        let refused = pb::ForwardedWrite {
+            key: rpc::key_to_pb(&key("refused")),
+            refused: "bad body".into(),
+            ..Default::default()
+        };
+        let req = pb::ForwardRequest {
+            writes: vec![
+                good,
+                truncated,
+                expired_item,
+                no_job,
+                unsorted,
+                twice,
+                own_timing,
+                with_timestamps,
+                refused,
+            ],
+        };
+        let results = svc
+            .forward(Request::new(req))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        let codes: Vec<u32> = results.iter().map(|r| r.error_code).collect();
+        let invalid = tonic::Code::InvalidArgument as u32;
+        assert_eq!(
+            codes,
+            vec![
+                0,
+                invalid,
+                tonic::Code::DeadlineExceeded as u32,
+                invalid,
+                invalid,
+                invalid,
+                invalid,
+                0,
+                0
+            ]
+        );
+        assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+        // A push with timestamps is refused like upstream, its failure recorded on the group.
+        assert_eq!(results[7].reply.as_ref().unwrap().status, 400);
+        assert_eq!(results[8].reply.as_ref().unwrap().status, 400);
+        assert_eq!(results[8].reply.as_ref().unwrap().message, "bad body");
+        assert!(store.group(&key("good")).is_some());
+        for job in ["truncated", "late", "unsorted", "twice", "timing"] {
+            assert!(store.group(&key(job)).is_none(), "{job} stored");
+        }
+        assert!(!store.group(&key("ts")).unwrap().last_push_successful);
+        assert!(store.group(&key("refused")).unwrap().failure_time > 0.0);
+        // A delete in a later batch.
+        let del = pb::ForwardedWrite {
+            key: rpc::key_to_pb(&key("good")),
+            delete: true,
+            ..Default::default()
+        };
+        let results = svc
+            .forward(Request::new(pb::ForwardRequest { writes: vec![del] }))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert_eq!(results[0].reply.as_ref().unwrap().status, 202);
+        assert!(store.group(&key("good")).is_none());
+        assert!(store.tombstone(&key("good")).is_some());
+    }
+
+    #[tokio::test]
+    async fn damaged_forwarded_families_are_refused_without_panicking() {
+        let (store, svc) = service(1);
+        let w = forwarded("j", BODY);
+        let fam = w.families[0].clone();
+        for i in 0..fam.len() {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                let mut bad = w.clone();
+                bad.families[0][i] ^= flip;
+                let results = svc
+                    .forward(Request::new(pb::ForwardRequest { writes: vec![bad] }))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .results;
+                assert_eq!(results.len(), 1);
+            }
+        }
+        // Whatever was accepted is a consistent group the store can still render.
+        let _ = store.snapshot();
+    }
+
+    /// Serves `svc` on an ephemeral port; returns the address.
+    async fn serve<S: Cluster>(svc: S) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(rpc::ClusterServer::new(svc))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    /// A peer of an older version: no batch calls.
+    struct OldPeer(ClusterService);
+
+    #[tonic::async_trait]
+    impl Cluster for OldPeer {
+        async fn push(
+            &self,
+            r: Request<pb::PushRequest>,
+        ) -> Result<Response<pb::WriteReply>, Status> {
+            self.0.push(r).await
+        }
+        async fn delete(
+            &self,
+            r: Request<pb::DeleteRequest>,
+        ) -> Result<Response<pb::WriteReply>, Status> {
+            self.0.delete(r).await
+        }
+        async fn replicate(
+            &self,
+            r: Request<pb::ReplicateRequest>,
+        ) -> Result<Response<pb::ReplicateReply>, Status> {
+            self.0.replicate(r).await
+        }
+        type CollectStream = <ClusterService as Cluster>::CollectStream;
+        async fn collect(
+            &self,
+            r: Request<pb::CollectRequest>,
+        ) -> Result<Response<Self::CollectStream>, Status> {
+            self.0.collect(r).await
+        }
+        async fn wipe(
+            &self,
+            r: Request<pb::WipeRequest>,
+        ) -> Result<Response<pb::WipeReply>, Status> {
+            self.0.wipe(r).await
+        }
+        async fn sync(
+            &self,
+            r: Request<pb::SyncRequest>,
+        ) -> Result<Response<pb::SyncReply>, Status> {
+            self.0.sync(r).await
+        }
+        async fn forward(
+            &self,
+            _r: Request<pb::ForwardRequest>,
+        ) -> Result<Response<pb::ForwardReply>, Status> {
+            Err(Status::unimplemented("old peer"))
+        }
+        async fn replicate_batch(
+            &self,
+            _r: Request<pb::ReplicateBatchRequest>,
+        ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
+            Err(Status::unimplemented("old peer"))
+        }
+    }
+
+    fn replica_of(job: &str, version: u64) -> pb::ReplicateRequest {
+        let store = Store::new(StoreOptions::default());
+        store
+            .push_versioned(prepared(job, BODY), 1.0, || version)
+            .unwrap();
+        pb::ReplicateRequest {
+            group: rpc::group_to_bytes(&store.group(&key(job)).unwrap()),
+            tombstone_key: Vec::new(),
+            version,
+        }
+    }
+
+    /// Forwards and replications through real gRPC, to a current peer and to an older one.
+    async fn round_trip(old: bool) {
+        let (store, svc) = service(1);
+        let addr = if old {
+            serve(OldPeer(svc)).await
+        } else {
+            serve(svc).await
+        };
+        let clients = PeerClients::with_limits(
+            Duration::from_secs(5),
+            BatchLimits {
+                max_inflight: 1,
+                ..BatchLimits::default()
+            },
+        );
+        let peer = clients.peer(addr);
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        // Concurrent calls: the first goes alone, the rest share a batch; each its own answer.
+        let mut bad = forwarded("bad", BODY);
+        bad.families[0].truncate(5);
+        let writes = vec![forwarded("f1", BODY), bad, forwarded("f2", BODY)];
+        let answers = join_all(
+            writes
+                .into_iter()
+                .map(|w| peer.forward.call(w, 100, deadline())),
+        )
+        .await;
+        assert_eq!(answers[0].as_ref().unwrap().0.status, 200);
+        assert!(answers[1].is_err());
+        assert_eq!(answers[2].as_ref().unwrap().0.status, 200);
+        for job in ["f1", "f2"] {
+            let direct = Store::new(StoreOptions::default());
+            direct.push(prepared(job, BODY), 1.0).unwrap();
+            assert_eq!(text_of(&store, job), text_of(&direct, job));
+        }
+        assert!(store.group(&key("bad")).is_none());
+        let mut broken = replica_of("r3", 7);
+        broken.group.truncate(broken.group.len() / 2);
+        let items = vec![
+            replica_of("r1", 5),
+            replica_of("r1", 4),
+            broken,
+            replica_of("r2", 6),
+        ];
+        let applied = join_all(
+            items
+                .into_iter()
+                .map(|r| peer.replicate.call(r, 100, deadline())),
+        )
+        .await;
+        assert!(applied[0].as_ref().unwrap());
+        assert!(
+            !applied[1].as_ref().unwrap(),
+            "an older state is not applied"
+        );
+        assert_eq!(
+            applied[2].as_ref().unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert!(applied[3].as_ref().unwrap());
+        assert_eq!(store.group_version(&key("r1")), Some(5));
+        assert_eq!(store.group_version(&key("r2")), Some(6));
+        assert!(store.group(&key("r3")).is_none());
+        // A delete travels too.
+        let del = pb::ForwardedWrite {
+            key: rpc::key_to_pb(&key("f1")),
+            delete: true,
+            deadline_unix_ms: forward_deadline_ms(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        assert_eq!(
+            peer.forward
+                .call(del, 100, deadline())
+                .await
+                .unwrap()
+                .0
+                .status,
+            202
+        );
+        assert!(store.group(&key("f1")).is_none());
+    }
+
+    #[tokio::test]
+    async fn batched_calls_round_trip_over_grpc() {
+        round_trip(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_batch_calls_gets_single_calls() {
+        round_trip(true).await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_peer_fails_each_forwarded_write() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let clients = PeerClients::new(Duration::from_millis(500));
+        let peer = clients.peer(addr);
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let answers =
+            join_all(["x", "y"].map(|j| peer.forward.call(forwarded(j, BODY), 100, deadline)))
+                .await;
+        for a in answers {
+            assert!(a.is_err());
+        }
+    }
 
     #[test]
     fn clock_is_monotonic_and_jumps_past_observed_versions() {

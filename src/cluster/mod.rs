@@ -3,6 +3,7 @@
 //!
 //! Gossip carries only membership; pushes and scrapes travel between nodes over gRPC.
 
+pub mod batch;
 pub mod gateway;
 pub mod membership;
 pub mod placement;

@@ -8,11 +8,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::batch::{remaining, BatchLimits, Batcher, Transport};
+use crate::telemetry::metrics as m;
 
 use crate::exposition::names::{is_valid_label_name, NameScheme};
 use crate::exposition::{LabelPair, MetricFamily};
@@ -32,21 +36,41 @@ pub use pb::cluster_server::{Cluster, ClusterServer};
 /// Largest message a node sends or accepts: a group is bounded by the push body limit (at most
 /// 1 GiB), a collect chunk by `COLLECT_CHUNK_BYTES` plus one group.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// HTTP/2 flow control windows of the node-to-node connections (both directions): a batched call
+/// carries many groups, and h2's default 64 KiB windows made it wait for window updates.
+pub const PEER_STREAM_WINDOW: u32 = 4 << 20;
+pub const PEER_CONNECTION_WINDOW: u32 = 16 << 20;
 /// Groups are batched into collect chunks of about this size.
 pub const COLLECT_CHUNK_BYTES: usize = 1 << 20;
 
 /// Client channels to peers, created on first use and reused (a tonic `Channel` multiplexes
-/// calls over one HTTP/2 connection and reconnects by itself).
+/// calls over one HTTP/2 connection and reconnects by itself), with the batching queues of the
+/// write path's calls to each peer.
 pub struct PeerClients {
-    channels: Mutex<HashMap<SocketAddr, ClusterClient<Channel>>>,
+    peers: Mutex<HashMap<SocketAddr, Peer>>,
     timeout: Duration,
+    limits: BatchLimits,
+}
+
+/// One peer: its channel and the batching queues of the forwarded writes and the replications
+/// sent to it.
+#[derive(Clone)]
+pub struct Peer {
+    pub client: ClusterClient<Channel>,
+    pub forward: Arc<Batcher<ForwardTransport>>,
+    pub replicate: Arc<Batcher<ReplicateTransport>>,
 }
 
 impl PeerClients {
     pub fn new(timeout: Duration) -> Self {
+        Self::with_limits(timeout, BatchLimits::default())
+    }
+
+    pub fn with_limits(timeout: Duration, limits: BatchLimits) -> Self {
         PeerClients {
-            channels: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
             timeout,
+            limits,
         }
     }
 
@@ -56,8 +80,12 @@ impl PeerClients {
     }
 
     pub fn client(&self, addr: SocketAddr) -> ClusterClient<Channel> {
-        let mut channels = self.channels.lock();
-        channels
+        self.peer(addr).client
+    }
+
+    pub fn peer(&self, addr: SocketAddr) -> Peer {
+        let mut peers = self.peers.lock();
+        peers
             .entry(addr)
             .or_insert_with(|| {
                 let channel = Endpoint::from_shared(format!("http://{addr}"))
@@ -66,13 +94,283 @@ impl PeerClients {
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .keep_alive_timeout(self.timeout)
+                    .initial_stream_window_size(PEER_STREAM_WINDOW)
+                    .initial_connection_window_size(PEER_CONNECTION_WINDOW)
                     .connect_lazy();
-                ClusterClient::new(channel)
+                let client = ClusterClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                Peer {
+                    forward: Batcher::new(
+                        ForwardTransport {
+                            client: client.clone(),
+                            support: BatchSupport::default(),
+                        },
+                        self.limits,
+                    ),
+                    replicate: Batcher::new(
+                        ReplicateTransport {
+                            client: client.clone(),
+                            support: BatchSupport::default(),
+                        },
+                        self.limits,
+                    ),
+                    client,
+                }
             })
             .clone()
     }
+}
+
+/// How long a peer that did not know the batch calls (an older version) is sent single calls
+/// before it is tried again (it may have been upgraded meanwhile).
+const LEGACY_RETRY: Duration = Duration::from_secs(30);
+
+/// Whether a peer answers `Forward` and `ReplicateBatch`; peers of an older version answer
+/// UNIMPLEMENTED and get the single calls (`Push`, `Delete`, `Replicate`) instead.
+#[derive(Default)]
+pub struct BatchSupport(Mutex<Support>);
+
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Support {
+    /// Not known yet: a batch is sent, and a copy of its items kept to resend them one by one.
+    #[default]
+    Unknown,
+    Yes,
+    /// Single calls until then.
+    No(Instant),
+}
+
+/// How the next batch to a peer travels.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    Batch { keep_copy: bool },
+    Single,
+}
+
+impl BatchSupport {
+    fn plan(&self) -> Plan {
+        let mut s = self.0.lock();
+        match *s {
+            Support::Yes => Plan::Batch { keep_copy: false },
+            Support::No(until) if Instant::now() < until => Plan::Single,
+            Support::No(_) | Support::Unknown => {
+                *s = Support::Unknown;
+                Plan::Batch { keep_copy: true }
+            }
+        }
+    }
+
+    /// Records how a batch call ended; true when the peer does not know it.
+    fn answered<T>(&self, res: &Result<T, Status>) -> bool {
+        let mut s = self.0.lock();
+        match res {
+            Err(st) if st.code() == Code::Unimplemented => {
+                *s = Support::No(Instant::now() + LEGACY_RETRY);
+                true
+            }
+            Ok(_) => {
+                *s = Support::Yes;
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// A status carried in a batch reply's item (`error_code`, `error`).
+fn item_status(code: u32, message: String) -> Status {
+    Status::new(Code::from(i32::try_from(code).unwrap_or(i32::MAX)), message)
+}
+
+fn copy_status(s: &Status) -> Status {
+    Status::new(s.code(), s.message())
+}
+
+/// The `error_code`/`error` pair of a failed batch item.
+pub fn status_fields(s: &Status) -> (u32, String) {
+    // Code 0 means success on the wire; a failed item never carries it.
+    let code = match s.code() {
+        Code::Ok => Code::Unknown,
+        c => c,
+    };
+    (code as u32, s.message().to_owned())
+}
+
+/// Sends forwarded writes to one peer (`Forward`).
+pub struct ForwardTransport {
+    client: ClusterClient<Channel>,
+    support: BatchSupport,
+}
+
+impl Transport for ForwardTransport {
+    type Item = pb::ForwardedWrite;
+    /// The primary's answer, and the replica it returned for this node to hold, if any.
+    type Output = (pb::WriteReply, Option<pb::ReplicateRequest>);
+
+    async fn send(
+        &self,
+        items: Vec<pb::ForwardedWrite>,
+        deadline: Instant,
+    ) -> Vec<Result<Self::Output, Status>> {
+        let n = items.len();
+        let keep = match self.support.plan() {
+            Plan::Single => return forward_singly(&self.client, items, deadline).await,
+            Plan::Batch { keep_copy } => keep_copy.then(|| items.clone()),
+        };
+        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record(n as f64);
+        let started = Instant::now();
+        let res = self
+            .client
+            .clone()
+            .forward(request(
+                pb::ForwardRequest { writes: items },
+                remaining(deadline),
+            ))
+            .await;
+        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
+            .record(started.elapsed().as_secs_f64());
+        if self.support.answered(&res) {
+            if let Some(items) = keep {
+                return forward_singly(&self.client, items, deadline).await;
+            }
+        }
+        match res {
+            Ok(reply) => reply
+                .into_inner()
+                .results
+                .into_iter()
+                .map(|r| match (r.error_code, r.reply) {
+                    (0, Some(reply)) => Ok((reply, r.replica)),
+                    (0, None) => Err(Status::internal("a batch item's answer has no reply")),
+                    (code, _) => Err(item_status(code, r.error)),
+                })
+                .collect(),
+            Err(status) => (0..n).map(|_| Err(copy_status(&status))).collect(),
+        }
+    }
+}
+
+/// Forwarded writes as single `Push` and `Delete` calls, for a peer of an older version.
+async fn forward_singly(
+    client: &ClusterClient<Channel>,
+    items: Vec<pb::ForwardedWrite>,
+    deadline: Instant,
+) -> Vec<Result<(pb::WriteReply, Option<pb::ReplicateRequest>), Status>> {
+    let calls = items.into_iter().map(|w| {
+        let mut client = client.clone();
+        async move {
+            let started = Instant::now();
+            let (rpc, res) = if w.delete {
+                let req = pb::DeleteRequest {
+                    key: w.key,
+                    unreachable: w.unreachable,
+                    deadline_unix_ms: w.deadline_unix_ms,
+                };
+                (
+                    "delete",
+                    client.delete(request(req, remaining(deadline))).await,
+                )
+            } else {
+                let req = legacy_push(w).map_err(Status::internal)?;
+                ("push", client.push(request(req, remaining(deadline))).await)
+            };
+            metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => rpc)
+                .record(started.elapsed().as_secs_f64());
+            res.map(|r| (r.into_inner(), None))
+        }
+    });
+    futures_util::future::join_all(calls).await
+}
+
+/// A forwarded push in the older `Push` form: the families as `MetricFamily` messages (their
+/// protobuf metrics copied as they are; the primary prepares them again).
+pub fn legacy_push(w: pb::ForwardedWrite) -> Result<pb::PushRequest, String> {
+    let families = w
+        .families
+        .iter()
+        .map(|raw| StoredFamily::from_wire(raw, NameScheme::Utf8).map(|f| family_to_bytes(&f)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(pb::PushRequest {
+        key: w.key,
+        families,
+        replace_all: w.replace_all,
+        refused: w.refused,
+        unreachable: w.unreachable,
+        deadline_unix_ms: w.deadline_unix_ms,
+    })
+}
+
+/// Sends group states to one replica (`ReplicateBatch`).
+pub struct ReplicateTransport {
+    client: ClusterClient<Channel>,
+    support: BatchSupport,
+}
+
+impl Transport for ReplicateTransport {
+    type Item = pb::ReplicateRequest;
+    /// Whether the replica applied the state (false: it held a newer one).
+    type Output = bool;
+
+    async fn send(
+        &self,
+        items: Vec<pb::ReplicateRequest>,
+        deadline: Instant,
+    ) -> Vec<Result<bool, Status>> {
+        let n = items.len();
+        let keep = match self.support.plan() {
+            Plan::Single => return replicate_singly(&self.client, items, deadline).await,
+            Plan::Batch { keep_copy } => keep_copy.then(|| items.clone()),
+        };
+        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "replicate").record(n as f64);
+        let started = Instant::now();
+        let res = self
+            .client
+            .clone()
+            .replicate_batch(request(
+                pb::ReplicateBatchRequest { items },
+                remaining(deadline),
+            ))
+            .await;
+        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "replicate_batch")
+            .record(started.elapsed().as_secs_f64());
+        if self.support.answered(&res) {
+            if let Some(items) = keep {
+                return replicate_singly(&self.client, items, deadline).await;
+            }
+        }
+        match res {
+            Ok(reply) => reply
+                .into_inner()
+                .results
+                .into_iter()
+                .map(|r| match r.error_code {
+                    0 => Ok(r.applied),
+                    code => Err(item_status(code, r.error)),
+                })
+                .collect(),
+            Err(status) => (0..n).map(|_| Err(copy_status(&status))).collect(),
+        }
+    }
+}
+
+/// Replications as single `Replicate` calls, for a peer of an older version.
+async fn replicate_singly(
+    client: &ClusterClient<Channel>,
+    items: Vec<pb::ReplicateRequest>,
+    deadline: Instant,
+) -> Vec<Result<bool, Status>> {
+    let calls = items.into_iter().map(|item| {
+        let mut client = client.clone();
+        async move {
+            let started = Instant::now();
+            let res = client.replicate(request(item, remaining(deadline))).await;
+            metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "replicate")
+                .record(started.elapsed().as_secs_f64());
+            res.map(|r| r.into_inner().applied)
+        }
+    });
+    futures_util::future::join_all(calls).await
 }
 
 /// A request with the per-call deadline set (sent as `grpc-timeout` too).
@@ -127,6 +425,38 @@ pub fn families_from_bytes(raw: Vec<Vec<u8>>) -> Result<Vec<MetricFamily>, Strin
     raw.iter()
         .map(|b| MetricFamily::decode(b.as_slice()).map_err(|e| format!("undecodable family: {e}")))
         .collect()
+}
+
+/// The families of a forwarded push (`StoredFamily` wire form), validated: each family's layout
+/// (`StoredFamily::from_wire`), no series twice in a family, names sorted and unique, and none
+/// of the push time families the gateway owns. The receiving node prepared them (grouping
+/// labels, name and label rules, limits) before forwarding.
+pub fn prepared_from_wire(
+    raw: &[Vec<u8>],
+    names: NameScheme,
+) -> Result<Vec<Arc<StoredFamily>>, String> {
+    use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
+    let mut out: Vec<Arc<StoredFamily>> = Vec::with_capacity(raw.len());
+    for b in raw {
+        let f = StoredFamily::from_wire(b, names)?;
+        if &*f.name == PUSH_TIME_METRIC || &*f.name == PUSH_FAILURE_TIME_METRIC {
+            return Err(format!(
+                "forwarded push carries the gateway's own {:?}",
+                f.name
+            ));
+        }
+        if out.last().is_some_and(|prev| prev.name >= f.name) {
+            return Err(format!(
+                "forwarded families are not sorted by unique name at {:?}",
+                f.name
+            ));
+        }
+        if f.first_duplicate().is_some() {
+            return Err(format!("forwarded family {:?} repeats a series", f.name));
+        }
+        out.push(Arc::new(f));
+    }
+    Ok(out)
 }
 
 pub fn group_to_bytes(g: &GroupSnapshot) -> Vec<u8> {

@@ -361,6 +361,17 @@ impl StoredFamily {
         }
     }
 
+    /// The length of `to_wire`'s output.
+    pub fn wire_len(&self) -> usize {
+        4 + self.name.len()
+            + 4
+            + self.help.len()
+            + 1
+            + 4 * 4
+            + self.buf.len()
+            + self.entries.len() * 32
+    }
+
     /// Reads `to_wire`'s form from a peer, checking every offset and that the text is UTF-8
     /// lines of this family, so a malformed message is an error, never a panic or a broken
     /// exposition.
@@ -412,7 +423,8 @@ impl StoredFamily {
             return Err("entry count larger than the message".into());
         }
         let mut entries = Vec::with_capacity(n);
-        let (mut prev_text, mut prev_key) = (0usize, 0usize);
+        let (mut prev_text, mut prev_key, mut prev_key_start) = (0usize, 0usize, 0usize);
+        let keys = &buf[text_len..proto_at];
         let proto_len_total = buf.len() - proto_at;
         for _ in 0..n {
             let (t, k, ps, pl) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
@@ -428,11 +440,16 @@ impl StoredFamily {
             {
                 return Err("entry offsets out of order or out of bounds".into());
             }
+            // Exposition order: sort keys never decrease (so repeated series are neighbours).
+            if !entries.is_empty() && keys[prev_key_start..prev_key] > keys[prev_key..ku] {
+                return Err("entries are not in exposition order".into());
+            }
             let line = &text[prev_text..tu];
             if !line.starts_with(name) || !line.ends_with('\n') || !text.is_char_boundary(tu) {
                 return Err("text of an entry is not lines of this family".into());
             }
             prev_text = tu;
+            prev_key_start = prev_key;
             prev_key = ku;
             entries.push(Entry {
                 text_end: t,
@@ -598,6 +615,7 @@ mod tests {
         );
         let mut w = Vec::new();
         fam.to_wire(&mut w);
+        assert_eq!(w.len(), fam.wire_len());
         let back = StoredFamily::from_wire(&w, Default::default()).unwrap();
         assert_eq!(back.text(), fam.text());
         assert_eq!(back.proto_metrics(), fam.proto_metrics());

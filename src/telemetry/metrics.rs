@@ -25,6 +25,7 @@ pub const CLUSTER_MEMBERS: &str = "pushgate_cluster_members";
 pub const FORWARDED_PUSHES_TOTAL: &str = "pushgate_forwarded_pushes_total";
 pub const REPLICATED_WRITES_TOTAL: &str = "pushgate_replicated_writes_total";
 pub const PEER_RPC_DURATION_SECONDS: &str = "pushgate_peer_rpc_duration_seconds";
+pub const PEER_BATCH_ITEMS: &str = "pushgate_peer_batch_items";
 pub const SCRAPE_MERGE_DURATION_SECONDS: &str = "pushgate_scrape_merge_duration_seconds";
 pub const REBALANCE_GROUPS_TOTAL: &str = "pushgate_rebalance_groups_total";
 pub const HINTS_PENDING: &str = "pushgate_hints_pending";
@@ -54,6 +55,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by result."),
     (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result."),
     (PEER_RPC_DURATION_SECONDS, MetricType::Summary, "Duration of gRPC calls to other cluster nodes, by rpc."),
+    (PEER_BATCH_ITEMS, MetricType::Summary, "Writes carried by one batched call to another cluster node (forward, replicate): calls made while one to the same peer is in flight queue and travel together."),
     (SCRAPE_MERGE_DURATION_SECONDS, MetricType::Summary, "Time to collect and merge every member's groups for one scrape."),
     (REBALANCE_GROUPS_TOTAL, MetricType::Counter, "Groups (and tombstones) this node held without owning them, by what became of them: handed_off (acknowledged by every owner, then dropped here), error (a transfer failed; retried next round), expired (a tombstone or hint past its lifetime)."),
     (HINTS_PENDING, MetricType::Gauge, "Groups and tombstones held by this node that it does not own (stand-in copies and copies left by a ring change), waiting to be handed to their owners."),

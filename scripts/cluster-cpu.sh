@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# CPU cost of a push: starts NODES pushgate nodes on loopback (1 = a single node, 3 = a cluster
+# with the default replication factor), pushes with loadgen to node 1 and prints the user+system
+# CPU microseconds all nodes spent per push (warmup and measured pushes), from /proc/<pid>/stat.
+#   [DURATION=8] scripts/cluster-cpu.sh [NODES] [extra loadgen flags...]
+# PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...).
+set -euo pipefail
+NODES=${1:-3}
+shift || true
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${PUSHGATE_BIN:-$ROOT/target/release/pushgate}
+LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/loadgen}
+BASE=${BASE_PORT:-$((12000 + RANDOM % 18000))}
+TICK=$(getconf CLK_TCK)
+LOG=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$LOG"' EXIT INT TERM
+peers=()
+if ((NODES > 1)); then
+  for i in $(seq 1 "$NODES"); do peers+=("--cluster.peer=127.0.0.1:$((BASE + 100 + i))"); done
+fi
+for i in $(seq 1 "$NODES"); do
+  cluster=()
+  ((NODES > 1)) && cluster=("--cluster.listen-address=127.0.0.1:$((BASE + 100 + i))" "${peers[@]}")
+  "$BIN" "--web.listen-address=127.0.0.1:$((BASE + i))" "--persistence.file=" "${cluster[@]}" \
+    >"$LOG/node$i.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 300); do
+  ok=1
+  for i in $(seq 1 "$NODES"); do
+    curl -sf "http://127.0.0.1:$((BASE + i))/-/ready" >/dev/null 2>&1 || ok=0
+    if ((NODES > 1)); then
+      curl -sf "http://127.0.0.1:$((BASE + i))/metrics" 2>/dev/null |
+        grep -q "pushgate_cluster_members{state=\"active\"} $NODES" || ok=0
+    fi
+  done
+  ((ok)) && break
+  sleep 0.2
+done
+((ok)) || { echo "nodes did not become ready" >&2; tail -n 5 "$LOG"/node*.log >&2; exit 1; }
+ticks() {
+  local t=0 p
+  for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+before=$(ticks)
+json=$("$LOADGEN" --url "http://127.0.0.1:$((BASE + 1))" --groups 10000 --duration "${DURATION:-8}" --warmup \
+  --scrapes 0 --json "$@" 2>/dev/null)
+after=$(ticks)
+echo "$json" | python3 -c "
+import json, sys
+r = json.loads(sys.stdin.read())
+ticks, tick, nodes = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+w, p = r.get('warmup') or {}, r.get('push') or {}
+pushes = w.get('pushes_ok', 0) + p.get('pushes_ok', 0)
+errors = w.get('errors', 0) + p.get('errors', 0)
+rate = p.get('pushes_per_s', 0)
+p50 = p.get('latency', {}).get('p50_ms', 0)
+cpu = ticks / tick
+print(f'nodes={nodes} pushes={pushes} errors={errors} push/s={rate:.0f} p50={p50:.2f}ms '
+      f'cpu={cpu:.2f}s cpu_us_per_push={cpu * 1e6 / max(pushes, 1):.1f}')
+" "$((after - before))" "$TICK" "$NODES"
