@@ -173,6 +173,13 @@ impl ClusterCore {
         self.validation.names
     }
 
+    /// This node's part of a cluster-wide wipe issued at `version`; later writes stamped here
+    /// are newer than the watermark.
+    pub(super) fn wipe_local(&self, version: u64) {
+        let watermark = self.store.wipe_versioned(version);
+        self.clock.observe(watermark);
+    }
+
     pub(super) fn ring(&self) -> Arc<Ring> {
         self.ring.borrow().clone()
     }
@@ -704,12 +711,15 @@ impl Gateway for ClusterGateway {
     }
 
     async fn wipe(&self) -> Result<(), PushError> {
-        self.core.store.wipe();
+        // Versioned, so that anti-entropy or a replication still in flight from a member the
+        // wipe has not reached yet cannot bring wiped groups back (Store::wipe_versioned).
+        let version = self.core.clock.now();
+        self.core.wipe_local(version);
         let ring = self.core.ring();
         let mut calls = JoinSet::new();
         for m in ring.members.iter().filter(|m| m.id != self.core.self_id) {
             let mut client = self.core.clients.client(m.grpc_addr);
-            let req = rpc::request(pb::WipeRequest {}, self.core.clients.timeout());
+            let req = rpc::request(pb::WipeRequest { version }, self.core.clients.timeout());
             calls.spawn(async move { client.wipe(req).await.is_ok() });
         }
         let mut failed = 0;
@@ -967,9 +977,13 @@ impl Cluster for ClusterService {
 
     async fn wipe(
         &self,
-        _request: Request<pb::WipeRequest>,
+        request: Request<pb::WipeRequest>,
     ) -> Result<Response<pb::WipeReply>, Status> {
-        self.core.store.wipe();
+        let version = match request.into_inner().version {
+            0 => self.core.clock.now(),
+            v => v,
+        };
+        self.core.wipe_local(version);
         Ok(Response::new(pb::WipeReply {}))
     }
 

@@ -485,27 +485,32 @@ impl Store {
         true
     }
 
-    /// A cluster-wide wipe stamped `version`: removes every group (and tombstone) written at or
-    /// before it, keeps newer ones (written after the wipe was issued), and from then on refuses
-    /// replicas at or below it. Returns how many groups were removed.
-    pub fn wipe_versioned(&self, version: u64) -> usize {
+    /// A cluster-wide wipe issued at `version`: removes every group and tombstone held (like a
+    /// single node's wipe) and from then on refuses copies of groups written at or before the
+    /// watermark: the newest of `version` and every version this node held, so a peer's clock
+    /// running behind does not let its pre-wipe copies back in. Returns the watermark.
+    pub fn wipe_versioned(&self, version: u64) -> u64 {
         let mut inner = self.inner.write();
-        inner.wiped_at = inner.wiped_at.max(version);
-        let wiped_at = inner.wiped_at;
-        let doomed: Vec<GroupKey> = inner
+        let held = inner
             .groups
-            .iter()
-            .filter(|(_, g)| g.version <= wiped_at)
-            .map(|(k, _)| GroupKey::clone(k))
-            .collect();
-        for key in &doomed {
-            inner.delete(key);
-        }
-        inner.tombstones.retain(|_, v| *v > wiped_at);
+            .values()
+            .map(|g| g.version)
+            .chain(inner.tombstones.values().copied())
+            .max()
+            .unwrap_or(0);
+        let wiped_at = inner.wiped_at.max(version).max(held);
+        let old = std::mem::take(&mut *inner);
+        inner.wiped_at = wiped_at;
+        inner.seq = old.seq;
+        inner.next_group_id = old.next_group_id;
         drop(inner);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.render_cache.lock().clear();
-        doomed.len()
+        // Freeing a large store takes a while; do it on another thread.
+        let _ = std::thread::Builder::new()
+            .name("pushgate-wipe".into())
+            .spawn(move || drop(old));
+        wiped_at
     }
 
     /// Removes the tombstones whose version is below `version` (older than the tombstone
@@ -1273,7 +1278,7 @@ mod tests {
     }
 
     #[test]
-    fn a_versioned_wipe_removes_older_groups_and_refuses_their_late_copies() {
+    fn a_versioned_wipe_removes_everything_and_refuses_late_copies() {
         let s = store();
         for (job, version) in [("old", 100), ("tombstoned", 0), ("new", 300)] {
             let fams = parse_text(format!("{job}_m 1\n").as_bytes(), NameScheme::Legacy).unwrap();
@@ -1284,25 +1289,29 @@ mod tests {
         }
         s.delete_versioned(&key("tombstoned", &[]), 150);
         let old_copy = s.group(&key("old", &[])).unwrap();
-        assert_eq!(
-            s.wipe_versioned(200),
-            1,
-            "only the group written before the wipe goes"
-        );
+        // Everything held goes, and the watermark covers the newest version held (300), not
+        // only the wipe's own (200): that copy came from a clock running ahead.
+        assert_eq!(s.wipe_versioned(200), 300);
         assert!(s.group(&key("old", &[])).is_none());
-        assert!(
-            s.group(&key("new", &[])).is_some(),
-            "a write after the wipe stays"
-        );
+        assert!(s.group(&key("new", &[])).is_none());
         assert_eq!(s.tombstone(&key("tombstoned", &[])), None);
+        assert!(!scrape(&s).contains("_m"));
         assert!(
             !s.apply_replica(old_copy.clone()),
             "a copy from before the wipe is stale"
         );
+        let mut ahead = old_copy.clone();
+        ahead.version = 300;
+        assert!(
+            !s.apply_replica(ahead),
+            "nor one as new as anything held at the wipe"
+        );
         let mut later = old_copy;
-        later.version = 201;
+        later.version = 301;
         assert!(s.apply_replica(later), "a write after the wipe is applied");
         assert!(scrape(&s).contains("old_m"));
+        // A later wipe with an older version keeps the higher watermark.
+        assert_eq!(s.wipe_versioned(10), 301);
     }
 
     #[test]
