@@ -274,7 +274,15 @@ impl Store {
 
     /// Removes every group. The old contents are dropped off the caller's path.
     pub fn wipe(&self) {
-        let old = std::mem::take(&mut *self.inner.write());
+        self.replace_all(|_| Inner::default());
+    }
+
+    /// Replaces the whole store by `fresh(&old)` in one step and frees the old contents.
+    fn replace_all(&self, fresh: impl FnOnce(&Inner) -> Inner) {
+        let mut inner = self.inner.write();
+        let new = fresh(&inner);
+        let old = std::mem::replace(&mut *inner, new);
+        drop(inner);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.render_cache.lock().clear();
         // Freeing a large store takes a while; do it on another thread.
@@ -490,26 +498,23 @@ impl Store {
     /// watermark: the newest of `version` and every version this node held, so a peer's clock
     /// running behind does not let its pre-wipe copies back in. Returns the watermark.
     pub fn wipe_versioned(&self, version: u64) -> u64 {
-        let mut inner = self.inner.write();
-        let held = inner
-            .groups
-            .values()
-            .map(|g| g.version)
-            .chain(inner.tombstones.values().copied())
-            .max()
-            .unwrap_or(0);
-        let wiped_at = inner.wiped_at.max(version).max(held);
-        let old = std::mem::take(&mut *inner);
-        inner.wiped_at = wiped_at;
-        inner.seq = old.seq;
-        inner.next_group_id = old.next_group_id;
-        drop(inner);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.render_cache.lock().clear();
-        // Freeing a large store takes a while; do it on another thread.
-        let _ = std::thread::Builder::new()
-            .name("pushgate-wipe".into())
-            .spawn(move || drop(old));
+        let mut wiped_at = 0;
+        self.replace_all(|old| {
+            let held = old
+                .groups
+                .values()
+                .map(|g| g.version)
+                .chain(old.tombstones.values().copied())
+                .max()
+                .unwrap_or(0);
+            wiped_at = old.wiped_at.max(version).max(held);
+            Inner {
+                wiped_at,
+                seq: old.seq,
+                next_group_id: old.next_group_id,
+                ..Inner::default()
+            }
+        });
         wiped_at
     }
 
