@@ -481,15 +481,23 @@ impl ClusterCore {
     async fn merged_groups(&self, deadline: Duration) -> Vec<GroupSnapshot> {
         let started = Instant::now();
         let ring = self.ring();
+        // One snapshot serves both the list of what this node holds (peers leave those groups
+        // out) and the merge below, so a group cannot drop out of the view in between.
+        let local = self.store.snapshot();
+        let held = pb::CollectRequest {
+            held_keys: local.iter().map(|g| g.key.stable_hash()).collect(),
+            held_versions: local.iter().map(|g| g.version).collect(),
+        };
         let mut calls = JoinSet::new();
         for member in ring.members.iter().filter(|m| m.id != self.self_id) {
             let mut client = self.clients.client(member.grpc_addr);
             let names = self.names();
             let id = member.id.clone();
+            let held = held.clone();
             calls.spawn(async move {
                 let call = async {
                     let mut stream = client
-                        .collect(rpc::request(pb::CollectRequest {}, deadline))
+                        .collect(rpc::request(held, deadline))
                         .await?
                         .into_inner();
                     let mut chunks = Vec::new();
@@ -534,7 +542,7 @@ impl ClusterCore {
                 }
             }
         };
-        merge(self.store.snapshot(), self.store.tombstones());
+        merge(local, self.store.tombstones());
         while let Some(done) = calls.join_next().await {
             if let Ok(Some(c)) = done {
                 merge(c.groups, c.tombstones);
@@ -962,11 +970,14 @@ impl Cluster for ClusterService {
 
     async fn collect(
         &self,
-        _request: Request<pb::CollectRequest>,
+        request: Request<pb::CollectRequest>,
     ) -> Result<Response<Self::CollectStream>, Status> {
         let store = self.core.store.clone();
+        let held = request.into_inner();
         let chunks = tokio::task::spawn_blocking(move || {
-            rpc::collect_chunks(&store.snapshot(), store.tombstones())
+            let mut groups = store.snapshot();
+            rpc::leave_out_held(&mut groups, &held);
+            rpc::collect_chunks(&groups, store.tombstones())
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;

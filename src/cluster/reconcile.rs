@@ -677,6 +677,39 @@ mod tests {
     }
 
     #[test]
+    fn a_collect_leaves_out_exactly_the_groups_the_caller_holds_in_the_same_version() {
+        let store = Store::new(StoreOptions::default());
+        push(&store, "same", 10);
+        push(&store, "newer_here", 30);
+        push(&store, "not_held", 40);
+        let held = pb::CollectRequest {
+            held_keys: vec![key("same").stable_hash(), key("newer_here").stable_hash()],
+            held_versions: vec![10, 20],
+        };
+        let jobs = |groups: &[crate::store::GroupSnapshot]| -> Vec<String> {
+            groups.iter().map(|g| g.key.to_string()).collect()
+        };
+        let mut groups = store.snapshot();
+        rpc::leave_out_held(&mut groups, &held);
+        assert_eq!(
+            jobs(&groups),
+            vec![key("newer_here").to_string(), key("not_held").to_string()]
+        );
+        // A malformed list (lengths differ) or none at all: everything is sent.
+        for bad in [
+            pb::CollectRequest::default(),
+            pb::CollectRequest {
+                held_keys: vec![key("same").stable_hash()],
+                held_versions: vec![],
+            },
+        ] {
+            let mut groups = store.snapshot();
+            rpc::leave_out_held(&mut groups, &bad);
+            assert_eq!(groups.len(), 3);
+        }
+    }
+
+    #[test]
     fn sync_answers_newer_states_and_missing_entries() {
         let store = Arc::new(Store::new(StoreOptions::default()));
         push(&store, "same", 10);

@@ -499,6 +499,20 @@ pub fn collect_chunks(
     chunks
 }
 
+/// Drops from `groups` those the collecting node listed as held in the same version.
+pub fn leave_out_held(groups: &mut Vec<GroupSnapshot>, held: &pb::CollectRequest) {
+    if held.held_keys.is_empty() || held.held_keys.len() != held.held_versions.len() {
+        return;
+    }
+    let versions: HashMap<u64, u64, foldhash::fast::RandomState> = held
+        .held_keys
+        .iter()
+        .copied()
+        .zip(held.held_versions.iter().copied())
+        .collect();
+    groups.retain(|g| versions.get(&g.key.stable_hash()) != Some(&g.version));
+}
+
 /// Shared by the server and the gateway: what a collect returned.
 pub struct Collected {
     pub groups: Vec<GroupSnapshot>,
