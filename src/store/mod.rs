@@ -77,6 +77,10 @@ pub struct GroupSnapshot {
     pub failure_time: f64,
     pub last_push_successful: bool,
     pub version: u64,
+    /// The group's `push_time_seconds` and `push_failure_time_seconds` families when the copy
+    /// comes from a local store (already encoded there); `None` for a copy decoded from a file
+    /// or a peer, whose timing families are built when needed (`timing_families_of`).
+    pub timing: Option<[Arc<StoredFamily>; 2]>,
 }
 
 #[derive(Debug)]
@@ -90,6 +94,20 @@ struct Group {
     last_push_successful: bool,
     version: u64,
     timing: [Arc<StoredFamily>; 2],
+}
+
+impl Group {
+    fn snapshot(&self) -> GroupSnapshot {
+        GroupSnapshot {
+            key: self.key.clone(),
+            families: self.families.values().cloned().collect(),
+            push_time: self.push_time,
+            failure_time: self.failure_time,
+            last_push_successful: self.last_push_successful,
+            version: self.version,
+            timing: Some(self.timing.clone()),
+        }
+    }
 }
 
 /// A family of a group replaced (old and new), removed (old only) or added (new only).
@@ -166,7 +184,10 @@ pub struct Store {
 
 /// The group's `push_time_seconds` and `push_failure_time_seconds` families.
 pub fn timing_families_of(g: &GroupSnapshot) -> [Arc<StoredFamily>; 2] {
-    timing_families(&g.key, g.push_time, g.failure_time)
+    match &g.timing {
+        Some(timing) => timing.clone(),
+        None => timing_families(&g.key, g.push_time, g.failure_time),
+    }
 }
 
 fn timing_labels(key: &GroupKey) -> Vec<(String, String)> {
@@ -294,18 +315,7 @@ impl Store {
     /// Copies of every group, sorted by key.
     pub fn snapshot(&self) -> Vec<GroupSnapshot> {
         let inner = self.inner.read();
-        let mut out: Vec<GroupSnapshot> = inner
-            .groups
-            .values()
-            .map(|g| GroupSnapshot {
-                key: g.key.clone(),
-                families: g.families.values().cloned().collect(),
-                push_time: g.push_time,
-                failure_time: g.failure_time,
-                last_push_successful: g.last_push_successful,
-                version: g.version,
-            })
-            .collect();
+        let mut out: Vec<GroupSnapshot> = inner.groups.values().map(Group::snapshot).collect();
         drop(inner);
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
@@ -410,14 +420,7 @@ impl Store {
     /// A copy of one group, if held.
     pub fn group(&self, key: &GroupKey) -> Option<GroupSnapshot> {
         let inner = self.inner.read();
-        inner.groups.get(key).map(|g| GroupSnapshot {
-            key: g.key.clone(),
-            families: g.families.values().cloned().collect(),
-            push_time: g.push_time,
-            failure_time: g.failure_time,
-            last_push_successful: g.last_push_successful,
-            version: g.version,
-        })
+        inner.groups.get(key).map(Group::snapshot)
     }
 
     /// The tombstone version of a deleted group, if any.
@@ -1337,18 +1340,28 @@ mod tests {
         )
         .unwrap();
         push(&s, key("c", &[]), "x 3\n", true).unwrap();
+        // Local snapshots carry their timing families; copies from peers or files do not, and
+        // build them: both must render exactly like the store.
+        let local = s.snapshot();
+        assert!(local.iter().all(|g| g.timing.is_some()));
+        let mut decoded = local.clone();
+        for g in &mut decoded {
+            g.timing = None;
+        }
         for format in [Format::Text, Format::Protobuf] {
             let mut direct = Vec::new();
             s.render(format, &[], &mut direct);
-            let mut merged = Vec::new();
-            merged::render_groups(
-                &s.snapshot(),
-                crate::telemetry::reserved_names(),
-                &[],
-                format,
-                &mut merged,
-            );
-            assert_eq!(direct, merged, "{format:?}");
+            for snapshots in [&local, &decoded] {
+                let mut merged = Vec::new();
+                merged::render_groups(
+                    snapshots,
+                    crate::telemetry::reserved_names(),
+                    &[],
+                    format,
+                    &mut merged,
+                );
+                assert_eq!(direct, merged, "{format:?}");
+            }
         }
     }
 

@@ -239,6 +239,7 @@ pub fn decode_group(
         failure_time: g.failure_time,
         last_push_successful: g.last_push_successful,
         version: g.version,
+        timing: None,
     })
 }
 
