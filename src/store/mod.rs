@@ -1366,6 +1366,30 @@ mod tests {
     }
 
     #[test]
+    fn small_chunks_split_families_and_concatenate_to_the_whole_render() {
+        let s = store();
+        for i in 0..20 {
+            let body = format!("# TYPE h histogram\nh_bucket{{le=\"+Inf\"}} {i}\nh_sum 1\nh_count {i}\nm{{a=\"{i}\"}} 1\n");
+            push(&s, key("j", &[("instance", &format!("i{i}"))]), &body, true).unwrap();
+        }
+        let reserved = crate::telemetry::reserved_names();
+        for format in [Format::Text, Format::Protobuf] {
+            let mut whole = Vec::new();
+            s.render(format, &[], &mut whole);
+            let mut pieces = Vec::new();
+            s.render_chunked(format, &[], 64, &mut |c| pieces.push(c));
+            assert!(pieces.len() > 10, "{format:?}: families are split");
+            assert_eq!(pieces.concat(), whole, "{format:?}");
+            let mut merged_pieces = Vec::new();
+            render::render_snapshots(&s.snapshot(), &reserved, &[], format, 64, &mut |c| {
+                merged_pieces.push(c)
+            });
+            assert!(merged_pieces.len() > 10);
+            assert_eq!(merged_pieces.concat(), whole, "{format:?} from snapshots");
+        }
+    }
+
+    #[test]
     fn group_limit() {
         let s = Store::new(StoreOptions {
             max_groups: 1,
