@@ -231,29 +231,11 @@ fn write_int(out: &mut Vec<u8>, v: i64) {
 /// decimal exponent is < -4 or >= 6 (`1e+06`, `123456`, `0.0001`, `1e-05`,
 /// `1.7956715203070993e+09`).
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
-    if v == 0.0 {
-        out.push(b'0');
-        return;
-    }
-    // Integers below 1e6 print as plain digits in Go's shortest 'g' format (1e6 and up switch to
-    // an exponent): the common case of counts, without the general shortest-digits conversion.
+    // Integers below 1e6 (0 and -0 included) print as plain digits in Go's shortest 'g' format
+    // (1e6 and up switch to an exponent): the common case of counts, without the general
+    // shortest-digits conversion.
     if v.fract() == 0.0 && v.abs() < 1e6 {
-        let mut n = v as i64;
-        if n < 0 {
-            out.push(b'-');
-            n = -n;
-        }
-        let mut digits = [0u8; 8];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(&digits[at..]);
+        write_int(out, v as i64);
         return;
     }
     write_float_general(out, v);
