@@ -10,6 +10,8 @@
 #
 # Usage: benches/instructions.sh [BINARY...]   (default: target/release/pushgate)
 # Environment: PUSH_GROUPS [1000]  DURATION [6] seconds  PORT [19096]  LOADGEN_BIN [target/release/loadgen]
+#              KEEP_DIR: keep each binary's callgrind dump of the measured window there, for
+#              `callgrind_annotate --inclusive=yes KEEP_DIR/<binary name>.callgrind`
 # Needs: valgrind (callgrind_control), jq, curl.
 set -euo pipefail
 
@@ -66,5 +68,9 @@ for bin in "$@"; do
     dump=$(ls "$WORK"/cg.*.2)
     instructions=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
     echo "$bin: $pushes pushes to $PUSH_GROUPS groups, $((instructions / pushes)) instructions per push"
+    if [[ -n ${KEEP_DIR:-} ]]; then
+        mkdir -p "$KEEP_DIR"
+        cp "$dump" "$KEEP_DIR/$(basename "$bin").callgrind"
+    fi
     rm -f "$WORK"/cg.*
 done

@@ -4,6 +4,8 @@
 # CPU microseconds all nodes spent per push (warmup and measured pushes), from /proc/<pid>/stat.
 #   [DURATION=8] scripts/cluster-cpu.sh [NODES] [extra loadgen flags...]
 # PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...).
+# NODE_CPUS=0.5 caps every node at that many cores (cgroup, root): each node then has the budget a
+# node on a machine of its own would have, instead of all nodes sharing this host's cores.
 set -euo pipefail
 NODES=${1:-3}
 shift || true
@@ -14,7 +16,9 @@ BASE=${BASE_PORT:-$((12000 + RANDOM % 18000))}
 TICK=$(getconf CLK_TCK)
 LOG=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$LOG"' EXIT INT TERM
+# shellcheck source=../benches/lib/cpu-cap.sh
+source "$ROOT/benches/lib/cpu-cap.sh"
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; cap_cpu_cleanup; rm -rf "$LOG"' EXIT INT TERM
 peers=()
 if ((NODES > 1)); then
   for i in $(seq 1 "$NODES"); do peers+=("--cluster.peer=127.0.0.1:$((BASE + 100 + i))"); done
@@ -25,6 +29,7 @@ for i in $(seq 1 "$NODES"); do
   "$BIN" "--web.listen-address=127.0.0.1:$((BASE + i))" "--persistence.file=" "${cluster[@]}" \
     >"$LOG/node$i.log" 2>&1 &
   pids+=($!)
+  [[ -z ${NODE_CPUS:-} ]] || cap_cpu "$!" "$NODE_CPUS"
 done
 for _ in $(seq 300); do
   ok=1
@@ -44,10 +49,16 @@ ticks() {
   for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
   echo "$t"
 }
+node_ticks() {
+  local p
+  for p in "${pids[@]}"; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat"; done
+}
 before=$(ticks)
+nodes_before=$(node_ticks)
 json=$("$LOADGEN" --url "http://127.0.0.1:$((BASE + 1))" --groups 10000 --duration "${DURATION:-8}" --warmup \
   --scrapes 0 --json "$@" 2>/dev/null)
 after=$(ticks)
+nodes_after=$(node_ticks)
 echo "$json" | python3 -c "
 import json, sys
 r = json.loads(sys.stdin.read())
@@ -58,6 +69,9 @@ errors = w.get('errors', 0) + p.get('errors', 0)
 rate = p.get('pushes_per_s', 0)
 p50 = p.get('latency', {}).get('p50_ms', 0)
 cpu = ticks / tick
+per_node = [(int(a) - int(b)) / tick * 1e6 / max(pushes, 1)
+            for b, a in zip(sys.argv[4].split(), sys.argv[5].split())]
 print(f'nodes={nodes} pushes={pushes} errors={errors} push/s={rate:.0f} p50={p50:.2f}ms '
-      f'cpu={cpu:.2f}s cpu_us_per_push={cpu * 1e6 / max(pushes, 1):.1f}')
-" "$((after - before))" "$TICK" "$NODES"
+      f'cpu={cpu:.2f}s cpu_us_per_push={cpu * 1e6 / max(pushes, 1):.1f} '
+      f'per_node=' + '/'.join(f'{c:.1f}' for c in per_node))
+" "$((after - before))" "$TICK" "$NODES" "$nodes_before" "$nodes_after"

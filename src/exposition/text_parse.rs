@@ -89,8 +89,11 @@ struct Parser<'a> {
     series: FastMap<Vec<u8>, usize>,
     /// The current family, an index into `families`.
     fam: usize,
-    /// The metric whose labels are being read.
-    metric: Metric,
+    /// The labels of the line being read, borrowed from the input where they had no escapes:
+    /// a summary or histogram line that folds into an existing metric allocates nothing.
+    labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Reused for sorting `labels` when building a fold key.
+    order: Vec<usize>,
     /// Index of the current metric in its family, once placed.
     metric_idx: usize,
     label_role: LabelRole,
@@ -116,7 +119,8 @@ impl<'a> Parser<'a> {
             by_name: FastMap::default(),
             series: FastMap::default(),
             fam: 0,
-            metric: Metric::default(),
+            labels: Vec::new(),
+            order: Vec::new(),
             metric_idx: 0,
             label_role: LabelRole::Regular,
             quantile: f64::NAN,
@@ -190,9 +194,7 @@ impl<'a> Parser<'a> {
         let is_help = keyword == b"HELP";
         if !is_help && keyword != b"TYPE" {
             // A plain comment.
-            while self.cur != b'\n' {
-                self.read()?;
-            }
+            self.skip_to_newline()?;
             return Ok(State::StartOfLine);
         }
         self.skip_blank_tab()?;
@@ -260,7 +262,7 @@ impl<'a> Parser<'a> {
         if mf.r#type.is_none() {
             mf.set_type(MetricType::Untyped);
         }
-        self.metric = Metric::default();
+        self.labels.clear();
     }
 
     fn reading_labels(&mut self) -> State {
@@ -310,16 +312,13 @@ impl<'a> Parser<'a> {
             )));
         }
         if self.label_role == LabelRole::Regular {
-            if self.metric.label.iter().any(|l| l.name() == name) {
+            if self.labels.iter().any(|(n, _)| *n == name) {
                 return Err(Fail::Msg(format!(
                     "duplicate label names for metric {}",
                     go_quote(self.family_name().as_bytes())
                 )));
             }
-            self.metric.label.push(LabelPair {
-                name: Some(name.into_owned()),
-                value: None,
-            });
+            self.labels.push((name, Cow::Borrowed("")));
         }
         Ok(State::StartLabelValue)
     }
@@ -351,8 +350,8 @@ impl<'a> Parser<'a> {
                 })?;
             }
             LabelRole::Regular => {
-                if let Some(lp) = self.metric.label.last_mut() {
-                    lp.value = Some(value.clone().into_owned());
+                if let Some(lp) = self.labels.last_mut() {
+                    lp.1 = value.clone();
                 }
             }
         }
@@ -559,9 +558,21 @@ impl<'a> Parser<'a> {
         self.by_name.insert(name.to_owned(), self.fam);
     }
 
+    /// Appends a metric with the line's labels to the current family.
     fn push_metric(&mut self) -> usize {
+        // Room for the grouping labels the store adds to every metric (job, instance, ...), so
+        // that adding them does not move the vector.
+        const SPARE: usize = 4;
+        let mut label = Vec::with_capacity(self.labels.len() + SPARE);
+        label.extend(self.labels.drain(..).map(|(n, v)| LabelPair {
+            name: Some(n.into_owned()),
+            value: Some(v.into_owned()),
+        }));
         let metrics = &mut self.families[self.fam].metric;
-        metrics.push(std::mem::take(&mut self.metric));
+        metrics.push(Metric {
+            label,
+            ..Default::default()
+        });
         metrics.len() - 1
     }
 
@@ -572,15 +583,19 @@ impl<'a> Parser<'a> {
         key.clear();
         key.extend_from_slice(self.family_name().as_bytes());
         key.push(0xff);
-        let mut labels: Vec<&LabelPair> = self.metric.label.iter().collect();
-        labels.sort_unstable_by(|a, b| a.name().cmp(b.name()));
-        for lp in labels {
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend(0..self.labels.len());
+        order.sort_unstable_by(|&a, &b| self.labels[a].0.cmp(&self.labels[b].0));
+        for &i in &order {
+            let (name, value) = &self.labels[i];
             // 0xff never occurs in UTF-8, so the key is unambiguous.
-            key.extend_from_slice(lp.name().as_bytes());
+            key.extend_from_slice(name.as_bytes());
             key.push(0xff);
-            key.extend_from_slice(lp.value().as_bytes());
+            key.extend_from_slice(value.as_bytes());
             key.push(0xff);
         }
+        self.order = order;
         let idx = match self.series.get(key.as_slice()) {
             Some(&idx) => idx,
             None => {
@@ -642,11 +657,7 @@ impl<'a> Parser<'a> {
     /// Reads bytes until one that is neither blank nor tab; that one is left in `cur`.
     #[inline]
     fn skip_blank_tab(&mut self) -> Step<()> {
-        loop {
-            if !is_blank_or_tab(self.read()?) {
-                return Ok(());
-            }
-        }
+        self.read_while(is_blank_or_tab)
     }
 
     #[inline]
@@ -660,8 +671,8 @@ impl<'a> Parser<'a> {
     /// The token from `cur` up to the next blank, tab or newline (left in `cur`).
     fn read_token_until_whitespace(&mut self) -> Step<(usize, usize)> {
         let start = self.pos.saturating_sub(1);
-        while !is_blank_or_tab(self.cur) && self.cur != b'\n' {
-            self.read()?;
+        if !is_blank_or_tab(self.cur) && self.cur != b'\n' {
+            self.read_while(|b| !is_blank_or_tab(b) && b != b'\n')?;
         }
         Ok((start, self.pos.saturating_sub(1)))
     }
@@ -669,10 +680,17 @@ impl<'a> Parser<'a> {
     /// The token from `cur` up to the newline (left in `cur`), without escapes.
     fn read_token_until_newline_raw(&mut self) -> Step<(usize, usize)> {
         let start = self.pos.saturating_sub(1);
-        while self.cur != b'\n' {
-            self.read()?;
-        }
+        self.skip_to_newline()?;
         Ok((start, self.pos.saturating_sub(1)))
+    }
+
+    /// Reads bytes until the newline (left in `cur`); nothing when `cur` is the newline.
+    #[inline]
+    fn skip_to_newline(&mut self) -> Step<()> {
+        if self.cur != b'\n' {
+            self.read_while(|b| b != b'\n')?;
+        }
+        Ok(())
     }
 
     /// HELP text from `cur` up to the newline into `scratch`, with the escapes `\\` and `\n`.
@@ -767,7 +785,9 @@ impl<'a> Parser<'a> {
         let input = self.input;
         let start = self.pos;
         let bytes: Cow<'a, [u8]> = loop {
-            match self.read()? {
+            // Plain bytes in one scan; the loop below sees only the byte that ends the run.
+            self.read_while(|b| b != b'"' && b != b'\\' && b != b'\n')?;
+            match self.cur {
                 b'"' => break Cow::Borrowed(&input[start..self.pos - 1]),
                 b'\\' => {
                     self.scratch.clear();
