@@ -33,38 +33,34 @@ pub fn write_help_and_type(out: &mut Vec<u8>, name: &str, help: Option<&str>, ty
 /// A metric lacking the value message of its type is written with value 0 (expfmt refuses to
 /// encode such a family at all; the store never holds one).
 pub fn write_metric(out: &mut Vec<u8>, name: &str, typ: MetricType, metric: &Metric) {
-    let ts = metric.timestamp_ms;
-    let labels = metric.label.as_slice();
+    let mut w = SampleWriter {
+        name,
+        quoted: !is_legacy_metric_name(name),
+        labels: metric.label.as_slice(),
+        written: None,
+        ts: metric.timestamp_ms,
+    };
     match typ {
         MetricType::Counter => {
             let v = metric.counter.as_ref().map_or(0.0, |c| c.value());
-            write_sample(out, name, "", labels, None, v, ts);
+            w.write(out, "", None, v);
         }
         MetricType::Gauge => {
             let v = metric.gauge.as_ref().map_or(0.0, |g| g.value());
-            write_sample(out, name, "", labels, None, v, ts);
+            w.write(out, "", None, v);
         }
         MetricType::Untyped => {
             let v = metric.untyped.as_ref().map_or(0.0, |u| u.value());
-            write_sample(out, name, "", labels, None, v, ts);
+            w.write(out, "", None, v);
         }
         MetricType::Summary => {
             let default = Default::default();
             let s = metric.summary.as_ref().unwrap_or(&default);
             for q in &s.quantile {
-                let extra = Some(("quantile", q.quantile()));
-                write_sample(out, name, "", labels, extra, q.value(), ts);
+                w.write(out, "", Some(("quantile", q.quantile())), q.value());
             }
-            write_sample(out, name, "_sum", labels, None, s.sample_sum(), ts);
-            write_sample(
-                out,
-                name,
-                "_count",
-                labels,
-                None,
-                s.sample_count() as f64,
-                ts,
-            );
+            w.write(out, "_sum", None, s.sample_sum());
+            w.write(out, "_count", None, s.sample_count() as f64);
         }
         MetricType::Histogram | MetricType::GaugeHistogram => {
             let default = Default::default();
@@ -81,15 +77,14 @@ pub fn write_metric(out: &mut Vec<u8>, name: &str, typ: MetricType, metric: &Met
                     _ => b.cumulative_count() as f64,
                 };
                 let le = b.upper_bound();
-                write_sample(out, name, "_bucket", labels, Some(("le", le)), v, ts);
+                w.write(out, "_bucket", Some(("le", le)), v);
                 inf_seen |= le == f64::INFINITY;
             }
             if !inf_seen {
-                let extra = Some(("le", f64::INFINITY));
-                write_sample(out, name, "_bucket", labels, extra, count, ts);
+                w.write(out, "_bucket", Some(("le", f64::INFINITY)), count);
             }
-            write_sample(out, name, "_sum", labels, None, h.sample_sum(), ts);
-            write_sample(out, name, "_count", labels, None, count, ts);
+            w.write(out, "_sum", None, h.sample_sum());
+            w.write(out, "_count", None, count);
         }
     }
 }
@@ -116,60 +111,73 @@ pub fn families_to_text(families: &[MetricFamily]) -> Vec<u8> {
     out
 }
 
-fn write_sample(
-    out: &mut Vec<u8>,
-    name: &str,
-    suffix: &str,
-    labels: &[LabelPair],
-    extra: Option<(&str, f64)>,
-    value: f64,
-    timestamp_ms: Option<i64>,
-) {
-    let quoted_name = !is_legacy_metric_name(name);
-    let mut sep = b'{';
-    if quoted_name {
-        out.extend_from_slice(b"{\"");
-        write_escaped(out, name, true);
-        write_escaped(out, suffix, true);
-        out.push(b'"');
-        sep = b',';
-    } else {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(suffix.as_bytes());
-    }
-    for lp in labels {
-        out.push(sep);
-        sep = b',';
-        let lname = lp.name();
-        if is_legacy_label_name(lname) {
-            out.extend_from_slice(lname.as_bytes());
-        } else {
+/// Writes the sample lines of one metric. Every line of a metric carries the same labels: they are
+/// validated and escaped for the first line, and copied from it for the others.
+struct SampleWriter<'a> {
+    name: &'a str,
+    /// The name is not a legacy name and goes inside the braces, quoted.
+    quoted: bool,
+    labels: &'a [LabelPair],
+    /// Where the first line's labels (with their separators) are in `out`.
+    written: Option<std::ops::Range<usize>>,
+    ts: Option<i64>,
+}
+
+impl SampleWriter<'_> {
+    fn write(&mut self, out: &mut Vec<u8>, suffix: &str, extra: Option<(&str, f64)>, value: f64) {
+        if self.quoted {
+            out.extend_from_slice(b"{\"");
+            write_escaped(out, self.name, true);
+            write_escaped(out, suffix, true);
             out.push(b'"');
-            write_escaped(out, lname, true);
+        } else {
+            out.extend_from_slice(self.name.as_bytes());
+            out.extend_from_slice(suffix.as_bytes());
+        }
+        let start = out.len();
+        match &self.written {
+            Some(range) => out.extend_from_within(range.clone()),
+            None => {
+                let mut sep = if self.quoted { b',' } else { b'{' };
+                for lp in self.labels {
+                    out.push(sep);
+                    sep = b',';
+                    let lname = lp.name();
+                    if is_legacy_label_name(lname) {
+                        out.extend_from_slice(lname.as_bytes());
+                    } else {
+                        out.push(b'"');
+                        write_escaped(out, lname, true);
+                        out.push(b'"');
+                    }
+                    out.extend_from_slice(b"=\"");
+                    write_escaped(out, lp.value(), true);
+                    out.push(b'"');
+                }
+                self.written = Some(start..out.len());
+            }
+        }
+        // A brace is open once a quoted name or a label was written.
+        let mut open = self.quoted || out.len() > start;
+        if let Some((lname, lvalue)) = extra {
+            out.push(if open { b',' } else { b'{' });
+            open = true;
+            out.extend_from_slice(lname.as_bytes());
+            out.extend_from_slice(b"=\"");
+            write_float(out, lvalue);
             out.push(b'"');
         }
-        out.extend_from_slice(b"=\"");
-        write_escaped(out, lp.value(), true);
-        out.push(b'"');
-    }
-    if let Some((lname, lvalue)) = extra {
-        out.push(sep);
-        sep = b',';
-        out.extend_from_slice(lname.as_bytes());
-        out.extend_from_slice(b"=\"");
-        write_float(out, lvalue);
-        out.push(b'"');
-    }
-    if sep == b',' {
-        out.push(b'}');
-    }
-    out.push(b' ');
-    write_float(out, value);
-    if let Some(ts) = timestamp_ms {
+        if open {
+            out.push(b'}');
+        }
         out.push(b' ');
-        write_int(out, ts);
+        write_float(out, value);
+        if let Some(ts) = self.ts {
+            out.push(b' ');
+            write_int(out, ts);
+        }
+        out.push(b'\n');
     }
-    out.push(b'\n');
 }
 
 fn write_comment_name(out: &mut Vec<u8>, name: &str) {
