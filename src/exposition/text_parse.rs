@@ -94,6 +94,10 @@ struct Parser<'a> {
     labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// Reused for sorting `labels` when building a fold key.
     order: Vec<usize>,
+    /// The name `set_or_create_family` resolved last and its answer (family, is_count, is_sum):
+    /// consecutive lines of a histogram or summary repeat their name.
+    memo_name: String,
+    memo: Option<(usize, bool, bool)>,
     /// Index of the current metric in its family, once placed.
     metric_idx: usize,
     label_role: LabelRole,
@@ -121,6 +125,8 @@ impl<'a> Parser<'a> {
             fam: 0,
             labels: Vec::new(),
             order: Vec::new(),
+            memo_name: String::new(),
+            memo: None,
             metric_idx: 0,
             label_role: LabelRole::Regular,
             quantile: f64::NAN,
@@ -490,6 +496,8 @@ impl<'a> Parser<'a> {
             )));
         };
         self.families[self.fam].set_type(typ);
+        // A type decides which names fold into this family: forget the last resolution.
+        self.memo = None;
         Ok(State::StartOfLine)
     }
 
@@ -517,6 +525,19 @@ impl<'a> Parser<'a> {
         {
             return;
         }
+        if let Some((fam, is_count, is_sum)) = self.memo {
+            if self.memo_name == name {
+                (self.fam, self.is_count, self.is_sum) = (fam, is_count, is_sum);
+                return;
+            }
+        }
+        self.resolve_family(name);
+        self.memo_name.clear();
+        self.memo_name.push_str(name);
+        self.memo = Some((self.fam, self.is_count, self.is_sum));
+    }
+
+    fn resolve_family(&mut self, name: &str) {
         if let Some(&i) = self.by_name.get(name) {
             self.fam = i;
             return;

@@ -46,11 +46,26 @@ pub struct StoredFamily {
 
 /// The `layout` of a list of entries.
 fn layout_of(entries: &[Entry]) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for e in entries {
-        h.update(&e.series.to_le_bytes());
+    hash_bytes(|buf| {
+        for e in entries {
+            buf.extend_from_slice(&e.series.to_le_bytes());
+        }
+    })
+}
+
+/// xxh3-128 of the bytes `fill` lays out in a reused per-thread buffer: one call to the hash
+/// (the same value a streaming hasher gives for the same bytes, at a fraction of its cost when
+/// they come as many short fields).
+fn hash_bytes(fill: impl FnOnce(&mut Vec<u8>)) -> u128 {
+    thread_local! {
+        static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    h.digest128()
+    BYTES.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.clear();
+        fill(&mut buf);
+        xxhash_rust::xxh3::xxh3_128(&buf)
+    })
 }
 
 /// One metric of a family ready to be written out: its sort key and its encodings.
@@ -531,16 +546,16 @@ fn write_sort_key(key: &mut Vec<u8>, metric: &Metric) {
 /// Identity of a series: metric name and label pairs. 0xFF never occurs in UTF-8, so it
 /// separates fields unambiguously.
 pub fn series_hash(name: &str, metric: &Metric) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(name.as_bytes());
-    h.update(&[0xFF]);
-    for lp in &metric.label {
-        h.update(lp.name().as_bytes());
-        h.update(&[0xFF]);
-        h.update(lp.value().as_bytes());
-        h.update(&[0xFF]);
-    }
-    h.digest128()
+    hash_bytes(|buf| {
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(0xFF);
+        for lp in &metric.label {
+            buf.extend_from_slice(lp.name().as_bytes());
+            buf.push(0xFF);
+            buf.extend_from_slice(lp.value().as_bytes());
+            buf.push(0xFF);
+        }
+    })
 }
 
 #[cfg(test)]
