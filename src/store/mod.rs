@@ -194,19 +194,26 @@ fn timing_labels(key: &GroupKey) -> Vec<(String, String)> {
     key.normalized().labels().to_vec()
 }
 
-/// New timing families from the current ones (patched values, no re-encoding), or built afresh.
+/// The timing families for the times `after` (push, failure), from the `current` ones encoding
+/// the times `before`: a family whose time is unchanged is kept as it is (a successful push
+/// leaves the failure time alone), a changed one is a patched copy (no re-encoding); built
+/// afresh when the current ones cannot be patched.
 fn retimed(
     current: &[Arc<StoredFamily>; 2],
     key: &GroupKey,
-    push_time: f64,
-    failure_time: f64,
+    before: [f64; 2],
+    after: [f64; 2],
 ) -> [Arc<StoredFamily>; 2] {
-    match (
-        current[0].with_gauge_value(push_time),
-        current[1].with_gauge_value(failure_time),
-    ) {
-        (Some(p), Some(f)) => [Arc::new(p), Arc::new(f)],
-        _ => timing_families(key, push_time, failure_time),
+    let next = |i: usize| -> Option<Arc<StoredFamily>> {
+        if before[i].to_bits() == after[i].to_bits() {
+            Some(current[i].clone())
+        } else {
+            current[i].with_gauge_value(after[i]).map(Arc::new)
+        }
+    };
+    match (next(0), next(1)) {
+        (Some(p), Some(f)) => [p, f],
+        _ => timing_families(key, after[0], after[1]),
     }
 }
 
@@ -620,10 +627,11 @@ impl Inner {
                 changes.push((old, Some(fam.clone())));
             }
         }
+        let before = [group.push_time, group.failure_time];
         group.push_time = now;
         group.last_push_successful = true;
         group.version = version;
-        let new_timing = retimed(&group.timing, &key, now, group.failure_time);
+        let new_timing = retimed(&group.timing, &key, before, [now, group.failure_time]);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         for (o, n) in old_timing.into_iter().zip(new_timing) {
             changes.push((Some(o), Some(n)));
@@ -646,6 +654,10 @@ impl Inner {
         seq: u64,
     ) {
         if let (Some(o), Some(n)) = (&old, &new) {
+            if Arc::ptr_eq(o, n) {
+                // Kept as it was (a timing family whose time did not change).
+                return;
+            }
             if o.same_series(n) {
                 if let Some(entry) = self.index.get_mut(&n.name) {
                     if let Some(member) = entry.members.get_mut(&gid) {
@@ -711,10 +723,11 @@ impl Inner {
         }
         let gid = self.ensure_group(key);
         let group = self.groups.get_mut(key).expect("group was just ensured");
+        let before = [group.push_time, group.failure_time];
         group.failure_time = now;
         group.last_push_successful = false;
         group.version = stamp.unwrap_or(seq);
-        let new_timing = retimed(&group.timing, &group.key, group.push_time, now);
+        let new_timing = retimed(&group.timing, &group.key, before, [group.push_time, now]);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         let gkey = group.key.clone();
         for (o, n) in old_timing.into_iter().zip(new_timing) {
@@ -761,6 +774,7 @@ impl Inner {
             .groups
             .get_mut(&*g.key)
             .expect("group was just ensured");
+        let before = [group.push_time, group.failure_time];
         group.push_time = g.push_time;
         group.failure_time = g.failure_time;
         group.last_push_successful = g.last_push_successful;
@@ -777,7 +791,7 @@ impl Inner {
             changes.push((previous, Some(f.clone())));
         }
         changes.extend(old.into_values().map(|(o, _)| (Some(o), None)));
-        let new_timing = retimed(&group.timing, &key, g.push_time, g.failure_time);
+        let new_timing = retimed(&group.timing, &key, before, [g.push_time, g.failure_time]);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         changes.extend(
             old_timing
