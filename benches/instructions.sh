@@ -10,6 +10,10 @@
 #
 # Usage: benches/instructions.sh [BINARY...]   (default: target/release/pushgate)
 # Environment: PUSH_GROUPS [1000]  DURATION [6] seconds  PORT [19096]  LOADGEN_BIN [target/release/loadgen]
+#              CACHE_SIM=1: also simulate the caches and report misses per push (deterministic, unlike
+#              timings: judges changes to memory locality, e.g. at 10,000 groups). The simulated last
+#              level is CACHE_LL [2097152,16,64] (size,ways,line: an L2-sized cache; virtual machines
+#              often report a host's L3 of hundreds of MB, which nothing here would miss)
 #              KEEP_DIR: keep each binary's callgrind dump of the measured window there, for
 #              `callgrind_annotate --inclusive=yes KEEP_DIR/<binary name>.callgrind`
 # Needs: valgrind (callgrind_control), jq, curl.
@@ -41,7 +45,9 @@ trap cleanup EXIT
 
 url="http://127.0.0.1:$PORT"
 for bin in "$@"; do
-    TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+    cache_sim=()
+    [[ -z ${CACHE_SIM:-} ]] || cache_sim=(--cache-sim=yes "--LL=${CACHE_LL:-2097152,16,64}")
+    TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind "${cache_sim[@]}" --callgrind-out-file="$WORK/cg.%p" \
         "$bin" --web.listen-address="127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
     VG_PID=$!
     ready=0
@@ -68,6 +74,13 @@ for bin in "$@"; do
     dump=$(ls "$WORK"/cg.*.2)
     instructions=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
     echo "$bin: $pushes pushes to $PUSH_GROUPS groups, $((instructions / pushes)) instructions per push"
+    if [[ -n ${CACHE_SIM:-} ]]; then
+        # Events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+        awk -v n="$pushes" '/^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
+            /^(summary|totals):/ { for (i = 2; i <= NF; i++) v[name[i]] = $i; found = 1 }
+            END { if (found) printf "  per push: D1 misses %.0f, last-level misses %.1f (reads %.1f, writes %.1f)\n",
+                  (v["D1mr"] + v["D1mw"]) / n, (v["DLmr"] + v["DLmw"] + v["ILmr"]) / n, v["DLmr"] / n, v["DLmw"] / n }' "$dump"
+    fi
     if [[ -n ${KEEP_DIR:-} ]]; then
         mkdir -p "$KEEP_DIR"
         cp "$dump" "$KEEP_DIR/$(basename "$bin").callgrind"
