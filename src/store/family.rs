@@ -83,6 +83,7 @@ struct Scratch {
     keys: Vec<u8>,
     proto: Vec<u8>,
     order: Vec<(u32, u32, u32, u32)>,
+    idx: Vec<usize>,
 }
 
 thread_local! {
@@ -166,7 +167,9 @@ impl StoredFamily {
             // position; the sort key encodes exactly that, so a byte comparison suffices.
             // Stable, so equal keys keep push order.
             let keys = &sc.keys;
-            let mut idx: Vec<usize> = (0..metrics.len()).collect();
+            let mut idx = std::mem::take(&mut sc.idx);
+            idx.clear();
+            idx.extend(0..metrics.len());
             idx.sort_by(|&a, &b| {
                 let (ka, kb) = (sc.order[a], sc.order[b]);
                 keys[ka.0 as usize..ka.1 as usize].cmp(&keys[kb.0 as usize..kb.1 as usize])
@@ -195,6 +198,7 @@ impl StoredFamily {
             }
             let proto_at = buf.len();
             buf.extend_from_slice(&sc.proto);
+            sc.idx = idx;
             StoredFamily {
                 name,
                 help,
