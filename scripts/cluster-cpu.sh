@@ -4,8 +4,9 @@
 # CPU microseconds all nodes spent per push (warmup and measured pushes), from /proc/<pid>/stat.
 #   [DURATION=8] scripts/cluster-cpu.sh [NODES] [extra loadgen flags...]
 # PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...).
-# NODE_CPUS=0.5 caps every node at that many cores (cgroup, root): each node then has the budget a
-# node on a machine of its own would have, instead of all nodes sharing this host's cores.
+# NODE_CPUS=0.5 starts every node in a cgroup of its own limited to that many cores (root): each
+# node then has the budget a node on a machine of its own would have, instead of all nodes sharing
+# this host's cores.
 set -euo pipefail
 NODES=${1:-3}
 shift || true
@@ -26,10 +27,12 @@ fi
 for i in $(seq 1 "$NODES"); do
   cluster=()
   ((NODES > 1)) && cluster=("--cluster.listen-address=127.0.0.1:$((BASE + 100 + i))" "${peers[@]}")
-  "$BIN" "--web.listen-address=127.0.0.1:$((BASE + i))" "--persistence.file=" "${cluster[@]}" \
-    >"$LOG/node$i.log" 2>&1 &
+  [[ -z ${NODE_CPUS:-} ]] || cap_cpu_group "$NODE_CPUS"
+  (
+    [[ -z ${NODE_CPUS:-} ]] || cap_cpu_enter
+    exec "$BIN" "--web.listen-address=127.0.0.1:$((BASE + i))" "--persistence.file=" "${cluster[@]}"
+  ) >"$LOG/node$i.log" 2>&1 &
   pids+=($!)
-  [[ -z ${NODE_CPUS:-} ]] || cap_cpu "$!" "$NODE_CPUS"
 done
 for _ in $(seq 300); do
   ok=1

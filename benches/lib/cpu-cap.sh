@@ -1,27 +1,40 @@
-# cpu-cap.sh: sourced by the bench scripts. `cap_cpu PID CPUS` puts process PID (all its threads)
-# in a cgroup of its own limited to CPUS cores (e.g. 0.5), so that each node of a cluster on one
-# host gets the same CPU budget a node on a machine of its own would have. Needs root and the cgroup
-# cpu controller (v2 `cpu.max` or v1 `cpu.cfs_quota_us`); `cap_cpu_cleanup` removes the groups.
+# cpu-cap.sh: sourced by the bench scripts, to give a server process the CPU budget it would have
+# on a machine (or in a container) of its own, e.g. every node of a 3-node cluster on this host.
+#
+#   cap_cpu_group CPUS        creates a cgroup limited to CPUS cores (e.g. 0.5); sets CAP_CPU_DIR
+#   (cap_cpu_enter; exec server ...) &
+#                             the subshell moves itself into CAP_CPU_DIR, then becomes the server:
+#                             started inside the group, the server sees the budget as a container
+#                             would (Rust's available_parallelism, so tokio's worker count, follows it)
+#   cap_cpu_cleanup           removes the groups once their processes are gone
+#
+# Needs root and the cgroup cpu controller (v2 `cpu.max` or v1 `cpu.cfs_quota_us`).
 CAP_CPU_GROUPS=()
+CAP_CPU_DIR=""
 
-cap_cpu() {
-    local pid=$1 cpus=$2 quota dir
+cap_cpu_group() {
+    local cpus=$1 quota
     quota=$(awk -v c="$cpus" 'BEGIN { printf "%d", c * 100000 }')
-    ((quota >= 1000)) || { echo "cap_cpu: CPUS must be at least 0.01, got $cpus" >&2; return 1; }
+    ((quota >= 1000)) || { echo "cap_cpu_group: CPUS must be at least 0.01, got $cpus" >&2; return 1; }
+    CAP_CPU_DIR=""
     if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
         grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null \
-            || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
-        dir=/sys/fs/cgroup/pushgate-bench-$pid
-        mkdir -p "$dir" && echo "$quota 100000" >"$dir/cpu.max"
+            || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control || true
+        CAP_CPU_DIR=$(mktemp -d /sys/fs/cgroup/pushgate-bench.XXXXXX 2>/dev/null) \
+            && echo "$quota 100000" >"$CAP_CPU_DIR/cpu.max"
     elif [[ -d /sys/fs/cgroup/cpu ]]; then
-        dir=/sys/fs/cgroup/cpu/pushgate-bench-$pid
-        mkdir -p "$dir" && echo 100000 >"$dir/cpu.cfs_period_us" && echo "$quota" >"$dir/cpu.cfs_quota_us"
+        CAP_CPU_DIR=$(mktemp -d /sys/fs/cgroup/cpu/pushgate-bench.XXXXXX 2>/dev/null) \
+            && echo 100000 >"$CAP_CPU_DIR/cpu.cfs_period_us" \
+            && echo "$quota" >"$CAP_CPU_DIR/cpu.cfs_quota_us"
     else
-        echo "cap_cpu: no cgroup cpu controller at /sys/fs/cgroup" >&2
+        echo "cap_cpu_group: no cgroup cpu controller under /sys/fs/cgroup" >&2
         return 1
-    fi || { echo "cap_cpu: cannot create $dir (root needed)" >&2; return 1; }
-    echo "$pid" >"$dir/cgroup.procs"
-    CAP_CPU_GROUPS+=("$dir")
+    fi || { echo "cap_cpu_group: cannot set up a cgroup (root needed)" >&2; return 1; }
+    CAP_CPU_GROUPS+=("$CAP_CPU_DIR")
+}
+
+cap_cpu_enter() {
+    echo "$BASHPID" >"$CAP_CPU_DIR/cgroup.procs"
 }
 
 cap_cpu_cleanup() {

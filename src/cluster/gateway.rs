@@ -212,7 +212,7 @@ impl ClusterCore {
                 .call(msg.clone(), *size, Instant::now() + timeout)
                 .await;
             match res {
-                Ok((reply, replica)) => {
+                Ok((reply, replica, own)) => {
                     self.clock.observe(reply.version);
                     metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "success")
                         .increment(1);
@@ -221,9 +221,10 @@ impl ClusterCore {
                         message: reply.message,
                     }
                     .sanitized();
-                    return match replica {
-                        Some(r) => self.hold_returned_replica(r, answer).await,
-                        None => answer,
+                    return match (replica, own) {
+                        (_, Some(own)) => self.hold_own_replica(&op, own, answer).await,
+                        (Some(r), None) => self.hold_returned_replica(r, answer).await,
+                        (None, None) => answer,
                     };
                 }
                 Err(status) => {
@@ -256,23 +257,32 @@ impl ClusterCore {
         let key = op.key().clone();
         let clock = &self.clock;
         let (answer, replica) = match op {
-            WriteOp::Push(p) => match self.store.push_versioned(p, now, || clock.now()) {
-                Ok(_) => (
-                    WriteAnswer::ok(200),
-                    self.store.group(&key).map(Replica::Group),
-                ),
-                // A refused push still records the failure time on the group: replicate that,
-                // but the answer is the refusal whatever happens to the replicas.
-                Err(e) => {
-                    let state = matches!(e, PushError::Invalid(_))
-                        .then(|| self.store.group(&key).map(Replica::Group))
-                        .flatten();
-                    if let Some(state) = state {
-                        self.replicate(&key, state, &unreachable, trip).await;
+            WriteOp::Push(p) => {
+                let put = p.replace_all;
+                match self.store.push_versioned(p, now, || clock.now()) {
+                    Ok(_) => (
+                        WriteAnswer::ok(200),
+                        self.store.group(&key).map(|g| {
+                            if put {
+                                Replica::Put(g)
+                            } else {
+                                Replica::Group(g)
+                            }
+                        }),
+                    ),
+                    // A refused push still records the failure time on the group: replicate that,
+                    // but the answer is the refusal whatever happens to the replicas.
+                    Err(e) => {
+                        let state = matches!(e, PushError::Invalid(_))
+                            .then(|| self.store.group(&key).map(Replica::Group))
+                            .flatten();
+                        if let Some(state) = state {
+                            self.replicate(&key, state, &unreachable, trip).await;
+                        }
+                        return WriteAnswer::from_error(&e);
                     }
-                    return WriteAnswer::from_error(&e);
                 }
-            },
+            }
             WriteOp::Failure { key, message } => {
                 if self
                     .store
@@ -331,8 +341,45 @@ impl ClusterCore {
             .filter(|m| m.id != self.self_id && !unreachable.iter().any(|u| u == m.id.as_str()))
             .cloned()
             .collect();
+        // The stamp of a PUT, for a sender that holds its own prepared families as its replica.
+        let own = match &replica {
+            Replica::Put(g) => Some(pb::OwnReplica {
+                version: g.version,
+                push_time: g.push_time,
+                failure_time: g.failure_time,
+            }),
+            _ => None,
+        };
+        let mut acked = 0;
+        // Only an owner: a stand-in may refuse the copy (--cluster.max-hints), and the primary
+        // would then have to try the next node, which it cannot once the answer has left.
+        let trip = trip.filter(|t| {
+            ring.owners(key.stable_hash(), self.replication_factor)
+                .iter()
+                .any(|m| m.id.as_str() == t.sender)
+        });
+        let mut trip_wants_state = None;
+        if let Some(t) = trip {
+            let sender_at = candidates
+                .iter()
+                .take(needed)
+                .position(|m| m.id.as_str() == t.sender);
+            if let Some(i) = sender_at {
+                candidates.remove(i);
+                acked += 1;
+                match &own {
+                    Some(o) if t.own_ok => t.own = Some(*o),
+                    _ => trip_wants_state = Some(t),
+                }
+            }
+        }
+        if acked >= needed && trip_wants_state.is_none() {
+            // The sender was the only other holder needed and holds its own copy: the group
+            // state is not encoded at all.
+            return acked;
+        }
         let msg = match replica {
-            Replica::Group(g) => pb::ReplicateRequest {
+            Replica::Group(g) | Replica::Put(g) => pb::ReplicateRequest {
                 version: g.version,
                 group: rpc::group_to_bytes(&g),
                 tombstone_key: Vec::new(),
@@ -343,6 +390,9 @@ impl ClusterCore {
                 tombstone_key: rpc::key_to_pb(key),
             },
         };
+        if let Some(t) = trip_wants_state {
+            t.replica = Some(msg.clone());
+        }
         let size = msg.group.len() + 64;
         let deadline = Instant::now() + self.clients.timeout();
         let send = |m: Member| {
@@ -356,25 +406,6 @@ impl ClusterCore {
                 ok
             }
         };
-        let mut acked = 0;
-        // Only an owner: a stand-in may refuse the copy (--cluster.max-hints), and the primary
-        // would then have to try the next node, which it cannot once the answer has left.
-        let trip = trip.filter(|t| {
-            ring.owners(key.stable_hash(), self.replication_factor)
-                .iter()
-                .any(|m| m.id.as_str() == t.sender)
-        });
-        if let Some(t) = trip {
-            let sender_at = candidates
-                .iter()
-                .take(needed)
-                .position(|m| m.id.as_str() == t.sender);
-            if let Some(i) = sender_at {
-                candidates.remove(i);
-                t.replica = Some(msg.clone());
-                acked += 1;
-            }
-        }
         let mut inflight = FuturesUnordered::new();
         for _ in acked..needed {
             match candidates.pop_front() {
@@ -477,6 +508,57 @@ impl ClusterCore {
         }
     }
 
+    /// Holds this node's replica of a PUT it forwarded, built from its own prepared families
+    /// with the primary's stamp (no group state travelled back). Like a returned replica, a copy
+    /// this node cannot hold turns a success into 503.
+    async fn hold_own_replica(
+        &self,
+        op: &WriteOp,
+        own: pb::OwnReplica,
+        answer: WriteAnswer,
+    ) -> WriteAnswer {
+        let held = match op {
+            WriteOp::Push(p) if p.replace_all && matches!(answer.status, 200 | 202) => {
+                self.clock.observe(own.version);
+                self.store.apply_replica(GroupSnapshot {
+                    key: Arc::new(p.key.clone()),
+                    families: p
+                        .families
+                        .iter()
+                        .map(|f| (f.clone(), own.push_time))
+                        .collect(),
+                    push_time: own.push_time,
+                    failure_time: own.failure_time,
+                    last_push_successful: true,
+                    version: own.version,
+                    timing: None,
+                });
+                Ok(())
+            }
+            WriteOp::Push(p) if p.replace_all => return answer,
+            _ => Err("the primary sent a PUT's stamp for a write that is not a PUT"),
+        };
+        match held {
+            Ok(()) => {
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
+                answer
+            }
+            Err(why) => {
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
+                if matches!(answer.status, 200 | 202) {
+                    WriteAnswer {
+                        status: 503,
+                        message: format!(
+                            "this node could not hold its replica of the write ({why}); retry"
+                        ),
+                    }
+                } else {
+                    answer
+                }
+            }
+        }
+    }
+
     /// Every group in the cluster: the newest version of each (a newer tombstone hides it).
     async fn merged_groups(&self, deadline: Duration) -> Vec<GroupSnapshot> {
         let started = Instant::now();
@@ -558,6 +640,8 @@ impl ClusterCore {
 
 enum Replica {
     Group(GroupSnapshot),
+    /// The group as a successful PUT left it: exactly the pushed families.
+    Put(GroupSnapshot),
     Tombstone(u64),
 }
 
@@ -566,6 +650,10 @@ enum Replica {
 struct ReturnTrip {
     sender: String,
     replica: Option<pb::ReplicateRequest>,
+    /// The sender can hold its own families of a PUT (`ForwardedWrite.own_replica`) ...
+    own_ok: bool,
+    /// ... and is to, with this stamp (instead of `replica`).
+    own: Option<pb::OwnReplica>,
 }
 
 impl WriteAnswer {
@@ -602,6 +690,7 @@ fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
                 .collect();
             msg.replace_all = p.replace_all;
             msg.has_timestamps = p.has_timestamps;
+            msg.own_replica = p.replace_all && !p.has_timestamps;
         }
         WriteOp::Failure { message, .. } => {
             msg.refused = if message.is_empty() {
@@ -790,10 +879,7 @@ impl ClusterService {
 
     /// One write of a `Forward` call: the families arrive prepared by the receiving node, so
     /// their layout is validated (`StoredFamily::from_wire`) but nothing is decoded or encoded.
-    async fn forwarded(
-        &self,
-        w: pb::ForwardedWrite,
-    ) -> Result<(WriteAnswer, Option<pb::ReplicateRequest>), Status> {
+    async fn forwarded(&self, w: pb::ForwardedWrite) -> Result<ForwardedAnswer, Status> {
         expired(w.deadline_unix_ms)?;
         let names = self.core.names();
         let key = rpc::key_from_pb(w.key, names).map_err(Status::invalid_argument)?;
@@ -823,14 +909,26 @@ impl ClusterService {
             (!w.from.is_empty() && w.from != self.core.self_id.as_str()).then_some(ReturnTrip {
                 sender: w.from,
                 replica: None,
+                own_ok: w.own_replica,
+                own: None,
             });
         let answer = self
             .core
             .apply_as_primary(op, unreachable, trip.as_mut())
             .await;
-        Ok((answer, trip.and_then(|t| t.replica)))
+        Ok(match trip {
+            Some(t) => (answer, t.replica, t.own),
+            None => (answer, None, None),
+        })
     }
 }
+
+/// A forwarded write's answer on the primary, with what travels back for the sender to hold.
+type ForwardedAnswer = (
+    WriteAnswer,
+    Option<pb::ReplicateRequest>,
+    Option<pb::OwnReplica>,
+);
 
 fn write_reply(a: WriteAnswer) -> Response<pb::WriteReply> {
     Response::new(write_reply_pb(a))
@@ -919,11 +1017,12 @@ impl Cluster for ClusterService {
         let results = answers
             .into_iter()
             .map(|a| match a {
-                Ok((answer, replica)) => pb::ForwardResult {
+                Ok((answer, replica, own_replica)) => pb::ForwardResult {
                     reply: Some(write_reply_pb(answer)),
                     error_code: 0,
                     error: String::new(),
                     replica,
+                    own_replica,
                 },
                 Err(status) => {
                     let (error_code, error) = rpc::status_fields(&status);
@@ -932,6 +1031,7 @@ impl Cluster for ClusterService {
                         error_code,
                         error,
                         replica: None,
+                        own_replica: None,
                     }
                 }
             })
@@ -1064,6 +1164,8 @@ mod tests {
         let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
         let mut w = forwarded("j", BODY);
         w.from = "b".into();
+        // A sender that cannot hold its own families (an older node, or a POST).
+        w.own_replica = false;
         let results = svc
             .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
             .await
@@ -1072,6 +1174,7 @@ mod tests {
             .results;
         // "b" is the only other node: no call was made to it (its port is closed), it counts
         // as a holder and gets the group's state in the answer.
+        assert!(results[0].own_replica.is_none());
         assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
         let replica = results[0].replica.as_ref().expect("replica returned");
         let held = store.group(&key("j")).unwrap();
@@ -1087,6 +1190,73 @@ mod tests {
             .await;
         assert_eq!(answer.status, 200);
         assert_eq!(sender_store.group_version(&key("j")), Some(held.version));
+    }
+
+    #[tokio::test]
+    async fn a_put_replica_for_the_forwarding_node_is_its_own_families_with_the_primary_stamp() {
+        let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+        let mut w = forwarded("j", BODY);
+        assert!(w.own_replica, "a PUT asks to hold its own families");
+        w.from = "b".into();
+        let results = svc
+            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+        assert!(results[0].replica.is_none(), "no group state travels back");
+        let own = results[0].own_replica.expect("the PUT's stamp returned");
+        let held = store.group(&key("j")).unwrap();
+        assert_eq!(own.version, held.version);
+        assert_eq!(own.push_time.to_bits(), held.push_time.to_bits());
+        assert_eq!(own.failure_time.to_bits(), held.failure_time.to_bits());
+        // The sender holds exactly what the primary holds.
+        let (sender_store, sender) = service(1);
+        let op = WriteOp::Push(prepared("j", BODY));
+        let answer = sender
+            .core
+            .hold_own_replica(&op, own, WriteAnswer::ok(200))
+            .await;
+        assert_eq!(answer.status, 200);
+        let copy = sender_store.group(&key("j")).unwrap();
+        assert_eq!(copy.version, held.version);
+        assert_eq!(copy.push_time.to_bits(), held.push_time.to_bits());
+        assert_eq!(text_of(&sender_store, "j"), text_of(&store, "j"));
+        let scrape = |s: &Store| {
+            let mut out = Vec::new();
+            s.render(crate::store::render::Format::Text, &[], &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(scrape(&sender_store), scrape(&store));
+        // A stamp for something that is not a PUT is not held: the success becomes a 503.
+        let post = WriteOp::Delete(key("j"));
+        let answer = sender
+            .core
+            .hold_own_replica(&post, own, WriteAnswer::ok(202))
+            .await;
+        assert_eq!(answer.status, 503);
+    }
+
+    #[tokio::test]
+    async fn a_post_gets_the_group_state_even_when_its_sender_asks_for_its_own_copy() {
+        let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+        let families = parse_text(BODY.as_bytes(), NameScheme::Legacy).unwrap();
+        let post = prepare_push(key("j"), families, false, &Validation::default()).unwrap();
+        let mut w = forward_message(&WriteOp::Push(post), "b").0;
+        assert!(!w.own_replica);
+        w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
+        // A sender claiming it could: a POST merges into the group, so only its state will do.
+        w.own_replica = true;
+        let results = svc
+            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+        assert!(results[0].own_replica.is_none());
+        assert!(results[0].replica.is_some());
     }
 
     #[tokio::test]

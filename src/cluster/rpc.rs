@@ -197,6 +197,13 @@ pub fn status_fields(s: &Status) -> (u32, String) {
     (code as u32, s.message().to_owned())
 }
 
+/// A forwarded write's answer: the primary's reply, and what it returned for this node to hold.
+pub type ForwardOutput = (
+    pb::WriteReply,
+    Option<pb::ReplicateRequest>,
+    Option<pb::OwnReplica>,
+);
+
 /// Sends forwarded writes to one peer (`Forward`).
 pub struct ForwardTransport {
     client: ClusterClient<Channel>,
@@ -205,8 +212,9 @@ pub struct ForwardTransport {
 
 impl Transport for ForwardTransport {
     type Item = pb::ForwardedWrite;
-    /// The primary's answer, and the replica it returned for this node to hold, if any.
-    type Output = (pb::WriteReply, Option<pb::ReplicateRequest>);
+    /// The primary's answer, and the replica it returned for this node to hold, if any: a
+    /// group state, or the stamp of a PUT for this node to hold its own prepared families.
+    type Output = ForwardOutput;
 
     async fn send(
         &self,
@@ -241,7 +249,7 @@ impl Transport for ForwardTransport {
                 .results
                 .into_iter()
                 .map(|r| match (r.error_code, r.reply) {
-                    (0, Some(reply)) => Ok((reply, r.replica)),
+                    (0, Some(reply)) => Ok((reply, r.replica, r.own_replica)),
                     (0, None) => Err(Status::internal("a batch item's answer has no reply")),
                     (code, _) => Err(item_status(code, r.error)),
                 })
@@ -256,7 +264,7 @@ async fn forward_singly(
     client: &ClusterClient<Channel>,
     items: Vec<pb::ForwardedWrite>,
     deadline: Instant,
-) -> Vec<Result<(pb::WriteReply, Option<pb::ReplicateRequest>), Status>> {
+) -> Vec<Result<ForwardOutput, Status>> {
     let calls = items.into_iter().map(|w| {
         let mut client = client.clone();
         async move {
@@ -277,7 +285,7 @@ async fn forward_singly(
             };
             metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => rpc)
                 .record(started.elapsed().as_secs_f64());
-            res.map(|r| (r.into_inner(), None))
+            res.map(|r| (r.into_inner(), None, None))
         }
     });
     futures_util::future::join_all(calls).await
