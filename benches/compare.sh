@@ -25,6 +25,10 @@
 #   UPSTREAM_BIN [/usr/bin/prometheus-pushgateway]  PUSHGATE_BIN [target/release/pushgate]
 #   LOADGEN_BIN [target/release/loadgen]  OUT_DIR [a new temp dir; keeps the JSON results and server logs]
 #   START_TIMEOUT [15] seconds a server gets to listen   LOADGEN_TIMEOUT [900] hard limit per loadgen run
+#   NODE_CPUS      e.g. 0.5: every server process (each node of the cluster too) starts in a cgroup of
+#                  its own limited to that many cores (root; benches/lib/cpu-cap.sh), as on a machine or
+#                  in a container of its own. Without it all servers share the host's cores, so a
+#                  3-node cluster has a third of the CPU per node that a single node has.
 #   WARMUP_LIMIT [120] seconds a warmup may take; upstream with the consistency check on checks the
 #                  whole store on every push, so filling 10,000 groups takes far longer than that. A
 #                  cut-short warmup shows in the "groups stored" and "series in scrape" rows.
@@ -58,6 +62,7 @@ UPSTREAM_BIN=${UPSTREAM_BIN:-/usr/bin/prometheus-pushgateway}
 PUSHGATE_BIN=${PUSHGATE_BIN:-$TARGET_DIR/release/pushgate}
 LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
 SKIP_BUILD=${SKIP_BUILD:-0}
+NODE_CPUS=${NODE_CPUS:-}
 OUT_DIR=${OUT_DIR:-$(mktemp -d -t pushgate-compare.XXXXXX)}
 mkdir -p "$OUT_DIR"
 
@@ -68,9 +73,22 @@ command -v jq >/dev/null || die "jq is required (apt-get install -y jq)"
 
 SERVER_PID=""
 SERVER_PIDS=()
+# shellcheck source=lib/cpu-cap.sh
+source "$ROOT/benches/lib/cpu-cap.sh"
+# in_budget CMD...: runs CMD (exec, same process) inside a new NODE_CPUS cgroup when one is set.
+# Call it in the background subshell that starts a server.
+in_budget() {
+    [[ -z $NODE_CPUS ]] || cap_cpu_enter
+    exec "$@"
+}
+# new_budget: creates the cgroup the next in_budget enters (in the parent shell, so that the
+# cleanup knows it).
+new_budget() {
+    [[ -z $NODE_CPUS ]] || cap_cpu_group "$NODE_CPUS" || die "NODE_CPUS=$NODE_CPUS: cannot set up a cgroup"
+}
 # Upstream shuts down gracefully on SIGTERM and can take a while with pushes queued; stop_server
 # escalates to SIGKILL after 5 s.
-cleanup() { stop_server; }
+cleanup() { stop_server; cap_cpu_cleanup; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -106,7 +124,8 @@ start_server() {
         return 1
     fi
     port=$(free_port)
-    (cd "$dir/work" && exec "$bin" "--web.listen-address=127.0.0.1:$port" "--persistence.file=" "$@") \
+    new_budget
+    (cd "$dir/work" && in_budget "$bin" "--web.listen-address=127.0.0.1:$port" "--persistence.file=" "$@") \
         >"$dir/server.log" 2>&1 &
     SERVER_PID=$!
     SERVER_URL="http://127.0.0.1:$port"
@@ -177,7 +196,8 @@ run_scenarios() {
 # Three pushgate nodes on loopback (replication factor 2), every one on its own free ports. The load
 # goes to node 1, so a third of the groups have node 1 as primary and the rest take one gRPC hop to
 # their primary plus a replication; the scrape is node 1's merged view of the whole cluster. All three
-# share this host's cores with each other and with the load generator.
+# share this host's cores with each other and with the load generator, unless NODE_CPUS gives each
+# node a budget of its own.
 CLUSTER_PIDS=()
 stop_cluster() {
     local pid
@@ -189,7 +209,7 @@ stop_cluster() {
     done
     CLUSTER_PIDS=()
 }
-cleanup() { stop_server; stop_cluster; }
+cleanup() { stop_server; stop_cluster; cap_cpu_cleanup; }
 
 run_cluster_target() {
     local name=$1 dir="$OUT_DIR/$1" i peers=() http=() gossip=()
@@ -200,8 +220,9 @@ run_cluster_target() {
     done
     for i in 0 1 2; do peers+=("--cluster.peer=127.0.0.1:${gossip[$i]}"); done
     for i in 0 1 2; do
-        "$PUSHGATE_BIN" "--web.listen-address=127.0.0.1:${http[$i]}" \
-            "--cluster.listen-address=127.0.0.1:${gossip[$i]}" "${peers[@]}" \
+        new_budget
+        (in_budget "$PUSHGATE_BIN" "--web.listen-address=127.0.0.1:${http[$i]}" \
+            "--cluster.listen-address=127.0.0.1:${gossip[$i]}" "${peers[@]}") \
             >"$dir/node$((i + 1)).log" 2>&1 &
         CLUSTER_PIDS+=($!)
     done
@@ -310,7 +331,8 @@ print_table() {
     upstream_version=$("$UPSTREAM_BIN" --version 2>&1 | head -n 1 || echo "upstream")
     echo
     echo "Upstream: $upstream_version. Load: $CONNECTIONS connections, $SERIES series/push, PUT," \
-        "${DURATION}s per push scenario, warmed up; host: $(nproc) cores."
+        "${DURATION}s per push scenario, warmed up; host: $(nproc) cores;" \
+        "$([[ -n $NODE_CPUS ]] && echo "every server process limited to $NODE_CPUS cores" || echo "servers share the host's cores")."
     echo "Ratios are pushgate / upstream: above 1 is better for pushes/s, below 1 is better for times and sizes."
     echo
     local header="| figure |" rule="|---|" target pair a b title
