@@ -573,7 +573,6 @@ impl ClusterCore {
         let mut calls = JoinSet::new();
         for member in ring.members.iter().filter(|m| m.id != self.self_id) {
             let mut client = self.clients.client(member.grpc_addr);
-            let names = self.names();
             let id = member.id.clone();
             let held = held.clone();
             calls.spawn(async move {
@@ -589,10 +588,7 @@ impl ClusterCore {
                     Ok::<_, Status>(chunks)
                 };
                 let res = match tokio::time::timeout(deadline, call).await {
-                    Ok(Ok(chunks)) => tokio::task::spawn_blocking(move || rpc::decode_chunks(chunks, names))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r),
+                    Ok(Ok(chunks)) => Ok(chunks),
                     Ok(Err(status)) => Err(status.to_string()),
                     Err(_) => Err("deadline exceeded".to_owned()),
                 };
@@ -601,10 +597,38 @@ impl ClusterCore {
                 if let Err(e) = &res {
                     tracing::debug!(peer = %id, err = %e, "collect failed; its groups come from replicas");
                 }
-                res.ok()
+                res.ok().map(|chunks| (id, chunks))
             });
         }
-        let mut newest: HashMap<Arc<GroupKey>, (u64, Option<GroupSnapshot>)> = HashMap::new();
+        let mut answers = Vec::new();
+        while let Some(done) = calls.join_next().await {
+            if let Ok(Some(answer)) = done {
+                answers.push(answer);
+            }
+        }
+        // Each group this node lacks comes from every other owner: decode one copy of each.
+        let mut raw: Vec<Vec<pb::CollectChunk>> =
+            answers.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
+        let spares = rpc::drop_repeated_groups(&mut raw);
+        let names = self.names();
+        let decode_all = |answers: Vec<(String, Vec<pb::CollectChunk>)>| {
+            let mut decoding = JoinSet::new();
+            for (id, chunks) in answers {
+                decoding.spawn_blocking(move || {
+                    rpc::decode_chunks(chunks, names).map_err(|e| {
+                        tracing::debug!(peer = %id, err = %e, "collect answer undecodable; its groups come from replicas");
+                    })
+                });
+            }
+            decoding
+        };
+        let ids: Vec<String> = answers.into_iter().map(|(id, _)| id.to_string()).collect();
+        let mut decoding = decode_all(ids.iter().cloned().zip(raw).collect());
+        let mut newest: HashMap<
+            Arc<GroupKey>,
+            (u64, Option<GroupSnapshot>),
+            foldhash::fast::RandomState,
+        > = HashMap::default();
         let mut merge = |groups: Vec<GroupSnapshot>, tombstones: Vec<(GroupKey, u64)>| {
             for (k, v) in tombstones {
                 let k = Arc::new(k);
@@ -625,9 +649,26 @@ impl ClusterCore {
             }
         };
         merge(local, self.store.tombstones());
-        while let Some(done) = calls.join_next().await {
-            if let Ok(Some(c)) = done {
-                merge(c.groups, c.tombstones);
+        let mut failed = false;
+        while let Some(done) = decoding.join_next().await {
+            match done {
+                Ok(Ok(c)) => merge(c.groups, c.tombstones),
+                _ => failed = true,
+            }
+        }
+        if failed {
+            // A peer's answer could not be decoded: the copies of its groups that other peers
+            // sent were set aside above; decode them too (the merge keeps one of each).
+            let mut decoding = decode_all(
+                ids.into_iter()
+                    .zip(spares)
+                    .map(|(id, spare)| (id, vec![spare]))
+                    .collect(),
+            );
+            while let Some(done) = decoding.join_next().await {
+                if let Ok(Ok(c)) = done {
+                    merge(c.groups, c.tombstones);
+                }
             }
         }
         let mut out: Vec<GroupSnapshot> = newest.into_values().filter_map(|(_, g)| g).collect();

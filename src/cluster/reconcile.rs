@@ -710,6 +710,51 @@ mod tests {
     }
 
     #[test]
+    fn a_group_two_peers_sent_in_the_same_version_is_decoded_once() {
+        let a = Store::new(StoreOptions::default());
+        push(&a, "both", 10);
+        push(&a, "only_a", 11);
+        push(&a, "differs", 12);
+        let b = Store::new(StoreOptions::default());
+        push(&b, "both", 10);
+        push(&b, "differs", 13);
+        let chunks = |s: &Store| rpc::collect_chunks(&s.snapshot(), Vec::new());
+        let mut answers = vec![chunks(&a), chunks(&b)];
+        // An answer of an earlier release lists no key hashes: it is left alone.
+        let mut legacy = chunks(&b);
+        for c in &mut legacy {
+            c.group_keys.clear();
+            c.group_versions.clear();
+        }
+        answers.push(legacy);
+        let spares = rpc::drop_repeated_groups(&mut answers);
+        let decoded = |chunks: Vec<pb::CollectChunk>| -> Vec<(String, u64)> {
+            let mut v: Vec<(String, u64)> = rpc::decode_chunks(chunks, NameScheme::Legacy)
+                .unwrap()
+                .groups
+                .iter()
+                .map(|g| (g.key.to_string(), g.version))
+                .collect();
+            v.sort();
+            v
+        };
+        let [from_a, from_b, from_legacy]: [Vec<pb::CollectChunk>; 3] = answers.try_into().unwrap();
+        assert_eq!(decoded(from_a).len(), 3);
+        assert_eq!(
+            decoded(from_b),
+            vec![(key("differs").to_string(), 13)],
+            "b's copy of \"both\" is the same version as a's"
+        );
+        assert_eq!(decoded(from_legacy).len(), 2);
+        // The copy set aside is there for when a's answer cannot be decoded.
+        assert_eq!(
+            decoded(vec![spares[1].clone()]),
+            vec![(key("both").to_string(), 10)]
+        );
+        assert!(spares[0].groups.is_empty() && spares[2].groups.is_empty());
+    }
+
+    #[test]
     fn sync_answers_newer_states_and_missing_entries() {
         let store = Arc::new(Store::new(StoreOptions::default()));
         push(&store, "same", 10);

@@ -491,6 +491,8 @@ pub fn collect_chunks(
         let bytes = group_to_bytes(g);
         size += bytes.len();
         current.groups.push(bytes);
+        current.group_keys.push(g.key.stable_hash());
+        current.group_versions.push(g.version);
         if size >= COLLECT_CHUNK_BYTES {
             chunks.push(std::mem::take(&mut current));
             size = 0;
@@ -527,7 +529,7 @@ pub struct Collected {
     pub tombstones: Vec<(GroupKey, u64)>,
 }
 
-/// Decodes collect chunks (on the blocking pool: this re-encodes every family).
+/// Decodes collect chunks (on the blocking pool: this validates and copies every family).
 pub fn decode_chunks(
     chunks: Vec<pb::CollectChunk>,
     names: NameScheme,
@@ -545,6 +547,39 @@ pub fn decode_chunks(
         }
     }
     Ok(out)
+}
+
+/// Moves out of `answers` (one list of chunks per peer) the groups that an earlier chunk, of
+/// this or an earlier peer's answer, already carries in the same version: with replication,
+/// every group the collecting node lacks comes from each of its other owners, and decoding one
+/// copy is enough. Only chunks that list their groups' key hashes and versions are looked at.
+/// Returns the copies moved out, one chunk per peer, for the case where a kept copy turns out
+/// undecodable.
+pub fn drop_repeated_groups(answers: &mut [Vec<pb::CollectChunk>]) -> Vec<pb::CollectChunk> {
+    let mut seen: std::collections::HashSet<(u64, u64), foldhash::fast::RandomState> =
+        Default::default();
+    let mut spares = Vec::with_capacity(answers.len());
+    for answer in answers.iter_mut() {
+        let mut spare = pb::CollectChunk::default();
+        for chunk in answer.iter_mut() {
+            let n = chunk.groups.len();
+            if chunk.group_keys.len() != n || chunk.group_versions.len() != n {
+                continue;
+            }
+            let groups = std::mem::take(&mut chunk.groups);
+            for (i, g) in groups.into_iter().enumerate() {
+                if seen.insert((chunk.group_keys[i], chunk.group_versions[i])) {
+                    chunk.groups.push(g);
+                } else {
+                    spare.groups.push(g);
+                }
+            }
+            chunk.group_keys.clear();
+            chunk.group_versions.clear();
+        }
+        spares.push(spare);
+    }
+    spares
 }
 
 /// Keeps `Arc` in scope for callers building requests.

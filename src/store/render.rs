@@ -54,6 +54,9 @@ struct Part {
     members: Vec<Member>,
     /// Members are already in exposition order (from the layout cache).
     presorted: bool,
+    /// Members are in group key order (the merged view adds them so): the first in key order is
+    /// the first one, and sorting by key is a no-op.
+    key_ordered: bool,
     /// `Some(layout)` when the order found may be cached under that layout number.
     cache_as: Option<u64>,
 }
@@ -146,6 +149,7 @@ impl Store {
                                 help,
                                 members,
                                 presorted: true,
+                                key_ordered: false,
                                 cache_as: None,
                             });
                             continue;
@@ -169,6 +173,7 @@ impl Store {
                 help,
                 members,
                 presorted: false,
+                key_ordered: false,
                 cache_as: own_same.is_none().then_some(entry.layout),
             });
         }
@@ -230,7 +235,10 @@ pub fn render_snapshots(
 ) -> RenderStats {
     let mut stats = RenderStats::default();
     let mut sorted: Vec<&super::GroupSnapshot> = groups.iter().collect();
-    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    // The merged view arrives in key order already: checking costs one comparison per group.
+    if !sorted.is_sorted_by(|a, b| a.key <= b.key) {
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    }
     let mut seen = std::collections::HashSet::with_capacity(sorted.len());
     let mut by_name: std::collections::BTreeMap<Arc<str>, Vec<Member>> =
         std::collections::BTreeMap::new();
@@ -266,6 +274,8 @@ pub fn render_snapshots(
             help,
             members,
             presorted: false,
+            // Groups were taken in key order, and the gateway's own member (empty key) first.
+            key_ordered: true,
             cache_as: None,
         });
     }
@@ -282,17 +292,20 @@ fn own_part(o: &Arc<StoredFamily>, empty_key: &Arc<GroupKey>) -> Part {
         help: Some(o.help.clone()),
         members: vec![(0, empty_key.clone(), o.clone())],
         presorted: true,
+        key_ordered: true,
         cache_as: None,
     }
 }
 
 /// The first member in key order that has help text.
-fn first_help(members: &[Member]) -> Option<Arc<str>> {
-    members
-        .iter()
-        .filter(|m| !m.2.help.is_empty())
-        .min_by(|a, b| a.1.cmp(&b.1))
-        .map(|m| m.2.help.clone())
+fn first_help(members: &[Member], key_ordered: bool) -> Option<Arc<str>> {
+    let mut with_help = members.iter().filter(|m| !m.2.help.is_empty());
+    let first = if key_ordered {
+        with_help.next()
+    } else {
+        with_help.min_by(|a, b| a.1.cmp(&b.1))
+    };
+    first.map(|m| m.2.help.clone())
 }
 
 /// Renders one family (nothing when it has nothing to expose). Returns the member order when
@@ -311,24 +324,29 @@ fn render_family(
     // Groups can disagree on a name's type only with the consistency check disabled (or when a
     // cluster race slipped past it): the first group in key order decides (the gateway's own
     // member has the empty key, so it wins), the others are left out and counted.
-    let first = members
-        .iter()
-        .min_by(|a, b| a.1.cmp(&b.1))
-        .map(|m| m.2.typ)
-        .expect("members is not empty");
-    let typ = first;
+    let first = if part.key_ordered {
+        members.first()
+    } else {
+        members.iter().min_by(|a, b| a.1.cmp(&b.1))
+    };
+    let Some(typ) = first.map(|m| m.2.typ) else {
+        return Some(Arc::from(Vec::new()));
+    };
     let before = members.len();
     members.retain(|m| m.2.typ == typ);
     let dropped = before - members.len();
     stats.inconsistent_dropped += dropped;
     // Deterministic HELP (upstream picks one at random, bug 4): the first group in key order
     // that has help.
-    let help = part.help.clone().or_else(|| first_help(&part.members));
+    let help = part
+        .help
+        .clone()
+        .or_else(|| first_help(&part.members, part.key_ordered));
     let presorted = part.presorted && dropped == 0;
     let ordered = if presorted {
         Ordered::Whole
     } else {
-        order_members(&mut members)
+        order_members(&mut members, part.key_ordered)
     };
     let cacheable = matches!(ordered, Ordered::Whole) && dropped == 0 && !presorted;
     match format {
@@ -407,11 +425,13 @@ fn last_key(f: &StoredFamily) -> &[u8] {
     f.chunks().last().map(|c| c.sort_key).unwrap_or(&[])
 }
 
-fn order_members<'a>(members: &mut [&'a Member]) -> Ordered<'a> {
+fn order_members<'a>(members: &mut [&'a Member], key_ordered: bool) -> Ordered<'a> {
     if members.len() > 1 {
         // Key order first, then a stable sort by first metric: members with equal first keys
         // stay in key order, which keeps the dedup below deterministic.
-        members.sort_by(|a, b| a.1.cmp(&b.1));
+        if !key_ordered {
+            members.sort_by(|a, b| a.1.cmp(&b.1));
+        }
         members.sort_by(|a, b| first_key(&a.2).cmp(first_key(&b.2)));
     }
     let disjoint = members
