@@ -31,6 +31,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .extern_path(".io.prometheus.client", "crate::exposition::proto")
+        // Families and group states as `Bytes`: a forwarded write is kept for a retry on the
+        // next node by a reference-counted clone, and a receiver slices them out of the
+        // received message without copying.
+        .bytes(".pushgate.cluster.ForwardedWrite.families")
+        .bytes(".pushgate.cluster.ReplicateRequest.group")
         .compile_fds(cluster_fds)?;
     Ok(())
 }

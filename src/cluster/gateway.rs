@@ -381,12 +381,12 @@ impl ClusterCore {
         let msg = match replica {
             Replica::Group(g) | Replica::Put(g) => pb::ReplicateRequest {
                 version: g.version,
-                group: rpc::group_to_bytes(&g),
+                group: rpc::group_to_bytes(&g).into(),
                 tombstone_key: Vec::new(),
             },
             Replica::Tombstone(version) => pb::ReplicateRequest {
                 version,
-                group: Vec::new(),
+                group: Default::default(),
                 tombstone_key: rpc::key_to_pb(key),
             },
         };
@@ -720,13 +720,21 @@ fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
     };
     match op {
         WriteOp::Push(p) => {
-            msg.families = p
-                .families
-                .iter()
-                .map(|f| {
-                    let mut buf = Vec::with_capacity(f.wire_len());
-                    f.to_wire(&mut buf);
-                    buf
+            // All families in one buffer, handed out as slices of it.
+            let mut buf = Vec::with_capacity(p.families.iter().map(|f| f.wire_len()).sum());
+            let mut ends = Vec::with_capacity(p.families.len());
+            for f in &p.families {
+                f.to_wire(&mut buf);
+                ends.push(buf.len());
+            }
+            let buf = bytes::Bytes::from(buf);
+            let mut start = 0;
+            msg.families = ends
+                .into_iter()
+                .map(|end| {
+                    let family = buf.slice(start..end);
+                    start = end;
+                    family
                 })
                 .collect();
             msg.replace_all = p.replace_all;
@@ -742,7 +750,7 @@ fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
         }
         WriteOp::Delete(_) => msg.delete = true,
     }
-    let size = msg.families.iter().map(Vec::len).sum::<usize>() + msg.refused.len() + 128;
+    let size = msg.families.iter().map(|f| f.len()).sum::<usize>() + msg.refused.len() + 128;
     (msg, size)
 }
 
@@ -933,7 +941,7 @@ impl ClusterService {
                 message: w.refused,
             }
         } else {
-            let size: usize = w.families.iter().map(Vec::len).sum();
+            let size: usize = w.families.iter().map(|f| f.len()).sum();
             let raw = w.families;
             let families = off_runtime_if_large(size, move || rpc::prepared_from_wire(&raw, names))
                 .await
@@ -1448,7 +1456,7 @@ mod tests {
         );
         let mut raw = Vec::new();
         timing.to_wire(&mut raw);
-        own_timing.families.push(raw);
+        own_timing.families.push(raw.into());
         let mut with_timestamps = forwarded("ts", "m 1 1000\n");
         with_timestamps.has_timestamps = true;
         let refused = pb::ForwardedWrite {
@@ -1527,7 +1535,9 @@ mod tests {
         for i in 0..fam.len() {
             for flip in [0x01u8, 0x80, 0xFF] {
                 let mut bad = w.clone();
-                bad.families[0][i] ^= flip;
+                let mut damaged = fam.to_vec();
+                damaged[i] ^= flip;
+                bad.families[0] = damaged.into();
                 let results = svc
                     .forward(Request::new(pb::ForwardRequest { writes: vec![bad] }))
                     .await
@@ -1615,7 +1625,7 @@ mod tests {
             .push_versioned(prepared(job, BODY), 1.0, || version)
             .unwrap();
         pb::ReplicateRequest {
-            group: rpc::group_to_bytes(&store.group(&key(job)).unwrap()),
+            group: rpc::group_to_bytes(&store.group(&key(job)).unwrap()).into(),
             tombstone_key: Vec::new(),
             version,
         }

@@ -404,14 +404,14 @@ impl Reconciler {
             let v = store.tombstone(&h.key)?;
             return Some(pb::ReplicateRequest {
                 version: v,
-                group: Vec::new(),
+                group: Default::default(),
                 tombstone_key: rpc::key_to_pb(&h.key),
             });
         }
         let g = store.group(&h.key)?;
         (g.version >= h.version).then(|| pb::ReplicateRequest {
             version: g.version,
-            group: rpc::group_to_bytes(&g),
+            group: rpc::group_to_bytes(&g).into(),
             tombstone_key: Vec::new(),
         })
     }

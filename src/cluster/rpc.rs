@@ -440,7 +440,7 @@ pub fn families_from_bytes(raw: Vec<Vec<u8>>) -> Result<Vec<MetricFamily>, Strin
 /// of the push time families the gateway owns. The receiving node prepared them (grouping
 /// labels, name and label rules, limits) before forwarding.
 pub fn prepared_from_wire(
-    raw: &[Vec<u8>],
+    raw: &[bytes::Bytes],
     names: NameScheme,
 ) -> Result<Vec<Arc<StoredFamily>>, String> {
     use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
