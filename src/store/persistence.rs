@@ -86,18 +86,19 @@ fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: bool) {
     }
     let mut fam_buf = Vec::new();
     for (f, _) in &g.families {
-        fam_buf.clear();
         if wire {
-            f.to_wire(&mut fam_buf);
-        } else {
-            encode_family_header(&mut fam_buf, &f.name, &f.help, f.typ);
-            fam_buf.extend_from_slice(f.proto_metrics());
+            // The wire form's length is known up front: written in place, not copied.
+            encode_key(8, WireType::LengthDelimited, group_buf);
+            encode_varint(f.wire_len() as u64, group_buf);
+            let start = group_buf.len();
+            f.to_wire(group_buf);
+            debug_assert_eq!(group_buf.len() - start, f.wire_len());
+            continue;
         }
-        encode_key(
-            if wire { 8 } else { 2 },
-            WireType::LengthDelimited,
-            group_buf,
-        );
+        fam_buf.clear();
+        encode_family_header(&mut fam_buf, &f.name, &f.help, f.typ);
+        fam_buf.extend_from_slice(f.proto_metrics());
+        encode_key(2, WireType::LengthDelimited, group_buf);
         encode_varint(fam_buf.len() as u64, group_buf);
         group_buf.extend_from_slice(&fam_buf);
     }
