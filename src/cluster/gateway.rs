@@ -27,8 +27,9 @@ use super::membership::{Member, NodeId, Ring};
 use super::rpc::{self, pb, Cluster, PeerClients};
 use crate::exposition::names::NameScheme;
 use crate::exposition::MetricFamily;
+use crate::gateway::{record_render, ChunkSink, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::gateway::{unix_now, Gateway, LocalStats, PushRequest, INLINE_PREPARE_LIMIT};
-use crate::store::merged::render_groups;
+use crate::store::merged::{render_groups, render_groups_chunked};
 use crate::store::render::{Format, RenderStats};
 use crate::store::{
     prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, Store, StoredFamily, Validation,
@@ -892,6 +893,31 @@ impl Gateway for ClusterGateway {
         })
         .await
         .expect("render task should not panic")
+    }
+
+    async fn render_stream(
+        &self,
+        format: Format,
+        own: Vec<Arc<StoredFamily>>,
+        gzip: bool,
+    ) -> ScrapeStream {
+        let started = Instant::now();
+        let groups = self.core.merged_groups(self.core.collect_deadline).await;
+        let reserved = self.core.store.options().reserved.clone();
+        let (mut sink, rx) = ChunkSink::new(gzip);
+        tokio::task::spawn_blocking(move || {
+            let stats = render_groups_chunked(
+                &groups,
+                &reserved,
+                &own,
+                format,
+                SCRAPE_CHUNK_BYTES,
+                &mut |c| sink.push(c),
+            );
+            sink.finish();
+            record_render(&stats, started.elapsed());
+        });
+        rx
     }
 
     async fn groups(&self) -> Vec<GroupSnapshot> {

@@ -470,7 +470,12 @@ pub fn prepared_from_wire(
 pub fn group_to_bytes(g: &GroupSnapshot) -> Vec<u8> {
     // Sized up front (families, plus key, times and tags): one allocation, no regrowth.
     let families: usize = g.families.iter().map(|(f, _)| f.wire_len() + 8).sum();
-    let key: usize = g.key.labels().iter().map(|(n, v)| n.len() + v.len() + 8).sum();
+    let key: usize = g
+        .key
+        .labels()
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 8)
+        .sum();
     let mut buf = Vec::with_capacity(families + key + 64 + 9 * g.families.len());
     encode_group_wire(g, &mut buf);
     buf

@@ -18,11 +18,24 @@ pub fn render_groups(
     format: Format,
     out: &mut Vec<u8>,
 ) -> RenderStats {
-    super::render::render_snapshots(groups, &reserved, own, format, usize::MAX, &mut |chunk| {
+    render_groups_chunked(groups, &reserved, own, format, usize::MAX, &mut |chunk| {
         if out.is_empty() {
             *out = chunk;
         } else {
             out.extend_from_slice(&chunk);
         }
     })
+}
+
+/// Like [`render_groups`], handing the exposition on in pieces of about `chunk_size` bytes as
+/// they are rendered (a scrape is streamed, never built in one growing buffer).
+pub fn render_groups_chunked(
+    groups: &[GroupSnapshot],
+    reserved: &ReservedNames,
+    own: &[Arc<StoredFamily>],
+    format: Format,
+    chunk_size: usize,
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> RenderStats {
+    super::render::render_snapshots(groups, reserved, own, format, chunk_size, emit)
 }
