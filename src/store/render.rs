@@ -239,23 +239,38 @@ pub fn render_snapshots(
     if !sorted.is_sorted_by(|a, b| a.key <= b.key) {
         sorted.sort_by(|a, b| a.key.cmp(&b.key));
     }
-    let mut seen = std::collections::HashSet::with_capacity(sorted.len());
-    let mut by_name: std::collections::BTreeMap<Arc<str>, Vec<Member>> =
-        std::collections::BTreeMap::new();
+    // Keys that differ only by a missing `instance` (a race between primaries) collide; a key
+    // with an `instance` label is its own normalized form and is looked up as it is.
+    type FastSet<'a> =
+        std::collections::HashSet<std::borrow::Cow<'a, GroupKey>, foldhash::fast::RandomState>;
+    let mut seen: FastSet = FastSet::with_capacity_and_hasher(sorted.len(), Default::default());
+    // Families by name: every group usually has the same few names, so a hash map (names are
+    // short) beats ordered-map string comparisons; the names are sorted once at the end.
+    let mut by_name: std::collections::HashMap<Arc<str>, Vec<Member>, foldhash::fast::RandomState> =
+        Default::default();
     for (i, g) in sorted.into_iter().enumerate() {
-        if !seen.insert(g.key.normalized()) {
+        let key = if g.key.get("instance").is_some() {
+            std::borrow::Cow::Borrowed(&*g.key)
+        } else {
+            std::borrow::Cow::Owned(g.key.normalized())
+        };
+        if !seen.insert(key) {
             stats.inconsistent_dropped += 1;
             continue;
         }
         let gid = i as u64 + 1;
         let timing = super::timing_families_of(g);
         for f in g.families.iter().map(|(f, _)| f).chain(timing.iter()) {
-            by_name
-                .entry(f.name.clone())
-                .or_default()
-                .push((gid, g.key.clone(), f.clone()));
+            match by_name.get_mut(&f.name) {
+                Some(members) => members.push((gid, g.key.clone(), f.clone())),
+                None => {
+                    by_name.insert(f.name.clone(), vec![(gid, g.key.clone(), f.clone())]);
+                }
+            }
         }
     }
+    let mut by_name: Vec<(Arc<str>, Vec<Member>)> = by_name.into_iter().collect();
+    by_name.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let empty_key = Arc::new(GroupKey::new(std::iter::empty()));
     let mut parts = Vec::with_capacity(by_name.len() + own.len());
     let mut own_iter = own.iter().peekable();
