@@ -98,11 +98,13 @@ if [[ $SKIP_BUILD != 1 ]]; then
 fi
 [[ -x $LOADGEN_BIN ]] || die "loadgen not found at $LOADGEN_BIN (build it or set LOADGEN_BIN)"
 
-# A loopback port nothing listens on: connecting to it is refused.
+# A loopback port nothing listens on: connecting to it is refused. Taken below the kernel's
+# ephemeral range, so that an outgoing connection cannot take it before the server binds it.
+EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_port() {
-    local port
+    local port span=$((EPHEMERAL_LOW > 12000 ? EPHEMERAL_LOW - 10000 : 20000))
     for _ in $(seq 100); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % span))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
