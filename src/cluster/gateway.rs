@@ -561,7 +561,9 @@ impl ClusterCore {
     }
 
     /// Every group in the cluster: the newest version of each (a newer tombstone hides it).
-    async fn merged_groups(&self, deadline: Duration) -> Vec<GroupSnapshot> {
+    /// `text_only`: the caller renders the text format and nothing else (peers leave the
+    /// protobuf encodings out; the groups returned must not be used for anything else).
+    async fn merged_groups(&self, deadline: Duration, text_only: bool) -> Vec<GroupSnapshot> {
         let started = Instant::now();
         let ring = self.ring();
         // One snapshot serves both the list of what this node holds (peers leave those groups
@@ -570,6 +572,7 @@ impl ClusterCore {
         let held = pb::CollectRequest {
             held_keys: local.iter().map(|g| g.key.stable_hash()).collect(),
             held_versions: local.iter().map(|g| g.version).collect(),
+            text_only,
         };
         let mut calls = JoinSet::new();
         for member in ring.members.iter().filter(|m| m.id != self.self_id) {
@@ -884,7 +887,11 @@ impl Gateway for ClusterGateway {
     }
 
     async fn render(&self, format: Format, own: Vec<Arc<StoredFamily>>) -> (Vec<u8>, RenderStats) {
-        let groups = self.core.merged_groups(self.core.collect_deadline).await;
+        let text_only = matches!(format, Format::Text);
+        let groups = self
+            .core
+            .merged_groups(self.core.collect_deadline, text_only)
+            .await;
         let reserved = self.core.store.options().reserved.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(64 * 1024);
@@ -902,7 +909,11 @@ impl Gateway for ClusterGateway {
         gzip: bool,
     ) -> ScrapeStream {
         let started = Instant::now();
-        let groups = self.core.merged_groups(self.core.collect_deadline).await;
+        let text_only = matches!(format, Format::Text);
+        let groups = self
+            .core
+            .merged_groups(self.core.collect_deadline, text_only)
+            .await;
         let reserved = self.core.store.options().reserved.clone();
         let (mut sink, rx) = ChunkSink::new(gzip);
         tokio::task::spawn_blocking(move || {
@@ -921,7 +932,9 @@ impl Gateway for ClusterGateway {
     }
 
     async fn groups(&self) -> Vec<GroupSnapshot> {
-        self.core.merged_groups(self.core.collect_deadline).await
+        self.core
+            .merged_groups(self.core.collect_deadline, false)
+            .await
     }
 
     fn local_stats(&self) -> LocalStats {
@@ -1152,7 +1165,7 @@ impl Cluster for ClusterService {
         let chunks = tokio::task::spawn_blocking(move || {
             let mut groups = store.snapshot();
             rpc::leave_out_held(&mut groups, &held);
-            rpc::collect_chunks(&groups, store.tombstones())
+            rpc::collect_chunks(&groups, store.tombstones(), held.text_only)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;

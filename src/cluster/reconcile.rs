@@ -685,6 +685,7 @@ mod tests {
         let held = pb::CollectRequest {
             held_keys: vec![key("same").stable_hash(), key("newer_here").stable_hash()],
             held_versions: vec![10, 20],
+            text_only: false,
         };
         let jobs = |groups: &[crate::store::GroupSnapshot]| -> Vec<String> {
             groups.iter().map(|g| g.key.to_string()).collect()
@@ -701,6 +702,7 @@ mod tests {
             pb::CollectRequest {
                 held_keys: vec![key("same").stable_hash()],
                 held_versions: vec![],
+                text_only: false,
             },
         ] {
             let mut groups = store.snapshot();
@@ -718,7 +720,7 @@ mod tests {
         let b = Store::new(StoreOptions::default());
         push(&b, "both", 10);
         push(&b, "differs", 13);
-        let chunks = |s: &Store| rpc::collect_chunks(&s.snapshot(), Vec::new());
+        let chunks = |s: &Store| rpc::collect_chunks(&s.snapshot(), Vec::new(), false);
         let mut answers = vec![chunks(&a), chunks(&b)];
         // An answer of an earlier release lists no key hashes: it is left alone.
         let mut legacy = chunks(&b);

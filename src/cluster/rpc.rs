@@ -468,7 +468,14 @@ pub fn prepared_from_wire(
 }
 
 pub fn group_to_bytes(g: &GroupSnapshot) -> Vec<u8> {
-    // Sized up front (families, plus key, times and tags): one allocation, no regrowth.
+    let mut buf = Vec::with_capacity(group_wire_capacity(g));
+    encode_group_wire(g, &mut buf);
+    buf
+}
+
+/// Room for a group's wire form (families, plus key, times and tags): one allocation, no
+/// regrowth.
+fn group_wire_capacity(g: &GroupSnapshot) -> usize {
     let families: usize = g.families.iter().map(|(f, _)| f.wire_len() + 8).sum();
     let key: usize = g
         .key
@@ -476,9 +483,7 @@ pub fn group_to_bytes(g: &GroupSnapshot) -> Vec<u8> {
         .iter()
         .map(|(n, v)| n.len() + v.len() + 8)
         .sum();
-    let mut buf = Vec::with_capacity(families + key + 64 + 9 * g.families.len());
-    encode_group_wire(g, &mut buf);
-    buf
+    families + key + 64 + 9 * g.families.len()
 }
 
 /// A group from a peer, validated like a persistence file's.
@@ -491,12 +496,19 @@ pub fn group_from_bytes(raw: &[u8], names: NameScheme) -> Result<GroupSnapshot, 
 pub fn collect_chunks(
     groups: &[GroupSnapshot],
     tombstones: Vec<(GroupKey, u64)>,
+    text_only: bool,
 ) -> Vec<pb::CollectChunk> {
     let mut chunks = Vec::new();
     let mut current = pb::CollectChunk::default();
     let mut size = 0usize;
     for g in groups {
-        let bytes = group_to_bytes(g);
+        let bytes = if text_only {
+            let mut buf = Vec::with_capacity(group_wire_capacity(g));
+            crate::store::persistence::encode_group_wire_text_only(g, &mut buf);
+            buf
+        } else {
+            group_to_bytes(g)
+        };
         size += bytes.len();
         current.groups.push(bytes);
         current.group_keys.push(g.key.stable_hash());

@@ -361,6 +361,16 @@ impl StoredFamily {
     /// key length, buffer (u32 length + bytes), entry count (u32), then per entry
     /// text_end, key_end, proto_start, proto_len (u32 each) and the series identity (u128).
     pub fn to_wire(&self, out: &mut Vec<u8>) {
+        self.write_wire(out, true);
+    }
+
+    /// `to_wire` without the protobuf encoding (every metric's protobuf range empty): for a
+    /// merged scrape in the text format, whose copies are rendered once and never stored.
+    pub fn to_wire_text_only(&self, out: &mut Vec<u8>) {
+        self.write_wire(out, false);
+    }
+
+    fn write_wire(&self, out: &mut Vec<u8>, with_proto: bool) {
         let put = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&v.to_le_bytes());
         for s in [&*self.name, &*self.help] {
             put(out, offset(s.len()));
@@ -369,15 +379,30 @@ impl StoredFamily {
         out.push(self.typ as i32 as u8);
         put(out, self.text_len);
         put(out, self.proto_at - self.text_len);
-        put(out, offset(self.buf.len()));
-        out.extend_from_slice(&self.buf);
+        let buf = if with_proto {
+            &self.buf[..]
+        } else {
+            &self.buf[..self.proto_at as usize]
+        };
+        put(out, offset(buf.len()));
+        out.extend_from_slice(buf);
         put(out, offset(self.entries.len()));
         for e in self.entries.iter() {
-            for v in [e.text_end, e.key_end, e.proto_start, e.proto_len] {
+            let (proto_start, proto_len) = if with_proto {
+                (e.proto_start, e.proto_len)
+            } else {
+                (0, 0)
+            };
+            for v in [e.text_end, e.key_end, proto_start, proto_len] {
                 put(out, v);
             }
             out.extend_from_slice(&e.series.to_le_bytes());
         }
+    }
+
+    /// The length of `to_wire_text_only`'s output.
+    pub fn wire_len_text_only(&self) -> usize {
+        self.wire_len() - (self.buf.len() - self.proto_at as usize)
     }
 
     /// The length of `to_wire`'s output.
@@ -652,6 +677,27 @@ mod tests {
             // Must never panic; most flips are refused.
             let _ = StoredFamily::from_wire(&bad, Default::default());
         }
+    }
+
+    #[test]
+    fn text_only_wire_form_keeps_text_order_and_identity() {
+        let fam = StoredFamily::encode(
+            "g".into(),
+            "help".into(),
+            MetricType::Gauge,
+            vec![metric(&[("job", "b")]), metric(&[("job", "a")])],
+        );
+        let mut w = Vec::new();
+        fam.to_wire_text_only(&mut w);
+        assert_eq!(w.len(), fam.wire_len_text_only());
+        assert!(w.len() < fam.wire_len());
+        let back = StoredFamily::from_wire(&w, Default::default()).unwrap();
+        assert_eq!(back.text(), fam.text());
+        assert!(back.proto_metrics().is_empty());
+        assert!(back.same_series(&fam));
+        let keys = |f: &StoredFamily| f.chunks().map(|c| c.sort_key.to_vec()).collect::<Vec<_>>();
+        assert_eq!(keys(&back), keys(&fam));
+        assert!(back.chunks().all(|c| c.proto.is_empty()));
     }
 
     #[test]

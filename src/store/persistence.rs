@@ -66,16 +66,24 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
 /// Appends one `pushgate.snapshot.Group` message's fields (for files: families as
 /// `MetricFamily`, field 2, their protobuf metrics copied as they are).
 pub fn encode_group(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
-    encode_group_as(g, group_buf, false);
+    encode_group_as(g, group_buf, None);
 }
 
 /// `encode_group` for node-to-node transfers: the families travel pre-encoded
 /// (`StoredFamily::to_wire`, field 8), so the receiver does not re-encode them.
 pub fn encode_group_wire(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
-    encode_group_as(g, group_buf, true);
+    encode_group_as(g, group_buf, Some(true));
 }
 
-fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: bool) {
+/// Like `encode_group_wire` without the families' protobuf encodings (see
+/// `StoredFamily::to_wire_text_only`): for a text-format merged scrape only.
+pub fn encode_group_wire_text_only(g: &GroupSnapshot, group_buf: &mut Vec<u8>) {
+    encode_group_as(g, group_buf, Some(false));
+}
+
+/// `wire`: None for the persistence form (`MetricFamily` messages), Some(with_proto) for the
+/// wire form of the families.
+fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: Option<bool>) {
     use prost::encoding::{encode_key, encode_varint, WireType};
     for (n, v) in g.key.labels() {
         let lp = crate::exposition::LabelPair {
@@ -86,13 +94,22 @@ fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: bool) {
     }
     let mut fam_buf = Vec::new();
     for (f, _) in &g.families {
-        if wire {
+        if let Some(with_proto) = wire {
             // The wire form's length is known up front: written in place, not copied.
             encode_key(8, WireType::LengthDelimited, group_buf);
-            encode_varint(f.wire_len() as u64, group_buf);
+            let len = if with_proto {
+                f.wire_len()
+            } else {
+                f.wire_len_text_only()
+            };
+            encode_varint(len as u64, group_buf);
             let start = group_buf.len();
-            f.to_wire(group_buf);
-            debug_assert_eq!(group_buf.len() - start, f.wire_len());
+            if with_proto {
+                f.to_wire(group_buf);
+            } else {
+                f.to_wire_text_only(group_buf);
+            }
+            debug_assert_eq!(group_buf.len() - start, len);
             continue;
         }
         fam_buf.clear();
