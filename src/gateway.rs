@@ -66,6 +66,22 @@ pub type ScrapeStream = tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io
 pub const SCRAPE_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Counts one render in the self-metrics.
+/// Runs `render` on the blocking pool, streaming the chunks it emits (gzip-compressed when
+/// `gzip`) as they come, and records the render's figures with the time since `started`.
+pub fn stream_rendered(
+    gzip: bool,
+    started: std::time::Instant,
+    render: impl FnOnce(&mut dyn FnMut(Vec<u8>)) -> RenderStats + Send + 'static,
+) -> ScrapeStream {
+    let (mut sink, rx) = ChunkSink::new(gzip);
+    tokio::task::spawn_blocking(move || {
+        let stats = render(&mut |c| sink.push(c));
+        sink.finish();
+        record_render(&stats, started.elapsed());
+    });
+    rx
+}
+
 pub fn record_render(stats: &RenderStats, elapsed: std::time::Duration) {
     use crate::telemetry::metrics as m;
     metrics::histogram!(m::SCRAPE_RENDER_SECONDS).record(elapsed.as_secs_f64());
@@ -228,15 +244,9 @@ impl Gateway for LocalGateway {
         gzip: bool,
     ) -> ScrapeStream {
         let store = self.store.clone();
-        let (mut sink, rx) = ChunkSink::new(gzip);
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let stats =
-                store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, &mut |c| sink.push(c));
-            sink.finish();
-            record_render(&stats, started.elapsed());
-        });
-        rx
+        stream_rendered(gzip, std::time::Instant::now(), move |emit| {
+            store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, emit)
+        })
     }
 
     async fn groups(&self) -> Vec<GroupSnapshot> {

@@ -27,12 +27,13 @@ use super::membership::{Member, NodeId, Ring};
 use super::rpc::{self, pb, Cluster, PeerClients};
 use crate::exposition::names::NameScheme;
 use crate::exposition::MetricFamily;
-use crate::gateway::{record_render, ChunkSink, ScrapeStream, SCRAPE_CHUNK_BYTES};
+use crate::gateway::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::gateway::{unix_now, Gateway, LocalStats, PushRequest, INLINE_PREPARE_LIMIT};
 use crate::store::merged::{render_groups, render_groups_chunked};
 use crate::store::render::{Format, RenderStats};
 use crate::store::{
-    prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, Store, StoredFamily, Validation,
+    prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, ReservedNames, Store,
+    StoredFamily, Validation,
 };
 use crate::telemetry::metrics as m;
 
@@ -487,26 +488,12 @@ impl ClusterCore {
         replica: pb::ReplicateRequest,
         answer: WriteAnswer,
     ) -> WriteAnswer {
-        match self.take_replica(replica).await {
-            Ok(_) => {
-                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
-                answer
-            }
-            Err(status) => {
-                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
-                if matches!(answer.status, 200 | 202) {
-                    WriteAnswer {
-                        status: 503,
-                        message: format!(
-                            "this node could not hold its replica of the write ({}); retry",
-                            status.message()
-                        ),
-                    }
-                } else {
-                    answer
-                }
-            }
-        }
+        let held = self
+            .take_replica(replica)
+            .await
+            .map(|_| ())
+            .map_err(|status| status.message().to_owned());
+        replica_outcome(held, answer)
     }
 
     /// Holds this node's replica of a PUT it forwarded, built from its own prepared families
@@ -537,30 +524,20 @@ impl ClusterCore {
                 Ok(())
             }
             WriteOp::Push(p) if p.replace_all => return answer,
-            _ => Err("the primary sent a PUT's stamp for a write that is not a PUT"),
+            _ => Err("the primary sent a PUT's stamp for a write that is not a PUT".to_owned()),
         };
-        match held {
-            Ok(()) => {
-                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
-                answer
-            }
-            Err(why) => {
-                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
-                if matches!(answer.status, 200 | 202) {
-                    WriteAnswer {
-                        status: 503,
-                        message: format!(
-                            "this node could not hold its replica of the write ({why}); retry"
-                        ),
-                    }
-                } else {
-                    answer
-                }
-            }
-        }
+        replica_outcome(held, answer)
     }
 
     /// Every group in the cluster: the newest version of each (a newer tombstone hides it).
+    /// The merged view to render in `format` (a text scrape collects no protobuf encodings),
+    /// with the reserved names the render needs.
+    async fn merged_view(&self, format: Format) -> (Vec<GroupSnapshot>, ReservedNames) {
+        let text_only = matches!(format, Format::Text);
+        let groups = self.merged_groups(self.collect_deadline, text_only).await;
+        (groups, self.store.options().reserved.clone())
+    }
+
     /// `text_only`: the caller renders the text format and nothing else (peers leave the
     /// protobuf encodings out; the groups returned must not be used for anything else).
     async fn merged_groups(&self, deadline: Duration, text_only: bool) -> Vec<GroupSnapshot> {
@@ -710,6 +687,31 @@ impl WriteAnswer {
                 status: 503,
                 message: format!("a cluster peer answered with unexpected status {other}"),
             },
+        }
+    }
+}
+
+/// The answer to a client whose write this node forwarded, once it tried to hold the replica the
+/// primary counted it for: a replica it could not hold turns a success into 503 (the write stays
+/// on the nodes that took it, as with any 503).
+fn replica_outcome(held: Result<(), String>, answer: WriteAnswer) -> WriteAnswer {
+    match held {
+        Ok(()) => {
+            metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
+            answer
+        }
+        Err(why) => {
+            metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
+            if matches!(answer.status, 200 | 202) {
+                WriteAnswer {
+                    status: 503,
+                    message: format!(
+                        "this node could not hold its replica of the write ({why}); retry"
+                    ),
+                }
+            } else {
+                answer
+            }
         }
     }
 }
@@ -887,12 +889,7 @@ impl Gateway for ClusterGateway {
     }
 
     async fn render(&self, format: Format, own: Vec<Arc<StoredFamily>>) -> (Vec<u8>, RenderStats) {
-        let text_only = matches!(format, Format::Text);
-        let groups = self
-            .core
-            .merged_groups(self.core.collect_deadline, text_only)
-            .await;
-        let reserved = self.core.store.options().reserved.clone();
+        let (groups, reserved) = self.core.merged_view(format).await;
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(64 * 1024);
             let stats = render_groups(&groups, reserved, &own, format, &mut out);
@@ -909,26 +906,10 @@ impl Gateway for ClusterGateway {
         gzip: bool,
     ) -> ScrapeStream {
         let started = Instant::now();
-        let text_only = matches!(format, Format::Text);
-        let groups = self
-            .core
-            .merged_groups(self.core.collect_deadline, text_only)
-            .await;
-        let reserved = self.core.store.options().reserved.clone();
-        let (mut sink, rx) = ChunkSink::new(gzip);
-        tokio::task::spawn_blocking(move || {
-            let stats = render_groups_chunked(
-                &groups,
-                &reserved,
-                &own,
-                format,
-                SCRAPE_CHUNK_BYTES,
-                &mut |c| sink.push(c),
-            );
-            sink.finish();
-            record_render(&stats, started.elapsed());
-        });
-        rx
+        let (groups, reserved) = self.core.merged_view(format).await;
+        stream_rendered(gzip, started, move |emit| {
+            render_groups_chunked(&groups, &reserved, &own, format, SCRAPE_CHUNK_BYTES, emit)
+        })
     }
 
     async fn groups(&self) -> Vec<GroupSnapshot> {
@@ -1254,12 +1235,7 @@ mod tests {
         w.from = "b".into();
         // A sender that cannot hold its own families (an older node, or a POST).
         w.own_replica = false;
-        let results = svc
-            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
+        let results = forward_all(&svc, vec![w]).await;
         // "b" is the only other node: no call was made to it (its port is closed), it counts
         // as a holder and gets the group's state in the answer.
         assert!(results[0].own_replica.is_none());
@@ -1286,12 +1262,7 @@ mod tests {
         let mut w = forwarded("j", BODY);
         assert!(w.own_replica, "a PUT asks to hold its own families");
         w.from = "b".into();
-        let results = svc
-            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
+        let results = forward_all(&svc, vec![w]).await;
         assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
         assert!(results[0].replica.is_none(), "no group state travels back");
         let own = results[0].own_replica.expect("the PUT's stamp returned");
@@ -1336,12 +1307,7 @@ mod tests {
         w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
         // A sender claiming it could: a POST merges into the group, so only its state will do.
         w.own_replica = true;
-        let results = svc
-            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
+        let results = forward_all(&svc, vec![w]).await;
         assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
         assert!(results[0].own_replica.is_none());
         assert!(results[0].replica.is_some());
@@ -1354,12 +1320,7 @@ mod tests {
         for from in ["", "c"] {
             let mut w = forwarded("j", BODY);
             w.from = from.into();
-            let results = svc
-                .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
-                .await
-                .unwrap()
-                .into_inner()
-                .results;
+            let results = forward_all(&svc, vec![w]).await;
             assert!(results[0].replica.is_none());
             // "b" could not be reached: only one of the two holders the write needs.
             assert_eq!(
@@ -1395,12 +1356,7 @@ mod tests {
         let mut w = forwarded(&job, BODY);
         w.from = outsider;
         w.unreachable = vec![other_owner];
-        let results = svc
-            .forward(Request::new(pb::ForwardRequest { writes: vec![w] }))
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
+        let results = forward_all(&svc, vec![w]).await;
         assert!(results[0].replica.is_none());
         // The call to the stand-in failed (its port is closed): one holder of two.
         assert_eq!(results[0].reply.as_ref().unwrap().status, 503);
@@ -1429,6 +1385,18 @@ mod tests {
     fn prepared(job: &str, body: &str) -> PreparedPush {
         let families = parse_text(body.as_bytes(), NameScheme::Legacy).expect("valid text");
         prepare_push(key(job), families, true, &Validation::default()).expect("valid push")
+    }
+
+    /// One `Forward` call to `svc`; the per-write results.
+    async fn forward_all(
+        svc: &ClusterService,
+        writes: Vec<pb::ForwardedWrite>,
+    ) -> Vec<pb::ForwardResult> {
+        svc.forward(Request::new(pb::ForwardRequest { writes }))
+            .await
+            .unwrap()
+            .into_inner()
+            .results
     }
 
     fn forwarded(job: &str, body: &str) -> pb::ForwardedWrite {
@@ -1555,12 +1523,7 @@ mod tests {
             delete: true,
             ..Default::default()
         };
-        let results = svc
-            .forward(Request::new(pb::ForwardRequest { writes: vec![del] }))
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
+        let results = forward_all(&svc, vec![del]).await;
         assert_eq!(results[0].reply.as_ref().unwrap().status, 202);
         assert!(store.group(&key("good")).is_none());
         assert!(store.tombstone(&key("good")).is_some());
@@ -1577,12 +1540,7 @@ mod tests {
                 let mut damaged = fam.to_vec();
                 damaged[i] ^= flip;
                 bad.families[0] = damaged.into();
-                let results = svc
-                    .forward(Request::new(pb::ForwardRequest { writes: vec![bad] }))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .results;
+                let results = forward_all(&svc, vec![bad]).await;
                 assert_eq!(results.len(), 1);
             }
         }
