@@ -466,6 +466,48 @@ mod tests {
     }
 
     #[test]
+    fn every_line_of_a_metric_carries_its_labels_with_or_without_braces_of_its_own() {
+        let hist = |name: &str, label: Vec<LabelPair>| MetricFamily {
+            name: Some(name.into()),
+            help: None,
+            r#type: Some(MetricType::Histogram as i32),
+            metric: vec![Metric {
+                label,
+                histogram: Some(Histogram {
+                    sample_count: Some(2),
+                    sample_sum: Some(3.0),
+                    bucket: vec![Bucket {
+                        upper_bound: Some(1.0),
+                        cumulative_count: Some(2),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        };
+        let text = |mf: &MetricFamily| {
+            let mut out = Vec::new();
+            write_family(&mut out, mf);
+            String::from_utf8(out).unwrap()
+        };
+        // A quoted (non-legacy) name opens the braces itself; its labels follow a comma.
+        assert_eq!(
+            text(&hist("my.h", vec![lp("a", "1"), lp("b.c", "x\"")])),
+            "# TYPE \"my.h\" histogram\n\
+             {\"my.h_bucket\",a=\"1\",\"b.c\"=\"x\\\"\",le=\"1\"} 2\n\
+             {\"my.h_bucket\",a=\"1\",\"b.c\"=\"x\\\"\",le=\"+Inf\"} 2\n\
+             {\"my.h_sum\",a=\"1\",\"b.c\"=\"x\\\"\"} 3\n\
+             {\"my.h_count\",a=\"1\",\"b.c\"=\"x\\\"\"} 2\n"
+        );
+        // No labels: braces only around `le`, none on the sum and count lines.
+        assert_eq!(
+            text(&hist("h", vec![])),
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n"
+        );
+    }
+
+    #[test]
     fn writes_summaries() {
         let m = Metric {
             summary: Some(Summary {

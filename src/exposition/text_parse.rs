@@ -805,20 +805,17 @@ impl<'a> Parser<'a> {
     fn read_label_value(&mut self) -> Step<Cow<'a, str>> {
         let input = self.input;
         let start = self.pos;
-        let bytes: Cow<'a, [u8]> = loop {
-            // Plain bytes in one scan; the loop below sees only the byte that ends the run.
-            self.read_while(|b| b != b'"' && b != b'\\' && b != b'\n')?;
-            match self.cur {
-                b'"' => break Cow::Borrowed(&input[start..self.pos - 1]),
-                b'\\' => {
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(&input[start..self.pos - 1]);
-                    self.read_label_value_escaped()?;
-                    break Cow::Owned(self.scratch.clone());
-                }
-                b'\n' => return Err(unescaped_newline(&input[start..self.pos - 1])),
-                _ => {}
+        // Plain bytes in one scan, up to the closing quote, a backslash or a newline.
+        self.read_while(|b| b != b'"' && b != b'\\' && b != b'\n')?;
+        let bytes: Cow<'a, [u8]> = match self.cur {
+            b'\\' => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&input[start..self.pos - 1]);
+                self.read_label_value_escaped()?;
+                Cow::Owned(self.scratch.clone())
             }
+            b'\n' => return Err(unescaped_newline(&input[start..self.pos - 1])),
+            _ => Cow::Borrowed(&input[start..self.pos - 1]),
         };
         match bytes {
             Cow::Borrowed(b) => match super::utf8(b) {

@@ -649,14 +649,19 @@ mod tests {
         assert!(counter.with_gauge_value(1.0).is_none());
     }
 
-    #[test]
-    fn wire_form_round_trips_and_refuses_damage() {
-        let fam = StoredFamily::encode(
+    /// A gauge family of two metrics pushed out of exposition order.
+    fn two_gauges() -> StoredFamily {
+        StoredFamily::encode(
             "g".into(),
             "help".into(),
             MetricType::Gauge,
             vec![metric(&[("job", "b")]), metric(&[("job", "a")])],
-        );
+        )
+    }
+
+    #[test]
+    fn wire_form_round_trips_and_refuses_damage() {
+        let fam = two_gauges();
         let mut w = Vec::new();
         fam.to_wire(&mut w);
         assert_eq!(w.len(), fam.wire_len());
@@ -681,12 +686,7 @@ mod tests {
 
     #[test]
     fn text_only_wire_form_keeps_text_order_and_identity() {
-        let fam = StoredFamily::encode(
-            "g".into(),
-            "help".into(),
-            MetricType::Gauge,
-            vec![metric(&[("job", "b")]), metric(&[("job", "a")])],
-        );
+        let fam = two_gauges();
         let mut w = Vec::new();
         fam.to_wire_text_only(&mut w);
         assert_eq!(w.len(), fam.wire_len_text_only());

@@ -1120,6 +1120,42 @@ mod tests {
     }
 
     #[test]
+    fn a_time_that_does_not_change_keeps_its_timing_family() {
+        let s = store();
+        let k = key("t", &[]);
+        let push_at = |now: f64| {
+            let fams = parse_text(b"x 1\n", NameScheme::Legacy).unwrap();
+            let p = prepare_push(k.clone(), fams, true, &Validation::default()).unwrap();
+            s.push(p, now).unwrap();
+        };
+        let timing = || {
+            s.group(&k)
+                .unwrap()
+                .timing
+                .expect("a local group has its timing")
+        };
+        push_at(10.0);
+        let first = timing();
+        s.record_failure(&k, 20.0);
+        let failed = timing();
+        assert!(Arc::ptr_eq(&first[0], &failed[0]), "push time unchanged");
+        assert!(!Arc::ptr_eq(&first[1], &failed[1]));
+        push_at(30.0);
+        let again = timing();
+        assert!(!Arc::ptr_eq(&failed[0], &again[0]));
+        assert!(Arc::ptr_eq(&failed[1], &again[1]), "failure time unchanged");
+        let text = scrape(&s);
+        assert!(
+            text.contains("push_time_seconds{instance=\"\",job=\"t\"} 30\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("push_failure_time_seconds{instance=\"\",job=\"t\"} 20\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn scrape_orders_across_groups_like_upstream() {
         let s = store();
         push(&s, key("b", &[]), "m 1\nm{a=\"2\"} 1\n", true).unwrap();
