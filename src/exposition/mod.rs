@@ -5,6 +5,7 @@
 //! the upstream Pushgateway stores, so both body formats decode into one representation.
 
 pub mod delimited;
+pub mod metric_proto;
 pub mod names;
 pub mod text_format;
 pub mod text_parse;

@@ -83,7 +83,8 @@ struct Parser<'a> {
     line: usize,
     scheme: NameScheme,
     families: Vec<MetricFamily>,
-    by_name: FastMap<String, usize>,
+    /// Family index by name; names without escapes are borrowed from the input.
+    by_name: FastMap<Cow<'a, str>, usize>,
     /// Summary and histogram metrics by label signature (family name and labels without
     /// `quantile`/`le`), so their sample lines fold into one metric.
     series: FastMap<Vec<u8>, usize>,
@@ -96,7 +97,7 @@ struct Parser<'a> {
     order: Vec<usize>,
     /// The name `set_or_create_family` resolved last and its answer (family, is_count, is_sum):
     /// consecutive lines of a histogram or summary repeat their name.
-    memo_name: String,
+    memo_name: Cow<'a, str>,
     memo: Option<(usize, bool, bool)>,
     /// Index of the current metric in its family, once placed.
     metric_idx: usize,
@@ -125,7 +126,7 @@ impl<'a> Parser<'a> {
             fam: 0,
             labels: Vec::new(),
             order: Vec::new(),
-            memo_name: String::new(),
+            memo_name: Cow::Borrowed(""),
             memo: None,
             metric_idx: 0,
             label_role: LabelRole::Regular,
@@ -211,7 +212,7 @@ impl<'a> Parser<'a> {
         if !is_blank_or_tab(self.cur) || name.is_empty() {
             return Err(Fail::Msg("invalid metric name in comment".into()));
         }
-        self.set_or_create_family(&name);
+        self.set_or_create_family(name);
         self.skip_blank_tab()?;
         if self.cur == b'\n' {
             return Ok(State::StartOfLine);
@@ -228,7 +229,7 @@ impl<'a> Parser<'a> {
         if name.is_empty() {
             return Err(Fail::Msg("invalid metric name".into()));
         }
-        self.start_metric(&name);
+        self.start_metric(name);
         self.skip_blank_tab_if_current_blank_tab()?;
         Ok(State::ReadingLabels)
     }
@@ -244,12 +245,12 @@ impl<'a> Parser<'a> {
         self.skip_blank_tab_if_current_blank_tab()?;
         match self.cur {
             b',' => {
-                self.start_metric(&name);
+                self.start_metric(name);
                 self.reading_labels();
                 Ok(State::StartLabelName)
             }
             b'}' => {
-                self.start_metric(&name);
+                self.start_metric(name);
                 self.reading_labels();
                 self.skip_blank_tab()?;
                 Ok(State::ReadingValue)
@@ -262,7 +263,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn start_metric(&mut self, name: &str) {
+    fn start_metric(&mut self, name: Cow<'a, str>) {
         self.set_or_create_family(name);
         let mf = &mut self.families[self.fam];
         if mf.r#type.is_none() {
@@ -515,13 +516,13 @@ impl<'a> Parser<'a> {
 
     /// Finds the family a name belongs to: the family of that exact name, else the summary or
     /// histogram it is the `_count`/`_sum`(/`_bucket`) of, else a new family.
-    fn set_or_create_family(&mut self, name: &str) {
+    fn set_or_create_family(&mut self, name: Cow<'a, str>) {
         self.is_count = false;
         self.is_sum = false;
         if self
             .families
             .get(self.fam)
-            .is_some_and(|mf| mf.name() == name)
+            .is_some_and(|mf| mf.name() == name.as_ref())
         {
             return;
         }
@@ -531,14 +532,13 @@ impl<'a> Parser<'a> {
                 return;
             }
         }
-        self.resolve_family(name);
-        self.memo_name.clear();
-        self.memo_name.push_str(name);
+        self.resolve_family(&name);
+        self.memo_name = name;
         self.memo = Some((self.fam, self.is_count, self.is_sum));
     }
 
-    fn resolve_family(&mut self, name: &str) {
-        if let Some(&i) = self.by_name.get(name) {
+    fn resolve_family(&mut self, name: &Cow<'a, str>) {
+        if let Some(&i) = self.by_name.get(name.as_ref()) {
             self.fam = i;
             return;
         }
@@ -573,10 +573,10 @@ impl<'a> Parser<'a> {
         }
         self.fam = self.families.len();
         self.families.push(MetricFamily {
-            name: Some(name.to_owned()),
+            name: Some(name.to_string()),
             ..Default::default()
         });
-        self.by_name.insert(name.to_owned(), self.fam);
+        self.by_name.insert(name.clone(), self.fam);
     }
 
     /// Appends a metric with the line's labels to the current family.
@@ -715,26 +715,28 @@ impl<'a> Parser<'a> {
     }
 
     /// HELP text from `cur` up to the newline into `scratch`, with the escapes `\\` and `\n`.
+    /// Runs of plain bytes are copied in one scan.
     fn read_token_until_newline_escaped(&mut self) -> Step<()> {
         self.scratch.clear();
-        let mut escaped = false;
+        let input = self.input;
         loop {
-            let b = self.cur;
-            if escaped {
-                match b {
-                    b'\\' => self.scratch.push(b'\\'),
-                    b'n' => self.scratch.push(b'\n'),
-                    _ => return Err(invalid_escape(b)),
+            match self.cur {
+                b'\n' => return Ok(()),
+                b'\\' => {
+                    match self.read()? {
+                        b'\\' => self.scratch.push(b'\\'),
+                        b'n' => self.scratch.push(b'\n'),
+                        b => return Err(invalid_escape(b)),
+                    }
+                    self.read()?;
                 }
-                escaped = false;
-            } else {
-                match b {
-                    b'\n' => return Ok(()),
-                    b'\\' => escaped = true,
-                    _ => self.scratch.push(b),
+                _ => {
+                    // `cur` is `input[pos - 1]`: the run starts there.
+                    let start = self.pos.saturating_sub(1);
+                    self.read_while(|b| b != b'\\' && b != b'\n')?;
+                    self.scratch.extend_from_slice(&input[start..self.pos - 1]);
                 }
             }
-            self.read()?;
         }
     }
 

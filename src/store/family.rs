@@ -155,7 +155,7 @@ impl StoredFamily {
                 let key_start = offset(sc.keys.len());
                 write_sort_key(&mut sc.keys, m);
                 let proto_start = offset(sc.proto.len());
-                prost::encoding::message::encode(4, m, &mut sc.proto);
+                exposition::metric_proto::encode_metric_field(m, &mut sc.proto);
                 sc.order.push((
                     key_start,
                     offset(sc.keys.len()),

@@ -1,0 +1,375 @@
+//! Protobuf encoding of one `Metric` as a `MetricFamily.metric` field (tag 4), written by hand
+//! for the shapes the text format carries: labels and a counter, gauge, untyped value, summary or
+//! classic histogram. Every push encodes each of its metrics once, and the generic encoder walks
+//! each message twice (length, then bytes) through `BufMut`; this writes the same bytes directly
+//! into the buffer. A metric with any other field set (exemplars, native histogram buckets,
+//! float counts, a timestamp) goes through `prost` unchanged, so the output is always exactly
+//! what `prost` writes.
+
+use super::proto::{Bucket, Histogram, LabelPair, Quantile, Summary};
+use super::Metric;
+
+/// `MetricFamily.metric` is field 4, length-delimited.
+const METRIC_FIELD_TAG: u8 = 4 << 3 | 2;
+
+/// Appends `m` as field 4 of a `MetricFamily` message to `out`.
+pub fn encode_metric_field(m: &Metric, out: &mut Vec<u8>) {
+    if !is_simple(m) {
+        prost::encoding::message::encode(4, m, out);
+        return;
+    }
+    let len = metric_len(m);
+    out.reserve(len + 11);
+    out.push(METRIC_FIELD_TAG);
+    put_varint(out, len as u64);
+    for lp in &m.label {
+        let body = label_len(lp);
+        out.push(1 << 3 | 2);
+        put_varint(out, body as u64);
+        if let Some(n) = &lp.name {
+            put_bytes(out, 1 << 3 | 2, n.as_bytes());
+        }
+        if let Some(v) = &lp.value {
+            put_bytes(out, 2 << 3 | 2, v.as_bytes());
+        }
+    }
+    if let Some(g) = &m.gauge {
+        put_scalar(out, 2, g.value);
+    }
+    if let Some(c) = &m.counter {
+        put_scalar(out, 3, c.value);
+    }
+    if let Some(s) = &m.summary {
+        out.push(4 << 3 | 2);
+        put_varint(out, summary_len(s) as u64);
+        if let Some(n) = s.sample_count {
+            out.push(1 << 3);
+            put_varint(out, n);
+        }
+        put_double(out, 2, s.sample_sum);
+        for q in &s.quantile {
+            out.push(3 << 3 | 2);
+            put_varint(out, quantile_len(q) as u64);
+            put_double(out, 1, q.quantile);
+            put_double(out, 2, q.value);
+        }
+    }
+    if let Some(u) = &m.untyped {
+        put_scalar(out, 5, u.value);
+    }
+    if let Some(h) = &m.histogram {
+        out.push(7 << 3 | 2);
+        put_varint(out, histogram_len(h) as u64);
+        if let Some(n) = h.sample_count {
+            out.push(1 << 3);
+            put_varint(out, n);
+        }
+        put_double(out, 2, h.sample_sum);
+        for b in &h.bucket {
+            out.push(3 << 3 | 2);
+            put_varint(out, bucket_len(b) as u64);
+            if let Some(n) = b.cumulative_count {
+                out.push(1 << 3);
+                put_varint(out, n);
+            }
+            put_double(out, 2, b.upper_bound);
+        }
+    }
+}
+
+/// Whether `m` has only fields this encoder writes.
+fn is_simple(m: &Metric) -> bool {
+    m.timestamp_ms.is_none()
+        && m.counter.as_ref().is_none_or(|c| c.exemplar.is_none())
+        && m.histogram.as_ref().is_none_or(|h| {
+            h.sample_count_float.is_none()
+                && h.sb_schema.is_none()
+                && h.sb_zero_threshold.is_none()
+                && h.sb_zero_count.is_none()
+                && h.sb_zero_count_float.is_none()
+                && h.sb_negative.is_none()
+                && h.sb_positive.is_none()
+                && h
+                    .bucket
+                    .iter()
+                    .all(|b| b.cumulative_count_float.is_none() && b.exemplar.is_none())
+        })
+}
+
+fn varint_len(v: u64) -> usize {
+    // Bits needed (at least 1), seven per byte.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u8, b: &[u8]) {
+    out.push(tag);
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn put_double(out: &mut Vec<u8>, field: u8, v: Option<f64>) {
+    if let Some(v) = v {
+        out.push(field << 3 | 1);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// A `Gauge`, `Counter` or `Untyped` message as field `field`: its one optional double.
+fn put_scalar(out: &mut Vec<u8>, field: u8, v: Option<f64>) {
+    out.push(field << 3 | 2);
+    if v.is_some() {
+        out.push(9);
+        put_double(out, 1, v);
+    } else {
+        out.push(0);
+    }
+}
+
+fn field_len(body: usize) -> usize {
+    1 + varint_len(body as u64) + body
+}
+
+fn double_len(v: Option<f64>) -> usize {
+    if v.is_some() {
+        9
+    } else {
+        0
+    }
+}
+
+fn count_len(v: Option<u64>) -> usize {
+    v.map_or(0, |n| 1 + varint_len(n))
+}
+
+fn label_len(lp: &LabelPair) -> usize {
+    lp.name.as_ref().map_or(0, |n| field_len(n.len()))
+        + lp.value.as_ref().map_or(0, |v| field_len(v.len()))
+}
+
+fn quantile_len(q: &Quantile) -> usize {
+    double_len(q.quantile) + double_len(q.value)
+}
+
+fn summary_len(s: &Summary) -> usize {
+    count_len(s.sample_count)
+        + double_len(s.sample_sum)
+        + s.quantile
+            .iter()
+            .map(|q| field_len(quantile_len(q)))
+            .sum::<usize>()
+}
+
+fn bucket_len(b: &Bucket) -> usize {
+    count_len(b.cumulative_count) + double_len(b.upper_bound)
+}
+
+fn histogram_len(h: &Histogram) -> usize {
+    count_len(h.sample_count)
+        + double_len(h.sample_sum)
+        + h.bucket
+            .iter()
+            .map(|b| field_len(bucket_len(b)))
+            .sum::<usize>()
+}
+
+fn metric_len(m: &Metric) -> usize {
+    m.label
+        .iter()
+        .map(|lp| field_len(label_len(lp)))
+        .sum::<usize>()
+        + m.gauge.as_ref().map_or(0, |g| field_len(double_len(g.value)))
+        + m.counter
+            .as_ref()
+            .map_or(0, |c| field_len(double_len(c.value)))
+        + m.summary.as_ref().map_or(0, |s| field_len(summary_len(s)))
+        + m.untyped
+            .as_ref()
+            .map_or(0, |u| field_len(double_len(u.value)))
+        + m.histogram
+            .as_ref()
+            .map_or(0, |h| field_len(histogram_len(h)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::proto::{Counter, Exemplar, Gauge, Untyped};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn prost_bytes(m: &Metric) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::message::encode(4, m, &mut out);
+        out
+    }
+
+    fn ours(m: &Metric) -> Vec<u8> {
+        let mut out = vec![0xAB];
+        encode_metric_field(m, &mut out);
+        assert_eq!(out[0], 0xAB, "appends, keeps what was there");
+        out.split_off(1)
+    }
+
+    fn labels(pairs: &[(Option<String>, Option<String>)]) -> Vec<LabelPair> {
+        pairs
+            .iter()
+            .map(|(n, v)| LabelPair {
+                name: n.clone(),
+                value: v.clone(),
+            })
+            .collect()
+    }
+
+    fn opt_f64() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            Just(None),
+            any::<f64>().prop_map(Some),
+            Just(Some(f64::NAN)),
+            Just(Some(f64::INFINITY)),
+        ]
+    }
+
+    fn opt_u64() -> impl Strategy<Value = Option<u64>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(0)),
+            Just(Some(127)),
+            Just(Some(128)),
+            any::<u64>().prop_map(Some)
+        ]
+    }
+
+    fn simple_metric() -> impl Strategy<Value = Metric> {
+        let label = (
+            proptest::option::of(".{0,140}"),
+            proptest::option::of(".{0,200}"),
+        );
+        let quantiles = proptest::collection::vec((opt_f64(), opt_f64()), 0..5);
+        let buckets = proptest::collection::vec((opt_u64(), opt_f64()), 0..12);
+        (
+            proptest::collection::vec(label, 0..6),
+            0u8..6,
+            opt_f64(),
+            opt_u64(),
+            quantiles,
+            buckets,
+        )
+            .prop_map(|(pairs, kind, value, count, quantiles, buckets)| {
+                let mut m = Metric {
+                    label: labels(&pairs),
+                    ..Default::default()
+                };
+                match kind {
+                    0 => m.counter = Some(Counter { value, exemplar: None }),
+                    1 => m.gauge = Some(Gauge { value }),
+                    2 => m.untyped = Some(Untyped { value }),
+                    3 => {
+                        m.summary = Some(Summary {
+                            sample_count: count,
+                            sample_sum: value,
+                            quantile: quantiles
+                                .into_iter()
+                                .map(|(quantile, value)| Quantile { quantile, value })
+                                .collect(),
+                        })
+                    }
+                    4 => {
+                        m.histogram = Some(Histogram {
+                            sample_count: count,
+                            sample_sum: value,
+                            bucket: buckets
+                                .into_iter()
+                                .map(|(cumulative_count, upper_bound)| Bucket {
+                                    cumulative_count,
+                                    upper_bound,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                    }
+                    // No value at all (refused later by the store, but encodable).
+                    _ => {}
+                }
+                m
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn same_bytes_as_prost(m in simple_metric()) {
+            prop_assert!(is_simple(&m));
+            prop_assert_eq!(ours(&m), prost_bytes(&m));
+        }
+    }
+
+    #[test]
+    fn fields_the_text_format_cannot_carry_go_through_prost() {
+        let exemplar = Exemplar {
+            label: labels(&[(Some("trace_id".into()), Some("abc".into()))]),
+            value: Some(1.5),
+            timestamp: None,
+        };
+        let with_exemplar = Metric {
+            counter: Some(Counter {
+                value: Some(3.0),
+                exemplar: Some(exemplar.clone()),
+            }),
+            ..Default::default()
+        };
+        let native = Metric {
+            histogram: Some(Histogram {
+                sample_count: Some(4),
+                sb_schema: Some(3),
+                sb_zero_threshold: Some(1e-128),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let float_bucket = Metric {
+            histogram: Some(Histogram {
+                bucket: vec![Bucket {
+                    cumulative_count_float: Some(2.5),
+                    upper_bound: Some(1.0),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let stamped = Metric {
+            gauge: Some(Gauge { value: Some(1.0) }),
+            timestamp_ms: Some(1_700_000_000_000),
+            ..Default::default()
+        };
+        for m in [with_exemplar, native, float_bucket, stamped] {
+            assert!(!is_simple(&m), "{m:?}");
+            assert_eq!(ours(&m), prost_bytes(&m));
+        }
+    }
+
+    #[test]
+    fn varint_lengths_at_the_boundaries() {
+        for (v, len) in [
+            (0u64, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(varint_len(v), len, "{v}");
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), len, "{v}");
+            assert_eq!(prost::encoding::encoded_len_varint(v), len, "{v}");
+        }
+    }
+}
