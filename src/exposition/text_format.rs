@@ -246,7 +246,41 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
         write_int(out, v as i64);
         return;
     }
-    write_float_general(out, v);
+    write_float_memo(out, v);
+}
+
+/// The longest output of [`write_float_general`]: `-1.7976931348623157e+308`.
+const FLOAT_TEXT_MAX: usize = 24;
+
+/// [`write_float_general`] through a small per-thread cache keyed by the value's bits: the
+/// bucket bounds and quantiles of a histogram or summary (and often its sums) come back with
+/// every push, and the shortest-digits conversion costs several hundred instructions.
+fn write_float_memo(out: &mut Vec<u8>, v: f64) {
+    const SLOTS: usize = 64;
+    type Slot = (u64, u8, [u8; FLOAT_TEXT_MAX]);
+    thread_local! {
+        // Bits 0 never reach this path (0.0 is an integer), so they mark an empty slot.
+        static MEMO: std::cell::RefCell<[Slot; SLOTS]> =
+            const { std::cell::RefCell::new([(0, 0, [0; FLOAT_TEXT_MAX]); SLOTS]) };
+    }
+    let bits = v.to_bits();
+    let slot = (bits ^ (bits >> 29) ^ (bits >> 52)) as usize % SLOTS;
+    MEMO.with(|cell| {
+        let mut memo = cell.borrow_mut();
+        let (key, len, text) = &mut memo[slot];
+        if *key != bits || bits == 0 {
+            let start = out.len();
+            write_float_general(out, v);
+            let written = &out[start..];
+            if written.len() <= FLOAT_TEXT_MAX {
+                *key = bits;
+                *len = written.len() as u8;
+                text[..written.len()].copy_from_slice(written);
+            }
+            return;
+        }
+        out.extend_from_slice(&text[..usize::from(*len)]);
+    })
 }
 
 /// [`write_float`] without the integer fast path.
@@ -644,6 +678,26 @@ mod tests {
                     Some(want),
                     "{}", text
                 );
+            }
+        }
+
+        #[test]
+        fn memoized_floats_agree_with_the_general_conversion(
+            values in proptest::collection::vec(
+                prop_oneof![any::<f64>(), (0u32..200).prop_map(|i| f64::from(i) / 64.0)],
+                1..200,
+            )
+        ) {
+            // Twice over, so that the second round reads what the first one cached, and with
+            // enough values that slots are overwritten by colliding ones.
+            for _ in 0..2 {
+                for &v in &values {
+                    let mut memo = vec![b'x'];
+                    write_float_memo(&mut memo, v);
+                    let mut general = vec![b'x'];
+                    write_float_general(&mut general, v);
+                    prop_assert_eq!(&memo, &general, "{}", v);
+                }
             }
         }
 
