@@ -89,8 +89,7 @@ fn is_simple(m: &Metric) -> bool {
                 && h.sb_zero_count_float.is_none()
                 && h.sb_negative.is_none()
                 && h.sb_positive.is_none()
-                && h
-                    .bucket
+                && h.bucket
                     .iter()
                     .all(|b| b.cumulative_count_float.is_none() && b.exemplar.is_none())
         })
@@ -185,7 +184,9 @@ fn metric_len(m: &Metric) -> usize {
         .iter()
         .map(|lp| field_len(label_len(lp)))
         .sum::<usize>()
-        + m.gauge.as_ref().map_or(0, |g| field_len(double_len(g.value)))
+        + m.gauge
+            .as_ref()
+            .map_or(0, |g| field_len(double_len(g.value)))
         + m.counter
             .as_ref()
             .map_or(0, |c| field_len(double_len(c.value)))
@@ -267,7 +268,12 @@ mod tests {
                     ..Default::default()
                 };
                 match kind {
-                    0 => m.counter = Some(Counter { value, exemplar: None }),
+                    0 => {
+                        m.counter = Some(Counter {
+                            value,
+                            exemplar: None,
+                        })
+                    }
                     1 => m.gauge = Some(Gauge { value }),
                     2 => m.untyped = Some(Untyped { value }),
                     3 => {

@@ -15,10 +15,7 @@ use std::collections::HashMap;
 /// The parser's lookups hash names and label sets of every line: foldhash, not SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-use super::names::{
-    is_label_name_continuation, is_label_name_start, is_metric_name_continuation,
-    is_metric_name_start, NameScheme,
-};
+use super::names::{is_label_name_start, is_metric_name_start, name_run, NameScheme};
 use super::proto::{Bucket, Counter, Gauge, Quantile, Untyped};
 use super::{LabelPair, Metric, MetricFamily, MetricType};
 
@@ -661,10 +658,18 @@ impl<'a> Parser<'a> {
     #[inline]
     fn read_while(&mut self, keep: impl Fn(u8) -> bool) -> Step<()> {
         let rest = &self.input[self.pos.min(self.input.len())..];
-        match rest.iter().position(|&b| !keep(b)) {
-            Some(i) => {
-                self.pos += i + 1;
-                self.cur = rest[i];
+        let run = rest.iter().position(|&b| !keep(b)).unwrap_or(rest.len());
+        self.read_past(run)
+    }
+
+    /// Consumes the `run` bytes from `pos` that the caller found to belong to the token and the
+    /// byte after them (left in `cur`); end of input is an error.
+    #[inline]
+    fn read_past(&mut self, run: usize) -> Step<()> {
+        match self.input.get(self.pos + run) {
+            Some(&b) => {
+                self.pos += run + 1;
+                self.cur = b;
                 Ok(())
             }
             None => {
@@ -673,6 +678,13 @@ impl<'a> Parser<'a> {
                 Err(Fail::Eof)
             }
         }
+    }
+
+    /// Like `read_while` with the legacy name charset, scanned by [`name_run`].
+    #[inline]
+    fn read_name_run(&mut self, metric: bool) -> Step<()> {
+        let rest = self.input.get(self.pos..).unwrap_or_default();
+        self.read_past(name_run(rest, metric))
     }
 
     /// Reads bytes until one that is neither blank nor tab; that one is left in `cur`.
@@ -751,7 +763,7 @@ impl<'a> Parser<'a> {
         if !is_metric_name_start(self.cur) {
             return Ok(Cow::Borrowed(""));
         }
-        self.read_while(is_metric_name_continuation)?;
+        self.read_name_run(true)?;
         Ok(Cow::Borrowed(ascii_str(&input[start..self.pos - 1])))
     }
 
@@ -765,7 +777,7 @@ impl<'a> Parser<'a> {
         if !is_label_name_start(self.cur) {
             return Ok(Cow::Borrowed(""));
         }
-        self.read_while(is_label_name_continuation)?;
+        self.read_name_run(false)?;
         Ok(Cow::Borrowed(ascii_str(&input[start..self.pos - 1])))
     }
 
