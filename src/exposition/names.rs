@@ -72,7 +72,7 @@ pub(crate) fn name_run(b: &[u8], metric: bool) -> usize {
     let mut i = 0;
     while let Some(chunk) = b.get(i..).and_then(|rest| rest.first_chunk::<8>()) {
         let x = u64::from_le_bytes(*chunk);
-        let letters = between(x | ONES * 0x20, b'a' - 1, b'z' + 1);
+        let letters = between(x | (ONES * 0x20), b'a' - 1, b'z' + 1);
         let digits = if metric {
             between(x, b'0' - 1, b':' + 1)
         } else {

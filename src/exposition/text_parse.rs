@@ -529,12 +529,13 @@ impl<'a> Parser<'a> {
                 return;
             }
         }
-        self.resolve_family(&name);
+        // A clone of a borrowed name is a copy of the reference.
+        self.resolve_family(name.clone());
         self.memo_name = name;
         self.memo = Some((self.fam, self.is_count, self.is_sum));
     }
 
-    fn resolve_family(&mut self, name: &Cow<'a, str>) {
+    fn resolve_family(&mut self, name: Cow<'a, str>) {
         if let Some(&i) = self.by_name.get(name.as_ref()) {
             self.fam = i;
             return;
@@ -549,7 +550,7 @@ impl<'a> Parser<'a> {
         } else if is_bucket {
             &name[..name.len() - 7]
         } else {
-            name
+            &name
         };
         if is_count || is_sum || is_bucket {
             if let Some(&i) = self.by_name.get(base) {
@@ -573,7 +574,7 @@ impl<'a> Parser<'a> {
             name: Some(name.to_string()),
             ..Default::default()
         });
-        self.by_name.insert(name.clone(), self.fam);
+        self.by_name.insert(name, self.fam);
     }
 
     /// Appends a metric with the line's labels to the current family.
