@@ -24,20 +24,52 @@ struct Entry {
     series: u128,
 }
 
+/// Bytes of one [`Entry`] at the head of a family's buffer (little endian, in field order).
+const ENTRY_BYTES: usize = 32;
+
+impl Entry {
+    fn write(&self, out: &mut Vec<u8>) {
+        for v in [self.text_end, self.key_end, self.proto_start, self.proto_len] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.series.to_le_bytes());
+    }
+
+    fn read(b: &[u8]) -> Entry {
+        let mut fixed = [0u8; ENTRY_BYTES];
+        // Entries are written by `write` only, ENTRY_BYTES each: `b` always has them all.
+        let n = b.len().min(ENTRY_BYTES);
+        fixed[..n].copy_from_slice(&b[..n]);
+        let u = |i: usize| u32::from_le_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+        let mut series = [0u8; 16];
+        series.copy_from_slice(&fixed[16..]);
+        Entry {
+            text_end: u(0),
+            key_end: u(4),
+            proto_start: u(8),
+            proto_len: u(12),
+            series: u128::from_le_bytes(series),
+        }
+    }
+}
+
 /// A family as stored in a group and as exposed at scrape time.
 ///
-/// One buffer holds `text ‖ keys ‖ proto`, sized exactly: a family costs two allocations
-/// (buffer, entries) plus its `Arc`, however many metrics it has; name and help are interned.
+/// One buffer holds `entries ‖ text ‖ keys ‖ proto`, sized exactly: a family costs one
+/// allocation plus its `Arc`, however many metrics it has (one block to write when pushed, to
+/// free when replaced); name and help are interned.
 #[derive(Debug)]
 pub struct StoredFamily {
     pub name: Arc<str>,
     pub help: Arc<str>,
     pub typ: MetricType,
     buf: Box<[u8]>,
-    /// `buf[..text_len]` is the text, `buf[text_len..proto_at]` the keys, the rest protobuf.
+    /// Number of entries, `ENTRY_BYTES` each at the head of `buf`.
+    count: u32,
+    /// After the entries, `[..text_len]` is the text, `[text_len..proto_at]` the keys, the
+    /// rest protobuf.
     text_len: u32,
     proto_at: u32,
-    entries: Box<[Entry]>,
     /// Identity of the family's series list (a hash of the entries' series identities in
     /// order), so that "same series as before" is one comparison and never walks the entries
     /// of an old family that is no longer in cache.
@@ -76,7 +108,7 @@ pub struct MetricChunk<'a> {
     pub proto: &'a [u8],
 }
 
-/// Reused encoding buffers, so encoding a family allocates only its final, exact-size parts.
+/// Reused encoding buffers, so encoding a family allocates only its final, exact-size buffer.
 #[derive(Default)]
 struct Scratch {
     text: Vec<u8>,
@@ -84,6 +116,7 @@ struct Scratch {
     proto: Vec<u8>,
     order: Vec<(u32, u32, u32, u32)>,
     idx: Vec<usize>,
+    entries: Vec<Entry>,
 }
 
 thread_local! {
@@ -174,7 +207,8 @@ impl StoredFamily {
                 let (ka, kb) = (sc.order[a], sc.order[b]);
                 keys[ka.0 as usize..ka.1 as usize].cmp(&keys[kb.0 as usize..kb.1 as usize])
             });
-            let mut entries = Vec::with_capacity(metrics.len());
+            let mut entries = std::mem::take(&mut sc.entries);
+            entries.clear();
             let mut sorted_keys_len = 0usize;
             for &i in &idx {
                 let m = &metrics[i];
@@ -190,26 +224,67 @@ impl StoredFamily {
                 });
             }
             let text_len = sc.text.len();
-            let mut buf = Vec::with_capacity(text_len + sc.keys.len() + sc.proto.len());
-            buf.extend_from_slice(&sc.text);
-            for &i in &idx {
-                let (ks, ke, _, _) = sc.order[i];
-                buf.extend_from_slice(&sc.keys[ks as usize..ke as usize]);
-            }
-            let proto_at = buf.len();
-            buf.extend_from_slice(&sc.proto);
+            let proto_at = text_len + sc.keys.len();
+            let data_len = proto_at + sc.proto.len();
+            let fam = Self::assemble(name, help, typ, &entries, text_len, proto_at, data_len, |buf| {
+                buf.extend_from_slice(&sc.text);
+                for &i in &idx {
+                    let (ks, ke, _, _) = sc.order[i];
+                    buf.extend_from_slice(&sc.keys[ks as usize..ke as usize]);
+                }
+                buf.extend_from_slice(&sc.proto);
+            });
             sc.idx = idx;
-            StoredFamily {
-                name,
-                help,
-                typ,
-                buf: buf.into_boxed_slice(),
-                text_len: offset(text_len),
-                proto_at: offset(proto_at),
-                layout: layout_of(&entries),
-                entries: entries.into_boxed_slice(),
-            }
+            sc.entries = entries;
+            fam
         })
+    }
+
+    /// Builds a family in one allocation: `entries`, then the `data_len` bytes `fill` appends
+    /// (text, keys, protobuf).
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        name: Arc<str>,
+        help: Arc<str>,
+        typ: MetricType,
+        entries: &[Entry],
+        text_len: usize,
+        proto_at: usize,
+        data_len: usize,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> Self {
+        let mut buf = Vec::with_capacity(entries.len() * ENTRY_BYTES + data_len);
+        for e in entries {
+            e.write(&mut buf);
+        }
+        fill(&mut buf);
+        debug_assert_eq!(buf.len(), entries.len() * ENTRY_BYTES + data_len);
+        StoredFamily {
+            name,
+            help,
+            typ,
+            buf: buf.into_boxed_slice(),
+            count: offset(entries.len()),
+            text_len: offset(text_len),
+            proto_at: offset(proto_at),
+            layout: layout_of(entries),
+        }
+    }
+
+    /// The entries, in exposition order.
+    fn entries(&self) -> impl ExactSizeIterator<Item = Entry> + '_ {
+        self.buf[..self.count as usize * ENTRY_BYTES]
+            .chunks_exact(ENTRY_BYTES)
+            .map(Entry::read)
+    }
+
+    fn entry(&self, i: usize) -> Entry {
+        Entry::read(&self.buf[i * ENTRY_BYTES..(i + 1) * ENTRY_BYTES])
+    }
+
+    /// Text, keys and protobuf: everything after the entries.
+    fn data(&self) -> &[u8] {
+        &self.buf[self.count as usize * ENTRY_BYTES..]
     }
 
     /// A one-sample gauge, for the group's `push_time_seconds` and `push_failure_time_seconds`.
@@ -233,7 +308,7 @@ impl StoredFamily {
     /// Used for the push-time gauges every write updates. `None` when `self` is not such a
     /// family.
     pub fn with_gauge_value(&self, value: f64) -> Option<StoredFamily> {
-        if self.typ != MetricType::Gauge || self.entries.len() != 1 {
+        if self.typ != MetricType::Gauge || self.count != 1 {
             return None;
         }
         let text = self.text_bytes();
@@ -248,45 +323,46 @@ impl StoredFamily {
         exposition::write_float(&mut new_text, value);
         new_text.push(b'\n');
         let keys = self.key_bytes();
-        let mut buf = Vec::with_capacity(new_text.len() + keys.len() + proto.len());
-        buf.extend_from_slice(&new_text);
-        buf.extend_from_slice(keys);
-        let proto_at = buf.len();
-        buf.extend_from_slice(proto);
-        let n = buf.len();
-        buf[n - 8..].copy_from_slice(&value.to_le_bytes());
-        let mut entry = self.entries[0];
+        let mut entry = self.entry(0);
         entry.text_end = offset(new_text.len());
-        Some(StoredFamily {
-            name: self.name.clone(),
-            help: self.help.clone(),
-            typ: self.typ,
-            buf: buf.into_boxed_slice(),
-            text_len: offset(new_text.len()),
-            proto_at: offset(proto_at),
-            layout: self.layout,
-            entries: Box::new([entry]),
-        })
+        let proto_at = new_text.len() + keys.len();
+        let fam = Self::assemble(
+            self.name.clone(),
+            self.help.clone(),
+            self.typ,
+            &[entry],
+            new_text.len(),
+            proto_at,
+            proto_at + proto.len(),
+            |buf| {
+                buf.extend_from_slice(&new_text);
+                buf.extend_from_slice(keys);
+                buf.extend_from_slice(&proto[..proto.len() - 8]);
+                buf.extend_from_slice(&value.to_le_bytes());
+            },
+        );
+        debug_assert_eq!(fam.layout, self.layout);
+        Some(fam)
     }
 
     fn text_bytes(&self) -> &[u8] {
-        &self.buf[..self.text_len as usize]
+        &self.data()[..self.text_len as usize]
     }
 
     fn key_bytes(&self) -> &[u8] {
-        &self.buf[self.text_len as usize..self.proto_at as usize]
+        &self.data()[self.text_len as usize..self.proto_at as usize]
     }
 
     fn proto_bytes(&self) -> &[u8] {
-        &self.buf[self.proto_at as usize..]
+        &self.data()[self.proto_at as usize..]
     }
 
     /// Whether two metrics of this family are the same series (only possible within one push,
     /// which `prepare` refuses): identical series have identical sort keys, so they are
     /// neighbours in exposition order.
     pub fn first_duplicate(&self) -> Option<usize> {
-        (1..self.entries.len()).find(|&i| {
-            self.entries[i].series == self.entries[i - 1].series
+        (1..self.len()).find(|&i| {
+            self.entry(i).series == self.entry(i - 1).series
                 && self.chunk_key(i) == self.chunk_key(i - 1)
         })
     }
@@ -295,22 +371,22 @@ impl StoredFamily {
         let start = if i == 0 {
             0
         } else {
-            self.entries[i - 1].key_end as usize
+            self.entry(i - 1).key_end as usize
         };
-        &self.key_bytes()[start..self.entries[i].key_end as usize]
+        &self.key_bytes()[start..self.entry(i).key_end as usize]
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.count as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.count == 0
     }
 
     /// Identity hashes of the family's series (name plus label set), for the consistency index.
     pub fn series(&self) -> impl ExactSizeIterator<Item = u128> + '_ {
-        self.entries.iter().map(|e| e.series)
+        self.entries().map(|e| e.series)
     }
 
     /// Whether `other` holds exactly the same series, in the same order (a re-push of the same
@@ -328,7 +404,7 @@ impl StoredFamily {
     pub fn chunks(&self) -> impl Iterator<Item = MetricChunk<'_>> + '_ {
         let mut prev = (0usize, 0usize);
         let (text, keys, proto) = (self.text_bytes(), self.key_bytes(), self.proto_bytes());
-        self.entries.iter().map(move |e| {
+        self.entries().map(move |e| {
             let proto_start = e.proto_start as usize;
             let chunk = MetricChunk {
                 sort_key: &keys[prev.1..e.key_end as usize],
@@ -379,15 +455,15 @@ impl StoredFamily {
         out.push(self.typ as i32 as u8);
         put(out, self.text_len);
         put(out, self.proto_at - self.text_len);
-        let buf = if with_proto {
-            &self.buf[..]
+        let data = if with_proto {
+            self.data()
         } else {
-            &self.buf[..self.proto_at as usize]
+            &self.data()[..self.proto_at as usize]
         };
-        put(out, offset(buf.len()));
-        out.extend_from_slice(buf);
-        put(out, offset(self.entries.len()));
-        for e in self.entries.iter() {
+        put(out, offset(data.len()));
+        out.extend_from_slice(data);
+        put(out, self.count);
+        for e in self.entries() {
             let (proto_start, proto_len) = if with_proto {
                 (e.proto_start, e.proto_len)
             } else {
@@ -402,7 +478,7 @@ impl StoredFamily {
 
     /// The length of `to_wire_text_only`'s output.
     pub fn wire_len_text_only(&self) -> usize {
-        self.wire_len() - (self.buf.len() - self.proto_at as usize)
+        self.wire_len() - (self.data().len() - self.proto_at as usize)
     }
 
     /// The length of `to_wire`'s output.
@@ -413,7 +489,6 @@ impl StoredFamily {
             + 1
             + 4 * 4
             + self.buf.len()
-            + self.entries.len() * 32
     }
 
     /// Reads `to_wire`'s form from a peer, checking every offset and that the text is UTF-8
@@ -506,21 +581,21 @@ impl StoredFamily {
         if prev_text != text_len || prev_key != keys_len || !r.0.is_empty() {
             return Err("encoded family has trailing or unaccounted bytes".into());
         }
-        Ok(StoredFamily {
-            name: intern(name),
-            help: intern(help),
+        Ok(Self::assemble(
+            intern(name),
+            intern(help),
             typ,
-            buf: buf.into(),
-            text_len: offset(text_len),
-            proto_at: offset(proto_at),
-            layout: layout_of(&entries),
-            entries: entries.into_boxed_slice(),
-        })
+            &entries,
+            text_len,
+            proto_at,
+            buf.len(),
+            |out| out.extend_from_slice(buf),
+        ))
     }
 
     /// Approximate heap bytes held, for the memory accounting self-metric.
     pub fn heap_bytes(&self) -> usize {
-        self.buf.len() + self.entries.len() * std::mem::size_of::<Entry>()
+        self.buf.len()
     }
 }
 
