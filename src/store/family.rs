@@ -29,7 +29,12 @@ const ENTRY_BYTES: usize = 32;
 
 impl Entry {
     fn write(&self, out: &mut Vec<u8>) {
-        for v in [self.text_end, self.key_end, self.proto_start, self.proto_len] {
+        for v in [
+            self.text_end,
+            self.key_end,
+            self.proto_start,
+            self.proto_len,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.series.to_le_bytes());
@@ -226,14 +231,23 @@ impl StoredFamily {
             let text_len = sc.text.len();
             let proto_at = text_len + sc.keys.len();
             let data_len = proto_at + sc.proto.len();
-            let fam = Self::assemble(name, help, typ, &entries, text_len, proto_at, data_len, |buf| {
-                buf.extend_from_slice(&sc.text);
-                for &i in &idx {
-                    let (ks, ke, _, _) = sc.order[i];
-                    buf.extend_from_slice(&sc.keys[ks as usize..ke as usize]);
-                }
-                buf.extend_from_slice(&sc.proto);
-            });
+            let fam = Self::assemble(
+                name,
+                help,
+                typ,
+                &entries,
+                text_len,
+                proto_at,
+                data_len,
+                |buf| {
+                    buf.extend_from_slice(&sc.text);
+                    for &i in &idx {
+                        let (ks, ke, _, _) = sc.order[i];
+                        buf.extend_from_slice(&sc.keys[ks as usize..ke as usize]);
+                    }
+                    buf.extend_from_slice(&sc.proto);
+                },
+            );
             sc.idx = idx;
             sc.entries = entries;
             fam
@@ -483,12 +497,7 @@ impl StoredFamily {
 
     /// The length of `to_wire`'s output.
     pub fn wire_len(&self) -> usize {
-        4 + self.name.len()
-            + 4
-            + self.help.len()
-            + 1
-            + 4 * 4
-            + self.buf.len()
+        4 + self.name.len() + 4 + self.help.len() + 1 + 4 * 4 + self.buf.len()
     }
 
     /// Reads `to_wire`'s form from a peer, checking every offset and that the text is UTF-8

@@ -13,7 +13,7 @@ pub mod persistence;
 pub mod prepare;
 pub mod render;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{btree_map, BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -87,20 +87,27 @@ pub struct GroupSnapshot {
 struct Group {
     id: u64,
     key: Arc<GroupKey>,
-    /// Pushed families (without the two timing families) and when each was last pushed.
-    families: BTreeMap<Arc<str>, (Arc<StoredFamily>, f64)>,
+    /// Pushed families (without the two timing families), when each was last pushed and its
+    /// slot in its name's index entry.
+    families: BTreeMap<Arc<str>, (Arc<StoredFamily>, f64, usize)>,
     push_time: f64,
     failure_time: f64,
     last_push_successful: bool,
     version: u64,
     timing: [Arc<StoredFamily>; 2],
+    /// Index slots of the two timing families.
+    timing_slots: [usize; 2],
 }
 
 impl Group {
     fn snapshot(&self) -> GroupSnapshot {
         GroupSnapshot {
             key: self.key.clone(),
-            families: self.families.values().cloned().collect(),
+            families: self
+                .families
+                .values()
+                .map(|(f, t, _)| (f.clone(), *t))
+                .collect(),
             push_time: self.push_time,
             failure_time: self.failure_time,
             last_push_successful: self.last_push_successful,
@@ -110,18 +117,40 @@ impl Group {
     }
 }
 
-/// A family of a group replaced (old and new), removed (old only) or added (new only).
-type FamilyChange = (Option<Arc<StoredFamily>>, Option<Arc<StoredFamily>>);
+/// A family of a group replaced (old with its index slot, and new), removed (old only) or
+/// added (new only).
+type FamilyChange = (
+    Option<(Arc<StoredFamily>, usize)>,
+    Option<Arc<StoredFamily>>,
+);
+
+/// The slot of a family not placed in the index yet.
+const NO_SLOT: usize = usize::MAX;
+
+/// The slot a change's old family had (`NO_SLOT` for an added family).
+fn slot_of(old: &Option<(Arc<StoredFamily>, usize)>) -> usize {
+    old.as_ref().map_or(NO_SLOT, |(_, slot)| *slot)
+}
 
 /// Hash maps keyed by data from the network use foldhash: several times faster than SipHash on
 /// label strings, still seeded per process.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A group's family in the index: (group id, key, family).
+type IndexMember = (u64, Arc<GroupKey>, Arc<StoredFamily>);
+
 #[derive(Debug)]
 struct FamilyIndex {
     typ: MetricType,
-    /// group id -> (key, family)
-    members: FastMap<u64, (Arc<GroupKey>, Arc<StoredFamily>)>,
+    /// (group id, key, family) of every group holding a family of this name, in slots that keep
+    /// their place (a removed member leaves a hole that the next one fills): a group keeps the
+    /// slot of each of its families, so replacing one is a store into its slot, not a probe of
+    /// a map with one entry per group (a cache miss or two per family at 10,000 groups).
+    members: Vec<Option<IndexMember>>,
+    /// Holes in `members`.
+    free: Vec<usize>,
+    /// Members present.
+    count: usize,
     /// Store sequence number of the last change to a member's label sets or to the set of
     /// members: the render cache keeps the member order until this moves.
     layout: u64,
@@ -605,25 +634,36 @@ impl Inner {
             let mut old = std::mem::take(&mut group.families).into_iter().peekable();
             let mut pairs: Vec<FamilyChange> = Vec::with_capacity(p.families.len());
             for fam in &p.families {
-                while let Some((_, (gone, _))) = old.next_if(|(n, _)| **n < *fam.name) {
-                    changes.push((Some(gone), None));
+                while let Some((_, (gone, _, slot))) = old.next_if(|(n, _)| **n < *fam.name) {
+                    changes.push((Some((gone, slot)), None));
                 }
-                let replaced = old.next_if(|(n, _)| **n == *fam.name).map(|(_, (f, _))| f);
+                let replaced = old
+                    .next_if(|(n, _)| **n == *fam.name)
+                    .map(|(_, (f, _, slot))| (f, slot));
                 pairs.push((replaced, Some(fam.clone())));
             }
-            changes.extend(old.map(|(_, (gone, _))| (Some(gone), None)));
-            changes.append(&mut pairs);
+            changes.extend(old.map(|(_, (gone, _, slot))| (Some((gone, slot)), None)));
+            // Each family keeps the slot of the one it replaces until the index says otherwise.
             group.families = p
                 .families
                 .iter()
-                .map(|f| (f.name.clone(), (f.clone(), now)))
+                .zip(&pairs)
+                .map(|(f, (old, _))| (f.name.clone(), (f.clone(), now, slot_of(old))))
                 .collect();
+            changes.append(&mut pairs);
         } else {
             for fam in &p.families {
-                let old = group
-                    .families
-                    .insert(fam.name.clone(), (fam.clone(), now))
-                    .map(|(f, _)| f);
+                let old = match group.families.entry(fam.name.clone()) {
+                    btree_map::Entry::Occupied(mut e) => {
+                        let slot = e.get().2;
+                        let (f, _, _) = e.insert((fam.clone(), now, slot));
+                        Some((f, slot))
+                    }
+                    btree_map::Entry::Vacant(e) => {
+                        e.insert((fam.clone(), now, NO_SLOT));
+                        None
+                    }
+                };
                 changes.push((old, Some(fam.clone())));
             }
         }
@@ -633,51 +673,105 @@ impl Inner {
         group.version = version;
         let new_timing = retimed(&group.timing, &key, before, [now, group.failure_time]);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
-        for (o, n) in old_timing.into_iter().zip(new_timing) {
-            changes.push((Some(o), Some(n)));
-        }
-        for (old, new) in changes {
-            self.swap_family(gid, &key, old, new, seq);
+        changes.extend(
+            old_timing
+                .into_iter()
+                .zip(group.timing_slots)
+                .zip(new_timing)
+                .map(|(old, new)| (Some(old), Some(new))),
+        );
+        // The families added or kept are the pushed ones in order, then the two timing ones.
+        if let Some(slots) = self.apply_changes(gid, &key, changes, seq) {
+            self.set_slots(&p.key, p.families.iter().map(|f| &f.name), &slots);
         }
         Ok(WriteOutcome { version })
     }
 
-    /// Moves the indexes from `old` to `new` (either may be absent). Replacing a family by one
-    /// with the same series — the common case of a job pushing new values — only swaps the
-    /// family in its name entry: no series-index traffic at all.
+    /// Moves the indexes for every change (see `swap_family`). When a new family did not take
+    /// the slot of the one it replaces (the group records that one until told otherwise),
+    /// returns the slots of all new families, in the order of the changes that have one.
+    fn apply_changes(
+        &mut self,
+        gid: u64,
+        key: &Arc<GroupKey>,
+        changes: Vec<FamilyChange>,
+        seq: u64,
+    ) -> Option<Vec<usize>> {
+        let mut slots = Vec::with_capacity(changes.len());
+        let mut moved = false;
+        for (old, new) in changes {
+            let added = new.is_some();
+            let before = slot_of(&old);
+            let slot = self.swap_family(gid, key, old, new, seq);
+            if added {
+                moved |= slot != before;
+                slots.push(slot);
+            }
+        }
+        moved.then_some(slots)
+    }
+
+    /// Records in the group the index slots of its families named `names` (in order) and, in
+    /// the last two of `slots`, of its timing families.
+    fn set_slots<'n>(
+        &mut self,
+        key: &GroupKey,
+        names: impl Iterator<Item = &'n Arc<str>>,
+        slots: &[usize],
+    ) {
+        let Some(group) = self.groups.get_mut(key) else {
+            return;
+        };
+        for (name, &slot) in names.zip(slots) {
+            if let Some(held) = group.families.get_mut(name) {
+                held.2 = slot;
+            }
+        }
+        if let [.., push, failure] = *slots {
+            group.timing_slots = [push, failure];
+        }
+    }
+
+    /// Moves the indexes from `old` (with its slot) to `new` (either may be absent) and returns
+    /// the slot of `new` (`NO_SLOT` when there is none). Replacing a family by one with the same
+    /// series — the common case of a job pushing new values — only swaps the family in its slot:
+    /// no series-index traffic at all.
     fn swap_family(
         &mut self,
         gid: u64,
         key: &Arc<GroupKey>,
-        old: Option<Arc<StoredFamily>>,
+        old: Option<(Arc<StoredFamily>, usize)>,
         new: Option<Arc<StoredFamily>>,
         seq: u64,
-    ) {
-        if let (Some(o), Some(n)) = (&old, &new) {
+    ) -> usize {
+        if let (Some((o, slot)), Some(n)) = (&old, &new) {
             if Arc::ptr_eq(o, n) {
                 // Kept as it was (a timing family whose time did not change).
-                return;
+                return *slot;
             }
             if o.same_series(n) {
                 if let Some(entry) = self.index.get_mut(&n.name) {
-                    if let Some(member) = entry.members.get_mut(&gid) {
-                        // Same label sets: the render order is unchanged.
-                        member.1 = n.clone();
-                        if entry.members.len() == 1 {
-                            entry.typ = n.typ;
+                    if let Some(Some(member)) = entry.members.get_mut(*slot) {
+                        if member.0 == gid {
+                            // Same label sets: the render order is unchanged.
+                            member.2 = n.clone();
+                            if entry.count == 1 {
+                                entry.typ = n.typ;
+                            }
+                            self.encoded_bytes = (self.encoded_bytes + n.heap_bytes())
+                                .saturating_sub(o.heap_bytes());
+                            return *slot;
                         }
-                        self.encoded_bytes =
-                            (self.encoded_bytes + n.heap_bytes()).saturating_sub(o.heap_bytes());
-                        return;
                     }
                 }
             }
         }
-        if let Some(o) = old {
-            self.unindex(gid, &o, seq);
+        if let Some((o, slot)) = old {
+            self.unindex(gid, slot, &o, seq);
         }
-        if let Some(n) = new {
-            self.index_family(gid, key, &n, seq);
+        match new {
+            Some(n) => self.index_family(gid, key, &n, seq),
+            None => NO_SLOT,
         }
     }
 
@@ -690,6 +784,11 @@ impl Inner {
         let key = Arc::new(key.clone());
         let timing = timing_families(&key, 0.0, 0.0);
         self.normalized.insert(key.normalized(), key.clone());
+        let seq = self.seq;
+        let timing_slots = [
+            self.index_family(id, &key, &timing[0], seq),
+            self.index_family(id, &key, &timing[1], seq),
+        ];
         let group = Group {
             id,
             key: key.clone(),
@@ -698,12 +797,10 @@ impl Inner {
             failure_time: 0.0,
             last_push_successful: true,
             version: 0,
-            timing: timing.clone(),
+            timing,
+            timing_slots,
         };
-        self.groups.insert(key.clone(), group);
-        for fam in timing.iter() {
-            self.index_family(id, &key, fam, self.seq);
-        }
+        self.groups.insert(key, group);
         id
     }
 
@@ -730,8 +827,14 @@ impl Inner {
         let new_timing = retimed(&group.timing, &group.key, before, [group.push_time, now]);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         let gkey = group.key.clone();
-        for (o, n) in old_timing.into_iter().zip(new_timing) {
-            self.swap_family(gid, &gkey, Some(o), Some(n), seq);
+        let changes = old_timing
+            .into_iter()
+            .zip(group.timing_slots)
+            .zip(new_timing)
+            .map(|(old, new)| (Some(old), Some(new)))
+            .collect();
+        if let Some(slots) = self.apply_changes(gid, &gkey, changes, seq) {
+            self.set_slots(key, std::iter::empty(), &slots);
         }
         Ok(())
     }
@@ -742,13 +845,14 @@ impl Inner {
         };
         let seq = self.next_seq();
         self.normalized.remove(&key.normalized());
-        for fam in group
+        let timing = group.timing.iter().zip(group.timing_slots);
+        for (fam, slot) in group
             .families
             .values()
-            .map(|(f, _)| f)
-            .chain(group.timing.iter())
+            .map(|(f, _, s)| (f, *s))
+            .chain(timing)
         {
-            self.unindex(group.id, fam, seq);
+            self.unindex(group.id, slot, fam, seq);
         }
         true
     }
@@ -761,6 +865,12 @@ impl Inner {
                     g.key
                 )));
             }
+        }
+        if g.families.windows(2).any(|w| w[0].0.name >= w[1].0.name) {
+            return Err(PushError::Invalid(format!(
+                "families of group {} are not sorted by unique name",
+                g.key
+            )));
         }
         // No consistency check: the data was accepted before (perhaps with the check disabled),
         // and refusing it now would drop acknowledged pushes. Conflicts, if any, are resolved at
@@ -786,58 +896,90 @@ impl Inner {
         let mut old = std::mem::take(&mut group.families);
         let mut changes: Vec<FamilyChange> = Vec::with_capacity(g.families.len() + 4);
         for (f, t) in &g.families {
-            let previous = old.remove(&f.name).map(|(o, _)| o);
-            group.families.insert(f.name.clone(), (f.clone(), *t));
+            let previous = old.remove(&f.name).map(|(o, _, slot)| (o, slot));
+            group
+                .families
+                .insert(f.name.clone(), (f.clone(), *t, slot_of(&previous)));
             changes.push((previous, Some(f.clone())));
         }
-        changes.extend(old.into_values().map(|(o, _)| (Some(o), None)));
+        changes.extend(
+            old.into_values()
+                .map(|(o, _, slot)| (Some((o, slot)), None)),
+        );
         let new_timing = retimed(&group.timing, &key, before, [g.push_time, g.failure_time]);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         changes.extend(
             old_timing
                 .into_iter()
+                .zip(group.timing_slots)
                 .zip(new_timing)
                 .map(|(o, n)| (Some(o), Some(n))),
         );
         self.seq = self.seq.max(g.version);
-        // Removals first, so a series moving between two families of the group is re-owned.
+        // Removals first, so a series moving between two families of the group is re-owned
+        // (stable: the additions keep their order, the snapshot's families then the timing).
         changes.sort_by_key(|(_, n)| n.is_some());
-        for (o, n) in changes {
-            self.swap_family(gid, &key, o, n, seq);
+        if let Some(slots) = self.apply_changes(gid, &key, changes, seq) {
+            self.set_slots(&key, g.families.iter().map(|(f, _)| &f.name), &slots);
         }
         Ok(())
     }
 
-    fn index_family(&mut self, gid: u64, key: &Arc<GroupKey>, fam: &Arc<StoredFamily>, seq: u64) {
+    fn index_family(
+        &mut self,
+        gid: u64,
+        key: &Arc<GroupKey>,
+        fam: &Arc<StoredFamily>,
+        seq: u64,
+    ) -> usize {
         let entry = self
             .index
             .entry(fam.name.clone())
             .or_insert_with(|| FamilyIndex {
                 typ: fam.typ,
-                members: FastMap::default(),
+                members: Vec::new(),
+                free: Vec::new(),
+                count: 0,
                 layout: seq,
             });
-        if entry.members.is_empty() {
+        if entry.count == 0 {
             entry.typ = fam.typ;
         }
-        entry.members.insert(gid, (key.clone(), fam.clone()));
+        let member = Some((gid, key.clone(), fam.clone()));
+        let slot = match entry.free.pop() {
+            Some(hole) => {
+                entry.members[hole] = member;
+                hole
+            }
+            None => {
+                entry.members.push(member);
+                entry.members.len() - 1
+            }
+        };
+        entry.count += 1;
         entry.layout = seq;
         for h in fam.series() {
             self.series.insert(h, gid);
         }
         self.series_total += fam.len();
         self.encoded_bytes += fam.heap_bytes();
+        slot
     }
 
-    fn unindex(&mut self, gid: u64, fam: &Arc<StoredFamily>, seq: u64) {
+    fn unindex(&mut self, gid: u64, slot: usize, fam: &Arc<StoredFamily>, seq: u64) {
         if let Some(entry) = self.index.get_mut(&fam.name) {
-            if let Some((_, current)) = entry.members.get(&gid) {
-                if Arc::ptr_eq(current, fam) {
-                    entry.members.remove(&gid);
+            if let Some(member) = entry.members.get_mut(slot) {
+                if member
+                    .as_ref()
+                    .is_some_and(|(g, _, current)| *g == gid && Arc::ptr_eq(current, fam))
+                {
+                    *member = None;
+                    entry.free.push(slot);
+                    entry.count -= 1;
                 }
             }
             entry.layout = seq;
-            if entry.members.is_empty() {
+            if entry.count == 0 {
                 self.index.remove(&fam.name);
             }
         }
@@ -863,7 +1005,7 @@ impl Inner {
                 return Some(f.typ);
             }
             if let Some(e) = self.index.get(name) {
-                if e.members.len() > usize::from(replaced(name)) {
+                if e.count > usize::from(replaced(name)) {
                     return Some(e.typ);
                 }
             }
@@ -876,7 +1018,7 @@ impl Inner {
             // checked against it. This is the common case, and it makes the check nearly free.
             if group
                 .and_then(|g| g.families.get(name))
-                .is_some_and(|(old, _)| old.typ == f.typ && old.same_series(f))
+                .is_some_and(|(old, _, _)| old.typ == f.typ && old.same_series(f))
             {
                 continue;
             }
@@ -886,8 +1028,8 @@ impl Inner {
                 }
             }
             if let Some(e) = self.index.get(name) {
-                let others = e.members.len()
-                    - usize::from(replaced(name) && e.members.contains_key(&gid.unwrap_or(0)));
+                // A group holding `name` is one of its members.
+                let others = e.count.saturating_sub(usize::from(replaced(name)));
                 if others > 0 && e.typ != f.typ {
                     return Err(type_conflict(name, f.typ, e.typ));
                 }
@@ -929,7 +1071,7 @@ impl Inner {
             // every one of them is already owned by this group.
             let same_series = group
                 .and_then(|g| g.families.get(name))
-                .is_some_and(|(old, _)| old.same_series(f));
+                .is_some_and(|(old, _, _)| old.same_series(f));
             for h in f.series().filter(|_| !same_series) {
                 if let Some(owner) = self.series.get(&h) {
                     if Some(*owner) != gid {
@@ -996,6 +1138,44 @@ mod tests {
         let mut out = Vec::new();
         s.render(Format::Text, &[], &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn index_slots_freed_by_deletes_are_reused_and_scrapes_stay_exact() {
+        let s = store();
+        let lines = |t: &str, prefix: &str| t.lines().filter(|l| l.starts_with(prefix)).count();
+        for job in ["a", "b", "c"] {
+            push(&s, key(job, &[]), "x 1\n", true).unwrap();
+        }
+        // Twice, so that the second scrape comes from the render cache.
+        for _ in 0..2 {
+            let t = scrape(&s);
+            assert_eq!(lines(&t, "x{"), 3, "{t}");
+        }
+        assert!(s.delete(&key("b", &[])));
+        // "d" takes the slot "b" left; "a" re-pushes the same series (its slot is updated in
+        // place), then "c" changes its label set (its family leaves and re-enters the index).
+        push(&s, key("d", &[]), "x 4\n", true).unwrap();
+        push(&s, key("a", &[]), "x 5\n", true).unwrap();
+        push(&s, key("c", &[]), "x{l=\"v\"} 6\n", true).unwrap();
+        for _ in 0..2 {
+            let t = scrape(&s);
+            assert_eq!(lines(&t, "x{"), 3, "{t}");
+            assert!(t.contains("x{instance=\"\",job=\"a\"} 5\n"), "{t}");
+            assert!(t.contains("x{instance=\"\",job=\"c\",l=\"v\"} 6\n"), "{t}");
+            assert!(t.contains("x{instance=\"\",job=\"d\"} 4\n"), "{t}");
+            assert!(!t.contains("job=\"b\""), "{t}");
+            assert_eq!(lines(&t, "push_time_seconds{"), 3, "{t}");
+        }
+        // A series of a deleted group can be pushed by another group again.
+        push(&s, key("e", &[]), "y 1\n", true).unwrap();
+        assert!(s.delete(&key("e", &[])));
+        push(&s, key("a", &[]), "x 5\ny 2\n", true).unwrap();
+        for job in ["a", "c", "d"] {
+            assert!(s.delete(&key(job, &[])));
+        }
+        assert_eq!(scrape(&s), "");
+        assert_eq!(s.series_count(), 0);
     }
 
     #[test]

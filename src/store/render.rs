@@ -44,7 +44,9 @@ pub struct RenderStats {
     pub inconsistent_dropped: usize,
 }
 
-/// (group id, key, family); the gateway's own member has id 0 and the empty key.
+/// (id, key, family): the id is the member's slot in its name's index entry (what the render
+/// cache remembers the order of), or a snapshot's group number; the gateway's own member has
+/// id 0 and the empty key (a family with one is never cached).
 type Member = (u64, Arc<GroupKey>, Arc<StoredFamily>);
 
 struct Part {
@@ -132,14 +134,16 @@ impl Store {
                 .map(|(_, h)| Arc::<str>::from(h));
             if own_same.is_none() {
                 if let Some((layout, order)) = cache.layouts.get(name) {
-                    if *layout == entry.layout && order.len() == entry.members.len() {
+                    if *layout == entry.layout && order.len() == entry.count {
                         let members: Option<Vec<Member>> = order
                             .iter()
-                            .map(|gid| {
-                                entry
-                                    .members
-                                    .get(gid)
-                                    .map(|(k, f)| (*gid, k.clone(), f.clone()))
+                            .map(|&slot| {
+                                let member = usize::try_from(slot)
+                                    .ok()
+                                    .and_then(|i| entry.members.get(i))?;
+                                member
+                                    .as_ref()
+                                    .map(|(_, k, f)| (slot, k.clone(), f.clone()))
                             })
                             .collect();
                         if let Some(members) = members {
@@ -157,17 +161,15 @@ impl Store {
                     }
                 }
             }
-            let mut members: Vec<Member> = Vec::with_capacity(entry.members.len() + 1);
+            let mut members: Vec<Member> = Vec::with_capacity(entry.count + 1);
             if let Some(o) = own_same {
                 help = Some(o.help.clone());
                 members.push((0, empty_key.clone(), o.clone()));
             }
-            members.extend(
-                entry
-                    .members
-                    .iter()
-                    .map(|(gid, (k, f))| (*gid, k.clone(), f.clone())),
-            );
+            members.extend(entry.members.iter().enumerate().filter_map(|(slot, m)| {
+                m.as_ref()
+                    .map(|(_, k, f)| (slot as u64, k.clone(), f.clone()))
+            }));
             parts.push(Part {
                 name: name.clone(),
                 help,
