@@ -29,15 +29,13 @@ const ENTRY_BYTES: usize = 32;
 
 impl Entry {
     fn write(&self, out: &mut Vec<u8>) {
-        for v in [
-            self.text_end,
-            self.key_end,
-            self.proto_start,
-            self.proto_len,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&self.series.to_le_bytes());
+        let mut b = [0u8; ENTRY_BYTES];
+        b[0..4].copy_from_slice(&self.text_end.to_le_bytes());
+        b[4..8].copy_from_slice(&self.key_end.to_le_bytes());
+        b[8..12].copy_from_slice(&self.proto_start.to_le_bytes());
+        b[12..16].copy_from_slice(&self.proto_len.to_le_bytes());
+        b[16..].copy_from_slice(&self.series.to_le_bytes());
+        out.extend_from_slice(&b);
     }
 
     fn read(b: &[u8]) -> Entry {

@@ -593,7 +593,15 @@ impl Inner {
         opts: &StoreOptions,
         stamp: Option<u64>,
     ) -> Result<WriteOutcome, PushError> {
-        let exists = self.groups.contains_key(&p.key);
+        // One lookup serves the check and tells whether the group exists.
+        let existing = self.groups.get(&p.key);
+        let existing_id = existing.map(|g| g.id);
+        let exists = existing.is_some();
+        let verdict = if opts.consistency_check && !p.has_timestamps {
+            self.check_group(&p, opts, existing)
+        } else {
+            Ok(())
+        };
         if !exists {
             let norm = p.key.normalized();
             if let Some(existing) = self.normalized.get(&norm) {
@@ -609,11 +617,9 @@ impl Inner {
                 "pushed metrics must not have timestamps".into(),
             ));
         }
-        if opts.consistency_check {
-            if let Err(msg) = self.check(&p, opts) {
-                self.mark_failure(&p.key, now, opts, stamp)?;
-                return Err(PushError::Invalid(msg));
-            }
+        if let Err(msg) = verdict {
+            self.mark_failure(&p.key, now, opts, stamp)?;
+            return Err(PushError::Invalid(msg));
         }
         if !exists && self.groups.len() >= opts.max_groups {
             return Err(too_many_groups(opts));
@@ -623,7 +629,10 @@ impl Inner {
         if stamp.is_some() {
             self.tombstones.remove(&p.key);
         }
-        let gid = self.ensure_group(&p.key);
+        let gid = match existing_id {
+            Some(id) => id,
+            None => self.ensure_group(&p.key),
+        };
         let group = self.groups.get_mut(&p.key).expect("group was just ensured");
         let key = group.key.clone();
         // (old, new) pairs: a family replaced, removed (PUT) or added.
@@ -994,7 +1003,16 @@ impl Inner {
 
     /// The consistency check: would the store be valid after applying `p`? O(size of `p`).
     fn check(&self, p: &PreparedPush, opts: &StoreOptions) -> Result<(), String> {
-        let group = self.groups.get(&p.key);
+        self.check_group(p, opts, self.groups.get(&p.key))
+    }
+
+    /// [`Self::check`] with the push's group (if it exists) already looked up.
+    fn check_group(
+        &self,
+        p: &PreparedPush,
+        opts: &StoreOptions,
+        group: Option<&Group>,
+    ) -> Result<(), String> {
         let gid = group.map(|g| g.id);
         let holds = |name: &str| group.is_some_and(|g| g.families.contains_key(name));
         // Is `name` replaced (or removed) in this group by the push?
