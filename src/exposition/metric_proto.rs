@@ -277,29 +277,35 @@ mod tests {
                     1 => m.gauge = Some(Gauge { value }),
                     2 => m.untyped = Some(Untyped { value }),
                     3 => {
-                        m.summary = Some(Summary {
-                            sample_count: count,
-                            sample_sum: value,
-                            quantile: quantiles
-                                .into_iter()
-                                .map(|(quantile, value)| Quantile { quantile, value })
-                                .collect(),
-                        })
+                        m.summary = Some(
+                            Summary {
+                                sample_count: count,
+                                sample_sum: value,
+                                quantile: quantiles
+                                    .into_iter()
+                                    .map(|(quantile, value)| Quantile { quantile, value })
+                                    .collect(),
+                            }
+                            .into(),
+                        )
                     }
                     4 => {
-                        m.histogram = Some(Histogram {
-                            sample_count: count,
-                            sample_sum: value,
-                            bucket: buckets
-                                .into_iter()
-                                .map(|(cumulative_count, upper_bound)| Bucket {
-                                    cumulative_count,
-                                    upper_bound,
-                                    ..Default::default()
-                                })
-                                .collect(),
-                            ..Default::default()
-                        })
+                        m.histogram = Some(
+                            Histogram {
+                                sample_count: count,
+                                sample_sum: value,
+                                bucket: buckets
+                                    .into_iter()
+                                    .map(|(cumulative_count, upper_bound)| Bucket {
+                                        cumulative_count,
+                                        upper_bound,
+                                        ..Default::default()
+                                    })
+                                    .collect(),
+                                ..Default::default()
+                            }
+                            .into(),
+                        )
                     }
                     // No value at all (refused later by the store, but encodable).
                     _ => {}
@@ -326,28 +332,34 @@ mod tests {
         let with_exemplar = Metric {
             counter: Some(Counter {
                 value: Some(3.0),
-                exemplar: Some(exemplar.clone()),
+                exemplar: Some(Box::new(exemplar.clone())),
             }),
             ..Default::default()
         };
         let native = Metric {
-            histogram: Some(Histogram {
-                sample_count: Some(4),
-                sb_schema: Some(3),
-                sb_zero_threshold: Some(1e-128),
-                ..Default::default()
-            }),
+            histogram: Some(
+                Histogram {
+                    sample_count: Some(4),
+                    sb_schema: Some(3),
+                    sb_zero_threshold: Some(1e-128),
+                    ..Default::default()
+                }
+                .into(),
+            ),
             ..Default::default()
         };
         let float_bucket = Metric {
-            histogram: Some(Histogram {
-                bucket: vec![Bucket {
-                    cumulative_count_float: Some(2.5),
-                    upper_bound: Some(1.0),
+            histogram: Some(
+                Histogram {
+                    bucket: vec![Bucket {
+                        cumulative_count_float: Some(2.5),
+                        upper_bound: Some(1.0),
+                        ..Default::default()
+                    }],
                     ..Default::default()
-                }],
-                ..Default::default()
-            }),
+                }
+                .into(),
+            ),
             ..Default::default()
         };
         let stamped = Metric {

@@ -466,16 +466,19 @@ mod tests {
             r#type: Some(MetricType::Histogram as i32),
             metric: vec![Metric {
                 label: vec![lp("b", "x\"y"), lp("a", "1\n2\\")],
-                histogram: Some(Histogram {
-                    sample_count: Some(7),
-                    sample_sum: Some(0.25),
-                    bucket: vec![Bucket {
-                        upper_bound: Some(0.1),
-                        cumulative_count: Some(2),
+                histogram: Some(
+                    Histogram {
+                        sample_count: Some(7),
+                        sample_sum: Some(0.25),
+                        bucket: vec![Bucket {
+                            upper_bound: Some(0.1),
+                            cumulative_count: Some(2),
+                            ..Default::default()
+                        }],
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
+                    }
+                    .into(),
+                ),
                 timestamp_ms: Some(-5),
                 ..Default::default()
             }],
@@ -507,16 +510,19 @@ mod tests {
             r#type: Some(MetricType::Histogram as i32),
             metric: vec![Metric {
                 label,
-                histogram: Some(Histogram {
-                    sample_count: Some(2),
-                    sample_sum: Some(3.0),
-                    bucket: vec![Bucket {
-                        upper_bound: Some(1.0),
-                        cumulative_count: Some(2),
+                histogram: Some(
+                    Histogram {
+                        sample_count: Some(2),
+                        sample_sum: Some(3.0),
+                        bucket: vec![Bucket {
+                            upper_bound: Some(1.0),
+                            cumulative_count: Some(2),
+                            ..Default::default()
+                        }],
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
+                    }
+                    .into(),
+                ),
                 ..Default::default()
             }],
         };
@@ -544,14 +550,17 @@ mod tests {
     #[test]
     fn writes_summaries() {
         let m = Metric {
-            summary: Some(Summary {
-                sample_count: Some(3),
-                sample_sum: Some(1.5),
-                quantile: vec![Quantile {
-                    quantile: Some(0.99),
-                    value: Some(1e-7),
-                }],
-            }),
+            summary: Some(
+                Summary {
+                    sample_count: Some(3),
+                    sample_sum: Some(1.5),
+                    quantile: vec![Quantile {
+                        quantile: Some(0.99),
+                        value: Some(1e-7),
+                    }],
+                }
+                .into(),
+            ),
             ..Default::default()
         };
         let mut out = Vec::new();

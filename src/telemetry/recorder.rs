@@ -172,7 +172,7 @@ impl SelfRecorder {
         for (k, v) in summaries {
             let m = Metric {
                 label: labels_of(&k),
-                summary: Some(v.snapshot()),
+                summary: Some(Box::new(v.snapshot())),
                 ..Default::default()
             };
             add(k.name(), MetricType::Summary, m);

@@ -765,17 +765,20 @@ pub mod pb {
     pub fn summary(pairs: &[(&str, &str)], count: u64, sum: f64, q: &[(f64, f64)]) -> Metric {
         Metric {
             label: labels(pairs),
-            summary: Some(Summary {
-                sample_count: Some(count),
-                sample_sum: Some(sum),
-                quantile: q
-                    .iter()
-                    .map(|&(quantile, value)| Quantile {
-                        quantile: Some(quantile),
-                        value: Some(value),
-                    })
-                    .collect(),
-            }),
+            summary: Some(
+                Summary {
+                    sample_count: Some(count),
+                    sample_sum: Some(sum),
+                    quantile: q
+                        .iter()
+                        .map(|&(quantile, value)| Quantile {
+                            quantile: Some(quantile),
+                            value: Some(value),
+                        })
+                        .collect(),
+                }
+                .into(),
+            ),
             ..Default::default()
         }
     }
@@ -783,19 +786,22 @@ pub mod pb {
     pub fn histogram(pairs: &[(&str, &str)], count: u64, sum: f64, b: &[(f64, u64)]) -> Metric {
         Metric {
             label: labels(pairs),
-            histogram: Some(Histogram {
-                sample_count: Some(count),
-                sample_sum: Some(sum),
-                bucket: b
-                    .iter()
-                    .map(|&(ub, c)| Bucket {
-                        upper_bound: Some(ub),
-                        cumulative_count: Some(c),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
+            histogram: Some(
+                Histogram {
+                    sample_count: Some(count),
+                    sample_sum: Some(sum),
+                    bucket: b
+                        .iter()
+                        .map(|&(ub, c)| Bucket {
+                            upper_bound: Some(ub),
+                            cumulative_count: Some(c),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }
+                .into(),
+            ),
             ..Default::default()
         }
     }
