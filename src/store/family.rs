@@ -643,11 +643,17 @@ fn write_sort_key(key: &mut Vec<u8>, metric: &Metric) {
     let n = u16::try_from(metric.label.len()).unwrap_or(u16::MAX);
     key.extend_from_slice(&n.to_be_bytes());
     for lp in &metric.label {
-        for &b in lp.value().as_bytes() {
-            match b {
-                0 => key.extend_from_slice(&[1, 1]),
-                1 => key.extend_from_slice(&[1, 2]),
-                b => key.push(b),
+        let value = lp.value().as_bytes();
+        if value.iter().all(|&b| b > 1) {
+            // The common case: nothing to escape.
+            key.extend_from_slice(value);
+        } else {
+            for &b in value {
+                match b {
+                    0 => key.extend_from_slice(&[1, 1]),
+                    1 => key.extend_from_slice(&[1, 2]),
+                    b => key.push(b),
+                }
             }
         }
         key.push(0);
