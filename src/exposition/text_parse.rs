@@ -117,8 +117,10 @@ impl<'a> Parser<'a> {
             cur: 0,
             line: 0,
             scheme,
-            families: Vec::new(),
-            by_name: FastMap::default(),
+            // Typical pushes have a few to a few dozen families: start with room for them
+            // instead of growing (and rehashing) four or five times per body.
+            families: Vec::with_capacity(16),
+            by_name: FastMap::with_capacity_and_hasher(16, Default::default()),
             series: FastMap::default(),
             fam: 0,
             labels: Vec::new(),
