@@ -933,6 +933,11 @@ fn parse_metric_type(token: &[u8]) -> Option<MetricType> {
 /// Go's `strconv.ParseFloat(s, 64)` as expfmt calls it: decimal notation or `Inf`/`Infinity`
 /// (any case, optional sign) or `NaN` (any case, no sign); no hex, no underscores, and values
 /// beyond the f64 range are errors (underflow to zero is not).
+/// 10^0 ..= 10^15, each exactly representable in an f64.
+const EXACT_POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
 pub(crate) fn parse_float(s: &[u8]) -> Option<f64> {
     let (neg, signed, rest) = match s.split_first() {
         Some((b'+', rest)) => (false, true, rest),
@@ -986,6 +991,19 @@ pub(crate) fn parse_float(s: &[u8]) -> Option<f64> {
     if i == mantissa_digits && i <= 15 {
         let n = rest.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
         let v = n as f64;
+        return Some(if neg { -v } else { v });
+    }
+    // Short decimals without an exponent (bucket bounds, quantiles, sums): with at most 15
+    // digits the digits are an exact integer and 10^k an exact power, so one correctly
+    // rounded division gives the correctly rounded value (Clinger's fast path).
+    if i == mantissa_digits + 1 && mantissa_digits <= 15 {
+        let (n, k) = rest
+            .iter()
+            .fold((0u64, None::<usize>), |(n, k), &d| match d {
+                b'.' => (n, Some(0)),
+                d => (n * 10 + u64::from(d - b'0'), k.map(|k| k + 1)),
+            });
+        let v = n as f64 / EXACT_POWERS_OF_TEN[k.unwrap_or(0)];
         return Some(if neg { -v } else { v });
     }
     // Checked above to be ASCII decimal syntax that Rust parses with correct rounding too.
@@ -1567,6 +1585,22 @@ mod properties {
         {\"u.tf8\",\"l.b\"=\"v\"} -Inf\nplain{x=\"\"} 7\n";
 
     proptest! {
+        #[test]
+        fn short_decimals_parse_like_the_general_conversion(
+            int in "[0-9]{0,8}",
+            frac in "[0-9]{0,8}",
+            sign in proptest::sample::select(vec!["", "-", "+"]),
+        ) {
+            let text = format!("{sign}{int}.{frac}");
+            let want = if int.is_empty() && frac.is_empty() {
+                None
+            } else {
+                text.parse::<f64>().ok()
+            };
+            let got = parse_float(text.as_bytes());
+            prop_assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{}", text);
+        }
+
         #[test]
         fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_text(&bytes, NameScheme::Legacy);
