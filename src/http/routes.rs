@@ -130,6 +130,27 @@ fn percent_decode(path: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Whether `clean_path(p) == p`, without building the cleaned path: rooted, no empty element
+/// (`//`) except a trailing slash, no `.` or `..` element. Every request's path is checked.
+fn is_clean(p: &str) -> bool {
+    let b = p.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    let mut start = 1;
+    for i in 1..=b.len() {
+        if i == b.len() || b[i] == b'/' {
+            let segment = &b[start..i];
+            let last = i == b.len();
+            if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
+                return false;
+            }
+            start = i + 1;
+        }
+    }
+    true
+}
+
 /// Go's path.Clean as httprouter uses it: one slash between elements, `.`/`..` resolved, a
 /// trailing slash kept.
 fn clean_path(p: &str) -> String {
@@ -263,9 +284,11 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
     };
     // Go's HTTP server answers any path that is not clean (`//`, `.`, `..`) with a 301 to the
     // cleaned path, whatever the method, before routing.
-    let cleaned = clean_path(&path);
-    if cleaned != path {
-        return moved_permanently(&cleaned, query.as_deref());
+    if !is_clean(&path) {
+        let cleaned = clean_path(&path);
+        if cleaned != path {
+            return moved_permanently(&cleaned, query.as_deref());
+        }
     }
     let prefix = st.config.route_prefix.as_str();
     let rel: &str = if prefix.is_empty() {
@@ -612,6 +635,26 @@ async fn scrape<G: Gateway>(st: &AppState<G>, headers: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_paths_are_recognised_without_cleaning() {
+        // Every string over a small alphabet up to length 7, so `//`, `.`, `..`, trailing
+        // slashes and relative paths all occur in every position.
+        let alphabet = ['/', '.', 'a'];
+        let mut paths = vec![String::new()];
+        for _ in 0..7 {
+            let longer: Vec<String> = paths
+                .iter()
+                .filter(|p| p.len() == paths.last().map_or(0, String::len))
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            paths.extend(longer);
+        }
+        assert!(paths.len() > 3000);
+        for p in &paths {
+            assert_eq!(is_clean(p), clean_path(p) == *p, "{p:?}");
+        }
+    }
 
     #[test]
     fn clean_path_like_go() {
