@@ -14,24 +14,47 @@ const METRIC_FIELD_TAG: u8 = 4 << 3 | 2;
 
 /// Appends `m` as field 4 of a `MetricFamily` message to `out`.
 pub fn encode_metric_field(m: &Metric, out: &mut Vec<u8>) {
-    if !is_simple(m) {
+    let unset_label = m
+        .label
+        .iter()
+        .any(|lp| lp.name.is_none() || lp.value.is_none());
+    if !is_simple(m) || unset_label {
         prost::encoding::message::encode(4, m, out);
         return;
     }
-    let len = metric_len(m);
+    let labels: Vec<(&str, &str)> = m.label.iter().map(|lp| (lp.name(), lp.value())).collect();
+    encode_simple(m, &labels, out);
+}
+
+/// [`encode_metric_field`] with the metric's label pairs given instead of its own `label` field
+/// (the store passes them with the grouping labels merged in); every pair is written with both
+/// its name and its value.
+pub fn encode_metric_field_labelled(m: &Metric, labels: &[(&str, &str)], out: &mut Vec<u8>) {
+    if is_simple(m) {
+        encode_simple(m, labels, out);
+    } else {
+        let mut full = m.clone();
+        full.label = labels
+            .iter()
+            .map(|&(n, v)| LabelPair {
+                name: Some(n.to_owned()),
+                value: Some(v.to_owned()),
+            })
+            .collect();
+        prost::encoding::message::encode(4, &full, out);
+    }
+}
+
+fn encode_simple(m: &Metric, labels: &[(&str, &str)], out: &mut Vec<u8>) {
+    let len = metric_len(m, labels);
     out.reserve(len + 11);
     out.push(METRIC_FIELD_TAG);
     put_varint(out, len as u64);
-    for lp in &m.label {
-        let body = label_len(lp);
+    for &(n, v) in labels {
         out.push(1 << 3 | 2);
-        put_varint(out, body as u64);
-        if let Some(n) = &lp.name {
-            put_bytes(out, 1 << 3 | 2, n.as_bytes());
-        }
-        if let Some(v) = &lp.value {
-            put_bytes(out, 2 << 3 | 2, v.as_bytes());
-        }
+        put_varint(out, label_len(n, v) as u64);
+        put_bytes(out, 1 << 3 | 2, n.as_bytes());
+        put_bytes(out, 2 << 3 | 2, v.as_bytes());
     }
     if let Some(g) = &m.gauge {
         put_scalar(out, 2, g.value);
@@ -148,9 +171,8 @@ fn count_len(v: Option<u64>) -> usize {
     v.map_or(0, |n| 1 + varint_len(n))
 }
 
-fn label_len(lp: &LabelPair) -> usize {
-    lp.name.as_ref().map_or(0, |n| field_len(n.len()))
-        + lp.value.as_ref().map_or(0, |v| field_len(v.len()))
+fn label_len(name: &str, value: &str) -> usize {
+    field_len(name.len()) + field_len(value.len())
 }
 
 fn quantile_len(q: &Quantile) -> usize {
@@ -179,10 +201,10 @@ fn histogram_len(h: &Histogram) -> usize {
             .sum::<usize>()
 }
 
-fn metric_len(m: &Metric) -> usize {
-    m.label
+fn metric_len(m: &Metric, labels: &[(&str, &str)]) -> usize {
+    labels
         .iter()
-        .map(|lp| field_len(label_len(lp)))
+        .map(|&(n, v)| field_len(label_len(n, v)))
         .sum::<usize>()
         + m.gauge
             .as_ref()

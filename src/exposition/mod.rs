@@ -21,6 +21,7 @@ pub use names::NameScheme;
 pub use proto::{LabelPair, Metric, MetricFamily, MetricType};
 pub use text_format::{
     families_to_text, write_family, write_float, write_help_and_type, write_metric,
+    write_metric_labelled,
 };
 pub use text_parse::{parse_text, TextParseError};
 

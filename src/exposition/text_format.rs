@@ -5,7 +5,7 @@
 //! `--push.enable-utf8-names`) are written in the quoted UTF-8 syntax (`{"my.metric","a.b"="v"}`).
 
 use super::names::{is_legacy_label_name, is_legacy_metric_name};
-use super::{LabelPair, Metric, MetricFamily, MetricType};
+use super::{Metric, MetricFamily, MetricType};
 
 /// Writes the `# HELP` line (only when `help` is `Some`, even if empty, like expfmt) and the
 /// `# TYPE` line. Gauge histograms are written as `histogram`, as the text format has no such type.
@@ -33,10 +33,27 @@ pub fn write_help_and_type(out: &mut Vec<u8>, name: &str, help: Option<&str>, ty
 /// A metric lacking the value message of its type is written with value 0 (expfmt refuses to
 /// encode such a family at all; the store never holds one).
 pub fn write_metric(out: &mut Vec<u8>, name: &str, typ: MetricType, metric: &Metric) {
+    let labels: Vec<(&str, &str)> = metric
+        .label
+        .iter()
+        .map(|lp| (lp.name(), lp.value()))
+        .collect();
+    write_metric_labelled(out, name, typ, metric, &labels);
+}
+
+/// [`write_metric`] with the metric's label pairs given (in the order written), instead of its
+/// own `label` field: the store passes them with the grouping labels merged in.
+pub fn write_metric_labelled(
+    out: &mut Vec<u8>,
+    name: &str,
+    typ: MetricType,
+    metric: &Metric,
+    labels: &[(&str, &str)],
+) {
     let mut w = SampleWriter {
         name,
         quoted: !is_legacy_metric_name(name),
-        labels: metric.label.as_slice(),
+        labels,
         written: None,
         ts: metric.timestamp_ms,
     };
@@ -117,7 +134,7 @@ struct SampleWriter<'a> {
     name: &'a str,
     /// The name is not a legacy name and goes inside the braces, quoted.
     quoted: bool,
-    labels: &'a [LabelPair],
+    labels: &'a [(&'a str, &'a str)],
     /// Where the first line's labels (with their separators) are in `out`.
     written: Option<std::ops::Range<usize>>,
     ts: Option<i64>,
@@ -139,10 +156,9 @@ impl SampleWriter<'_> {
             Some(range) => out.extend_from_within(range.clone()),
             None => {
                 let mut sep = if self.quoted { b',' } else { b'{' };
-                for lp in self.labels {
+                for &(lname, lvalue) in self.labels {
                     out.push(sep);
                     sep = b',';
-                    let lname = lp.name();
                     if is_legacy_label_name(lname) {
                         out.extend_from_slice(lname.as_bytes());
                     } else {
@@ -151,7 +167,7 @@ impl SampleWriter<'_> {
                         out.push(b'"');
                     }
                     out.extend_from_slice(b"=\"");
-                    write_escaped(out, lp.value(), true);
+                    write_escaped(out, lvalue, true);
                     out.push(b'"');
                 }
                 self.written = Some(start..out.len());
@@ -401,6 +417,7 @@ mod tests {
     use crate::exposition::names::NameScheme;
     use crate::exposition::proto::{Bucket, Counter, Gauge, Histogram, Quantile, Summary, Untyped};
     use crate::exposition::text_parse::parse_text;
+    use crate::exposition::LabelPair;
     use proptest::prelude::*;
 
     fn float(v: f64) -> String {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use crate::exposition::{self, proto, Metric, MetricFamily, MetricType};
+use super::key::GroupKey;
+use crate::exposition::{self, proto, LabelPair, Metric, MetricFamily, MetricType};
 
 /// Where one metric's bytes are in the family's buffer. Entries are in exposition order; the
 /// text lines and the sort keys are laid out in that order, the protobuf messages in push order
@@ -179,6 +180,20 @@ fn intern_shared(s: &str) -> Arc<str> {
 impl StoredFamily {
     /// Encodes `metrics` (labels already rewritten and sorted by name) in exposition order.
     pub fn encode(name: Arc<str>, help: Arc<str>, typ: MetricType, metrics: Vec<Metric>) -> Self {
+        Self::encode_grouped(name, help, typ, metrics, &[])
+    }
+
+    /// [`Self::encode`] for metrics whose own labels are sorted by name and already carry the
+    /// grouping key's values where they share a name with it: every metric gets the pairs of
+    /// `grouping` (sorted by name, see [`grouping_pairs`]) it does not have, merged in by name,
+    /// without each metric holding copies of them.
+    pub fn encode_grouped(
+        name: Arc<str>,
+        help: Arc<str>,
+        typ: MetricType,
+        metrics: Vec<Metric>,
+        grouping: &[(&str, &str)],
+    ) -> Self {
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let sc = &mut *guard;
@@ -186,12 +201,19 @@ impl StoredFamily {
             sc.keys.clear();
             sc.proto.clear();
             sc.order.clear();
+            // Every metric's merged label pairs, one after the other, and where each one's end.
+            let mut labels: Vec<(&str, &str)> = Vec::with_capacity(metrics.len() * 4);
+            let mut label_ends = Vec::with_capacity(metrics.len());
             // Protobuf in push order; remember each metric's key range and proto range.
             for m in &metrics {
+                let start = labels.len();
+                labels.extend(Merged::new(&m.label, grouping));
+                label_ends.push(labels.len());
+                let pairs = &labels[start..];
                 let key_start = offset(sc.keys.len());
-                write_sort_key(&mut sc.keys, m);
+                write_sort_key(&mut sc.keys, pairs);
                 let proto_start = offset(sc.proto.len());
-                exposition::metric_proto::encode_metric_field(m, &mut sc.proto);
+                exposition::metric_proto::encode_metric_field_labelled(m, pairs, &mut sc.proto);
                 sc.order.push((
                     key_start,
                     offset(sc.keys.len()),
@@ -215,7 +237,9 @@ impl StoredFamily {
             let mut sorted_keys_len = 0usize;
             for &i in &idx {
                 let m = &metrics[i];
-                exposition::write_metric(&mut sc.text, &name, typ, m);
+                let start = if i == 0 { 0 } else { label_ends[i - 1] };
+                let pairs = &labels[start..label_ends[i]];
+                exposition::write_metric_labelled(&mut sc.text, &name, typ, m, pairs);
                 let (ks, ke, ps, pe) = sc.order[i];
                 sorted_keys_len += (ke - ks) as usize;
                 entries.push(Entry {
@@ -223,7 +247,7 @@ impl StoredFamily {
                     key_end: offset(sorted_keys_len),
                     proto_start: ps,
                     proto_len: pe - ps,
-                    series: series_hash(&name, m),
+                    series: series_hash_of(&name, pairs),
                 });
             }
             let text_len = sc.text.len();
@@ -628,22 +652,81 @@ fn offset(len: usize) -> u32 {
 /// Order-preserving key: label count (big endian), then each value with 0x00 and 0x01 escaped
 /// and a 0x00 terminator, so that byte order equals upstream's metric order.
 pub fn sort_key(metric: &Metric) -> Vec<u8> {
-    let mut key = Vec::with_capacity(
-        2 + metric
-            .label
-            .iter()
-            .map(|l| l.value().len() + 1)
-            .sum::<usize>(),
-    );
-    write_sort_key(&mut key, metric);
+    let mut key = Vec::new();
+    write_sort_key(&mut key, &pairs_of(metric));
     key
 }
 
-fn write_sort_key(key: &mut Vec<u8>, metric: &Metric) {
-    let n = u16::try_from(metric.label.len()).unwrap_or(u16::MAX);
+/// A metric's own label pairs, as they are stored.
+fn pairs_of(metric: &Metric) -> Vec<(&str, &str)> {
+    metric
+        .label
+        .iter()
+        .map(|lp| (lp.name(), lp.value()))
+        .collect()
+}
+
+/// The grouping key's label pairs every metric of a push gets when it lacks them, sorted by
+/// name: the key's labels, and `instance=""` when the key has no `instance` label (upstream
+/// adds it to every metric that has none).
+pub fn grouping_pairs(key: &GroupKey) -> Vec<(&str, &str)> {
+    let mut pairs: Vec<(&str, &str)> = key
+        .labels()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if let Err(at) = pairs.binary_search_by(|(n, _)| (*n).cmp("instance")) {
+        pairs.insert(at, ("instance", ""));
+    }
+    pairs
+}
+
+/// `body` (a metric's labels, sorted by name) merged by name with the pairs of `grouping`
+/// (sorted, unique) whose names the body lacks: the same pairs in the same order as appending
+/// those grouping pairs and sorting stably by name.
+#[derive(Clone)]
+pub struct Merged<'a, 'g> {
+    body: std::slice::Iter<'a, LabelPair>,
+    extra: std::slice::Iter<'g, (&'a str, &'a str)>,
+}
+
+impl<'a, 'g> Merged<'a, 'g> {
+    pub fn new(body: &'a [LabelPair], grouping: &'g [(&'a str, &'a str)]) -> Self {
+        Merged {
+            body: body.iter(),
+            extra: grouping.iter(),
+        }
+    }
+}
+
+impl<'a> Iterator for Merged<'a, '_> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Some(lp) = self.body.as_slice().first() else {
+            return self.extra.next().copied();
+        };
+        let name = lp.name();
+        if let Some(&(extra_name, extra_value)) = self.extra.as_slice().first() {
+            if extra_name < name {
+                self.extra.next();
+                return Some((extra_name, extra_value));
+            }
+            if extra_name == name {
+                // The body has this name: its value (already the key's, see prepare) wins.
+                self.extra.next();
+            }
+        }
+        self.body.next();
+        Some((name, lp.value()))
+    }
+}
+
+fn write_sort_key(key: &mut Vec<u8>, labels: &[(&str, &str)]) {
+    let n = u16::try_from(labels.len()).unwrap_or(u16::MAX);
     key.extend_from_slice(&n.to_be_bytes());
-    for lp in &metric.label {
-        let value = lp.value().as_bytes();
+    for &(_, value) in labels {
+        let value = value.as_bytes();
         if value.iter().all(|&b| b > 1) {
             // The common case: nothing to escape.
             key.extend_from_slice(value);
@@ -663,13 +746,18 @@ fn write_sort_key(key: &mut Vec<u8>, metric: &Metric) {
 /// Identity of a series: metric name and label pairs. 0xFF never occurs in UTF-8, so it
 /// separates fields unambiguously.
 pub fn series_hash(name: &str, metric: &Metric) -> u128 {
+    series_hash_of(name, &pairs_of(metric))
+}
+
+/// [`series_hash`] of a metric whose label pairs are `labels`.
+pub fn series_hash_of(name: &str, labels: &[(&str, &str)]) -> u128 {
     hash_bytes(|buf| {
         buf.extend_from_slice(name.as_bytes());
         buf.push(0xFF);
-        for lp in &metric.label {
-            buf.extend_from_slice(lp.name().as_bytes());
+        for &(n, v) in labels {
+            buf.extend_from_slice(n.as_bytes());
             buf.push(0xFF);
-            buf.extend_from_slice(lp.value().as_bytes());
+            buf.extend_from_slice(v.as_bytes());
             buf.push(0xFF);
         }
     })

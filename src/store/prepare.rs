@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::error::PushError;
-use super::family::StoredFamily;
+use super::family::{Merged, StoredFamily};
 use super::key::GroupKey;
 use crate::exposition::names::{is_valid_label_name, is_valid_metric_name, NameScheme};
-use crate::exposition::{proto, Metric, MetricFamily, MetricType};
+use crate::exposition::{Metric, MetricFamily, MetricType};
 
 pub const PUSH_TIME_METRIC: &str = "push_time_seconds";
 pub const PUSH_FAILURE_TIME_METRIC: &str = "push_failure_time_seconds";
@@ -81,6 +81,9 @@ pub fn prepare_push(
 ) -> Result<PreparedPush, PushError> {
     let mut series_total = 0usize;
     let mut has_timestamps = false;
+    // The grouping labels every metric lacking them gets: merged in when each metric is
+    // checked and encoded, never copied into the metrics.
+    let grouping = super::family::grouping_pairs(&key);
     let mut out: Vec<Arc<StoredFamily>> = Vec::with_capacity(families.len());
     for mut mf in families {
         let name = mf.name().to_owned();
@@ -128,10 +131,16 @@ pub fn prepare_push(
                 has_timestamps = true;
             }
             check_value_field(&name, typ, m)?;
-            apply_grouping_labels(m, &key);
-            check_labels(&name, m, v)?;
+            rewrite_grouping_labels(m, &key);
+            check_labels(&name, m, Merged::new(&m.label, &grouping), v)?;
         }
-        let fam = StoredFamily::encode(super::family::intern(&name), help, typ, metrics);
+        let fam = StoredFamily::encode_grouped(
+            super::family::intern(&name),
+            help,
+            typ,
+            metrics,
+            &grouping,
+        );
         if let Some(i) = fam.first_duplicate() {
             let labels = fam
                 .to_metric_family()
@@ -177,7 +186,7 @@ pub fn validate_stored(
         }
         check_value_field(name, typ, m)?;
         m.label.sort_by(|a, b| a.name().cmp(b.name()));
-        check_labels(name, m, v)?;
+        check_labels(name, m, Merged::new(&m.label, &[]), v)?;
         if !seen.insert(super::family::series_hash(name, m)) {
             return Err(invalid(format!("duplicate series in family {name:?}")));
         }
@@ -214,10 +223,12 @@ fn check_value_field(name: &str, typ: MetricType, m: &Metric) -> Result<(), Push
     }
 }
 
-/// Grouping labels overwrite same-named body labels, missing ones are added, `instance=""` is
-/// added when there is no instance label at all; then pairs are sorted by name (upstream's
-/// sanitizeLabels). A repeated body label name is left for `check_labels` to refuse.
-fn apply_grouping_labels(m: &mut Metric, key: &GroupKey) {
+/// Grouping labels overwrite same-named body labels (the first of a repeated name; the repeat
+/// is left for `check_labels` to refuse), then the body's pairs are sorted by name (upstream's
+/// sanitizeLabels). The grouping labels the body lacks, and `instance=""` when there is no
+/// instance label at all, are merged in by name where the metric is checked and encoded
+/// ([`super::family::grouping_pairs`]).
+fn rewrite_grouping_labels(m: &mut Metric, key: &GroupKey) {
     // Grouping keys are small (a flag caps them); a fixed array avoids an allocation per metric.
     let mut done_small = [false; 64];
     let mut done_big;
@@ -227,13 +238,8 @@ fn apply_grouping_labels(m: &mut Metric, key: &GroupKey) {
         done_big = vec![false; key.labels().len()];
         &mut done_big
     };
-    let mut has_instance = false;
-    m.label.reserve(key.labels().len() + 1);
     for lp in m.label.iter_mut() {
         let n = lp.name();
-        if n == "instance" {
-            has_instance = true;
-        }
         if let Ok(i) = key.labels().binary_search_by(|(kn, _)| kn.as_str().cmp(n)) {
             if !done[i] {
                 lp.value = Some(key.labels()[i].1.clone());
@@ -241,52 +247,35 @@ fn apply_grouping_labels(m: &mut Metric, key: &GroupKey) {
             }
         }
     }
-    for (i, (n, v)) in key.labels().iter().enumerate() {
-        if !done[i] {
-            if n == "instance" {
-                has_instance = true;
-            }
-            m.label.push(proto::LabelPair {
-                name: Some(n.clone()),
-                value: Some(v.clone()),
-            });
-        }
-    }
-    if !has_instance {
-        m.label.push(proto::LabelPair {
-            name: Some("instance".into()),
-            value: Some(String::new()),
-        });
-    }
     m.label.sort_by(|a, b| a.name().cmp(b.name()));
 }
 
-fn check_labels(name: &str, m: &Metric, v: &Validation) -> Result<(), PushError> {
+fn check_labels(name: &str, m: &Metric, labels: Merged, v: &Validation) -> Result<(), PushError> {
+    let describe = || describe_pairs(labels.clone());
     let mut prev: Option<&str> = None;
-    for lp in &m.label {
-        let ln = lp.name();
+    for (ln, lv) in labels.clone() {
         if prev == Some(ln) {
             return Err(invalid(format!(
                 "collected metric {name:?} {{ {} }} has two or more labels with the same name: {ln}",
-                describe_labels(m)
+                describe()
             )));
         }
         if !is_valid_label_name(ln, v.names) || ln.starts_with("__") {
             return Err(invalid(format!(
                 "collected metric {name:?} {{ {} }} has a label with an invalid name: {ln}",
-                describe_labels(m)
+                describe()
             )));
         }
         if m.summary.is_some() && ln == "quantile" {
             return Err(invalid(format!(
                 "collected metric {name:?} {{ {} }} must not have an explicit \"quantile\" label",
-                describe_labels(m)
+                describe()
             )));
         }
         if m.histogram.is_some() && ln == "le" {
             return Err(invalid(format!(
                 "collected metric {name:?} {{ {} }} must not have an explicit \"le\" label",
-                describe_labels(m)
+                describe()
             )));
         }
         if ln.len() > v.limits.max_label_name_bytes {
@@ -296,10 +285,10 @@ fn check_labels(name: &str, m: &Metric, v: &Validation) -> Result<(), PushError>
                 v.limits.max_label_name_bytes
             )));
         }
-        if lp.value().len() > v.limits.max_label_value_bytes {
+        if lv.len() > v.limits.max_label_value_bytes {
             return Err(PushError::LimitExceeded(format!(
                 "value of label {ln:?} has {} bytes, more than the limit of {} (--push.max-label-value-length)",
-                lp.value().len(),
+                lv.len(),
                 v.limits.max_label_value_bytes
             )));
         }
@@ -310,14 +299,17 @@ fn check_labels(name: &str, m: &Metric, v: &Validation) -> Result<(), PushError>
 
 /// `name="value"` pairs for error messages, values truncated so errors stay readable.
 pub fn describe_labels(m: &Metric) -> String {
+    describe_pairs(m.label.iter().map(|lp| (lp.name(), lp.value())))
+}
+
+fn describe_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut s = String::new();
-    for (i, lp) in m.label.iter().enumerate() {
+    for (i, (name, v)) in pairs.enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let v = lp.value();
         let shown: String = v.chars().take(64).collect();
-        s.push_str(lp.name());
+        s.push_str(name);
         s.push('=');
         s.push_str(&format!("{shown:?}"));
         if shown.len() < v.len() {
@@ -325,4 +317,101 @@ pub fn describe_labels(m: &Metric) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::proto::{Counter, LabelPair};
+    use proptest::prelude::*;
+
+    /// The grouping rule as a reference, applied to a copy of the metric the straightforward
+    /// way: overwrite, append what is missing (and `instance=""`), sort.
+    fn reference_labels(m: &Metric, key: &GroupKey) -> Vec<LabelPair> {
+        let mut labels = m.label.clone();
+        let mut done = vec![false; key.labels().len()];
+        let mut has_instance = false;
+        for lp in labels.iter_mut() {
+            if lp.name() == "instance" {
+                has_instance = true;
+            }
+            if let Some(i) = key.labels().iter().position(|(n, _)| n == lp.name()) {
+                if !done[i] {
+                    lp.value = Some(key.labels()[i].1.clone());
+                    done[i] = true;
+                }
+            }
+        }
+        for (i, (n, v)) in key.labels().iter().enumerate() {
+            if !done[i] {
+                has_instance |= n == "instance";
+                labels.push(LabelPair {
+                    name: Some(n.clone()),
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        if !has_instance {
+            labels.push(LabelPair {
+                name: Some("instance".into()),
+                value: Some(String::new()),
+            });
+        }
+        labels.sort_by(|a, b| a.name().cmp(b.name()));
+        labels
+    }
+
+    fn names() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "env", "instance", "job", "le", "zone"])
+            .prop_map(str::to_owned)
+    }
+
+    proptest! {
+        #[test]
+        fn merged_grouping_labels_encode_like_copied_ones(
+            body in prop::collection::vec((names(), "[a-c]{0,3}"), 0..5),
+            key in prop::collection::btree_map(names(), "[x-z]{0,3}", 1..4),
+            value in 0u32..1000,
+        ) {
+            let metric = Metric {
+                label: body
+                    .iter()
+                    .map(|(n, v)| LabelPair { name: Some(n.clone()), value: Some(v.clone()) })
+                    .collect(),
+                counter: Some(Counter { value: Some(f64::from(value)), exemplar: None }),
+                ..Default::default()
+            };
+            let key = GroupKey::new(key);
+            let mf = MetricFamily {
+                name: Some("m".into()),
+                help: Some("h".into()),
+                r#type: Some(MetricType::Counter as i32),
+                metric: vec![metric.clone()],
+            };
+            let got = prepare_push(key.clone(), vec![mf], true, &Validation::default());
+            let want_labels = reference_labels(&metric, &key);
+            let mut copied = metric.clone();
+            copied.label = want_labels.clone();
+            // The reference refuses what the store refuses: a repeated label name.
+            let repeated = want_labels.windows(2).any(|w| w[0].name() == w[1].name());
+            match got {
+                Ok(p) => {
+                    prop_assert!(!repeated, "{:?}", want_labels);
+                    let want = StoredFamily::encode(
+                        "m".into(), "h".into(), MetricType::Counter, vec![copied.clone()],
+                    );
+                    let fam = &p.families[0];
+                    prop_assert_eq!(fam.text(), want.text());
+                    prop_assert_eq!(fam.proto_metrics(), want.proto_metrics());
+                    prop_assert_eq!(fam.series().collect::<Vec<_>>(), want.series().collect::<Vec<_>>());
+                    prop_assert_eq!(&fam.to_metric_family().metric[0].label, &want_labels);
+                }
+                Err(e) => {
+                    prop_assert!(repeated, "{e}");
+                    let described = describe_labels(&copied);
+                    prop_assert!(e.to_string().contains(&described), "{e} / {described}");
+                }
+            }
+        }
+    }
 }
