@@ -581,10 +581,9 @@ impl<'a> Parser<'a> {
 
     /// Appends a metric with the line's labels to the current family.
     fn push_metric(&mut self) -> usize {
-        // Room for the grouping labels the store adds to every metric (job, instance, ...), so
-        // that adding them does not move the vector.
-        const SPARE: usize = 4;
-        let mut label = Vec::with_capacity(self.labels.len() + SPARE);
+        // Exactly the line's labels: the store merges the grouping labels in where it encodes,
+        // it does not add them to the metric.
+        let mut label = Vec::with_capacity(self.labels.len());
         label.extend(self.labels.drain(..).map(|(n, v)| LabelPair {
             name: Some(n.into_owned()),
             value: Some(v.into_owned()),
