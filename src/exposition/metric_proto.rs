@@ -51,10 +51,9 @@ fn encode_simple(m: &Metric, labels: &[(&str, &str)], out: &mut Vec<u8>) {
     out.push(METRIC_FIELD_TAG);
     put_varint(out, len as u64);
     for &(n, v) in labels {
-        out.push(1 << 3 | 2);
-        put_varint(out, label_len(n, v) as u64);
-        put_bytes(out, 1 << 3 | 2, n.as_bytes());
-        put_bytes(out, 2 << 3 | 2, v.as_bytes());
+        put_head(out, 1, label_len(n, v));
+        put_bytes(out, 1, n.as_bytes());
+        put_bytes(out, 2, v.as_bytes());
     }
     if let Some(g) = &m.gauge {
         put_scalar(out, 2, g.value);
@@ -63,16 +62,11 @@ fn encode_simple(m: &Metric, labels: &[(&str, &str)], out: &mut Vec<u8>) {
         put_scalar(out, 3, c.value);
     }
     if let Some(s) = &m.summary {
-        out.push(4 << 3 | 2);
-        put_varint(out, summary_len(s) as u64);
-        if let Some(n) = s.sample_count {
-            out.push(1 << 3);
-            put_varint(out, n);
-        }
+        put_head(out, 4, summary_len(s));
+        put_count(out, s.sample_count);
         put_double(out, 2, s.sample_sum);
         for q in &s.quantile {
-            out.push(3 << 3 | 2);
-            put_varint(out, quantile_len(q) as u64);
+            put_head(out, 3, quantile_len(q));
             put_double(out, 1, q.quantile);
             put_double(out, 2, q.value);
         }
@@ -81,20 +75,12 @@ fn encode_simple(m: &Metric, labels: &[(&str, &str)], out: &mut Vec<u8>) {
         put_scalar(out, 5, u.value);
     }
     if let Some(h) = &m.histogram {
-        out.push(7 << 3 | 2);
-        put_varint(out, histogram_len(h) as u64);
-        if let Some(n) = h.sample_count {
-            out.push(1 << 3);
-            put_varint(out, n);
-        }
+        put_head(out, 7, histogram_len(h));
+        put_count(out, h.sample_count);
         put_double(out, 2, h.sample_sum);
         for b in &h.bucket {
-            out.push(3 << 3 | 2);
-            put_varint(out, bucket_len(b) as u64);
-            if let Some(n) = b.cumulative_count {
-                out.push(1 << 3);
-                put_varint(out, n);
-            }
+            put_head(out, 3, bucket_len(b));
+            put_count(out, b.cumulative_count);
             put_double(out, 2, b.upper_bound);
         }
     }
@@ -131,9 +117,23 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, tag: u8, b: &[u8]) {
-    out.push(tag);
-    put_varint(out, b.len() as u64);
+/// The tag and length of an embedded message `field` of `len` bytes.
+fn put_head(out: &mut Vec<u8>, field: u8, len: usize) {
+    out.push(field << 3 | 2);
+    put_varint(out, len as u64);
+}
+
+/// A count (field 1, varint) when set.
+fn put_count(out: &mut Vec<u8>, count: Option<u64>) {
+    if let Some(n) = count {
+        out.push(1 << 3);
+        put_varint(out, n);
+    }
+}
+
+/// A length-delimited field `field` holding `b`.
+fn put_bytes(out: &mut Vec<u8>, field: u8, b: &[u8]) {
+    put_head(out, field, b.len());
     out.extend_from_slice(b);
 }
 
@@ -146,13 +146,8 @@ fn put_double(out: &mut Vec<u8>, field: u8, v: Option<f64>) {
 
 /// A `Gauge`, `Counter` or `Untyped` message as field `field`: its one optional double.
 fn put_scalar(out: &mut Vec<u8>, field: u8, v: Option<f64>) {
-    out.push(field << 3 | 2);
-    if v.is_some() {
-        out.push(9);
-        put_double(out, 1, v);
-    } else {
-        out.push(0);
-    }
+    put_head(out, field, double_len(v));
+    put_double(out, 1, v);
 }
 
 fn field_len(body: usize) -> usize {
