@@ -1159,6 +1159,36 @@ mod tests {
     }
 
     #[test]
+    fn restore_refuses_families_not_sorted_by_unique_name_and_changes_nothing() {
+        let s = store();
+        let k = key("r", &[]);
+        push(&s, k.clone(), "a 1\nb 2\n", true).unwrap();
+        let before = scrape(&s);
+        let good = s.group(&k).unwrap();
+        let (a, b) = (good.families[0].clone(), good.families[1].clone());
+        for families in [vec![a.clone(), a.clone()], vec![b.clone(), a.clone()]] {
+            let bad = GroupSnapshot {
+                families,
+                version: good.version + 1,
+                ..good.clone()
+            };
+            let err = s.restore(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("not sorted by unique name"),
+                "{err}"
+            );
+            assert_eq!(scrape(&s), before);
+        }
+        // The same group in order is taken.
+        s.restore(GroupSnapshot {
+            version: good.version + 1,
+            ..good.clone()
+        })
+        .unwrap();
+        assert_eq!(scrape(&s), before);
+    }
+
+    #[test]
     fn index_slots_freed_by_deletes_are_reused_and_scrapes_stay_exact() {
         let s = store();
         let lines = |t: &str, prefix: &str| t.lines().filter(|l| l.starts_with(prefix)).count();
