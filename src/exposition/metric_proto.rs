@@ -22,7 +22,7 @@ pub fn encode_metric_field(m: &Metric, out: &mut Vec<u8>) {
         prost::encoding::message::encode(4, m, out);
         return;
     }
-    let labels: Vec<(&str, &str)> = m.label.iter().map(|lp| (lp.name(), lp.value())).collect();
+    let labels: Vec<(&str, &str)> = m.label_pairs().collect();
     encode_simple(m, &labels, out);
 }
 

@@ -25,6 +25,14 @@ pub use text_format::{
 };
 pub use text_parse::{parse_text, TextParseError};
 
+impl Metric {
+    /// The metric's label pairs as (name, value), in stored order (an unset name or value is
+    /// the empty string, as the getters give it).
+    pub fn label_pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.label.iter().map(|lp| (lp.name(), lp.value()))
+    }
+}
+
 /// `std::str::from_utf8` with a fast path for ASCII, which names and most label values and help
 /// texts are: the general validation costs ~125 instructions even for a short name, and the
 /// parser converts several per line.

@@ -33,11 +33,7 @@ pub fn write_help_and_type(out: &mut Vec<u8>, name: &str, help: Option<&str>, ty
 /// A metric lacking the value message of its type is written with value 0 (expfmt refuses to
 /// encode such a family at all; the store never holds one).
 pub fn write_metric(out: &mut Vec<u8>, name: &str, typ: MetricType, metric: &Metric) {
-    let labels: Vec<(&str, &str)> = metric
-        .label
-        .iter()
-        .map(|lp| (lp.name(), lp.value()))
-        .collect();
+    let labels: Vec<(&str, &str)> = metric.label_pairs().collect();
     write_metric_labelled(out, name, typ, metric, &labels);
 }
 

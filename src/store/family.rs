@@ -653,17 +653,8 @@ fn offset(len: usize) -> u32 {
 /// and a 0x00 terminator, so that byte order equals upstream's metric order.
 pub fn sort_key(metric: &Metric) -> Vec<u8> {
     let mut key = Vec::new();
-    write_sort_key(&mut key, &pairs_of(metric));
+    write_sort_key(&mut key, &metric.label_pairs().collect::<Vec<_>>());
     key
-}
-
-/// A metric's own label pairs, as they are stored.
-fn pairs_of(metric: &Metric) -> Vec<(&str, &str)> {
-    metric
-        .label
-        .iter()
-        .map(|lp| (lp.name(), lp.value()))
-        .collect()
 }
 
 /// The grouping key's label pairs every metric of a push gets when it lacks them, sorted by
@@ -746,7 +737,7 @@ fn write_sort_key(key: &mut Vec<u8>, labels: &[(&str, &str)]) {
 /// Identity of a series: metric name and label pairs. 0xFF never occurs in UTF-8, so it
 /// separates fields unambiguously.
 pub fn series_hash(name: &str, metric: &Metric) -> u128 {
-    series_hash_of(name, &pairs_of(metric))
+    series_hash_of(name, &metric.label_pairs().collect::<Vec<_>>())
 }
 
 /// [`series_hash`] of a metric whose label pairs are `labels`.

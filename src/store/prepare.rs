@@ -299,7 +299,7 @@ fn check_labels(name: &str, m: &Metric, labels: Merged, v: &Validation) -> Resul
 
 /// `name="value"` pairs for error messages, values truncated so errors stay readable.
 pub fn describe_labels(m: &Metric) -> String {
-    describe_pairs(m.label.iter().map(|lp| (lp.name(), lp.value())))
+    describe_pairs(m.label_pairs())
 }
 
 fn describe_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
