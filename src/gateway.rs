@@ -28,7 +28,7 @@ pub trait Gateway: Send + Sync + 'static {
     fn render(
         &self,
         format: Format,
-        own: Vec<Arc<StoredFamily>>,
+        own: Vec<StoredFamily>,
     ) -> impl Future<Output = (Vec<u8>, RenderStats)> + Send;
     /// The full exposition as a stream of chunks (gzip-compressed when `gzip`), so a large
     /// scrape is sent while it is rendered instead of being built in one buffer first. The
@@ -36,7 +36,7 @@ pub trait Gateway: Send + Sync + 'static {
     fn render_stream(
         &self,
         format: Format,
-        own: Vec<Arc<StoredFamily>>,
+        own: Vec<StoredFamily>,
         gzip: bool,
     ) -> impl Future<Output = ScrapeStream> + Send {
         async move {
@@ -226,7 +226,7 @@ impl Gateway for LocalGateway {
         Ok(())
     }
 
-    async fn render(&self, format: Format, own: Vec<Arc<StoredFamily>>) -> (Vec<u8>, RenderStats) {
+    async fn render(&self, format: Format, own: Vec<StoredFamily>) -> (Vec<u8>, RenderStats) {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(64 * 1024);
@@ -240,7 +240,7 @@ impl Gateway for LocalGateway {
     async fn render_stream(
         &self,
         format: Format,
-        own: Vec<Arc<StoredFamily>>,
+        own: Vec<StoredFamily>,
         gzip: bool,
     ) -> ScrapeStream {
         let store = self.store.clone();

@@ -888,7 +888,7 @@ impl Gateway for ClusterGateway {
         Ok(())
     }
 
-    async fn render(&self, format: Format, own: Vec<Arc<StoredFamily>>) -> (Vec<u8>, RenderStats) {
+    async fn render(&self, format: Format, own: Vec<StoredFamily>) -> (Vec<u8>, RenderStats) {
         let (groups, reserved) = self.core.merged_view(format).await;
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(64 * 1024);
@@ -902,7 +902,7 @@ impl Gateway for ClusterGateway {
     async fn render_stream(
         &self,
         format: Format,
-        own: Vec<Arc<StoredFamily>>,
+        own: Vec<StoredFamily>,
         gzip: bool,
     ) -> ScrapeStream {
         let started = Instant::now();

@@ -442,9 +442,9 @@ pub fn families_from_bytes(raw: Vec<Vec<u8>>) -> Result<Vec<MetricFamily>, Strin
 pub fn prepared_from_wire(
     raw: &[bytes::Bytes],
     names: NameScheme,
-) -> Result<Vec<Arc<StoredFamily>>, String> {
+) -> Result<Vec<StoredFamily>, String> {
     use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
-    let mut out: Vec<Arc<StoredFamily>> = Vec::with_capacity(raw.len());
+    let mut out: Vec<StoredFamily> = Vec::with_capacity(raw.len());
     for b in raw {
         let f = StoredFamily::from_wire(b, names)?;
         if &*f.name == PUSH_TIME_METRIC || &*f.name == PUSH_FAILURE_TIME_METRIC {
@@ -462,7 +462,7 @@ pub fn prepared_from_wire(
         if f.first_duplicate().is_some() {
             return Err(format!("forwarded family {:?} repeats a series", f.name));
         }
-        out.push(Arc::new(f));
+        out.push(f);
     }
     Ok(out)
 }

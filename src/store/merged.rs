@@ -1,8 +1,6 @@
 //! Rendering a set of groups that did not come from one store: a cluster node's merged view of
 //! the groups collected from every member.
 
-use std::sync::Arc;
-
 use super::render::{Format, RenderStats};
 use super::{GroupSnapshot, ReservedNames, StoredFamily};
 
@@ -14,7 +12,7 @@ use super::{GroupSnapshot, ReservedNames, StoredFamily};
 pub fn render_groups(
     groups: &[GroupSnapshot],
     reserved: ReservedNames,
-    own: &[Arc<StoredFamily>],
+    own: &[StoredFamily],
     format: Format,
     out: &mut Vec<u8>,
 ) -> RenderStats {
@@ -32,7 +30,7 @@ pub fn render_groups(
 pub fn render_groups_chunked(
     groups: &[GroupSnapshot],
     reserved: &ReservedNames,
-    own: &[Arc<StoredFamily>],
+    own: &[StoredFamily],
     format: Format,
     chunk_size: usize,
     emit: &mut dyn FnMut(Vec<u8>),

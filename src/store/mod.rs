@@ -13,7 +13,7 @@ pub mod persistence;
 pub mod prepare;
 pub mod render;
 
-use std::collections::{btree_map, BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -72,7 +72,7 @@ pub struct WriteOutcome {
 pub struct GroupSnapshot {
     pub key: Arc<GroupKey>,
     /// Families sorted by name, each with the Unix time of the push that last set it.
-    pub families: Vec<(Arc<StoredFamily>, f64)>,
+    pub families: Vec<(StoredFamily, f64)>,
     pub push_time: f64,
     pub failure_time: f64,
     pub last_push_successful: bool,
@@ -80,7 +80,7 @@ pub struct GroupSnapshot {
     /// The group's `push_time_seconds` and `push_failure_time_seconds` families when the copy
     /// comes from a local store (already encoded there); `None` for a copy decoded from a file
     /// or a peer, whose timing families are built when needed (`timing_families_of`).
-    pub timing: Option<[Arc<StoredFamily>; 2]>,
+    pub timing: Option<[StoredFamily; 2]>,
 }
 
 #[derive(Debug)]
@@ -89,12 +89,12 @@ struct Group {
     key: Arc<GroupKey>,
     /// Pushed families (without the two timing families), when each was last pushed and its
     /// slot in its name's index entry.
-    families: BTreeMap<Arc<str>, (Arc<StoredFamily>, f64, usize)>,
+    families: FamilyMap,
     push_time: f64,
     failure_time: f64,
     last_push_successful: bool,
     version: u64,
-    timing: [Arc<StoredFamily>; 2],
+    timing: [StoredFamily; 2],
     /// Index slots of the two timing families.
     timing_slots: [usize; 2],
 }
@@ -117,18 +117,112 @@ impl Group {
     }
 }
 
+/// A family of a group, when it was last pushed and its slot in its name's index entry.
+type Held = (StoredFamily, f64, usize);
+
+/// A group's pushed families, sorted by unique name. Groups hold a handful of families, so a
+/// sorted vector serves lookups as well as a tree, and a write that brings the same names (a
+/// job pushing new values) stores into it in place: no allocation, no node to build and free.
+#[derive(Debug, Default)]
+struct FamilyMap(Vec<(Arc<str>, Held)>);
+
+impl FamilyMap {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| (**n).cmp(name))
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.find(name).is_ok()
+    }
+
+    fn get(&self, name: &str) -> Option<&Held> {
+        self.find(name).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Held> {
+        self.find(name).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Held> + '_ {
+        self.0.iter().map(|(_, h)| h)
+    }
+
+    /// Makes the families exactly `new` (sorted by unique name), each pushed at its time:
+    /// every family replaced, removed or added goes to `changes`, removals first, then the new
+    /// families in order (each paired with the one of the same name it replaces, whose slot it
+    /// keeps until the index says otherwise).
+    fn replace_all<'a>(
+        &mut self,
+        new: impl ExactSizeIterator<Item = (&'a StoredFamily, f64)> + Clone,
+        changes: &mut Vec<FamilyChange>,
+    ) {
+        let same_names = self.0.len() == new.len()
+            && self
+                .0
+                .iter()
+                .zip(new.clone())
+                .all(|((n, _), (f, _))| **n == *f.name);
+        if same_names {
+            for ((_, held), (f, at)) in self.0.iter_mut().zip(new) {
+                let (old, _, slot) = std::mem::replace(held, (f.clone(), at, held.2));
+                changes.push((Some((old, slot)), Some(f.clone())));
+            }
+            return;
+        }
+        let mut old = std::mem::take(&mut self.0).into_iter().peekable();
+        let mut pairs: Vec<FamilyChange> = Vec::with_capacity(new.len());
+        let mut fresh = Vec::with_capacity(new.len());
+        for (f, at) in new {
+            while let Some((_, (gone, _, slot))) = old.next_if(|(n, _)| **n < *f.name) {
+                changes.push((Some((gone, slot)), None));
+            }
+            let replaced = old
+                .next_if(|(n, _)| **n == *f.name)
+                .map(|(_, (o, _, slot))| (o, slot));
+            fresh.push((f.name.clone(), (f.clone(), at, slot_of(&replaced))));
+            pairs.push((replaced, Some(f.clone())));
+        }
+        changes.extend(old.map(|(_, (gone, _, slot))| (Some((gone, slot)), None)));
+        changes.append(&mut pairs);
+        self.0 = fresh;
+    }
+
+    /// Stores `new` (sorted by unique name) pushed at `at` over the families of the same names,
+    /// keeping the others; each goes to `changes` with the family it replaces, if any.
+    fn replace_some(&mut self, new: &[StoredFamily], at: f64, changes: &mut Vec<FamilyChange>) {
+        if new.iter().all(|f| self.contains_key(&f.name)) {
+            for f in new {
+                let held = self.get_mut(&f.name).expect("every pushed name is held");
+                let (old, _, slot) = std::mem::replace(held, (f.clone(), at, held.2));
+                changes.push((Some((old, slot)), Some(f.clone())));
+            }
+            return;
+        }
+        // Some names are new: one merge of the two sorted lists.
+        let mut old = std::mem::take(&mut self.0).into_iter().peekable();
+        let mut merged = Vec::with_capacity(old.len() + new.len());
+        for f in new {
+            merged.extend(std::iter::from_fn(|| old.next_if(|(n, _)| **n < *f.name)));
+            let replaced = old
+                .next_if(|(n, _)| **n == *f.name)
+                .map(|(_, (o, _, slot))| (o, slot));
+            merged.push((f.name.clone(), (f.clone(), at, slot_of(&replaced))));
+            changes.push((replaced, Some(f.clone())));
+        }
+        merged.extend(old);
+        self.0 = merged;
+    }
+}
+
 /// A family of a group replaced (old with its index slot, and new), removed (old only) or
 /// added (new only).
-type FamilyChange = (
-    Option<(Arc<StoredFamily>, usize)>,
-    Option<Arc<StoredFamily>>,
-);
+type FamilyChange = (Option<(StoredFamily, usize)>, Option<StoredFamily>);
 
 /// The slot of a family not placed in the index yet.
 const NO_SLOT: usize = usize::MAX;
 
 /// The slot a change's old family had (`NO_SLOT` for an added family).
-fn slot_of(old: &Option<(Arc<StoredFamily>, usize)>) -> usize {
+fn slot_of(old: &Option<(StoredFamily, usize)>) -> usize {
     old.as_ref().map_or(NO_SLOT, |(_, slot)| *slot)
 }
 
@@ -137,7 +231,7 @@ fn slot_of(old: &Option<(Arc<StoredFamily>, usize)>) -> usize {
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A group's family in the index: (group id, key, family).
-type IndexMember = (u64, Arc<GroupKey>, Arc<StoredFamily>);
+type IndexMember = (u64, Arc<GroupKey>, StoredFamily);
 
 #[derive(Debug)]
 struct FamilyIndex {
@@ -212,7 +306,7 @@ pub struct Store {
 }
 
 /// The group's `push_time_seconds` and `push_failure_time_seconds` families.
-pub fn timing_families_of(g: &GroupSnapshot) -> [Arc<StoredFamily>; 2] {
+pub fn timing_families_of(g: &GroupSnapshot) -> [StoredFamily; 2] {
     match &g.timing {
         Some(timing) => timing.clone(),
         None => timing_families(&g.key, g.push_time, g.failure_time),
@@ -228,16 +322,16 @@ fn timing_labels(key: &GroupKey) -> Vec<(String, String)> {
 /// leaves the failure time alone), a changed one is a patched copy (no re-encoding); built
 /// afresh when the current ones cannot be patched.
 fn retimed(
-    current: &[Arc<StoredFamily>; 2],
+    current: &[StoredFamily; 2],
     key: &GroupKey,
     before: [f64; 2],
     after: [f64; 2],
-) -> [Arc<StoredFamily>; 2] {
-    let next = |i: usize| -> Option<Arc<StoredFamily>> {
+) -> [StoredFamily; 2] {
+    let next = |i: usize| -> Option<StoredFamily> {
         if before[i].to_bits() == after[i].to_bits() {
             Some(current[i].clone())
         } else {
-            current[i].with_gauge_value(after[i]).map(Arc::new)
+            current[i].with_gauge_value(after[i])
         }
     };
     match (next(0), next(1)) {
@@ -246,21 +340,21 @@ fn retimed(
     }
 }
 
-fn timing_families(key: &GroupKey, push_time: f64, failure_time: f64) -> [Arc<StoredFamily>; 2] {
+fn timing_families(key: &GroupKey, push_time: f64, failure_time: f64) -> [StoredFamily; 2] {
     let labels = timing_labels(key);
     [
-        Arc::new(StoredFamily::gauge(
+        StoredFamily::gauge(
             family::intern(PUSH_TIME_METRIC),
             family::intern(PUSH_TIME_HELP),
             &labels,
             push_time,
-        )),
-        Arc::new(StoredFamily::gauge(
+        ),
+        StoredFamily::gauge(
             family::intern(PUSH_FAILURE_TIME_METRIC),
             family::intern(PUSH_FAILURE_TIME_HELP),
             &labels,
             failure_time,
-        )),
+        ),
     ]
 }
 
@@ -638,43 +732,11 @@ impl Inner {
         // (old, new) pairs: a family replaced, removed (PUT) or added.
         let mut changes: Vec<FamilyChange> = Vec::with_capacity(p.families.len() + 4);
         if p.replace_all {
-            // Both sides are sorted by name: one merge pairs each pushed family with the one it
-            // replaces, and the group's map is rebuilt in one go from the sorted push.
-            let mut old = std::mem::take(&mut group.families).into_iter().peekable();
-            let mut pairs: Vec<FamilyChange> = Vec::with_capacity(p.families.len());
-            for fam in &p.families {
-                while let Some((_, (gone, _, slot))) = old.next_if(|(n, _)| **n < *fam.name) {
-                    changes.push((Some((gone, slot)), None));
-                }
-                let replaced = old
-                    .next_if(|(n, _)| **n == *fam.name)
-                    .map(|(_, (f, _, slot))| (f, slot));
-                pairs.push((replaced, Some(fam.clone())));
-            }
-            changes.extend(old.map(|(_, (gone, _, slot))| (Some((gone, slot)), None)));
-            // Each family keeps the slot of the one it replaces until the index says otherwise.
-            group.families = p
+            group
                 .families
-                .iter()
-                .zip(&pairs)
-                .map(|(f, (old, _))| (f.name.clone(), (f.clone(), now, slot_of(old))))
-                .collect();
-            changes.append(&mut pairs);
+                .replace_all(p.families.iter().map(|f| (f, now)), &mut changes);
         } else {
-            for fam in &p.families {
-                let old = match group.families.entry(fam.name.clone()) {
-                    btree_map::Entry::Occupied(mut e) => {
-                        let slot = e.get().2;
-                        let (f, _, _) = e.insert((fam.clone(), now, slot));
-                        Some((f, slot))
-                    }
-                    btree_map::Entry::Vacant(e) => {
-                        e.insert((fam.clone(), now, NO_SLOT));
-                        None
-                    }
-                };
-                changes.push((old, Some(fam.clone())));
-            }
+            group.families.replace_some(&p.families, now, &mut changes);
         }
         let before = [group.push_time, group.failure_time];
         group.push_time = now;
@@ -749,12 +811,12 @@ impl Inner {
         &mut self,
         gid: u64,
         key: &Arc<GroupKey>,
-        old: Option<(Arc<StoredFamily>, usize)>,
-        new: Option<Arc<StoredFamily>>,
+        old: Option<(StoredFamily, usize)>,
+        new: Option<StoredFamily>,
         seq: u64,
     ) -> usize {
         if let (Some((o, slot)), Some(n)) = (&old, &new) {
-            if Arc::ptr_eq(o, n) {
+            if StoredFamily::ptr_eq(o, n) {
                 // Kept as it was (a timing family whose time did not change).
                 return *slot;
             }
@@ -801,7 +863,7 @@ impl Inner {
         let group = Group {
             id,
             key: key.clone(),
-            families: BTreeMap::new(),
+            families: FamilyMap::default(),
             push_time: 0.0,
             failure_time: 0.0,
             last_push_successful: true,
@@ -902,19 +964,10 @@ impl Inner {
         // The group's families become exactly the snapshot's: pair each with the family of the
         // same name it replaces, so unchanged label sets cost no index traffic (a replica
         // receiving a new version of a group is the common case).
-        let mut old = std::mem::take(&mut group.families);
         let mut changes: Vec<FamilyChange> = Vec::with_capacity(g.families.len() + 4);
-        for (f, t) in &g.families {
-            let previous = old.remove(&f.name).map(|(o, _, slot)| (o, slot));
-            group
-                .families
-                .insert(f.name.clone(), (f.clone(), *t, slot_of(&previous)));
-            changes.push((previous, Some(f.clone())));
-        }
-        changes.extend(
-            old.into_values()
-                .map(|(o, _, slot)| (Some((o, slot)), None)),
-        );
+        group
+            .families
+            .replace_all(g.families.iter().map(|(f, t)| (f, *t)), &mut changes);
         let new_timing = retimed(&group.timing, &key, before, [g.push_time, g.failure_time]);
         let old_timing = std::mem::replace(&mut group.timing, new_timing.clone());
         changes.extend(
@@ -938,7 +991,7 @@ impl Inner {
         &mut self,
         gid: u64,
         key: &Arc<GroupKey>,
-        fam: &Arc<StoredFamily>,
+        fam: &StoredFamily,
         seq: u64,
     ) -> usize {
         let entry = self
@@ -975,12 +1028,12 @@ impl Inner {
         slot
     }
 
-    fn unindex(&mut self, gid: u64, slot: usize, fam: &Arc<StoredFamily>, seq: u64) {
+    fn unindex(&mut self, gid: u64, slot: usize, fam: &StoredFamily, seq: u64) {
         if let Some(entry) = self.index.get_mut(&fam.name) {
             if let Some(member) = entry.members.get_mut(slot) {
                 if member
                     .as_ref()
-                    .is_some_and(|(g, _, current)| *g == gid && Arc::ptr_eq(current, fam))
+                    .is_some_and(|(g, _, current)| *g == gid && StoredFamily::ptr_eq(current, fam))
                 {
                     *member = None;
                     entry.free.push(slot);
@@ -1366,12 +1419,18 @@ mod tests {
         let first = timing();
         s.record_failure(&k, 20.0);
         let failed = timing();
-        assert!(Arc::ptr_eq(&first[0], &failed[0]), "push time unchanged");
-        assert!(!Arc::ptr_eq(&first[1], &failed[1]));
+        assert!(
+            StoredFamily::ptr_eq(&first[0], &failed[0]),
+            "push time unchanged"
+        );
+        assert!(!StoredFamily::ptr_eq(&first[1], &failed[1]));
         push_at(30.0);
         let again = timing();
-        assert!(!Arc::ptr_eq(&failed[0], &again[0]));
-        assert!(Arc::ptr_eq(&failed[1], &again[1]), "failure time unchanged");
+        assert!(!StoredFamily::ptr_eq(&failed[0], &again[0]));
+        assert!(
+            StoredFamily::ptr_eq(&failed[1], &again[1]),
+            "failure time unchanged"
+        );
         let text = scrape(&s);
         assert!(
             text.contains("push_time_seconds{instance=\"\",job=\"t\"} 30\n"),

@@ -204,7 +204,7 @@ pub fn decode_group(
         for (fi, raw) in g.encoded_families.iter().enumerate() {
             let f = StoredFamily::from_wire(raw, names).map_err(|e| format!("group {key}: {e}"))?;
             let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
-            families.push((Arc::new(f), pushed_at));
+            families.push((f, pushed_at));
         }
     }
     for (fi, mf) in g.families.into_iter().enumerate() {
@@ -239,12 +239,12 @@ pub fn decode_group(
             ..Default::default()
         };
         families.push((
-            Arc::new(StoredFamily::encode(
+            StoredFamily::encode(
                 super::family::intern(&name),
                 super::family::intern(&help),
                 typ,
                 mf.metric,
-            )),
+            ),
             pushed_at,
         ));
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::error::PushError;
-use super::family::{Merged, StoredFamily};
+use super::family::{BlockBuilder, Merged, StoredFamily};
 use super::key::GroupKey;
 use crate::exposition::names::{is_valid_label_name, is_valid_metric_name, NameScheme};
 use crate::exposition::{Metric, MetricFamily, MetricType};
@@ -52,7 +52,7 @@ pub struct Validation {
 pub struct PreparedPush {
     pub key: GroupKey,
     /// Sorted by name, names unique.
-    pub families: Vec<Arc<StoredFamily>>,
+    pub families: Vec<StoredFamily>,
     /// PUT replaces every family of the group; POST only the families named here.
     pub replace_all: bool,
     /// Set when the push carried timestamps: upstream refuses it but records the failure.
@@ -60,7 +60,7 @@ pub struct PreparedPush {
 }
 
 impl PreparedPush {
-    pub fn family(&self, name: &str) -> Option<&Arc<StoredFamily>> {
+    pub fn family(&self, name: &str) -> Option<&StoredFamily> {
         self.families
             .binary_search_by(|f| f.name.as_ref().cmp(name))
             .ok()
@@ -84,7 +84,8 @@ pub fn prepare_push(
     // The grouping labels every metric lacking them gets: merged in when each metric is
     // checked and encoded, never copied into the metrics.
     let grouping = super::family::grouping_pairs(&key);
-    let mut out: Vec<Arc<StoredFamily>> = Vec::with_capacity(families.len());
+    let mut out: Vec<StoredFamily> = Vec::with_capacity(families.len());
+    let mut block = BlockBuilder::default();
     for mut mf in families {
         let name = mf.name().to_owned();
         if name.is_empty() {
@@ -134,30 +135,46 @@ pub fn prepare_push(
             rewrite_grouping_labels(m, &key);
             check_labels(&name, m, Merged::new(&m.label, &grouping), v)?;
         }
-        let fam = StoredFamily::encode_grouped(
-            super::family::intern(&name),
-            help,
-            typ,
-            metrics,
-            &grouping,
-        );
-        if let Some(i) = fam.first_duplicate() {
-            let labels = fam
-                .to_metric_family()
-                .metric
+        let name = super::family::intern(&name);
+        let repeated = if replace_all {
+            // Every family of a PUT in one block: the PUT that replaces them frees it whole.
+            StoredFamily::encode_grouped_into(
+                &mut block,
+                name.clone(),
+                help,
+                typ,
+                &metrics,
+                &grouping,
+            )
+        } else {
+            // A POST replaces some of a group's families: one block each, so that a family
+            // replaced later never keeps its neighbours' bytes alive.
+            let mut own = BlockBuilder::default();
+            let r = StoredFamily::encode_grouped_into(
+                &mut own,
+                name.clone(),
+                help,
+                typ,
+                &metrics,
+                &grouping,
+            );
+            out.extend(own.finish());
+            r
+        };
+        if let Some(series) = repeated {
+            let labels = metrics
                 .iter()
-                .find(|m| {
-                    super::family::series_hash(&fam.name, m)
-                        == fam.series().nth(i).unwrap_or_default()
-                })
-                .map(describe_labels)
+                .map(|m| Merged::new(&m.label, &grouping).collect::<Vec<_>>())
+                .find(|pairs| super::family::series_hash_of(&name, pairs) == series)
+                .map(|pairs| describe_pairs(pairs.into_iter()))
                 .unwrap_or_default();
             return Err(invalid(format!(
-                "collected metric {:?} {{ {labels} }} was collected before with the same name and label values",
-                fam.name
+                "collected metric {name:?} {{ {labels} }} was collected before with the same name and label values"
             )));
         }
-        out.push(Arc::new(fam));
+    }
+    if !block.is_empty() {
+        out.extend(block.finish());
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // Text bodies have unique names already; protobuf streams are deduplicated (last wins) on
@@ -412,6 +429,58 @@ mod tests {
                     prop_assert!(e.to_string().contains(&described), "{e} / {described}");
                 }
             }
+        }
+    }
+
+    fn parsed(body: &str) -> Vec<MetricFamily> {
+        crate::exposition::parse_text(body.as_bytes(), NameScheme::Legacy)
+            .expect("test body parses")
+    }
+
+    #[test]
+    fn families_of_a_put_share_one_block_and_of_a_post_have_one_each() {
+        let body = "# TYPE a counter\na 1\n# TYPE b gauge\nb{x=\"1\"} 2\nb{x=\"2\"} 3\nc 4\n";
+        let key = GroupKey::new([("job".to_string(), "j".to_string())]);
+        let put = prepare_push(key.clone(), parsed(body), true, &Validation::default()).unwrap();
+        let post = prepare_push(key, parsed(body), false, &Validation::default()).unwrap();
+        let names = |p: &PreparedPush| {
+            p.families
+                .iter()
+                .map(|f| f.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&put), ["a", "b", "c"]);
+        assert_eq!(names(&post), names(&put));
+        for (i, f) in put.families.iter().enumerate() {
+            assert!(StoredFamily::same_block(f, &put.families[0]));
+            // Same bytes either way: sharing a block changes where they are, not what they are.
+            let g = &post.families[i];
+            assert_eq!(f.text(), g.text());
+            assert_eq!(f.proto_metrics(), g.proto_metrics());
+            assert_eq!(
+                f.series().collect::<Vec<_>>(),
+                g.series().collect::<Vec<_>>()
+            );
+            assert!(f.same_series(g));
+            for (j, h) in post.families.iter().enumerate() {
+                assert_eq!(StoredFamily::same_block(g, h), i == j);
+            }
+        }
+        // A family outlives the push (and the other handles) that shared its block.
+        let kept = put.families[1].clone();
+        drop(put);
+        assert_eq!(kept.text(), post.families[1].text());
+    }
+
+    #[test]
+    fn a_repeated_series_is_refused_with_its_labels_in_a_put_and_a_post() {
+        let key = GroupKey::new([("job".to_string(), "j".to_string())]);
+        for put in [true, false] {
+            let body = "# TYPE a counter\na 1\nm{x=\"1\"} 1\nm{y=\"2\"} 2\nm{x=\"1\"} 3\n";
+            let err =
+                prepare_push(key.clone(), parsed(body), put, &Validation::default()).unwrap_err();
+            let want = "collected metric \"m\" { instance=\"\",job=\"j\",x=\"1\" } was collected before with the same name and label values";
+            assert!(err.to_string().ends_with(want), "put={put}: {err}");
         }
     }
 }

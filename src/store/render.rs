@@ -47,7 +47,7 @@ pub struct RenderStats {
 /// (id, key, family): the id is the member's slot in its name's index entry (what the render
 /// cache remembers the order of), or a snapshot's group number; the gateway's own member has
 /// id 0 and the empty key (a family with one is never cached).
-type Member = (u64, Arc<GroupKey>, Arc<StoredFamily>);
+type Member = (u64, Arc<GroupKey>, StoredFamily);
 
 struct Part {
     name: Arc<str>,
@@ -66,12 +66,7 @@ struct Part {
 impl Store {
     /// Writes the whole exposition: stored families merged with `own` (the gateway's own
     /// families, sorted by name, each with one member).
-    pub fn render(
-        &self,
-        format: Format,
-        own: &[Arc<StoredFamily>],
-        out: &mut Vec<u8>,
-    ) -> RenderStats {
+    pub fn render(&self, format: Format, own: &[StoredFamily], out: &mut Vec<u8>) -> RenderStats {
         let mut whole = Vec::new();
         let stats = self.render_chunked(format, own, usize::MAX, &mut |chunk| {
             if whole.is_empty() {
@@ -94,7 +89,7 @@ impl Store {
     pub fn render_chunked(
         &self,
         format: Format,
-        own: &[Arc<StoredFamily>],
+        own: &[StoredFamily],
         chunk_size: usize,
         emit: &mut dyn FnMut(Vec<u8>),
     ) -> RenderStats {
@@ -115,7 +110,7 @@ impl Store {
         stats
     }
 
-    fn plan(&self, own: &[Arc<StoredFamily>], stats: &mut RenderStats) -> Vec<Part> {
+    fn plan(&self, own: &[StoredFamily], stats: &mut RenderStats) -> Vec<Part> {
         let inner = self.inner.read();
         let cache = self.render_cache.lock();
         let mut parts = Vec::with_capacity(inner.index.len() + own.len());
@@ -230,7 +225,7 @@ fn render_parts(
 pub fn render_snapshots(
     groups: &[super::GroupSnapshot],
     reserved: &super::ReservedNames,
-    own: &[Arc<StoredFamily>],
+    own: &[StoredFamily],
     format: Format,
     chunk_size: usize,
     emit: &mut dyn FnMut(Vec<u8>),
@@ -303,7 +298,7 @@ pub fn render_snapshots(
     stats
 }
 
-fn own_part(o: &Arc<StoredFamily>, empty_key: &Arc<GroupKey>) -> Part {
+fn own_part(o: &StoredFamily, empty_key: &Arc<GroupKey>) -> Part {
     Part {
         name: o.name.clone(),
         help: Some(o.help.clone()),

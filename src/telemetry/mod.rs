@@ -6,8 +6,6 @@ pub mod metrics;
 pub mod process;
 pub mod recorder;
 
-use std::sync::Arc;
-
 use crate::exposition::MetricType;
 use crate::store::{ReservedNames, StoredFamily};
 pub use recorder::SelfRecorder;
@@ -25,7 +23,7 @@ pub fn reserved_names() -> ReservedNames {
 pub fn own_families(
     recorder: &SelfRecorder,
     local: crate::gateway::LocalStats,
-) -> Vec<Arc<StoredFamily>> {
+) -> Vec<StoredFamily> {
     use recorder::{counter_metric, gauge_metric};
     let mut extra = vec![
         (

@@ -132,7 +132,7 @@ fn labels_of(key: &Key) -> Vec<proto::LabelPair> {
 
 impl SelfRecorder {
     /// Every recorded metric plus `extra` metrics, grouped into families sorted by name.
-    pub fn families(&self, extra: Vec<(String, MetricType, Metric)>) -> Vec<Arc<StoredFamily>> {
+    pub fn families(&self, extra: Vec<(String, MetricType, Metric)>) -> Vec<StoredFamily> {
         let mut by_name: BTreeMap<String, (MetricType, Vec<Metric>)> = BTreeMap::new();
         let mut add = |name: &str, typ: MetricType, m: Metric| {
             by_name
@@ -184,7 +184,7 @@ impl SelfRecorder {
             .into_iter()
             .map(|(name, (typ, metrics))| {
                 let help = lookup(&name).map(|(_, h)| h).unwrap_or("");
-                Arc::new(StoredFamily::encode(name.into(), help.into(), typ, metrics))
+                StoredFamily::encode(name.into(), help.into(), typ, metrics)
             })
             .collect()
     }
