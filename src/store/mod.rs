@@ -1185,6 +1185,96 @@ mod tests {
     use super::*;
     use crate::exposition::{names::NameScheme, parse_text};
 
+    mod family_map {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn fam(name: &str, value: f64) -> StoredFamily {
+            StoredFamily::gauge(family::intern(name), family::intern(""), &[], value)
+        }
+
+        /// What a change says, by name and text line: (old, slot) and new.
+        type Said = (Option<(String, String, usize)>, Option<(String, String)>);
+
+        fn said(changes: &[FamilyChange]) -> Vec<Said> {
+            let line = |f: &StoredFamily| String::from_utf8_lossy(f.text()).into_owned();
+            changes
+                .iter()
+                .map(|(old, new)| {
+                    (
+                        old.as_ref()
+                            .map(|(f, slot)| (f.name.to_string(), line(f), *slot)),
+                        new.as_ref().map(|f| (f.name.to_string(), line(f))),
+                    )
+                })
+                .collect()
+        }
+
+        proptest! {
+            /// Every write against a tree-map model of the same rules: which families the group
+            /// holds afterwards (with time and slot), and every change in order (removals first
+            /// for a replace-all, then each new family with the one it replaces).
+            #[test]
+            fn writes_match_a_tree_map_model(
+                ops in prop::collection::vec((any::<bool>(), prop::collection::btree_set(0u8..8, 0..6)), 1..12),
+            ) {
+                let mut map = FamilyMap::default();
+                let mut model: BTreeMap<String, (StoredFamily, f64, usize)> = BTreeMap::new();
+                for (step, (all, names)) in ops.into_iter().enumerate() {
+                    let at = step as f64;
+                    let new: Vec<StoredFamily> =
+                        names.iter().map(|n| fam(&format!("f{n}"), at)).collect();
+                    let mut got = Vec::new();
+                    if all {
+                        map.replace_all(new.iter().map(|f| (f, at)), &mut got);
+                    } else {
+                        map.replace_some(&new, at, &mut got);
+                    }
+                    let mut want: Vec<FamilyChange> = Vec::new();
+                    let mut pairs: Vec<FamilyChange> = Vec::new();
+                    if all {
+                        let keep: std::collections::BTreeSet<String> =
+                            new.iter().map(|f| f.name.to_string()).collect();
+                        let gone: Vec<String> =
+                            model.keys().filter(|n| !keep.contains(*n)).cloned().collect();
+                        for n in gone {
+                            let (f, _, slot) = model.remove(&n).unwrap();
+                            want.push((Some((f, slot)), None));
+                        }
+                    }
+                    for f in &new {
+                        let old = model.remove(&*f.name).map(|(o, _, slot)| (o, slot));
+                        model.insert(f.name.to_string(), (f.clone(), at, slot_of(&old)));
+                        pairs.push((old, Some(f.clone())));
+                    }
+                    want.append(&mut pairs);
+                    prop_assert_eq!(said(&got), said(&want));
+                    let held: Vec<(String, u64, usize)> = map
+                        .0
+                        .iter()
+                        .map(|(n, (f, t, slot))| {
+                            assert_eq!(**n, *f.name);
+                            (n.to_string(), t.to_bits(), *slot)
+                        })
+                        .collect();
+                    let modelled: Vec<(String, u64, usize)> = model
+                        .iter()
+                        .map(|(n, (_, t, slot))| (n.clone(), t.to_bits(), *slot))
+                        .collect();
+                    prop_assert_eq!(held, modelled);
+                    // Give the families slots, as the index would, so that the next write has
+                    // slots to carry over.
+                    for (i, (_, (_, _, slot))) in map.0.iter_mut().enumerate() {
+                        *slot = i;
+                    }
+                    for (i, (_, (_, _, slot))) in model.iter_mut().enumerate() {
+                        *slot = i;
+                    }
+                }
+            }
+        }
+    }
+
     fn key(job: &str, extra: &[(&str, &str)]) -> GroupKey {
         GroupKey::new(
             std::iter::once(("job".to_owned(), job.to_owned()))
