@@ -689,6 +689,9 @@ impl Inner {
     ) -> Result<WriteOutcome, PushError> {
         // One lookup serves the check and tells whether the group exists.
         let existing = self.groups.get(&p.key);
+        if let Some(g) = existing {
+            self.prefetch_write(g);
+        }
         let existing_id = existing.map(|g| g.id);
         let exists = existing.is_some();
         let verdict = if opts.consistency_check && !p.has_timestamps {
@@ -756,6 +759,26 @@ impl Inner {
             self.set_slots(&p.key, p.families.iter().map(|f| &f.name), &slots);
         }
         Ok(WriteOutcome { version })
+    }
+
+    /// Starts loading, all at once, what a write to `group` reads next: its families' heads and
+    /// their index slots. At 10,000 groups none of it is in cache, and each is found only after
+    /// a load that depends on the one before (group, family list, head, slot), so without this
+    /// the misses come one after the other, about a dozen of each kind per push.
+    fn prefetch_write(&self, group: &Group) {
+        let held = &group.families.0;
+        family::prefetch_range(held.as_ptr().cast(), std::mem::size_of_val(held.as_slice()));
+        let timing = group.timing.iter().zip(group.timing_slots);
+        for (name, (f, slot)) in held
+            .iter()
+            .map(|(n, (f, _, slot))| (&**n, (f, *slot)))
+            .chain(timing.map(|(f, slot)| (&*f.name, (f, slot))))
+        {
+            f.prefetch();
+            if let Some(member) = self.index.get(name).and_then(|e| e.members.get(slot)) {
+                family::prefetch_range(std::ptr::from_ref(member).cast(), 1);
+            }
+        }
     }
 
     /// Moves the indexes for every change (see `swap_family`). When a new family did not take
