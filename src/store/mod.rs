@@ -13,7 +13,7 @@ pub mod persistence;
 pub mod prepare;
 pub mod render;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -254,7 +254,7 @@ struct FamilyIndex {
 struct Inner {
     groups: FastMap<Arc<GroupKey>, Group>,
     normalized: FastMap<GroupKey, Arc<GroupKey>>,
-    index: BTreeMap<Arc<str>, FamilyIndex>,
+    index: FastMap<Arc<str>, FamilyIndex>,
     /// series identity -> id of the group holding it
     series: HashMap<u128, u64, BuildU128>,
     seq: u64,
@@ -1242,7 +1242,8 @@ mod tests {
                 ops in prop::collection::vec((any::<bool>(), prop::collection::btree_set(0u8..8, 0..6)), 1..12),
             ) {
                 let mut map = FamilyMap::default();
-                let mut model: BTreeMap<String, (StoredFamily, f64, usize)> = BTreeMap::new();
+                let mut model: std::collections::BTreeMap<String, (StoredFamily, f64, usize)> =
+                    std::collections::BTreeMap::new();
                 for (step, (all, names)) in ops.into_iter().enumerate() {
                     let at = step as f64;
                     let new: Vec<StoredFamily> =

@@ -116,7 +116,10 @@ impl Store {
         let mut parts = Vec::with_capacity(inner.index.len() + own.len());
         let mut own_iter = own.iter().peekable();
         let empty_key = Arc::new(GroupKey::new(std::iter::empty()));
-        for (name, entry) in inner.index.iter() {
+        // Families in name order (the index is a hash map: every write looks names up in it).
+        let mut names: Vec<_> = inner.index.iter().collect();
+        names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (name, entry) in names {
             while let Some(o) = own_iter.next_if(|o| o.name < *name) {
                 parts.push(own_part(o, &empty_key));
             }
