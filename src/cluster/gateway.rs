@@ -963,10 +963,13 @@ impl ClusterService {
         } else {
             let size: usize = w.families.iter().map(|f| f.len()).sum();
             let raw = w.families;
-            let families = off_runtime_if_large(size, move || rpc::prepared_from_wire(&raw, names))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(Status::invalid_argument)?;
+            let replace_all = w.replace_all;
+            let families = off_runtime_if_large(size, move || {
+                rpc::prepared_from_wire(&raw, names, replace_all)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::invalid_argument)?;
             WriteOp::Push(PreparedPush {
                 key,
                 families,

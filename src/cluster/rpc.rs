@@ -20,7 +20,7 @@ use crate::telemetry::metrics as m;
 
 use crate::exposition::names::{is_valid_label_name, NameScheme};
 use crate::exposition::{LabelPair, MetricFamily};
-use crate::store::family::encode_family_header;
+use crate::store::family::{encode_family_header, BlockBuilder};
 use crate::store::persistence::{decode_group, encode_group_wire, snapshot_proto};
 use crate::store::{GroupKey, GroupSnapshot, StoredFamily};
 
@@ -442,18 +442,29 @@ pub fn families_from_bytes(raw: Vec<Vec<u8>>) -> Result<Vec<MetricFamily>, Strin
 pub fn prepared_from_wire(
     raw: &[bytes::Bytes],
     names: NameScheme,
+    replace_all: bool,
 ) -> Result<Vec<StoredFamily>, String> {
     use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
+    // The families of a PUT share a block; a POST's get one each (see `StoredFamily`).
+    let mut block = BlockBuilder::default();
     let mut out: Vec<StoredFamily> = Vec::with_capacity(raw.len());
     for b in raw {
-        let f = StoredFamily::from_wire(b, names)?;
+        StoredFamily::from_wire_into(&mut block, b, names)?;
+        if !replace_all {
+            out.extend(std::mem::take(&mut block).finish());
+        }
+    }
+    if replace_all {
+        out = block.finish();
+    }
+    for (i, f) in out.iter().enumerate() {
         if &*f.name == PUSH_TIME_METRIC || &*f.name == PUSH_FAILURE_TIME_METRIC {
             return Err(format!(
                 "forwarded push carries the gateway's own {:?}",
                 f.name
             ));
         }
-        if out.last().is_some_and(|prev| prev.name >= f.name) {
+        if i > 0 && out[i - 1].name >= f.name {
             return Err(format!(
                 "forwarded families are not sorted by unique name at {:?}",
                 f.name
@@ -462,7 +473,6 @@ pub fn prepared_from_wire(
         if f.first_duplicate().is_some() {
             return Err(format!("forwarded family {:?} repeats a series", f.name));
         }
-        out.push(f);
     }
     Ok(out)
 }
@@ -604,3 +614,73 @@ pub fn drop_repeated_groups(answers: &mut [Vec<pb::CollectChunk>]) -> Vec<pb::Co
 
 /// Keeps `Arc` in scope for callers building requests.
 pub type SharedClients = Arc<PeerClients>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::prepare::{prepare_push, Validation};
+
+    fn wire(body: &str) -> Vec<bytes::Bytes> {
+        let fams = crate::exposition::parse_text(body.as_bytes(), NameScheme::Legacy).unwrap();
+        let key = GroupKey::new([("job".to_string(), "j".to_string())]);
+        let p = prepare_push(key, fams, true, &Validation::default()).unwrap();
+        p.families
+            .iter()
+            .map(|f| {
+                let mut out = Vec::new();
+                f.to_wire(&mut out);
+                bytes::Bytes::from(out)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forwarded_families_share_a_block_for_a_put_and_not_for_a_post() {
+        let raw = wire("a 1\nb{x=\"1\"} 2\nc 3\n");
+        let put = prepared_from_wire(&raw, NameScheme::Legacy, true).unwrap();
+        let post = prepared_from_wire(&raw, NameScheme::Legacy, false).unwrap();
+        assert_eq!(put.len(), 3);
+        assert_eq!(post.len(), 3);
+        for (i, (f, g)) in put.iter().zip(&post).enumerate() {
+            assert_eq!(f.name, g.name);
+            assert_eq!(f.text(), g.text());
+            assert_eq!(
+                f.series().collect::<Vec<_>>(),
+                g.series().collect::<Vec<_>>()
+            );
+            assert!(StoredFamily::same_block(f, &put[0]));
+            assert_eq!(StoredFamily::same_block(g, &post[0]), i == 0);
+        }
+    }
+
+    #[test]
+    fn forwarded_families_are_refused_when_malformed() {
+        let raw = wire("a 1\nb 2\n");
+        for replace_all in [true, false] {
+            let refuse = |raw: &[bytes::Bytes], want: &str| {
+                let err = prepared_from_wire(raw, NameScheme::Legacy, replace_all).unwrap_err();
+                assert!(err.contains(want), "{err} (wanted {want:?})");
+            };
+            refuse(
+                &[raw[1].clone(), raw[0].clone()],
+                "not sorted by unique name",
+            );
+            refuse(
+                &[raw[0].clone(), raw[0].clone()],
+                "not sorted by unique name",
+            );
+            let own = StoredFamily::gauge(
+                crate::store::family::intern("push_time_seconds"),
+                crate::store::family::intern(""),
+                &[("job".to_string(), "j".to_string())],
+                1.0,
+            );
+            let mut own_wire = Vec::new();
+            own.to_wire(&mut own_wire);
+            refuse(&[bytes::Bytes::from(own_wire)], "the gateway's own");
+            let mut cut = raw[0].to_vec();
+            cut.truncate(cut.len() - 3);
+            refuse(&[bytes::Bytes::from(cut)], "");
+        }
+    }
+}

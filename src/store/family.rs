@@ -192,6 +192,9 @@ impl BlockBuilder {
     /// The block, one handle per family in the order they were added.
     pub fn finish(mut self) -> Vec<StoredFamily> {
         let n = self.heads.len();
+        if n == 0 {
+            return Vec::new();
+        }
         let block = self.block();
         (0..n)
             .map(|i| StoredFamily {
@@ -649,6 +652,24 @@ impl StoredFamily {
         self.text_bytes()
     }
 
+    /// The sort keys of the family's first and last metrics in exposition order (empty for a
+    /// family without metrics).
+    pub fn key_range(&self) -> (&[u8], &[u8]) {
+        let n = self.count as usize;
+        if n == 0 {
+            return (&[], &[]);
+        }
+        let keys = self.key_bytes();
+        let end = |i: usize| self.entry(i).key_end as usize;
+        let first = &keys[..end(0)];
+        let last = if n == 1 {
+            first
+        } else {
+            &keys[end(n - 2)..end(n - 1)]
+        };
+        (first, last)
+    }
+
     /// The family's metrics in exposition order.
     pub fn chunks(&self) -> impl Iterator<Item = MetricChunk<'_>> + '_ {
         let mut prev = (0usize, 0usize);
@@ -742,6 +763,18 @@ impl StoredFamily {
         b: &[u8],
         names: crate::exposition::names::NameScheme,
     ) -> Result<StoredFamily, String> {
+        let mut block = BlockBuilder::default();
+        Self::from_wire_into(&mut block, b, names)?;
+        Ok(block.finish_one())
+    }
+
+    /// [`Self::from_wire`] into `block`, after the families already there (nothing is added
+    /// when `b` is refused).
+    pub fn from_wire_into(
+        block: &mut BlockBuilder,
+        b: &[u8],
+        names: crate::exposition::names::NameScheme,
+    ) -> Result<(), String> {
         struct R<'a>(&'a [u8]);
         impl<'a> R<'a> {
             fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
@@ -825,7 +858,7 @@ impl StoredFamily {
         if prev_text != text_len || prev_key != keys_len || !r.0.is_empty() {
             return Err("encoded family has trailing or unaccounted bytes".into());
         }
-        Ok(Self::assemble(
+        block.add(
             intern(name),
             intern(help),
             typ,
@@ -834,7 +867,8 @@ impl StoredFamily {
             proto_at,
             buf.len(),
             |out| out.extend_from_slice(buf),
-        ))
+        );
+        Ok(())
     }
 
     /// Approximate heap bytes held, for the memory accounting self-metric.
@@ -1030,6 +1064,33 @@ mod tests {
     }
 
     /// A gauge family of two metrics pushed out of exposition order.
+    #[test]
+    fn key_range_is_the_first_and_last_chunk_key() {
+        let body = "a 1\nb{x=\"2\"} 2\nb{x=\"1\"} 3\nb{x=\"1\",y=\"0\"} 4\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
+        let fams =
+            crate::exposition::parse_text(body.as_bytes(), crate::exposition::NameScheme::Legacy)
+                .unwrap();
+        let mut block = BlockBuilder::default();
+        for mf in fams {
+            let typ = mf.r#type();
+            StoredFamily::encode_grouped_into(
+                &mut block,
+                intern(mf.name()),
+                intern(mf.help()),
+                typ,
+                &mf.metric,
+                &[("job", "j")],
+            );
+        }
+        for f in block.finish() {
+            let keys: Vec<&[u8]> = f.chunks().map(|c| c.sort_key).collect();
+            assert!(!keys.is_empty());
+            assert_eq!(f.key_range(), (keys[0], keys[keys.len() - 1]), "{}", f.name);
+        }
+        let empty = StoredFamily::encode(intern("e"), intern(""), MetricType::Gauge, vec![]);
+        assert_eq!(empty.key_range(), (&[][..], &[][..]));
+    }
+
     #[test]
     fn prefetch_points_at_the_heads() {
         // `prefetch` computes where a head is without reading the block; check the layout it

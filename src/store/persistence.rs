@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::family::{encode_family_header, StoredFamily};
+use super::family::{encode_family_header, BlockBuilder, StoredFamily};
 use super::{GroupKey, GroupSnapshot, Limits, Store, Validation};
 use crate::exposition::{names::NameScheme, MetricType};
 
@@ -201,8 +201,13 @@ pub fn decode_group(
         if !g.families.is_empty() {
             return Err(format!("group {key} carries families in two forms"));
         }
-        for (fi, raw) in g.encoded_families.iter().enumerate() {
-            let f = StoredFamily::from_wire(raw, names).map_err(|e| format!("group {key}: {e}"))?;
+        // A group's state replaces all its families, like a PUT: one block for all of them.
+        let mut block = BlockBuilder::default();
+        for raw in &g.encoded_families {
+            StoredFamily::from_wire_into(&mut block, raw, names)
+                .map_err(|e| format!("group {key}: {e}"))?;
+        }
+        for (fi, f) in block.finish().into_iter().enumerate() {
             let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
             families.push((f, pushed_at));
         }

@@ -173,9 +173,7 @@ pub fn prepare_push(
             )));
         }
     }
-    if !block.is_empty() {
-        out.extend(block.finish());
-    }
+    out.extend(block.finish());
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // Text bodies have unique names already; protobuf streams are deduplicated (last wins) on
     // decode. Guard anyway so the store's sorted-unique invariant holds for every caller.

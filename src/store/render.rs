@@ -432,26 +432,25 @@ enum Ordered<'a> {
     Chunks(Vec<MetricChunk<'a>>),
 }
 
-fn first_key(f: &StoredFamily) -> &[u8] {
-    f.chunks().next().map(|c| c.sort_key).unwrap_or(&[])
-}
-
-fn last_key(f: &StoredFamily) -> &[u8] {
-    f.chunks().last().map(|c| c.sort_key).unwrap_or(&[])
-}
-
 fn order_members<'a>(members: &mut [&'a Member], key_ordered: bool) -> Ordered<'a> {
-    if members.len() > 1 {
-        // Key order first, then a stable sort by first metric: members with equal first keys
-        // stay in key order, which keeps the dedup below deterministic.
-        if !key_ordered {
-            members.sort_by(|a, b| a.1.cmp(&b.1));
-        }
-        members.sort_by(|a, b| first_key(&a.2).cmp(first_key(&b.2)));
+    if members.len() > 1 && !key_ordered {
+        members.sort_by(|a, b| a.1.cmp(&b.1));
     }
-    let disjoint = members
-        .windows(2)
-        .all(|w| last_key(&w[0].2) < first_key(&w[1].2));
+    // Each member's first and last sort key, looked up once (not once per comparison).
+    let mut keyed: Vec<(&'a [u8], &'a [u8], &'a Member)> = members
+        .iter()
+        .map(|m| {
+            let (first, last) = m.2.key_range();
+            (first, last, *m)
+        })
+        .collect();
+    // A stable sort by first metric after key order: members with equal first keys stay in
+    // key order, which keeps the dedup below deterministic.
+    keyed.sort_by(|a, b| a.0.cmp(b.0));
+    for (slot, k) in members.iter_mut().zip(&keyed) {
+        *slot = k.2;
+    }
+    let disjoint = keyed.windows(2).all(|w| w[0].1 < w[1].0);
     if disjoint {
         return Ordered::Whole;
     }
