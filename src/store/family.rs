@@ -180,15 +180,6 @@ impl BlockBuilder {
         });
     }
 
-    /// Families added so far.
-    pub fn len(&self) -> usize {
-        self.heads.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heads.is_empty()
-    }
-
     /// The block, one handle per family in the order they were added.
     pub fn finish(mut self) -> Vec<StoredFamily> {
         let n = self.heads.len();
@@ -1063,10 +1054,8 @@ mod tests {
         assert!(counter.with_gauge_value(1.0).is_none());
     }
 
-    /// A gauge family of two metrics pushed out of exposition order.
-    #[test]
-    fn key_range_is_the_first_and_last_chunk_key() {
-        let body = "a 1\nb{x=\"2\"} 2\nb{x=\"1\"} 3\nb{x=\"1\",y=\"0\"} 4\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
+    /// The families of `body` encoded into one block, with `grouping` merged in.
+    fn block_of(body: &str, grouping: &[(&str, &str)]) -> Vec<StoredFamily> {
         let fams =
             crate::exposition::parse_text(body.as_bytes(), crate::exposition::NameScheme::Legacy)
                 .unwrap();
@@ -1079,10 +1068,16 @@ mod tests {
                 intern(mf.help()),
                 typ,
                 &mf.metric,
-                &[("job", "j")],
+                grouping,
             );
         }
-        for f in block.finish() {
+        block.finish()
+    }
+
+    #[test]
+    fn key_range_is_the_first_and_last_chunk_key() {
+        let body = "a 1\nb{x=\"2\"} 2\nb{x=\"1\"} 3\nb{x=\"1\",y=\"0\"} 4\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
+        for f in block_of(body, &[("job", "j")]) {
             let keys: Vec<&[u8]> = f.chunks().map(|c| c.sort_key).collect();
             assert!(!keys.is_empty());
             assert_eq!(f.key_range(), (keys[0], keys[keys.len() - 1]), "{}", f.name);
@@ -1095,23 +1090,7 @@ mod tests {
     fn prefetch_points_at_the_heads() {
         // `prefetch` computes where a head is without reading the block; check the layout it
         // assumes (a wrong guess would be harmless, only slower).
-        let body = "a 1\nb 2\nc{x=\"y\"} 3\n";
-        let fams =
-            crate::exposition::parse_text(body.as_bytes(), crate::exposition::NameScheme::Legacy)
-                .unwrap();
-        let mut block = BlockBuilder::default();
-        for mf in fams {
-            let typ = mf.r#type();
-            StoredFamily::encode_grouped_into(
-                &mut block,
-                intern(mf.name()),
-                intern(mf.help()),
-                typ,
-                &mf.metric,
-                &[],
-            );
-        }
-        let handles = block.finish();
+        let handles = block_of("a 1\nb 2\nc{x=\"y\"} 3\n", &[]);
         assert_eq!(handles.len(), 3);
         for (i, f) in handles.iter().enumerate() {
             let head = std::ptr::from_ref::<FamilyHead>(f) as usize;
@@ -1120,6 +1099,7 @@ mod tests {
         }
     }
 
+    /// A gauge family of two metrics pushed out of exposition order.
     fn two_gauges() -> StoredFamily {
         StoredFamily::encode(
             "g".into(),
