@@ -452,24 +452,6 @@ impl StoredFamily {
         })
     }
 
-    /// Builds a family in a block of its own: `entries`, then the `data_len` bytes `fill`
-    /// appends (text, keys, protobuf).
-    #[allow(clippy::too_many_arguments)]
-    fn assemble(
-        name: Arc<str>,
-        help: Arc<str>,
-        typ: MetricType,
-        entries: &[Entry],
-        text_len: usize,
-        proto_at: usize,
-        data_len: usize,
-        fill: impl FnOnce(&mut Vec<u8>),
-    ) -> Self {
-        let mut block = BlockBuilder::default();
-        block.add(name, help, typ, entries, text_len, proto_at, data_len, fill);
-        block.finish_one()
-    }
-
     /// Whether two handles are the same family of the same block.
     pub fn ptr_eq(a: &Self, b: &Self) -> bool {
         a.block.ptr() == b.block.ptr() && a.idx == b.idx
@@ -569,7 +551,8 @@ impl StoredFamily {
         let mut entry = self.entry(0);
         entry.text_end = offset(new_text.len());
         let proto_at = new_text.len() + keys.len();
-        let fam = Self::assemble(
+        let mut block = BlockBuilder::default();
+        block.add(
             self.name.clone(),
             self.help.clone(),
             self.typ,
@@ -584,6 +567,7 @@ impl StoredFamily {
                 buf.extend_from_slice(&value.to_le_bytes());
             },
         );
+        let fam = block.finish_one();
         debug_assert_eq!(fam.layout, self.layout);
         Some(fam)
     }

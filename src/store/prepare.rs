@@ -136,31 +136,20 @@ pub fn prepare_push(
             check_labels(&name, m, Merged::new(&m.label, &grouping), v)?;
         }
         let name = super::family::intern(&name);
-        let repeated = if replace_all {
-            // Every family of a PUT in one block: the PUT that replaces them frees it whole.
-            StoredFamily::encode_grouped_into(
-                &mut block,
-                name.clone(),
-                help,
-                typ,
-                &metrics,
-                &grouping,
-            )
-        } else {
-            // A POST replaces some of a group's families: one block each, so that a family
-            // replaced later never keeps its neighbours' bytes alive.
-            let mut own = BlockBuilder::default();
-            let r = StoredFamily::encode_grouped_into(
-                &mut own,
-                name.clone(),
-                help,
-                typ,
-                &metrics,
-                &grouping,
-            );
-            out.extend(own.finish());
-            r
-        };
+        let repeated = StoredFamily::encode_grouped_into(
+            &mut block,
+            name.clone(),
+            help,
+            typ,
+            &metrics,
+            &grouping,
+        );
+        if !replace_all {
+            // A PUT's families share one block (the PUT that replaces them frees it whole); a
+            // POST replaces some of a group's families, so each gets a block of its own and a
+            // family replaced later never keeps its neighbours' bytes alive.
+            out.extend(std::mem::take(&mut block).finish());
+        }
         if let Some(series) = repeated {
             let labels = metrics
                 .iter()
