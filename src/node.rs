@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use crate::cluster::gateway::{ClusterCore, ClusterGateway, ClusterService};
 use crate::cluster::reconcile::Reconciler;
 use crate::cluster::rpc::{
-    ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_STREAM_WINDOW,
+    ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
 use crate::cluster::{MemberState, Membership, MembershipConfig};
 use crate::config::{route_prefix, ClusterSettings, Config};
@@ -548,6 +548,7 @@ impl ClusterNode {
                 .tcp_nodelay(true)
                 .initial_stream_window_size(PEER_STREAM_WINDOW)
                 .initial_connection_window_size(PEER_CONNECTION_WINDOW)
+                .max_frame_size(PEER_MAX_FRAME)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.notified().await })
                 .await;

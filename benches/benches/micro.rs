@@ -12,7 +12,7 @@ use std::sync::Arc;
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, AllocProfiler, Bencher};
 use pushgate::cluster::membership::{Member, MemberState, NodeId};
-use pushgate::cluster::placement;
+use pushgate::cluster::{placement, rpc};
 use pushgate::exposition::{self, names::NameScheme};
 use pushgate::store::render::Format;
 use pushgate::store::{merged, prepare_push, GroupKey, Store, StoreOptions, Validation};
@@ -132,6 +132,56 @@ fn merge_200k_series(bencher: Bencher) {
             let mut out = Vec::new();
             merged::render_groups(&groups, reserved.clone(), &[], Format::Text, &mut out);
             out.len()
+        });
+}
+
+/// A replica as it arrives from a group's primary (one item of a `ReplicateBatch` call, decoded
+/// from the received buffer), turned into the group state the replica stores.
+#[divan::bench]
+fn decode_replica(bencher: Bencher) {
+    use prost::Message;
+    let groups = filled_store().snapshot();
+    let wire = rpc::pb::ReplicateRequest {
+        version: 1,
+        group: rpc::group_to_bytes(&groups[0]).into(),
+        tombstone_key: Vec::new(),
+    }
+    .encode_to_vec();
+    let wire = bytes::Bytes::from(wire);
+    bencher
+        .counter(BytesCount::new(wire.len()))
+        .with_inputs(|| wire.clone())
+        .bench_values(|raw| {
+            let req = rpc::pb::ReplicateRequest::decode(raw).expect("bench replica decodes");
+            rpc::group_from_bytes(&req.group, NameScheme::Legacy)
+                .expect("bench replica is valid")
+                .families
+                .len()
+        });
+}
+
+/// A cluster node decoding what a peer sent for a merged scrape: the 10,000 groups' states in
+/// collect chunks, each decoded from its received buffer.
+#[divan::bench(sample_count = 10)]
+fn decode_collected_10k_groups(bencher: Bencher) {
+    use prost::Message;
+    let groups = filled_store().snapshot();
+    let chunks: Vec<bytes::Bytes> = rpc::collect_chunks(&groups, Vec::new(), false)
+        .into_iter()
+        .map(|c| c.encode_to_vec().into())
+        .collect();
+    bencher
+        .counter(ItemsCount::new(GROUPS))
+        .with_inputs(|| chunks.clone())
+        .bench_values(|chunks| {
+            let chunks = chunks
+                .into_iter()
+                .map(|c| rpc::pb::CollectChunk::decode(c).expect("bench chunk decodes"))
+                .collect();
+            rpc::decode_chunks(chunks, NameScheme::Legacy)
+                .expect("bench chunks are valid")
+                .groups
+                .len()
         });
 }
 

@@ -4,6 +4,7 @@
 //! Gossip carries only membership; pushes and scrapes travel between nodes over gRPC.
 
 pub mod batch;
+pub mod channel;
 pub mod gateway;
 pub mod membership;
 pub mod placement;

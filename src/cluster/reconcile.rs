@@ -419,7 +419,7 @@ impl Reconciler {
     /// Applies newer states from a peer (newest wins); returns how many were taken.
     async fn apply_newer(
         &self,
-        groups: Vec<Vec<u8>>,
+        groups: Vec<bytes::Bytes>,
         tombstones: Vec<pb::Tombstone>,
         wanted: impl Fn(&GroupKey) -> bool,
     ) -> usize {
@@ -583,7 +583,7 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
                         version: v,
                     });
                 } else if let Some(g) = store.group(&key) {
-                    reply.newer_groups.push(rpc::group_to_bytes(&g));
+                    reply.newer_groups.push(rpc::group_to_bytes(&g).into());
                 }
             }
             Some(v) if v == e.version => {}
@@ -614,7 +614,7 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
         };
         for g in store.snapshot() {
             if !listed.contains(&*g.key) && owns(&g.key) {
-                reply.newer_groups.push(rpc::group_to_bytes(&g));
+                reply.newer_groups.push(rpc::group_to_bytes(&g).into());
             }
         }
         for (k, v) in store.tombstones() {

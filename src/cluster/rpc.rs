@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use super::channel::PeerChannel;
 use tonic::{Code, Status};
 
 use super::batch::{remaining, BatchLimits, Batcher, Transport};
@@ -40,6 +42,9 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// carries many groups, and h2's default 64 KiB windows made it wait for window updates.
 pub const PEER_STREAM_WINDOW: u32 = 4 << 20;
 pub const PEER_CONNECTION_WINDOW: u32 = 16 << 20;
+/// Largest HTTP/2 frame a node accepts from a peer. h2's default (16 KiB) split a batch of a few
+/// forwarded pushes into several DATA frames, each written by a system call of its own.
+pub const PEER_MAX_FRAME: u32 = 1 << 20;
 /// Groups are batched into collect chunks of about this size.
 pub const COLLECT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -56,7 +61,7 @@ pub struct PeerClients {
 /// sent to it.
 #[derive(Clone)]
 pub struct Peer {
-    pub client: ClusterClient<Channel>,
+    pub client: ClusterClient<PeerChannel>,
     pub forward: Arc<Batcher<ForwardTransport>>,
     pub replicate: Arc<Batcher<ReplicateTransport>>,
 }
@@ -79,7 +84,7 @@ impl PeerClients {
         self.timeout
     }
 
-    pub fn client(&self, addr: SocketAddr) -> ClusterClient<Channel> {
+    pub fn client(&self, addr: SocketAddr) -> ClusterClient<PeerChannel> {
         self.peer(addr).client
     }
 
@@ -96,8 +101,9 @@ impl PeerClients {
                     .keep_alive_timeout(self.timeout)
                     .initial_stream_window_size(PEER_STREAM_WINDOW)
                     .initial_connection_window_size(PEER_CONNECTION_WINDOW)
+                    .max_frame_size(PEER_MAX_FRAME)
                     .connect_lazy();
-                let client = ClusterClient::new(channel)
+                let client = ClusterClient::new(PeerChannel::new(channel))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES);
                 Peer {
@@ -206,7 +212,7 @@ pub type ForwardOutput = (
 
 /// Sends forwarded writes to one peer (`Forward`).
 pub struct ForwardTransport {
-    client: ClusterClient<Channel>,
+    client: ClusterClient<PeerChannel>,
     support: BatchSupport,
 }
 
@@ -261,7 +267,7 @@ impl Transport for ForwardTransport {
 
 /// Forwarded writes as single `Push` and `Delete` calls, for a peer of an older version.
 async fn forward_singly(
-    client: &ClusterClient<Channel>,
+    client: &ClusterClient<PeerChannel>,
     items: Vec<pb::ForwardedWrite>,
     deadline: Instant,
 ) -> Vec<Result<ForwardOutput, Status>> {
@@ -311,7 +317,7 @@ pub fn legacy_push(w: pb::ForwardedWrite) -> Result<pb::PushRequest, String> {
 
 /// Sends group states to one replica (`ReplicateBatch`).
 pub struct ReplicateTransport {
-    client: ClusterClient<Channel>,
+    client: ClusterClient<PeerChannel>,
     support: BatchSupport,
 }
 
@@ -364,7 +370,7 @@ impl Transport for ReplicateTransport {
 
 /// Replications as single `Replicate` calls, for a peer of an older version.
 async fn replicate_singly(
-    client: &ClusterClient<Channel>,
+    client: &ClusterClient<PeerChannel>,
     items: Vec<pb::ReplicateRequest>,
     deadline: Instant,
 ) -> Vec<Result<bool, Status>> {
@@ -496,13 +502,16 @@ fn group_wire_capacity(g: &GroupSnapshot) -> usize {
     families + key + 64 + 9 * g.families.len()
 }
 
-/// A group from a peer, validated like a persistence file's.
-pub fn group_from_bytes(raw: &[u8], names: NameScheme) -> Result<GroupSnapshot, String> {
-    let g = snapshot_proto::Group::decode(raw).map_err(|e| format!("undecodable group: {e}"))?;
+/// A group from a peer, validated like a persistence file's. Its families are decoded as slices
+/// of `raw`, not copies.
+pub fn group_from_bytes(raw: &bytes::Bytes, names: NameScheme) -> Result<GroupSnapshot, String> {
+    let g = snapshot_proto::Group::decode(raw.clone())
+        .map_err(|e| format!("undecodable group: {e}"))?;
     decode_group(0, g, names)
 }
 
-/// Every group and tombstone of a node, in chunks of about `COLLECT_CHUNK_BYTES`.
+/// Every group and tombstone of a node, in chunks of about `COLLECT_CHUNK_BYTES`. The groups
+/// of a chunk are encoded into one buffer and handed out as slices of it.
 pub fn collect_chunks(
     groups: &[GroupSnapshot],
     tombstones: Vec<(GroupKey, u64)>,
@@ -510,24 +519,38 @@ pub fn collect_chunks(
 ) -> Vec<pb::CollectChunk> {
     let mut chunks = Vec::new();
     let mut current = pb::CollectChunk::default();
-    let mut size = 0usize;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut ends = Vec::new();
+    let close = |current: &mut pb::CollectChunk, buf: &mut Vec<u8>, ends: &mut Vec<usize>| {
+        let all = bytes::Bytes::from(std::mem::take(buf));
+        let mut start = 0;
+        current.groups = ends
+            .drain(..)
+            .map(|end| {
+                let group = all.slice(start..end);
+                start = end;
+                group
+            })
+            .collect();
+    };
     for g in groups {
-        let bytes = if text_only {
-            let mut buf = Vec::with_capacity(group_wire_capacity(g));
+        if buf.is_empty() {
+            buf.reserve(COLLECT_CHUNK_BYTES + group_wire_capacity(g));
+        }
+        if text_only {
             crate::store::persistence::encode_group_wire_text_only(g, &mut buf);
-            buf
         } else {
-            group_to_bytes(g)
-        };
-        size += bytes.len();
-        current.groups.push(bytes);
+            encode_group_wire(g, &mut buf);
+        }
+        ends.push(buf.len());
         current.group_keys.push(g.key.stable_hash());
         current.group_versions.push(g.version);
-        if size >= COLLECT_CHUNK_BYTES {
+        if buf.len() >= COLLECT_CHUNK_BYTES {
+            close(&mut current, &mut buf, &mut ends);
             chunks.push(std::mem::take(&mut current));
-            size = 0;
         }
     }
+    close(&mut current, &mut buf, &mut ends);
     current.tombstones = tombstones
         .into_iter()
         .map(|(k, version)| pb::Tombstone {
@@ -682,5 +705,46 @@ mod tests {
             cut.truncate(cut.len() - 3);
             refuse(&[bytes::Bytes::from(cut)], "");
         }
+    }
+
+    #[test]
+    fn collect_chunks_decode_to_the_same_groups_without_holding_the_received_buffers() {
+        use crate::store::{Store, StoreOptions};
+        let store = Store::new(StoreOptions::default());
+        // About 2 KB per group: 1,500 groups fill more than two chunks.
+        let body: String = (0..40).map(|i| format!("m{{i=\"{i}\"}} {i}\n")).collect();
+        for g in 0..1500 {
+            let fams = crate::exposition::parse_text(body.as_bytes(), NameScheme::Legacy).unwrap();
+            let key = GroupKey::new([("job".to_string(), format!("j{g}"))]);
+            let p = prepare_push(key, fams, true, &Validation::default()).unwrap();
+            store.push(p, 1.0).unwrap();
+        }
+        let groups = store.snapshot();
+        let chunks = collect_chunks(&groups, Vec::new(), false);
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        // As received: each chunk is decoded from a buffer of its own.
+        let received: Vec<bytes::Bytes> = chunks
+            .iter()
+            .map(|c| bytes::Bytes::from(c.encode_to_vec()))
+            .collect();
+        let decoded = received
+            .iter()
+            .map(|b| pb::CollectChunk::decode(b.clone()).unwrap())
+            .collect();
+        let got = decode_chunks(decoded, NameScheme::Legacy).unwrap().groups;
+        assert_eq!(got.len(), groups.len());
+        for (a, b) in groups.iter().zip(&got) {
+            assert_eq!(a.key, b.key);
+            assert_eq!(a.version, b.version);
+            assert_eq!(a.families.len(), b.families.len());
+            for ((fa, ta), (fb, tb)) in a.families.iter().zip(&b.families) {
+                assert_eq!(
+                    (fa.text(), fa.proto_metrics(), ta),
+                    (fb.text(), fb.proto_metrics(), tb)
+                );
+            }
+        }
+        // The decoded groups are copies: no received buffer is kept alive by them.
+        assert!(received.iter().all(|b| b.is_unique()));
     }
 }
