@@ -733,16 +733,7 @@ fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
                 f.to_wire(&mut buf);
                 ends.push(buf.len());
             }
-            let buf = bytes::Bytes::from(buf);
-            let mut start = 0;
-            msg.families = ends
-                .into_iter()
-                .map(|end| {
-                    let family = buf.slice(start..end);
-                    start = end;
-                    family
-                })
-                .collect();
+            msg.families = rpc::split_at_ends(buf, &ends);
             msg.replace_all = p.replace_all;
             msg.has_timestamps = p.has_timestamps;
             msg.own_replica = p.replace_all && !p.has_timestamps;

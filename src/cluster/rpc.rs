@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use prost::Message;
 use tonic::transport::Endpoint;
-
-use super::channel::PeerChannel;
 use tonic::{Code, Status};
 
 use super::batch::{remaining, BatchLimits, Batcher, Transport};
+use super::channel::PeerChannel;
 use crate::telemetry::metrics as m;
 
 use crate::exposition::names::{is_valid_label_name, NameScheme};
@@ -503,7 +502,7 @@ fn group_wire_capacity(g: &GroupSnapshot) -> usize {
 }
 
 /// A group from a peer, validated like a persistence file's. Its families are decoded as slices
-/// of `raw`, not copies.
+/// of `raw`; the one copy made is into the group's block.
 pub fn group_from_bytes(raw: &bytes::Bytes, names: NameScheme) -> Result<GroupSnapshot, String> {
     let g = snapshot_proto::Group::decode(raw.clone())
         .map_err(|e| format!("undecodable group: {e}"))?;
@@ -522,16 +521,8 @@ pub fn collect_chunks(
     let mut buf: Vec<u8> = Vec::new();
     let mut ends = Vec::new();
     let close = |current: &mut pb::CollectChunk, buf: &mut Vec<u8>, ends: &mut Vec<usize>| {
-        let all = bytes::Bytes::from(std::mem::take(buf));
-        let mut start = 0;
-        current.groups = ends
-            .drain(..)
-            .map(|end| {
-                let group = all.slice(start..end);
-                start = end;
-                group
-            })
-            .collect();
+        current.groups = split_at_ends(std::mem::take(buf), ends);
+        ends.clear();
     };
     for g in groups {
         if buf.is_empty() {
@@ -560,6 +551,20 @@ pub fn collect_chunks(
         .collect();
     chunks.push(current);
     chunks
+}
+
+/// `buf` as consecutive slices ending at `ends` (ascending, the last one `buf.len()`), sharing
+/// one allocation.
+pub fn split_at_ends(buf: Vec<u8>, ends: &[usize]) -> Vec<bytes::Bytes> {
+    let all = bytes::Bytes::from(buf);
+    let mut start = 0;
+    ends.iter()
+        .map(|&end| {
+            let part = all.slice(start..end);
+            start = end;
+            part
+        })
+        .collect()
 }
 
 /// Drops from `groups` those the collecting node listed as held in the same version.
