@@ -15,26 +15,29 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::transport::Channel;
 use tonic::Status;
 
-/// A peer's `Channel`, sending request bodies through `EndWithLastData`.
+/// A peer's `Channel` (or, in tests, any service in its place), sending request bodies through
+/// `EndWithLastData`.
 #[derive(Clone, Debug)]
-pub struct PeerChannel(Channel);
+pub struct PeerChannel<S = Channel>(S);
 
-impl PeerChannel {
-    pub fn new(channel: Channel) -> Self {
-        PeerChannel(channel)
+impl<S> PeerChannel<S> {
+    pub fn new(inner: S) -> Self {
+        PeerChannel(inner)
     }
 }
 
-impl tower::Service<http::Request<tonic::body::Body>> for PeerChannel {
-    type Response = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Response;
-    type Error = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Error;
-    type Future = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Future;
+type GrpcRequest = http::Request<tonic::body::Body>;
+
+impl<S: tower::Service<GrpcRequest>> tower::Service<GrpcRequest> for PeerChannel<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
         self.0
             .call(req.map(|body| tonic::body::Body::new(EndWithLastData::new(body))))
     }
@@ -197,6 +200,28 @@ mod tests {
             ]),
             vec![s("a", false), s("b", false), s("end", true)]
         );
+    }
+
+    #[tokio::test]
+    async fn a_peer_channel_sends_bodies_that_end_with_their_message() {
+        use tower::{Service, ServiceExt};
+        let seen = tower::service_fn(|req: GrpcRequest| async move {
+            let mut body = req.into_body();
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let data = frame
+                .expect("a frame")
+                .expect("no error")
+                .into_data()
+                .unwrap();
+            Ok::<_, std::convert::Infallible>((data, body.is_end_stream()))
+        });
+        let mut channel = PeerChannel::new(seen);
+        let req = http::Request::new(tonic::body::Body::new(Scripted(
+            vec![Step::Data("msg")].into(),
+        )));
+        let (data, ended) = channel.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(&data[..], b"msg");
+        assert!(ended, "the body is known to have ended with its only frame");
     }
 
     #[test]

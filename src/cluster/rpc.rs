@@ -520,14 +520,8 @@ pub fn collect_chunks(
     let mut current = pb::CollectChunk::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut ends = Vec::new();
-    let close = |current: &mut pb::CollectChunk, buf: &mut Vec<u8>, ends: &mut Vec<usize>| {
-        current.groups = split_at_ends(std::mem::take(buf), ends);
-        ends.clear();
-    };
     for g in groups {
-        if buf.is_empty() {
-            buf.reserve(COLLECT_CHUNK_BYTES + group_wire_capacity(g));
-        }
+        buf.reserve(group_wire_capacity(g));
         if text_only {
             crate::store::persistence::encode_group_wire_text_only(g, &mut buf);
         } else {
@@ -537,11 +531,11 @@ pub fn collect_chunks(
         current.group_keys.push(g.key.stable_hash());
         current.group_versions.push(g.version);
         if buf.len() >= COLLECT_CHUNK_BYTES {
-            close(&mut current, &mut buf, &mut ends);
+            current.groups = split_at_ends(std::mem::take(&mut buf), &std::mem::take(&mut ends));
             chunks.push(std::mem::take(&mut current));
         }
     }
-    close(&mut current, &mut buf, &mut ends);
+    current.groups = split_at_ends(buf, &ends);
     current.tombstones = tombstones
         .into_iter()
         .map(|(k, version)| pb::Tombstone {
