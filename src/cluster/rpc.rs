@@ -520,8 +520,16 @@ pub fn collect_chunks(
     let mut current = pb::CollectChunk::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut ends = Vec::new();
-    for g in groups {
-        buf.reserve(group_wire_capacity(g));
+    for (i, g) in groups.iter().enumerate() {
+        let room = group_wire_capacity(g);
+        if buf.is_empty() {
+            // A whole chunk at once when enough groups are left to fill one (growing to it
+            // would copy it and fault its pages in twice), less for a small last chunk.
+            let left = groups.len() - i;
+            buf.reserve((COLLECT_CHUNK_BYTES + room).min(room.saturating_mul(left)));
+        } else {
+            buf.reserve(room);
+        }
         if text_only {
             crate::store::persistence::encode_group_wire_text_only(g, &mut buf);
         } else {
