@@ -546,20 +546,111 @@ impl ClusterCore {
         // One snapshot serves both the list of what this node holds (peers leave those groups
         // out) and the merge below, so a group cannot drop out of the view in between.
         let local = self.store.snapshot();
+        let peers: Vec<&Member> = ring
+            .members
+            .iter()
+            .filter(|m| m.id != self.self_id)
+            .collect();
         let held = pb::CollectRequest {
             held_keys: local.iter().map(|g| g.key.stable_hash()).collect(),
             held_versions: local.iter().map(|g| g.version).collect(),
             text_only,
+            // A group this node lacks is held by several peers: each sends the groups it comes
+            // first for among them and names the others (deferred).
+            responders: peers.iter().map(|m| m.id.to_string()).collect(),
+            only_keys: Vec::new(),
         };
-        let mut calls = JoinSet::new();
-        for member in ring.members.iter().filter(|m| m.id != self.self_id) {
-            let mut client = self.clients.client(member.grpc_addr);
-            let id = member.id.clone();
-            let held = held.clone();
-            calls.spawn(async move {
+        let calls = peers
+            .iter()
+            .map(|m| (m.id.to_string(), m.grpc_addr, held.clone()));
+        let mut answers = self.collect_from(calls.collect(), deadline, started).await;
+        let deferred: Vec<(String, Vec<(u64, u64)>)> = answers
+            .iter()
+            .map(|(id, chunks)| {
+                let d = chunks.iter().flat_map(|c| {
+                    c.deferred_keys
+                        .iter()
+                        .copied()
+                        .zip(c.deferred_versions.iter().copied())
+                });
+                (id.clone(), d.collect::<Vec<_>>())
+            })
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        // A group that a peer of an earlier release (which sends everything) or a peer with
+        // another view of the ring sent too: decode one copy of each.
+        let mut raw: Vec<Vec<pb::CollectChunk>> =
+            answers.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
+        let spares = rpc::drop_repeated_groups(&mut raw);
+        let names = self.names();
+        let ids: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
+        let decoding = spawn_decoding(ids.iter().cloned().zip(raw), names);
+        let mut newest = Newest::default();
+        merge_newest(&mut newest, local, self.store.tombstones());
+        if merge_decoded(&mut newest, decoding).await {
+            // A peer's answer could not be decoded: the copies of its groups that other peers
+            // sent were set aside above; decode them too (the merge keeps one of each).
+            let spares = ids.into_iter().zip(spares).map(|(id, s)| (id, vec![s]));
+            merge_decoded(&mut newest, spawn_decoding(spares, names)).await;
+        }
+        if !deferred.is_empty() {
+            // Groups left to a peer that did not deliver them (it failed, its answer was
+            // undecodable, or it ranks the owners differently): asked for once more, from the
+            // peers that deferred them, within what is left of the deadline (at least half).
+            let have: HashMap<u64, u64, foldhash::fast::RandomState> = newest
+                .iter()
+                .map(|(k, (v, _))| (k.stable_hash(), *v))
+                .collect();
+            let missing = rpc::missing_deferred(
+                deferred.iter().map(|(id, d)| (id.as_str(), d.as_slice())),
+                &have,
+            );
+            let calls: Vec<_> = missing
+                .into_iter()
+                .filter_map(|(id, keys)| {
+                    let m = peers.iter().find(|m| m.id.as_str() == id)?;
+                    metrics::counter!(m::COLLECT_FOLLOW_UPS_TOTAL).increment(1);
+                    let req = pb::CollectRequest {
+                        text_only,
+                        only_keys: keys,
+                        ..Default::default()
+                    };
+                    Some((id.to_owned(), m.grpc_addr, req))
+                })
+                .collect();
+            if !calls.is_empty() {
+                let left = deadline.saturating_sub(started.elapsed()).max(deadline / 2);
+                let mut again = self.collect_from(calls, left, Instant::now()).await;
+                let mut raw: Vec<Vec<pb::CollectChunk>> =
+                    again.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
+                rpc::drop_repeated_groups(&mut raw);
+                let ids = again.into_iter().map(|(id, _)| id);
+                merge_decoded(&mut newest, spawn_decoding(ids.zip(raw), names)).await;
+            }
+        }
+        let mut out: Vec<GroupSnapshot> = newest.into_values().filter_map(|(_, g)| g).collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        metrics::histogram!(m::SCRAPE_MERGE_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Runs collect `calls` (peer id, gRPC address, request) concurrently, each within
+    /// `deadline`; returns the chunks of each call that completed (a failed peer's groups come
+    /// from their other owners).
+    async fn collect_from(
+        &self,
+        calls: Vec<(String, std::net::SocketAddr, pb::CollectRequest)>,
+        deadline: Duration,
+        started: Instant,
+    ) -> Vec<(String, Vec<pb::CollectChunk>)> {
+        let mut running = JoinSet::new();
+        for (id, addr, req) in calls {
+            let mut client = self.clients.client(addr);
+            running.spawn(async move {
                 let call = async {
                     let mut stream = client
-                        .collect(rpc::request(held, deadline))
+                        .collect(rpc::request(req, deadline))
                         .await?
                         .into_inner();
                     let mut chunks = Vec::new();
@@ -582,82 +673,70 @@ impl ClusterCore {
             });
         }
         let mut answers = Vec::new();
-        while let Some(done) = calls.join_next().await {
+        while let Some(done) = running.join_next().await {
             if let Ok(Some(answer)) = done {
                 answers.push(answer);
             }
         }
-        // Each group this node lacks comes from every other owner: decode one copy of each.
-        let mut raw: Vec<Vec<pb::CollectChunk>> =
-            answers.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
-        let spares = rpc::drop_repeated_groups(&mut raw);
-        let names = self.names();
-        let decode_all = |answers: Vec<(String, Vec<pb::CollectChunk>)>| {
-            let mut decoding = JoinSet::new();
-            for (id, chunks) in answers {
-                decoding.spawn_blocking(move || {
-                    rpc::decode_chunks(chunks, names).map_err(|e| {
-                        tracing::debug!(peer = %id, err = %e, "collect answer undecodable; its groups come from replicas");
-                    })
-                });
-            }
-            decoding
-        };
-        let ids: Vec<String> = answers.into_iter().map(|(id, _)| id.to_string()).collect();
-        let mut decoding = decode_all(ids.iter().cloned().zip(raw).collect());
-        let mut newest: HashMap<
-            Arc<GroupKey>,
-            (u64, Option<GroupSnapshot>),
-            foldhash::fast::RandomState,
-        > = HashMap::default();
-        let mut merge = |groups: Vec<GroupSnapshot>, tombstones: Vec<(GroupKey, u64)>| {
-            for (k, v) in tombstones {
-                let k = Arc::new(k);
-                match newest.get(&k) {
-                    Some((cur, _)) if *cur > v => {}
-                    _ => {
-                        newest.insert(k, (v, None));
-                    }
-                }
-            }
-            for g in groups {
-                match newest.get(&g.key) {
-                    Some((cur, _)) if *cur >= g.version => {}
-                    _ => {
-                        newest.insert(g.key.clone(), (g.version, Some(g)));
-                    }
-                }
-            }
-        };
-        merge(local, self.store.tombstones());
-        let mut failed = false;
-        while let Some(done) = decoding.join_next().await {
-            match done {
-                Ok(Ok(c)) => merge(c.groups, c.tombstones),
-                _ => failed = true,
-            }
-        }
-        if failed {
-            // A peer's answer could not be decoded: the copies of its groups that other peers
-            // sent were set aside above; decode them too (the merge keeps one of each).
-            let mut decoding = decode_all(
-                ids.into_iter()
-                    .zip(spares)
-                    .map(|(id, spare)| (id, vec![spare]))
-                    .collect(),
-            );
-            while let Some(done) = decoding.join_next().await {
-                if let Ok(Ok(c)) = done {
-                    merge(c.groups, c.tombstones);
-                }
-            }
-        }
-        let mut out: Vec<GroupSnapshot> = newest.into_values().filter_map(|(_, g)| g).collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        metrics::histogram!(m::SCRAPE_MERGE_DURATION_SECONDS)
-            .record(started.elapsed().as_secs_f64());
-        out
+        answers
     }
+}
+
+/// The merged view being built: the newest version of each group, `None` for a tombstone.
+type Newest = HashMap<Arc<GroupKey>, (u64, Option<GroupSnapshot>), foldhash::fast::RandomState>;
+
+/// Keeps the newest of what is in `newest` and `groups`/`tombstones` (a tombstone hides a group
+/// of the same or an older version; of two equal versions the group already there stays).
+fn merge_newest(newest: &mut Newest, groups: Vec<GroupSnapshot>, tombstones: Vec<(GroupKey, u64)>) {
+    for (k, v) in tombstones {
+        let k = Arc::new(k);
+        match newest.get(&k) {
+            Some((cur, _)) if *cur > v => {}
+            _ => {
+                newest.insert(k, (v, None));
+            }
+        }
+    }
+    for g in groups {
+        match newest.get(&g.key) {
+            Some((cur, _)) if *cur >= g.version => {}
+            _ => {
+                newest.insert(g.key.clone(), (g.version, Some(g)));
+            }
+        }
+    }
+}
+
+/// Decodes each peer's answer on the blocking pool, in parallel.
+fn spawn_decoding(
+    answers: impl IntoIterator<Item = (String, Vec<pb::CollectChunk>)>,
+    names: NameScheme,
+) -> JoinSet<Result<rpc::Collected, ()>> {
+    let mut decoding = JoinSet::new();
+    for (id, chunks) in answers {
+        decoding.spawn_blocking(move || {
+            rpc::decode_chunks(chunks, names).map_err(|e| {
+                tracing::debug!(peer = %id, err = %e, "collect answer undecodable; its groups come from replicas");
+            })
+        });
+    }
+    decoding
+}
+
+/// Merges every decoded answer into `newest`; true when one could not be decoded (none of its
+/// groups is used).
+async fn merge_decoded(
+    newest: &mut Newest,
+    mut decoding: JoinSet<Result<rpc::Collected, ()>>,
+) -> bool {
+    let mut failed = false;
+    while let Some(done) = decoding.join_next().await {
+        match done {
+            Ok(Ok(c)) => merge_newest(newest, c.groups, c.tombstones),
+            _ => failed = true,
+        }
+    }
+    failed
 }
 
 enum Replica {
@@ -1136,11 +1215,11 @@ impl Cluster for ClusterService {
         request: Request<pb::CollectRequest>,
     ) -> Result<Response<Self::CollectStream>, Status> {
         let store = self.core.store.clone();
-        let held = request.into_inner();
+        let req = request.into_inner();
+        let (ring, r) = (self.core.ring(), self.core.replication_factor);
         let chunks = tokio::task::spawn_blocking(move || {
-            let mut groups = store.snapshot();
-            rpc::leave_out_held(&mut groups, &held);
-            rpc::collect_chunks(&groups, store.tombstones(), held.text_only)
+            let sel = rpc::select_for_collect(store.snapshot(), &req, &ring, r);
+            rpc::collect_chunks(&sel.groups, store.tombstones(), sel.deferred, req.text_only)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
@@ -1194,6 +1273,11 @@ mod tests {
 
     /// A cluster of `members` (id, gRPC port) seen from "a", with replication factor `r`.
     fn service_with(members: &[(&str, u16)], r: usize) -> (Arc<Store>, ClusterService) {
+        node("a", members, r)
+    }
+
+    /// Node `self_id` of a cluster of `members` (id, gRPC port), replication factor `r`.
+    fn node(self_id: &str, members: &[(&str, u16)], r: usize) -> (Arc<Store>, ClusterService) {
         let store = Arc::new(Store::new(StoreOptions::default()));
         let members = members
             .iter()
@@ -1204,12 +1288,12 @@ mod tests {
                 state: MemberState::Active,
             })
             .collect();
-        let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from("a"), members, 1)));
+        let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from(self_id), members, 1)));
         let core = ClusterCore::new(
             store.clone(),
             Validation::default(),
             rx,
-            NodeId::from("a"),
+            NodeId::from(self_id),
             r,
             Duration::from_secs(2),
         );
@@ -1545,6 +1629,10 @@ mod tests {
     /// Serves `svc` on an ephemeral port; returns the address.
     async fn serve<S: Cluster>(svc: S) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        serve_on(listener, svc)
+    }
+
+    fn serve_on<S: Cluster>(listener: tokio::net::TcpListener, svc: S) -> std::net::SocketAddr {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -1582,6 +1670,10 @@ mod tests {
             &self,
             r: Request<pb::CollectRequest>,
         ) -> Result<Response<Self::CollectStream>, Status> {
+            // An earlier release drops the fields it does not know.
+            let mut r = r;
+            r.get_mut().responders.clear();
+            r.get_mut().only_keys.clear();
             self.0.collect(r).await
         }
         async fn wipe(
@@ -1608,6 +1700,58 @@ mod tests {
         ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
             Err(Status::unimplemented("old peer"))
         }
+    }
+
+    /// A merged view from node a of a, b, c (R = 3), b and c holding the same 60 groups and a
+    /// none; `c` is how c answers.
+    async fn merged_view_of_three(c: Option<fn(ClusterService) -> OldPeer>) -> Vec<String> {
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let port = |i: usize| listeners[i].local_addr().unwrap().port();
+        let members = [("a", port(0)), ("b", port(1)), ("c", port(2))];
+        let (_, a) = node("a", &members, 3);
+        let (store_b, b) = node("b", &members, 3);
+        let (store_c, svc_c) = node("c", &members, 3);
+        for g in 0..60 {
+            for store in [&store_b, &store_c] {
+                store.push(prepared(&format!("g{g}"), BODY), 1.0).unwrap();
+            }
+        }
+        let mut listeners = listeners.into_iter().skip(1);
+        serve_on(listeners.next().unwrap(), b);
+        let lc = listeners.next().unwrap();
+        match c {
+            Some(wrap) => {
+                serve_on(lc, wrap(svc_c));
+            }
+            // Down: nothing listens on c's port any more.
+            None => drop(lc),
+        }
+        let view = a.core.merged_groups(Duration::from_secs(2), false).await;
+        view.iter().map(|g| g.key.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_merged_view_asks_again_for_the_groups_left_to_a_peer_that_failed() {
+        let want: std::collections::BTreeSet<String> =
+            (0..60).map(|g| key(&format!("g{g}")).to_string()).collect();
+        // c is down: b sends the groups it comes first for and names the others, which a then
+        // asks b for (without the second call about half the groups would be missing).
+        let got = merged_view_of_three(None).await;
+        assert_eq!(got.len(), 60);
+        assert_eq!(
+            got.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            want
+        );
+        // c of an earlier release sends everything: each group is in the view once.
+        let got = merged_view_of_three(Some(OldPeer)).await;
+        assert_eq!(got.len(), 60);
+        assert_eq!(
+            got.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            want
+        );
     }
 
     fn replica_of(job: &str, version: u64) -> pb::ReplicateRequest {

@@ -685,15 +685,18 @@ mod tests {
         let held = pb::CollectRequest {
             held_keys: vec![key("same").stable_hash(), key("newer_here").stable_hash()],
             held_versions: vec![10, 20],
-            text_only: false,
+            ..Default::default()
         };
+        let ring = Ring::new(NodeId::from("a"), Vec::new(), 1);
+        let select =
+            |req: &pb::CollectRequest| rpc::select_for_collect(store.snapshot(), req, &ring, 2);
         let jobs = |groups: &[crate::store::GroupSnapshot]| -> Vec<String> {
             groups.iter().map(|g| g.key.to_string()).collect()
         };
-        let mut groups = store.snapshot();
-        rpc::leave_out_held(&mut groups, &held);
+        let sel = select(&held);
+        assert!(sel.deferred.is_empty());
         assert_eq!(
-            jobs(&groups),
+            jobs(&sel.groups),
             vec![key("newer_here").to_string(), key("not_held").to_string()]
         );
         // A malformed list (lengths differ) or none at all: everything is sent.
@@ -701,13 +704,10 @@ mod tests {
             pb::CollectRequest::default(),
             pb::CollectRequest {
                 held_keys: vec![key("same").stable_hash()],
-                held_versions: vec![],
-                text_only: false,
+                ..Default::default()
             },
         ] {
-            let mut groups = store.snapshot();
-            rpc::leave_out_held(&mut groups, &bad);
-            assert_eq!(groups.len(), 3);
+            assert_eq!(select(&bad).groups.len(), 3);
         }
     }
 
@@ -720,7 +720,7 @@ mod tests {
         let b = Store::new(StoreOptions::default());
         push(&b, "both", 10);
         push(&b, "differs", 13);
-        let chunks = |s: &Store| rpc::collect_chunks(&s.snapshot(), Vec::new(), false);
+        let chunks = |s: &Store| rpc::collect_chunks(&s.snapshot(), Vec::new(), Vec::new(), false);
         let mut answers = vec![chunks(&a), chunks(&b)];
         // An answer of an earlier release lists no key hashes: it is left alone.
         let mut legacy = chunks(&b);

@@ -17,6 +17,7 @@ use tonic::{Code, Status};
 
 use super::batch::{remaining, BatchLimits, Batcher, Transport};
 use super::channel::PeerChannel;
+use super::membership::Ring;
 use crate::telemetry::metrics as m;
 
 use crate::exposition::names::{is_valid_label_name, NameScheme};
@@ -509,11 +510,13 @@ pub fn group_from_bytes(raw: &bytes::Bytes, names: NameScheme) -> Result<GroupSn
     decode_group(0, g, names)
 }
 
-/// Every group and tombstone of a node, in chunks of about `COLLECT_CHUNK_BYTES`. The groups
-/// of a chunk are encoded into one buffer and handed out as slices of it.
+/// `groups` and every tombstone of a node, in chunks of about `COLLECT_CHUNK_BYTES`, the
+/// tombstones and the `deferred` groups' hashes and versions in the last one. The groups of a
+/// chunk are encoded into one buffer and handed out as slices of it.
 pub fn collect_chunks(
     groups: &[GroupSnapshot],
     tombstones: Vec<(GroupKey, u64)>,
+    deferred: Vec<(u64, u64)>,
     text_only: bool,
 ) -> Vec<pb::CollectChunk> {
     let mut chunks = Vec::new();
@@ -551,6 +554,7 @@ pub fn collect_chunks(
             version,
         })
         .collect();
+    (current.deferred_keys, current.deferred_versions) = deferred.into_iter().unzip();
     chunks.push(current);
     chunks
 }
@@ -569,18 +573,88 @@ pub fn split_at_ends(buf: Vec<u8>, ends: &[usize]) -> Vec<bytes::Bytes> {
         .collect()
 }
 
-/// Drops from `groups` those the collecting node listed as held in the same version.
-pub fn leave_out_held(groups: &mut Vec<GroupSnapshot>, held: &pb::CollectRequest) {
-    if held.held_keys.is_empty() || held.held_keys.len() != held.held_versions.len() {
-        return;
+/// What a peer sends for one collect call (`CollectRequest`), and what it leaves to others.
+pub struct Selected {
+    pub groups: Vec<GroupSnapshot>,
+    /// Key hash and version of each group left to another peer the caller asks.
+    pub deferred: Vec<(u64, u64)>,
+}
+
+/// Chooses what to send of `groups` (this node's, in key order) for `req`: never what the
+/// caller holds in the same version; for a follow-up (`only_keys`) exactly the groups asked for;
+/// otherwise, when the caller lists the peers it asks (`responders`), only the groups this node
+/// is to send by `ring` (see [`sends_itself`]), the rest deferred.
+pub fn select_for_collect(
+    groups: Vec<GroupSnapshot>,
+    req: &pb::CollectRequest,
+    ring: &Ring,
+    r: usize,
+) -> Selected {
+    type Fast = foldhash::fast::RandomState;
+    // A malformed list (lengths differ) is ignored: everything is sent.
+    let held: HashMap<u64, u64, Fast> = if req.held_keys.len() == req.held_versions.len() {
+        req.held_keys
+            .iter()
+            .copied()
+            .zip(req.held_versions.iter().copied())
+            .collect()
+    } else {
+        HashMap::default()
+    };
+    let only: Option<std::collections::HashSet<u64, Fast>> =
+        (!req.only_keys.is_empty()).then(|| req.only_keys.iter().copied().collect());
+    let responders: Vec<&str> = req.responders.iter().map(String::as_str).collect();
+    let mut out = Selected {
+        groups: Vec::with_capacity(groups.len()),
+        deferred: Vec::new(),
+    };
+    for g in groups {
+        let h = g.key.stable_hash();
+        if held.get(&h) == Some(&g.version) {
+            continue;
+        }
+        match &only {
+            Some(only) if !only.contains(&h) => continue,
+            None if !responders.is_empty() && !sends_itself(ring, h, r, &responders) => {
+                out.deferred.push((h, g.version));
+                continue;
+            }
+            _ => {}
+        }
+        out.groups.push(g);
     }
-    let versions: HashMap<u64, u64, foldhash::fast::RandomState> = held
-        .held_keys
-        .iter()
-        .copied()
-        .zip(held.held_versions.iter().copied())
-        .collect();
-    groups.retain(|g| versions.get(&g.key.stable_hash()) != Some(&g.version));
+    out
+}
+
+/// Whether this node (`ring.self_id`) is the one to send the group with key hash `h` to a
+/// collecting node that asks `responders`: the first of the group's `r` owners by `ring` that
+/// is listed there, or this node when no listed peer owns the group (it may be the only copy).
+fn sends_itself(ring: &Ring, h: u64, r: usize, responders: &[&str]) -> bool {
+    ring.owners(h, r)
+        .into_iter()
+        .find(|o| responders.contains(&o.id.as_str()))
+        .is_none_or(|o| o.id == ring.self_id)
+}
+
+/// The groups a collecting node is still missing after a round of collect calls: for each
+/// answer's deferred groups (`(peer, [(key hash, version)])`), those that no answer delivered
+/// and the caller does not hold in at least that version (`have`: key hash to newest version,
+/// tombstones included). Returns, per peer, the key hashes to ask it for again.
+pub fn missing_deferred<'a>(
+    deferred: impl IntoIterator<Item = (&'a str, &'a [(u64, u64)])>,
+    have: &HashMap<u64, u64, foldhash::fast::RandomState>,
+) -> Vec<(&'a str, Vec<u64>)> {
+    deferred
+        .into_iter()
+        .filter_map(|(peer, groups)| {
+            let missing: Vec<u64> = groups
+                .iter()
+                .filter(|(h, v)| have.get(h).is_none_or(|got| got < v))
+                .map(|(h, _)| *h)
+                .collect();
+            (!missing.is_empty()).then_some((peer, missing))
+        })
+        .collect()
 }
 
 /// Shared by the server and the gateway: what a collect returned.
@@ -727,7 +801,7 @@ mod tests {
             store.push(p, 1.0).unwrap();
         }
         let groups = store.snapshot();
-        let chunks = collect_chunks(&groups, Vec::new(), false);
+        let chunks = collect_chunks(&groups, Vec::new(), Vec::new(), false);
         assert!(chunks.len() > 2, "{} chunks", chunks.len());
         // As received: each chunk is decoded from a buffer of its own.
         let received: Vec<bytes::Bytes> = chunks
@@ -753,5 +827,124 @@ mod tests {
         }
         // The decoded groups are copies: no received buffer is kept alive by them.
         assert!(received.iter().all(|b| b.is_unique()));
+    }
+
+    fn ring_of(self_id: &str, ids: &[&str]) -> Ring {
+        use super::super::membership::{Member, MemberState, NodeId};
+        let members = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Member {
+                id: NodeId::from(*id),
+                generation: 1,
+                grpc_addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                state: MemberState::Active,
+            })
+            .collect();
+        Ring::new(NodeId::from(self_id), members, 1)
+    }
+
+    fn store_of(groups: usize) -> crate::store::Store {
+        let store = crate::store::Store::new(crate::store::StoreOptions::default());
+        for g in 0..groups {
+            let fams = crate::exposition::parse_text(b"m 1\n", NameScheme::Legacy).unwrap();
+            let key = GroupKey::new([("job".to_string(), format!("j{g}"))]);
+            let p = prepare_push(key, fams, true, &Validation::default()).unwrap();
+            store.push(p, 1.0).unwrap();
+        }
+        store
+    }
+
+    fn hashes(groups: &[GroupSnapshot]) -> std::collections::BTreeSet<u64> {
+        groups.iter().map(|g| g.key.stable_hash()).collect()
+    }
+
+    #[test]
+    fn peers_asked_together_send_each_group_once_and_name_the_rest() {
+        // Nodes b and c both hold every group (R = 3 of a, b, c); a asks both.
+        let store = store_of(200);
+        let all = hashes(&store.snapshot());
+        let req = pb::CollectRequest {
+            responders: vec!["b".into(), "c".into()],
+            ..Default::default()
+        };
+        let from = |id: &str| {
+            select_for_collect(store.snapshot(), &req, &ring_of(id, &["a", "b", "c"]), 3)
+        };
+        let (b, c) = (from("b"), from("c"));
+        let (sent_b, sent_c) = (hashes(&b.groups), hashes(&c.groups));
+        assert!(sent_b.is_disjoint(&sent_c));
+        assert_eq!(&sent_b | &sent_c, all);
+        // Both sent a fair share, and each named exactly what the other sent.
+        assert!(
+            sent_b.len() > 50 && sent_c.len() > 50,
+            "{} / {}",
+            sent_b.len(),
+            sent_c.len()
+        );
+        let deferred = |s: &Selected| {
+            s.deferred
+                .iter()
+                .map(|&(h, _)| h)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(deferred(&b), sent_c);
+        assert_eq!(deferred(&c), sent_b);
+        let versions: HashMap<u64, u64> = store
+            .snapshot()
+            .iter()
+            .map(|g| (g.key.stable_hash(), g.version))
+            .collect();
+        assert!(b.deferred.iter().all(|(h, v)| versions[h] == *v));
+        // Asked alone, b is the first listed owner of every group it owns, and no listed peer
+        // owns the others: it sends everything, defers nothing.
+        let alone = pb::CollectRequest {
+            responders: vec!["b".into()],
+            ..Default::default()
+        };
+        let b_alone =
+            select_for_collect(store.snapshot(), &alone, &ring_of("b", &["a", "b", "c"]), 2);
+        assert_eq!(hashes(&b_alone.groups), all);
+        assert!(b_alone.deferred.is_empty());
+    }
+
+    #[test]
+    fn a_follow_up_gets_exactly_the_groups_asked_for() {
+        let store = store_of(50);
+        let snapshot = store.snapshot();
+        let want: Vec<u64> = snapshot
+            .iter()
+            .step_by(7)
+            .map(|g| g.key.stable_hash())
+            .collect();
+        let req = pb::CollectRequest {
+            only_keys: want.clone(),
+            // Ignored for a follow-up.
+            responders: vec!["b".into(), "c".into()],
+            // Still honoured: the caller holds the first one in this version.
+            held_keys: vec![want[0]],
+            held_versions: vec![snapshot[0].version],
+            ..Default::default()
+        };
+        let sel = select_for_collect(store.snapshot(), &req, &ring_of("b", &["a", "b", "c"]), 3);
+        assert!(sel.deferred.is_empty());
+        assert_eq!(
+            hashes(&sel.groups),
+            want[1..]
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+        );
+    }
+
+    #[test]
+    fn deferred_groups_nobody_delivered_are_asked_for_again() {
+        let have: HashMap<u64, u64, foldhash::fast::RandomState> =
+            [(1, 10), (2, 20), (3, 30)].into_iter().collect();
+        let b = [(1, 10), (2, 25), (4, 1)];
+        let c = [(3, 30)];
+        let missing = missing_deferred([("b", &b[..]), ("c", &c[..])], &have);
+        // 1 was delivered in that version, 2 only in an older one, 4 not at all; c's is there.
+        assert_eq!(missing, vec![("b", vec![2, 4])]);
     }
 }
