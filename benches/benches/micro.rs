@@ -166,7 +166,7 @@ fn decode_replica(bencher: Bencher) {
 fn decode_collected_10k_groups(bencher: Bencher) {
     use prost::Message;
     let groups = filled_store().snapshot();
-    let chunks: Vec<bytes::Bytes> = rpc::collect_chunks(&groups, Vec::new(), false)
+    let chunks: Vec<bytes::Bytes> = rpc::collect_chunks(&groups, Vec::new(), Vec::new(), false)
         .into_iter()
         .map(|c| c.encode_to_vec().into())
         .collect();
