@@ -1218,7 +1218,7 @@ impl Cluster for ClusterService {
         let req = request.into_inner();
         let (ring, r) = (self.core.ring(), self.core.replication_factor);
         let chunks = tokio::task::spawn_blocking(move || {
-            let sel = rpc::select_for_collect(store.snapshot(), &req, &ring, r);
+            let sel = rpc::select_for_collect(&store, &req, &ring, r);
             rpc::collect_chunks(&sel.groups, store.tombstones(), sel.deferred, req.text_only)
         })
         .await

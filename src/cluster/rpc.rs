@@ -580,12 +580,12 @@ pub struct Selected {
     pub deferred: Vec<(u64, u64)>,
 }
 
-/// Chooses what to send of `groups` (this node's, in key order) for `req`: never what the
-/// caller holds in the same version; for a follow-up (`only_keys`) exactly the groups asked for;
-/// otherwise, when the caller lists the peers it asks (`responders`), only the groups this node
-/// is to send by `ring` (see [`sends_itself`]), the rest deferred.
+/// Chooses what `store` sends for `req` (copying only that): never what the caller holds in the
+/// same version; for a follow-up (`only_keys`) exactly the groups asked for; otherwise, when the
+/// caller lists the peers it asks (`responders`), only the groups this node is to send by `ring`
+/// (see [`sends_itself`]), the rest deferred. The groups are in no particular order.
 pub fn select_for_collect(
-    groups: Vec<GroupSnapshot>,
+    store: &crate::store::Store,
     req: &pb::CollectRequest,
     ring: &Ring,
     r: usize,
@@ -604,26 +604,22 @@ pub fn select_for_collect(
     let only: Option<std::collections::HashSet<u64, Fast>> =
         (!req.only_keys.is_empty()).then(|| req.only_keys.iter().copied().collect());
     let responders: Vec<&str> = req.responders.iter().map(String::as_str).collect();
-    let mut out = Selected {
-        groups: Vec::with_capacity(groups.len()),
-        deferred: Vec::new(),
-    };
-    for g in groups {
-        let h = g.key.stable_hash();
-        if held.get(&h) == Some(&g.version) {
-            continue;
+    let mut deferred = Vec::new();
+    let groups = store.snapshot_where(|key, version| {
+        let h = key.stable_hash();
+        if held.get(&h) == Some(&version) {
+            return false;
         }
         match &only {
-            Some(only) if !only.contains(&h) => continue,
+            Some(only) => only.contains(&h),
             None if !responders.is_empty() && !sends_itself(ring, h, r, &responders) => {
-                out.deferred.push((h, g.version));
-                continue;
+                deferred.push((h, version));
+                false
             }
-            _ => {}
+            None => true,
         }
-        out.groups.push(g);
-    }
-    out
+    });
+    Selected { groups, deferred }
 }
 
 /// Whether this node (`ring.self_id`) is the one to send the group with key hash `h` to a
@@ -868,9 +864,7 @@ mod tests {
             responders: vec!["b".into(), "c".into()],
             ..Default::default()
         };
-        let from = |id: &str| {
-            select_for_collect(store.snapshot(), &req, &ring_of(id, &["a", "b", "c"]), 3)
-        };
+        let from = |id: &str| select_for_collect(&store, &req, &ring_of(id, &["a", "b", "c"]), 3);
         let (b, c) = (from("b"), from("c"));
         let (sent_b, sent_c) = (hashes(&b.groups), hashes(&c.groups));
         assert!(sent_b.is_disjoint(&sent_c));
@@ -902,8 +896,7 @@ mod tests {
             responders: vec!["b".into()],
             ..Default::default()
         };
-        let b_alone =
-            select_for_collect(store.snapshot(), &alone, &ring_of("b", &["a", "b", "c"]), 2);
+        let b_alone = select_for_collect(&store, &alone, &ring_of("b", &["a", "b", "c"]), 2);
         assert_eq!(hashes(&b_alone.groups), all);
         assert!(b_alone.deferred.is_empty());
     }
@@ -926,7 +919,7 @@ mod tests {
             held_versions: vec![snapshot[0].version],
             ..Default::default()
         };
-        let sel = select_for_collect(store.snapshot(), &req, &ring_of("b", &["a", "b", "c"]), 3);
+        let sel = select_for_collect(&store, &req, &ring_of("b", &["a", "b", "c"]), 3);
         assert!(sel.deferred.is_empty());
         assert_eq!(
             hashes(&sel.groups),

@@ -451,6 +451,21 @@ impl Store {
         out
     }
 
+    /// Copies of the groups `keep` selects by key and version, in no particular order: a peer
+    /// answering a collect looks at every group and copies the few it sends.
+    pub fn snapshot_where(
+        &self,
+        mut keep: impl FnMut(&GroupKey, u64) -> bool,
+    ) -> Vec<GroupSnapshot> {
+        let inner = self.inner.read();
+        inner
+            .groups
+            .values()
+            .filter(|g| keep(&g.key, g.version))
+            .map(Group::snapshot)
+            .collect()
+    }
+
     /// Inserts a group wholesale (persistence load, replication): the consistency index is
     /// checked so a bad snapshot cannot make the store invalid.
     pub fn restore(&self, g: GroupSnapshot) -> Result<(), PushError> {
