@@ -563,7 +563,12 @@ impl ClusterCore {
         let calls = peers
             .iter()
             .map(|m| (m.id.to_string(), m.grpc_addr, held.clone()));
-        let mut answers = self.collect_from(calls.collect(), deadline, started).await;
+        let running = self.start_collect(calls.collect(), deadline, started);
+        // While the peers answer, this node's own groups go in (sized for about as many again
+        // from the peers: growing the map rehashes it and faults its pages in again).
+        let mut newest = Newest::with_capacity_and_hasher(local.len() * 2, Default::default());
+        merge_newest(&mut newest, local, self.store.tombstones());
+        let mut answers = finish_collect(running).await;
         let deferred: Vec<(String, Vec<(u64, u64)>)> = answers
             .iter()
             .map(|(id, chunks)| {
@@ -585,8 +590,6 @@ impl ClusterCore {
         let names = self.names();
         let ids: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
         let decoding = spawn_decoding(ids.iter().cloned().zip(raw), names);
-        let mut newest = Newest::default();
-        merge_newest(&mut newest, local, self.store.tombstones());
         if merge_decoded(&mut newest, decoding).await {
             // A peer's answer could not be decoded: the copies of its groups that other peers
             // sent were set aside above; decode them too (the merge keeps one of each).
@@ -644,6 +647,16 @@ impl ClusterCore {
         deadline: Duration,
         started: Instant,
     ) -> Vec<(String, Vec<pb::CollectChunk>)> {
+        finish_collect(self.start_collect(calls, deadline, started)).await
+    }
+
+    /// Starts the calls of [`Self::collect_from`]; `finish_collect` waits for them.
+    fn start_collect(
+        &self,
+        calls: Vec<(String, std::net::SocketAddr, pb::CollectRequest)>,
+        deadline: Duration,
+        started: Instant,
+    ) -> Collecting {
         let mut running = JoinSet::new();
         for (id, addr, req) in calls {
             let mut client = self.clients.client(addr);
@@ -672,14 +685,21 @@ impl ClusterCore {
                 res.ok().map(|chunks| (id, chunks))
             });
         }
-        let mut answers = Vec::new();
-        while let Some(done) = running.join_next().await {
-            if let Ok(Some(answer)) = done {
-                answers.push(answer);
-            }
-        }
-        answers
+        running
     }
+}
+
+/// Collect calls under way: each yields the peer's id and chunks, or nothing if it failed.
+type Collecting = JoinSet<Option<(String, Vec<pb::CollectChunk>)>>;
+
+async fn finish_collect(mut running: Collecting) -> Vec<(String, Vec<pb::CollectChunk>)> {
+    let mut answers = Vec::new();
+    while let Some(done) = running.join_next().await {
+        if let Ok(Some(answer)) = done {
+            answers.push(answer);
+        }
+    }
+    answers
 }
 
 /// The merged view being built: the newest version of each group, `None` for a tombstone.
