@@ -32,12 +32,15 @@ pub trait Gateway: Send + Sync + 'static {
     ) -> impl Future<Output = (Vec<u8>, RenderStats)> + Send;
     /// The full exposition as a stream of chunks (gzip-compressed when `gzip`), so a large
     /// scrape is sent while it is rendered instead of being built in one buffer first. The
-    /// default renders it whole with `render` and sends it as one chunk.
+    /// default renders it whole with `render` and sends it as one chunk. `timeout`: how long
+    /// the client waits for the scrape, when it says (Prometheus'
+    /// `X-Prometheus-Scrape-Timeout-Seconds`); a cluster node keeps its peer calls within it.
     fn render_stream(
         &self,
         format: Format,
         own: Vec<StoredFamily>,
         gzip: bool,
+        _timeout: Option<std::time::Duration>,
     ) -> impl Future<Output = ScrapeStream> + Send {
         async move {
             let started = std::time::Instant::now();
@@ -242,6 +245,7 @@ impl Gateway for LocalGateway {
         format: Format,
         own: Vec<StoredFamily>,
         gzip: bool,
+        _timeout: Option<std::time::Duration>,
     ) -> ScrapeStream {
         let store = self.store.clone();
         stream_rendered(gzip, std::time::Instant::now(), move |emit| {

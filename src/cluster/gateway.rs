@@ -532,10 +532,24 @@ impl ClusterCore {
     /// Every group in the cluster: the newest version of each (a newer tombstone hides it).
     /// The merged view to render in `format` (a text scrape collects no protobuf encodings),
     /// with the reserved names the render needs.
-    async fn merged_view(&self, format: Format) -> (Vec<GroupSnapshot>, ReservedNames) {
+    async fn merged_view(
+        &self,
+        format: Format,
+        deadline: Duration,
+    ) -> (Vec<GroupSnapshot>, ReservedNames) {
         let text_only = matches!(format, Format::Text);
-        let groups = self.merged_groups(self.collect_deadline, text_only).await;
+        let groups = self.merged_groups(deadline, text_only).await;
         (groups, self.store.options().reserved.clone())
+    }
+
+    /// The deadline of a scrape's first round of collect calls when its client waits `timeout`:
+    /// the configured one, shortened to 40% of the client's wait, so that a second round (at
+    /// most half as long) and the render still fit in it.
+    fn scrape_deadline(&self, timeout: Option<Duration>) -> Duration {
+        match timeout {
+            Some(t) => self.collect_deadline.min(t.mul_f64(0.4)),
+            None => self.collect_deadline,
+        }
     }
 
     /// `text_only`: the caller renders the text format and nothing else (peers leave the
@@ -979,7 +993,10 @@ impl Gateway for ClusterGateway {
     }
 
     async fn render(&self, format: Format, own: Vec<StoredFamily>) -> (Vec<u8>, RenderStats) {
-        let (groups, reserved) = self.core.merged_view(format).await;
+        let (groups, reserved) = self
+            .core
+            .merged_view(format, self.core.collect_deadline)
+            .await;
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(64 * 1024);
             let stats = render_groups(&groups, reserved, &own, format, &mut out);
@@ -994,9 +1011,11 @@ impl Gateway for ClusterGateway {
         format: Format,
         own: Vec<StoredFamily>,
         gzip: bool,
+        timeout: Option<Duration>,
     ) -> ScrapeStream {
         let started = Instant::now();
-        let (groups, reserved) = self.core.merged_view(format).await;
+        let deadline = self.core.scrape_deadline(timeout);
+        let (groups, reserved) = self.core.merged_view(format, deadline).await;
         stream_rendered(gzip, started, move |emit| {
             render_groups_chunked(&groups, &reserved, &own, format, SCRAPE_CHUNK_BYTES, emit)
         })
@@ -1798,6 +1817,41 @@ mod tests {
                 want
             );
         }
+    }
+
+    /// A peer that accepts connections and never answers holds a scrape for the collect
+    /// deadline (3 s here), or for 40% of the client's scrape timeout when that is shorter.
+    #[tokio::test]
+    async fn a_scrape_waits_for_a_silent_peer_within_the_client_timeout() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                held.push(conn);
+            }
+        });
+        let (store, a) = service_with(&[("a", 1), ("b", port)], 2);
+        store.push(prepared("here", BODY), 1.0).unwrap();
+        assert_eq!(a.core.scrape_deadline(None), Duration::from_secs(3));
+        let gateway = ClusterGateway::new(a.core.clone());
+        let started = Instant::now();
+        let mut chunks = gateway
+            .render_stream(
+                Format::Text,
+                Vec::new(),
+                false,
+                Some(Duration::from_millis(500)),
+            )
+            .await;
+        let mut body = Vec::new();
+        while let Some(c) = chunks.recv().await {
+            body.extend_from_slice(&c.unwrap());
+        }
+        let took = started.elapsed();
+        // The first round's deadline is 200 ms; nothing was deferred, so there is no second.
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+        assert!(String::from_utf8(body).unwrap().contains("job=\"here\""));
     }
 
     fn replica_of(job: &str, version: u64) -> pb::ReplicateRequest {

@@ -613,11 +613,27 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
+/// How long the scraping Prometheus waits (`X-Prometheus-Scrape-Timeout-Seconds`, seconds as a
+/// decimal number); None when the header is missing or not a positive number.
+fn scrape_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let secs: f64 = headers
+        .get("x-prometheus-scrape-timeout-seconds")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (secs > 0.0)
+        .then(|| std::time::Duration::try_from_secs_f64(secs).ok())
+        .flatten()
+}
+
 async fn scrape<G: Gateway>(st: &AppState<G>, headers: &HeaderMap) -> Response {
     let format = negotiate(headers);
     let own = telemetry::own_families(&st.recorder, st.gateway.local_stats());
     let gzip = accepts_gzip(headers);
-    let chunks = st.gateway.render_stream(format, own, gzip).await;
+    let timeout = scrape_timeout(headers);
+    let chunks = st.gateway.render_stream(format, own, gzip, timeout).await;
     let content_type = match format {
         Format::Text => TEXT_CONTENT_TYPE,
         Format::Protobuf => PROTO_CONTENT_TYPE,
@@ -668,6 +684,25 @@ mod tests {
         assert_eq!(percent_decode("/a%2Fb").as_deref(), Some("/a/b"));
         assert_eq!(percent_decode("/a%zz"), None);
         assert_eq!(percent_decode("/a%ff"), None);
+    }
+
+    #[test]
+    fn scrape_timeout_header() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                HeaderValue::from_str(v).unwrap(),
+            );
+            scrape_timeout(&h)
+        };
+        assert_eq!(scrape_timeout(&HeaderMap::new()), None);
+        assert_eq!(with("10"), Some(std::time::Duration::from_secs(10)));
+        assert_eq!(with(" 9.5 "), Some(std::time::Duration::from_millis(9500)));
+        // Not a usable wait: ignored, never a panic.
+        for bad in ["0", "-1", "NaN", "inf", "1e300", "ten", ""] {
+            assert_eq!(with(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
