@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod channel;
+pub mod codec;
 pub mod gateway;
 pub mod membership;
 pub mod placement;
