@@ -603,7 +603,14 @@ pub fn select_for_collect(
     };
     let only: Option<std::collections::HashSet<u64, Fast>> =
         (!req.only_keys.is_empty()).then(|| req.only_keys.iter().copied().collect());
-    let responders: Vec<&str> = req.responders.iter().map(String::as_str).collect();
+    // Only members of this node's ring can be owners by it: the list is cut to those once, so a
+    // long list costs nothing per group.
+    let responders: Vec<&str> = ring
+        .members
+        .iter()
+        .map(|m| m.id.as_str())
+        .filter(|id| req.responders.iter().any(|r| r == id))
+        .collect();
     let mut deferred = Vec::new();
     let groups = store.snapshot_where(|key, version| {
         let h = key.stable_hash();
@@ -861,7 +868,8 @@ mod tests {
         let store = store_of(200);
         let all = hashes(&store.snapshot());
         let req = pb::CollectRequest {
-            responders: vec!["b".into(), "c".into()],
+            // "x" is no member: it changes nothing.
+            responders: vec!["b".into(), "x".into(), "c".into()],
             ..Default::default()
         };
         let from = |id: &str| select_for_collect(&store, &req, &ring_of(id, &["a", "b", "c"]), 3);
