@@ -582,7 +582,7 @@ impl ClusterCore {
         // from the peers: growing the map rehashes it and faults its pages in again).
         let mut newest = Newest::with_capacity_and_hasher(local.len() * 2, Default::default());
         merge_newest(&mut newest, local, self.store.tombstones());
-        let mut answers = finish_collect(running).await;
+        let answers = finish_collect(running).await;
         let deferred: Vec<(String, Vec<(u64, u64)>)> = answers
             .iter()
             .map(|(id, chunks)| {
@@ -596,20 +596,8 @@ impl ClusterCore {
             })
             .filter(|(_, d)| !d.is_empty())
             .collect();
-        // A group that a peer of an earlier release (which sends everything) or a peer with
-        // another view of the ring sent too: decode one copy of each.
-        let mut raw: Vec<Vec<pb::CollectChunk>> =
-            answers.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
-        let spares = rpc::drop_repeated_groups(&mut raw);
         let names = self.names();
-        let ids: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
-        let decoding = spawn_decoding(ids.iter().cloned().zip(raw), names);
-        if merge_decoded(&mut newest, decoding).await {
-            // A peer's answer could not be decoded: the copies of its groups that other peers
-            // sent were set aside above; decode them too (the merge keeps one of each).
-            let spares = ids.into_iter().zip(spares).map(|(id, s)| (id, vec![s]));
-            merge_decoded(&mut newest, spawn_decoding(spares, names)).await;
-        }
+        merge_answers(&mut newest, answers, names).await;
         if !deferred.is_empty() {
             // Groups left to a peer that did not deliver them (it failed, its answer was
             // undecodable, or it ranks the owners differently): asked for once more, from the
@@ -637,12 +625,8 @@ impl ClusterCore {
                 .collect();
             if !calls.is_empty() {
                 let left = deadline.saturating_sub(started.elapsed()).max(deadline / 2);
-                let mut again = self.collect_from(calls, left, Instant::now()).await;
-                let mut raw: Vec<Vec<pb::CollectChunk>> =
-                    again.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
-                rpc::drop_repeated_groups(&mut raw);
-                let ids = again.into_iter().map(|(id, _)| id);
-                merge_decoded(&mut newest, spawn_decoding(ids.zip(raw), names)).await;
+                let again = self.collect_from(calls, left, Instant::now()).await;
+                merge_answers(&mut newest, again, names).await;
             }
         }
         let mut out: Vec<GroupSnapshot> = newest.into_values().filter_map(|(_, g)| g).collect();
@@ -738,6 +722,24 @@ fn merge_newest(newest: &mut Newest, groups: Vec<GroupSnapshot>, tombstones: Vec
                 newest.insert(g.key.clone(), (g.version, Some(g)));
             }
         }
+    }
+}
+
+/// Decodes the peers' answers into `newest`, one copy of each group: a group that a peer of an
+/// earlier release (which sends everything) or a peer with another view of the ring sent too is
+/// set aside, and decoded after all if an answer turns out undecodable (the merge keeps one).
+async fn merge_answers(
+    newest: &mut Newest,
+    mut answers: Vec<(String, Vec<pb::CollectChunk>)>,
+    names: NameScheme,
+) {
+    let mut raw: Vec<Vec<pb::CollectChunk>> =
+        answers.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
+    let spares = rpc::drop_repeated_groups(&mut raw);
+    let ids: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
+    if merge_decoded(newest, spawn_decoding(ids.iter().cloned().zip(raw), names)).await {
+        let spares = ids.into_iter().zip(spares).map(|(id, s)| (id, vec![s]));
+        merge_decoded(newest, spawn_decoding(spares, names)).await;
     }
 }
 

@@ -444,9 +444,7 @@ impl Store {
 
     /// Copies of every group, sorted by key.
     pub fn snapshot(&self) -> Vec<GroupSnapshot> {
-        let inner = self.inner.read();
-        let mut out: Vec<GroupSnapshot> = inner.groups.values().map(Group::snapshot).collect();
-        drop(inner);
+        let mut out = self.snapshot_where(|_, _| true);
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
