@@ -1,10 +1,12 @@
 //! Natural batching of the calls to one peer.
 //!
-//! At most `max_inflight` calls to a peer are in flight at a time. A call made while that many
-//! are outstanding waits in a queue; when an in-flight call ends, everything queued (up to
-//! `max_items` items and about `max_bytes` bytes) leaves together in the next one. At low load
-//! every call goes out at once, alone, so batching adds no latency; under load the per-call cost
-//! (HTTP/2 frames, tonic, task wake-ups on both sides) is shared by many items.
+//! One call to a peer is in flight at a time. A call made while it is outstanding waits in a
+//! queue; when the in-flight call ends, everything queued (up to `max_items` items and about
+//! `max_bytes` bytes) leaves together in the next one. At low load every call goes out at once,
+//! alone, so batching adds no latency; under load the per-call cost (HTTP/2 frames, tonic, task
+//! wake-ups and a loopback or network write on both sides) is shared by many items. Only while
+//! every call in flight is large (`large_call_bytes`: a big push, or a batch that filled up) may
+//! another one start, up to `max_inflight`, so small writes do not wait behind a long transfer.
 //!
 //! Every item keeps its own deadline and gets its own result: an item whose caller stopped
 //! waiting (deadline passed, or its future dropped) before it was sent is not sent at all, and a
@@ -36,7 +38,10 @@ pub trait Transport: Send + Sync + 'static {
 /// How much goes into one call, and how many calls may be outstanding.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
+    /// Calls in flight at most; beyond the first, only while those in flight are all large.
     pub max_inflight: usize,
+    /// A call carrying at least this many bytes lets another start beside it.
+    pub large_call_bytes: usize,
     pub max_items: usize,
     /// A batch is closed before an item would take it past this size (an item larger than this
     /// travels alone).
@@ -47,6 +52,7 @@ impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
             max_inflight: 2,
+            large_call_bytes: 256 << 10,
             max_items: 256,
             max_bytes: 4 << 20,
         }
@@ -64,7 +70,18 @@ struct Pending<T, O> {
 
 struct State<T, O> {
     queue: VecDeque<Pending<T, O>>,
+    /// Senders holding a slot (sending a batch, or about to take the next one).
     inflight: usize,
+    /// Of those, the ones sending a large batch.
+    large: usize,
+}
+
+impl<T, O> State<T, O> {
+    /// Whether a sender may send (another) batch beside the `others` other slots held: when
+    /// none is held, or every other one is sending a large batch and there is room.
+    fn may_send(&self, others: usize, max_inflight: usize) -> bool {
+        others == 0 || (others == self.large && others < max_inflight)
+    }
 }
 
 /// The batching queue of one peer for one kind of call.
@@ -80,12 +97,14 @@ impl<X: Transport> Batcher<X> {
             transport,
             limits: BatchLimits {
                 max_inflight: limits.max_inflight.max(1),
+                large_call_bytes: limits.large_call_bytes,
                 max_items: limits.max_items.max(1),
                 max_bytes: limits.max_bytes,
             },
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 inflight: 0,
+                large: 0,
             }),
         })
     }
@@ -107,7 +126,7 @@ impl<X: Transport> Batcher<X> {
                 deadline,
                 reply,
             });
-            let start = st.inflight < self.limits.max_inflight;
+            let start = st.may_send(st.inflight, self.limits.max_inflight);
             if start {
                 st.inflight += 1;
             }
@@ -130,7 +149,10 @@ impl<X: Transport> Batcher<X> {
     /// One in-flight slot: sends batches until the queue is empty, then frees the slot.
     async fn send_until_empty(self: Arc<Self>) {
         // Frees the slot if this task is dropped or panics mid-call, so the queue never stalls.
-        let mut slot = Slot(Some(&self));
+        let mut slot = Slot {
+            batcher: Some(&self),
+            large: false,
+        };
         // Let the task that started this sender finish its current step first: calls it makes
         // in the same step (a forwarded batch replicating each of its writes) share one call.
         tokio::task::yield_now().await;
@@ -160,11 +182,21 @@ impl<X: Transport> Batcher<X> {
     }
 
     /// Takes the next batch off the queue, dropping items nobody waits for any more. An empty
-    /// batch means the queue was empty: the slot was freed under the same lock.
+    /// batch means the queue was empty, or another sender of small batches holds a slot and
+    /// takes the queue: this slot was freed under the same lock.
     fn next_batch(&self, slot: &mut Slot<'_, X>) -> Vec<Pending<X::Item, X::Output>> {
         let now = Instant::now();
         let mut st = self.state.lock();
+        if slot.large {
+            slot.large = false;
+            st.large -= 1;
+        }
         let mut batch = Vec::new();
+        if !st.may_send(st.inflight - 1, self.limits.max_inflight) {
+            st.inflight -= 1;
+            slot.batcher = None;
+            return batch;
+        }
         let mut bytes = 0usize;
         while let Some(p) = st.queue.pop_front() {
             if p.reply.is_closed() {
@@ -188,7 +220,10 @@ impl<X: Transport> Batcher<X> {
         }
         if batch.is_empty() {
             st.inflight -= 1;
-            slot.0 = None;
+            slot.batcher = None;
+        } else if bytes >= self.limits.large_call_bytes {
+            st.large += 1;
+            slot.large = true;
         }
         batch
     }
@@ -200,12 +235,20 @@ impl<X: Transport> Batcher<X> {
 }
 
 /// Frees an in-flight slot when dropped before the sender finished normally.
-struct Slot<'a, X: Transport>(Option<&'a Batcher<X>>);
+struct Slot<'a, X: Transport> {
+    batcher: Option<&'a Batcher<X>>,
+    /// Counted among the large calls in flight.
+    large: bool,
+}
 
 impl<X: Transport> Drop for Slot<'_, X> {
     fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
-            b.state.lock().inflight -= 1;
+        if let Some(b) = self.batcher.take() {
+            let mut st = b.state.lock();
+            st.inflight -= 1;
+            if self.large {
+                st.large -= 1;
+            }
         }
     }
 }
@@ -289,6 +332,7 @@ mod tests {
     fn one_inflight(max_items: usize) -> BatchLimits {
         BatchLimits {
             max_inflight: 1,
+            large_call_bytes: usize::MAX,
             max_items,
             max_bytes: 1000,
         }
@@ -396,9 +440,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn up_to_max_inflight_calls_run_at_once() {
+    async fn small_calls_go_one_at_a_time_even_with_room_for_more() {
         let (fake, b) = batcher(BatchLimits {
             max_inflight: 2,
+            large_call_bytes: 100,
             max_items: 10,
             max_bytes: 1000,
         });
@@ -409,14 +454,72 @@ mod tests {
             // Each call gets the chance to go out before the next is made.
             settle().await;
         }
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
         fake.gate.add_permits(10);
         for (i, c) in calls {
             assert_eq!(c.await.unwrap().unwrap(), i * 10);
         }
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(*fake.batches.lock(), vec![vec![1], vec![2, 3, 4]]);
         settle().await;
         assert_eq!(b.inflight(), 0);
+    }
+
+    #[tokio::test]
+    async fn only_large_calls_in_flight_let_another_start_up_to_max_inflight() {
+        let (fake, b) = batcher(BatchLimits {
+            max_inflight: 2,
+            large_call_bytes: 100,
+            max_items: 10,
+            max_bytes: 10_000,
+        });
+        let mut calls = Vec::new();
+        let mut call = |i: u32, bytes: usize| {
+            let b = b.clone();
+            calls.push((
+                i,
+                tokio::spawn(async move { b.call(i, bytes, soon()).await }),
+            ));
+        };
+        // A large call is out: a small one may start beside it, but not a third call.
+        call(1, 500);
+        settle().await;
+        call(2, 1);
+        settle().await;
+        call(3, 1);
+        call(4, 500);
+        settle().await;
+        assert_eq!(*fake.batches.lock(), vec![vec![1], vec![2]]);
+        // The large call ends first (the gate is first come, first served): its sender leaves
+        // the queue to the small call's sender.
+        fake.gate.add_permits(1);
+        settle().await;
+        assert_eq!(*fake.batches.lock(), vec![vec![1], vec![2]]);
+        assert_eq!(b.inflight(), 1);
+        // The small call ends: the queue leaves as one batch, large with item 4.
+        fake.gate.add_permits(1);
+        settle().await;
+        assert_eq!(*fake.batches.lock(), vec![vec![1], vec![2], vec![3, 4]]);
+        // Beside that large batch one more may start, large or not; then no more.
+        call(5, 500);
+        settle().await;
+        call(6, 1);
+        settle().await;
+        assert_eq!(
+            *fake.batches.lock(),
+            vec![vec![1], vec![2], vec![3, 4], vec![5]]
+        );
+        assert_eq!(b.inflight(), 2);
+        fake.gate.add_permits(10);
+        for (i, c) in calls {
+            assert_eq!(c.await.unwrap().unwrap(), i * 10);
+        }
+        assert_eq!(
+            *fake.batches.lock(),
+            vec![vec![1], vec![2], vec![3, 4], vec![5], vec![6]]
+        );
+        settle().await;
+        assert_eq!(b.inflight(), 0);
+        assert_eq!(b.state.lock().large, 0);
     }
 
     #[tokio::test]
