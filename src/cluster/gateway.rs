@@ -210,8 +210,7 @@ impl ClusterCore {
             msg.deadline_unix_ms = forward_deadline_ms(timeout);
             let peer = self.clients.peer(candidate.grpc_addr);
             let res = peer
-                .forward
-                .call(msg.clone(), *size, Instant::now() + timeout)
+                .forward(msg.clone(), *size, Instant::now() + timeout)
                 .await;
             match res {
                 Ok((reply, replica, own)) => {
@@ -401,7 +400,7 @@ impl ClusterCore {
             let peer = self.clients.peer(m.grpc_addr);
             let msg = msg.clone();
             async move {
-                let ok = peer.replicate.call(msg, size, deadline).await.is_ok();
+                let ok = peer.replicate(msg, size, deadline).await.is_ok();
                 if !ok {
                     tracing::debug!(peer = %m.id, "replication failed; trying the next node");
                 }
@@ -1053,6 +1052,29 @@ impl ClusterService {
     }
 
     /// A group state (or tombstone) from the primary, applied when newer than what is held.
+    /// Applies a batch's replicas concurrently; one result each, in order.
+    async fn replicate_all(&self, items: Vec<pb::ReplicateRequest>) -> Vec<pb::ReplicateResult> {
+        let applied = join_all(items.into_iter().map(|r| self.replicate_one(r))).await;
+        applied
+            .into_iter()
+            .map(|a| match a {
+                Ok(applied) => pb::ReplicateResult {
+                    applied,
+                    error_code: 0,
+                    error: String::new(),
+                },
+                Err(status) => {
+                    let (error_code, error) = rpc::status_fields(&status);
+                    pb::ReplicateResult {
+                        applied: false,
+                        error_code,
+                        error,
+                    }
+                }
+            })
+            .collect()
+    }
+
     async fn replicate_one(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
         self.core.take_replica(req).await
     }
@@ -1195,8 +1217,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
-        let writes = request.into_inner().writes;
-        let answers = join_all(writes.into_iter().map(|w| self.forwarded(w))).await;
+        let req = request.into_inner();
+        let (answers, replica_results) = tokio::join!(
+            join_all(req.writes.into_iter().map(|w| self.forwarded(w))),
+            self.replicate_all(req.replicas)
+        );
         let results = answers
             .into_iter()
             .map(|a| match a {
@@ -1219,33 +1244,17 @@ impl Cluster for ClusterService {
                 }
             })
             .collect();
-        Ok(Response::new(pb::ForwardReply { results }))
+        Ok(Response::new(pb::ForwardReply {
+            results,
+            replica_results,
+        }))
     }
 
     async fn replicate_batch(
         &self,
         request: Request<pb::ReplicateBatchRequest>,
     ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
-        let items = request.into_inner().items;
-        let applied = join_all(items.into_iter().map(|r| self.replicate_one(r))).await;
-        let results = applied
-            .into_iter()
-            .map(|a| match a {
-                Ok(applied) => pb::ReplicateResult {
-                    applied,
-                    error_code: 0,
-                    error: String::new(),
-                },
-                Err(status) => {
-                    let (error_code, error) = rpc::status_fields(&status);
-                    pb::ReplicateResult {
-                        applied: false,
-                        error_code,
-                        error,
-                    }
-                }
-            })
-            .collect();
+        let results = self.replicate_all(request.into_inner().items).await;
         Ok(Response::new(pb::ReplicateBatchReply { results }))
     }
 
@@ -1511,11 +1520,14 @@ mod tests {
         svc: &ClusterService,
         writes: Vec<pb::ForwardedWrite>,
     ) -> Vec<pb::ForwardResult> {
-        svc.forward(Request::new(pb::ForwardRequest { writes }))
-            .await
-            .unwrap()
-            .into_inner()
-            .results
+        svc.forward(Request::new(pb::ForwardRequest {
+            writes,
+            replicas: Vec::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .results
     }
 
     fn forwarded(job: &str, body: &str) -> pb::ForwardedWrite {
@@ -1542,6 +1554,7 @@ mod tests {
         direct.push(prepared("j", BODY), 1.0).unwrap();
         let req = pb::ForwardRequest {
             writes: vec![forwarded("j", BODY)],
+            replicas: Vec::new(),
         };
         let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
         assert_eq!(reply.results.len(), 1);
@@ -1602,6 +1615,7 @@ mod tests {
                 with_timestamps,
                 refused,
             ],
+            replicas: Vec::new(),
         };
         let results = svc
             .forward(Request::new(req))
@@ -1889,12 +1903,7 @@ mod tests {
         let mut bad = forwarded("bad", BODY);
         bad.families[0].truncate(5);
         let writes = vec![forwarded("f1", BODY), bad, forwarded("f2", BODY)];
-        let answers = join_all(
-            writes
-                .into_iter()
-                .map(|w| peer.forward.call(w, 100, deadline())),
-        )
-        .await;
+        let answers = join_all(writes.into_iter().map(|w| peer.forward(w, 100, deadline()))).await;
         assert_eq!(answers[0].as_ref().unwrap().0.status, 200);
         assert!(answers[1].is_err());
         assert_eq!(answers[2].as_ref().unwrap().0.status, 200);
@@ -1915,7 +1924,7 @@ mod tests {
         let applied = join_all(
             items
                 .into_iter()
-                .map(|r| peer.replicate.call(r, 100, deadline())),
+                .map(|r| peer.replicate(r, 100, deadline())),
         )
         .await;
         assert!(applied[0].as_ref().unwrap());
@@ -1939,15 +1948,173 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            peer.forward
-                .call(del, 100, deadline())
+            peer.forward(del, 100, deadline()).await.unwrap().0.status,
+            202
+        );
+        assert!(store.group(&key("f1")).is_none());
+    }
+
+    /// A current peer that records each `Forward` and `ReplicateBatch` call it gets (writes,
+    /// replicas). With `pre_merge` it acts as a release before `ForwardRequest.replicas`: it
+    /// never sees them, and answers none.
+    struct Recording {
+        svc: ClusterService,
+        pre_merge: bool,
+        calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
+    }
+
+    /// The method, and how many writes and replicas it carried.
+    type RecordedCall = (&'static str, usize, usize);
+
+    #[tonic::async_trait]
+    impl Cluster for Recording {
+        async fn push(
+            &self,
+            r: Request<pb::PushRequest>,
+        ) -> Result<Response<pb::WriteReply>, Status> {
+            self.svc.push(r).await
+        }
+        async fn delete(
+            &self,
+            r: Request<pb::DeleteRequest>,
+        ) -> Result<Response<pb::WriteReply>, Status> {
+            self.svc.delete(r).await
+        }
+        async fn replicate(
+            &self,
+            r: Request<pb::ReplicateRequest>,
+        ) -> Result<Response<pb::ReplicateReply>, Status> {
+            self.svc.replicate(r).await
+        }
+        type CollectStream = <ClusterService as Cluster>::CollectStream;
+        async fn collect(
+            &self,
+            r: Request<pb::CollectRequest>,
+        ) -> Result<Response<Self::CollectStream>, Status> {
+            self.svc.collect(r).await
+        }
+        async fn wipe(
+            &self,
+            r: Request<pb::WipeRequest>,
+        ) -> Result<Response<pb::WipeReply>, Status> {
+            self.svc.wipe(r).await
+        }
+        async fn sync(
+            &self,
+            r: Request<pb::SyncRequest>,
+        ) -> Result<Response<pb::SyncReply>, Status> {
+            self.svc.sync(r).await
+        }
+        async fn forward(
+            &self,
+            mut r: Request<pb::ForwardRequest>,
+        ) -> Result<Response<pb::ForwardReply>, Status> {
+            if self.pre_merge {
+                r.get_mut().replicas.clear();
+            }
+            let req = r.get_ref();
+            self.calls
+                .lock()
+                .push(("forward", req.writes.len(), req.replicas.len()));
+            self.svc.forward(r).await
+        }
+        async fn replicate_batch(
+            &self,
+            r: Request<pb::ReplicateBatchRequest>,
+        ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
+            self.calls
+                .lock()
+                .push(("replicate_batch", 0, r.get_ref().items.len()));
+            self.svc.replicate_batch(r).await
+        }
+    }
+
+    /// Writes and replicas queued for one peer at the same time, through real gRPC: they share
+    /// one `Forward` call, or, to a peer of the release before, travel side by side; each item
+    /// gets its own answer either way.
+    async fn writes_and_replicas_together(pre_merge: bool) {
+        let (store, svc) = service(1);
+        let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let addr = serve(Recording {
+            svc,
+            pre_merge,
+            calls: calls.clone(),
+        })
+        .await;
+        let clients = PeerClients::new(Duration::from_secs(5));
+        let peer = clients.peer(addr);
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        // A first write alone: the peer is then known to answer `Forward`.
+        assert_eq!(
+            peer.forward(forwarded("w0", BODY), 100, deadline())
                 .await
                 .unwrap()
                 .0
                 .status,
-            202
+            200
         );
-        assert!(store.group(&key("f1")).is_none());
+        for round in 0..2 {
+            let mut bad = forwarded(&format!("bad{round}"), BODY);
+            bad.families[0].truncate(5);
+            let mut broken = replica_of(&format!("broken{round}"), 7);
+            broken.group.truncate(broken.group.len() / 2);
+            let (w1, w2) = (format!("w1-{round}"), format!("w2-{round}"));
+            let (r1, r2) = (format!("r1-{round}"), format!("r2-{round}"));
+            let (f1, f2, fb, a1, a1_old, ab, a2) = tokio::join!(
+                peer.forward(forwarded(&w1, BODY), 100, deadline()),
+                peer.forward(forwarded(&w2, BODY), 100, deadline()),
+                peer.forward(bad, 100, deadline()),
+                peer.replicate(replica_of(&r1, 5), 100, deadline()),
+                peer.replicate(replica_of(&r1, 4), 100, deadline()),
+                peer.replicate(broken, 100, deadline()),
+                peer.replicate(replica_of(&r2, 6), 100, deadline()),
+            );
+            assert_eq!(f1.unwrap().0.status, 200);
+            assert_eq!(f2.unwrap().0.status, 200);
+            assert_eq!(fb.unwrap_err().code(), tonic::Code::InvalidArgument);
+            assert!(a1.unwrap());
+            assert!(!a1_old.unwrap(), "an older state is not applied");
+            assert_eq!(ab.unwrap_err().code(), tonic::Code::InvalidArgument);
+            assert!(a2.unwrap());
+            assert_eq!(store.group_version(&key(&r1)), Some(5));
+            assert_eq!(store.group_version(&key(&r2)), Some(6));
+            for job in [&w1, &w2] {
+                let direct = Store::new(StoreOptions::default());
+                direct.push(prepared(job, BODY), 1.0).unwrap();
+                assert_eq!(text_of(&store, job), text_of(&direct, job));
+            }
+            assert!(store.group(&key(&format!("bad{round}"))).is_none());
+            assert!(store.group(&key(&format!("broken{round}"))).is_none());
+        }
+        let calls = calls.lock().clone();
+        let expected = if pre_merge {
+            vec![
+                ("forward", 1, 0),
+                // The first mixed batch: the replicas it carried went unseen and unanswered, so
+                // they were sent again by themselves; the next batch goes side by side.
+                ("forward", 3, 0),
+                ("replicate_batch", 0, 4),
+                ("forward", 3, 0),
+                ("replicate_batch", 0, 4),
+            ]
+        } else {
+            vec![("forward", 1, 0), ("forward", 3, 4), ("forward", 3, 4)]
+        };
+        // The last round's two calls side by side may arrive in either order.
+        let (mut got, mut want) = (calls.clone(), expected);
+        got[3..].sort();
+        want[3..].sort();
+        assert_eq!(got, want, "calls: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn writes_and_replicas_for_one_peer_share_a_call() {
+        writes_and_replicas_together(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_ignores_replicas_in_a_forward_gets_them_by_replicate_batch() {
+        writes_and_replicas_together(true).await;
     }
 
     #[tokio::test]
@@ -1969,8 +2136,7 @@ mod tests {
         let peer = clients.peer(addr);
         let deadline = Instant::now() + Duration::from_millis(500);
         let answers =
-            join_all(["x", "y"].map(|j| peer.forward.call(forwarded(j, BODY), 100, deadline)))
-                .await;
+            join_all(["x", "y"].map(|j| peer.forward(forwarded(j, BODY), 100, deadline))).await;
         for a in answers {
             assert!(a.is_err());
         }
