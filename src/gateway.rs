@@ -78,9 +78,18 @@ pub fn stream_rendered(
 ) -> ScrapeStream {
     let (mut sink, rx) = ChunkSink::new(gzip);
     tokio::task::spawn_blocking(move || {
-        let stats = render(&mut |c| sink.push(c));
-        sink.finish();
-        record_render(&stats, started.elapsed());
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            render(&mut |c| sink.push(c))
+        }));
+        match rendered {
+            Ok(stats) => {
+                sink.finish();
+                record_render(&stats, started.elapsed());
+            }
+            // The response must not end as if it were complete: the error makes the server
+            // abort it, so the client sees a broken response instead of a short valid one.
+            Err(_) => sink.fail("the scrape's render failed; the response is incomplete"),
+        }
     });
     rx
 }
@@ -145,6 +154,13 @@ impl ChunkSink {
                 self.send(out);
             }
         }
+    }
+
+    /// Ends the stream with an error (the response is aborted, not ended).
+    pub fn fail(self, message: &str) {
+        let _ = self
+            .tx
+            .blocking_send(Err(std::io::Error::other(message.to_owned())));
     }
 
     pub fn finish(mut self) {
@@ -267,5 +283,43 @@ impl Gateway for LocalGateway {
 
     fn validation(&self) -> &Validation {
         &self.validation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn drain(mut rx: ScrapeStream) -> Vec<Result<Vec<u8>, String>> {
+        let mut out = Vec::new();
+        while let Some(item) = rx.recv().await {
+            out.push(item.map(|b| b.to_vec()).map_err(|e| e.to_string()));
+        }
+        out
+    }
+
+    fn render_two(fail_between: bool) -> ScrapeStream {
+        stream_rendered(false, std::time::Instant::now(), move |emit| {
+            emit(b"first".to_vec());
+            if fail_between {
+                panic!("a render bug (expected by this test)");
+            }
+            emit(b"second".to_vec());
+            RenderStats::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_render_that_completes_ends_its_stream_cleanly() {
+        let got = drain(render_two(false)).await;
+        assert_eq!(got, vec![Ok(b"first".to_vec()), Ok(b"second".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn a_render_that_fails_midway_ends_its_stream_with_an_error_not_cleanly() {
+        let got = drain(render_two(true)).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], Ok(b"first".to_vec()));
+        assert!(got[1].as_ref().unwrap_err().contains("incomplete"));
     }
 }
