@@ -297,24 +297,45 @@ pub fn http_timeout(
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        dechunk(body).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{method} {path}: status {status}, but the chunked body ended before its last chunk (the response was cut short)"
+            ))
+        })?
     } else {
         body.to_owned()
     };
     Ok((status, body))
 }
 
-fn dechunk(mut s: &str) -> String {
+/// The body of a chunked response; None when it ends before the terminating empty chunk (a
+/// response cut short must not pass for a complete one).
+fn dechunk(mut s: &str) -> Option<String> {
     let mut out = String::new();
     while let Some((len, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
+        let n = usize::from_str_radix(len.trim(), 16).ok()?;
+        if n == 0 {
+            return Some(out);
         }
-        out.push_str(&rest[..n]);
+        out.push_str(rest.get(..n)?);
         s = rest[n..].trim_start_matches("\r\n");
     }
-    out
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn a_chunked_body_is_read_to_its_last_chunk_and_a_cut_one_is_refused() {
+        let whole = "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        assert_eq!(dechunk(whole).as_deref(), Some("hello world"));
+        assert_eq!(dechunk("0\r\n\r\n").as_deref(), Some(""));
+        // Cut anywhere before the terminating empty chunk: not a complete body.
+        for cut in 0..whole.find("0\r\n\r\n").unwrap() {
+            assert_eq!(dechunk(&whole[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(dechunk("zz\r\nhello\r\n0\r\n\r\n"), None);
+    }
 }
