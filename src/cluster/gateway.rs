@@ -1697,49 +1697,84 @@ mod tests {
         addr
     }
 
-    /// A peer of an older version: no batch calls. With `damaged`, the first group of every
-    /// chunk its collect answers carry is cut short.
-    struct OldPeer(ClusterService, bool);
-
-    fn old(svc: ClusterService) -> OldPeer {
-        OldPeer(svc, false)
+    /// Which release a `TestPeer` acts as.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Release {
+        /// Before the batch calls: `Forward` and `ReplicateBatch` are unimplemented, and
+        /// collect requests lose the fields it does not know (responders, only_keys).
+        Old,
+        /// Before `ForwardRequest.replicas`: it never sees them, and answers none.
+        PreMerge,
+        Current,
     }
 
-    fn damaged(svc: ClusterService) -> OldPeer {
-        OldPeer(svc, true)
+    /// A node's service as a peer of `release` would answer, recording each `Forward` and
+    /// `ReplicateBatch` call it gets (writes, replicas). With `damaged`, the first group of
+    /// every chunk its collect answers carry is cut short.
+    struct TestPeer {
+        svc: ClusterService,
+        release: Release,
+        damaged: bool,
+        calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
+    }
+
+    /// The method, and how many writes and replicas it carried.
+    type RecordedCall = (&'static str, usize, usize);
+
+    impl TestPeer {
+        fn new(svc: ClusterService, release: Release) -> Self {
+            TestPeer {
+                svc,
+                release,
+                damaged: false,
+                calls: Default::default(),
+            }
+        }
+    }
+
+    fn old(svc: ClusterService) -> TestPeer {
+        TestPeer::new(svc, Release::Old)
+    }
+
+    fn damaged(svc: ClusterService) -> TestPeer {
+        TestPeer {
+            damaged: true,
+            ..old(svc)
+        }
     }
 
     #[tonic::async_trait]
-    impl Cluster for OldPeer {
+    impl Cluster for TestPeer {
         async fn push(
             &self,
             r: Request<pb::PushRequest>,
         ) -> Result<Response<pb::WriteReply>, Status> {
-            self.0.push(r).await
+            self.svc.push(r).await
         }
         async fn delete(
             &self,
             r: Request<pb::DeleteRequest>,
         ) -> Result<Response<pb::WriteReply>, Status> {
-            self.0.delete(r).await
+            self.svc.delete(r).await
         }
         async fn replicate(
             &self,
             r: Request<pb::ReplicateRequest>,
         ) -> Result<Response<pb::ReplicateReply>, Status> {
-            self.0.replicate(r).await
+            self.svc.replicate(r).await
         }
         type CollectStream = <ClusterService as Cluster>::CollectStream;
         async fn collect(
             &self,
-            r: Request<pb::CollectRequest>,
+            mut r: Request<pb::CollectRequest>,
         ) -> Result<Response<Self::CollectStream>, Status> {
-            // An earlier release drops the fields it does not know.
-            let mut r = r;
-            r.get_mut().responders.clear();
-            r.get_mut().only_keys.clear();
-            let mut answer = self.0.collect(r).await?;
-            if self.1 {
+            if self.release == Release::Old {
+                // An earlier release drops the fields it does not know.
+                r.get_mut().responders.clear();
+                r.get_mut().only_keys.clear();
+            }
+            let mut answer = self.svc.collect(r).await?;
+            if self.damaged {
                 let chunks: Vec<_> = answer.get_mut().collect().await;
                 let chunks = chunks.into_iter().map(|mut c| {
                     if let Some(g) = c.as_mut().ok().and_then(|c| c.groups.first_mut()) {
@@ -1757,31 +1792,46 @@ mod tests {
             &self,
             r: Request<pb::WipeRequest>,
         ) -> Result<Response<pb::WipeReply>, Status> {
-            self.0.wipe(r).await
+            self.svc.wipe(r).await
         }
         async fn sync(
             &self,
             r: Request<pb::SyncRequest>,
         ) -> Result<Response<pb::SyncReply>, Status> {
-            self.0.sync(r).await
+            self.svc.sync(r).await
         }
         async fn forward(
             &self,
-            _r: Request<pb::ForwardRequest>,
+            mut r: Request<pb::ForwardRequest>,
         ) -> Result<Response<pb::ForwardReply>, Status> {
-            Err(Status::unimplemented("old peer"))
+            match self.release {
+                Release::Old => return Err(Status::unimplemented("old peer")),
+                Release::PreMerge => r.get_mut().replicas.clear(),
+                Release::Current => {}
+            }
+            let req = r.get_ref();
+            self.calls
+                .lock()
+                .push(("forward", req.writes.len(), req.replicas.len()));
+            self.svc.forward(r).await
         }
         async fn replicate_batch(
             &self,
-            _r: Request<pb::ReplicateBatchRequest>,
+            r: Request<pb::ReplicateBatchRequest>,
         ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
-            Err(Status::unimplemented("old peer"))
+            if self.release == Release::Old {
+                return Err(Status::unimplemented("old peer"));
+            }
+            self.calls
+                .lock()
+                .push(("replicate_batch", 0, r.get_ref().items.len()));
+            self.svc.replicate_batch(r).await
         }
     }
 
     /// A merged view from node a of a, b, c (R = 3), b and c holding the same 60 groups and a
     /// none; `c` is how c answers.
-    async fn merged_view_of_three(c: Option<fn(ClusterService) -> OldPeer>) -> Vec<String> {
+    async fn merged_view_of_three(c: Option<fn(ClusterService) -> TestPeer>) -> Vec<String> {
         let mut listeners = Vec::new();
         for _ in 0..3 {
             listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -1883,10 +1933,10 @@ mod tests {
     }
 
     /// Forwards and replications through real gRPC, to a current peer and to an older one.
-    async fn round_trip(old: bool) {
+    async fn round_trip(older: bool) {
         let (store, svc) = service(1);
-        let addr = if old {
-            serve(OldPeer(svc, false)).await
+        let addr = if older {
+            serve(old(svc)).await
         } else {
             serve(svc).await
         };
@@ -1954,93 +2004,19 @@ mod tests {
         assert!(store.group(&key("f1")).is_none());
     }
 
-    /// A current peer that records each `Forward` and `ReplicateBatch` call it gets (writes,
-    /// replicas). With `pre_merge` it acts as a release before `ForwardRequest.replicas`: it
-    /// never sees them, and answers none.
-    struct Recording {
-        svc: ClusterService,
-        pre_merge: bool,
-        calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
-    }
-
-    /// The method, and how many writes and replicas it carried.
-    type RecordedCall = (&'static str, usize, usize);
-
-    #[tonic::async_trait]
-    impl Cluster for Recording {
-        async fn push(
-            &self,
-            r: Request<pb::PushRequest>,
-        ) -> Result<Response<pb::WriteReply>, Status> {
-            self.svc.push(r).await
-        }
-        async fn delete(
-            &self,
-            r: Request<pb::DeleteRequest>,
-        ) -> Result<Response<pb::WriteReply>, Status> {
-            self.svc.delete(r).await
-        }
-        async fn replicate(
-            &self,
-            r: Request<pb::ReplicateRequest>,
-        ) -> Result<Response<pb::ReplicateReply>, Status> {
-            self.svc.replicate(r).await
-        }
-        type CollectStream = <ClusterService as Cluster>::CollectStream;
-        async fn collect(
-            &self,
-            r: Request<pb::CollectRequest>,
-        ) -> Result<Response<Self::CollectStream>, Status> {
-            self.svc.collect(r).await
-        }
-        async fn wipe(
-            &self,
-            r: Request<pb::WipeRequest>,
-        ) -> Result<Response<pb::WipeReply>, Status> {
-            self.svc.wipe(r).await
-        }
-        async fn sync(
-            &self,
-            r: Request<pb::SyncRequest>,
-        ) -> Result<Response<pb::SyncReply>, Status> {
-            self.svc.sync(r).await
-        }
-        async fn forward(
-            &self,
-            mut r: Request<pb::ForwardRequest>,
-        ) -> Result<Response<pb::ForwardReply>, Status> {
-            if self.pre_merge {
-                r.get_mut().replicas.clear();
-            }
-            let req = r.get_ref();
-            self.calls
-                .lock()
-                .push(("forward", req.writes.len(), req.replicas.len()));
-            self.svc.forward(r).await
-        }
-        async fn replicate_batch(
-            &self,
-            r: Request<pb::ReplicateBatchRequest>,
-        ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
-            self.calls
-                .lock()
-                .push(("replicate_batch", 0, r.get_ref().items.len()));
-            self.svc.replicate_batch(r).await
-        }
-    }
-
     /// Writes and replicas queued for one peer at the same time, through real gRPC: they share
     /// one `Forward` call, or, to a peer of the release before, travel side by side; each item
     /// gets its own answer either way.
     async fn writes_and_replicas_together(pre_merge: bool) {
         let (store, svc) = service(1);
-        let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let addr = serve(Recording {
-            svc,
-            pre_merge,
-            calls: calls.clone(),
-        })
-        .await;
+        let release = if pre_merge {
+            Release::PreMerge
+        } else {
+            Release::Current
+        };
+        let peer = TestPeer::new(svc, release);
+        let calls = peer.calls.clone();
+        let addr = serve(peer).await;
         let clients = PeerClients::new(Duration::from_secs(5));
         let peer = clients.peer(addr);
         let deadline = || Instant::now() + Duration::from_secs(5);
