@@ -251,8 +251,9 @@ fn watcher(base: &str, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
                     l.incomplete_views.push((
                         Instant::now(),
                         format!(
-                            "{} acknowledged groups missing, e.g. {:?}",
+                            "{} acknowledged groups missing (body {} bytes), e.g. {:?}",
                             missing.len(),
+                            body.len(),
                             &missing[..missing.len().min(5)]
                         ),
                     ));

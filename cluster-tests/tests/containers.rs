@@ -188,17 +188,19 @@ impl Scenario {
             .collect();
         assert!(
             incomplete.is_empty(),
-            "{}: scrapes through the balancer returned incomplete or invalid views: {:?}",
+            "{}: scrapes through the balancer returned incomplete or invalid views: {:?}\nhaproxy's unusual requests:\n{}",
             self.name,
-            &incomplete[..incomplete.len().min(5)]
+            &incomplete[..incomplete.len().min(5)],
+            self.lb.unusual_log(40).join("\n")
         );
         let unexplained = ledger.unexplained(GRACE);
         assert!(
             unexplained.is_empty(),
-            "{}: {} failures more than {GRACE:?} after any fault or heal: {:?}",
+            "{}: {} failures more than {GRACE:?} after any fault or heal: {:?}\nhaproxy's unusual requests:\n{}",
             self.name,
             unexplained.len(),
-            &unexplained[..unexplained.len().min(5)]
+            &unexplained[..unexplained.len().min(5)],
+            self.lb.unusual_log(40).join("\n")
         );
         ledger
     }
