@@ -721,7 +721,15 @@ fn group_wire_capacity(g: &GroupSnapshot) -> usize {
 pub fn group_from_bytes(raw: &bytes::Bytes, names: NameScheme) -> Result<GroupSnapshot, String> {
     let g = snapshot_proto::Group::decode(raw.clone())
         .map_err(|e| format!("undecodable group: {e}"))?;
-    decode_group(0, g, names)
+    decode_group(0, g, names, None)
+}
+
+/// [`group_from_bytes`] for a copy rendered once and dropped (a merged scrape's): the families
+/// stay where they are in `raw` instead of being copied out, and hold it alive meanwhile.
+pub fn group_in_bytes(raw: &bytes::Bytes, names: NameScheme) -> Result<GroupSnapshot, String> {
+    let g = snapshot_proto::Group::decode(raw.clone())
+        .map_err(|e| format!("undecodable group: {e}"))?;
+    decode_group(0, g, names, Some(raw))
 }
 
 /// `groups` and every tombstone of a node, in chunks of about `COLLECT_CHUNK_BYTES`, the
@@ -880,7 +888,9 @@ pub struct Collected {
     pub tombstones: Vec<(GroupKey, u64)>,
 }
 
-/// Decodes collect chunks (on the blocking pool: this validates and copies every family).
+/// Decodes collect chunks for a merged view (on the blocking pool: this validates every
+/// family). The groups' families are read in place (`group_in_bytes`): they keep the chunks'
+/// buffers alive until the view is dropped, and are not copied.
 pub fn decode_chunks(
     chunks: Vec<pb::CollectChunk>,
     names: NameScheme,
@@ -891,7 +901,7 @@ pub fn decode_chunks(
     };
     for c in chunks {
         for g in c.groups {
-            out.groups.push(group_from_bytes(&g, names)?);
+            out.groups.push(group_in_bytes(&g, names)?);
         }
         for t in c.tombstones {
             out.tombstones.push((key_from_pb(t.key, names)?, t.version));
@@ -1006,7 +1016,7 @@ mod tests {
     }
 
     #[test]
-    fn collect_chunks_decode_to_the_same_groups_without_holding_the_received_buffers() {
+    fn collect_chunks_decode_to_the_same_groups_read_in_place_and_replicas_are_copied() {
         use crate::store::{Store, StoreOptions};
         let store = Store::new(StoreOptions::default());
         // About 2 KB per group: 1,500 groups fill more than two chunks.
@@ -1042,8 +1052,31 @@ mod tests {
                 );
             }
         }
-        // The decoded groups are copies: no received buffer is kept alive by them.
+        // A merged view's groups are read where they lie in the received buffers, which they
+        // hold until they are dropped, and nothing else does.
+        for g in &got {
+            for (f, _) in g.families.iter() {
+                let inside = received
+                    .iter()
+                    .any(|b| b.as_ptr_range().contains(&f.text().as_ptr()));
+                assert!(inside, "group {} was copied", g.key);
+            }
+        }
+        assert!(received.iter().all(|b| !b.is_unique()));
+        drop(got);
         assert!(received.iter().all(|b| b.is_unique()));
+        // A group kept by a node (a replica) is copied out: the message is not held.
+        let chunk = pb::CollectChunk::decode(received[0].clone()).unwrap();
+        let kept = group_from_bytes(&chunk.groups[0], NameScheme::Legacy).unwrap();
+        let in_place = group_in_bytes(&chunk.groups[0], NameScheme::Legacy).unwrap();
+        drop(chunk);
+        assert_eq!(kept.families.len(), in_place.families.len());
+        for ((a, _), (b, _)) in kept.families.iter().zip(&in_place.families) {
+            assert_eq!((a.text(), a.proto_metrics()), (b.text(), b.proto_metrics()));
+        }
+        drop(in_place);
+        assert!(received[0].is_unique());
+        assert_eq!(kept.key, groups[0].key);
     }
 
     fn ring_of(self_id: &str, ids: &[&str]) -> Ring {

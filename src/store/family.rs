@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 
 use super::key::GroupKey;
@@ -63,13 +64,17 @@ pub struct FamilyHead {
     pub name: Arc<str>,
     pub help: Arc<str>,
     pub typ: MetricType,
-    /// The family's bytes are `[start..end]` of the block: `entries ‖ text ‖ keys ‖ proto`.
-    start: u32,
+    /// Where the family is in the block's bytes: `count` entries, `ENTRY_BYTES` each, from
+    /// `entries_at`; its data (`text ‖ keys ‖ proto`) is `[data_at..end]`. A block built here
+    /// lays each family out as entries then data; a block of a peer's message keeps the
+    /// message's own layout (data, then the entries), without copying it.
+    entries_at: u32,
+    data_at: u32,
     end: u32,
-    /// Number of entries, `ENTRY_BYTES` each at the head of the family's bytes.
+    /// Number of entries.
     count: u32,
-    /// After the entries, `[..text_len]` is the text, `[text_len..proto_at]` the keys, the
-    /// rest protobuf.
+    /// Of the data, `[..text_len]` is the text, `[text_len..proto_at]` the keys, the rest
+    /// protobuf.
     text_len: u32,
     proto_at: u32,
     /// Identity of the family's series list (a hash of the entries' series identities in
@@ -89,7 +94,7 @@ pub struct FamilyHead {
 /// families is held; name and help are interned.
 #[derive(Clone)]
 pub struct StoredFamily {
-    block: triomphe::ThinArc<Box<[u8]>, FamilyHead>,
+    block: triomphe::ThinArc<Bytes, FamilyHead>,
     idx: u32,
 }
 
@@ -171,7 +176,8 @@ impl BlockBuilder {
             name,
             help,
             typ,
-            start: offset(start),
+            entries_at: offset(start),
+            data_at: offset(start + entries.len() * ENTRY_BYTES),
             end: offset(self.bytes.len()),
             count: offset(entries.len()),
             text_len: offset(text_len),
@@ -204,9 +210,88 @@ impl BlockBuilder {
         }
     }
 
-    fn block(&mut self) -> triomphe::ThinArc<Box<[u8]>, FamilyHead> {
-        triomphe::ThinArc::from_header_and_iter(self.bytes.as_slice().into(), self.heads.drain(..))
+    fn block(&mut self) -> triomphe::ThinArc<Bytes, FamilyHead> {
+        triomphe::ThinArc::from_header_and_iter(
+            Bytes::copy_from_slice(&self.bytes),
+            self.heads.drain(..),
+        )
     }
+}
+
+/// Families read from a peer's message in place: their block is the message's buffer itself
+/// (shared, not copied), for families that are rendered once and dropped (a merged scrape's
+/// copies); what a node keeps goes through [`BlockBuilder`], which packs it into a block of
+/// its own instead of holding a whole message alive.
+pub struct SharedBlock {
+    bytes: Bytes,
+    heads: Vec<FamilyHead>,
+}
+
+impl SharedBlock {
+    pub fn new(bytes: Bytes) -> Self {
+        SharedBlock {
+            bytes,
+            heads: Vec::new(),
+        }
+    }
+
+    /// Checks and adds the family in wire form at `[at..at + len]` of the buffer (see
+    /// [`StoredFamily::from_wire`]); nothing is added when it is refused.
+    pub fn add_wire(
+        &mut self,
+        at: usize,
+        len: usize,
+        names: crate::exposition::names::NameScheme,
+    ) -> Result<(), String> {
+        let b = at
+            .checked_add(len)
+            .and_then(|end| self.bytes.get(at..end))
+            .ok_or("family outside its message")?;
+        let w = WireFamily::read(b, names)?;
+        let (base, count) = (at, w.entries.len());
+        self.heads.push(FamilyHead {
+            name: intern(w.name),
+            help: intern(w.help),
+            typ: w.typ,
+            entries_at: offset(base + w.entries_at),
+            data_at: offset(base + w.data.start),
+            end: offset(base + w.data.end),
+            count: offset(count),
+            text_len: offset(w.text_len),
+            proto_at: offset(w.proto_at),
+            layout: layout_of(&w.entries),
+        });
+        Ok(())
+    }
+
+    /// The families, one handle each in the order they were added.
+    pub fn finish(self) -> Vec<StoredFamily> {
+        let n = self.heads.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let block = triomphe::ThinArc::from_header_and_iter(self.bytes, self.heads.into_iter());
+        (0..n)
+            .map(|i| StoredFamily {
+                block: block.clone(),
+                idx: offset(i),
+            })
+            .collect()
+    }
+}
+
+/// A family in wire form, checked: its fields, and where its parts are in the bytes read.
+struct WireFamily<'a> {
+    name: &'a str,
+    help: &'a str,
+    typ: MetricType,
+    text_len: usize,
+    proto_at: usize,
+    /// `text ‖ keys ‖ proto`.
+    data: std::ops::Range<usize>,
+    /// Where the entries start (`ENTRY_BYTES` each, in the layout `Entry::write` gives).
+    entries_at: usize,
+    entries: Vec<Entry>,
 }
 
 /// Asks the processor to start loading the cache lines of `len` bytes at `p` (at least one
@@ -326,6 +411,109 @@ fn intern_shared(s: &str) -> Arc<str> {
     let a: Arc<str> = Arc::from(s);
     set.insert(a.clone());
     a
+}
+
+impl<'a> WireFamily<'a> {
+    /// Reads `StoredFamily::to_wire`'s form, checking every offset and that the text is UTF-8
+    /// lines of this family, so a malformed message is an error, never a panic or a broken
+    /// exposition.
+    fn read(b: &'a [u8], names: crate::exposition::names::NameScheme) -> Result<Self, String> {
+        struct R<'a>(&'a [u8]);
+        impl<'a> R<'a> {
+            fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+                if self.0.len() < n {
+                    return Err("truncated encoded family".into());
+                }
+                let (a, rest) = self.0.split_at(n);
+                self.0 = rest;
+                Ok(a)
+            }
+            fn u32(&mut self) -> Result<u32, String> {
+                let a = self.take(4)?;
+                Ok(u32::from_le_bytes([a[0], a[1], a[2], a[3]]))
+            }
+            fn str(&mut self) -> Result<&'a str, String> {
+                let n = self.u32()? as usize;
+                std::str::from_utf8(self.take(n)?).map_err(|_| "non-UTF-8 name or help".to_string())
+            }
+        }
+        let mut r = R(b);
+        let name = r.str()?;
+        let help = r.str()?;
+        if !crate::exposition::names::is_valid_metric_name(name, names) {
+            return Err(format!("invalid metric name {name:?}"));
+        }
+        let typ = match MetricType::try_from(i32::from(r.take(1)?[0])) {
+            Ok(MetricType::GaugeHistogram) | Err(_) => return Err("unsupported metric type".into()),
+            Ok(t) => t,
+        };
+        let text_len = r.u32()? as usize;
+        let keys_len = r.u32()? as usize;
+        let buf_len = r.u32()? as usize;
+        let data_at = b.len() - r.0.len();
+        let buf = r.take(buf_len)?;
+        let proto_at = text_len
+            .checked_add(keys_len)
+            .filter(|&p| p <= buf.len())
+            .ok_or("offsets beyond the buffer")?;
+        let text =
+            std::str::from_utf8(&buf[..text_len]).map_err(|_| "non-UTF-8 text".to_string())?;
+        let n = r.u32()? as usize;
+        let entries_at = b.len() - r.0.len();
+        if n > b.len() / 32 {
+            return Err("entry count larger than the message".into());
+        }
+        let mut entries = Vec::with_capacity(n);
+        let (mut prev_text, mut prev_key, mut prev_key_start) = (0usize, 0usize, 0usize);
+        let keys = &buf[text_len..proto_at];
+        let proto_len_total = buf.len() - proto_at;
+        for _ in 0..n {
+            let (t, k, ps, pl) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+            let series = u128::from_le_bytes(r.take(16)?.try_into().map_err(|_| "bad series")?);
+            let (tu, ku) = (t as usize, k as usize);
+            if tu <= prev_text
+                || tu > text_len
+                || ku < prev_key
+                || ku > keys_len
+                || (ps as usize)
+                    .checked_add(pl as usize)
+                    .is_none_or(|end| end > proto_len_total)
+            {
+                return Err("entry offsets out of order or out of bounds".into());
+            }
+            // Exposition order: sort keys never decrease (so repeated series are neighbours).
+            if !entries.is_empty() && keys[prev_key_start..prev_key] > keys[prev_key..ku] {
+                return Err("entries are not in exposition order".into());
+            }
+            let line = &text[prev_text..tu];
+            if !line.starts_with(name) || !line.ends_with('\n') || !text.is_char_boundary(tu) {
+                return Err("text of an entry is not lines of this family".into());
+            }
+            prev_text = tu;
+            prev_key_start = prev_key;
+            prev_key = ku;
+            entries.push(Entry {
+                text_end: t,
+                key_end: k,
+                proto_start: ps,
+                proto_len: pl,
+                series,
+            });
+        }
+        if prev_text != text_len || prev_key != keys_len || !r.0.is_empty() {
+            return Err("encoded family has trailing or unaccounted bytes".into());
+        }
+        Ok(WireFamily {
+            name,
+            help,
+            typ,
+            text_len,
+            proto_at,
+            data: data_at..data_at + buf_len,
+            entries_at,
+            entries,
+        })
+    }
 }
 
 impl StoredFamily {
@@ -468,7 +656,7 @@ impl StoredFamily {
         const ALIGN: usize = std::mem::align_of::<FamilyHead>();
         const HEADS_AT: usize = up(std::mem::size_of::<usize>(), ALIGN)
             + up(
-                std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<usize>(),
+                std::mem::size_of::<Bytes>() + std::mem::size_of::<usize>(),
                 ALIGN,
             );
         HEADS_AT + self.idx as usize * std::mem::size_of::<FamilyHead>()
@@ -491,25 +679,26 @@ impl StoredFamily {
         a.block.ptr() == b.block.ptr()
     }
 
-    /// The family's bytes: `entries ‖ text ‖ keys ‖ proto`.
-    fn buf(&self) -> &[u8] {
-        &self.block.header.header[self.start as usize..self.end as usize]
+    /// The entries' bytes, `ENTRY_BYTES` each.
+    fn entry_bytes(&self) -> &[u8] {
+        let at = self.entries_at as usize;
+        &self.block.header.header[at..at + self.count as usize * ENTRY_BYTES]
     }
 
     /// The entries, in exposition order.
     fn entries(&self) -> impl ExactSizeIterator<Item = Entry> + '_ {
-        self.buf()[..self.count as usize * ENTRY_BYTES]
+        self.entry_bytes()
             .chunks_exact(ENTRY_BYTES)
             .map(Entry::read)
     }
 
     fn entry(&self, i: usize) -> Entry {
-        Entry::read(&self.buf()[i * ENTRY_BYTES..(i + 1) * ENTRY_BYTES])
+        Entry::read(&self.entry_bytes()[i * ENTRY_BYTES..(i + 1) * ENTRY_BYTES])
     }
 
-    /// Text, keys and protobuf: everything after the entries.
+    /// Text, keys and protobuf.
     fn data(&self) -> &[u8] {
-        &self.buf()[self.count as usize * ENTRY_BYTES..]
+        &self.block.header.header[self.data_at as usize..self.end as usize]
     }
 
     /// A one-sample gauge, for the group's `push_time_seconds` and `push_failure_time_seconds`.
@@ -728,7 +917,7 @@ impl StoredFamily {
 
     /// The length of `to_wire`'s output.
     pub fn wire_len(&self) -> usize {
-        4 + self.name.len() + 4 + self.help.len() + 1 + 4 * 4 + self.buf().len()
+        4 + self.name.len() + 4 + self.help.len() + 1 + 4 * 4 + self.heap_bytes()
     }
 
     /// Reads `to_wire`'s form from a peer, checking every offset and that the text is UTF-8
@@ -750,105 +939,24 @@ impl StoredFamily {
         b: &[u8],
         names: crate::exposition::names::NameScheme,
     ) -> Result<(), String> {
-        struct R<'a>(&'a [u8]);
-        impl<'a> R<'a> {
-            fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-                if self.0.len() < n {
-                    return Err("truncated encoded family".into());
-                }
-                let (a, rest) = self.0.split_at(n);
-                self.0 = rest;
-                Ok(a)
-            }
-            fn u32(&mut self) -> Result<u32, String> {
-                let a = self.take(4)?;
-                Ok(u32::from_le_bytes([a[0], a[1], a[2], a[3]]))
-            }
-            fn str(&mut self) -> Result<&'a str, String> {
-                let n = self.u32()? as usize;
-                std::str::from_utf8(self.take(n)?).map_err(|_| "non-UTF-8 name or help".to_string())
-            }
-        }
-        let mut r = R(b);
-        let name = r.str()?;
-        let help = r.str()?;
-        if !crate::exposition::names::is_valid_metric_name(name, names) {
-            return Err(format!("invalid metric name {name:?}"));
-        }
-        let typ = match MetricType::try_from(i32::from(r.take(1)?[0])) {
-            Ok(MetricType::GaugeHistogram) | Err(_) => return Err("unsupported metric type".into()),
-            Ok(t) => t,
-        };
-        let text_len = r.u32()? as usize;
-        let keys_len = r.u32()? as usize;
-        let buf_len = r.u32()? as usize;
-        let buf = r.take(buf_len)?;
-        let proto_at = text_len
-            .checked_add(keys_len)
-            .filter(|&p| p <= buf.len())
-            .ok_or("offsets beyond the buffer")?;
-        let text =
-            std::str::from_utf8(&buf[..text_len]).map_err(|_| "non-UTF-8 text".to_string())?;
-        let n = r.u32()? as usize;
-        if n > b.len() / 32 {
-            return Err("entry count larger than the message".into());
-        }
-        let mut entries = Vec::with_capacity(n);
-        let (mut prev_text, mut prev_key, mut prev_key_start) = (0usize, 0usize, 0usize);
-        let keys = &buf[text_len..proto_at];
-        let proto_len_total = buf.len() - proto_at;
-        for _ in 0..n {
-            let (t, k, ps, pl) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
-            let series = u128::from_le_bytes(r.take(16)?.try_into().map_err(|_| "bad series")?);
-            let (tu, ku) = (t as usize, k as usize);
-            if tu <= prev_text
-                || tu > text_len
-                || ku < prev_key
-                || ku > keys_len
-                || (ps as usize)
-                    .checked_add(pl as usize)
-                    .is_none_or(|end| end > proto_len_total)
-            {
-                return Err("entry offsets out of order or out of bounds".into());
-            }
-            // Exposition order: sort keys never decrease (so repeated series are neighbours).
-            if !entries.is_empty() && keys[prev_key_start..prev_key] > keys[prev_key..ku] {
-                return Err("entries are not in exposition order".into());
-            }
-            let line = &text[prev_text..tu];
-            if !line.starts_with(name) || !line.ends_with('\n') || !text.is_char_boundary(tu) {
-                return Err("text of an entry is not lines of this family".into());
-            }
-            prev_text = tu;
-            prev_key_start = prev_key;
-            prev_key = ku;
-            entries.push(Entry {
-                text_end: t,
-                key_end: k,
-                proto_start: ps,
-                proto_len: pl,
-                series,
-            });
-        }
-        if prev_text != text_len || prev_key != keys_len || !r.0.is_empty() {
-            return Err("encoded family has trailing or unaccounted bytes".into());
-        }
+        let w = WireFamily::read(b, names)?;
+        let data = &b[w.data.clone()];
         block.add(
-            intern(name),
-            intern(help),
-            typ,
-            &entries,
-            text_len,
-            proto_at,
-            buf.len(),
-            |out| out.extend_from_slice(buf),
+            intern(w.name),
+            intern(w.help),
+            w.typ,
+            &w.entries,
+            w.text_len,
+            w.proto_at,
+            data.len(),
+            |out| out.extend_from_slice(data),
         );
         Ok(())
     }
 
     /// Approximate heap bytes held, for the memory accounting self-metric.
     pub fn heap_bytes(&self) -> usize {
-        self.buf().len()
+        self.count as usize * ENTRY_BYTES + self.data().len()
     }
 }
 
@@ -1115,6 +1223,105 @@ mod tests {
             bad[i] ^= 0xA5;
             // Must never panic; most flips are refused.
             let _ = StoredFamily::from_wire(&bad, Default::default());
+        }
+    }
+
+    /// Everything a render or the API reads of a family.
+    fn view(f: &StoredFamily) -> (String, String, MetricType, Vec<u8>, Vec<u8>, Vec<u128>) {
+        let keys = f.chunks().flat_map(|c| c.sort_key.to_vec()).collect();
+        (
+            f.name.to_string(),
+            f.help.to_string(),
+            f.typ,
+            f.text().to_vec(),
+            [keys, f.proto_metrics().to_vec()].concat(),
+            f.series().collect(),
+        )
+    }
+
+    #[test]
+    fn families_read_in_place_equal_copied_ones_and_share_the_buffer() {
+        let fams = block_of(
+            "# HELP a_total first\n# TYPE a_total counter\na_total{x=\"2\"} 1\na_total{x=\"1\"} 2\n\
+             # TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
+            &[("job", "j")],
+        );
+        for text_only in [false, true] {
+            // Families after some unrelated bytes, as in a message.
+            let mut buf = b"prefix".to_vec();
+            let mut places = Vec::new();
+            for f in &fams {
+                let at = buf.len();
+                if text_only {
+                    f.to_wire_text_only(&mut buf);
+                } else {
+                    f.to_wire(&mut buf);
+                }
+                places.push((at, buf.len() - at));
+            }
+            let bytes = Bytes::from(buf);
+            let mut shared = SharedBlock::new(bytes.clone());
+            for &(at, len) in &places {
+                shared.add_wire(at, len, Default::default()).unwrap();
+            }
+            let in_place = shared.finish();
+            assert_eq!(in_place.len(), fams.len());
+            let range = bytes.as_ptr_range();
+            for (i, (f, &(at, len))) in in_place.iter().zip(&places).enumerate() {
+                let copied = StoredFamily::from_wire(&bytes[at..at + len], Default::default());
+                let copied = copied.unwrap();
+                assert_eq!(view(f), view(&copied), "family {i}, text only: {text_only}");
+                assert!(f.same_series(&copied));
+                assert_eq!(f.key_range(), copied.key_range());
+                assert_eq!(f.heap_bytes(), copied.heap_bytes());
+                if !text_only {
+                    assert_eq!(view(f), view(&fams[i]));
+                    assert_eq!(f.to_metric_family(), fams[i].to_metric_family());
+                }
+                // Not copied: the text is read where it lies in the message.
+                assert!(range.contains(&f.text().as_ptr()), "family {i}");
+                assert!(!range.contains(&copied.text().as_ptr()));
+            }
+            assert!(StoredFamily::same_block(&in_place[0], &in_place[1]));
+        }
+    }
+
+    #[test]
+    fn families_read_in_place_refuse_damage_and_places_outside_the_buffer() {
+        let fam = two_gauges();
+        let mut w = Vec::new();
+        fam.to_wire(&mut w);
+        let bytes = Bytes::from(w.clone());
+        let one = |at: usize, len: usize| {
+            let mut b = SharedBlock::new(bytes.clone());
+            let res = b.add_wire(at, len, Default::default());
+            (res, b.finish().len())
+        };
+        assert_eq!(one(0, w.len()).1, 1);
+        for (at, len) in [
+            (0, w.len() + 1),
+            (1, w.len()),
+            (usize::MAX, 2),
+            (3, usize::MAX),
+        ] {
+            let (res, n) = one(at, len);
+            assert!(res.is_err() && n == 0, "{at}+{len}");
+        }
+        for cut in 0..w.len() {
+            let (res, n) = one(0, cut);
+            assert!(res.is_err() && n == 0, "cut at {cut}");
+        }
+        for i in 0..w.len() {
+            let mut bad = w.clone();
+            bad[i] ^= 0xA5;
+            let mut b = SharedBlock::new(Bytes::from(bad.clone()));
+            // Never a panic, and the same verdict as the copying read.
+            let res = b.add_wire(0, bad.len(), Default::default());
+            let copied = StoredFamily::from_wire(&bad, Default::default());
+            assert_eq!(res.is_ok(), copied.is_ok(), "flip at {i}");
+            if let Ok(copied) = copied {
+                assert_eq!(view(&b.finish()[0]), view(&copied));
+            }
         }
     }
 

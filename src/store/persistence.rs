@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::family::{encode_family_header, BlockBuilder, StoredFamily};
+use super::family::{encode_family_header, BlockBuilder, SharedBlock, StoredFamily};
 use super::{GroupKey, GroupSnapshot, Limits, Store, Validation};
 use crate::exposition::{names::NameScheme, MetricType};
 
@@ -164,17 +164,39 @@ pub fn decode_snapshot(
         .map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
     let mut out = Vec::with_capacity(snap.groups.len());
     for (i, g) in snap.groups.into_iter().enumerate() {
-        out.push(decode_group(i, g, names).map_err(corrupt)?);
+        out.push(decode_group(i, g, names, None).map_err(corrupt)?);
     }
     Ok(out)
 }
 
+/// Where each of `parts` lies in `buf` (offset, length), when every one is a slice of it (as
+/// prost hands out the `bytes` fields of a message decoded from a `Bytes`); None otherwise.
+/// Only addresses are compared: nothing outside `buf` is read.
+fn places_in(
+    buf: &bytes::Bytes,
+    parts: &[bytes::Bytes],
+) -> Option<(bytes::Bytes, Vec<(usize, usize)>)> {
+    let base = buf.as_ptr() as usize;
+    let places = parts
+        .iter()
+        .map(|p| {
+            let at = (p.as_ptr() as usize).checked_sub(base)?;
+            (at.checked_add(p.len())? <= buf.len()).then_some((at, p.len()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((buf.clone(), places))
+}
+
 /// Validates one decoded group (`i` is its position, for messages) like a persistence file's:
 /// names, types and label sets are checked and the families encoded for the store.
+/// With `shared`, the buffer `g` was decoded from: its encoded families are then used where
+/// they lie in it (`SharedBlock`), for a copy that is rendered once and dropped; without, they
+/// are copied into a block of the group's own.
 pub fn decode_group(
     i: usize,
     g: snapshot_proto::Group,
     names: NameScheme,
+    shared: Option<&bytes::Bytes>,
 ) -> Result<GroupSnapshot, String> {
     let key = GroupKey::new(
         g.key
@@ -202,12 +224,26 @@ pub fn decode_group(
             return Err(format!("group {key} carries families in two forms"));
         }
         // A group's state replaces all its families, like a PUT: one block for all of them.
-        let mut block = BlockBuilder::default();
-        for raw in &g.encoded_families {
-            StoredFamily::from_wire_into(&mut block, raw, names)
-                .map_err(|e| format!("group {key}: {e}"))?;
-        }
-        for (fi, f) in block.finish().into_iter().enumerate() {
+        let decoded = match shared.and_then(|buf| places_in(buf, &g.encoded_families)) {
+            Some((buf, places)) => {
+                let mut block = SharedBlock::new(buf);
+                for (at, len) in places {
+                    block
+                        .add_wire(at, len, names)
+                        .map_err(|e| format!("group {key}: {e}"))?;
+                }
+                block.finish()
+            }
+            None => {
+                let mut block = BlockBuilder::default();
+                for raw in &g.encoded_families {
+                    StoredFamily::from_wire_into(&mut block, raw, names)
+                        .map_err(|e| format!("group {key}: {e}"))?;
+                }
+                block.finish()
+            }
+        };
+        for (fi, f) in decoded.into_iter().enumerate() {
             let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
             families.push((f, pushed_at));
         }
