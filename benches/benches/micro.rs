@@ -130,7 +130,34 @@ fn merge_200k_series(bencher: Bencher) {
         .counter(ItemsCount::new(GROUPS * (SERIES + 2)))
         .bench(|| {
             let mut out = Vec::new();
-            merged::render_groups(&groups, reserved.clone(), &[], Format::Text, &mut out);
+            merged::render_groups(&groups, reserved.clone(), &[], Format::Text, None, &mut out);
+            out.len()
+        });
+}
+
+/// The same merged view rendered again, with the member orders the previous render of the
+/// same families remembered (`MergedOrders`: a cluster node's repeated scrapes).
+#[divan::bench(sample_count = 10)]
+fn merge_200k_series_orders_remembered(bencher: Bencher) {
+    let groups = filled_store().snapshot();
+    let reserved = pushgate::telemetry::reserved_names();
+    let orders = pushgate::store::render::MergedOrders::default();
+    let mut first = Vec::new();
+    merged::render_groups(
+        &groups,
+        reserved.clone(),
+        &[],
+        Format::Text,
+        Some(&orders),
+        &mut first,
+    );
+    assert!(!orders.is_empty());
+    bencher
+        .counter(ItemsCount::new(GROUPS * (SERIES + 2)))
+        .bench(|| {
+            let mut out = Vec::new();
+            let o = Some(&orders);
+            merged::render_groups(&groups, reserved.clone(), &[], Format::Text, o, &mut out);
             out.len()
         });
 }

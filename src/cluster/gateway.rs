@@ -30,6 +30,7 @@ use crate::exposition::MetricFamily;
 use crate::gateway::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::gateway::{unix_now, Gateway, LocalStats, PushRequest, INLINE_PREPARE_LIMIT};
 use crate::store::merged::{render_groups, render_groups_chunked};
+use crate::store::render::MergedOrders;
 use crate::store::render::{Format, RenderStats};
 use crate::store::{
     prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, ReservedNames, Store,
@@ -138,6 +139,9 @@ pub struct ClusterCore {
     pub(super) hints: AtomicUsize,
     /// A stand-in replica is refused beyond this many hints (`--cluster.max-hints`).
     pub(super) max_hints: AtomicUsize,
+    /// The member orders of the last merged render's families, reused by the next one where
+    /// a family's members are unchanged.
+    merged_orders: Arc<MergedOrders>,
 }
 
 impl ClusterCore {
@@ -163,6 +167,7 @@ impl ClusterCore {
                 .min(peer_timeout.max(Duration::from_millis(500)) * 2),
             hints: AtomicUsize::new(0),
             max_hints: AtomicUsize::new(usize::MAX),
+            merged_orders: Arc::default(),
         })
     }
 
@@ -998,9 +1003,10 @@ impl Gateway for ClusterGateway {
             .core
             .merged_view(format, self.core.collect_deadline)
             .await;
+        let orders = self.core.merged_orders.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(64 * 1024);
-            let stats = render_groups(&groups, reserved, &own, format, &mut out);
+            let stats = render_groups(&groups, reserved, &own, format, Some(&orders), &mut out);
             (out, stats)
         })
         .await
@@ -1017,8 +1023,10 @@ impl Gateway for ClusterGateway {
         let started = Instant::now();
         let deadline = self.core.scrape_deadline(timeout);
         let (groups, reserved) = self.core.merged_view(format, deadline).await;
+        let orders = self.core.merged_orders.clone();
         stream_rendered(gzip, started, move |emit| {
-            render_groups_chunked(&groups, &reserved, &own, format, SCRAPE_CHUNK_BYTES, emit)
+            let chunk = SCRAPE_CHUNK_BYTES;
+            render_groups_chunked(&groups, &reserved, &own, format, Some(&orders), chunk, emit)
         })
     }
 

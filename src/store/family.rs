@@ -805,6 +805,12 @@ impl StoredFamily {
         self.entries().map(|e| e.series)
     }
 
+    /// The identity of the family's series list (a hash of its series' identities in
+    /// exposition order): equal for two families with the same label sets in the same order.
+    pub fn layout(&self) -> u128 {
+        self.layout
+    }
+
     /// Whether `other` holds exactly the same series, in the same order (a re-push of the same
     /// label sets with new values).
     pub fn same_series(&self, other: &StoredFamily) -> bool {

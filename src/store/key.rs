@@ -6,9 +6,51 @@ use std::fmt;
 ///
 /// Ordering compares the sorted pairs lexicographically (name, then value); it is the "key order"
 /// used wherever a deterministic choice between groups is needed (e.g. which HELP text is exposed).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// The key's stable hash is worked out once, when the key is made: placement, the peers'
+/// collect requests and every hash map of keys use it (`Hash` feeds only it to the hasher), so a
+/// lookup no longer hashes every label, and two different keys almost always differ at the first
+/// comparison.
+#[derive(Clone)]
 pub struct GroupKey {
     labels: Box<[(String, String)]>,
+    hash: u64,
+    instance: Instance,
+}
+
+/// Whether a key has an `instance` label, and whether its value is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Instance {
+    Absent,
+    Empty,
+    Set,
+}
+
+impl PartialEq for GroupKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.labels == other.labels
+    }
+}
+
+impl Eq for GroupKey {}
+
+impl std::hash::Hash for GroupKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal keys have equal labels, hence equal stable hashes.
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for GroupKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for GroupKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.labels.cmp(&other.labels)
+    }
 }
 
 impl GroupKey {
@@ -24,9 +66,28 @@ impl GroupKey {
             }
         }
         labels.sort_by(|a, b| a.0.cmp(&b.0));
+        Self::of_sorted(labels)
+    }
+
+    /// A key of labels already sorted by name, each name once.
+    fn of_sorted(labels: Vec<(String, String)>) -> Self {
+        let labels = labels.into_boxed_slice();
+        let hash = stable_hash_of(&labels);
+        let instance = match labels.iter().find(|(n, _)| n == "instance") {
+            None => Instance::Absent,
+            Some((_, v)) if v.is_empty() => Instance::Empty,
+            Some(_) => Instance::Set,
+        };
         GroupKey {
-            labels: labels.into_boxed_slice(),
+            labels,
+            hash,
+            instance,
         }
+    }
+
+    /// The key's `instance` label: absent, empty or set (known without a lookup).
+    pub fn instance(&self) -> Instance {
+        self.instance
     }
 
     pub fn labels(&self) -> &[(String, String)] {
@@ -48,33 +109,40 @@ impl GroupKey {
     /// `instance=""` when the key has no instance. Two groups whose normalised keys are equal
     /// would expose identical timing series, so only one of them may exist.
     pub fn normalized(&self) -> GroupKey {
-        if self.get("instance").is_some() {
+        if self.instance != Instance::Absent {
             return self.clone();
         }
         let mut labels = self.labels.to_vec();
         labels.push(("instance".to_owned(), String::new()));
         labels.sort_by(|a, b| a.0.cmp(&b.0));
-        GroupKey {
-            labels: labels.into_boxed_slice(),
-        }
+        Self::of_sorted(labels)
     }
 
     /// A stable byte encoding (length-prefixed pairs), used for hashing and placement.
     pub fn encode_stable(&self, out: &mut Vec<u8>) {
-        for (n, v) in self.labels.iter() {
-            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-            out.extend_from_slice(n.as_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v.as_bytes());
-        }
+        encode_stable(&self.labels, out);
     }
 
-    /// A fixed 64-bit hash of the key (xxh3 over `encode_stable`), identical on every node.
+    /// A fixed 64-bit hash of the key (xxh3 over `encode_stable`), identical on every node;
+    /// worked out when the key was made.
     pub fn stable_hash(&self) -> u64 {
-        let mut buf = Vec::with_capacity(64);
-        self.encode_stable(&mut buf);
-        xxhash_rust::xxh3::xxh3_64(&buf)
+        self.hash
     }
+}
+
+fn encode_stable(labels: &[(String, String)], out: &mut Vec<u8>) {
+    for (n, v) in labels {
+        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+}
+
+fn stable_hash_of(labels: &[(String, String)]) -> u64 {
+    let mut buf = Vec::with_capacity(labels.iter().map(|(n, v)| 8 + n.len() + v.len()).sum());
+    encode_stable(labels, &mut buf);
+    xxhash_rust::xxh3::xxh3_64(&buf)
 }
 
 impl fmt::Debug for GroupKey {
@@ -122,6 +190,61 @@ mod tests {
         );
         let with = key(&[("job", "u"), ("instance", "i")]);
         assert_eq!(with.normalized(), with);
+    }
+
+    const PINNED: u64 = 0x47ad_0c97_688c_7f9c;
+
+    #[test]
+    fn the_stored_hash_is_the_stable_encoding_hashed_and_order_is_the_labels_order() {
+        let keys = [
+            key(&[("job", "a")]),
+            key(&[("job", "a"), ("instance", "")]),
+            key(&[("job", "a"), ("instance", "")]).normalized(),
+            key(&[("job", "a")]).normalized(),
+            key(&[("job", "b"), ("x", "1")]),
+            key(&[("x", "1"), ("job", "b")]),
+        ];
+        for k in &keys {
+            let mut buf = Vec::new();
+            k.encode_stable(&mut buf);
+            // The fixed value every node computes (placement depends on it).
+            assert_eq!(k.stable_hash(), xxhash_rust::xxh3::xxh3_64(&buf), "{k}");
+        }
+        // Pinned: nodes of every release place groups by this value.
+        assert_eq!(keys[0].stable_hash(), PINNED);
+        assert_eq!(keys[1], keys[2]);
+        assert_eq!(keys[2], keys[3]);
+        assert_eq!(keys[4], keys[5]);
+        assert_ne!(keys[0], keys[1]);
+        use std::hash::BuildHasher;
+        let state = std::collections::hash_map::RandomState::new();
+        assert_eq!(state.hash_one(&keys[1]), state.hash_one(&keys[3]));
+        assert_eq!(state.hash_one(&keys[4]), state.hash_one(&keys[5]));
+        let states: Vec<Instance> = keys.iter().map(GroupKey::instance).collect();
+        use Instance::{Absent, Empty};
+        assert_eq!(states, [Absent, Empty, Empty, Empty, Absent, Absent]);
+        assert_eq!(
+            key(&[("instance", "i"), ("job", "a")]).instance(),
+            Instance::Set
+        );
+        // Key order: labels compared pair by pair, name then value.
+        let mut sorted = [
+            key(&[("job", "b")]),
+            key(&[("a", "z"), ("job", "b")]),
+            key(&[("job", "a"), ("z", "1")]),
+            key(&[("job", "a")]),
+        ];
+        sorted.sort();
+        let shown: Vec<String> = sorted.iter().map(|k| k.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                r#"{a="z",job="b"}"#,
+                r#"{job="a"}"#,
+                r#"{job="a",z="1"}"#,
+                r#"{job="b"}"#
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Rendering a set of groups that did not come from one store: a cluster node's merged view of
 //! the groups collected from every member.
 
-use super::render::{Format, RenderStats};
+use super::render::{Format, MergedOrders, RenderStats};
 use super::{GroupSnapshot, ReservedNames, StoredFamily};
 
 /// Writes one exposition of `groups` merged with `own`, exactly as a store holding those
@@ -14,26 +14,37 @@ pub fn render_groups(
     reserved: ReservedNames,
     own: &[StoredFamily],
     format: Format,
+    orders: Option<&MergedOrders>,
     out: &mut Vec<u8>,
 ) -> RenderStats {
-    render_groups_chunked(groups, &reserved, own, format, usize::MAX, &mut |chunk| {
-        if out.is_empty() {
-            *out = chunk;
-        } else {
-            out.extend_from_slice(&chunk);
-        }
-    })
+    render_groups_chunked(
+        groups,
+        &reserved,
+        own,
+        format,
+        orders,
+        usize::MAX,
+        &mut |chunk| {
+            if out.is_empty() {
+                *out = chunk;
+            } else {
+                out.extend_from_slice(&chunk);
+            }
+        },
+    )
 }
 
 /// Like [`render_groups`], handing the exposition on in pieces of about `chunk_size` bytes as
-/// they are rendered (a scrape is streamed, never built in one growing buffer).
+/// they are rendered (a scrape is streamed, never built in one growing buffer). `orders`: the
+/// member orders remembered from the previous merged render, used and updated.
 pub fn render_groups_chunked(
     groups: &[GroupSnapshot],
     reserved: &ReservedNames,
     own: &[StoredFamily],
     format: Format,
+    orders: Option<&MergedOrders>,
     chunk_size: usize,
     emit: &mut dyn FnMut(Vec<u8>),
 ) -> RenderStats {
-    super::render::render_snapshots(groups, reserved, own, format, chunk_size, emit)
+    super::render::render_snapshots(groups, reserved, own, format, orders, chunk_size, emit)
 }

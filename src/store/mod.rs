@@ -1822,10 +1822,126 @@ mod tests {
                     crate::telemetry::reserved_names(),
                     &[],
                     format,
+                    None,
                     &mut merged,
                 );
                 assert_eq!(direct, merged, "{format:?}");
             }
+        }
+    }
+
+    #[test]
+    fn merged_render_keeps_one_of_two_groups_that_collide_once_instance_is_added() {
+        // Groups that raced on different primaries: {job="a"} and {instance="",job="a"} expose
+        // the same series; a key twice (or out of order) is checked the same way. The first in
+        // key order is kept and the other counted, whichever way the view arrives.
+        let one = |k: GroupKey, v: u32| {
+            let s = store();
+            push(&s, k, &format!("m {v}\n"), true).unwrap();
+            s.snapshot().remove(0)
+        };
+        let bare = one(key("a", &[]), 1);
+        let empty = one(key("a", &[("instance", "")]), 2);
+        let other = one(key("b", &[]), 3);
+        let render = |groups: Vec<GroupSnapshot>| {
+            let mut out = Vec::new();
+            let stats = merged::render_groups(
+                &groups,
+                crate::telemetry::reserved_names(),
+                &[],
+                Format::Text,
+                None,
+                &mut out,
+            );
+            let text = String::from_utf8(out).unwrap();
+            let m: Vec<String> = text
+                .lines()
+                .filter(|l| l.starts_with("m{"))
+                .map(str::to_owned)
+                .collect();
+            (m, stats.inconsistent_dropped)
+        };
+        let b = "m{instance=\"\",job=\"b\"} 3".to_owned();
+        // {instance="",job="a"} sorts before {job="a"}: it is the one kept.
+        let kept_empty = (
+            vec!["m{instance=\"\",job=\"a\"} 2".to_owned(), b.clone()],
+            1,
+        );
+        for groups in [
+            vec![empty.clone(), bare.clone(), other.clone()],
+            vec![bare.clone(), empty.clone(), other.clone()],
+            vec![other.clone(), bare.clone(), empty.clone()],
+        ] {
+            assert_eq!(render(groups), kept_empty);
+        }
+        let kept_bare = (
+            vec!["m{instance=\"\",job=\"a\"} 1".to_owned(), b.clone()],
+            1,
+        );
+        for groups in [
+            vec![bare.clone(), bare.clone(), other.clone()],
+            vec![bare.clone(), other.clone(), bare.clone()],
+        ] {
+            assert_eq!(render(groups), kept_bare);
+        }
+        let none_dropped = (vec!["m{instance=\"\",job=\"a\"} 1".to_owned(), b], 0);
+        assert_eq!(render(vec![bare, other]), none_dropped);
+    }
+
+    #[test]
+    fn merged_member_orders_are_reused_only_for_unchanged_members() {
+        // Six groups; `n`'s series sort against key order (b falls as the job rises), so its
+        // order is a real permutation; `m`'s members interleave (never remembered); `e` is
+        // a family without metrics in every group.
+        let view = |change: Option<&str>| -> Vec<GroupSnapshot> {
+            let s = store();
+            for i in 0..6u32 {
+                let b = match change {
+                    Some("relabel") if i == 3 => 9,
+                    _ => 5 - i,
+                };
+                let body = format!(
+                    "m{{a=\"{i}\"}} {i}\nm{{a=\"z\"}} 1\nn{{b=\"{b}\"}} 2\n# TYPE e counter\n"
+                );
+                push(&s, key(&format!("j{i}"), &[]), &body, true).unwrap();
+            }
+            match change {
+                Some("add") => {
+                    push(&s, key("j6", &[]), "n{b=\"7\"} 1\n", true).unwrap();
+                }
+                Some("remove") => assert!(s.delete(&key("j2", &[]))),
+                _ => {}
+            }
+            let mut groups = s.snapshot();
+            // As from peers: the timing families are built at render.
+            for g in &mut groups {
+                g.timing = None;
+            }
+            groups
+        };
+        let render = |groups: &[GroupSnapshot], orders: Option<&render::MergedOrders>| {
+            let mut out = Vec::new();
+            let reserved = crate::telemetry::reserved_names();
+            let stats = merged::render_groups(groups, reserved, &[], Format::Text, orders, &mut out);
+            (String::from_utf8(out).unwrap(), stats.cached_families)
+        };
+        let orders = render::MergedOrders::default();
+        let base = view(None);
+        let fresh = render(&base, None).0;
+        assert_eq!(render(&base, Some(&orders)), (fresh.clone(), 0));
+        // n and the two timing families are remembered (m interleaves, e is empty).
+        assert_eq!(orders.len(), 3);
+        assert_eq!(render(&base, Some(&orders)), (fresh, 3));
+        for change in ["relabel", "add", "remove"] {
+            let changed = view(Some(change));
+            let (want, _) = render(&changed, None);
+            let (got, hits) = render(&changed, Some(&orders));
+            assert_eq!(got, want, "{change}");
+            // n's members changed: its order is found again, not reused.
+            let expected_hits = if change == "relabel" { 2 } else { 0 };
+            assert_eq!(hits, expected_hits, "{change}");
+            assert_eq!(render(&changed, Some(&orders)), (want, 3), "{change}");
+            assert_eq!(render(&base, Some(&orders)).1, expected_hits, "{change}, back");
         }
     }
 
@@ -1845,7 +1961,7 @@ mod tests {
             assert!(pieces.len() > 10, "{format:?}: families are split");
             assert_eq!(pieces.concat(), whole, "{format:?}");
             let mut merged_pieces = Vec::new();
-            render::render_snapshots(&s.snapshot(), &reserved, &[], format, 64, &mut |c| {
+            render::render_snapshots(&s.snapshot(), &reserved, &[], format, None, 64, &mut |c| {
                 merged_pieces.push(c)
             });
             assert!(merged_pieces.len() > 10);

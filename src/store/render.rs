@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::family::{encode_family_header, MetricChunk, StoredFamily};
-use super::{GroupKey, Store};
+use super::{key, GroupKey, Store};
 use crate::exposition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,47 @@ impl RenderCache {
     pub fn clear(&mut self) {
         self.layouts.clear();
     }
+}
+
+/// Member order of each family of merged views (a cluster node's), kept from one merged render
+/// to the next: a merged view is built afresh for every scrape, so the order is remembered
+/// under a signature of the family's members (each member's group key and series layout, type
+/// and emptiness, in key order) instead of a layout number. A family whose signature is
+/// unchanged is copied in the remembered order without reading any member's sort keys.
+#[derive(Default)]
+pub struct MergedOrders {
+    /// The orders found or used by the last merged render: positions in the family's member
+    /// list. Replaced whole by every render, so families gone are forgotten.
+    last: parking_lot::Mutex<Arc<MergedOrderMap>>,
+}
+
+type MergedOrderMap = HashMap<Arc<str>, (u64, Arc<[u32]>), foldhash::fast::RandomState>;
+
+impl MergedOrders {
+    /// How many families' orders are remembered.
+    pub fn len(&self) -> usize {
+        self.last.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Folds one member into a family's signature (see [`MergedOrders`]).
+fn sign(sig: u64, key: &GroupKey, f: &StoredFamily) -> u64 {
+    let layout = f.layout();
+    let mut h = sig;
+    for word in [
+        key.stable_hash(),
+        layout as u64,
+        (layout >> 64) as u64,
+        (f.typ as u64) << 1 | u64::from(f.is_empty()),
+    ] {
+        h = (h ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    }
+    h
 }
 
 /// Counts from one render, for self-metrics.
@@ -61,6 +102,9 @@ struct Part {
     key_ordered: bool,
     /// `Some(layout)` when the order found may be cached under that layout number.
     cache_as: Option<u64>,
+    /// A merged view's family: its members' signature, under which the order found may be
+    /// remembered (see [`MergedOrders`]).
+    merged_sig: Option<u64>,
 }
 
 impl Store {
@@ -95,7 +139,7 @@ impl Store {
     ) -> RenderStats {
         let mut stats = RenderStats::default();
         let parts = self.plan(own, &mut stats);
-        let fresh = render_parts(format, parts, chunk_size, emit, &mut stats);
+        let (fresh, _) = render_parts(format, parts, None, chunk_size, emit, &mut stats);
         if !fresh.is_empty() {
             let mut cache = self.render_cache.lock();
             for (name, layout, order) in fresh {
@@ -153,6 +197,7 @@ impl Store {
                                 presorted: true,
                                 key_ordered: false,
                                 cache_as: None,
+                                merged_sig: None,
                             });
                             continue;
                         }
@@ -175,6 +220,7 @@ impl Store {
                 presorted: false,
                 key_ordered: false,
                 cache_as: own_same.is_none().then_some(entry.layout),
+                merged_sig: None,
             });
         }
         for o in own_iter {
@@ -184,15 +230,20 @@ impl Store {
     }
 }
 
-/// Writes `parts` in order, emitting pieces of about `chunk_size` bytes; returns the member
-/// orders worth caching.
+/// What a render found worth remembering: the store's member orders (name, layout, slots),
+/// and a merged view's (name, signature, positions).
+type FreshOrders = (Vec<(Arc<str>, u64, Arc<[u64]>)>, MergedOrderMap);
+
+/// Writes `parts` in order, emitting pieces of about `chunk_size` bytes (`merged`: the orders
+/// the last merged render remembered); returns the member orders worth caching.
 fn render_parts(
     format: Format,
     parts: Vec<Part>,
+    merged: Option<&MergedOrderMap>,
     chunk_size: usize,
     emit: &mut dyn FnMut(Vec<u8>),
     stats: &mut RenderStats,
-) -> Vec<(Arc<str>, u64, Arc<[u64]>)> {
+) -> FreshOrders {
     let estimate: usize = parts
         .iter()
         .map(|p| p.members.iter().map(|m| m.2.text().len()).sum::<usize>() + 128)
@@ -208,81 +259,122 @@ fn render_parts(
         }
     };
     let mut fresh = Vec::new();
+    let mut fresh_merged = MergedOrderMap::default();
     for part in parts {
-        let order = render_family(format, &part, &mut out, &mut flush, stats);
-        if let (Some(layout), Some(order)) = (part.cache_as, order) {
-            fresh.push((part.name, layout, order));
+        let known = part.merged_sig.and_then(|sig| {
+            let (was, order) = merged?.get(&part.name)?;
+            (*was == sig).then(|| order.clone())
+        });
+        let order = render_family(format, &part, known.as_deref(), &mut out, &mut flush, stats);
+        if let (Some(layout), Some(order)) = (part.cache_as, &order) {
+            let slots = order.iter().map(|&i| part.members[i as usize].0).collect();
+            fresh.push((part.name.clone(), layout, slots));
+        }
+        if let (Some(sig), Some(order)) = (part.merged_sig, order) {
+            let order = match known {
+                Some(known) if *known == *order => known,
+                _ => Arc::from(order),
+            };
+            fresh_merged.insert(part.name, (sig, order));
         }
         flush(&mut out);
     }
     if !out.is_empty() {
         emit(out);
     }
-    fresh
+    (fresh, fresh_merged)
 }
 
 /// Renders groups that do not live in one store (a cluster node's merged view) exactly as a
 /// store holding them would: families merged by name, the same ordering, type and HELP rules.
 /// Of two groups whose keys are equal once `instance=""` is added (possible only when they
 /// raced on different primaries), the first in key order is kept and the other counted.
+///
+/// With `orders`, the member order of each family is remembered for the next call and reused
+/// where the family's members are unchanged (see [`MergedOrders`]).
 pub fn render_snapshots(
     groups: &[super::GroupSnapshot],
     reserved: &super::ReservedNames,
     own: &[StoredFamily],
     format: Format,
+    orders: Option<&MergedOrders>,
     chunk_size: usize,
     emit: &mut dyn FnMut(Vec<u8>),
 ) -> RenderStats {
     let mut stats = RenderStats::default();
     let mut sorted: Vec<&super::GroupSnapshot> = groups.iter().collect();
-    // The merged view arrives in key order already: checking costs one comparison per group.
-    if !sorted.is_sorted_by(|a, b| a.key <= b.key) {
+    // The merged view arrives in key order already, each key once: checking costs one
+    // comparison per group.
+    let strictly_sorted = sorted.is_sorted_by(|a, b| a.key < b.key);
+    if !strictly_sorted {
         sorted.sort_by(|a, b| a.key.cmp(&b.key));
     }
     // Keys that differ only by a missing `instance` (a race between primaries) collide; a key
-    // with an `instance` label is its own normalized form and is looked up as it is.
+    // with an `instance` label is its own normalized form and is looked up as it is. Without
+    // a key that has an empty `instance` and without a key twice, no two can collide, and
+    // none is looked up.
+    let may_collide = !strictly_sorted
+        || sorted
+            .iter()
+            .any(|g| g.key.instance() == key::Instance::Empty);
     type FastSet<'a> =
         std::collections::HashSet<std::borrow::Cow<'a, GroupKey>, foldhash::fast::RandomState>;
-    let mut seen: FastSet = FastSet::with_capacity_and_hasher(sorted.len(), Default::default());
+    let mut seen: FastSet = FastSet::with_capacity_and_hasher(
+        if may_collide { sorted.len() } else { 0 },
+        Default::default(),
+    );
     // Families by name: every group usually has the same few names, so a hash map (names are
     // short) beats ordered-map string comparisons; the names are sorted once at the end.
-    let mut by_name: std::collections::HashMap<Arc<str>, Vec<Member>, foldhash::fast::RandomState> =
-        Default::default();
+    // With each name, its members' signature so far (see `MergedOrders`).
+    let mut by_name: std::collections::HashMap<
+        Arc<str>,
+        (Vec<Member>, u64),
+        foldhash::fast::RandomState,
+    > = Default::default();
     for (i, g) in sorted.into_iter().enumerate() {
-        let key = if g.key.get("instance").is_some() {
-            std::borrow::Cow::Borrowed(&*g.key)
-        } else {
-            std::borrow::Cow::Owned(g.key.normalized())
-        };
-        if !seen.insert(key) {
-            stats.inconsistent_dropped += 1;
-            continue;
+        if may_collide {
+            let key = if g.key.instance() != key::Instance::Absent {
+                std::borrow::Cow::Borrowed(&*g.key)
+            } else {
+                std::borrow::Cow::Owned(g.key.normalized())
+            };
+            if !seen.insert(key) {
+                stats.inconsistent_dropped += 1;
+                continue;
+            }
         }
         let gid = i as u64 + 1;
         let timing = super::timing_families_of(g);
         for f in g.families.iter().map(|(f, _)| f).chain(timing.iter()) {
             match by_name.get_mut(&f.name) {
-                Some(members) => members.push((gid, g.key.clone(), f.clone())),
+                Some((members, sig)) => {
+                    members.push((gid, g.key.clone(), f.clone()));
+                    *sig = sign(*sig, &g.key, f);
+                }
                 None => {
-                    by_name.insert(f.name.clone(), vec![(gid, g.key.clone(), f.clone())]);
+                    let sig = sign(0, &g.key, f);
+                    by_name.insert(f.name.clone(), (vec![(gid, g.key.clone(), f.clone())], sig));
                 }
             }
         }
     }
-    let mut by_name: Vec<(Arc<str>, Vec<Member>)> = by_name.into_iter().collect();
+    let mut by_name: Vec<_> = by_name.into_iter().collect();
     by_name.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let empty_key = Arc::new(GroupKey::new(std::iter::empty()));
     let mut parts = Vec::with_capacity(by_name.len() + own.len());
     let mut own_iter = own.iter().peekable();
-    for (name, mut members) in by_name {
+    for (name, (mut members, sig)) in by_name {
         while let Some(o) = own_iter.next_if(|o| o.name < name) {
             parts.push(own_part(o, &empty_key));
         }
         stats.families += 1;
         let mut help = reserved.get(&name).map(|(_, h)| Arc::<str>::from(h));
+        // A family that the gateway's own one joins is not remembered (like the store's).
+        let mut merged_sig = orders.map(|_| sig);
         if let Some(o) = own_iter.next_if(|o| o.name == name) {
             help = Some(o.help.clone());
             members.insert(0, (0, empty_key.clone(), o.clone()));
+            merged_sig = None;
         }
         parts.push(Part {
             name,
@@ -292,12 +384,17 @@ pub fn render_snapshots(
             // Groups were taken in key order, and the gateway's own member (empty key) first.
             key_ordered: true,
             cache_as: None,
+            merged_sig,
         });
     }
     for o in own_iter {
         parts.push(own_part(o, &empty_key));
     }
-    render_parts(format, parts, chunk_size, emit, &mut stats);
+    let last = orders.map(|o| o.last.lock().clone());
+    let (_, fresh) = render_parts(format, parts, last.as_deref(), chunk_size, emit, &mut stats);
+    if let Some(o) = orders {
+        *o.last.lock() = Arc::new(fresh);
+    }
     stats
 }
 
@@ -309,6 +406,7 @@ fn own_part(o: &StoredFamily, empty_key: &Arc<GroupKey>) -> Part {
         presorted: true,
         key_ordered: true,
         cache_as: None,
+        merged_sig: None,
     }
 }
 
@@ -323,18 +421,49 @@ fn first_help(members: &[Member], key_ordered: bool) -> Option<Arc<str>> {
     first.map(|m| m.2.help.clone())
 }
 
-/// Renders one family (nothing when it has nothing to expose). Returns the member order when
-/// it is worth caching: every member copied whole, one type, no duplicates.
+/// Renders one family (nothing when it has nothing to expose), in the order `known` (positions
+/// in `part.members`, remembered for the same members) when given. Returns the member order,
+/// as positions in `part.members`, when it is worth caching: every member copied whole, one
+/// type, no duplicates.
 fn render_family(
     format: Format,
     part: &Part,
+    known: Option<&[u32]>,
     out: &mut Vec<u8>,
     flush: &mut dyn FnMut(&mut Vec<u8>),
     stats: &mut RenderStats,
-) -> Option<Arc<[u64]>> {
+) -> Option<Vec<u32>> {
+    if let Some(order) = known {
+        // The members are the ones the order was found for (same keys, layouts, types and
+        // emptiness): every position is in range and of one type, copied whole.
+        let members: Option<Vec<&Member>> = order
+            .iter()
+            .map(|&i| part.members.get(i as usize))
+            .collect();
+        if let Some(members) = members.filter(|m| !m.is_empty()) {
+            let typ = members[0].2.typ;
+            let help = part
+                .help
+                .clone()
+                .or_else(|| first_help(&part.members, part.key_ordered));
+            stats.cached_families += 1;
+            write_family(
+                format,
+                part,
+                help,
+                typ,
+                &members,
+                &Ordered::Whole,
+                out,
+                flush,
+                stats,
+            );
+            return Some(order.to_vec());
+        }
+    }
     let mut members: Vec<&Member> = part.members.iter().filter(|m| !m.2.is_empty()).collect();
     if members.is_empty() {
-        return Some(Arc::from(Vec::new()));
+        return Some(Vec::new());
     }
     // Groups can disagree on a name's type only with the consistency check disabled (or when a
     // cluster race slipped past it): the first group in key order decides (the gateway's own
@@ -345,7 +474,7 @@ fn render_family(
         members.iter().min_by(|a, b| a.1.cmp(&b.1))
     };
     let Some(typ) = first.map(|m| m.2.typ) else {
-        return Some(Arc::from(Vec::new()));
+        return Some(Vec::new());
     };
     let before = members.len();
     members.retain(|m| m.2.typ == typ);
@@ -364,6 +493,30 @@ fn render_family(
         order_members(&mut members, part.key_ordered)
     };
     let cacheable = matches!(ordered, Ordered::Whole) && dropped == 0 && !presorted;
+    write_family(
+        format, part, help, typ, &members, &ordered, out, flush, stats,
+    );
+    // Positions in `part.members` (whose elements `members` borrow).
+    let base = part.members.as_ptr() as usize;
+    let at = |m: &&Member| {
+        ((*m as *const Member as usize - base) / std::mem::size_of::<Member>()) as u32
+    };
+    cacheable.then(|| members.iter().map(at).collect())
+}
+
+/// Writes a family's HELP and TYPE and its `members` in the `ordered` way.
+#[allow(clippy::too_many_arguments)]
+fn write_family(
+    format: Format,
+    part: &Part,
+    help: Option<Arc<str>>,
+    typ: exposition::MetricType,
+    members: &[&Member],
+    ordered: &Ordered,
+    out: &mut Vec<u8>,
+    flush: &mut dyn FnMut(&mut Vec<u8>),
+    stats: &mut RenderStats,
+) {
     match format {
         Format::Text => {
             exposition::write_help_and_type(
@@ -374,7 +527,7 @@ fn render_family(
             );
             match &ordered {
                 Ordered::Whole => {
-                    for m in &members {
+                    for m in members {
                         out.extend_from_slice(m.2.text());
                         flush(out);
                     }
@@ -401,7 +554,7 @@ fn render_family(
                         .sum();
                     prost::encoding::encode_varint((header.len() + len) as u64, out);
                     out.extend_from_slice(&header);
-                    for m in &members {
+                    for m in members {
                         for c in m.2.chunks() {
                             out.extend_from_slice(c.proto);
                         }
@@ -421,7 +574,6 @@ fn render_family(
             }
         }
     }
-    cacheable.then(|| members.iter().map(|m| m.0).collect::<Vec<u64>>().into())
 }
 
 enum Ordered<'a> {
