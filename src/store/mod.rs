@@ -313,10 +313,6 @@ pub fn timing_families_of(g: &GroupSnapshot) -> [StoredFamily; 2] {
     }
 }
 
-fn timing_labels(key: &GroupKey) -> Vec<(String, String)> {
-    key.normalized().labels().to_vec()
-}
-
 /// The timing families for the times `after` (push, failure), from the `current` ones encoding
 /// the times `before`: a family whose time is unchanged is kept as it is (a successful push
 /// leaves the failure time alone), a changed one is a patched copy (no re-encoding); built
@@ -340,22 +336,57 @@ fn retimed(
     }
 }
 
+/// The group's `push_time_seconds` and `push_failure_time_seconds` gauges, labelled with its
+/// normalized key: both in one block, encoded from the key's labels without copying them (a
+/// merged scrape builds these for every group a peer sent).
 fn timing_families(key: &GroupKey, push_time: f64, failure_time: f64) -> [StoredFamily; 2] {
-    let labels = timing_labels(key);
-    [
-        StoredFamily::gauge(
-            family::intern(PUSH_TIME_METRIC),
-            family::intern(PUSH_TIME_HELP),
-            &labels,
-            push_time,
-        ),
-        StoredFamily::gauge(
-            family::intern(PUSH_FAILURE_TIME_METRIC),
-            family::intern(PUSH_FAILURE_TIME_HELP),
-            &labels,
-            failure_time,
-        ),
-    ]
+    static NAMES: std::sync::OnceLock<[Arc<str>; 4]> = std::sync::OnceLock::new();
+    let [push_name, push_help, failure_name, failure_help] = NAMES.get_or_init(|| {
+        [
+            PUSH_TIME_METRIC,
+            PUSH_TIME_HELP,
+            PUSH_FAILURE_TIME_METRIC,
+            PUSH_FAILURE_TIME_HELP,
+        ]
+        .map(family::intern)
+    });
+    // The normalized key's pairs (sorted by name): `instance=""` added when it has none.
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(key.labels().len() + 1);
+    let mut instance_due = key.instance() == key::Instance::Absent;
+    for (n, v) in key.labels() {
+        if instance_due && n.as_str() > "instance" {
+            pairs.push(("instance", ""));
+            instance_due = false;
+        }
+        pairs.push((n, v));
+    }
+    if instance_due {
+        pairs.push(("instance", ""));
+    }
+    let gauge = |value: f64| crate::exposition::Metric {
+        gauge: Some(crate::exposition::proto::Gauge { value: Some(value) }),
+        ..Default::default()
+    };
+    let mut block = family::BlockBuilder::default();
+    for (name, help, value) in [
+        (push_name, push_help, push_time),
+        (failure_name, failure_help, failure_time),
+    ] {
+        StoredFamily::encode_grouped_into(
+            &mut block,
+            name.clone(),
+            help.clone(),
+            MetricType::Gauge,
+            &[gauge(value)],
+            &pairs,
+        );
+    }
+    let mut both = block.finish().into_iter();
+    match (both.next(), both.next()) {
+        (Some(push), Some(failure)) => [push, failure],
+        // A block returns every family added to it.
+        _ => unreachable!("two families were added"),
+    }
 }
 
 impl Store {
@@ -1889,6 +1920,42 @@ mod tests {
     }
 
     #[test]
+    fn timing_families_equal_gauges_of_the_normalized_key() {
+        let keys = [
+            key("a", &[]),
+            key("a", &[("instance", "")]),
+            key("a", &[("instance", "i-1")]),
+            key("j", &[("a", "x"), ("zz", "1")]),
+            key("j", &[("ab", "q\"u\\o\nte"), ("instancf", "2")]),
+            key("j", &[("i", "1"), ("instance", "3"), ("z", "")]),
+        ];
+        for k in &keys {
+            let labels = k.normalized().labels().to_vec();
+            for (push, failure) in [(1.5, 0.0), (1.7e9, 1.7e9 + 0.25)] {
+                let got = timing_families(k, push, failure);
+                let want = [
+                    (PUSH_TIME_METRIC, PUSH_TIME_HELP, push),
+                    (PUSH_FAILURE_TIME_METRIC, PUSH_FAILURE_TIME_HELP, failure),
+                ]
+                .map(|(n, h, v)| {
+                    StoredFamily::gauge(family::intern(n), family::intern(h), &labels, v)
+                });
+                for (g, w) in got.iter().zip(&want) {
+                    let wire = |f: &StoredFamily| {
+                        let mut b = Vec::new();
+                        f.to_wire(&mut b);
+                        b
+                    };
+                    assert_eq!(wire(g), wire(w), "{k}");
+                    assert_eq!(g.to_metric_family(), w.to_metric_family(), "{k}");
+                    assert!(g.same_series(w), "{k}");
+                }
+                assert!(StoredFamily::same_block(&got[0], &got[1]));
+            }
+        }
+    }
+
+    #[test]
     fn merged_member_orders_are_reused_only_for_unchanged_members() {
         // Six groups; `n`'s series sort against key order (b falls as the job rises), so its
         // order is a real permutation; `m`'s members interleave (never remembered); `e` is
@@ -1922,7 +1989,8 @@ mod tests {
         let render = |groups: &[GroupSnapshot], orders: Option<&render::MergedOrders>| {
             let mut out = Vec::new();
             let reserved = crate::telemetry::reserved_names();
-            let stats = merged::render_groups(groups, reserved, &[], Format::Text, orders, &mut out);
+            let stats =
+                merged::render_groups(groups, reserved, &[], Format::Text, orders, &mut out);
             (String::from_utf8(out).unwrap(), stats.cached_families)
         };
         let orders = render::MergedOrders::default();
@@ -1941,7 +2009,11 @@ mod tests {
             let expected_hits = if change == "relabel" { 2 } else { 0 };
             assert_eq!(hits, expected_hits, "{change}");
             assert_eq!(render(&changed, Some(&orders)), (want, 3), "{change}");
-            assert_eq!(render(&base, Some(&orders)).1, expected_hits, "{change}, back");
+            assert_eq!(
+                render(&base, Some(&orders)).1,
+                expected_hits,
+                "{change}, back"
+            );
         }
     }
 
