@@ -331,7 +331,10 @@ pub fn render_snapshots(
         (Vec<Member>, u64),
         foldhash::fast::RandomState,
     > = Default::default();
+    let last = orders.map(|o| o.last.lock().clone());
+    let count = sorted.len();
     for (i, g) in sorted.into_iter().enumerate() {
+        let groups_left = count - i;
         if may_collide {
             let key = if g.key.instance() != key::Instance::Absent {
                 std::borrow::Cow::Borrowed(&*g.key)
@@ -352,8 +355,15 @@ pub fn render_snapshots(
                     *sig = sign(*sig, &g.key, f);
                 }
                 None => {
-                    let sig = sign(0, &g.key, f);
-                    by_name.insert(f.name.clone(), (vec![(gid, g.key.clone(), f.clone())], sig));
+                    // Sized for as many members as the last merged render's family had (a
+                    // little more), so that it does not grow by doubling, copying and faulting.
+                    let last_len = last
+                        .as_ref()
+                        .and_then(|l| l.get(&f.name))
+                        .map_or(0, |(_, order)| order.len() + order.len() / 8);
+                    let mut members = Vec::with_capacity(last_len.clamp(1, groups_left));
+                    members.push((gid, g.key.clone(), f.clone()));
+                    by_name.insert(f.name.clone(), (members, sign(0, &g.key, f)));
                 }
             }
         }
@@ -390,7 +400,6 @@ pub fn render_snapshots(
     for o in own_iter {
         parts.push(own_part(o, &empty_key));
     }
-    let last = orders.map(|o| o.last.lock().clone());
     let (_, fresh) = render_parts(format, parts, last.as_deref(), chunk_size, emit, &mut stats);
     if let Some(o) = orders {
         *o.last.lock() = Arc::new(fresh);
