@@ -139,10 +139,23 @@ fn encode_stable(labels: &[(String, String)], out: &mut Vec<u8>) {
     }
 }
 
+/// xxh3 over `encode_stable`'s bytes, laid out in a reused per-thread buffer (a key is made
+/// for every push: no allocation for hashing it).
 fn stable_hash_of(labels: &[(String, String)]) -> u64 {
-    let mut buf = Vec::with_capacity(labels.iter().map(|(n, v)| 8 + n.len() + v.len()).sum());
-    encode_stable(labels, &mut buf);
-    xxhash_rust::xxh3::xxh3_64(&buf)
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.clear();
+        encode_stable(labels, &mut buf);
+        let hash = xxhash_rust::xxh3::xxh3_64(&buf);
+        // A very long key does not keep its buffer's size for the thread's lifetime.
+        if buf.capacity() > 64 * 1024 {
+            *buf = Vec::new();
+        }
+        hash
+    })
 }
 
 impl fmt::Debug for GroupKey {
