@@ -112,10 +112,31 @@ impl GroupKey {
         if self.instance != Instance::Absent {
             return self.clone();
         }
-        let mut labels = self.labels.to_vec();
-        labels.push(("instance".to_owned(), String::new()));
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        Self::of_sorted(labels)
+        let pairs = self.normalized_pairs();
+        Self::of_sorted(
+            pairs
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The label pairs of [`Self::normalized`], borrowed and sorted by name: the key's own,
+    /// with `instance=""` in its place when the key has no instance.
+    pub fn normalized_pairs(&self) -> Vec<(&str, &str)> {
+        let mut pairs = Vec::with_capacity(self.labels.len() + 1);
+        let mut instance_due = self.instance == Instance::Absent;
+        for (n, v) in self.labels.iter() {
+            if instance_due && n.as_str() > "instance" {
+                pairs.push(("instance", ""));
+                instance_due = false;
+            }
+            pairs.push((n.as_str(), v.as_str()));
+        }
+        if instance_due {
+            pairs.push(("instance", ""));
+        }
+        pairs
     }
 
     /// A stable byte encoding (length-prefixed pairs), used for hashing and placement.

@@ -350,19 +350,7 @@ fn timing_families(key: &GroupKey, push_time: f64, failure_time: f64) -> [Stored
         ]
         .map(family::intern)
     });
-    // The normalized key's pairs (sorted by name): `instance=""` added when it has none.
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(key.labels().len() + 1);
-    let mut instance_due = key.instance() == key::Instance::Absent;
-    for (n, v) in key.labels() {
-        if instance_due && n.as_str() > "instance" {
-            pairs.push(("instance", ""));
-            instance_due = false;
-        }
-        pairs.push((n, v));
-    }
-    if instance_due {
-        pairs.push(("instance", ""));
-    }
+    let pairs = key.normalized_pairs();
     let gauge = |name: &Arc<str>, help: &Arc<str>, value: f64| {
         let metric = crate::exposition::Metric {
             gauge: Some(crate::exposition::proto::Gauge { value: Some(value) }),

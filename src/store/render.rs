@@ -265,17 +265,24 @@ fn render_parts(
             let (was, order) = merged?.get(&part.name)?;
             (*was == sig).then(|| order.clone())
         });
-        let order = render_family(format, &part, known.as_deref(), &mut out, &mut flush, stats);
-        if let (Some(layout), Some(order)) = (part.cache_as, &order) {
+        // A remembered order is kept as it is (the same `Arc`); one found now is stored.
+        let (found, kept) = match known {
+            Some(order) if render_known(format, &part, &order, &mut out, &mut flush, stats) => {
+                (None, Some(order))
+            }
+            _ => (
+                render_family(format, &part, &mut out, &mut flush, stats),
+                None,
+            ),
+        };
+        if let (Some(layout), Some(order)) = (part.cache_as, &found) {
             let slots = order.iter().map(|&i| part.members[i as usize].0).collect();
             fresh.push((part.name.clone(), layout, slots));
         }
-        if let (Some(sig), Some(order)) = (part.merged_sig, order) {
-            let order = match known {
-                Some(known) if *known == *order => known,
-                _ => Arc::from(order),
-            };
-            fresh_merged.insert(part.name, (sig, order));
+        if let Some(sig) = part.merged_sig {
+            if let Some(order) = kept.or_else(|| found.map(Arc::from)) {
+                fresh_merged.insert(part.name, (sig, order));
+            }
         }
         flush(&mut out);
     }
@@ -430,46 +437,54 @@ fn first_help(members: &[Member], key_ordered: bool) -> Option<Arc<str>> {
     first.map(|m| m.2.help.clone())
 }
 
-/// Renders one family (nothing when it has nothing to expose), in the order `known` (positions
-/// in `part.members`, remembered for the same members) when given. Returns the member order,
-/// as positions in `part.members`, when it is worth caching: every member copied whole, one
-/// type, no duplicates.
+/// Renders a merged view's family in the order remembered for the same members (positions in
+/// `part.members`: same keys, layouts, types and emptiness, so every position is in range, of
+/// one type and copied whole). False, with nothing written, when the order does not fit.
+fn render_known(
+    format: Format,
+    part: &Part,
+    order: &[u32],
+    out: &mut Vec<u8>,
+    flush: &mut dyn FnMut(&mut Vec<u8>),
+    stats: &mut RenderStats,
+) -> bool {
+    let members: Option<Vec<&Member>> = order
+        .iter()
+        .map(|&i| part.members.get(i as usize))
+        .collect();
+    let Some(members) = members.filter(|m| !m.is_empty()) else {
+        return false;
+    };
+    let typ = members[0].2.typ;
+    let help = part
+        .help
+        .clone()
+        .or_else(|| first_help(&part.members, part.key_ordered));
+    stats.cached_families += 1;
+    write_family(
+        format,
+        part,
+        help,
+        typ,
+        &members,
+        &Ordered::Whole,
+        out,
+        flush,
+        stats,
+    );
+    true
+}
+
+/// Renders one family (nothing when it has nothing to expose). Returns the member order, as
+/// positions in `part.members`, when it is worth caching: every member copied whole, one type,
+/// no duplicates.
 fn render_family(
     format: Format,
     part: &Part,
-    known: Option<&[u32]>,
     out: &mut Vec<u8>,
     flush: &mut dyn FnMut(&mut Vec<u8>),
     stats: &mut RenderStats,
 ) -> Option<Vec<u32>> {
-    if let Some(order) = known {
-        // The members are the ones the order was found for (same keys, layouts, types and
-        // emptiness): every position is in range and of one type, copied whole.
-        let members: Option<Vec<&Member>> = order
-            .iter()
-            .map(|&i| part.members.get(i as usize))
-            .collect();
-        if let Some(members) = members.filter(|m| !m.is_empty()) {
-            let typ = members[0].2.typ;
-            let help = part
-                .help
-                .clone()
-                .or_else(|| first_help(&part.members, part.key_ordered));
-            stats.cached_families += 1;
-            write_family(
-                format,
-                part,
-                help,
-                typ,
-                &members,
-                &Ordered::Whole,
-                out,
-                flush,
-                stats,
-            );
-            return Some(order.to_vec());
-        }
-    }
     let mut members: Vec<&Member> = part.members.iter().filter(|m| !m.2.is_empty()).collect();
     if members.is_empty() {
         return Some(Vec::new());
