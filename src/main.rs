@@ -71,17 +71,37 @@ unsafe impl std::alloc::GlobalAlloc for MiMalloc {
 /// `mi_option_purge_delay` in the vendored mimalloc v3 (`mimalloc.h`, `mi_option_e`); the Rust
 /// bindings name only the v2 options.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// `mi_option_allow_thp`, likewise.
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
 /// Return freed pages to the OS at once instead of after mimalloc's default delay, unless the
 /// operator chose otherwise with `MIMALLOC_PURGE_DELAY`. A scrape of a large store allocates and
 /// frees tens of megabytes; with the default delay the pages stay resident (200k series: 155-167
 /// MB resident after scrapes instead of 110-117 MB), at no measurable cost per push
 /// (docs/benchmarks.md).
+///
+/// Likewise no transparent huge pages, unless `MIMALLOC_ALLOW_THP` says otherwise: with them a
+/// 2 MiB region is resident as soon as one byte of it is touched, and a purge of freed pages
+/// inside it splits it or keeps it whole (200k series: 117-120 MB resident after scrapes with
+/// them, 98-101 MB without, at no measurable cost per push; docs/benchmarks.md, eighth round).
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets an integer option; mimalloc reads options at any time and accepts any
         // value for this one (0 = purge at once).
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: sets an integer option (0 = mimalloc no longer asks for huge pages on memory
+        // it maps from now on).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
+        // The option alone is read too late: mimalloc reserved its first arena before `main`,
+        // with MADV_HUGEPAGE. The process-wide flag makes the kernel back no region of this
+        // process with transparent huge pages from now on. A failure leaves THP as it was.
+        // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0)
+        };
     }
 }
 
