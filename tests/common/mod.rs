@@ -458,7 +458,11 @@ pub fn http(addr: &str, req: &Req, timeout: Duration) -> std::io::Result<Resp> {
     s.write_all(head.as_bytes())?;
     // A server may answer (413) and close before reading the whole body: still read its reply.
     let write_res = s.write_all(&req.body);
-    let _ = s.shutdown(Shutdown::Write);
+    // Only after a body: a Go server (Prometheus 2.42 here) takes a half-closed connection for a
+    // client gone away and cancels the request, e.g. a query answers 503 "query was canceled".
+    if !req.body.is_empty() {
+        let _ = s.shutdown(Shutdown::Write);
+    }
     let mut raw = Vec::new();
     let read_res = s.read_to_end(&mut raw);
     if raw.is_empty() {
