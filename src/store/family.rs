@@ -11,7 +11,9 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::key::GroupKey;
-use crate::exposition::{self, proto, LabelPair, Metric, MetricFamily, MetricType};
+#[cfg(test)]
+use crate::exposition::proto;
+use crate::exposition::{self, LabelPair, Metric, MetricFamily, MetricType};
 
 /// Where one metric's bytes are in the family's buffer. Entries are in exposition order; the
 /// text lines and the sort keys are laid out in that order, the protobuf messages in push order
@@ -701,7 +703,10 @@ impl StoredFamily {
         &self.block.header.header[self.data_at as usize..self.end as usize]
     }
 
-    /// A one-sample gauge, for the group's `push_time_seconds` and `push_failure_time_seconds`.
+    /// A one-sample gauge with its labels in the metric: the tests' reference for the timing
+    /// families, which the store encodes from the key's borrowed labels instead
+    /// (`encode_grouped`).
+    #[cfg(test)]
     pub fn gauge(name: Arc<str>, help: Arc<str>, labels: &[(String, String)], value: f64) -> Self {
         let metric = Metric {
             label: labels

@@ -426,6 +426,15 @@ fn own_part(o: &StoredFamily, empty_key: &Arc<GroupKey>) -> Part {
     }
 }
 
+/// A family's HELP: the one its part sets (the gateway's own, a reserved name's), else the
+/// first member's in key order that has one. Deterministic, where upstream picks one at random
+/// (bug 4).
+fn family_help(part: &Part) -> Option<Arc<str>> {
+    part.help
+        .clone()
+        .or_else(|| first_help(&part.members, part.key_ordered))
+}
+
 /// The first member in key order that has help text.
 fn first_help(members: &[Member], key_ordered: bool) -> Option<Arc<str>> {
     let mut with_help = members.iter().filter(|m| !m.2.help.is_empty());
@@ -456,10 +465,7 @@ fn render_known(
         return false;
     };
     let typ = members[0].2.typ;
-    let help = part
-        .help
-        .clone()
-        .or_else(|| first_help(&part.members, part.key_ordered));
+    let help = family_help(part);
     stats.cached_families += 1;
     write_family(
         format,
@@ -504,12 +510,7 @@ fn render_family(
     members.retain(|m| m.2.typ == typ);
     let dropped = before - members.len();
     stats.inconsistent_dropped += dropped;
-    // Deterministic HELP (upstream picks one at random, bug 4): the first group in key order
-    // that has help.
-    let help = part
-        .help
-        .clone()
-        .or_else(|| first_help(&part.members, part.key_ordered));
+    let help = family_help(part);
     let presorted = part.presorted && dropped == 0;
     let ordered = if presorted {
         Ordered::Whole
