@@ -188,21 +188,45 @@ impl Scenario {
             .collect();
         assert!(
             incomplete.is_empty(),
-            "{}: scrapes through the balancer returned incomplete or invalid views: {:?}\nhaproxy's unusual requests:\n{}",
+            "{}: scrapes through the balancer returned incomplete or invalid views: {:?}\nhaproxy's unusual requests:\n{}\npeer calls per node:\n{}",
             self.name,
             &incomplete[..incomplete.len().min(5)],
-            self.lb.unusual_log(40).join("\n")
+            self.lb.unusual_log(40).join("\n"),
+            Self::peer_calls(&nodes)
         );
         let unexplained = ledger.unexplained(GRACE);
         assert!(
             unexplained.is_empty(),
-            "{}: {} failures more than {GRACE:?} after any fault or heal: {:?}\nhaproxy's unusual requests:\n{}",
+            "{}: {} failures more than {GRACE:?} after any fault or heal: {:?}\nhaproxy's unusual requests:\n{}\npeer calls per node:\n{}",
             self.name,
             unexplained.len(),
             &unexplained[..unexplained.len().min(5)],
-            self.lb.unusual_log(40).join("\n")
+            self.lb.unusual_log(40).join("\n"),
+            Self::peer_calls(&nodes)
         );
         ledger
+    }
+
+    /// Each node's own account of its calls to peers (durations by call, replication and
+    /// forwarding results), for a failure message: which node's calls failed or were slow.
+    fn peer_calls(nodes: &[Slot]) -> String {
+        const FAMILIES: [&str; 3] = [
+            "pushgate_peer_rpc_duration_seconds",
+            "pushgate_replicated_writes_total",
+            "pushgate_forwarded_pushes_total",
+        ];
+        let mut out = Vec::new();
+        for node in nodes {
+            match http_timeout("GET", &node.url(), "/metrics", b"", Duration::from_secs(10)) {
+                Ok((200, body)) => out.extend(
+                    body.lines()
+                        .filter(|l| FAMILIES.iter().any(|f| l.starts_with(f)))
+                        .map(|l| format!("{}: {l}", node.name)),
+                ),
+                other => out.push(format!("{}: /metrics {other:?}", node.name)),
+            }
+        }
+        out.join("\n")
     }
 
     /// Waits until the running nodes other than `down` count `n` active members.
