@@ -74,6 +74,65 @@ for i in range(200):
     }
 }
 
+/// Pushes arriving at every node at once, as behind a load balancer: each node forwards to the
+/// others while they forward to it, and every forwarded write waits for its primary's replica
+/// call. Every push is acknowledged (no 503 with every node up) and every node serves every
+/// group afterwards.
+#[test]
+fn concurrent_pushes_through_every_node_are_all_acknowledged() {
+    const PER_NODE: usize = 4;
+    const PUSHES: usize = 150;
+    let c = Cluster::start(3, &[]);
+    // About 20 series per push, like a job's histogram, counters and gauges.
+    let body = |i: usize| {
+        let mut b = String::from("# TYPE cc_value gauge\n");
+        b.push_str(&format!("cc_value {i}\n# TYPE cc_seconds histogram\n"));
+        for le in ["0.1", "0.5", "1", "5", "10", "+Inf"] {
+            b.push_str(&format!("cc_seconds_bucket{{le=\"{le}\"}} {i}\n"));
+        }
+        b.push_str(&format!("cc_seconds_sum {i}\ncc_seconds_count {i}\n"));
+        for k in 0..10 {
+            b.push_str(&format!("cc_total{{k=\"{k}\"}} {i}\n"));
+        }
+        b
+    };
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.url()).collect();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..3 * PER_NODE)
+            .map(|w| {
+                let url = urls[w % 3].clone();
+                s.spawn(move || {
+                    for p in 0..PUSHES {
+                        let i = w * PUSHES + p;
+                        match http(
+                            "PUT",
+                            &url,
+                            &format!("/metrics/job/cc/instance/i{i}"),
+                            body(i).as_bytes(),
+                        ) {
+                            Ok((200, _)) => {}
+                            // The first failure ends this worker: one is enough to fail.
+                            other => return Some(format!("push {i} via {url}: {other:?}")),
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|w| w.join().expect("worker"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+    let n = 3 * PER_NODE * PUSHES;
+    for url in &urls {
+        let body = scrape(url);
+        let got = body.lines().filter(|l| l.starts_with("cc_value{")).count();
+        assert_eq!(got, n, "groups served by {url}");
+    }
+}
+
 #[test]
 fn put_post_delete_through_different_nodes() {
     let c = Cluster::start(3, &[]);

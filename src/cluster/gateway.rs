@@ -1692,6 +1692,15 @@ mod tests {
     }
 
     /// Serves `svc` on an ephemeral port; returns the address.
+    /// Waits (at most 5 s) until `cond` holds.
+    async fn wait_until(cond: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < until, "condition not met within 5 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn serve<S: Cluster>(svc: S) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         serve_on(listener, svc)
@@ -1713,18 +1722,19 @@ mod tests {
         /// Before the batch calls: `Forward` and `ReplicateBatch` are unimplemented, and
         /// collect requests lose the fields it does not know (responders, only_keys).
         Old,
-        /// Before `ForwardRequest.replicas`: it never sees them, and answers none.
-        PreMerge,
         Current,
     }
 
     /// A node's service as a peer of `release` would answer, recording each `Forward` and
     /// `ReplicateBatch` call it gets (writes, replicas). With `damaged`, the first group of
-    /// every chunk its collect answers carry is cut short.
+    /// every chunk its collect answers carry is cut short. With `held`, a `Forward` call is
+    /// recorded on arrival and then waits for a permit before it is served (as a primary's does
+    /// while it replicates to other nodes).
     struct TestPeer {
         svc: ClusterService,
         release: Release,
         damaged: bool,
+        held: Option<Arc<tokio::sync::Semaphore>>,
         calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     }
 
@@ -1737,6 +1747,7 @@ mod tests {
                 svc,
                 release,
                 damaged: false,
+                held: None,
                 calls: Default::default(),
             }
         }
@@ -1812,17 +1823,18 @@ mod tests {
         }
         async fn forward(
             &self,
-            mut r: Request<pb::ForwardRequest>,
+            r: Request<pb::ForwardRequest>,
         ) -> Result<Response<pb::ForwardReply>, Status> {
-            match self.release {
-                Release::Old => return Err(Status::unimplemented("old peer")),
-                Release::PreMerge => r.get_mut().replicas.clear(),
-                Release::Current => {}
+            if self.release == Release::Old {
+                return Err(Status::unimplemented("old peer"));
             }
             let req = r.get_ref();
             self.calls
                 .lock()
                 .push(("forward", req.writes.len(), req.replicas.len()));
+            if let Some(gate) = &self.held {
+                let _permit = gate.acquire().await.unwrap();
+            }
             self.svc.forward(r).await
         }
         async fn replicate_batch(
@@ -2014,17 +2026,13 @@ mod tests {
         assert!(store.group(&key("f1")).is_none());
     }
 
-    /// Writes and replicas queued for one peer at the same time, through real gRPC: they share
-    /// one `Forward` call, or, to a peer of the release before, travel side by side; each item
-    /// gets its own answer either way.
-    async fn writes_and_replicas_together(pre_merge: bool) {
+    /// Writes and replicas queued for one peer at the same time, through real gRPC: each kind
+    /// is batched in calls of its own (`Forward`, `ReplicateBatch`), and each item gets its own
+    /// answer.
+    #[tokio::test]
+    async fn writes_and_replicas_for_one_peer_travel_in_calls_of_their_own() {
         let (store, svc) = service(1);
-        let release = if pre_merge {
-            Release::PreMerge
-        } else {
-            Release::Current
-        };
-        let peer = TestPeer::new(svc, release);
+        let peer = TestPeer::new(svc, Release::Current);
         let calls = peer.calls.clone();
         let addr = serve(peer).await;
         let clients = PeerClients::new(Duration::from_secs(5));
@@ -2073,34 +2081,75 @@ mod tests {
             assert!(store.group(&key(&format!("broken{round}"))).is_none());
         }
         let calls = calls.lock().clone();
-        let expected = if pre_merge {
-            vec![
-                ("forward", 1, 0),
-                // The first mixed batch: the replicas it carried went unseen and unanswered, so
-                // they were sent again by themselves; the next batch goes side by side.
-                ("forward", 3, 0),
-                ("replicate_batch", 0, 4),
-                ("forward", 3, 0),
-                ("replicate_batch", 0, 4),
-            ]
-        } else {
-            vec![("forward", 1, 0), ("forward", 3, 4), ("forward", 3, 4)]
-        };
-        // The last round's two calls side by side may arrive in either order.
+        let expected = vec![
+            ("forward", 1, 0),
+            ("forward", 3, 0),
+            ("replicate_batch", 0, 4),
+            ("forward", 3, 0),
+            ("replicate_batch", 0, 4),
+        ];
+        // A round's two calls go side by side and may arrive in either order.
         let (mut got, mut want) = (calls.clone(), expected);
-        got[3..].sort();
-        want[3..].sort();
+        for round in [1..3, 3..5] {
+            got[round.clone()].sort();
+            want[round].sort();
+        }
         assert_eq!(got, want, "calls: {calls:?}");
     }
 
+    /// A replica for a peer is not held behind a forwarded write in flight to the same peer:
+    /// the forward's primary may itself be waiting on a replica call of its own, and three nodes
+    /// forwarding to each other in a ring would otherwise wait on each other until the timeout.
     #[tokio::test]
-    async fn writes_and_replicas_for_one_peer_share_a_call() {
-        writes_and_replicas_together(false).await;
+    async fn a_replica_is_not_held_behind_a_forward_in_flight_to_the_same_peer() {
+        let (store, svc) = service(1);
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut peer = TestPeer::new(svc, Release::Current);
+        peer.held = Some(gate.clone());
+        let calls = peer.calls.clone();
+        let addr = serve(peer).await;
+        let clients = PeerClients::new(Duration::from_secs(2));
+        let peer = clients.peer(addr);
+        let deadline = || Instant::now() + Duration::from_secs(2);
+        let held = tokio::spawn({
+            let peer = peer.clone();
+            let deadline = deadline();
+            async move { peer.forward(forwarded("held", BODY), 100, deadline).await }
+        });
+        wait_until(|| calls.lock().len() == 1).await;
+        // The forward is in the peer, unanswered; a replica to the same peer is answered.
+        let applied = peer.replicate(replica_of("r", 5), 100, deadline()).await;
+        assert!(applied.unwrap());
+        assert_eq!(store.group_version(&key("r")), Some(5));
+        assert!(!held.is_finished());
+        gate.add_permits(1);
+        assert_eq!(held.await.unwrap().unwrap().0.status, 200);
+        assert!(store.group(&key("held")).is_some());
     }
 
+    /// A node of the previous release sends its replicas inside `Forward`
+    /// (`ForwardRequest.replicas`); they are applied and answered item by item, beside the
+    /// writes.
     #[tokio::test]
-    async fn a_peer_that_ignores_replicas_in_a_forward_gets_them_by_replicate_batch() {
-        writes_and_replicas_together(true).await;
+    async fn replicas_inside_a_forward_call_are_answered_for_an_earlier_release() {
+        let (store, svc) = service(1);
+        let mut broken = replica_of("broken", 7);
+        broken.group.truncate(broken.group.len() / 2);
+        let req = pb::ForwardRequest {
+            writes: vec![forwarded("w", BODY)],
+            replicas: vec![replica_of("r", 5), replica_of("r", 4), broken],
+        };
+        let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
+        assert_eq!(reply.results.len(), 1);
+        assert_eq!(reply.results[0].reply.as_ref().unwrap().status, 200);
+        let r = &reply.replica_results;
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].error_code, r[0].applied), (0, true));
+        assert_eq!((r[1].error_code, r[1].applied), (0, false));
+        assert_eq!(r[2].error_code, tonic::Code::InvalidArgument as u32);
+        assert_eq!(store.group_version(&key("r")), Some(5));
+        assert!(store.group(&key("w")).is_some());
+        assert!(store.group(&key("broken")).is_none());
     }
 
     #[tokio::test]

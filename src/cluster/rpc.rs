@@ -57,53 +57,45 @@ pub struct PeerClients {
     limits: BatchLimits,
 }
 
-/// One peer: its channel and the batching queue of the writes forwarded to it and the
-/// replicas sent to it (one queue: both travel in the same calls).
+/// One peer: its channel and the batching queues of the writes forwarded to it and of the
+/// replicas sent to it.
+///
+/// The two never share a call (nor a queue). A forwarded write is answered only once its
+/// primary has replicated it, so a `Forward` call waits on the primary's `ReplicateBatch` calls
+/// to other nodes; a replica waits on nothing but the peer's store. With one queue, a replica
+/// could wait behind a `Forward` in flight to the same peer, and three nodes forwarding to each
+/// other in a ring (each forward's replica queued behind the next node's forward) waited on each
+/// other until the peer timeout: every push through a load balancer in front of three nodes
+/// could then end in a 503. With two queues a replica waits at most for another replica call,
+/// which always ends, so every forward ends too.
 #[derive(Clone)]
 pub struct Peer {
     pub client: ClusterClient<PeerChannel>,
-    writes: Arc<Batcher<WriteTransport>>,
+    forwards: Arc<Batcher<ForwardTransport>>,
+    replicas: Arc<Batcher<ReplicateTransport>>,
 }
 
 impl Peer {
-    /// Forwards a write to this peer as the group's primary (batched with the other writes and
-    /// replicas queued for it); `bytes` is about its size on the wire.
+    /// Forwards a write to this peer as the group's primary (batched with the other writes
+    /// queued for it); `bytes` is about its size on the wire.
     pub async fn forward(
         &self,
         write: pb::ForwardedWrite,
         bytes: usize,
         deadline: Instant,
     ) -> Result<ForwardOutput, Status> {
-        match self
-            .writes
-            .call(PeerWrite::Forward(write), bytes, deadline)
-            .await?
-        {
-            PeerAnswer::Forwarded(out) => Ok(out),
-            PeerAnswer::Replicated(_) => Err(Status::internal(
-                "a forwarded write was answered as a replica",
-            )),
-        }
+        self.forwards.call(write, bytes, deadline).await
     }
 
-    /// Sends a group state (or tombstone) for this peer to hold; true when it applied it, false
-    /// when it held a newer one.
+    /// Sends a group state (or tombstone) for this peer to hold (batched with the other
+    /// replicas queued for it); true when it applied it, false when it held a newer one.
     pub async fn replicate(
         &self,
         replica: pb::ReplicateRequest,
         bytes: usize,
         deadline: Instant,
     ) -> Result<bool, Status> {
-        match self
-            .writes
-            .call(PeerWrite::Replicate(replica), bytes, deadline)
-            .await?
-        {
-            PeerAnswer::Replicated(applied) => Ok(applied),
-            PeerAnswer::Forwarded(_) => Err(Status::internal(
-                "a replica was answered as a forwarded write",
-            )),
-        }
+        self.replicas.call(replica, bytes, deadline).await
     }
 }
 
@@ -148,17 +140,17 @@ impl PeerClients {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES);
                 Peer {
-                    writes: Batcher::new(
-                        WriteTransport {
-                            forward: ForwardTransport {
-                                client: client.clone(),
-                                support: BatchSupport::default(),
-                            },
-                            replicate: ReplicateTransport {
-                                client: client.clone(),
-                                support: BatchSupport::default(),
-                            },
-                            carried: BatchSupport::default(),
+                    forwards: Batcher::new(
+                        ForwardTransport {
+                            client: client.clone(),
+                            support: BatchSupport::default(),
+                        },
+                        self.limits,
+                    ),
+                    replicas: Batcher::new(
+                        ReplicateTransport {
+                            client: client.clone(),
+                            support: BatchSupport::default(),
                         },
                         self.limits,
                     ),
@@ -222,20 +214,6 @@ impl BatchSupport {
             }
             Err(_) => false,
         }
-    }
-
-    /// Whether the peer is known to answer the call.
-    fn known(&self) -> bool {
-        *self.0.lock() == Support::Yes
-    }
-
-    /// Records whether the peer answered what was asked of it.
-    fn record(&self, answered: bool) {
-        *self.0.lock() = if answered {
-            Support::Yes
-        } else {
-            Support::No(Instant::now() + LEGACY_RETRY)
-        };
     }
 }
 
@@ -342,15 +320,6 @@ fn failed<T>(n: usize, status: &Status) -> Vec<Result<T, Status>> {
     (0..n).map(|_| Err(copy_status(status))).collect()
 }
 
-/// `answers` when there is one per item of `n`; otherwise every item fails.
-fn one_each<T>(answers: Vec<Result<T, Status>>, n: usize, what: &str) -> Vec<Result<T, Status>> {
-    if answers.len() == n {
-        return answers;
-    }
-    let status = Status::internal(format!("the peer answered {} of {n} {what}", answers.len()));
-    failed(n, &status)
-}
-
 /// Forwarded writes as single `Push` and `Delete` calls, for a peer of an older version.
 async fn forward_singly(
     client: &ClusterClient<PeerChannel>,
@@ -443,142 +412,6 @@ impl Transport for ReplicateTransport {
             Ok(reply) => replicate_results(reply.into_inner().results),
             Err(status) => failed(n, &status),
         }
-    }
-}
-
-/// A write for one peer: forwarded to it as the group's primary, or a group state (or
-/// tombstone) for it to hold.
-pub enum PeerWrite {
-    Forward(pb::ForwardedWrite),
-    Replicate(pb::ReplicateRequest),
-}
-
-/// The answer to a `PeerWrite`, of the same kind.
-pub enum PeerAnswer {
-    Forwarded(ForwardOutput),
-    Replicated(bool),
-}
-
-/// Sends the writes and replicas queued for one peer in one `Forward` call
-/// (`ForwardRequest.replicas`). To a peer of an earlier release (it ignores the replicas and
-/// answers none), or one not yet known to answer `Forward`, they travel side by side as
-/// `Forward` and `ReplicateBatch` (or the single calls of a still older one).
-pub struct WriteTransport {
-    forward: ForwardTransport,
-    replicate: ReplicateTransport,
-    /// Whether the peer answers the replicas a `Forward` call carries.
-    carried: BatchSupport,
-}
-
-impl Transport for WriteTransport {
-    type Item = PeerWrite;
-    type Output = PeerAnswer;
-
-    async fn send(
-        &self,
-        items: Vec<PeerWrite>,
-        deadline: Instant,
-    ) -> Vec<Result<PeerAnswer, Status>> {
-        let mut forwards = Vec::new();
-        let mut replicas = Vec::new();
-        let kinds: Vec<bool> = items
-            .into_iter()
-            .map(|item| match item {
-                PeerWrite::Forward(w) => {
-                    forwards.push(w);
-                    true
-                }
-                PeerWrite::Replicate(r) => {
-                    replicas.push(r);
-                    false
-                }
-            })
-            .collect();
-        let (nf, nr) = (forwards.len(), replicas.len());
-        let (fw, rp) = if nr == 0 {
-            (self.forward.send(forwards, deadline).await, Vec::new())
-        } else if nf == 0 {
-            (Vec::new(), self.replicate.send(replicas, deadline).await)
-        } else {
-            self.send_both(forwards, replicas, deadline).await
-        };
-        let mut fw = one_each(fw, nf, "forwarded writes").into_iter();
-        let mut rp = one_each(rp, nr, "replicas").into_iter();
-        kinds
-            .into_iter()
-            .map(|forward| {
-                let answer = if forward {
-                    fw.next().map(|a| a.map(PeerAnswer::Forwarded))
-                } else {
-                    rp.next().map(|a| a.map(PeerAnswer::Replicated))
-                };
-                answer.unwrap_or_else(|| Err(Status::internal("a batch item was not answered")))
-            })
-            .collect()
-    }
-}
-
-/// The answers to a batch's writes and to its replicas.
-type BothAnswers = (
-    Vec<Result<ForwardOutput, Status>>,
-    Vec<Result<bool, Status>>,
-);
-
-impl WriteTransport {
-    /// Writes and replicas in one `Forward` call when the peer is known to answer `Forward`
-    /// and not known to ignore replicas in it; else side by side.
-    async fn send_both(
-        &self,
-        writes: Vec<pb::ForwardedWrite>,
-        replicas: Vec<pb::ReplicateRequest>,
-        deadline: Instant,
-    ) -> BothAnswers {
-        let keep = match self.carried.plan() {
-            Plan::Batch { keep_copy } if self.forward.support.known() => {
-                keep_copy.then(|| replicas.clone())
-            }
-            _ => {
-                return tokio::join!(
-                    self.forward.send(writes, deadline),
-                    self.replicate.send(replicas, deadline)
-                );
-            }
-        };
-        let (nf, nr) = (writes.len(), replicas.len());
-        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record(nf as f64);
-        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "replicate").record(nr as f64);
-        let started = Instant::now();
-        let res = self
-            .forward
-            .client
-            .clone()
-            .forward(request(
-                pb::ForwardRequest { writes, replicas },
-                remaining(deadline),
-            ))
-            .await;
-        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
-            .record(started.elapsed().as_secs_f64());
-        self.forward.support.answered(&res);
-        let reply = match res {
-            Ok(reply) => reply.into_inner(),
-            Err(status) => return (failed(nf, &status), failed(nr, &status)),
-        };
-        let fw = forward_results(reply.results);
-        if reply.replica_results.is_empty() {
-            // A node of an earlier release: it ignored the replicas.
-            self.carried.record(false);
-            let rp = match keep {
-                Some(replicas) => self.replicate.send(replicas, deadline).await,
-                None => failed(
-                    nr,
-                    &Status::unavailable("the peer ignored the replicas sent with its writes"),
-                ),
-            };
-            return (fw, rp);
-        }
-        self.carried.record(true);
-        (fw, replicate_results(reply.replica_results))
     }
 }
 
