@@ -8,6 +8,9 @@
 #   upstream-off   the same with --push.disable-consistency-check
 #   pushgate-on    target/release/pushgate, consistency check on
 #   pushgate-off   the same with --push.disable-consistency-check
+#   pushgate-cluster3     3 pushgate nodes on loopback, every push sent to node 1
+#   pushgate-cluster3-lb  the same cluster with the connections spread over all three nodes, as
+#                  behind a load balancer (every node forwards to the others while they forward to it)
 # Scenarios per target, on one server process (so the store grows from one to the next):
 #   push-small  --warmup then DURATION s of pushes to SMALL_GROUPS groups (default 100)
 #   push-big    --warmup then DURATION s of pushes to BIG_GROUPS groups (default 10000)
@@ -19,8 +22,8 @@
 # Environment (defaults in brackets):
 #   DURATION [10]  SMALL_GROUPS [100]  BIG_GROUPS [10000]  SERIES [20]  CONNECTIONS [32]  SCRAPES [5]
 #   SMOKE=1        CI mode: DURATION=2, BIG_GROUPS=1000, SCRAPES=1 unless set explicitly
-#   TARGETS        which targets to run, e.g. TARGETS="upstream-on upstream-off" (default: all five,
-#                  the last being a 3-node pushgate cluster on loopback)
+#   TARGETS        which targets to run, e.g. TARGETS="upstream-on upstream-off" (default: all six,
+#                  the last two being a 3-node pushgate cluster on loopback)
 #   SKIP_BUILD=1   do not run cargo build (use the binaries already built)
 #   UPSTREAM_BIN [/usr/bin/prometheus-pushgateway]  PUSHGATE_BIN [target/release/pushgate]
 #   LOADGEN_BIN [target/release/loadgen]  OUT_DIR [a new temp dir; keeps the JSON results and server logs]
@@ -57,7 +60,9 @@ SCRAPES=${SCRAPES:-5}
 START_TIMEOUT=${START_TIMEOUT:-15}
 LOADGEN_TIMEOUT=${LOADGEN_TIMEOUT:-900}
 WARMUP_LIMIT=${WARMUP_LIMIT:-120}
-TARGETS=${TARGETS:-upstream-on upstream-off pushgate-on pushgate-off pushgate-cluster3}
+TARGETS=${TARGETS:-upstream-on upstream-off pushgate-on pushgate-off pushgate-cluster3 pushgate-cluster3-lb}
+# More URLs the pushes are spread over besides SERVER_URL (the other nodes, for pushgate-cluster3-lb).
+ALSO_URLS=()
 UPSTREAM_BIN=${UPSTREAM_BIN:-/usr/bin/prometheus-pushgateway}
 PUSHGATE_BIN=${PUSHGATE_BIN:-$TARGET_DIR/release/pushgate}
 LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
@@ -172,9 +177,10 @@ stop_server() {
 loadgen() {
     local name=$1 scenario=$2
     shift 2
-    local out="$OUT_DIR/$name/$scenario.json" pids=() pid
+    local out="$OUT_DIR/$name/$scenario.json" pids=() pid url
     # Memory and CPU are summed over every server process (all nodes of a cluster).
     for pid in "${SERVER_PIDS[@]:-$SERVER_PID}"; do pids+=(--pid "$pid"); done
+    for url in "${ALSO_URLS[@]}"; do pids+=(--also-url "$url"); done
     log "$name: $scenario: loadgen $*"
     if ! "$LOADGEN_BIN" --url "$SERVER_URL" "${pids[@]}" --json --timeout "$LOADGEN_TIMEOUT" \
         --series "$SERIES" --connections "$CONNECTIONS" "$@" >"$out" 2>"$OUT_DIR/$name/$scenario.log"; then
@@ -195,11 +201,12 @@ run_scenarios() {
 }
 
 # --- 3-node cluster target ---------------------------------------------------------------------------
-# Three pushgate nodes on loopback (replication factor 2), every one on its own free ports. The load
-# goes to node 1, so a third of the groups have node 1 as primary and the rest take one gRPC hop to
-# their primary plus a replication; the scrape is node 1's merged view of the whole cluster. All three
-# share this host's cores with each other and with the load generator, unless NODE_CPUS gives each
-# node a budget of its own.
+# Three pushgate nodes on loopback (replication factor 2), every one on its own free ports. For
+# pushgate-cluster3 the load goes to node 1, so a third of the groups have node 1 as primary and the
+# rest take one gRPC hop to their primary plus a replication; for pushgate-cluster3-lb loadgen spreads
+# its connections over the three nodes (--also-url), so every node receives, forwards and is forwarded
+# to. The scrape is node 1's merged view of the whole cluster. All three share this host's cores with
+# each other and with the load generator, unless NODE_CPUS gives each node a budget of its own.
 CLUSTER_PIDS=()
 stop_cluster() {
     local pid
@@ -213,8 +220,9 @@ stop_cluster() {
 }
 cleanup() { stop_server; stop_cluster; cap_cpu_cleanup; }
 
+# run_cluster_target NAME [spread]
 run_cluster_target() {
-    local name=$1 dir="$OUT_DIR/$1" i peers=() http=() gossip=()
+    local name=$1 spread=${2:-} dir="$OUT_DIR/$1" i peers=() http=() gossip=()
     mkdir -p "$dir"
     for i in 1 2 3; do
         http+=("$(free_port)")
@@ -253,8 +261,14 @@ run_cluster_target() {
         sleep 0.2
     done
     echo "ok" >"$dir/status"
-    log "$name: 3 nodes formed a cluster; load goes to $SERVER_URL"
+    if [[ $spread == spread ]]; then
+        ALSO_URLS=("http://127.0.0.1:${http[1]}" "http://127.0.0.1:${http[2]}")
+        log "$name: 3 nodes formed a cluster; load spread over $SERVER_URL ${ALSO_URLS[*]}"
+    else
+        log "$name: 3 nodes formed a cluster; load goes to $SERVER_URL"
+    fi
     run_scenarios "$name"
+    ALSO_URLS=()
     SERVER_PID=""
     SERVER_PIDS=()
     stop_cluster
@@ -274,7 +288,8 @@ for target in $TARGETS; do
                 && run_scenarios "$target" || true
             ;;
         pushgate-cluster3) run_cluster_target "$target" ;;
-        *) die "unknown target $target (known: upstream-on upstream-off pushgate-on pushgate-off pushgate-cluster3)" ;;
+        pushgate-cluster3-lb) run_cluster_target "$target" spread ;;
+        *) die "unknown target $target (known: upstream-on upstream-off pushgate-on pushgate-off pushgate-cluster3 pushgate-cluster3-lb)" ;;
     esac
     stop_server
 done
@@ -326,6 +341,7 @@ RATIOS=(
     "pushgate-off|upstream-off|pg off / up off"
     "pushgate-on|upstream-off|pg on / up off"
     "pushgate-cluster3|pushgate-on|cluster3 / pg on"
+    "pushgate-cluster3-lb|pushgate-on|cluster3-lb / pg on"
 )
 
 print_table() {

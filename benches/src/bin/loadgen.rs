@@ -45,6 +45,11 @@ struct Args {
     /// Base URL of the server, with its route prefix if it has one.
     #[arg(long, default_value = "http://127.0.0.1:9091")]
     url: String,
+    /// More base URLs to push through, e.g. the other nodes of a cluster (same route prefix):
+    /// the connections are spread round-robin over --url and these, as behind a load balancer.
+    /// Scrapes and the readiness wait use --url.
+    #[arg(long = "also-url")]
+    also_url: Vec<String>,
     /// Distinct groups pushed to: /metrics/job/<job>/instance/i0 .. i<G-1>.
     #[arg(long, default_value_t = 10_000)]
     groups: usize,
@@ -117,6 +122,8 @@ impl PushMethod {
 /// Where the server is and the request targets, all resolved before the run.
 struct Target {
     addr: SocketAddr,
+    /// Where the pushes go: `addr`, then the --also-url addresses; worker i uses the i-th (mod n).
+    push_addrs: Vec<SocketAddr>,
     host: HeaderValue,
     /// Route prefix without a trailing slash ("" for none).
     prefix: String,
@@ -127,20 +134,11 @@ struct Target {
 
 impl Target {
     async fn resolve(args: &Args) -> anyhow::Result<Self> {
-        let base: Uri = args
-            .url
-            .parse()
-            .with_context(|| format!("invalid --url {:?}", args.url))?;
-        if base.scheme_str() != Some("http") {
-            bail!("--url must be an http:// URL (TLS is not supported by loadgen)");
+        let (base, authority, addr) = resolve_url(&args.url, "--url").await?;
+        let mut push_addrs = vec![addr];
+        for url in &args.also_url {
+            push_addrs.push(resolve_url(url, "--also-url").await?.2);
         }
-        let authority = base.authority().context("--url has no host")?.clone();
-        let port = authority.port_u16().unwrap_or(80);
-        let addr = tokio::net::lookup_host((authority.host(), port))
-            .await
-            .with_context(|| format!("cannot resolve {authority}"))?
-            .next()
-            .with_context(|| format!("{authority} resolves to no address"))?;
         let prefix = base.path().trim_end_matches('/').to_owned();
         let method = args.method.http();
         let group_heads = (0..args.groups)
@@ -156,6 +154,7 @@ impl Target {
             .collect::<anyhow::Result<_>>()?;
         Ok(Self {
             addr,
+            push_addrs,
             host: HeaderValue::from_str(authority.as_str())
                 .context("host is not a valid header")?,
             prefix,
@@ -178,6 +177,30 @@ impl Target {
         tokio::spawn(connection);
         Ok(sender)
     }
+}
+
+/// A base URL's parts and the first address its host resolves to; `flag` names it in errors.
+async fn resolve_url(
+    url: &str,
+    flag: &str,
+) -> anyhow::Result<(Uri, hyper::http::uri::Authority, SocketAddr)> {
+    let base: Uri = url
+        .parse()
+        .with_context(|| format!("invalid {flag} {url:?}"))?;
+    if base.scheme_str() != Some("http") {
+        bail!("{flag} must be an http:// URL (TLS is not supported by loadgen)");
+    }
+    let authority = base
+        .authority()
+        .with_context(|| format!("{flag} {url:?} has no host"))?
+        .clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let addr = tokio::net::lookup_host((authority.host(), port))
+        .await
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to no address"))?;
+    Ok((base, authority, addr))
 }
 
 /// What the workers of one phase saw.
@@ -248,6 +271,7 @@ impl Worker {
         // push to the same group at the same time.
         let mut next = self.index;
         let mut seq = self.index as u64;
+        let addr = self.target.push_addrs[self.index % self.target.push_addrs.len()];
         loop {
             match schedule {
                 Schedule::EveryGroupOnce(_) if next >= groups => break,
@@ -260,7 +284,7 @@ impl Worker {
             }
             let group = next % groups;
             if conn.is_none() {
-                match Conn::connect(self.target.addr).await {
+                match Conn::connect(addr).await {
                     Ok(c) => conn = Some(c),
                     Err(err) => {
                         tally.transport_error("connect", err);
@@ -394,6 +418,8 @@ struct ScrapeReport {
 #[derive(Debug, Serialize)]
 struct Report {
     url: String,
+    /// The --also-url base URLs the pushes were spread over besides `url`.
+    also_urls: Vec<String>,
     method: PushMethod,
     groups: usize,
     connections: usize,
@@ -477,6 +503,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let bodies = Arc::new(PushBodies::new(args.series));
     let mut report = Report {
         url: args.url.clone(),
+        also_urls: args.also_url.clone(),
         method: args.method,
         groups: args.groups,
         connections: args.connections,
@@ -569,8 +596,13 @@ fn megabytes(bytes: u64) -> f64 {
 fn print_report(report: &Report, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "loadgen -> {} {} groups={} connections={} series/push={} body={}B",
+        "loadgen -> {}{} {} groups={} connections={} series/push={} body={}B",
         report.url,
+        report
+            .also_urls
+            .iter()
+            .map(|u| format!(" + {u}"))
+            .collect::<String>(),
         format!("{:?}", report.method).to_uppercase(),
         report.groups,
         report.connections,
