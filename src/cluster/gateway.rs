@@ -400,7 +400,9 @@ impl ClusterCore {
             t.replica = Some(msg.clone());
         }
         let size = msg.group.len() + 64;
-        let deadline = Instant::now() + self.clients.timeout();
+        let timeout = self.clients.timeout();
+        let started = Instant::now();
+        let deadline = started + timeout;
         let send = |m: Member| {
             let peer = self.clients.peer(m.grpc_addr);
             let msg = msg.clone();
@@ -419,14 +421,42 @@ impl ClusterCore {
                 None => break,
             }
         }
-        while let Some(ok) = inflight.next().await {
-            if ok {
-                acked += 1;
-                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
-            } else {
-                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
-                if let Some(m) = candidates.pop_front() {
-                    inflight.push(send(m));
+        // A node cut off by the network usually drops packets rather than refusing them: its
+        // call fails only at the deadline, too late to try the next node. So a replica still
+        // missing after half the timeout is also asked of the next candidate, and the first
+        // R-1 answers count (a late copy on a stand-in is handed back like any hint).
+        let hedge = tokio::time::sleep_until((started + timeout / 2).into());
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        loop {
+            tokio::select! {
+                next = inflight.next() => match next {
+                    None => break,
+                    Some(true) => {
+                        acked += 1;
+                        metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success")
+                            .increment(1);
+                        if acked >= needed {
+                            break;
+                        }
+                    }
+                    Some(false) => {
+                        metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error")
+                            .increment(1);
+                        if let Some(m) = candidates.pop_front() {
+                            inflight.push(send(m));
+                        }
+                    }
+                },
+                () = &mut hedge, if !hedged => {
+                    hedged = true;
+                    for _ in acked..needed {
+                        let Some(m) = candidates.pop_front() else { break };
+                        tracing::debug!(peer = %m.id, "a replica is late; asking the next node too");
+                        metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "hedged")
+                            .increment(1);
+                        inflight.push(send(m));
+                    }
                 }
             }
         }
@@ -1467,6 +1497,46 @@ mod tests {
                 "from {from:?}"
             );
         }
+    }
+
+    /// A replica candidate that accepts connections and never answers (cut off by the network,
+    /// packets dropped): after half the peer timeout the next node is asked too, and the write
+    /// reaches its R holders within the timeout instead of failing at it.
+    #[tokio::test]
+    async fn a_silent_replica_is_hedged_by_the_next_node() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                held.push(conn);
+            }
+        });
+        let c_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c_port = c_listener.local_addr().unwrap().port();
+        let members = [("a", 1), ("b", silent_port), ("c", c_port)];
+        let (_store_a, a) = node("a", &members, 2);
+        let (store_c, c) = node("c", &members, 2);
+        serve_on(c_listener, c);
+        // A group whose rendezvous order is a (primary), b (the silent one), c.
+        let ring = a.core.ring();
+        let job = (0..)
+            .map(|i| format!("j{i}"))
+            .find(|job| {
+                let order: Vec<&str> = ring
+                    .rendezvous_order(key(job).stable_hash())
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect();
+                order == ["a", "b", "c"]
+            })
+            .unwrap();
+        let answer = a
+            .core
+            .apply_as_primary(WriteOp::Push(prepared(&job, BODY)), Vec::new(), None)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        assert!(store_c.group(&key(&job)).is_some(), "c holds the copy");
     }
 
     #[tokio::test]

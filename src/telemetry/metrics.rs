@@ -54,7 +54,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (REFUSED_PUSHES_TOTAL, MetricType::Counter, "Pushes refused, by reason (invalid, limit, unavailable)."),
     (CLUSTER_MEMBERS, MetricType::Gauge, "Live cluster members in this node's ring, by state (joining, active, leaving)."),
     (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by result."),
-    (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result."),
+    (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result (success, error); hedged counts the extra sends to the next node made when a replica had not answered within half the peer timeout."),
     (PEER_RPC_DURATION_SECONDS, MetricType::Summary, "Duration of gRPC calls to other cluster nodes, by rpc."),
     (PEER_BATCH_ITEMS, MetricType::Summary, "Writes carried by one batched call to another cluster node (forward, replicate): calls made while one to the same peer is in flight queue and travel together."),
     (SCRAPE_MERGE_DURATION_SECONDS, MetricType::Summary, "Time to collect and merge every member's groups for one scrape."),
