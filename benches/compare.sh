@@ -80,6 +80,8 @@ SERVER_PID=""
 SERVER_PIDS=()
 # shellcheck source=lib/cpu-cap.sh
 source "$ROOT/benches/lib/cpu-cap.sh"
+# shellcheck source=lib/stop.sh
+source "$ROOT/benches/lib/stop.sh"
 # in_budget CMD...: runs CMD (exec, same process) inside a new NODE_CPUS cgroup when one is set.
 # Call it in the background subshell that starts a server.
 in_budget() {
@@ -162,14 +164,7 @@ start_server() {
 }
 
 stop_server() {
-    [[ -n $SERVER_PID ]] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_process "$SERVER_PID"
     SERVER_PID=""
 }
 
@@ -210,12 +205,9 @@ run_scenarios() {
 CLUSTER_PIDS=()
 stop_cluster() {
     local pid
+    # All asked at once, so they stop side by side.
     for pid in "${CLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${CLUSTER_PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    for pid in "${CLUSTER_PIDS[@]}"; do stop_process "$pid"; done
     CLUSTER_PIDS=()
 }
 cleanup() { stop_server; stop_cluster; cap_cpu_cleanup; }

@@ -31,11 +31,10 @@ done
 
 SERVER_PID=""
 RESULTS=$(mktemp -t pushgate-flatness.XXXXXX)
+# shellcheck source=lib/stop.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stop.sh"
 cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_process "$SERVER_PID"
     rm -f "$RESULTS"
 }
 trap cleanup EXIT
@@ -59,8 +58,7 @@ run() {
     out=$("$LOADGEN_BIN" --url "$url" --groups "$groups" --duration "$DURATION" --scrapes 0 \
         --timeout 300 --json 2>/dev/null)
     after=$(cpu_ticks "$SERVER_PID")
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_process "$SERVER_PID"
     SERVER_PID=""
     ok=$(jq -r '.push.pushes_ok // 0' <<<"$out")
     secs=$(jq -r '.push.seconds // 0' <<<"$out")

@@ -34,11 +34,10 @@ done
 
 WORK=$(mktemp -d -t pushgate-instructions.XXXXXX)
 VG_PID=""
+# shellcheck source=lib/stop.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stop.sh"
 cleanup() {
-    if [[ -n $VG_PID ]]; then
-        kill "$VG_PID" 2>/dev/null || true
-        wait "$VG_PID" 2>/dev/null || true
-    fi
+    stop_process "$VG_PID" 30
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -66,8 +65,8 @@ for bin in "$@"; do
     "$LOADGEN_BIN" --url "$url" --groups "$PUSH_GROUPS" --duration "$DURATION" --scrapes 0 \
         --connections 4 --timeout 300 --json >"$WORK/run.json" 2>/dev/null
     callgrind_control --dump=after "$VG_PID" >/dev/null 2>&1
-    kill "$VG_PID" 2>/dev/null || true
-    wait "$VG_PID" 2>/dev/null || true
+    # valgrind writes its final output on the way out: give it time before SIGKILL.
+    stop_process "$VG_PID" 30
     VG_PID=""
     pushes=$(jq '.push.pushes_ok' "$WORK/run.json")
     # The second dump (suffix .2) holds what ran between the two dump requests.
