@@ -1390,6 +1390,20 @@ mod tests {
         (store, ClusterService::new(core))
     }
 
+    /// The port of a peer that accepts connections and never answers (frozen, or cut off with
+    /// its packets dropped).
+    async fn silent_peer() -> u16 {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                held.push(conn);
+            }
+        });
+        port
+    }
+
     /// A port nothing listens on.
     fn closed_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1504,14 +1518,7 @@ mod tests {
     /// reaches its R holders within the timeout instead of failing at it.
     #[tokio::test]
     async fn a_silent_replica_is_hedged_by_the_next_node() {
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent_port = silent.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((conn, _)) = silent.accept().await {
-                held.push(conn);
-            }
-        });
+        let silent_port = silent_peer().await;
         let c_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let c_port = c_listener.local_addr().unwrap().port();
         let members = [("a", 1), ("b", silent_port), ("c", c_port)];
@@ -1981,14 +1988,7 @@ mod tests {
     /// deadline (3 s here), or for 40% of the client's scrape timeout when that is shorter.
     #[tokio::test]
     async fn a_scrape_waits_for_a_silent_peer_within_the_client_timeout() {
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = silent.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((conn, _)) = silent.accept().await {
-                held.push(conn);
-            }
-        });
+        let port = silent_peer().await;
         let (store, a) = service_with(&[("a", 1), ("b", port)], 2);
         store.push(prepared("here", BODY), 1.0).unwrap();
         assert_eq!(a.core.scrape_deadline(None), Duration::from_secs(3));
