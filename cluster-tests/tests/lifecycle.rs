@@ -366,6 +366,57 @@ fn hung_node_comes_back_and_converges() {
     }
 }
 
+/// Pushes through the other nodes in the seconds after a node hangs, before failure detection
+/// drops it from the ring: a forward to it goes to the next node after the peer timeout, and a
+/// replica it does not take within half the timeout goes to the next node too, so every push is
+/// acknowledged (none 503). Once the node is back, every node serves every group.
+#[test]
+fn pushes_while_a_node_hangs_undetected_are_acknowledged() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 5;
+    let c = Cluster::start(3, &[AE]);
+    c.nodes[0].signal("STOP");
+    let urls = [c.nodes[1].url(), c.nodes[2].url()];
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let url = &urls[t % 2];
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    for p in 0..PER_THREAD {
+                        let job = format!("h{}", t * PER_THREAD + p);
+                        let body = b"lc_value 7\n";
+                        match http("PUT", url, &format!("/metrics/job/{job}"), body) {
+                            Ok((200, _)) => {}
+                            other => failed.push(format!("{job} via {url}: {other:?}")),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect()
+    });
+    c.nodes[0].signal("CONT");
+    assert!(failures.is_empty(), "{failures:#?}");
+    let groups = THREADS * PER_THREAD;
+    wait_for("convergence after the node came back", CONVERGE, || {
+        converged(&c, 2, groups)
+    });
+    for node in c.live() {
+        let got = merged(node);
+        assert_eq!(got.len(), groups, "node {}: {got:?}", node.url());
+        assert!(
+            got.values().all(|&v| v == 7),
+            "node {}: {got:?}",
+            node.url()
+        );
+    }
+}
+
 /// `/-/ready` is a latch: 503 until the node has joined (here: gave up waiting for a peer that
 /// never answers after `--cluster.join-timeout`) and pulled its groups; `/-/healthy` is liveness.
 #[test]

@@ -5,8 +5,10 @@
 //! `max_bytes` bytes) leaves together in the next one. At low load every call goes out at once,
 //! alone, so batching adds no latency; under load the per-call cost (HTTP/2 frames, tonic, task
 //! wake-ups and a loopback or network write on both sides) is shared by many items. Only while
-//! every call in flight is large (`large_call_bytes`: a big push, or a batch that filled up) may
-//! another one start, up to `max_inflight`, so small writes do not wait behind a long transfer.
+//! every call in flight is large (`large_call_bytes`: a big push, or a batch that filled up) or
+//! slow (in flight longer than `slow_call`: a peer that stopped answering, or a forwarded write
+//! whose primary waits on a replica) may another one start, up to `max_inflight`, so small
+//! writes do not wait behind a long transfer or a stalled call.
 //!
 //! Every item keeps its own deadline and gets its own result: an item whose caller stopped
 //! waiting (deadline passed, or its future dropped) before it was sent is not sent at all, and a
@@ -38,10 +40,13 @@ pub trait Transport: Send + Sync + 'static {
 /// How much goes into one call, and how many calls may be outstanding.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
-    /// Calls in flight at most; beyond the first, only while those in flight are all large.
+    /// Calls in flight at most; beyond the first, only while those in flight are all large or
+    /// slow.
     pub max_inflight: usize,
     /// A call carrying at least this many bytes lets another start beside it.
     pub large_call_bytes: usize,
+    /// A call in flight longer than this lets another start beside it (None: never).
+    pub slow_call: Option<Duration>,
     pub max_items: usize,
     /// A batch is closed before an item would take it past this size (an item larger than this
     /// travels alone).
@@ -51,8 +56,10 @@ pub struct BatchLimits {
 impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
-            max_inflight: 2,
+            max_inflight: 4,
             large_call_bytes: 256 << 10,
+            // Far above a call's usual few milliseconds, far below the peer timeout (2 s).
+            slow_call: Some(Duration::from_millis(50)),
             max_items: 256,
             max_bytes: 4 << 20,
         }
@@ -72,7 +79,7 @@ struct State<T, O> {
     queue: VecDeque<Pending<T, O>>,
     /// Senders holding a slot (sending a batch, or about to take the next one).
     inflight: usize,
-    /// Of those, the ones sending a large batch.
+    /// Of those, the ones sending a large batch or whose call became slow.
     large: usize,
 }
 
@@ -98,6 +105,7 @@ impl<X: Transport> Batcher<X> {
             limits: BatchLimits {
                 max_inflight: limits.max_inflight.max(1),
                 large_call_bytes: limits.large_call_bytes,
+                slow_call: limits.slow_call,
                 max_items: limits.max_items.max(1),
                 max_bytes: limits.max_bytes,
             },
@@ -169,7 +177,20 @@ impl<X: Transport> Batcher<X> {
             let n = batch.len();
             let (items, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.item, p.reply)).unzip();
-            let mut results = self.transport.send(items, deadline).await;
+            let send = self.transport.send(items, deadline);
+            let mut results = match self.limits.slow_call {
+                None => send.await,
+                Some(after) => {
+                    tokio::pin!(send);
+                    tokio::select! {
+                        results = &mut send => results,
+                        () = tokio::time::sleep(after) => {
+                            self.call_is_slow(&mut slot);
+                            send.await
+                        }
+                    }
+                }
+            };
             if results.len() != n {
                 let msg = format!("the peer answered {} of {n} batched items", results.len());
                 results = (0..n).map(|_| Err(Status::internal(msg.clone()))).collect();
@@ -178,6 +199,26 @@ impl<X: Transport> Batcher<X> {
                 // The caller may have stopped waiting; nothing to do then.
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// The call in flight on `slot` has taken longer than `slow_call`: it now lets another start
+    /// beside it (like a large one), and one starts at once if items wait.
+    fn call_is_slow(self: &Arc<Self>, slot: &mut Slot<'_, X>) {
+        let start = {
+            let mut st = self.state.lock();
+            if !slot.large {
+                slot.large = true;
+                st.large += 1;
+            }
+            let start = !st.queue.is_empty() && st.may_send(st.inflight, self.limits.max_inflight);
+            if start {
+                st.inflight += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(self.clone().send_until_empty());
         }
     }
 
@@ -237,7 +278,7 @@ impl<X: Transport> Batcher<X> {
 /// Frees an in-flight slot when dropped before the sender finished normally.
 struct Slot<'a, X: Transport> {
     batcher: Option<&'a Batcher<X>>,
-    /// Counted among the large calls in flight.
+    /// Counted among the large (or slow) calls in flight.
     large: bool,
 }
 
@@ -333,6 +374,7 @@ mod tests {
         BatchLimits {
             max_inflight: 1,
             large_call_bytes: usize::MAX,
+            slow_call: None,
             max_items,
             max_bytes: 1000,
         }
@@ -444,6 +486,7 @@ mod tests {
         let (fake, b) = batcher(BatchLimits {
             max_inflight: 2,
             large_call_bytes: 100,
+            slow_call: None,
             max_items: 10,
             max_bytes: 1000,
         });
@@ -469,6 +512,7 @@ mod tests {
         let (fake, b) = batcher(BatchLimits {
             max_inflight: 2,
             large_call_bytes: 100,
+            slow_call: None,
             max_items: 10,
             max_bytes: 10_000,
         });
@@ -517,6 +561,46 @@ mod tests {
             *fake.batches.lock(),
             vec![vec![1], vec![2], vec![3, 4], vec![5], vec![6]]
         );
+        settle().await;
+        assert_eq!(b.inflight(), 0);
+        assert_eq!(b.state.lock().large, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_call_lets_another_start_beside_it_up_to_max_inflight() {
+        let (fake, b) = batcher(BatchLimits {
+            max_inflight: 2,
+            large_call_bytes: usize::MAX,
+            slow_call: Some(Duration::from_millis(50)),
+            max_items: 10,
+            max_bytes: 1000,
+        });
+        let mut calls = Vec::new();
+        let mut call = |i: u32| {
+            let b = b.clone();
+            calls.push((i, tokio::spawn(async move { b.call(i, 1, soon()).await })));
+        };
+        call(1);
+        settle().await;
+        call(2);
+        settle().await;
+        // The first call is not slow yet: the second item waits for it.
+        assert_eq!(*fake.batches.lock(), vec![vec![1]]);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        settle().await;
+        // Now it is: the waiting item leaves beside it.
+        assert_eq!(*fake.batches.lock(), vec![vec![1], vec![2]]);
+        // Two calls in flight (max_inflight): a third item waits even once both are slow.
+        call(3);
+        settle().await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        settle().await;
+        assert_eq!(*fake.batches.lock(), vec![vec![1], vec![2]]);
+        fake.gate.add_permits(10);
+        for (i, c) in calls {
+            assert_eq!(c.await.unwrap().unwrap(), i * 10);
+        }
+        assert_eq!(*fake.batches.lock(), vec![vec![1], vec![2], vec![3]]);
         settle().await;
         assert_eq!(b.inflight(), 0);
         assert_eq!(b.state.lock().large, 0);
