@@ -47,6 +47,23 @@ fn put(base: &str, job: &str, v: u64) -> bool {
     )
 }
 
+/// After a hung node resumed: waits until the cluster holds 2 copies of each of `groups`, then
+/// every node's merged view has exactly `groups` groups, each with value `v`.
+fn converge_after_resume(c: &Cluster, groups: usize, v: u64) {
+    wait_for("convergence after the node came back", CONVERGE, || {
+        converged(c, 2, groups)
+    });
+    for node in c.live() {
+        let got = merged(node);
+        assert_eq!(got.len(), groups, "node {}: {got:?}", node.url());
+        assert!(
+            got.values().all(|&x| x == v),
+            "node {}: {got:?}",
+            node.url()
+        );
+    }
+}
+
 /// Every live node reports no hint and the live nodes hold `r` copies of each of `groups`.
 fn converged(c: &Cluster, r: usize, groups: usize) -> bool {
     let live: Vec<&Node> = c.live().collect();
@@ -343,18 +360,7 @@ fn hung_node_comes_back_and_converges() {
     }
     c.nodes[0].signal("CONT");
     let live = groups - groups / 10;
-    wait_for("convergence after the node came back", CONVERGE, || {
-        converged(&c, 2, live)
-    });
-    for node in c.live() {
-        let got = merged(node);
-        assert_eq!(got.len(), live, "node {}: {got:?}", node.url());
-        assert!(
-            got.values().all(|&v| v == 2),
-            "node {}: {got:?}",
-            node.url()
-        );
-    }
+    converge_after_resume(&c, live, 2);
     // The resumed node's own copies were repaired (newer versions, deletes): without node 1 it
     // is the only holder of the groups it co-owned with node 1.
     let mut c = c;
@@ -402,19 +408,7 @@ fn pushes_while_a_node_hangs_undetected_are_acknowledged() {
     });
     c.nodes[0].signal("CONT");
     assert!(failures.is_empty(), "{failures:#?}");
-    let groups = THREADS * PER_THREAD;
-    wait_for("convergence after the node came back", CONVERGE, || {
-        converged(&c, 2, groups)
-    });
-    for node in c.live() {
-        let got = merged(node);
-        assert_eq!(got.len(), groups, "node {}: {got:?}", node.url());
-        assert!(
-            got.values().all(|&v| v == 7),
-            "node {}: {got:?}",
-            node.url()
-        );
-    }
+    converge_after_resume(&c, THREADS * PER_THREAD, 7);
 }
 
 /// `/-/ready` is a latch: 503 until the node has joined (here: gave up waiting for a peer that
