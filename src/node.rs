@@ -418,6 +418,9 @@ async fn persist_loop(
     }
 }
 
+/// How long a joining node waits, once active, for R active members before it turns ready.
+const WRITE_QUORUM_WAIT: Duration = Duration::from_secs(5);
+
 /// The cluster side of a node: membership (gossip over UDP), the gRPC server (TCP, same port)
 /// and the state they share with the HTTP side.
 struct ClusterNode {
@@ -441,7 +444,13 @@ struct Lifecycle {
 impl Lifecycle {
     /// Waits for the peers (when any is configured), pulls the groups this node owns, turns
     /// active and ready. Gives up waiting after `timeout`, with a warning.
-    async fn join(&self, peers_configured: bool, timeout: Duration, ready: Arc<AtomicBool>) {
+    async fn join(
+        &self,
+        peers_configured: bool,
+        timeout: Duration,
+        replication_factor: usize,
+        ready: Arc<AtomicBool>,
+    ) {
         let deadline = tokio::time::Instant::now() + timeout;
         let self_id = self.membership.self_id().clone();
         let mut rings = self.membership.subscribe();
@@ -477,6 +486,28 @@ impl Lifecycle {
         .await;
         if !active {
             tracing::warn!(node = %self_id, "own active state not seen in the ring; ready anyway");
+        }
+        // At a cold start the nodes turn active at about the same time, and each sees the
+        // others still joining for a gossip round: writes are placed over the active members,
+        // so with fewer than R of them a push could not reach R holders (503). Wait, briefly,
+        // until R are active or none is left joining (a cluster short of nodes is ready at once:
+        // it serves reads).
+        let enough = tokio::time::timeout(WRITE_QUORUM_WAIT, async {
+            loop {
+                let ring = rings.borrow_and_update().clone();
+                let count = |state| ring.members.iter().filter(|m| m.state == state).count();
+                if count(MemberState::Active) >= replication_factor
+                    || count(MemberState::Joining) == 0
+                    || rings.changed().await.is_err()
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        if !enough {
+            tracing::warn!(node = %self_id, "fewer than --cluster.replication-factor members active; ready anyway");
         }
         ready.store(true, Ordering::Release);
         tracing::info!(node = %self_id, "joined the cluster; ready");
@@ -592,7 +623,8 @@ impl ClusterNode {
         let join = {
             let lifecycle = lifecycle.clone();
             let timeout = s.lifecycle.join_timeout;
-            tokio::spawn(async move { lifecycle.join(peers_configured, timeout, ready).await })
+            let r = s.replication_factor;
+            tokio::spawn(async move { lifecycle.join(peers_configured, timeout, r, ready).await })
         };
         Ok(ClusterNode {
             core,

@@ -411,6 +411,36 @@ fn pushes_while_a_node_hangs_undetected_are_acknowledged() {
     converge_after_resume(&c, THREADS * PER_THREAD, 7);
 }
 
+/// Three nodes started at once (a fresh deployment, or a whole cluster restarted): each node's
+/// first push, sent the moment that node turns ready, is acknowledged. At a cold start every node
+/// sees the others joining for a gossip round; a node turns ready only once R members are active
+/// in its ring, and a primary that still sees too few active members uses joining ones as
+/// stand-ins.
+#[test]
+fn pushes_right_after_a_cold_start_are_acknowledged() {
+    for round in 0..3 {
+        let c = Cluster::spawn(3, &[]);
+        let mut pushed = [false; 3];
+        let mut failures = Vec::new();
+        wait_for("every node ready", Duration::from_secs(30), || {
+            for (i, node) in c.nodes.iter().enumerate() {
+                if !pushed[i] && node.is_ready() {
+                    pushed[i] = true;
+                    for g in 0..10 {
+                        let path = format!("/metrics/job/cold/instance/n{i}g{g}");
+                        match http("PUT", &node.url(), &path, b"lc_value 1\n") {
+                            Ok((200, _)) => {}
+                            other => failures.push(format!("round {round} {path}: {other:?}")),
+                        }
+                    }
+                }
+            }
+            pushed.iter().all(|&p| p)
+        });
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+}
+
 /// `/-/ready` is a latch: 503 until the node has joined (here: gave up waiting for a peer that
 /// never answers after `--cluster.join-timeout`) and pulled its groups; `/-/healthy` is liveness.
 #[test]

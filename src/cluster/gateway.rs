@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
-use super::membership::{Member, NodeId, Ring};
+use super::membership::{Member, MemberState, NodeId, Ring};
 use super::rpc::{self, pb, Cluster, PeerClients};
 use crate::exposition::names::NameScheme;
 use crate::exposition::MetricFamily;
@@ -341,12 +341,24 @@ impl ClusterCore {
             return 0;
         }
         let ring = self.ring();
+        let usable =
+            |m: &&Member| m.id != self.self_id && !unreachable.iter().any(|u| u == m.id.as_str());
         let mut candidates: std::collections::VecDeque<Member> = ring
             .rendezvous_order(key.stable_hash())
             .into_iter()
-            .filter(|m| m.id != self.self_id && !unreachable.iter().any(|u| u == m.id.as_str()))
+            .filter(usable)
             .cloned()
             .collect();
+        // Members still joining come last, as stand-ins: at a cold start every node sees the
+        // others joining for a gossip round, and a copy there (a hint, handed to the owners by
+        // the reconciler) beats a write short of R holders.
+        candidates.extend(
+            ring.members
+                .iter()
+                .filter(|m| m.state == MemberState::Joining)
+                .filter(usable)
+                .cloned(),
+        );
         // The stamp of a PUT, for a sender that holds its own prepared families as its replica.
         let own = match &replica {
             Replica::Put(g) => Some(pb::OwnReplica {
