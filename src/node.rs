@@ -492,20 +492,11 @@ impl Lifecycle {
         // so with fewer than R of them a push could not reach R holders (503). Wait, briefly,
         // until R are active or none is left joining (a cluster short of nodes is ready at once:
         // it serves reads).
-        let enough = tokio::time::timeout(WRITE_QUORUM_WAIT, async {
-            loop {
-                let ring = rings.borrow_and_update().clone();
-                let count = |state| ring.members.iter().filter(|m| m.state == state).count();
-                if count(MemberState::Active) >= replication_factor
-                    || count(MemberState::Joining) == 0
-                    || rings.changed().await.is_err()
-                {
-                    return;
-                }
-            }
+        let enough = ring_seen(&mut rings, WRITE_QUORUM_WAIT, |ring| {
+            let count = |state| ring.members.iter().filter(|m| m.state == state).count();
+            count(MemberState::Active) >= replication_factor || count(MemberState::Joining) == 0
         })
-        .await
-        .is_ok();
+        .await;
         if !enough {
             tracing::warn!(node = %self_id, "fewer than --cluster.replication-factor members active; ready anyway");
         }
@@ -669,9 +660,18 @@ async fn own_state_seen(
     limit: Duration,
     done: impl Fn(Option<&crate::cluster::Member>) -> bool,
 ) -> bool {
+    ring_seen(rings, limit, |ring| done(ring.self_member())).await
+}
+
+/// Waits (at most `limit`) until this node's ring satisfies `done`; false on timeout.
+async fn ring_seen(
+    rings: &mut tokio::sync::watch::Receiver<Arc<crate::cluster::Ring>>,
+    limit: Duration,
+    done: impl Fn(&crate::cluster::Ring) -> bool,
+) -> bool {
     tokio::time::timeout(limit, async {
         loop {
-            if done(rings.borrow_and_update().self_member()) || rings.changed().await.is_err() {
+            if done(&rings.borrow_and_update()) || rings.changed().await.is_err() {
                 return;
             }
         }
