@@ -218,16 +218,29 @@ impl ClusterCore {
                 .forward(msg.clone(), *size, Instant::now() + timeout)
                 .await;
             match res {
-                Ok((reply, replica, own)) => {
-                    self.clock.observe(reply.version);
+                Ok(out) => {
+                    self.clock.observe(out.reply.version);
                     metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "success")
                         .increment(1);
                     let answer = WriteAnswer {
-                        status: u16::try_from(reply.status).unwrap_or(503),
-                        message: reply.message,
+                        status: u16::try_from(out.reply.status).unwrap_or(503),
+                        message: out.reply.message,
                     }
                     .sanitized();
-                    return match (replica, own) {
+                    if out.left_to_sender {
+                        return self
+                            .replicate_for(
+                                &op,
+                                candidate.id.as_str(),
+                                out.replica,
+                                out.own,
+                                answer,
+                                &unreachable,
+                            )
+                            .await;
+                    }
+                    // A primary of an earlier release replicated the write itself.
+                    return match (out.replica, out.own) {
                         (_, Some(own)) => self.hold_own_replica(&op, own, answer).await,
                         (Some(r), None) => self.hold_returned_replica(r, answer).await,
                         (None, None) => answer,
@@ -257,82 +270,133 @@ impl ClusterCore {
         &self,
         op: WriteOp,
         unreachable: Vec<String>,
-        mut trip: Option<&mut ReturnTrip>,
+        trip: Option<&mut ReturnTrip>,
     ) -> WriteAnswer {
-        let now = unix_now();
         let key = op.key().clone();
+        let applied = self.apply_here(op);
+        let Some(replica) = applied.replica else {
+            return applied.answer;
+        };
+        let holders = 1 + self
+            .replicate(&key, replica, self.self_id.as_str(), &unreachable, trip)
+            .await;
+        self.quorum(applied.answer, holders)
+    }
+
+    /// Applies a write as the group's primary, stamping its version; what is left is to copy
+    /// the resulting state to the other holders.
+    fn apply_here(&self, op: WriteOp) -> Applied {
+        let now = unix_now();
         let clock = &self.clock;
-        let (answer, replica) = match op {
+        match op {
             WriteOp::Push(p) => {
+                let key = p.key.clone();
                 let put = p.replace_all;
                 match self.store.push_versioned(p, now, || clock.now()) {
-                    Ok(_) => (
-                        WriteAnswer::ok(200),
-                        self.store.group(&key).map(|g| {
+                    Ok(_) => Applied {
+                        answer: WriteAnswer::ok(200),
+                        replica: self.store.group(&key).map(|g| {
                             if put {
                                 Replica::Put(g)
                             } else {
                                 Replica::Group(g)
                             }
                         }),
-                    ),
-                    // A refused push still records the failure time on the group: replicate that,
-                    // but the answer is the refusal whatever happens to the replicas.
-                    Err(e) => {
-                        let state = matches!(e, PushError::Invalid(_))
+                    },
+                    // A refused push still records the failure time on the group: that is
+                    // copied too, but the answer is the refusal whatever happens to the copies.
+                    Err(e) => Applied {
+                        answer: WriteAnswer::from_error(&e),
+                        replica: matches!(e, PushError::Invalid(_))
                             .then(|| self.store.group(&key).map(Replica::Group))
-                            .flatten();
-                        if let Some(state) = state {
-                            self.replicate(&key, state, &unreachable, trip).await;
-                        }
-                        return WriteAnswer::from_error(&e);
-                    }
+                            .flatten(),
+                    },
                 }
             }
             WriteOp::Failure { key, message } => {
-                if self
+                let recorded = self
                     .store
-                    .record_failure_versioned(&key, now, || clock.now())
-                {
-                    if let Some(g) = self.store.group(&key) {
-                        self.replicate(&key, Replica::Group(g), &unreachable, trip.take())
-                            .await;
-                    }
+                    .record_failure_versioned(&key, now, || clock.now());
+                Applied {
+                    answer: WriteAnswer {
+                        status: 400,
+                        message,
+                    },
+                    replica: recorded
+                        .then(|| self.store.group(&key).map(Replica::Group))
+                        .flatten(),
                 }
-                return WriteAnswer {
-                    status: 400,
-                    message,
-                };
             }
             WriteOp::Delete(key) => {
                 let version = clock.now();
                 self.store.delete_versioned(&key, version);
-                (WriteAnswer::ok(202), Some(Replica::Tombstone(version)))
+                Applied {
+                    answer: WriteAnswer::ok(202),
+                    replica: Some(Replica::Tombstone(version)),
+                }
             }
-        };
-        let Some(replica) = replica else {
-            return answer;
-        };
-        let holders = 1 + self.replicate(&key, replica, &unreachable, trip).await;
-        if holders < self.replication_factor {
-            return WriteAnswer {
-                status: 503,
-                message: format!(
-                    "only {holders} of the {} cluster nodes the write needs (--cluster.replication-factor) could take it; retry",
-                    self.replication_factor
-                ),
-            };
         }
-        answer
     }
 
-    /// Sends a group's state to R-1 other nodes in rendezvous order, in parallel, moving on to
-    /// the next node for every one that fails. Returns how many took it. A node that is `trip`'s
-    /// sender gets it in the answer to its forward instead, and counts as having taken it.
+    /// The answer to a write that `holders` nodes took: a success needs R of them (a refusal
+    /// stands whatever happened to the copies of the failure time it recorded).
+    fn quorum(&self, answer: WriteAnswer, holders: usize) -> WriteAnswer {
+        if !matches!(answer.status, 200 | 202) || holders >= self.replication_factor {
+            return answer;
+        }
+        WriteAnswer {
+            status: 503,
+            message: format!(
+                "only {holders} of the {} cluster nodes the write needs (--cluster.replication-factor) could take it; retry",
+                self.replication_factor
+            ),
+        }
+    }
+
+    /// Replicates a write this node forwarded and `primary` applied, leaving the replication
+    /// to this node (`ForwardedWrite.sender_replicates`): the state it returned goes to the next
+    /// R-1 nodes after it in rendezvous order (this node holds its own copy when it is one of
+    /// them), and the primary's answer stands once R nodes hold the write.
+    async fn replicate_for(
+        &self,
+        op: &WriteOp,
+        primary: &str,
+        state: Option<pb::ReplicateRequest>,
+        stamp: Option<pb::OwnReplica>,
+        answer: WriteAnswer,
+        unreachable: &[String],
+    ) -> WriteAnswer {
+        let replica = match (stamp, state) {
+            (Some(stamp), _) => match op {
+                WriteOp::Push(p) if p.replace_all => Some(Replica::Put(own_state(p, stamp))),
+                // A stamp for a write that is not a PUT: nothing this node can copy.
+                _ => None,
+            },
+            (None, Some(state)) => Some(Replica::Encoded(state)),
+            (None, None) => None,
+        };
+        let holders = match replica {
+            Some(replica) => {
+                1 + self
+                    .replicate(op.key(), replica, primary, unreachable, None)
+                    .await
+            }
+            None => 1,
+        };
+        self.quorum(answer, holders)
+    }
+
+    /// Sends a group's state to the R-1 nodes after `applied_by` (the node that applied the
+    /// write: this one as primary, or the primary a forwarded write went to) in rendezvous
+    /// order, in parallel, moving on to the next node for every one that fails. Returns how many
+    /// took it. This node, when it comes up among them, holds its copy itself. A node that is
+    /// `trip`'s sender gets it in the answer to its forward instead, and counts as having taken
+    /// it.
     async fn replicate(
         &self,
         key: &GroupKey,
         replica: Replica,
+        applied_by: &str,
         unreachable: &[String],
         trip: Option<&mut ReturnTrip>,
     ) -> usize {
@@ -341,8 +405,9 @@ impl ClusterCore {
             return 0;
         }
         let ring = self.ring();
-        let usable =
-            |m: &&Member| m.id != self.self_id && !unreachable.iter().any(|u| u == m.id.as_str());
+        let usable = |m: &&Member| {
+            m.id.as_str() != applied_by && !unreachable.iter().any(|u| u == m.id.as_str())
+        };
         let mut candidates: std::collections::VecDeque<Member> = ring
             .rendezvous_order(key.stable_hash())
             .into_iter()
@@ -361,11 +426,7 @@ impl ClusterCore {
         );
         // The stamp of a PUT, for a sender that holds its own prepared families as its replica.
         let own = match &replica {
-            Replica::Put(g) => Some(pb::OwnReplica {
-                version: g.version,
-                push_time: g.push_time,
-                failure_time: g.failure_time,
-            }),
+            Replica::Put(g) => Some(stamp_of(g)),
             _ => None,
         };
         let mut acked = 0;
@@ -391,23 +452,32 @@ impl ClusterCore {
                 }
             }
         }
+        // This node is one of the holders (it forwarded the write and the primary left the
+        // replication to it): it holds its copy without a call, and without encoding it.
+        let here = candidates
+            .iter()
+            .take(needed)
+            .position(|m| m.id == self.self_id);
+        if let Some(i) = here {
+            candidates.remove(i);
+            match self.hold_here(key, &replica).await {
+                Ok(()) => {
+                    acked += 1;
+                    metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success")
+                        .increment(1);
+                }
+                Err(why) => {
+                    tracing::debug!(err = %why, "holding a replica here failed; trying the next node");
+                    metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
+                }
+            }
+        }
         if acked >= needed && trip_wants_state.is_none() {
-            // The sender was the only other holder needed and holds its own copy: the group
-            // state is not encoded at all.
+            // The sender (or this node) was the only other holder needed and holds its own
+            // copy: the group state is not encoded at all.
             return acked;
         }
-        let msg = match replica {
-            Replica::Group(g) | Replica::Put(g) => pb::ReplicateRequest {
-                version: g.version,
-                group: rpc::group_to_bytes(&g).into(),
-                tombstone_key: Vec::new(),
-            },
-            Replica::Tombstone(version) => pb::ReplicateRequest {
-                version,
-                group: Default::default(),
-                tombstone_key: rpc::key_to_pb(key),
-            },
-        };
+        let msg = replica_message(key, replica);
         if let Some(t) = trip_wants_state {
             t.replica = Some(msg.clone());
         }
@@ -416,10 +486,14 @@ impl ClusterCore {
         let started = Instant::now();
         let deadline = started + timeout;
         let send = |m: Member| {
-            let peer = self.clients.peer(m.grpc_addr);
+            // This node itself, as a stand-in further down the order.
+            let peer = (m.id != self.self_id).then(|| self.clients.peer(m.grpc_addr));
             let msg = msg.clone();
             async move {
-                let ok = peer.replicate(msg, size, deadline).await.is_ok();
+                let ok = match peer {
+                    Some(peer) => peer.replicate(msg, size, deadline).await.is_ok(),
+                    None => self.take_replica(msg).await.is_ok(),
+                };
                 if !ok {
                     tracing::debug!(peer = %m.id, "replication failed; trying the next node");
                 }
@@ -526,6 +600,27 @@ impl ClusterCore {
         Ok(applied)
     }
 
+    /// Holds a copy of a write another node applied, as one of its replicas.
+    async fn hold_here(&self, key: &GroupKey, replica: &Replica) -> Result<(), String> {
+        match replica {
+            Replica::Group(g) | Replica::Put(g) => {
+                self.clock.observe(g.version);
+                self.store.apply_replica(g.clone());
+                Ok(())
+            }
+            Replica::Tombstone(version) => {
+                self.clock.observe(*version);
+                self.store.delete_versioned(key, *version);
+                Ok(())
+            }
+            Replica::Encoded(state) => self
+                .take_replica(state.clone())
+                .await
+                .map(|_| ())
+                .map_err(|status| status.message().to_owned()),
+        }
+    }
+
     /// Holds the replica a primary returned with its answer to a write this node forwarded. The
     /// primary counted this node as a holder, so a replica this node cannot hold turns a
     /// success into 503 (the write stays on the nodes that took it, as with any 503).
@@ -554,19 +649,7 @@ impl ClusterCore {
         let held = match op {
             WriteOp::Push(p) if p.replace_all && matches!(answer.status, 200 | 202) => {
                 self.clock.observe(own.version);
-                self.store.apply_replica(GroupSnapshot {
-                    key: Arc::new(p.key.clone()),
-                    families: p
-                        .families
-                        .iter()
-                        .map(|f| (f.clone(), own.push_time))
-                        .collect(),
-                    push_time: own.push_time,
-                    failure_time: own.failure_time,
-                    last_push_successful: true,
-                    version: own.version,
-                    timing: None,
-                });
+                self.store.apply_replica(own_state(p, own));
                 Ok(())
             }
             WriteOp::Push(p) if p.replace_all => return answer,
@@ -828,6 +911,59 @@ enum Replica {
     /// The group as a successful PUT left it: exactly the pushed families.
     Put(GroupSnapshot),
     Tombstone(u64),
+    /// A state the primary encoded (and left to this node to replicate).
+    Encoded(pb::ReplicateRequest),
+}
+
+/// A write applied on its primary, before its state is copied to the other holders.
+struct Applied {
+    answer: WriteAnswer,
+    /// The state the write left, to copy (None: nothing to copy).
+    replica: Option<Replica>,
+}
+
+/// A replica as sent to a peer.
+fn replica_message(key: &GroupKey, replica: Replica) -> pb::ReplicateRequest {
+    match replica {
+        Replica::Group(g) | Replica::Put(g) => pb::ReplicateRequest {
+            version: g.version,
+            group: rpc::group_to_bytes(&g).into(),
+            tombstone_key: Vec::new(),
+        },
+        Replica::Tombstone(version) => pb::ReplicateRequest {
+            version,
+            group: Default::default(),
+            tombstone_key: rpc::key_to_pb(key),
+        },
+        Replica::Encoded(state) => state,
+    }
+}
+
+/// The version and times a PUT left on its primary.
+fn stamp_of(g: &GroupSnapshot) -> pb::OwnReplica {
+    pb::OwnReplica {
+        version: g.version,
+        push_time: g.push_time,
+        failure_time: g.failure_time,
+    }
+}
+
+/// The state a successful PUT left on its primary: exactly the pushed families as this node
+/// prepared them, with the primary's stamp.
+fn own_state(p: &PreparedPush, stamp: pb::OwnReplica) -> GroupSnapshot {
+    GroupSnapshot {
+        key: Arc::new(p.key.clone()),
+        families: p
+            .families
+            .iter()
+            .map(|f| (f.clone(), stamp.push_time))
+            .collect(),
+        push_time: stamp.push_time,
+        failure_time: stamp.failure_time,
+        last_push_successful: true,
+        version: stamp.version,
+        timing: None,
+    }
 }
 
 /// A forwarded write's way back: the sender's node id and, once the primary replicated, the
@@ -885,6 +1021,7 @@ fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
     let mut msg = pb::ForwardedWrite {
         key: rpc::key_to_pb(op.key()),
         from: from.to_owned(),
+        sender_replicates: true,
         ..Default::default()
     };
     match op {
@@ -1162,6 +1299,24 @@ impl ClusterService {
                 has_timestamps: w.has_timestamps,
             })
         };
+        if w.sender_replicates {
+            // Applied here and answered at once: the sender sends the replicas, so this call
+            // waits on no other call.
+            let key = op.key().clone();
+            let applied = self.core.apply_here(op);
+            let (replica, own) = match applied.replica {
+                Some(Replica::Put(g)) if w.own_replica => (None, Some(stamp_of(&g))),
+                Some(r) => (Some(replica_message(&key, r)), None),
+                None => (None, None),
+            };
+            return Ok(ForwardedAnswer {
+                answer: applied.answer,
+                replica,
+                own,
+                left_to_sender: true,
+            });
+        }
+        // A sender of an earlier release: this node replicates before it answers.
         let mut trip =
             (!w.from.is_empty() && w.from != self.core.self_id.as_str()).then_some(ReturnTrip {
                 sender: w.from,
@@ -1173,19 +1328,24 @@ impl ClusterService {
             .core
             .apply_as_primary(op, unreachable, trip.as_mut())
             .await;
-        Ok(match trip {
-            Some(t) => (answer, t.replica, t.own),
-            None => (answer, None, None),
+        let (replica, own) = trip.map(|t| (t.replica, t.own)).unwrap_or_default();
+        Ok(ForwardedAnswer {
+            answer,
+            replica,
+            own,
+            left_to_sender: false,
         })
     }
 }
 
-/// A forwarded write's answer on the primary, with what travels back for the sender to hold.
-type ForwardedAnswer = (
-    WriteAnswer,
-    Option<pb::ReplicateRequest>,
-    Option<pb::OwnReplica>,
-);
+/// A forwarded write's answer on the primary, with what travels back for the sender to hold or
+/// (`left_to_sender`) to replicate.
+struct ForwardedAnswer {
+    answer: WriteAnswer,
+    replica: Option<pb::ReplicateRequest>,
+    own: Option<pb::OwnReplica>,
+    left_to_sender: bool,
+}
 
 fn write_reply(a: WriteAnswer) -> Response<pb::WriteReply> {
     Response::new(write_reply_pb(a))
@@ -1277,12 +1437,13 @@ impl Cluster for ClusterService {
         let results = answers
             .into_iter()
             .map(|a| match a {
-                Ok((answer, replica, own_replica)) => pb::ForwardResult {
-                    reply: Some(write_reply_pb(answer)),
+                Ok(a) => pb::ForwardResult {
+                    reply: Some(write_reply_pb(a.answer)),
                     error_code: 0,
                     error: String::new(),
-                    replica,
-                    own_replica,
+                    replica: a.replica,
+                    own_replica: a.own,
+                    left_to_sender: a.left_to_sender,
                 },
                 Err(status) => {
                     let (error_code, error) = rpc::status_fields(&status);
@@ -1290,8 +1451,7 @@ impl Cluster for ClusterService {
                         reply: None,
                         error_code,
                         error,
-                        replica: None,
-                        own_replica: None,
+                        ..Default::default()
                     }
                 }
             })
@@ -1425,7 +1585,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_for_the_forwarding_node_travels_back_with_the_answer() {
         let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
-        let mut w = forwarded("j", BODY);
+        let mut w = earlier_release(forwarded("j", BODY));
         w.from = "b".into();
         // A sender that cannot hold its own families (an older node, or a POST).
         w.own_replica = false;
@@ -1453,7 +1613,7 @@ mod tests {
     #[tokio::test]
     async fn a_put_replica_for_the_forwarding_node_is_its_own_families_with_the_primary_stamp() {
         let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
-        let mut w = forwarded("j", BODY);
+        let mut w = earlier_release(forwarded("j", BODY));
         assert!(w.own_replica, "a PUT asks to hold its own families");
         w.from = "b".into();
         let results = forward_all(&svc, vec![w]).await;
@@ -1496,7 +1656,7 @@ mod tests {
         let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
         let families = parse_text(BODY.as_bytes(), NameScheme::Legacy).unwrap();
         let post = prepare_push(key("j"), families, false, &Validation::default()).unwrap();
-        let mut w = forward_message(&WriteOp::Push(post), "b").0;
+        let mut w = earlier_release(forward_message(&WriteOp::Push(post), "b").0);
         assert!(!w.own_replica);
         w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
         // A sender claiming it could: a POST merges into the group, so only its state will do.
@@ -1512,7 +1672,7 @@ mod tests {
         let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
         // No sender id (an older node), then a sender that is not a replica candidate.
         for from in ["", "c"] {
-            let mut w = forwarded("j", BODY);
+            let mut w = earlier_release(forwarded("j", BODY));
             w.from = from.into();
             let results = forward_all(&svc, vec![w]).await;
             assert!(results[0].replica.is_none());
@@ -1580,7 +1740,7 @@ mod tests {
             })
             .unwrap();
         // The other owner is unreachable, so the outsider stands in for it.
-        let mut w = forwarded(&job, BODY);
+        let mut w = earlier_release(forwarded(&job, BODY));
         w.from = outsider;
         w.unreachable = vec![other_owner];
         let results = forward_all(&svc, vec![w]).await;
@@ -1632,6 +1792,13 @@ mod tests {
     fn forwarded(job: &str, body: &str) -> pb::ForwardedWrite {
         let mut w = forward_message(&WriteOp::Push(prepared(job, body)), "sender").0;
         w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
+        w
+    }
+
+    /// A write as a node of a release before 2026-12-01 forwards it: its primary replicates it
+    /// before answering (the primary's side of the tests above).
+    fn earlier_release(mut w: pb::ForwardedWrite) -> pb::ForwardedWrite {
+        w.sender_replicates = false;
         w
     }
 
@@ -1782,14 +1949,6 @@ mod tests {
 
     /// Serves `svc` on an ephemeral port; returns the address.
     /// Waits (at most 5 s) until `cond` holds.
-    async fn wait_until(cond: impl Fn() -> bool) {
-        let until = Instant::now() + Duration::from_secs(5);
-        while !cond() {
-            assert!(Instant::now() < until, "condition not met within 5 s");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     async fn serve<S: Cluster>(svc: S) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         serve_on(listener, svc)
@@ -1811,19 +1970,19 @@ mod tests {
         /// Before the batch calls: `Forward` and `ReplicateBatch` are unimplemented, and
         /// collect requests lose the fields it does not know (responders, only_keys).
         Old,
+        /// Before 2026-12-01: a primary ignores `sender_replicates` and replicates the writes
+        /// forwarded to it before it answers.
+        PrimaryReplicates,
         Current,
     }
 
     /// A node's service as a peer of `release` would answer, recording each `Forward` and
     /// `ReplicateBatch` call it gets (writes, replicas). With `damaged`, the first group of
-    /// every chunk its collect answers carry is cut short. With `held`, a `Forward` call is
-    /// recorded on arrival and then waits for a permit before it is served (as a primary's does
-    /// while it replicates to other nodes).
+    /// every chunk its collect answers carry is cut short.
     struct TestPeer {
         svc: ClusterService,
         release: Release,
         damaged: bool,
-        held: Option<Arc<tokio::sync::Semaphore>>,
         calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     }
 
@@ -1836,7 +1995,6 @@ mod tests {
                 svc,
                 release,
                 damaged: false,
-                held: None,
                 calls: Default::default(),
             }
         }
@@ -1912,18 +2070,20 @@ mod tests {
         }
         async fn forward(
             &self,
-            r: Request<pb::ForwardRequest>,
+            mut r: Request<pb::ForwardRequest>,
         ) -> Result<Response<pb::ForwardReply>, Status> {
             if self.release == Release::Old {
                 return Err(Status::unimplemented("old peer"));
+            }
+            if self.release == Release::PrimaryReplicates {
+                for w in &mut r.get_mut().writes {
+                    w.sender_replicates = false;
+                }
             }
             let req = r.get_ref();
             self.calls
                 .lock()
                 .push(("forward", req.writes.len(), req.replicas.len()));
-            if let Some(gate) = &self.held {
-                let _permit = gate.acquire().await.unwrap();
-            }
             self.svc.forward(r).await
         }
         async fn replicate_batch(
@@ -2058,9 +2218,9 @@ mod tests {
         bad.families[0].truncate(5);
         let writes = vec![forwarded("f1", BODY), bad, forwarded("f2", BODY)];
         let answers = join_all(writes.into_iter().map(|w| peer.forward(w, 100, deadline()))).await;
-        assert_eq!(answers[0].as_ref().unwrap().0.status, 200);
+        assert_eq!(answers[0].as_ref().unwrap().reply.status, 200);
         assert!(answers[1].is_err());
-        assert_eq!(answers[2].as_ref().unwrap().0.status, 200);
+        assert_eq!(answers[2].as_ref().unwrap().reply.status, 200);
         for job in ["f1", "f2"] {
             let direct = Store::new(StoreOptions::default());
             direct.push(prepared(job, BODY), 1.0).unwrap();
@@ -2102,17 +2262,20 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            peer.forward(del, 100, deadline()).await.unwrap().0.status,
+            peer.forward(del, 100, deadline())
+                .await
+                .unwrap()
+                .reply
+                .status,
             202
         );
         assert!(store.group(&key("f1")).is_none());
     }
 
-    /// Writes and replicas queued for one peer at the same time, through real gRPC: each kind
-    /// is batched in calls of its own (`Forward`, `ReplicateBatch`), and each item gets its own
-    /// answer.
+    /// Writes and replicas queued for one peer at the same time, through real gRPC: they share
+    /// one `Forward` call, and each item gets its own answer.
     #[tokio::test]
-    async fn writes_and_replicas_for_one_peer_travel_in_calls_of_their_own() {
+    async fn writes_and_replicas_for_one_peer_share_a_call() {
         let (store, svc) = service(1);
         let peer = TestPeer::new(svc, Release::Current);
         let calls = peer.calls.clone();
@@ -2125,7 +2288,7 @@ mod tests {
             peer.forward(forwarded("w0", BODY), 100, deadline())
                 .await
                 .unwrap()
-                .0
+                .reply
                 .status,
             200
         );
@@ -2145,8 +2308,8 @@ mod tests {
                 peer.replicate(broken, 100, deadline()),
                 peer.replicate(replica_of(&r2, 6), 100, deadline()),
             );
-            assert_eq!(f1.unwrap().0.status, 200);
-            assert_eq!(f2.unwrap().0.status, 200);
+            assert_eq!(f1.unwrap().reply.status, 200);
+            assert_eq!(f2.unwrap().reply.status, 200);
             assert_eq!(fb.unwrap_err().code(), tonic::Code::InvalidArgument);
             assert!(a1.unwrap());
             assert!(!a1_old.unwrap(), "an older state is not applied");
@@ -2163,50 +2326,204 @@ mod tests {
             assert!(store.group(&key(&format!("broken{round}"))).is_none());
         }
         let calls = calls.lock().clone();
-        let expected = vec![
-            ("forward", 1, 0),
-            ("forward", 3, 0),
-            ("replicate_batch", 0, 4),
-            ("forward", 3, 0),
-            ("replicate_batch", 0, 4),
-        ];
-        // A round's two calls go side by side and may arrive in either order.
-        let (mut got, mut want) = (calls.clone(), expected);
-        for round in [1..3, 3..5] {
-            got[round.clone()].sort();
-            want[round].sort();
-        }
-        assert_eq!(got, want, "calls: {calls:?}");
+        assert_eq!(
+            calls,
+            [("forward", 1, 0), ("forward", 3, 4), ("forward", 3, 4)]
+        );
     }
 
-    /// A replica for a peer is not held behind a forwarded write in flight to the same peer:
-    /// the forward's primary may itself be waiting on a replica call of its own, and three nodes
-    /// forwarding to each other in a ring would otherwise wait on each other until the timeout.
-    #[tokio::test]
-    async fn a_replica_is_not_held_behind_a_forward_in_flight_to_the_same_peer() {
-        let (store, svc) = service(1);
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut peer = TestPeer::new(svc, Release::Current);
-        peer.held = Some(gate.clone());
-        let calls = peer.calls.clone();
-        let addr = serve(peer).await;
-        let clients = PeerClients::new(Duration::from_secs(2));
-        let peer = clients.peer(addr);
-        let deadline = || Instant::now() + Duration::from_secs(2);
-        let held = tokio::spawn({
-            let peer = peer.clone();
-            let deadline = deadline();
-            async move { peer.forward(forwarded("held", BODY), 100, deadline).await }
+    /// A port that accepts connections and counts them, never answering.
+    async fn counting_peer() -> (u16, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(conn);
+            }
         });
-        wait_until(|| calls.lock().len() == 1).await;
-        // The forward is in the peer, unanswered; a replica to the same peer is answered.
-        let applied = peer.replicate(replica_of("r", 5), 100, deadline()).await;
-        assert!(applied.unwrap());
-        assert_eq!(store.group_version(&key("r")), Some(5));
-        assert!(!held.is_finished());
-        gate.add_permits(1);
-        assert_eq!(held.await.unwrap().unwrap().0.status, 200);
-        assert!(store.group(&key("held")).is_some());
+        (port, accepted)
+    }
+
+    /// A job whose rendezvous order on `ring` is `order`.
+    fn job_in_order(ring: &Ring, order: &[&str]) -> String {
+        (0..)
+            .map(|i| format!("j{i}"))
+            .find(|job| {
+                let got: Vec<&str> = ring
+                    .rendezvous_order(key(job).stable_hash())
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect();
+                got == order
+            })
+            .unwrap()
+    }
+
+    /// A primary asked to leave the replication to the sender answers without calling any
+    /// node: a `Forward` call then waits on nothing but the primary's store, so replicas may
+    /// share its queue and call (three nodes forwarding to each other in a ring cannot wait on
+    /// each other). Here the other owner never answers; had the primary called it, the write
+    /// would have waited for it and failed.
+    #[tokio::test]
+    async fn a_forward_left_to_its_sender_is_answered_without_calling_any_node() {
+        let (port, accepted) = counting_peer().await;
+        let (store, svc) = service_with(&[("a", 1), ("b", port)], 2);
+        for (job, put) in [("put", true), ("post", false)] {
+            let families = parse_text(BODY.as_bytes(), NameScheme::Legacy).unwrap();
+            let p = prepare_push(key(job), families, put, &Validation::default()).unwrap();
+            let mut w = forward_message(&WriteOp::Push(p), "c").0;
+            w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
+            assert!(w.sender_replicates);
+            let r = &forward_all(&svc, vec![w]).await[0];
+            assert_eq!(r.reply.as_ref().unwrap().status, 200);
+            assert!(r.left_to_sender);
+            let held = store.group(&key(job)).unwrap();
+            if put {
+                // A PUT: the stamp, for the sender to send its own prepared families.
+                assert!(r.replica.is_none());
+                assert_eq!(r.own_replica.unwrap().version, held.version);
+            } else {
+                // A POST merged into the group: its state.
+                assert!(r.own_replica.is_none());
+                assert_eq!(r.replica.as_ref().unwrap().version, held.version);
+            }
+        }
+        // A delete: its tombstone.
+        let del = pb::ForwardedWrite {
+            key: rpc::key_to_pb(&key("put")),
+            delete: true,
+            sender_replicates: true,
+            deadline_unix_ms: forward_deadline_ms(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        let r = &forward_all(&svc, vec![del]).await[0];
+        assert_eq!(r.reply.as_ref().unwrap().status, 202);
+        assert!(r.left_to_sender);
+        assert!(!r.replica.as_ref().unwrap().tombstone_key.is_empty());
+        assert!(store.group(&key("put")).is_none());
+        tokio::task::yield_now().await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "no node was called");
+    }
+
+    /// Nodes a, b and c over gRPC, R = 2 (a serves no gRPC: a call to it fails); b answers as
+    /// `b_release`, and reaches c only with `b_reaches_c`, and a reaches c only with `c_up`.
+    /// a's gateway core, the stores of a, b and c, and the calls c got.
+    async fn three_nodes(
+        b_release: Release,
+        b_reaches_c: bool,
+        c_up: bool,
+    ) -> (
+        Arc<ClusterCore>,
+        [Arc<Store>; 3],
+        Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
+    ) {
+        let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_port = b_listener.local_addr().unwrap().port();
+        let c_port = c_listener.local_addr().unwrap().port();
+        let closed = closed_port();
+        let c_for = |reaches: bool| if reaches { c_port } else { closed };
+        let (store_a, a) = node("a", &[("a", 1), ("b", b_port), ("c", c_for(c_up))], 2);
+        let members_b = [("a", 1), ("b", b_port), ("c", c_for(c_up && b_reaches_c))];
+        let (store_b, b) = node("b", &members_b, 2);
+        let (store_c, c) = node("c", &[("a", 1), ("b", b_port), ("c", c_port)], 2);
+        serve_on(b_listener, TestPeer::new(b, b_release));
+        let c = TestPeer::new(c, Release::Current);
+        let calls = c.calls.clone();
+        if c_up {
+            serve_on(c_listener, c);
+        }
+        (a.core, [store_a, store_b, store_c], calls)
+    }
+
+    /// A write through a node that owns no copy: the primary applies it and leaves the
+    /// replication to the sender, which sends the replica to the other owner (the primary
+    /// cannot reach that owner here: only the sender's copy gets there).
+    #[tokio::test]
+    async fn a_write_through_a_node_that_owns_no_copy_is_replicated_by_that_node() {
+        let (a, [store_a, store_b, store_c], calls) =
+            three_nodes(Release::Current, false, true).await;
+        let job = job_in_order(&a.ring(), &["b", "c", "a"]);
+        let answer = a
+            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        let version = store_b
+            .group_version(&key(&job))
+            .expect("the primary holds it");
+        assert_eq!(store_c.group_version(&key(&job)), Some(version));
+        assert_eq!(text_of(&store_c, &job), text_of(&store_b, &job));
+        assert!(store_a.group(&key(&job)).is_none());
+        // c got one call, from a.
+        assert_eq!(calls.lock().len(), 1, "{:?}", calls.lock());
+        // A POST: c gets the merged state the primary returned.
+        let more = "# TYPE z gauge\nz 1\n";
+        let families = parse_text(more.as_bytes(), NameScheme::Legacy).unwrap();
+        let post = prepare_push(key(&job), families, false, &Validation::default()).unwrap();
+        assert_eq!(a.route(WriteOp::Push(post), Vec::new()).await.status, 200);
+        let version = store_b.group_version(&key(&job)).unwrap();
+        assert_eq!(store_c.group_version(&key(&job)), Some(version));
+        assert_eq!(text_of(&store_c, &job), text_of(&store_b, &job));
+        assert_eq!(store_c.group(&key(&job)).unwrap().families.len(), 3);
+        // A delete: c holds the tombstone.
+        assert_eq!(
+            a.route(WriteOp::Delete(key(&job)), Vec::new()).await.status,
+            202
+        );
+        assert!(store_b.group(&key(&job)).is_none());
+        assert!(store_c.group(&key(&job)).is_none());
+    }
+
+    /// A write through the node that owns the other copy: it holds its copy itself, no call.
+    #[tokio::test]
+    async fn a_write_through_its_other_owner_is_held_there_without_a_call() {
+        let (a, [store_a, store_b, store_c], calls) =
+            three_nodes(Release::Current, true, true).await;
+        let job = job_in_order(&a.ring(), &["b", "a", "c"]);
+        let answer = a
+            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        let version = store_b.group_version(&key(&job)).unwrap();
+        assert_eq!(store_a.group_version(&key(&job)), Some(version));
+        assert_eq!(text_of(&store_a, &job), text_of(&store_b, &job));
+        assert!(store_c.group(&key(&job)).is_none());
+        assert!(calls.lock().is_empty());
+    }
+
+    /// The other owner cannot be reached: the sender, next in rendezvous order, stands in.
+    #[tokio::test]
+    async fn a_sender_stands_in_for_an_owner_it_cannot_reach() {
+        let (a, [store_a, store_b, _], _) = three_nodes(Release::Current, true, false).await;
+        let job = job_in_order(&a.ring(), &["b", "c", "a"]);
+        let answer = a
+            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        let version = store_b.group_version(&key(&job)).unwrap();
+        assert_eq!(store_a.group_version(&key(&job)), Some(version));
+    }
+
+    /// A primary of an earlier release replicates the write itself and says nothing of leaving
+    /// it to the sender: the sender does not replicate it again.
+    #[tokio::test]
+    async fn a_write_an_earlier_primary_replicated_is_not_replicated_again() {
+        let (a, [store_a, store_b, store_c], calls) =
+            three_nodes(Release::PrimaryReplicates, true, true).await;
+        let job = job_in_order(&a.ring(), &["b", "c", "a"]);
+        let answer = a
+            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        let version = store_b.group_version(&key(&job)).unwrap();
+        assert_eq!(store_c.group_version(&key(&job)), Some(version));
+        assert!(store_a.group(&key(&job)).is_none());
+        // One call to c: the primary's.
+        assert_eq!(calls.lock().len(), 1, "{:?}", calls.lock());
     }
 
     /// A node of the previous release sends its replicas inside `Forward`

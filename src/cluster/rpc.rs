@@ -57,45 +57,61 @@ pub struct PeerClients {
     limits: BatchLimits,
 }
 
-/// One peer: its channel and the batching queues of the writes forwarded to it and of the
-/// replicas sent to it.
+/// One peer: its channel and the batching queue of the writes forwarded to it and the
+/// replicas sent to it (one queue: both travel in the same calls).
 ///
-/// The two never share a call (nor a queue). A forwarded write is answered only once its
-/// primary has replicated it, so a `Forward` call waits on the primary's `ReplicateBatch` calls
-/// to other nodes; a replica waits on nothing but the peer's store. With one queue, a replica
-/// could wait behind a `Forward` in flight to the same peer, and three nodes forwarding to each
-/// other in a ring (each forward's replica queued behind the next node's forward) waited on each
-/// other until the peer timeout: every push through a load balancer in front of three nodes
-/// could then end in a 503. With two queues a replica waits at most for another replica call,
-/// which always ends, so every forward ends too.
+/// They may share a call because a write this node forwards asks the primary to leave the
+/// replication to this node (`ForwardedWrite.sender_replicates`): the primary answers it
+/// without calling any other node, so a `Forward` call waits on nothing but the peer's store,
+/// like a replica. Had the primary to replicate before answering (as nodes before 2026-12-01
+/// did), a replica queued behind a `Forward` in flight would wait on the primary's calls to
+/// other nodes, and three nodes forwarding to each other in a ring would wait on each other
+/// until the peer timeout.
 #[derive(Clone)]
 pub struct Peer {
     pub client: ClusterClient<PeerChannel>,
-    forwards: Arc<Batcher<ForwardTransport>>,
-    replicas: Arc<Batcher<ReplicateTransport>>,
+    writes: Arc<Batcher<WriteTransport>>,
 }
 
 impl Peer {
-    /// Forwards a write to this peer as the group's primary (batched with the other writes
-    /// queued for it); `bytes` is about its size on the wire.
+    /// Forwards a write to this peer as the group's primary (batched with the other writes and
+    /// replicas queued for it); `bytes` is about its size on the wire.
     pub async fn forward(
         &self,
         write: pb::ForwardedWrite,
         bytes: usize,
         deadline: Instant,
     ) -> Result<ForwardOutput, Status> {
-        self.forwards.call(write, bytes, deadline).await
+        match self
+            .writes
+            .call(PeerWrite::Forward(write), bytes, deadline)
+            .await?
+        {
+            PeerAnswer::Forwarded(out) => Ok(out),
+            PeerAnswer::Replicated(_) => Err(Status::internal(
+                "a forwarded write was answered as a replica",
+            )),
+        }
     }
 
-    /// Sends a group state (or tombstone) for this peer to hold (batched with the other
-    /// replicas queued for it); true when it applied it, false when it held a newer one.
+    /// Sends a group state (or tombstone) for this peer to hold; true when it applied it, false
+    /// when it held a newer one.
     pub async fn replicate(
         &self,
         replica: pb::ReplicateRequest,
         bytes: usize,
         deadline: Instant,
     ) -> Result<bool, Status> {
-        self.replicas.call(replica, bytes, deadline).await
+        match self
+            .writes
+            .call(PeerWrite::Replicate(replica), bytes, deadline)
+            .await?
+        {
+            PeerAnswer::Replicated(applied) => Ok(applied),
+            PeerAnswer::Forwarded(_) => Err(Status::internal(
+                "a replica was answered as a forwarded write",
+            )),
+        }
     }
 }
 
@@ -140,17 +156,17 @@ impl PeerClients {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES);
                 Peer {
-                    forwards: Batcher::new(
-                        ForwardTransport {
-                            client: client.clone(),
-                            support: BatchSupport::default(),
-                        },
-                        self.limits,
-                    ),
-                    replicas: Batcher::new(
-                        ReplicateTransport {
-                            client: client.clone(),
-                            support: BatchSupport::default(),
+                    writes: Batcher::new(
+                        WriteTransport {
+                            forward: ForwardTransport {
+                                client: client.clone(),
+                                support: BatchSupport::default(),
+                            },
+                            replicate: ReplicateTransport {
+                                client: client.clone(),
+                                support: BatchSupport::default(),
+                            },
+                            carried: BatchSupport::default(),
                         },
                         self.limits,
                     ),
@@ -215,6 +231,20 @@ impl BatchSupport {
             Err(_) => false,
         }
     }
+
+    /// Whether the peer is known to answer the call.
+    fn known(&self) -> bool {
+        *self.0.lock() == Support::Yes
+    }
+
+    /// Records whether the peer answered what was asked of it.
+    fn record(&self, answered: bool) {
+        *self.0.lock() = if answered {
+            Support::Yes
+        } else {
+            Support::No(Instant::now() + LEGACY_RETRY)
+        };
+    }
 }
 
 /// A status carried in a batch reply's item (`error_code`, `error`).
@@ -236,12 +266,18 @@ pub fn status_fields(s: &Status) -> (u32, String) {
     (code as u32, s.message().to_owned())
 }
 
-/// A forwarded write's answer: the primary's reply, and what it returned for this node to hold.
-pub type ForwardOutput = (
-    pb::WriteReply,
-    Option<pb::ReplicateRequest>,
-    Option<pb::OwnReplica>,
-);
+/// A forwarded write's answer: the primary's reply, and the group state it returned (for this
+/// node to hold, or with `left_to_sender` to replicate).
+#[derive(Debug)]
+pub struct ForwardOutput {
+    pub reply: pb::WriteReply,
+    /// The group state (or tombstone).
+    pub replica: Option<pb::ReplicateRequest>,
+    /// Instead of `replica`, the stamp of a successful PUT, whose state is the pushed families.
+    pub own: Option<pb::OwnReplica>,
+    /// The primary replicated the write to no other node: this node is to.
+    pub left_to_sender: bool,
+}
 
 /// Sends forwarded writes to one peer (`Forward`).
 pub struct ForwardTransport {
@@ -297,7 +333,12 @@ fn forward_results(results: Vec<pb::ForwardResult>) -> Vec<Result<ForwardOutput,
     results
         .into_iter()
         .map(|r| match (r.error_code, r.reply) {
-            (0, Some(reply)) => Ok((reply, r.replica, r.own_replica)),
+            (0, Some(reply)) => Ok(ForwardOutput {
+                reply,
+                replica: r.replica,
+                own: r.own_replica,
+                left_to_sender: r.left_to_sender,
+            }),
             (0, None) => Err(Status::internal("a batch item's answer has no reply")),
             (code, _) => Err(item_status(code, r.error)),
         })
@@ -318,6 +359,15 @@ fn replicate_results(results: Vec<pb::ReplicateResult>) -> Vec<Result<bool, Stat
 /// `n` items failed with `status`.
 fn failed<T>(n: usize, status: &Status) -> Vec<Result<T, Status>> {
     (0..n).map(|_| Err(copy_status(status))).collect()
+}
+
+/// `answers` when there is one per item of `n`; otherwise every item fails.
+fn one_each<T>(answers: Vec<Result<T, Status>>, n: usize, what: &str) -> Vec<Result<T, Status>> {
+    if answers.len() == n {
+        return answers;
+    }
+    let status = Status::internal(format!("the peer answered {} of {n} {what}", answers.len()));
+    failed(n, &status)
 }
 
 /// Forwarded writes as single `Push` and `Delete` calls, for a peer of an older version.
@@ -346,7 +396,12 @@ async fn forward_singly(
             };
             metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => rpc)
                 .record(started.elapsed().as_secs_f64());
-            res.map(|r| (r.into_inner(), None, None))
+            res.map(|r| ForwardOutput {
+                reply: r.into_inner(),
+                replica: None,
+                own: None,
+                left_to_sender: false,
+            })
         }
     });
     futures_util::future::join_all(calls).await
@@ -412,6 +467,141 @@ impl Transport for ReplicateTransport {
             Ok(reply) => replicate_results(reply.into_inner().results),
             Err(status) => failed(n, &status),
         }
+    }
+}
+
+/// A write for one peer: forwarded to it as the group's primary, or a group state (or
+/// tombstone) for it to hold.
+pub enum PeerWrite {
+    Forward(pb::ForwardedWrite),
+    Replicate(pb::ReplicateRequest),
+}
+
+/// The answer to a `PeerWrite`, of the same kind.
+pub enum PeerAnswer {
+    Forwarded(ForwardOutput),
+    Replicated(bool),
+}
+
+/// Sends the writes and replicas queued for one peer in one `Forward` call
+/// (`ForwardRequest.replicas`). To a peer of an earlier release (it ignores the replicas and
+/// answers none), or one not yet known to answer `Forward`, they travel side by side as
+/// `Forward` and `ReplicateBatch` (or the single calls of a still older one).
+pub struct WriteTransport {
+    forward: ForwardTransport,
+    replicate: ReplicateTransport,
+    /// Whether the peer answers the replicas a `Forward` call carries.
+    carried: BatchSupport,
+}
+
+impl Transport for WriteTransport {
+    type Item = PeerWrite;
+    type Output = PeerAnswer;
+
+    async fn send(
+        &self,
+        items: Vec<PeerWrite>,
+        deadline: Instant,
+    ) -> Vec<Result<PeerAnswer, Status>> {
+        let mut forwards = Vec::new();
+        let mut replicas = Vec::new();
+        let kinds: Vec<bool> = items
+            .into_iter()
+            .map(|item| match item {
+                PeerWrite::Forward(w) => {
+                    forwards.push(w);
+                    true
+                }
+                PeerWrite::Replicate(r) => {
+                    replicas.push(r);
+                    false
+                }
+            })
+            .collect();
+        let (nf, nr) = (forwards.len(), replicas.len());
+        let (fw, rp) = if nr == 0 {
+            (self.forward.send(forwards, deadline).await, Vec::new())
+        } else if nf == 0 {
+            (Vec::new(), self.replicate.send(replicas, deadline).await)
+        } else {
+            self.send_both(forwards, replicas, deadline).await
+        };
+        let mut fw = one_each(fw, nf, "forwarded writes").into_iter();
+        let mut rp = one_each(rp, nr, "replicas").into_iter();
+        kinds
+            .into_iter()
+            .map(|forward| {
+                let answer = if forward {
+                    fw.next().map(|a| a.map(PeerAnswer::Forwarded))
+                } else {
+                    rp.next().map(|a| a.map(PeerAnswer::Replicated))
+                };
+                answer.unwrap_or_else(|| Err(Status::internal("a batch item was not answered")))
+            })
+            .collect()
+    }
+}
+
+/// The answers to a batch's writes and to its replicas.
+type BothAnswers = (
+    Vec<Result<ForwardOutput, Status>>,
+    Vec<Result<bool, Status>>,
+);
+
+impl WriteTransport {
+    /// Writes and replicas in one `Forward` call when the peer is known to answer `Forward`
+    /// and not known to ignore replicas in it; else side by side.
+    async fn send_both(
+        &self,
+        writes: Vec<pb::ForwardedWrite>,
+        replicas: Vec<pb::ReplicateRequest>,
+        deadline: Instant,
+    ) -> BothAnswers {
+        let keep = match self.carried.plan() {
+            Plan::Batch { keep_copy } if self.forward.support.known() => {
+                keep_copy.then(|| replicas.clone())
+            }
+            _ => {
+                return tokio::join!(
+                    self.forward.send(writes, deadline),
+                    self.replicate.send(replicas, deadline)
+                );
+            }
+        };
+        let (nf, nr) = (writes.len(), replicas.len());
+        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record((nf + nr) as f64);
+        let started = Instant::now();
+        let res = self
+            .forward
+            .client
+            .clone()
+            .forward(request(
+                pb::ForwardRequest { writes, replicas },
+                remaining(deadline),
+            ))
+            .await;
+        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
+            .record(started.elapsed().as_secs_f64());
+        self.forward.support.answered(&res);
+        let reply = match res {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => return (failed(nf, &status), failed(nr, &status)),
+        };
+        let fw = forward_results(reply.results);
+        if reply.replica_results.is_empty() {
+            // A node of an earlier release: it ignored the replicas.
+            self.carried.record(false);
+            let rp = match keep {
+                Some(replicas) => self.replicate.send(replicas, deadline).await,
+                None => failed(
+                    nr,
+                    &Status::unavailable("the peer ignored the replicas sent with its writes"),
+                ),
+            };
+            return (fw, rp);
+        }
+        self.carried.record(true);
+        (fw, replicate_results(reply.replica_results))
     }
 }
 

@@ -56,7 +56,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by result."),
     (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result (success, error); hedged counts the extra sends to the next node made when a replica had not answered within half the peer timeout."),
     (PEER_RPC_DURATION_SECONDS, MetricType::Summary, "Duration of gRPC calls to other cluster nodes, by rpc."),
-    (PEER_BATCH_ITEMS, MetricType::Summary, "Writes carried by one batched call to another cluster node (forward, replicate): calls made while one to the same peer is in flight queue and travel together."),
+    (PEER_BATCH_ITEMS, MetricType::Summary, "Items carried by one batched call to another cluster node, by call: forward (forwarded writes, and the replicas for that node sent with them), replicate (replicas only). Writes and replicas for a node made while a call to it is in flight queue and travel together."),
     (SCRAPE_MERGE_DURATION_SECONDS, MetricType::Summary, "Time to collect and merge every member's groups for one scrape."),
     (COLLECT_FOLLOW_UPS_TOTAL, MetricType::Counter, "Second collect calls of merged scrapes: a peer left groups to another owner that did not deliver them (it failed, or ranks the owners differently), and was asked for them again."),
     (REBALANCE_GROUPS_TOTAL, MetricType::Counter, "Groups (and tombstones) this node held without owning them, by what became of them: handed_off (acknowledged by every owner, then dropped here), error (a transfer failed; retried next round), expired (a tombstone or hint past its lifetime)."),
