@@ -75,9 +75,10 @@ for i in range(200):
 }
 
 /// Pushes arriving at every node at once, as behind a load balancer: each node forwards to the
-/// others while they forward to it, and every forwarded write waits for its primary's replica
-/// call. Every push is acknowledged (no 503 with every node up) and every node serves every
-/// group afterwards.
+/// others and replicates to them while they do the same to it, forwards and replicas for a peer
+/// sharing calls. Every push is acknowledged (no 503 with every node up: a forward that waited
+/// on its primary's replica calls, queued behind another forward, would let three nodes wait on
+/// each other in a ring until the peer timeout) and every node serves every group afterwards.
 #[test]
 fn concurrent_pushes_through_every_node_are_all_acknowledged() {
     const PER_NODE: usize = 4;

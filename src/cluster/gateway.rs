@@ -142,6 +142,64 @@ pub struct ClusterCore {
     /// The member orders of the last merged render's families, reused by the next one where
     /// a family's members are unchanged.
     merged_orders: Arc<MergedOrders>,
+    /// Whether this node is mostly an entry point (who sends a forwarded write's replicas).
+    entry: EntryLoad,
+}
+
+/// Who sends the replicas of a write this node forwards. By default this node does (the primary
+/// answers at once; `ForwardedWrite.sender_replicates`): then no forward waits on another call,
+/// and forwards and replicas to a peer share calls, which behind a load balancer (every node
+/// receiving writes and forwarding to the others) saves calls. But when this node receives far
+/// more writes from clients than it applies for other nodes (most of the load enters through it,
+/// e.g. the one node clients are configured with), it is the busiest node and the replicas are
+/// better sent by the primaries, as nodes did before 2026-12-01: such writes travel in a queue of
+/// their own (`rpc::Peer`). Decided once a second from the last second's counts.
+#[derive(Default)]
+struct EntryLoad {
+    window_start_ms: AtomicU64,
+    /// Writes from clients this node routed in the current window.
+    received: AtomicU64,
+    /// Writes other nodes forwarded to this node in the current window.
+    served: AtomicU64,
+    /// The last full window was entry-heavy.
+    heavy: std::sync::atomic::AtomicBool,
+}
+
+impl EntryLoad {
+    /// Fewer writes than this a second never make a node entry-heavy (at low load it does not
+    /// matter which node sends the replicas).
+    const MIN_WRITES: u64 = 64;
+
+    /// Counts a write from a client; whether the primary is to replicate it.
+    fn received(&self, now_ms: u64) -> bool {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.roll(now_ms);
+        self.heavy.load(Ordering::Relaxed)
+    }
+
+    /// Counts a write forwarded to this node.
+    fn served(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts a new window once the current one is a second old, deciding from its counts.
+    fn roll(&self, now_ms: u64) {
+        let start = self.window_start_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(start) < 1000
+            || self
+                .window_start_ms
+                .compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let received = self.received.swap(0, Ordering::Relaxed);
+        let served = self.served.swap(0, Ordering::Relaxed);
+        // Behind a balancer a node applies about two writes for others for every three it
+        // receives (R = 2, three nodes); an entry point for all the load applies none.
+        let heavy = received >= Self::MIN_WRITES && served.saturating_mul(4) < received;
+        self.heavy.store(heavy, Ordering::Relaxed);
+    }
 }
 
 impl ClusterCore {
@@ -168,6 +226,7 @@ impl ClusterCore {
             hints: AtomicUsize::new(0),
             max_hints: AtomicUsize::new(usize::MAX),
             merged_orders: Arc::default(),
+            entry: EntryLoad::default(),
         })
     }
 
@@ -200,6 +259,7 @@ impl ClusterCore {
             .into_iter()
             .cloned()
             .collect();
+        let primary_replicates = self.entry.received((unix_now() * 1000.0) as u64);
         let mut forward: Option<(pb::ForwardedWrite, usize)> = None;
         for candidate in order {
             if unreachable.iter().any(|u| u == candidate.id.as_str()) {
@@ -208,8 +268,11 @@ impl ClusterCore {
             if candidate.id == self.self_id {
                 return self.apply_as_primary(op, unreachable, None).await;
             }
-            let (msg, size) =
-                forward.get_or_insert_with(|| forward_message(&op, self.self_id.as_str()));
+            let (msg, size) = forward.get_or_insert_with(|| {
+                let mut m = forward_message(&op, self.self_id.as_str());
+                m.0.sender_replicates = !primary_replicates;
+                m
+            });
             msg.unreachable = unreachable.clone();
             let timeout = self.clients.timeout();
             msg.deadline_unix_ms = forward_deadline_ms(timeout);
@@ -1271,6 +1334,7 @@ impl ClusterService {
     /// One write of a `Forward` call: the families arrive prepared by the receiving node, so
     /// their layout is validated (`StoredFamily::from_wire`) but nothing is decoded or encoded.
     async fn forwarded(&self, w: pb::ForwardedWrite) -> Result<ForwardedAnswer, Status> {
+        self.core.entry.served();
         expired(w.deadline_unix_ms)?;
         let names = self.core.names();
         let key = rpc::key_from_pb(w.key, names).map_err(Status::invalid_argument)?;
@@ -1316,7 +1380,8 @@ impl ClusterService {
                 left_to_sender: true,
             });
         }
-        // A sender of an earlier release: this node replicates before it answers.
+        // A sender that leaves the replication to this node (an entry point for most of its
+        // load, or a node of an earlier release): replicated before it is answered.
         let mut trip =
             (!w.from.is_empty() && w.from != self.core.self_id.as_str()).then_some(ReturnTrip {
                 sender: w.from,
@@ -1970,6 +2035,9 @@ mod tests {
         /// Before the batch calls: `Forward` and `ReplicateBatch` are unimplemented, and
         /// collect requests lose the fields it does not know (responders, only_keys).
         Old,
+        /// Before the sixth round of 2026-11-30: `Forward` ignores the replicas it carries
+        /// (and, like every release before 2026-12-01, `sender_replicates`).
+        PreMerge,
         /// Before 2026-12-01: a primary ignores `sender_replicates` and replicates the writes
         /// forwarded to it before it answers.
         PrimaryReplicates,
@@ -1978,11 +2046,14 @@ mod tests {
 
     /// A node's service as a peer of `release` would answer, recording each `Forward` and
     /// `ReplicateBatch` call it gets (writes, replicas). With `damaged`, the first group of
-    /// every chunk its collect answers carry is cut short.
+    /// every chunk its collect answers carry is cut short. With `held`, a `Forward` call is
+    /// recorded on arrival and then waits for a permit before it is served (as a primary's does
+    /// while it replicates to other nodes).
     struct TestPeer {
         svc: ClusterService,
         release: Release,
         damaged: bool,
+        held: Option<Arc<tokio::sync::Semaphore>>,
         calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     }
 
@@ -1995,6 +2066,7 @@ mod tests {
                 svc,
                 release,
                 damaged: false,
+                held: None,
                 calls: Default::default(),
             }
         }
@@ -2075,15 +2147,21 @@ mod tests {
             if self.release == Release::Old {
                 return Err(Status::unimplemented("old peer"));
             }
-            if self.release == Release::PrimaryReplicates {
+            if matches!(self.release, Release::PreMerge | Release::PrimaryReplicates) {
                 for w in &mut r.get_mut().writes {
                     w.sender_replicates = false;
                 }
+            }
+            if self.release == Release::PreMerge {
+                r.get_mut().replicas.clear();
             }
             let req = r.get_ref();
             self.calls
                 .lock()
                 .push(("forward", req.writes.len(), req.replicas.len()));
+            if let Some(gate) = &self.held {
+                let _permit = gate.acquire().await.unwrap();
+            }
             self.svc.forward(r).await
         }
         async fn replicate_batch(
@@ -2273,11 +2351,16 @@ mod tests {
     }
 
     /// Writes and replicas queued for one peer at the same time, through real gRPC: they share
-    /// one `Forward` call, and each item gets its own answer.
-    #[tokio::test]
-    async fn writes_and_replicas_for_one_peer_share_a_call() {
+    /// one `Forward` call, or, to a peer of a release before the sixth round of 2026-11-30
+    /// (`pre_merge`), travel side by side; each item gets its own answer either way.
+    async fn writes_and_replicas_together(pre_merge: bool) {
         let (store, svc) = service(1);
-        let peer = TestPeer::new(svc, Release::Current);
+        let release = if pre_merge {
+            Release::PreMerge
+        } else {
+            Release::Current
+        };
+        let peer = TestPeer::new(svc, release);
         let calls = peer.calls.clone();
         let addr = serve(peer).await;
         let clients = PeerClients::new(Duration::from_secs(5));
@@ -2326,10 +2409,34 @@ mod tests {
             assert!(store.group(&key(&format!("broken{round}"))).is_none());
         }
         let calls = calls.lock().clone();
-        assert_eq!(
-            calls,
-            [("forward", 1, 0), ("forward", 3, 4), ("forward", 3, 4)]
-        );
+        let expected = if pre_merge {
+            vec![
+                ("forward", 1, 0),
+                // The first mixed batch: the replicas it carried went unseen and unanswered, so
+                // they were sent again by themselves; the next batch goes side by side.
+                ("forward", 3, 0),
+                ("replicate_batch", 0, 4),
+                ("forward", 3, 0),
+                ("replicate_batch", 0, 4),
+            ]
+        } else {
+            vec![("forward", 1, 0), ("forward", 3, 4), ("forward", 3, 4)]
+        };
+        // The last round's two calls side by side may arrive in either order.
+        let (mut got, mut want) = (calls.clone(), expected);
+        got[3..].sort();
+        want[3..].sort();
+        assert_eq!(got, want, "calls: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn writes_and_replicas_for_one_peer_share_a_call() {
+        writes_and_replicas_together(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_ignores_replicas_in_a_forward_gets_them_by_replicate_batch() {
+        writes_and_replicas_together(true).await;
     }
 
     /// A port that accepts connections and counts them, never answering.
@@ -2410,12 +2517,12 @@ mod tests {
     }
 
     /// Nodes a, b and c over gRPC, R = 2 (a serves no gRPC: a call to it fails); b answers as
-    /// `b_release`, and reaches c only with `b_reaches_c`, and a reaches c only with `c_up`.
-    /// a's gateway core, the stores of a, b and c, and the calls c got.
+    /// `b_release`; a and b reach c only with `a_reaches_c` and `b_reaches_c` (else they see it
+    /// at a closed port). a's gateway core, the stores of a, b and c, and the calls c got.
     async fn three_nodes(
         b_release: Release,
+        a_reaches_c: bool,
         b_reaches_c: bool,
-        c_up: bool,
     ) -> (
         Arc<ClusterCore>,
         [Arc<Store>; 3],
@@ -2427,16 +2534,21 @@ mod tests {
         let c_port = c_listener.local_addr().unwrap().port();
         let closed = closed_port();
         let c_for = |reaches: bool| if reaches { c_port } else { closed };
-        let (store_a, a) = node("a", &[("a", 1), ("b", b_port), ("c", c_for(c_up))], 2);
-        let members_b = [("a", 1), ("b", b_port), ("c", c_for(c_up && b_reaches_c))];
-        let (store_b, b) = node("b", &members_b, 2);
+        let (store_a, a) = node(
+            "a",
+            &[("a", 1), ("b", b_port), ("c", c_for(a_reaches_c))],
+            2,
+        );
+        let (store_b, b) = node(
+            "b",
+            &[("a", 1), ("b", b_port), ("c", c_for(b_reaches_c))],
+            2,
+        );
         let (store_c, c) = node("c", &[("a", 1), ("b", b_port), ("c", c_port)], 2);
         serve_on(b_listener, TestPeer::new(b, b_release));
         let c = TestPeer::new(c, Release::Current);
         let calls = c.calls.clone();
-        if c_up {
-            serve_on(c_listener, c);
-        }
+        serve_on(c_listener, c);
         (a.core, [store_a, store_b, store_c], calls)
     }
 
@@ -2446,7 +2558,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_through_a_node_that_owns_no_copy_is_replicated_by_that_node() {
         let (a, [store_a, store_b, store_c], calls) =
-            three_nodes(Release::Current, false, true).await;
+            three_nodes(Release::Current, true, false).await;
         let job = job_in_order(&a.ring(), &["b", "c", "a"]);
         let answer = a
             .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
@@ -2498,7 +2610,7 @@ mod tests {
     /// The other owner cannot be reached: the sender, next in rendezvous order, stands in.
     #[tokio::test]
     async fn a_sender_stands_in_for_an_owner_it_cannot_reach() {
-        let (a, [store_a, store_b, _], _) = three_nodes(Release::Current, true, false).await;
+        let (a, [store_a, store_b, _], _) = three_nodes(Release::Current, false, false).await;
         let job = job_in_order(&a.ring(), &["b", "c", "a"]);
         let answer = a
             .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
@@ -2506,6 +2618,93 @@ mod tests {
         assert_eq!(answer.status, 200, "{}", answer.message);
         let version = store_b.group_version(&key(&job)).unwrap();
         assert_eq!(store_a.group_version(&key(&job)), Some(version));
+    }
+
+    /// A node that receives far more writes than it applies for others (an entry point for the
+    /// load) leaves the replicas to the primary: a write through it whose owners are the other
+    /// two reaches both (it cannot reach the second owner itself here) and it holds nothing.
+    #[tokio::test]
+    async fn an_entry_heavy_node_leaves_the_replicas_to_the_primary() {
+        let (a, [store_a, store_b, store_c], _) = three_nodes(Release::Current, false, true).await;
+        a.entry.heavy.store(true, Ordering::Relaxed);
+        a.entry
+            .window_start_ms
+            .store((unix_now() * 1000.0) as u64, Ordering::Relaxed);
+        let job = job_in_order(&a.ring(), &["b", "c", "a"]);
+        let answer = a
+            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        let version = store_b.group_version(&key(&job)).unwrap();
+        assert_eq!(store_c.group_version(&key(&job)), Some(version));
+        assert!(store_a.group(&key(&job)).is_none());
+    }
+
+    #[test]
+    fn a_node_is_entry_heavy_when_it_receives_far_more_writes_than_it_applies_for_others() {
+        let load = EntryLoad::default();
+        let t0 = 10_000_000;
+        assert!(!load.received(t0), "starts light");
+        // A second of 200 writes received and none forwarded to it: heavy from the next one.
+        for _ in 0..199 {
+            load.received(t0 + 500);
+        }
+        assert!(load.received(t0 + 1500), "entry-heavy");
+        // Behind a balancer: 2 applied for others per 3 received.
+        for _ in 0..200 {
+            load.received(t0 + 2000);
+        }
+        for _ in 0..130 {
+            load.served();
+        }
+        assert!(!load.received(t0 + 2600), "balanced");
+        // Below 64 writes a second, never heavy.
+        for _ in 0..40 {
+            load.received(t0 + 3000);
+        }
+        assert!(!load.received(t0 + 3700));
+    }
+
+    /// A write the primary is to replicate before it answers travels in a queue of its own: a
+    /// replica for the same peer is not held behind it while it is in flight (even with no slow
+    /// call rule to let another call start), or three nodes forwarding such writes to each other
+    /// in a ring would wait on each other until the timeout.
+    #[tokio::test]
+    async fn a_replica_is_not_held_behind_a_write_its_primary_replicates() {
+        let (store, svc) = service(1);
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut peer = TestPeer::new(svc, Release::Current);
+        peer.held = Some(gate.clone());
+        let calls = peer.calls.clone();
+        let addr = serve(peer).await;
+        let clients = PeerClients::with_limits(
+            Duration::from_secs(2),
+            BatchLimits {
+                slow_call: None,
+                ..BatchLimits::default()
+            },
+        );
+        let peer = clients.peer(addr);
+        let deadline = || Instant::now() + Duration::from_secs(2);
+        let held = tokio::spawn({
+            let peer = peer.clone();
+            let deadline = deadline();
+            let w = earlier_release(forwarded("held", BODY));
+            async move { peer.forward(w, 100, deadline).await }
+        });
+        let until = Instant::now() + Duration::from_secs(5);
+        while calls.lock().is_empty() {
+            assert!(Instant::now() < until, "the forward did not arrive");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The forward is in the peer, unanswered; a replica to the same peer is answered.
+        let applied = peer.replicate(replica_of("r", 5), 100, deadline()).await;
+        assert!(applied.unwrap());
+        assert_eq!(store.group_version(&key("r")), Some(5));
+        assert!(!held.is_finished());
+        gate.add_permits(1);
+        assert_eq!(held.await.unwrap().unwrap().reply.status, 200);
+        assert!(store.group(&key("held")).is_some());
     }
 
     /// A primary of an earlier release replicates the write itself and says nothing of leaving

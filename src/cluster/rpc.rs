@@ -57,31 +57,37 @@ pub struct PeerClients {
     limits: BatchLimits,
 }
 
-/// One peer: its channel and the batching queue of the writes forwarded to it and the
-/// replicas sent to it (one queue: both travel in the same calls).
+/// One peer: its channel and the batching queues of the writes forwarded to it and the replicas
+/// sent to it.
 ///
-/// They may share a call because a write this node forwards asks the primary to leave the
-/// replication to this node (`ForwardedWrite.sender_replicates`): the primary answers it
-/// without calling any other node, so a `Forward` call waits on nothing but the peer's store,
-/// like a replica. Had the primary to replicate before answering (as nodes before 2026-12-01
-/// did), a replica queued behind a `Forward` in flight would wait on the primary's calls to
-/// other nodes, and three nodes forwarding to each other in a ring would wait on each other
-/// until the peer timeout.
+/// A write whose primary is asked to leave the replication to this node
+/// (`ForwardedWrite.sender_replicates`) and a replica share a queue and a call: the primary
+/// answers such a write without calling any other node, so the call waits on nothing but the
+/// peer's store. A write the primary is to replicate before answering (this node receives far
+/// more writes than it applies for others; see `gateway::EntryLoad`) waits on the primary's
+/// calls to other nodes, so it goes in a queue of its own (`waiting`): had it shared the queue,
+/// a replica behind it would wait on those calls, and three nodes forwarding to each other in a
+/// ring would wait on each other until the peer timeout.
 #[derive(Clone)]
 pub struct Peer {
     pub client: ClusterClient<PeerChannel>,
     writes: Arc<Batcher<WriteTransport>>,
+    waiting: Arc<Batcher<ForwardTransport>>,
 }
 
 impl Peer {
     /// Forwards a write to this peer as the group's primary (batched with the other writes and
-    /// replicas queued for it); `bytes` is about its size on the wire.
+    /// replicas queued for it, or with the other writes the primary is to replicate); `bytes` is
+    /// about its size on the wire.
     pub async fn forward(
         &self,
         write: pb::ForwardedWrite,
         bytes: usize,
         deadline: Instant,
     ) -> Result<ForwardOutput, Status> {
+        if !write.sender_replicates {
+            return self.waiting.call(write, bytes, deadline).await;
+        }
         match self
             .writes
             .call(PeerWrite::Forward(write), bytes, deadline)
@@ -167,6 +173,13 @@ impl PeerClients {
                                 support: BatchSupport::default(),
                             },
                             carried: BatchSupport::default(),
+                        },
+                        self.limits,
+                    ),
+                    waiting: Batcher::new(
+                        ForwardTransport {
+                            client: client.clone(),
+                            support: BatchSupport::default(),
                         },
                         self.limits,
                     ),
