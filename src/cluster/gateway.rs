@@ -2516,6 +2516,16 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 0, "no node was called");
     }
 
+    /// A PUT through `a` of a job whose rendezvous order is `order`, acknowledged; the job.
+    async fn push_through(a: &ClusterCore, order: &[&str]) -> String {
+        let job = job_in_order(&a.ring(), order);
+        let answer = a
+            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        job
+    }
+
     /// Nodes a, b and c over gRPC, R = 2 (a serves no gRPC: a call to it fails); b answers as
     /// `b_release`; a and b reach c only with `a_reaches_c` and `b_reaches_c` (else they see it
     /// at a closed port). a's gateway core, the stores of a, b and c, and the calls c got.
@@ -2559,11 +2569,7 @@ mod tests {
     async fn a_write_through_a_node_that_owns_no_copy_is_replicated_by_that_node() {
         let (a, [store_a, store_b, store_c], calls) =
             three_nodes(Release::Current, true, false).await;
-        let job = job_in_order(&a.ring(), &["b", "c", "a"]);
-        let answer = a
-            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.message);
+        let job = push_through(&a, &["b", "c", "a"]).await;
         let version = store_b
             .group_version(&key(&job))
             .expect("the primary holds it");
@@ -2595,11 +2601,7 @@ mod tests {
     async fn a_write_through_its_other_owner_is_held_there_without_a_call() {
         let (a, [store_a, store_b, store_c], calls) =
             three_nodes(Release::Current, true, true).await;
-        let job = job_in_order(&a.ring(), &["b", "a", "c"]);
-        let answer = a
-            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.message);
+        let job = push_through(&a, &["b", "a", "c"]).await;
         let version = store_b.group_version(&key(&job)).unwrap();
         assert_eq!(store_a.group_version(&key(&job)), Some(version));
         assert_eq!(text_of(&store_a, &job), text_of(&store_b, &job));
@@ -2611,11 +2613,7 @@ mod tests {
     #[tokio::test]
     async fn a_sender_stands_in_for_an_owner_it_cannot_reach() {
         let (a, [store_a, store_b, _], _) = three_nodes(Release::Current, false, false).await;
-        let job = job_in_order(&a.ring(), &["b", "c", "a"]);
-        let answer = a
-            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.message);
+        let job = push_through(&a, &["b", "c", "a"]).await;
         let version = store_b.group_version(&key(&job)).unwrap();
         assert_eq!(store_a.group_version(&key(&job)), Some(version));
     }
@@ -2630,11 +2628,7 @@ mod tests {
         a.entry
             .window_start_ms
             .store((unix_now() * 1000.0) as u64, Ordering::Relaxed);
-        let job = job_in_order(&a.ring(), &["b", "c", "a"]);
-        let answer = a
-            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.message);
+        let job = push_through(&a, &["b", "c", "a"]).await;
         let version = store_b.group_version(&key(&job)).unwrap();
         assert_eq!(store_c.group_version(&key(&job)), Some(version));
         assert!(store_a.group(&key(&job)).is_none());
@@ -2713,11 +2707,7 @@ mod tests {
     async fn a_write_an_earlier_primary_replicated_is_not_replicated_again() {
         let (a, [store_a, store_b, store_c], calls) =
             three_nodes(Release::PrimaryReplicates, true, true).await;
-        let job = job_in_order(&a.ring(), &["b", "c", "a"]);
-        let answer = a
-            .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.message);
+        let job = push_through(&a, &["b", "c", "a"]).await;
         let version = store_b.group_version(&key(&job)).unwrap();
         assert_eq!(store_c.group_version(&key(&job)), Some(version));
         assert!(store_a.group(&key(&job)).is_none());
