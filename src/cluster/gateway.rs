@@ -303,11 +303,7 @@ impl ClusterCore {
                             .await;
                     }
                     // A primary of an earlier release replicated the write itself.
-                    return match (out.replica, out.own) {
-                        (_, Some(own)) => self.hold_own_replica(&op, own, answer).await,
-                        (Some(r), None) => self.hold_returned_replica(r, answer).await,
-                        (None, None) => answer,
-                    };
+                    return self.hold_returned(&op, out.replica, out.own, answer).await;
                 }
                 Err(status) => {
                     metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "error").increment(1);
@@ -429,22 +425,14 @@ impl ClusterCore {
         answer: WriteAnswer,
         unreachable: &[String],
     ) -> WriteAnswer {
-        let replica = match (stamp, state) {
-            (Some(stamp), _) => match op {
-                WriteOp::Push(p) if p.replace_all => Some(Replica::Put(own_state(p, stamp))),
-                // A stamp for a write that is not a PUT: nothing this node can copy.
-                _ => None,
-            },
-            (None, Some(state)) => Some(Replica::Encoded(state)),
-            (None, None) => None,
-        };
-        let holders = match replica {
-            Some(replica) => {
+        let holders = match returned_replica(op, state, stamp) {
+            Ok(Some(replica)) => {
                 1 + self
                     .replicate(op.key(), replica, primary, unreachable, None)
                     .await
             }
-            None => 1,
+            // Nothing this node can copy (a stamp for a write that is not a PUT).
+            Ok(None) | Err(_) => 1,
         };
         self.quorum(answer, holders)
     }
@@ -684,39 +672,24 @@ impl ClusterCore {
         }
     }
 
-    /// Holds the replica a primary returned with its answer to a write this node forwarded. The
-    /// primary counted this node as a holder, so a replica this node cannot hold turns a
-    /// success into 503 (the write stays on the nodes that took it, as with any 503).
-    async fn hold_returned_replica(
-        &self,
-        replica: pb::ReplicateRequest,
-        answer: WriteAnswer,
-    ) -> WriteAnswer {
-        let held = self
-            .take_replica(replica)
-            .await
-            .map(|_| ())
-            .map_err(|status| status.message().to_owned());
-        replica_outcome(held, answer)
-    }
-
-    /// Holds this node's replica of a PUT it forwarded, built from its own prepared families
-    /// with the primary's stamp (no group state travelled back). Like a returned replica, a copy
-    /// this node cannot hold turns a success into 503.
-    async fn hold_own_replica(
+    /// Holds the copy a primary of an earlier release returned with its answer to a write this
+    /// node forwarded (the group state, or a PUT's stamp for this node's own prepared
+    /// families). The primary counted this node as a holder, so a copy this node cannot hold
+    /// turns a success into 503 (the write stays on the nodes that took it, as with any 503).
+    async fn hold_returned(
         &self,
         op: &WriteOp,
-        own: pb::OwnReplica,
+        state: Option<pb::ReplicateRequest>,
+        stamp: Option<pb::OwnReplica>,
         answer: WriteAnswer,
     ) -> WriteAnswer {
-        let held = match op {
-            WriteOp::Push(p) if p.replace_all && matches!(answer.status, 200 | 202) => {
-                self.clock.observe(own.version);
-                self.store.apply_replica(own_state(p, own));
-                Ok(())
-            }
-            WriteOp::Push(p) if p.replace_all => return answer,
-            _ => Err("the primary sent a PUT's stamp for a write that is not a PUT".to_owned()),
+        if stamp.is_some() && !matches!(answer.status, 200 | 202) {
+            return answer;
+        }
+        let held = match returned_replica(op, state, stamp) {
+            Ok(None) => return answer,
+            Ok(Some(replica)) => self.hold_here(op.key(), &replica).await,
+            Err(why) => Err(why),
         };
         replica_outcome(held, answer)
     }
@@ -999,6 +972,25 @@ fn replica_message(key: &GroupKey, replica: Replica) -> pb::ReplicateRequest {
             tombstone_key: rpc::key_to_pb(key),
         },
         Replica::Encoded(state) => state,
+    }
+}
+
+/// The copy of a forwarded write that its primary's answer carries: the group state, or a
+/// PUT's stamp for the families this node prepared. Err: a stamp for a write that is not a PUT.
+fn returned_replica(
+    op: &WriteOp,
+    state: Option<pb::ReplicateRequest>,
+    stamp: Option<pb::OwnReplica>,
+) -> Result<Option<Replica>, String> {
+    match (stamp, state, op) {
+        (Some(stamp), _, WriteOp::Push(p)) if p.replace_all => {
+            Ok(Some(Replica::Put(own_state(p, stamp))))
+        }
+        (Some(_), _, _) => {
+            Err("the primary sent a PUT's stamp for a write that is not a PUT".to_owned())
+        }
+        (None, Some(state), _) => Ok(Some(Replica::Encoded(state))),
+        (None, None, _) => Ok(None),
     }
 }
 
@@ -1669,7 +1661,7 @@ mod tests {
         let (sender_store, sender) = service(1);
         let answer = sender
             .core
-            .hold_returned_replica(replica.clone(), WriteAnswer::ok(200))
+            .hold_returned(&op_j(), Some(replica.clone()), None, WriteAnswer::ok(200))
             .await;
         assert_eq!(answer.status, 200);
         assert_eq!(sender_store.group_version(&key("j")), Some(held.version));
@@ -1694,7 +1686,7 @@ mod tests {
         let op = WriteOp::Push(prepared("j", BODY));
         let answer = sender
             .core
-            .hold_own_replica(&op, own, WriteAnswer::ok(200))
+            .hold_returned(&op, None, Some(own), WriteAnswer::ok(200))
             .await;
         assert_eq!(answer.status, 200);
         let copy = sender_store.group(&key("j")).unwrap();
@@ -1711,7 +1703,7 @@ mod tests {
         let post = WriteOp::Delete(key("j"));
         let answer = sender
             .core
-            .hold_own_replica(&post, own, WriteAnswer::ok(202))
+            .hold_returned(&post, None, Some(own), WriteAnswer::ok(202))
             .await;
         assert_eq!(answer.status, 503);
     }
@@ -1821,7 +1813,7 @@ mod tests {
         bad.group.truncate(bad.group.len() / 2);
         let answer = svc
             .core
-            .hold_returned_replica(bad.clone(), WriteAnswer::ok(200))
+            .hold_returned(&op_j(), Some(bad.clone()), None, WriteAnswer::ok(200))
             .await;
         assert_eq!(answer.status, 503);
         // A refusal stays the refusal.
@@ -1829,9 +1821,17 @@ mod tests {
             status: 400,
             message: "bad".into(),
         };
-        let answer = svc.core.hold_returned_replica(bad, refused).await;
+        let answer = svc
+            .core
+            .hold_returned(&op_j(), Some(bad), None, refused)
+            .await;
         assert_eq!((answer.status, answer.message.as_str()), (400, "bad"));
         assert!(store.group(&key("j")).is_none());
+    }
+
+    /// A PUT of job "j" (the write a returned copy belongs to).
+    fn op_j() -> WriteOp {
+        WriteOp::Push(prepared("j", BODY))
     }
 
     fn prepared(job: &str, body: &str) -> PreparedPush {
