@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // next node by a reference-counted clone, and a receiver slices them out of the
         // received message without copying.
         .bytes(".pushgate.cluster.ForwardedWrite.families")
+        .bytes(".pushgate.cluster.ForwardedWrite.body")
         .bytes(".pushgate.cluster.ReplicateRequest.group")
         .bytes(".pushgate.cluster.CollectChunk.groups")
         .bytes(".pushgate.cluster.SyncReply.newer_groups")

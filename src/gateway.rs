@@ -5,19 +5,38 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::exposition::MetricFamily;
+use crate::http::body::{decode_body, BodyFormat};
 use crate::store::render::{Format, RenderStats};
 use crate::store::{
-    prepare_push, GroupKey, GroupSnapshot, PushError, Store, StoredFamily, Validation,
+    prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, Store, StoredFamily, Validation,
 };
 
-/// A push as the HTTP layer hands it over: URL and body already parsed.
+/// A push as the HTTP layer hands it over: the URL parsed, the body read (and decompressed)
+/// but not decoded. Whichever node applies it decodes it (`PushRequest::prepare`): a cluster
+/// node that receives most of the load can leave that to the group's primary.
 #[derive(Debug)]
 pub struct PushRequest {
     pub key: GroupKey,
-    pub families: Vec<MetricFamily>,
+    pub body: bytes::Bytes,
+    pub format: BodyFormat,
     /// PUT (true) replaces the whole group, POST only the families in the body.
     pub replace_all: bool,
+}
+
+impl PushRequest {
+    /// Whether decoding and applying the push is left to the blocking pool.
+    pub fn is_large(&self) -> bool {
+        self.body.len() > INLINE_BODY_LIMIT
+    }
+
+    /// Decodes the body and validates the push (names, limits, one push's own consistency).
+    /// `Invalid` is the refusal a node records on the group (push_failure_time_seconds); every
+    /// other error changes nothing.
+    pub fn prepare_now(self, v: &Validation) -> Result<PreparedPush, PushError> {
+        let families = decode_body(self.format, &self.body, v.names)
+            .map_err(|e| PushError::BadBody(e.to_string()))?;
+        prepare_push(self.key, families, self.replace_all, v)
+    }
 }
 
 pub trait Gateway: Send + Sync + 'static {
@@ -190,8 +209,28 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Bodies above this size are parsed and encoded on the blocking pool, not a runtime thread.
+/// Payloads above this size (prepared families, group states) are decoded on the blocking
+/// pool, not a runtime thread.
 pub const INLINE_PREPARE_LIMIT: usize = 256 * 1024;
+
+/// Push bodies above this size (about 2,000 series of text) are decoded, prepared and applied
+/// on the blocking pool.
+pub const INLINE_BODY_LIMIT: usize = 64 * 1024;
+
+/// Runs a push's work on the blocking pool when `large`, inline otherwise (a thread handoff
+/// costs more than a small push's work).
+pub async fn off_runtime<T: Send + 'static>(
+    large: bool,
+    work: impl FnOnce() -> Result<T, PushError> + Send + 'static,
+) -> Result<T, PushError> {
+    if large {
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(PushError::Unavailable(format!("push worker failed: {e}"))))
+    } else {
+        work()
+    }
+}
 
 /// A single node: the embedded in-memory store.
 pub struct LocalGateway {
@@ -211,12 +250,12 @@ impl LocalGateway {
 
 impl Gateway for LocalGateway {
     async fn push(&self, req: PushRequest) -> Result<(), PushError> {
-        let big = req.families.iter().map(|f| f.metric.len()).sum::<usize>() > 2048;
+        let large = req.is_large();
         let v = self.validation.clone();
         let store = self.store.clone();
         let work = move || {
             let key = req.key.clone();
-            match prepare_push(req.key, req.families, req.replace_all, &v) {
+            match req.prepare_now(&v) {
                 Ok(prepared) => store.push(prepared, unix_now()).map(|_| ()),
                 Err(e @ PushError::Invalid(_)) => {
                     // Upstream records a refused push on the group (push_failure_time_seconds).
@@ -226,13 +265,7 @@ impl Gateway for LocalGateway {
                 Err(e) => Err(e),
             }
         };
-        if big {
-            tokio::task::spawn_blocking(work)
-                .await
-                .unwrap_or_else(|e| Err(PushError::Unavailable(format!("push worker failed: {e}"))))
-        } else {
-            work()
-        }
+        off_runtime(large, work).await
     }
 
     async fn delete(&self, key: GroupKey) -> Result<(), PushError> {

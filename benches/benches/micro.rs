@@ -217,6 +217,7 @@ fn placement_owners_5_nodes(bencher: Bencher) {
             generation: 1,
             grpc_addr: SocketAddr::from(([10, 0, 0, i as u8], 9094)),
             state: MemberState::Active,
+            raw_push: true,
         })
         .collect();
     let members = Arc::new(members);

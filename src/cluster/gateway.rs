@@ -26,9 +26,9 @@ use tonic::{Request, Response, Status};
 use super::membership::{Member, MemberState, NodeId, Ring};
 use super::rpc::{self, pb, Cluster, PeerClients};
 use crate::exposition::names::NameScheme;
-use crate::exposition::MetricFamily;
-use crate::gateway::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
+use crate::gateway::{off_runtime, stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::gateway::{unix_now, Gateway, LocalStats, PushRequest, INLINE_PREPARE_LIMIT};
+use crate::http::body::BodyFormat;
 use crate::store::merged::{render_groups, render_groups_chunked};
 use crate::store::render::MergedOrders;
 use crate::store::render::{Format, RenderStats};
@@ -71,6 +71,9 @@ impl HybridClock {
 /// A write as the primary applies it.
 enum WriteOp {
     Push(PreparedPush),
+    /// A push not decoded yet: an entry-heavy node forwards the body as it came, for the
+    /// primary to decode (`ForwardedWrite.body`).
+    Raw(PushRequest),
     /// The receiving node refused the push: record the failure on the group, answer 400.
     Failure {
         key: GroupKey,
@@ -83,6 +86,7 @@ impl WriteOp {
     fn key(&self) -> &GroupKey {
         match self {
             WriteOp::Push(p) => &p.key,
+            WriteOp::Raw(r) => &r.key,
             WriteOp::Failure { key, .. } | WriteOp::Delete(key) => key,
         }
     }
@@ -93,6 +97,9 @@ impl WriteOp {
 struct WriteAnswer {
     status: u16,
     message: String,
+    /// Which refusal an error is (`WriteReply.refusal`; unspecified: told apart by status and
+    /// message).
+    refusal: pb::Refusal,
 }
 
 impl WriteAnswer {
@@ -100,27 +107,63 @@ impl WriteAnswer {
         WriteAnswer {
             status,
             message: String::new(),
+            refusal: pb::Refusal::Unspecified,
+        }
+    }
+    fn unavailable(message: String) -> Self {
+        WriteAnswer {
+            status: 503,
+            message,
+            refusal: pb::Refusal::Unavailable,
         }
     }
     fn from_error(e: &PushError) -> Self {
+        let refusal = match e {
+            PushError::Invalid(_) => pb::Refusal::Invalid,
+            PushError::Malformed(_) => pb::Refusal::Malformed,
+            PushError::TooLarge(_) => pb::Refusal::TooLarge,
+            PushError::LimitExceeded(_) => pb::Refusal::Limit,
+            PushError::Unavailable(_) => pb::Refusal::Unavailable,
+            PushError::BadBody(_) => pb::Refusal::BadBody,
+        };
         WriteAnswer {
             status: e.status(),
             message: e.to_string(),
+            refusal,
         }
     }
     /// Back to the error the single node would have returned (same status, same message).
     fn into_result(self) -> Result<(), PushError> {
+        if matches!(self.status, 200 | 202) {
+            return Ok(());
+        }
+        let prefix = format!("{}: ", crate::store::error::INCONSISTENT_PREFIX);
+        let message = self.message;
+        let unprefixed = |m: String| match m.strip_prefix(&prefix) {
+            Some(rest) => rest.to_owned(),
+            None => m,
+        };
+        let named = match self.refusal {
+            pb::Refusal::Unspecified => None,
+            pb::Refusal::Invalid => Some(PushError::Invalid(unprefixed(message.clone()))),
+            pb::Refusal::Malformed => Some(PushError::Malformed(unprefixed(message.clone()))),
+            pb::Refusal::TooLarge => Some(PushError::TooLarge(message.clone())),
+            pb::Refusal::Limit => Some(PushError::LimitExceeded(message.clone())),
+            pb::Refusal::Unavailable => Some(PushError::Unavailable(message.clone())),
+            pb::Refusal::BadBody => Some(PushError::BadBody(message.clone())),
+        };
+        // A refusal that does not go with the status is not trusted.
+        if let Some(e) = named.filter(|e| e.status() == self.status) {
+            return Err(e);
+        }
+        // Nodes before 2026-12-01 name no refusal.
         match self.status {
-            200 | 202 => Ok(()),
-            503 => Err(PushError::Unavailable(self.message)),
-            413 => Err(PushError::TooLarge(self.message)),
-            _ => {
-                let prefix = format!("{}: ", crate::store::error::INCONSISTENT_PREFIX);
-                match self.message.strip_prefix(&prefix) {
-                    Some(rest) => Err(PushError::Invalid(rest.to_owned())),
-                    None => Err(PushError::LimitExceeded(self.message)),
-                }
-            }
+            503 => Err(PushError::Unavailable(message)),
+            413 => Err(PushError::TooLarge(message)),
+            _ => match message.strip_prefix(&prefix) {
+                Some(rest) => Err(PushError::Invalid(rest.to_owned())),
+                None => Err(PushError::LimitExceeded(message)),
+            },
         }
     }
 }
@@ -252,7 +295,7 @@ impl ClusterCore {
 
     /// Sends a write to the first reachable node in rendezvous order (the primary, or the next
     /// one acting for it) and returns its answer.
-    async fn route(&self, op: WriteOp, mut unreachable: Vec<String>) -> WriteAnswer {
+    async fn route(&self, mut op: WriteOp, mut unreachable: Vec<String>) -> WriteAnswer {
         let ring = self.ring();
         let order: Vec<Member> = ring
             .rendezvous_order(op.key().stable_hash())
@@ -265,7 +308,20 @@ impl ClusterCore {
             if unreachable.iter().any(|u| u == candidate.id.as_str()) {
                 continue;
             }
-            if candidate.id == self.self_id {
+            let here = candidate.id == self.self_id;
+            // A body not decoded yet goes only to a primary that decodes it, from an
+            // entry-heavy node; otherwise it is decoded here (and the message built anew).
+            op = match op {
+                WriteOp::Raw(req) if here || !(primary_replicates && candidate.raw_push) => {
+                    forward = None;
+                    match self.resolve(req, &unreachable).await {
+                        Ok(p) => WriteOp::Push(p),
+                        Err(refused) => return refused,
+                    }
+                }
+                other => other,
+            };
+            if here {
                 return self.apply_as_primary(op, unreachable, None).await;
             }
             let (msg, size) = forward.get_or_insert_with(|| {
@@ -285,9 +341,11 @@ impl ClusterCore {
                     self.clock.observe(out.reply.version);
                     metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "success")
                         .increment(1);
+                    let refusal = out.reply.refusal();
                     let answer = WriteAnswer {
                         status: u16::try_from(out.reply.status).unwrap_or(503),
                         message: out.reply.message,
+                        refusal,
                     }
                     .sanitized();
                     if out.left_to_sender {
@@ -312,13 +370,42 @@ impl ClusterCore {
                 }
             }
         }
-        WriteAnswer {
-            status: 503,
-            message: format!(
-                "no cluster member could take the write ({} active, {} unreachable)",
-                ring.active().count(),
-                unreachable.len()
-            ),
+        WriteAnswer::unavailable(format!(
+            "no cluster member could take the write ({} active, {} unreachable)",
+            ring.active().count(),
+            unreachable.len()
+        ))
+    }
+
+    /// Decodes and checks a push on this node, where it arrived or as the node to apply it, so
+    /// bad input is refused before any other node is called (the check is against the groups
+    /// this node holds). A push refused as `Invalid` is recorded on its group by its primary,
+    /// like upstream, and answered 400 whatever becomes of that record.
+    async fn resolve(
+        &self,
+        req: PushRequest,
+        unreachable: &[String],
+    ) -> Result<PreparedPush, WriteAnswer> {
+        let key = req.key.clone();
+        let large = req.is_large();
+        let v = self.validation.clone();
+        let store = self.store.clone();
+        let prepared = off_runtime(large, move || {
+            let p = req.prepare_now(&v)?;
+            store.check_consistency(&p).map(|_| p)
+        })
+        .await;
+        match prepared {
+            Ok(p) => Ok(p),
+            Err(e @ PushError::Invalid(_)) => {
+                let failure = WriteOp::Failure {
+                    key,
+                    message: e.to_string(),
+                };
+                let _ = Box::pin(self.route(failure, unreachable.to_vec())).await;
+                Err(WriteAnswer::from_error(&e))
+            }
+            Err(e) => Err(WriteAnswer::from_error(&e)),
         }
     }
 
@@ -372,14 +459,24 @@ impl ClusterCore {
                     },
                 }
             }
+            // Not reached from `route` or `forwarded`, which decode a body before.
+            WriteOp::Raw(req) => match decoded(req, &self.validation) {
+                Ok(op) => self.apply_here(op),
+                Err(e) => Applied {
+                    answer: WriteAnswer::from_error(&e),
+                    replica: None,
+                },
+            },
             WriteOp::Failure { key, message } => {
                 let recorded = self
                     .store
                     .record_failure_versioned(&key, now, || clock.now());
                 Applied {
+                    // The refusal is told by its message (see into_result).
                     answer: WriteAnswer {
                         status: 400,
                         message,
+                        refusal: pb::Refusal::Unspecified,
                     },
                     replica: recorded
                         .then(|| self.store.group(&key).map(Replica::Group))
@@ -403,13 +500,10 @@ impl ClusterCore {
         if !matches!(answer.status, 200 | 202) || holders >= self.replication_factor {
             return answer;
         }
-        WriteAnswer {
-            status: 503,
-            message: format!(
-                "only {holders} of the {} cluster nodes the write needs (--cluster.replication-factor) could take it; retry",
-                self.replication_factor
-            ),
-        }
+        WriteAnswer::unavailable(format!(
+            "only {holders} of the {} cluster nodes the write needs (--cluster.replication-factor) could take it; retry",
+            self.replication_factor
+        ))
     }
 
     /// Replicates a write this node forwarded and `primary` applied, leaving the replication
@@ -1037,10 +1131,9 @@ impl WriteAnswer {
     fn sanitized(self) -> Self {
         match self.status {
             200 | 202 | 400 | 413 | 503 => self,
-            other => WriteAnswer {
-                status: 503,
-                message: format!("a cluster peer answered with unexpected status {other}"),
-            },
+            other => WriteAnswer::unavailable(format!(
+                "a cluster peer answered with unexpected status {other}"
+            )),
         }
     }
 }
@@ -1057,12 +1150,9 @@ fn replica_outcome(held: Result<(), String>, answer: WriteAnswer) -> WriteAnswer
         Err(why) => {
             metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
             if matches!(answer.status, 200 | 202) {
-                WriteAnswer {
-                    status: 503,
-                    message: format!(
-                        "this node could not hold its replica of the write ({why}); retry"
-                    ),
-                }
+                WriteAnswer::unavailable(format!(
+                    "this node could not hold its replica of the write ({why}); retry"
+                ))
             } else {
                 answer
             }
@@ -1093,6 +1183,11 @@ fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
             msg.has_timestamps = p.has_timestamps;
             msg.own_replica = p.replace_all && !p.has_timestamps;
         }
+        WriteOp::Raw(r) => {
+            msg.body = Some(r.body.clone());
+            msg.body_protobuf = r.format == BodyFormat::ProtobufDelimited;
+            msg.replace_all = r.replace_all;
+        }
         WriteOp::Failure { message, .. } => {
             msg.refused = if message.is_empty() {
                 "refused".into()
@@ -1102,19 +1197,26 @@ fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
         }
         WriteOp::Delete(_) => msg.delete = true,
     }
-    let size = msg.families.iter().map(|f| f.len()).sum::<usize>() + msg.refused.len() + 128;
+    let size = msg.families.iter().map(|f| f.len()).sum::<usize>()
+        + msg.body.as_ref().map_or(0, |b| b.len())
+        + msg.refused.len()
+        + 128;
     (msg, size)
 }
 
-/// Validation on the receiving node; pushes with timestamps are left to the store (which
-/// records the failure like upstream).
-fn prepare(
-    key: GroupKey,
-    families: Vec<MetricFamily>,
-    replace_all: bool,
-    v: &Validation,
-) -> Result<PreparedPush, PushError> {
-    prepare_push(key, families, replace_all, v)
+/// A push decoded and validated on the node that applies it: the write to apply (a push
+/// refused as `Invalid` is a failure to record on its group, like upstream), or the refusal
+/// that changes nothing.
+fn decoded(req: PushRequest, v: &Validation) -> Result<WriteOp, PushError> {
+    let key = req.key.clone();
+    match req.prepare_now(v) {
+        Ok(p) => Ok(WriteOp::Push(p)),
+        Err(e @ PushError::Invalid(_)) => Ok(WriteOp::Failure {
+            key,
+            message: e.to_string(),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// The absolute deadline sent with a forwarded write: the sender's clock plus the call timeout.
@@ -1163,42 +1265,11 @@ impl ClusterGateway {
 
 impl Gateway for ClusterGateway {
     async fn push(&self, req: PushRequest) -> Result<(), PushError> {
-        let big = req.families.iter().map(|f| f.metric.len()).sum::<usize>() > 2048
-            || req.families.len() > INLINE_PREPARE_LIMIT / 1024;
-        let key = req.key.clone();
-        let v = self.core.validation.clone();
-        let store = self.core.store.clone();
-        let work = move || {
-            let p = prepare(req.key, req.families, req.replace_all, &v)?;
-            // Refuse where it arrives when this node already holds a conflicting group.
-            store.check_consistency(&p).map(|_| p)
-        };
-        let prepared = if big {
-            tokio::task::spawn_blocking(work)
-                .await
-                .unwrap_or_else(|e| Err(PushError::Unavailable(format!("push worker failed: {e}"))))
-        } else {
-            work()
-        };
-        let op = match prepared {
-            Ok(p) => WriteOp::Push(p),
-            Err(e @ PushError::Invalid(_)) => {
-                // Recorded on the group by its primary (push_failure_time_seconds), like upstream.
-                let _ = self
-                    .core
-                    .route(
-                        WriteOp::Failure {
-                            key,
-                            message: e.to_string(),
-                        },
-                        Vec::new(),
-                    )
-                    .await;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        self.core.route(op, Vec::new()).await.into_result()
+        // Decoded here, or by the primary when this node is entry-heavy (`route`).
+        self.core
+            .route(WriteOp::Raw(req), Vec::new())
+            .await
+            .into_result()
     }
 
     async fn delete(&self, key: GroupKey) -> Result<(), PushError> {
@@ -1333,6 +1404,31 @@ impl ClusterService {
         let unreachable = bounded(w.unreachable);
         let op = if w.delete {
             WriteOp::Delete(key)
+        } else if let Some(body) = w.body {
+            // Decoded and checked here, refused as a single node would refuse it.
+            let req = PushRequest {
+                key: key.clone(),
+                body,
+                format: if w.body_protobuf {
+                    BodyFormat::ProtobufDelimited
+                } else {
+                    BodyFormat::Text
+                },
+                replace_all: w.replace_all,
+            };
+            let large = req.is_large();
+            let v = self.core.validation.clone();
+            match off_runtime(large, move || decoded(req, &v)).await {
+                Ok(op) => op,
+                Err(e) => {
+                    return Ok(ForwardedAnswer {
+                        answer: WriteAnswer::from_error(&e),
+                        replica: None,
+                        own: None,
+                        left_to_sender: w.sender_replicates,
+                    })
+                }
+            }
         } else if !w.refused.is_empty() {
             WriteOp::Failure {
                 key,
@@ -1413,6 +1509,7 @@ fn write_reply_pb(a: WriteAnswer) -> pb::WriteReply {
         status: u32::from(a.status),
         message: a.message,
         version: 0,
+        refusal: a.refusal.into(),
     }
 }
 
@@ -1445,10 +1542,11 @@ impl Cluster for ClusterService {
         let size: usize = req.families.iter().map(Vec::len).sum();
         let families = rpc::families_from_bytes(req.families).map_err(Status::invalid_argument)?;
         let v = self.core.validation.clone();
-        let prepared =
-            off_runtime_if_large(size, move || prepare(key, families, req.replace_all, &v))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
+        let prepared = off_runtime_if_large(size, move || {
+            prepare_push(key, families, req.replace_all, &v)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
         let answer = match prepared {
             Ok(p) => {
                 self.core
@@ -1579,6 +1677,7 @@ mod tests {
     use crate::cluster::batch::BatchLimits;
     use crate::cluster::MemberState;
     use crate::exposition::text_parse::parse_text;
+    use crate::gateway::LocalGateway;
     use crate::store::StoreOptions;
 
     fn key(job: &str) -> GroupKey {
@@ -1597,6 +1696,17 @@ mod tests {
 
     /// Node `self_id` of a cluster of `members` (id, gRPC port), replication factor `r`.
     fn node(self_id: &str, members: &[(&str, u16)], r: usize) -> (Arc<Store>, ClusterService) {
+        node_seeing(self_id, members, r, |_| true)
+    }
+
+    /// As `node`, seeing the members for which `raw_push` is false as nodes of an earlier
+    /// release (they do not gossip the feature).
+    fn node_seeing(
+        self_id: &str,
+        members: &[(&str, u16)],
+        r: usize,
+        raw_push: impl Fn(&str) -> bool,
+    ) -> (Arc<Store>, ClusterService) {
         let store = Arc::new(Store::new(StoreOptions::default()));
         let members = members
             .iter()
@@ -1605,6 +1715,7 @@ mod tests {
                 generation: 1,
                 grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 state: MemberState::Active,
+                raw_push: raw_push(id),
             })
             .collect();
         let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from(self_id), members, 1)));
@@ -1817,10 +1928,7 @@ mod tests {
             .await;
         assert_eq!(answer.status, 503);
         // A refusal stays the refusal.
-        let refused = WriteAnswer {
-            status: 400,
-            message: "bad".into(),
-        };
+        let refused = WriteAnswer::from_error(&PushError::LimitExceeded("bad".into()));
         let answer = svc
             .core
             .hold_returned(&op_j(), Some(bad), None, refused)
@@ -2055,6 +2163,8 @@ mod tests {
         damaged: bool,
         held: Option<Arc<tokio::sync::Semaphore>>,
         calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
+        /// Forwarded writes that carried a body not decoded yet.
+        bodies: Arc<AtomicUsize>,
     }
 
     /// The method, and how many writes and replicas it carried.
@@ -2068,6 +2178,7 @@ mod tests {
                 damaged: false,
                 held: None,
                 calls: Default::default(),
+                bodies: Default::default(),
             }
         }
     }
@@ -2159,6 +2270,8 @@ mod tests {
             self.calls
                 .lock()
                 .push(("forward", req.writes.len(), req.replicas.len()));
+            let bodies = req.writes.iter().filter(|w| w.body.is_some()).count();
+            self.bodies.fetch_add(bodies, Ordering::Relaxed);
             if let Some(gate) = &self.held {
                 let _permit = gate.acquire().await.unwrap();
             }
@@ -2624,14 +2737,188 @@ mod tests {
     #[tokio::test]
     async fn an_entry_heavy_node_leaves_the_replicas_to_the_primary() {
         let (a, [store_a, store_b, store_c], _) = three_nodes(Release::Current, false, true).await;
-        a.entry.heavy.store(true, Ordering::Relaxed);
-        a.entry
-            .window_start_ms
-            .store((unix_now() * 1000.0) as u64, Ordering::Relaxed);
+        entry_heavy(&a);
         let job = push_through(&a, &["b", "c", "a"]).await;
         let version = store_b.group_version(&key(&job)).unwrap();
         assert_eq!(store_c.group_version(&key(&job)), Some(version));
         assert!(store_a.group(&key(&job)).is_none());
+    }
+
+    /// Makes `a` entry-heavy for the current second.
+    fn entry_heavy(a: &ClusterCore) {
+        a.entry.heavy.store(true, Ordering::Relaxed);
+        a.entry
+            .window_start_ms
+            .store((unix_now() * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// A push as the HTTP layer hands it over.
+    fn raw(job: &str, body: &[u8], protobuf: bool, put: bool) -> PushRequest {
+        PushRequest {
+            key: key(job),
+            body: bytes::Bytes::copy_from_slice(body),
+            format: if protobuf {
+                BodyFormat::ProtobufDelimited
+            } else {
+                BodyFormat::Text
+            },
+            replace_all: put,
+        }
+    }
+
+    /// Nodes a and b, R = 1: a's gateway, a's and b's stores, and how many bodies not decoded
+    /// b got. a sees b gossip the raw-push feature when `b_decodes`.
+    async fn entry_and_primary(
+        b_decodes: bool,
+    ) -> (ClusterGateway, [Arc<Store>; 2], Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let members = [("a", 1), ("b", port)];
+        let (store_a, a) = node_seeing("a", &members, 1, |id| id == "a" || b_decodes);
+        let (store_b, b) = node("b", &members, 1);
+        let b = TestPeer::new(b, Release::Current);
+        let bodies = b.bodies.clone();
+        serve_on(listener, b);
+        (ClusterGateway::new(a.core), [store_a, store_b], bodies)
+    }
+
+    /// An entry-heavy node forwards a push's body as it came to a primary that decodes it (the
+    /// decoding is the largest share of a push's cost that can move off the node most of the
+    /// load enters through); the group is stored as a single node stores it. A node that is not
+    /// entry-heavy decodes its pushes itself.
+    #[tokio::test]
+    async fn an_entry_heavy_node_leaves_the_decoding_to_the_primary() {
+        let (a, [store_a, store_b], bodies) = entry_and_primary(true).await;
+        let job = job_in_order(&a.core.ring(), &["b", "a"]);
+        let single = LocalGateway::new(
+            Arc::new(Store::new(StoreOptions::default())),
+            Validation::default(),
+        );
+        single
+            .push(raw(&job, BODY.as_bytes(), false, true))
+            .await
+            .unwrap();
+
+        a.push(raw(&job, BODY.as_bytes(), false, true))
+            .await
+            .unwrap();
+        assert_eq!(
+            bodies.load(Ordering::Relaxed),
+            0,
+            "decoded where it arrived"
+        );
+        entry_heavy(&a.core);
+        let more = "# TYPE z gauge\nz 1\n";
+        a.push(raw(&job, more.as_bytes(), false, false))
+            .await
+            .unwrap();
+        single
+            .push(raw(&job, more.as_bytes(), false, false))
+            .await
+            .unwrap();
+        assert_eq!(bodies.load(Ordering::Relaxed), 1, "left to the primary");
+        assert_eq!(text_of(&store_b, &job), text_of(single.store(), &job));
+        assert!(store_a.group(&key(&job)).is_none());
+    }
+
+    /// A member that does not gossip the raw-push feature (a node of an earlier release) gets
+    /// the families decoded, even from an entry-heavy node.
+    #[tokio::test]
+    async fn a_body_goes_only_to_a_primary_that_decodes_bodies() {
+        let (a, [_, store_b], bodies) = entry_and_primary(false).await;
+        entry_heavy(&a.core);
+        let job = job_in_order(&a.core.ring(), &["b", "a"]);
+        a.push(raw(&job, BODY.as_bytes(), false, true))
+            .await
+            .unwrap();
+        assert_eq!(bodies.load(Ordering::Relaxed), 0);
+        assert!(store_b.group(&key(&job)).is_some());
+    }
+
+    /// A body the primary decodes is refused as the single node refuses it: the same error
+    /// (status, message, and what the HTTP layer makes of it), a refused push recorded on its
+    /// group only when the single node records it, and nothing else changed.
+    #[tokio::test]
+    async fn a_body_decoded_by_the_primary_is_refused_as_a_single_node_refuses_it() {
+        let (a, [_, store_b], bodies) = entry_and_primary(true).await;
+        entry_heavy(&a.core);
+        let ring = a.core.ring();
+        let jobs: Vec<String> = (0..)
+            .map(|i| format!("r{i}"))
+            .filter(|job| {
+                let order = ring.rendezvous_order(key(job).stable_hash());
+                order[0].id.as_str() == "b"
+            })
+            .take(2)
+            .collect();
+        let single = LocalGateway::new(
+            Arc::new(Store::new(StoreOptions::default())),
+            Validation::default(),
+        );
+        let bad_name = {
+            let mut out = Vec::new();
+            let family = crate::exposition::MetricFamily {
+                name: Some("bad-name".into()),
+                r#type: Some(crate::exposition::MetricType::Gauge as i32),
+                ..Default::default()
+            };
+            crate::exposition::encode_delimited(&mut out, &family);
+            out
+        };
+        // What the single node answers, and its error's kind.
+        let cases: Vec<(&str, PushRequest, &str)> = vec![
+            ("stored", raw(&jobs[0], BODY.as_bytes(), false, true), "Ok"),
+            (
+                "text that does not parse",
+                raw(&jobs[0], b"a{", false, true),
+                "Err(BadBody",
+            ),
+            (
+                "protobuf that does not decode",
+                raw(&jobs[0], &[0xff, 0x01], true, true),
+                "Err(BadBody",
+            ),
+            (
+                "an invalid name",
+                raw(&jobs[0], &bad_name, true, false),
+                "Err(Malformed",
+            ),
+            (
+                "timestamps",
+                raw(&jobs[0], b"t 1 1000\n", false, false),
+                "Err(Invalid",
+            ),
+            // `a` is untyped in the first group.
+            (
+                "a conflict with another group",
+                raw(&jobs[1], b"# TYPE a counter\na 1\n", false, true),
+                "Err(Invalid",
+            ),
+        ];
+        for (what, req, kind) in cases {
+            let job = req.key.clone();
+            let copy = PushRequest {
+                key: job.clone(),
+                body: req.body.clone(),
+                format: req.format,
+                replace_all: req.replace_all,
+            };
+            let want = single.push(copy).await;
+            assert!(format!("{want:?}").starts_with(kind), "{what}: {want:?}");
+            let before = bodies.load(Ordering::Relaxed);
+            let got = a.push(req).await;
+            assert_eq!(
+                bodies.load(Ordering::Relaxed),
+                before + 1,
+                "{what}: sent as a body"
+            );
+            assert_eq!(got, want, "{what}");
+            let failed = |s: &Store| {
+                s.group(&job)
+                    .map(|g| (g.failure_time > 0.0, g.families.len()))
+            };
+            assert_eq!(failed(&store_b), failed(single.store()), "{what}");
+        }
     }
 
     #[test]
@@ -2786,14 +3073,64 @@ mod tests {
 
     #[test]
     fn answers_round_trip_to_the_single_node_errors() {
-        let e = PushError::Invalid("x".into());
-        assert_eq!(WriteAnswer::from_error(&e).into_result(), Err(e));
+        let every = [
+            PushError::Invalid("x".into()),
+            PushError::Malformed("bad name".into()),
+            PushError::TooLarge("too big".into()),
+            PushError::LimitExceeded("too many".into()),
+            PushError::Unavailable("retry".into()),
+            PushError::BadBody("text format parsing error".into()),
+        ];
+        for e in every {
+            // Through the wire, as a peer's reply.
+            let reply = write_reply_pb(WriteAnswer::from_error(&e));
+            let back = WriteAnswer {
+                status: reply.status as u16,
+                refusal: reply.refusal(),
+                message: reply.message,
+            };
+            assert_eq!(back.into_result(), Err(e));
+        }
         assert!(WriteAnswer::ok(202).into_result().is_ok());
         let odd = WriteAnswer {
             status: 999,
             message: String::new(),
+            refusal: pb::Refusal::Unspecified,
         }
         .sanitized();
         assert_eq!(odd.status, 503);
+    }
+
+    #[test]
+    fn a_refusal_without_a_name_or_with_another_status_is_told_by_status_and_message() {
+        let answer = |status, message: &str, refusal| WriteAnswer {
+            status,
+            message: message.to_owned(),
+            refusal,
+        };
+        let prefixed = PushError::Invalid("x".into()).to_string();
+        let unnamed = pb::Refusal::Unspecified;
+        // As nodes before 2026-12-01 answer.
+        assert_eq!(
+            answer(400, &prefixed, unnamed).into_result(),
+            Err(PushError::Invalid("x".into()))
+        );
+        assert_eq!(
+            answer(400, "limit", unnamed).into_result(),
+            Err(PushError::LimitExceeded("limit".into()))
+        );
+        assert_eq!(
+            answer(413, "big", unnamed).into_result(),
+            Err(PushError::TooLarge("big".into()))
+        );
+        assert_eq!(
+            answer(503, "down", unnamed).into_result(),
+            Err(PushError::Unavailable("down".into()))
+        );
+        // A name that does not go with the status is not trusted.
+        assert_eq!(
+            answer(503, "down", pb::Refusal::BadBody).into_result(),
+            Err(PushError::Unavailable("down".into()))
+        );
     }
 }

@@ -604,6 +604,7 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
                 generation: 0,
                 grpc_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
                 state: MemberState::Active,
+                raw_push: true,
             }),
         }
         let r = core.replication_factor;
@@ -646,6 +647,7 @@ mod tests {
             generation: 1,
             grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             state: MemberState::Active,
+            raw_push: true,
         }
     }
 

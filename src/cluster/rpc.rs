@@ -423,6 +423,10 @@ async fn forward_singly(
 /// A forwarded push in the older `Push` form: the families as `MetricFamily` messages (their
 /// protobuf metrics copied as they are; the primary prepares them again).
 pub fn legacy_push(w: pb::ForwardedWrite) -> Result<pb::PushRequest, String> {
+    // Bodies go only to members that gossip the feature, all of which take `Forward` calls.
+    if w.body.is_some() {
+        return Err("a push body that is not decoded cannot be sent in a Push call".to_owned());
+    }
     let families = w
         .families
         .iter()
@@ -1125,6 +1129,7 @@ mod tests {
                 generation: 1,
                 grpc_addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
                 state: MemberState::Active,
+                raw_push: true,
             })
             .collect();
         Ring::new(NodeId::from(self_id), members, 1)

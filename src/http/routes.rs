@@ -14,11 +14,11 @@ use axum::Router;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::Notify;
 
-use super::body::{body_format, decode_body, read_body};
+use super::body::{body_format, read_body};
 use super::grouping::{parse_grouping_path, GroupingLimits};
 use super::web_config::{web_config_middleware, SharedWebConfig};
 use crate::exposition::names::NameScheme;
-use crate::gateway::{Gateway, PushRequest, INLINE_PREPARE_LIMIT};
+use crate::gateway::{Gateway, PushRequest};
 use crate::store::render::Format;
 use crate::telemetry::{self, metrics as m, SelfRecorder};
 
@@ -500,30 +500,12 @@ async fn push<G: Gateway>(
     };
     let size = bytes.len();
     let format = body_format(&parts.headers);
-    let names = cfg.names;
-    let decoded = if size > INLINE_PREPARE_LIMIT {
-        tokio::task::spawn_blocking(move || decode_body(format, &bytes, names))
-            .await
-            .unwrap_or_else(|e| {
-                Err(super::body::BodyError::BadRequest(format!(
-                    "decoder failed: {e}"
-                )))
-            })
-    } else {
-        decode_body(format, &bytes, names)
-    };
-    let families = match decoded {
-        Ok(f) => f,
-        Err(e) => {
-            refused("invalid");
-            return (plain(status(e.status()), e.to_string()), size);
-        }
-    };
     match st
         .gateway
         .push(PushRequest {
             key,
-            families,
+            body: bytes,
+            format,
             replace_all,
         })
         .await

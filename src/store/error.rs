@@ -22,12 +22,18 @@ pub enum PushError {
     /// Not enough cluster members reachable to hold the write: 503.
     #[error("{0}")]
     Unavailable(String),
+    /// The body could not be decoded (text or protobuf): 400, nothing recorded.
+    #[error("{0}")]
+    BadBody(String),
 }
 
 impl PushError {
     pub fn status(&self) -> u16 {
         match self {
-            PushError::Invalid(_) | PushError::Malformed(_) | PushError::LimitExceeded(_) => 400,
+            PushError::Invalid(_)
+            | PushError::Malformed(_)
+            | PushError::LimitExceeded(_)
+            | PushError::BadBody(_) => 400,
             PushError::TooLarge(_) => 413,
             PushError::Unavailable(_) => 503,
         }
