@@ -1,7 +1,8 @@
 //! Real 3-node clusters on loopback: placement, replication, merged reads and failures.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use cluster_tests::{http, wait_for, Cluster};
 use pushgate::cluster::placement::score;
@@ -301,5 +302,95 @@ fn type_conflict_with_a_group_on_another_node_is_refused() {
             body.contains("cm{instance=\"\",job=\"conf_a\"} 1\n"),
             "{body}"
         );
+    }
+}
+
+/// A node that receives the whole load (clients configured with node 0 only) becomes
+/// entry-heavy and forwards the bodies of the pushes whose primary is another node undecoded:
+/// the primaries decode them, and refuse bad ones with the status and message node 0 gives for
+/// a push it decodes itself. Meanwhile every valid push is acknowledged.
+#[test]
+fn an_entry_node_under_load_leaves_the_decoding_to_the_primaries_and_refuses_alike() {
+    let c = Cluster::start(3, &[]);
+    let entry = c.nodes[0].url();
+    let entry_id = c.nodes[0].id();
+    let stop = AtomicBool::new(false);
+    let body = |i: usize| {
+        let mut b = format!("# TYPE el_value gauge\nel_value {i}\n");
+        for k in 0..19 {
+            b.push_str(&format!("el_total{{k=\"{k}\"}} {i}\n"));
+        }
+        b
+    };
+    // A job whose primary is node 0 (decoded there) and one whose primary is not.
+    let primary_is = |here: bool| {
+        (0..1000)
+            .map(|i| format!("el_bad{i}"))
+            .find(|j| (owners(&c, &job(j), 1)[0] == entry_id) == here)
+            .expect("some job of each kind")
+    };
+    let (local, remote) = (primary_is(true), primary_is(false));
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let load: Vec<_> = (0..6)
+            .map(|w| {
+                let (entry, stop) = (&entry, &stop);
+                s.spawn(move || {
+                    let until = Instant::now() + Duration::from_secs(40);
+                    let mut i = w;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        let path = format!("/metrics/job/el/instance/i{}", i % 500);
+                        match http("PUT", entry, &path, body(i).as_bytes()) {
+                            Ok((200, _)) => {}
+                            other => return Some(format!("push {i}: {other:?}")),
+                        }
+                        i += 6;
+                    }
+                    None
+                })
+            })
+            .collect();
+        wait_for("node 0 entry-heavy", Duration::from_secs(30), || {
+            c.nodes[0].metric("pushgate_cluster_entry_heavy") == Some(1.0)
+        });
+        let push = |job: &str, body: &[u8]| {
+            http("PUT", &entry, &format!("/metrics/job/{job}"), body).expect("push")
+        };
+        // A body that does not parse, and one with timestamps (refused, recorded on the group).
+        for bad in [&b"el_x{"[..], b"el_t 1 1000\n"] {
+            let (here, there) = (push(&local, bad), push(&remote, bad));
+            assert_eq!(here.0, 400, "{here:?}");
+            assert_eq!(there, here);
+        }
+        assert!(
+            push(&remote, b"el_t 1 1000\n")
+                .1
+                .contains("must not have timestamps"),
+            "timestamps"
+        );
+        // A conflict with a group the primary holds.
+        let (st, msg) = push(&remote, b"# TYPE el_c counter\nel_c 1\n");
+        assert_eq!(st, 200, "{msg}");
+        let sibling = (0..1000)
+            .map(|i| format!("el_sib{i}"))
+            .find(|j| owners(&c, &job(j), 1) == owners(&c, &job(&remote), 1))
+            .expect("a job with the same primary");
+        let (st, msg) = push(&sibling, b"# TYPE el_c gauge\nel_c 2\n");
+        assert_eq!(st, 400, "{msg}");
+        assert!(
+            msg.contains("has type GAUGE but should have COUNTER"),
+            "{msg}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        load.into_iter()
+            .filter_map(|w| w.join().expect("load worker"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+    // The refused pushes stored nothing but the failure time on their groups.
+    for node in &c.nodes {
+        let body = scrape(&node.url());
+        assert!(!body.contains("el_x"), "{body}");
+        assert!(!body.contains("el_t{"), "{body}");
+        assert!(!body.contains("el_c{instance=\"\",job=\"el_sib"), "{body}");
     }
 }

@@ -241,7 +241,9 @@ impl EntryLoad {
         // Behind a balancer a node applies about two writes for others for every three it
         // receives (R = 2, three nodes); an entry point for all the load applies none.
         let heavy = received >= Self::MIN_WRITES && served.saturating_mul(4) < received;
-        self.heavy.store(heavy, Ordering::Relaxed);
+        if self.heavy.swap(heavy, Ordering::Relaxed) != heavy {
+            metrics::gauge!(m::ENTRY_HEAVY).set(if heavy { 1.0 } else { 0.0 });
+        }
     }
 }
 
@@ -256,7 +258,7 @@ impl ClusterCore {
     ) -> Arc<Self> {
         let clock = HybridClock::default();
         clock.observe(store.max_version());
-        Arc::new(ClusterCore {
+        let core = Arc::new(ClusterCore {
             store,
             validation,
             ring,
@@ -270,7 +272,9 @@ impl ClusterCore {
             max_hints: AtomicUsize::new(usize::MAX),
             merged_orders: Arc::default(),
             entry: EntryLoad::default(),
-        })
+        });
+        metrics::gauge!(m::ENTRY_HEAVY).set(0.0);
+        core
     }
 
     /// Sets the bound on hints (`--cluster.max-hints`).

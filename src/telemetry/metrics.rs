@@ -23,6 +23,7 @@ pub const REFUSED_PUSHES_TOTAL: &str = "pushgate_refused_pushes_total";
 
 pub const CLUSTER_MEMBERS: &str = "pushgate_cluster_members";
 pub const FORWARDED_PUSHES_TOTAL: &str = "pushgate_forwarded_pushes_total";
+pub const ENTRY_HEAVY: &str = "pushgate_cluster_entry_heavy";
 pub const REPLICATED_WRITES_TOTAL: &str = "pushgate_replicated_writes_total";
 pub const PEER_RPC_DURATION_SECONDS: &str = "pushgate_peer_rpc_duration_seconds";
 pub const PEER_BATCH_ITEMS: &str = "pushgate_peer_batch_items";
@@ -54,6 +55,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (REFUSED_PUSHES_TOTAL, MetricType::Counter, "Pushes refused, by reason (invalid, limit, unavailable)."),
     (CLUSTER_MEMBERS, MetricType::Gauge, "Live cluster members in this node's ring, by state (joining, active, leaving)."),
     (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by result."),
+    (ENTRY_HEAVY, MetricType::Gauge, "1 while this node receives far more writes from clients than it applies for other nodes (at least 64 received in a second, fewer than a quarter as many applied for others; decided each second with writes, kept while none arrive), e.g. the one node clients are configured with: it then leaves the decoding and the replicas of the writes it forwards to their primaries. 0 otherwise."),
     (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result (success, error); hedged counts the extra sends to the next node made when a replica had not answered within half the peer timeout."),
     (PEER_RPC_DURATION_SECONDS, MetricType::Summary, "Duration of gRPC calls to other cluster nodes, by rpc."),
     (PEER_BATCH_ITEMS, MetricType::Summary, "Items carried by one batched call to another cluster node, by call: forward (forwarded writes, and the replicas for that node sent with them), replicate (replicas only). Writes and replicas for a node made while a call to it is in flight queue and travel together."),
