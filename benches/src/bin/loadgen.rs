@@ -2,7 +2,8 @@
 //!
 //! Each of `--connections` workers owns one keep-alive HTTP/1.1 connection and pushes in a closed loop
 //! (send, wait for the response, send the next) to groups `/metrics/job/<job>/instance/i<N>`, for
-//! `--duration` seconds. Then it times `GET /metrics` a few times, counts the series it got back and
+//! `--duration` seconds (with `--owned-by`, only the instances a pushgate cluster places on the given
+//! owners). Then it times `GET /metrics` a few times, counts the series it got back and
 //! reads the server's resident memory. It prints a readable report, or one JSON line with `--json`.
 //!
 //! The client has to share the machine with the server, so it is kept cheap: bodies and request heads
@@ -30,6 +31,7 @@ use pushgate_benches::body::PushBodies;
 use pushgate_benches::cpu::{process_cpu, total_cpu};
 use pushgate_benches::http1::Conn;
 use pushgate_benches::latency::LatencySummary;
+use pushgate_benches::placement::instances_owned_by;
 use pushgate_benches::scrape::{count_series, resident_memory_from_scrape, vm_rss_bytes};
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -98,6 +100,16 @@ struct Args {
     /// Hard limit on the whole run in seconds, warmup and scrapes included; exits 2 when hit.
     #[arg(long, default_value_t = 900.0)]
     timeout: f64,
+    /// The node ids of a pushgate cluster (repeat for each; by default a node's id is its
+    /// advertised cluster address, e.g. 127.0.0.1:9094), for --owned-by.
+    #[arg(long = "cluster-member")]
+    cluster_member: Vec<String>,
+    /// Push only groups whose owners in that cluster are exactly these node ids, primary first
+    /// (repeat; as many as the replication factor): the groups are then the first --groups
+    /// instances i<N> placed so. E.g. push groups node 1 owns no copy of through node 1, then the
+    /// same groups to their primary, to compare a push through a non-owner with a direct one.
+    #[arg(long = "owned-by")]
+    owned_by: Vec<String>,
     /// Runtime worker threads for the client.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -141,7 +153,14 @@ impl Target {
         }
         let prefix = base.path().trim_end_matches('/').to_owned();
         let method = args.method.http();
-        let group_heads = (0..args.groups)
+        let instances: Vec<usize> = if args.owned_by.is_empty() {
+            (0..args.groups).collect()
+        } else {
+            instances_owned_by(&args.job, &args.cluster_member, &args.owned_by, args.groups)
+                .map_err(|e| anyhow::anyhow!("--owned-by: {e}"))?
+        };
+        let group_heads = instances
+            .into_iter()
             .map(|group| {
                 let path = format!("{prefix}/metrics/job/{}/instance/i{group}", args.job);
                 path.parse::<Uri>()
