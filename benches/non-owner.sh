@@ -39,41 +39,24 @@ command -v jq >/dev/null || { echo "non-owner.sh: jq is required" >&2; exit 1; }
 source "$ROOT/benches/lib/stop.sh"
 # shellcheck source=lib/cpu-cap.sh
 source "$ROOT/benches/lib/cpu-cap.sh"
+# shellcheck source=lib/cluster.sh
+source "$ROOT/benches/lib/cluster.sh"
 LOG=$(mktemp -d -t pushgate-non-owner.XXXXXX)
-pids=()
 cleanup() {
     local p
-    for p in "${pids[@]}"; do stop_process "$p"; done
+    for p in "${CLUSTER_PIDS[@]}"; do stop_process "$p"; done
     cap_cpu_cleanup
     rm -rf "$LOG"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ids=() peers=()
-for i in 1 2 3; do
-    ids+=("127.0.0.1:$((BASE + 100 + i))")
-    peers+=("--cluster.peer=127.0.0.1:$((BASE + 100 + i))")
-done
-for i in 1 2 3; do
-    [[ -z $NODE_CPUS ]] || cap_cpu_group "$NODE_CPUS"
-    (
-        [[ -z $NODE_CPUS ]] || cap_cpu_enter
-        exec "$BIN" "--web.listen-address=127.0.0.1:$((BASE + i))" "--persistence.file=" \
-            "--cluster.listen-address=${ids[$((i - 1))]}" "${peers[@]}"
-    ) >"$LOG/node$i.log" 2>&1 &
-    pids+=($!)
-done
-for _ in $(seq 300); do
-    ok=1
-    for i in 1 2 3; do
-        curl -sf "http://127.0.0.1:$((BASE + i))/metrics" 2>/dev/null |
-            grep -q 'pushgate_cluster_members{state="active"} 3' || ok=0
-    done
-    ((ok)) && break
-    sleep 0.2
-done
-((ok)) || { echo "non-owner.sh: the cluster did not form" >&2; tail -n 5 "$LOG"/node*.log >&2; exit 1; }
+export NODE_CPUS
+cluster_start "$BIN" "$BASE" 3 "$LOG"
+pids=("${CLUSTER_PIDS[@]}")
+cluster_wait "$BASE" 3 || { echo "non-owner.sh: the cluster did not form" >&2; tail -n 5 "$LOG"/node*.log >&2; exit 1; }
+ids=()
+for i in 1 2 3; do ids+=("127.0.0.1:$((BASE + 100 + i))"); done
 
 TICKS=$(getconf CLK_TCK)
 node_ticks() {

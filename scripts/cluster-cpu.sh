@@ -16,37 +16,14 @@ LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/loadgen}
 BASE=${BASE_PORT:-$((12000 + RANDOM % 18000))}
 TICK=$(getconf CLK_TCK)
 LOG=$(mktemp -d)
-pids=()
 # shellcheck source=../benches/lib/cpu-cap.sh
 source "$ROOT/benches/lib/cpu-cap.sh"
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; cap_cpu_cleanup; rm -rf "$LOG"' EXIT INT TERM
-peers=()
-if ((NODES > 1)); then
-  for i in $(seq 1 "$NODES"); do peers+=("--cluster.peer=127.0.0.1:$((BASE + 100 + i))"); done
-fi
-for i in $(seq 1 "$NODES"); do
-  cluster=()
-  ((NODES > 1)) && cluster=("--cluster.listen-address=127.0.0.1:$((BASE + 100 + i))" "${peers[@]}")
-  [[ -z ${NODE_CPUS:-} ]] || cap_cpu_group "$NODE_CPUS"
-  (
-    [[ -z ${NODE_CPUS:-} ]] || cap_cpu_enter
-    exec "$BIN" "--web.listen-address=127.0.0.1:$((BASE + i))" "--persistence.file=" "${cluster[@]}"
-  ) >"$LOG/node$i.log" 2>&1 &
-  pids+=($!)
-done
-for _ in $(seq 300); do
-  ok=1
-  for i in $(seq 1 "$NODES"); do
-    curl -sf "http://127.0.0.1:$((BASE + i))/-/ready" >/dev/null 2>&1 || ok=0
-    if ((NODES > 1)); then
-      curl -sf "http://127.0.0.1:$((BASE + i))/metrics" 2>/dev/null |
-        grep -q "pushgate_cluster_members{state=\"active\"} $NODES" || ok=0
-    fi
-  done
-  ((ok)) && break
-  sleep 0.2
-done
-((ok)) || { echo "nodes did not become ready" >&2; tail -n 5 "$LOG"/node*.log >&2; exit 1; }
+# shellcheck source=../benches/lib/cluster.sh
+source "$ROOT/benches/lib/cluster.sh"
+trap 'kill "${CLUSTER_PIDS[@]}" 2>/dev/null; wait 2>/dev/null; cap_cpu_cleanup; rm -rf "$LOG"' EXIT INT TERM
+cluster_start "$BIN" "$BASE" "$NODES" "$LOG"
+pids=("${CLUSTER_PIDS[@]}")
+cluster_wait "$BASE" "$NODES" || { echo "nodes did not become ready" >&2; tail -n 5 "$LOG"/node*.log >&2; exit 1; }
 ticks() {
   local t=0 p
   for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
