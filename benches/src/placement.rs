@@ -37,17 +37,7 @@ pub fn instances_owned_by(
     if let Some(w) = wanted.iter().find(|w| !members.contains(w)) {
         return Err(format!("owner {w:?} is not among the cluster members"));
     }
-    let ring: Vec<Member> = members
-        .iter()
-        .map(|id| Member {
-            id: NodeId::new(id.as_str()),
-            generation: 0,
-            // Not used for placement, which ranks ids only.
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            state: MemberState::Active,
-            raw_push: true,
-        })
-        .collect();
+    let ring = active_members(members);
     let mut found = Vec::with_capacity(count);
     for instance in 0..1_000_000 {
         if found.len() == count {
@@ -55,7 +45,11 @@ pub fn instances_owned_by(
         }
         let hash = group_key(job, instance).stable_hash();
         let got = owners(hash, &ring, wanted.len());
-        if got.iter().map(|m| m.id.as_str()).eq(wanted.iter().map(String::as_str)) {
+        if got
+            .iter()
+            .map(|m| m.id.as_str())
+            .eq(wanted.iter().map(String::as_str))
+        {
             found.push(instance);
         }
     }
@@ -66,6 +60,19 @@ pub fn instances_owned_by(
         ));
     }
     Ok(found)
+}
+
+/// Active members with these ids (placement ranks ids only; the addresses are not used).
+fn active_members(ids: &[String]) -> Vec<Member> {
+    ids.iter()
+        .map(|id| Member {
+            id: NodeId::new(id.as_str()),
+            generation: 1,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            state: MemberState::Active,
+            raw_push: true,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -83,27 +90,18 @@ mod tests {
         let wanted = ids(&["127.0.0.1:7002", "127.0.0.1:7003"]);
         let got = instances_owned_by("loadgen", &members, &wanted, 50).unwrap();
         assert_eq!(got.len(), 50);
-        let ring = Ring::new(
-            NodeId::new("127.0.0.1:7001"),
-            members
-                .iter()
-                .map(|id| Member {
-                    id: NodeId::new(id.as_str()),
-                    generation: 1,
-                    grpc_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-                    state: MemberState::Active,
-                    raw_push: true,
-                })
-                .collect(),
-            1,
-        );
+        // As a node of that cluster ranks them.
+        let ring = Ring::new(NodeId::new("127.0.0.1:7001"), active_members(&members), 1);
         for i in &got {
             let order: Vec<&str> = ring
                 .rendezvous_order(group_key("loadgen", *i).stable_hash())
                 .iter()
                 .map(|m| m.id.as_str())
                 .collect();
-            assert_eq!(order, ["127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7001"]);
+            assert_eq!(
+                order,
+                ["127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7001"]
+            );
         }
         // About one group in six has these two owners in this order.
         assert!(*got.last().unwrap() < 50 * 12, "{got:?}");
