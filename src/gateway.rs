@@ -12,7 +12,7 @@ use crate::store::{
 };
 
 /// A push as the HTTP layer hands it over: the URL parsed, the body read (and decompressed)
-/// but not decoded. Whichever node applies it decodes it (`PushRequest::prepare`): a cluster
+/// but not decoded. Whichever node applies it decodes it (`PushRequest::prepare_now`): a cluster
 /// node that receives most of the load can leave that to the group's primary.
 #[derive(Debug)]
 pub struct PushRequest {
