@@ -386,6 +386,10 @@ fn an_entry_node_under_load_leaves_the_decoding_to_the_primaries_and_refuses_ali
             .collect()
     });
     assert!(failures.is_empty(), "{failures:#?}");
+    // Without writes the node is light again; the scrapes that read the gauge tell it so.
+    wait_for("node 0 light again", Duration::from_secs(10), || {
+        c.nodes[0].metric("pushgate_cluster_entry_heavy") == Some(0.0)
+    });
     // The refused pushes stored nothing but the failure time on their groups.
     for node in &c.nodes {
         let body = scrape(&node.url());

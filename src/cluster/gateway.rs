@@ -225,10 +225,14 @@ impl EntryLoad {
         self.served.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Starts a new window once the current one is a second old, deciding from its counts.
+    /// Starts a new window once the current one is a second old, deciding from its counts. A
+    /// scrape of the node's metrics rolls it too (`ClusterGateway::local_stats`), so a node that
+    /// stopped receiving writes is no longer entry-heavy; the window then spans the time since
+    /// the last roll, and the writes are counted per second of it.
     fn roll(&self, now_ms: u64) {
         let start = self.window_start_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(start) < 1000
+        let elapsed = now_ms.saturating_sub(start);
+        if elapsed < 1000
             || self
                 .window_start_ms
                 .compare_exchange(start, now_ms, Ordering::Relaxed, Ordering::Relaxed)
@@ -240,7 +244,8 @@ impl EntryLoad {
         let served = self.served.swap(0, Ordering::Relaxed);
         // Behind a balancer a node applies about two writes for others for every three it
         // receives (R = 2, three nodes); an entry point for all the load applies none.
-        let heavy = received >= Self::MIN_WRITES && served.saturating_mul(4) < received;
+        let heavy = received.saturating_mul(1000) >= Self::MIN_WRITES.saturating_mul(elapsed)
+            && served.saturating_mul(4) < received;
         if self.heavy.swap(heavy, Ordering::Relaxed) != heavy {
             metrics::gauge!(m::ENTRY_HEAVY).set(if heavy { 1.0 } else { 0.0 });
         }
@@ -1348,6 +1353,9 @@ impl Gateway for ClusterGateway {
     }
 
     fn local_stats(&self) -> LocalStats {
+        // Read for every scrape of the self-metrics: an idle node's entry load is brought up
+        // to date, and with it `pushgate_cluster_entry_heavy`.
+        self.core.entry.roll((unix_now() * 1000.0) as u64);
         LocalStats {
             groups: self.core.store.group_count(),
             series: self.core.store.series_count(),
@@ -2948,6 +2956,20 @@ mod tests {
             load.received(t0 + 3000);
         }
         assert!(!load.received(t0 + 3700));
+        // Heavy again, then no writes: the next roll (a scrape) finds the node light.
+        for _ in 0..200 {
+            load.received(t0 + 4000);
+        }
+        assert!(load.received(t0 + 4800));
+        load.roll(t0 + 9000);
+        assert!(!load.heavy.load(Ordering::Relaxed), "idle");
+        // The first of 100 writes rolls the window; 99 more over the next 3.2 s are fewer than
+        // 64 a second.
+        for _ in 0..100 {
+            load.received(t0 + 10_000);
+        }
+        load.roll(t0 + 13_200);
+        assert!(!load.heavy.load(Ordering::Relaxed), "sparse");
     }
 
     /// A write the primary is to replicate before it answers travels in a queue of its own: a
