@@ -395,27 +395,27 @@ impl ClusterCore {
         req: PushRequest,
         unreachable: &[String],
     ) -> Result<PreparedPush, WriteAnswer> {
-        let key = req.key.clone();
         let large = req.is_large();
         let v = self.validation.clone();
         let store = self.store.clone();
-        let prepared = off_runtime(large, move || {
-            let p = req.prepare_now(&v)?;
-            store.check_consistency(&p).map(|_| p)
+        let op = off_runtime(large, move || decoded(req, &v, Some(&store)))
+            .await
+            .map_err(|e| WriteAnswer::from_error(&e))?;
+        let failure = match op {
+            WriteOp::Push(p) => return Ok(p),
+            failure => failure,
+        };
+        let message = match &failure {
+            WriteOp::Failure { message, .. } => message.clone(),
+            // `decoded` makes pushes and failures only.
+            _ => String::new(),
+        };
+        let _ = Box::pin(self.route(failure, unreachable.to_vec())).await;
+        Err(WriteAnswer {
+            status: 400,
+            message,
+            refusal: pb::Refusal::Invalid,
         })
-        .await;
-        match prepared {
-            Ok(p) => Ok(p),
-            Err(e @ PushError::Invalid(_)) => {
-                let failure = WriteOp::Failure {
-                    key,
-                    message: e.to_string(),
-                };
-                let _ = Box::pin(self.route(failure, unreachable.to_vec())).await;
-                Err(WriteAnswer::from_error(&e))
-            }
-            Err(e) => Err(WriteAnswer::from_error(&e)),
-        }
     }
 
     /// Applies a write as the group's primary and replicates it; the answer waits for R holders.
@@ -469,7 +469,7 @@ impl ClusterCore {
                 }
             }
             // Not reached from `route` or `forwarded`, which decode a body before.
-            WriteOp::Raw(req) => match decoded(req, &self.validation) {
+            WriteOp::Raw(req) => match decoded(req, &self.validation, None) {
                 Ok(op) => self.apply_here(op),
                 Err(e) => Applied {
                     answer: WriteAnswer::from_error(&e),
@@ -1213,12 +1213,17 @@ fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
     (msg, size)
 }
 
-/// A push decoded and validated on the node that applies it: the write to apply (a push
-/// refused as `Invalid` is a failure to record on its group, like upstream), or the refusal
-/// that changes nothing.
-fn decoded(req: PushRequest, v: &Validation) -> Result<WriteOp, PushError> {
+/// A push decoded and validated: the write to apply (a push refused as `Invalid` is a failure
+/// to record on its group, like upstream), or the refusal that changes nothing. With `held`,
+/// also checked against the groups that store holds (the receiving node's check; the primary's
+/// is part of applying the push).
+fn decoded(req: PushRequest, v: &Validation, held: Option<&Store>) -> Result<WriteOp, PushError> {
     let key = req.key.clone();
-    match req.prepare_now(v) {
+    let checked = req.prepare_now(v).and_then(|p| match held {
+        Some(store) => store.check_consistency(&p).map(|_| p),
+        None => Ok(p),
+    });
+    match checked {
         Ok(p) => Ok(WriteOp::Push(p)),
         Err(e @ PushError::Invalid(_)) => Ok(WriteOp::Failure {
             key,
@@ -1430,7 +1435,7 @@ impl ClusterService {
             };
             let large = req.is_large();
             let v = self.core.validation.clone();
-            match off_runtime(large, move || decoded(req, &v)).await {
+            match off_runtime(large, move || decoded(req, &v, None)).await {
                 Ok(op) => op,
                 Err(e) => {
                     return Ok(ForwardedAnswer {
