@@ -92,6 +92,22 @@ fn prepare(bencher: Bencher) {
         .bench_values(|f| prepare_push(key(7), f, true, &v));
 }
 
+/// A text body parsed and prepared, push after push on one thread, as a server decodes them:
+/// the buffers one push's families leave are filled again by the next parse.
+#[divan::bench]
+fn parse_and_prepare(bencher: Bencher) {
+    let b = body();
+    let v = Validation::default();
+    bencher
+        .counter(BytesCount::new(b.len()))
+        .counter(ItemsCount::new(SERIES))
+        .bench(|| {
+            let fams = exposition::parse_text(black_box(b.as_bytes()), NameScheme::Legacy)
+                .expect("parses");
+            prepare_push(key(7), fams, true, &v)
+        });
+}
+
 /// Apply + consistency check of a re-push (new values, same labels) into 10,000 groups.
 #[divan::bench(sample_count = 50, args = [true, false])]
 fn store_push(bencher: Bencher, check: bool) {

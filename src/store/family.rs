@@ -127,24 +127,28 @@ pub struct BlockBuilder {
 
 thread_local! {
     static BLOCK_BYTES: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static BLOCK_HEADS: std::cell::Cell<Vec<FamilyHead>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl Default for BlockBuilder {
     fn default() -> Self {
         let mut bytes = BLOCK_BYTES.take();
         bytes.clear();
-        BlockBuilder {
-            bytes,
-            heads: Vec::new(),
-        }
+        let mut heads = BLOCK_HEADS.take();
+        heads.clear();
+        BlockBuilder { bytes, heads }
     }
 }
 
 impl Drop for BlockBuilder {
     fn drop(&mut self) {
-        // Hand the buffer back for the next block (a large one is let go).
+        // Hand the buffers back for the next block (large ones are let go).
         if self.bytes.capacity() <= 1 << 20 {
             BLOCK_BYTES.set(std::mem::take(&mut self.bytes));
+        }
+        if self.heads.capacity() <= 1 << 10 {
+            self.heads.clear();
+            BLOCK_HEADS.set(std::mem::take(&mut self.heads));
         }
     }
 }
@@ -189,18 +193,23 @@ impl BlockBuilder {
     }
 
     /// The block, one handle per family in the order they were added.
-    pub fn finish(mut self) -> Vec<StoredFamily> {
+    pub fn finish(self) -> Vec<StoredFamily> {
+        let mut out = Vec::with_capacity(self.heads.len());
+        self.finish_into(&mut out);
+        out
+    }
+
+    /// Appends the block's handles (see [`BlockBuilder::finish`]) to `out`.
+    pub fn finish_into(mut self, out: &mut Vec<StoredFamily>) {
         let n = self.heads.len();
         if n == 0 {
-            return Vec::new();
+            return;
         }
         let block = self.block();
-        (0..n)
-            .map(|i| StoredFamily {
-                block: block.clone(),
-                idx: offset(i),
-            })
-            .collect()
+        out.extend((0..n).map(|i| StoredFamily {
+            block: block.clone(),
+            idx: offset(i),
+        }));
     }
 
     /// The only family added.
@@ -359,6 +368,19 @@ struct Scratch {
     order: Vec<(u32, u32, u32, u32)>,
     idx: Vec<usize>,
     entries: Vec<Entry>,
+    /// The buffers of a family's merged label pairs, kept empty between calls (see
+    /// [`reborrow_empty`]), and where each metric's pairs end in it.
+    pairs: Vec<(&'static str, &'static str)>,
+    pair_ends: Vec<usize>,
+}
+
+/// `v` emptied, as a vector of pairs borrowed for another lifetime, on the same allocation:
+/// collecting a mapped `vec::IntoIter` into a vector of an element of the same size and
+/// alignment reuses the source's buffer, so a per-thread buffer of borrowed pairs can serve
+/// every call without an allocation (were the buffer not reused, this would only allocate).
+fn reborrow_empty<'b>(mut v: Vec<(&str, &str)>) -> Vec<(&'b str, &'b str)> {
+    v.clear();
+    v.into_iter().map(|_| ("", "")).collect()
 }
 
 thread_local! {
@@ -558,8 +580,9 @@ impl StoredFamily {
             sc.proto.clear();
             sc.order.clear();
             // Every metric's merged label pairs, one after the other, and where each one's end.
-            let mut labels: Vec<(&str, &str)> = Vec::with_capacity(metrics.len() * 4);
-            let mut label_ends = Vec::with_capacity(metrics.len());
+            let mut labels: Vec<(&str, &str)> = reborrow_empty(std::mem::take(&mut sc.pairs));
+            let mut label_ends = std::mem::take(&mut sc.pair_ends);
+            label_ends.clear();
             // Protobuf in push order; remember each metric's key range and proto range.
             for m in metrics {
                 let start = labels.len();
@@ -638,6 +661,8 @@ impl StoredFamily {
             );
             sc.idx = idx;
             sc.entries = entries;
+            sc.pairs = reborrow_empty(labels);
+            sc.pair_ends = label_ends;
             repeated
         })
     }
@@ -1098,6 +1123,17 @@ pub fn series_hash_of(name: &str, labels: &[(&str, &str)]) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reborrowed_pair_buffer_keeps_its_allocation() {
+        let text = String::from("name value");
+        let mut v: Vec<(&str, &str)> = Vec::with_capacity(8);
+        v.push((&text[..4], &text[5..]));
+        let (at, cap) = (v.as_ptr() as usize, v.capacity());
+        let kept: Vec<(&'static str, &'static str)> = reborrow_empty(v);
+        assert!(kept.is_empty());
+        assert_eq!((kept.as_ptr() as usize, kept.capacity()), (at, cap));
+    }
 
     fn metric(labels: &[(&str, &str)]) -> Metric {
         Metric {

@@ -87,7 +87,7 @@ pub fn prepare_push(
     let mut out: Vec<StoredFamily> = Vec::with_capacity(families.len());
     let mut block = BlockBuilder::default();
     for mut mf in families {
-        let name = mf.name().to_owned();
+        let name = mf.name.take().unwrap_or_default();
         if name.is_empty() {
             return Err(PushError::Malformed(
                 "metric family has an empty name".into(),
@@ -148,7 +148,7 @@ pub fn prepare_push(
             // A PUT's families share one block (the PUT that replaces them frees it whole); a
             // POST replaces some of a group's families, so each gets a block of its own and a
             // family replaced later never keeps its neighbours' bytes alive.
-            out.extend(std::mem::take(&mut block).finish());
+            std::mem::take(&mut block).finish_into(&mut out);
         }
         if let Some(series) = repeated {
             let labels = metrics
@@ -162,7 +162,7 @@ pub fn prepare_push(
             )));
         }
     }
-    out.extend(block.finish());
+    block.finish_into(&mut out);
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // Text bodies have unique names already; protobuf streams are deduplicated (last wins) on
     // decode. Guard anyway so the store's sorted-unique invariant holds for every caller.
