@@ -105,20 +105,8 @@ if [[ $SKIP_BUILD != 1 ]]; then
 fi
 [[ -x $LOADGEN_BIN ]] || die "loadgen not found at $LOADGEN_BIN (build it or set LOADGEN_BIN)"
 
-# A loopback port nothing listens on: connecting to it is refused. Taken below the kernel's
-# ephemeral range, so that an outgoing connection cannot take it before the server binds it.
-EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_port() {
-    local port span=$((EPHEMERAL_LOW > 12000 ? EPHEMERAL_LOW - 10000 : 20000))
-    for _ in $(seq 100); do
-        port=$((10000 + RANDOM % span))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free loopback port found"
-}
+# shellcheck source=lib/port.sh
+source "$ROOT/benches/lib/port.sh"
 
 # start_server NAME BIN [FLAGS...]: starts the server and waits until its port accepts connections.
 # Sets SERVER_PID and SERVER_URL; on failure prints why, writes it to $OUT_DIR/NAME/status, returns 1.
@@ -132,7 +120,7 @@ start_server() {
         log "$name: binary not found: $bin"
         return 1
     fi
-    port=$(free_port)
+    port=$(free_port) || die "no free loopback port found"
     new_budget
     (cd "$dir/work" && in_budget "$bin" "--web.listen-address=127.0.0.1:$port" "--persistence.file=" "$@") \
         >"$dir/server.log" 2>&1 &

@@ -113,6 +113,10 @@ struct Args {
     /// Runtime worker threads for the client.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Print the push body of --series series (the first of the variants pushed) on stdout and
+    /// exit, e.g. for another load generator (benches/limits.sh gives it to wrk).
+    #[arg(long)]
+    print_body: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -707,6 +711,10 @@ fn print_report(report: &Report, out: &mut dyn std::io::Write) -> std::io::Resul
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_body {
+        print!("{}", pushgate_benches::body::render(args.series, 0));
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
