@@ -9,7 +9,8 @@
 # between the two callgrind dumps are divided by the pushes acknowledged in that window.
 #
 # Usage: benches/instructions.sh [BINARY...]   (default: target/release/pushgate)
-# Environment: PUSH_GROUPS [1000]  DURATION [6] seconds  PORT [19096]  LOADGEN_BIN [target/release/loadgen]
+# Environment: PUSH_GROUPS [1000]  SERIES [20] per push  DURATION [6] seconds  PORT [19096]
+#              LOADGEN_BIN [target/release/loadgen]
 #              CACHE_SIM=1: also simulate the caches and report misses per push (deterministic, unlike
 #              timings: judges changes to memory locality, e.g. at 10,000 groups). The simulated last
 #              level is CACHE_LL [2097152,16,64] (size,ways,line: an L2-sized cache; virtual machines
@@ -22,6 +23,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PUSH_GROUPS=${PUSH_GROUPS:-1000}
+SERIES=${SERIES:-20}
 DURATION=${DURATION:-6}
 PORT=${PORT:-19096}
 LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
@@ -59,10 +61,10 @@ for bin in "$@"; do
         tail -n 20 "$WORK/server.log" >&2
         exit 1
     fi
-    "$LOADGEN_BIN" --url "$url" --groups "$PUSH_GROUPS" --warmup --scrape-only --scrapes 1 \
+    "$LOADGEN_BIN" --url "$url" --groups "$PUSH_GROUPS" --series "$SERIES" --warmup --scrape-only --scrapes 1 \
         --connections 4 --timeout 300 --json >/dev/null 2>&1
     callgrind_control --dump=before "$VG_PID" >/dev/null 2>&1
-    "$LOADGEN_BIN" --url "$url" --groups "$PUSH_GROUPS" --duration "$DURATION" --scrapes 0 \
+    "$LOADGEN_BIN" --url "$url" --groups "$PUSH_GROUPS" --series "$SERIES" --duration "$DURATION" --scrapes 0 \
         --connections 4 --timeout 300 --json >"$WORK/run.json" 2>/dev/null
     callgrind_control --dump=after "$VG_PID" >/dev/null 2>&1
     # valgrind writes its final output on the way out: give it time before SIGKILL.
