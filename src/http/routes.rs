@@ -4,19 +4,20 @@
 //! encoded `/` in a label value splits the path exactly like upstream (use `@base64` for such
 //! values) and redirects, 404s and 405s come out the same.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::Notify;
 
 use super::body::{body_format, read_body};
 use super::grouping::{parse_grouping_path, GroupingLimits};
-use super::web_config::{web_config_middleware, SharedWebConfig};
+use super::web_config::{with_web_config, SharedWebConfig};
 use crate::exposition::names::NameScheme;
 use crate::gateway::{Gateway, PushRequest};
 use crate::store::render::Format;
@@ -63,15 +64,39 @@ impl<G> Clone for AppState<G> {
     }
 }
 
-/// The whole HTTP service: routing plus the web config (basic auth, extra headers).
-pub fn router<G: Gateway>(state: AppState<G>, web: SharedWebConfig) -> Router {
-    Router::new()
-        .fallback(dispatch::<G>)
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            web,
-            web_config_middleware,
-        ))
+/// The whole HTTP service: the web config (rate limit, basic auth, extra headers) around the
+/// routes. The routing is this module's own (`match_route`, as upstream routes), so the service
+/// is a plain function of the request: no router or middleware stack between hyper and it.
+pub fn router<G: Gateway>(state: AppState<G>, web: SharedWebConfig) -> App {
+    App(Arc::new(Routes { state, web }))
+}
+
+/// The HTTP service [`router`] builds; clones share it.
+#[derive(Clone)]
+pub struct App(Arc<dyn Serve>);
+
+impl App {
+    /// Answers one request.
+    pub fn call(&self, req: Request) -> impl Future<Output = Response> + Send + 'static {
+        self.0.clone().serve(req)
+    }
+}
+
+trait Serve: Send + Sync + 'static {
+    fn serve(self: Arc<Self>, req: Request) -> BoxFuture<'static, Response>;
+}
+
+struct Routes<G: Gateway> {
+    state: AppState<G>,
+    web: SharedWebConfig,
+}
+
+impl<G: Gateway> Serve for Routes<G> {
+    fn serve(self: Arc<Self>, req: Request) -> BoxFuture<'static, Response> {
+        Box::pin(
+            async move { with_web_config(&self.web, req, |req| dispatch(&self.state, req)).await },
+        )
+    }
 }
 
 pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -272,7 +297,7 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
     })
 }
 
-async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Response {
+async fn dispatch<G: Gateway>(st: &AppState<G>, req: Request) -> Response {
     let method = req.method().clone();
     let raw_path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -323,24 +348,24 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
                 Method::POST => false,
                 Method::DELETE => {
                     let rest = rest.to_owned();
-                    return counted(&st, "delete", &method, delete(&st, &rest).await);
+                    return counted(st, "delete", &method, delete(st, &rest).await);
                 }
                 _ => return method_not_allowed("DELETE, OPTIONS, POST, PUT"),
             };
             let rest = rest.to_owned();
             let started = Instant::now();
-            let (resp, size) = push(&st, &rest, replace_all, req).await;
+            let (resp, size) = push(st, &rest, replace_all, req).await;
             let [duration, bytes] = push_summaries(replace_all);
             duration.record(started.elapsed().as_secs_f64());
             bytes.record(size as f64);
-            counted(&st, "push", &method, resp)
+            counted(st, "push", &method, resp)
         }
         Route::Scrape => match method {
-            Method::GET => scrape(&st, req.headers()).await,
+            Method::GET => scrape(st, req.headers()).await,
             _ => method_not_allowed("GET, OPTIONS"),
         },
         Route::Healthy => match method {
-            Method::GET => counted(&st, "healthy", &method, ok_text()),
+            Method::GET => counted(st, "healthy", &method, ok_text()),
             _ => method_not_allowed("GET, OPTIONS"),
         },
         Route::Ready => match method {
@@ -350,7 +375,7 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
                 } else {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
                 };
-                counted(&st, "ready", &method, resp)
+                counted(st, "ready", &method, resp)
             }
             _ => method_not_allowed("GET, OPTIONS"),
         },
@@ -368,7 +393,7 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
                 } else {
                     plain(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.")
                 };
-                counted(&st, "quit", &method, resp)
+                counted(st, "quit", &method, resp)
             }
             _ => plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -379,7 +404,7 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
             Method::GET => {
                 let groups = st.gateway.groups().await;
                 counted(
-                    &st,
+                    st,
                     "status",
                     &method,
                     super::status_page::render(&st.config, &groups),
@@ -388,14 +413,14 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
             _ => method_not_allowed("GET, OPTIONS"),
         },
         Route::ApiStatus => {
-            api_reply(&st, &method, "api/v1/status", async {
+            api_reply(st, &method, "api/v1/status", async {
                 super::api::status(&st.config)
             })
             .await
         }
         Route::ApiMetrics => {
             let st2 = st.clone();
-            api_reply(&st, &method, "api/v1/metrics", async move {
+            api_reply(st, &method, "api/v1/metrics", async move {
                 let groups = st2.gateway.groups().await;
                 super::api::metrics(&groups)
             })
@@ -411,7 +436,7 @@ async fn dispatch<G: Gateway>(State(st): State<AppState<G>>, req: Request) -> Re
                         Ok(()) => empty(StatusCode::ACCEPTED),
                         Err(e) => plain(status(e.status()), e.to_string()),
                     };
-                    counted(&st, "wipe", &method, resp)
+                    counted(st, "wipe", &method, resp)
                 }
                 Method::OPTIONS => super::api::with_cors(empty(StatusCode::OK)),
                 _ => super::api::with_cors(method_not_allowed("OPTIONS, PUT")),

@@ -5,14 +5,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
+use super::routes::App;
 use super::web_config::SharedWebConfig;
 
 /// How long open connections get to finish after shutdown is requested.
@@ -20,7 +19,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     web: SharedWebConfig,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -50,8 +49,8 @@ pub async fn serve(
         }
         let app = app.clone();
         let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let app = app.clone();
-            async move { app.oneshot(req.map(Body::new)).await }
+            let answer = app.call(req.map(Body::new));
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         let watcher = graceful.watcher();
         match cfg.tls_acceptor() {

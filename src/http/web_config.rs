@@ -25,8 +25,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -1087,13 +1086,17 @@ impl SharedWebConfig {
     }
 }
 
-/// Axum middleware for `axum::middleware::from_fn_with_state(shared, web_config_middleware)`:
-/// rate limit, basic auth and the extra headers, on every route.
-pub async fn web_config_middleware(
-    State(shared): State<SharedWebConfig>,
+/// Answers `request` through the web config: the rate limit and basic auth first (refused
+/// requests never reach `inner`), then the extra headers on whatever response comes back.
+pub async fn with_web_config<F, Fut>(
+    shared: &SharedWebConfig,
     request: Request,
-    next: Next,
-) -> Response {
+    inner: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let config = shared.current();
     let mut response = if config.rate_limiter.as_ref().is_some_and(|l| !l.allow()) {
         plain_error(StatusCode::TOO_MANY_REQUESTS)
@@ -1102,7 +1105,7 @@ pub async fn web_config_middleware(
             .authorize_async(request.headers().get(AUTHORIZATION))
             .await
         {
-            AuthOutcome::Allowed => next.run(request).await,
+            AuthOutcome::Allowed => inner(request).await,
             AuthOutcome::Denied => {
                 let mut response = plain_error(StatusCode::UNAUTHORIZED);
                 response
@@ -1141,11 +1144,8 @@ fn plain_error(status: StatusCode) -> Response {
 mod tests {
     use super::*;
     use axum::body::Body;
-    use axum::routing::get;
-    use axum::Router;
     use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tower::ServiceExt;
 
     /// dave / dave123, from exporter-toolkit's `web/testdata/web_config_users_noTLS.good.yml`.
     const DAVE_HASH: &str = "$2y$10$2UXri9cIDdgeKjBo4Rlpx.U3ZLDV8X1IxKmsfOvhcM5oXQt/mLmXq";
@@ -1447,24 +1447,16 @@ mod tests {
             .expect("nothing to reload");
     }
 
-    fn app(shared: SharedWebConfig) -> Router {
-        Router::new()
-            .route("/metrics", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn_with_state(
-                shared,
-                web_config_middleware,
-            ))
-    }
-
-    async fn call(router: Router, auth: Option<HeaderValue>) -> (StatusCode, HeaderMap, String) {
+    async fn call(
+        shared: SharedWebConfig,
+        auth: Option<HeaderValue>,
+    ) -> (StatusCode, HeaderMap, String) {
         let mut request = http::Request::builder().uri("/metrics");
         if let Some(auth) = auth {
             request = request.header(AUTHORIZATION, auth);
         }
-        let response = router
-            .oneshot(request.body(Body::empty()).expect("valid request"))
-            .await
-            .expect("infallible");
+        let request = request.body(Body::empty()).expect("valid request");
+        let response = with_web_config(&shared, request, |_| async { "ok".into_response() }).await;
         let (parts, body) = response.into_parts();
         let bytes = axum::body::to_bytes(body, 1 << 20)
             .await
@@ -1492,20 +1484,19 @@ mod tests {
             Some(basic("dave", "wrong")),
             Some(HeaderValue::from_static("Basic %%")),
         ] {
-            let (status, headers, body) = call(app(shared.clone()), auth).await;
+            let (status, headers, body) = call(shared.clone(), auth).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED);
             assert_eq!(headers[WWW_AUTHENTICATE], "Basic");
             assert_eq!(body.trim_end(), "Unauthorized");
             assert_eq!(headers["x-frame-options"], "sameorigin");
         }
-        let (status, headers, body) =
-            call(app(shared.clone()), Some(basic("dave", "dave123"))).await;
+        let (status, headers, body) = call(shared.clone(), Some(basic("dave", "dave123"))).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "ok");
         assert_eq!(headers["x-frame-options"], "sameorigin");
         assert_eq!(headers["x-content-type-options"], "nosniff");
 
-        let (status, _, _) = call(app(SharedWebConfig::disabled()), None).await;
+        let (status, _, _) = call(SharedWebConfig::disabled(), None).await;
         assert_eq!(status, StatusCode::OK);
     }
 
@@ -1514,10 +1505,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = write_config(dir.path(), "rate_limit:\n  burst: 2\n  interval: 1h\n");
         let shared = SharedWebConfig::load(&path).expect("valid config");
-        assert_eq!(call(app(shared.clone()), None).await.0, StatusCode::OK);
-        assert_eq!(call(app(shared.clone()), None).await.0, StatusCode::OK);
+        assert_eq!(call(shared.clone(), None).await.0, StatusCode::OK);
+        assert_eq!(call(shared.clone(), None).await.0, StatusCode::OK);
         assert_eq!(
-            call(app(shared.clone()), None).await.0,
+            call(shared.clone(), None).await.0,
             StatusCode::TOO_MANY_REQUESTS
         );
     }
