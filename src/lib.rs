@@ -13,3 +13,4 @@ pub mod http;
 pub mod node;
 pub mod store;
 pub mod telemetry;
+pub mod testsupport;

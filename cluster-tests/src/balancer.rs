@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::testbed::{Slot, HTTP_PORT};
-use crate::{free_tcp_port, http, wait_for};
+use crate::{free_port, http, wait_for};
 
 pub struct Balancer {
     pub port: u16,
@@ -37,7 +37,7 @@ pub fn haproxy_config(bind: &str, servers: &[(String, String)]) -> String {
 impl Balancer {
     /// Starts haproxy on 127.0.0.1 for `slots` and waits until at least one backend is up.
     pub fn start(slots: &[Slot]) -> Balancer {
-        let port = free_tcp_port();
+        let port = free_port();
         let dir = crate::testbed::tempdir("pushgate-haproxy");
         let servers: Vec<(String, String)> = slots
             .iter()

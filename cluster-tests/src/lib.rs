@@ -13,7 +13,7 @@ pub mod testbed;
 pub mod workload;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -148,24 +148,8 @@ pub fn binary() -> PathBuf {
         })
 }
 
-/// A port free for both TCP and UDP right now.
-fn free_port() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("binding port 0 should work");
-        let port = l.local_addr().expect("bound socket has an address").port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// A TCP port free on 127.0.0.1 right now.
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding port 0 should work")
-        .port()
-}
+/// A loopback port free for TCP and UDP, below the kernel's ephemeral range (see there why).
+pub use pushgate::testsupport::free_port;
 
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {

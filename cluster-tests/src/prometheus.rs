@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{free_tcp_port, http, wait_for};
+use crate::{free_port, http, wait_for};
 
 pub struct Prometheus {
     pub port: u16,
@@ -38,7 +38,7 @@ impl Prometheus {
     }
 
     fn start(config: &str, flags: &[&str]) -> Prometheus {
-        let port = free_tcp_port();
+        let port = free_port();
         let dir = crate::testbed::tempdir("pushgate-prometheus");
         let cfg = dir.join("prometheus.yml");
         std::fs::write(&cfg, config).expect("prometheus config should be writable");

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cluster_tests::prometheus::percent_encode;
-use cluster_tests::{free_tcp_port, http, require_docker, wait_for};
+use cluster_tests::{free_port, http, require_docker, wait_for};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -83,7 +83,7 @@ fn compose_example_runs_the_bank_function_end_to_end() {
         assert!(Path::new(bin).exists(), "{} is needed", bin.display());
         run(Command::new(&build).arg(bin).arg(tag));
     }
-    let (lb, prom, store) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let (lb, prom, store) = (free_port(), free_port(), free_port());
     let project = Project {
         name: format!("pgbed{suffix}"),
         dir: repo().join("docs/examples"),

@@ -74,13 +74,7 @@ pub fn poll_until<T>(deadline: Duration, mut cond: impl FnMut() -> Option<T>) ->
     }
 }
 
-pub fn free_port() -> u16 {
-    let l =
-        TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port should work");
-    l.local_addr()
-        .expect("a bound listener should have an address")
-        .port()
-}
+pub use pushgate::testsupport::free_port;
 
 /// One gateway process. Killed (and reaped) on drop.
 pub struct Gateway {

@@ -1,0 +1,105 @@
+//! Helpers shared by the integration tests, the cluster tests and the benches; the gateway
+//! itself does not use them.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::sync::Mutex;
+
+/// Ports this process has handed out: never twice, even once they are free again.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// The lowest port of the kernel's ephemeral range (what `bind(0)` and outgoing connections
+/// take ports from).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// The range `free_port` picks from: from 10,000 up to the ephemeral range, or 10,000-29,999
+/// when that range starts too low to leave room below it.
+fn candidate_range(ephemeral_low: u16) -> std::ops::Range<u16> {
+    if ephemeral_low > 12_000 {
+        10_000..ephemeral_low
+    } else {
+        10_000..30_000
+    }
+}
+
+/// A loopback port free for both TCP and UDP right now, for a child process to listen on.
+///
+/// Taken at random below the kernel's ephemeral range, not by binding port 0: a port the kernel
+/// hands to `bind(0)` comes from the range it also hands to outgoing connections, so between
+/// this function's check and the child's bind, any connection of any test running alongside
+/// could take it, and the child would fail to start. Below that range only another explicit
+/// pick can collide, and the checks here make that unlikely: the port is bound (TCP and UDP)
+/// before it is returned, and this process never returns a port twice.
+pub fn free_port() -> u16 {
+    let range = candidate_range(ephemeral_low());
+    let span = u64::from(range.end - range.start);
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    for _ in 0..10_000 {
+        let draw = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = range.start + (draw % span) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if usable(port) {
+            handed.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {range:?} after 10,000 tries");
+}
+
+/// Whether a TCP listener and a UDP socket can both bind `port` on loopback now.
+fn usable(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+        && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_below_the_ephemeral_range_and_never_repeat() {
+        let low = ephemeral_low();
+        let range = candidate_range(low);
+        let mut seen = HashSet::new();
+        for _ in 0..200 {
+            let p = free_port();
+            assert!(range.contains(&p), "{p} outside {range:?}");
+            if low > 12_000 {
+                assert!(p < low, "{p} is in the ephemeral range starting at {low}");
+            }
+            assert!(seen.insert(p), "{p} handed out twice");
+        }
+    }
+
+    #[test]
+    fn a_port_taken_for_tcp_or_udp_is_not_usable() {
+        let p = free_port();
+        assert!(usable(p));
+        {
+            let _tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, p)).expect("the port was free");
+            assert!(!usable(p), "{p} has a TCP listener");
+        }
+        {
+            let _udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).expect("the port was free");
+            assert!(!usable(p), "{p} has a UDP socket");
+        }
+        assert!(usable(p));
+    }
+
+    #[test]
+    fn the_range_leaves_room_below_a_low_ephemeral_range() {
+        assert_eq!(candidate_range(32768), 10_000..32768);
+        assert_eq!(candidate_range(1024), 10_000..30_000);
+    }
+}
