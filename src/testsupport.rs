@@ -1,13 +1,13 @@
 //! Helpers shared by the integration tests, the cluster tests and the benches; the gateway
 //! itself does not use them.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::sync::Mutex;
 
 /// Ports this process has handed out: never twice, even once they are free again.
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// The lowest port of the kernel's ephemeral range (what `bind(0)` and outgoing connections
 /// take ports from).
@@ -40,7 +40,6 @@ pub fn free_port() -> u16 {
     let range = candidate_range(ephemeral_low());
     let span = u64::from(range.end - range.start);
     let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let handed = handed.get_or_insert_with(HashSet::new);
     for _ in 0..10_000 {
         let draw = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -71,7 +70,7 @@ mod tests {
     fn ports_are_below_the_ephemeral_range_and_never_repeat() {
         let low = ephemeral_low();
         let range = candidate_range(low);
-        let mut seen = HashSet::new();
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let p = free_port();
             assert!(range.contains(&p), "{p} outside {range:?}");
