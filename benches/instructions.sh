@@ -48,6 +48,9 @@ url="http://127.0.0.1:$PORT"
 for bin in "$@"; do
     cache_sim=()
     [[ -z ${CACHE_SIM:-} ]] || cache_sim=(--cache-sim=yes "--LL=${CACHE_LL:-2097152,16,64}")
+    # A kept dump is the second part of the run: with compressed names it would refer to names
+    # defined only in the first part, and callgrind_annotate could not attribute anything.
+    [[ -z ${KEEP_DIR:-} ]] || cache_sim+=(--compress-strings=no --compress-pos=no)
     TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind "${cache_sim[@]}" --callgrind-out-file="$WORK/cg.%p" \
         "$bin" --web.listen-address="127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
     VG_PID=$!
