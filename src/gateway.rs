@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::http::body::{decode_body, BodyFormat};
 use crate::store::render::{Format, RenderStats};
 use crate::store::{
-    prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, Store, StoredFamily, Validation,
+    prepare_push, prepare_text, GroupKey, GroupSnapshot, PreparedPush, PushError, Store,
+    StoredFamily, Validation,
 };
 
 /// A push as the HTTP layer hands it over: the URL parsed, the body read (and decompressed)
@@ -33,6 +34,12 @@ impl PushRequest {
     /// `Invalid` is the refusal a node records on the group (push_failure_time_seconds); every
     /// other error changes nothing.
     pub fn prepare_now(self, v: &Validation) -> Result<PreparedPush, PushError> {
+        if let BodyFormat::Text = self.format {
+            // Checked and encoded straight from the parser's borrowed model.
+            let parsed = crate::exposition::text_parse::parse_text_borrowed(&self.body, v.names)
+                .map_err(|e| PushError::BadBody(e.to_string()))?;
+            return prepare_text(self.key, &parsed, self.replace_all, v);
+        }
         let families = decode_body(self.format, &self.body, v.names)
             .map_err(|e| PushError::BadBody(e.to_string()))?;
         prepare_push(self.key, families, self.replace_all, v)

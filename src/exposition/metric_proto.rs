@@ -7,7 +7,8 @@
 //! what `prost` writes.
 
 use super::proto::{Bucket, Histogram, LabelPair, Quantile, Summary};
-use super::Metric;
+use super::text_parse::{ParsedMetric, Point};
+use super::{Metric, MetricType};
 
 /// `MetricFamily.metric` is field 4, length-delimited.
 const METRIC_FIELD_TAG: u8 = 4 << 3 | 2;
@@ -46,15 +47,7 @@ pub fn encode_metric_field_labelled(m: &Metric, labels: &[(&str, &str)], out: &m
 }
 
 fn encode_simple(m: &Metric, labels: &[(&str, &str)], out: &mut Vec<u8>) {
-    let len = metric_len(m, labels);
-    out.reserve(len + 11);
-    out.push(METRIC_FIELD_TAG);
-    put_varint(out, len as u64);
-    for &(n, v) in labels {
-        put_head(out, 1, label_len(n, v));
-        put_bytes(out, 1, n.as_bytes());
-        put_bytes(out, 2, v.as_bytes());
-    }
+    put_metric_head(out, metric_len(m, labels), labels);
     if let Some(g) = &m.gauge {
         put_scalar(out, 2, g.value);
     }
@@ -82,6 +75,73 @@ fn encode_simple(m: &Metric, labels: &[(&str, &str)], out: &mut Vec<u8>) {
             put_head(out, 3, bucket_len(b));
             put_count(out, b.cumulative_count);
             put_double(out, 2, b.upper_bound);
+        }
+    }
+}
+
+/// [`encode_metric_field_labelled`] for a metric of a parsed text body (`typ` is its family's):
+/// the bytes `prost` writes for the `Metric` that [`ParsedText::to_families`] would build.
+///
+/// [`ParsedText::to_families`]: super::text_parse::ParsedText::to_families
+pub fn encode_parsed_labelled(
+    typ: MetricType,
+    m: &ParsedMetric,
+    points: &[Point],
+    labels: &[(&str, &str)],
+    out: &mut Vec<u8>,
+) {
+    let scalar = field_len(double_len(Some(m.value)));
+    let samples = match typ {
+        MetricType::Summary => {
+            count_len(m.count)
+                + double_len(m.sum)
+                + points.len() * field_len(2 * double_len(Some(0.0)))
+        }
+        MetricType::Histogram | MetricType::GaugeHistogram => {
+            count_len(m.count)
+                + double_len(m.sum)
+                + points
+                    .iter()
+                    .map(|p| field_len(count_len(Some(p.count())) + double_len(Some(p.bound))))
+                    .sum::<usize>()
+        }
+        _ => 0,
+    };
+    let len = labels_len(labels)
+        + match typ {
+            MetricType::Summary | MetricType::Histogram | MetricType::GaugeHistogram => {
+                field_len(samples)
+            }
+            _ => scalar,
+        };
+    put_metric_head(out, len, labels);
+    match typ {
+        MetricType::Gauge => put_scalar(out, 2, Some(m.value)),
+        MetricType::Counter => put_scalar(out, 3, Some(m.value)),
+        MetricType::Untyped => put_scalar(out, 5, Some(m.value)),
+        MetricType::Summary => {
+            put_head(out, 4, samples);
+            put_count(out, m.count);
+            put_double(out, 2, m.sum);
+            for p in points {
+                put_head(out, 3, 2 * double_len(Some(0.0)));
+                put_double(out, 1, Some(p.bound));
+                put_double(out, 2, Some(p.value));
+            }
+        }
+        MetricType::Histogram | MetricType::GaugeHistogram => {
+            put_head(out, 7, samples);
+            put_count(out, m.count);
+            put_double(out, 2, m.sum);
+            for p in points {
+                put_head(
+                    out,
+                    3,
+                    count_len(Some(p.count())) + double_len(Some(p.bound)),
+                );
+                put_count(out, Some(p.count()));
+                put_double(out, 2, Some(p.bound));
+            }
         }
     }
 }
@@ -196,11 +256,27 @@ fn histogram_len(h: &Histogram) -> usize {
             .sum::<usize>()
 }
 
-fn metric_len(m: &Metric, labels: &[(&str, &str)]) -> usize {
+/// The field tag and length of a metric message of `len` bytes, then its label pairs.
+fn put_metric_head(out: &mut Vec<u8>, len: usize, labels: &[(&str, &str)]) {
+    out.reserve(len + 11);
+    out.push(METRIC_FIELD_TAG);
+    put_varint(out, len as u64);
+    for &(n, v) in labels {
+        put_head(out, 1, label_len(n, v));
+        put_bytes(out, 1, n.as_bytes());
+        put_bytes(out, 2, v.as_bytes());
+    }
+}
+
+fn labels_len(labels: &[(&str, &str)]) -> usize {
     labels
         .iter()
         .map(|&(n, v)| field_len(label_len(n, v)))
-        .sum::<usize>()
+        .sum()
+}
+
+fn metric_len(m: &Metric, labels: &[(&str, &str)]) -> usize {
+    labels_len(labels)
         + m.gauge
             .as_ref()
             .map_or(0, |g| field_len(double_len(g.value)))

@@ -5,6 +5,7 @@
 //! `--push.enable-utf8-names`) are written in the quoted UTF-8 syntax (`{"my.metric","a.b"="v"}`).
 
 use super::names::{is_legacy_label_name, is_legacy_metric_name};
+use super::text_parse::{ParsedMetric, Point};
 use super::{Metric, MetricFamily, MetricType};
 
 /// Writes the `# HELP` line (only when `help` is `Some`, even if empty, like expfmt) and the
@@ -46,13 +47,7 @@ pub fn write_metric_labelled(
     metric: &Metric,
     labels: &[(&str, &str)],
 ) {
-    let mut w = SampleWriter {
-        name,
-        quoted: !is_legacy_metric_name(name),
-        labels,
-        written: None,
-        ts: metric.timestamp_ms,
-    };
+    let mut w = SampleWriter::new(name, labels, metric.timestamp_ms);
     match typ {
         MetricType::Counter => {
             let v = metric.counter.as_ref().map_or(0.0, |c| c.value());
@@ -102,6 +97,46 @@ pub fn write_metric_labelled(
     }
 }
 
+/// [`write_metric_labelled`] for a metric of a parsed text body (`typ` is its family's): the
+/// lines written for the `Metric` that [`ParsedText::to_families`] would build.
+///
+/// [`ParsedText::to_families`]: super::text_parse::ParsedText::to_families
+pub fn write_parsed_labelled(
+    out: &mut Vec<u8>,
+    name: &str,
+    typ: MetricType,
+    metric: &ParsedMetric,
+    points: &[Point],
+    labels: &[(&str, &str)],
+) {
+    let mut w = SampleWriter::new(name, labels, metric.timestamp_ms);
+    match typ {
+        MetricType::Counter | MetricType::Gauge | MetricType::Untyped => {
+            w.write(out, "", None, metric.value);
+        }
+        MetricType::Summary => {
+            for p in points {
+                w.write(out, "", Some(("quantile", p.bound)), p.value);
+            }
+            w.write(out, "_sum", None, metric.sum.unwrap_or(0.0));
+            w.write(out, "_count", None, metric.count.unwrap_or(0) as f64);
+        }
+        MetricType::Histogram | MetricType::GaugeHistogram => {
+            let count = metric.count.unwrap_or(0) as f64;
+            let mut inf_seen = false;
+            for p in points {
+                w.write(out, "_bucket", Some(("le", p.bound)), p.count() as f64);
+                inf_seen |= p.bound == f64::INFINITY;
+            }
+            if !inf_seen {
+                w.write(out, "_bucket", Some(("le", f64::INFINITY)), count);
+            }
+            w.write(out, "_sum", None, metric.sum.unwrap_or(0.0));
+            w.write(out, "_count", None, count);
+        }
+    }
+}
+
 /// Writes a whole family: HELP (when set), TYPE and all its metrics in stored order. A family
 /// without metrics writes nothing (expfmt refuses to encode it).
 pub fn write_family(out: &mut Vec<u8>, mf: &MetricFamily) {
@@ -136,7 +171,17 @@ struct SampleWriter<'a> {
     ts: Option<i64>,
 }
 
-impl SampleWriter<'_> {
+impl<'a> SampleWriter<'a> {
+    fn new(name: &'a str, labels: &'a [(&'a str, &'a str)], ts: Option<i64>) -> Self {
+        SampleWriter {
+            name,
+            quoted: !is_legacy_metric_name(name),
+            labels,
+            written: None,
+            ts,
+        }
+    }
+
     fn write(&mut self, out: &mut Vec<u8>, suffix: &str, extra: Option<(&str, f64)>, value: f64) {
         if self.quoted {
             out.extend_from_slice(b"{\"");

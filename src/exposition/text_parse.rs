@@ -11,12 +11,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 
 /// The parser's lookups hash names and label sets of every line: foldhash, not SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use super::names::{is_label_name_start, is_metric_name_start, name_run, NameScheme};
-use super::proto::{Bucket, Counter, Gauge, Quantile, Untyped};
+use super::proto::{Bucket, Counter, Gauge, Histogram, Quantile, Summary, Untyped};
 use super::{LabelPair, Metric, MetricFamily, MetricType};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,11 +30,190 @@ pub struct TextParseError {
 /// Parses a whole text-format body into its families, in order of first appearance. Families
 /// that only had HELP or TYPE lines are dropped, like expfmt's `TextToMetricFamilies`.
 pub fn parse_text(input: &[u8], scheme: NameScheme) -> Result<Vec<MetricFamily>, TextParseError> {
+    Ok(parse_text_borrowed(input, scheme)?.to_families())
+}
+
+/// [`parse_text`] without building the protobuf model: names, label values and help texts
+/// borrow from `input` unless they had escapes, and a body's metrics, labels and samples sit in
+/// a few flat vectors instead of a tree of strings and vectors per metric. The push path
+/// validates and encodes straight from it (`store::prepare_text`).
+pub fn parse_text_borrowed(
+    input: &[u8],
+    scheme: NameScheme,
+) -> Result<ParsedText<'_>, TextParseError> {
     let mut parser = Parser::new(input, scheme);
     parser.run()?;
-    let mut families = parser.families;
-    families.retain(|mf| !mf.metric.is_empty());
-    Ok(families)
+    Ok(parser.finish())
+}
+
+/// A parsed text body; see [`parse_text_borrowed`].
+#[derive(Debug, Default)]
+pub struct ParsedText<'a> {
+    /// In order of first appearance, including families that only had HELP or TYPE lines.
+    families: Vec<ParsedFamily<'a>>,
+    /// Grouped by family, in line order within each.
+    metrics: Vec<ParsedMetric>,
+    labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Grouped by metric, in line order within each.
+    points: Vec<Point>,
+}
+
+/// One family of a [`ParsedText`].
+#[derive(Debug)]
+pub struct ParsedFamily<'a> {
+    pub name: Cow<'a, str>,
+    pub help: Option<Cow<'a, str>>,
+    /// Set by a TYPE line, or untyped once a sample arrived without one.
+    pub typ: Option<MetricType>,
+    metrics: Range<usize>,
+}
+
+impl ParsedFamily<'_> {
+    /// The type the family's metrics carry (untyped when no TYPE line and no sample set it).
+    pub fn metric_type(&self) -> MetricType {
+        self.typ.unwrap_or(MetricType::Untyped)
+    }
+}
+
+/// One metric of a [`ParsedText`]: its line's labels (as written, unsorted) and its samples.
+#[derive(Debug, Clone)]
+pub struct ParsedMetric {
+    family: usize,
+    labels: Range<usize>,
+    /// The value of a counter, gauge or untyped metric.
+    pub value: f64,
+    /// `_count` and `_sum` of a summary or histogram.
+    pub count: Option<u64>,
+    pub sum: Option<f64>,
+    points: Range<usize>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A quantile (`bound` is the quantile) of a summary or a bucket (`bound` is the upper bound,
+/// `value` the cumulative count as written) of a histogram.
+#[derive(Debug, Clone, Copy)]
+pub struct Point {
+    metric: usize,
+    pub bound: f64,
+    pub value: f64,
+}
+
+impl Point {
+    /// A bucket's cumulative count, converted like expfmt does (saturating, fraction dropped).
+    pub fn count(&self) -> u64 {
+        self.value as u64
+    }
+}
+
+impl<'a> ParsedText<'a> {
+    /// The families that have metrics, in order of first appearance.
+    pub fn families(&self) -> impl Iterator<Item = &ParsedFamily<'a>> + '_ {
+        self.families.iter().filter(|f| !f.metrics.is_empty())
+    }
+
+    pub fn metrics(&self, f: &ParsedFamily<'a>) -> &[ParsedMetric] {
+        &self.metrics[f.metrics.clone()]
+    }
+
+    pub fn labels(&self, m: &ParsedMetric) -> &[(Cow<'a, str>, Cow<'a, str>)] {
+        &self.labels[m.labels.clone()]
+    }
+
+    /// All label pairs of the body, metric after metric ([`Self::label_range`] says whose).
+    pub fn all_labels(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
+        &self.labels
+    }
+
+    pub fn label_range(&self, m: &ParsedMetric) -> Range<usize> {
+        m.labels.clone()
+    }
+
+    pub fn points(&self, m: &ParsedMetric) -> &[Point] {
+        &self.points[m.points.clone()]
+    }
+
+    /// Whether any sample carried a timestamp.
+    pub fn has_timestamps(&self) -> bool {
+        self.metrics.iter().any(|m| m.timestamp_ms.is_some())
+    }
+
+    /// The protobuf model of the body: what [`parse_text`] returns.
+    pub fn to_families(&self) -> Vec<MetricFamily> {
+        self.families()
+            .map(|f| {
+                let typ = f.metric_type();
+                MetricFamily {
+                    name: Some(f.name.to_string()),
+                    help: f.help.as_ref().map(|h| h.to_string()),
+                    r#type: f.typ.map(|t| t as i32),
+                    metric: self
+                        .metrics(f)
+                        .iter()
+                        .map(|m| self.to_metric(typ, m))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn to_metric(&self, typ: MetricType, m: &ParsedMetric) -> Metric {
+        let mut out = Metric {
+            label: self
+                .labels(m)
+                .iter()
+                .map(|(n, v)| LabelPair {
+                    name: Some(n.to_string()),
+                    value: Some(v.to_string()),
+                })
+                .collect(),
+            timestamp_ms: m.timestamp_ms,
+            ..Default::default()
+        };
+        let value = Some(m.value);
+        match typ {
+            MetricType::Counter => {
+                out.counter = Some(Counter {
+                    value,
+                    exemplar: None,
+                })
+            }
+            MetricType::Gauge => out.gauge = Some(Gauge { value }),
+            MetricType::Untyped | MetricType::GaugeHistogram => {
+                out.untyped = Some(Untyped { value })
+            }
+            MetricType::Summary => {
+                out.summary = Some(Box::new(Summary {
+                    sample_count: m.count,
+                    sample_sum: m.sum,
+                    quantile: self
+                        .points(m)
+                        .iter()
+                        .map(|p| Quantile {
+                            quantile: Some(p.bound),
+                            value: Some(p.value),
+                        })
+                        .collect(),
+                }))
+            }
+            MetricType::Histogram => {
+                out.histogram = Some(Box::new(Histogram {
+                    sample_count: m.count,
+                    sample_sum: m.sum,
+                    bucket: self
+                        .points(m)
+                        .iter()
+                        .map(|p| Bucket {
+                            upper_bound: Some(p.bound),
+                            cumulative_count: Some(p.count()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }))
+            }
+        }
+        out
+    }
 }
 
 /// Why a state could not complete.
@@ -79,7 +259,13 @@ struct Parser<'a> {
     cur: u8,
     line: usize,
     scheme: NameScheme,
-    families: Vec<MetricFamily>,
+    families: Vec<ParsedFamily<'a>>,
+    /// Every metric in the order its first line came; `ParsedMetric::family` says whose.
+    metrics: Vec<ParsedMetric>,
+    /// The labels of every metric, one metric's after the other.
+    all_labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Quantiles and buckets in line order; `Point::metric` says whose.
+    points: Vec<Point>,
     /// Family index by name; names without escapes are borrowed from the input.
     by_name: FastMap<Cow<'a, str>, usize>,
     /// Summary and histogram metrics by label signature (family name and labels without
@@ -96,7 +282,7 @@ struct Parser<'a> {
     /// consecutive lines of a histogram or summary repeat their name.
     memo_name: Cow<'a, str>,
     memo: Option<(usize, bool, bool)>,
-    /// Index of the current metric in its family, once placed.
+    /// Index of the current metric in `metrics`, once placed.
     metric_idx: usize,
     label_role: LabelRole,
     quantile: f64,
@@ -120,6 +306,9 @@ impl<'a> Parser<'a> {
             // Typical pushes have a few to a few dozen families: start with room for them
             // instead of growing (and rehashing) four or five times per body.
             families: Vec::with_capacity(16),
+            metrics: Vec::with_capacity(16),
+            all_labels: Vec::with_capacity(32),
+            points: Vec::new(),
             by_name: FastMap::with_capacity_and_hasher(16, Default::default()),
             series: FastMap::default(),
             fam: 0,
@@ -265,8 +454,8 @@ impl<'a> Parser<'a> {
     fn start_metric(&mut self, name: Cow<'a, str>) {
         self.set_or_create_family(name);
         let mf = &mut self.families[self.fam];
-        if mf.r#type.is_none() {
-            mf.set_type(MetricType::Untyped);
+        if mf.typ.is_none() {
+            mf.typ = Some(MetricType::Untyped);
         }
         self.labels.clear();
     }
@@ -390,47 +579,28 @@ impl<'a> Parser<'a> {
                 go_quote(token)
             )));
         };
-        let (is_count, is_sum, quantile, bucket) =
-            (self.is_count, self.is_sum, self.quantile, self.bucket);
-        let m = self.current_metric_mut();
+        let (is_count, is_sum) = (self.is_count, self.is_sum);
+        let bound = match typ {
+            MetricType::Summary => self.quantile,
+            _ => self.bucket,
+        };
+        let metric = self.current_metric();
+        let m = &mut self.metrics[metric];
         match typ {
-            MetricType::Counter => {
-                m.counter = Some(Counter {
-                    value: Some(value),
-                    exemplar: None,
-                })
-            }
-            MetricType::Gauge => m.gauge = Some(Gauge { value: Some(value) }),
-            MetricType::Untyped | MetricType::GaugeHistogram => {
-                m.untyped = Some(Untyped { value: Some(value) })
-            }
-            MetricType::Summary => {
-                let s = m.summary.get_or_insert_with(Default::default);
+            MetricType::Summary | MetricType::Histogram => {
                 if is_count {
-                    s.sample_count = Some(value as u64);
+                    m.count = Some(value as u64);
                 } else if is_sum {
-                    s.sample_sum = Some(value);
-                } else if !quantile.is_nan() {
-                    s.quantile.push(Quantile {
-                        quantile: Some(quantile),
-                        value: Some(value),
+                    m.sum = Some(value);
+                } else if !bound.is_nan() {
+                    self.points.push(Point {
+                        metric,
+                        bound,
+                        value,
                     });
                 }
             }
-            MetricType::Histogram => {
-                let h = m.histogram.get_or_insert_with(Default::default);
-                if is_count {
-                    h.sample_count = Some(value as u64);
-                } else if is_sum {
-                    h.sample_sum = Some(value);
-                } else if !bucket.is_nan() {
-                    h.bucket.push(Bucket {
-                        upper_bound: Some(bucket),
-                        cumulative_count: Some(value as u64),
-                        ..Default::default()
-                    });
-                }
-            }
+            _ => m.value = value,
         }
         Ok(if self.cur == b'\n' {
             State::StartOfLine
@@ -452,7 +622,8 @@ impl<'a> Parser<'a> {
                 go_quote(token)
             )));
         };
-        self.current_metric_mut().timestamp_ms = Some(ts);
+        let metric = self.current_metric();
+        self.metrics[metric].timestamp_ms = Some(ts);
         let (start, end) = self.read_token_until_newline_raw()?;
         if end > start {
             return Err(Fail::Msg(format!(
@@ -470,18 +641,30 @@ impl<'a> Parser<'a> {
                 go_quote(self.family_name().as_bytes())
             )));
         }
-        self.read_token_until_newline_escaped()?;
         // Upstream keeps invalid UTF-8 in HELP as is; a protobuf string cannot hold it.
-        let help = match super::utf8(&self.scratch) {
-            Some(text) => text.to_owned(),
-            None => String::from_utf8_lossy(&self.scratch).into_owned(),
+        let input = self.input;
+        let start = self.pos.saturating_sub(1);
+        let rest = input.get(start..).unwrap_or_default();
+        let help = match rest.iter().position(|&b| b == b'\n' || b == b'\\') {
+            // No escapes (`cur`, the first byte, is neither): borrow the text.
+            Some(end) if rest[end] == b'\n' && end > 0 => {
+                self.read_past(end - 1)?;
+                match super::utf8(&rest[..end]) {
+                    Some(text) => Cow::Borrowed(text),
+                    None => Cow::Owned(String::from_utf8_lossy(&rest[..end]).into_owned()),
+                }
+            }
+            _ => {
+                self.read_token_until_newline_escaped()?;
+                Cow::Owned(String::from_utf8_lossy(&self.scratch).into_owned())
+            }
         };
         self.families[self.fam].help = Some(help);
         Ok(State::StartOfLine)
     }
 
     fn reading_type(&mut self) -> Step<State> {
-        if self.families[self.fam].r#type.is_some() {
+        if self.families[self.fam].typ.is_some() {
             return Err(Fail::Msg(format!(
                 "second TYPE line for metric name {}, or TYPE reported after samples",
                 go_quote(self.family_name().as_bytes())
@@ -495,7 +678,7 @@ impl<'a> Parser<'a> {
                 go_quote(token)
             )));
         };
-        self.families[self.fam].set_type(typ);
+        self.families[self.fam].typ = Some(typ);
         // A type decides which names fold into this family: forget the last resolution.
         self.memo = None;
         Ok(State::StartOfLine)
@@ -504,13 +687,13 @@ impl<'a> Parser<'a> {
     // --- families and metrics -------------------------------------------------------------
 
     fn family_name(&self) -> &str {
-        self.families.get(self.fam).map_or("", |mf| mf.name())
+        self.families.get(self.fam).map_or("", |mf| &mf.name)
     }
 
     fn family_type(&self) -> MetricType {
         self.families
             .get(self.fam)
-            .map_or(MetricType::Untyped, |mf| mf.r#type())
+            .map_or(MetricType::Untyped, ParsedFamily::metric_type)
     }
 
     /// Finds the family a name belongs to: the family of that exact name, else the summary or
@@ -521,7 +704,7 @@ impl<'a> Parser<'a> {
         if self
             .families
             .get(self.fam)
-            .is_some_and(|mf| mf.name() == name.as_ref())
+            .is_some_and(|mf| mf.name == name)
         {
             return;
         }
@@ -556,13 +739,11 @@ impl<'a> Parser<'a> {
         };
         if is_count || is_sum || is_bucket {
             if let Some(&i) = self.by_name.get(base) {
-                let typ = self.families[i].r#type();
-                let folds = self.families[i].r#type.is_some()
-                    && match typ {
-                        MetricType::Summary => !is_bucket,
-                        MetricType::Histogram => true,
-                        _ => false,
-                    };
+                let folds = match self.families[i].typ {
+                    Some(MetricType::Summary) => !is_bucket,
+                    Some(MetricType::Histogram) => true,
+                    _ => false,
+                };
                 if folds {
                     self.fam = i;
                     self.is_count = is_count;
@@ -572,9 +753,11 @@ impl<'a> Parser<'a> {
             }
         }
         self.fam = self.families.len();
-        self.families.push(MetricFamily {
-            name: Some(name.to_string()),
-            ..Default::default()
+        self.families.push(ParsedFamily {
+            name: name.clone(),
+            help: None,
+            typ: None,
+            metrics: 0..0,
         });
         self.by_name.insert(name, self.fam);
     }
@@ -583,17 +766,18 @@ impl<'a> Parser<'a> {
     fn push_metric(&mut self) -> usize {
         // Exactly the line's labels: the store merges the grouping labels in where it encodes,
         // it does not add them to the metric.
-        let mut label = Vec::with_capacity(self.labels.len());
-        label.extend(self.labels.drain(..).map(|(n, v)| LabelPair {
-            name: Some(n.into_owned()),
-            value: Some(v.into_owned()),
-        }));
-        let metrics = &mut self.families[self.fam].metric;
-        metrics.push(Metric {
-            label,
-            ..Default::default()
+        let start = self.all_labels.len();
+        self.all_labels.append(&mut self.labels);
+        self.metrics.push(ParsedMetric {
+            family: self.fam,
+            labels: start..self.all_labels.len(),
+            value: 0.0,
+            count: None,
+            sum: None,
+            points: 0..0,
+            timestamp_ms: None,
         });
-        metrics.len() - 1
+        self.metrics.len() - 1
     }
 
     /// Places a summary or histogram sample line: into the metric with the same labels if one
@@ -628,14 +812,33 @@ impl<'a> Parser<'a> {
         idx
     }
 
-    fn current_metric_mut(&mut self) -> &mut Metric {
-        let metrics = &mut self.families[self.fam].metric;
-        if self.metric_idx >= metrics.len() {
+    /// The index of the current metric in `metrics`.
+    fn current_metric(&mut self) -> usize {
+        if self.metric_idx >= self.metrics.len() {
             // Not reachable: reading_value always places the metric first.
-            metrics.push(Metric::default());
-            self.metric_idx = metrics.len() - 1;
+            self.labels.clear();
+            self.metric_idx = self.push_metric();
         }
-        &mut metrics[self.metric_idx]
+        self.metric_idx
+    }
+
+    /// Groups the metrics by family and the points by metric (both stable: line order stays),
+    /// and records each one's range.
+    fn finish(mut self) -> ParsedText<'a> {
+        let metrics = &mut self.metrics;
+        group_by_owner(&mut self.points, |p| p.metric, |m, r| metrics[m].points = r);
+        let families = &mut self.families;
+        group_by_owner(
+            &mut self.metrics,
+            |m| m.family,
+            |f, r| families[f].metrics = r,
+        );
+        ParsedText {
+            families: self.families,
+            metrics: self.metrics,
+            labels: self.all_labels,
+            points: self.points,
+        }
     }
 
     // --- byte level -----------------------------------------------------------------------
@@ -866,6 +1069,25 @@ impl<'a> Parser<'a> {
                 _ => self.scratch.push(b),
             }
         }
+    }
+}
+
+/// Sorts `items` by their owner's index, stably (a body's lines are usually in order already),
+/// and calls `record` with each owner and the range of its items.
+fn group_by_owner<T>(
+    items: &mut [T],
+    owner: impl Fn(&T) -> usize,
+    mut record: impl FnMut(usize, Range<usize>),
+) {
+    if !items.is_sorted_by_key(&owner) {
+        items.sort_by_key(&owner);
+    }
+    let mut at = 0;
+    while at < items.len() {
+        let o = owner(&items[at]);
+        let end = at + items[at..].partition_point(|item| owner(item) == o);
+        record(o, at..end);
+        at = end;
     }
 }
 

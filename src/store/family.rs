@@ -564,12 +564,12 @@ impl StoredFamily {
 
     /// [`Self::encode_grouped`] into `block`, after the families already there. Returns the
     /// identity of a series that two of `metrics` share, if any (a push must not repeat one).
-    pub fn encode_grouped_into(
+    pub fn encode_grouped_into<M: EncodeMetric>(
         block: &mut BlockBuilder,
         name: Arc<str>,
         help: Arc<str>,
         typ: MetricType,
-        metrics: &[Metric],
+        metrics: &[M],
         grouping: &[(&str, &str)],
     ) -> Option<u128> {
         SCRATCH.with(|cell| {
@@ -586,13 +586,13 @@ impl StoredFamily {
             // Protobuf in push order; remember each metric's key range and proto range.
             for m in metrics {
                 let start = labels.len();
-                labels.extend(Merged::new(&m.label, grouping));
+                labels.extend(Merged::new(m.labels(), grouping));
                 label_ends.push(labels.len());
                 let pairs = &labels[start..];
                 let key_start = offset(sc.keys.len());
                 write_sort_key(&mut sc.keys, pairs);
                 let proto_start = offset(sc.proto.len());
-                exposition::metric_proto::encode_metric_field_labelled(m, pairs, &mut sc.proto);
+                m.write_proto(typ, pairs, &mut sc.proto);
                 sc.order.push((
                     key_start,
                     offset(sc.keys.len()),
@@ -618,7 +618,7 @@ impl StoredFamily {
                 let m = &metrics[i];
                 let start = if i == 0 { 0 } else { label_ends[i - 1] };
                 let pairs = &labels[start..label_ends[i]];
-                exposition::write_metric_labelled(&mut sc.text, &name, typ, m, pairs);
+                m.write_text(&mut sc.text, &name, typ, pairs);
                 let (ks, ke, ps, pe) = sc.order[i];
                 sorted_keys_len += (ke - ks) as usize;
                 entries.push(Entry {
@@ -1038,17 +1038,75 @@ pub fn grouping_pairs(key: &GroupKey) -> Vec<(&str, &str)> {
     pairs
 }
 
+/// A label pair as the encoders read it: the protobuf model's, or a parsed body's.
+pub trait LabelRef {
+    fn name(&self) -> &str;
+    fn value(&self) -> &str;
+}
+
+impl LabelRef for LabelPair {
+    fn name(&self) -> &str {
+        LabelPair::name(self)
+    }
+    fn value(&self) -> &str {
+        LabelPair::value(self)
+    }
+}
+
+impl LabelRef for (&str, &str) {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn value(&self) -> &str {
+        self.1
+    }
+}
+
+/// A metric the store can encode: a decoded protobuf `Metric`, or a metric of a parsed text
+/// body with its label pairs ([`crate::store::prepare::TextMetric`]).
+pub trait EncodeMetric {
+    type Label: LabelRef;
+    /// The metric's own labels, sorted by name, carrying the grouping key's values where they
+    /// share a name with it.
+    fn labels(&self) -> &[Self::Label];
+    /// Its sample lines, with `pairs` as the labels (the grouping pairs merged in).
+    fn write_text(&self, out: &mut Vec<u8>, name: &str, typ: MetricType, pairs: &[(&str, &str)]);
+    /// It as field 4 of a `MetricFamily` message, with `pairs` as the labels.
+    fn write_proto(&self, typ: MetricType, pairs: &[(&str, &str)], out: &mut Vec<u8>);
+}
+
+impl EncodeMetric for Metric {
+    type Label = LabelPair;
+    fn labels(&self) -> &[LabelPair] {
+        &self.label
+    }
+    fn write_text(&self, out: &mut Vec<u8>, name: &str, typ: MetricType, pairs: &[(&str, &str)]) {
+        exposition::write_metric_labelled(out, name, typ, self, pairs);
+    }
+    fn write_proto(&self, _typ: MetricType, pairs: &[(&str, &str)], out: &mut Vec<u8>) {
+        exposition::metric_proto::encode_metric_field_labelled(self, pairs, out);
+    }
+}
+
 /// `body` (a metric's labels, sorted by name) merged by name with the pairs of `grouping`
 /// (sorted, unique) whose names the body lacks: the same pairs in the same order as appending
 /// those grouping pairs and sorting stably by name.
-#[derive(Clone)]
-pub struct Merged<'a, 'g> {
-    body: std::slice::Iter<'a, LabelPair>,
+pub struct Merged<'a, 'g, L = LabelPair> {
+    body: std::slice::Iter<'a, L>,
     extra: std::slice::Iter<'g, (&'a str, &'a str)>,
 }
 
-impl<'a, 'g> Merged<'a, 'g> {
-    pub fn new(body: &'a [LabelPair], grouping: &'g [(&'a str, &'a str)]) -> Self {
+impl<L> Clone for Merged<'_, '_, L> {
+    fn clone(&self) -> Self {
+        Merged {
+            body: self.body.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+impl<'a, 'g, L: LabelRef> Merged<'a, 'g, L> {
+    pub fn new(body: &'a [L], grouping: &'g [(&'a str, &'a str)]) -> Self {
         Merged {
             body: body.iter(),
             extra: grouping.iter(),
@@ -1056,7 +1114,7 @@ impl<'a, 'g> Merged<'a, 'g> {
     }
 }
 
-impl<'a> Iterator for Merged<'a, '_> {
+impl<'a, L: LabelRef> Iterator for Merged<'a, '_, L> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {

@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 pub use error::PushError;
 pub use family::StoredFamily;
 pub use key::GroupKey;
-pub use prepare::{prepare_push, Limits, PreparedPush, Validation};
+pub use prepare::{prepare_push, prepare_text, Limits, PreparedPush, Validation};
 
 use crate::exposition::MetricType;
 use prepare::{PUSH_FAILURE_TIME_HELP, PUSH_FAILURE_TIME_METRIC, PUSH_TIME_HELP, PUSH_TIME_METRIC};

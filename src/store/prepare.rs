@@ -6,10 +6,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::error::PushError;
-use super::family::{BlockBuilder, Merged, StoredFamily};
+use super::family::{BlockBuilder, EncodeMetric, LabelRef, Merged, StoredFamily};
 use super::key::GroupKey;
 use crate::exposition::names::{is_valid_label_name, is_valid_metric_name, NameScheme};
-use crate::exposition::{Metric, MetricFamily, MetricType};
+use crate::exposition::text_parse::{ParsedMetric, ParsedText, Point};
+use crate::exposition::{LabelPair, Metric, MetricFamily, MetricType};
 
 pub const PUSH_TIME_METRIC: &str = "push_time_seconds";
 pub const PUSH_FAILURE_TIME_METRIC: &str = "push_failure_time_seconds";
@@ -88,91 +89,246 @@ pub fn prepare_push(
     let mut block = BlockBuilder::default();
     for mut mf in families {
         let name = mf.name.take().unwrap_or_default();
-        if name.is_empty() {
-            return Err(PushError::Malformed(
-                "metric family has an empty name".into(),
-            ));
-        }
-        if !is_valid_metric_name(&name, v.names) {
-            return Err(PushError::Malformed(format!(
-                "{name:?} is not a valid metric name"
-            )));
-        }
-        let typ = match mf.r#type {
-            None => MetricType::Untyped,
-            Some(raw) => match MetricType::try_from(raw) {
-                Ok(MetricType::GaugeHistogram) => {
-                    return Err(PushError::Malformed(format!(
-                        "metric family {name:?} has type GAUGE_HISTOGRAM, which the text exposition cannot carry"
-                    )))
-                }
-                Ok(t) => t,
-                Err(_) => {
-                    return Err(PushError::Malformed(format!(
-                        "metric family {name:?} has unknown type {raw}"
-                    )))
-                }
-            },
-        };
-        if name == PUSH_TIME_METRIC || name == PUSH_FAILURE_TIME_METRIC {
-            // The gateway owns these per group; upstream silently replaces pushed ones.
+        let Some(typ) = check_family(&name, mf.r#type, v)? else {
             continue;
-        }
+        };
         let help: Arc<str> = super::family::intern(mf.help());
         let mut metrics = std::mem::take(&mut mf.metric);
         for m in metrics.iter_mut() {
-            series_total += series_count(m);
-            if series_total > v.limits.max_series_per_push {
-                return Err(PushError::LimitExceeded(format!(
-                    "push has more than {} series (--push.max-series-per-push)",
-                    v.limits.max_series_per_push
-                )));
-            }
+            count_series(&mut series_total, series_count(m), v)?;
             if m.timestamp_ms.is_some() {
                 has_timestamps = true;
             }
             check_value_field(&name, typ, m)?;
-            rewrite_grouping_labels(m, &key);
-            check_labels(&name, m, Merged::new(&m.label, &grouping), v)?;
+            rewrite_grouping_labels(&mut m.label, &key, LabelPair::name, |lp, value| {
+                lp.value = Some(value.to_owned())
+            });
+            m.label.sort_by(|a, b| a.name().cmp(b.name()));
+            let kinds = (m.summary.is_some(), m.histogram.is_some());
+            check_labels(&name, kinds, Merged::new(&m.label, &grouping), v)?;
         }
-        let name = super::family::intern(&name);
-        let repeated = StoredFamily::encode_grouped_into(
+        encode_family(
             &mut block,
-            name.clone(),
+            &mut out,
+            replace_all,
+            &name,
             help,
             typ,
             &metrics,
             &grouping,
+        )?;
+    }
+    Ok(finish(key, block, out, replace_all, has_timestamps))
+}
+
+/// A metric of a parsed text body as the store encodes it: its label pairs (sorted, grouping
+/// values applied) and its samples.
+pub struct TextMetric<'x> {
+    labels: &'x [(&'x str, &'x str)],
+    metric: &'x ParsedMetric,
+    points: &'x [Point],
+}
+
+impl<'x> EncodeMetric for TextMetric<'x> {
+    type Label = (&'x str, &'x str);
+    fn labels(&self) -> &[(&'x str, &'x str)] {
+        self.labels
+    }
+    fn write_text(&self, out: &mut Vec<u8>, name: &str, typ: MetricType, pairs: &[(&str, &str)]) {
+        crate::exposition::text_format::write_parsed_labelled(
+            out,
+            name,
+            typ,
+            self.metric,
+            self.points,
+            pairs,
         );
-        if !replace_all {
-            // A PUT's families share one block (the PUT that replaces them frees it whole); a
-            // POST replaces some of a group's families, so each gets a block of its own and a
-            // family replaced later never keeps its neighbours' bytes alive.
-            std::mem::take(&mut block).finish_into(&mut out);
-        }
-        if let Some(series) = repeated {
-            let labels = metrics
-                .iter()
-                .map(|m| Merged::new(&m.label, &grouping).collect::<Vec<_>>())
-                .find(|pairs| super::family::series_hash_of(&name, pairs) == series)
-                .map(|pairs| describe_pairs(pairs.into_iter()))
-                .unwrap_or_default();
-            return Err(invalid(format!(
-                "collected metric {name:?} {{ {labels} }} was collected before with the same name and label values"
-            )));
+    }
+    fn write_proto(&self, typ: MetricType, pairs: &[(&str, &str)], out: &mut Vec<u8>) {
+        crate::exposition::metric_proto::encode_parsed_labelled(
+            typ,
+            self.metric,
+            self.points,
+            pairs,
+            out,
+        );
+    }
+}
+
+/// [`prepare_push`] for a text body, straight from the parser's borrowed model: the same
+/// checks, errors and encoding as `prepare_push(key, parsed.to_families(), ..)`, without
+/// building the protobuf model's strings and vectors first.
+pub fn prepare_text(
+    key: GroupKey,
+    parsed: &ParsedText<'_>,
+    replace_all: bool,
+    v: &Validation,
+) -> Result<PreparedPush, PushError> {
+    if parsed.has_timestamps() {
+        // Refused anyway (the failure is recorded): the general path keeps the timestamps.
+        return prepare_push(key, parsed.to_families(), replace_all, v);
+    }
+    let grouping = super::family::grouping_pairs(&key);
+    // Every metric's label pairs, rewritten and sorted in place (nothing here can fail, so
+    // doing it for all metrics first refuses a push with the same error as prepare_push).
+    let mut pairs: Vec<(&str, &str)> = parsed
+        .all_labels()
+        .iter()
+        .map(|(n, v)| (n.as_ref(), v.as_ref()))
+        .collect();
+    for f in parsed.families() {
+        for m in parsed.metrics(f) {
+            let labels = &mut pairs[parsed.label_range(m)];
+            rewrite_grouping_labels(labels, &key, |p| p.0, |p, value| p.1 = value);
+            labels.sort_by(|a, b| a.0.cmp(b.0));
         }
     }
+    let mut series_total = 0usize;
+    let mut out: Vec<StoredFamily> = Vec::with_capacity(16);
+    let mut block = BlockBuilder::default();
+    let mut views: Vec<TextMetric> = Vec::new();
+    for f in parsed.families() {
+        let Some(typ) = check_family(&f.name, f.typ.map(|t| t as i32), v)? else {
+            continue;
+        };
+        let help: Arc<str> = super::family::intern(f.help.as_deref().unwrap_or_default());
+        let kinds = (typ == MetricType::Summary, typ == MetricType::Histogram);
+        views.clear();
+        for m in parsed.metrics(f) {
+            let points = parsed.points(m);
+            let series = match typ {
+                MetricType::Histogram => points.len() + 3,
+                MetricType::Summary => points.len() + 2,
+                _ => 1,
+            };
+            count_series(&mut series_total, series, v)?;
+            let labels = &pairs[parsed.label_range(m)];
+            check_labels(&f.name, kinds, Merged::new(labels, &grouping), v)?;
+            views.push(TextMetric {
+                labels,
+                metric: m,
+                points,
+            });
+        }
+        encode_family(
+            &mut block,
+            &mut out,
+            replace_all,
+            &f.name,
+            help,
+            typ,
+            &views,
+            &grouping,
+        )?;
+    }
+    Ok(finish(key, block, out, replace_all, false))
+}
+
+/// The checks of a family's name and type: its type, or `None` for a family the gateway owns
+/// (dropped from the push).
+fn check_family(
+    name: &str,
+    raw_type: Option<i32>,
+    v: &Validation,
+) -> Result<Option<MetricType>, PushError> {
+    if name.is_empty() {
+        return Err(PushError::Malformed(
+            "metric family has an empty name".into(),
+        ));
+    }
+    if !is_valid_metric_name(name, v.names) {
+        return Err(PushError::Malformed(format!(
+            "{name:?} is not a valid metric name"
+        )));
+    }
+    let typ = match raw_type {
+        None => MetricType::Untyped,
+        Some(raw) => match MetricType::try_from(raw) {
+            Ok(MetricType::GaugeHistogram) => {
+                return Err(PushError::Malformed(format!(
+                    "metric family {name:?} has type GAUGE_HISTOGRAM, which the text exposition cannot carry"
+                )))
+            }
+            Ok(t) => t,
+            Err(_) => {
+                return Err(PushError::Malformed(format!(
+                    "metric family {name:?} has unknown type {raw}"
+                )))
+            }
+        },
+    };
+    if name == PUSH_TIME_METRIC || name == PUSH_FAILURE_TIME_METRIC {
+        // The gateway owns these per group; upstream silently replaces pushed ones.
+        return Ok(None);
+    }
+    Ok(Some(typ))
+}
+
+fn count_series(total: &mut usize, series: usize, v: &Validation) -> Result<(), PushError> {
+    *total += series;
+    if *total > v.limits.max_series_per_push {
+        return Err(PushError::LimitExceeded(format!(
+            "push has more than {} series (--push.max-series-per-push)",
+            v.limits.max_series_per_push
+        )));
+    }
+    Ok(())
+}
+
+/// Encodes one checked family into `block` (and, for a POST, closes the block into `out`);
+/// refuses a family that repeats a series.
+#[allow(clippy::too_many_arguments)]
+fn encode_family<M: EncodeMetric>(
+    block: &mut BlockBuilder,
+    out: &mut Vec<StoredFamily>,
+    replace_all: bool,
+    name: &str,
+    help: Arc<str>,
+    typ: MetricType,
+    metrics: &[M],
+    grouping: &[(&str, &str)],
+) -> Result<(), PushError> {
+    let name = super::family::intern(name);
+    let repeated =
+        StoredFamily::encode_grouped_into(block, name.clone(), help, typ, metrics, grouping);
+    if !replace_all {
+        // A PUT's families share one block (the PUT that replaces them frees it whole); a
+        // POST replaces some of a group's families, so each gets a block of its own and a
+        // family replaced later never keeps its neighbours' bytes alive.
+        std::mem::take(block).finish_into(out);
+    }
+    if let Some(series) = repeated {
+        let labels = metrics
+            .iter()
+            .map(|m| Merged::new(m.labels(), grouping).collect::<Vec<_>>())
+            .find(|pairs| super::family::series_hash_of(&name, pairs) == series)
+            .map(|pairs| describe_pairs(pairs.into_iter()))
+            .unwrap_or_default();
+        return Err(invalid(format!(
+            "collected metric {name:?} {{ {labels} }} was collected before with the same name and label values"
+        )));
+    }
+    Ok(())
+}
+
+fn finish(
+    key: GroupKey,
+    block: BlockBuilder,
+    mut out: Vec<StoredFamily>,
+    replace_all: bool,
+    has_timestamps: bool,
+) -> PreparedPush {
     block.finish_into(&mut out);
     out.sort_by(|a, b| a.name.cmp(&b.name));
     // Text bodies have unique names already; protobuf streams are deduplicated (last wins) on
     // decode. Guard anyway so the store's sorted-unique invariant holds for every caller.
     out.dedup_by(|later, earlier| later.name == earlier.name);
-    Ok(PreparedPush {
+    PreparedPush {
         key,
         families: out,
         replace_all,
         has_timestamps,
-    })
+    }
 }
 
 /// Re-checks a family read back from a snapshot (labels already applied): the same per-metric
@@ -190,7 +346,8 @@ pub fn validate_stored(
         }
         check_value_field(name, typ, m)?;
         m.label.sort_by(|a, b| a.name().cmp(b.name()));
-        check_labels(name, m, Merged::new(&m.label, &[]), v)?;
+        let kinds = (m.summary.is_some(), m.histogram.is_some());
+        check_labels(name, kinds, Merged::new(&m.label, &[]), v)?;
         if !seen.insert(super::family::series_hash(name, m)) {
             return Err(invalid(format!("duplicate series in family {name:?}")));
         }
@@ -228,11 +385,16 @@ fn check_value_field(name: &str, typ: MetricType, m: &Metric) -> Result<(), Push
 }
 
 /// Grouping labels overwrite same-named body labels (the first of a repeated name; the repeat
-/// is left for `check_labels` to refuse), then the body's pairs are sorted by name (upstream's
-/// sanitizeLabels). The grouping labels the body lacks, and `instance=""` when there is no
-/// instance label at all, are merged in by name where the metric is checked and encoded
+/// is left for `check_labels` to refuse); the caller then sorts the body's pairs by name
+/// (upstream's sanitizeLabels). The grouping labels the body lacks, and `instance=""` when there
+/// is no instance label at all, are merged in by name where the metric is checked and encoded
 /// ([`super::family::grouping_pairs`]).
-fn rewrite_grouping_labels(m: &mut Metric, key: &GroupKey) {
+fn rewrite_grouping_labels<'k, L>(
+    labels: &mut [L],
+    key: &'k GroupKey,
+    name: impl Fn(&L) -> &str,
+    mut set: impl FnMut(&mut L, &'k str),
+) {
     // Grouping keys are small (a flag caps them); a fixed array avoids an allocation per metric.
     let mut done_small = [false; 64];
     let mut done_big;
@@ -242,19 +404,24 @@ fn rewrite_grouping_labels(m: &mut Metric, key: &GroupKey) {
         done_big = vec![false; key.labels().len()];
         &mut done_big
     };
-    for lp in m.label.iter_mut() {
-        let n = lp.name();
+    for lp in labels.iter_mut() {
+        let n = name(lp);
         if let Ok(i) = key.labels().binary_search_by(|(kn, _)| kn.as_str().cmp(n)) {
             if !done[i] {
-                lp.value = Some(key.labels()[i].1.clone());
+                set(lp, &key.labels()[i].1);
                 done[i] = true;
             }
         }
     }
-    m.label.sort_by(|a, b| a.name().cmp(b.name()));
 }
 
-fn check_labels(name: &str, m: &Metric, labels: Merged, v: &Validation) -> Result<(), PushError> {
+/// `kinds`: whether the metric has a summary, a histogram (their `quantile`/`le` are reserved).
+fn check_labels<L: LabelRef>(
+    name: &str,
+    kinds: (bool, bool),
+    labels: Merged<L>,
+    v: &Validation,
+) -> Result<(), PushError> {
     let describe = || describe_pairs(labels.clone());
     let mut prev: Option<&str> = None;
     for (ln, lv) in labels.clone() {
@@ -270,13 +437,13 @@ fn check_labels(name: &str, m: &Metric, labels: Merged, v: &Validation) -> Resul
                 describe()
             )));
         }
-        if m.summary.is_some() && ln == "quantile" {
+        if kinds.0 && ln == "quantile" {
             return Err(invalid(format!(
                 "collected metric {name:?} {{ {} }} must not have an explicit \"quantile\" label",
                 describe()
             )));
         }
-        if m.histogram.is_some() && ln == "le" {
+        if kinds.1 && ln == "le" {
             return Err(invalid(format!(
                 "collected metric {name:?} {{ {} }} must not have an explicit \"le\" label",
                 describe()
@@ -415,6 +582,122 @@ mod tests {
                     let described = describe_labels(&copied);
                     prop_assert!(e.to_string().contains(&described), "{e} / {described}");
                 }
+            }
+        }
+    }
+
+    /// One family's lines: maybe HELP, maybe TYPE, then samples (some of them with the
+    /// suffixes and labels a summary or histogram folds, some invalid for the push).
+    fn family_lines() -> impl Strategy<Value = Vec<String>> {
+        let name = prop::sample::select(vec!["a", "b", "c_total", "push_time_seconds"]);
+        let typ = prop::sample::select(vec![
+            "counter",
+            "gauge",
+            "summary",
+            "summary",
+            "histogram",
+            "histogram",
+            "untyped",
+        ]);
+        let help = prop::sample::select(vec!["h", "a\\\\b", "x\\ny", "gr\u{fc}n", ""]);
+        let suffix = prop::sample::select(vec!["", "", "_sum", "_count", "_bucket", "_bucket"]);
+        let label = prop::sample::select(vec![
+            "job=\"x\"",
+            "job=\"j\"",
+            "instance=\"i\"",
+            "le=\"0.5\"",
+            "le=\"1\"",
+            "le=\"+Inf\"",
+            "quantile=\"0.9\"",
+            "quantile=\"0.5\"",
+            "env=\"p\"",
+            "env=\"q\"",
+            "a=\"v\\\"q\"",
+            "__x=\"1\"",
+        ]);
+        let value =
+            prop::sample::select(vec!["1", "2.5", "NaN", "-3", "1e3", "18446744073709551616"]);
+        let sample = (
+            suffix,
+            prop::collection::vec(label, 0..3),
+            value,
+            prop::bool::weighted(0.03),
+        )
+            .prop_map(|(sfx, labels, v, ts)| {
+                // Labels in a fixed order, each name once: what clients write.
+                let mut labels = labels;
+                labels.sort_unstable();
+                labels.dedup_by(|a, b| a.split('=').next() == b.split('=').next());
+                let labels = if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", labels.join(","))
+                };
+                let ts = if ts { " 1234" } else { "" };
+                (sfx, format!("{labels} {v}{ts}"))
+            });
+        (
+            name,
+            prop::option::weighted(0.5, help),
+            prop::option::weighted(0.8, typ),
+            prop::collection::vec(sample, 0..6),
+        )
+            .prop_map(|(n, help, typ, samples)| {
+                let mut lines = Vec::new();
+                if let Some(h) = help {
+                    lines.push(format!("# HELP {n} {h}"));
+                }
+                if let Some(t) = typ {
+                    lines.push(format!("# TYPE {n} {t}"));
+                }
+                lines.extend(
+                    samples
+                        .into_iter()
+                        .map(|(sfx, rest)| format!("{n}{sfx}{rest}")),
+                );
+                lines
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The text push path (borrowed model) prepares exactly what the protobuf model does:
+        /// the same families byte for byte, or the same error.
+        #[test]
+        fn prepare_text_equals_prepare_push_of_the_protobuf_model(
+            families in prop::collection::vec(family_lines(), 1..4),
+            instance in prop::option::of("[a-c]{0,2}"),
+            put in any::<bool>(),
+        ) {
+            let body = families.concat().join("\n") + "\n";
+            let mut labels = vec![("job".to_string(), "j".to_string())];
+            if let Some(i) = instance {
+                labels.push(("instance".to_string(), i));
+            }
+            let key = GroupKey::new(labels);
+            let v = Validation { limits: Limits { max_series_per_push: 12, ..Limits::default() }, ..Validation::default() };
+            let Ok(parsed) = crate::exposition::text_parse::parse_text_borrowed(body.as_bytes(), NameScheme::Legacy) else {
+                prop_assert!(crate::exposition::parse_text(body.as_bytes(), NameScheme::Legacy).is_err());
+                return Ok(());
+            };
+            let want = prepare_push(key.clone(), parsed.to_families(), put, &v);
+            let got = prepare_text(key, &parsed, put, &v);
+            match (got, want) {
+                (Ok(g), Ok(w)) => {
+                    prop_assert_eq!(g.has_timestamps, w.has_timestamps);
+                    prop_assert_eq!(g.families.len(), w.families.len());
+                    for (a, b) in g.families.iter().zip(&w.families) {
+                        prop_assert_eq!(&a.name, &b.name);
+                        prop_assert_eq!(&a.help, &b.help);
+                        prop_assert_eq!(a.typ, b.typ);
+                        prop_assert_eq!(a.text(), b.text());
+                        prop_assert_eq!(a.proto_metrics(), b.proto_metrics());
+                        prop_assert!(a.same_series(b));
+                        prop_assert_eq!(a.series().collect::<Vec<_>>(), b.series().collect::<Vec<_>>());
+                    }
+                }
+                (Err(g), Err(w)) => prop_assert_eq!(g.to_string(), w.to_string()),
+                (g, w) => prop_assert!(false, "{body}\ntext path: {g:?}\nmodel path: {w:?}"),
             }
         }
     }
