@@ -15,7 +15,10 @@ use pushgate::cluster::membership::{Member, MemberState, NodeId};
 use pushgate::cluster::{placement, rpc};
 use pushgate::exposition::{self, names::NameScheme};
 use pushgate::store::render::Format;
-use pushgate::store::{merged, prepare_push, GroupKey, Store, StoreOptions, Validation};
+use pushgate::exposition::text_parse::parse_text_borrowed;
+use pushgate::store::{
+    merged, prepare_push, prepare_text, GroupKey, Store, StoreOptions, Validation,
+};
 use pushgate_benches::body::render;
 
 #[global_allocator]
@@ -92,10 +95,26 @@ fn prepare(bencher: Bencher) {
         .bench_values(|f| prepare_push(key(7), f, true, &v));
 }
 
-/// A text body parsed and prepared, push after push on one thread, as a server decodes them:
-/// the buffers one push's families leave are filled again by the next parse.
+/// A text body parsed and prepared, push after push on one thread, as a server decodes them
+/// (`PushRequest::prepare_now`): the borrowed model, checked and encoded from it.
 #[divan::bench]
 fn parse_and_prepare(bencher: Bencher) {
+    let b = body();
+    let v = Validation::default();
+    bencher
+        .counter(BytesCount::new(b.len()))
+        .counter(ItemsCount::new(SERIES))
+        .bench(|| {
+            let parsed = parse_text_borrowed(black_box(b.as_bytes()), NameScheme::Legacy)
+                .expect("parses");
+            prepare_text(key(7), &parsed, true, &v)
+        });
+}
+
+/// [`parse_and_prepare`] through the protobuf model, as a protobuf body (or, before the
+/// thirteenth round, every body) is prepared: the objects are built, then checked and encoded.
+#[divan::bench]
+fn parse_and_prepare_via_model(bencher: Bencher) {
     let b = body();
     let v = Validation::default();
     bencher
@@ -106,6 +125,16 @@ fn parse_and_prepare(bencher: Bencher) {
                 .expect("parses");
             prepare_push(key(7), fams, true, &v)
         });
+}
+
+/// The parse alone into the borrowed model (compare `parse_text`, which builds the objects).
+#[divan::bench]
+fn parse_text_borrowed_model(bencher: Bencher) {
+    let b = body();
+    bencher
+        .counter(BytesCount::new(b.len()))
+        .counter(ItemsCount::new(SERIES))
+        .bench(|| parse_text_borrowed(black_box(b.as_bytes()), NameScheme::Legacy));
 }
 
 /// Apply + consistency check of a re-push (new values, same labels) into 10,000 groups.
