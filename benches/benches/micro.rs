@@ -13,9 +13,9 @@ use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, AllocProfiler, Bencher};
 use pushgate::cluster::membership::{Member, MemberState, NodeId};
 use pushgate::cluster::{placement, rpc};
+use pushgate::exposition::text_parse::parse_text_borrowed;
 use pushgate::exposition::{self, names::NameScheme};
 use pushgate::store::render::Format;
-use pushgate::exposition::text_parse::parse_text_borrowed;
 use pushgate::store::{
     merged, prepare_push, prepare_text, GroupKey, Store, StoreOptions, Validation,
 };
@@ -105,8 +105,8 @@ fn parse_and_prepare(bencher: Bencher) {
         .counter(BytesCount::new(b.len()))
         .counter(ItemsCount::new(SERIES))
         .bench(|| {
-            let parsed = parse_text_borrowed(black_box(b.as_bytes()), NameScheme::Legacy)
-                .expect("parses");
+            let parsed =
+                parse_text_borrowed(black_box(b.as_bytes()), NameScheme::Legacy).expect("parses");
             prepare_text(key(7), &parsed, true, &v)
         });
 }
