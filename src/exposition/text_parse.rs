@@ -642,22 +642,12 @@ impl<'a> Parser<'a> {
             )));
         }
         // Upstream keeps invalid UTF-8 in HELP as is; a protobuf string cannot hold it.
-        let input = self.input;
-        let start = self.pos.saturating_sub(1);
-        let rest = input.get(start..).unwrap_or_default();
-        let help = match rest.iter().position(|&b| b == b'\n' || b == b'\\') {
-            // No escapes (`cur`, the first byte, is neither): borrow the text.
-            Some(end) if rest[end] == b'\n' && end > 0 => {
-                self.read_past(end - 1)?;
-                match super::utf8(&rest[..end]) {
-                    Some(text) => Cow::Borrowed(text),
-                    None => Cow::Owned(String::from_utf8_lossy(&rest[..end]).into_owned()),
-                }
-            }
-            _ => {
-                self.read_token_until_newline_escaped()?;
-                Cow::Owned(String::from_utf8_lossy(&self.scratch).into_owned())
-            }
+        let help = match self.read_token_until_newline_escaped()? {
+            Cow::Borrowed(text) => match super::utf8(text) {
+                Some(text) => Cow::Borrowed(text),
+                None => String::from_utf8_lossy(text),
+            },
+            Cow::Owned(text) => Cow::Owned(String::from_utf8_lossy(&text).into_owned()),
         };
         self.families[self.fam].help = Some(help);
         Ok(State::StartOfLine)
@@ -931,15 +921,23 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// HELP text from `cur` up to the newline into `scratch`, with the escapes `\\` and `\n`.
-    /// Runs of plain bytes are copied in one scan.
-    fn read_token_until_newline_escaped(&mut self) -> Step<()> {
-        self.scratch.clear();
+    /// HELP text from `cur` up to the newline (left in `cur`), with the escapes `\\` and `\n`:
+    /// borrowed from the input unless it had escapes. Runs of plain bytes are copied in one scan.
+    fn read_token_until_newline_escaped(&mut self) -> Step<Cow<'a, [u8]>> {
         let input = self.input;
+        // `cur` is `input[pos - 1]`: the text starts there.
+        let first = self.pos.saturating_sub(1);
+        let mut escaped = false;
         loop {
             match self.cur {
-                b'\n' => return Ok(()),
+                b'\n' if escaped => return Ok(Cow::Owned(self.scratch.clone())),
+                b'\n' => return Ok(Cow::Borrowed(&input[first..self.pos - 1])),
                 b'\\' => {
+                    if !escaped {
+                        escaped = true;
+                        self.scratch.clear();
+                        self.scratch.extend_from_slice(&input[first..self.pos - 1]);
+                    }
                     match self.read()? {
                         b'\\' => self.scratch.push(b'\\'),
                         b'n' => self.scratch.push(b'\n'),
@@ -948,10 +946,11 @@ impl<'a> Parser<'a> {
                     self.read()?;
                 }
                 _ => {
-                    // `cur` is `input[pos - 1]`: the run starts there.
                     let start = self.pos.saturating_sub(1);
                     self.read_while(|b| b != b'\\' && b != b'\n')?;
-                    self.scratch.extend_from_slice(&input[start..self.pos - 1]);
+                    if escaped {
+                        self.scratch.extend_from_slice(&input[start..self.pos - 1]);
+                    }
                 }
             }
         }
@@ -1536,6 +1535,24 @@ mod tests {
         assert_eq!(f[0].help(), "some  text ");
         let f = parse("#HELP a x\\ny\\\\z\na 1\n").unwrap();
         assert_eq!(f[0].help(), "x\ny\\z");
+        // Borrowed from the body unless it had escapes; invalid UTF-8 made valid either way.
+        let body = "# HELP a plain\n# HELP b \\\\x\\ny\na 1\nb 2\n";
+        let parsed = parse_text_borrowed(body.as_bytes(), NameScheme::Legacy).unwrap();
+        let helps: Vec<_> = parsed.families().map(|f| f.help.clone().unwrap()).collect();
+        assert!(matches!(helps[0], Cow::Borrowed("plain")), "{helps:?}");
+        assert!(
+            matches!(&helps[1], Cow::Owned(h) if h == "\\x\ny"),
+            "{helps:?}"
+        );
+        for (body, want) in [
+            (&b"# HELP a x\xffy\na 1\n"[..], "x\u{fffd}y"),
+            (b"# HELP a \\\\\xff\na 1\n", "\\\u{fffd}"),
+        ] {
+            assert_eq!(
+                parse_text(body, NameScheme::Legacy).unwrap()[0].help(),
+                want
+            );
+        }
         // Go's ToUpper turns the long s into S.
         let f = parse("# TYPE a \u{17f}ummary\na_count 1\n").unwrap();
         assert_eq!(f[0].r#type(), MetricType::Summary);
