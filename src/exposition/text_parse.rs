@@ -16,7 +16,9 @@ use std::ops::Range;
 /// The parser's lookups hash names and label sets of every line: foldhash, not SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-use super::names::{is_label_name_start, is_metric_name_start, name_run, NameScheme};
+use super::names::{
+    is_label_name_start, is_metric_name_continuation, is_metric_name_start, name_run, NameScheme,
+};
 use super::proto::{Bucket, Counter, Gauge, Histogram, Quantile, Summary, Untyped};
 use super::{LabelPair, Metric, MetricFamily, MetricType};
 
@@ -293,6 +295,9 @@ struct Parser<'a> {
     inside_braces: bool,
     scratch: Vec<u8>,
     key: Vec<u8>,
+    /// Whether the shortcuts for repeats (a name read again, a line folding into the metric of
+    /// the line before) are taken; off only in the test that checks they change nothing.
+    shortcuts: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -325,6 +330,7 @@ impl<'a> Parser<'a> {
             inside_braces: false,
             scratch: Vec::new(),
             key: Vec::new(),
+            shortcuts: true,
         }
     }
 
@@ -773,6 +779,14 @@ impl<'a> Parser<'a> {
     /// Places a summary or histogram sample line: into the metric with the same labels if one
     /// exists (the line's own labels are then dropped, as upstream does), else a new metric.
     fn place_folded_metric(&mut self) -> usize {
+        // The lines of one histogram or summary (buckets, sum, count) usually repeat the labels
+        // of the line before in the same order: then they fold into the metric that line was
+        // placed in (equal labels make equal keys), found without building the key.
+        if let Some(m) = self.metrics.get(self.metric_idx).filter(|_| self.shortcuts) {
+            if m.family == self.fam && self.all_labels[m.labels.clone()] == self.labels[..] {
+                return self.metric_idx;
+            }
+        }
         let mut key = std::mem::take(&mut self.key);
         key.clear();
         key.extend_from_slice(self.family_name().as_bytes());
@@ -875,6 +889,15 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Like `read_while` for a token that ends at the first byte `find` locates in the rest
+    /// of the input (a `memchr` search, many bytes per step): the byte found is left in `cur`;
+    /// none found is the end of the input, an error.
+    #[inline]
+    fn read_until(&mut self, find: impl Fn(&[u8]) -> Option<usize>) -> Step<()> {
+        let rest = self.input.get(self.pos..).unwrap_or_default();
+        self.read_past(find(rest).unwrap_or(rest.len()))
+    }
+
     /// Like `read_while` with the legacy name charset, scanned by [`name_run`].
     #[inline]
     fn read_name_run(&mut self, metric: bool) -> Step<()> {
@@ -882,10 +905,18 @@ impl<'a> Parser<'a> {
         self.read_past(name_run(rest, metric))
     }
 
-    /// Reads bytes until one that is neither blank nor tab; that one is left in `cur`.
+    /// Reads bytes until one that is neither blank nor tab; that one is left in `cur`. Most
+    /// calls find no blank at all (`a="b",c="d"`): the next byte is taken without a scan.
     #[inline]
     fn skip_blank_tab(&mut self) -> Step<()> {
-        self.read_while(is_blank_or_tab)
+        match self.input.get(self.pos) {
+            Some(&b) if !is_blank_or_tab(b) => {
+                self.pos += 1;
+                self.cur = b;
+                Ok(())
+            }
+            _ => self.read_while(is_blank_or_tab),
+        }
     }
 
     #[inline]
@@ -916,7 +947,7 @@ impl<'a> Parser<'a> {
     #[inline]
     fn skip_to_newline(&mut self) -> Step<()> {
         if self.cur != b'\n' {
-            self.read_while(|b| b != b'\n')?;
+            self.read_until(|rest| memchr::memchr(b'\n', rest))?;
         }
         Ok(())
     }
@@ -947,7 +978,7 @@ impl<'a> Parser<'a> {
                 }
                 _ => {
                     let start = self.pos.saturating_sub(1);
-                    self.read_while(|b| b != b'\\' && b != b'\n')?;
+                    self.read_until(|rest| memchr::memchr2(b'\\', b'\n', rest))?;
                     if escaped {
                         self.scratch.extend_from_slice(&input[start..self.pos - 1]);
                     }
@@ -967,8 +998,31 @@ impl<'a> Parser<'a> {
         if !is_metric_name_start(self.cur) {
             return Ok(Cow::Borrowed(""));
         }
-        self.read_name_run(true)?;
+        if let Some(len) = self.repeated_name_at(start).filter(|_| self.shortcuts) {
+            self.read_past(len - 1)?;
+        } else {
+            self.read_name_run(true)?;
+        }
         Ok(Cow::Borrowed(ascii_str(&input[start..self.pos - 1])))
+    }
+
+    /// The length of the name at `start` when it repeats the current family's name or the
+    /// last one resolved (a family's TYPE line after its HELP, its first sample, a histogram's
+    /// next bucket): one comparison instead of a scan. Only names read from the input as
+    /// legacy names (borrowed) qualify: a quoted one may hold bytes that end a legacy name.
+    fn repeated_name_at(&self, start: usize) -> Option<usize> {
+        let rest = &self.input[start..];
+        let repeats = |name: &Cow<'a, str>| match name {
+            Cow::Borrowed(n) if !n.is_empty() && rest.starts_with(n.as_bytes()) => rest
+                .get(n.len())
+                .is_some_and(|&b| !is_metric_name_continuation(b))
+                .then_some(n.len()),
+            _ => None,
+        };
+        self.families
+            .get(self.fam)
+            .and_then(|f| repeats(&f.name))
+            .or_else(|| repeats(&self.memo_name))
     }
 
     /// Like [`Self::read_token_as_metric_name`] for label names.
@@ -1024,7 +1078,7 @@ impl<'a> Parser<'a> {
         let input = self.input;
         let start = self.pos;
         // Plain bytes in one scan, up to the closing quote, a backslash or a newline.
-        self.read_while(|b| b != b'"' && b != b'\\' && b != b'\n')?;
+        self.read_until(|rest| memchr::memchr3(b'"', b'\\', b'\n', rest))?;
         let bytes: Cow<'a, [u8]> = match self.cur {
             b'\\' => {
                 self.scratch.clear();
@@ -1881,6 +1935,92 @@ mod properties {
             let body = parts.concat();
             let _ = parse_text(body.as_bytes(), NameScheme::Legacy);
             let _ = parse_text(body.as_bytes(), NameScheme::Utf8);
+        }
+    }
+
+    /// [`parse_text`] without the parser's shortcuts for repeats.
+    fn parse_text_without_shortcuts(
+        input: &[u8],
+        scheme: NameScheme,
+    ) -> Result<Vec<MetricFamily>, TextParseError> {
+        let mut parser = Parser::new(input, scheme);
+        parser.shortcuts = false;
+        parser.run()?;
+        Ok(parser.finish().to_families())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The shortcuts (a repeated name compared instead of scanned, a line folded into the
+        /// metric of the line before without its key) give the same families or the same error,
+        /// on bodies of repeated and prefixed names, reordered and repeated labels.
+        #[test]
+        fn shortcuts_change_nothing(
+            lines in proptest::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "h", "h_bucket", "h_sum", "h_count", "h_bucket_x", "h:x", "s", "s_sum",
+                        "s_count", "s_bucket", "c", "c_total", "\"h\"", "\"h.x\"", "# HELP h",
+                        "# TYPE h histogram", "# TYPE s summary", "# TYPE c counter", "# HELP c",
+                        "# TYPE h_bucket gauge", "{\"h\"", "{\"s.x\"", "{\"h.x\"", "h.x",
+                        "{\"h x\"", "h",
+                    ]),
+                    proptest::collection::vec(
+                        prop::sample::select(vec![
+                            "a=\"1\"", "a=\"2\"", "b=\"1\"", "le=\"0.5\"", "le=\"+Inf\"",
+                            "quantile=\"0.9\"", "a=\"x\\\"y\"", " b=\"1\" ",
+                        ]),
+                        0..4,
+                    ),
+                    prop::sample::select(vec![" 1", " 2.5", "\t3", " NaN", " 1 100", "", " x"]),
+                ),
+                0..14,
+            ),
+            typed in any::<bool>(),
+        ) {
+            let mut body = String::new();
+            if typed {
+                body.push_str("# TYPE h histogram\n# TYPE s summary\n");
+            }
+            for (head, labels, value) in &lines {
+                body.push_str(head);
+                if head.starts_with('#') {
+                    body.push_str(" text\n");
+                    continue;
+                }
+                let open = head.starts_with('{');
+                if !labels.is_empty() || open {
+                    if !open {
+                        body.push('{');
+                    }
+                    for l in labels {
+                        body.push(',');
+                        body.push_str(l);
+                    }
+                    if !open {
+                        // `{,a="1"}` is an error; drop the first comma.
+                        let at = body.rfind('{').unwrap_or(0);
+                        if body[at + 1..].starts_with(',') {
+                            body.remove(at + 1);
+                        }
+                    }
+                    body.push('}');
+                }
+                body.push_str(value);
+                body.push('\n');
+            }
+            // Compared as protobuf bytes: exact to the bit, and NaN equals itself.
+            let bytes = |r: Result<Vec<MetricFamily>, TextParseError>| {
+                r.map(|fs| fs.iter().map(prost::Message::encode_to_vec).collect::<Vec<_>>())
+            };
+            for scheme in [NameScheme::Legacy, NameScheme::Utf8] {
+                prop_assert_eq!(
+                    bytes(parse_text(body.as_bytes(), scheme)),
+                    bytes(parse_text_without_shortcuts(body.as_bytes(), scheme)),
+                    "{:?}", body
+                );
+            }
         }
     }
 
