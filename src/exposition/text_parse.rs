@@ -1013,10 +1013,13 @@ impl<'a> Parser<'a> {
     fn repeated_name_at(&self, start: usize) -> Option<usize> {
         let rest = &self.input[start..];
         let repeats = |name: &Cow<'a, str>| match name {
-            Cow::Borrowed(n) if !n.is_empty() && rest.starts_with(n.as_bytes()) => rest
+            // The byte after first: it rules out most other names (`h` before `h_bucket`)
+            // without a comparison.
+            Cow::Borrowed(n) if !n.is_empty() => (rest
                 .get(n.len())
                 .is_some_and(|&b| !is_metric_name_continuation(b))
-                .then_some(n.len()),
+                && rest.starts_with(n.as_bytes()))
+            .then_some(n.len()),
             _ => None,
         };
         self.families

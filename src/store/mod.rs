@@ -139,6 +139,16 @@ impl FamilyMap {
         self.find(name).ok().map(|i| &self.0[i].1)
     }
 
+    /// [`Self::get`] for a name expected at index `hint`: a re-push of the same families (both
+    /// lists sorted by name) finds each one at its own index, and interned names compare by
+    /// pointer, so the common case compares no bytes.
+    fn get_hinted(&self, name: &Arc<str>, hint: usize) -> Option<&Held> {
+        match self.0.get(hint) {
+            Some((n, held)) if Arc::ptr_eq(n, name) || **n == **name => Some(held),
+            _ => self.get(name),
+        }
+    }
+
     fn get_mut(&mut self, name: &str) -> Option<&mut Held> {
         self.find(name).ok().map(|i| &mut self.0[i].1)
     }
@@ -161,7 +171,7 @@ impl FamilyMap {
                 .0
                 .iter()
                 .zip(new.clone())
-                .all(|((n, _), (f, _))| **n == *f.name);
+                .all(|((n, _), (f, _))| Arc::ptr_eq(n, &f.name) || **n == *f.name);
         if same_names {
             for ((_, held), (f, at)) in self.0.iter_mut().zip(new) {
                 let (old, _, slot) = std::mem::replace(held, (f.clone(), at, held.2));
@@ -1127,13 +1137,13 @@ impl Inner {
             }
             opts.reserved.get(name).map(|(t, _)| t)
         };
-        for f in &p.families {
+        for (i, f) in p.families.iter().enumerate() {
             let name: &str = &f.name;
             // A family re-pushed with the same type and the same series (new values only)
             // cannot add a conflict: it was consistent when stored, and every later push was
             // checked against it. This is the common case, and it makes the check nearly free.
             if group
-                .and_then(|g| g.families.get(name))
+                .and_then(|g| g.families.get_hinted(&f.name, i))
                 .is_some_and(|(old, _, _)| old.typ == f.typ && old.same_series(f))
             {
                 continue;
@@ -1236,6 +1246,32 @@ mod tests {
 
         fn fam(name: &str, value: f64) -> StoredFamily {
             StoredFamily::gauge(family::intern(name), family::intern(""), &[], value)
+        }
+
+        #[test]
+        fn a_hinted_lookup_finds_what_get_finds_wherever_the_hint_points() {
+            let names = ["a", "b", "c"];
+            let map = FamilyMap(
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (family::intern(n), (fam(n, i as f64), 0.0, i)))
+                    .collect(),
+            );
+            for probe in ["a", "b", "c", "bb", ""] {
+                let interned = family::intern(probe);
+                // An equal name that is not the interned one compares by bytes.
+                let copy: Arc<str> = Arc::from(probe);
+                for hint in 0..5 {
+                    for name in [&interned, &copy] {
+                        assert_eq!(
+                            map.get_hinted(name, hint).map(|h| h.2),
+                            map.get(probe).map(|h| h.2),
+                            "{probe:?} at {hint}"
+                        );
+                    }
+                }
+            }
         }
 
         /// What a change says, by name and text line: (old, slot) and new.
