@@ -141,7 +141,8 @@ impl FamilyMap {
 
     /// [`Self::get`] for a name expected at index `hint`: a re-push of the same families (both
     /// lists sorted by name) finds each one at its own index, and interned names compare by
-    /// pointer, so the common case compares no bytes.
+    /// pointer, so the common case compares no bytes. (`Arc<str>`'s own `==` compares the
+    /// bytes: std's pointer shortcut is only for sized types; 0.5% more instructions per push.)
     fn get_hinted(&self, name: &Arc<str>, hint: usize) -> Option<&Held> {
         match self.0.get(hint) {
             Some((n, held)) if Arc::ptr_eq(n, name) || **n == **name => Some(held),
