@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::telemetry::logging::{LogFormat, LogLevel};
+use crate::time::parse_go_duration;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -223,49 +224,6 @@ impl Config {
     }
 }
 
-/// Go's `time.ParseDuration` for the forms operators write: `300ms`, `10s`, `5m`, `1h30m`.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
-        if num_end == 0 {
-            return Err(format!("invalid duration {s:?}"));
-        }
-        let n: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            u => return Err(format!("unknown unit {u:?} in duration {s:?}")),
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
-    }
-    if !total.is_finite() || total > 1e12 {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 /// `:9091`, `0.0.0.0:9091`, `[::1]:9091`, `localhost:9091`: an empty host means every interface.
 pub fn parse_listen_address(s: &str) -> Result<Vec<SocketAddr>, String> {
     use std::net::ToSocketAddrs;
@@ -313,22 +271,6 @@ pub fn route_prefix(flag: &str, external_url: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_go_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(
-            parse_go_duration("1h30m").unwrap(),
-            Duration::from_secs(5400)
-        );
-        assert_eq!(
-            parse_go_duration("250ms").unwrap(),
-            Duration::from_millis(250)
-        );
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("5x").is_err());
-        assert!(parse_go_duration("").is_err());
-    }
 
     #[test]
     fn listen_addresses() {

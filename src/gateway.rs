@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::http::body::{decode_body, BodyFormat};
 use crate::store::render::{Format, RenderStats};
@@ -11,6 +10,7 @@ use crate::store::{
     prepare_push, prepare_text, GroupKey, GroupSnapshot, PreparedPush, PushError, Store,
     StoredFamily, Validation,
 };
+use crate::time::unix_seconds;
 
 /// A push as the HTTP layer hands it over: the URL parsed, the body read (and decompressed)
 /// but not decoded. Whichever node applies it decodes it (`PushRequest::prepare_now`): a cluster
@@ -209,13 +209,6 @@ pub struct LocalStats {
     pub encoded_bytes: usize,
 }
 
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// Payloads above this size (prepared families, group states) are decoded on the blocking
 /// pool, not a runtime thread.
 pub const INLINE_PREPARE_LIMIT: usize = 256 * 1024;
@@ -263,10 +256,10 @@ impl Gateway for LocalGateway {
         let work = move || {
             let key = req.key.clone();
             match req.prepare_now(&v) {
-                Ok(prepared) => store.push(prepared, unix_now()).map(|_| ()),
+                Ok(prepared) => store.push(prepared, unix_seconds()).map(|_| ()),
                 Err(e @ PushError::Invalid(_)) => {
                     // Upstream records a refused push on the group (push_failure_time_seconds).
-                    store.record_failure(&key, unix_now());
+                    store.record_failure(&key, unix_seconds());
                     Err(e)
                 }
                 Err(e) => Err(e),

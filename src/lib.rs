@@ -14,3 +14,8 @@ pub mod node;
 pub mod store;
 pub mod telemetry;
 pub mod testsupport;
+pub mod time;
+
+/// The hash map of hot paths: foldhash, seeded per process (HashDoS-resistant like std's
+/// SipHash, several times faster on short keys such as names and label sets).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -18,12 +18,13 @@ use crate::cluster::rpc::{
 use crate::cluster::{MemberState, Membership, MembershipConfig};
 use crate::config::{route_prefix, ClusterSettings, Config};
 use crate::exposition::names::NameScheme;
-use crate::gateway::{unix_now, LocalGateway};
+use crate::gateway::LocalGateway;
 use crate::http::grouping::GroupingLimits;
 use crate::http::web_config::SharedWebConfig;
 use crate::http::{router, AppState, HttpConfig};
 use crate::store::{persistence, Limits, Store, StoreOptions, Validation};
 use crate::telemetry::{self, metrics as m, SelfRecorder};
+use crate::time::unix_seconds;
 
 pub struct Node {
     cfg: Config,
@@ -95,7 +96,7 @@ impl Node {
             },
             flags: flag_strings(&cfg),
             external_url: cfg.external_url.clone(),
-            start_time: unix_now(),
+            start_time: unix_seconds(),
         });
         let _ = limits;
         cfg.cluster().map_err(anyhow::Error::msg)?;
@@ -359,7 +360,7 @@ fn load_persistence(
             Ok(())
         }
         Err(e) if start_empty => {
-            let aside = path.with_extension(format!("corrupt-{}", unix_now() as u64));
+            let aside = path.with_extension(format!("corrupt-{}", unix_seconds() as u64));
             std::fs::rename(path, &aside)
                 .with_context(|| format!("{e}; and moving it aside to {} failed", aside.display()))?;
             store.wipe();
@@ -399,7 +400,7 @@ async fn persist_loop(
                     written = generation;
                     metrics::counter!(m::PERSISTENCE_WRITES_TOTAL, "result" => "success")
                         .increment(1);
-                    metrics::gauge!(m::PERSISTENCE_LAST_WRITE_SECONDS).set(unix_now());
+                    metrics::gauge!(m::PERSISTENCE_LAST_WRITE_SECONDS).set(unix_seconds());
                     tracing::debug!(file = %path.display(), groups, "wrote persistence file");
                 }
                 Err(e) => {

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -27,7 +27,7 @@ use super::membership::{Member, MemberState, NodeId, Ring};
 use super::rpc::{self, pb, Cluster, PeerClients};
 use crate::exposition::names::NameScheme;
 use crate::gateway::{off_runtime, stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
-use crate::gateway::{unix_now, Gateway, LocalStats, PushRequest, INLINE_PREPARE_LIMIT};
+use crate::gateway::{Gateway, LocalStats, PushRequest, INLINE_PREPARE_LIMIT};
 use crate::http::body::BodyFormat;
 use crate::store::merged::{render_groups, render_groups_chunked};
 use crate::store::render::MergedOrders;
@@ -37,6 +37,7 @@ use crate::store::{
     StoredFamily, Validation,
 };
 use crate::telemetry::metrics as m;
+use crate::time::unix_seconds;
 
 /// Default deadline of the merged scrape's collect calls (well under Prometheus' default
 /// 10 s scrape timeout).
@@ -50,10 +51,7 @@ pub struct HybridClock(AtomicU64);
 
 impl HybridClock {
     pub fn now(&self) -> u64 {
-        let physical = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| (d.as_millis() as u64) << 16)
-            .unwrap_or(0);
+        let physical = crate::time::unix_millis() << 16;
         let prev = self
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |prev| {
@@ -311,7 +309,7 @@ impl ClusterCore {
             .into_iter()
             .cloned()
             .collect();
-        let primary_replicates = self.entry.received((unix_now() * 1000.0) as u64);
+        let primary_replicates = self.entry.received(crate::time::unix_millis());
         let mut forward: Option<(pb::ForwardedWrite, usize)> = None;
         for candidate in order {
             if unreachable.iter().any(|u| u == candidate.id.as_str()) {
@@ -441,7 +439,7 @@ impl ClusterCore {
     /// Applies a write as the group's primary, stamping its version; what is left is to copy
     /// the resulting state to the other holders.
     fn apply_here(&self, op: WriteOp) -> Applied {
-        let now = unix_now();
+        let now = unix_seconds();
         let clock = &self.clock;
         match op {
             WriteOp::Push(p) => {
@@ -1235,14 +1233,14 @@ fn decoded(req: PushRequest, v: &Validation, held: Option<&Store>) -> Result<Wri
 
 /// The absolute deadline sent with a forwarded write: the sender's clock plus the call timeout.
 fn forward_deadline_ms(timeout: Duration) -> u64 {
-    ((unix_now() + timeout.as_secs_f64()) * 1000.0) as u64
+    ((unix_seconds() + timeout.as_secs_f64()) * 1000.0) as u64
 }
 
 /// A forwarded write that arrives after its sender stopped waiting is refused unapplied: the
 /// sender has already given the write to another node (or failed it), so applying this copy
 /// now could put an older value over newer acknowledged ones.
 fn expired(deadline_unix_ms: u64) -> Result<(), Status> {
-    let now_ms = (unix_now() * 1000.0) as u64;
+    let now_ms = crate::time::unix_millis();
     if deadline_unix_ms != 0 && now_ms > deadline_unix_ms {
         return Err(Status::deadline_exceeded(format!(
             "forwarded write arrived {} ms after its sender's deadline; not applied",
@@ -1360,7 +1358,7 @@ impl Gateway for ClusterGateway {
     fn local_stats(&self) -> LocalStats {
         // Read for every scrape of the self-metrics: an idle node's entry load is brought up
         // to date, and with it `pushgate_cluster_entry_heavy`.
-        self.core.entry.roll((unix_now() * 1000.0) as u64);
+        self.core.entry.roll(crate::time::unix_millis());
         LocalStats {
             groups: self.core.store.group_count(),
             series: self.core.store.series_count(),
@@ -2766,7 +2764,7 @@ mod tests {
         a.entry.heavy.store(true, Ordering::Relaxed);
         a.entry
             .window_start_ms
-            .store((unix_now() * 1000.0) as u64, Ordering::Relaxed);
+            .store(crate::time::unix_millis(), Ordering::Relaxed);
     }
 
     /// A push as the HTTP layer hands it over.

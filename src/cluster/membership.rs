@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
@@ -317,10 +317,7 @@ impl MembershipConfig {
 
 /// Milliseconds since the epoch: grows across restarts of the same node.
 fn generation_from_clock() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::time::unix_millis()
 }
 
 /// Checks a peer is `host:port` (an IPv6 literal in brackets) with a non-zero port.

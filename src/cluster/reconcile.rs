@@ -20,7 +20,9 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::time::unix_millis;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -93,13 +95,6 @@ pub struct Reconciler {
     settle: Duration,
     /// Starts a round now (e.g. a leaving node's handover).
     kick: Notify,
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Paces transfers to at most `rate` per second.

@@ -10,11 +10,9 @@
 //! first inside the braces.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::ops::Range;
 
-/// The parser's lookups hash names and label sets of every line: foldhash, not SipHash.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use crate::FastMap;
 
 use super::names::{
     is_label_name_start, is_metric_name_continuation, is_metric_name_start, name_run, NameScheme,

@@ -504,7 +504,7 @@ fn build_rate_limiter(
 ) -> Result<Option<RateLimiter>, WebConfigError> {
     let interval = match raw.interval.as_deref() {
         None | Some("") => return Ok(None),
-        Some(text) => parse_go_duration(text).ok_or_else(|| {
+        Some(text) => crate::time::parse_go_duration(text).map_err(|_| {
             ctx.invalid("rate_limit: interval", format!("invalid duration {text:?}"))
         })?,
     };
@@ -517,40 +517,6 @@ fn build_rate_limiter(
         burst,
         state: Mutex::new((burst, Instant::now())),
     }))
-}
-
-/// Go's `time.ParseDuration`: `1h30m`, `1.5s`, `250ms`, `0`. Negative durations are refused.
-fn parse_go_duration(text: &str) -> Option<Duration> {
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = text.strip_prefix('+').unwrap_or(text);
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per_unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * nanos_per_unit;
-    }
-    Some(Duration::from_nanos(total as u64))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1413,18 +1379,6 @@ mod tests {
             config.extra_headers()["strict-transport-security"],
             "max-age=31536000"
         );
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "1", "s", "-1s", "1x"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -237,9 +237,7 @@ fn slot_of(old: &Option<(StoredFamily, usize)>) -> usize {
     old.as_ref().map_or(NO_SLOT, |(_, slot)| *slot)
 }
 
-/// Hash maps keyed by data from the network use foldhash: several times faster than SipHash on
-/// label strings, still seeded per process.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use crate::FastMap;
 
 /// A group's family in the index: (group id, key, family).
 type IndexMember = (u64, Arc<GroupKey>, StoredFamily);

@@ -332,11 +332,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistenceErro
 /// Saves the whole store to `path`.
 pub fn save(store: &Store, path: &Path) -> Result<usize, PersistenceError> {
     let groups = store.snapshot();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let bytes = encode_snapshot(&groups, now);
+    let bytes = encode_snapshot(&groups, crate::time::unix_seconds());
     write_atomically(path, &bytes)?;
     Ok(groups.len())
 }
