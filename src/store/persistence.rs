@@ -15,7 +15,10 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::family::{encode_family_header, BlockBuilder, SharedBlock, StoredFamily};
-use super::{GroupKey, GroupSnapshot, Limits, Store, Validation};
+use super::group::GroupSnapshot;
+use super::key::GroupKey;
+use super::prepare::{Limits, Validation};
+use super::Store;
 use crate::exposition::{names::NameScheme, MetricType};
 
 /// Generated from proto/pushgate/snapshot.proto.

@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::family::{encode_family_header, MetricChunk, StoredFamily};
-use super::{key, GroupKey, Store};
+use super::group::{timing_families_of, GroupSnapshot};
+use super::key::{self, GroupKey};
+use super::options::ReservedNames;
+use super::Store;
 use crate::exposition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,8 +303,8 @@ fn render_parts(
 /// With `orders`, the member order of each family is remembered for the next call and reused
 /// where the family's members are unchanged (see [`MergedOrders`]).
 pub fn render_snapshots(
-    groups: &[super::GroupSnapshot],
-    reserved: &super::ReservedNames,
+    groups: &[GroupSnapshot],
+    reserved: &ReservedNames,
     own: &[StoredFamily],
     format: Format,
     orders: Option<&MergedOrders>,
@@ -309,7 +312,7 @@ pub fn render_snapshots(
     emit: &mut dyn FnMut(Vec<u8>),
 ) -> RenderStats {
     let mut stats = RenderStats::default();
-    let mut sorted: Vec<&super::GroupSnapshot> = groups.iter().collect();
+    let mut sorted: Vec<&GroupSnapshot> = groups.iter().collect();
     // The merged view arrives in key order already, each key once: checking costs one
     // comparison per group.
     let strictly_sorted = sorted.is_sorted_by(|a, b| a.key < b.key);
@@ -354,7 +357,7 @@ pub fn render_snapshots(
             }
         }
         let gid = i as u64 + 1;
-        let timing = super::timing_families_of(g);
+        let timing = timing_families_of(g);
         for f in g.families.iter().map(|(f, _)| f).chain(timing.iter()) {
             match by_name.get_mut(&f.name) {
                 Some((members, sig)) => {

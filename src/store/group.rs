@@ -1,0 +1,394 @@
+//! A group as the store holds it: its families sorted by name with their index slots, its push
+//! and failure times and the two timing families encoding them, and the read-only copy
+//! (`GroupSnapshot`) handed to readers, files and peers.
+
+use std::sync::Arc;
+
+use super::family::{self, StoredFamily};
+use super::key::GroupKey;
+use super::prepare::{
+    PUSH_FAILURE_TIME_HELP, PUSH_FAILURE_TIME_METRIC, PUSH_TIME_HELP, PUSH_TIME_METRIC,
+};
+use crate::exposition::MetricType;
+
+/// A read-only copy of one group, for the JSON API, the status page and snapshots.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    pub key: Arc<GroupKey>,
+    /// Families sorted by name, each with the Unix time of the push that last set it.
+    pub families: Vec<(StoredFamily, f64)>,
+    pub push_time: f64,
+    pub failure_time: f64,
+    pub last_push_successful: bool,
+    pub version: u64,
+    /// The group's `push_time_seconds` and `push_failure_time_seconds` families when the copy
+    /// comes from a local store (already encoded there); `None` for a copy decoded from a file
+    /// or a peer, whose timing families are built when needed (`timing_families_of`).
+    pub timing: Option<[StoredFamily; 2]>,
+}
+
+#[derive(Debug)]
+pub(super) struct Group {
+    pub(super) id: u64,
+    pub(super) key: Arc<GroupKey>,
+    /// Pushed families (without the two timing families), when each was last pushed and its
+    /// slot in its name's index entry.
+    pub(super) families: FamilyMap,
+    pub(super) push_time: f64,
+    pub(super) failure_time: f64,
+    pub(super) last_push_successful: bool,
+    pub(super) version: u64,
+    pub(super) timing: [StoredFamily; 2],
+    /// Index slots of the two timing families.
+    pub(super) timing_slots: [usize; 2],
+}
+
+impl Group {
+    pub(super) fn snapshot(&self) -> GroupSnapshot {
+        GroupSnapshot {
+            key: self.key.clone(),
+            families: self
+                .families
+                .values()
+                .map(|(f, t, _)| (f.clone(), *t))
+                .collect(),
+            push_time: self.push_time,
+            failure_time: self.failure_time,
+            last_push_successful: self.last_push_successful,
+            version: self.version,
+            timing: Some(self.timing.clone()),
+        }
+    }
+
+    /// Sets the group's push and failure times and its timing families to match (see
+    /// [`retimed`]); both timing families go to `changes`, each with the one it replaces.
+    #[inline]
+    pub(super) fn retime(
+        &mut self,
+        push_time: f64,
+        failure_time: f64,
+        changes: &mut Vec<FamilyChange>,
+    ) {
+        let before = [self.push_time, self.failure_time];
+        self.push_time = push_time;
+        self.failure_time = failure_time;
+        let new_timing = retimed(&self.timing, &self.key, before, [push_time, failure_time]);
+        let old_timing = std::mem::replace(&mut self.timing, new_timing.clone());
+        changes.extend(
+            old_timing
+                .into_iter()
+                .zip(self.timing_slots)
+                .zip(new_timing)
+                .map(|(old, new)| (Some(old), Some(new))),
+        );
+    }
+}
+
+/// A family of a group, when it was last pushed and its slot in its name's index entry.
+pub(super) type Held = (StoredFamily, f64, usize);
+
+/// A group's pushed families, sorted by unique name. Groups hold a handful of families, so a
+/// sorted vector serves lookups as well as a tree, and a write that brings the same names (a
+/// job pushing new values) stores into it in place: no allocation, no node to build and free.
+#[derive(Debug, Default)]
+pub(super) struct FamilyMap(pub(super) Vec<(Arc<str>, Held)>);
+
+impl FamilyMap {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| (**n).cmp(name))
+    }
+
+    pub(super) fn contains_key(&self, name: &str) -> bool {
+        self.find(name).is_ok()
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&Held> {
+        self.find(name).ok().map(|i| &self.0[i].1)
+    }
+
+    /// [`Self::get`] for a name expected at index `hint`: a re-push of the same families (both
+    /// lists sorted by name) finds each one at its own index, and interned names compare by
+    /// pointer, so the common case compares no bytes. (`Arc<str>`'s own `==` compares the
+    /// bytes: std's pointer shortcut is only for sized types, and a push looks up every name.)
+    pub(super) fn get_hinted(&self, name: &Arc<str>, hint: usize) -> Option<&Held> {
+        match self.0.get(hint) {
+            Some((n, held)) if Arc::ptr_eq(n, name) || **n == **name => Some(held),
+            _ => self.get(name),
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut Held> {
+        self.find(name).ok().map(|i| &mut self.0[i].1)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Held> + '_ {
+        self.0.iter().map(|(_, h)| h)
+    }
+
+    /// Makes the families exactly `new` (sorted by unique name), each pushed at its time:
+    /// every family replaced, removed or added goes to `changes`, removals first, then the new
+    /// families in order (each paired with the one of the same name it replaces, whose slot it
+    /// keeps until the index says otherwise).
+    pub(super) fn replace_all<'a>(
+        &mut self,
+        new: impl ExactSizeIterator<Item = (&'a StoredFamily, f64)> + Clone,
+        changes: &mut Vec<FamilyChange>,
+    ) {
+        let same_names = self.0.len() == new.len()
+            && self
+                .0
+                .iter()
+                .zip(new.clone())
+                .all(|((n, _), (f, _))| Arc::ptr_eq(n, &f.name) || **n == *f.name);
+        if same_names {
+            for ((_, held), (f, at)) in self.0.iter_mut().zip(new) {
+                let (old, _, slot) = std::mem::replace(held, (f.clone(), at, held.2));
+                changes.push((Some((old, slot)), Some(f.clone())));
+            }
+            return;
+        }
+        let mut old = std::mem::take(&mut self.0).into_iter().peekable();
+        let mut pairs: Vec<FamilyChange> = Vec::with_capacity(new.len());
+        let mut fresh = Vec::with_capacity(new.len());
+        for (f, at) in new {
+            while let Some((_, (gone, _, slot))) = old.next_if(|(n, _)| **n < *f.name) {
+                changes.push((Some((gone, slot)), None));
+            }
+            let replaced = old
+                .next_if(|(n, _)| **n == *f.name)
+                .map(|(_, (o, _, slot))| (o, slot));
+            fresh.push((f.name.clone(), (f.clone(), at, slot_of(&replaced))));
+            pairs.push((replaced, Some(f.clone())));
+        }
+        changes.extend(old.map(|(_, (gone, _, slot))| (Some((gone, slot)), None)));
+        changes.append(&mut pairs);
+        self.0 = fresh;
+    }
+
+    /// Stores `new` (sorted by unique name) pushed at `at` over the families of the same names,
+    /// keeping the others; each goes to `changes` with the family it replaces, if any.
+    pub(super) fn replace_some(
+        &mut self,
+        new: &[StoredFamily],
+        at: f64,
+        changes: &mut Vec<FamilyChange>,
+    ) {
+        if new.iter().all(|f| self.contains_key(&f.name)) {
+            for f in new {
+                let held = self.get_mut(&f.name).expect("every pushed name is held");
+                let (old, _, slot) = std::mem::replace(held, (f.clone(), at, held.2));
+                changes.push((Some((old, slot)), Some(f.clone())));
+            }
+            return;
+        }
+        // Some names are new: one merge of the two sorted lists.
+        let mut old = std::mem::take(&mut self.0).into_iter().peekable();
+        let mut merged = Vec::with_capacity(old.len() + new.len());
+        for f in new {
+            merged.extend(std::iter::from_fn(|| old.next_if(|(n, _)| **n < *f.name)));
+            let replaced = old
+                .next_if(|(n, _)| **n == *f.name)
+                .map(|(_, (o, _, slot))| (o, slot));
+            merged.push((f.name.clone(), (f.clone(), at, slot_of(&replaced))));
+            changes.push((replaced, Some(f.clone())));
+        }
+        merged.extend(old);
+        self.0 = merged;
+    }
+}
+
+/// A family of a group replaced (old with its index slot, and new), removed (old only) or
+/// added (new only).
+pub(super) type FamilyChange = (Option<(StoredFamily, usize)>, Option<StoredFamily>);
+
+/// The slot of a family not placed in the index yet.
+pub(super) const NO_SLOT: usize = usize::MAX;
+
+/// The slot a change's old family had (`NO_SLOT` for an added family).
+pub(super) fn slot_of(old: &Option<(StoredFamily, usize)>) -> usize {
+    old.as_ref().map_or(NO_SLOT, |(_, slot)| *slot)
+}
+
+/// The group's `push_time_seconds` and `push_failure_time_seconds` families.
+pub fn timing_families_of(g: &GroupSnapshot) -> [StoredFamily; 2] {
+    match &g.timing {
+        Some(timing) => timing.clone(),
+        None => timing_families(&g.key, g.push_time, g.failure_time),
+    }
+}
+
+/// The timing families for the times `after` (push, failure), from the `current` ones encoding
+/// the times `before`: a family whose time is unchanged is kept as it is (a successful push
+/// leaves the failure time alone), a changed one is a patched copy (no re-encoding); built
+/// afresh when the current ones cannot be patched.
+fn retimed(
+    current: &[StoredFamily; 2],
+    key: &GroupKey,
+    before: [f64; 2],
+    after: [f64; 2],
+) -> [StoredFamily; 2] {
+    let next = |i: usize| -> Option<StoredFamily> {
+        if before[i].to_bits() == after[i].to_bits() {
+            Some(current[i].clone())
+        } else {
+            current[i].with_gauge_value(after[i])
+        }
+    };
+    match (next(0), next(1)) {
+        (Some(p), Some(f)) => [p, f],
+        _ => timing_families(key, after[0], after[1]),
+    }
+}
+
+/// The group's `push_time_seconds` and `push_failure_time_seconds` gauges, labelled with its
+/// normalized key, encoded from the key's labels without copying them (a merged scrape builds
+/// these for every group a peer sent).
+pub(super) fn timing_families(
+    key: &GroupKey,
+    push_time: f64,
+    failure_time: f64,
+) -> [StoredFamily; 2] {
+    static NAMES: std::sync::OnceLock<[Arc<str>; 4]> = std::sync::OnceLock::new();
+    let [push_name, push_help, failure_name, failure_help] = NAMES.get_or_init(|| {
+        [
+            PUSH_TIME_METRIC,
+            PUSH_TIME_HELP,
+            PUSH_FAILURE_TIME_METRIC,
+            PUSH_FAILURE_TIME_HELP,
+        ]
+        .map(family::intern)
+    });
+    let pairs = key.normalized_pairs();
+    let gauge = |name: &Arc<str>, help: &Arc<str>, value: f64| {
+        let metric = crate::exposition::Metric {
+            gauge: Some(crate::exposition::proto::Gauge { value: Some(value) }),
+            ..Default::default()
+        };
+        let (name, help) = (name.clone(), help.clone());
+        StoredFamily::encode_grouped(name, help, MetricType::Gauge, vec![metric], &pairs)
+    };
+    // A block each: a push replaces the push time's family and keeps the other, which must
+    // not hold the replaced one's bytes alive.
+    [
+        gauge(push_name, push_help, push_time),
+        gauge(failure_name, failure_help, failure_time),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fam(name: &str, value: f64) -> StoredFamily {
+        StoredFamily::gauge(family::intern(name), family::intern(""), &[], value)
+    }
+
+    #[test]
+    fn a_hinted_lookup_finds_what_get_finds_wherever_the_hint_points() {
+        let names = ["a", "b", "c"];
+        let map = FamilyMap(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (family::intern(n), (fam(n, i as f64), 0.0, i)))
+                .collect(),
+        );
+        for probe in ["a", "b", "c", "bb", ""] {
+            let interned = family::intern(probe);
+            // An equal name that is not the interned one compares by bytes.
+            let copy: Arc<str> = Arc::from(probe);
+            for hint in 0..5 {
+                for name in [&interned, &copy] {
+                    assert_eq!(
+                        map.get_hinted(name, hint).map(|h| h.2),
+                        map.get(probe).map(|h| h.2),
+                        "{probe:?} at {hint}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// What a change says, by name and text line: (old, slot) and new.
+    type Said = (Option<(String, String, usize)>, Option<(String, String)>);
+
+    fn said(changes: &[FamilyChange]) -> Vec<Said> {
+        let line = |f: &StoredFamily| String::from_utf8_lossy(f.text()).into_owned();
+        changes
+            .iter()
+            .map(|(old, new)| {
+                (
+                    old.as_ref()
+                        .map(|(f, slot)| (f.name.to_string(), line(f), *slot)),
+                    new.as_ref().map(|f| (f.name.to_string(), line(f))),
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Every write against a tree-map model of the same rules: which families the group
+        /// holds afterwards (with time and slot), and every change in order (removals first
+        /// for a replace-all, then each new family with the one it replaces).
+        #[test]
+        fn writes_match_a_tree_map_model(
+            ops in prop::collection::vec((any::<bool>(), prop::collection::btree_set(0u8..8, 0..6)), 1..12),
+        ) {
+            let mut map = FamilyMap::default();
+            let mut model: std::collections::BTreeMap<String, (StoredFamily, f64, usize)> =
+                std::collections::BTreeMap::new();
+            for (step, (all, names)) in ops.into_iter().enumerate() {
+                let at = step as f64;
+                let new: Vec<StoredFamily> =
+                    names.iter().map(|n| fam(&format!("f{n}"), at)).collect();
+                let mut got = Vec::new();
+                if all {
+                    map.replace_all(new.iter().map(|f| (f, at)), &mut got);
+                } else {
+                    map.replace_some(&new, at, &mut got);
+                }
+                let mut want: Vec<FamilyChange> = Vec::new();
+                let mut pairs: Vec<FamilyChange> = Vec::new();
+                if all {
+                    let keep: std::collections::BTreeSet<String> =
+                        new.iter().map(|f| f.name.to_string()).collect();
+                    let gone: Vec<String> =
+                        model.keys().filter(|n| !keep.contains(*n)).cloned().collect();
+                    for n in gone {
+                        let (f, _, slot) = model.remove(&n).unwrap();
+                        want.push((Some((f, slot)), None));
+                    }
+                }
+                for f in &new {
+                    let old = model.remove(&*f.name).map(|(o, _, slot)| (o, slot));
+                    model.insert(f.name.to_string(), (f.clone(), at, slot_of(&old)));
+                    pairs.push((old, Some(f.clone())));
+                }
+                want.append(&mut pairs);
+                prop_assert_eq!(said(&got), said(&want));
+                let held: Vec<(String, u64, usize)> = map
+                    .0
+                    .iter()
+                    .map(|(n, (f, t, slot))| {
+                        assert_eq!(**n, *f.name);
+                        (n.to_string(), t.to_bits(), *slot)
+                    })
+                    .collect();
+                let modelled: Vec<(String, u64, usize)> = model
+                    .iter()
+                    .map(|(n, (_, t, slot))| (n.clone(), t.to_bits(), *slot))
+                    .collect();
+                prop_assert_eq!(held, modelled);
+                // Give the families slots, as the index would, so that the next write has
+                // slots to carry over.
+                for (i, (_, (_, _, slot))) in map.0.iter_mut().enumerate() {
+                    *slot = i;
+                }
+                for (i, (_, (_, _, slot))) in model.iter_mut().enumerate() {
+                    *slot = i;
+                }
+            }
+        }
+    }
+}
