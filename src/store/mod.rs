@@ -9,10 +9,11 @@
 //! (a push made ready before the lock), `group` (a group and its timing families), `index` (the
 //! state under the lock and its indexes), `check` (the consistency check), `write` (the writes
 //! under the lock), this facade (`Store`), `replica` (the cluster's versioned API on it),
-//! `render` (the scrape of a store or of copies of groups) and `persistence` (the snapshot
-//! file).
+//! `render` (the scrape of a store or of copies of groups), `codec` (a group's protobuf form,
+//! for the file and for peers) and `persistence` (the snapshot file).
 
 mod check;
+pub mod codec;
 pub mod error;
 pub mod family;
 mod group;
