@@ -20,7 +20,7 @@ pub(super) struct FamilyIndex {
     /// (group id, key, family) of every group holding a family of this name, in slots that keep
     /// their place (a removed member leaves a hole that the next one fills): a group keeps the
     /// slot of each of its families, so replacing one is a store into its slot, not a probe of
-    /// a map with one entry per group (a cache miss or two per family at 10,000 groups).
+    /// a map with one entry per group (a cache miss or two per family in a large store).
     pub(super) members: Vec<Option<IndexMember>>,
     /// Holes in `members`.
     pub(super) free: Vec<usize>,

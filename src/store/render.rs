@@ -253,9 +253,9 @@ fn render_parts(
         .sum();
     let capacity = chunk_size.saturating_add(64 * 1024);
     let mut out = Vec::with_capacity(estimate.min(capacity));
-    // Hands the buffer on once it is full, also in the middle of a family: a family of 10,000
-    // groups is megabytes, and growing one buffer to hold it reallocates and page-faults
-    // (perf: a quarter of a merged scrape's time before this).
+    // Hands the buffer on once it is full, also in the middle of a family: a family held by
+    // many groups is megabytes, and growing one buffer to hold it reallocates and page-faults,
+    // which a merged scrape's profile showed.
     let mut flush = |out: &mut Vec<u8>| {
         if out.len() >= chunk_size {
             emit(std::mem::replace(out, Vec::with_capacity(capacity)));

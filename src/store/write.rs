@@ -87,9 +87,9 @@ impl Inner {
     }
 
     /// Starts loading, all at once, what a write to `group` reads next: its families' heads and
-    /// their index slots. At 10,000 groups none of it is in cache, and each is found only after
+    /// their index slots. In a large store none of it is in cache, and each is found only after
     /// a load that depends on the one before (group, family list, head, slot), so without this
-    /// the misses come one after the other, about a dozen of each kind per push.
+    /// the misses come one after the other, several of each kind per push.
     fn prefetch_write(&self, group: &Group) {
         let held = &group.families.0;
         family::prefetch_range(held.as_ptr().cast(), std::mem::size_of_val(held.as_slice()));

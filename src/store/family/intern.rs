@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-/// Shares the `Arc<str>` of metric names and help texts between families: ten thousand groups
-/// pushing the same families then hold one copy of each string instead of ten thousand.
+/// Shares the `Arc<str>` of metric names and help texts between families: many groups pushing
+/// the same families then hold one copy of each string instead of one per group.
 /// Strings nobody holds any more are swept when the set has doubled since the last sweep.
 ///
 /// Every push interns each family's name and help, from every runtime thread; a small

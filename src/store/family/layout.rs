@@ -85,8 +85,8 @@ pub struct FamilyHead {
 /// A block is one reference-counted allocation holding the heads of one or more families
 /// (next to the reference count: what a push reads of the families it replaces) and their
 /// bytes in one more. Every family of a PUT shares one block, so a push writes one block and
-/// a PUT that replaces a group's families frees one, instead of two allocations per family (at
-/// 10,000 groups each of those is a cold cache line to touch). A block lives while any of its
+/// a PUT that replaces a group's families frees one, instead of two allocations per family (in
+/// a large store each of those is a cold cache line to touch). A block lives while any of its
 /// families is held; name and help are interned.
 #[derive(Clone)]
 pub struct StoredFamily {
