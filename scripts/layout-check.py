@@ -111,6 +111,10 @@ def paths_in(code):
         paths.extend(expand_use_tree(re.sub(r"\s+", " ", m.group(1))))
     for m in re.finditer(r"\b((?:crate|super|self)(?:::\w+)+)", code):
         paths.append(m.group(1))
+    # Paths that start at a submodule of the current module (`render::RenderCache`); resolve()
+    # keeps only those whose first segment is one.
+    for m in re.finditer(r"(?<![:\w])([a-z_][a-z0-9_]*(?:::\w+)+)", code):
+        paths.append(m.group(1))
     return paths
 
 

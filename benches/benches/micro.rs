@@ -170,13 +170,13 @@ fn merge_200k_series(bencher: Bencher) {
 /// same families remembered (`MergedOrders`: a cluster node's repeated scrapes).
 #[divan::bench(sample_count = 10)]
 fn merge_200k_series_orders_remembered(bencher: Bencher) {
-    let orders = pushgate::store::render::MergedOrders::default();
+    let orders = pushgate::store::MergedOrders::default();
     bench_merged(bencher, Some(&orders));
 }
 
 /// Renders the 200k-series merged view once outside the measurement (so `orders`, if any,
 /// holds the families' orders), then measures rendering it.
-fn bench_merged(bencher: Bencher, orders: Option<&pushgate::store::render::MergedOrders>) {
+fn bench_merged(bencher: Bencher, orders: Option<&pushgate::store::MergedOrders>) {
     let groups = filled_store().snapshot();
     let reserved = pushgate::telemetry::reserved_names();
     let render = || {

@@ -1,7 +1,8 @@
 //! Rendering a set of groups that did not come from one store: a cluster node's merged view of
 //! the groups collected from every member.
 
-use super::render::{Format, MergedOrders, RenderStats};
+use super::render::{Format, RenderStats};
+use super::render_cache::MergedOrders;
 use super::{GroupSnapshot, ReservedNames, StoredFamily};
 
 /// Writes one exposition of `groups` merged with `own`, exactly as a store holding those

@@ -9,7 +9,7 @@
 //! (a push made ready before the lock), `group` (a group and its timing families), `index` (the
 //! state under the lock and its indexes), `check` (the consistency check), `write` (the writes
 //! under the lock), this facade (`Store`), `replica` (the cluster's versioned API on it),
-//! `render` (the scrape of a store or of copies of groups), `codec` (a group's protobuf form,
+//! `render` (the scrape of a store or of copies of groups, with the orders `render_cache` keeps), `codec` (a group's protobuf form,
 //! for the file and for peers) and `persistence` (the snapshot file).
 
 mod check;
@@ -24,6 +24,7 @@ mod options;
 pub mod persistence;
 pub mod prepare;
 pub mod render;
+mod render_cache;
 mod replica;
 mod write;
 
@@ -36,6 +37,7 @@ pub use family::StoredFamily;
 pub use group::{timing_families_of, GroupSnapshot};
 pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
+pub use render_cache::MergedOrders;
 pub use prepare::{prepare_push, prepare_text, Limits, PreparedPush, Validation};
 pub use write::WriteOutcome;
 
@@ -45,7 +47,7 @@ use index::Inner;
 pub struct Store {
     inner: RwLock<Inner>,
     opts: StoreOptions,
-    render_cache: Mutex<render::RenderCache>,
+    render_cache: Mutex<render_cache::RenderCache>,
     /// Bumped on every change; lets the persistence loop know whether to write.
     generation: AtomicU64,
 }
@@ -55,7 +57,7 @@ impl Store {
         Store {
             inner: RwLock::new(Inner::default()),
             opts,
-            render_cache: Mutex::new(render::RenderCache::default()),
+            render_cache: Mutex::new(render_cache::RenderCache::default()),
             generation: AtomicU64::new(0),
         }
     }

@@ -14,6 +14,7 @@ use super::family::{encode_family_header, MetricChunk, StoredFamily};
 use super::group::{timing_families_of, GroupSnapshot};
 use super::key::{self, GroupKey};
 use super::options::ReservedNames;
+use super::render_cache::{MergedOrders, RenderCache};
 use super::Store;
 use crate::exposition;
 
@@ -22,43 +23,6 @@ pub enum Format {
     Text,
     /// Varint-delimited `MetricFamily` messages.
     Protobuf,
-}
-
-/// Member order of each family, valid while the family's layout sequence number is unchanged.
-#[derive(Default)]
-pub struct RenderCache {
-    layouts: HashMap<Arc<str>, (u64, Arc<[u64]>)>,
-}
-
-impl RenderCache {
-    pub fn clear(&mut self) {
-        self.layouts.clear();
-    }
-}
-
-/// Member order of each family of merged views (a cluster node's), kept from one merged render
-/// to the next: a merged view is built afresh for every scrape, so the order is remembered
-/// under a signature of the family's members (each member's group key and series layout, type
-/// and emptiness, in key order) instead of a layout number. A family whose signature is
-/// unchanged is copied in the remembered order without reading any member's sort keys.
-#[derive(Default)]
-pub struct MergedOrders {
-    /// The orders found or used by the last merged render: positions in the family's member
-    /// list. Replaced whole by every render, so families gone are forgotten.
-    last: parking_lot::Mutex<Arc<MergedOrderMap>>,
-}
-
-type MergedOrderMap = HashMap<Arc<str>, (u64, Arc<[u32]>), foldhash::fast::RandomState>;
-
-impl MergedOrders {
-    /// How many families' orders are remembered.
-    pub fn len(&self) -> usize {
-        self.last.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Folds one member into a family's signature (see [`MergedOrders`]).

@@ -648,13 +648,13 @@ fn merged_member_orders_are_reused_only_for_unchanged_members() {
         }
         groups
     };
-    let render = |groups: &[GroupSnapshot], orders: Option<&render::MergedOrders>| {
+    let render = |groups: &[GroupSnapshot], orders: Option<&MergedOrders>| {
         let mut out = Vec::new();
         let reserved = crate::telemetry::reserved_names();
         let stats = merged::render_groups(groups, reserved, &[], Format::Text, orders, &mut out);
         (String::from_utf8(out).unwrap(), stats.cached_families)
     };
-    let orders = render::MergedOrders::default();
+    let orders = MergedOrders::default();
     let base = view(None);
     let fresh = render(&base, None).0;
     assert_eq!(render(&base, Some(&orders)), (fresh.clone(), 0));
