@@ -13,7 +13,7 @@ use super::state::AppState;
 use super::web_config::{with_web_config, SharedWebConfig};
 use crate::gateway::Gateway;
 
-/// Builds the HTTP service. The routing is this module's own ([`super::routes`], as upstream
+/// Builds the HTTP service. The routing is this module's own (`http::routes`, as upstream
 /// routes), so the service is a plain function of the request: no router or middleware stack
 /// between hyper and it.
 pub fn app<G: Gateway>(state: AppState<G>, web: SharedWebConfig) -> App {

@@ -16,9 +16,10 @@
 //! 404 unknown path, 301/307 to the cleaned path, 503 when the cluster cannot take a write;
 //! from the web config, 401 without valid credentials and 429 over the rate limit.
 //!
-//! A request goes [`server`] (accept, TLS) -> [`app`] -> [`web_config`] (rate limit, basic auth,
-//! extra headers) -> [`routes`] (path cleaning, route table) -> one of [`handlers`], which answer
-//! with the shared replies of [`response`] and count themselves in [`request_metrics`].
+//! A request goes `server` (accept, TLS) -> `app` -> `web_config` (rate limit, basic auth, extra
+//! headers) -> `routes` (path cleaning, route table) -> one of `handlers/`, which answer with the
+//! shared replies of `response` and count themselves in `request_metrics`. `state` holds what
+//! the handlers share, `grouping` parses the grouping key of a push URL.
 
 mod app;
 pub mod body;
