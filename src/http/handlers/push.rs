@@ -3,8 +3,9 @@
 //!
 //! - 200 pushed (202 with the consistency check off, whatever the metrics: upstream answers
 //!   before it looks at them; a push refused for its content is still recorded on the group);
-//! - 400 bad grouping key in the URL, undecodable body, or metrics the check refuses;
-//! - 413 body or group over a size limit;
+//! - 400 bad grouping key in the URL, undecodable body, metrics the check refuses, or a
+//!   configured limit other than a size exceeded;
+//! - 413 over a size limit;
 //! - 503 the cluster cannot take the write now.
 //!
 //! Each push is counted in `pushgateway_http_requests_total` and in the push duration and size

@@ -471,15 +471,20 @@ async fn handshake(
     (server, client)
 }
 
+/// The acceptor of a TLS config written beside the PKI's files.
+fn tls_acceptor(pki: &Pki, content: &str) -> TlsAcceptor {
+    let path = write_config(pki.dir.path(), content);
+    let config = WebConfig::load(&path).expect("valid tls config");
+    config.tls_acceptor().expect("tls configured")
+}
+
 #[tokio::test]
 async fn tls_handshake_over_loopback() {
     let pki = pki();
-    let path = write_config(
-        pki.dir.path(),
+    let acceptor = tls_acceptor(
+        &pki,
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  min_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n",
     );
-    let config = WebConfig::load(&path).expect("valid tls config");
-    let acceptor = config.tls_acceptor().expect("tls configured");
     let (server, client) = handshake(acceptor, client_config(&pki, false)).await;
     assert_eq!(server, Ok(()));
     assert_eq!(client, Ok(b"hello".to_vec()));
@@ -488,12 +493,10 @@ async fn tls_handshake_over_loopback() {
 #[tokio::test]
 async fn required_client_cert_rejects_clients_without_one() {
     let pki = pki();
-    let path = write_config(
-        pki.dir.path(),
+    let acceptor = tls_acceptor(
+        &pki,
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: [client.example]\n",
     );
-    let config = WebConfig::load(&path).expect("valid tls config");
-    let acceptor = config.tls_acceptor().expect("tls configured");
 
     let (server, client) = handshake(acceptor.clone(), client_config(&pki, false)).await;
     assert!(
@@ -510,12 +513,10 @@ async fn required_client_cert_rejects_clients_without_one() {
 #[tokio::test]
 async fn client_allowed_sans_rejects_other_names() {
     let pki = pki();
-    let path = write_config(
-        pki.dir.path(),
+    let acceptor = tls_acceptor(
+        &pki,
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n  client_auth_type: RequireAnyClientCert\n  client_allowed_sans: [someone.else]\n",
     );
-    let config = WebConfig::load(&path).expect("valid tls config");
-    let acceptor = config.tls_acceptor().expect("tls configured");
     let (server, _) = handshake(acceptor, client_config(&pki, true)).await;
     assert!(
         server.is_err(),
@@ -531,30 +532,25 @@ fn mismatched_key_and_sans_without_required_cert_are_rejected() {
         KeyPair::generate().expect("keygen").serialize_pem(),
     )
     .expect("writable");
-    let path = write_config(
-        pki.dir.path(),
+    let load_error = |content: &str, why: &str| {
+        let path = write_config(pki.dir.path(), content);
+        WebConfig::load(&path).expect_err(why).to_string()
+    };
+    let error = load_error(
         "tls_server_config:\n  cert_file: server.pem\n  key_file: other.key\n",
+        "key does not match",
     );
-    let error = WebConfig::load(&path)
-        .expect_err("key does not match")
-        .to_string();
     assert!(error.contains("key_file \"other.key\""), "{error}");
 
-    let path = write_config(
-        pki.dir.path(),
+    let error = load_error(
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n  client_auth_type: VerifyClientCertIfGiven\n  client_allowed_sans: [a]\n",
+        "sans need a required cert",
     );
-    let error = WebConfig::load(&path)
-        .expect_err("sans need a required cert")
-        .to_string();
     assert!(error.contains("client_allowed_sans"), "{error}");
 
-    let path = write_config(
-        pki.dir.path(),
+    let error = load_error(
         "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_ca_file: ca.pem\n",
+        "ca without auth type",
     );
-    let error = WebConfig::load(&path)
-        .expect_err("ca without auth type")
-        .to_string();
     assert!(error.contains("client_auth_type"), "{error}");
 }
