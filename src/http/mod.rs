@@ -13,14 +13,30 @@
 //! | PUT               | `P/api/v1/admin/wipe`                  | 202, 404 without admin API |
 //!
 //! Errors: 400 bad URL or body (upstream's messages), 413 over a size limit, 405 wrong method,
-//! 404 unknown path, 301/307 to the cleaned path, 401 without valid credentials (web config).
+//! 404 unknown path, 301/307 to the cleaned path, 503 when the cluster cannot take a write;
+//! from the web config, 401 without valid credentials and 429 over the rate limit.
+//!
+//! A request goes `server` (accept, TLS) -> `app` -> `web_config` (rate limit, basic auth, extra
+//! headers) -> `routes` (path cleaning, route table) -> one of `handlers/`, which answer with the
+//! shared replies of `response` and count themselves in `request_metrics`. `state` holds what
+//! the handlers share, `grouping` parses the grouping key of a push URL.
 
-pub mod api;
+mod app;
 pub mod body;
 pub mod grouping;
-pub mod routes;
+mod handlers;
+mod path;
+mod request_metrics;
+mod response;
+mod routes;
 pub mod server;
-pub mod status_page;
+mod state;
 pub mod web_config;
 
-pub use routes::{router, AppState, HttpConfig};
+pub use app::{app, App};
+pub use state::{AppState, HttpConfig};
+
+/// The old name of [`app`], kept only until `node.rs` (another area of this refactor) calls
+/// `app`; remove it then.
+#[doc(hidden)]
+pub use app::app as router;

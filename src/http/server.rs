@@ -11,7 +11,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use super::routes::App;
+use super::app::App;
 use super::web_config::SharedWebConfig;
 
 /// How long open connections get to finish after shutdown is requested.

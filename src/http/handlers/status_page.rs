@@ -1,15 +1,31 @@
-//! The server-rendered status page (`P/` and `P/status`): every group with its labels, push
-//! times, metrics, and a button that deletes the group.
+//! `GET P/` and `GET P/status`: the server-rendered status page, every group with its labels,
+//! push times, metrics, and a button that deletes the group.
+//!
+//! - 200 HTML;
+//! - 405 any other method.
 
 use std::fmt::Write;
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
-use http::{header, HeaderValue, StatusCode};
+use http::{Method, StatusCode};
 
 use super::api::rfc3339_nano;
-use super::routes::HttpConfig;
+use crate::gateway::Gateway;
+use crate::http::request_metrics::counted;
+use crate::http::response::{method_not_allowed, typed, TEXT_HTML};
+use crate::http::state::{AppState, HttpConfig};
 use crate::store::GroupSnapshot;
+
+pub(crate) async fn status_page<G: Gateway>(st: &AppState<G>, method: &Method) -> Response {
+    match *method {
+        Method::GET => {
+            let groups = st.gateway.groups().await;
+            counted("status", method, render(&st.config, &groups))
+        }
+        _ => method_not_allowed("GET, OPTIONS"),
+    }
+}
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -48,7 +64,7 @@ fn group_url(cfg: &HttpConfig, g: &GroupSnapshot) -> String {
     url
 }
 
-pub fn render(cfg: &HttpConfig, groups: &[GroupSnapshot]) -> Response {
+fn render(cfg: &HttpConfig, groups: &[GroupSnapshot]) -> Response {
     let mut h = String::with_capacity(4096 + groups.len() * 1024);
     h.push_str(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>pushgate</title>\n<style>\
@@ -104,10 +120,5 @@ pre{margin:0}</style></head><body>\n<h1>pushgate</h1>\n",
         h.push_str("</div>\n");
     }
     h.push_str("</body></html>\n");
-    let mut r = (StatusCode::OK, h).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
+    typed(StatusCode::OK, h, TEXT_HTML)
 }

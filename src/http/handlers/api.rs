@@ -1,14 +1,77 @@
-//! `/api/v1/status` and `/api/v1/metrics`: upstream's JSON, CORS headers on every reply.
+//! The API routes, upstream's JSON with CORS headers:
+//!
+//! - `GET P/api/v1/status`: 200, build information, flags and start time;
+//! - `GET P/api/v1/metrics`: 200, every group with its families;
+//! - `PUT P/api/v1/admin/wipe`: 202 every group deleted (503 when the cluster cannot take the
+//!   write), 404 without `--web.enable-admin-api`;
+//! - `OPTIONS P/api/v1/*`: 200 (the CORS preflight);
+//! - 405 another method on the three routes above, 404 another method on any other
+//!   `P/api/v1/*` path.
+//!
+//! Every reply carries the CORS headers except the answer to the wipe itself.
 
-use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use http::{header, HeaderValue, Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::routes::HttpConfig;
 use crate::exposition::{write_float, Metric, MetricType};
+use crate::gateway::Gateway;
+use crate::http::request_metrics::counted;
+use crate::http::response::{empty, error_text, method_not_allowed, not_found, typed};
+use crate::http::state::{AppState, HttpConfig};
 use crate::store::GroupSnapshot;
 
-pub fn with_cors(mut r: Response) -> Response {
+pub(crate) async fn status<G: Gateway>(st: &AppState<G>, method: &Method) -> Response {
+    api_reply(method, "api/v1/status", async { status_json(&st.config) }).await
+}
+
+pub(crate) async fn metrics<G: Gateway>(st: &AppState<G>, method: &Method) -> Response {
+    api_reply(method, "api/v1/metrics", async {
+        metrics_json(&st.gateway.groups().await)
+    })
+    .await
+}
+
+pub(crate) async fn wipe<G: Gateway>(st: &AppState<G>, method: &Method) -> Response {
+    if !st.config.enable_admin_api {
+        return with_cors(not_found());
+    }
+    match *method {
+        Method::PUT => {
+            let resp = match st.gateway.wipe().await {
+                Ok(()) => empty(StatusCode::ACCEPTED),
+                Err(e) => error_text(e.status(), &e),
+            };
+            counted("wipe", method, resp)
+        }
+        Method::OPTIONS => with_cors(empty(StatusCode::OK)),
+        _ => with_cors(method_not_allowed("OPTIONS, PUT")),
+    }
+}
+
+/// Any other `P/api/v1/*` path: only the CORS preflight is answered.
+pub(crate) fn options(method: &Method) -> Response {
+    match *method {
+        Method::OPTIONS => with_cors(empty(StatusCode::OK)),
+        _ => with_cors(not_found()),
+    }
+}
+
+/// A read-only API route: `body` for GET, the preflight for OPTIONS, counted, with CORS.
+async fn api_reply(
+    method: &Method,
+    handler: &'static str,
+    body: impl std::future::Future<Output = Response>,
+) -> Response {
+    let resp = match *method {
+        Method::GET => body.await,
+        Method::OPTIONS => empty(StatusCode::OK),
+        _ => method_not_allowed("GET, OPTIONS"),
+    };
+    with_cors(counted(handler, method, resp))
+}
+
+fn with_cors(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     h.insert(
@@ -31,17 +94,12 @@ pub fn with_cors(mut r: Response) -> Response {
 }
 
 fn json_response(v: &Value) -> Response {
-    let mut r = (StatusCode::OK, v.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+    typed(StatusCode::OK, v.to_string(), "application/json")
 }
 
 /// Go's `fmt.Sprint(float64)`: the exposition float format, except that negative zero keeps
 /// its sign (the text exposition writes every zero as `0`).
-pub fn go_float(v: f64) -> String {
+fn go_float(v: f64) -> String {
     if v == 0.0 && v.is_sign_negative() {
         return "-0".to_owned();
     }
@@ -51,7 +109,7 @@ pub fn go_float(v: f64) -> String {
 }
 
 /// RFC 3339 with nanoseconds and trailing zeros trimmed, in UTC (Go's RFC3339Nano).
-pub fn rfc3339_nano(unix_seconds: f64) -> String {
+pub(crate) fn rfc3339_nano(unix_seconds: f64) -> String {
     let nanos = (unix_seconds * 1e9).round() as i128;
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
         return "0001-01-01T00:00:00Z".into();
@@ -75,7 +133,8 @@ pub fn rfc3339_nano(unix_seconds: f64) -> String {
     s
 }
 
-pub fn status(cfg: &HttpConfig) -> Response {
+/// The `/api/v1/status` document: build information, flags and start time.
+fn status_json(cfg: &HttpConfig) -> Response {
     let flags = sorted_object(
         cfg.flags
             .iter()
@@ -178,7 +237,7 @@ fn sorted_object(entries: Vec<(String, Value)>) -> Value {
 }
 
 /// The JSON object of one group, upstream's layout (keys sorted, as Go encodes a map).
-pub fn group_json(g: &GroupSnapshot) -> Value {
+fn group_json(g: &GroupSnapshot) -> Value {
     let mut o: Vec<(String, Value)> = Vec::with_capacity(g.families.len() + 4);
     o.push((
         "labels".into(),
@@ -214,7 +273,8 @@ pub fn group_json(g: &GroupSnapshot) -> Value {
     sorted_object(o)
 }
 
-pub fn metrics(groups: &[GroupSnapshot]) -> Response {
+/// The `/api/v1/metrics` document: every group.
+fn metrics_json(groups: &[GroupSnapshot]) -> Response {
     let data: Vec<Value> = groups.iter().map(group_json).collect();
     json_response(&json!({"status": "success", "data": data}))
 }

@@ -1,0 +1,9 @@
+//! One file per group of routes; each file's doc lists its routes and their status codes.
+//! [`super::routes`] decides which of them answers a request.
+
+pub(crate) mod api;
+pub(crate) mod delete;
+pub(crate) mod lifecycle;
+pub(crate) mod push;
+pub(crate) mod scrape;
+pub(crate) mod status_page;

@@ -1,0 +1,105 @@
+//! `PUT` and `POST P/metrics/job[@base64]/<job>{/<label>[@base64]/<value>}`: a push, which
+//! replaces the whole group (PUT) or the pushed families (POST).
+//!
+//! - 200 pushed (202 with the consistency check off, whatever the metrics: upstream answers
+//!   before it looks at them; a push refused for its content is still recorded on the group);
+//! - 400 bad grouping key in the URL, undecodable body, metrics the check refuses, or a
+//!   configured limit other than a size exceeded;
+//! - 413 over a size limit;
+//! - 503 the cluster cannot take the write now.
+//!
+//! Each push is counted in `pushgateway_http_requests_total` and in the push duration and size
+//! summaries; a refused one also in the refused-pushes counter, by reason.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::response::Response;
+use http::{Method, StatusCode};
+
+use crate::gateway::{Gateway, PushRequest};
+use crate::http::body::{body_format, read_body};
+use crate::http::grouping::parse_grouping_path;
+use crate::http::request_metrics::{counted, push_summaries};
+use crate::http::response::{empty, error_text, plain};
+use crate::http::state::AppState;
+use crate::store::PushError;
+use crate::telemetry::metrics as m;
+
+/// Answers a PUT or a POST on the push path; `rest` is the path after `/metrics`.
+pub(crate) async fn push<G: Gateway>(
+    st: &AppState<G>,
+    method: &Method,
+    rest: &str,
+    req: Request,
+) -> Response {
+    let replace_all = method == Method::PUT;
+    let started = Instant::now();
+    let (resp, size) = push_group(st, rest, replace_all, req).await;
+    let [duration, bytes] = push_summaries(replace_all);
+    duration.record(started.elapsed().as_secs_f64());
+    bytes.record(size as f64);
+    counted("push", method, resp)
+}
+
+/// The response and the body's size in bytes (0 when it was not read).
+async fn push_group<G: Gateway>(
+    st: &AppState<G>,
+    rest: &str,
+    replace_all: bool,
+    req: Request,
+) -> (Response, usize) {
+    let cfg = &st.config;
+    let key = match parse_grouping_path(rest, cfg.names, cfg.grouping) {
+        Ok(k) => k,
+        Err(e) => return (plain(StatusCode::BAD_REQUEST, e.0), 0),
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(&parts.headers, body, cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            refused(if e.status() == 413 {
+                "limit"
+            } else {
+                "invalid"
+            });
+            return (error_text(e.status(), &e), 0);
+        }
+    };
+    let size = bytes.len();
+    let format = body_format(&parts.headers);
+    match st
+        .gateway
+        .push(PushRequest {
+            key,
+            body: bytes,
+            format,
+            replace_all,
+        })
+        .await
+    {
+        Ok(()) if cfg.consistency_check => (empty(StatusCode::OK), size),
+        Ok(()) => (empty(StatusCode::ACCEPTED), size),
+        // With the check disabled upstream answers 202 before looking at the metrics; a push
+        // refused for its content is recorded on the group (push_failure_time_seconds) and
+        // counted, but the client still gets 202.
+        Err(PushError::Invalid(msg)) if !cfg.consistency_check => {
+            refused("invalid");
+            tracing::debug!(err = %msg, "push refused (consistency check disabled, answering 202)");
+            (empty(StatusCode::ACCEPTED), size)
+        }
+        Err(e) => {
+            refused(match e.status() {
+                503 => "unavailable",
+                413 => "limit",
+                _ if matches!(e, PushError::LimitExceeded(_)) => "limit",
+                _ => "invalid",
+            });
+            (error_text(e.status(), &e), size)
+        }
+    }
+}
+
+fn refused(reason: &'static str) {
+    metrics::counter!(m::REFUSED_PUSHES_TOTAL, "reason" => reason).increment(1);
+}
