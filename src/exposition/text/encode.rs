@@ -183,13 +183,7 @@ impl<'a> SampleWriter<'a> {
                 for &(lname, lvalue) in self.labels {
                     out.push(sep);
                     sep = b',';
-                    if is_legacy_label_name(lname) {
-                        out.extend_from_slice(lname.as_bytes());
-                    } else {
-                        out.push(b'"');
-                        write_escaped(out, lname, true);
-                        out.push(b'"');
-                    }
+                    write_name(out, lname, is_legacy_label_name(lname));
                     out.extend_from_slice(b"=\"");
                     write_escaped(out, lvalue, true);
                     out.push(b'"');
@@ -257,7 +251,12 @@ impl<'a> SampleWriter<'a> {
 }
 
 fn write_comment_name(out: &mut Vec<u8>, name: &str) {
-    if is_legacy_metric_name(name) {
+    write_name(out, name, is_legacy_metric_name(name));
+}
+
+/// Writes a name as is when it is `legacy` (fits the legacy charset), else quoted.
+fn write_name(out: &mut Vec<u8>, name: &str, legacy: bool) {
+    if legacy {
         out.extend_from_slice(name.as_bytes());
     } else {
         out.push(b'"');

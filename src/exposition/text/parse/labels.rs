@@ -70,23 +70,17 @@ impl<'a> Parser<'a> {
             )));
         }
         let value = self.read_label_value()?;
+        let bound = |label: &str| {
+            parse_float(value.as_bytes()).ok_or_else(|| {
+                Fail::Msg(format!(
+                    "expected float as value for '{label}' label, got {}",
+                    go_quote(value.as_bytes())
+                ))
+            })
+        };
         match self.label_role {
-            LabelRole::Quantile => {
-                self.quantile = parse_float(value.as_bytes()).ok_or_else(|| {
-                    Fail::Msg(format!(
-                        "expected float as value for 'quantile' label, got {}",
-                        go_quote(value.as_bytes())
-                    ))
-                })?;
-            }
-            LabelRole::Bucket => {
-                self.bucket = parse_float(value.as_bytes()).ok_or_else(|| {
-                    Fail::Msg(format!(
-                        "expected float as value for 'le' label, got {}",
-                        go_quote(value.as_bytes())
-                    ))
-                })?;
-            }
+            LabelRole::Quantile => self.quantile = bound("quantile")?,
+            LabelRole::Bucket => self.bucket = bound("le")?,
             LabelRole::Regular => {
                 if let Some(lp) = self.labels.last_mut() {
                     lp.1 = value.clone();
