@@ -7,7 +7,7 @@
 //! what `prost` writes.
 
 use super::proto::{Bucket, Histogram, LabelPair, Quantile, Summary};
-use super::text_parse::{ParsedMetric, Point};
+use super::text::parse::{ParsedMetric, Point};
 use super::{Metric, MetricType};
 
 /// `MetricFamily.metric` is field 4, length-delimited.
@@ -82,7 +82,7 @@ fn encode_simple(m: &Metric, labels: &[(&str, &str)], out: &mut Vec<u8>) {
 /// [`encode_metric_field_labelled`] for a metric of a parsed text body (`typ` is its family's):
 /// the bytes `prost` writes for the `Metric` that [`ParsedText::to_families`] would build.
 ///
-/// [`ParsedText::to_families`]: super::text_parse::ParsedText::to_families
+/// [`ParsedText::to_families`]: super::text::parse::ParsedText::to_families
 pub fn encode_parsed_labelled(
     typ: MetricType,
     m: &ParsedMetric,

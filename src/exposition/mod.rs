@@ -1,14 +1,17 @@
 //! The Prometheus exposition formats as pure functions on bytes: the text format 0.0.4 parser,
 //! the text and protobuf-delimited encoders, and protobuf-delimited decoding.
 //!
+//! `text/` is the text format (`parse/`, `encode`, and the Go-compatible `float` and `quote`
+//! rules both use), `delimited` the protobuf-delimited stream, `metric_proto` the hand-written
+//! protobuf encoding of one metric for the push path, `names` the metric and label name rules.
+//!
 //! The data model is the vendored `io.prometheus.client` protobuf (see `proto/`), the same model
 //! the upstream Pushgateway stores, so both body formats decode into one representation.
 
 pub mod delimited;
 pub mod metric_proto;
 pub mod names;
-pub mod text_format;
-pub mod text_parse;
+mod text;
 
 /// The generated `io.prometheus.client` types (proto2: optional fields are `Option`s with getters).
 #[allow(clippy::all, missing_docs)]
@@ -17,13 +20,25 @@ pub mod proto {
 }
 
 pub use delimited::{decode_delimited, encode_delimited, DelimitedError};
-pub use names::NameScheme;
-pub use proto::{LabelPair, Metric, MetricFamily, MetricType};
-pub use text_format::{
-    families_to_text, write_family, write_float, write_help_and_type, write_metric,
-    write_metric_labelled,
+pub use metric_proto::{encode_metric_field, encode_metric_field_labelled, encode_parsed_labelled};
+pub use names::{
+    is_legacy_label_name, is_legacy_metric_name, is_valid_label_name, is_valid_metric_name,
+    NameScheme,
 };
-pub use text_parse::{parse_text, TextParseError};
+pub use proto::{LabelPair, Metric, MetricFamily, MetricType};
+pub use text::encode::{
+    families_to_text, write_family, write_help_and_type, write_metric, write_metric_labelled,
+    write_parsed_labelled,
+};
+pub use text::float::write_float;
+pub use text::parse::{
+    parse_text, parse_text_borrowed, ParsedFamily, ParsedMetric, ParsedText, Point, TextParseError,
+};
+
+// The module paths other areas imported before the text format moved into `text/`; once their
+// imports name the items above (`crate::exposition::parse_text_borrowed`, ...), these go.
+pub use text::encode as text_format;
+pub use text::parse as text_parse;
 
 impl Metric {
     /// The metric's label pairs as (name, value), in stored order (an unset name or value is
@@ -34,8 +49,8 @@ impl Metric {
 }
 
 /// `std::str::from_utf8` with a fast path for ASCII, which names and most label values and help
-/// texts are: the general validation costs ~125 instructions even for a short name, and the
-/// parser converts several per line.
+/// texts are: the general validation has a fixed cost per call that outweighs the check itself
+/// on a short name, and the parser converts several per line.
 #[allow(unsafe_code)]
 pub(crate) fn utf8(b: &[u8]) -> Option<&str> {
     if b.is_ascii() {
