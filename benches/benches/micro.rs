@@ -13,8 +13,8 @@ use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, AllocProfiler, Bencher};
 use pushgate::cluster::membership::{Member, MemberState, NodeId};
 use pushgate::cluster::{placement, rpc};
-use pushgate::exposition::text_parse::parse_text_borrowed;
-use pushgate::exposition::{self, names::NameScheme};
+use pushgate::exposition::parse_text_borrowed;
+use pushgate::exposition::{self, NameScheme};
 use pushgate::store::render::Format;
 use pushgate::store::{
     merged, prepare_push, prepare_text, GroupKey, Store, StoreOptions, Validation,

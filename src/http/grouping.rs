@@ -1,7 +1,7 @@
 //! The grouping key in a push URL: `/job/<job>{/<label>/<value>}`, where `job@base64` and any
 //! `<label>@base64` carry URL-safe base64 values (padding optional).
 
-use crate::exposition::names::{is_valid_label_name, NameScheme};
+use crate::exposition::{is_valid_label_name, NameScheme};
 use crate::store::GroupKey;
 
 const BASE64_SUFFIX: &str = "@base64";

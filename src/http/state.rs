@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::grouping::GroupingLimits;
-use crate::exposition::names::NameScheme;
+use crate::exposition::NameScheme;
 use crate::telemetry::SelfRecorder;
 
 /// Everything the handlers need to know about flags.

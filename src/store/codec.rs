@@ -10,7 +10,7 @@ use super::family::{self, encode_family_header, BlockBuilder, SharedBlock, Store
 use super::group::GroupSnapshot;
 use super::key::GroupKey;
 use super::prepare::{self, Limits, Validation};
-use crate::exposition::{names::NameScheme, MetricType};
+use crate::exposition::{NameScheme, MetricType};
 
 /// Generated from proto/pushgate/snapshot.proto.
 #[allow(clippy::all, missing_docs)]
@@ -120,7 +120,7 @@ pub fn decode_group(
         return Err(format!("group #{i} has no job label"));
     }
     for (n, _) in key.labels() {
-        if !crate::exposition::names::is_valid_label_name(n, names) {
+        if !crate::exposition::is_valid_label_name(n, names) {
             return Err(format!("group {key} has an invalid label name {n:?}"));
         }
     }
@@ -164,7 +164,7 @@ pub fn decode_group(
     for (fi, mf) in g.families.into_iter().enumerate() {
         let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
         let name = mf.name().to_owned();
-        if !crate::exposition::names::is_valid_metric_name(&name, names) {
+        if !crate::exposition::is_valid_metric_name(&name, names) {
             return Err(format!("group {key} has an invalid metric name {name:?}"));
         }
         let typ = match mf.r#type.map(MetricType::try_from) {

@@ -16,7 +16,7 @@ use prost::Message;
 use super::codec::encode_group;
 use super::group::GroupSnapshot;
 use super::Store;
-use crate::exposition::names::NameScheme;
+use crate::exposition::NameScheme;
 
 // Transitional, for the merge only: the cluster's rpc still imports the group codec from this
 // module. Once it imports `crate::store::codec`, this becomes a private

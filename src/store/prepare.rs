@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::error::PushError;
 use super::family::{BlockBuilder, EncodeMetric, LabelRef, Merged, StoredFamily};
 use super::key::GroupKey;
-use crate::exposition::names::{is_valid_label_name, is_valid_metric_name, NameScheme};
-use crate::exposition::text_parse::{ParsedMetric, ParsedText, Point};
+use crate::exposition::{is_valid_label_name, is_valid_metric_name, NameScheme};
+use crate::exposition::{ParsedMetric, ParsedText, Point};
 use crate::exposition::{LabelPair, Metric, MetricFamily, MetricType};
 
 pub const PUSH_TIME_METRIC: &str = "push_time_seconds";
@@ -135,7 +135,7 @@ impl<'x> EncodeMetric for TextMetric<'x> {
         self.labels
     }
     fn write_text(&self, out: &mut Vec<u8>, name: &str, typ: MetricType, pairs: &[(&str, &str)]) {
-        crate::exposition::text_format::write_parsed_labelled(
+        crate::exposition::write_parsed_labelled(
             out,
             name,
             typ,
@@ -145,7 +145,7 @@ impl<'x> EncodeMetric for TextMetric<'x> {
         );
     }
     fn write_proto(&self, typ: MetricType, pairs: &[(&str, &str)], out: &mut Vec<u8>) {
-        crate::exposition::metric_proto::encode_parsed_labelled(
+        crate::exposition::encode_parsed_labelled(
             typ,
             self.metric,
             self.points,
@@ -676,7 +676,7 @@ mod tests {
             }
             let key = GroupKey::new(labels);
             let v = Validation { limits: Limits { max_series_per_push: 12, ..Limits::default() }, ..Validation::default() };
-            let Ok(parsed) = crate::exposition::text_parse::parse_text_borrowed(body.as_bytes(), NameScheme::Legacy) else {
+            let Ok(parsed) = crate::exposition::parse_text_borrowed(body.as_bytes(), NameScheme::Legacy) else {
                 prop_assert!(crate::exposition::parse_text(body.as_bytes(), NameScheme::Legacy).is_err());
                 return Ok(());
             };

@@ -6,7 +6,7 @@ use super::prepare::{
 };
 use super::render::Format;
 use super::*;
-use crate::exposition::{names::NameScheme, parse_text};
+use crate::exposition::{NameScheme, parse_text};
 
 fn key(job: &str, extra: &[(&str, &str)]) -> GroupKey {
     GroupKey::new(

@@ -298,7 +298,7 @@ impl EncodeMetric for Metric {
         exposition::write_metric_labelled(out, name, typ, self, pairs);
     }
     fn write_proto(&self, _typ: MetricType, pairs: &[(&str, &str)], out: &mut Vec<u8>) {
-        exposition::metric_proto::encode_metric_field_labelled(self, pairs, out);
+        exposition::encode_metric_field_labelled(self, pairs, out);
     }
 }
 

@@ -7,7 +7,7 @@ use super::builder::BlockBuilder;
 use super::hash::layout_of;
 use super::intern::intern;
 use super::layout::{offset, Entry, FamilyHead, StoredFamily};
-use crate::exposition::names::NameScheme;
+use crate::exposition::NameScheme;
 use crate::exposition::MetricType;
 
 /// Families read from a peer's message in place: their block is the message's buffer itself
@@ -108,7 +108,7 @@ impl<'a> WireFamily<'a> {
         let mut r = R(b);
         let name = r.str()?;
         let help = r.str()?;
-        if !crate::exposition::names::is_valid_metric_name(name, names) {
+        if !crate::exposition::is_valid_metric_name(name, names) {
             return Err(format!("invalid metric name {name:?}"));
         }
         let typ = match MetricType::try_from(i32::from(r.take(1)?[0])) {
