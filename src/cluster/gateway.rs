@@ -33,8 +33,8 @@ use crate::store::merged::{render_groups, render_groups_chunked};
 use crate::store::render::MergedOrders;
 use crate::store::render::{Format, RenderStats};
 use crate::store::{
-    prepare_push, GroupKey, GroupSnapshot, PreparedPush, PushError, ReservedNames, Store,
-    StoredFamily, Validation,
+    GroupKey, GroupSnapshot, PreparedPush, PushError, ReservedNames, Store, StoredFamily,
+    Validation,
 };
 use crate::telemetry::metrics as m;
 use crate::time::unix_seconds;
@@ -154,7 +154,7 @@ impl WriteAnswer {
         if let Some(e) = named.filter(|e| e.status() == self.status) {
             return Err(e);
         }
-        // Nodes before 2026-12-01 name no refusal.
+        // An answer that names no refusal (a recorded failure) is told by status and message.
         match self.status {
             503 => Err(PushError::Unavailable(message)),
             413 => Err(PushError::TooLarge(message)),
@@ -193,8 +193,7 @@ pub struct ClusterCore {
 /// receiving writes and forwarding to the others) saves calls. But when this node receives far
 /// more writes from clients than it applies for other nodes (most of the load enters through it,
 /// e.g. the one node clients are configured with), it is the busiest node and the replicas are
-/// better sent by the primaries, as nodes did before 2026-12-01: such writes travel in a queue of
-/// their own (`rpc::Peer`). Decided once a second from the last second's counts.
+/// better sent by the primaries: such writes travel in a queue of their own (`rpc::Peer`). Decided once a second from the last second's counts.
 #[derive(Default)]
 struct EntryLoad {
     window_start_ms: AtomicU64,
@@ -316,10 +315,10 @@ impl ClusterCore {
                 continue;
             }
             let here = candidate.id == self.self_id;
-            // A body not decoded yet goes only to a primary that decodes it, from an
-            // entry-heavy node; otherwise it is decoded here (and the message built anew).
+            // A body not decoded yet goes to the primary only from an entry-heavy node;
+            // otherwise it is decoded here (and the message built anew).
             op = match op {
-                WriteOp::Raw(req) if here || !(primary_replicates && candidate.raw_push) => {
+                WriteOp::Raw(req) if here || !primary_replicates => {
                     forward = None;
                     match self.resolve(req, &unreachable).await {
                         Ok(p) => WriteOp::Push(p),
@@ -367,7 +366,7 @@ impl ClusterCore {
                             )
                             .await;
                     }
-                    // A primary of an earlier release replicated the write itself.
+                    // The primary replicated the write itself (this node asked it to).
                     return self.hold_returned(&op, out.replica, out.own, answer).await;
                 }
                 Err(status) => {
@@ -773,8 +772,8 @@ impl ClusterCore {
         }
     }
 
-    /// Holds the copy a primary of an earlier release returned with its answer to a write this
-    /// node forwarded (the group state, or a PUT's stamp for this node's own prepared
+    /// Holds the copy a primary that replicated the write itself returned with its answer to a
+    /// write this node forwarded (the group state, or a PUT's stamp for this node's own prepared
     /// families). The primary counted this node as a holder, so a copy this node cannot hold
     /// turns a success into 503 (the write stays on the nodes that took it, as with any 503).
     async fn hold_returned(
@@ -993,9 +992,8 @@ fn merge_newest(newest: &mut Newest, groups: Vec<GroupSnapshot>, tombstones: Vec
     }
 }
 
-/// Decodes the peers' answers into `newest`, one copy of each group: a group that a peer of an
-/// earlier release (which sends everything) or a peer with another view of the ring sent too is
-/// set aside, and decoded after all if an answer turns out undecodable (the merge keeps one).
+/// Decodes the peers' answers into `newest`, one copy of each group: a group that a peer with
+/// another view of the ring sent too is set aside, and decoded after all if an answer turns out undecodable (the merge keeps one).
 async fn merge_answers(
     newest: &mut Newest,
     mut answers: Vec<(String, Vec<pb::CollectChunk>)>,
@@ -1484,7 +1482,7 @@ impl ClusterService {
             });
         }
         // A sender that leaves the replication to this node (an entry point for most of its
-        // load, or a node of an earlier release): replicated before it is answered.
+        // load): replicated before it is answered.
         let mut trip =
             (!w.from.is_empty() && w.from != self.core.self_id.as_str()).then_some(ReturnTrip {
                 sender: w.from,
@@ -1515,10 +1513,6 @@ struct ForwardedAnswer {
     left_to_sender: bool,
 }
 
-fn write_reply(a: WriteAnswer) -> Response<pb::WriteReply> {
-    Response::new(write_reply_pb(a))
-}
-
 fn write_reply_pb(a: WriteAnswer) -> pb::WriteReply {
     pb::WriteReply {
         status: u32::from(a.status),
@@ -1536,57 +1530,6 @@ fn bounded(mut unreachable: Vec<String>) -> Vec<String> {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn push(
-        &self,
-        request: Request<pb::PushRequest>,
-    ) -> Result<Response<pb::WriteReply>, Status> {
-        let req = request.into_inner();
-        expired(req.deadline_unix_ms)?;
-        let names = self.core.names();
-        let key = rpc::key_from_pb(req.key, names).map_err(Status::invalid_argument)?;
-        let unreachable = bounded(req.unreachable);
-        if !req.refused.is_empty() {
-            let op = WriteOp::Failure {
-                key,
-                message: req.refused,
-            };
-            return Ok(write_reply(
-                self.core.apply_as_primary(op, unreachable, None).await,
-            ));
-        }
-        let size: usize = req.families.iter().map(Vec::len).sum();
-        let families = rpc::families_from_bytes(req.families).map_err(Status::invalid_argument)?;
-        let v = self.core.validation.clone();
-        let prepared = off_runtime_if_large(size, move || {
-            prepare_push(key, families, req.replace_all, &v)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        let answer = match prepared {
-            Ok(p) => {
-                self.core
-                    .apply_as_primary(WriteOp::Push(p), unreachable, None)
-                    .await
-            }
-            Err(e) => WriteAnswer::from_error(&e),
-        };
-        Ok(write_reply(answer))
-    }
-
-    async fn delete(
-        &self,
-        request: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::WriteReply>, Status> {
-        let req = request.into_inner();
-        expired(req.deadline_unix_ms)?;
-        let key = rpc::key_from_pb(req.key, self.core.names()).map_err(Status::invalid_argument)?;
-        let answer = self
-            .core
-            .apply_as_primary(WriteOp::Delete(key), bounded(req.unreachable), None)
-            .await;
-        Ok(write_reply(answer))
-    }
-
     async fn replicate(
         &self,
         request: Request<pb::ReplicateRequest>,
@@ -1664,11 +1607,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::WipeRequest>,
     ) -> Result<Response<pb::WipeReply>, Status> {
-        let version = match request.into_inner().version {
-            0 => self.core.clock.now(),
-            v => v,
-        };
-        self.core.wipe_local(version);
+        self.core.wipe_local(request.into_inner().version);
         Ok(Response::new(pb::WipeReply {}))
     }
 
@@ -1693,6 +1632,7 @@ mod tests {
     use crate::cluster::MemberState;
     use crate::exposition::text_parse::parse_text;
     use crate::gateway::LocalGateway;
+    use crate::store::prepare_push;
     use crate::store::StoreOptions;
 
     fn key(job: &str) -> GroupKey {
@@ -1711,17 +1651,6 @@ mod tests {
 
     /// Node `self_id` of a cluster of `members` (id, gRPC port), replication factor `r`.
     fn node(self_id: &str, members: &[(&str, u16)], r: usize) -> (Arc<Store>, ClusterService) {
-        node_seeing(self_id, members, r, |_| true)
-    }
-
-    /// As `node`, seeing the members for which `raw_push` is false as nodes of an earlier
-    /// release (they do not gossip the feature).
-    fn node_seeing(
-        self_id: &str,
-        members: &[(&str, u16)],
-        r: usize,
-        raw_push: impl Fn(&str) -> bool,
-    ) -> (Arc<Store>, ClusterService) {
         let store = Arc::new(Store::new(StoreOptions::default()));
         let members = members
             .iter()
@@ -1730,7 +1659,6 @@ mod tests {
                 generation: 1,
                 grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 state: MemberState::Active,
-                raw_push: raw_push(id),
             })
             .collect();
         let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from(self_id), members, 1)));
@@ -1768,9 +1696,9 @@ mod tests {
     #[tokio::test]
     async fn a_replica_for_the_forwarding_node_travels_back_with_the_answer() {
         let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
-        let mut w = earlier_release(forwarded("j", BODY));
+        let mut w = primary_replicates(forwarded("j", BODY));
         w.from = "b".into();
-        // A sender that cannot hold its own families (an older node, or a POST).
+        // A sender that cannot hold its own families (a POST).
         w.own_replica = false;
         let results = forward_all(&svc, vec![w]).await;
         // "b" is the only other node: no call was made to it (its port is closed), it counts
@@ -1796,7 +1724,7 @@ mod tests {
     #[tokio::test]
     async fn a_put_replica_for_the_forwarding_node_is_its_own_families_with_the_primary_stamp() {
         let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
-        let mut w = earlier_release(forwarded("j", BODY));
+        let mut w = primary_replicates(forwarded("j", BODY));
         assert!(w.own_replica, "a PUT asks to hold its own families");
         w.from = "b".into();
         let results = forward_all(&svc, vec![w]).await;
@@ -1839,7 +1767,7 @@ mod tests {
         let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
         let families = parse_text(BODY.as_bytes(), NameScheme::Legacy).unwrap();
         let post = prepare_push(key("j"), families, false, &Validation::default()).unwrap();
-        let mut w = earlier_release(forward_message(&WriteOp::Push(post), "b").0);
+        let mut w = primary_replicates(forward_message(&WriteOp::Push(post), "b").0);
         assert!(!w.own_replica);
         w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
         // A sender claiming it could: a POST merges into the group, so only its state will do.
@@ -1853,9 +1781,9 @@ mod tests {
     #[tokio::test]
     async fn without_a_return_trip_the_replica_is_sent_and_its_failure_counts() {
         let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
-        // No sender id (an older node), then a sender that is not a replica candidate.
+        // No sender id, then a sender that is not a replica candidate.
         for from in ["", "c"] {
-            let mut w = earlier_release(forwarded("j", BODY));
+            let mut w = primary_replicates(forwarded("j", BODY));
             w.from = from.into();
             let results = forward_all(&svc, vec![w]).await;
             assert!(results[0].replica.is_none());
@@ -1923,7 +1851,7 @@ mod tests {
             })
             .unwrap();
         // The other owner is unreachable, so the outsider stands in for it.
-        let mut w = earlier_release(forwarded(&job, BODY));
+        let mut w = primary_replicates(forwarded(&job, BODY));
         w.from = outsider;
         w.unreachable = vec![other_owner];
         let results = forward_all(&svc, vec![w]).await;
@@ -1983,9 +1911,9 @@ mod tests {
         w
     }
 
-    /// A write as a node of a release before 2026-12-01 forwards it: its primary replicates it
-    /// before answering (the primary's side of the tests above).
-    fn earlier_release(mut w: pb::ForwardedWrite) -> pb::ForwardedWrite {
+    /// A write as an entry-heavy node forwards it: its primary replicates it before answering
+    /// (the primary's side of the tests above).
+    fn primary_replicates(mut w: pb::ForwardedWrite) -> pb::ForwardedWrite {
         w.sender_replicates = false;
         w
     }
@@ -2152,29 +2080,13 @@ mod tests {
         addr
     }
 
-    /// Which release a `TestPeer` acts as.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Release {
-        /// Before the batch calls: `Forward` and `ReplicateBatch` are unimplemented, and
-        /// collect requests lose the fields it does not know (responders, only_keys).
-        Old,
-        /// Before the sixth round of 2026-11-30: `Forward` ignores the replicas it carries
-        /// (and, like every release before 2026-12-01, `sender_replicates`).
-        PreMerge,
-        /// Before 2026-12-01: a primary ignores `sender_replicates` and replicates the writes
-        /// forwarded to it before it answers.
-        PrimaryReplicates,
-        Current,
-    }
-
-    /// A node's service as a peer of `release` would answer, recording each `Forward` and
+    /// A node's service as a peer, recording each `Forward` and
     /// `ReplicateBatch` call it gets (writes, replicas). With `damaged`, the first group of
     /// every chunk its collect answers carry is cut short. With `held`, a `Forward` call is
     /// recorded on arrival and then waits for a permit before it is served (as a primary's does
     /// while it replicates to other nodes).
     struct TestPeer {
         svc: ClusterService,
-        release: Release,
         damaged: bool,
         held: Option<Arc<tokio::sync::Semaphore>>,
         calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
@@ -2186,10 +2098,9 @@ mod tests {
     type RecordedCall = (&'static str, usize, usize);
 
     impl TestPeer {
-        fn new(svc: ClusterService, release: Release) -> Self {
+        fn new(svc: ClusterService) -> Self {
             TestPeer {
                 svc,
-                release,
                 damaged: false,
                 held: None,
                 calls: Default::default(),
@@ -2198,31 +2109,15 @@ mod tests {
         }
     }
 
-    fn old(svc: ClusterService) -> TestPeer {
-        TestPeer::new(svc, Release::Old)
-    }
-
     fn damaged(svc: ClusterService) -> TestPeer {
         TestPeer {
             damaged: true,
-            ..old(svc)
+            ..TestPeer::new(svc)
         }
     }
 
     #[tonic::async_trait]
     impl Cluster for TestPeer {
-        async fn push(
-            &self,
-            r: Request<pb::PushRequest>,
-        ) -> Result<Response<pb::WriteReply>, Status> {
-            self.svc.push(r).await
-        }
-        async fn delete(
-            &self,
-            r: Request<pb::DeleteRequest>,
-        ) -> Result<Response<pb::WriteReply>, Status> {
-            self.svc.delete(r).await
-        }
         async fn replicate(
             &self,
             r: Request<pb::ReplicateRequest>,
@@ -2232,13 +2127,8 @@ mod tests {
         type CollectStream = <ClusterService as Cluster>::CollectStream;
         async fn collect(
             &self,
-            mut r: Request<pb::CollectRequest>,
+            r: Request<pb::CollectRequest>,
         ) -> Result<Response<Self::CollectStream>, Status> {
-            if self.release == Release::Old {
-                // An earlier release drops the fields it does not know.
-                r.get_mut().responders.clear();
-                r.get_mut().only_keys.clear();
-            }
             let mut answer = self.svc.collect(r).await?;
             if self.damaged {
                 let chunks: Vec<_> = answer.get_mut().collect().await;
@@ -2268,19 +2158,8 @@ mod tests {
         }
         async fn forward(
             &self,
-            mut r: Request<pb::ForwardRequest>,
+            r: Request<pb::ForwardRequest>,
         ) -> Result<Response<pb::ForwardReply>, Status> {
-            if self.release == Release::Old {
-                return Err(Status::unimplemented("old peer"));
-            }
-            if matches!(self.release, Release::PreMerge | Release::PrimaryReplicates) {
-                for w in &mut r.get_mut().writes {
-                    w.sender_replicates = false;
-                }
-            }
-            if self.release == Release::PreMerge {
-                r.get_mut().replicas.clear();
-            }
             let req = r.get_ref();
             self.calls
                 .lock()
@@ -2296,9 +2175,6 @@ mod tests {
             &self,
             r: Request<pb::ReplicateBatchRequest>,
         ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
-            if self.release == Release::Old {
-                return Err(Status::unimplemented("old peer"));
-            }
             self.calls
                 .lock()
                 .push(("replicate_batch", 0, r.get_ref().items.len()));
@@ -2349,17 +2225,13 @@ mod tests {
             got.into_iter().collect::<std::collections::BTreeSet<_>>(),
             want
         );
-        // c of an earlier release sends everything: each group is in the view once; and when
-        // c's answer cannot be decoded, of the groups b sent those set aside as repeats of c's
-        // are decoded after all, and those b left to c are asked for again.
-        for c in [old, damaged] {
-            let got = merged_view_of_three(Some(c)).await;
-            assert_eq!(got.len(), 60);
-            assert_eq!(
-                got.into_iter().collect::<std::collections::BTreeSet<_>>(),
-                want
-            );
-        }
+        // When c's answer cannot be decoded, the groups b left to c are asked for again.
+        let got = merged_view_of_three(Some(damaged)).await;
+        assert_eq!(got.len(), 60);
+        assert_eq!(
+            got.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            want
+        );
     }
 
     /// A peer that accepts connections and never answers holds a scrape for the collect
@@ -2402,14 +2274,11 @@ mod tests {
         }
     }
 
-    /// Forwards and replications through real gRPC, to a current peer and to an older one.
-    async fn round_trip(older: bool) {
+    /// Forwards and replications through real gRPC.
+    #[tokio::test]
+    async fn batched_calls_round_trip_over_grpc() {
         let (store, svc) = service(1);
-        let addr = if older {
-            serve(old(svc)).await
-        } else {
-            serve(svc).await
-        };
+        let addr = serve(svc).await;
         let clients = PeerClients::with_limits(
             Duration::from_secs(5),
             BatchLimits {
@@ -2479,16 +2348,11 @@ mod tests {
     }
 
     /// Writes and replicas queued for one peer at the same time, through real gRPC: they share
-    /// one `Forward` call, or, to a peer of a release before the sixth round of 2026-11-30
-    /// (`pre_merge`), travel side by side; each item gets its own answer either way.
-    async fn writes_and_replicas_together(pre_merge: bool) {
+    /// one `Forward` call; each item gets its own answer.
+    #[tokio::test]
+    async fn writes_and_replicas_for_one_peer_share_a_call() {
         let (store, svc) = service(1);
-        let release = if pre_merge {
-            Release::PreMerge
-        } else {
-            Release::Current
-        };
-        let peer = TestPeer::new(svc, release);
+        let peer = TestPeer::new(svc);
         let calls = peer.calls.clone();
         let addr = serve(peer).await;
         let clients = PeerClients::new(Duration::from_secs(5));
@@ -2537,34 +2401,10 @@ mod tests {
             assert!(store.group(&key(&format!("broken{round}"))).is_none());
         }
         let calls = calls.lock().clone();
-        let expected = if pre_merge {
-            vec![
-                ("forward", 1, 0),
-                // The first mixed batch: the replicas it carried went unseen and unanswered, so
-                // they were sent again by themselves; the next batch goes side by side.
-                ("forward", 3, 0),
-                ("replicate_batch", 0, 4),
-                ("forward", 3, 0),
-                ("replicate_batch", 0, 4),
-            ]
-        } else {
+        assert_eq!(
+            calls,
             vec![("forward", 1, 0), ("forward", 3, 4), ("forward", 3, 4)]
-        };
-        // The last round's two calls side by side may arrive in either order.
-        let (mut got, mut want) = (calls.clone(), expected);
-        got[3..].sort();
-        want[3..].sort();
-        assert_eq!(got, want, "calls: {calls:?}");
-    }
-
-    #[tokio::test]
-    async fn writes_and_replicas_for_one_peer_share_a_call() {
-        writes_and_replicas_together(false).await;
-    }
-
-    #[tokio::test]
-    async fn a_peer_that_ignores_replicas_in_a_forward_gets_them_by_replicate_batch() {
-        writes_and_replicas_together(true).await;
+        );
     }
 
     /// A port that accepts connections and counts them, never answering.
@@ -2654,11 +2494,9 @@ mod tests {
         job
     }
 
-    /// Nodes a, b and c over gRPC, R = 2 (a serves no gRPC: a call to it fails); b answers as
-    /// `b_release`; a and b reach c only with `a_reaches_c` and `b_reaches_c` (else they see it
+    /// Nodes a, b and c over gRPC, R = 2 (a serves no gRPC: a call to it fails); a and b reach c only with `a_reaches_c` and `b_reaches_c` (else they see it
     /// at a closed port). a's gateway core, the stores of a, b and c, and the calls c got.
     async fn three_nodes(
-        b_release: Release,
         a_reaches_c: bool,
         b_reaches_c: bool,
     ) -> (
@@ -2683,8 +2521,8 @@ mod tests {
             2,
         );
         let (store_c, c) = node("c", &[("a", 1), ("b", b_port), ("c", c_port)], 2);
-        serve_on(b_listener, TestPeer::new(b, b_release));
-        let c = TestPeer::new(c, Release::Current);
+        serve_on(b_listener, TestPeer::new(b));
+        let c = TestPeer::new(c);
         let calls = c.calls.clone();
         serve_on(c_listener, c);
         (a.core, [store_a, store_b, store_c], calls)
@@ -2695,8 +2533,7 @@ mod tests {
     /// cannot reach that owner here: only the sender's copy gets there).
     #[tokio::test]
     async fn a_write_through_a_node_that_owns_no_copy_is_replicated_by_that_node() {
-        let (a, [store_a, store_b, store_c], calls) =
-            three_nodes(Release::Current, true, false).await;
+        let (a, [store_a, store_b, store_c], calls) = three_nodes(true, false).await;
         let job = push_through(&a, &["b", "c", "a"]).await;
         let version = store_b
             .group_version(&key(&job))
@@ -2727,8 +2564,7 @@ mod tests {
     /// A write through the node that owns the other copy: it holds its copy itself, no call.
     #[tokio::test]
     async fn a_write_through_its_other_owner_is_held_there_without_a_call() {
-        let (a, [store_a, store_b, store_c], calls) =
-            three_nodes(Release::Current, true, true).await;
+        let (a, [store_a, store_b, store_c], calls) = three_nodes(true, true).await;
         let job = push_through(&a, &["b", "a", "c"]).await;
         let version = store_b.group_version(&key(&job)).unwrap();
         assert_eq!(store_a.group_version(&key(&job)), Some(version));
@@ -2740,7 +2576,7 @@ mod tests {
     /// The other owner cannot be reached: the sender, next in rendezvous order, stands in.
     #[tokio::test]
     async fn a_sender_stands_in_for_an_owner_it_cannot_reach() {
-        let (a, [store_a, store_b, _], _) = three_nodes(Release::Current, false, false).await;
+        let (a, [store_a, store_b, _], _) = three_nodes(false, false).await;
         let job = push_through(&a, &["b", "c", "a"]).await;
         let version = store_b.group_version(&key(&job)).unwrap();
         assert_eq!(store_a.group_version(&key(&job)), Some(version));
@@ -2751,7 +2587,7 @@ mod tests {
     /// two reaches both (it cannot reach the second owner itself here) and it holds nothing.
     #[tokio::test]
     async fn an_entry_heavy_node_leaves_the_replicas_to_the_primary() {
-        let (a, [store_a, store_b, store_c], _) = three_nodes(Release::Current, false, true).await;
+        let (a, [store_a, store_b, store_c], _) = three_nodes(false, true).await;
         entry_heavy(&a);
         let job = push_through(&a, &["b", "c", "a"]).await;
         let version = store_b.group_version(&key(&job)).unwrap();
@@ -2782,16 +2618,14 @@ mod tests {
     }
 
     /// Nodes a and b, R = 1: a's gateway, a's and b's stores, and how many bodies not decoded
-    /// b got. a sees b gossip the raw-push feature when `b_decodes`.
-    async fn entry_and_primary(
-        b_decodes: bool,
-    ) -> (ClusterGateway, [Arc<Store>; 2], Arc<AtomicUsize>) {
+    /// b got.
+    async fn entry_and_primary() -> (ClusterGateway, [Arc<Store>; 2], Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let members = [("a", 1), ("b", port)];
-        let (store_a, a) = node_seeing("a", &members, 1, |id| id == "a" || b_decodes);
+        let (store_a, a) = node("a", &members, 1);
         let (store_b, b) = node("b", &members, 1);
-        let b = TestPeer::new(b, Release::Current);
+        let b = TestPeer::new(b);
         let bodies = b.bodies.clone();
         serve_on(listener, b);
         (ClusterGateway::new(a.core), [store_a, store_b], bodies)
@@ -2803,7 +2637,7 @@ mod tests {
     /// entry-heavy decodes its pushes itself.
     #[tokio::test]
     async fn an_entry_heavy_node_leaves_the_decoding_to_the_primary() {
-        let (a, [store_a, store_b], bodies) = entry_and_primary(true).await;
+        let (a, [store_a, store_b], bodies) = entry_and_primary().await;
         let job = job_in_order(&a.core.ring(), &["b", "a"]);
         let single = LocalGateway::new(
             Arc::new(Store::new(StoreOptions::default())),
@@ -2836,26 +2670,12 @@ mod tests {
         assert!(store_a.group(&key(&job)).is_none());
     }
 
-    /// A member that does not gossip the raw-push feature (a node of an earlier release) gets
-    /// the families decoded, even from an entry-heavy node.
-    #[tokio::test]
-    async fn a_body_goes_only_to_a_primary_that_decodes_bodies() {
-        let (a, [_, store_b], bodies) = entry_and_primary(false).await;
-        entry_heavy(&a.core);
-        let job = job_in_order(&a.core.ring(), &["b", "a"]);
-        a.push(raw(&job, BODY.as_bytes(), false, true))
-            .await
-            .unwrap();
-        assert_eq!(bodies.load(Ordering::Relaxed), 0);
-        assert!(store_b.group(&key(&job)).is_some());
-    }
-
     /// A body the primary decodes is refused as the single node refuses it: the same error
     /// (status, message, and what the HTTP layer makes of it), a refused push recorded on its
     /// group only when the single node records it, and nothing else changed.
     #[tokio::test]
     async fn a_body_decoded_by_the_primary_is_refused_as_a_single_node_refuses_it() {
-        let (a, [_, store_b], bodies) = entry_and_primary(true).await;
+        let (a, [_, store_b], bodies) = entry_and_primary().await;
         entry_heavy(&a.core);
         let ring = a.core.ring();
         let jobs: Vec<String> = (0..)
@@ -2983,7 +2803,7 @@ mod tests {
     async fn a_replica_is_not_held_behind_a_write_its_primary_replicates() {
         let (store, svc) = service(1);
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut peer = TestPeer::new(svc, Release::Current);
+        let mut peer = TestPeer::new(svc);
         peer.held = Some(gate.clone());
         let calls = peer.calls.clone();
         let addr = serve(peer).await;
@@ -2999,7 +2819,7 @@ mod tests {
         let held = tokio::spawn({
             let peer = peer.clone();
             let deadline = deadline();
-            let w = earlier_release(forwarded("held", BODY));
+            let w = primary_replicates(forwarded("held", BODY));
             async move { peer.forward(w, 100, deadline).await }
         });
         let until = Instant::now() + Duration::from_secs(5);
@@ -3017,25 +2837,10 @@ mod tests {
         assert!(store.group(&key("held")).is_some());
     }
 
-    /// A primary of an earlier release replicates the write itself and says nothing of leaving
-    /// it to the sender: the sender does not replicate it again.
+    /// Replicas inside a `Forward` call (`ForwardRequest.replicas`) are applied and answered
+    /// item by item, beside the writes.
     #[tokio::test]
-    async fn a_write_an_earlier_primary_replicated_is_not_replicated_again() {
-        let (a, [store_a, store_b, store_c], calls) =
-            three_nodes(Release::PrimaryReplicates, true, true).await;
-        let job = push_through(&a, &["b", "c", "a"]).await;
-        let version = store_b.group_version(&key(&job)).unwrap();
-        assert_eq!(store_c.group_version(&key(&job)), Some(version));
-        assert!(store_a.group(&key(&job)).is_none());
-        // One call to c: the primary's.
-        assert_eq!(calls.lock().len(), 1, "{:?}", calls.lock());
-    }
-
-    /// A node of the previous release sends its replicas inside `Forward`
-    /// (`ForwardRequest.replicas`); they are applied and answered item by item, beside the
-    /// writes.
-    #[tokio::test]
-    async fn replicas_inside_a_forward_call_are_answered_for_an_earlier_release() {
+    async fn replicas_inside_a_forward_call_are_answered_item_by_item() {
         let (store, svc) = service(1);
         let mut broken = replica_of("broken", 7);
         broken.group.truncate(broken.group.len() / 2);
@@ -3054,16 +2859,6 @@ mod tests {
         assert_eq!(store.group_version(&key("r")), Some(5));
         assert!(store.group(&key("w")).is_some());
         assert!(store.group(&key("broken")).is_none());
-    }
-
-    #[tokio::test]
-    async fn batched_calls_round_trip_over_grpc() {
-        round_trip(false).await;
-    }
-
-    #[tokio::test]
-    async fn a_peer_without_batch_calls_gets_single_calls() {
-        round_trip(true).await;
     }
 
     #[tokio::test]
@@ -3139,7 +2934,7 @@ mod tests {
         };
         let prefixed = PushError::Invalid("x".into()).to_string();
         let unnamed = pb::Refusal::Unspecified;
-        // As nodes before 2026-12-01 answer.
+        // As a recorded failure is answered.
         assert_eq!(
             answer(400, &prefixed, unnamed).into_result(),
             Err(PushError::Invalid("x".into()))

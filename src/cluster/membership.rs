@@ -32,11 +32,6 @@ use super::placement;
 pub const GRPC_ADDR_KEY: &str = "grpc_addr";
 /// Chitchat key holding the node's [`MemberState`] in its string form.
 pub const STATE_KEY: &str = "state";
-/// Chitchat key listing, comma-separated, what a node does beyond the first release's
-/// protocol. Nodes that do not gossip it do none of it.
-pub const FEATURES_KEY: &str = "features";
-/// A feature: the node decodes a forwarded write's body itself (`ForwardedWrite.body`).
-pub const RAW_PUSH_FEATURE: &str = "raw-push";
 
 /// The name of a node, unique in the cluster: by default its advertised cluster address as a
 /// string, e.g. `10.0.0.5:9094`.
@@ -136,8 +131,6 @@ pub struct Member {
     pub generation: u64,
     pub grpc_addr: SocketAddr,
     pub state: MemberState,
-    /// The member decodes a forwarded write's body itself ([`RAW_PUSH_FEATURE`]).
-    pub raw_push: bool,
 }
 
 /// An immutable snapshot of the live members, as seen by one node.
@@ -380,7 +373,6 @@ impl Membership {
         let initial_key_values = vec![
             (GRPC_ADDR_KEY.to_owned(), cfg.grpc_addr.to_string()),
             (STATE_KEY.to_owned(), cfg.initial_state.as_str().to_owned()),
-            (FEATURES_KEY.to_owned(), RAW_PUSH_FEATURE.to_owned()),
         ];
         let handle = spawn_chitchat(chitchat_config, initial_key_values, &UdpTransport)
             .await
@@ -405,7 +397,6 @@ impl Membership {
                 generation: cfg.generation,
                 grpc_addr: cfg.grpc_addr,
                 state: cfg.initial_state,
-                raw_push: true,
             }],
             0,
         ));
@@ -576,14 +567,11 @@ fn member_from_kv<'a>(
     let state = get(STATE_KEY)
         .ok_or(MemberParseError::Missing(STATE_KEY))?
         .parse()?;
-    let raw_push = get(FEATURES_KEY)
-        .is_some_and(|features| features.split(',').any(|f| f.trim() == RAW_PUSH_FEATURE));
     Ok(Member {
         id: NodeId(id.node_id.clone()),
         generation: id.generation_id,
         grpc_addr,
         state,
-        raw_push,
     })
 }
 

@@ -297,26 +297,6 @@ fn member_from_kv_rejects_incomplete_or_bad_state() {
 }
 
 #[test]
-fn a_member_decodes_forwarded_bodies_only_when_it_gossips_the_feature() {
-    let id = ChitchatId::new("n1", 7, ([127, 0, 0, 1], 9094).into());
-    let with = |features: Option<&'static str>| {
-        move |key: &str| match key {
-            GRPC_ADDR_KEY => Some("127.0.0.1:9095"),
-            STATE_KEY => Some("active"),
-            FEATURES_KEY => features,
-            _ => None,
-        }
-    };
-    let raw = |features| member_from_kv(&id, with(features)).expect("valid").raw_push;
-    // A node of an earlier release gossips no features.
-    assert!(!raw(None));
-    assert!(!raw(Some("")));
-    assert!(!raw(Some("raw-push-v2,other")));
-    assert!(raw(Some(RAW_PUSH_FEATURE)));
-    assert!(raw(Some("other, raw-push")));
-}
-
-#[test]
 fn state_round_trips() {
     for s in [
         MemberState::Joining,
@@ -335,7 +315,6 @@ fn ring_sorts_and_keeps_newest_generation() {
         generation,
         grpc_addr: ([127, 0, 0, 1], 1).into(),
         state,
-        raw_push: true,
     };
     let ring = Ring::new(
         NodeId::from("b"),

@@ -14,7 +14,6 @@ fn member(id: &str) -> Member {
         generation: 1,
         grpc_addr: ([127, 0, 0, 1], 9095).into(),
         state: MemberState::Active,
-        raw_push: true,
     }
 }
 

@@ -599,7 +599,6 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
                 generation: 0,
                 grpc_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
                 state: MemberState::Active,
-                raw_push: true,
             }),
         }
         let r = core.replication_factor;
@@ -642,7 +641,6 @@ mod tests {
             generation: 1,
             grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             state: MemberState::Active,
-            raw_push: true,
         }
     }
 

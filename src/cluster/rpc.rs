@@ -21,8 +21,8 @@ use super::membership::Ring;
 use crate::telemetry::metrics as m;
 
 use crate::exposition::names::{is_valid_label_name, NameScheme};
-use crate::exposition::{LabelPair, MetricFamily};
-use crate::store::family::{encode_family_header, BlockBuilder};
+use crate::exposition::LabelPair;
+use crate::store::family::BlockBuilder;
 use crate::store::persistence::{decode_group, encode_group_wire, snapshot_proto};
 use crate::store::{GroupKey, GroupSnapshot, StoredFamily};
 
@@ -166,20 +166,16 @@ impl PeerClients {
                         WriteTransport {
                             forward: ForwardTransport {
                                 client: client.clone(),
-                                support: BatchSupport::default(),
                             },
                             replicate: ReplicateTransport {
                                 client: client.clone(),
-                                support: BatchSupport::default(),
                             },
-                            carried: BatchSupport::default(),
                         },
                         self.limits,
                     ),
                     waiting: Batcher::new(
                         ForwardTransport {
                             client: client.clone(),
-                            support: BatchSupport::default(),
                         },
                         self.limits,
                     ),
@@ -187,76 +183,6 @@ impl PeerClients {
                 }
             })
             .clone()
-    }
-}
-
-/// How long a peer that did not know the batch calls (an older version) is sent single calls
-/// before it is tried again (it may have been upgraded meanwhile).
-const LEGACY_RETRY: Duration = Duration::from_secs(30);
-
-/// Whether a peer answers `Forward` and `ReplicateBatch`; peers of an older version answer
-/// UNIMPLEMENTED and get the single calls (`Push`, `Delete`, `Replicate`) instead.
-#[derive(Default)]
-pub struct BatchSupport(Mutex<Support>);
-
-#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
-enum Support {
-    /// Not known yet: a batch is sent, and a copy of its items kept to resend them one by one.
-    #[default]
-    Unknown,
-    Yes,
-    /// Single calls until then.
-    No(Instant),
-}
-
-/// How the next batch to a peer travels.
-#[derive(Debug, PartialEq, Eq)]
-enum Plan {
-    Batch { keep_copy: bool },
-    Single,
-}
-
-impl BatchSupport {
-    fn plan(&self) -> Plan {
-        let mut s = self.0.lock();
-        match *s {
-            Support::Yes => Plan::Batch { keep_copy: false },
-            Support::No(until) if Instant::now() < until => Plan::Single,
-            Support::No(_) | Support::Unknown => {
-                *s = Support::Unknown;
-                Plan::Batch { keep_copy: true }
-            }
-        }
-    }
-
-    /// Records how a batch call ended; true when the peer does not know it.
-    fn answered<T>(&self, res: &Result<T, Status>) -> bool {
-        let mut s = self.0.lock();
-        match res {
-            Err(st) if st.code() == Code::Unimplemented => {
-                *s = Support::No(Instant::now() + LEGACY_RETRY);
-                true
-            }
-            Ok(_) => {
-                *s = Support::Yes;
-                false
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Whether the peer is known to answer the call.
-    fn known(&self) -> bool {
-        *self.0.lock() == Support::Yes
-    }
-
-    /// Records whether the peer answered what was asked of it.
-    fn record(&self, answered: bool) {
-        *self.0.lock() = if answered {
-            Support::Yes
-        } else {
-            Support::No(Instant::now() + LEGACY_RETRY)
-        };
     }
 }
 
@@ -295,7 +221,6 @@ pub struct ForwardOutput {
 /// Sends forwarded writes to one peer (`Forward`).
 pub struct ForwardTransport {
     client: ClusterClient<PeerChannel>,
-    support: BatchSupport,
 }
 
 impl Transport for ForwardTransport {
@@ -310,10 +235,6 @@ impl Transport for ForwardTransport {
         deadline: Instant,
     ) -> Vec<Result<Self::Output, Status>> {
         let n = items.len();
-        let keep = match self.support.plan() {
-            Plan::Single => return forward_singly(&self.client, items, deadline).await,
-            Plan::Batch { keep_copy } => keep_copy.then(|| items.clone()),
-        };
         metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record(n as f64);
         let started = Instant::now();
         let res = self
@@ -329,11 +250,6 @@ impl Transport for ForwardTransport {
             .await;
         metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
             .record(started.elapsed().as_secs_f64());
-        if self.support.answered(&res) {
-            if let Some(items) = keep {
-                return forward_singly(&self.client, items, deadline).await;
-            }
-        }
         match res {
             Ok(reply) => forward_results(reply.into_inner().results),
             Err(status) => failed(n, &status),
@@ -383,69 +299,9 @@ fn one_each<T>(answers: Vec<Result<T, Status>>, n: usize, what: &str) -> Vec<Res
     failed(n, &status)
 }
 
-/// Forwarded writes as single `Push` and `Delete` calls, for a peer of an older version.
-async fn forward_singly(
-    client: &ClusterClient<PeerChannel>,
-    items: Vec<pb::ForwardedWrite>,
-    deadline: Instant,
-) -> Vec<Result<ForwardOutput, Status>> {
-    let calls = items.into_iter().map(|w| {
-        let mut client = client.clone();
-        async move {
-            let started = Instant::now();
-            let (rpc, res) = if w.delete {
-                let req = pb::DeleteRequest {
-                    key: w.key,
-                    unreachable: w.unreachable,
-                    deadline_unix_ms: w.deadline_unix_ms,
-                };
-                (
-                    "delete",
-                    client.delete(request(req, remaining(deadline))).await,
-                )
-            } else {
-                let req = legacy_push(w).map_err(Status::internal)?;
-                ("push", client.push(request(req, remaining(deadline))).await)
-            };
-            metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => rpc)
-                .record(started.elapsed().as_secs_f64());
-            res.map(|r| ForwardOutput {
-                reply: r.into_inner(),
-                replica: None,
-                own: None,
-                left_to_sender: false,
-            })
-        }
-    });
-    futures_util::future::join_all(calls).await
-}
-
-/// A forwarded push in the older `Push` form: the families as `MetricFamily` messages (their
-/// protobuf metrics copied as they are; the primary prepares them again).
-pub fn legacy_push(w: pb::ForwardedWrite) -> Result<pb::PushRequest, String> {
-    // Bodies go only to members that gossip the feature, all of which take `Forward` calls.
-    if w.body.is_some() {
-        return Err("a push body that is not decoded cannot be sent in a Push call".to_owned());
-    }
-    let families = w
-        .families
-        .iter()
-        .map(|raw| StoredFamily::from_wire(raw, NameScheme::Utf8).map(|f| family_to_bytes(&f)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(pb::PushRequest {
-        key: w.key,
-        families,
-        replace_all: w.replace_all,
-        refused: w.refused,
-        unreachable: w.unreachable,
-        deadline_unix_ms: w.deadline_unix_ms,
-    })
-}
-
 /// Sends group states to one replica (`ReplicateBatch`).
 pub struct ReplicateTransport {
     client: ClusterClient<PeerChannel>,
-    support: BatchSupport,
 }
 
 impl Transport for ReplicateTransport {
@@ -459,10 +315,6 @@ impl Transport for ReplicateTransport {
         deadline: Instant,
     ) -> Vec<Result<bool, Status>> {
         let n = items.len();
-        let keep = match self.support.plan() {
-            Plan::Single => return replicate_singly(&self.client, items, deadline).await,
-            Plan::Batch { keep_copy } => keep_copy.then(|| items.clone()),
-        };
         metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "replicate").record(n as f64);
         let started = Instant::now();
         let res = self
@@ -475,11 +327,6 @@ impl Transport for ReplicateTransport {
             .await;
         metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "replicate_batch")
             .record(started.elapsed().as_secs_f64());
-        if self.support.answered(&res) {
-            if let Some(items) = keep {
-                return replicate_singly(&self.client, items, deadline).await;
-            }
-        }
         match res {
             Ok(reply) => replicate_results(reply.into_inner().results),
             Err(status) => failed(n, &status),
@@ -501,14 +348,10 @@ pub enum PeerAnswer {
 }
 
 /// Sends the writes and replicas queued for one peer in one `Forward` call
-/// (`ForwardRequest.replicas`). To a peer of an earlier release (it ignores the replicas and
-/// answers none), or one not yet known to answer `Forward`, they travel side by side as
-/// `Forward` and `ReplicateBatch` (or the single calls of a still older one).
+/// (`ForwardRequest.replicas`); replicas alone go in a `ReplicateBatch` call.
 pub struct WriteTransport {
     forward: ForwardTransport,
     replicate: ReplicateTransport,
-    /// Whether the peer answers the replicas a `Forward` call carries.
-    carried: BatchSupport,
 }
 
 impl Transport for WriteTransport {
@@ -566,25 +409,13 @@ type BothAnswers = (
 );
 
 impl WriteTransport {
-    /// Writes and replicas in one `Forward` call when the peer is known to answer `Forward`
-    /// and not known to ignore replicas in it; else side by side.
+    /// Writes and replicas in one `Forward` call.
     async fn send_both(
         &self,
         writes: Vec<pb::ForwardedWrite>,
         replicas: Vec<pb::ReplicateRequest>,
         deadline: Instant,
     ) -> BothAnswers {
-        let keep = match self.carried.plan() {
-            Plan::Batch { keep_copy } if self.forward.support.known() => {
-                keep_copy.then(|| replicas.clone())
-            }
-            _ => {
-                return tokio::join!(
-                    self.forward.send(writes, deadline),
-                    self.replicate.send(replicas, deadline)
-                );
-            }
-        };
         let (nf, nr) = (writes.len(), replicas.len());
         metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record((nf + nr) as f64);
         let started = Instant::now();
@@ -599,46 +430,17 @@ impl WriteTransport {
             .await;
         metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
             .record(started.elapsed().as_secs_f64());
-        self.forward.support.answered(&res);
-        let reply = match res {
-            Ok(reply) => reply.into_inner(),
-            Err(status) => return (failed(nf, &status), failed(nr, &status)),
-        };
-        let fw = forward_results(reply.results);
-        if reply.replica_results.is_empty() {
-            // A node of an earlier release: it ignored the replicas.
-            self.carried.record(false);
-            let rp = match keep {
-                Some(replicas) => self.replicate.send(replicas, deadline).await,
-                None => failed(
-                    nr,
-                    &Status::unavailable("the peer ignored the replicas sent with its writes"),
-                ),
-            };
-            return (fw, rp);
+        match res {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                (
+                    forward_results(reply.results),
+                    replicate_results(reply.replica_results),
+                )
+            }
+            Err(status) => (failed(nf, &status), failed(nr, &status)),
         }
-        self.carried.record(true);
-        (fw, replicate_results(reply.replica_results))
     }
-}
-
-/// Replications as single `Replicate` calls, for a peer of an older version.
-async fn replicate_singly(
-    client: &ClusterClient<PeerChannel>,
-    items: Vec<pb::ReplicateRequest>,
-    deadline: Instant,
-) -> Vec<Result<bool, Status>> {
-    let calls = items.into_iter().map(|item| {
-        let mut client = client.clone();
-        async move {
-            let started = Instant::now();
-            let res = client.replicate(request(item, remaining(deadline))).await;
-            metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "replicate")
-                .record(started.elapsed().as_secs_f64());
-            res.map(|r| r.into_inner().applied)
-        }
-    });
-    futures_util::future::join_all(calls).await
 }
 
 /// A request with the per-call deadline set (sent as `grpc-timeout` too).
@@ -679,20 +481,6 @@ pub fn key_from_pb(pairs: Vec<LabelPair>, names: NameScheme) -> Result<GroupKey,
         return Err(format!("grouping key has an invalid label name {n:?}"));
     }
     Ok(key)
-}
-
-/// A stored family as an encoded `MetricFamily`: its protobuf metrics are copied as they are.
-pub fn family_to_bytes(f: &StoredFamily) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(f.proto_metrics().len() + f.name.len() + f.help.len() + 16);
-    encode_family_header(&mut buf, &f.name, &f.help, f.typ);
-    buf.extend_from_slice(f.proto_metrics());
-    buf
-}
-
-pub fn families_from_bytes(raw: Vec<Vec<u8>>) -> Result<Vec<MetricFamily>, String> {
-    raw.iter()
-        .map(|b| MetricFamily::decode(b.as_slice()).map_err(|e| format!("undecodable family: {e}")))
-        .collect()
 }
 
 /// The families of a forwarded push (`StoredFamily` wire form), validated: each family's layout
@@ -983,9 +771,6 @@ pub fn drop_repeated_groups(answers: &mut [Vec<pb::CollectChunk>]) -> Vec<pb::Co
     spares
 }
 
-/// Keeps `Arc` in scope for callers building requests.
-pub type SharedClients = Arc<PeerClients>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1129,7 +914,6 @@ mod tests {
                 generation: 1,
                 grpc_addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
                 state: MemberState::Active,
-                raw_push: true,
             })
             .collect();
         Ring::new(NodeId::from(self_id), members, 1)
