@@ -8,7 +8,7 @@
 //!
 //! Metrics never travel over gossip: gossip carries membership, gRPC carries data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -32,6 +32,27 @@ use super::placement;
 pub const GRPC_ADDR_KEY: &str = "grpc_addr";
 /// Chitchat key holding the node's [`MemberState`] in its string form.
 pub const STATE_KEY: &str = "state";
+/// Chitchat key holding the cluster protocol version the node speaks ([`PROTOCOL_VERSION`]).
+pub const PROTOCOL_KEY: &str = "protocol";
+
+/// The version of the protocol between nodes: the gossiped keys, the gRPC calls and messages,
+/// and what they mean (placement's score included).
+///
+/// Version skew rule: a release that changes the protocol raises this by one, and release N
+/// talks to releases N-1 and N+1, so a cluster upgrades (or rolls back) one version at a time
+/// with its nodes serving throughout. A node treats as members only the peers whose gossiped
+/// version is its own, one less or one more ([`compatible`]); a peer outside that window, or
+/// gossiping no version, is not placed on the ring (it owns no groups and gets no writes or
+/// collect calls), which is logged once per peer at warn and counted in
+/// `pushgate_cluster_incompatible_peers_total`. What a release keeps only for N-1 (a call or a
+/// field it still answers or sends) goes in release N+1.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The version skew rule of [`PROTOCOL_VERSION`]: whether a node speaking `own` places a peer
+/// speaking `peer` on its ring.
+pub fn compatible(own: u32, peer: u32) -> bool {
+    own.abs_diff(peer) <= 1
+}
 
 /// The name of a node, unique in the cluster: by default its advertised cluster address as a
 /// string, e.g. `10.0.0.5:9094`.
@@ -253,6 +274,8 @@ pub struct MembershipConfig {
     pub failure_detector: FailureDetectorSettings,
     /// The state gossiped from the start, usually `Joining`.
     pub initial_state: MemberState,
+    /// The protocol version gossiped: [`PROTOCOL_VERSION`] (tests of the skew rule set others).
+    pub protocol_version: u32,
 }
 
 impl MembershipConfig {
@@ -271,6 +294,7 @@ impl MembershipConfig {
             peer_refresh_interval: DEFAULT_PEER_REFRESH_INTERVAL,
             failure_detector: FailureDetectorSettings::default(),
             initial_state: MemberState::Joining,
+            protocol_version: PROTOCOL_VERSION,
         }
     }
 
@@ -373,6 +397,7 @@ impl Membership {
         let initial_key_values = vec![
             (GRPC_ADDR_KEY.to_owned(), cfg.grpc_addr.to_string()),
             (STATE_KEY.to_owned(), cfg.initial_state.as_str().to_owned()),
+            (PROTOCOL_KEY.to_owned(), cfg.protocol_version.to_string()),
         ];
         let handle = spawn_chitchat(chitchat_config, initial_key_values, &UdpTransport)
             .await
@@ -404,6 +429,7 @@ impl Membership {
         let (ring_tx, ring_rx) = watch::channel(initial);
         let ring_task = tokio::spawn(publish_rings(
             self_id.clone(),
+            cfg.protocol_version,
             live_nodes,
             ring.clone(),
             ring_tx,
@@ -491,16 +517,19 @@ impl Membership {
 /// differ (heartbeat-only changes are not published).
 async fn publish_rings(
     self_id: NodeId,
+    protocol: u32,
     mut live_nodes: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     ring: Arc<ArcSwap<Ring>>,
     ring_tx: watch::Sender<Arc<Ring>>,
 ) {
+    // Peers already reported as incompatible, so each is logged and counted once.
+    let mut incompatible = HashSet::new();
     loop {
         let members = {
             let live = live_nodes.borrow_and_update();
             // Chitchat publishes an empty map until its first gossip round; the live set always
             // includes this node after that.
-            (!live.is_empty()).then(|| members_from_live(&live))
+            (!live.is_empty()).then(|| members_from_live(&live, protocol, &mut incompatible))
         };
         if let Some(members) = members {
             let current = ring.load();
@@ -524,11 +553,24 @@ async fn publish_rings(
     }
 }
 
-fn members_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> Vec<Member> {
+/// The members among chitchat's live nodes; `incompatible` remembers the peers already reported
+/// for speaking a protocol version outside [`compatible`]'s window.
+fn members_from_live(
+    live: &BTreeMap<ChitchatId, NodeState>,
+    protocol: u32,
+    incompatible: &mut HashSet<ChitchatId>,
+) -> Vec<Member> {
     live.iter()
         .filter_map(
-            |(id, state)| match member_from_kv(id, |key| state.get(key)) {
+            |(id, state)| match member_from_kv(id, protocol, |key| state.get(key)) {
                 Ok(member) => Some(member),
+                Err(error @ MemberParseError::Protocol { .. }) => {
+                    if incompatible.insert(id.clone()) {
+                        warn!(peer = %id.node_id, generation = id.generation_id, error = %error, "peer not placed on the ring");
+                        metrics::counter!(INCOMPATIBLE_PEERS_TOTAL).increment(1);
+                    }
+                    None
+                }
                 Err(error) => {
                     debug!(node = %id.node_id, error = %error, "skipping member with bad state");
                     None
@@ -537,6 +579,9 @@ fn members_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> Vec<Member> {
         )
         .collect()
 }
+
+/// Peers not placed on the ring for their protocol version (each counted once).
+pub const INCOMPATIBLE_PEERS_TOTAL: &str = "pushgate_cluster_incompatible_peers_total";
 
 /// Why a gossiped node could not become a [`Member`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -549,16 +594,30 @@ pub enum MemberParseError {
     State(#[from] UnknownMemberState),
     #[error("empty node id")]
     EmptyId,
+    /// The peer gossips no protocol version, or one outside the window of [`compatible`].
+    #[error("cluster protocol version {found:?} is incompatible with this node's {own} (one less or one more at most)")]
+    Protocol { found: Option<String>, own: u32 },
 }
 
 /// Builds a member from its chitchat id and key-values (given as a lookup so it can be tested
-/// without a chitchat node state).
+/// without a chitchat node state), for a node speaking protocol version `own`.
 fn member_from_kv<'a>(
     id: &ChitchatId,
+    own: u32,
     get: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Member, MemberParseError> {
     if id.node_id.is_empty() {
         return Err(MemberParseError::EmptyId);
+    }
+    let found = get(PROTOCOL_KEY);
+    if !found
+        .and_then(|v| v.parse().ok())
+        .is_some_and(|v| compatible(own, v))
+    {
+        return Err(MemberParseError::Protocol {
+            found: found.map(str::to_owned),
+            own,
+        });
     }
     let grpc = get(GRPC_ADDR_KEY).ok_or(MemberParseError::Missing(GRPC_ADDR_KEY))?;
     let grpc_addr = grpc

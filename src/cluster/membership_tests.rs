@@ -218,6 +218,7 @@ async fn peer_with_bad_state_is_skipped() {
         vec![
             (GRPC_ADDR_KEY.to_owned(), "not an address".to_owned()),
             (STATE_KEY.to_owned(), "dancing".to_owned()),
+            (PROTOCOL_KEY.to_owned(), PROTOCOL_VERSION.to_string()),
         ],
         &UdpTransport,
     )
@@ -266,33 +267,74 @@ fn member_from_kv_rejects_incomplete_or_bad_state() {
         move |key: &str| match key {
             GRPC_ADDR_KEY => grpc,
             STATE_KEY => state,
+            PROTOCOL_KEY => Some("1"),
             _ => None,
         }
     };
-    let ok = member_from_kv(&id, kv(Some("127.0.0.1:9095"), Some("active"))).expect("valid");
+    let ok = member_from_kv(&id, 1, kv(Some("127.0.0.1:9095"), Some("active"))).expect("valid");
     assert_eq!(ok.id, NodeId::from("n1"));
     assert_eq!(ok.generation, 7);
     assert_eq!(ok.state, MemberState::Active);
     assert_eq!(
-        member_from_kv(&id, kv(None, Some("active"))),
+        member_from_kv(&id, 1, kv(None, Some("active"))),
         Err(MemberParseError::Missing(GRPC_ADDR_KEY))
     );
     assert_eq!(
-        member_from_kv(&id, kv(Some("127.0.0.1:9095"), None)),
+        member_from_kv(&id, 1, kv(Some("127.0.0.1:9095"), None)),
         Err(MemberParseError::Missing(STATE_KEY))
     );
     assert!(matches!(
-        member_from_kv(&id, kv(Some("nope"), Some("active"))),
+        member_from_kv(&id, 1, kv(Some("nope"), Some("active"))),
         Err(MemberParseError::GrpcAddr(_))
     ));
     assert!(matches!(
-        member_from_kv(&id, kv(Some("127.0.0.1:1"), Some("ACTIVE"))),
+        member_from_kv(&id, 1, kv(Some("127.0.0.1:1"), Some("ACTIVE"))),
         Err(MemberParseError::State(_))
     ));
     let empty = ChitchatId::new("", 1, ([127, 0, 0, 1], 9094).into());
     assert_eq!(
-        member_from_kv(&empty, kv(Some("127.0.0.1:1"), Some("active"))),
+        member_from_kv(&empty, 1, kv(Some("127.0.0.1:1"), Some("active"))),
         Err(MemberParseError::EmptyId)
+    );
+}
+
+/// Release N places on its ring the peers of releases N-1, N and N+1, and no other (nor a peer
+/// that gossips no version).
+#[test]
+fn only_peers_one_protocol_version_apart_at_most_are_members() {
+    let id = ChitchatId::new("n1", 7, ([127, 0, 0, 1], 9094).into());
+    let speaking = |protocol: Option<&'static str>| {
+        move |key: &str| match key {
+            GRPC_ADDR_KEY => Some("127.0.0.1:9095"),
+            STATE_KEY => Some("active"),
+            PROTOCOL_KEY => protocol,
+            _ => None,
+        }
+    };
+    let member = |own: u32, peer| member_from_kv(&id, own, speaking(peer)).is_ok();
+    assert_eq!(PROTOCOL_VERSION, 1, "the first version is 1");
+    for (own, peer, ok) in [
+        (1, Some("1"), true),
+        (1, Some("2"), true),
+        (1, Some("0"), true),
+        (1, Some("3"), false),
+        (5, Some("4"), true),
+        (5, Some("6"), true),
+        (5, Some("3"), false),
+        (5, Some("7"), false),
+        (1, None, false),
+        (1, Some(""), false),
+        (1, Some("one"), false),
+        (1, Some("-1"), false),
+    ] {
+        assert_eq!(member(own, peer), ok, "own {own}, peer {peer:?}");
+    }
+    assert_eq!(
+        member_from_kv(&id, 1, speaking(Some("3"))),
+        Err(MemberParseError::Protocol {
+            found: Some("3".to_owned()),
+            own: 1
+        })
     );
 }
 
