@@ -9,9 +9,7 @@
 //! Metrics never travel over gossip: gossip carries membership, gRPC carries data.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,7 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::placement;
+use super::member::{Member, MemberState, NodeId, UnknownMemberState};
+use super::ring::Ring;
 
 /// Chitchat key holding the node's gRPC address (`ip:port`).
 pub const GRPC_ADDR_KEY: &str = "grpc_addr";
@@ -52,160 +51,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// speaking `peer` on its ring.
 pub fn compatible(own: u32, peer: u32) -> bool {
     own.abs_diff(peer) <= 1
-}
-
-/// The name of a node, unique in the cluster: by default its advertised cluster address as a
-/// string, e.g. `10.0.0.5:9094`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(Arc<str>);
-
-impl NodeId {
-    pub fn new(id: impl Into<Arc<str>>) -> Self {
-        NodeId(id.into())
-    }
-
-    /// The default id of a node: its advertised gossip address.
-    pub fn from_addr(addr: SocketAddr) -> Self {
-        NodeId(addr.to_string().into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
-    }
-}
-
-impl From<&str> for NodeId {
-    fn from(id: &str) -> Self {
-        NodeId::new(id)
-    }
-}
-
-impl From<String> for NodeId {
-    fn from(id: String) -> Self {
-        NodeId::new(id)
-    }
-}
-
-/// Where a member is in its life: only `Active` members own groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MemberState {
-    /// Gossiping, but not yet holding the groups it owns (loading, pulling its share).
-    Joining,
-    /// Owns groups and serves them.
-    Active,
-    /// Handing its groups over before it stops; still serves reads.
-    Leaving,
-}
-
-impl MemberState {
-    /// The string gossiped under [`STATE_KEY`].
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Joining => "joining",
-            MemberState::Active => "active",
-            MemberState::Leaving => "leaving",
-        }
-    }
-}
-
-impl fmt::Display for MemberState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A state string that is none of `joining`, `active`, `leaving`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown member state {0:?}")]
-pub struct UnknownMemberState(pub String);
-
-impl FromStr for MemberState {
-    type Err = UnknownMemberState;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "joining" => Ok(MemberState::Joining),
-            "active" => Ok(MemberState::Active),
-            "leaving" => Ok(MemberState::Leaving),
-            other => Err(UnknownMemberState(other.to_owned())),
-        }
-    }
-}
-
-/// One live node as the ring sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub id: NodeId,
-    /// Distinguishes restarts of the same node id (by default its start time in milliseconds).
-    pub generation: u64,
-    pub grpc_addr: SocketAddr,
-    pub state: MemberState,
-}
-
-/// An immutable snapshot of the live members, as seen by one node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ring {
-    pub self_id: NodeId,
-    /// Live members including this node, sorted by id, one entry per id.
-    pub members: Vec<Member>,
-    /// Increases by one with every published change; local to this node.
-    pub version: u64,
-}
-
-impl Ring {
-    /// Builds a ring, sorting the members by id and keeping the newest generation of an id that
-    /// appears twice (a restarted node whose old incarnation is not yet declared dead).
-    pub fn new(self_id: NodeId, mut members: Vec<Member>, version: u64) -> Self {
-        members.sort_by(|a, b| a.id.cmp(&b.id).then(b.generation.cmp(&a.generation)));
-        members.dedup_by(|later, first| later.id == first.id);
-        Ring {
-            self_id,
-            members,
-            version,
-        }
-    }
-
-    /// Members in the `Active` state, sorted by id: the ones that own groups.
-    pub fn active(&self) -> impl Iterator<Item = &Member> + Clone {
-        self.members
-            .iter()
-            .filter(|m| m.state == MemberState::Active)
-    }
-
-    /// The `r` active owners of a group (primary first); fewer when fewer are active.
-    pub fn owners(&self, key_hash: u64, r: usize) -> Vec<&Member> {
-        placement::owners(key_hash, self.active(), r)
-    }
-
-    /// All active members in rendezvous order for a group: owners first, then the fallbacks
-    /// (e.g. for hinted handoff).
-    pub fn rendezvous_order(&self, key_hash: u64) -> Vec<&Member> {
-        placement::rendezvous_order(key_hash, self.active())
-    }
-
-    pub fn get(&self, id: &NodeId) -> Option<&Member> {
-        self.members
-            .binary_search_by(|m| m.id.cmp(id))
-            .ok()
-            .map(|i| &self.members[i])
-    }
-
-    /// This node's own entry, absent only before the first gossip round.
-    pub fn self_member(&self) -> Option<&Member> {
-        self.get(&self.self_id)
-    }
 }
 
 /// Failure detection (chitchat's phi accrual detector) and garbage collection timings.
@@ -627,7 +472,7 @@ fn member_from_kv<'a>(
         .ok_or(MemberParseError::Missing(STATE_KEY))?
         .parse()?;
     Ok(Member {
-        id: NodeId(id.node_id.clone()),
+        id: NodeId::new(id.node_id.clone()),
         generation: id.generation_id,
         grpc_addr,
         state,

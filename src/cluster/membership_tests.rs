@@ -351,38 +351,6 @@ fn state_round_trips() {
 }
 
 #[test]
-fn ring_sorts_and_keeps_newest_generation() {
-    let m = |id: &str, generation: u64, state| Member {
-        id: NodeId::from(id),
-        generation,
-        grpc_addr: ([127, 0, 0, 1], 1).into(),
-        state,
-    };
-    let ring = Ring::new(
-        NodeId::from("b"),
-        vec![
-            m("c", 1, MemberState::Joining),
-            m("b", 1, MemberState::Active),
-            m("a", 3, MemberState::Active),
-            m("a", 5, MemberState::Leaving),
-        ],
-        1,
-    );
-    assert_eq!(ids(&ring), vec!["a".into(), "b".into(), "c".into()]);
-    assert_eq!(ring.get(&"a".into()).map(|m| m.generation), Some(5));
-    assert_eq!(
-        ring.active().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        vec!["b"]
-    );
-    assert_eq!(ring.owners(1, 2).len(), 1);
-    assert_eq!(
-        ring.self_member().map(|m| m.state),
-        Some(MemberState::Active)
-    );
-    assert!(ring.get(&"zz".into()).is_none());
-}
-
-#[test]
 fn config_validation() {
     let base = MembershipConfig::new(([127, 0, 0, 1], 9094).into(), ([127, 0, 0, 1], 9095).into());
     assert_eq!(base.node_id.as_str(), "127.0.0.1:9094");
