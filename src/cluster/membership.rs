@@ -1,4 +1,5 @@
-//! Cluster membership: who is in the cluster, gossiped with chitchat over UDP.
+//! Cluster membership: who is in the cluster, gossiped with chitchat (over UDP, or any chitchat
+//! `Transport`: tests use the in-memory one).
 //!
 //! Each node gossips a few small key-values (its gRPC address and its state); its id and
 //! generation travel in chitchat's own node id. One background task turns chitchat's live-node
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
-use chitchat::transport::UdpTransport;
+use chitchat::transport::{Transport, UdpTransport};
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
     ProtocolVersion,
@@ -209,7 +210,18 @@ pub struct Membership {
 
 impl Membership {
     /// Validates the configuration, binds the gossip socket and starts gossiping.
+    /// Gossips over UDP, as a node in production does.
     pub async fn start(cfg: MembershipConfig) -> anyhow::Result<Membership> {
+        Self::start_on(cfg, &UdpTransport).await
+    }
+
+    /// Validates the configuration, opens the gossip socket on `transport` and starts gossiping.
+    /// Tests pass chitchat's in-memory `ChannelTransport`, whose links they can cut, to run a
+    /// cluster inside one process.
+    pub async fn start_on(
+        cfg: MembershipConfig,
+        transport: &dyn Transport,
+    ) -> anyhow::Result<Membership> {
         cfg.validate()?;
         let self_id = cfg.node_id.clone();
         let chitchat_id = ChitchatId::new(
@@ -244,7 +256,7 @@ impl Membership {
             (STATE_KEY.to_owned(), cfg.initial_state.as_str().to_owned()),
             (PROTOCOL_KEY.to_owned(), cfg.protocol_version.to_string()),
         ];
-        let handle = spawn_chitchat(chitchat_config, initial_key_values, &UdpTransport)
+        let handle = spawn_chitchat(chitchat_config, initial_key_values, transport)
             .await
             .with_context(|| format!("failed to start gossip on {}/udp", cfg.gossip_listen))?;
         let live_nodes = handle.chitchat().lock().await.live_nodes_watcher();

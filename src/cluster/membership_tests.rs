@@ -1,7 +1,10 @@
 //! Membership over real UDP sockets on 127.0.0.1: convergence, failure detection, state
-//! changes, cluster names, and peers sending bad state.
+//! changes, cluster names, and peers sending bad state; and over chitchat's in-memory transport:
+//! a partition and its healing.
 
 use std::time::{Duration, Instant};
+
+use chitchat::transport::ChannelTransport;
 
 use super::*;
 
@@ -66,6 +69,56 @@ async fn three_nodes() -> [Membership; 3] {
     let (b, _) = start("test", &[a_addr]).await;
     let (c, _) = start("test", &[a_addr]).await;
     [a, b, c]
+}
+
+/// Three nodes gossiping over chitchat's in-memory transport (fast gossip, so a silent node is
+/// declared dead within about a second).
+async fn three_nodes_in_process(transport: &ChannelTransport) -> [(Membership, SocketAddr); 3] {
+    let mut nodes = Vec::new();
+    let mut seed = Vec::new();
+    for port in [1, 2, 3] {
+        let gossip: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut cfg = MembershipConfig::new(gossip, ([127, 0, 0, 1], 100 + port).into());
+        cfg.cluster_name = "in-process".to_owned();
+        cfg.peers = seed.iter().map(|p: &SocketAddr| p.to_string()).collect();
+        cfg.initial_state = MemberState::Active;
+        cfg.gossip_interval = Duration::from_millis(50);
+        cfg.failure_detector.initial_interval = Duration::from_millis(50);
+        let m = Membership::start_on(cfg, transport)
+            .await
+            .expect("an in-process node should start");
+        nodes.push((m, gossip));
+        seed = vec![gossip];
+    }
+    nodes.try_into().ok().expect("three nodes")
+}
+
+/// A node cut apart from the others (its links dropped, as a network partition drops packets)
+/// leaves their rings, and comes back once the links are restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_leaves_the_ring_and_comes_back_when_it_heals() {
+    let transport = ChannelTransport::default();
+    let [(a, a_addr), (b, b_addr), (c, c_addr)] = three_nodes_in_process(&transport).await;
+    for m in [&a, &b, &c] {
+        wait_ring(m, "all three members", |r| r.members.len() == 3).await;
+    }
+    transport.remove_link(c_addr, a_addr).await;
+    transport.remove_link(c_addr, b_addr).await;
+    let c_id = c.self_id().clone();
+    let gone = |r: &Ring| r.get(&c_id).is_none() && r.members.len() == 2;
+    let left = wait_ring(&a, "c gone after the partition", gone).await;
+    wait_ring(&b, "c gone after the partition", gone).await;
+    wait_ring(&c, "a and b gone on c's side", |r| r.members.len() == 1).await;
+    transport.add_link(c_addr, a_addr).await;
+    transport.add_link(c_addr, b_addr).await;
+    let back = |r: &Ring| r.get(&c_id).is_some() && r.members.len() == 3;
+    let healed = wait_ring(&a, "c back after healing", back).await;
+    wait_ring(&b, "c back after healing", back).await;
+    wait_ring(&c, "a and b back on c's side", |r| r.members.len() == 3).await;
+    eprintln!("partition: c left a's ring after {left:?}, came back {healed:?} after healing");
+    for m in [a, b, c] {
+        m.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
