@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use super::events::ClusterEvent;
 use super::member::{Member, MemberState, NodeId, UnknownMemberState};
 use super::ring::Ring;
 
@@ -392,12 +393,11 @@ async fn publish_rings(
             let current = ring.load();
             let next = Ring::new(self_id.clone(), members, current.version + 1);
             if next.members != current.members {
-                info!(
-                    node = %self_id,
-                    ring_version = next.version,
-                    members = ?next.members.iter().map(|m| (m.id.as_str(), m.state.as_str())).collect::<Vec<_>>(),
-                    "cluster ring changed"
-                );
+                ClusterEvent::RingChanged {
+                    node: &self_id,
+                    ring: &next,
+                }
+                .emit();
                 let next = Arc::new(next);
                 ring.store(next.clone());
                 ring_tx.send_replace(next);
@@ -423,8 +423,12 @@ fn members_from_live(
                 Ok(member) => Some(member),
                 Err(error @ MemberParseError::Protocol { .. }) => {
                     if incompatible.insert(id.clone()) {
-                        warn!(peer = %id.node_id, generation = id.generation_id, error = %error, "peer not placed on the ring");
-                        metrics::counter!(INCOMPATIBLE_PEERS_TOTAL).increment(1);
+                        ClusterEvent::IncompatiblePeer {
+                            peer: &id.node_id,
+                            generation: id.generation_id,
+                            error: &error,
+                        }
+                        .emit();
                     }
                     None
                 }
@@ -436,9 +440,6 @@ fn members_from_live(
         )
         .collect()
 }
-
-/// Peers not placed on the ring for their protocol version (each counted once).
-pub const INCOMPATIBLE_PEERS_TOTAL: &str = "pushgate_cluster_incompatible_peers_total";
 
 /// Why a gossiped node could not become a [`Member`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

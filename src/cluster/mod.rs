@@ -11,6 +11,7 @@
 //! - [`ring`]: the ring snapshot and rendezvous placement (which nodes own a group).
 //! - [`core`]: `ClusterCore`, the state the gateway, the gRPC service and the reconciler share.
 //! - [`clock`]: the hybrid logical clock that stamps every write's version.
+//! - `events`: the cluster events that are logged and counted, each from one place.
 //! - `write`: `op` (a write and its answer), `route` (to the group's primary), `replicate`
 //!   (quorum, copies to the other holders with hedging), `entry_load` (who sends the replicas).
 //! - `read`: `collect` (ask the peers for what this node lacks), `merge` (newest version wins),
@@ -38,6 +39,7 @@
 
 pub mod clock;
 pub mod core;
+pub(crate) mod events;
 pub mod gateway;
 pub mod member;
 pub mod membership;

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use super::super::core::ClusterCore;
+use super::super::events::{ClusterEvent, RoundSummary};
 use super::super::member::Member;
 use super::super::ring::Ring;
 use crate::store::GroupKey;
-use crate::telemetry::metrics as m;
 use crate::time::unix_millis;
 
 /// Lifecycle flags (`--cluster.*`), validated in `Config::cluster`.
@@ -177,9 +177,7 @@ impl Reconciler {
             unix_millis().saturating_sub(self.settings.tombstone_lifetime.as_millis() as u64);
         let expired = store.collect_tombstones(cutoff_ms << 16);
         if expired > 0 {
-            metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "expired")
-                .increment(expired as u64);
-            tracing::debug!(expired, "collected tombstones past their lifetime");
+            ClusterEvent::TombstonesExpired { count: expired }.emit();
         }
 
         let r = core.replication_factor;
@@ -265,31 +263,18 @@ impl Reconciler {
                 report.hints += 1;
             }
         }
-        if report.handed_off > 0 {
-            metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "handed_off")
-                .increment(report.handed_off as u64);
-        }
         core.hints.store(report.hints, Ordering::Relaxed);
-        metrics::gauge!(m::HINTS_PENDING).set(report.hints as f64);
-        metrics::gauge!(m::TOMBSTONES).set(store.tombstone_count() as f64);
-        let result = if report.unreachable_peers == 0 {
-            "complete"
-        } else {
-            "partial"
-        };
-        metrics::counter!(m::ANTIENTROPY_ROUNDS_TOTAL, "result" => result).increment(1);
-        if report.handed_off + report.sent + report.received > 0 {
-            tracing::info!(
-                node = %core.self_id,
-                held = report.held,
-                handed_off = report.handed_off,
-                sent = report.sent,
-                received = report.received,
-                hints = report.hints,
-                unreachable_peers = report.unreachable_peers,
-                "reconciliation round"
-            );
-        }
+        ClusterEvent::RoundEnded(RoundSummary {
+            node: &core.self_id,
+            held: report.held,
+            handed_off: report.handed_off,
+            sent: report.sent,
+            received: report.received,
+            hints: report.hints,
+            unreachable_peers: report.unreachable_peers,
+            tombstones: store.tombstone_count(),
+        })
+        .emit();
         report
     }
 

@@ -9,11 +9,11 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tonic::Status;
 
 use super::super::core::{off_runtime_if_large, ClusterCore};
+use super::super::events::ClusterEvent;
 use super::super::member::{Member, MemberState};
 use super::super::rpc::{pb, wire};
 use super::op::{decoded, WriteAnswer, WriteOp};
 use crate::store::{GroupKey, GroupSnapshot, PushError};
-use crate::telemetry::metrics as m;
 use crate::time::unix_seconds;
 
 impl ClusterCore {
@@ -191,13 +191,13 @@ impl ClusterCore {
             match self.hold_here(key, &replica).await {
                 Ok(()) => {
                     acked += 1;
-                    metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success")
-                        .increment(1);
+                    ClusterEvent::ReplicaTaken.emit();
                 }
-                Err(why) => {
-                    tracing::debug!(err = %why, "holding a replica here failed; trying the next node");
-                    metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
+                Err(why) => ClusterEvent::ReplicaFailed {
+                    peer: None,
+                    why: Some(&why),
                 }
+                .emit(),
             }
         }
         if acked >= needed && trip_wants_state.is_none() {
@@ -222,10 +222,7 @@ impl ClusterCore {
                     Some(peer) => peer.replicate(msg, size, deadline).await.is_ok(),
                     None => self.take_replica(msg).await.is_ok(),
                 };
-                if !ok {
-                    tracing::debug!(peer = %m.id, "replication failed; trying the next node");
-                }
-                ok
+                (m.id, ok)
             }
         };
         let mut inflight = FuturesUnordered::new();
@@ -246,17 +243,15 @@ impl ClusterCore {
             tokio::select! {
                 next = inflight.next() => match next {
                     None => break,
-                    Some(true) => {
+                    Some((_, true)) => {
                         acked += 1;
-                        metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success")
-                            .increment(1);
+                        ClusterEvent::ReplicaTaken.emit();
                         if acked >= needed {
                             break;
                         }
                     }
-                    Some(false) => {
-                        metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error")
-                            .increment(1);
+                    Some((peer, false)) => {
+                        ClusterEvent::ReplicaFailed { peer: Some(&peer), why: None }.emit();
                         if let Some(m) = candidates.pop_front() {
                             inflight.push(send(m));
                         }
@@ -266,9 +261,7 @@ impl ClusterCore {
                     hedged = true;
                     for _ in acked..needed {
                         let Some(m) = candidates.pop_front() else { break };
-                        tracing::debug!(peer = %m.id, "a replica is late; asking the next node too");
-                        metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "hedged")
-                            .increment(1);
+                        ClusterEvent::ReplicaHedged { peer: &m.id }.emit();
                         inflight.push(send(m));
                     }
                 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::super::core::ClusterCore;
+use super::super::events::ClusterEvent;
 use super::super::member::Member;
 use super::super::rpc::{pb, wire};
 use super::op::{decoded, WriteAnswer, WriteOp};
@@ -13,7 +14,6 @@ use super::replicate::Replica;
 use crate::gateway::{off_runtime, PushRequest};
 use crate::http::body::BodyFormat;
 use crate::store::{GroupSnapshot, PreparedPush};
-use crate::telemetry::metrics as m;
 use crate::time::unix_seconds;
 
 impl ClusterCore {
@@ -63,8 +63,7 @@ impl ClusterCore {
             match res {
                 Ok(out) => {
                     self.clock.observe(out.reply.version);
-                    metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "success")
-                        .increment(1);
+                    ClusterEvent::Forwarded.emit();
                     let refusal = out.reply.refusal();
                     let answer = WriteAnswer {
                         status: u16::try_from(out.reply.status).unwrap_or(503),
@@ -88,8 +87,11 @@ impl ClusterCore {
                     return self.hold_returned(&op, out.replica, out.own, answer).await;
                 }
                 Err(status) => {
-                    metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "error").increment(1);
-                    tracing::debug!(peer = %candidate.id, err = %status, "forwarding a write failed; trying the next node");
+                    ClusterEvent::ForwardFailed {
+                        peer: &candidate.id,
+                        error: &status,
+                    }
+                    .emit();
                     unreachable.push(candidate.id.as_str().to_owned());
                 }
             }
@@ -224,11 +226,15 @@ pub(crate) fn own_state(p: &PreparedPush, stamp: pb::OwnReplica) -> GroupSnapsho
 pub(crate) fn replica_outcome(held: Result<(), String>, answer: WriteAnswer) -> WriteAnswer {
     match held {
         Ok(()) => {
-            metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
+            ClusterEvent::ReplicaTaken.emit();
             answer
         }
         Err(why) => {
-            metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
+            ClusterEvent::ReplicaFailed {
+                peer: None,
+                why: None,
+            }
+            .emit();
             if matches!(answer.status, 200 | 202) {
                 WriteAnswer::unavailable(format!(
                     "this node could not hold its replica of the write ({why}); retry"
