@@ -195,25 +195,40 @@ impl Transport for ForwardTransport {
         items: Vec<pb::ForwardedWrite>,
         deadline: Instant,
     ) -> Vec<Result<Self::Output, Status>> {
-        let n = items.len();
-        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record(n as f64);
+        self.call(items, Vec::new(), deadline).await.0
+    }
+}
+
+impl ForwardTransport {
+    /// Writes, and replicas for the peer to hold beside them, in one `Forward` call.
+    async fn call(
+        &self,
+        writes: Vec<pb::ForwardedWrite>,
+        replicas: Vec<pb::ReplicateRequest>,
+        deadline: Instant,
+    ) -> BothAnswers {
+        let (nf, nr) = (writes.len(), replicas.len());
+        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record((nf + nr) as f64);
         let started = Instant::now();
         let res = self
             .client
             .clone()
             .forward(request(
-                pb::ForwardRequest {
-                    writes: items,
-                    replicas: Vec::new(),
-                },
+                pb::ForwardRequest { writes, replicas },
                 remaining(deadline),
             ))
             .await;
         metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
             .record(started.elapsed().as_secs_f64());
         match res {
-            Ok(reply) => forward_results(reply.into_inner().results),
-            Err(status) => failed(n, &status),
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                (
+                    forward_results(reply.results),
+                    replicate_results(reply.replica_results),
+                )
+            }
+            Err(status) => (failed(nf, &status), failed(nr, &status)),
         }
     }
 }
@@ -340,7 +355,7 @@ impl Transport for WriteTransport {
         } else if nf == 0 {
             (Vec::new(), self.replicate.send(replicas, deadline).await)
         } else {
-            self.send_both(forwards, replicas, deadline).await
+            self.forward.call(forwards, replicas, deadline).await
         };
         let mut fw = one_each(fw, nf, "forwarded writes").into_iter();
         let mut rp = one_each(rp, nr, "replicas").into_iter();
@@ -363,41 +378,6 @@ type BothAnswers = (
     Vec<Result<ForwardOutput, Status>>,
     Vec<Result<bool, Status>>,
 );
-
-impl WriteTransport {
-    /// Writes and replicas in one `Forward` call.
-    async fn send_both(
-        &self,
-        writes: Vec<pb::ForwardedWrite>,
-        replicas: Vec<pb::ReplicateRequest>,
-        deadline: Instant,
-    ) -> BothAnswers {
-        let (nf, nr) = (writes.len(), replicas.len());
-        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record((nf + nr) as f64);
-        let started = Instant::now();
-        let res = self
-            .forward
-            .client
-            .clone()
-            .forward(request(
-                pb::ForwardRequest { writes, replicas },
-                remaining(deadline),
-            ))
-            .await;
-        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
-            .record(started.elapsed().as_secs_f64());
-        match res {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                (
-                    forward_results(reply.results),
-                    replicate_results(reply.replica_results),
-                )
-            }
-            Err(status) => (failed(nf, &status), failed(nr, &status)),
-        }
-    }
-}
 
 /// A request with the per-call deadline set (sent as `grpc-timeout` too).
 pub fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
