@@ -106,13 +106,13 @@ fn a_group_two_peers_sent_in_the_same_version_is_decoded_once() {
     push(&b, "differs", 13);
     let chunks = |s: &Store| collect_chunks(&s.snapshot(), Vec::new(), Vec::new(), false);
     let mut answers = vec![chunks(&a), chunks(&b)];
-    // An answer of an earlier release lists no key hashes: it is left alone.
-    let mut legacy = chunks(&b);
-    for c in &mut legacy {
+    // An answer whose chunks do not list a key hash for each group is left alone.
+    let mut unlisted = chunks(&b);
+    for c in &mut unlisted {
         c.group_keys.clear();
         c.group_versions.clear();
     }
-    answers.push(legacy);
+    answers.push(unlisted);
     let spares = drop_repeated_groups(&mut answers);
     let decoded = |chunks: Vec<pb::CollectChunk>| -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = decode_chunks(chunks, NameScheme::Legacy)
