@@ -124,14 +124,14 @@ fn a_group_two_peers_sent_in_the_same_version_is_decoded_once() {
         v.sort();
         v
     };
-    let [from_a, from_b, from_legacy]: [Vec<pb::CollectChunk>; 3] = answers.try_into().unwrap();
+    let [from_a, from_b, from_unlisted]: [Vec<pb::CollectChunk>; 3] = answers.try_into().unwrap();
     assert_eq!(decoded(from_a).len(), 3);
     assert_eq!(
         decoded(from_b),
         vec![(key("differs").to_string(), 13)],
         "b's copy of \"both\" is the same version as a's"
     );
-    assert_eq!(decoded(from_legacy).len(), 2);
+    assert_eq!(decoded(from_unlisted).len(), 2);
     // The copy set aside is there for when a's answer cannot be decoded.
     assert_eq!(
         decoded(vec![spares[1].clone()]),
