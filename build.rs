@@ -49,8 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".pushgate.cluster.ReplicateRequest.group")
         .bytes(".pushgate.cluster.CollectChunk.groups")
         .bytes(".pushgate.cluster.SyncReply.newer_groups")
-        // Each message encoded into room reserved at its size (src/cluster/codec.rs).
-        .codec_path("crate::cluster::codec::PeerCodec")
+        // Each message encoded into room reserved at its size (src/cluster/rpc/codec.rs).
+        .codec_path("crate::cluster::rpc::codec::PeerCodec")
         .compile_fds(cluster_fds)?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cluster_tests::{http, metric_value, wait_for, Cluster, Node};
-use pushgate::cluster::placement::score;
+use pushgate::cluster::ring::score;
 use pushgate::cluster::NodeId;
 use pushgate::store::GroupKey;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster_tests::{http, wait_for, Cluster};
-use pushgate::cluster::placement::score;
+use pushgate::cluster::ring::score;
 use pushgate::cluster::NodeId;
 use pushgate::store::GroupKey;
 

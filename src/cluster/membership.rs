@@ -1,4 +1,5 @@
-//! Cluster membership: who is in the cluster, gossiped with chitchat over UDP.
+//! Cluster membership: who is in the cluster, gossiped with chitchat (over UDP, or any chitchat
+//! `Transport`: tests use the in-memory one).
 //!
 //! Each node gossips a few small key-values (its gRPC address and its state); its id and
 //! generation travel in chitchat's own node id. One background task turns chitchat's live-node
@@ -8,16 +9,14 @@
 //!
 //! Metrics never travel over gossip: gossip carries membership, gRPC carries data.
 
-use std::collections::BTreeMap;
-use std::fmt;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
-use chitchat::transport::UdpTransport;
+use chitchat::transport::{Transport, UdpTransport};
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
     ProtocolVersion,
@@ -26,172 +25,34 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::placement;
+use super::events::ClusterEvent;
+use super::member::{Member, MemberState, NodeId, UnknownMemberState};
+use super::ring::Ring;
 
 /// Chitchat key holding the node's gRPC address (`ip:port`).
 pub const GRPC_ADDR_KEY: &str = "grpc_addr";
 /// Chitchat key holding the node's [`MemberState`] in its string form.
 pub const STATE_KEY: &str = "state";
-/// Chitchat key listing, comma-separated, what a node does beyond the first release's
-/// protocol. Nodes that do not gossip it do none of it.
-pub const FEATURES_KEY: &str = "features";
-/// A feature: the node decodes a forwarded write's body itself (`ForwardedWrite.body`).
-pub const RAW_PUSH_FEATURE: &str = "raw-push";
+/// Chitchat key holding the cluster protocol version the node speaks ([`PROTOCOL_VERSION`]).
+pub const PROTOCOL_KEY: &str = "protocol";
 
-/// The name of a node, unique in the cluster: by default its advertised cluster address as a
-/// string, e.g. `10.0.0.5:9094`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(Arc<str>);
+/// The version of the protocol between nodes: the gossiped keys, the gRPC calls and messages,
+/// and what they mean (placement's score included).
+///
+/// Version skew rule: a release that changes the protocol raises this by one, and release N
+/// talks to releases N-1 and N+1, so a cluster upgrades (or rolls back) one version at a time
+/// with its nodes serving throughout. A node treats as members only the peers whose gossiped
+/// version is its own, one less or one more ([`compatible`]); a peer outside that window, or
+/// gossiping no version, is not placed on the ring (it owns no groups and gets no writes or
+/// collect calls), which is logged once per peer at warn and counted in
+/// `pushgate_cluster_incompatible_peers_total`. What a release keeps only for N-1 (a call or a
+/// field it still answers or sends) goes in release N+1.
+pub const PROTOCOL_VERSION: u32 = 1;
 
-impl NodeId {
-    pub fn new(id: impl Into<Arc<str>>) -> Self {
-        NodeId(id.into())
-    }
-
-    /// The default id of a node: its advertised gossip address.
-    pub fn from_addr(addr: SocketAddr) -> Self {
-        NodeId(addr.to_string().into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
-    }
-}
-
-impl From<&str> for NodeId {
-    fn from(id: &str) -> Self {
-        NodeId::new(id)
-    }
-}
-
-impl From<String> for NodeId {
-    fn from(id: String) -> Self {
-        NodeId::new(id)
-    }
-}
-
-/// Where a member is in its life: only `Active` members own groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MemberState {
-    /// Gossiping, but not yet holding the groups it owns (loading, pulling its share).
-    Joining,
-    /// Owns groups and serves them.
-    Active,
-    /// Handing its groups over before it stops; still serves reads.
-    Leaving,
-}
-
-impl MemberState {
-    /// The string gossiped under [`STATE_KEY`].
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Joining => "joining",
-            MemberState::Active => "active",
-            MemberState::Leaving => "leaving",
-        }
-    }
-}
-
-impl fmt::Display for MemberState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A state string that is none of `joining`, `active`, `leaving`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown member state {0:?}")]
-pub struct UnknownMemberState(pub String);
-
-impl FromStr for MemberState {
-    type Err = UnknownMemberState;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "joining" => Ok(MemberState::Joining),
-            "active" => Ok(MemberState::Active),
-            "leaving" => Ok(MemberState::Leaving),
-            other => Err(UnknownMemberState(other.to_owned())),
-        }
-    }
-}
-
-/// One live node as the ring sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub id: NodeId,
-    /// Distinguishes restarts of the same node id (by default its start time in milliseconds).
-    pub generation: u64,
-    pub grpc_addr: SocketAddr,
-    pub state: MemberState,
-    /// The member decodes a forwarded write's body itself ([`RAW_PUSH_FEATURE`]).
-    pub raw_push: bool,
-}
-
-/// An immutable snapshot of the live members, as seen by one node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ring {
-    pub self_id: NodeId,
-    /// Live members including this node, sorted by id, one entry per id.
-    pub members: Vec<Member>,
-    /// Increases by one with every published change; local to this node.
-    pub version: u64,
-}
-
-impl Ring {
-    /// Builds a ring, sorting the members by id and keeping the newest generation of an id that
-    /// appears twice (a restarted node whose old incarnation is not yet declared dead).
-    pub fn new(self_id: NodeId, mut members: Vec<Member>, version: u64) -> Self {
-        members.sort_by(|a, b| a.id.cmp(&b.id).then(b.generation.cmp(&a.generation)));
-        members.dedup_by(|later, first| later.id == first.id);
-        Ring {
-            self_id,
-            members,
-            version,
-        }
-    }
-
-    /// Members in the `Active` state, sorted by id: the ones that own groups.
-    pub fn active(&self) -> impl Iterator<Item = &Member> + Clone {
-        self.members
-            .iter()
-            .filter(|m| m.state == MemberState::Active)
-    }
-
-    /// The `r` active owners of a group (primary first); fewer when fewer are active.
-    pub fn owners(&self, key_hash: u64, r: usize) -> Vec<&Member> {
-        placement::owners(key_hash, self.active(), r)
-    }
-
-    /// All active members in rendezvous order for a group: owners first, then the fallbacks
-    /// (e.g. for hinted handoff).
-    pub fn rendezvous_order(&self, key_hash: u64) -> Vec<&Member> {
-        placement::rendezvous_order(key_hash, self.active())
-    }
-
-    pub fn get(&self, id: &NodeId) -> Option<&Member> {
-        self.members
-            .binary_search_by(|m| m.id.cmp(id))
-            .ok()
-            .map(|i| &self.members[i])
-    }
-
-    /// This node's own entry, absent only before the first gossip round.
-    pub fn self_member(&self) -> Option<&Member> {
-        self.get(&self.self_id)
-    }
+/// The version skew rule of [`PROTOCOL_VERSION`]: whether a node speaking `own` places a peer
+/// speaking `peer` on its ring.
+pub fn compatible(own: u32, peer: u32) -> bool {
+    own.abs_diff(peer) <= 1
 }
 
 /// Failure detection (chitchat's phi accrual detector) and garbage collection timings.
@@ -260,6 +121,8 @@ pub struct MembershipConfig {
     pub failure_detector: FailureDetectorSettings,
     /// The state gossiped from the start, usually `Joining`.
     pub initial_state: MemberState,
+    /// The protocol version gossiped: [`PROTOCOL_VERSION`] (tests of the skew rule set others).
+    pub protocol_version: u32,
 }
 
 impl MembershipConfig {
@@ -278,6 +141,7 @@ impl MembershipConfig {
             peer_refresh_interval: DEFAULT_PEER_REFRESH_INTERVAL,
             failure_detector: FailureDetectorSettings::default(),
             initial_state: MemberState::Joining,
+            protocol_version: PROTOCOL_VERSION,
         }
     }
 
@@ -347,7 +211,18 @@ pub struct Membership {
 
 impl Membership {
     /// Validates the configuration, binds the gossip socket and starts gossiping.
+    /// Gossips over UDP, as a node in production does.
     pub async fn start(cfg: MembershipConfig) -> anyhow::Result<Membership> {
+        Self::start_on(cfg, &UdpTransport).await
+    }
+
+    /// Validates the configuration, opens the gossip socket on `transport` and starts gossiping.
+    /// Tests pass chitchat's in-memory `ChannelTransport`, whose links they can cut, to run a
+    /// cluster inside one process.
+    pub async fn start_on(
+        cfg: MembershipConfig,
+        transport: &dyn Transport,
+    ) -> anyhow::Result<Membership> {
         cfg.validate()?;
         let self_id = cfg.node_id.clone();
         let chitchat_id = ChitchatId::new(
@@ -380,9 +255,9 @@ impl Membership {
         let initial_key_values = vec![
             (GRPC_ADDR_KEY.to_owned(), cfg.grpc_addr.to_string()),
             (STATE_KEY.to_owned(), cfg.initial_state.as_str().to_owned()),
-            (FEATURES_KEY.to_owned(), RAW_PUSH_FEATURE.to_owned()),
+            (PROTOCOL_KEY.to_owned(), cfg.protocol_version.to_string()),
         ];
-        let handle = spawn_chitchat(chitchat_config, initial_key_values, &UdpTransport)
+        let handle = spawn_chitchat(chitchat_config, initial_key_values, transport)
             .await
             .with_context(|| format!("failed to start gossip on {}/udp", cfg.gossip_listen))?;
         let live_nodes = handle.chitchat().lock().await.live_nodes_watcher();
@@ -405,7 +280,6 @@ impl Membership {
                 generation: cfg.generation,
                 grpc_addr: cfg.grpc_addr,
                 state: cfg.initial_state,
-                raw_push: true,
             }],
             0,
         ));
@@ -413,6 +287,7 @@ impl Membership {
         let (ring_tx, ring_rx) = watch::channel(initial);
         let ring_task = tokio::spawn(publish_rings(
             self_id.clone(),
+            cfg.protocol_version,
             live_nodes,
             ring.clone(),
             ring_tx,
@@ -500,27 +375,29 @@ impl Membership {
 /// differ (heartbeat-only changes are not published).
 async fn publish_rings(
     self_id: NodeId,
+    protocol: u32,
     mut live_nodes: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     ring: Arc<ArcSwap<Ring>>,
     ring_tx: watch::Sender<Arc<Ring>>,
 ) {
+    // Peers already reported as incompatible, so each is logged and counted once.
+    let mut incompatible = HashSet::new();
     loop {
         let members = {
             let live = live_nodes.borrow_and_update();
             // Chitchat publishes an empty map until its first gossip round; the live set always
             // includes this node after that.
-            (!live.is_empty()).then(|| members_from_live(&live))
+            (!live.is_empty()).then(|| members_from_live(&live, protocol, &mut incompatible))
         };
         if let Some(members) = members {
             let current = ring.load();
             let next = Ring::new(self_id.clone(), members, current.version + 1);
             if next.members != current.members {
-                info!(
-                    node = %self_id,
-                    ring_version = next.version,
-                    members = ?next.members.iter().map(|m| (m.id.as_str(), m.state.as_str())).collect::<Vec<_>>(),
-                    "cluster ring changed"
-                );
+                ClusterEvent::RingChanged {
+                    node: &self_id,
+                    ring: &next,
+                }
+                .emit();
                 let next = Arc::new(next);
                 ring.store(next.clone());
                 ring_tx.send_replace(next);
@@ -533,11 +410,28 @@ async fn publish_rings(
     }
 }
 
-fn members_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> Vec<Member> {
+/// The members among chitchat's live nodes; `incompatible` remembers the peers already reported
+/// for speaking a protocol version outside [`compatible`]'s window.
+fn members_from_live(
+    live: &BTreeMap<ChitchatId, NodeState>,
+    protocol: u32,
+    incompatible: &mut HashSet<ChitchatId>,
+) -> Vec<Member> {
     live.iter()
         .filter_map(
-            |(id, state)| match member_from_kv(id, |key| state.get(key)) {
+            |(id, state)| match member_from_kv(id, protocol, |key| state.get(key)) {
                 Ok(member) => Some(member),
+                Err(error @ MemberParseError::Protocol { .. }) => {
+                    if incompatible.insert(id.clone()) {
+                        ClusterEvent::IncompatiblePeer {
+                            peer: &id.node_id,
+                            generation: id.generation_id,
+                            error: &error,
+                        }
+                        .emit();
+                    }
+                    None
+                }
                 Err(error) => {
                     debug!(node = %id.node_id, error = %error, "skipping member with bad state");
                     None
@@ -558,16 +452,30 @@ pub enum MemberParseError {
     State(#[from] UnknownMemberState),
     #[error("empty node id")]
     EmptyId,
+    /// The peer gossips no protocol version, or one outside the window of [`compatible`].
+    #[error("cluster protocol version {found:?} is incompatible with this node's {own} (one less or one more at most)")]
+    Protocol { found: Option<String>, own: u32 },
 }
 
 /// Builds a member from its chitchat id and key-values (given as a lookup so it can be tested
-/// without a chitchat node state).
+/// without a chitchat node state), for a node speaking protocol version `own`.
 fn member_from_kv<'a>(
     id: &ChitchatId,
+    own: u32,
     get: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Member, MemberParseError> {
     if id.node_id.is_empty() {
         return Err(MemberParseError::EmptyId);
+    }
+    let found = get(PROTOCOL_KEY);
+    if !found
+        .and_then(|v| v.parse().ok())
+        .is_some_and(|v| compatible(own, v))
+    {
+        return Err(MemberParseError::Protocol {
+            found: found.map(str::to_owned),
+            own,
+        });
     }
     let grpc = get(GRPC_ADDR_KEY).ok_or(MemberParseError::Missing(GRPC_ADDR_KEY))?;
     let grpc_addr = grpc
@@ -576,14 +484,11 @@ fn member_from_kv<'a>(
     let state = get(STATE_KEY)
         .ok_or(MemberParseError::Missing(STATE_KEY))?
         .parse()?;
-    let raw_push = get(FEATURES_KEY)
-        .is_some_and(|features| features.split(',').any(|f| f.trim() == RAW_PUSH_FEATURE));
     Ok(Member {
-        id: NodeId(id.node_id.clone()),
+        id: NodeId::new(id.node_id.clone()),
         generation: id.generation_id,
         grpc_addr,
         state,
-        raw_push,
     })
 }
 

@@ -1,7 +1,10 @@
 //! Membership over real UDP sockets on 127.0.0.1: convergence, failure detection, state
-//! changes, cluster names, and peers sending bad state.
+//! changes, cluster names, and peers sending bad state; and over chitchat's in-memory transport:
+//! a partition and its healing.
 
 use std::time::{Duration, Instant};
+
+use chitchat::transport::ChannelTransport;
 
 use super::*;
 
@@ -66,6 +69,56 @@ async fn three_nodes() -> [Membership; 3] {
     let (b, _) = start("test", &[a_addr]).await;
     let (c, _) = start("test", &[a_addr]).await;
     [a, b, c]
+}
+
+/// Three nodes gossiping over chitchat's in-memory transport (fast gossip, so a silent node is
+/// declared dead within about a second).
+async fn three_nodes_in_process(transport: &ChannelTransport) -> [(Membership, SocketAddr); 3] {
+    let mut nodes = Vec::new();
+    let mut seed = Vec::new();
+    for port in [1, 2, 3] {
+        let gossip: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut cfg = MembershipConfig::new(gossip, ([127, 0, 0, 1], 100 + port).into());
+        cfg.cluster_name = "in-process".to_owned();
+        cfg.peers = seed.iter().map(|p: &SocketAddr| p.to_string()).collect();
+        cfg.initial_state = MemberState::Active;
+        cfg.gossip_interval = Duration::from_millis(50);
+        cfg.failure_detector.initial_interval = Duration::from_millis(50);
+        let m = Membership::start_on(cfg, transport)
+            .await
+            .expect("an in-process node should start");
+        nodes.push((m, gossip));
+        seed = vec![gossip];
+    }
+    nodes.try_into().ok().expect("three nodes")
+}
+
+/// A node cut apart from the others (its links dropped, as a network partition drops packets)
+/// leaves their rings, and comes back once the links are restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_leaves_the_ring_and_comes_back_when_it_heals() {
+    let transport = ChannelTransport::default();
+    let [(a, a_addr), (b, b_addr), (c, c_addr)] = three_nodes_in_process(&transport).await;
+    for m in [&a, &b, &c] {
+        wait_ring(m, "all three members", |r| r.members.len() == 3).await;
+    }
+    transport.remove_link(c_addr, a_addr).await;
+    transport.remove_link(c_addr, b_addr).await;
+    let c_id = c.self_id().clone();
+    let gone = |r: &Ring| r.get(&c_id).is_none() && r.members.len() == 2;
+    let left = wait_ring(&a, "c gone after the partition", gone).await;
+    wait_ring(&b, "c gone after the partition", gone).await;
+    wait_ring(&c, "a and b gone on c's side", |r| r.members.len() == 1).await;
+    transport.add_link(c_addr, a_addr).await;
+    transport.add_link(c_addr, b_addr).await;
+    let back = |r: &Ring| r.get(&c_id).is_some() && r.members.len() == 3;
+    let healed = wait_ring(&a, "c back after healing", back).await;
+    wait_ring(&b, "c back after healing", back).await;
+    wait_ring(&c, "a and b back on c's side", |r| r.members.len() == 3).await;
+    eprintln!("partition: c left a's ring after {left:?}, came back {healed:?} after healing");
+    for m in [a, b, c] {
+        m.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,6 +271,7 @@ async fn peer_with_bad_state_is_skipped() {
         vec![
             (GRPC_ADDR_KEY.to_owned(), "not an address".to_owned()),
             (STATE_KEY.to_owned(), "dancing".to_owned()),
+            (PROTOCOL_KEY.to_owned(), PROTOCOL_VERSION.to_string()),
         ],
         &UdpTransport,
     )
@@ -266,54 +320,75 @@ fn member_from_kv_rejects_incomplete_or_bad_state() {
         move |key: &str| match key {
             GRPC_ADDR_KEY => grpc,
             STATE_KEY => state,
+            PROTOCOL_KEY => Some("1"),
             _ => None,
         }
     };
-    let ok = member_from_kv(&id, kv(Some("127.0.0.1:9095"), Some("active"))).expect("valid");
+    let ok = member_from_kv(&id, 1, kv(Some("127.0.0.1:9095"), Some("active"))).expect("valid");
     assert_eq!(ok.id, NodeId::from("n1"));
     assert_eq!(ok.generation, 7);
     assert_eq!(ok.state, MemberState::Active);
     assert_eq!(
-        member_from_kv(&id, kv(None, Some("active"))),
+        member_from_kv(&id, 1, kv(None, Some("active"))),
         Err(MemberParseError::Missing(GRPC_ADDR_KEY))
     );
     assert_eq!(
-        member_from_kv(&id, kv(Some("127.0.0.1:9095"), None)),
+        member_from_kv(&id, 1, kv(Some("127.0.0.1:9095"), None)),
         Err(MemberParseError::Missing(STATE_KEY))
     );
     assert!(matches!(
-        member_from_kv(&id, kv(Some("nope"), Some("active"))),
+        member_from_kv(&id, 1, kv(Some("nope"), Some("active"))),
         Err(MemberParseError::GrpcAddr(_))
     ));
     assert!(matches!(
-        member_from_kv(&id, kv(Some("127.0.0.1:1"), Some("ACTIVE"))),
+        member_from_kv(&id, 1, kv(Some("127.0.0.1:1"), Some("ACTIVE"))),
         Err(MemberParseError::State(_))
     ));
     let empty = ChitchatId::new("", 1, ([127, 0, 0, 1], 9094).into());
     assert_eq!(
-        member_from_kv(&empty, kv(Some("127.0.0.1:1"), Some("active"))),
+        member_from_kv(&empty, 1, kv(Some("127.0.0.1:1"), Some("active"))),
         Err(MemberParseError::EmptyId)
     );
 }
 
+/// Release N places on its ring the peers of releases N-1, N and N+1, and no other (nor a peer
+/// that gossips no version).
 #[test]
-fn a_member_decodes_forwarded_bodies_only_when_it_gossips_the_feature() {
+fn only_peers_one_protocol_version_apart_at_most_are_members() {
     let id = ChitchatId::new("n1", 7, ([127, 0, 0, 1], 9094).into());
-    let with = |features: Option<&'static str>| {
+    let speaking = |protocol: Option<&'static str>| {
         move |key: &str| match key {
             GRPC_ADDR_KEY => Some("127.0.0.1:9095"),
             STATE_KEY => Some("active"),
-            FEATURES_KEY => features,
+            PROTOCOL_KEY => protocol,
             _ => None,
         }
     };
-    let raw = |features| member_from_kv(&id, with(features)).expect("valid").raw_push;
-    // A node of an earlier release gossips no features.
-    assert!(!raw(None));
-    assert!(!raw(Some("")));
-    assert!(!raw(Some("raw-push-v2,other")));
-    assert!(raw(Some(RAW_PUSH_FEATURE)));
-    assert!(raw(Some("other, raw-push")));
+    let member = |own: u32, peer| member_from_kv(&id, own, speaking(peer)).is_ok();
+    assert_eq!(PROTOCOL_VERSION, 1, "the first version is 1");
+    for (own, peer, ok) in [
+        (1, Some("1"), true),
+        (1, Some("2"), true),
+        (1, Some("0"), true),
+        (1, Some("3"), false),
+        (5, Some("4"), true),
+        (5, Some("6"), true),
+        (5, Some("3"), false),
+        (5, Some("7"), false),
+        (1, None, false),
+        (1, Some(""), false),
+        (1, Some("one"), false),
+        (1, Some("-1"), false),
+    ] {
+        assert_eq!(member(own, peer), ok, "own {own}, peer {peer:?}");
+    }
+    assert_eq!(
+        member_from_kv(&id, 1, speaking(Some("3"))),
+        Err(MemberParseError::Protocol {
+            found: Some("3".to_owned()),
+            own: 1
+        })
+    );
 }
 
 #[test]
@@ -326,39 +401,6 @@ fn state_round_trips() {
         assert_eq!(s.as_str().parse::<MemberState>(), Ok(s));
     }
     assert!("".parse::<MemberState>().is_err());
-}
-
-#[test]
-fn ring_sorts_and_keeps_newest_generation() {
-    let m = |id: &str, generation: u64, state| Member {
-        id: NodeId::from(id),
-        generation,
-        grpc_addr: ([127, 0, 0, 1], 1).into(),
-        state,
-        raw_push: true,
-    };
-    let ring = Ring::new(
-        NodeId::from("b"),
-        vec![
-            m("c", 1, MemberState::Joining),
-            m("b", 1, MemberState::Active),
-            m("a", 3, MemberState::Active),
-            m("a", 5, MemberState::Leaving),
-        ],
-        1,
-    );
-    assert_eq!(ids(&ring), vec!["a".into(), "b".into(), "c".into()]);
-    assert_eq!(ring.get(&"a".into()).map(|m| m.generation), Some(5));
-    assert_eq!(
-        ring.active().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        vec!["b"]
-    );
-    assert_eq!(ring.owners(1, 2).len(), 1);
-    assert_eq!(
-        ring.self_member().map(|m| m.state),
-        Some(MemberState::Active)
-    );
-    assert!(ring.get(&"zz".into()).is_none());
 }
 
 #[test]

@@ -1,15 +1,59 @@
-//! The cluster layer: who is in the cluster (`membership`, gossiped with chitchat) and which
-//! nodes own a push group (`placement`, rendezvous hashing over the active members).
+//! The cluster layer: pushgate nodes that share the push groups, each group held by R of them.
 //!
-//! Gossip carries only membership; pushes and scrapes travel between nodes over gRPC.
+//! Gossip (chitchat, UDP) carries only membership; writes, replicas and scrapes travel between
+//! nodes over gRPC (tonic, TCP).
+//!
+//! # Modules
+//!
+//! - [`member`]: a member as the ring sees it (`NodeId`, `MemberState`, `Member`).
+//! - [`membership`]: who is in the cluster, gossiped with chitchat; publishes [`Ring`] snapshots,
+//!   and holds the protocol version and its skew rule (`PROTOCOL_VERSION`).
+//! - [`ring`]: the ring snapshot and rendezvous placement (which nodes own a group).
+//! - [`core`]: `ClusterCore`, the state the gateway, the gRPC service and the reconciler share.
+//! - [`clock`]: the hybrid logical clock that stamps every write's version.
+//! - `events`: the cluster events that are logged and counted, each from one place.
+//! - `write`: `op` (a write and its answer), `route` (to the group's primary), `replicate`
+//!   (quorum, copies to the other holders with hedging), `entry_load` (who sends the replicas).
+//! - `read`: `collect` (ask the peers for what this node lacks), `merge` (newest version wins),
+//!   `answer` (a peer's side of a collect).
+//! - [`gateway`]: `ClusterGateway`, the `Gateway` the HTTP layer calls on a cluster node.
+//! - [`rpc`]: the gRPC service (`server`), the batched calls to peers (`client`, `batch`,
+//!   `channel`), the codec and the message conversions (`wire`).
+//! - [`reconcile`]: rebalancing, hinted handoff, anti-entropy (`rounds`, `sync`), the join pull
+//!   and the handover of a leaving node (`handover`).
+//!
+//! # A push
+//!
+//! HTTP -> `gateway::ClusterGateway::push` -> `write::route` (decoded and checked here, or, on an
+//! entry-heavy node, left to the primary) -> `rpc::client` (`Forward`, batched per peer) ->
+//! `rpc::server` on the primary -> `write::replicate` (stamped by `clock`, applied to the store,
+//! copied to the next R-1 nodes in `ring` order; or, when the sender replicates, answered at once
+//! and copied by the sender's `write::route`) -> the answer once R nodes hold the write.
+//!
+//! # A scrape
+//!
+//! HTTP -> `gateway::ClusterGateway::render_stream` -> `read::collect` (`Collect` to every other
+//! member, each answering with `read::answer`: what the caller lacks and it comes first for) ->
+//! `read::merge` (newest version of each group, tombstones included) -> rendered and streamed
+//! like a single node's scrape.
 
-pub mod batch;
-pub mod channel;
-pub mod codec;
+pub mod clock;
+pub mod core;
+pub(crate) mod events;
 pub mod gateway;
+pub mod member;
 pub mod membership;
-pub mod placement;
+pub(crate) mod read;
 pub mod reconcile;
+pub mod ring;
 pub mod rpc;
+#[cfg(test)]
+pub(crate) mod testkit;
+pub(crate) mod write;
 
-pub use membership::{Member, MemberState, Membership, MembershipConfig, NodeId, Ring};
+pub use core::ClusterCore;
+pub use gateway::ClusterGateway;
+pub use member::{Member, MemberState, NodeId};
+pub use membership::{Membership, MembershipConfig, PROTOCOL_VERSION};
+pub use ring::Ring;
+pub use rpc::server::ClusterService;

@@ -1,4 +1,5 @@
-//! Placement of push groups on nodes: rendezvous (highest random weight) hashing.
+//! The ring: an immutable snapshot of the live members as one node sees them, and the placement
+//! of push groups on its active members by rendezvous (highest random weight) hashing.
 //!
 //! Every node ranks the members for a group key by a score that depends only on the key and the
 //! node id, so all nodes that see the same members agree on the owners without talking to each
@@ -19,7 +20,61 @@ use std::cmp::Ordering;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::membership::{Member, NodeId};
+use super::member::{Member, MemberState, NodeId};
+
+/// An immutable snapshot of the live members, as seen by one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ring {
+    pub self_id: NodeId,
+    /// Live members including this node, sorted by id, one entry per id.
+    pub members: Vec<Member>,
+    /// Increases by one with every published change; local to this node.
+    pub version: u64,
+}
+
+impl Ring {
+    /// Builds a ring, sorting the members by id and keeping the newest generation of an id that
+    /// appears twice (a restarted node whose old incarnation is not yet declared dead).
+    pub fn new(self_id: NodeId, mut members: Vec<Member>, version: u64) -> Self {
+        members.sort_by(|a, b| a.id.cmp(&b.id).then(b.generation.cmp(&a.generation)));
+        members.dedup_by(|later, first| later.id == first.id);
+        Ring {
+            self_id,
+            members,
+            version,
+        }
+    }
+
+    /// Members in the `Active` state, sorted by id: the ones that own groups.
+    pub fn active(&self) -> impl Iterator<Item = &Member> + Clone {
+        self.members
+            .iter()
+            .filter(|m| m.state == MemberState::Active)
+    }
+
+    /// The `r` active owners of a group (primary first); fewer when fewer are active.
+    pub fn owners(&self, key_hash: u64, r: usize) -> Vec<&Member> {
+        owners(key_hash, self.active(), r)
+    }
+
+    /// All active members in rendezvous order for a group: owners first, then the fallbacks
+    /// (e.g. for hinted handoff).
+    pub fn rendezvous_order(&self, key_hash: u64) -> Vec<&Member> {
+        rendezvous_order(key_hash, self.active())
+    }
+
+    pub fn get(&self, id: &NodeId) -> Option<&Member> {
+        self.members
+            .binary_search_by(|m| m.id.cmp(id))
+            .ok()
+            .map(|i| &self.members[i])
+    }
+
+    /// This node's own entry, absent only before the first gossip round.
+    pub fn self_member(&self) -> Option<&Member> {
+        self.get(&self.self_id)
+    }
+}
 
 /// Ids up to this length are hashed from a stack buffer; longer ones allocate.
 const INLINE_ID_LEN: usize = 120;
@@ -88,5 +143,5 @@ pub fn owners<'a>(
 }
 
 #[cfg(test)]
-#[path = "placement_tests.rs"]
+#[path = "ring_tests.rs"]
 mod tests;

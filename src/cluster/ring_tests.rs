@@ -1,4 +1,5 @@
-//! Properties of rendezvous placement: balance, minimal movement, determinism.
+//! The ring snapshot, and the properties of rendezvous placement: balance, minimal movement,
+//! determinism.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -6,7 +7,6 @@ use proptest::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::*;
-use crate::cluster::membership::MemberState;
 
 fn member(id: &str) -> Member {
     Member {
@@ -14,7 +14,6 @@ fn member(id: &str) -> Member {
         generation: 1,
         grpc_addr: ([127, 0, 0, 1], 9095).into(),
         state: MemberState::Active,
-        raw_push: true,
     }
 }
 
@@ -200,4 +199,37 @@ proptest! {
             prop_assert_eq!(&order_a[..2.min(order_a.len())], &owners_b[..]);
         }
     }
+}
+
+#[test]
+fn ring_sorts_and_keeps_newest_generation() {
+    let m = |id: &str, generation: u64, state| Member {
+        id: NodeId::from(id),
+        generation,
+        grpc_addr: ([127, 0, 0, 1], 1).into(),
+        state,
+    };
+    let ring = Ring::new(
+        NodeId::from("b"),
+        vec![
+            m("c", 1, MemberState::Joining),
+            m("b", 1, MemberState::Active),
+            m("a", 3, MemberState::Active),
+            m("a", 5, MemberState::Leaving),
+        ],
+        1,
+    );
+    let ids: Vec<NodeId> = ring.members.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, vec!["a".into(), "b".into(), "c".into()]);
+    assert_eq!(ring.get(&"a".into()).map(|m| m.generation), Some(5));
+    assert_eq!(
+        ring.active().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        vec!["b"]
+    );
+    assert_eq!(ring.owners(1, 2).len(), 1);
+    assert_eq!(
+        ring.self_member().map(|m| m.state),
+        Some(MemberState::Active)
+    );
+    assert!(ring.get(&"zz".into()).is_none());
 }

@@ -1,0 +1,109 @@
+//! `ClusterCore`: the state a cluster node's gateway (HTTP side), its gRPC service (peer side)
+//! and its reconciler share.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::clock::HybridClock;
+use super::member::NodeId;
+use super::ring::Ring;
+use super::rpc::client::PeerClients;
+use super::write::entry_load::EntryLoad;
+use crate::exposition::names::NameScheme;
+use crate::gateway::INLINE_PREPARE_LIMIT;
+use crate::store::render::MergedOrders;
+use crate::store::{Store, Validation};
+use crate::telemetry::metrics as m;
+
+/// Default deadline of the merged scrape's collect calls (well under Prometheus' default
+/// 10 s scrape timeout).
+pub const DEFAULT_COLLECT_DEADLINE: Duration = Duration::from_secs(3);
+
+/// State shared by the gateway (HTTP side) and the gRPC service (peer side).
+pub struct ClusterCore {
+    pub(super) store: Arc<Store>,
+    pub(crate) validation: Validation,
+    pub(crate) ring: watch::Receiver<Arc<Ring>>,
+    pub(super) self_id: NodeId,
+    pub(super) replication_factor: usize,
+    pub(super) clients: PeerClients,
+    pub(super) clock: HybridClock,
+    pub(crate) collect_deadline: Duration,
+    /// Groups held without owning them, as counted by the last reconciliation round.
+    pub(super) hints: AtomicUsize,
+    /// A stand-in replica is refused beyond this many hints (`--cluster.max-hints`).
+    pub(super) max_hints: AtomicUsize,
+    /// The member orders of the last merged render's families, reused by the next one where
+    /// a family's members are unchanged.
+    pub(crate) merged_orders: Arc<MergedOrders>,
+    /// Whether this node is mostly an entry point (who sends a forwarded write's replicas).
+    pub(crate) entry: EntryLoad,
+}
+
+impl ClusterCore {
+    pub fn new(
+        store: Arc<Store>,
+        validation: Validation,
+        ring: watch::Receiver<Arc<Ring>>,
+        self_id: NodeId,
+        replication_factor: usize,
+        peer_timeout: Duration,
+    ) -> Arc<Self> {
+        let clock = HybridClock::default();
+        clock.observe(store.max_version());
+        let core = Arc::new(ClusterCore {
+            store,
+            validation,
+            ring,
+            self_id,
+            replication_factor,
+            clients: PeerClients::new(peer_timeout),
+            clock,
+            collect_deadline: DEFAULT_COLLECT_DEADLINE
+                .min(peer_timeout.max(Duration::from_millis(500)) * 2),
+            hints: AtomicUsize::new(0),
+            max_hints: AtomicUsize::new(usize::MAX),
+            merged_orders: Arc::default(),
+            entry: EntryLoad::default(),
+        });
+        metrics::gauge!(m::ENTRY_HEAVY).set(0.0);
+        core
+    }
+
+    /// Sets the bound on hints (`--cluster.max-hints`).
+    pub fn set_max_hints(&self, max: usize) {
+        self.max_hints.store(max, Ordering::Relaxed);
+    }
+
+    pub(crate) fn names(&self) -> NameScheme {
+        self.validation.names
+    }
+
+    /// This node's part of a cluster-wide wipe issued at `version`; later writes stamped here
+    /// are newer than the watermark.
+    pub(crate) fn wipe_local(&self, version: u64) {
+        let watermark = self.store.wipe_versioned(version);
+        self.clock.observe(watermark);
+    }
+
+    pub(crate) fn ring(&self) -> Arc<Ring> {
+        self.ring.borrow().clone()
+    }
+}
+
+/// Runs `work` inline when the payload is small (a thread handoff per forwarded push or replica
+/// costs more than the work itself), on the blocking pool when it is large enough to stall a
+/// runtime thread.
+pub(crate) async fn off_runtime_if_large<T: Send + 'static>(
+    payload_bytes: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if payload_bytes > INLINE_PREPARE_LIMIT {
+        tokio::task::spawn_blocking(work).await
+    } else {
+        Ok(work())
+    }
+}

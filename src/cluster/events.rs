@@ -1,0 +1,143 @@
+//! Cluster events that are logged and counted: each is recorded from one place
+//! ([`ClusterEvent::emit`]), so its log line and its counter cannot drift apart (the event type
+//! per event of vector's instrumentation).
+//!
+//! Events on a write's path log at debug only (a failing peer fails every write to it); the
+//! counters are the signal there.
+
+use std::fmt::Display;
+
+use super::member::NodeId;
+use super::ring::Ring;
+use crate::telemetry::metrics as m;
+
+/// Peers not placed on the ring for their protocol version (each counted once).
+pub const INCOMPATIBLE_PEERS_TOTAL: &str = "pushgate_cluster_incompatible_peers_total";
+
+/// One cluster event; [`ClusterEvent::emit`] logs and counts it.
+pub(crate) enum ClusterEvent<'a> {
+    /// This node's ring has other members, or members in other states, than before.
+    RingChanged { node: &'a NodeId, ring: &'a Ring },
+    /// A gossiping peer speaks a protocol version outside the skew window, or none
+    /// (`membership::PROTOCOL_VERSION`): not placed on the ring. Emitted once per peer.
+    IncompatiblePeer {
+        peer: &'a str,
+        generation: u64,
+        error: &'a dyn Display,
+    },
+    /// A write forwarded to its primary (or the node acting for it) was answered.
+    Forwarded,
+    /// Forwarding a write failed: the next node in rendezvous order is tried.
+    ForwardFailed {
+        peer: &'a NodeId,
+        error: &'a dyn Display,
+    },
+    /// A holder took a replica of a write.
+    ReplicaTaken,
+    /// A replica was not taken: by this node (`peer` None, `why` said), by a peer (the next node
+    /// is tried), or by the node that forwarded the write and was counted as a holder (neither
+    /// given: its client is answered 503).
+    ReplicaFailed {
+        peer: Option<&'a NodeId>,
+        why: Option<&'a str>,
+    },
+    /// A replica was still missing after half the peer timeout: also asked of the next node.
+    ReplicaHedged { peer: &'a NodeId },
+    /// Tombstones past their lifetime were collected.
+    TombstonesExpired { count: usize },
+    /// A reconciliation round ended.
+    RoundEnded(RoundSummary<'a>),
+}
+
+/// What a reconciliation round did, as its event reports it.
+pub(crate) struct RoundSummary<'a> {
+    pub(crate) node: &'a NodeId,
+    pub(crate) held: usize,
+    pub(crate) handed_off: usize,
+    pub(crate) sent: usize,
+    pub(crate) received: usize,
+    pub(crate) hints: usize,
+    pub(crate) unreachable_peers: usize,
+    pub(crate) tombstones: usize,
+}
+
+impl ClusterEvent<'_> {
+    /// Logs the event and updates its metrics.
+    pub(crate) fn emit(self) {
+        match self {
+            ClusterEvent::RingChanged { node, ring } => {
+                tracing::info!(
+                    node = %node,
+                    ring_version = ring.version,
+                    members = ?ring.members.iter().map(|m| (m.id.as_str(), m.state.as_str())).collect::<Vec<_>>(),
+                    "cluster ring changed"
+                );
+            }
+            ClusterEvent::IncompatiblePeer {
+                peer,
+                generation,
+                error,
+            } => {
+                tracing::warn!(peer = %peer, generation, error = %error, "peer not placed on the ring");
+                metrics::counter!(INCOMPATIBLE_PEERS_TOTAL).increment(1);
+            }
+            ClusterEvent::Forwarded => {
+                metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "success").increment(1);
+            }
+            ClusterEvent::ForwardFailed { peer, error } => {
+                metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "error").increment(1);
+                tracing::debug!(peer = %peer, err = %error, "forwarding a write failed; trying the next node");
+            }
+            ClusterEvent::ReplicaTaken => {
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "success").increment(1);
+            }
+            ClusterEvent::ReplicaFailed { peer, why } => {
+                match (peer, why) {
+                    (Some(peer), _) => {
+                        tracing::debug!(peer = %peer, "replication failed; trying the next node");
+                    }
+                    (None, Some(why)) => {
+                        tracing::debug!(err = %why, "holding a replica here failed; trying the next node");
+                    }
+                    (None, None) => {}
+                }
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "error").increment(1);
+            }
+            ClusterEvent::ReplicaHedged { peer } => {
+                tracing::debug!(peer = %peer, "a replica is late; asking the next node too");
+                metrics::counter!(m::REPLICATED_WRITES_TOTAL, "result" => "hedged").increment(1);
+            }
+            ClusterEvent::TombstonesExpired { count } => {
+                metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "expired")
+                    .increment(count as u64);
+                tracing::debug!(expired = count, "collected tombstones past their lifetime");
+            }
+            ClusterEvent::RoundEnded(r) => {
+                if r.handed_off > 0 {
+                    metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "handed_off")
+                        .increment(r.handed_off as u64);
+                }
+                metrics::gauge!(m::HINTS_PENDING).set(r.hints as f64);
+                metrics::gauge!(m::TOMBSTONES).set(r.tombstones as f64);
+                let result = if r.unreachable_peers == 0 {
+                    "complete"
+                } else {
+                    "partial"
+                };
+                metrics::counter!(m::ANTIENTROPY_ROUNDS_TOTAL, "result" => result).increment(1);
+                if r.handed_off + r.sent + r.received > 0 {
+                    tracing::info!(
+                        node = %r.node,
+                        held = r.held,
+                        handed_off = r.handed_off,
+                        sent = r.sent,
+                        received = r.received,
+                        hints = r.hints,
+                        unreachable_peers = r.unreachable_peers,
+                        "reconciliation round"
+                    );
+                }
+            }
+        }
+    }
+}

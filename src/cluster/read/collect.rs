@@ -1,0 +1,224 @@
+//! Collecting a merged scrape: every live member is asked concurrently, within a deadline, for
+//! the groups it holds that this node lacks; groups a peer left to another one that did not
+//! deliver them are asked for once more.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tonic::Status;
+
+use super::super::core::ClusterCore;
+use super::super::member::Member;
+use super::super::rpc::{client, pb};
+use super::merge::{merge_answers, merge_newest, Newest};
+use crate::store::render::Format;
+use crate::store::{GroupSnapshot, ReservedNames};
+use crate::telemetry::metrics as m;
+
+impl ClusterCore {
+    /// Every group in the cluster: the newest version of each (a newer tombstone hides it).
+    /// The merged view to render in `format` (a text scrape collects no protobuf encodings),
+    /// with the reserved names the render needs.
+    pub(crate) async fn merged_view(
+        &self,
+        format: Format,
+        deadline: Duration,
+    ) -> (Vec<GroupSnapshot>, ReservedNames) {
+        let text_only = matches!(format, Format::Text);
+        let groups = self.merged_groups(deadline, text_only).await;
+        (groups, self.store.options().reserved.clone())
+    }
+
+    /// The deadline of a scrape's first round of collect calls when its client waits `timeout`:
+    /// the configured one, shortened to 40% of the client's wait, so that a second round (at
+    /// most half as long) and the render still fit in it.
+    pub(crate) fn scrape_deadline(&self, timeout: Option<Duration>) -> Duration {
+        match timeout {
+            Some(t) => self.collect_deadline.min(t.mul_f64(0.4)),
+            None => self.collect_deadline,
+        }
+    }
+
+    /// `text_only`: the caller renders the text format and nothing else (peers leave the
+    /// protobuf encodings out; the groups returned must not be used for anything else).
+    pub(crate) async fn merged_groups(
+        &self,
+        deadline: Duration,
+        text_only: bool,
+    ) -> Vec<GroupSnapshot> {
+        let started = Instant::now();
+        let ring = self.ring();
+        // One snapshot serves both the list of what this node holds (peers leave those groups
+        // out) and the merge below, so a group cannot drop out of the view in between. In no
+        // particular order: the view is sorted once, at the end.
+        let local = self.store.snapshot_where(|_, _| true);
+        let peers: Vec<&Member> = ring
+            .members
+            .iter()
+            .filter(|m| m.id != self.self_id)
+            .collect();
+        let held = pb::CollectRequest {
+            held_keys: local.iter().map(|g| g.key.stable_hash()).collect(),
+            held_versions: local.iter().map(|g| g.version).collect(),
+            text_only,
+            // A group this node lacks is held by several peers: each sends the groups it comes
+            // first for among them and names the others (deferred).
+            responders: peers.iter().map(|m| m.id.to_string()).collect(),
+            only_keys: Vec::new(),
+        };
+        let calls = peers
+            .iter()
+            .map(|m| (m.id.to_string(), m.grpc_addr, held.clone()));
+        let running = self.start_collect(calls.collect(), deadline, started);
+        // While the peers answer, this node's own groups go in (sized for about as many again
+        // from the peers: growing the map rehashes it and faults its pages in again).
+        let mut newest = Newest::with_capacity_and_hasher(local.len() * 2, Default::default());
+        merge_newest(&mut newest, local, self.store.tombstones());
+        let answers = finish_collect(running).await;
+        let deferred: Vec<(String, Vec<(u64, u64)>)> = answers
+            .iter()
+            .map(|(id, chunks)| {
+                let d = chunks.iter().flat_map(|c| {
+                    c.deferred_keys
+                        .iter()
+                        .copied()
+                        .zip(c.deferred_versions.iter().copied())
+                });
+                (id.clone(), d.collect::<Vec<_>>())
+            })
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        let names = self.names();
+        merge_answers(&mut newest, answers, names).await;
+        if !deferred.is_empty() {
+            // Groups left to a peer that did not deliver them (it failed, its answer was
+            // undecodable, or it ranks the owners differently): asked for once more, from the
+            // peers that deferred them, within what is left of the deadline (at least half).
+            let have: HashMap<u64, u64, foldhash::fast::RandomState> = newest
+                .iter()
+                .map(|(k, (v, _))| (k.stable_hash(), *v))
+                .collect();
+            let missing = missing_deferred(
+                deferred.iter().map(|(id, d)| (id.as_str(), d.as_slice())),
+                &have,
+            );
+            let calls: Vec<_> = missing
+                .into_iter()
+                .filter_map(|(id, keys)| {
+                    let m = peers.iter().find(|m| m.id.as_str() == id)?;
+                    metrics::counter!(m::COLLECT_FOLLOW_UPS_TOTAL).increment(1);
+                    let req = pb::CollectRequest {
+                        text_only,
+                        only_keys: keys,
+                        ..Default::default()
+                    };
+                    Some((id.to_owned(), m.grpc_addr, req))
+                })
+                .collect();
+            if !calls.is_empty() {
+                let left = deadline.saturating_sub(started.elapsed()).max(deadline / 2);
+                let again = self.collect_from(calls, left, Instant::now()).await;
+                merge_answers(&mut newest, again, names).await;
+            }
+        }
+        let mut out: Vec<GroupSnapshot> = newest.into_values().filter_map(|(_, g)| g).collect();
+        // Keys are unique here (one entry per key).
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        metrics::histogram!(m::SCRAPE_MERGE_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Runs collect `calls` (peer id, gRPC address, request) concurrently, each within
+    /// `deadline`; returns the chunks of each call that completed (a failed peer's groups come
+    /// from their other owners).
+    pub(crate) async fn collect_from(
+        &self,
+        calls: Vec<(String, SocketAddr, pb::CollectRequest)>,
+        deadline: Duration,
+        started: Instant,
+    ) -> Vec<(String, Vec<pb::CollectChunk>)> {
+        finish_collect(self.start_collect(calls, deadline, started)).await
+    }
+
+    /// Starts the calls of [`Self::collect_from`]; `finish_collect` waits for them.
+    pub(crate) fn start_collect(
+        &self,
+        calls: Vec<(String, SocketAddr, pb::CollectRequest)>,
+        deadline: Duration,
+        started: Instant,
+    ) -> Collecting {
+        let mut running = JoinSet::new();
+        for (id, addr, req) in calls {
+            let mut client = self.clients.client(addr);
+            running.spawn(async move {
+                let call = async {
+                    let mut stream = client
+                        .collect(client::request(req, deadline))
+                        .await?
+                        .into_inner();
+                    let mut chunks = Vec::new();
+                    while let Some(c) = stream.message().await? {
+                        chunks.push(c);
+                    }
+                    Ok::<_, Status>(chunks)
+                };
+                let res = match tokio::time::timeout(deadline, call).await {
+                    Ok(Ok(chunks)) => Ok(chunks),
+                    Ok(Err(status)) => Err(status.to_string()),
+                    Err(_) => Err("deadline exceeded".to_owned()),
+                };
+                metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "collect")
+                    .record(started.elapsed().as_secs_f64());
+                if let Err(e) = &res {
+                    tracing::debug!(peer = %id, err = %e, "collect failed; its groups come from replicas");
+                }
+                res.ok().map(|chunks| (id, chunks))
+            });
+        }
+        running
+    }
+}
+
+/// Collect calls under way: each yields the peer's id and chunks, or nothing if it failed.
+pub(crate) type Collecting = JoinSet<Option<(String, Vec<pb::CollectChunk>)>>;
+
+pub(crate) async fn finish_collect(
+    mut running: Collecting,
+) -> Vec<(String, Vec<pb::CollectChunk>)> {
+    let mut answers = Vec::new();
+    while let Some(done) = running.join_next().await {
+        if let Ok(Some(answer)) = done {
+            answers.push(answer);
+        }
+    }
+    answers
+}
+
+/// The groups a collecting node is still missing after a round of collect calls: for each
+/// answer's deferred groups (`(peer, [(key hash, version)])`), those that no answer delivered
+/// and the caller does not hold in at least that version (`have`: key hash to newest version,
+/// tombstones included). Returns, per peer, the key hashes to ask it for again.
+pub fn missing_deferred<'a>(
+    deferred: impl IntoIterator<Item = (&'a str, &'a [(u64, u64)])>,
+    have: &HashMap<u64, u64, foldhash::fast::RandomState>,
+) -> Vec<(&'a str, Vec<u64>)> {
+    deferred
+        .into_iter()
+        .filter_map(|(peer, groups)| {
+            let missing: Vec<u64> = groups
+                .iter()
+                .filter(|(h, v)| have.get(h).is_none_or(|got| got < v))
+                .map(|(h, _)| *h)
+                .collect();
+            (!missing.is_empty()).then_some((peer, missing))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "collect_tests.rs"]
+mod tests;

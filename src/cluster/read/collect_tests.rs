@@ -1,0 +1,103 @@
+//! Merged scrapes collected from peers over gRPC: follow-ups for deferred groups, and a silent
+//! peer within the client's timeout.
+
+use std::time::{Duration, Instant};
+
+use super::missing_deferred;
+use crate::cluster::gateway::ClusterGateway;
+use crate::cluster::rpc::server::ClusterService;
+use crate::cluster::testkit::*;
+use crate::gateway::Gateway;
+use crate::store::render::Format;
+use std::collections::HashMap;
+
+/// A merged view from node a of a, b, c (R = 3), b and c holding the same 60 groups and a
+/// none; `c` is how c answers.
+async fn merged_view_of_three(c: Option<fn(ClusterService) -> TestPeer>) -> Vec<String> {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let port = |i: usize| listeners[i].local_addr().unwrap().port();
+    let members = [("a", port(0)), ("b", port(1)), ("c", port(2))];
+    let (_, a) = node("a", &members, 3);
+    let (store_b, b) = node("b", &members, 3);
+    let (store_c, svc_c) = node("c", &members, 3);
+    for g in 0..60 {
+        for store in [&store_b, &store_c] {
+            store.push(prepared(&format!("g{g}"), BODY), 1.0).unwrap();
+        }
+    }
+    let mut listeners = listeners.into_iter().skip(1);
+    serve_on(listeners.next().unwrap(), b);
+    let lc = listeners.next().unwrap();
+    match c {
+        Some(wrap) => {
+            serve_on(lc, wrap(svc_c));
+        }
+        // Down: nothing listens on c's port any more.
+        None => drop(lc),
+    }
+    let view = a.core.merged_groups(Duration::from_secs(2), false).await;
+    view.iter().map(|g| g.key.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_merged_view_asks_again_for_the_groups_left_to_a_peer_that_failed() {
+    let want: std::collections::BTreeSet<String> =
+        (0..60).map(|g| key(&format!("g{g}")).to_string()).collect();
+    // c is down: b sends the groups it comes first for and names the others, which a then
+    // asks b for (without the second call about half the groups would be missing).
+    let got = merged_view_of_three(None).await;
+    assert_eq!(got.len(), 60);
+    assert_eq!(
+        got.into_iter().collect::<std::collections::BTreeSet<_>>(),
+        want
+    );
+    // When c's answer cannot be decoded, the groups b left to c are asked for again.
+    let got = merged_view_of_three(Some(damaged)).await;
+    assert_eq!(got.len(), 60);
+    assert_eq!(
+        got.into_iter().collect::<std::collections::BTreeSet<_>>(),
+        want
+    );
+}
+
+/// A peer that accepts connections and never answers holds a scrape for the collect
+/// deadline (3 s here), or for 40% of the client's scrape timeout when that is shorter.
+#[tokio::test]
+async fn a_scrape_waits_for_a_silent_peer_within_the_client_timeout() {
+    let port = silent_peer().await;
+    let (store, a) = service_with(&[("a", 1), ("b", port)], 2);
+    store.push(prepared("here", BODY), 1.0).unwrap();
+    assert_eq!(a.core.scrape_deadline(None), Duration::from_secs(3));
+    let gateway = ClusterGateway::new(a.core.clone());
+    let started = Instant::now();
+    let mut chunks = gateway
+        .render_stream(
+            Format::Text,
+            Vec::new(),
+            false,
+            Some(Duration::from_millis(500)),
+        )
+        .await;
+    let mut body = Vec::new();
+    while let Some(c) = chunks.recv().await {
+        body.extend_from_slice(&c.unwrap());
+    }
+    let took = started.elapsed();
+    // The first round's deadline is 200 ms; nothing was deferred, so there is no second.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(String::from_utf8(body).unwrap().contains("job=\"here\""));
+}
+
+#[test]
+fn deferred_groups_nobody_delivered_are_asked_for_again() {
+    let have: HashMap<u64, u64, foldhash::fast::RandomState> =
+        [(1, 10), (2, 20), (3, 30)].into_iter().collect();
+    let b = [(1, 10), (2, 25), (4, 1)];
+    let c = [(3, 30)];
+    let missing = missing_deferred([("b", &b[..]), ("c", &c[..])], &have);
+    // 1 was delivered in that version, 2 only in an older one, 4 not at all; c's is there.
+    assert_eq!(missing, vec![("b", vec![2, 4])]);
+}

@@ -1,0 +1,263 @@
+//! Anti-entropy and transfers with one peer (`Sync` and `Replicate` calls), and the callee's side
+//! of `Sync`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::JoinSet;
+
+use super::super::core::ClusterCore;
+use super::super::member::{Member, MemberState, NodeId};
+use super::super::ring::owners;
+use super::super::rpc::{client, pb, wire};
+use super::rounds::{Held, Pacer, Reconciler};
+use crate::store::GroupKey;
+use crate::telemetry::metrics as m;
+
+/// Most entries a peer may list in one `Sync` call (the join pull lists everything it holds).
+const MAX_SYNC_ENTRIES: usize = 10_000_000;
+/// Transfers in flight to one peer.
+const TRANSFERS_IN_FLIGHT: usize = 8;
+
+impl Reconciler {
+    /// Syncs one batch with one peer: takes its newer states (where this node owns the group),
+    /// sends what it lacks, counts acknowledgements. Returns (sent, received).
+    pub(super) async fn sync_batch(
+        &self,
+        peer: &Member,
+        batch: &[usize],
+        held: &mut [Held],
+        pacer: &mut Pacer,
+    ) -> Result<(usize, usize), String> {
+        let core = &self.core;
+        let req = pb::SyncRequest {
+            from: core.self_id.as_str().to_owned(),
+            entries: batch
+                .iter()
+                .map(|&i| pb::SyncEntry {
+                    key: wire::key_to_pb(&held[i].key),
+                    version: held[i].version,
+                    tombstone: held[i].tombstone,
+                })
+                .collect(),
+            want_owned: false,
+        };
+        let mut client = core.clients.client(peer.grpc_addr);
+        let started = Instant::now();
+        let reply = client
+            .sync(client::request(req, core.clients.timeout() * 5))
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "sync")
+            .record(started.elapsed().as_secs_f64());
+        let missing: HashSet<usize> = reply
+            .missing
+            .iter()
+            .filter_map(|&i| batch.get(i as usize).copied())
+            .collect();
+        // Everything listed and not missing: the peer holds this version or a newer one.
+        for &i in batch {
+            if !missing.contains(&i) {
+                held[i].acked += 1;
+            }
+        }
+        // Newer states: taken only where this node is an owner (otherwise its copy goes away).
+        let owned: HashSet<Arc<GroupKey>> = batch
+            .iter()
+            .filter(|&&i| held[i].owned)
+            .map(|&i| held[i].key.clone())
+            .collect();
+        let received = self
+            .apply_newer(reply.newer_groups, reply.newer_tombstones, |key| {
+                owned.contains(key)
+            })
+            .await;
+
+        let mut sent = 0;
+        let mut inflight: JoinSet<(usize, bool)> = JoinSet::new();
+        for i in missing {
+            let Some(msg) = self.replicate_message(&held[i]) else {
+                continue;
+            };
+            pacer.tick().await;
+            while inflight.len() >= TRANSFERS_IN_FLIGHT {
+                if let Some(Ok((j, ok))) = inflight.join_next().await {
+                    sent += self.count_transfer(held, j, ok);
+                }
+            }
+            let mut client = client.clone();
+            let req = client::request(msg, core.clients.timeout());
+            inflight.spawn(async move { (i, client.replicate(req).await.is_ok()) });
+        }
+        while let Some(done) = inflight.join_next().await {
+            if let Ok((j, ok)) = done {
+                sent += self.count_transfer(held, j, ok);
+            }
+        }
+        Ok((sent, received))
+    }
+
+    pub(super) fn count_transfer(&self, held: &mut [Held], i: usize, ok: bool) -> usize {
+        if ok {
+            held[i].acked += 1;
+            if held[i].owned {
+                metrics::counter!(m::ANTIENTROPY_REPAIRS_TOTAL, "direction" => "sent").increment(1);
+            }
+            1
+        } else {
+            metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "error").increment(1);
+            0
+        }
+    }
+
+    /// The current state of a held group (it may have moved on since the round started: the
+    /// newer state is sent, which acknowledges the older one too).
+    pub(super) fn replicate_message(&self, h: &Held) -> Option<pb::ReplicateRequest> {
+        let store = &self.core.store;
+        if h.tombstone {
+            let v = store.tombstone(&h.key)?;
+            return Some(pb::ReplicateRequest {
+                version: v,
+                group: Default::default(),
+                tombstone_key: wire::key_to_pb(&h.key),
+            });
+        }
+        let g = store.group(&h.key)?;
+        (g.version >= h.version).then(|| pb::ReplicateRequest {
+            version: g.version,
+            group: wire::group_to_bytes(&g).into(),
+            tombstone_key: Vec::new(),
+        })
+    }
+
+    /// Applies newer states from a peer (newest wins); returns how many were taken.
+    pub(super) async fn apply_newer(
+        &self,
+        groups: Vec<bytes::Bytes>,
+        tombstones: Vec<pb::Tombstone>,
+        wanted: impl Fn(&GroupKey) -> bool,
+    ) -> usize {
+        if groups.is_empty() && tombstones.is_empty() {
+            return 0;
+        }
+        let core = &self.core;
+        let names = core.names();
+        let mut decoded_tombstones = Vec::new();
+        for t in tombstones {
+            match wire::key_from_pb(t.key, names) {
+                Ok(k) if wanted(&k) => decoded_tombstones.push((k, t.version)),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(err = %e, "peer sent an invalid tombstone; ignored"),
+            }
+        }
+        let store = core.store.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            groups
+                .iter()
+                .filter_map(|raw| match wire::group_from_bytes(raw, names) {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        tracing::debug!(err = %e, "peer sent an invalid group; ignored");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut taken = 0;
+        for (k, v) in decoded_tombstones {
+            core.clock.observe(v);
+            if store.delete_versioned(&k, v) {
+                taken += 1;
+            }
+        }
+        for g in decoded {
+            if !wanted(&g.key) {
+                continue;
+            }
+            core.clock.observe(g.version);
+            if store.apply_replica(g) {
+                taken += 1;
+            }
+        }
+        if taken > 0 {
+            metrics::counter!(m::ANTIENTROPY_REPAIRS_TOTAL, "direction" => "received")
+                .increment(taken as u64);
+        }
+        taken
+    }
+}
+
+/// The callee's side of `Sync` (runs on the blocking pool: it encodes groups).
+pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncReply, String> {
+    if req.entries.len() > MAX_SYNC_ENTRIES {
+        return Err(format!("sync with {} entries", req.entries.len()));
+    }
+    let names = core.names();
+    let store = &core.store;
+    let mut reply = pb::SyncReply::default();
+    let mut listed: HashSet<GroupKey> = HashSet::new();
+    for (i, e) in req.entries.into_iter().enumerate() {
+        let key = wire::key_from_pb(e.key, names)?;
+        let group = store.group_version(&key);
+        let tomb = store.tombstone(&key);
+        let local = match (group, tomb) {
+            (Some(g), Some(t)) => Some(g.max(t)),
+            (g, t) => g.or(t),
+        };
+        match local {
+            Some(v) if v > e.version => {
+                if tomb == Some(v) {
+                    reply.newer_tombstones.push(pb::Tombstone {
+                        key: wire::key_to_pb(&key),
+                        version: v,
+                    });
+                } else if let Some(g) = store.group(&key) {
+                    reply.newer_groups.push(wire::group_to_bytes(&g).into());
+                }
+            }
+            Some(v) if v == e.version => {}
+            _ => reply.missing.push(i as u32),
+        }
+        if req.want_owned {
+            listed.insert(key);
+        }
+    }
+    if req.want_owned {
+        let from = NodeId::from(req.from);
+        let ring = core.ring();
+        let mut members: Vec<Member> = ring.active().cloned().collect();
+        match members.iter_mut().find(|m| m.id == from) {
+            Some(_) => {}
+            None => members.push(Member {
+                id: from.clone(),
+                generation: 0,
+                grpc_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                state: MemberState::Active,
+            }),
+        }
+        let r = core.replication_factor;
+        let owns = |key: &GroupKey| {
+            owners(key.stable_hash(), members.iter(), r)
+                .iter()
+                .any(|m| m.id == from)
+        };
+        for g in store.snapshot() {
+            if !listed.contains(&*g.key) && owns(&g.key) {
+                reply.newer_groups.push(wire::group_to_bytes(&g).into());
+            }
+        }
+        for (k, v) in store.tombstones() {
+            if !listed.contains(&k) && owns(&k) {
+                reply.newer_tombstones.push(pb::Tombstone {
+                    key: wire::key_to_pb(&k),
+                    version: v,
+                });
+            }
+        }
+    }
+    Ok(reply)
+}

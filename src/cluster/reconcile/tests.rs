@@ -1,0 +1,251 @@
+//! The reconciler: rounds, sync, the join pull and the handover.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::sync::answer_sync;
+use super::{LifecycleSettings, Reconciler};
+use crate::cluster::core::ClusterCore;
+use crate::cluster::member::{Member, MemberState, NodeId};
+use crate::cluster::read::answer::{collect_chunks, select_for_collect};
+use crate::cluster::read::merge::{decode_chunks, drop_repeated_groups};
+use crate::cluster::ring::{owners, Ring};
+use crate::cluster::rpc::{pb, wire};
+use crate::exposition::names::NameScheme;
+use crate::exposition::text_parse::parse_text;
+use crate::store::{prepare_push, GroupKey, Store, StoreOptions, Validation};
+use crate::time::unix_millis;
+
+fn key(job: &str) -> GroupKey {
+    GroupKey::new([("job".to_owned(), job.to_owned())])
+}
+
+fn member(id: &str, port: u16) -> Member {
+    Member {
+        id: NodeId::from(id),
+        generation: 1,
+        grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        state: MemberState::Active,
+    }
+}
+
+fn core_with(store: Arc<Store>, members: Vec<Member>, r: usize) -> Arc<ClusterCore> {
+    let ring = Arc::new(Ring::new(NodeId::from("a"), members, 1));
+    let (_tx, rx) = watch::channel(ring);
+    ClusterCore::new(
+        store,
+        Validation::default(),
+        rx,
+        NodeId::from("a"),
+        r,
+        Duration::from_secs(1),
+    )
+}
+
+fn push(store: &Store, job: &str, version: u64) {
+    let families = parse_text(b"m 1\n", NameScheme::Legacy).expect("valid text");
+    let p = prepare_push(key(job), families, true, &Validation::default()).expect("valid");
+    store.push_versioned(p, 1.0, || version).expect("push");
+}
+
+fn entry(job: &str, version: u64, tombstone: bool) -> pb::SyncEntry {
+    pb::SyncEntry {
+        key: wire::key_to_pb(&key(job)),
+        version,
+        tombstone,
+    }
+}
+
+#[test]
+fn a_collect_leaves_out_exactly_the_groups_the_caller_holds_in_the_same_version() {
+    let store = Store::new(StoreOptions::default());
+    push(&store, "same", 10);
+    push(&store, "newer_here", 30);
+    push(&store, "not_held", 40);
+    let held = pb::CollectRequest {
+        held_keys: vec![key("same").stable_hash(), key("newer_here").stable_hash()],
+        held_versions: vec![10, 20],
+        ..Default::default()
+    };
+    let ring = Ring::new(NodeId::from("a"), Vec::new(), 1);
+    let select = |req: &pb::CollectRequest| select_for_collect(&store, req, &ring, 2);
+    // In no particular order.
+    let jobs = |groups: &[crate::store::GroupSnapshot]| -> Vec<String> {
+        let mut jobs: Vec<String> = groups.iter().map(|g| g.key.to_string()).collect();
+        jobs.sort();
+        jobs
+    };
+    let sel = select(&held);
+    assert!(sel.deferred.is_empty());
+    assert_eq!(
+        jobs(&sel.groups),
+        vec![key("newer_here").to_string(), key("not_held").to_string()]
+    );
+    // A malformed list (lengths differ) or none at all: everything is sent.
+    for bad in [
+        pb::CollectRequest::default(),
+        pb::CollectRequest {
+            held_keys: vec![key("same").stable_hash()],
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(select(&bad).groups.len(), 3);
+    }
+}
+
+#[test]
+fn a_group_two_peers_sent_in_the_same_version_is_decoded_once() {
+    let a = Store::new(StoreOptions::default());
+    push(&a, "both", 10);
+    push(&a, "only_a", 11);
+    push(&a, "differs", 12);
+    let b = Store::new(StoreOptions::default());
+    push(&b, "both", 10);
+    push(&b, "differs", 13);
+    let chunks = |s: &Store| collect_chunks(&s.snapshot(), Vec::new(), Vec::new(), false);
+    let mut answers = vec![chunks(&a), chunks(&b)];
+    // An answer whose chunks do not list a key hash for each group is left alone.
+    let mut unlisted = chunks(&b);
+    for c in &mut unlisted {
+        c.group_keys.clear();
+        c.group_versions.clear();
+    }
+    answers.push(unlisted);
+    let spares = drop_repeated_groups(&mut answers);
+    let decoded = |chunks: Vec<pb::CollectChunk>| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = decode_chunks(chunks, NameScheme::Legacy)
+            .unwrap()
+            .groups
+            .iter()
+            .map(|g| (g.key.to_string(), g.version))
+            .collect();
+        v.sort();
+        v
+    };
+    let [from_a, from_b, from_unlisted]: [Vec<pb::CollectChunk>; 3] = answers.try_into().unwrap();
+    assert_eq!(decoded(from_a).len(), 3);
+    assert_eq!(
+        decoded(from_b),
+        vec![(key("differs").to_string(), 13)],
+        "b's copy of \"both\" is the same version as a's"
+    );
+    assert_eq!(decoded(from_unlisted).len(), 2);
+    // The copy set aside is there for when a's answer cannot be decoded.
+    assert_eq!(
+        decoded(vec![spares[1].clone()]),
+        vec![(key("both").to_string(), 10)]
+    );
+    assert!(spares[0].groups.is_empty() && spares[2].groups.is_empty());
+}
+
+#[test]
+fn sync_answers_newer_states_and_missing_entries() {
+    let store = Arc::new(Store::new(StoreOptions::default()));
+    push(&store, "same", 10);
+    push(&store, "newer_here", 20);
+    push(&store, "older_here", 5);
+    store.delete_versioned(&key("deleted_here"), 30);
+    let core = core_with(store, vec![member("a", 1)], 1);
+    let req = pb::SyncRequest {
+        from: "b".into(),
+        entries: vec![
+            entry("same", 10, false),
+            entry("newer_here", 15, false),
+            entry("older_here", 6, false),
+            entry("deleted_here", 25, false),
+            entry("absent", 3, true),
+        ],
+        want_owned: false,
+    };
+    let reply = answer_sync(&core, req).expect("valid request");
+    assert_eq!(reply.missing, vec![2, 4]);
+    assert_eq!(reply.newer_groups.len(), 1);
+    let g = wire::group_from_bytes(&reply.newer_groups[0], NameScheme::Legacy).unwrap();
+    assert_eq!((g.key.get("job"), g.version), (Some("newer_here"), 20));
+    assert_eq!(reply.newer_tombstones.len(), 1);
+    assert_eq!(reply.newer_tombstones[0].version, 30);
+}
+
+#[test]
+fn sync_refuses_a_bad_key_without_panicking() {
+    let core = core_with(
+        Arc::new(Store::new(StoreOptions::default())),
+        vec![member("a", 1)],
+        1,
+    );
+    let req = pb::SyncRequest {
+        from: "b".into(),
+        entries: vec![pb::SyncEntry {
+            key: Vec::new(),
+            version: 1,
+            tombstone: false,
+        }],
+        want_owned: true,
+    };
+    assert!(answer_sync(&core, req).is_err());
+}
+
+#[test]
+fn pull_sends_the_groups_the_joiner_will_own() {
+    let store = Arc::new(Store::new(StoreOptions::default()));
+    for i in 0..50 {
+        push(&store, &format!("j{i}"), 100 + i);
+    }
+    // R = 1 with the joiner counted: about half of the groups move to "b".
+    let core = core_with(store, vec![member("a", 1)], 1);
+    let req = pb::SyncRequest {
+        from: "b".into(),
+        entries: vec![entry("j0", 100, false)],
+        want_owned: true,
+    };
+    let reply = answer_sync(&core, req).expect("valid request");
+    let joined = [member("a", 1), member("b", 2)];
+    let want = (1..50)
+        .filter(|i| {
+            let h = key(&format!("j{i}")).stable_hash();
+            owners(h, &joined, 1)[0].id.as_str() == "b"
+        })
+        .count();
+    assert!(want > 0);
+    assert_eq!(reply.newer_groups.len(), want);
+}
+
+#[tokio::test]
+async fn a_round_without_peers_keeps_groups_and_collects_old_tombstones() {
+    let store = Arc::new(Store::new(StoreOptions::default()));
+    push(&store, "kept", 1 << 16);
+    store.delete_versioned(&key("old"), 1 << 16);
+    let recent = unix_millis() << 16;
+    store.delete_versioned(&key("recent"), recent);
+    let core = core_with(store.clone(), vec![member("a", 1)], 2);
+    let rec = Reconciler::new(
+        core,
+        LifecycleSettings::default(),
+        Duration::from_millis(200),
+    );
+    let ring = Ring::new(NodeId::from("a"), vec![member("a", 1)], 1);
+    let report = rec.round(&ring, true).await;
+    assert_eq!((report.handed_off, report.hints), (0, 0));
+    assert!(store.group(&key("kept")).is_some());
+    assert_eq!(store.tombstone(&key("old")), None);
+    assert_eq!(store.tombstone(&key("recent")), Some(recent));
+}
+
+#[test]
+fn handed_over_copies_are_dropped_only_in_the_acknowledged_version() {
+    let store = Store::new(StoreOptions::default());
+    push(&store, "g", 10);
+    assert!(!store.drop_if_version(&key("g"), 9));
+    assert!(store.drop_if_version(&key("g"), 10));
+    assert!(store.group(&key("g")).is_none());
+    assert!(
+        store.tombstone(&key("g")).is_none(),
+        "a move leaves no tombstone"
+    );
+    store.delete_versioned(&key("t"), 5);
+    assert!(!store.drop_tombstone_if_version(&key("t"), 4));
+    assert!(store.drop_tombstone_if_version(&key("t"), 5));
+    assert_eq!(store.tombstone_count(), 0);
+}

@@ -1,0 +1,391 @@
+//! The client side of the node-to-node calls: one pooled channel per peer, and the batching
+//! queues of the write path's calls to it (forwarded writes and replicas).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tonic::transport::Endpoint;
+use tonic::Status;
+
+use super::batch::{remaining, BatchLimits, Batcher, Transport};
+use super::channel::PeerChannel;
+use super::pb;
+use super::pb::cluster_client::ClusterClient;
+use super::wire::{failed, item_status};
+use crate::telemetry::metrics as m;
+
+/// Largest message a node sends or accepts: a group is bounded by the push body limit (at most
+/// 1 GiB), a collect chunk by `COLLECT_CHUNK_BYTES` plus one group.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// HTTP/2 flow control windows of the node-to-node connections (both directions): a batched call
+/// carries many groups, and h2's default 64 KiB windows made it wait for window updates.
+pub const PEER_STREAM_WINDOW: u32 = 4 << 20;
+pub const PEER_CONNECTION_WINDOW: u32 = 16 << 20;
+/// Largest HTTP/2 frame a node accepts from a peer. h2's default (16 KiB) split a batch of a few
+/// forwarded pushes into several DATA frames, each written by a system call of its own.
+pub const PEER_MAX_FRAME: u32 = 1 << 20;
+
+/// Client channels to peers, created on first use and reused (a tonic `Channel` multiplexes
+/// calls over one HTTP/2 connection and reconnects by itself), with the batching queues of the
+/// write path's calls to each peer.
+pub struct PeerClients {
+    peers: Mutex<HashMap<SocketAddr, Peer>>,
+    timeout: Duration,
+    limits: BatchLimits,
+}
+
+/// One peer: its channel and the batching queues of the writes forwarded to it and the replicas
+/// sent to it.
+///
+/// A write whose primary is asked to leave the replication to this node
+/// (`ForwardedWrite.sender_replicates`) and a replica share a queue and a call: the primary answers
+/// such a write without calling any other node, so the call waits on nothing but the peer's store.
+/// A write the primary is to replicate before answering (this node receives far more writes than it
+/// applies for others; see `write::entry_load::EntryLoad`) waits on the primary's calls to other
+/// nodes, so it goes in a queue of its own (`waiting`): had it shared the queue, a replica behind
+/// it would wait on those calls, and three nodes forwarding to each other in a ring would wait on
+/// each other until the peer timeout.
+#[derive(Clone)]
+pub struct Peer {
+    pub client: ClusterClient<PeerChannel>,
+    writes: Arc<Batcher<WriteTransport>>,
+    waiting: Arc<Batcher<ForwardTransport>>,
+}
+
+impl Peer {
+    /// Forwards a write to this peer as the group's primary (batched with the other writes and
+    /// replicas queued for it, or with the other writes the primary is to replicate); `bytes` is
+    /// about its size on the wire.
+    pub async fn forward(
+        &self,
+        write: pb::ForwardedWrite,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<ForwardOutput, Status> {
+        if !write.sender_replicates {
+            return self.waiting.call(write, bytes, deadline).await;
+        }
+        match self
+            .writes
+            .call(PeerWrite::Forward(write), bytes, deadline)
+            .await?
+        {
+            PeerAnswer::Forwarded(out) => Ok(out),
+            PeerAnswer::Replicated(_) => Err(Status::internal(
+                "a forwarded write was answered as a replica",
+            )),
+        }
+    }
+
+    /// Sends a group state (or tombstone) for this peer to hold; true when it applied it, false
+    /// when it held a newer one.
+    pub async fn replicate(
+        &self,
+        replica: pb::ReplicateRequest,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<bool, Status> {
+        match self
+            .writes
+            .call(PeerWrite::Replicate(replica), bytes, deadline)
+            .await?
+        {
+            PeerAnswer::Replicated(applied) => Ok(applied),
+            PeerAnswer::Forwarded(_) => Err(Status::internal(
+                "a replica was answered as a forwarded write",
+            )),
+        }
+    }
+}
+
+impl PeerClients {
+    pub fn new(timeout: Duration) -> Self {
+        Self::with_limits(timeout, BatchLimits::default())
+    }
+
+    pub fn with_limits(timeout: Duration, limits: BatchLimits) -> Self {
+        PeerClients {
+            peers: Mutex::new(HashMap::new()),
+            timeout,
+            limits,
+        }
+    }
+
+    /// The deadline of every call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn client(&self, addr: SocketAddr) -> ClusterClient<PeerChannel> {
+        self.peer(addr).client
+    }
+
+    pub fn peer(&self, addr: SocketAddr) -> Peer {
+        let mut peers = self.peers.lock();
+        peers
+            .entry(addr)
+            .or_insert_with(|| {
+                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("a socket address should form a valid URI")
+                    .connect_timeout(self.timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(self.timeout)
+                    .initial_stream_window_size(PEER_STREAM_WINDOW)
+                    .initial_connection_window_size(PEER_CONNECTION_WINDOW)
+                    .max_frame_size(PEER_MAX_FRAME)
+                    .connect_lazy();
+                let client = ClusterClient::new(PeerChannel::new(channel))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                Peer {
+                    writes: Batcher::new(
+                        WriteTransport {
+                            forward: ForwardTransport {
+                                client: client.clone(),
+                            },
+                            replicate: ReplicateTransport {
+                                client: client.clone(),
+                            },
+                        },
+                        self.limits,
+                    ),
+                    waiting: Batcher::new(
+                        ForwardTransport {
+                            client: client.clone(),
+                        },
+                        self.limits,
+                    ),
+                    client,
+                }
+            })
+            .clone()
+    }
+}
+
+/// A forwarded write's answer: the primary's reply, and the group state it returned (for this
+/// node to hold, or with `left_to_sender` to replicate).
+#[derive(Debug)]
+pub struct ForwardOutput {
+    pub reply: pb::WriteReply,
+    /// The group state (or tombstone).
+    pub replica: Option<pb::ReplicateRequest>,
+    /// Instead of `replica`, the stamp of a successful PUT, whose state is the pushed families.
+    pub own: Option<pb::OwnReplica>,
+    /// The primary replicated the write to no other node: this node is to.
+    pub left_to_sender: bool,
+}
+
+/// Sends forwarded writes to one peer (`Forward`).
+pub struct ForwardTransport {
+    client: ClusterClient<PeerChannel>,
+}
+
+impl Transport for ForwardTransport {
+    type Item = pb::ForwardedWrite;
+    /// The primary's answer, and the replica it returned for this node to hold, if any: a
+    /// group state, or the stamp of a PUT for this node to hold its own prepared families.
+    type Output = ForwardOutput;
+
+    async fn send(
+        &self,
+        items: Vec<pb::ForwardedWrite>,
+        deadline: Instant,
+    ) -> Vec<Result<Self::Output, Status>> {
+        self.call(items, Vec::new(), deadline).await.0
+    }
+}
+
+impl ForwardTransport {
+    /// Writes, and replicas for the peer to hold beside them, in one `Forward` call.
+    async fn call(
+        &self,
+        writes: Vec<pb::ForwardedWrite>,
+        replicas: Vec<pb::ReplicateRequest>,
+        deadline: Instant,
+    ) -> BothAnswers {
+        let (nf, nr) = (writes.len(), replicas.len());
+        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record((nf + nr) as f64);
+        let started = Instant::now();
+        let res = self
+            .client
+            .clone()
+            .forward(request(
+                pb::ForwardRequest { writes, replicas },
+                remaining(deadline),
+            ))
+            .await;
+        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
+            .record(started.elapsed().as_secs_f64());
+        match res {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                (
+                    forward_results(reply.results),
+                    replicate_results(reply.replica_results),
+                )
+            }
+            Err(status) => (failed(nf, &status), failed(nr, &status)),
+        }
+    }
+}
+
+/// The answers of a `Forward` call's writes.
+fn forward_results(results: Vec<pb::ForwardResult>) -> Vec<Result<ForwardOutput, Status>> {
+    results
+        .into_iter()
+        .map(|r| match (r.error_code, r.reply) {
+            (0, Some(reply)) => Ok(ForwardOutput {
+                reply,
+                replica: r.replica,
+                own: r.own_replica,
+                left_to_sender: r.left_to_sender,
+            }),
+            (0, None) => Err(Status::internal("a batch item's answer has no reply")),
+            (code, _) => Err(item_status(code, r.error)),
+        })
+        .collect()
+}
+
+/// The answers of a batch's replicas.
+fn replicate_results(results: Vec<pb::ReplicateResult>) -> Vec<Result<bool, Status>> {
+    results
+        .into_iter()
+        .map(|r| match r.error_code {
+            0 => Ok(r.applied),
+            code => Err(item_status(code, r.error)),
+        })
+        .collect()
+}
+
+/// `answers` when there is one per item of `n`; otherwise every item fails.
+fn one_each<T>(answers: Vec<Result<T, Status>>, n: usize, what: &str) -> Vec<Result<T, Status>> {
+    if answers.len() == n {
+        return answers;
+    }
+    let status = Status::internal(format!("the peer answered {} of {n} {what}", answers.len()));
+    failed(n, &status)
+}
+
+/// Sends group states to one replica (`ReplicateBatch`).
+pub struct ReplicateTransport {
+    client: ClusterClient<PeerChannel>,
+}
+
+impl Transport for ReplicateTransport {
+    type Item = pb::ReplicateRequest;
+    /// Whether the replica applied the state (false: it held a newer one).
+    type Output = bool;
+
+    async fn send(
+        &self,
+        items: Vec<pb::ReplicateRequest>,
+        deadline: Instant,
+    ) -> Vec<Result<bool, Status>> {
+        let n = items.len();
+        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "replicate").record(n as f64);
+        let started = Instant::now();
+        let res = self
+            .client
+            .clone()
+            .replicate_batch(request(
+                pb::ReplicateBatchRequest { items },
+                remaining(deadline),
+            ))
+            .await;
+        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "replicate_batch")
+            .record(started.elapsed().as_secs_f64());
+        match res {
+            Ok(reply) => replicate_results(reply.into_inner().results),
+            Err(status) => failed(n, &status),
+        }
+    }
+}
+
+/// A write for one peer: forwarded to it as the group's primary, or a group state (or
+/// tombstone) for it to hold.
+pub enum PeerWrite {
+    Forward(pb::ForwardedWrite),
+    Replicate(pb::ReplicateRequest),
+}
+
+/// The answer to a `PeerWrite`, of the same kind.
+pub enum PeerAnswer {
+    Forwarded(ForwardOutput),
+    Replicated(bool),
+}
+
+/// Sends the writes and replicas queued for one peer in one `Forward` call
+/// (`ForwardRequest.replicas`); replicas alone go in a `ReplicateBatch` call.
+pub struct WriteTransport {
+    forward: ForwardTransport,
+    replicate: ReplicateTransport,
+}
+
+impl Transport for WriteTransport {
+    type Item = PeerWrite;
+    type Output = PeerAnswer;
+
+    async fn send(
+        &self,
+        items: Vec<PeerWrite>,
+        deadline: Instant,
+    ) -> Vec<Result<PeerAnswer, Status>> {
+        let mut forwards = Vec::new();
+        let mut replicas = Vec::new();
+        let kinds: Vec<bool> = items
+            .into_iter()
+            .map(|item| match item {
+                PeerWrite::Forward(w) => {
+                    forwards.push(w);
+                    true
+                }
+                PeerWrite::Replicate(r) => {
+                    replicas.push(r);
+                    false
+                }
+            })
+            .collect();
+        let (nf, nr) = (forwards.len(), replicas.len());
+        let (fw, rp) = if nr == 0 {
+            (self.forward.send(forwards, deadline).await, Vec::new())
+        } else if nf == 0 {
+            (Vec::new(), self.replicate.send(replicas, deadline).await)
+        } else {
+            self.forward.call(forwards, replicas, deadline).await
+        };
+        let mut fw = one_each(fw, nf, "forwarded writes").into_iter();
+        let mut rp = one_each(rp, nr, "replicas").into_iter();
+        kinds
+            .into_iter()
+            .map(|forward| {
+                let answer = if forward {
+                    fw.next().map(|a| a.map(PeerAnswer::Forwarded))
+                } else {
+                    rp.next().map(|a| a.map(PeerAnswer::Replicated))
+                };
+                answer.unwrap_or_else(|| Err(Status::internal("a batch item was not answered")))
+            })
+            .collect()
+    }
+}
+
+/// The answers to a batch's writes and to its replicas.
+type BothAnswers = (
+    Vec<Result<ForwardOutput, Status>>,
+    Vec<Result<bool, Status>>,
+);
+
+/// A request with the per-call deadline set (sent as `grpc-timeout` too).
+pub fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(timeout);
+    req
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

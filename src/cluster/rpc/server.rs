@@ -1,0 +1,284 @@
+//! The tonic `Cluster` service: what a node answers its peers (forwarded writes, replicas,
+//! collect, wipe, sync).
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use tonic::{Request, Response, Status};
+
+use super::super::core::{off_runtime_if_large, ClusterCore};
+use super::super::read::answer::{collect_chunks, select_for_collect};
+use super::super::reconcile::sync::answer_sync;
+use super::super::write::op::{decoded, write_reply_pb, WriteAnswer, WriteOp};
+use super::super::write::replicate::{replica_message, stamp_of, Replica, ReturnTrip};
+use super::pb;
+use super::pb::cluster_server::Cluster;
+use super::wire;
+use crate::gateway::{off_runtime, PushRequest};
+use crate::http::body::BodyFormat;
+use crate::store::PreparedPush;
+
+/// The gRPC service peers call.
+pub struct ClusterService {
+    pub(crate) core: Arc<ClusterCore>,
+}
+
+impl ClusterService {
+    pub fn new(core: Arc<ClusterCore>) -> Self {
+        ClusterService { core }
+    }
+
+    /// A group state (or tombstone) from the primary, applied when newer than what is held.
+    /// Applies a batch's replicas concurrently; one result each, in order.
+    async fn replicate_all(&self, items: Vec<pb::ReplicateRequest>) -> Vec<pb::ReplicateResult> {
+        let applied = join_all(items.into_iter().map(|r| self.replicate_one(r))).await;
+        applied
+            .into_iter()
+            .map(|a| match a {
+                Ok(applied) => pb::ReplicateResult {
+                    applied,
+                    error_code: 0,
+                    error: String::new(),
+                },
+                Err(status) => {
+                    let (error_code, error) = wire::status_fields(&status);
+                    pb::ReplicateResult {
+                        applied: false,
+                        error_code,
+                        error,
+                    }
+                }
+            })
+            .collect()
+    }
+
+    async fn replicate_one(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
+        self.core.take_replica(req).await
+    }
+
+    /// One write of a `Forward` call: the families arrive prepared by the receiving node, so
+    /// their layout is validated (`StoredFamily::from_wire`) but nothing is decoded or encoded.
+    async fn forwarded(&self, w: pb::ForwardedWrite) -> Result<ForwardedAnswer, Status> {
+        self.core.entry.served();
+        expired(w.deadline_unix_ms)?;
+        let names = self.core.names();
+        let key = wire::key_from_pb(w.key, names).map_err(Status::invalid_argument)?;
+        let unreachable = bounded(w.unreachable);
+        let op = if w.delete {
+            WriteOp::Delete(key)
+        } else if let Some(body) = w.body {
+            // Decoded and checked here, refused as a single node would refuse it.
+            let req = PushRequest {
+                key: key.clone(),
+                body,
+                format: if w.body_protobuf {
+                    BodyFormat::ProtobufDelimited
+                } else {
+                    BodyFormat::Text
+                },
+                replace_all: w.replace_all,
+            };
+            let large = req.is_large();
+            let v = self.core.validation.clone();
+            match off_runtime(large, move || decoded(req, &v, None)).await {
+                Ok(op) => op,
+                Err(e) => {
+                    return Ok(ForwardedAnswer {
+                        answer: WriteAnswer::from_error(&e),
+                        replica: None,
+                        own: None,
+                        left_to_sender: w.sender_replicates,
+                    })
+                }
+            }
+        } else if !w.refused.is_empty() {
+            WriteOp::Failure {
+                key,
+                message: w.refused,
+            }
+        } else {
+            let size: usize = w.families.iter().map(|f| f.len()).sum();
+            let raw = w.families;
+            let replace_all = w.replace_all;
+            let families = off_runtime_if_large(size, move || {
+                wire::prepared_from_wire(&raw, names, replace_all)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::invalid_argument)?;
+            WriteOp::Push(PreparedPush {
+                key,
+                families,
+                replace_all: w.replace_all,
+                has_timestamps: w.has_timestamps,
+            })
+        };
+        if w.sender_replicates {
+            // Applied here and answered at once: the sender sends the replicas, so this call
+            // waits on no other call.
+            let key = op.key().clone();
+            let applied = self.core.apply_here(op);
+            let (replica, own) = match applied.replica {
+                Some(Replica::Put(g)) if w.own_replica => (None, Some(stamp_of(&g))),
+                Some(r) => (Some(replica_message(&key, r)), None),
+                None => (None, None),
+            };
+            return Ok(ForwardedAnswer {
+                answer: applied.answer,
+                replica,
+                own,
+                left_to_sender: true,
+            });
+        }
+        // A sender that leaves the replication to this node (an entry point for most of its
+        // load): replicated before it is answered.
+        let mut trip =
+            (!w.from.is_empty() && w.from != self.core.self_id.as_str()).then_some(ReturnTrip {
+                sender: w.from,
+                replica: None,
+                own_ok: w.own_replica,
+                own: None,
+            });
+        let answer = self
+            .core
+            .apply_as_primary(op, unreachable, trip.as_mut())
+            .await;
+        let (replica, own) = trip.map(|t| (t.replica, t.own)).unwrap_or_default();
+        Ok(ForwardedAnswer {
+            answer,
+            replica,
+            own,
+            left_to_sender: false,
+        })
+    }
+}
+
+/// A forwarded write's answer on the primary, with what travels back for the sender to hold or
+/// (`left_to_sender`) to replicate.
+pub(crate) struct ForwardedAnswer {
+    answer: WriteAnswer,
+    replica: Option<pb::ReplicateRequest>,
+    own: Option<pb::OwnReplica>,
+    left_to_sender: bool,
+}
+
+/// Keeps the list of nodes a peer found unreachable bounded.
+pub(crate) fn bounded(mut unreachable: Vec<String>) -> Vec<String> {
+    unreachable.truncate(64);
+    unreachable
+}
+
+/// A forwarded write that arrives after its sender stopped waiting is refused unapplied: the
+/// sender has already given the write to another node (or failed it), so applying this copy
+/// now could put an older value over newer acknowledged ones.
+pub(crate) fn expired(deadline_unix_ms: u64) -> Result<(), Status> {
+    let now_ms = crate::time::unix_millis();
+    if deadline_unix_ms != 0 && now_ms > deadline_unix_ms {
+        return Err(Status::deadline_exceeded(format!(
+            "forwarded write arrived {} ms after its sender's deadline; not applied",
+            now_ms - deadline_unix_ms
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn replicate(
+        &self,
+        request: Request<pb::ReplicateRequest>,
+    ) -> Result<Response<pb::ReplicateReply>, Status> {
+        let applied = self.replicate_one(request.into_inner()).await?;
+        Ok(Response::new(pb::ReplicateReply { applied }))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardReply>, Status> {
+        let req = request.into_inner();
+        let (answers, replica_results) = tokio::join!(
+            join_all(req.writes.into_iter().map(|w| self.forwarded(w))),
+            self.replicate_all(req.replicas)
+        );
+        let results = answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(a) => pb::ForwardResult {
+                    reply: Some(write_reply_pb(a.answer)),
+                    error_code: 0,
+                    error: String::new(),
+                    replica: a.replica,
+                    own_replica: a.own,
+                    left_to_sender: a.left_to_sender,
+                },
+                Err(status) => {
+                    let (error_code, error) = wire::status_fields(&status);
+                    pb::ForwardResult {
+                        reply: None,
+                        error_code,
+                        error,
+                        ..Default::default()
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ForwardReply {
+            results,
+            replica_results,
+        }))
+    }
+
+    async fn replicate_batch(
+        &self,
+        request: Request<pb::ReplicateBatchRequest>,
+    ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
+        let results = self.replicate_all(request.into_inner().items).await;
+        Ok(Response::new(pb::ReplicateBatchReply { results }))
+    }
+
+    type CollectStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::CollectChunk, Status>>>;
+
+    async fn collect(
+        &self,
+        request: Request<pb::CollectRequest>,
+    ) -> Result<Response<Self::CollectStream>, Status> {
+        let store = self.core.store.clone();
+        let req = request.into_inner();
+        let (ring, r) = (self.core.ring(), self.core.replication_factor);
+        let chunks = tokio::task::spawn_blocking(move || {
+            let sel = select_for_collect(&store, &req, &ring, r);
+            collect_chunks(&sel.groups, store.tombstones(), sel.deferred, req.text_only)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(tokio_stream::iter(
+            chunks.into_iter().map(Ok).collect::<Vec<_>>(),
+        )))
+    }
+
+    async fn wipe(
+        &self,
+        request: Request<pb::WipeRequest>,
+    ) -> Result<Response<pb::WipeReply>, Status> {
+        self.core.wipe_local(request.into_inner().version);
+        Ok(Response::new(pb::WipeReply {}))
+    }
+
+    async fn sync(
+        &self,
+        request: Request<pb::SyncRequest>,
+    ) -> Result<Response<pb::SyncReply>, Status> {
+        let req = request.into_inner();
+        let core = self.core.clone();
+        let reply = tokio::task::spawn_blocking(move || answer_sync(&core, req))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(reply))
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

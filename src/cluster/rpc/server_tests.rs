@@ -1,0 +1,362 @@
+//! The `Cluster` service: forwarded writes, the replicas that travel back with their answers,
+//! and batches answered item by item.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tonic::Request;
+
+use super::expired;
+use crate::cluster::rpc::{pb, wire, Cluster};
+use crate::cluster::testkit::*;
+use crate::cluster::write::op::{WriteAnswer, WriteOp};
+use crate::cluster::write::route::{forward_deadline_ms, forward_message};
+use crate::exposition::names::NameScheme;
+use crate::exposition::text_parse::parse_text;
+use crate::store::{prepare_push, Store, StoreOptions, StoredFamily, Validation};
+
+#[tokio::test]
+async fn a_replica_for_the_forwarding_node_travels_back_with_the_answer() {
+    let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+    let mut w = primary_replicates(forwarded("j", BODY));
+    w.from = "b".into();
+    // A sender that cannot hold its own families (a POST).
+    w.own_replica = false;
+    let results = forward_all(&svc, vec![w]).await;
+    // "b" is the only other node: no call was made to it (its port is closed), it counts
+    // as a holder and gets the group's state in the answer.
+    assert!(results[0].own_replica.is_none());
+    assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+    let replica = results[0].replica.as_ref().expect("replica returned");
+    let held = store.group(&key("j")).unwrap();
+    assert_eq!(replica.version, held.version);
+    let g = wire::group_from_bytes(&replica.group, NameScheme::Legacy).unwrap();
+    assert_eq!(g.version, held.version);
+    assert_eq!(g.families.len(), held.families.len());
+    // The forwarding node holds it like any replica.
+    let (sender_store, sender) = service(1);
+    let answer = sender
+        .core
+        .hold_returned(&op_j(), Some(replica.clone()), None, WriteAnswer::ok(200))
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(sender_store.group_version(&key("j")), Some(held.version));
+}
+
+#[tokio::test]
+async fn a_put_replica_for_the_forwarding_node_is_its_own_families_with_the_primary_stamp() {
+    let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+    let mut w = primary_replicates(forwarded("j", BODY));
+    assert!(w.own_replica, "a PUT asks to hold its own families");
+    w.from = "b".into();
+    let results = forward_all(&svc, vec![w]).await;
+    assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+    assert!(results[0].replica.is_none(), "no group state travels back");
+    let own = results[0].own_replica.expect("the PUT's stamp returned");
+    let held = store.group(&key("j")).unwrap();
+    assert_eq!(own.version, held.version);
+    assert_eq!(own.push_time.to_bits(), held.push_time.to_bits());
+    assert_eq!(own.failure_time.to_bits(), held.failure_time.to_bits());
+    // The sender holds exactly what the primary holds.
+    let (sender_store, sender) = service(1);
+    let op = WriteOp::Push(prepared("j", BODY));
+    let answer = sender
+        .core
+        .hold_returned(&op, None, Some(own), WriteAnswer::ok(200))
+        .await;
+    assert_eq!(answer.status, 200);
+    let copy = sender_store.group(&key("j")).unwrap();
+    assert_eq!(copy.version, held.version);
+    assert_eq!(copy.push_time.to_bits(), held.push_time.to_bits());
+    assert_eq!(text_of(&sender_store, "j"), text_of(&store, "j"));
+    let scrape = |s: &Store| {
+        let mut out = Vec::new();
+        s.render(crate::store::render::Format::Text, &[], &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(scrape(&sender_store), scrape(&store));
+    // A stamp for something that is not a PUT is not held: the success becomes a 503.
+    let post = WriteOp::Delete(key("j"));
+    let answer = sender
+        .core
+        .hold_returned(&post, None, Some(own), WriteAnswer::ok(202))
+        .await;
+    assert_eq!(answer.status, 503);
+}
+
+#[tokio::test]
+async fn a_post_gets_the_group_state_even_when_its_sender_asks_for_its_own_copy() {
+    let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+    let families = parse_text(BODY.as_bytes(), NameScheme::Legacy).unwrap();
+    let post = prepare_push(key("j"), families, false, &Validation::default()).unwrap();
+    let mut w = primary_replicates(forward_message(&WriteOp::Push(post), "b").0);
+    assert!(!w.own_replica);
+    w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
+    // A sender claiming it could: a POST merges into the group, so only its state will do.
+    w.own_replica = true;
+    let results = forward_all(&svc, vec![w]).await;
+    assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+    assert!(results[0].own_replica.is_none());
+    assert!(results[0].replica.is_some());
+}
+
+#[tokio::test]
+async fn without_a_return_trip_the_replica_is_sent_and_its_failure_counts() {
+    let (_store, svc) = service_with(&[("a", 1), ("b", closed_port())], 2);
+    // No sender id, then a sender that is not a replica candidate.
+    for from in ["", "c"] {
+        let mut w = primary_replicates(forwarded("j", BODY));
+        w.from = from.into();
+        let results = forward_all(&svc, vec![w]).await;
+        assert!(results[0].replica.is_none());
+        // "b" could not be reached: only one of the two holders the write needs.
+        assert_eq!(
+            results[0].reply.as_ref().unwrap().status,
+            503,
+            "from {from:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stand_in_sender_gets_its_replica_by_a_call_not_with_the_answer() {
+    let (_store, svc) = service_with(&[("a", 1), ("b", closed_port()), ("c", closed_port())], 2);
+    let ring = svc.core.ring();
+    // A group owned by "a" and one other node; the third node is the outsider.
+    let (job, other_owner, outsider) = (0..)
+        .find_map(|i| {
+            let job = format!("j{i}");
+            let owners: Vec<&str> = ring
+                .owners(key(&job).stable_hash(), 2)
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect();
+            let other = owners.iter().find(|&&id| id != "a")?.to_string();
+            let outsider = ["b", "c"].into_iter().find(|id| !owners.contains(id))?;
+            owners
+                .contains(&"a")
+                .then(|| (job, other, outsider.to_owned()))
+        })
+        .unwrap();
+    // The other owner is unreachable, so the outsider stands in for it.
+    let mut w = primary_replicates(forwarded(&job, BODY));
+    w.from = outsider;
+    w.unreachable = vec![other_owner];
+    let results = forward_all(&svc, vec![w]).await;
+    assert!(results[0].replica.is_none());
+    // The call to the stand-in failed (its port is closed): one holder of two.
+    assert_eq!(results[0].reply.as_ref().unwrap().status, 503);
+}
+
+#[tokio::test]
+async fn forwarded_families_are_stored_as_the_receiving_node_prepared_them() {
+    let (store, svc) = service(1);
+    let direct = Store::new(StoreOptions::default());
+    direct.push(prepared("j", BODY), 1.0).unwrap();
+    let req = pb::ForwardRequest {
+        writes: vec![forwarded("j", BODY)],
+        replicas: Vec::new(),
+    };
+    let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
+    assert_eq!(reply.results.len(), 1);
+    assert_eq!(reply.results[0].error_code, 0);
+    assert_eq!(reply.results[0].reply.as_ref().unwrap().status, 200);
+    assert_eq!(text_of(&store, "j"), text_of(&direct, "j"));
+    let (a, b) = (
+        store.group(&key("j")).unwrap(),
+        direct.group(&key("j")).unwrap(),
+    );
+    for ((fa, _), (fb, _)) in a.families.iter().zip(b.families.iter()) {
+        assert_eq!(fa.proto_metrics(), fb.proto_metrics());
+        assert!(fa.same_series(fb));
+    }
+}
+
+#[tokio::test]
+async fn a_forward_batch_answers_every_item_on_its_own_and_bad_items_change_nothing() {
+    let (store, svc) = service(1);
+    let good = forwarded("good", BODY);
+    let mut truncated = forwarded("truncated", BODY);
+    let n = truncated.families[0].len();
+    truncated.families[0].truncate(n - 3);
+    let mut expired_item = forwarded("late", BODY);
+    expired_item.deadline_unix_ms = 1;
+    let mut no_job = forwarded("nojob", BODY);
+    no_job.key.clear();
+    let mut unsorted = forwarded("unsorted", BODY);
+    unsorted.families.reverse();
+    let mut twice = forwarded("twice", BODY);
+    twice.families.push(twice.families[0].clone());
+    let mut own_timing = forwarded("timing", BODY);
+    let timing = StoredFamily::gauge(
+        "push_time_seconds".into(),
+        "h".into(),
+        &[("job".into(), "timing".into())],
+        1.0,
+    );
+    let mut raw = Vec::new();
+    timing.to_wire(&mut raw);
+    own_timing.families.push(raw.into());
+    let mut with_timestamps = forwarded("ts", "m 1 1000\n");
+    with_timestamps.has_timestamps = true;
+    let refused = pb::ForwardedWrite {
+        key: wire::key_to_pb(&key("refused")),
+        refused: "bad body".into(),
+        ..Default::default()
+    };
+    let req = pb::ForwardRequest {
+        writes: vec![
+            good,
+            truncated,
+            expired_item,
+            no_job,
+            unsorted,
+            twice,
+            own_timing,
+            with_timestamps,
+            refused,
+        ],
+        replicas: Vec::new(),
+    };
+    let results = svc
+        .forward(Request::new(req))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let codes: Vec<u32> = results.iter().map(|r| r.error_code).collect();
+    let invalid = tonic::Code::InvalidArgument as u32;
+    assert_eq!(
+        codes,
+        vec![
+            0,
+            invalid,
+            tonic::Code::DeadlineExceeded as u32,
+            invalid,
+            invalid,
+            invalid,
+            invalid,
+            0,
+            0
+        ]
+    );
+    assert_eq!(results[0].reply.as_ref().unwrap().status, 200);
+    // A push with timestamps is refused like upstream, its failure recorded on the group.
+    assert_eq!(results[7].reply.as_ref().unwrap().status, 400);
+    assert_eq!(results[8].reply.as_ref().unwrap().status, 400);
+    assert_eq!(results[8].reply.as_ref().unwrap().message, "bad body");
+    assert!(store.group(&key("good")).is_some());
+    for job in ["truncated", "late", "unsorted", "twice", "timing"] {
+        assert!(store.group(&key(job)).is_none(), "{job} stored");
+    }
+    assert!(!store.group(&key("ts")).unwrap().last_push_successful);
+    assert!(store.group(&key("refused")).unwrap().failure_time > 0.0);
+    // A delete in a later batch.
+    let del = pb::ForwardedWrite {
+        key: wire::key_to_pb(&key("good")),
+        delete: true,
+        ..Default::default()
+    };
+    let results = forward_all(&svc, vec![del]).await;
+    assert_eq!(results[0].reply.as_ref().unwrap().status, 202);
+    assert!(store.group(&key("good")).is_none());
+    assert!(store.tombstone(&key("good")).is_some());
+}
+
+#[tokio::test]
+async fn damaged_forwarded_families_are_refused_without_panicking() {
+    let (store, svc) = service(1);
+    let w = forwarded("j", BODY);
+    let fam = w.families[0].clone();
+    for i in 0..fam.len() {
+        for flip in [0x01u8, 0x80, 0xFF] {
+            let mut bad = w.clone();
+            let mut damaged = fam.to_vec();
+            damaged[i] ^= flip;
+            bad.families[0] = damaged.into();
+            let results = forward_all(&svc, vec![bad]).await;
+            assert_eq!(results.len(), 1);
+        }
+    }
+    // Whatever was accepted is a consistent group the store can still render.
+    let _ = store.snapshot();
+}
+
+/// A primary asked to leave the replication to the sender answers without calling any
+/// node: a `Forward` call then waits on nothing but the primary's store, so replicas may
+/// share its queue and call (three nodes forwarding to each other in a ring cannot wait on
+/// each other). Here the other owner never answers; had the primary called it, the write
+/// would have waited for it and failed.
+#[tokio::test]
+async fn a_forward_left_to_its_sender_is_answered_without_calling_any_node() {
+    let (port, accepted) = counting_peer().await;
+    let (store, svc) = service_with(&[("a", 1), ("b", port)], 2);
+    for (job, put) in [("put", true), ("post", false)] {
+        let families = parse_text(BODY.as_bytes(), NameScheme::Legacy).unwrap();
+        let p = prepare_push(key(job), families, put, &Validation::default()).unwrap();
+        let mut w = forward_message(&WriteOp::Push(p), "c").0;
+        w.deadline_unix_ms = forward_deadline_ms(Duration::from_secs(5));
+        assert!(w.sender_replicates);
+        let r = &forward_all(&svc, vec![w]).await[0];
+        assert_eq!(r.reply.as_ref().unwrap().status, 200);
+        assert!(r.left_to_sender);
+        let held = store.group(&key(job)).unwrap();
+        if put {
+            // A PUT: the stamp, for the sender to send its own prepared families.
+            assert!(r.replica.is_none());
+            assert_eq!(r.own_replica.unwrap().version, held.version);
+        } else {
+            // A POST merged into the group: its state.
+            assert!(r.own_replica.is_none());
+            assert_eq!(r.replica.as_ref().unwrap().version, held.version);
+        }
+    }
+    // A delete: its tombstone.
+    let del = pb::ForwardedWrite {
+        key: wire::key_to_pb(&key("put")),
+        delete: true,
+        sender_replicates: true,
+        deadline_unix_ms: forward_deadline_ms(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let r = &forward_all(&svc, vec![del]).await[0];
+    assert_eq!(r.reply.as_ref().unwrap().status, 202);
+    assert!(r.left_to_sender);
+    assert!(!r.replica.as_ref().unwrap().tombstone_key.is_empty());
+    assert!(store.group(&key("put")).is_none());
+    tokio::task::yield_now().await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "no node was called");
+}
+
+/// Replicas inside a `Forward` call (`ForwardRequest.replicas`) are applied and answered
+/// item by item, beside the writes.
+#[tokio::test]
+async fn replicas_inside_a_forward_call_are_answered_item_by_item() {
+    let (store, svc) = service(1);
+    let mut broken = replica_of("broken", 7);
+    broken.group.truncate(broken.group.len() / 2);
+    let req = pb::ForwardRequest {
+        writes: vec![forwarded("w", BODY)],
+        replicas: vec![replica_of("r", 5), replica_of("r", 4), broken],
+    };
+    let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
+    assert_eq!(reply.results.len(), 1);
+    assert_eq!(reply.results[0].reply.as_ref().unwrap().status, 200);
+    let r = &reply.replica_results;
+    assert_eq!(r.len(), 3);
+    assert_eq!((r[0].error_code, r[0].applied), (0, true));
+    assert_eq!((r[1].error_code, r[1].applied), (0, false));
+    assert_eq!(r[2].error_code, tonic::Code::InvalidArgument as u32);
+    assert_eq!(store.group_version(&key("r")), Some(5));
+    assert!(store.group(&key("w")).is_some());
+    assert!(store.group(&key("broken")).is_none());
+}
+
+#[test]
+fn forwarded_writes_past_their_deadline_are_refused() {
+    assert!(expired(0).is_ok());
+    assert!(expired(forward_deadline_ms(Duration::from_secs(5))).is_ok());
+    let past = forward_deadline_ms(Duration::ZERO) - 1;
+    let err = expired(past).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+}

@@ -1,0 +1,230 @@
+//! Conversions between the node-to-node messages and the store's types. Everything that arrives
+//! from a peer is validated like a persistence file or a push body before it reaches the store:
+//! a malformed message is answered with an error status, never a panic.
+
+use prost::Message;
+use tonic::{Code, Status};
+
+use crate::exposition::names::{is_valid_label_name, NameScheme};
+use crate::exposition::LabelPair;
+use crate::store::family::BlockBuilder;
+use crate::store::persistence::{decode_group, encode_group_wire, snapshot_proto};
+use crate::store::{GroupKey, GroupSnapshot, StoredFamily};
+
+/// A status carried in a batch reply's item (`error_code`, `error`).
+pub(crate) fn item_status(code: u32, message: String) -> Status {
+    Status::new(Code::from(i32::try_from(code).unwrap_or(i32::MAX)), message)
+}
+
+fn copy_status(s: &Status) -> Status {
+    Status::new(s.code(), s.message())
+}
+
+/// The `error_code`/`error` pair of a failed batch item.
+pub fn status_fields(s: &Status) -> (u32, String) {
+    // Code 0 means success on the wire; a failed item never carries it.
+    let code = match s.code() {
+        Code::Ok => Code::Unknown,
+        c => c,
+    };
+    (code as u32, s.message().to_owned())
+}
+
+/// `n` items failed with `status`.
+pub(crate) fn failed<T>(n: usize, status: &Status) -> Vec<Result<T, Status>> {
+    (0..n).map(|_| Err(copy_status(status))).collect()
+}
+
+pub fn key_to_pb(key: &GroupKey) -> Vec<LabelPair> {
+    key.labels()
+        .iter()
+        .map(|(n, v)| LabelPair {
+            name: Some(n.clone()),
+            value: Some(v.clone()),
+        })
+        .collect()
+}
+
+/// A grouping key from a peer: label names valid, `job` present and non-empty.
+pub fn key_from_pb(pairs: Vec<LabelPair>, names: NameScheme) -> Result<GroupKey, String> {
+    if pairs.is_empty() || pairs.len() > 1024 {
+        return Err(format!("grouping key with {} labels", pairs.len()));
+    }
+    let key = GroupKey::new(
+        pairs
+            .into_iter()
+            .map(|lp| (lp.name.unwrap_or_default(), lp.value.unwrap_or_default())),
+    );
+    if key.get("job").is_none_or(str::is_empty) {
+        return Err("grouping key without a job label".into());
+    }
+    if let Some((n, _)) = key
+        .labels()
+        .iter()
+        .find(|(n, _)| !is_valid_label_name(n, names))
+    {
+        return Err(format!("grouping key has an invalid label name {n:?}"));
+    }
+    Ok(key)
+}
+
+/// The families of a forwarded push (`StoredFamily` wire form), validated: each family's layout
+/// (`StoredFamily::from_wire`), no series twice in a family, names sorted and unique, and none
+/// of the push time families the gateway owns. The receiving node prepared them (grouping
+/// labels, name and label rules, limits) before forwarding.
+pub fn prepared_from_wire(
+    raw: &[bytes::Bytes],
+    names: NameScheme,
+    replace_all: bool,
+) -> Result<Vec<StoredFamily>, String> {
+    use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
+    // The families of a PUT share a block; a POST's get one each (see `StoredFamily`).
+    let mut block = BlockBuilder::default();
+    let mut out: Vec<StoredFamily> = Vec::with_capacity(raw.len());
+    for b in raw {
+        StoredFamily::from_wire_into(&mut block, b, names)?;
+        if !replace_all {
+            out.extend(std::mem::take(&mut block).finish());
+        }
+    }
+    if replace_all {
+        out = block.finish();
+    }
+    for (i, f) in out.iter().enumerate() {
+        if &*f.name == PUSH_TIME_METRIC || &*f.name == PUSH_FAILURE_TIME_METRIC {
+            return Err(format!(
+                "forwarded push carries the gateway's own {:?}",
+                f.name
+            ));
+        }
+        if i > 0 && out[i - 1].name >= f.name {
+            return Err(format!(
+                "forwarded families are not sorted by unique name at {:?}",
+                f.name
+            ));
+        }
+        if f.first_duplicate().is_some() {
+            return Err(format!("forwarded family {:?} repeats a series", f.name));
+        }
+    }
+    Ok(out)
+}
+
+pub fn group_to_bytes(g: &GroupSnapshot) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(group_wire_capacity(g));
+    encode_group_wire(g, &mut buf);
+    buf
+}
+
+/// Room for a group's wire form (families, plus key, times and tags): one allocation, no
+/// regrowth.
+pub(crate) fn group_wire_capacity(g: &GroupSnapshot) -> usize {
+    let families: usize = g.families.iter().map(|(f, _)| f.wire_len() + 8).sum();
+    let key: usize = g
+        .key
+        .labels()
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 8)
+        .sum();
+    families + key + 64 + 9 * g.families.len()
+}
+
+/// A group from a peer, validated like a persistence file's. Its families are decoded as slices
+/// of `raw`; the one copy made is into the group's block.
+pub fn group_from_bytes(raw: &bytes::Bytes, names: NameScheme) -> Result<GroupSnapshot, String> {
+    let g = snapshot_proto::Group::decode(raw.clone())
+        .map_err(|e| format!("undecodable group: {e}"))?;
+    decode_group(0, g, names, None)
+}
+
+/// [`group_from_bytes`] for a copy rendered once and dropped (a merged scrape's): the families
+/// stay where they are in `raw` instead of being copied out, and hold it alive meanwhile.
+pub fn group_in_bytes(raw: &bytes::Bytes, names: NameScheme) -> Result<GroupSnapshot, String> {
+    let g = snapshot_proto::Group::decode(raw.clone())
+        .map_err(|e| format!("undecodable group: {e}"))?;
+    decode_group(0, g, names, Some(raw))
+}
+
+/// `buf` as consecutive slices ending at `ends` (ascending, the last one `buf.len()`), sharing
+/// one allocation.
+pub fn split_at_ends(buf: Vec<u8>, ends: &[usize]) -> Vec<bytes::Bytes> {
+    let all = bytes::Bytes::from(buf);
+    let mut start = 0;
+    ends.iter()
+        .map(|&end| {
+            let part = all.slice(start..end);
+            start = end;
+            part
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::prepare::{prepare_push, Validation};
+
+    fn wire(body: &str) -> Vec<bytes::Bytes> {
+        let fams = crate::exposition::parse_text(body.as_bytes(), NameScheme::Legacy).unwrap();
+        let key = GroupKey::new([("job".to_string(), "j".to_string())]);
+        let p = prepare_push(key, fams, true, &Validation::default()).unwrap();
+        p.families
+            .iter()
+            .map(|f| {
+                let mut out = Vec::new();
+                f.to_wire(&mut out);
+                bytes::Bytes::from(out)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forwarded_families_share_a_block_for_a_put_and_not_for_a_post() {
+        let raw = wire("a 1\nb{x=\"1\"} 2\nc 3\n");
+        let put = prepared_from_wire(&raw, NameScheme::Legacy, true).unwrap();
+        let post = prepared_from_wire(&raw, NameScheme::Legacy, false).unwrap();
+        assert_eq!(put.len(), 3);
+        assert_eq!(post.len(), 3);
+        for (i, (f, g)) in put.iter().zip(&post).enumerate() {
+            assert_eq!(f.name, g.name);
+            assert_eq!(f.text(), g.text());
+            assert_eq!(
+                f.series().collect::<Vec<_>>(),
+                g.series().collect::<Vec<_>>()
+            );
+            assert!(StoredFamily::same_block(f, &put[0]));
+            assert_eq!(StoredFamily::same_block(g, &post[0]), i == 0);
+        }
+    }
+
+    #[test]
+    fn forwarded_families_are_refused_when_malformed() {
+        let raw = wire("a 1\nb 2\n");
+        for replace_all in [true, false] {
+            let refuse = |raw: &[bytes::Bytes], want: &str| {
+                let err = prepared_from_wire(raw, NameScheme::Legacy, replace_all).unwrap_err();
+                assert!(err.contains(want), "{err} (wanted {want:?})");
+            };
+            refuse(
+                &[raw[1].clone(), raw[0].clone()],
+                "not sorted by unique name",
+            );
+            refuse(
+                &[raw[0].clone(), raw[0].clone()],
+                "not sorted by unique name",
+            );
+            let own = StoredFamily::gauge(
+                crate::store::family::intern("push_time_seconds"),
+                crate::store::family::intern(""),
+                &[("job".to_string(), "j".to_string())],
+                1.0,
+            );
+            let mut own_wire = Vec::new();
+            own.to_wire(&mut own_wire);
+            refuse(&[bytes::Bytes::from(own_wire)], "the gateway's own");
+            let mut cut = raw[0].to_vec();
+            cut.truncate(cut.len() - 3);
+            refuse(&[bytes::Bytes::from(cut)], "");
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! Applying a write as its primary and copying it to the other holders: quorum, replication to
+//! the next nodes in rendezvous order with hedging, and taking a replica.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tonic::Status;
+
+use super::super::core::{off_runtime_if_large, ClusterCore};
+use super::super::events::ClusterEvent;
+use super::super::member::{Member, MemberState};
+use super::super::rpc::{pb, wire};
+use super::op::{decoded, WriteAnswer, WriteOp};
+use crate::store::{GroupKey, GroupSnapshot, PushError};
+use crate::time::unix_seconds;
+
+impl ClusterCore {
+    /// Applies a write as the group's primary and replicates it; the answer waits for R holders.
+    /// With `trip`, a replica meant for the node that forwarded the write is left in it, to
+    /// travel back with the answer.
+    pub(crate) async fn apply_as_primary(
+        &self,
+        op: WriteOp,
+        unreachable: Vec<String>,
+        trip: Option<&mut ReturnTrip>,
+    ) -> WriteAnswer {
+        let key = op.key().clone();
+        let applied = self.apply_here(op);
+        let Some(replica) = applied.replica else {
+            return applied.answer;
+        };
+        let holders = 1 + self
+            .replicate(&key, replica, self.self_id.as_str(), &unreachable, trip)
+            .await;
+        self.quorum(applied.answer, holders)
+    }
+
+    /// Applies a write as the group's primary, stamping its version; what is left is to copy
+    /// the resulting state to the other holders.
+    pub(crate) fn apply_here(&self, op: WriteOp) -> Applied {
+        let now = unix_seconds();
+        let clock = &self.clock;
+        match op {
+            WriteOp::Push(p) => {
+                let key = p.key.clone();
+                let put = p.replace_all;
+                match self.store.push_versioned(p, now, || clock.now()) {
+                    Ok(_) => Applied {
+                        answer: WriteAnswer::ok(200),
+                        replica: self.store.group(&key).map(|g| {
+                            if put {
+                                Replica::Put(g)
+                            } else {
+                                Replica::Group(g)
+                            }
+                        }),
+                    },
+                    // A refused push still records the failure time on the group: that is
+                    // copied too, but the answer is the refusal whatever happens to the copies.
+                    Err(e) => Applied {
+                        answer: WriteAnswer::from_error(&e),
+                        replica: matches!(e, PushError::Invalid(_))
+                            .then(|| self.store.group(&key).map(Replica::Group))
+                            .flatten(),
+                    },
+                }
+            }
+            // Not reached from `route` or `forwarded`, which decode a body before.
+            WriteOp::Raw(req) => match decoded(req, &self.validation, None) {
+                Ok(op) => self.apply_here(op),
+                Err(e) => Applied {
+                    answer: WriteAnswer::from_error(&e),
+                    replica: None,
+                },
+            },
+            WriteOp::Failure { key, message } => {
+                let recorded = self
+                    .store
+                    .record_failure_versioned(&key, now, || clock.now());
+                Applied {
+                    // The refusal is told by its message (see into_result).
+                    answer: WriteAnswer {
+                        status: 400,
+                        message,
+                        refusal: pb::Refusal::Unspecified,
+                    },
+                    replica: recorded
+                        .then(|| self.store.group(&key).map(Replica::Group))
+                        .flatten(),
+                }
+            }
+            WriteOp::Delete(key) => {
+                let version = clock.now();
+                self.store.delete_versioned(&key, version);
+                Applied {
+                    answer: WriteAnswer::ok(202),
+                    replica: Some(Replica::Tombstone(version)),
+                }
+            }
+        }
+    }
+
+    /// The answer to a write that `holders` nodes took: a success needs R of them (a refusal
+    /// stands whatever happened to the copies of the failure time it recorded).
+    pub(crate) fn quorum(&self, answer: WriteAnswer, holders: usize) -> WriteAnswer {
+        if !matches!(answer.status, 200 | 202) || holders >= self.replication_factor {
+            return answer;
+        }
+        WriteAnswer::unavailable(format!(
+            "only {holders} of the {} cluster nodes the write needs (--cluster.replication-factor) could take it; retry",
+            self.replication_factor
+        ))
+    }
+
+    /// Sends a group's state to the R-1 nodes after `applied_by` (the node that applied the
+    /// write: this one as primary, or the primary a forwarded write went to) in rendezvous
+    /// order, in parallel, moving on to the next node for every one that fails. Returns how many
+    /// took it. This node, when it comes up among them, holds its copy itself. A node that is
+    /// `trip`'s sender gets it in the answer to its forward instead, and counts as having taken
+    /// it.
+    pub(crate) async fn replicate(
+        &self,
+        key: &GroupKey,
+        replica: Replica,
+        applied_by: &str,
+        unreachable: &[String],
+        trip: Option<&mut ReturnTrip>,
+    ) -> usize {
+        let needed = self.replication_factor.saturating_sub(1);
+        if needed == 0 {
+            return 0;
+        }
+        let ring = self.ring();
+        let usable = |m: &&Member| {
+            m.id.as_str() != applied_by && !unreachable.iter().any(|u| u == m.id.as_str())
+        };
+        let mut candidates: VecDeque<Member> = ring
+            .rendezvous_order(key.stable_hash())
+            .into_iter()
+            .filter(usable)
+            .cloned()
+            .collect();
+        // Members still joining come last, as stand-ins: at a cold start every node sees the
+        // others joining for a gossip round, and a copy there (a hint, handed to the owners by
+        // the reconciler) beats a write short of R holders.
+        candidates.extend(
+            ring.members
+                .iter()
+                .filter(|m| m.state == MemberState::Joining)
+                .filter(usable)
+                .cloned(),
+        );
+        // The stamp of a PUT, for a sender that holds its own prepared families as its replica.
+        let own = match &replica {
+            Replica::Put(g) => Some(stamp_of(g)),
+            _ => None,
+        };
+        let mut acked = 0;
+        // Only an owner: a stand-in may refuse the copy (--cluster.max-hints), and the primary
+        // would then have to try the next node, which it cannot once the answer has left.
+        let trip = trip.filter(|t| {
+            ring.owners(key.stable_hash(), self.replication_factor)
+                .iter()
+                .any(|m| m.id.as_str() == t.sender)
+        });
+        let mut trip_wants_state = None;
+        if let Some(t) = trip {
+            let sender_at = candidates
+                .iter()
+                .take(needed)
+                .position(|m| m.id.as_str() == t.sender);
+            if let Some(i) = sender_at {
+                candidates.remove(i);
+                acked += 1;
+                match &own {
+                    Some(o) if t.own_ok => t.own = Some(*o),
+                    _ => trip_wants_state = Some(t),
+                }
+            }
+        }
+        // This node is one of the holders (it forwarded the write and the primary left the
+        // replication to it): it holds its copy without a call, and without encoding it.
+        let here = candidates
+            .iter()
+            .take(needed)
+            .position(|m| m.id == self.self_id);
+        if let Some(i) = here {
+            candidates.remove(i);
+            match self.hold_here(key, &replica).await {
+                Ok(()) => {
+                    acked += 1;
+                    ClusterEvent::ReplicaTaken.emit();
+                }
+                Err(why) => ClusterEvent::ReplicaFailed {
+                    peer: None,
+                    why: Some(&why),
+                }
+                .emit(),
+            }
+        }
+        if acked >= needed && trip_wants_state.is_none() {
+            // The sender (or this node) was the only other holder needed and holds its own
+            // copy: the group state is not encoded at all.
+            return acked;
+        }
+        let msg = replica_message(key, replica);
+        if let Some(t) = trip_wants_state {
+            t.replica = Some(msg.clone());
+        }
+        let size = msg.group.len() + 64;
+        let timeout = self.clients.timeout();
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let send = |m: Member| {
+            // This node itself, as a stand-in further down the order.
+            let peer = (m.id != self.self_id).then(|| self.clients.peer(m.grpc_addr));
+            let msg = msg.clone();
+            async move {
+                let ok = match peer {
+                    Some(peer) => peer.replicate(msg, size, deadline).await.is_ok(),
+                    None => self.take_replica(msg).await.is_ok(),
+                };
+                (m.id, ok)
+            }
+        };
+        let mut inflight = FuturesUnordered::new();
+        for _ in acked..needed {
+            match candidates.pop_front() {
+                Some(m) => inflight.push(send(m)),
+                None => break,
+            }
+        }
+        // A node cut off by the network usually drops packets rather than refusing them: its
+        // call fails only at the deadline, too late to try the next node. So a replica still
+        // missing after half the timeout is also asked of the next candidate, and the first
+        // R-1 answers count (a late copy on a stand-in is handed back like any hint).
+        let hedge = tokio::time::sleep_until((started + timeout / 2).into());
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        loop {
+            tokio::select! {
+                next = inflight.next() => match next {
+                    None => break,
+                    Some((_, true)) => {
+                        acked += 1;
+                        ClusterEvent::ReplicaTaken.emit();
+                        if acked >= needed {
+                            break;
+                        }
+                    }
+                    Some((peer, false)) => {
+                        ClusterEvent::ReplicaFailed { peer: Some(&peer), why: None }.emit();
+                        if let Some(m) = candidates.pop_front() {
+                            inflight.push(send(m));
+                        }
+                    }
+                },
+                () = &mut hedge, if !hedged => {
+                    hedged = true;
+                    for _ in acked..needed {
+                        let Some(m) = candidates.pop_front() else { break };
+                        ClusterEvent::ReplicaHedged { peer: &m.id }.emit();
+                        inflight.push(send(m));
+                    }
+                }
+            }
+        }
+        acked
+    }
+
+    /// A group state (or tombstone) from the primary, applied when newer than what is held;
+    /// false when a newer one is held. A stand-in copy beyond `--cluster.max-hints` is refused.
+    pub(crate) async fn take_replica(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
+        let names = self.names();
+        if self.hints.load(Ordering::Relaxed) >= self.max_hints.load(Ordering::Relaxed) {
+            // Only a stand-in copy (this node is not among the group's owners) is refused.
+            let raw = if req.tombstone_key.is_empty() {
+                None
+            } else {
+                Some(req.tombstone_key.clone())
+            };
+            let key = match raw {
+                Some(k) => wire::key_from_pb(k, names).ok(),
+                None => wire::group_from_bytes(&req.group, names)
+                    .ok()
+                    .map(|g| (*g.key).clone()),
+            };
+            if let Some(key) = key {
+                let ring = self.ring();
+                let owned = ring
+                    .owners(key.stable_hash(), self.replication_factor)
+                    .iter()
+                    .any(|m| m.id == self.self_id);
+                if !owned {
+                    return Err(Status::resource_exhausted(
+                        "this node holds --cluster.max-hints groups for other owners already",
+                    ));
+                }
+            }
+        }
+        self.clock.observe(req.version);
+        let applied = if !req.tombstone_key.is_empty() {
+            let key =
+                wire::key_from_pb(req.tombstone_key, names).map_err(Status::invalid_argument)?;
+            self.store.delete_versioned(&key, req.version)
+        } else {
+            let store = self.store.clone();
+            off_runtime_if_large(req.group.len(), move || {
+                let g = wire::group_from_bytes(&req.group, names)?;
+                if g.version != req.version {
+                    return Err("group version differs from the request's".to_owned());
+                }
+                Ok(store.apply_replica(g))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::invalid_argument)?
+        };
+        Ok(applied)
+    }
+
+    /// Holds a copy of a write another node applied, as one of its replicas.
+    pub(crate) async fn hold_here(&self, key: &GroupKey, replica: &Replica) -> Result<(), String> {
+        match replica {
+            Replica::Group(g) | Replica::Put(g) => {
+                self.clock.observe(g.version);
+                self.store.apply_replica(g.clone());
+                Ok(())
+            }
+            Replica::Tombstone(version) => {
+                self.clock.observe(*version);
+                self.store.delete_versioned(key, *version);
+                Ok(())
+            }
+            Replica::Encoded(state) => self
+                .take_replica(state.clone())
+                .await
+                .map(|_| ())
+                .map_err(|status| status.message().to_owned()),
+        }
+    }
+}
+
+/// The state a write left, to copy to the other holders.
+pub(crate) enum Replica {
+    Group(GroupSnapshot),
+    /// The group as a successful PUT left it: exactly the pushed families.
+    Put(GroupSnapshot),
+    Tombstone(u64),
+    /// A state the primary encoded (and left to this node to replicate).
+    Encoded(pb::ReplicateRequest),
+}
+
+/// A write applied on its primary, before its state is copied to the other holders.
+pub(crate) struct Applied {
+    pub(crate) answer: WriteAnswer,
+    /// The state the write left, to copy (None: nothing to copy).
+    pub(crate) replica: Option<Replica>,
+}
+
+/// A replica as sent to a peer.
+pub(crate) fn replica_message(key: &GroupKey, replica: Replica) -> pb::ReplicateRequest {
+    match replica {
+        Replica::Group(g) | Replica::Put(g) => pb::ReplicateRequest {
+            version: g.version,
+            group: wire::group_to_bytes(&g).into(),
+            tombstone_key: Vec::new(),
+        },
+        Replica::Tombstone(version) => pb::ReplicateRequest {
+            version,
+            group: Default::default(),
+            tombstone_key: wire::key_to_pb(key),
+        },
+        Replica::Encoded(state) => state,
+    }
+}
+
+/// The version and times a PUT left on its primary.
+pub(crate) fn stamp_of(g: &GroupSnapshot) -> pb::OwnReplica {
+    pb::OwnReplica {
+        version: g.version,
+        push_time: g.push_time,
+        failure_time: g.failure_time,
+    }
+}
+
+/// A forwarded write's way back: the sender's node id and, once the primary replicated, the
+/// replica the sender is to hold.
+pub(crate) struct ReturnTrip {
+    pub(crate) sender: String,
+    pub(crate) replica: Option<pb::ReplicateRequest>,
+    /// The sender can hold its own families of a PUT (`ForwardedWrite.own_replica`) ...
+    pub(crate) own_ok: bool,
+    /// ... and is to, with this stamp (instead of `replica`).
+    pub(crate) own: Option<pb::OwnReplica>,
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+    use crate::cluster::testkit::*;
+
+    /// A replica candidate that accepts connections and never answers (cut off by the network,
+    /// packets dropped): after half the peer timeout the next node is asked too, and the write
+    /// reaches its R holders within the timeout instead of failing at it.
+    #[tokio::test]
+    async fn a_silent_replica_is_hedged_by_the_next_node() {
+        let silent_port = silent_peer().await;
+        let c_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c_port = c_listener.local_addr().unwrap().port();
+        let members = [("a", 1), ("b", silent_port), ("c", c_port)];
+        let (_store_a, a) = node("a", &members, 2);
+        let (store_c, c) = node("c", &members, 2);
+        serve_on(c_listener, c);
+        // A group whose rendezvous order is a (primary), b (the silent one), c.
+        let ring = a.core.ring();
+        let job = (0..)
+            .map(|i| format!("j{i}"))
+            .find(|job| {
+                let order: Vec<&str> = ring
+                    .rendezvous_order(key(job).stable_hash())
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect();
+                order == ["a", "b", "c"]
+            })
+            .unwrap();
+        let answer = a
+            .core
+            .apply_as_primary(WriteOp::Push(prepared(&job, BODY)), Vec::new(), None)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        assert!(store_c.group(&key(&job)).is_some(), "c holds the copy");
+    }
+}

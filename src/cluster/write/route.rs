@@ -1,0 +1,300 @@
+//! Routing a write to its owners: the node a push or delete arrived at decodes and checks it,
+//! then sends it to the first reachable node in rendezvous order (the primary, or the next one
+//! acting for it), and, when the primary leaves the replication to it, sends the replicas.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::super::core::ClusterCore;
+use super::super::events::ClusterEvent;
+use super::super::member::Member;
+use super::super::rpc::{pb, wire};
+use super::op::{decoded, WriteAnswer, WriteOp};
+use super::replicate::Replica;
+use crate::gateway::{off_runtime, PushRequest};
+use crate::http::body::BodyFormat;
+use crate::store::{GroupSnapshot, PreparedPush};
+use crate::time::unix_seconds;
+
+impl ClusterCore {
+    /// Sends a write to the first reachable node in rendezvous order (the primary, or the next
+    /// one acting for it) and returns its answer.
+    pub(crate) async fn route(&self, mut op: WriteOp, mut unreachable: Vec<String>) -> WriteAnswer {
+        let ring = self.ring();
+        let order: Vec<Member> = ring
+            .rendezvous_order(op.key().stable_hash())
+            .into_iter()
+            .cloned()
+            .collect();
+        let primary_replicates = self.entry.received(crate::time::unix_millis());
+        let mut forward: Option<(pb::ForwardedWrite, usize)> = None;
+        for candidate in order {
+            if unreachable.iter().any(|u| u == candidate.id.as_str()) {
+                continue;
+            }
+            let here = candidate.id == self.self_id;
+            // A body not decoded yet goes to the primary only from an entry-heavy node;
+            // otherwise it is decoded here (and the message built anew).
+            op = match op {
+                WriteOp::Raw(req) if here || !primary_replicates => {
+                    forward = None;
+                    match self.resolve(req, &unreachable).await {
+                        Ok(p) => WriteOp::Push(p),
+                        Err(refused) => return refused,
+                    }
+                }
+                other => other,
+            };
+            if here {
+                return self.apply_as_primary(op, unreachable, None).await;
+            }
+            let (msg, size) = forward.get_or_insert_with(|| {
+                let mut m = forward_message(&op, self.self_id.as_str());
+                m.0.sender_replicates = !primary_replicates;
+                m
+            });
+            msg.unreachable = unreachable.clone();
+            let timeout = self.clients.timeout();
+            msg.deadline_unix_ms = forward_deadline_ms(timeout);
+            let peer = self.clients.peer(candidate.grpc_addr);
+            let res = peer
+                .forward(msg.clone(), *size, Instant::now() + timeout)
+                .await;
+            match res {
+                Ok(out) => {
+                    self.clock.observe(out.reply.version);
+                    ClusterEvent::Forwarded.emit();
+                    let refusal = out.reply.refusal();
+                    let answer = WriteAnswer {
+                        status: u16::try_from(out.reply.status).unwrap_or(503),
+                        message: out.reply.message,
+                        refusal,
+                    }
+                    .sanitized();
+                    if out.left_to_sender {
+                        return self
+                            .replicate_for(
+                                &op,
+                                candidate.id.as_str(),
+                                out.replica,
+                                out.own,
+                                answer,
+                                &unreachable,
+                            )
+                            .await;
+                    }
+                    // The primary replicated the write itself (this node asked it to).
+                    return self.hold_returned(&op, out.replica, out.own, answer).await;
+                }
+                Err(status) => {
+                    ClusterEvent::ForwardFailed {
+                        peer: &candidate.id,
+                        error: &status,
+                    }
+                    .emit();
+                    unreachable.push(candidate.id.as_str().to_owned());
+                }
+            }
+        }
+        WriteAnswer::unavailable(format!(
+            "no cluster member could take the write ({} active, {} unreachable)",
+            ring.active().count(),
+            unreachable.len()
+        ))
+    }
+
+    /// Decodes and checks a push on this node, where it arrived or as the node to apply it, so
+    /// bad input is refused before any other node is called (the check is against the groups
+    /// this node holds). A push refused as `Invalid` is recorded on its group by its primary,
+    /// like upstream, and answered 400 whatever becomes of that record.
+    pub(crate) async fn resolve(
+        &self,
+        req: PushRequest,
+        unreachable: &[String],
+    ) -> Result<PreparedPush, WriteAnswer> {
+        let large = req.is_large();
+        let v = self.validation.clone();
+        let store = self.store.clone();
+        let op = off_runtime(large, move || decoded(req, &v, Some(&store)))
+            .await
+            .map_err(|e| WriteAnswer::from_error(&e))?;
+        let failure = match op {
+            WriteOp::Push(p) => return Ok(p),
+            failure => failure,
+        };
+        let message = match &failure {
+            WriteOp::Failure { message, .. } => message.clone(),
+            // `decoded` makes pushes and failures only.
+            _ => String::new(),
+        };
+        let _ = Box::pin(self.route(failure, unreachable.to_vec())).await;
+        Err(WriteAnswer {
+            status: 400,
+            message,
+            refusal: pb::Refusal::Invalid,
+        })
+    }
+
+    /// Replicates a write this node forwarded and `primary` applied, leaving the replication
+    /// to this node (`ForwardedWrite.sender_replicates`): the state it returned goes to the next
+    /// R-1 nodes after it in rendezvous order (this node holds its own copy when it is one of
+    /// them), and the primary's answer stands once R nodes hold the write.
+    pub(crate) async fn replicate_for(
+        &self,
+        op: &WriteOp,
+        primary: &str,
+        state: Option<pb::ReplicateRequest>,
+        stamp: Option<pb::OwnReplica>,
+        answer: WriteAnswer,
+        unreachable: &[String],
+    ) -> WriteAnswer {
+        let holders = match returned_replica(op, state, stamp) {
+            Ok(Some(replica)) => {
+                1 + self
+                    .replicate(op.key(), replica, primary, unreachable, None)
+                    .await
+            }
+            // Nothing this node can copy (a stamp for a write that is not a PUT).
+            Ok(None) | Err(_) => 1,
+        };
+        self.quorum(answer, holders)
+    }
+
+    /// Holds the copy a primary that replicated the write itself returned with its answer to a
+    /// write this node forwarded (the group state, or a PUT's stamp for this node's own prepared
+    /// families). The primary counted this node as a holder, so a copy this node cannot hold
+    /// turns a success into 503 (the write stays on the nodes that took it, as with any 503).
+    pub(crate) async fn hold_returned(
+        &self,
+        op: &WriteOp,
+        state: Option<pb::ReplicateRequest>,
+        stamp: Option<pb::OwnReplica>,
+        answer: WriteAnswer,
+    ) -> WriteAnswer {
+        if stamp.is_some() && !matches!(answer.status, 200 | 202) {
+            return answer;
+        }
+        let held = match returned_replica(op, state, stamp) {
+            Ok(None) => return answer,
+            Ok(Some(replica)) => self.hold_here(op.key(), &replica).await,
+            Err(why) => Err(why),
+        };
+        replica_outcome(held, answer)
+    }
+}
+
+/// The copy of a forwarded write that its primary's answer carries: the group state, or a
+/// PUT's stamp for the families this node prepared. Err: a stamp for a write that is not a PUT.
+pub(crate) fn returned_replica(
+    op: &WriteOp,
+    state: Option<pb::ReplicateRequest>,
+    stamp: Option<pb::OwnReplica>,
+) -> Result<Option<Replica>, String> {
+    match (stamp, state, op) {
+        (Some(stamp), _, WriteOp::Push(p)) if p.replace_all => {
+            Ok(Some(Replica::Put(own_state(p, stamp))))
+        }
+        (Some(_), _, _) => {
+            Err("the primary sent a PUT's stamp for a write that is not a PUT".to_owned())
+        }
+        (None, Some(state), _) => Ok(Some(Replica::Encoded(state))),
+        (None, None, _) => Ok(None),
+    }
+}
+
+/// The state a successful PUT left on its primary: exactly the pushed families as this node
+/// prepared them, with the primary's stamp.
+pub(crate) fn own_state(p: &PreparedPush, stamp: pb::OwnReplica) -> GroupSnapshot {
+    GroupSnapshot {
+        key: Arc::new(p.key.clone()),
+        families: p
+            .families
+            .iter()
+            .map(|f| (f.clone(), stamp.push_time))
+            .collect(),
+        push_time: stamp.push_time,
+        failure_time: stamp.failure_time,
+        last_push_successful: true,
+        version: stamp.version,
+        timing: None,
+    }
+}
+
+/// The answer to a client whose write this node forwarded, once it tried to hold the replica the
+/// primary counted it for: a replica it could not hold turns a success into 503 (the write stays
+/// on the nodes that took it, as with any 503).
+pub(crate) fn replica_outcome(held: Result<(), String>, answer: WriteAnswer) -> WriteAnswer {
+    match held {
+        Ok(()) => {
+            ClusterEvent::ReplicaTaken.emit();
+            answer
+        }
+        Err(why) => {
+            ClusterEvent::ReplicaFailed {
+                peer: None,
+                why: None,
+            }
+            .emit();
+            if matches!(answer.status, 200 | 202) {
+                WriteAnswer::unavailable(format!(
+                    "this node could not hold its replica of the write ({why}); retry"
+                ))
+            } else {
+                answer
+            }
+        }
+    }
+}
+
+/// A write as forwarded to its primary, and its size (to bound batches); `unreachable` and the
+/// deadline are set per attempt.
+pub(crate) fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, usize) {
+    let mut msg = pb::ForwardedWrite {
+        key: wire::key_to_pb(op.key()),
+        from: from.to_owned(),
+        sender_replicates: true,
+        ..Default::default()
+    };
+    match op {
+        WriteOp::Push(p) => {
+            // All families in one buffer, handed out as slices of it.
+            let mut buf = Vec::with_capacity(p.families.iter().map(|f| f.wire_len()).sum());
+            let mut ends = Vec::with_capacity(p.families.len());
+            for f in &p.families {
+                f.to_wire(&mut buf);
+                ends.push(buf.len());
+            }
+            msg.families = wire::split_at_ends(buf, &ends);
+            msg.replace_all = p.replace_all;
+            msg.has_timestamps = p.has_timestamps;
+            msg.own_replica = p.replace_all && !p.has_timestamps;
+        }
+        WriteOp::Raw(r) => {
+            msg.body = Some(r.body.clone());
+            msg.body_protobuf = r.format == BodyFormat::ProtobufDelimited;
+            msg.replace_all = r.replace_all;
+        }
+        WriteOp::Failure { message, .. } => {
+            msg.refused = if message.is_empty() {
+                "refused".into()
+            } else {
+                message.clone()
+            };
+        }
+        WriteOp::Delete(_) => msg.delete = true,
+    }
+    let size = msg.families.iter().map(|f| f.len()).sum::<usize>()
+        + msg.body.as_ref().map_or(0, |b| b.len())
+        + msg.refused.len()
+        + 128;
+    (msg, size)
+}
+
+/// The absolute deadline sent with a forwarded write: the sender's clock plus the call timeout.
+pub(crate) fn forward_deadline_ms(timeout: Duration) -> u64 {
+    ((unix_seconds() + timeout.as_secs_f64()) * 1000.0) as u64
+}
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;
