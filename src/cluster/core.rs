@@ -12,9 +12,9 @@ use super::member::NodeId;
 use super::ring::Ring;
 use super::rpc::client::PeerClients;
 use super::write::entry_load::EntryLoad;
-use crate::exposition::names::NameScheme;
+use crate::exposition::NameScheme;
 use crate::gateway::INLINE_PREPARE_LIMIT;
-use crate::store::render::MergedOrders;
+use crate::store::MergedOrders;
 use crate::store::{Store, Validation};
 use crate::telemetry::metrics as m;
 

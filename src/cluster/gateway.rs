@@ -15,10 +15,6 @@ use crate::store::merged::{render_groups, render_groups_chunked};
 use crate::store::render::{Format, RenderStats};
 use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily, Validation};
 
-// The paths node.rs uses until the merge moves it to the cluster facade.
-pub use super::core::ClusterCore;
-pub use super::rpc::server::ClusterService;
-
 /// The `Gateway` of a cluster node.
 pub struct ClusterGateway {
     pub(crate) core: Arc<ClusterCore>,

@@ -35,10 +35,6 @@ pub use text::parse::{
     parse_text, parse_text_borrowed, ParsedFamily, ParsedMetric, ParsedText, Point, TextParseError,
 };
 
-// The module paths other areas imported before the text format moved into `text/`; once their
-// imports name the items above (`crate::exposition::parse_text_borrowed`, ...), these go.
-pub use text::encode as text_format;
-pub use text::parse as text_parse;
 
 impl Metric {
     /// The metric's label pairs as (name, value), in stored order (an unset name or value is

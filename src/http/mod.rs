@@ -36,7 +36,3 @@ pub mod web_config;
 pub use app::{app, App};
 pub use state::{AppState, HttpConfig};
 
-/// The old name of [`app`], kept only until `node.rs` (another area of this refactor) calls
-/// `app`; remove it then.
-#[doc(hidden)]
-pub use app::app as router;

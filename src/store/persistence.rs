@@ -13,17 +13,10 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::codec::encode_group;
+use super::codec::{decode_group, encode_group, snapshot_proto};
 use super::group::GroupSnapshot;
 use super::Store;
 use crate::exposition::NameScheme;
-
-// Transitional, for the merge only: the cluster's rpc still imports the group codec from this
-// module. Once it imports `crate::store::codec`, this becomes a private
-// `use super::codec::{decode_group, snapshot_proto};` (what the file format itself needs).
-pub use super::codec::{
-    decode_group, encode_group_wire, encode_group_wire_text_only, snapshot_proto,
-};
 
 const MAGIC: &[u8; 8] = b"PGSNAP01";
 const HEADER_LEN: usize = 24;

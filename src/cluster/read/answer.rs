@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::super::ring::Ring;
 use super::super::rpc::{pb, wire};
-use crate::store::persistence::{encode_group_wire, encode_group_wire_text_only};
+use crate::store::codec::{encode_group_wire, encode_group_wire_text_only};
 use crate::store::{GroupKey, GroupSnapshot, Store};
 
 /// Groups are batched into collect chunks of about this size.

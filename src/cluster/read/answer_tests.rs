@@ -9,7 +9,7 @@ use super::*;
 use crate::cluster::member::{Member, MemberState, NodeId};
 use crate::cluster::read::merge::decode_chunks;
 use crate::cluster::rpc::wire::{group_from_bytes, group_in_bytes};
-use crate::exposition::names::NameScheme;
+use crate::exposition::NameScheme;
 use crate::store::prepare::{prepare_push, Validation};
 
 #[test]

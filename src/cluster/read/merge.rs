@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::super::rpc::{pb, wire};
-use crate::exposition::names::NameScheme;
+use crate::exposition::NameScheme;
 use crate::store::{GroupKey, GroupSnapshot};
 
 /// The merged view being built: the newest version of each group, `None` for a tombstone.
