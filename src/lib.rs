@@ -10,6 +10,7 @@ pub mod config;
 pub mod exposition;
 pub mod gateway;
 pub mod http;
+pub mod ingest;
 pub mod node;
 pub mod store;
 pub mod telemetry;

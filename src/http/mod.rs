@@ -16,7 +16,6 @@
 //! 404 unknown path, 301/307 to the cleaned path, 401 without valid credentials (web config).
 
 pub mod api;
-pub mod body;
 pub mod grouping;
 pub mod routes;
 pub mod server;

@@ -15,11 +15,12 @@ use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::Notify;
 
-use super::body::{body_format, read_body};
 use super::grouping::{parse_grouping_path, GroupingLimits};
 use super::web_config::{with_web_config, SharedWebConfig};
 use crate::exposition::names::NameScheme;
-use crate::gateway::{Gateway, PushRequest};
+use crate::gateway::Gateway;
+use crate::ingest::body::{body_format, read_body};
+use crate::ingest::PushRequest;
 use crate::store::render::Format;
 use crate::telemetry::{self, metrics as m, SelfRecorder};
 
