@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod http;
 pub mod ingest;
 pub mod node;
+pub mod scrape;
 pub mod store;
 pub mod telemetry;
 pub mod testsupport;

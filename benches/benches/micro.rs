@@ -15,10 +15,9 @@ use pushgate::cluster::membership::{Member, MemberState, NodeId};
 use pushgate::cluster::{placement, rpc};
 use pushgate::exposition::text_parse::parse_text_borrowed;
 use pushgate::exposition::{self, names::NameScheme};
+use pushgate::scrape::merged;
 use pushgate::store::render::Format;
-use pushgate::store::{
-    merged, prepare_push, prepare_text, GroupKey, Store, StoreOptions, Validation,
-};
+use pushgate::store::{prepare_push, prepare_text, GroupKey, Store, StoreOptions, Validation};
 use pushgate_benches::body::render;
 
 #[global_allocator]

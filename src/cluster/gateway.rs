@@ -26,11 +26,11 @@ use tonic::{Request, Response, Status};
 use super::membership::{Member, MemberState, NodeId, Ring};
 use super::rpc::{self, pb, Cluster, PeerClients};
 use crate::exposition::names::NameScheme;
-use crate::gateway::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::gateway::{Gateway, LocalStats};
 use crate::ingest::body::BodyFormat;
 use crate::ingest::{off_runtime, PushRequest, INLINE_PREPARE_LIMIT};
-use crate::store::merged::{render_groups, render_groups_chunked};
+use crate::scrape::merged::{render_groups, render_groups_chunked};
+use crate::scrape::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::store::render::MergedOrders;
 use crate::store::render::{Format, RenderStats};
 use crate::store::{

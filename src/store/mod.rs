@@ -8,7 +8,6 @@
 pub mod error;
 pub mod family;
 pub mod key;
-pub mod merged;
 pub mod persistence;
 pub mod prepare;
 pub mod render;
@@ -1238,6 +1237,7 @@ mod tests {
     use super::render::Format;
     use super::*;
     use crate::exposition::{names::NameScheme, parse_text};
+    use crate::scrape::merged;
 
     mod family_map {
         use super::*;

@@ -1,8 +1,8 @@
 //! Rendering a set of groups that did not come from one store: a cluster node's merged view of
 //! the groups collected from every member.
 
-use super::render::{Format, MergedOrders, RenderStats};
-use super::{GroupSnapshot, ReservedNames, StoredFamily};
+use crate::store::render::{render_snapshots, Format, MergedOrders, RenderStats};
+use crate::store::{GroupSnapshot, ReservedNames, StoredFamily};
 
 /// Writes one exposition of `groups` merged with `own`, exactly as a store holding those
 /// groups would render it (see `render::render_snapshots`: no temporary store, no indexing;
@@ -46,5 +46,5 @@ pub fn render_groups_chunked(
     chunk_size: usize,
     emit: &mut dyn FnMut(Vec<u8>),
 ) -> RenderStats {
-    super::render::render_snapshots(groups, reserved, own, format, orders, chunk_size, emit)
+    render_snapshots(groups, reserved, own, format, orders, chunk_size, emit)
 }
