@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use super::membership::{Member, MemberState, NodeId, Ring};
 use super::rpc::{self, pb, Cluster, PeerClients};
 use crate::exposition::names::NameScheme;
-use crate::gateway::{Gateway, LocalStats};
+use crate::gateway::Gateway;
 use crate::ingest::body::BodyFormat;
 use crate::ingest::{off_runtime, PushRequest, INLINE_PREPARE_LIMIT};
 use crate::scrape::merged::{render_groups, render_groups_chunked};
@@ -38,6 +38,7 @@ use crate::store::{
     StoredFamily, Validation,
 };
 use crate::telemetry::metrics as m;
+use crate::telemetry::LocalStats;
 use crate::time::unix_seconds;
 
 /// Default deadline of the merged scrape's collect calls (well under Prometheus' default
