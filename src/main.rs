@@ -4,7 +4,6 @@ mod alloc;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use pushgate::config::{parse_listen_address, Config};
 use pushgate::http::web_config::SharedWebConfig;
 use pushgate::node::Node;
@@ -12,7 +11,7 @@ use pushgate::telemetry::{logging, SelfRecorder};
 
 fn main() -> ExitCode {
     alloc::tune_allocator();
-    let cfg = Config::parse();
+    let cfg = Config::from_command_line();
     logging::init(cfg.log_level, cfg.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

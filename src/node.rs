@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::cluster::gateway::{ClusterCore, ClusterGateway, ClusterService};
-use crate::cluster::reconcile::Reconciler;
+use crate::cluster::reconcile::{LifecycleSettings, Reconciler};
 use crate::cluster::rpc::{
     ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
@@ -94,7 +94,7 @@ impl Node {
                 max_name_bytes: limits.max_label_name_bytes,
                 max_value_bytes: limits.max_label_value_bytes,
             },
-            flags: flag_strings(&cfg),
+            flags: cfg.flag_values().to_vec(),
             external_url: cfg.external_url.clone(),
             start_time: unix_seconds(),
         });
@@ -227,125 +227,6 @@ impl Node {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-fn flag_strings(cfg: &Config) -> Vec<(String, String)> {
-    let mut flags = vec![
-        ("web.listen-address".into(), cfg.listen_addresses.join(",")),
-        (
-            "web.config.file".into(),
-            cfg.web_config_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-        ),
-        ("web.telemetry-path".into(), cfg.telemetry_path.clone()),
-        ("web.external-url".into(), cfg.external_url.clone()),
-        ("web.route-prefix".into(), cfg.route_prefix.clone()),
-        (
-            "web.enable-lifecycle".into(),
-            cfg.enable_lifecycle.to_string(),
-        ),
-        (
-            "web.enable-admin-api".into(),
-            cfg.enable_admin_api.to_string(),
-        ),
-        ("persistence.file".into(), cfg.persistence_file.clone()),
-        (
-            "persistence.interval".into(),
-            format!("{:?}", cfg.persistence_interval),
-        ),
-        (
-            "push.disable-consistency-check".into(),
-            cfg.disable_consistency_check.to_string(),
-        ),
-        (
-            "push.enable-utf8-names".into(),
-            cfg.enable_utf8_names.to_string(),
-        ),
-        ("push.max-body-bytes".into(), cfg.max_body_bytes.to_string()),
-        (
-            "push.max-series-per-push".into(),
-            cfg.max_series_per_push.to_string(),
-        ),
-        (
-            "push.max-label-name-length".into(),
-            cfg.max_label_name_length.to_string(),
-        ),
-        (
-            "push.max-label-value-length".into(),
-            cfg.max_label_value_length.to_string(),
-        ),
-        (
-            "push.max-grouping-labels".into(),
-            cfg.max_grouping_labels.to_string(),
-        ),
-        ("push.max-groups".into(), cfg.max_groups.to_string()),
-        (
-            "log.level".into(),
-            format!("{:?}", cfg.log_level).to_lowercase(),
-        ),
-        (
-            "log.format".into(),
-            format!("{:?}", cfg.log_format).to_lowercase(),
-        ),
-        // Only on a cluster node, so a single node's /api/v1/status stays upstream's.
-    ];
-    if !cfg.cluster_listen_address.is_empty() {
-        flags.extend(cluster_flag_strings(cfg));
-    }
-    flags
-}
-
-fn cluster_flag_strings(cfg: &Config) -> Vec<(String, String)> {
-    vec![
-        (
-            "cluster.listen-address".into(),
-            cfg.cluster_listen_address.clone(),
-        ),
-        (
-            "cluster.advertise-address".into(),
-            cfg.cluster_advertise_address.clone(),
-        ),
-        ("cluster.peer".into(), cfg.cluster_peers.join(",")),
-        ("cluster.name".into(), cfg.cluster_name.clone()),
-        (
-            "cluster.replication-factor".into(),
-            cfg.cluster_replication_factor.to_string(),
-        ),
-        (
-            "cluster.gossip-interval".into(),
-            format!("{:?}", cfg.cluster_gossip_interval),
-        ),
-        (
-            "cluster.peer-timeout".into(),
-            format!("{:?}", cfg.cluster_peer_timeout),
-        ),
-        (
-            "cluster.anti-entropy-interval".into(),
-            format!("{:?}", cfg.cluster_anti_entropy_interval),
-        ),
-        (
-            "cluster.tombstone-lifetime".into(),
-            format!("{:?}", cfg.cluster_tombstone_lifetime),
-        ),
-        (
-            "cluster.max-hints".into(),
-            cfg.cluster_max_hints.to_string(),
-        ),
-        (
-            "cluster.rebalance-rate".into(),
-            cfg.cluster_rebalance_rate.to_string(),
-        ),
-        (
-            "cluster.join-timeout".into(),
-            format!("{:?}", cfg.cluster_join_timeout),
-        ),
-        (
-            "cluster.shutdown-timeout".into(),
-            format!("{:?}", cfg.cluster_shutdown_timeout),
-        ),
-    ]
 }
 
 fn load_persistence(
@@ -579,7 +460,7 @@ impl ClusterNode {
                 tracing::error!(err = %e, "cluster gRPC server stopped with an error");
             }
         });
-        let reconciler = Reconciler::new(core.clone(), s.lifecycle.clone(), s.gossip_interval);
+        let reconciler = Reconciler::new(core.clone(), lifecycle_settings(s), s.gossip_interval);
         let reconciler_stop = Arc::new(Notify::new());
         let reconciler_task = tokio::spawn(
             reconciler
@@ -608,13 +489,13 @@ impl ClusterNode {
             membership,
             reconciler,
             reconciler_stop,
-            shutdown_timeout: s.lifecycle.shutdown_timeout,
+            shutdown_timeout: s.shutdown_timeout,
         });
         let own = [s.listen.to_string(), s.advertise.to_string()];
         let peers_configured = s.peers.iter().any(|p| !own.contains(p));
         let join = {
             let lifecycle = lifecycle.clone();
-            let timeout = s.lifecycle.join_timeout;
+            let timeout = s.join_timeout;
             let r = s.replication_factor;
             tokio::spawn(async move { lifecycle.join(peers_configured, timeout, r, ready).await })
         };
@@ -651,6 +532,18 @@ impl ClusterNode {
                 "cluster membership still in use at shutdown; gossip stops with the process"
             ),
         }
+    }
+}
+
+/// What the reconciler needs of the cluster flags.
+fn lifecycle_settings(s: &ClusterSettings) -> LifecycleSettings {
+    LifecycleSettings {
+        anti_entropy_interval: s.anti_entropy_interval,
+        tombstone_lifetime: s.tombstone_lifetime,
+        max_hints: s.max_hints,
+        rebalance_rate: s.rebalance_rate,
+        join_timeout: s.join_timeout,
+        shutdown_timeout: s.shutdown_timeout,
     }
 }
 
