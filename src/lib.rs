@@ -15,6 +15,7 @@ pub mod node;
 pub mod scrape;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testsuite"))]
 pub mod testsupport;
 pub mod time;
 
