@@ -17,12 +17,6 @@ pub struct ClusterSettings {
     pub replication_factor: usize,
     pub gossip_interval: Duration,
     pub peer_timeout: Duration,
-    pub anti_entropy_interval: Duration,
-    pub tombstone_lifetime: Duration,
-    pub max_hints: usize,
-    pub rebalance_rate: u32,
-    pub join_timeout: Duration,
-    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -99,12 +93,6 @@ impl Config {
             replication_factor: self.cluster_replication_factor,
             gossip_interval: self.cluster_gossip_interval,
             peer_timeout: self.cluster_peer_timeout,
-            anti_entropy_interval: self.cluster_anti_entropy_interval,
-            tombstone_lifetime: self.cluster_tombstone_lifetime,
-            max_hints: self.cluster_max_hints,
-            rebalance_rate: self.cluster_rebalance_rate,
-            join_timeout: self.cluster_join_timeout,
-            shutdown_timeout: self.cluster_shutdown_timeout,
         }))
     }
 }
@@ -154,21 +142,22 @@ mod tests {
 
     #[test]
     fn lifecycle_flags() {
-        let parse = |args: &[&str]| {
+        let config = |args: &[&str]| {
             Config::try_parse_from(
                 ["pushgate", "--cluster.listen-address=127.0.0.1:9094"]
                     .into_iter()
                     .chain(args.iter().copied()),
             )
             .unwrap()
-            .cluster()
         };
-        let c = parse(&[]).unwrap().unwrap();
-        assert_eq!(c.anti_entropy_interval, Duration::from_secs(10));
-        assert_eq!(c.tombstone_lifetime, Duration::from_secs(3600));
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
-        assert_eq!(c.join_timeout, Duration::from_secs(30));
-        assert_eq!(c.max_hints, 100_000);
+        let parse = |args: &[&str]| config(args).cluster();
+        assert!(parse(&[]).unwrap().is_some());
+        let c = config(&[]);
+        assert_eq!(c.cluster_anti_entropy_interval, Duration::from_secs(10));
+        assert_eq!(c.cluster_tombstone_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.cluster_shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.cluster_join_timeout, Duration::from_secs(30));
+        assert_eq!(c.cluster_max_hints, 100_000);
         assert!(parse(&["--cluster.anti-entropy-interval=0s"]).is_err());
         assert!(parse(&["--cluster.rebalance-rate=0"]).is_err());
         // A tombstone must outlive a few rounds, or a co-owner may never see it.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Gateway;
 use crate::ingest::{off_runtime, PushRequest};
-use crate::scrape::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
+use crate::scrape::{render_whole, stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::store::render::{Format, RenderStats};
 use crate::store::{GroupKey, GroupSnapshot, PushError, Store, StoredFamily, Validation};
 use crate::telemetry::LocalStats;
@@ -58,13 +58,7 @@ impl Gateway for LocalGateway {
 
     async fn render(&self, format: Format, own: Vec<StoredFamily>) -> (Vec<u8>, RenderStats) {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(64 * 1024);
-            let stats = store.render(format, &own, &mut out);
-            (out, stats)
-        })
-        .await
-        .expect("render task should not panic")
+        render_whole(move |out| store.render(format, &own, out)).await
     }
 
     async fn render_stream(

@@ -15,7 +15,7 @@ use crate::cluster::rpc::{
     ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
 use crate::cluster::{Member, MemberState, Membership, MembershipConfig, Ring};
-use crate::config::ClusterSettings;
+use crate::config::{ClusterSettings, Config};
 use crate::store::{Store, Validation};
 use crate::telemetry::metrics as m;
 
@@ -129,6 +129,7 @@ impl Lifecycle {
 impl ClusterNode {
     pub(super) async fn start(
         s: &ClusterSettings,
+        settings: LifecycleSettings,
         store: Arc<Store>,
         validation: Validation,
         ready: Readiness,
@@ -179,7 +180,8 @@ impl ClusterNode {
                 tracing::error!(err = %e, "cluster gRPC server stopped with an error");
             }
         });
-        let reconciler = Reconciler::new(core.clone(), lifecycle_settings(s), s.gossip_interval);
+        let (join_timeout, shutdown_timeout) = (settings.join_timeout, settings.shutdown_timeout);
+        let reconciler = Reconciler::new(core.clone(), settings, s.gossip_interval);
         let reconciler_stop = Arc::new(Notify::new());
         let reconciler_task = tokio::spawn(
             reconciler
@@ -208,13 +210,13 @@ impl ClusterNode {
             membership,
             reconciler,
             reconciler_stop,
-            shutdown_timeout: s.shutdown_timeout,
+            shutdown_timeout,
         });
         let own = [s.listen.to_string(), s.advertise.to_string()];
         let peers_configured = s.peers.iter().any(|p| !own.contains(p));
         let join = {
             let lifecycle = lifecycle.clone();
-            let timeout = s.join_timeout;
+            let timeout = join_timeout;
             let r = s.replication_factor;
             tokio::spawn(async move { lifecycle.join(peers_configured, timeout, r, ready).await })
         };
@@ -254,15 +256,16 @@ impl ClusterNode {
     }
 }
 
-/// What the reconciler needs of the cluster flags.
-fn lifecycle_settings(s: &ClusterSettings) -> LifecycleSettings {
+/// What joining, leaving and the reconciler need of the cluster flags (checked by
+/// `Config::cluster`).
+pub(super) fn lifecycle_settings(cfg: &Config) -> LifecycleSettings {
     LifecycleSettings {
-        anti_entropy_interval: s.anti_entropy_interval,
-        tombstone_lifetime: s.tombstone_lifetime,
-        max_hints: s.max_hints,
-        rebalance_rate: s.rebalance_rate,
-        join_timeout: s.join_timeout,
-        shutdown_timeout: s.shutdown_timeout,
+        anti_entropy_interval: cfg.cluster_anti_entropy_interval,
+        tombstone_lifetime: cfg.cluster_tombstone_lifetime,
+        max_hints: cfg.cluster_max_hints,
+        rebalance_rate: cfg.cluster_rebalance_rate,
+        join_timeout: cfg.cluster_join_timeout,
+        shutdown_timeout: cfg.cluster_shutdown_timeout,
     }
 }
 
@@ -291,4 +294,32 @@ async fn ring_seen(
     })
     .await
     .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_lifecycle_settings_are_the_cluster_flags() {
+        let cfg = Config::try_parse_from([
+            "pushgate",
+            "--cluster.listen-address=127.0.0.1:9094",
+            "--cluster.anti-entropy-interval=11s",
+            "--cluster.tombstone-lifetime=2h",
+            "--cluster.max-hints=7",
+            "--cluster.rebalance-rate=9",
+            "--cluster.join-timeout=12s",
+            "--cluster.shutdown-timeout=13s",
+        ])
+        .unwrap();
+        let s = lifecycle_settings(&cfg);
+        assert_eq!(s.anti_entropy_interval, Duration::from_secs(11));
+        assert_eq!(s.tombstone_lifetime, Duration::from_secs(7200));
+        assert_eq!(s.max_hints, 7);
+        assert_eq!(s.rebalance_rate, 9);
+        assert_eq!(s.join_timeout, Duration::from_secs(12));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(13));
+    }
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use self::cluster::ClusterNode;
+use self::cluster::{lifecycle_settings, ClusterNode};
 use self::readiness::Readiness;
 use crate::cluster::gateway::ClusterGateway;
 use crate::config::{route_prefix, Config};
@@ -138,6 +138,7 @@ impl Node {
             Some(settings) => {
                 let running = ClusterNode::start(
                     &settings,
+                    lifecycle_settings(&self.cfg),
                     self.store.clone(),
                     self.validation(),
                     ready.clone(),

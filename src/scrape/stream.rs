@@ -9,6 +9,20 @@ pub type ScrapeStream = tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io
 /// Chunk size of streamed scrapes.
 pub const SCRAPE_CHUNK_BYTES: usize = 256 * 1024;
 
+/// Runs `render` on the blocking pool into one buffer, for a caller that needs the whole
+/// exposition at once (`Gateway::render`).
+pub async fn render_whole(
+    render: impl FnOnce(&mut Vec<u8>) -> RenderStats + Send + 'static,
+) -> (Vec<u8>, RenderStats) {
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(64 * 1024);
+        let stats = render(&mut out);
+        (out, stats)
+    })
+    .await
+    .expect("render task should not panic")
+}
+
 /// Runs `render` on the blocking pool, streaming the chunks it emits (gzip-compressed when
 /// `gzip`) as they come, and records the render's figures with the time since `started`.
 pub fn stream_rendered(
