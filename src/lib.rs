@@ -1,7 +1,31 @@
 //! pushgate: a drop-in, wire-compatible Prometheus Pushgateway that runs as one node or a cluster.
 //!
-//! Data flows one way: bytes -> `exposition` -> `store` -> `exposition` -> bytes; `http` knows
-//! nothing of where groups live, it talks to a `gateway::Gateway`.
+//! # Layout
+//!
+//! Lowest layer first; a module uses only those listed before it (`ingest` and `scrape`, and
+//! `cluster` and `http`, are siblings that do not use each other):
+//!
+//! - `time`: wall-clock readings and Go durations, for every layer.
+//! - `exposition`: the wire formats: text format parse and encode, delimited protobuf, names.
+//! - `store`: the groups of one node: prepare and check a push, apply it, the versioned replica
+//!   API, the family layout, the persistence file, the local render and its cache.
+//! - `telemetry`: the gateway's own metrics (recorder, process metrics), logging.
+//! - `ingest`: a push between HTTP and the store: body reading, decompression, decoding
+//!   (`ingest::body`), the `PushRequest` and when its work leaves the runtime.
+//! - `scrape`: the merged render of groups from several nodes, the streamed response.
+//! - `gateway`: the `Gateway` trait the HTTP layer talks to, and the single node's gateway.
+//! - `cluster`: membership (gossip), placement, the cluster gateway, peer gRPC, reconciliation.
+//! - `http`: the routes and handlers, the server, the web config (TLS, auth).
+//! - `config`: the flags (one table, also listed by `/api/v1/status`).
+//! - `node`: builds and runs a node: store, single node or cluster, persistence loop, readiness.
+//! - `testsupport` (feature `testsuite`): helpers for the integration tests and the benches.
+//!
+//! A push: `http` -> `ingest` (decode) -> `store::prepare` (prepare, check) -> `store`; on a
+//! cluster node, `cluster` placement -> gRPC forward to the group's primary and replicate to
+//! its co-owners -> `store` on each.
+//!
+//! A scrape: `http` <- `scrape::stream` <- `store::render` (one node's store) or
+//! `scrape::merged` (a cluster node's collected groups).
 // One audited exception: `exposition::utf8` (an ASCII fast path for UTF-8 validation).
 #![deny(unsafe_code)]
 
@@ -10,9 +34,12 @@ pub mod config;
 pub mod exposition;
 pub mod gateway;
 pub mod http;
+pub mod ingest;
 pub mod node;
+pub mod scrape;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testsuite"))]
 pub mod testsupport;
 pub mod time;
 

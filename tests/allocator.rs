@@ -1,5 +1,5 @@
 //! The binary's allocator tuning as the kernel sees it: transparent huge pages are off for the
-//! process unless `MIMALLOC_ALLOW_THP` is set (src/main.rs, `tune_allocator`).
+//! process unless `MIMALLOC_ALLOW_THP` is set (src/alloc.rs, `tune_allocator`).
 
 mod common;
 

@@ -11,14 +11,13 @@ use std::sync::Arc;
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, AllocProfiler, Bencher};
-use pushgate::cluster::membership::{Member, MemberState, NodeId};
-use pushgate::cluster::{placement, rpc};
+use pushgate::cluster::{collect_chunks, decode_chunks, ring, rpc};
+use pushgate::cluster::{Member, MemberState, NodeId};
 use pushgate::exposition::parse_text_borrowed;
 use pushgate::exposition::{self, NameScheme};
+use pushgate::scrape::merged;
 use pushgate::store::render::Format;
-use pushgate::store::{
-    merged, prepare_push, prepare_text, GroupKey, Store, StoreOptions, Validation,
-};
+use pushgate::store::{prepare_push, prepare_text, GroupKey, Store, StoreOptions, Validation};
 use pushgate_benches::body::render;
 
 #[global_allocator]
@@ -229,7 +228,7 @@ fn decode_replica(bencher: Bencher) {
 fn decode_collected_10k_groups(bencher: Bencher) {
     use prost::Message;
     let groups = filled_store().snapshot();
-    let chunks: Vec<bytes::Bytes> = rpc::collect_chunks(&groups, Vec::new(), Vec::new(), false)
+    let chunks: Vec<bytes::Bytes> = collect_chunks(&groups, Vec::new(), Vec::new(), false)
         .into_iter()
         .map(|c| c.encode_to_vec().into())
         .collect();
@@ -241,7 +240,7 @@ fn decode_collected_10k_groups(bencher: Bencher) {
                 .into_iter()
                 .map(|c| rpc::pb::CollectChunk::decode(c).expect("bench chunk decodes"))
                 .collect();
-            rpc::decode_chunks(chunks, NameScheme::Legacy)
+            decode_chunks(chunks, NameScheme::Legacy)
                 .expect("bench chunks are valid")
                 .groups
                 .len()
@@ -256,13 +255,12 @@ fn placement_owners_5_nodes(bencher: Bencher) {
             generation: 1,
             grpc_addr: SocketAddr::from(([10, 0, 0, i as u8], 9094)),
             state: MemberState::Active,
-            raw_push: true,
         })
         .collect();
     let members = Arc::new(members);
     let mut h = 0u64;
     bencher.bench_local(|| {
         h = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        placement::owners(black_box(h), members.iter(), 2).len()
+        ring::owners(black_box(h), members.iter(), 2).len()
     });
 }

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use pushgate::cluster::placement::owners;
+use pushgate::cluster::ring::owners;
 use pushgate::cluster::{Member, MemberState, NodeId};
 use pushgate::store::GroupKey;
 
@@ -70,7 +70,6 @@ fn active_members(ids: &[String]) -> Vec<Member> {
             generation: 1,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             state: MemberState::Active,
-            raw_push: true,
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use super::ring::Ring;
 use super::rpc::client::PeerClients;
 use super::write::entry_load::EntryLoad;
 use crate::exposition::NameScheme;
-use crate::gateway::INLINE_PREPARE_LIMIT;
+use crate::ingest::INLINE_PREPARE_LIMIT;
 use crate::store::MergedOrders;
 use crate::store::{Store, Validation};
 use crate::telemetry::metrics as m;

@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use super::core::ClusterCore;
 use super::rpc::{client, pb};
 use super::write::op::WriteOp;
-use crate::gateway::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
-use crate::gateway::{Gateway, LocalStats, PushRequest};
-use crate::store::merged::{render_groups, render_groups_chunked};
+use crate::gateway::Gateway;
+use crate::ingest::PushRequest;
+use crate::scrape::merged::{render_groups, render_groups_chunked};
+use crate::scrape::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::store::render::{Format, RenderStats};
 use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily, Validation};
+use crate::telemetry::LocalStats;
 
 /// The `Gateway` of a cluster node.
 pub struct ClusterGateway {

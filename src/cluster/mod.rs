@@ -55,5 +55,7 @@ pub use core::ClusterCore;
 pub use gateway::ClusterGateway;
 pub use member::{Member, MemberState, NodeId};
 pub use membership::{Membership, MembershipConfig, PROTOCOL_VERSION};
+pub use read::answer::collect_chunks;
+pub use read::merge::decode_chunks;
 pub use ring::Ring;
 pub use rpc::server::ClusterService;

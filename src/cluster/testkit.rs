@@ -16,8 +16,8 @@ use crate::cluster::rpc::server::ClusterService;
 use crate::cluster::rpc::{pb, wire, Cluster};
 use crate::cluster::write::op::WriteOp;
 use crate::cluster::write::route::{forward_deadline_ms, forward_message};
-use crate::exposition::NameScheme;
 use crate::exposition::parse_text;
+use crate::exposition::NameScheme;
 use crate::store::{prepare_push, GroupKey, PreparedPush, Store, StoreOptions, Validation};
 
 pub(crate) fn key(job: &str) -> GroupKey {

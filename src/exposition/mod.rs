@@ -35,7 +35,6 @@ pub use text::parse::{
     parse_text, parse_text_borrowed, ParsedFamily, ParsedMetric, ParsedText, Point, TextParseError,
 };
 
-
 impl Metric {
     /// The metric's label pairs as (name, value), in stored order (an unset name or value is
     /// the empty string, as the getters give it).

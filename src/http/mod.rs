@@ -22,7 +22,6 @@
 //! the handlers share, `grouping` parses the grouping key of a push URL.
 
 mod app;
-pub mod body;
 pub mod grouping;
 mod handlers;
 mod path;
@@ -35,4 +34,3 @@ pub mod web_config;
 
 pub use app::{app, App};
 pub use state::{AppState, HttpConfig};
-

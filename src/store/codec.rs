@@ -10,7 +10,7 @@ use super::family::{self, encode_family_header, BlockBuilder, SharedBlock, Store
 use super::group::GroupSnapshot;
 use super::key::GroupKey;
 use super::prepare::{self, Limits, Validation};
-use crate::exposition::{NameScheme, MetricType};
+use crate::exposition::{MetricType, NameScheme};
 
 /// Generated from proto/pushgate/snapshot.proto.
 #[allow(clippy::all, missing_docs)]

@@ -19,7 +19,6 @@ pub mod family;
 mod group;
 mod index;
 pub mod key;
-pub mod merged;
 mod options;
 pub mod persistence;
 pub mod prepare;
@@ -37,8 +36,8 @@ pub use family::StoredFamily;
 pub use group::{timing_families_of, GroupSnapshot};
 pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
-pub use render_cache::MergedOrders;
 pub use prepare::{prepare_push, prepare_text, Limits, PreparedPush, Validation};
+pub use render_cache::MergedOrders;
 pub use write::WriteOutcome;
 
 use group::Group;

@@ -9,8 +9,8 @@ use super::error::PushError;
 use super::family::{BlockBuilder, EncodeMetric, LabelRef, Merged, StoredFamily};
 use super::key::GroupKey;
 use crate::exposition::{is_valid_label_name, is_valid_metric_name, NameScheme};
-use crate::exposition::{ParsedMetric, ParsedText, Point};
 use crate::exposition::{LabelPair, Metric, MetricFamily, MetricType};
+use crate::exposition::{ParsedMetric, ParsedText, Point};
 
 pub const PUSH_TIME_METRIC: &str = "push_time_seconds";
 pub const PUSH_FAILURE_TIME_METRIC: &str = "push_failure_time_seconds";
@@ -135,23 +135,10 @@ impl<'x> EncodeMetric for TextMetric<'x> {
         self.labels
     }
     fn write_text(&self, out: &mut Vec<u8>, name: &str, typ: MetricType, pairs: &[(&str, &str)]) {
-        crate::exposition::write_parsed_labelled(
-            out,
-            name,
-            typ,
-            self.metric,
-            self.points,
-            pairs,
-        );
+        crate::exposition::write_parsed_labelled(out, name, typ, self.metric, self.points, pairs);
     }
     fn write_proto(&self, typ: MetricType, pairs: &[(&str, &str)], out: &mut Vec<u8>) {
-        crate::exposition::encode_parsed_labelled(
-            typ,
-            self.metric,
-            self.points,
-            pairs,
-            out,
-        );
+        crate::exposition::encode_parsed_labelled(typ, self.metric, self.points, pairs, out);
     }
 }
 

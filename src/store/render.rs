@@ -7,14 +7,13 @@
 //! number, which moves only when a member joins, leaves or changes its label sets; a scrape of
 //! a family whose layout is unchanged copies every member's bytes in the cached order.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::family::{encode_family_header, MetricChunk, StoredFamily};
 use super::group::{timing_families_of, GroupSnapshot};
 use super::key::{self, GroupKey};
 use super::options::ReservedNames;
-use super::render_cache::{MergedOrders, RenderCache};
+use super::render_cache::{MergedOrderMap, MergedOrders};
 use super::Store;
 use crate::exposition;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 /// Member order of each family, valid while the family's layout sequence number is unchanged.
 #[derive(Default)]
 pub struct RenderCache {
-    layouts: HashMap<Arc<str>, (u64, Arc<[u64]>)>,
+    pub(super) layouts: HashMap<Arc<str>, (u64, Arc<[u64]>)>,
 }
 
 impl RenderCache {
@@ -25,10 +25,10 @@ impl RenderCache {
 pub struct MergedOrders {
     /// The orders found or used by the last merged render: positions in the family's member
     /// list. Replaced whole by every render, so families gone are forgotten.
-    last: parking_lot::Mutex<Arc<MergedOrderMap>>,
+    pub(super) last: parking_lot::Mutex<Arc<MergedOrderMap>>,
 }
 
-type MergedOrderMap = HashMap<Arc<str>, (u64, Arc<[u32]>), foldhash::fast::RandomState>;
+pub(super) type MergedOrderMap = HashMap<Arc<str>, (u64, Arc<[u32]>), foldhash::fast::RandomState>;
 
 impl MergedOrders {
     /// How many families' orders are remembered.
@@ -40,4 +40,3 @@ impl MergedOrders {
         self.len() == 0
     }
 }
-

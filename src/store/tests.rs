@@ -6,7 +6,8 @@ use super::prepare::{
 };
 use super::render::Format;
 use super::*;
-use crate::exposition::{NameScheme, parse_text};
+use crate::exposition::{parse_text, NameScheme};
+use crate::scrape::merged;
 
 fn key(job: &str, extra: &[(&str, &str)]) -> GroupKey {
     GroupKey::new(

@@ -7,8 +7,27 @@ pub mod process;
 pub mod recorder;
 
 use crate::exposition::MetricType;
-use crate::store::{ReservedNames, StoredFamily};
+use crate::store::{ReservedNames, Store, StoredFamily};
 pub use recorder::SelfRecorder;
+
+/// Sizes of what a node holds locally, for its self-metrics (`own_families`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalStats {
+    pub groups: usize,
+    pub series: usize,
+    pub encoded_bytes: usize,
+}
+
+impl LocalStats {
+    /// What `store` holds now.
+    pub fn of(store: &Store) -> LocalStats {
+        LocalStats {
+            groups: store.group_count(),
+            series: store.series_count(),
+            encoded_bytes: store.encoded_bytes(),
+        }
+    }
+}
 
 /// Names the gateway exposes itself, for the store's consistency check.
 pub fn reserved_names() -> ReservedNames {
@@ -20,10 +39,7 @@ pub fn reserved_names() -> ReservedNames {
 }
 
 /// The self-metric families for one scrape: recorded metrics, build info, process stats.
-pub fn own_families(
-    recorder: &SelfRecorder,
-    local: crate::gateway::LocalStats,
-) -> Vec<StoredFamily> {
+pub fn own_families(recorder: &SelfRecorder, local: LocalStats) -> Vec<StoredFamily> {
     use recorder::{counter_metric, gauge_metric};
     let mut extra = vec![
         (

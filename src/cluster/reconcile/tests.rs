@@ -13,8 +13,8 @@ use crate::cluster::read::answer::{collect_chunks, select_for_collect};
 use crate::cluster::read::merge::{decode_chunks, drop_repeated_groups};
 use crate::cluster::ring::{owners, Ring};
 use crate::cluster::rpc::{pb, wire};
-use crate::exposition::NameScheme;
 use crate::exposition::parse_text;
+use crate::exposition::NameScheme;
 use crate::store::{prepare_push, GroupKey, Store, StoreOptions, Validation};
 use crate::time::unix_millis;
 

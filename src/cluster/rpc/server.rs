@@ -14,8 +14,8 @@ use super::super::write::replicate::{replica_message, stamp_of, Replica, ReturnT
 use super::pb;
 use super::pb::cluster_server::Cluster;
 use super::wire;
-use crate::gateway::{off_runtime, PushRequest};
-use crate::http::body::BodyFormat;
+use crate::ingest::body::BodyFormat;
+use crate::ingest::{off_runtime, PushRequest};
 use crate::store::PreparedPush;
 
 /// The gRPC service peers call.

@@ -11,8 +11,8 @@ use crate::cluster::rpc::{pb, wire, Cluster};
 use crate::cluster::testkit::*;
 use crate::cluster::write::op::{WriteAnswer, WriteOp};
 use crate::cluster::write::route::{forward_deadline_ms, forward_message};
-use crate::exposition::NameScheme;
 use crate::exposition::parse_text;
+use crate::exposition::NameScheme;
 use crate::store::{prepare_push, Store, StoreOptions, StoredFamily, Validation};
 
 #[tokio::test]

@@ -5,10 +5,10 @@
 use prost::Message;
 use tonic::{Code, Status};
 
-use crate::exposition::{is_valid_label_name, NameScheme};
 use crate::exposition::LabelPair;
-use crate::store::family::BlockBuilder;
+use crate::exposition::{is_valid_label_name, NameScheme};
 use crate::store::codec::{decode_group, encode_group_wire, snapshot_proto};
+use crate::store::family::BlockBuilder;
 use crate::store::{GroupKey, GroupSnapshot, StoredFamily};
 
 /// A status carried in a batch reply's item (`error_code`, `error`).

@@ -1,7 +1,7 @@
 //! A write as it travels through the cluster (`WriteOp`), and what it ends with (`WriteAnswer`):
 //! the HTTP answer, told apart exactly as a single node's error would be.
 
-use crate::gateway::PushRequest;
+use crate::ingest::PushRequest;
 use crate::store::{GroupKey, PreparedPush, PushError, Store, Validation};
 
 use super::super::rpc::pb;

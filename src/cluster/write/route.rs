@@ -11,8 +11,8 @@ use super::super::member::Member;
 use super::super::rpc::{pb, wire};
 use super::op::{decoded, WriteAnswer, WriteOp};
 use super::replicate::Replica;
-use crate::gateway::{off_runtime, PushRequest};
-use crate::http::body::BodyFormat;
+use crate::ingest::body::BodyFormat;
+use crate::ingest::{off_runtime, PushRequest};
 use crate::store::{GroupSnapshot, PreparedPush};
 use crate::time::unix_seconds;
 

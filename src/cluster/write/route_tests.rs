@@ -8,10 +8,11 @@ use crate::cluster::core::ClusterCore;
 use crate::cluster::gateway::ClusterGateway;
 use crate::cluster::testkit::*;
 use crate::cluster::write::op::{WriteAnswer, WriteOp};
-use crate::exposition::NameScheme;
 use crate::exposition::parse_text;
-use crate::gateway::{Gateway, LocalGateway, PushRequest};
-use crate::http::body::BodyFormat;
+use crate::exposition::NameScheme;
+use crate::gateway::{Gateway, LocalGateway};
+use crate::ingest::body::BodyFormat;
+use crate::ingest::PushRequest;
 use crate::store::{prepare_push, PushError, Store, StoreOptions, Validation};
 
 #[tokio::test]

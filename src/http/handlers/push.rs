@@ -17,12 +17,13 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, StatusCode};
 
-use crate::gateway::{Gateway, PushRequest};
-use crate::http::body::{body_format, read_body};
+use crate::gateway::Gateway;
 use crate::http::grouping::parse_grouping_path;
 use crate::http::request_metrics::{counted, push_summaries};
 use crate::http::response::{empty, error_text, plain};
 use crate::http::state::AppState;
+use crate::ingest::body::{body_format, read_body};
+use crate::ingest::PushRequest;
 use crate::store::PushError;
 use crate::telemetry::metrics as m;
 

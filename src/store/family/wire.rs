@@ -7,8 +7,8 @@ use super::builder::BlockBuilder;
 use super::hash::layout_of;
 use super::intern::intern;
 use super::layout::{offset, Entry, FamilyHead, StoredFamily};
-use crate::exposition::NameScheme;
 use crate::exposition::MetricType;
+use crate::exposition::NameScheme;
 
 /// Families read from a peer's message in place: their block is the message's buffer itself
 /// (shared, not copied), for families that are rendered once and dropped (a merged scrape's

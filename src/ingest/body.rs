@@ -7,7 +7,7 @@ use axum::body::Body;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 
-use crate::exposition::{self, NameScheme, MetricFamily};
+use crate::exposition::{self, MetricFamily, NameScheme};
 
 /// A refused body: 400 for undecodable content, 413 for size limits.
 #[derive(Debug, thiserror::Error)]

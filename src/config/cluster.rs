@@ -1,0 +1,175 @@
+//! The cluster flags checked together: `None` for a single node, or the settings a cluster
+//! node starts with, refused before anything is bound when they do not fit together.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::addresses::parse_listen_address;
+use super::Config;
+
+/// The cluster flags once validated: where to listen, what to advertise.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub peers: Vec<String>,
+    pub name: String,
+    pub replication_factor: usize,
+    pub gossip_interval: Duration,
+    pub peer_timeout: Duration,
+}
+
+impl Config {
+    /// The cluster settings, `None` for a single node; refuses inconsistent cluster flags
+    /// before anything is bound.
+    pub fn cluster(&self) -> Result<Option<ClusterSettings>, String> {
+        if self.cluster_listen_address.is_empty() {
+            let stray =
+                !self.cluster_advertise_address.is_empty() || !self.cluster_peers.is_empty();
+            if stray {
+                return Err(
+                    "--cluster.advertise-address and --cluster.peer need --cluster.listen-address"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        }
+        let first = |flag: &str, s: &str| -> Result<SocketAddr, String> {
+            let addrs = parse_listen_address(s).map_err(|e| format!("--{flag}: {e}"))?;
+            let addr = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied()
+                .ok_or_else(|| format!("--{flag} {s:?} resolves to no address"))?;
+            if addr.port() == 0 {
+                return Err(format!("--{flag} {s:?} needs a non-zero port"));
+            }
+            Ok(addr)
+        };
+        let listen = first("cluster.listen-address", &self.cluster_listen_address)?;
+        let advertise = if self.cluster_advertise_address.is_empty() {
+            listen
+        } else {
+            first("cluster.advertise-address", &self.cluster_advertise_address)?
+        };
+        if advertise.ip().is_unspecified() {
+            return Err(format!(
+                "cluster address {advertise} is unspecified: set --cluster.advertise-address to an address the other nodes can reach"
+            ));
+        }
+        if self.cluster_replication_factor == 0 {
+            return Err("--cluster.replication-factor must be at least 1".into());
+        }
+        if self.cluster_name.is_empty() {
+            return Err("--cluster.name must not be empty".into());
+        }
+        if self.cluster_gossip_interval.is_zero() {
+            return Err("--cluster.gossip-interval must be positive".into());
+        }
+        if self.cluster_peer_timeout.is_zero() {
+            return Err("--cluster.peer-timeout must be positive".into());
+        }
+        if self.cluster_anti_entropy_interval.is_zero() {
+            return Err("--cluster.anti-entropy-interval must be positive".into());
+        }
+        if self.cluster_tombstone_lifetime < self.cluster_anti_entropy_interval * 3 {
+            return Err("--cluster.tombstone-lifetime must be at least 3 anti-entropy intervals (a tombstone must reach every co-owner before it is forgotten)".into());
+        }
+        if self.cluster_rebalance_rate == 0 {
+            return Err("--cluster.rebalance-rate must be positive".into());
+        }
+        for p in &self.cluster_peers {
+            match p.rsplit_once(':') {
+                Some((h, port)) if !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                _ => return Err(format!("--cluster.peer {p:?} is not host:port")),
+            }
+        }
+        Ok(Some(ClusterSettings {
+            listen,
+            advertise,
+            peers: self.cluster_peers.clone(),
+            name: self.cluster_name.clone(),
+            replication_factor: self.cluster_replication_factor,
+            gossip_interval: self.cluster_gossip_interval,
+            peer_timeout: self.cluster_peer_timeout,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn cluster_flags() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("pushgate").chain(args.iter().copied()))
+                .unwrap()
+                .cluster()
+        };
+        assert!(parse(&[]).unwrap().is_none());
+        assert!(parse(&["--cluster.peer=a:1"]).is_err());
+        let c = parse(&[
+            "--cluster.listen-address=127.0.0.1:9094",
+            "--cluster.peer=h:9094",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.advertise.to_string(), "127.0.0.1:9094");
+        assert_eq!(c.replication_factor, 2);
+        assert_eq!(c.gossip_interval, Duration::from_millis(200));
+        assert_eq!(c.peer_timeout, Duration::from_secs(2));
+        assert!(parse(&["--cluster.listen-address=0.0.0.0:9094"]).is_err());
+        assert!(parse(&[
+            "--cluster.listen-address=0.0.0.0:9094",
+            "--cluster.advertise-address=10.0.0.1:9094"
+        ])
+        .unwrap()
+        .is_some());
+        assert!(parse(&[
+            "--cluster.listen-address=127.0.0.1:9094",
+            "--cluster.replication-factor=0"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--cluster.listen-address=127.0.0.1:9094",
+            "--cluster.peer=nope"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn lifecycle_flags() {
+        let config = |args: &[&str]| {
+            Config::try_parse_from(
+                ["pushgate", "--cluster.listen-address=127.0.0.1:9094"]
+                    .into_iter()
+                    .chain(args.iter().copied()),
+            )
+            .unwrap()
+        };
+        let parse = |args: &[&str]| config(args).cluster();
+        assert!(parse(&[]).unwrap().is_some());
+        let c = config(&[]);
+        assert_eq!(c.cluster_anti_entropy_interval, Duration::from_secs(10));
+        assert_eq!(c.cluster_tombstone_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.cluster_shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.cluster_join_timeout, Duration::from_secs(30));
+        assert_eq!(c.cluster_max_hints, 100_000);
+        assert!(parse(&["--cluster.anti-entropy-interval=0s"]).is_err());
+        assert!(parse(&["--cluster.rebalance-rate=0"]).is_err());
+        // A tombstone must outlive a few rounds, or a co-owner may never see it.
+        assert!(parse(&[
+            "--cluster.anti-entropy-interval=1m",
+            "--cluster.tombstone-lifetime=2m"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--cluster.anti-entropy-interval=1s",
+            "--cluster.tombstone-lifetime=1m"
+        ])
+        .is_ok());
+    }
+}

@@ -1,0 +1,167 @@
+//! Command-line flags: upstream's names and defaults, plus pushgate's limits. The clap
+//! definition below is the one flag table: parsing, `--help` and the flags that
+//! `/api/v1/status` and the status page list (`flag_values`) all come from it.
+
+pub mod addresses;
+pub mod cluster;
+pub mod flag_values;
+
+pub use addresses::{parse_listen_address, route_prefix};
+pub use cluster::ClusterSettings;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use crate::telemetry::logging::{LogFormat, LogLevel};
+use crate::time::parse_go_duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pushgate",
+    version,
+    about = "A drop-in, clusterable Prometheus Pushgateway"
+)]
+pub struct Config {
+    /// Addresses to listen on for the web interface, API and telemetry (repeatable).
+    #[arg(long = "web.listen-address", default_value = ":9091")]
+    pub listen_addresses: Vec<String>,
+    /// Path to a web configuration file (TLS, basic auth), exporter-toolkit format.
+    #[arg(long = "web.config.file")]
+    pub web_config_file: Option<PathBuf>,
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics")]
+    pub telemetry_path: String,
+    /// The URL under which the gateway is externally reachable.
+    #[arg(long = "web.external-url", default_value = "")]
+    pub external_url: String,
+    /// Prefix for the internal routes; defaults to the path of --web.external-url.
+    #[arg(long = "web.route-prefix", default_value = "")]
+    pub route_prefix: String,
+    /// Enable shutdown via HTTP request (/-/quit).
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+    /// Enable the admin API (/api/v1/admin/wipe).
+    #[arg(long = "web.enable-admin-api")]
+    pub enable_admin_api: bool,
+    /// File to persist metrics in; empty keeps them in memory only.
+    #[arg(long = "persistence.file", default_value = "")]
+    pub persistence_file: String,
+    /// The minimum interval at which to write out the persistence file.
+    #[arg(long = "persistence.interval", default_value = "5m", value_parser = parse_go_duration)]
+    pub persistence_interval: Duration,
+    /// Start with an empty store when the persistence file cannot be read; the unreadable file
+    /// is kept, renamed with a `.corrupt-<unix time>` suffix.
+    #[arg(long = "persistence.start-empty-on-error")]
+    pub persistence_start_empty_on_error: bool,
+    /// Do not check consistency of pushed metrics (answer 202).
+    #[arg(long = "push.disable-consistency-check")]
+    pub disable_consistency_check: bool,
+    /// Allow UTF-8 characters in metric and label names.
+    #[arg(long = "push.enable-utf8-names")]
+    pub enable_utf8_names: bool,
+    /// Largest push body accepted, in bytes, before and after decompression (413 above).
+    #[arg(long = "push.max-body-bytes", default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+    /// Most series (sample lines) in one push.
+    #[arg(long = "push.max-series-per-push", default_value_t = 100_000)]
+    pub max_series_per_push: usize,
+    /// Longest label name, in bytes.
+    #[arg(long = "push.max-label-name-length", default_value_t = 1024)]
+    pub max_label_name_length: usize,
+    /// Longest label value, in bytes.
+    #[arg(long = "push.max-label-value-length", default_value_t = 1 << 20)]
+    pub max_label_value_length: usize,
+    /// Most labels in a grouping key, job included.
+    #[arg(long = "push.max-grouping-labels", default_value_t = 50)]
+    pub max_grouping_labels: usize,
+    /// Most groups held; pushes creating more are refused.
+    #[arg(long = "push.max-groups", default_value_t = 1_000_000)]
+    pub max_groups: usize,
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Output format of log messages.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+    /// Listen address (host:port) for cluster gossip (UDP) and node-to-node gRPC (TCP, same
+    /// port number); empty runs a single node.
+    #[arg(long = "cluster.listen-address", default_value = "")]
+    pub cluster_listen_address: String,
+    /// Address (host:port) the other nodes reach this node at; defaults to the listen address
+    /// (which must then not be unspecified, e.g. 0.0.0.0).
+    #[arg(long = "cluster.advertise-address", default_value = "")]
+    pub cluster_advertise_address: String,
+    /// Initial peer (host:port, DNS names allowed; repeatable).
+    #[arg(long = "cluster.peer")]
+    pub cluster_peers: Vec<String>,
+    /// Nodes gossiping under another cluster name are ignored.
+    #[arg(long = "cluster.name", default_value = "pushgate")]
+    pub cluster_name: String,
+    /// Number of nodes holding each push group.
+    #[arg(long = "cluster.replication-factor", default_value_t = 2)]
+    pub cluster_replication_factor: usize,
+    /// Interval between gossip rounds.
+    #[arg(long = "cluster.gossip-interval", default_value = "200ms", value_parser = parse_go_duration)]
+    pub cluster_gossip_interval: Duration,
+    /// Deadline of each node-to-node gRPC call.
+    #[arg(long = "cluster.peer-timeout", default_value = "2s", value_parser = parse_go_duration)]
+    pub cluster_peer_timeout: Duration,
+    /// Interval between anti-entropy rounds (co-owners compare digests and repair; groups held
+    /// by a non-owner are handed over); a ring change starts a round at once.
+    #[arg(long = "cluster.anti-entropy-interval", default_value = "10s", value_parser = parse_go_duration)]
+    pub cluster_anti_entropy_interval: Duration,
+    /// How long a deleted group's tombstone is kept; must exceed the longest time a node may
+    /// be away and come back with its old copy (a stale copy older than this can reappear).
+    #[arg(long = "cluster.tombstone-lifetime", default_value = "1h", value_parser = parse_go_duration)]
+    pub cluster_tombstone_lifetime: Duration,
+    /// Most groups this node holds for unreachable owners (hints); a stand-in replica beyond it
+    /// is refused, so the writer tries the next node.
+    #[arg(long = "cluster.max-hints", default_value_t = 100_000)]
+    pub cluster_max_hints: usize,
+    /// Most groups per second a node sends when rebalancing or repairing.
+    #[arg(long = "cluster.rebalance-rate", default_value_t = 2_000)]
+    pub cluster_rebalance_rate: u32,
+    /// Longest wait at start for the peers and the pull of this node's groups before it turns
+    /// active (and ready) anyway, with a warning.
+    #[arg(long = "cluster.join-timeout", default_value = "30s", value_parser = parse_go_duration)]
+    pub cluster_join_timeout: Duration,
+    /// Longest graceful shutdown (SIGTERM, /-/quit): handing the groups over to their next
+    /// owners stops after this, the rest stays in the persistence file and on the co-owners.
+    #[arg(long = "cluster.shutdown-timeout", default_value = "30s", value_parser = parse_go_duration)]
+    pub cluster_shutdown_timeout: Duration,
+    /// Every flag's name and effective value, as `/api/v1/status` lists them; filled by
+    /// [`Config::from_command_line`] and [`Config::try_from_args`] (clap's own `parse` leaves
+    /// it empty: it keeps no record of the matches).
+    #[arg(skip)]
+    flag_values: Vec<(String, String)>,
+}
+
+impl Config {
+    /// Parses the process's arguments; on bad flags, exits with clap's message (as
+    /// `Parser::parse` does).
+    pub fn from_command_line() -> Config {
+        Config::try_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the program name first) and records every flag's effective value.
+    pub fn try_from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let command = Config::command();
+        let matches = command.clone().try_get_matches_from(args)?;
+        let mut cfg =
+            Config::from_arg_matches(&matches).map_err(|e| e.format(&mut command.clone()))?;
+        cfg.flag_values = flag_values::effective_values(&command, &matches);
+        Ok(cfg)
+    }
+
+    /// Every flag's name (without the dashes) and effective value, for `/api/v1/status`.
+    pub fn flag_values(&self) -> &[(String, String)] {
+        &self.flag_values
+    }
+}

@@ -1,0 +1,88 @@
+//! A single node's gateway: every request goes to the embedded in-memory store.
+
+use std::sync::Arc;
+
+use super::Gateway;
+use crate::ingest::{off_runtime, PushRequest};
+use crate::scrape::{render_whole, stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
+use crate::store::render::{Format, RenderStats};
+use crate::store::{GroupKey, GroupSnapshot, PushError, Store, StoredFamily, Validation};
+use crate::telemetry::LocalStats;
+use crate::time::unix_seconds;
+
+/// A single node: the embedded in-memory store.
+pub struct LocalGateway {
+    store: Arc<Store>,
+    validation: Validation,
+}
+
+impl LocalGateway {
+    pub fn new(store: Arc<Store>, validation: Validation) -> Self {
+        LocalGateway { store, validation }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+impl Gateway for LocalGateway {
+    async fn push(&self, req: PushRequest) -> Result<(), PushError> {
+        let large = req.is_large();
+        let v = self.validation.clone();
+        let store = self.store.clone();
+        let work = move || {
+            let key = req.key.clone();
+            match req.prepare_now(&v) {
+                Ok(prepared) => store.push(prepared, unix_seconds()).map(|_| ()),
+                Err(e @ PushError::Invalid(_)) => {
+                    // Upstream records a refused push on the group (push_failure_time_seconds).
+                    store.record_failure(&key, unix_seconds());
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        off_runtime(large, work).await
+    }
+
+    async fn delete(&self, key: GroupKey) -> Result<(), PushError> {
+        self.store.delete(&key);
+        Ok(())
+    }
+
+    async fn wipe(&self) -> Result<(), PushError> {
+        self.store.wipe();
+        Ok(())
+    }
+
+    async fn render(&self, format: Format, own: Vec<StoredFamily>) -> (Vec<u8>, RenderStats) {
+        let store = self.store.clone();
+        render_whole(move |out| store.render(format, &own, out)).await
+    }
+
+    async fn render_stream(
+        &self,
+        format: Format,
+        own: Vec<StoredFamily>,
+        gzip: bool,
+        _timeout: Option<std::time::Duration>,
+    ) -> ScrapeStream {
+        let store = self.store.clone();
+        stream_rendered(gzip, std::time::Instant::now(), move |emit| {
+            store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, emit)
+        })
+    }
+
+    async fn groups(&self) -> Vec<GroupSnapshot> {
+        self.store.snapshot()
+    }
+
+    fn local_stats(&self) -> LocalStats {
+        LocalStats::of(&self.store)
+    }
+
+    fn validation(&self) -> &Validation {
+        &self.validation
+    }
+}

@@ -1,0 +1,55 @@
+//! The store behind one trait, so the HTTP layer runs unchanged on a single node and on a
+//! cluster node: it hands validated requests to a `Gateway` and renders what it returns.
+
+pub mod local;
+
+use std::future::Future;
+
+use crate::ingest::PushRequest;
+use crate::scrape::{stream_rendered, ScrapeStream};
+use crate::store::render::{Format, RenderStats};
+use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily, Validation};
+use crate::telemetry::LocalStats;
+
+pub use local::LocalGateway;
+
+/// What the HTTP layer asks of the groups, wherever they live (this node's store, or the
+/// cluster's nodes).
+pub trait Gateway: Send + Sync + 'static {
+    fn push(&self, req: PushRequest) -> impl Future<Output = Result<(), PushError>> + Send;
+    fn delete(&self, key: GroupKey) -> impl Future<Output = Result<(), PushError>> + Send;
+    fn wipe(&self) -> impl Future<Output = Result<(), PushError>> + Send;
+    /// The full exposition: every group's families merged with `own` (self-metrics).
+    fn render(
+        &self,
+        format: Format,
+        own: Vec<StoredFamily>,
+    ) -> impl Future<Output = (Vec<u8>, RenderStats)> + Send;
+    /// The full exposition as a stream of chunks (gzip-compressed when `gzip`), so a large
+    /// scrape is sent while it is rendered instead of being built in one buffer first. The
+    /// default renders it whole with `render` and sends it as one chunk. `timeout`: how long
+    /// the client waits for the scrape, when it says (Prometheus'
+    /// `X-Prometheus-Scrape-Timeout-Seconds`); a cluster node keeps its peer calls within it.
+    fn render_stream(
+        &self,
+        format: Format,
+        own: Vec<StoredFamily>,
+        gzip: bool,
+        _timeout: Option<std::time::Duration>,
+    ) -> impl Future<Output = ScrapeStream> + Send {
+        async move {
+            let started = std::time::Instant::now();
+            let (body, stats) = self.render(format, own).await;
+            stream_rendered(gzip, started, move |emit| {
+                emit(body);
+                stats
+            })
+        }
+    }
+    /// Every group, sorted by key.
+    fn groups(&self) -> impl Future<Output = Vec<GroupSnapshot>> + Send;
+    /// What this node holds, for self-metrics.
+    fn local_stats(&self) -> LocalStats;
+    /// Validation rules for pushes (names, limits).
+    fn validation(&self) -> &Validation;
+}

@@ -1,0 +1,325 @@
+//! The cluster side of a node: it binds its gRPC listener and gossip socket when it starts,
+//! joins (waits for peers, pulls its groups, turns ready) and leaves (hands its groups over).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::readiness::Readiness;
+use crate::cluster::reconcile::{LifecycleSettings, Reconciler};
+use crate::cluster::rpc::{
+    ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
+};
+use crate::cluster::{ClusterCore, ClusterService};
+use crate::cluster::{Member, MemberState, Membership, MembershipConfig, Ring};
+use crate::config::{ClusterSettings, Config};
+use crate::store::{Store, Validation};
+use crate::telemetry::metrics as m;
+
+/// How long a joining node waits, once active, for R active members before it turns ready.
+const WRITE_QUORUM_WAIT: Duration = Duration::from_secs(5);
+
+/// The cluster side of a node: membership (gossip over UDP), the gRPC server (TCP, same port)
+/// and the state they share with the HTTP side.
+pub(super) struct ClusterNode {
+    pub(super) core: Arc<ClusterCore>,
+    pub(super) lifecycle: Arc<Lifecycle>,
+    grpc_stop: Arc<Notify>,
+    grpc: tokio::task::JoinHandle<()>,
+    members_gauge: tokio::task::JoinHandle<()>,
+    join: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
+}
+
+/// What joining and leaving need: the membership, the reconciler and its stop signal.
+pub(super) struct Lifecycle {
+    membership: Membership,
+    reconciler: Arc<Reconciler>,
+    reconciler_stop: Arc<Notify>,
+    shutdown_timeout: Duration,
+}
+
+impl Lifecycle {
+    /// Waits for the peers (when any is configured), pulls the groups this node owns, turns
+    /// active and ready. Gives up waiting after `timeout`, with a warning.
+    async fn join(
+        &self,
+        peers_configured: bool,
+        timeout: Duration,
+        replication_factor: usize,
+        ready: Readiness,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let self_id = self.membership.self_id().clone();
+        let mut rings = self.membership.subscribe();
+        if peers_configured {
+            loop {
+                if rings
+                    .borrow_and_update()
+                    .members
+                    .iter()
+                    .any(|m| m.id != self_id)
+                {
+                    break;
+                }
+                tokio::select! {
+                    changed = rings.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!(node = %self_id, "no cluster peer seen within --cluster.join-timeout; starting as the first node");
+                        break;
+                    }
+                }
+            }
+        }
+        let ring = self.membership.ring();
+        let pulled = tokio::time::timeout_at(deadline, self.reconciler.pull(&ring)).await;
+        if !matches!(pulled, Ok(true)) {
+            tracing::warn!(node = %self_id, "could not pull from every peer; anti-entropy completes the copy");
+        }
+        self.membership.set_state(MemberState::Active).await;
+        // Ready once this node's own ring routes writes to it (the next gossip round).
+        let active = own_state_seen(&mut rings, Duration::from_secs(10), |m| {
+            m.is_some_and(|m| m.state == MemberState::Active)
+        })
+        .await;
+        if !active {
+            tracing::warn!(node = %self_id, "own active state not seen in the ring; ready anyway");
+        }
+        // At a cold start the nodes turn active at about the same time, and each sees the
+        // others still joining for a gossip round: writes are placed over the active members,
+        // so with fewer than R of them a push could not reach R holders (503). Wait, briefly,
+        // until R are active or none is left joining (a cluster short of nodes is ready at once:
+        // it serves reads).
+        let enough = ring_seen(&mut rings, WRITE_QUORUM_WAIT, |ring| {
+            let count = |state| ring.members.iter().filter(|m| m.state == state).count();
+            count(MemberState::Active) >= replication_factor || count(MemberState::Joining) == 0
+        })
+        .await;
+        if !enough {
+            tracing::warn!(node = %self_id, "fewer than --cluster.replication-factor members active; ready anyway");
+        }
+        ready.set_ready();
+        tracing::info!(node = %self_id, "joined the cluster; ready");
+        self.reconciler.kick();
+    }
+
+    /// Marks this node leaving and hands its groups to their next owners, within the
+    /// shutdown timeout. Reads are served meanwhile.
+    pub(super) async fn leave(&self) {
+        let deadline = std::time::Instant::now() + self.shutdown_timeout;
+        self.reconciler_stop.notify_waiters();
+        self.reconciler_stop.notify_one();
+        self.membership.set_state(MemberState::Leaving).await;
+        let self_id = self.membership.self_id().clone();
+        let mut rings = self.membership.subscribe();
+        let seen = own_state_seen(&mut rings, Duration::from_secs(5), |m| {
+            m.is_none_or(|m| m.state == MemberState::Leaving)
+        })
+        .await;
+        if !seen {
+            tracing::warn!(node = %self_id, "own leaving state not seen in the ring; handing over anyway");
+        }
+        self.reconciler.hand_over(&rings, deadline).await;
+    }
+}
+
+impl ClusterNode {
+    pub(super) async fn start(
+        s: &ClusterSettings,
+        settings: LifecycleSettings,
+        store: Arc<Store>,
+        validation: Validation,
+        ready: Readiness,
+    ) -> anyhow::Result<ClusterNode> {
+        let grpc_listener = TcpListener::bind(s.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (cluster gRPC)", s.listen))?;
+        let mut mc = MembershipConfig::new(s.advertise, s.advertise);
+        mc.gossip_listen = s.listen;
+        mc.peers = s.peers.clone();
+        mc.cluster_name = s.name.clone();
+        mc.gossip_interval = s.gossip_interval;
+        mc.failure_detector.initial_interval = s.gossip_interval;
+        let membership = Membership::start(mc).await?;
+        let core = ClusterCore::new(
+            store,
+            validation,
+            membership.subscribe(),
+            membership.self_id().clone(),
+            s.replication_factor,
+            s.peer_timeout,
+        );
+        let grpc_stop = Arc::new(Notify::new());
+        let service = ClusterServer::new(ClusterService::new(core.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let stop = grpc_stop.clone();
+        // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without it, the
+        // answers to batched calls sat in Nagle's buffer until the peer's delayed ACK.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            |conn| {
+                let conn = conn?;
+                conn.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(conn)
+            },
+        );
+        let grpc = tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .initial_stream_window_size(PEER_STREAM_WINDOW)
+                .initial_connection_window_size(PEER_CONNECTION_WINDOW)
+                .max_frame_size(PEER_MAX_FRAME)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move { stop.notified().await })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(err = %e, "cluster gRPC server stopped with an error");
+            }
+        });
+        let (join_timeout, shutdown_timeout) = (settings.join_timeout, settings.shutdown_timeout);
+        let reconciler = Reconciler::new(core.clone(), settings, s.gossip_interval);
+        let reconciler_stop = Arc::new(Notify::new());
+        let reconciler_task = tokio::spawn(
+            reconciler
+                .clone()
+                .run(membership.subscribe(), reconciler_stop.clone()),
+        );
+        let mut rings = membership.subscribe();
+        let members_gauge = tokio::spawn(async move {
+            loop {
+                let ring = rings.borrow_and_update().clone();
+                for state in [
+                    MemberState::Joining,
+                    MemberState::Active,
+                    MemberState::Leaving,
+                ] {
+                    let n = ring.members.iter().filter(|m| m.state == state).count();
+                    metrics::gauge!(m::CLUSTER_MEMBERS, "state" => state.as_str()).set(n as f64);
+                }
+                if rings.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(node = %membership.self_id(), listen = %s.listen, peers = ?s.peers, replication_factor = s.replication_factor, "cluster node started");
+        let lifecycle = Arc::new(Lifecycle {
+            membership,
+            reconciler,
+            reconciler_stop,
+            shutdown_timeout,
+        });
+        let own = [s.listen.to_string(), s.advertise.to_string()];
+        let peers_configured = s.peers.iter().any(|p| !own.contains(p));
+        let join = {
+            let lifecycle = lifecycle.clone();
+            let timeout = join_timeout;
+            let r = s.replication_factor;
+            tokio::spawn(async move { lifecycle.join(peers_configured, timeout, r, ready).await })
+        };
+        Ok(ClusterNode {
+            core,
+            lifecycle,
+            grpc_stop,
+            grpc,
+            members_gauge,
+            join,
+            reconciler: reconciler_task,
+        })
+    }
+
+    /// After the HTTP servers drained: leave the ring, then stop serving peers.
+    pub(super) async fn stop(self) {
+        self.join.abort();
+        let _ = self.join.await;
+        self.lifecycle.reconciler_stop.notify_waiters();
+        self.lifecycle.reconciler_stop.notify_one();
+        let _ = self.reconciler.await;
+        self.lifecycle
+            .membership
+            .set_state(MemberState::Leaving)
+            .await;
+        self.grpc_stop.notify_waiters();
+        self.grpc_stop.notify_one();
+        let _ = self.grpc.await;
+        self.members_gauge.abort();
+        let _ = self.core;
+        match Arc::try_unwrap(self.lifecycle) {
+            Ok(l) => l.membership.shutdown().await,
+            Err(_) => tracing::warn!(
+                "cluster membership still in use at shutdown; gossip stops with the process"
+            ),
+        }
+    }
+}
+
+/// What joining, leaving and the reconciler need of the cluster flags (checked by
+/// `Config::cluster`).
+pub(super) fn lifecycle_settings(cfg: &Config) -> LifecycleSettings {
+    LifecycleSettings {
+        anti_entropy_interval: cfg.cluster_anti_entropy_interval,
+        tombstone_lifetime: cfg.cluster_tombstone_lifetime,
+        max_hints: cfg.cluster_max_hints,
+        rebalance_rate: cfg.cluster_rebalance_rate,
+        join_timeout: cfg.cluster_join_timeout,
+        shutdown_timeout: cfg.cluster_shutdown_timeout,
+    }
+}
+
+/// Waits (at most `limit`) until this node's own entry in its ring satisfies `done`, i.e. the
+/// gossip round that carries a state change has come back; false on timeout.
+async fn own_state_seen(
+    rings: &mut tokio::sync::watch::Receiver<Arc<Ring>>,
+    limit: Duration,
+    done: impl Fn(Option<&Member>) -> bool,
+) -> bool {
+    ring_seen(rings, limit, |ring| done(ring.self_member())).await
+}
+
+/// Waits (at most `limit`) until this node's ring satisfies `done`; false on timeout.
+async fn ring_seen(
+    rings: &mut tokio::sync::watch::Receiver<Arc<Ring>>,
+    limit: Duration,
+    done: impl Fn(&Ring) -> bool,
+) -> bool {
+    tokio::time::timeout(limit, async {
+        loop {
+            if done(&rings.borrow_and_update()) || rings.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_lifecycle_settings_are_the_cluster_flags() {
+        let cfg = Config::try_parse_from([
+            "pushgate",
+            "--cluster.listen-address=127.0.0.1:9094",
+            "--cluster.anti-entropy-interval=11s",
+            "--cluster.tombstone-lifetime=2h",
+            "--cluster.max-hints=7",
+            "--cluster.rebalance-rate=9",
+            "--cluster.join-timeout=12s",
+            "--cluster.shutdown-timeout=13s",
+        ])
+        .unwrap();
+        let s = lifecycle_settings(&cfg);
+        assert_eq!(s.anti_entropy_interval, Duration::from_secs(11));
+        assert_eq!(s.tombstone_lifetime, Duration::from_secs(7200));
+        assert_eq!(s.max_hints, 7);
+        assert_eq!(s.rebalance_rate, 9);
+        assert_eq!(s.join_timeout, Duration::from_secs(12));
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(13));
+    }
+}

@@ -1,0 +1,220 @@
+//! One pushgate node: builds the store from flags (loading the persistence file), chooses a
+//! single node or a cluster node, serves the HTTP API on pre-bound listeners, persists
+//! periodically and on shutdown.
+
+mod cluster;
+mod persistence;
+pub mod readiness;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use self::cluster::{lifecycle_settings, ClusterNode};
+use self::readiness::Readiness;
+use crate::cluster::ClusterGateway;
+use crate::config::{route_prefix, Config};
+use crate::exposition::names::NameScheme;
+use crate::gateway::{Gateway, LocalGateway};
+use crate::http::grouping::GroupingLimits;
+use crate::http::web_config::SharedWebConfig;
+use crate::http::{app, AppState, HttpConfig};
+use crate::store::{Limits, Store, StoreOptions, Validation};
+use crate::telemetry::{self, SelfRecorder};
+use crate::time::unix_seconds;
+
+pub struct Node {
+    cfg: Config,
+    store: Arc<Store>,
+    http: Arc<HttpConfig>,
+    recorder: SelfRecorder,
+    persistence: Option<PathBuf>,
+}
+
+impl Node {
+    /// Validates flags and loads the persistence file. Nothing is bound yet.
+    pub fn build(cfg: Config, recorder: SelfRecorder) -> anyhow::Result<Node> {
+        let names = if cfg.enable_utf8_names {
+            NameScheme::Utf8
+        } else {
+            NameScheme::Legacy
+        };
+        let prefix =
+            route_prefix(&cfg.route_prefix, &cfg.external_url).map_err(anyhow::Error::msg)?;
+        if !cfg.telemetry_path.starts_with('/') {
+            anyhow::bail!(
+                "--web.telemetry-path {:?} must start with /",
+                cfg.telemetry_path
+            );
+        }
+        if cfg.max_body_bytes == 0 || cfg.max_body_bytes > (1 << 30) {
+            anyhow::bail!("--push.max-body-bytes must be between 1 and 1073741824");
+        }
+        let limits = limits(&cfg);
+        let store = Arc::new(Store::new(StoreOptions {
+            consistency_check: !cfg.disable_consistency_check,
+            max_groups: cfg.max_groups,
+            reserved: telemetry::reserved_names(),
+        }));
+        let persistence =
+            (!cfg.persistence_file.is_empty()).then(|| PathBuf::from(&cfg.persistence_file));
+        if let Some(path) = &persistence {
+            persistence::load(&store, path, names, cfg.persistence_start_empty_on_error)?;
+        }
+        let http = Arc::new(HttpConfig {
+            route_prefix: prefix,
+            telemetry_path: cfg.telemetry_path.clone(),
+            enable_lifecycle: cfg.enable_lifecycle,
+            enable_admin_api: cfg.enable_admin_api,
+            consistency_check: !cfg.disable_consistency_check,
+            names,
+            max_body_bytes: cfg.max_body_bytes,
+            grouping: GroupingLimits {
+                max_labels: limits.max_grouping_labels,
+                max_name_bytes: limits.max_label_name_bytes,
+                max_value_bytes: limits.max_label_value_bytes,
+            },
+            flags: cfg.flag_values().to_vec(),
+            external_url: cfg.external_url.clone(),
+            start_time: unix_seconds(),
+        });
+        cfg.cluster().map_err(anyhow::Error::msg)?;
+        Ok(Node {
+            cfg,
+            store,
+            http,
+            recorder,
+            persistence,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn validation(&self) -> Validation {
+        Validation {
+            names: self.http.names,
+            limits: limits(&self.cfg),
+        }
+    }
+
+    /// What the HTTP handlers share, over `gateway`.
+    fn app_state<G: Gateway>(
+        &self,
+        gateway: G,
+        quit: &Arc<Notify>,
+        ready: &Readiness,
+    ) -> AppState<G> {
+        AppState {
+            gateway: Arc::new(gateway),
+            config: self.http.clone(),
+            recorder: self.recorder.clone(),
+            quit: quit.clone(),
+            ready: ready.flag(),
+        }
+    }
+
+    /// Serves until `shutdown` resolves or `/-/quit` is called, then persists a last time.
+    pub async fn serve(
+        self,
+        listeners: Vec<TcpListener>,
+        web: SharedWebConfig,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let quit = Arc::new(Notify::new());
+        let settings = self.cfg.cluster().map_err(anyhow::Error::msg)?;
+        // A cluster node turns ready once it joined and pulled its groups (see ClusterNode).
+        let ready = Readiness::new(settings.is_none());
+        let mut cluster = None;
+        let app = match settings {
+            None => {
+                let gateway = LocalGateway::new(self.store.clone(), self.validation());
+                app(self.app_state(gateway, &quit, &ready), web.clone())
+            }
+            Some(settings) => {
+                let running = ClusterNode::start(
+                    &settings,
+                    lifecycle_settings(&self.cfg),
+                    self.store.clone(),
+                    self.validation(),
+                    ready.clone(),
+                )
+                .await?;
+                let gateway = ClusterGateway::new(running.core.clone());
+                cluster = Some(running);
+                app(self.app_state(gateway, &quit, &ready), web.clone())
+            }
+        };
+
+        // One signal for everything that must stop: flags, signals, /-/quit. A cluster node
+        // first leaves (still serving reads) and hands its groups over.
+        let stop = Arc::new(Notify::new());
+        {
+            let stop = stop.clone();
+            let leaving = cluster.as_ref().map(|c| c.lifecycle.clone());
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = quit.notified() => tracing::info!("shutdown requested via /-/quit"),
+                }
+                if let Some(l) = leaving {
+                    ready.set_not_ready();
+                    l.leave().await;
+                }
+                stop.notify_waiters();
+                stop.notify_one();
+            });
+        }
+
+        let persister = self.persistence.clone().map(|path| {
+            let store = self.store.clone();
+            let interval = self.cfg.persistence_interval;
+            let stop = stop.clone();
+            tokio::spawn(persistence::persist_loop(store, path, interval, stop))
+        });
+
+        let mut servers = Vec::new();
+        for l in listeners {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(address = %addr, "listening");
+            }
+            let app = app.clone();
+            let web = web.clone();
+            let stop = stop.clone();
+            servers.push(tokio::spawn(crate::http::server::serve(
+                l,
+                app,
+                web,
+                async move { stop.notified().await },
+            )));
+        }
+        for s in servers {
+            let _ = s.await;
+        }
+        ready.set_not_ready();
+        if let Some(c) = cluster {
+            c.stop().await;
+        }
+        if let Some(p) = persister {
+            p.await.context("persistence task failed")??;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The push limits the flags set.
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        max_series_per_push: cfg.max_series_per_push,
+        max_label_name_bytes: cfg.max_label_name_length,
+        max_label_value_bytes: cfg.max_label_value_length,
+        max_grouping_labels: cfg.max_grouping_labels,
+        max_groups: cfg.max_groups,
+    }
+}
