@@ -29,19 +29,29 @@
 // One audited exception: `exposition::utf8` (an ASCII fast path for UTF-8 validation).
 #![deny(unsafe_code)]
 
-pub mod cluster;
-pub mod config;
-pub mod exposition;
-pub mod gateway;
-pub mod http;
-pub mod ingest;
-pub mod node;
-pub mod scrape;
-pub mod store;
-pub mod telemetry;
+/// The layers are private to the crate: the binary uses the facade below. The integration
+/// tests, the cluster test bed and the benches reach inside (in-process benches of the hot
+/// paths, a placement oracle, wire encodings) with the `testsuite` feature, which makes the
+/// layers public; nothing else changes with it.
+macro_rules! layers {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "testsuite")]
+        pub mod $name;
+        #[cfg(not(feature = "testsuite"))]
+        mod $name;
+    )*};
+}
+
+layers!(cluster, config, exposition, gateway, http, ingest, node, scrape, store, telemetry);
+
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsupport;
 pub mod time;
+
+pub use self::config::{parse_listen_address, Config};
+pub use self::http::web_config::SharedWebConfig;
+pub use self::node::Node;
+pub use self::telemetry::{logging, SelfRecorder};
 
 /// The hash map of hot paths: foldhash, seeded per process (HashDoS-resistant like std's
 /// SipHash, several times faster on short keys such as names and label sets).

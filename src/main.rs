@@ -4,10 +4,7 @@ mod alloc;
 
 use std::process::ExitCode;
 
-use pushgate::config::{parse_listen_address, Config};
-use pushgate::http::web_config::SharedWebConfig;
-use pushgate::node::Node;
-use pushgate::telemetry::{logging, SelfRecorder};
+use pushgate::{logging, parse_listen_address, Config, Node, SelfRecorder, SharedWebConfig};
 
 fn main() -> ExitCode {
     alloc::tune_allocator();

@@ -11,9 +11,6 @@ use super::member::NodeId;
 use super::ring::Ring;
 use crate::telemetry::metrics as m;
 
-/// Peers not placed on the ring for their protocol version (each counted once).
-pub const INCOMPATIBLE_PEERS_TOTAL: &str = "pushgate_cluster_incompatible_peers_total";
-
 /// One cluster event; [`ClusterEvent::emit`] logs and counts it.
 pub(crate) enum ClusterEvent<'a> {
     /// This node's ring has other members, or members in other states, than before.
@@ -79,7 +76,7 @@ impl ClusterEvent<'_> {
                 error,
             } => {
                 tracing::warn!(peer = %peer, generation, error = %error, "peer not placed on the ring");
-                metrics::counter!(INCOMPATIBLE_PEERS_TOTAL).increment(1);
+                metrics::counter!(m::INCOMPATIBLE_PEERS_TOTAL).increment(1);
             }
             ClusterEvent::Forwarded => {
                 metrics::counter!(m::FORWARDED_PUSHES_TOTAL, "result" => "success").increment(1);

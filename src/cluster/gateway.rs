@@ -15,7 +15,7 @@ use crate::ingest::PushRequest;
 use crate::scrape::merged::{render_groups, render_groups_chunked};
 use crate::scrape::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::store::render::{Format, RenderStats};
-use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily, Validation};
+use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily};
 use crate::telemetry::LocalStats;
 
 /// The `Gateway` of a cluster node.
@@ -118,9 +118,5 @@ impl Gateway for ClusterGateway {
             series: self.core.store.series_count(),
             encoded_bytes: self.core.store.encoded_bytes(),
         }
-    }
-
-    fn validation(&self) -> &Validation {
-        &self.core.validation
     }
 }

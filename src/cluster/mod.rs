@@ -53,9 +53,13 @@ pub(crate) mod write;
 
 pub use core::ClusterCore;
 pub use gateway::ClusterGateway;
-pub use member::{Member, MemberState, NodeId};
-pub use membership::{Membership, MembershipConfig, PROTOCOL_VERSION};
-pub use read::answer::collect_chunks;
-pub use read::merge::decode_chunks;
+pub use member::{Member, MemberState};
+pub use membership::{Membership, MembershipConfig};
+/// For the cluster test bed's placement oracle and the benches.
+#[cfg(feature = "testsuite")]
+pub use {
+    member::NodeId,
+    read::{answer::collect_chunks, merge::decode_chunks},
+};
 pub use ring::Ring;
 pub use rpc::server::ClusterService;

@@ -54,6 +54,7 @@ pub fn decode_delimited(input: &[u8]) -> Result<Vec<MetricFamily>, DelimitedErro
     Ok(families)
 }
 
+#[cfg(any(test, feature = "testsuite"))]
 /// Appends one length-delimited message.
 pub fn encode_delimited(out: &mut Vec<u8>, mf: &MetricFamily) {
     let len = mf.encoded_len();

@@ -13,6 +13,7 @@ use super::{Metric, MetricType};
 /// `MetricFamily.metric` is field 4, length-delimited.
 const METRIC_FIELD_TAG: u8 = 4 << 3 | 2;
 
+#[cfg(test)]
 /// Appends `m` as field 4 of a `MetricFamily` message to `out`.
 pub fn encode_metric_field(m: &Metric, out: &mut Vec<u8>) {
     let unset_label = m

@@ -19,20 +19,18 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
 }
 
-pub use delimited::{decode_delimited, encode_delimited, DelimitedError};
-pub use metric_proto::{encode_metric_field, encode_metric_field_labelled, encode_parsed_labelled};
-pub use names::{
-    is_legacy_label_name, is_legacy_metric_name, is_valid_label_name, is_valid_metric_name,
-    NameScheme,
-};
+pub use delimited::decode_delimited;
+#[cfg(any(test, feature = "testsuite"))]
+pub use delimited::encode_delimited;
+pub use metric_proto::{encode_metric_field_labelled, encode_parsed_labelled};
+pub use names::{is_valid_label_name, is_valid_metric_name, NameScheme};
 pub use proto::{LabelPair, Metric, MetricFamily, MetricType};
-pub use text::encode::{
-    families_to_text, write_family, write_help_and_type, write_metric, write_metric_labelled,
-    write_parsed_labelled,
-};
+#[cfg(test)]
+pub use text::encode::families_to_text;
+pub use text::encode::{write_help_and_type, write_metric_labelled, write_parsed_labelled};
 pub use text::float::write_float;
 pub use text::parse::{
-    parse_text, parse_text_borrowed, ParsedFamily, ParsedMetric, ParsedText, Point, TextParseError,
+    parse_text, parse_text_borrowed, ParsedMetric, ParsedText, Point,
 };
 
 impl Metric {

@@ -21,6 +21,7 @@ impl LocalGateway {
         LocalGateway { store, validation }
     }
 
+    #[cfg(test)]
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
@@ -80,9 +81,5 @@ impl Gateway for LocalGateway {
 
     fn local_stats(&self) -> LocalStats {
         LocalStats::of(&self.store)
-    }
-
-    fn validation(&self) -> &Validation {
-        &self.validation
     }
 }

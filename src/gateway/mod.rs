@@ -8,7 +8,7 @@ use std::future::Future;
 use crate::ingest::PushRequest;
 use crate::scrape::{stream_rendered, ScrapeStream};
 use crate::store::render::{Format, RenderStats};
-use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily, Validation};
+use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily};
 use crate::telemetry::LocalStats;
 
 pub use local::LocalGateway;
@@ -50,6 +50,4 @@ pub trait Gateway: Send + Sync + 'static {
     fn groups(&self) -> impl Future<Output = Vec<GroupSnapshot>> + Send;
     /// What this node holds, for self-metrics.
     fn local_stats(&self) -> LocalStats;
-    /// Validation rules for pushes (names, limits).
-    fn validation(&self) -> &Validation;
 }

@@ -32,5 +32,5 @@ pub mod server;
 mod state;
 pub mod web_config;
 
-pub use app::{app, App};
+pub use app::app;
 pub use state::{AppState, HttpConfig};

@@ -24,7 +24,6 @@ pub struct HttpConfig {
     pub grouping: GroupingLimits,
     /// Every flag with its value as a string, for `/api/v1/status`.
     pub flags: Vec<(String, String)>,
-    pub external_url: String,
     pub start_time: f64,
 }
 

@@ -78,7 +78,6 @@ impl Node {
                 max_value_bytes: limits.max_label_value_bytes,
             },
             flags: cfg.flag_values().to_vec(),
-            external_url: cfg.external_url.clone(),
             start_time: unix_seconds(),
         });
         cfg.cluster().map_err(anyhow::Error::msg)?;

@@ -21,6 +21,7 @@ impl Readiness {
         self.0.store(false, Ordering::Release);
     }
 
+    #[cfg(test)]
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }

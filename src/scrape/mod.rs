@@ -5,4 +5,4 @@
 pub mod merged;
 pub mod stream;
 
-pub use stream::{render_whole, stream_rendered, ChunkSink, ScrapeStream, SCRAPE_CHUNK_BYTES};
+pub use stream::{render_whole, stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};

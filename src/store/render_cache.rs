@@ -31,11 +31,13 @@ pub struct MergedOrders {
 pub(super) type MergedOrderMap = HashMap<Arc<str>, (u64, Arc<[u32]>), foldhash::fast::RandomState>;
 
 impl MergedOrders {
+    #[cfg(any(test, feature = "testsuite"))]
     /// How many families' orders are remembered.
     pub fn len(&self) -> usize {
         self.last.lock().len()
     }
 
+    #[cfg(any(test, feature = "testsuite"))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

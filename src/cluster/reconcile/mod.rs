@@ -5,7 +5,7 @@ mod handover;
 mod rounds;
 pub(crate) mod sync;
 
-pub use rounds::{LifecycleSettings, Reconciler, RoundReport};
+pub use rounds::{LifecycleSettings, Reconciler};
 
 #[cfg(test)]
 mod tests;

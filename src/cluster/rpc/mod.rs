@@ -16,9 +16,8 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/pushgate.cluster.rs"));
 }
 
-pub use client::{
-    PeerClients, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
-};
-pub use pb::cluster_client::ClusterClient;
-pub use pb::cluster_server::{Cluster, ClusterServer};
+pub use client::{MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW};
+pub use pb::cluster_server::ClusterServer;
+/// A group state's wire form, for the benches.
+#[cfg(feature = "testsuite")]
 pub use wire::{group_from_bytes, group_to_bytes};

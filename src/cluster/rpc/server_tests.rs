@@ -7,7 +7,8 @@ use std::time::Duration;
 use tonic::Request;
 
 use super::expired;
-use crate::cluster::rpc::{pb, wire, Cluster};
+use crate::cluster::rpc::pb::cluster_server::Cluster;
+use crate::cluster::rpc::{pb, wire};
 use crate::cluster::testkit::*;
 use crate::cluster::write::op::{WriteAnswer, WriteOp};
 use crate::cluster::write::route::{forward_deadline_ms, forward_message};

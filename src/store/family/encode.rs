@@ -229,6 +229,7 @@ impl StoredFamily {
     }
 }
 
+#[cfg(test)]
 /// Order-preserving key: label count (big endian), then each value with 0x00 and 0x01 escaped
 /// and a 0x00 terminator, so that byte order equals upstream's metric order.
 pub fn sort_key(metric: &Metric) -> Vec<u8> {

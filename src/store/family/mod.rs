@@ -17,10 +17,10 @@ mod layout;
 mod wire;
 
 pub use builder::BlockBuilder;
-pub use encode::{grouping_pairs, sort_key, EncodeMetric, LabelRef, Merged};
+pub use encode::{grouping_pairs, EncodeMetric, LabelRef, Merged};
 pub use hash::{series_hash, series_hash_of};
 pub use intern::intern;
-pub use layout::{encode_family_header, prefetch_range, FamilyHead, MetricChunk, StoredFamily};
+pub use layout::{encode_family_header, prefetch_range, MetricChunk, StoredFamily};
 pub use wire::SharedBlock;
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 
-use super::encode::reborrow_empty;
+use super::encode::{reborrow_empty, sort_key};
+use super::layout::FamilyHead;
 use super::*;
 use crate::exposition::{proto, Metric, MetricType};
 

@@ -30,7 +30,7 @@ use crate::exposition::names::NameScheme;
 use crate::exposition::proto::MetricFamily;
 
 pub use error::TextParseError;
-pub use model::{ParsedFamily, ParsedMetric, ParsedText, Point};
+pub use model::{ParsedMetric, ParsedText, Point};
 use parser::Parser;
 
 /// Parses a whole text-format body into its families, in order of first appearance. Families
