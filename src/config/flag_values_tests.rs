@@ -1,0 +1,99 @@
+//! Tests of `flag_values.rs`.
+
+use super::super::Config;
+
+fn flags(args: &[&str]) -> Vec<(String, String)> {
+    Config::try_from_args(std::iter::once("pushgate").chain(args.iter().copied()))
+        .unwrap()
+        .flag_values()
+        .to_vec()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+const SINGLE_NODE_DEFAULTS: &[(&str, &str)] = &[
+    ("web.listen-address", ":9091"),
+    ("web.config.file", ""),
+    ("web.telemetry-path", "/metrics"),
+    ("web.external-url", ""),
+    ("web.route-prefix", ""),
+    ("web.enable-lifecycle", "false"),
+    ("web.enable-admin-api", "false"),
+    ("persistence.file", ""),
+    ("persistence.interval", "300s"),
+    ("persistence.start-empty-on-error", "false"),
+    ("push.disable-consistency-check", "false"),
+    ("push.enable-utf8-names", "false"),
+    ("push.max-body-bytes", "67108864"),
+    ("push.max-series-per-push", "100000"),
+    ("push.max-label-name-length", "1024"),
+    ("push.max-label-value-length", "1048576"),
+    ("push.max-grouping-labels", "50"),
+    ("push.max-groups", "1000000"),
+    ("log.level", "info"),
+    ("log.format", "logfmt"),
+];
+
+#[test]
+fn a_single_node_lists_every_flag_but_the_cluster_ones_with_its_default() {
+    assert_eq!(flags(&[]), pairs(SINGLE_NODE_DEFAULTS));
+}
+
+#[test]
+fn given_values_are_listed_in_their_effective_form() {
+    let got = flags(&[
+        "--web.listen-address=:1",
+        "--web.listen-address=127.0.0.1:2",
+        "--web.config.file=/etc/web.yml",
+        "--web.enable-lifecycle",
+        "--persistence.interval=1m30s",
+        "--push.max-groups=010",
+        "--log.level=debug",
+        "--log.format=json",
+    ]);
+    let get = |name: &str| {
+        got.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{name} missing in {got:?}"))
+    };
+    assert_eq!(get("web.listen-address"), ":1,127.0.0.1:2");
+    assert_eq!(get("web.config.file"), "/etc/web.yml");
+    assert_eq!(get("web.enable-lifecycle"), "true");
+    assert_eq!(get("web.enable-admin-api"), "false");
+    assert_eq!(get("persistence.interval"), "90s");
+    assert_eq!(get("push.max-groups"), "10");
+    assert_eq!(get("log.level"), "debug");
+    assert_eq!(get("log.format"), "json");
+}
+
+#[test]
+fn a_cluster_node_also_lists_the_cluster_flags() {
+    let got = flags(&[
+        "--cluster.listen-address=127.0.0.1:9094",
+        "--cluster.peer=a:9094",
+        "--cluster.peer=b:9094",
+    ]);
+    let mut expected = pairs(SINGLE_NODE_DEFAULTS);
+    expected.extend(pairs(&[
+        ("cluster.listen-address", "127.0.0.1:9094"),
+        ("cluster.advertise-address", ""),
+        ("cluster.peer", "a:9094,b:9094"),
+        ("cluster.name", "pushgate"),
+        ("cluster.replication-factor", "2"),
+        ("cluster.gossip-interval", "200ms"),
+        ("cluster.peer-timeout", "2s"),
+        ("cluster.anti-entropy-interval", "10s"),
+        ("cluster.tombstone-lifetime", "3600s"),
+        ("cluster.max-hints", "100000"),
+        ("cluster.rebalance-rate", "2000"),
+        ("cluster.join-timeout", "30s"),
+        ("cluster.shutdown-timeout", "30s"),
+    ]));
+    assert_eq!(got, expected);
+}
