@@ -13,6 +13,8 @@
 //! - `ingest`: a push between HTTP and the store: body reading, decompression, decoding
 //!   (`ingest::body`), the `PushRequest` and when its work leaves the runtime.
 //! - `scrape`: the merged render of groups from several nodes, the streamed response.
+//! - `tls`: the TLS settings both `http` and `cluster` use: one `tls_server_config` builder,
+//!   the node-to-node `tls_client_config`, the cluster's reloading mutual-TLS config.
 //! - `gateway`: the `Gateway` trait the HTTP layer talks to, and the single node's gateway.
 //! - `cluster`: membership (gossip), placement, the cluster gateway, peer gRPC, reconciliation.
 //! - `http`: the routes and handlers, the server, the web config (TLS, auth).
@@ -42,6 +44,7 @@ pub mod telemetry;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsupport;
 pub mod time;
+pub mod tls;
 
 /// The hash map of hot paths: foldhash, seeded per process (HashDoS-resistant like std's
 /// SipHash, several times faster on short keys such as names and label sets).

@@ -159,6 +159,7 @@ mod tests {
             ("cluster.replication-factor", "2"),
             ("cluster.gossip-interval", "200ms"),
             ("cluster.peer-timeout", "2s"),
+            ("cluster.tls-config", ""),
             ("cluster.anti-entropy-interval", "10s"),
             ("cluster.tombstone-lifetime", "3600s"),
             ("cluster.max-hints", "100000"),
