@@ -68,11 +68,8 @@ pub fn write_cluster(dir: &Path, issuer: &Ca, trusted: &[&Ca], nodes: usize) -> 
     write_ca_bundle(dir, trusted);
     for n in 0..nodes {
         write_node_cert(dir, n, issuer);
-        std::fs::write(
-            config_path(dir, n),
-            CONFIG.replace("{n}", &n.to_string()),
-        )
-        .expect("writable");
+        std::fs::write(config_path(dir, n), CONFIG.replace("{n}", &n.to_string()))
+            .expect("writable");
     }
     format!("--cluster.tls-config={}/tls{{n}}.yml", dir.display())
 }

@@ -90,12 +90,11 @@ fn client_config(trusted: &Ca, identity: Option<(String, String)>) -> ClientConf
     roots
         .add(CertificateDer::from_pem_slice(trusted.pem().as_bytes()).expect("ca pem"))
         .expect("ca");
-    let builder = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
     let mut config = match identity {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => builder
@@ -144,15 +143,21 @@ fn callers_without_a_certificate_of_the_cluster_ca_cannot_call_any_rpc() {
     let ca = Ca::new();
     let flag = pki::write_cluster(dir.path(), &ca, &[&ca], 2);
     let c = Cluster::start(2, &[&flag]);
-    let (status, _) = http("PUT", &c.nodes[0].url(), "/metrics/job/kept", b"kept 1\n").expect("push");
+    let (status, _) =
+        http("PUT", &c.nodes[0].url(), "/metrics/job/kept", b"kept 1\n").expect("push");
     assert_eq!(status, 200);
 
     let other = Ca::new();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // tonic's channels spawn their connection tasks on the runtime they are made in.
+    let _entered = runtime.enter();
     let node = &c.nodes[1];
     let refused = [
         ("plain h2c", None),
-        ("tls without a client certificate", Some(client_config(&ca, None))),
+        (
+            "tls without a client certificate",
+            Some(client_config(&ca, None)),
+        ),
         (
             "a client certificate of another ca",
             Some(client_config(&ca, Some(other.issue(&["127.0.0.1"])))),
@@ -164,7 +169,9 @@ fn callers_without_a_certificate_of_the_cluster_ca_cannot_call_any_rpc() {
             let error = error.unwrap_or_else(|| panic!("{what}: {rpc} succeeded"));
             // Refused below gRPC: the connection failed, no status from the service.
             assert!(
-                error.contains("Unavailable") || error.contains("Unknown") || error.contains("transport"),
+                error.contains("Unavailable")
+                    || error.contains("Unknown")
+                    || error.contains("transport"),
                 "{what}: {rpc}: {error}"
             );
         }
@@ -177,13 +184,23 @@ fn callers_without_a_certificate_of_the_cluster_ca_cannot_call_any_rpc() {
                 .and_then(|v| v.parse::<f64>().ok())
         })
         .unwrap_or(0.0);
-    assert!(failures >= 2.0, "server handshake failures counted: {failures}");
+    assert!(
+        failures >= 2.0,
+        "server handshake failures counted: {failures}"
+    );
 
     // A certificate of the cluster's CA does get through (so the refusals above were the
     // certificates'): Collect answers.
-    let client = raw_client(node, Some(client_config(&ca, Some(ca.issue(&["127.0.0.1"])))));
+    let client = raw_client(
+        node,
+        Some(client_config(&ca, Some(ca.issue(&["127.0.0.1"])))),
+    );
     runtime
-        .block_on(client.clone().collect(request(pb::CollectRequest::default())))
+        .block_on(
+            client
+                .clone()
+                .collect(request(pb::CollectRequest::default())),
+        )
         .expect("a node certificate of the cluster's ca may call");
     // Nothing was wiped.
     wait_for("the group still served", Duration::from_secs(5), || {
@@ -270,9 +287,11 @@ fn certificate_and_ca_rotation_under_continuous_pushes_lose_no_push_and_no_membe
     members(&c);
 
     let before = acknowledged.load(Ordering::Relaxed);
-    wait_for("more pushes after the rotation", Duration::from_secs(10), || {
-        acknowledged.load(Ordering::Relaxed) > before + 30
-    });
+    wait_for(
+        "more pushes after the rotation",
+        Duration::from_secs(10),
+        || acknowledged.load(Ordering::Relaxed) > before + 30,
+    );
     stop.store(true, Ordering::Relaxed);
     pusher.join().expect("every push was acknowledged");
     let total = acknowledged.load(Ordering::Relaxed);
@@ -285,13 +304,31 @@ fn certificate_and_ca_rotation_under_continuous_pushes_lose_no_push_and_no_membe
 
     // The servers now take only the new CA's certificates, and present the new ones.
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _entered = runtime.enter();
     for node in &c.nodes {
-        let stale = raw_client(node, Some(client_config(&new, Some(old.issue(&["127.0.0.1"])))));
-        let refused = runtime.block_on(stale.clone().collect(request(pb::CollectRequest::default())));
-        assert!(refused.is_err(), "a certificate of the removed ca was taken");
-        let fresh = raw_client(node, Some(client_config(&new, Some(new.issue(&["127.0.0.1"])))));
+        let stale = raw_client(
+            node,
+            Some(client_config(&new, Some(old.issue(&["127.0.0.1"])))),
+        );
+        let refused = runtime.block_on(
+            stale
+                .clone()
+                .collect(request(pb::CollectRequest::default())),
+        );
+        assert!(
+            refused.is_err(),
+            "a certificate of the removed ca was taken"
+        );
+        let fresh = raw_client(
+            node,
+            Some(client_config(&new, Some(new.issue(&["127.0.0.1"])))),
+        );
         runtime
-            .block_on(fresh.clone().collect(request(pb::CollectRequest::default())))
+            .block_on(
+                fresh
+                    .clone()
+                    .collect(request(pb::CollectRequest::default())),
+            )
             .expect("the new ca's certificate is taken and the server's is the new ca's");
     }
 }

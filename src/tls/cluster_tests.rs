@@ -1,9 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
 use super::*;
 
@@ -115,13 +113,13 @@ fn only_mutual_tls_is_accepted() {
             "  client_ca_file: ca.pem\n  client_auth_type: Bogus\n",
         ),
     );
-    assert!(e.contains("client_auth_type") && e.contains("\"Bogus\""), "{e}");
+    assert!(
+        e.contains("client_auth_type") && e.contains("\"Bogus\""),
+        "{e}"
+    );
     let e = err(dir.path(), &GOOD.replace("  client_ca_file: ca.pem\n", ""));
     assert!(e.contains("client_ca_file"), "{e}");
-    let e = err(
-        dir.path(),
-        &format!("{GOOD}  insecure_skip_verify: true\n"),
-    );
+    let e = err(dir.path(), &format!("{GOOD}  insecure_skip_verify: true\n"));
     assert!(e.contains("insecure_skip_verify: is refused"), "{e}");
     let e = err(dir.path(), "tls_server_config:\n  cert_file: node.pem\n");
     assert!(e.contains("tls_client_config: required"), "{e}");
@@ -161,7 +159,10 @@ fn unknown_keys_and_bad_yaml_are_refused() {
         .err()
         .expect("a missing file is an error")
         .to_string();
-    assert!(missing.contains("nope.yml") && missing.contains("no such file"), "{missing}");
+    assert!(
+        missing.contains("nope.yml") && missing.contains("no such file"),
+        "{missing}"
+    );
 }
 
 #[test]
@@ -171,14 +172,46 @@ fn missing_and_bad_files_are_named() {
     write_pki(dir.path(), "other-");
     std::fs::write(dir.path().join("garbage.pem"), "not a pem").expect("writable");
     let cases = [
-        ("cert_file: node.pem", "cert_file: gone.pem", "cert_file \"gone.pem\": no such file"),
-        ("key_file: node.key", "key_file: gone.key", "key_file \"gone.key\": no such file"),
-        ("client_ca_file: ca.pem", "client_ca_file: gone.pem", "client_ca_file \"gone.pem\": no such file"),
-        ("ca_file: ca.pem\n  cert", "ca_file: gone.pem\n  cert", "tls_client_config: ca_file \"gone.pem\": no such file"),
-        ("cert_file: node.pem", "cert_file: garbage.pem", "cert_file \"garbage.pem\": no certificate found"),
-        ("key_file: node.key", "key_file: garbage.pem", "key_file \"garbage.pem\": no private key found"),
-        ("key_file: node.key", "key_file: other-node.key", "does not fit the certificate"),
-        ("ca_file: ca.pem\n  cert", "ca_file: garbage.pem\n  cert", "ca_file \"garbage.pem\": no certificate found"),
+        (
+            "cert_file: node.pem",
+            "cert_file: gone.pem",
+            "cert_file \"gone.pem\": no such file",
+        ),
+        (
+            "key_file: node.key",
+            "key_file: gone.key",
+            "key_file \"gone.key\": no such file",
+        ),
+        (
+            "client_ca_file: ca.pem",
+            "client_ca_file: gone.pem",
+            "client_ca_file \"gone.pem\": no such file",
+        ),
+        (
+            "ca_file: ca.pem\n  cert",
+            "ca_file: gone.pem\n  cert",
+            "tls_client_config: ca_file \"gone.pem\": no such file",
+        ),
+        (
+            "cert_file: node.pem",
+            "cert_file: garbage.pem",
+            "cert_file \"garbage.pem\": no certificate found",
+        ),
+        (
+            "key_file: node.key",
+            "key_file: garbage.pem",
+            "key_file \"garbage.pem\": no private key found",
+        ),
+        (
+            "key_file: node.key",
+            "key_file: other-node.key",
+            "does not fit the certificate",
+        ),
+        (
+            "ca_file: ca.pem\n  cert",
+            "ca_file: garbage.pem\n  cert",
+            "ca_file \"garbage.pem\": no certificate found",
+        ),
     ];
     for (from, to, want) in cases {
         // Each case in the server section, then (for the keys both have) in the client one.
