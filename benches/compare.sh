@@ -11,6 +11,9 @@
 #   pushgate-cluster3     3 pushgate nodes on loopback, every push sent to node 1
 #   pushgate-cluster3-lb  the same cluster with the connections spread over all three nodes, as
 #                  behind a load balancer (every node forwards to the others while they forward to it)
+#   pushgate-cluster3-lb-tls  the same with --cluster.tls-config on every node (mutual TLS between
+#                  the nodes; certificates made with openssl in OUT_DIR). Not in the default list:
+#                  TARGETS="pushgate-cluster3-lb pushgate-cluster3-lb-tls" compares the two in one run
 # Scenarios per target, on one server process (so the store grows from one to the next):
 #   push-small  --warmup then DURATION s of pushes to SMALL_GROUPS groups (default 100)
 #   push-big    --warmup then DURATION s of pushes to BIG_GROUPS groups (default 10000)
@@ -200,10 +203,15 @@ stop_cluster() {
 }
 cleanup() { stop_server; stop_cluster; cap_cpu_cleanup; }
 
-# run_cluster_target NAME [spread]
+# run_cluster_target NAME [spread] [tls]
 run_cluster_target() {
-    local name=$1 spread=${2:-} dir="$OUT_DIR/$1" i peers=() http=() gossip=()
+    local name=$1 spread=${2:-} tls=${3:-} dir="$OUT_DIR/$1" i peers=() http=() gossip=() extra=()
     mkdir -p "$dir"
+    if [[ $tls == tls ]]; then
+        # shellcheck source=lib/cluster-tls.sh
+        source "$ROOT/benches/lib/cluster-tls.sh"
+        cluster_tls_files "$dir/tls" 3
+    fi
     for i in 1 2 3; do
         http+=("$(free_port)")
         gossip+=("$(free_port)")
@@ -211,8 +219,10 @@ run_cluster_target() {
     for i in 0 1 2; do peers+=("--cluster.peer=127.0.0.1:${gossip[$i]}"); done
     for i in 0 1 2; do
         new_budget
+        extra=()
+        [[ $tls == tls ]] && extra=("--cluster.tls-config=$dir/tls/node$((i + 1)).yml")
         (in_budget "$PUSHGATE_BIN" "--web.listen-address=127.0.0.1:${http[$i]}" \
-            "--cluster.listen-address=127.0.0.1:${gossip[$i]}" "${peers[@]}") \
+            "--cluster.listen-address=127.0.0.1:${gossip[$i]}" "${peers[@]}" "${extra[@]}") \
             >"$dir/node$((i + 1)).log" 2>&1 &
         CLUSTER_PIDS+=($!)
     done
@@ -269,7 +279,8 @@ for target in $TARGETS; do
             ;;
         pushgate-cluster3) run_cluster_target "$target" ;;
         pushgate-cluster3-lb) run_cluster_target "$target" spread ;;
-        *) die "unknown target $target (known: upstream-on upstream-off pushgate-on pushgate-off pushgate-cluster3 pushgate-cluster3-lb)" ;;
+        pushgate-cluster3-lb-tls) run_cluster_target "$target" spread tls ;;
+        *) die "unknown target $target (known: upstream-on upstream-off pushgate-on pushgate-off pushgate-cluster3 pushgate-cluster3-lb pushgate-cluster3-lb-tls)" ;;
     esac
     stop_server
 done
@@ -322,6 +333,7 @@ RATIOS=(
     "pushgate-on|upstream-off|pg on / up off"
     "pushgate-cluster3|pushgate-on|cluster3 / pg on"
     "pushgate-cluster3-lb|pushgate-on|cluster3-lb / pg on"
+    "pushgate-cluster3-lb-tls|pushgate-cluster3-lb|lb tls / lb"
 )
 
 print_table() {

@@ -20,7 +20,7 @@ LAYERS = [
     ["exposition"],
     ["store"],
     ["telemetry"],
-    ["ingest", "scrape"],
+    ["ingest", "scrape", "tls"],
     ["gateway"],
     ["cluster", "http"],
     ["config"],

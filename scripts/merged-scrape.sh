@@ -4,7 +4,8 @@
 # SCRAPES scrapes of the single node's /metrics and of node 1's merged /metrics.
 #   [PUSH_GROUPS=10000] [SCRAPES=7] scripts/merged-scrape.sh
 # PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...); BASE_PORT the
-# first of the ports used (default random, below the kernel's ephemeral range).
+# first of the ports used (default random, below the kernel's ephemeral range). CLUSTER_TLS=1 runs
+# the cluster with --cluster.tls-config (certificates made with openssl in a temp dir).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${PUSHGATE_BIN:-$ROOT/target/release/pushgate}
@@ -17,9 +18,16 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$LOG"' EXIT INT TERM
 peers=()
 for i in 1 2 3; do peers+=("--cluster.peer=127.0.0.1:$((B + 100 + i))"); done
+if [[ ${CLUSTER_TLS:-0} == 1 ]]; then
+    # shellcheck source=../benches/lib/cluster-tls.sh
+    source "$ROOT/benches/lib/cluster-tls.sh"
+    cluster_tls_files "$LOG/tls" 3
+fi
 for i in 1 2 3; do
+    tls=()
+    [[ ${CLUSTER_TLS:-0} == 1 ]] && tls=("--cluster.tls-config=$LOG/tls/node$i.yml")
     "$BIN" "--web.listen-address=127.0.0.1:$((B + i))" "--persistence.file=" \
-        "--cluster.listen-address=127.0.0.1:$((B + 100 + i))" "${peers[@]}" >"$LOG/node$i.log" 2>&1 &
+        "--cluster.listen-address=127.0.0.1:$((B + 100 + i))" "${peers[@]}" "${tls[@]}" >"$LOG/node$i.log" 2>&1 &
     pids+=($!)
 done
 "$BIN" "--web.listen-address=127.0.0.1:$((B + 9))" "--persistence.file=" >"$LOG/single.log" 2>&1 &

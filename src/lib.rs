@@ -13,6 +13,8 @@
 //! - `ingest`: a push between HTTP and the store: body reading, decompression, decoding
 //!   (`ingest::body`), the `PushRequest` and when its work leaves the runtime.
 //! - `scrape`: the merged render of groups from several nodes, the streamed response.
+//! - `tls`: the TLS settings both `http` and `cluster` use: one `tls_server_config` builder,
+//!   the node-to-node `tls_client_config`, the cluster's reloading mutual-TLS config.
 //! - `gateway`: the `Gateway` trait the HTTP layer talks to, and the single node's gateway.
 //! - `cluster`: membership (gossip), placement, the cluster gateway, peer gRPC, reconciliation.
 //! - `http`: the routes and handlers, the server, the web config (TLS, auth).
@@ -47,6 +49,7 @@ layers!(cluster, config, exposition, gateway, http, ingest, node, scrape, store,
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsupport;
 pub mod time;
+pub mod tls;
 
 pub use self::config::{parse_listen_address, Config};
 pub use self::http::web_config::SharedWebConfig;

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balancer;
+pub mod pki;
 pub mod prometheus;
 pub mod testbed;
 pub mod workload;

@@ -96,6 +96,10 @@ fn compose_example_runs_the_bank_function_end_to_end() {
             ("STORE_PORT".into(), store.to_string()),
         ],
     };
+    // The example's nodes use mutual TLS: make the certificates as the README says.
+    run(Command::new(repo().join("docs/examples/make-certs.sh"))
+        .current_dir(repo().join("docs/examples"))
+        .args(["tls", "pushgate-1", "pushgate-2", "pushgate-3"]));
     run(project.compose().args(["up", "-d"]));
     let lb_url = format!("http://127.0.0.1:{lb}");
     wait_for(

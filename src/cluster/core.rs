@@ -17,6 +17,7 @@ use crate::ingest::INLINE_PREPARE_LIMIT;
 use crate::store::MergedOrders;
 use crate::store::{Store, Validation};
 use crate::telemetry::metrics as m;
+use crate::tls::ClusterTls;
 
 /// Default deadline of the merged scrape's collect calls (well under Prometheus' default
 /// 10 s scrape timeout).
@@ -51,6 +52,7 @@ impl ClusterCore {
         self_id: NodeId,
         replication_factor: usize,
         peer_timeout: Duration,
+        tls: Option<ClusterTls>,
     ) -> Arc<Self> {
         let clock = HybridClock::default();
         clock.observe(store.max_version());
@@ -60,7 +62,7 @@ impl ClusterCore {
             ring,
             self_id,
             replication_factor,
-            clients: PeerClients::new(peer_timeout),
+            clients: PeerClients::new(peer_timeout).with_tls(tls),
             clock,
             collect_deadline: DEFAULT_COLLECT_DEADLINE
                 .min(peer_timeout.max(Duration::from_millis(500)) * 2),

@@ -59,6 +59,7 @@ pub(crate) fn node(
         NodeId::from(self_id),
         r,
         Duration::from_secs(2),
+        None,
     );
     (store, ClusterService::new(core))
 }

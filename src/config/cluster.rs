@@ -24,11 +24,12 @@ impl Config {
     /// before anything is bound.
     pub fn cluster(&self) -> Result<Option<ClusterSettings>, String> {
         if self.cluster_listen_address.is_empty() {
-            let stray =
-                !self.cluster_advertise_address.is_empty() || !self.cluster_peers.is_empty();
+            let stray = !self.cluster_advertise_address.is_empty()
+                || !self.cluster_peers.is_empty()
+                || self.cluster_tls_config.is_some();
             if stray {
                 return Err(
-                    "--cluster.advertise-address and --cluster.peer need --cluster.listen-address"
+                    "--cluster.advertise-address, --cluster.peer and --cluster.tls-config need --cluster.listen-address"
                         .into(),
                 );
             }
@@ -111,6 +112,7 @@ mod tests {
         };
         assert!(parse(&[]).unwrap().is_none());
         assert!(parse(&["--cluster.peer=a:1"]).is_err());
+        assert!(parse(&["--cluster.tls-config=tls.yml"]).is_err());
         let c = parse(&[
             "--cluster.listen-address=127.0.0.1:9094",
             "--cluster.peer=h:9094",

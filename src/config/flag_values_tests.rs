@@ -88,6 +88,7 @@ fn a_cluster_node_also_lists_the_cluster_flags() {
         ("cluster.replication-factor", "2"),
         ("cluster.gossip-interval", "200ms"),
         ("cluster.peer-timeout", "2s"),
+        ("cluster.tls-config", ""),
         ("cluster.anti-entropy-interval", "10s"),
         ("cluster.tombstone-lifetime", "3600s"),
         ("cluster.max-hints", "100000"),

@@ -109,6 +109,10 @@ pub struct Config {
     /// Deadline of each node-to-node gRPC call.
     #[arg(long = "cluster.peer-timeout", default_value = "2s", value_parser = parse_go_duration)]
     pub cluster_peer_timeout: Duration,
+    /// Alertmanager's cluster TLS file (tls_server_config, tls_client_config): every
+    /// node-to-node gRPC call is then mutual TLS; its files are re-read when they change.
+    #[arg(long = "cluster.tls-config")]
+    pub cluster_tls_config: Option<PathBuf>,
     /// Interval between anti-entropy rounds (co-owners compare digests and repair; groups held
     /// by a non-owner are handed over); a ring change starts a round at once.
     #[arg(long = "cluster.anti-entropy-interval", default_value = "10s", value_parser = parse_go_duration)]

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::readiness::Readiness;
 use crate::cluster::reconcile::{LifecycleSettings, Reconciler};
+use crate::cluster::rpc::tls::tls_incoming;
 use crate::cluster::rpc::{
     ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
@@ -18,6 +19,7 @@ use crate::cluster::{Member, MemberState, Membership, MembershipConfig, Ring};
 use crate::config::{ClusterSettings, Config};
 use crate::store::{Store, Validation};
 use crate::telemetry::metrics as m;
+use crate::tls::{ClusterTls, RELOAD_CHECK_INTERVAL};
 
 /// How long a joining node waits, once active, for R active members before it turns ready.
 const WRITE_QUORUM_WAIT: Duration = Duration::from_secs(5);
@@ -29,6 +31,7 @@ pub(super) struct ClusterNode {
     pub(super) lifecycle: Arc<Lifecycle>,
     grpc_stop: Arc<Notify>,
     grpc: tokio::task::JoinHandle<()>,
+    tls_watch: Option<tokio::task::JoinHandle<()>>,
     members_gauge: tokio::task::JoinHandle<()>,
     join: tokio::task::JoinHandle<()>,
     reconciler: tokio::task::JoinHandle<()>,
@@ -133,6 +136,7 @@ impl ClusterNode {
         store: Arc<Store>,
         validation: Validation,
         ready: Readiness,
+        tls: Option<ClusterTls>,
     ) -> anyhow::Result<ClusterNode> {
         let grpc_listener = TcpListener::bind(s.listen)
             .await
@@ -151,35 +155,54 @@ impl ClusterNode {
             membership.self_id().clone(),
             s.replication_factor,
             s.peer_timeout,
+            tls.clone(),
         );
         let grpc_stop = Arc::new(Notify::new());
         let service = ClusterServer::new(ClusterService::new(core.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let stop = grpc_stop.clone();
-        // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without it, the
-        // answers to batched calls sat in Nagle's buffer until the peer's delayed ACK.
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            |conn| {
-                let conn = conn?;
-                conn.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(conn)
-            },
-        );
-        let grpc = tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .initial_stream_window_size(PEER_STREAM_WINDOW)
-                .initial_connection_window_size(PEER_CONNECTION_WINDOW)
-                .max_frame_size(PEER_MAX_FRAME)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async move { stop.notified().await })
-                .await;
-            if let Err(e) = res {
-                tracing::error!(err = %e, "cluster gRPC server stopped with an error");
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(PEER_STREAM_WINDOW)
+            .initial_connection_window_size(PEER_CONNECTION_WINDOW)
+            .max_frame_size(PEER_MAX_FRAME)
+            .add_service(service);
+        let shutdown = async move { stop.notified().await };
+        let tls_watch = tls.as_ref().map(|t| t.watch(RELOAD_CHECK_INTERVAL));
+        let grpc = match tls {
+            Some(tls) => tokio::spawn(async move {
+                let incoming = tls_incoming(grpc_listener, tls);
+                let res = server
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!(err = %e, "cluster gRPC server stopped with an error");
+                }
+            }),
+            None => {
+                tracing::warn!("the cluster plane is open: without --cluster.tls-config any process that reaches the cluster port can read, write and wipe every group (see \"Securing a cluster\" in docs/operations.md)");
+                // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without
+                // it, the answers to batched calls sat in Nagle's buffer until the peer's
+                // delayed ACK.
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                    |conn| {
+                        let conn = conn?;
+                        conn.set_nodelay(true)?;
+                        Ok::<_, std::io::Error>(conn)
+                    },
+                );
+                tokio::spawn(async move {
+                    let res = server
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await;
+                    if let Err(e) = res {
+                        tracing::error!(err = %e, "cluster gRPC server stopped with an error");
+                    }
+                })
             }
-        });
+        };
         let (join_timeout, shutdown_timeout) = (settings.join_timeout, settings.shutdown_timeout);
         let reconciler = Reconciler::new(core.clone(), settings, s.gossip_interval);
         let reconciler_stop = Arc::new(Notify::new());
@@ -225,6 +248,7 @@ impl ClusterNode {
             lifecycle,
             grpc_stop,
             grpc,
+            tls_watch,
             members_gauge,
             join,
             reconciler: reconciler_task,
@@ -246,6 +270,9 @@ impl ClusterNode {
         self.grpc_stop.notify_one();
         let _ = self.grpc.await;
         self.members_gauge.abort();
+        if let Some(w) = self.tls_watch {
+            w.abort();
+        }
         let _ = self.core;
         match Arc::try_unwrap(self.lifecycle) {
             Ok(l) => l.membership.shutdown().await,

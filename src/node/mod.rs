@@ -25,6 +25,7 @@ use crate::http::{app, AppState, HttpConfig};
 use crate::store::{Limits, Store, StoreOptions, Validation};
 use crate::telemetry::{self, SelfRecorder};
 use crate::time::unix_seconds;
+use crate::tls::ClusterTls;
 
 pub struct Node {
     cfg: Config,
@@ -32,6 +33,8 @@ pub struct Node {
     http: Arc<HttpConfig>,
     recorder: SelfRecorder,
     persistence: Option<PathBuf>,
+    /// `--cluster.tls-config`, loaded (and checked) before anything is bound.
+    cluster_tls: Option<ClusterTls>,
 }
 
 impl Node {
@@ -81,12 +84,17 @@ impl Node {
             start_time: unix_seconds(),
         });
         cfg.cluster().map_err(anyhow::Error::msg)?;
+        let cluster_tls = match &cfg.cluster_tls_config {
+            Some(path) => Some(ClusterTls::load(path)?),
+            None => None,
+        };
         Ok(Node {
             cfg,
             store,
             http,
             recorder,
             persistence,
+            cluster_tls,
         })
     }
 
@@ -141,6 +149,7 @@ impl Node {
                     self.store.clone(),
                     self.validation(),
                     ready.clone(),
+                    self.cluster_tls.clone(),
                 )
                 .await?;
                 let gateway = ClusterGateway::new(running.core.clone());

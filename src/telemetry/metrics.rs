@@ -33,6 +33,9 @@ pub const REBALANCE_GROUPS_TOTAL: &str = "pushgate_rebalance_groups_total";
 pub const HINTS_PENDING: &str = "pushgate_hints_pending";
 pub const ANTIENTROPY_REPAIRS_TOTAL: &str = "pushgate_antientropy_repairs_total";
 pub const ANTIENTROPY_ROUNDS_TOTAL: &str = "pushgate_antientropy_rounds_total";
+pub const CLUSTER_TLS_RELOADS_TOTAL: &str = "pushgate_cluster_tls_reloads_total";
+pub const CLUSTER_TLS_HANDSHAKE_FAILURES_TOTAL: &str =
+    "pushgate_cluster_tls_handshake_failures_total";
 pub const TOMBSTONES: &str = "pushgate_tombstones";
 pub const INCOMPATIBLE_PEERS_TOTAL: &str = "pushgate_cluster_incompatible_peers_total";
 
@@ -66,6 +69,8 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (HINTS_PENDING, MetricType::Gauge, "Groups and tombstones held by this node that it does not own (stand-in copies and copies left by a ring change), waiting to be handed to their owners."),
     (ANTIENTROPY_REPAIRS_TOTAL, MetricType::Counter, "Group states repaired by anti-entropy, by direction (sent: a co-owner lacked this node's newer state; received: this node took a newer one)."),
     (ANTIENTROPY_ROUNDS_TOTAL, MetricType::Counter, "Reconciliation rounds (handoff and anti-entropy) run by this node, by result (complete, partial: some peer could not be reached)."),
+    (CLUSTER_TLS_RELOADS_TOTAL, MetricType::Counter, "Re-reads of the --cluster.tls-config files after they changed, by result (success; failure: the old certificates stay in force)."),
+    (CLUSTER_TLS_HANDSHAKE_FAILURES_TOTAL, MetricType::Counter, "Node-to-node TLS handshakes that failed, by side (server: a caller without a valid certificate was refused; client: a peer's certificate was refused or unreachable)."),
     (TOMBSTONES, MetricType::Gauge, "Tombstones (deleted groups remembered so an older copy cannot bring them back) held by this node."),
     (INCOMPATIBLE_PEERS_TOTAL, MetricType::Counter, "Gossiping peers not placed on the ring because their cluster protocol version is more than one away from this node's (or missing); each counted once."),
     ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),

@@ -41,6 +41,7 @@ fn core_with(store: Arc<Store>, members: Vec<Member>, r: usize) -> Arc<ClusterCo
         NodeId::from("a"),
         r,
         Duration::from_secs(1),
+        None,
     )
 }
 

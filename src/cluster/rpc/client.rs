@@ -14,8 +14,10 @@ use super::batch::{remaining, BatchLimits, Batcher, Transport};
 use super::channel::PeerChannel;
 use super::pb;
 use super::pb::cluster_client::ClusterClient;
+use super::tls::TlsConnector;
 use super::wire::{failed, item_status};
 use crate::telemetry::metrics as m;
+use crate::tls::ClusterTls;
 
 /// Largest message a node sends or accepts: a group is bounded by the push body limit (at most
 /// 1 GiB), a collect chunk by `COLLECT_CHUNK_BYTES` plus one group.
@@ -35,6 +37,8 @@ pub struct PeerClients {
     peers: Mutex<HashMap<SocketAddr, Peer>>,
     timeout: Duration,
     limits: BatchLimits,
+    /// Mutual TLS to every peer (`--cluster.tls-config`); plain h2c without it.
+    tls: Option<ClusterTls>,
 }
 
 /// One peer: its channel and the batching queues of the writes forwarded to it and the replicas
@@ -111,7 +115,14 @@ impl PeerClients {
             peers: Mutex::new(HashMap::new()),
             timeout,
             limits,
+            tls: None,
         }
+    }
+
+    /// Calls every peer over mutual TLS with `tls`'s config in force at each handshake.
+    pub fn with_tls(mut self, tls: Option<ClusterTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The deadline of every call.
@@ -128,7 +139,7 @@ impl PeerClients {
         peers
             .entry(addr)
             .or_insert_with(|| {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
                     .expect("a socket address should form a valid URI")
                     .connect_timeout(self.timeout)
                     .tcp_nodelay(true)
@@ -136,8 +147,15 @@ impl PeerClients {
                     .keep_alive_timeout(self.timeout)
                     .initial_stream_window_size(PEER_STREAM_WINDOW)
                     .initial_connection_window_size(PEER_CONNECTION_WINDOW)
-                    .max_frame_size(PEER_MAX_FRAME)
-                    .connect_lazy();
+                    .max_frame_size(PEER_MAX_FRAME);
+                let channel = match &self.tls {
+                    Some(tls) => endpoint.connect_with_connector_lazy(TlsConnector::new(
+                        tls.clone(),
+                        addr,
+                        self.timeout,
+                    )),
+                    None => endpoint.connect_lazy(),
+                };
                 let client = ClusterClient::new(PeerChannel::new(channel))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -1,6 +1,6 @@
 //! Node-to-node gRPC (`proto/pushgate/cluster.proto`): the generated service and messages
 //! (`pb`), the tonic service a node answers with (`server`), the pooled and batched client calls
-//! to peers (`client`, `batch`, `channel`), the codec (`codec`) and the conversions between the
+//! to peers (`client`, `batch`, `channel`), mutual TLS on both ends (`tls`), the codec (`codec`) and the conversions between the
 //! messages and the store's types (`wire`).
 
 pub mod batch;
@@ -8,6 +8,7 @@ pub mod channel;
 pub mod client;
 pub mod codec;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 /// Generated from proto/pushgate/cluster.proto.

@@ -18,17 +18,15 @@
 //! need a `client_ca_file` (Go falls back to the system roots); certificates are re-read on
 //! [`SharedWebConfig::reload`] rather than on every handshake.
 //!
-//! The parts: `file` (the YAML as written, its errors), `tls` (the server config),
-//! `client_certs` (client-certificate verifiers), `auth` (basic auth and its bcrypt cache),
+//! The parts: `file` (the YAML as written; its errors and `tls_server_config`, with the server
+//! config built from it, are `crate::tls`'s), `auth` (basic auth and its bcrypt cache),
 //! `rate_limit`; this file holds them together, swaps them on reload and wraps requests.
 
 mod auth;
-mod client_certs;
 mod file;
 mod rate_limit;
 #[cfg(test)]
 mod tests;
-mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,10 +40,10 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_rustls::TlsAcceptor;
 
 use self::auth::BasicAuth;
-use self::file::{build_headers, io_message, Ctx, RawConfig};
+use self::file::{build_headers, Ctx, RawConfig};
 use self::rate_limit::{build_rate_limiter, RateLimiter};
-use self::tls::build_tls;
 use super::response::plain;
+use crate::tls::build_server_config;
 
 pub use self::auth::AuthOutcome;
 pub use self::file::WebConfigError;
@@ -88,28 +86,37 @@ impl WebConfig {
     /// Reads and validates the file: YAML shape, certificates and key, client CAs, cipher suites,
     /// headers and bcrypt hashes. Nothing is left to fail later at handshake or request time.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let content = std::fs::read_to_string(path).map_err(|e| WebConfigError::Read {
-            path: path.to_path_buf(),
-            message: io_message(&e),
-        })?;
         let dir = path.parent().unwrap_or_else(|| Path::new(""));
+        let ctx = Ctx {
+            kind: "web config",
+            path,
+            dir,
+        };
+        let content = std::fs::read_to_string(path).map_err(|e| ctx.read_error(&e))?;
         Self::parse(&content, path, dir)
     }
 
     fn parse(content: &str, path: &Path, dir: &Path) -> Result<WebConfig, WebConfigError> {
-        let ctx = Ctx { path, dir };
+        let ctx = Ctx {
+            kind: "web config",
+            path,
+            dir,
+        };
         // An empty file (or only comments) is a YAML null document: no settings at all.
         let raw: Option<RawConfig> =
-            serde_yaml::from_str(content).map_err(|e| WebConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            serde_yaml::from_str(content).map_err(|e| ctx.parse_error(e))?;
         let raw = raw.unwrap_or_default();
 
         let http = raw.http_server_config.unwrap_or_default();
         let http2 = http.http2.unwrap_or(true);
         let headers = build_headers(&ctx, http.headers.unwrap_or_default())?;
-        let tls = build_tls(&ctx, raw.tls_server_config.unwrap_or_default(), http2)?;
+        let alpn: &[&[u8]] = if http2 {
+            &[b"h2", b"http/1.1"]
+        } else {
+            &[b"http/1.1"]
+        };
+        let tls = build_server_config(&ctx, raw.tls_server_config.unwrap_or_default(), alpn)?
+            .map(TlsAcceptor::from);
         let auth = BasicAuth::from_file(&ctx, raw.basic_auth_users)?;
         let rate_limiter = build_rate_limiter(&ctx, raw.rate_limit.unwrap_or_default())?;
 

@@ -10,7 +10,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use super::file::{Ctx, WebConfigError};
+use super::file::{ConfigError, Ctx};
 
 /// `client_auth_type`, Go's `tls.ClientAuthType`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -24,10 +24,7 @@ pub(super) enum ClientAuth {
 
 impl ClientAuth {
     /// Parses Go's name (`NoClientCert` when unset).
-    pub(super) fn from_file(
-        ctx: &Ctx<'_>,
-        value: Option<&str>,
-    ) -> Result<ClientAuth, WebConfigError> {
+    pub(super) fn from_file(ctx: &Ctx<'_>, value: Option<&str>) -> Result<ClientAuth, ConfigError> {
         Ok(match value.unwrap_or("NoClientCert") {
             "NoClientCert" => ClientAuth::None,
             "RequestClientCert" => ClientAuth::Request,
@@ -52,7 +49,7 @@ pub(super) fn client_verifier(
     roots: Option<Arc<RootCertStore>>,
     provider: &Arc<CryptoProvider>,
     allowed_sans: Option<Vec<String>>,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, WebConfigError> {
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, ConfigError> {
     let signature_algorithms = provider.signature_verification_algorithms;
     let verifier: Option<Arc<dyn ClientCertVerifier>> = match client_auth {
         ClientAuth::None => None,

@@ -1,22 +1,22 @@
 //! `tls_server_config`: the rustls server config, from Go's names for versions, cipher suites
 //! and curves, the certificate and key, and the client CAs; the client-certificate verifiers
-//! themselves are in [`super::client_certs`].
+//! themselves are in [`super::client_certs`]. One builder for the HTTP listeners and the
+//! cluster's gRPC listener.
 
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{CipherSuite, RootCertStore, ServerConfig, SupportedProtocolVersion};
-use tokio_rustls::TlsAcceptor;
 
 use super::client_certs::{client_verifier, ClientAuth};
-use super::file::{nonempty, Ctx, RawTls, WebConfigError};
+use super::file::{nonempty, ConfigError, Ctx, RawServerTls};
 
 fn parse_version(
     ctx: &Ctx<'_>,
     field: &str,
     value: Option<&str>,
-) -> Result<Option<&'static SupportedProtocolVersion>, WebConfigError> {
+) -> Result<Option<&'static SupportedProtocolVersion>, ConfigError> {
     match value {
         None | Some("") => Ok(None),
         Some("TLS12") => Ok(Some(&rustls::version::TLS12)),
@@ -67,7 +67,7 @@ fn cipher_suite_by_go_name(name: &str) -> Option<Option<CipherSuite>> {
     Some(suite)
 }
 
-fn build_provider(ctx: &Ctx<'_>, raw: &RawTls) -> Result<CryptoProvider, WebConfigError> {
+fn build_provider(ctx: &Ctx<'_>, raw: &RawServerTls) -> Result<CryptoProvider, ConfigError> {
     let mut provider = rustls::crypto::ring::default_provider();
     if let Some(names) = raw.cipher_suites.as_ref().filter(|n| !n.is_empty()) {
         // As in Go, the list only governs TLS 1.2; TLS 1.3 suites stay on.
@@ -124,13 +124,13 @@ fn build_provider(ctx: &Ctx<'_>, raw: &RawTls) -> Result<CryptoProvider, WebConf
     Ok(provider)
 }
 
-/// The TLS acceptor `tls_server_config` asks for; `None` when it sets no certificate, key or
-/// client authentication (plain HTTP).
-pub(super) fn build_tls(
+/// The server config `tls_server_config` asks for, offering `alpn` in that order; `None` when it
+/// sets no certificate, key or client authentication (plain text).
+pub fn build_server_config(
     ctx: &Ctx<'_>,
-    raw: RawTls,
-    http2: bool,
-) -> Result<Option<TlsAcceptor>, WebConfigError> {
+    raw: RawServerTls,
+    alpn: &[&[u8]],
+) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
     let min = parse_version(ctx, "min_version", raw.min_version.as_deref())?;
     let max = parse_version(ctx, "max_version", raw.max_version.as_deref())?;
     let provider = build_provider(ctx, &raw)?;
@@ -180,9 +180,7 @@ pub(super) fn build_tls(
     let (key_field, key_pem) = pem_source(ctx, "key", &raw.key_file, &raw.key)?
         .ok_or_else(|| ctx.invalid("tls_server_config", "missing one of key or key_file"))?;
     let chain = parse_certs(&cert_pem).map_err(|m| ctx.invalid(cert_field.clone(), m))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| ctx.invalid(key_field.clone(), format!("invalid pem: {e}")))?
-        .ok_or_else(|| ctx.invalid(key_field.clone(), "no private key found"))?;
+    let key = parse_key(&key_pem).map_err(|m| ctx.invalid(key_field.clone(), m))?;
 
     let client_auth = ClientAuth::from_file(ctx, nonempty(&raw.client_auth_type))?;
 
@@ -222,15 +220,12 @@ pub(super) fn build_tls(
             format!("does not fit the certificate: {e}").to_lowercase(),
         )
     })?;
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Some(Arc::new(config)))
 }
 
-fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificates of a PEM file, each checked to be a parseable X.509 certificate.
+pub(super) fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid pem: {e}"))?;
@@ -244,6 +239,13 @@ fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// The private key of a PEM file.
+pub(super) fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| format!("invalid pem: {e}"))?
+        .ok_or_else(|| "no private key found".to_owned())
+}
+
 /// A PEM given as a file (`<name>_file`, relative to the config file) or inline (`<name>`): the
 /// field to name in errors about its content, and its bytes; `None` when neither is set.
 fn pem_source(
@@ -251,7 +253,7 @@ fn pem_source(
     name: &str,
     file: &Option<String>,
     inline: &Option<String>,
-) -> Result<Option<(String, Vec<u8>)>, WebConfigError> {
+) -> Result<Option<(String, Vec<u8>)>, ConfigError> {
     Ok(match (nonempty(file), nonempty(inline)) {
         (Some(file), _) => {
             let pem = ctx.read(&format!("tls_server_config: {name}_file"), file)?;
