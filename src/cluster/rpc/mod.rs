@@ -19,6 +19,10 @@ pub mod pb {
 
 pub use client::{MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW};
 pub use pb::cluster_server::ClusterServer;
-/// A group state's wire form, for the benches.
+/// A group state's wire form, for the benches; the generated client, for the test bed's calls
+/// from outside the cluster.
 #[cfg(feature = "testsuite")]
-pub use wire::{group_from_bytes, group_to_bytes};
+pub use {
+    pb::cluster_client::ClusterClient,
+    wire::{group_from_bytes, group_to_bytes},
+};
