@@ -162,6 +162,7 @@ mod tests {
             ("cluster.anti-entropy-interval", "10s"),
             ("cluster.tombstone-lifetime", "3600s"),
             ("cluster.max-hints", "100000"),
+            ("cluster.max-clock-skew", "60s"),
             ("cluster.rebalance-rate", "2000"),
             ("cluster.join-timeout", "30s"),
             ("cluster.shutdown-timeout", "30s"),

@@ -34,6 +34,7 @@ pub const HINTS_PENDING: &str = "pushgate_hints_pending";
 pub const ANTIENTROPY_REPAIRS_TOTAL: &str = "pushgate_antientropy_repairs_total";
 pub const ANTIENTROPY_ROUNDS_TOTAL: &str = "pushgate_antientropy_rounds_total";
 pub const TOMBSTONES: &str = "pushgate_tombstones";
+pub const PEER_REFUSED_TOTAL: &str = "pushgate_cluster_peer_refused_total";
 
 /// Every self-metric family: name, type, help.
 pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
@@ -66,6 +67,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (ANTIENTROPY_REPAIRS_TOTAL, MetricType::Counter, "Group states repaired by anti-entropy, by direction (sent: a co-owner lacked this node's newer state; received: this node took a newer one)."),
     (ANTIENTROPY_ROUNDS_TOTAL, MetricType::Counter, "Reconciliation rounds (handoff and anti-entropy) run by this node, by result (complete, partial: some peer could not be reached)."),
     (TOMBSTONES, MetricType::Gauge, "Tombstones (deleted groups remembered so an older copy cannot bring them back) held by this node."),
+    (PEER_REFUSED_TOTAL, MetricType::Counter, "Messages or items from other cluster nodes refused unapplied, by reason: future_version (a version, tombstone or wipe dated beyond --cluster.max-clock-skew), invalid_family (a family that would not render as valid exposition), malformed (a group, grouping key or family layout that does not decode or check)."),
     ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),
     ("process_max_fds", MetricType::Gauge, "Maximum number of open file descriptors."),
     ("process_open_fds", MetricType::Gauge, "Number of open file descriptors."),

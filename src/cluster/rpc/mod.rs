@@ -9,6 +9,8 @@ pub mod client;
 pub mod codec;
 pub mod server;
 pub mod wire;
+#[cfg(test)]
+mod wire_props;
 
 /// Generated from proto/pushgate/cluster.proto.
 #[allow(clippy::all, missing_docs)]
