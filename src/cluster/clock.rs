@@ -51,7 +51,8 @@ impl HybridClock {
     /// The newest version a peer may send now: this node's wall clock plus the allowed skew
     /// (any counter within that millisecond).
     pub fn newest_allowed(&self) -> u64 {
-        let ms = crate::time::unix_millis().saturating_add(self.max_skew_ms.load(Ordering::Relaxed));
+        let ms =
+            crate::time::unix_millis().saturating_add(self.max_skew_ms.load(Ordering::Relaxed));
         ms.checked_shl(16)
             .filter(|v| v >> 16 == ms)
             .map_or(u64::MAX, |v| v | 0xffff)
@@ -64,8 +65,10 @@ impl HybridClock {
 
     /// Sets the allowed skew (`--cluster.max-clock-skew`).
     pub fn set_max_skew(&self, skew: Duration) {
-        self.max_skew_ms
-            .store(u64::try_from(skew.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.max_skew_ms.store(
+            u64::try_from(skew.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -95,7 +98,10 @@ mod tests {
         assert!(!c.believable(u64::MAX));
         c.observe(beyond);
         c.observe(u64::MAX);
-        assert!(c.now() < beyond, "a version beyond the skew moved the clock");
+        assert!(
+            c.now() < beyond,
+            "a version beyond the skew moved the clock"
+        );
         c.observe(within);
         assert!(c.now() > within);
     }

@@ -55,7 +55,12 @@ pub(crate) async fn merge_answers(
         answers.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
     let spares = drop_repeated_groups(&mut raw);
     let ids: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
-    if merge_decoded(newest, spawn_decoding(ids.iter().cloned().zip(raw), names, newest_allowed)).await {
+    if merge_decoded(
+        newest,
+        spawn_decoding(ids.iter().cloned().zip(raw), names, newest_allowed),
+    )
+    .await
+    {
         let spares = ids.into_iter().zip(spares).map(|(id, s)| (id, vec![s]));
         merge_decoded(newest, spawn_decoding(spares, names, newest_allowed)).await;
     }

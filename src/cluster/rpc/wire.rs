@@ -214,7 +214,8 @@ mod tests {
         let raw = wire("a 1\nb 2\n");
         for replace_all in [true, false] {
             let refuse = |raw: &[bytes::Bytes], want: &str| {
-                let err = prepared_from_wire(raw, &job(), NameScheme::Legacy, replace_all, false).unwrap_err();
+                let err = prepared_from_wire(raw, &job(), NameScheme::Legacy, replace_all, false)
+                    .unwrap_err();
                 assert!(err.contains(want), "{err} (wanted {want:?})");
             };
             refuse(

@@ -54,7 +54,13 @@ fn bodies() -> impl Strategy<Value = String> {
         // One block per name: a repeated family would be refused by the parser.
         let mut seen = std::collections::HashSet::new();
         fams.into_iter()
-            .filter(|f| seen.insert(f.lines().last().map(|l| l.split(['{', '_']).next().unwrap_or("").to_owned())))
+            .filter(|f| {
+                seen.insert(
+                    f.lines()
+                        .last()
+                        .map(|l| l.split(['{', '_']).next().unwrap_or("").to_owned()),
+                )
+            })
             .collect()
     })
 }
@@ -94,7 +100,12 @@ fn renders_back(g: &GroupSnapshot) -> Result<(), TestCaseError> {
         &mut |c| text.extend_from_slice(&c),
     );
     let parsed = parse_text(&text, NameScheme::Legacy);
-    prop_assert!(parsed.is_ok(), "render does not parse: {:?}\n{}", parsed, String::from_utf8_lossy(&text));
+    prop_assert!(
+        parsed.is_ok(),
+        "render does not parse: {:?}\n{}",
+        parsed,
+        String::from_utf8_lossy(&text)
+    );
     let parsed = parsed.unwrap_or_default();
     for (f, _) in &g.families {
         let back = parsed.iter().find(|p| p.name() == &*f.name);

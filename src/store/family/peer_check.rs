@@ -256,7 +256,10 @@ mod tests {
             ("up{job=\"j\"} 1\n# just a comment\n", "sample line"),
             ("up{job=\"j\"} 1\n\n", "sample line"),
             ("# HELP up x\nup{job=\"j\"} 1\n", "sample line"),
-            ("up{job=\"j\"} 1\nup{job=\"prometheus\"} 0\n", "metrics in 1 entries"),
+            (
+                "up{job=\"j\"} 1\nup{job=\"prometheus\"} 0\n",
+                "metrics in 1 entries",
+            ),
             ("up{job=\"j\"} 1\nother{job=\"j\"} 0\n", "not one family"),
             ("upx{job=\"j\"} 1\n", "another family"),
             ("up{job=\"j\"} garbage\n", NOT),
@@ -284,7 +287,10 @@ mod tests {
             (&b""[..], "another family"),
             (&[p.clone(), p.clone()].concat()[..], "another family"),
             // A field that renames the family inside its protobuf part.
-            (&[p.clone(), b"\x0a\x01x".to_vec()].concat()[..], "another family"),
+            (
+                &[p.clone(), b"\x0a\x01x".to_vec()].concat()[..],
+                "another family",
+            ),
         ] {
             let w = wire("up", MetricType::Gauge, &[(text, proto)]);
             let err = StoredFamily::from_wire(&w, &key(), NameScheme::Legacy).unwrap_err();

@@ -200,7 +200,9 @@ fn families_read_in_place_equal_copied_ones_and_share_the_buffer() {
         let bytes = Bytes::from(buf);
         let mut shared = SharedBlock::new(bytes.clone());
         for &(at, len) in &places {
-            shared.add_wire(at, len, &job_j(), Default::default()).unwrap();
+            shared
+                .add_wire(at, len, &job_j(), Default::default())
+                .unwrap();
         }
         let in_place = shared.finish();
         assert_eq!(in_place.len(), fams.len());
@@ -218,7 +220,9 @@ fn families_read_in_place_equal_copied_ones_and_share_the_buffer() {
             let mut copied_view = view(&copied);
             if text_only {
                 // No protobuf part in place: only the keys compare.
-                copied_view.4.truncate(copied_view.4.len() - copied.proto_metrics().len());
+                copied_view
+                    .4
+                    .truncate(copied_view.4.len() - copied.proto_metrics().len());
             }
             assert_eq!(view(f), copied_view, "family {i}, text only: {text_only}");
             assert!(f.same_series(&copied));
@@ -286,7 +290,9 @@ fn text_only_wire_form_keeps_text_order_and_identity() {
     // merged scrape takes it.
     assert!(StoredFamily::from_wire(&w, &no_key(), Default::default()).is_err());
     let mut block = SharedBlock::new(Bytes::from(w.clone()));
-    block.add_wire(0, w.len(), &no_key(), Default::default()).unwrap();
+    block
+        .add_wire(0, w.len(), &no_key(), Default::default())
+        .unwrap();
     let back = block.finish().remove(0);
     assert_eq!(back.text(), fam.text());
     assert!(back.proto_metrics().is_empty());

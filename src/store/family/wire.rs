@@ -7,9 +7,9 @@ use super::builder::BlockBuilder;
 use super::hash::layout_of;
 use super::intern::intern;
 use super::layout::{offset, Entry, FamilyHead, StoredFamily};
+use super::peer_check::Expect;
 use crate::exposition::MetricType;
 use crate::exposition::NameScheme;
-use super::peer_check::Expect;
 use crate::store::GroupKey;
 
 /// Families read from a peer's message in place: their block is the message's buffer itself
