@@ -240,7 +240,7 @@ fn decode_collected_10k_groups(bencher: Bencher) {
                 .into_iter()
                 .map(|c| rpc::pb::CollectChunk::decode(c).expect("bench chunk decodes"))
                 .collect();
-            decode_chunks(chunks, NameScheme::Legacy)
+            decode_chunks(chunks, NameScheme::Legacy, u64::MAX)
                 .expect("bench chunks are valid")
                 .groups
                 .len()

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tonic::Status;
 
 use super::clock::HybridClock;
+use super::events::{ClusterEvent, PeerRefusal};
 use super::member::NodeId;
 use super::ring::Ring;
 use super::rpc::client::PeerClients;
@@ -75,6 +77,28 @@ impl ClusterCore {
         core
     }
 
+    /// Sets how far ahead of this node's clock a peer's version may be
+    /// (`--cluster.max-clock-skew`).
+    pub fn set_max_clock_skew(&self, skew: Duration) {
+        self.clock.set_max_skew(skew);
+    }
+
+    /// A version a peer sent (`what` it dates, for the message): refused and counted when it
+    /// is beyond the allowed clock skew, so a peer cannot date a write, a tombstone or a wipe
+    /// in the far future and make it win over every later write.
+    pub(crate) fn peer_version(&self, version: u64, what: &str) -> Result<(), Status> {
+        if self.clock.believable(version) {
+            return Ok(());
+        }
+        Err(refuse_peer(
+            PeerRefusal::FutureVersion,
+            format!(
+                "{what} dated {} ms past this node's clock, beyond --cluster.max-clock-skew",
+                (version >> 16).saturating_sub(crate::time::unix_millis())
+            ),
+        ))
+    }
+
     /// Sets the bound on hints (`--cluster.max-hints`).
     pub fn set_max_hints(&self, max: usize) {
         self.max_hints.store(max, Ordering::Relaxed);
@@ -94,6 +118,21 @@ impl ClusterCore {
     pub(crate) fn ring(&self) -> Arc<Ring> {
         self.ring.borrow().clone()
     }
+}
+
+/// Counts and logs a refused peer message (or item), and the status it is answered with.
+pub(crate) fn refuse_peer(reason: PeerRefusal, error: String) -> Status {
+    ClusterEvent::PeerRefused {
+        reason,
+        error: &error,
+    }
+    .emit();
+    Status::invalid_argument(error)
+}
+
+/// [`refuse_peer`] for a decoder's error, its reason read from the message.
+pub(crate) fn refuse_decoded(error: String) -> Status {
+    refuse_peer(PeerRefusal::of_error(&error), error)
 }
 
 /// Runs `work` inline when the payload is small (a thread handoff per forwarded push or replica

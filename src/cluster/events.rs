@@ -11,8 +11,46 @@ use super::member::NodeId;
 use super::ring::Ring;
 use crate::telemetry::metrics as m;
 
+/// Why a peer's message (or one item of it) was refused: the `reason` label of
+/// `pushgate_cluster_peer_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerRefusal {
+    /// A version, tombstone or wipe dated beyond `--cluster.max-clock-skew`.
+    FutureVersion,
+    /// A family that would not render as valid exposition (lines that are not its own, labels
+    /// the push rules refuse, a protobuf part that does not decode).
+    InvalidFamily,
+    /// Anything else that does not decode or check: a group, a grouping key, a family's layout.
+    Malformed,
+}
+
+impl PeerRefusal {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PeerRefusal::FutureVersion => "future_version",
+            PeerRefusal::InvalidFamily => "invalid_family",
+            PeerRefusal::Malformed => "malformed",
+        }
+    }
+
+    /// The reason of a decoder's error message: the exposition checks name themselves
+    /// (`store::family::NOT_VALID_EXPOSITION`).
+    pub(crate) fn of_error(error: &str) -> Self {
+        if error.contains(crate::store::family::NOT_VALID_EXPOSITION) {
+            PeerRefusal::InvalidFamily
+        } else {
+            PeerRefusal::Malformed
+        }
+    }
+}
+
 /// One cluster event; [`ClusterEvent::emit`] logs and counts it.
 pub(crate) enum ClusterEvent<'a> {
+    /// A peer's message, or an item of it, was refused: nothing of it was stored.
+    PeerRefused {
+        reason: PeerRefusal,
+        error: &'a dyn Display,
+    },
     /// This node's ring has other members, or members in other states, than before.
     RingChanged { node: &'a NodeId, ring: &'a Ring },
     /// A gossiping peer speaks a protocol version outside the skew window, or none
@@ -62,6 +100,12 @@ impl ClusterEvent<'_> {
     /// Logs the event and updates its metrics.
     pub(crate) fn emit(self) {
         match self {
+            ClusterEvent::PeerRefused { reason, error } => {
+                // Warn: a healthy cluster never sends one (a peer that does is broken, skewed
+                // or hostile); each is one line, bounded by the peer's own call rate.
+                tracing::warn!(reason = reason.as_str(), err = %error, "refused a peer's message");
+                metrics::counter!(m::PEER_REFUSED_TOTAL, "reason" => reason.as_str()).increment(1);
+            }
             ClusterEvent::RingChanged { node, ring } => {
                 tracing::info!(
                     node = %node,

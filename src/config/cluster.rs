@@ -17,6 +17,8 @@ pub struct ClusterSettings {
     pub replication_factor: usize,
     pub gossip_interval: Duration,
     pub peer_timeout: Duration,
+    /// `--cluster.max-clock-skew`.
+    pub max_clock_skew: Duration,
 }
 
 impl Config {
@@ -77,6 +79,9 @@ impl Config {
         if self.cluster_tombstone_lifetime < self.cluster_anti_entropy_interval * 3 {
             return Err("--cluster.tombstone-lifetime must be at least 3 anti-entropy intervals (a tombstone must reach every co-owner before it is forgotten)".into());
         }
+        if self.cluster_max_clock_skew < self.cluster_peer_timeout {
+            return Err("--cluster.max-clock-skew must be at least --cluster.peer-timeout (a write stamped by its primary travels that long)".into());
+        }
         if self.cluster_rebalance_rate == 0 {
             return Err("--cluster.rebalance-rate must be positive".into());
         }
@@ -94,6 +99,7 @@ impl Config {
             replication_factor: self.cluster_replication_factor,
             gossip_interval: self.cluster_gossip_interval,
             peer_timeout: self.cluster_peer_timeout,
+            max_clock_skew: self.cluster_max_clock_skew,
         }))
     }
 }

@@ -91,6 +91,7 @@ fn a_cluster_node_also_lists_the_cluster_flags() {
         ("cluster.tls-config", ""),
         ("cluster.anti-entropy-interval", "10s"),
         ("cluster.tombstone-lifetime", "3600s"),
+        ("cluster.max-clock-skew", "60s"),
         ("cluster.max-hints", "100000"),
         ("cluster.rebalance-rate", "2000"),
         ("cluster.join-timeout", "30s"),

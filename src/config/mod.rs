@@ -125,6 +125,11 @@ pub struct Config {
     /// is refused, so the writer tries the next node.
     #[arg(long = "cluster.max-hints", default_value_t = 100_000)]
     pub cluster_max_hints: usize,
+    /// How far in the future a peer's version (a write, a tombstone, a wipe) may be dated,
+    /// against this node's clock; beyond it the message is refused and counted, so a peer
+    /// cannot date a write past every later one.
+    #[arg(long = "cluster.max-clock-skew", default_value = "1m", value_parser = parse_go_duration)]
+    pub cluster_max_clock_skew: Duration,
     /// Most groups per second a node sends when rebalancing or repairing.
     #[arg(long = "cluster.rebalance-rate", default_value_t = 2_000)]
     pub cluster_rebalance_rate: u32,

@@ -157,6 +157,7 @@ impl ClusterNode {
             s.peer_timeout,
             tls.clone(),
         );
+        core.set_max_clock_skew(s.max_clock_skew);
         let grpc_stop = Arc::new(Notify::new());
         let service = ClusterServer::new(ClusterService::new(core.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::family::{self, encode_family_header, BlockBuilder, SharedBlock, StoredFamily};
+use super::family::{self, encode_family_header, BlockBuilder, Expect, SharedBlock, StoredFamily};
 use super::group::GroupSnapshot;
 use super::key::GroupKey;
 use super::prepare::{self, Limits, Validation};
@@ -142,7 +142,7 @@ pub fn decode_group(
                 let mut block = SharedBlock::new(buf);
                 for (at, len) in places {
                     block
-                        .add_wire(at, len, names)
+                        .add_wire(at, len, &key, names)
                         .map_err(|e| format!("group {key}: {e}"))?;
                 }
                 block.finish()
@@ -150,7 +150,7 @@ pub fn decode_group(
             None => {
                 let mut block = BlockBuilder::default();
                 for raw in &g.encoded_families {
-                    StoredFamily::from_wire_into(&mut block, raw, names)
+                    StoredFamily::from_wire_into(&mut block, raw, &Expect::stored(&key, names))
                         .map_err(|e| format!("group {key}: {e}"))?;
                 }
                 block.finish()

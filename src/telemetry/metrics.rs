@@ -38,6 +38,7 @@ pub const CLUSTER_TLS_HANDSHAKE_FAILURES_TOTAL: &str =
     "pushgate_cluster_tls_handshake_failures_total";
 pub const TOMBSTONES: &str = "pushgate_tombstones";
 pub const INCOMPATIBLE_PEERS_TOTAL: &str = "pushgate_cluster_incompatible_peers_total";
+pub const PEER_REFUSED_TOTAL: &str = "pushgate_cluster_peer_refused_total";
 
 /// Every self-metric family: name, type, help.
 pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
@@ -73,6 +74,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (CLUSTER_TLS_HANDSHAKE_FAILURES_TOTAL, MetricType::Counter, "Node-to-node TLS handshakes that failed, by side (server: a caller without a valid certificate was refused; client: a peer's certificate was refused or unreachable)."),
     (TOMBSTONES, MetricType::Gauge, "Tombstones (deleted groups remembered so an older copy cannot bring them back) held by this node."),
     (INCOMPATIBLE_PEERS_TOTAL, MetricType::Counter, "Gossiping peers not placed on the ring because their cluster protocol version is more than one away from this node's (or missing); each counted once."),
+    (PEER_REFUSED_TOTAL, MetricType::Counter, "Messages or items from other cluster nodes refused unapplied, by reason: future_version (a version, tombstone or wipe dated beyond --cluster.max-clock-skew), invalid_family (a family that would not render as valid exposition), malformed (a group, grouping key or family layout that does not decode or check)."),
     ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),
     ("process_max_fds", MetricType::Gauge, "Maximum number of open file descriptors."),
     ("process_open_fds", MetricType::Gauge, "Number of open file descriptors."),

@@ -36,7 +36,9 @@ fn collect_chunks_decode_to_the_same_groups_read_in_place_and_replicas_are_copie
         .iter()
         .map(|b| pb::CollectChunk::decode(b.clone()).unwrap())
         .collect();
-    let got = decode_chunks(decoded, NameScheme::Legacy).unwrap().groups;
+    let got = decode_chunks(decoded, NameScheme::Legacy, u64::MAX)
+        .unwrap()
+        .groups;
     assert_eq!(got.len(), groups.len());
     for (a, b) in groups.iter().zip(&got) {
         assert_eq!(a.key, b.key);

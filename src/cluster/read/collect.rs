@@ -92,7 +92,7 @@ impl ClusterCore {
             .filter(|(_, d)| !d.is_empty())
             .collect();
         let names = self.names();
-        merge_answers(&mut newest, answers, names).await;
+        merge_answers(&mut newest, answers, names, self.clock.newest_allowed()).await;
         if !deferred.is_empty() {
             // Groups left to a peer that did not deliver them (it failed, its answer was
             // undecodable, or it ranks the owners differently): asked for once more, from the
@@ -121,7 +121,7 @@ impl ClusterCore {
             if !calls.is_empty() {
                 let left = deadline.saturating_sub(started.elapsed()).max(deadline / 2);
                 let again = self.collect_from(calls, left, Instant::now()).await;
-                merge_answers(&mut newest, again, names).await;
+                merge_answers(&mut newest, again, names, self.clock.newest_allowed()).await;
             }
         }
         let mut out: Vec<GroupSnapshot> = newest.into_values().filter_map(|(_, g)| g).collect();

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::super::core::{refuse_decoded, refuse_peer};
+use super::super::events::PeerRefusal;
 use super::super::rpc::{pb, wire};
 use crate::exposition::NameScheme;
 use crate::store::{GroupKey, GroupSnapshot};
@@ -47,14 +49,20 @@ pub(crate) async fn merge_answers(
     newest: &mut Newest,
     mut answers: Vec<(String, Vec<pb::CollectChunk>)>,
     names: NameScheme,
+    newest_allowed: u64,
 ) {
     let mut raw: Vec<Vec<pb::CollectChunk>> =
         answers.iter_mut().map(|(_, c)| std::mem::take(c)).collect();
     let spares = drop_repeated_groups(&mut raw);
     let ids: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
-    if merge_decoded(newest, spawn_decoding(ids.iter().cloned().zip(raw), names)).await {
+    if merge_decoded(
+        newest,
+        spawn_decoding(ids.iter().cloned().zip(raw), names, newest_allowed),
+    )
+    .await
+    {
         let spares = ids.into_iter().zip(spares).map(|(id, s)| (id, vec![s]));
-        merge_decoded(newest, spawn_decoding(spares, names)).await;
+        merge_decoded(newest, spawn_decoding(spares, names, newest_allowed)).await;
     }
 }
 
@@ -62,11 +70,12 @@ pub(crate) async fn merge_answers(
 pub(crate) fn spawn_decoding(
     answers: impl IntoIterator<Item = (String, Vec<pb::CollectChunk>)>,
     names: NameScheme,
+    newest_allowed: u64,
 ) -> JoinSet<Result<Collected, ()>> {
     let mut decoding = JoinSet::new();
     for (id, chunks) in answers {
         decoding.spawn_blocking(move || {
-            decode_chunks(chunks, names).map_err(|e| {
+            decode_chunks(chunks, names, newest_allowed).map_err(|e| {
                 tracing::debug!(peer = %id, err = %e, "collect answer undecodable; its groups come from replicas");
             })
         });
@@ -98,22 +107,44 @@ pub struct Collected {
 
 /// Decodes collect chunks for a merged view (on the blocking pool: this validates every
 /// family). The groups' families are read in place (`group_in_bytes`): they keep the chunks'
-/// buffers alive until the view is dropped, and are not copied.
+/// buffers alive until the view is dropped, and are not copied. A group or tombstone dated
+/// after `newest_allowed` (the clock skew a peer is allowed) is left out and counted: it would
+/// hide every later write to its group from the merged view.
 pub fn decode_chunks(
     chunks: Vec<pb::CollectChunk>,
     names: NameScheme,
+    newest_allowed: u64,
 ) -> Result<Collected, String> {
     let mut out = Collected {
         groups: Vec::new(),
         tombstones: Vec::new(),
     };
+    let future = |what: &str, version: u64| {
+        let future = version > newest_allowed;
+        if future {
+            refuse_peer(
+                PeerRefusal::FutureVersion,
+                format!("collected {what} dated beyond --cluster.max-clock-skew; left out"),
+            );
+        }
+        future
+    };
     for c in chunks {
         for g in c.groups {
-            out.groups.push(wire::group_in_bytes(&g, names)?);
+            let g = wire::group_in_bytes(&g, names).map_err(|e| {
+                let status = refuse_decoded(e);
+                status.message().to_owned()
+            })?;
+            if !future("group", g.version) {
+                out.groups.push(g);
+            }
         }
         for t in c.tombstones {
-            out.tombstones
-                .push((wire::key_from_pb(t.key, names)?, t.version));
+            let key = wire::key_from_pb(t.key, names)
+                .map_err(|e| refuse_decoded(e).message().to_owned())?;
+            if !future("tombstone", t.version) {
+                out.tombstones.push((key, t.version));
+            }
         }
     }
     Ok(out)

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::task::JoinSet;
 
-use super::super::core::ClusterCore;
+use super::super::core::{refuse_decoded, ClusterCore};
 use super::super::member::{Member, MemberState, NodeId};
 use super::super::ring::owners;
 use super::super::rpc::{client, pb, wire};
@@ -146,10 +146,13 @@ impl Reconciler {
         let names = core.names();
         let mut decoded_tombstones = Vec::new();
         for t in tombstones {
+            if core.peer_version(t.version, "synced tombstone").is_err() {
+                continue;
+            }
             match wire::key_from_pb(t.key, names) {
                 Ok(k) if wanted(&k) => decoded_tombstones.push((k, t.version)),
                 Ok(_) => {}
-                Err(e) => tracing::debug!(err = %e, "peer sent an invalid tombstone; ignored"),
+                Err(e) => drop(refuse_decoded(e)),
             }
         }
         let store = core.store.clone();
@@ -159,7 +162,7 @@ impl Reconciler {
                 .filter_map(|raw| match wire::group_from_bytes(raw, names) {
                     Ok(g) => Some(g),
                     Err(e) => {
-                        tracing::debug!(err = %e, "peer sent an invalid group; ignored");
+                        drop(refuse_decoded(e));
                         None
                     }
                 })
@@ -167,6 +170,12 @@ impl Reconciler {
         })
         .await
         .unwrap_or_default();
+        // Refused (and counted) before anything is applied: a group dated in the future would
+        // otherwise win over every later write to it.
+        let decoded: Vec<_> = decoded
+            .into_iter()
+            .filter(|g| core.peer_version(g.version, "synced group").is_ok())
+            .collect();
         let mut taken = 0;
         for (k, v) in decoded_tombstones {
             core.clock.observe(v);
@@ -201,6 +210,8 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
     let mut reply = pb::SyncReply::default();
     let mut listed: HashSet<GroupKey> = HashSet::new();
     for (i, e) in req.entries.into_iter().enumerate() {
+        core.peer_version(e.version, "sync entry")
+            .map_err(|s| s.message().to_owned())?;
         let key = wire::key_from_pb(e.key, names)?;
         let group = store.group_version(&key);
         let tomb = store.tombstone(&key);

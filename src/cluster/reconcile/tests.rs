@@ -116,7 +116,7 @@ fn a_group_two_peers_sent_in_the_same_version_is_decoded_once() {
     answers.push(unlisted);
     let spares = drop_repeated_groups(&mut answers);
     let decoded = |chunks: Vec<pb::CollectChunk>| -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = decode_chunks(chunks, NameScheme::Legacy)
+        let mut v: Vec<(String, u64)> = decode_chunks(chunks, NameScheme::Legacy, u64::MAX)
             .unwrap()
             .groups
             .iter()

@@ -10,6 +10,8 @@ pub mod codec;
 pub mod server;
 pub mod tls;
 pub mod wire;
+#[cfg(test)]
+mod wire_props;
 
 /// Generated from proto/pushgate/cluster.proto.
 #[allow(clippy::all, missing_docs)]

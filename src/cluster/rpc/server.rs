@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use tonic::{Request, Response, Status};
 
-use super::super::core::{off_runtime_if_large, ClusterCore};
+use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
 use super::super::read::answer::{collect_chunks, select_for_collect};
 use super::super::reconcile::sync::answer_sync;
 use super::super::write::op::{decoded, write_reply_pb, WriteAnswer, WriteOp};
@@ -62,7 +62,7 @@ impl ClusterService {
         self.core.entry.served();
         expired(w.deadline_unix_ms)?;
         let names = self.core.names();
-        let key = wire::key_from_pb(w.key, names).map_err(Status::invalid_argument)?;
+        let key = wire::key_from_pb(w.key, names).map_err(refuse_decoded)?;
         let unreachable = bounded(w.unreachable);
         let op = if w.delete {
             WriteOp::Delete(key)
@@ -100,12 +100,14 @@ impl ClusterService {
             let size: usize = w.families.iter().map(|f| f.len()).sum();
             let raw = w.families;
             let replace_all = w.replace_all;
+            let group = key.clone();
+            let timestamps = w.has_timestamps;
             let families = off_runtime_if_large(size, move || {
-                wire::prepared_from_wire(&raw, names, replace_all)
+                wire::prepared_from_wire(&raw, &group, names, replace_all, timestamps)
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::invalid_argument)?;
+            .map_err(refuse_decoded)?;
             WriteOp::Push(PreparedPush {
                 key,
                 families,
@@ -261,7 +263,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::WipeRequest>,
     ) -> Result<Response<pb::WipeReply>, Status> {
-        self.core.wipe_local(request.into_inner().version);
+        let version = request.into_inner().version;
+        self.core.peer_version(version, "wipe")?;
+        self.core.wipe_local(version);
         Ok(Response::new(pb::WipeReply {}))
     }
 

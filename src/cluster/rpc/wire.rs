@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 use crate::exposition::LabelPair;
 use crate::exposition::{is_valid_label_name, NameScheme};
 use crate::store::codec::{decode_group, encode_group_wire, snapshot_proto};
-use crate::store::family::BlockBuilder;
+use crate::store::family::{BlockBuilder, Expect};
 use crate::store::{GroupKey, GroupSnapshot, StoredFamily};
 
 /// A status carried in a batch reply's item (`error_code`, `error`).
@@ -68,21 +68,29 @@ pub fn key_from_pb(pairs: Vec<LabelPair>, names: NameScheme) -> Result<GroupKey,
     Ok(key)
 }
 
-/// The families of a forwarded push (`StoredFamily` wire form), validated: each family's layout
-/// (`StoredFamily::from_wire`), no series twice in a family, names sorted and unique, and none
-/// of the push time families the gateway owns. The receiving node prepared them (grouping
-/// labels, name and label rules, limits) before forwarding.
+/// The families of a forwarded push to the group `key` (`StoredFamily` wire form), validated:
+/// each family's layout and exposition (`StoredFamily::from_wire`: its lines, name, type,
+/// labels and the grouping labels), no series twice in a family, names sorted and unique, and
+/// none of the push time families the gateway owns.
+/// Timestamps are allowed only when the push says it carries them (`has_timestamps`: the
+/// primary then refuses it and records the failure, like a single node).
 pub fn prepared_from_wire(
     raw: &[bytes::Bytes],
+    key: &GroupKey,
     names: NameScheme,
     replace_all: bool,
+    has_timestamps: bool,
 ) -> Result<Vec<StoredFamily>, String> {
+    let expect = Expect {
+        timestamps: has_timestamps,
+        ..Expect::stored(key, names)
+    };
     use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
     // The families of a PUT share a block; a POST's get one each (see `StoredFamily`).
     let mut block = BlockBuilder::default();
     let mut out: Vec<StoredFamily> = Vec::with_capacity(raw.len());
     for b in raw {
-        StoredFamily::from_wire_into(&mut block, b, names)?;
+        StoredFamily::from_wire_into(&mut block, b, &expect)?;
         if !replace_all {
             out.extend(std::mem::take(&mut block).finish());
         }
@@ -164,6 +172,10 @@ mod tests {
     use super::*;
     use crate::store::prepare::{prepare_push, Validation};
 
+    fn job() -> GroupKey {
+        GroupKey::new([("job".to_string(), "j".to_string())])
+    }
+
     fn wire(body: &str) -> Vec<bytes::Bytes> {
         let fams = crate::exposition::parse_text(body.as_bytes(), NameScheme::Legacy).unwrap();
         let key = GroupKey::new([("job".to_string(), "j".to_string())]);
@@ -181,8 +193,8 @@ mod tests {
     #[test]
     fn forwarded_families_share_a_block_for_a_put_and_not_for_a_post() {
         let raw = wire("a 1\nb{x=\"1\"} 2\nc 3\n");
-        let put = prepared_from_wire(&raw, NameScheme::Legacy, true).unwrap();
-        let post = prepared_from_wire(&raw, NameScheme::Legacy, false).unwrap();
+        let put = prepared_from_wire(&raw, &job(), NameScheme::Legacy, true, false).unwrap();
+        let post = prepared_from_wire(&raw, &job(), NameScheme::Legacy, false, false).unwrap();
         assert_eq!(put.len(), 3);
         assert_eq!(post.len(), 3);
         for (i, (f, g)) in put.iter().zip(&post).enumerate() {
@@ -202,7 +214,8 @@ mod tests {
         let raw = wire("a 1\nb 2\n");
         for replace_all in [true, false] {
             let refuse = |raw: &[bytes::Bytes], want: &str| {
-                let err = prepared_from_wire(raw, NameScheme::Legacy, replace_all).unwrap_err();
+                let err = prepared_from_wire(raw, &job(), NameScheme::Legacy, replace_all, false)
+                    .unwrap_err();
                 assert!(err.contains(want), "{err} (wanted {want:?})");
             };
             refuse(

@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tonic::Status;
 
-use super::super::core::{off_runtime_if_large, ClusterCore};
+use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
 use super::super::events::ClusterEvent;
 use super::super::member::{Member, MemberState};
 use super::super::rpc::{pb, wire};
@@ -300,10 +300,15 @@ impl ClusterCore {
                 }
             }
         }
+        let what = if req.tombstone_key.is_empty() {
+            "replica"
+        } else {
+            "tombstone"
+        };
+        self.peer_version(req.version, what)?;
         self.clock.observe(req.version);
         let applied = if !req.tombstone_key.is_empty() {
-            let key =
-                wire::key_from_pb(req.tombstone_key, names).map_err(Status::invalid_argument)?;
+            let key = wire::key_from_pb(req.tombstone_key, names).map_err(refuse_decoded)?;
             self.store.delete_versioned(&key, req.version)
         } else {
             let store = self.store.clone();
@@ -316,7 +321,7 @@ impl ClusterCore {
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::invalid_argument)?
+            .map_err(refuse_decoded)?
         };
         Ok(applied)
     }

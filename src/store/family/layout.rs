@@ -310,8 +310,15 @@ impl StoredFamily {
         let mut buf = Vec::with_capacity(proto.len() + self.name.len() + self.help.len() + 16);
         encode_family_header(&mut buf, &self.name, &self.help, self.typ);
         buf.extend_from_slice(proto);
-        MetricFamily::decode(buf.as_slice())
-            .expect("a family re-assembled from its own encoding should decode")
+        // Every family's protobuf part was encoded here or checked on arrival
+        // (`peer_check`); should one still not decode, the family shows without metrics
+        // rather than failing the reader.
+        MetricFamily::decode(buf.as_slice()).unwrap_or_else(|_| MetricFamily {
+            name: Some(self.name.to_string()),
+            help: Some(self.help.to_string()),
+            r#type: Some(self.typ as i32),
+            ..MetricFamily::default()
+        })
     }
     /// Approximate heap bytes held, for the memory accounting self-metric.
     pub fn heap_bytes(&self) -> usize {

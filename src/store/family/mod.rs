@@ -6,7 +6,8 @@
 //! only for the rare readers that need the data model (`/api/v1/metrics`, the status page).
 //!
 //! `layout` is the byte layout and the handle (`StoredFamily`), `builder` assembles blocks,
-//! `encode` turns metrics into a family, `wire` is the node-to-node form and its decoding,
+//! `encode` turns metrics into a family, `wire` is the node-to-node form and its decoding (`peer_check` the exposition check of
+//! what a peer sends),
 //! `intern` shares names and help texts, `hash` the series identities.
 
 mod builder;
@@ -14,6 +15,7 @@ mod encode;
 mod hash;
 mod intern;
 mod layout;
+mod peer_check;
 mod wire;
 
 pub use builder::BlockBuilder;
@@ -21,6 +23,7 @@ pub use encode::{grouping_pairs, EncodeMetric, LabelRef, Merged};
 pub use hash::{series_hash, series_hash_of};
 pub use intern::intern;
 pub use layout::{encode_family_header, prefetch_range, MetricChunk, StoredFamily};
+pub use peer_check::{Expect, NOT_VALID_EXPOSITION};
 pub use wire::SharedBlock;
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ use super::builder::BlockBuilder;
 use super::hash::layout_of;
 use super::intern::intern;
 use super::layout::{offset, Entry, FamilyHead, StoredFamily};
+use super::peer_check::Expect;
 use crate::exposition::MetricType;
 use crate::exposition::NameScheme;
+use crate::store::GroupKey;
 
 /// Families read from a peer's message in place: their block is the message's buffer itself
 /// (shared, not copied), for families that are rendered once and dropped (a merged scrape's
@@ -29,12 +31,23 @@ impl SharedBlock {
 
     /// Checks and adds the family in wire form at `[at..at + len]` of the buffer (see
     /// [`StoredFamily::from_wire`]); nothing is added when it is refused.
-    pub fn add_wire(&mut self, at: usize, len: usize, names: NameScheme) -> Result<(), String> {
+    pub fn add_wire(
+        &mut self,
+        at: usize,
+        len: usize,
+        key: &GroupKey,
+        names: NameScheme,
+    ) -> Result<(), String> {
         let b = at
             .checked_add(len)
             .and_then(|end| self.bytes.get(at..end))
             .ok_or("family outside its message")?;
-        let w = WireFamily::read(b, names)?;
+        // A copy rendered once (a merged scrape's) may come without its protobuf part.
+        let expect = Expect {
+            proto: false,
+            ..Expect::stored(key, names)
+        };
+        let w = WireFamily::read(b, &expect)?;
         let (base, count) = (at, w.entries.len());
         self.heads.push(FamilyHead {
             name: intern(w.name),
@@ -82,10 +95,11 @@ struct WireFamily<'a> {
 }
 
 impl<'a> WireFamily<'a> {
-    /// Reads `StoredFamily::to_wire`'s form, checking every offset and that the text is UTF-8
-    /// lines of this family, so a malformed message is an error, never a panic or a broken
-    /// exposition.
-    fn read(b: &'a [u8], names: NameScheme) -> Result<Self, String> {
+    /// Reads `StoredFamily::to_wire`'s form, checking every offset and that the family renders
+    /// as valid exposition of this group (`peer_check`), so a malformed message is an error,
+    /// never a panic or a broken exposition.
+    fn read(b: &'a [u8], expect: &Expect<'_>) -> Result<Self, String> {
+        let names = expect.names;
         struct R<'a>(&'a [u8]);
         impl<'a> R<'a> {
             fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
@@ -153,9 +167,9 @@ impl<'a> WireFamily<'a> {
             if !entries.is_empty() && keys[prev_key_start..prev_key] > keys[prev_key..ku] {
                 return Err("entries are not in exposition order".into());
             }
-            let line = &text[prev_text..tu];
-            if !line.starts_with(name) || !line.ends_with('\n') || !text.is_char_boundary(tu) {
-                return Err("text of an entry is not lines of this family".into());
+            // Whole lines each; what the lines are is `peer_check`'s part.
+            if !text.is_char_boundary(tu) || !text[prev_text..tu].ends_with('\n') {
+                return Err("text of an entry is not whole lines".into());
             }
             prev_text = tu;
             prev_key_start = prev_key;
@@ -171,6 +185,8 @@ impl<'a> WireFamily<'a> {
         if prev_text != text_len || prev_key != keys_len || !r.0.is_empty() {
             return Err("encoded family has trailing or unaccounted bytes".into());
         }
+        let proto = &buf[proto_at..];
+        super::peer_check::check(name, typ, text, n, proto, expect)?;
         Ok(WireFamily {
             name,
             help,
@@ -239,23 +255,23 @@ impl StoredFamily {
         4 + self.name.len() + 4 + self.help.len() + 1 + 4 * 4 + self.heap_bytes()
     }
 
-    /// Reads `to_wire`'s form from a peer, checking every offset and that the text is UTF-8
-    /// lines of this family, so a malformed message is an error, never a panic or a broken
-    /// exposition.
-    pub fn from_wire(b: &[u8], names: NameScheme) -> Result<StoredFamily, String> {
+    /// Reads `to_wire`'s form from a peer, for the group `key`, checking every offset and that
+    /// the family renders as valid exposition of that group, so a malformed message is an
+    /// error, never a panic or a broken exposition.
+    pub fn from_wire(b: &[u8], key: &GroupKey, names: NameScheme) -> Result<StoredFamily, String> {
         let mut block = BlockBuilder::default();
-        Self::from_wire_into(&mut block, b, names)?;
+        Self::from_wire_into(&mut block, b, &Expect::stored(key, names))?;
         Ok(block.finish_one())
     }
 
     /// [`Self::from_wire`] into `block`, after the families already there (nothing is added
-    /// when `b` is refused).
+    /// when `b` is refused), checked as `expect` says.
     pub fn from_wire_into(
         block: &mut BlockBuilder,
         b: &[u8],
-        names: NameScheme,
+        expect: &Expect<'_>,
     ) -> Result<(), String> {
-        let w = WireFamily::read(b, names)?;
+        let w = WireFamily::read(b, expect)?;
         let data = &b[w.data.clone()];
         block.add(
             intern(w.name),

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests, the cluster tests and the benches; the gateway
-//! itself does not use them.
+//! itself does not use them. `peer` speaks the cluster's gRPC to a node as another member
+//! would, to send it what a hostile or broken member could.
+
+pub mod peer;
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};

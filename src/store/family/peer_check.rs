@@ -1,0 +1,303 @@
+//! The exposition check of a family from a peer: what a node stores or renders of another
+//! node's message must be exactly what a client's push could have produced in that group, so
+//! a peer cannot put anything into `/metrics` that a push could not (comment or TYPE lines,
+//! other families, garbage, series without the group's labels).
+//!
+//! The family's text is parsed back with the text parser, as it renders (its TYPE line, then
+//! its lines), and must come out as this one family, one metric per entry, with the label rules
+//! of a push and the group's grouping labels; its protobuf part must decode to as many metrics,
+//! each carrying the value of the family's type.
+
+use prost::Message;
+
+use super::layout::encode_family_header;
+use crate::exposition::{
+    is_valid_label_name, parse_text_borrowed, write_help_and_type, MetricFamily, MetricType,
+    NameScheme,
+};
+use crate::store::GroupKey;
+
+/// What a peer's family must be: of the group `key`, with its protobuf part (`proto`: a family
+/// that is stored; a merged scrape's text-only copy carries none), with timestamps only where
+/// they are allowed (a forwarded push that carries them, which the primary refuses and records
+/// as a failure like a single node; never in a group's state).
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'k> {
+    pub key: &'k GroupKey,
+    pub proto: bool,
+    pub timestamps: bool,
+    pub names: NameScheme,
+}
+
+impl<'k> Expect<'k> {
+    /// A family of a group's state (stored, no timestamps).
+    pub fn stored(key: &'k GroupKey, names: NameScheme) -> Self {
+        Expect {
+            key,
+            proto: true,
+            timestamps: false,
+            names,
+        }
+    }
+}
+
+/// Every refusal of this check says so (the peer-refusal counter's `invalid_family` reason).
+pub const NOT_VALID_EXPOSITION: &str = "not valid exposition";
+
+fn refuse(name: &str, why: impl std::fmt::Display) -> String {
+    format!("family {name:?} is {NOT_VALID_EXPOSITION}: {why}")
+}
+
+/// Checks one family from a peer for the group `key` (see the module doc). `count` is the
+/// number of entries; `proto` the concatenated protobuf metrics, required when `with_proto`
+/// (a family that is stored; a merged scrape's text-only copy carries none).
+pub(super) fn check(
+    name: &str,
+    typ: MetricType,
+    text: &str,
+    count: usize,
+    proto: &[u8],
+    expect: &Expect<'_>,
+) -> Result<(), String> {
+    let names = expect.names;
+    check_lines(name, text)?;
+    let mut buf = Vec::with_capacity(text.len() + name.len() + 32);
+    write_help_and_type(&mut buf, name, None, typ);
+    buf.extend_from_slice(text.as_bytes());
+    let parsed = parse_text_borrowed(&buf, names).map_err(|e| refuse(name, e))?;
+    let mut families = parsed.families();
+    let (Some(f), None) = (families.next(), families.next()) else {
+        return Err(refuse(name, "its lines are not one family"));
+    };
+    if f.name != name || f.metric_type() != typ {
+        return Err(refuse(name, "its lines are another family"));
+    }
+    let metrics = parsed.metrics(f);
+    if metrics.len() != count {
+        return Err(refuse(
+            name,
+            format_args!("{} metrics in {count} entries", metrics.len()),
+        ));
+    }
+    if parsed.has_timestamps() && !expect.timestamps {
+        return Err(refuse(name, "a metric has a timestamp"));
+    }
+    for m in metrics {
+        check_labels(name, parsed.labels(m), expect.key, names)?;
+    }
+    if expect.proto || !proto.is_empty() {
+        check_proto(name, typ, proto, count, expect.timestamps)?;
+    }
+    Ok(())
+}
+
+/// Every line is a sample line: no comment, HELP or TYPE line and no blank line among them (the
+/// parser skips comments, so this is checked on the bytes).
+fn check_lines(name: &str, text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
+    if !text.is_empty() && (b[0] == b'#' || b[0] == b'\n' || !text.ends_with('\n')) {
+        return Err(refuse(name, "a line is not a sample line"));
+    }
+    let inner = &b[..b.len().saturating_sub(1)];
+    for (i, _) in inner.iter().enumerate().filter(|(_, &c)| c == b'\n') {
+        if matches!(b[i + 1], b'#' | b'\n') {
+            return Err(refuse(name, "a line is not a sample line"));
+        }
+    }
+    Ok(())
+}
+
+/// A push's label rules: names valid and not reserved, each once (the store writes them
+/// sorted), and the group's grouping labels with the group's values.
+fn check_labels(
+    name: &str,
+    labels: &[(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)],
+    key: &GroupKey,
+    names: NameScheme,
+) -> Result<(), String> {
+    for (i, (ln, _)) in labels.iter().enumerate() {
+        if !is_valid_label_name(ln, names) || ln.starts_with("__") {
+            return Err(refuse(name, format_args!("invalid label name {ln:?}")));
+        }
+        if i > 0 && labels[i - 1].0 >= *ln {
+            return Err(refuse(name, "labels not sorted by unique name"));
+        }
+    }
+    for (kn, kv) in key.labels() {
+        let found = labels
+            .binary_search_by(|(n, _)| n.as_ref().cmp(kn.as_str()))
+            .ok()
+            .map(|i| labels[i].1.as_ref());
+        let ok = match found {
+            Some(v) => v == kv,
+            None => kv.is_empty(),
+        };
+        if !ok {
+            return Err(refuse(
+                name,
+                format_args!("a metric lacks the grouping label {kn}={kv:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The protobuf part decodes to `count` metrics of the family's type, without timestamps.
+fn check_proto(
+    name: &str,
+    typ: MetricType,
+    proto: &[u8],
+    count: usize,
+    timestamps: bool,
+) -> Result<(), String> {
+    let mut buf = Vec::with_capacity(proto.len() + name.len() + 16);
+    encode_family_header(&mut buf, name, "", typ);
+    buf.extend_from_slice(proto);
+    let mf = MetricFamily::decode(buf.as_slice())
+        .map_err(|e| refuse(name, format_args!("undecodable protobuf part: {e}")))?;
+    if mf.name() != name || mf.r#type() != typ || mf.metric.len() != count {
+        return Err(refuse(name, "its protobuf part is another family"));
+    }
+    for m in &mf.metric {
+        let has_value = match typ {
+            MetricType::Counter => m.counter.is_some(),
+            MetricType::Gauge => m.gauge.is_some(),
+            MetricType::Summary => m.summary.is_some(),
+            MetricType::Untyped => m.untyped.is_some(),
+            MetricType::Histogram | MetricType::GaugeHistogram => m.histogram.is_some(),
+        };
+        if !has_value || (m.timestamp_ms.is_some() && !timestamps) {
+            return Err(refuse(name, "its protobuf part is another family"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::exposition::{MetricType, NameScheme};
+    use crate::store::{GroupKey, StoredFamily};
+
+    fn key() -> GroupKey {
+        GroupKey::new([("job".to_string(), "j".to_string())])
+    }
+
+    /// A family's wire form laid out by hand (see `StoredFamily::to_wire`), one entry per
+    /// `(text, proto)`, so a test can put in it what no encoder would.
+    fn wire(name: &str, typ: MetricType, entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut text = Vec::new();
+        let mut keys = Vec::new();
+        let mut proto = Vec::new();
+        let mut ends = Vec::new();
+        for (i, (t, p)) in entries.iter().enumerate() {
+            let start = proto.len() as u32;
+            text.extend_from_slice(t.as_bytes());
+            keys.push(i as u8);
+            proto.extend_from_slice(p);
+            ends.push((text.len() as u32, keys.len() as u32, start, p.len() as u32));
+        }
+        let mut out = Vec::new();
+        let put = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&v.to_le_bytes());
+        for s in [name, ""] {
+            put(&mut out, s.len() as u32);
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.push(typ as i32 as u8);
+        put(&mut out, text.len() as u32);
+        put(&mut out, keys.len() as u32);
+        put(&mut out, (text.len() + keys.len() + proto.len()) as u32);
+        out.extend_from_slice(&text);
+        out.extend_from_slice(&keys);
+        out.extend_from_slice(&proto);
+        put(&mut out, entries.len() as u32);
+        for (i, (t, k, ps, pl)) in ends.into_iter().enumerate() {
+            for v in [t, k, ps, pl] {
+                put(&mut out, v);
+            }
+            out.extend_from_slice(&(i as u128).to_le_bytes());
+        }
+        out
+    }
+
+    /// The protobuf `Metric` (field 4 of a family) of a gauge with `job="j"`.
+    fn gauge_proto() -> Vec<u8> {
+        let m = crate::exposition::Metric {
+            label: vec![crate::exposition::LabelPair {
+                name: Some("job".into()),
+                value: Some("j".into()),
+            }],
+            gauge: Some(crate::exposition::proto::Gauge { value: Some(1.0) }),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        prost::encoding::message::encode(4, &m, &mut out);
+        out
+    }
+
+    fn check(text: &str) -> Result<StoredFamily, String> {
+        let p = gauge_proto();
+        StoredFamily::from_wire(
+            &wire("up", MetricType::Gauge, &[(text, &p)]),
+            &key(),
+            NameScheme::Legacy,
+        )
+    }
+
+    #[test]
+    fn a_family_a_push_could_make_is_accepted() {
+        let f = check("up{job=\"j\"} 1\n").unwrap();
+        assert_eq!(f.text(), b"up{job=\"j\"} 1\n");
+    }
+
+    #[test]
+    fn smuggled_and_foreign_lines_are_refused() {
+        for (text, why) in [
+            ("up{job=\"j\"} 1\n# TYPE up counter\n", "sample line"),
+            ("up{job=\"j\"} 1\n# just a comment\n", "sample line"),
+            ("up{job=\"j\"} 1\n\n", "sample line"),
+            ("# HELP up x\nup{job=\"j\"} 1\n", "sample line"),
+            (
+                "up{job=\"j\"} 1\nup{job=\"prometheus\"} 0\n",
+                "metrics in 1 entries",
+            ),
+            ("up{job=\"j\"} 1\nother{job=\"j\"} 0\n", "not one family"),
+            ("upx{job=\"j\"} 1\n", "another family"),
+            ("up{job=\"j\"} garbage\n", NOT),
+            ("up{job=\"j\" 1\n", NOT),
+            ("up{job=\"prometheus\"} 1\n", "grouping label job"),
+            ("up 1\n", "grouping label job"),
+            ("up{job=\"j\",job=\"j\"} 1\n", "duplicate label"),
+            ("up{zz=\"1\",job=\"j\"} 1\n", "sorted by unique name"),
+            ("up{__name__=\"x\",job=\"j\"} 1\n", NOT),
+            ("up{job=\"j\"} 1 1700000000000\n", "timestamp"),
+        ] {
+            let err = check(text).expect_err(text);
+            assert!(err.contains(NOT), "{text:?}: {err}");
+            assert!(err.contains(why), "{text:?}: {err} (wanted {why:?})");
+        }
+    }
+    const NOT: &str = super::NOT_VALID_EXPOSITION;
+
+    #[test]
+    fn a_protobuf_part_that_does_not_match_is_refused() {
+        let text = "up{job=\"j\"} 1\n";
+        let p = gauge_proto();
+        for (proto, why) in [
+            (&b"\x22\x03abc"[..], "undecodable"),
+            (&b""[..], "another family"),
+            (&[p.clone(), p.clone()].concat()[..], "another family"),
+            // A field that renames the family inside its protobuf part.
+            (
+                &[p.clone(), b"\x0a\x01x".to_vec()].concat()[..],
+                "another family",
+            ),
+        ] {
+            let w = wire("up", MetricType::Gauge, &[(text, proto)]);
+            let err = StoredFamily::from_wire(&w, &key(), NameScheme::Legacy).unwrap_err();
+            assert!(err.contains(why), "{err} (wanted {why:?})");
+        }
+        // The wrong value type: a counter family whose metric is a gauge.
+        let w = wire("up", MetricType::Counter, &[(text, &p)]);
+        assert!(StoredFamily::from_wire(&w, &key(), NameScheme::Legacy).is_err());
+    }
+}
