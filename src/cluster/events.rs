@@ -6,7 +6,10 @@
 //! counters are the signal there.
 
 use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::Path;
 
+use super::gossip_key::DropReason;
 use super::member::NodeId;
 use super::ring::Ring;
 use crate::telemetry::metrics as m;
@@ -47,6 +50,21 @@ pub(crate) enum ClusterEvent<'a> {
     TombstonesExpired { count: usize },
     /// A reconciliation round ended.
     RoundEnded(RoundSummary<'a>),
+    /// A gossip datagram was dropped (received and not opened, or not sent); always counted,
+    /// logged only when `report` holds the number dropped since the last line (the sealed
+    /// transport rate-limits the lines: a flood of datagrams is not a flood of logs).
+    GossipDropped {
+        reason: DropReason,
+        peer: Option<SocketAddr>,
+        report: Option<u64>,
+    },
+    /// The gossip key file changed and its keys are in use.
+    GossipKeysReloaded { path: &'a Path, ids: &'a [&'a str] },
+    /// The gossip key file changed but could not be read or parsed: the keys in use stay.
+    GossipKeysRefused {
+        path: &'a Path,
+        error: &'a dyn Display,
+    },
 }
 
 /// What a reconciliation round did, as its event reports it.
@@ -111,6 +129,31 @@ impl ClusterEvent<'_> {
                 metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "expired")
                     .increment(count as u64);
                 tracing::debug!(expired = count, "collected tombstones past their lifetime");
+            }
+            ClusterEvent::GossipDropped {
+                reason,
+                peer,
+                report,
+            } => {
+                metrics::counter!(m::GOSSIP_DROPPED_TOTAL, "reason" => reason.as_str())
+                    .increment(1);
+                if let Some(dropped) = report {
+                    let peer = peer.map(|p| p.to_string());
+                    tracing::warn!(
+                        reason = reason.as_str(),
+                        peer = peer.as_deref().unwrap_or("-"),
+                        dropped,
+                        "gossip datagrams dropped (count since the last such line; see pushgate_cluster_gossip_dropped_total)"
+                    );
+                }
+            }
+            ClusterEvent::GossipKeysReloaded { path, ids } => {
+                metrics::counter!(m::GOSSIP_KEY_RELOADS_TOTAL, "result" => "success").increment(1);
+                tracing::info!(file = %path.display(), keys = ?ids, "gossip keys reloaded; the first seals");
+            }
+            ClusterEvent::GossipKeysRefused { path, error } => {
+                metrics::counter!(m::GOSSIP_KEY_RELOADS_TOTAL, "result" => "error").increment(1);
+                tracing::error!(file = %path.display(), err = %error, "gossip key file refused; the keys in use stay");
             }
             ClusterEvent::RoundEnded(r) => {
                 if r.handed_off > 0 {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::addresses::parse_listen_address;
 use super::Config;
+use crate::cluster::gossip_key::GossipKeyFile;
 
 /// The cluster flags once validated: where to listen, what to advertise.
 #[derive(Debug, Clone)]
@@ -17,6 +18,27 @@ pub struct ClusterSettings {
     pub replication_factor: usize,
     pub gossip_interval: Duration,
     pub peer_timeout: Duration,
+    /// The gossip keys, read at start (`--cluster.gossip-key-file`); `None` gossips in the clear.
+    pub gossip_key: Option<GossipKeyFile>,
+}
+
+/// The warning a cluster node logs at start when its cluster plane is open, naming what is
+/// missing: `tls` is whether node-to-node gRPC is mutual TLS, `gossip_key` whether gossip is
+/// sealed. `None` when both are on.
+pub fn open_plane_warning(tls: bool, gossip_key: bool) -> Option<String> {
+    let mut missing = Vec::new();
+    if !tls {
+        missing.push("no --cluster.tls-config: anyone who reaches the cluster port over TCP can call every node-to-node gRPC (read, write, delete and wipe groups)");
+    }
+    if !gossip_key {
+        missing.push("no --cluster.gossip-key-file: anyone who reaches the cluster port over UDP can join the cluster, be given groups and their pushes, and see the members");
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the cluster plane is open, fit for a local trial only: {}; see \"Securing a cluster\" in docs/operations.md",
+            missing.join("; ")
+        )
+    })
 }
 
 impl Config {
@@ -24,11 +46,12 @@ impl Config {
     /// before anything is bound.
     pub fn cluster(&self) -> Result<Option<ClusterSettings>, String> {
         if self.cluster_listen_address.is_empty() {
-            let stray =
-                !self.cluster_advertise_address.is_empty() || !self.cluster_peers.is_empty();
+            let stray = !self.cluster_advertise_address.is_empty()
+                || !self.cluster_peers.is_empty()
+                || self.cluster_gossip_key_file.is_some();
             if stray {
                 return Err(
-                    "--cluster.advertise-address and --cluster.peer need --cluster.listen-address"
+                    "--cluster.advertise-address, --cluster.peer and --cluster.gossip-key-file need --cluster.listen-address"
                         .into(),
                 );
             }
@@ -85,6 +108,12 @@ impl Config {
                 _ => return Err(format!("--cluster.peer {p:?} is not host:port")),
             }
         }
+        let gossip_key = self
+            .cluster_gossip_key_file
+            .as_deref()
+            .map(GossipKeyFile::load)
+            .transpose()
+            .map_err(|e| format!("--cluster.gossip-key-file: {e}"))?;
         Ok(Some(ClusterSettings {
             listen,
             advertise,
@@ -93,6 +122,7 @@ impl Config {
             replication_factor: self.cluster_replication_factor,
             gossip_interval: self.cluster_gossip_interval,
             peer_timeout: self.cluster_peer_timeout,
+            gossip_key,
         }))
     }
 }

@@ -13,8 +13,11 @@ use crate::cluster::reconcile::{LifecycleSettings, Reconciler};
 use crate::cluster::rpc::{
     ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
+use crate::cluster::gossip_key::KEY_FILE_POLL;
+use crate::cluster::sealed_udp::SealedUdpTransport;
 use crate::cluster::{ClusterCore, ClusterService};
 use crate::cluster::{Member, MemberState, Membership, MembershipConfig, Ring};
+use crate::config::cluster::open_plane_warning;
 use crate::config::{ClusterSettings, Config};
 use crate::store::{Store, Validation};
 use crate::telemetry::metrics as m;
@@ -30,6 +33,8 @@ pub(super) struct ClusterNode {
     grpc_stop: Arc<Notify>,
     grpc: tokio::task::JoinHandle<()>,
     members_gauge: tokio::task::JoinHandle<()>,
+    /// Re-reads the gossip key file (when there is one).
+    key_watch: Option<tokio::task::JoinHandle<()>>,
     join: tokio::task::JoinHandle<()>,
     reconciler: tokio::task::JoinHandle<()>,
 }
@@ -143,7 +148,21 @@ impl ClusterNode {
         mc.cluster_name = s.name.clone();
         mc.gossip_interval = s.gossip_interval;
         mc.failure_detector.initial_interval = s.gossip_interval;
-        let membership = Membership::start(mc).await?;
+        // The TLS half is wired by the merge of --cluster.tls-config (mTLS for gRPC).
+        let tls = false;
+        if let Some(warning) = open_plane_warning(tls, s.gossip_key.is_some()) {
+            tracing::warn!("{warning}");
+        }
+        let (membership, key_watch) = match &s.gossip_key {
+            Some(file) => {
+                let transport = SealedUdpTransport::new(file.keys.clone(), &s.name);
+                let membership = Membership::start_on(mc, &transport).await?;
+                tracing::info!(file = %file.path.display(), keys = ?file.keys.load().ids(), "gossip sealed; the first key seals");
+                let watch = tokio::spawn(file.clone().watch(KEY_FILE_POLL));
+                (membership, Some(watch))
+            }
+            None => (Membership::start(mc).await?, None),
+        };
         let core = ClusterCore::new(
             store,
             validation,
@@ -226,6 +245,7 @@ impl ClusterNode {
             grpc_stop,
             grpc,
             members_gauge,
+            key_watch,
             join,
             reconciler: reconciler_task,
         })
@@ -246,6 +266,9 @@ impl ClusterNode {
         self.grpc_stop.notify_one();
         let _ = self.grpc.await;
         self.members_gauge.abort();
+        if let Some(watch) = self.key_watch {
+            watch.abort();
+        }
         let _ = self.core;
         match Arc::try_unwrap(self.lifecycle) {
             Ok(l) => l.membership.shutdown().await,

@@ -34,6 +34,8 @@ pub const HINTS_PENDING: &str = "pushgate_hints_pending";
 pub const ANTIENTROPY_REPAIRS_TOTAL: &str = "pushgate_antientropy_repairs_total";
 pub const ANTIENTROPY_ROUNDS_TOTAL: &str = "pushgate_antientropy_rounds_total";
 pub const TOMBSTONES: &str = "pushgate_tombstones";
+pub const GOSSIP_DROPPED_TOTAL: &str = "pushgate_cluster_gossip_dropped_total";
+pub const GOSSIP_KEY_RELOADS_TOTAL: &str = "pushgate_cluster_gossip_key_reloads_total";
 
 /// Every self-metric family: name, type, help.
 pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
@@ -66,6 +68,8 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (ANTIENTROPY_REPAIRS_TOTAL, MetricType::Counter, "Group states repaired by anti-entropy, by direction (sent: a co-owner lacked this node's newer state; received: this node took a newer one)."),
     (ANTIENTROPY_ROUNDS_TOTAL, MetricType::Counter, "Reconciliation rounds (handoff and anti-entropy) run by this node, by result (complete, partial: some peer could not be reached)."),
     (TOMBSTONES, MetricType::Gauge, "Tombstones (deleted groups remembered so an older copy cannot bring them back) held by this node."),
+    (GOSSIP_DROPPED_TOTAL, MetricType::Counter, "Gossip datagrams dropped with --cluster.gossip-key-file set, by reason: received ones that do not open (unsealed: sent by a node without the gossip key; unopened: sealed with another key or for another cluster name, or altered; garbage: neither), and this node's own not sent (oversize: too large for a UDP datagram once sealed)."),
+    (GOSSIP_KEY_RELOADS_TOTAL, MetricType::Counter, "Changes of the gossip key file seen by this node, by result (success: the new keys are in use; error: the file could not be read or parsed, the previous keys stay in use)."),
     ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),
     ("process_max_fds", MetricType::Gauge, "Maximum number of open file descriptors."),
     ("process_open_fds", MetricType::Gauge, "Number of open file descriptors."),
