@@ -71,7 +71,12 @@ fn active(body: &str) -> Option<f64> {
 fn put(node: &Node, job: &str, v: u64) -> bool {
     let body = format!("gk_value {v}\n");
     matches!(
-        http("PUT", &node.url(), &format!("/metrics/job/{job}"), body.as_bytes()),
+        http(
+            "PUT",
+            &node.url(),
+            &format!("/metrics/job/{job}"),
+            body.as_bytes()
+        ),
         Ok((200, _))
     )
 }
@@ -96,26 +101,44 @@ fn a_node_without_the_key_or_with_another_never_becomes_a_member() {
     let keyed = &c.nodes[..3];
     // Positive evidence that the outsiders did gossip at the keyed nodes, for many rounds: their
     // datagrams arrived and were dropped, by reason.
-    wait_for("the keyed nodes to drop many of the outsiders' datagrams", DEADLINE, || {
-        let (mut unsealed, mut unopened) = (0.0, 0.0);
-        for n in keyed {
-            let Some(body) = scrape(n) else { return false };
-            unsealed += counter(&body, "pushgate_cluster_gossip_dropped_total{reason=\"unsealed\"}");
-            unopened += counter(&body, "pushgate_cluster_gossip_dropped_total{reason=\"unopened\"}");
-        }
-        unsealed >= 20.0 && unopened >= 20.0
-    });
+    wait_for(
+        "the keyed nodes to drop many of the outsiders' datagrams",
+        DEADLINE,
+        || {
+            let (mut unsealed, mut unopened) = (0.0, 0.0);
+            for n in keyed {
+                let Some(body) = scrape(n) else { return false };
+                unsealed += counter(
+                    &body,
+                    "pushgate_cluster_gossip_dropped_total{reason=\"unsealed\"}",
+                );
+                unopened += counter(
+                    &body,
+                    "pushgate_cluster_gossip_dropped_total{reason=\"unopened\"}",
+                );
+            }
+            unsealed >= 20.0 && unopened >= 20.0
+        },
+    );
     for n in keyed {
         let body = scrape(n).expect("keyed node scrape");
         assert_eq!(active(&body), Some(3.0), "keyed node {}: {body}", n.url());
         assert_eq!(
-            counter(&body, "pushgate_cluster_gossip_dropped_total{reason=\"garbage\"}"),
+            counter(
+                &body,
+                "pushgate_cluster_gossip_dropped_total{reason=\"garbage\"}"
+            ),
             0.0
         );
     }
     for i in [no_key, wrong_key] {
         let body = scrape(&c.nodes[i]).expect("outsider scrape");
-        assert_eq!(active(&body), Some(1.0), "outsider {}: {body}", c.nodes[i].url());
+        assert_eq!(
+            active(&body),
+            Some(1.0),
+            "outsider {}: {body}",
+            c.nodes[i].url()
+        );
     }
 
     // Pushes to the keyed cluster land on the keyed nodes only (R=2 copies of each group).
@@ -123,17 +146,28 @@ fn a_node_without_the_key_or_with_another_never_becomes_a_member() {
     for g in 0..groups {
         assert!(put(&keyed[g % 3], &format!("g{g}"), 7), "push g{g}");
     }
-    wait_for("R copies of every group on the keyed nodes", DEADLINE, || {
-        let held: f64 = keyed
-            .iter()
-            .filter_map(|n| metric_value(&scrape(n).unwrap_or_default(), "pushgate_groups"))
-            .sum();
-        held == (2 * groups) as f64
-    });
+    wait_for(
+        "R copies of every group on the keyed nodes",
+        DEADLINE,
+        || {
+            let held: f64 = keyed
+                .iter()
+                .filter_map(|n| metric_value(&scrape(n).unwrap_or_default(), "pushgate_groups"))
+                .sum();
+            held == (2 * groups) as f64
+        },
+    );
     for i in [no_key, wrong_key] {
         let body = scrape(&c.nodes[i]).expect("outsider scrape");
-        assert_eq!(metric_value(&body, "pushgate_groups"), Some(0.0), "outsider holds groups");
-        assert!(!body.contains("gk_value"), "outsider serves the cluster's groups: {body}");
+        assert_eq!(
+            metric_value(&body, "pushgate_groups"),
+            Some(0.0),
+            "outsider holds groups"
+        );
+        assert!(
+            !body.contains("gk_value"),
+            "outsider serves the cluster's groups: {body}"
+        );
     }
     // Nor did the outsiders get in later, while the pushes were being placed.
     for n in keyed {
@@ -150,7 +184,10 @@ fn rotating_the_gossip_key_under_pushes_loses_no_member_and_no_push() {
     for n in 0..3 {
         write_keys(&file(n), &[&old]);
     }
-    let flag = format!("--cluster.gossip-key-file={}/node{{n}}.keys", dir.0.display());
+    let flag = format!(
+        "--cluster.gossip-key-file={}/node{{n}}.keys",
+        dir.0.display()
+    );
     let c = Arc::new(Cluster::start(3, &[&flag]));
 
     // Pushes, round robin over the nodes, each group's value the push's sequence number.
@@ -159,8 +196,13 @@ fn rotating_the_gossip_key_under_pushes_loses_no_member_and_no_push() {
     let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let pushed = Arc::new(AtomicU64::new(0));
     let pusher = {
-        let (c, stop, failures, acked, pushed) =
-            (c.clone(), stop.clone(), failures.clone(), acked.clone(), pushed.clone());
+        let (c, stop, failures, acked, pushed) = (
+            c.clone(),
+            stop.clone(),
+            failures.clone(),
+            acked.clone(),
+            pushed.clone(),
+        );
         std::thread::spawn(move || {
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -215,8 +257,10 @@ fn rotating_the_gossip_key_under_pushes_loses_no_member_and_no_push() {
         for n in &c.nodes {
             wait_for("every node to reload its key file", DEADLINE, || {
                 scrape(n).is_some_and(|b| {
-                    counter(&b, "pushgate_cluster_gossip_key_reloads_total{result=\"success\"}")
-                        >= want
+                    counter(
+                        &b,
+                        "pushgate_cluster_gossip_key_reloads_total{result=\"success\"}",
+                    ) >= want
                 })
             });
         }
@@ -230,8 +274,16 @@ fn rotating_the_gossip_key_under_pushes_loses_no_member_and_no_push() {
     pusher.join().expect("pusher");
     watcher.join().expect("watcher");
 
-    assert_eq!(*failures.lock().unwrap(), Vec::<(u64, String)>::new(), "failed pushes");
-    assert_eq!(*lost.lock().unwrap(), Vec::<(String, Option<f64>)>::new(), "members lost");
+    assert_eq!(
+        *failures.lock().unwrap(),
+        Vec::<(u64, String)>::new(),
+        "failed pushes"
+    );
+    assert_eq!(
+        *lost.lock().unwrap(),
+        Vec::<(String, Option<f64>)>::new(),
+        "members lost"
+    );
     for n in &c.nodes {
         let body = scrape(n).expect("scrape");
         for reason in ["unsealed", "unopened", "garbage", "oversize"] {
@@ -239,23 +291,33 @@ fn rotating_the_gossip_key_under_pushes_loses_no_member_and_no_push() {
             assert_eq!(counter(&body, &series), 0.0, "{} dropped {reason}", n.url());
         }
         assert_eq!(
-            counter(&body, "pushgate_cluster_gossip_key_reloads_total{result=\"error\"}"),
+            counter(
+                &body,
+                "pushgate_cluster_gossip_key_reloads_total{result=\"error\"}"
+            ),
             0.0
         );
     }
     // Every acknowledged push is served with its latest value, by every node.
     let acked = acked.lock().unwrap().clone();
-    assert!(pushed.load(Ordering::Relaxed) > 100, "too few pushes to mean anything");
+    assert!(
+        pushed.load(Ordering::Relaxed) > 100,
+        "too few pushes to mean anything"
+    );
     for n in &c.nodes {
-        wait_for("every acknowledged push in the merged view", DEADLINE, || {
-            let Some(body) = scrape(n) else { return false };
-            acked.iter().all(|(job, v)| {
-                body.lines().any(|l| {
-                    l.starts_with("gk_value{")
-                        && l.contains(&format!("job=\"{job}\""))
-                        && l.ends_with(&format!(" {v}"))
+        wait_for(
+            "every acknowledged push in the merged view",
+            DEADLINE,
+            || {
+                let Some(body) = scrape(n) else { return false };
+                acked.iter().all(|(job, v)| {
+                    body.lines().any(|l| {
+                        l.starts_with("gk_value{")
+                            && l.contains(&format!("job=\"{job}\""))
+                            && l.ends_with(&format!(" {v}"))
+                    })
                 })
-            })
-        });
+            },
+        );
     }
 }

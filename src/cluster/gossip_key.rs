@@ -226,10 +226,7 @@ impl GossipKeys {
             let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| DropReason::Garbage)?;
             out.clear();
             out.extend_from_slice(sealed);
-            if let Ok(plain) = key
-                .key
-                .open_in_place(nonce, Aad::from(&aad.0[..]), out)
-            {
+            if let Ok(plain) = key.key.open_in_place(nonce, Aad::from(&aad.0[..]), out) {
                 let len = plain.len();
                 out.truncate(len);
                 return Ok(());

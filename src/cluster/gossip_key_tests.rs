@@ -16,8 +16,13 @@ fn keys(bytes: &[u8]) -> GossipKeys {
 
 fn seal(keys: &GossipKeys, cluster: &str, plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    keys.seal(&ClusterAad::new(cluster), plaintext, &SystemRandom::new(), &mut out)
-        .expect("seals");
+    keys.seal(
+        &ClusterAad::new(cluster),
+        plaintext,
+        &SystemRandom::new(),
+        &mut out,
+    )
+    .expect("seals");
     out
 }
 
@@ -41,14 +46,23 @@ fn a_sealed_datagram_opens_with_its_key_and_cluster_name() {
     // A fresh nonce each time: the same message never seals to the same bytes.
     assert_ne!(seal(&k, "prod", MESSAGE), sealed);
     // An empty datagram seals and opens too.
-    assert_eq!(open(&k, "prod", &seal(&k, "prod", b"")).as_deref(), Ok(&b""[..]));
+    assert_eq!(
+        open(&k, "prod", &seal(&k, "prod", b"")).as_deref(),
+        Ok(&b""[..])
+    );
 }
 
 #[test]
 fn another_key_or_cluster_name_does_not_open_it() {
     let sealed = seal(&keys(&[1]), "prod", MESSAGE);
-    assert_eq!(open(&keys(&[2]), "prod", &sealed), Err(DropReason::Unopened));
-    assert_eq!(open(&keys(&[1]), "prod2", &sealed), Err(DropReason::Unopened));
+    assert_eq!(
+        open(&keys(&[2]), "prod", &sealed),
+        Err(DropReason::Unopened)
+    );
+    assert_eq!(
+        open(&keys(&[1]), "prod2", &sealed),
+        Err(DropReason::Unopened)
+    );
     assert_eq!(open(&keys(&[1]), "pro", &sealed), Err(DropReason::Unopened));
 }
 
@@ -104,8 +118,14 @@ fn every_key_opens_and_the_first_seals_through_a_rotation() {
     let after = keys(&[2]);
     let steps = [&before, &added, &moved, &after];
     // The first key seals: a node that added key 2 still seals with key 1.
-    assert_eq!(open(&before, "c", &seal(&added, "c", MESSAGE)).as_deref(), Ok(MESSAGE));
-    assert_eq!(open(&after, "c", &seal(&moved, "c", MESSAGE)).as_deref(), Ok(MESSAGE));
+    assert_eq!(
+        open(&before, "c", &seal(&added, "c", MESSAGE)).as_deref(),
+        Ok(MESSAGE)
+    );
+    assert_eq!(
+        open(&after, "c", &seal(&moved, "c", MESSAGE)).as_deref(),
+        Ok(MESSAGE)
+    );
     assert_eq!(
         open(&before, "c", &seal(&moved, "c", MESSAGE)),
         Err(DropReason::Unopened)
@@ -179,7 +199,7 @@ fn loading_names_the_file() {
     let path = dir.path().join("gossip.keys");
     let missing = GossipKeyFile::load(&path).expect_err("no file");
     assert!(missing.contains("gossip.keys"), "{missing}");
-    std::fs::write(&path, "nope\n").expect("write");
+    std::fs::write(&path, "not base64!\n").expect("write");
     let bad = GossipKeyFile::load(&path).expect_err("bad file");
     assert!(bad.contains("gossip.keys: line 1 is not base64"), "{bad}");
     std::fs::write(&path, vec![b'#'; 70_000]).expect("write");
@@ -197,7 +217,14 @@ fn the_key_file_is_re_read_and_a_bad_version_keeps_the_keys() {
     std::fs::write(&path, key_line(1)).expect("write");
     let file = GossipKeyFile::load(&path).expect("good file");
     let mut watch = KeyFileWatch::new(file.clone());
-    let in_use = || file.keys.load().ids().iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let in_use = || {
+        file.keys
+            .load()
+            .ids()
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
     let ids = |k: GossipKeys| k.ids().iter().map(|s| s.to_string()).collect::<Vec<_>>();
 
     assert_eq!(watch.check(), KeyFileCheck::Unchanged);

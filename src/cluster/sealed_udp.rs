@@ -37,9 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::events::ClusterEvent;
-use super::gossip_key::{
-    ClusterAad, DropReason, GossipKeys, SealError, MAX_DATAGRAM,
-};
+use super::gossip_key::{ClusterAad, DropReason, GossipKeys, SealError, MAX_DATAGRAM};
 
 /// Longest wait for a datagram to cross the loopback codec (it is there at once; this only
 /// bounds a broken one, which is then replaced).
@@ -159,7 +157,9 @@ impl Socket for SealedSocket {
                 .emit();
                 return Ok(SendOutcome { num_bytes_sent: 0 });
             }
-            Err(SealError::NoRandom) => bail!("the system random source failed: cannot seal gossip"),
+            Err(SealError::NoRandom) => {
+                bail!("the system random source failed: cannot seal gossip")
+            }
         }
         let num_bytes_sent = self
             .socket
@@ -189,8 +189,12 @@ async fn receive(
     // One byte more than the largest datagram, so a longer one is not silently truncated.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut opened = Vec::with_capacity(MAX_DATAGRAM);
-    let mut drops = [DropReason::Unsealed, DropReason::Unopened, DropReason::Garbage]
-        .map(|reason| (reason, DropLog::default()));
+    let mut drops = [
+        DropReason::Unsealed,
+        DropReason::Unopened,
+        DropReason::Garbage,
+    ]
+    .map(|reason| (reason, DropLog::default()));
     let mut dropped = |reason: DropReason, peer: SocketAddr| {
         if let Some((_, log)) = drops.iter_mut().find(|(r, _)| *r == reason) {
             ClusterEvent::GossipDropped {
@@ -324,7 +328,10 @@ impl Codec {
     /// socket skips what it cannot decode and waits for the next datagram, so a marker (a
     /// `Syn` of a cluster named after this round) follows `bytes`: meeting it first means
     /// `bytes` were refused, meeting it after means the envelope before it was `bytes`'.
-    pub(crate) async fn decode(&mut self, bytes: &[u8]) -> anyhow::Result<Option<ChitchatEnvelope>> {
+    pub(crate) async fn decode(
+        &mut self,
+        bytes: &[u8],
+    ) -> anyhow::Result<Option<ChitchatEnvelope>> {
         self.round += 1;
         let mark = format!("{CODEC_MARK}{}", self.round);
         let marker = self
@@ -337,8 +344,14 @@ impl Codec {
             })
             .await?
             .to_vec();
-        self.plain.send(bytes).await.context("decoding a gossip datagram")?;
-        self.plain.send(&marker).await.context("decoding a gossip datagram")?;
+        self.plain
+            .send(bytes)
+            .await
+            .context("decoding a gossip datagram")?;
+        self.plain
+            .send(&marker)
+            .await
+            .context("decoding a gossip datagram")?;
         let mut found = None;
         loop {
             let outcome = tokio::time::timeout(CODEC_TIMEOUT, self.chitchat.recv())

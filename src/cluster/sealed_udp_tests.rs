@@ -47,11 +47,20 @@ async fn the_codec_encodes_and_decodes_as_chitchat_does() {
     let bytes = codec.encode(syn("prod")).await.expect("encodes").to_vec();
     // What the sealed transport calls unsealed: chitchat's magic number first.
     assert!(bytes.starts_with(&CHITCHAT_MAGIC), "{bytes:?}");
-    assert_eq!(codec.decode(&bytes).await.expect("decodes"), Some(syn("prod")));
+    assert_eq!(
+        codec.decode(&bytes).await.expect("decodes"),
+        Some(syn("prod"))
+    );
     // Bytes chitchat refuses come back as None, and the codec stays in step.
     assert_eq!(codec.decode(b"junk").await.expect("decodes"), None);
     assert_eq!(codec.decode(b"").await.expect("decodes"), None);
-    assert_eq!(codec.decode(&bytes[..bytes.len() - 1]).await.expect("decodes"), None);
+    assert_eq!(
+        codec
+            .decode(&bytes[..bytes.len() - 1])
+            .await
+            .expect("decodes"),
+        None
+    );
     // A message that looks like an earlier round's marker is just a message.
     let marker_like = codec
         .encode(syn(&format!("{CODEC_MARK}1")))
@@ -62,7 +71,10 @@ async fn the_codec_encodes_and_decodes_as_chitchat_does() {
         codec.decode(&marker_like).await.expect("decodes"),
         Some(syn(&format!("{CODEC_MARK}1")))
     );
-    assert_eq!(codec.decode(&bytes).await.expect("decodes"), Some(syn("prod")));
+    assert_eq!(
+        codec.decode(&bytes).await.expect("decodes"),
+        Some(syn("prod"))
+    );
 }
 
 #[tokio::test]
@@ -199,10 +211,22 @@ async fn only_nodes_holding_the_key_become_members() {
     }
     // Ten gossip rounds more: neither outsider gets in, nor learns of the members.
     let watch = async {
-        let mut rings = [a.subscribe(), b.subscribe(), outsider.subscribe(), wrong_key.subscribe()];
+        let mut rings = [
+            a.subscribe(),
+            b.subscribe(),
+            outsider.subscribe(),
+            wrong_key.subscribe(),
+        ];
         loop {
-            let sizes: Vec<usize> = rings.iter_mut().map(|r| size(&r.borrow_and_update())).collect();
-            assert_eq!(sizes, [2, 2, 1, 1], "rings of a, b, the outsider, the wrong key");
+            let sizes: Vec<usize> = rings
+                .iter_mut()
+                .map(|r| size(&r.borrow_and_update()))
+                .collect();
+            assert_eq!(
+                sizes,
+                [2, 2, 1, 1],
+                "rings of a, b, the outsider, the wrong key"
+            );
             let [r0, r1, r2, r3] = &mut rings;
             tokio::select! {
                 _ = r0.changed() => {}

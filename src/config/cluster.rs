@@ -171,6 +171,51 @@ mod tests {
     }
 
     #[test]
+    fn the_gossip_key_file_is_read_before_anything_is_bound() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("pushgate").chain(args.iter().copied()))
+                .unwrap()
+                .cluster()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gossip.keys");
+        let flag = format!("--cluster.gossip-key-file={}", path.display());
+        let listen = "--cluster.listen-address=127.0.0.1:9094";
+        // Without a cluster the flag is a mistake, not ignored.
+        assert!(parse(&[&flag])
+            .unwrap_err()
+            .contains("need --cluster.listen-address"));
+        let missing = parse(&[listen, &flag]).unwrap_err();
+        assert!(
+            missing.starts_with("--cluster.gossip-key-file: "),
+            "{missing}"
+        );
+        assert!(missing.contains("gossip.keys"), "{missing}");
+        std::fs::write(&path, "# no key yet\n").unwrap();
+        assert!(parse(&[listen, &flag]).unwrap_err().contains("no key"));
+        std::fs::write(&path, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        let s = parse(&[listen, &flag]).unwrap().unwrap();
+        let key = s.gossip_key.expect("keys loaded");
+        assert_eq!(key.keys.load().ids().len(), 1);
+        assert!(parse(&[listen]).unwrap().unwrap().gossip_key.is_none());
+    }
+
+    #[test]
+    fn the_open_plane_warning_names_what_is_missing() {
+        assert_eq!(open_plane_warning(true, true), None);
+        let both = open_plane_warning(false, false).unwrap();
+        assert!(both.contains("--cluster.tls-config"), "{both}");
+        assert!(both.contains("--cluster.gossip-key-file"), "{both}");
+        assert!(both.contains("Securing a cluster"), "{both}");
+        let no_tls = open_plane_warning(false, true).unwrap();
+        assert!(no_tls.contains("--cluster.tls-config"), "{no_tls}");
+        assert!(!no_tls.contains("--cluster.gossip-key-file"), "{no_tls}");
+        let no_key = open_plane_warning(true, false).unwrap();
+        assert!(!no_key.contains("--cluster.tls-config"), "{no_key}");
+        assert!(no_key.contains("--cluster.gossip-key-file"), "{no_key}");
+    }
+
+    #[test]
     fn lifecycle_flags() {
         let config = |args: &[&str]| {
             Config::try_parse_from(

@@ -9,11 +9,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::readiness::Readiness;
+use crate::cluster::gossip_key::KEY_FILE_POLL;
 use crate::cluster::reconcile::{LifecycleSettings, Reconciler};
 use crate::cluster::rpc::{
     ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
-use crate::cluster::gossip_key::KEY_FILE_POLL;
 use crate::cluster::sealed_udp::SealedUdpTransport;
 use crate::cluster::{ClusterCore, ClusterService};
 use crate::cluster::{Member, MemberState, Membership, MembershipConfig, Ring};
