@@ -9,13 +9,39 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::gossip_key::DropReason;
 use super::member::NodeId;
 use super::ring::Ring;
 use crate::telemetry::metrics as m;
 
 /// Peers not placed on the ring for their protocol version (each counted once).
 pub const INCOMPATIBLE_PEERS_TOTAL: &str = "pushgate_cluster_incompatible_peers_total";
+
+/// Why a gossip datagram was dropped: the `reason` label of
+/// `pushgate_cluster_gossip_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A plain chitchat datagram: its sender has no gossip key.
+    Unsealed,
+    /// Sealed, but no key here opens it: another key, another cluster name, or altered in
+    /// transit.
+    Unopened,
+    /// Neither sealed nor chitchat (too short, unknown format), or it opened but is not a
+    /// chitchat message.
+    Garbage,
+    /// Not sent: this node's datagram would exceed the largest UDP payload once sealed.
+    Oversize,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Unsealed => "unsealed",
+            DropReason::Unopened => "unopened",
+            DropReason::Garbage => "garbage",
+            DropReason::Oversize => "oversize",
+        }
+    }
+}
 
 /// One cluster event; [`ClusterEvent::emit`] logs and counts it.
 pub(crate) enum ClusterEvent<'a> {

@@ -21,6 +21,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_L
 use ring::rand::SecureRandom;
 
 use super::events::ClusterEvent;
+pub use super::events::DropReason;
 
 /// Bytes of one key (ChaCha20-Poly1305's key size).
 pub const KEY_BYTES: usize = 32;
@@ -46,33 +47,6 @@ pub const KEY_FILE_POLL: Duration = Duration::from_secs(3);
 /// Largest key file read: a few keys take a few hundred bytes; this refuses a path pointing at
 /// something else (a device, a log) rather than reading it whole.
 const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
-
-/// Why a gossip datagram was dropped: the `reason` label of
-/// `pushgate_cluster_gossip_dropped_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// A plain chitchat datagram: its sender has no gossip key.
-    Unsealed,
-    /// Sealed, but no key here opens it: another key, another cluster name, or altered in
-    /// transit.
-    Unopened,
-    /// Neither sealed nor chitchat (too short, unknown format), or it opened but is not a
-    /// chitchat message.
-    Garbage,
-    /// Not sent: this node's datagram would exceed the largest UDP payload once sealed.
-    Oversize,
-}
-
-impl DropReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Unsealed => "unsealed",
-            DropReason::Unopened => "unopened",
-            DropReason::Garbage => "garbage",
-            DropReason::Oversize => "oversize",
-        }
-    }
-}
 
 /// Why a datagram could not be sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
