@@ -217,6 +217,17 @@ impl Cluster {
     /// Starts one more node, with the running nodes as its peers, and waits until it is ready.
     /// `{n}` in an extra flag is replaced by the node's index (e.g. a persistence file name).
     pub fn add_node(&mut self, extra: &[&str]) -> usize {
+        let index = self.spawn_node(extra);
+        let node = &self.nodes[index];
+        wait_for("the new node to be ready", Duration::from_secs(60), || {
+            node.is_ready()
+        });
+        index
+    }
+
+    /// Starts one more node, with the running nodes as its peers, without waiting for anything
+    /// (e.g. a node that must not get in). `{n}` as in [`Cluster::add_node`].
+    pub fn spawn_node(&mut self, extra: &[&str]) -> usize {
         let (http, cl) = (free_port(), free_port());
         let mut peers: Vec<u16> = self.live().map(|n| n.cluster_port).collect();
         peers.push(cl);
@@ -232,10 +243,6 @@ impl Cluster {
             cluster_port: cl,
             child: Some(spawn(&args)),
             args,
-        });
-        let node = &self.nodes[index];
-        wait_for("the new node to be ready", Duration::from_secs(60), || {
-            node.is_ready()
         });
         index
     }

@@ -83,6 +83,13 @@ fn compose_example_runs_the_bank_function_end_to_end() {
         assert!(Path::new(bin).exists(), "{} is needed", bin.display());
         run(Command::new(&build).arg(bin).arg(tag));
     }
+    // The gossip key, made as the example's README says.
+    let key_file = std::env::temp_dir().join(format!("pgbed-gossip-{suffix}.keys"));
+    run(Command::new("sh").arg("-c").arg(format!(
+        "head -c 32 /dev/urandom | base64 > '{}'",
+        key_file.display()
+    )));
+    let _key_file = RemoveOnDrop(key_file.clone());
     let (lb, prom, store) = (free_port(), free_port(), free_port());
     let project = Project {
         name: format!("pgbed{suffix}"),
@@ -94,6 +101,7 @@ fn compose_example_runs_the_bank_function_end_to_end() {
             ("LB_PORT".into(), lb.to_string()),
             ("PROMETHEUS_PORT".into(), prom.to_string()),
             ("STORE_PORT".into(), store.to_string()),
+            ("GOSSIP_KEY_FILE".into(), key_file.display().to_string()),
         ],
     };
     // The example's nodes use mutual TLS: make the certificates as the README says.
@@ -142,5 +150,14 @@ impl Drop for Images {
         for tag in &self.0 {
             let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
         }
+    }
+}
+
+/// Removes a file on drop.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -6,6 +6,8 @@
 //! counters are the signal there.
 
 use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::Path;
 
 use super::member::NodeId;
 use super::ring::Ring;
@@ -40,6 +42,33 @@ impl PeerRefusal {
             PeerRefusal::InvalidFamily
         } else {
             PeerRefusal::Malformed
+        }
+    }
+}
+
+/// Why a gossip datagram was dropped: the `reason` label of
+/// `pushgate_cluster_gossip_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A plain chitchat datagram: its sender has no gossip key.
+    Unsealed,
+    /// Sealed, but no key here opens it: another key, another cluster name, or altered in
+    /// transit.
+    Unopened,
+    /// Neither sealed nor chitchat (too short, unknown format), or it opened but is not a
+    /// chitchat message.
+    Garbage,
+    /// Not sent: this node's datagram would exceed the largest UDP payload once sealed.
+    Oversize,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Unsealed => "unsealed",
+            DropReason::Unopened => "unopened",
+            DropReason::Garbage => "garbage",
+            DropReason::Oversize => "oversize",
         }
     }
 }
@@ -82,6 +111,21 @@ pub(crate) enum ClusterEvent<'a> {
     TombstonesExpired { count: usize },
     /// A reconciliation round ended.
     RoundEnded(RoundSummary<'a>),
+    /// A gossip datagram was dropped (received and not opened, or not sent); always counted,
+    /// logged only when `report` holds the number dropped since the last line (the sealed
+    /// transport rate-limits the lines: a flood of datagrams is not a flood of logs).
+    GossipDropped {
+        reason: DropReason,
+        peer: Option<SocketAddr>,
+        report: Option<u64>,
+    },
+    /// The gossip key file changed and its keys are in use.
+    GossipKeysReloaded { path: &'a Path, ids: &'a [&'a str] },
+    /// The gossip key file changed but could not be read or parsed: the keys in use stay.
+    GossipKeysRefused {
+        path: &'a Path,
+        error: &'a dyn Display,
+    },
 }
 
 /// What a reconciliation round did, as its event reports it.
@@ -152,6 +196,31 @@ impl ClusterEvent<'_> {
                 metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "expired")
                     .increment(count as u64);
                 tracing::debug!(expired = count, "collected tombstones past their lifetime");
+            }
+            ClusterEvent::GossipDropped {
+                reason,
+                peer,
+                report,
+            } => {
+                metrics::counter!(m::GOSSIP_DROPPED_TOTAL, "reason" => reason.as_str())
+                    .increment(1);
+                if let Some(dropped) = report {
+                    let peer = peer.map(|p| p.to_string());
+                    tracing::warn!(
+                        reason = reason.as_str(),
+                        peer = peer.as_deref().unwrap_or("-"),
+                        dropped,
+                        "gossip datagrams dropped (count since the last such line; see pushgate_cluster_gossip_dropped_total)"
+                    );
+                }
+            }
+            ClusterEvent::GossipKeysReloaded { path, ids } => {
+                metrics::counter!(m::GOSSIP_KEY_RELOADS_TOTAL, "result" => "success").increment(1);
+                tracing::info!(file = %path.display(), keys = ?ids, "gossip keys reloaded; the first seals");
+            }
+            ClusterEvent::GossipKeysRefused { path, error } => {
+                metrics::counter!(m::GOSSIP_KEY_RELOADS_TOTAL, "result" => "error").increment(1);
+                tracing::error!(file = %path.display(), err = %error, "gossip key file refused; the keys in use stay");
             }
             ClusterEvent::RoundEnded(r) => {
                 if r.handed_off > 0 {

@@ -8,6 +8,10 @@
 //! - [`member`]: a member as the ring sees it (`NodeId`, `MemberState`, `Member`).
 //! - [`membership`]: who is in the cluster, gossiped with chitchat; publishes [`Ring`] snapshots,
 //!   and holds the protocol version and its skew rule (`PROTOCOL_VERSION`).
+//! - [`gossip_key`]: the gossip key file (`--cluster.gossip-key-file`), sealing and opening a
+//!   datagram, the reload of the file when it changes.
+//! - [`sealed_udp`]: the chitchat transport that seals every gossip datagram with that key and
+//!   drops (and counts) what does not open.
 //! - [`ring`]: the ring snapshot and rendezvous placement (which nodes own a group).
 //! - [`core`]: `ClusterCore`, the state the gateway, the gRPC service and the reconciler share.
 //! - [`clock`]: the hybrid logical clock that stamps every write's version.
@@ -41,12 +45,14 @@ pub mod clock;
 pub mod core;
 pub(crate) mod events;
 pub mod gateway;
+pub mod gossip_key;
 pub mod member;
 pub mod membership;
 pub(crate) mod read;
 pub mod reconcile;
 pub mod ring;
 pub mod rpc;
+pub mod sealed_udp;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub(crate) mod write;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::addresses::parse_listen_address;
 use super::Config;
+use crate::cluster::gossip_key::GossipKeyFile;
 
 /// The cluster flags once validated: where to listen, what to advertise.
 #[derive(Debug, Clone)]
@@ -19,6 +20,27 @@ pub struct ClusterSettings {
     pub peer_timeout: Duration,
     /// `--cluster.max-clock-skew`.
     pub max_clock_skew: Duration,
+    /// The gossip keys, read at start (`--cluster.gossip-key-file`); `None` gossips in the clear.
+    pub gossip_key: Option<GossipKeyFile>,
+}
+
+/// The warning a cluster node logs at start when its cluster plane is open, naming what is
+/// missing: `tls` is whether node-to-node gRPC is mutual TLS, `gossip_key` whether gossip is
+/// sealed. `None` when both are on.
+pub fn open_plane_warning(tls: bool, gossip_key: bool) -> Option<String> {
+    let mut missing = Vec::new();
+    if !tls {
+        missing.push("no --cluster.tls-config: anyone who reaches the cluster port over TCP can call every node-to-node gRPC (read, write, delete and wipe groups)");
+    }
+    if !gossip_key {
+        missing.push("no --cluster.gossip-key-file: anyone who reaches the cluster port over UDP can join the cluster, be given groups and their pushes, and see the members");
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the cluster plane is open, fit for a local trial only: {}; see \"Securing a cluster\" in docs/operations.md",
+            missing.join("; ")
+        )
+    })
 }
 
 impl Config {
@@ -28,10 +50,11 @@ impl Config {
         if self.cluster_listen_address.is_empty() {
             let stray = !self.cluster_advertise_address.is_empty()
                 || !self.cluster_peers.is_empty()
-                || self.cluster_tls_config.is_some();
+                || self.cluster_tls_config.is_some()
+                || self.cluster_gossip_key_file.is_some();
             if stray {
                 return Err(
-                    "--cluster.advertise-address, --cluster.peer and --cluster.tls-config need --cluster.listen-address"
+                    "--cluster.advertise-address, --cluster.peer, --cluster.tls-config and --cluster.gossip-key-file need --cluster.listen-address"
                         .into(),
                 );
             }
@@ -91,6 +114,12 @@ impl Config {
                 _ => return Err(format!("--cluster.peer {p:?} is not host:port")),
             }
         }
+        let gossip_key = self
+            .cluster_gossip_key_file
+            .as_deref()
+            .map(GossipKeyFile::load)
+            .transpose()
+            .map_err(|e| format!("--cluster.gossip-key-file: {e}"))?;
         Ok(Some(ClusterSettings {
             listen,
             advertise,
@@ -100,6 +129,7 @@ impl Config {
             gossip_interval: self.cluster_gossip_interval,
             peer_timeout: self.cluster_peer_timeout,
             max_clock_skew: self.cluster_max_clock_skew,
+            gossip_key,
         }))
     }
 }
@@ -146,6 +176,51 @@ mod tests {
             "--cluster.peer=nope"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn the_gossip_key_file_is_read_before_anything_is_bound() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("pushgate").chain(args.iter().copied()))
+                .unwrap()
+                .cluster()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gossip.keys");
+        let flag = format!("--cluster.gossip-key-file={}", path.display());
+        let listen = "--cluster.listen-address=127.0.0.1:9094";
+        // Without a cluster the flag is a mistake, not ignored.
+        assert!(parse(&[&flag])
+            .unwrap_err()
+            .contains("need --cluster.listen-address"));
+        let missing = parse(&[listen, &flag]).unwrap_err();
+        assert!(
+            missing.starts_with("--cluster.gossip-key-file: "),
+            "{missing}"
+        );
+        assert!(missing.contains("gossip.keys"), "{missing}");
+        std::fs::write(&path, "# no key yet\n").unwrap();
+        assert!(parse(&[listen, &flag]).unwrap_err().contains("no key"));
+        std::fs::write(&path, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        let s = parse(&[listen, &flag]).unwrap().unwrap();
+        let key = s.gossip_key.expect("keys loaded");
+        assert_eq!(key.keys.load().ids().len(), 1);
+        assert!(parse(&[listen]).unwrap().unwrap().gossip_key.is_none());
+    }
+
+    #[test]
+    fn the_open_plane_warning_names_what_is_missing() {
+        assert_eq!(open_plane_warning(true, true), None);
+        let both = open_plane_warning(false, false).unwrap();
+        assert!(both.contains("--cluster.tls-config"), "{both}");
+        assert!(both.contains("--cluster.gossip-key-file"), "{both}");
+        assert!(both.contains("Securing a cluster"), "{both}");
+        let no_tls = open_plane_warning(false, true).unwrap();
+        assert!(no_tls.contains("--cluster.tls-config"), "{no_tls}");
+        assert!(!no_tls.contains("--cluster.gossip-key-file"), "{no_tls}");
+        let no_key = open_plane_warning(true, false).unwrap();
+        assert!(!no_key.contains("--cluster.tls-config"), "{no_key}");
+        assert!(no_key.contains("--cluster.gossip-key-file"), "{no_key}");
     }
 
     #[test]

@@ -85,6 +85,7 @@ fn a_cluster_node_also_lists_the_cluster_flags() {
         ("cluster.advertise-address", ""),
         ("cluster.peer", "a:9094,b:9094"),
         ("cluster.name", "pushgate"),
+        ("cluster.gossip-key-file", ""),
         ("cluster.replication-factor", "2"),
         ("cluster.gossip-interval", "200ms"),
         ("cluster.peer-timeout", "2s"),

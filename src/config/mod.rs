@@ -100,6 +100,11 @@ pub struct Config {
     /// Nodes gossiping under another cluster name are ignored.
     #[arg(long = "cluster.name", default_value = "pushgate")]
     pub cluster_name: String,
+    /// File of base64 gossip keys (32 bytes each, one a line): every gossip datagram is sealed
+    /// with the first and opened with any; re-read when it changes. Without it gossip is open to
+    /// anyone who reaches the cluster port.
+    #[arg(long = "cluster.gossip-key-file")]
+    pub cluster_gossip_key_file: Option<PathBuf>,
     /// Number of nodes holding each push group.
     #[arg(long = "cluster.replication-factor", default_value_t = 2)]
     pub cluster_replication_factor: usize,

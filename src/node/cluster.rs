@@ -9,13 +9,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::readiness::Readiness;
+use crate::cluster::gossip_key::KEY_FILE_POLL;
 use crate::cluster::reconcile::{LifecycleSettings, Reconciler};
 use crate::cluster::rpc::tls::tls_incoming;
 use crate::cluster::rpc::{
     ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
+use crate::cluster::sealed_udp::SealedUdpTransport;
 use crate::cluster::{ClusterCore, ClusterService};
 use crate::cluster::{Member, MemberState, Membership, MembershipConfig, Ring};
+use crate::config::cluster::open_plane_warning;
 use crate::config::{ClusterSettings, Config};
 use crate::store::{Store, Validation};
 use crate::telemetry::metrics as m;
@@ -33,6 +36,8 @@ pub(super) struct ClusterNode {
     grpc: tokio::task::JoinHandle<()>,
     tls_watch: Option<tokio::task::JoinHandle<()>>,
     members_gauge: tokio::task::JoinHandle<()>,
+    /// Re-reads the gossip key file (when there is one).
+    key_watch: Option<tokio::task::JoinHandle<()>>,
     join: tokio::task::JoinHandle<()>,
     reconciler: tokio::task::JoinHandle<()>,
 }
@@ -147,7 +152,19 @@ impl ClusterNode {
         mc.cluster_name = s.name.clone();
         mc.gossip_interval = s.gossip_interval;
         mc.failure_detector.initial_interval = s.gossip_interval;
-        let membership = Membership::start(mc).await?;
+        if let Some(warning) = open_plane_warning(tls.is_some(), s.gossip_key.is_some()) {
+            tracing::warn!("{warning}");
+        }
+        let (membership, key_watch) = match &s.gossip_key {
+            Some(file) => {
+                let transport = SealedUdpTransport::new(file.keys.clone(), &s.name);
+                let membership = Membership::start_on(mc, &transport).await?;
+                tracing::info!(file = %file.path.display(), keys = ?file.keys.load().ids(), "gossip sealed; the first key seals");
+                let watch = tokio::spawn(file.clone().watch(KEY_FILE_POLL));
+                (membership, Some(watch))
+            }
+            None => (Membership::start(mc).await?, None),
+        };
         let core = ClusterCore::new(
             store,
             validation,
@@ -182,7 +199,6 @@ impl ClusterNode {
                 }
             }),
             None => {
-                tracing::warn!("the cluster plane is open: without --cluster.tls-config any process that reaches the cluster port can read, write and wipe every group (see \"Securing a cluster\" in docs/operations.md)");
                 // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without
                 // it, the answers to batched calls sat in Nagle's buffer until the peer's
                 // delayed ACK.
@@ -251,6 +267,7 @@ impl ClusterNode {
             grpc,
             tls_watch,
             members_gauge,
+            key_watch,
             join,
             reconciler: reconciler_task,
         })
@@ -273,6 +290,9 @@ impl ClusterNode {
         self.members_gauge.abort();
         if let Some(w) = self.tls_watch {
             w.abort();
+        }
+        if let Some(watch) = self.key_watch {
+            watch.abort();
         }
         let _ = self.core;
         match Arc::try_unwrap(self.lifecycle) {
