@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::bounds::ClusterBounds;
 use super::clock::HybridClock;
+use super::events::ClusterEvent;
 use super::member::NodeId;
 use super::ring::Ring;
 use super::rpc::client::PeerClients;
@@ -32,8 +34,11 @@ pub struct ClusterCore {
     pub(super) clients: PeerClients,
     pub(super) clock: HybridClock,
     pub(crate) collect_deadline: Duration,
-    /// Groups held without owning them, as counted by the last reconciliation round.
+    /// Groups held without owning them: counted by the last reconciliation round, plus those
+    /// taken since (counted when taken, so a burst cannot exceed `max_hints`).
     pub(super) hints: AtomicUsize,
+    /// Hints taken since the current round listed what this node holds.
+    pub(super) hints_taken: AtomicUsize,
     /// A stand-in replica is refused beyond this many hints (`--cluster.max-hints`).
     pub(super) max_hints: AtomicUsize,
     /// The member orders of the last merged render's families, reused by the next one where
@@ -41,6 +46,8 @@ pub struct ClusterCore {
     pub(crate) merged_orders: Arc<MergedOrders>,
     /// Whether this node is mostly an entry point (who sends a forwarded write's replicas).
     pub(crate) entry: EntryLoad,
+    /// The bounds set by the cluster flags.
+    pub(crate) bounds: ClusterBounds,
 }
 
 impl ClusterCore {
@@ -52,6 +59,26 @@ impl ClusterCore {
         replication_factor: usize,
         peer_timeout: Duration,
     ) -> Arc<Self> {
+        Self::with_bounds(
+            store,
+            validation,
+            ring,
+            self_id,
+            replication_factor,
+            peer_timeout,
+            ClusterBounds::default(),
+        )
+    }
+
+    pub fn with_bounds(
+        store: Arc<Store>,
+        validation: Validation,
+        ring: watch::Receiver<Arc<Ring>>,
+        self_id: NodeId,
+        replication_factor: usize,
+        peer_timeout: Duration,
+        bounds: ClusterBounds,
+    ) -> Arc<Self> {
         let clock = HybridClock::default();
         clock.observe(store.max_version());
         let core = Arc::new(ClusterCore {
@@ -60,14 +87,16 @@ impl ClusterCore {
             ring,
             self_id,
             replication_factor,
-            clients: PeerClients::new(peer_timeout),
+            clients: PeerClients::with_bounds(peer_timeout, &bounds),
             clock,
             collect_deadline: DEFAULT_COLLECT_DEADLINE
                 .min(peer_timeout.max(Duration::from_millis(500)) * 2),
             hints: AtomicUsize::new(0),
+            hints_taken: AtomicUsize::new(0),
             max_hints: AtomicUsize::new(usize::MAX),
             merged_orders: Arc::default(),
             entry: EntryLoad::default(),
+            bounds,
         });
         metrics::gauge!(m::ENTRY_HEAVY).set(0.0);
         core
@@ -76,6 +105,12 @@ impl ClusterCore {
     /// Sets the bound on hints (`--cluster.max-hints`).
     pub fn set_max_hints(&self, max: usize) {
         self.max_hints.store(max, Ordering::Relaxed);
+    }
+
+    /// Publishes the tombstones held (count, bytes).
+    pub(crate) fn report_tombstones(&self) {
+        let (count, bytes) = self.store.tombstone_usage();
+        ClusterEvent::Tombstones { count, bytes }.emit();
     }
 
     pub(crate) fn names(&self) -> NameScheme {

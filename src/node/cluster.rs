@@ -10,13 +10,14 @@ use tokio::sync::Notify;
 
 use super::readiness::Readiness;
 use crate::cluster::reconcile::{LifecycleSettings, Reconciler};
+use crate::cluster::rpc::limit::GlobalLimitLayer;
 use crate::cluster::rpc::{
-    ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
+    ClusterServer, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
-use crate::cluster::{ClusterCore, ClusterService};
+use crate::cluster::{ClusterBounds, ClusterCore, ClusterService};
 use crate::cluster::{Member, MemberState, Membership, MembershipConfig, Ring};
 use crate::config::{ClusterSettings, Config};
-use crate::store::{Store, Validation};
+use crate::store::{Store, TombstoneBudget, Validation};
 use crate::telemetry::metrics as m;
 
 /// How long a joining node waits, once active, for R active members before it turns ready.
@@ -144,18 +145,30 @@ impl ClusterNode {
         mc.gossip_interval = s.gossip_interval;
         mc.failure_detector.initial_interval = s.gossip_interval;
         let membership = Membership::start(mc).await?;
-        let core = ClusterCore::new(
+        store.set_tombstone_budget(TombstoneBudget {
+            max_count: s.max_tombstones,
+            max_bytes: s.max_tombstone_bytes,
+        });
+        let bounds = ClusterBounds {
+            max_message_bytes: s.grpc_max_message_bytes,
+            max_batch_items: s.max_batch_items,
+            max_scrape_bytes: s.max_scrape_bytes,
+        };
+        let core = ClusterCore::with_bounds(
             store,
             validation,
             membership.subscribe(),
             membership.self_id().clone(),
             s.replication_factor,
             s.peer_timeout,
+            bounds,
         );
         let grpc_stop = Arc::new(Notify::new());
+        // tonic checks a message's declared length before reading it: a message over the limit
+        // is refused at its header, and no more than the limit is ever buffered per call.
         let service = ClusterServer::new(ClusterService::new(core.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(s.grpc_max_message_bytes)
+            .max_encoding_message_size(s.grpc_max_message_bytes);
         let stop = grpc_stop.clone();
         // `Server::tcp_nodelay` applies only to listeners tonic binds itself; without it, the
         // answers to batched calls sat in Nagle's buffer until the peer's delayed ACK.
@@ -167,12 +180,17 @@ impl ClusterNode {
                 Ok::<_, std::io::Error>(conn)
             },
         );
+        let (max_streams, grpc_timeout, max_concurrency) =
+            (s.grpc_max_streams, s.grpc_timeout, s.grpc_max_concurrency);
         let grpc = tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .initial_stream_window_size(PEER_STREAM_WINDOW)
                 .initial_connection_window_size(PEER_CONNECTION_WINDOW)
                 .max_frame_size(PEER_MAX_FRAME)
+                .max_concurrent_streams(max_streams)
+                .timeout(grpc_timeout)
+                .layer(GlobalLimitLayer::new(max_concurrency))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.notified().await })
                 .await;

@@ -34,6 +34,8 @@ pub const HINTS_PENDING: &str = "pushgate_hints_pending";
 pub const ANTIENTROPY_REPAIRS_TOTAL: &str = "pushgate_antientropy_repairs_total";
 pub const ANTIENTROPY_ROUNDS_TOTAL: &str = "pushgate_antientropy_rounds_total";
 pub const TOMBSTONES: &str = "pushgate_tombstones";
+pub const TOMBSTONE_BYTES: &str = "pushgate_tombstone_bytes";
+pub const CLUSTER_REFUSED_TOTAL: &str = "pushgate_cluster_refused_total";
 
 /// Every self-metric family: name, type, help.
 pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
@@ -66,6 +68,8 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (ANTIENTROPY_REPAIRS_TOTAL, MetricType::Counter, "Group states repaired by anti-entropy, by direction (sent: a co-owner lacked this node's newer state; received: this node took a newer one)."),
     (ANTIENTROPY_ROUNDS_TOTAL, MetricType::Counter, "Reconciliation rounds (handoff and anti-entropy) run by this node, by result (complete, partial: some peer could not be reached)."),
     (TOMBSTONES, MetricType::Gauge, "Tombstones (deleted groups remembered so an older copy cannot bring them back) held by this node."),
+    (TOMBSTONE_BYTES, MetricType::Gauge, "Bytes the keys of the tombstones held by this node take, about."),
+    (CLUSTER_REFUSED_TOTAL, MetricType::Counter, "What the cluster plane refused to bound its resources, by reason: concurrency (a peer's call over --cluster.grpc-max-concurrency), batch_items (a batched call over --cluster.max-batch-items), hints (a stand-in copy over --cluster.max-hints), scrape_bytes (a merged scrape over --cluster.max-scrape-bytes), tombstones (a tombstone for a group not held, over --cluster.max-tombstones or --cluster.max-tombstone-bytes)."),
     ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),
     ("process_max_fds", MetricType::Gauge, "Maximum number of open file descriptors."),
     ("process_open_fds", MetricType::Gauge, "Number of open file descriptors."),

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod channel;
 pub mod client;
 pub mod codec;
+pub mod limit;
 pub mod server;
 pub mod wire;
 
@@ -17,7 +18,7 @@ pub mod pb {
 }
 
 pub use client::{
-    PeerClients, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
+    PeerClients, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
 pub use pb::cluster_client::ClusterClient;
 pub use pb::cluster_server::{Cluster, ClusterServer};
