@@ -22,6 +22,9 @@ impl Default for ClusterBounds {
     }
 }
 
-/// Items of one batched call applied at once: enough to keep the store busy while some wait on
-/// replication, few enough that one call cannot start thousands of tasks.
-pub const BATCH_APPLY_CONCURRENCY: usize = 32;
+/// Items of one batched call applied at once: as many as a node builds into one batch
+/// (`BatchLimits::default().max_items`), so a peer's batch is applied all at once as before
+/// (a forwarded write may wait on its replication, and waves of them could outlast the sender's
+/// deadline), while a larger batch from a node with a higher `--cluster.max-batch-items` cannot
+/// start more than this many applies at a time.
+pub const BATCH_APPLY_CONCURRENCY: usize = 256;
