@@ -142,7 +142,11 @@ impl ClusterEvent<'_> {
                 metrics::counter!(m::CLUSTER_REFUSED_TOTAL, "reason" => reason.as_str())
                     .increment(1);
                 // Debug: a flood of refused calls would otherwise flood the log too.
-                tracing::debug!(reason = reason.as_str(), detail, "refused to bound a resource");
+                tracing::debug!(
+                    reason = reason.as_str(),
+                    detail,
+                    "refused to bound a resource"
+                );
             }
             ClusterEvent::Tombstones { count, bytes } => {
                 metrics::gauge!(m::TOMBSTONES).set(count as f64);

@@ -98,8 +98,14 @@ impl Config {
             return Err("--cluster.grpc-timeout must be at least --cluster.peer-timeout (a peer's call would be cut before its own deadline)".into());
         }
         let positive = [
-            ("cluster.grpc-max-streams", self.cluster_grpc_max_streams as usize),
-            ("cluster.grpc-max-concurrency", self.cluster_grpc_max_concurrency),
+            (
+                "cluster.grpc-max-streams",
+                self.cluster_grpc_max_streams as usize,
+            ),
+            (
+                "cluster.grpc-max-concurrency",
+                self.cluster_grpc_max_concurrency,
+            ),
             ("cluster.max-batch-items", self.cluster_max_batch_items),
             ("cluster.max-scrape-bytes", self.cluster_max_scrape_bytes),
         ];
@@ -205,13 +211,20 @@ mod tests {
         assert_eq!(c.cluster_max_hints, 100_000);
         assert!(parse(&["--cluster.anti-entropy-interval=0s"]).is_err());
         let s = parse(&[]).unwrap().unwrap();
-        assert_eq!(s.grpc_max_message_bytes, 128 << 20, "twice the push body limit");
+        assert_eq!(
+            s.grpc_max_message_bytes,
+            128 << 20,
+            "twice the push body limit"
+        );
         assert_eq!(s.grpc_max_streams, 256);
         assert_eq!(s.grpc_max_concurrency, 2_048);
         assert_eq!(s.grpc_timeout, Duration::from_secs(30));
         assert_eq!(s.max_batch_items, 1_024);
         assert_eq!(s.max_scrape_bytes, 2 << 30);
-        assert_eq!((s.max_tombstones, s.max_tombstone_bytes), (100_000, 32 << 20));
+        assert_eq!(
+            (s.max_tombstones, s.max_tombstone_bytes),
+            (100_000, 32 << 20)
+        );
         let s = parse(&["--push.max-body-bytes=1000"]).unwrap().unwrap();
         assert_eq!(s.grpc_max_message_bytes, 16 << 20, "never below the floor");
         // A message limit a forwarded push cannot fit in is refused.

@@ -73,9 +73,11 @@ impl Gateway for LocalGateway {
         _timeout: Option<std::time::Duration>,
     ) -> Result<ScrapeStream, ScrapeRefused> {
         let store = self.store.clone();
-        Ok(stream_rendered(gzip, std::time::Instant::now(), move |emit| {
-            store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, emit)
-        }))
+        Ok(stream_rendered(
+            gzip,
+            std::time::Instant::now(),
+            move |emit| store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, emit),
+        ))
     }
 
     async fn groups(&self) -> Result<Vec<GroupSnapshot>, ScrapeRefused> {

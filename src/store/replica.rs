@@ -10,8 +10,8 @@ use super::group::GroupSnapshot;
 use super::index::Inner;
 use super::key::GroupKey;
 use super::prepare::PreparedPush;
-use super::write::WriteOutcome;
 use super::tombstones::{Deleted, TombstoneBudget};
+use super::write::WriteOutcome;
 use super::Store;
 
 /// Versioned writes for a cluster node: versions are stamped by the group's primary (a hybrid

@@ -122,7 +122,10 @@ mod tests {
             max_bytes: usize::MAX,
         });
         for (i, job) in ["a", "b", "c"].into_iter().enumerate() {
-            assert_eq!(s.delete_within_budget(&key(job), 10 + i as u64), Deleted::Recorded);
+            assert_eq!(
+                s.delete_within_budget(&key(job), 10 + i as u64),
+                Deleted::Recorded
+            );
         }
         assert_eq!(s.delete_within_budget(&key("d"), 20), Deleted::OverBudget);
         // A newer delete of a group already tombstoned replaces its tombstone.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinSet;
 use prost::Message;
+use tokio::task::JoinSet;
 use tonic::Status;
 
 use super::super::core::ClusterCore;

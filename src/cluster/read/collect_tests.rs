@@ -39,7 +39,11 @@ async fn merged_view_of_three(c: Option<fn(ClusterService) -> TestPeer>) -> Vec<
         // Down: nothing listens on c's port any more.
         None => drop(lc),
     }
-    let view = a.core.merged_groups(Duration::from_secs(2), false).await.unwrap();
+    let view = a
+        .core
+        .merged_groups(Duration::from_secs(2), false)
+        .await
+        .unwrap();
     view.iter().map(|g| g.key.to_string()).collect()
 }
 
@@ -125,7 +129,11 @@ async fn a_merged_read_over_the_byte_limit_is_refused() {
         .merged_groups(Duration::from_secs(2), false)
         .await
         .unwrap_err();
-    assert!(refused.0.contains("--cluster.max-scrape-bytes"), "{}", refused.0);
+    assert!(
+        refused.0.contains("--cluster.max-scrape-bytes"),
+        "{}",
+        refused.0
+    );
     let gateway = ClusterGateway::new(a.core.clone());
     assert!(gateway
         .render_stream(Format::Text, Vec::new(), false, None)

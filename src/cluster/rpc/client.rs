@@ -10,12 +10,12 @@ use parking_lot::Mutex;
 use tonic::transport::Endpoint;
 use tonic::Status;
 
+use super::super::bounds::ClusterBounds;
 use super::batch::{remaining, BatchLimits, Batcher, Transport};
 use super::channel::PeerChannel;
 use super::pb;
 use super::pb::cluster_client::ClusterClient;
 use super::wire::{failed, item_status};
-use super::super::bounds::ClusterBounds;
 use crate::telemetry::metrics as m;
 
 /// HTTP/2 flow control windows of the node-to-node connections (both directions): a batched call

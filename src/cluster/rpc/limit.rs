@@ -113,10 +113,14 @@ mod tests {
             }
         });
         let mut svc = GlobalLimitLayer::new(2).layer(inner);
-        let held: Vec<_> = (0..2)
-            .map(|_| svc.call(http::Request::new(())))
-            .collect();
-        let refused = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+        let held: Vec<_> = (0..2).map(|_| svc.call(http::Request::new(()))).collect();
+        let refused = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(()))
+            .await
+            .unwrap();
         assert_eq!(
             refused.headers().get("grpc-status").unwrap(),
             &(tonic::Code::ResourceExhausted as i32).to_string()

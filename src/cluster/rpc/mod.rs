@@ -17,9 +17,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/pushgate.cluster.rs"));
 }
 
-pub use client::{
-    PeerClients, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
-};
+pub use client::{PeerClients, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW};
 pub use pb::cluster_client::ClusterClient;
 pub use pb::cluster_server::{Cluster, ClusterServer};
 pub use wire::{group_from_bytes, group_to_bytes};

@@ -319,8 +319,7 @@ impl ClusterCore {
             .owners(key.stable_hash(), self.replication_factor)
             .iter()
             .any(|m| m.id == self.self_id);
-        if owned || self.store.group_version(key).is_some() || self.store.tombstone(key).is_some()
-        {
+        if owned || self.store.group_version(key).is_some() || self.store.tombstone(key).is_some() {
             return Ok(false);
         }
         let max = self.max_hints.load(Ordering::Acquire);
