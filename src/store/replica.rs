@@ -92,7 +92,7 @@ impl Store {
                 if g.version <= inner.wiped_at
                     || inner
                         .tombstones
-                        .get(&*g.key)
+                        .get(&g.key)
                         .is_some_and(|&v| v >= g.version)
                     || inner
                         .groups
@@ -104,7 +104,7 @@ impl Store {
                 let key = g.key.clone();
                 let ok = inner.restore(g, &self.opts).is_ok();
                 if ok {
-                    inner.tombstones.remove(&*key);
+                    inner.tombstones.remove(&key);
                 }
                 Some(ok)
             },
