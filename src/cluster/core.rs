@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Status;
 
+use super::bounds::ClusterBounds;
 use super::clock::HybridClock;
 use super::events::{ClusterEvent, PeerRefusal};
 use super::member::NodeId;
@@ -35,8 +36,11 @@ pub struct ClusterCore {
     pub(super) clients: PeerClients,
     pub(super) clock: HybridClock,
     pub(crate) collect_deadline: Duration,
-    /// Groups held without owning them, as counted by the last reconciliation round.
+    /// Groups held without owning them: counted by the last reconciliation round, plus those
+    /// taken since (counted when taken, so a burst cannot exceed `max_hints`).
     pub(super) hints: AtomicUsize,
+    /// Hints taken since the current round listed what this node holds.
+    pub(super) hints_taken: AtomicUsize,
     /// A stand-in replica is refused beyond this many hints (`--cluster.max-hints`).
     pub(super) max_hints: AtomicUsize,
     /// The member orders of the last merged render's families, reused by the next one where
@@ -44,6 +48,8 @@ pub struct ClusterCore {
     pub(crate) merged_orders: Arc<MergedOrders>,
     /// Whether this node is mostly an entry point (who sends a forwarded write's replicas).
     pub(crate) entry: EntryLoad,
+    /// The bounds set by the cluster flags.
+    pub(crate) bounds: ClusterBounds,
 }
 
 impl ClusterCore {
@@ -56,6 +62,28 @@ impl ClusterCore {
         peer_timeout: Duration,
         tls: Option<ClusterTls>,
     ) -> Arc<Self> {
+        Self::with_bounds(
+            store,
+            validation,
+            ring,
+            self_id,
+            replication_factor,
+            peer_timeout,
+            ClusterBounds::default(),
+            tls,
+        )
+    }
+
+    pub fn with_bounds(
+        store: Arc<Store>,
+        validation: Validation,
+        ring: watch::Receiver<Arc<Ring>>,
+        self_id: NodeId,
+        replication_factor: usize,
+        peer_timeout: Duration,
+        bounds: ClusterBounds,
+        tls: Option<ClusterTls>,
+    ) -> Arc<Self> {
         let clock = HybridClock::default();
         clock.observe(store.max_version());
         let core = Arc::new(ClusterCore {
@@ -64,14 +92,16 @@ impl ClusterCore {
             ring,
             self_id,
             replication_factor,
-            clients: PeerClients::new(peer_timeout).with_tls(tls),
+            clients: PeerClients::with_bounds(peer_timeout, &bounds).with_tls(tls),
             clock,
             collect_deadline: DEFAULT_COLLECT_DEADLINE
                 .min(peer_timeout.max(Duration::from_millis(500)) * 2),
             hints: AtomicUsize::new(0),
+            hints_taken: AtomicUsize::new(0),
             max_hints: AtomicUsize::new(usize::MAX),
             merged_orders: Arc::default(),
             entry: EntryLoad::default(),
+            bounds,
         });
         metrics::gauge!(m::ENTRY_HEAVY).set(0.0);
         core
@@ -102,6 +132,12 @@ impl ClusterCore {
     /// Sets the bound on hints (`--cluster.max-hints`).
     pub fn set_max_hints(&self, max: usize) {
         self.max_hints.store(max, Ordering::Relaxed);
+    }
+
+    /// Publishes the tombstones held (count, bytes).
+    pub(crate) fn report_tombstones(&self) {
+        let (count, bytes) = self.store.tombstone_usage();
+        ClusterEvent::Tombstones { count, bytes }.emit();
     }
 
     pub(crate) fn names(&self) -> NameScheme {

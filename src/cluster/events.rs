@@ -111,6 +111,10 @@ pub(crate) enum ClusterEvent<'a> {
     TombstonesExpired { count: usize },
     /// A reconciliation round ended.
     RoundEnded(RoundSummary<'a>),
+    /// Something was refused to keep a resource bounded.
+    Refused { reason: Refusal, detail: &'a str },
+    /// The tombstones held changed (count, bytes of their keys).
+    Tombstones { count: usize, bytes: usize },
     /// A gossip datagram was dropped (received and not opened, or not sent); always counted,
     /// logged only when `report` holds the number dropped since the last line (the sealed
     /// transport rate-limits the lines: a flood of datagrams is not a flood of logs).
@@ -128,6 +132,29 @@ pub(crate) enum ClusterEvent<'a> {
     },
 }
 
+/// Why the cluster plane refused something (the `reason` label of
+/// `pushgate_cluster_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Concurrency,
+    BatchItems,
+    Hints,
+    ScrapeBytes,
+    Tombstones,
+}
+
+impl Refusal {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Concurrency => "concurrency",
+            Refusal::BatchItems => "batch_items",
+            Refusal::Hints => "hints",
+            Refusal::ScrapeBytes => "scrape_bytes",
+            Refusal::Tombstones => "tombstones",
+        }
+    }
+}
+
 /// What a reconciliation round did, as its event reports it.
 pub(crate) struct RoundSummary<'a> {
     pub(crate) node: &'a NodeId,
@@ -137,7 +164,6 @@ pub(crate) struct RoundSummary<'a> {
     pub(crate) received: usize,
     pub(crate) hints: usize,
     pub(crate) unreachable_peers: usize,
-    pub(crate) tombstones: usize,
 }
 
 impl ClusterEvent<'_> {
@@ -222,13 +248,26 @@ impl ClusterEvent<'_> {
                 metrics::counter!(m::GOSSIP_KEY_RELOADS_TOTAL, "result" => "error").increment(1);
                 tracing::error!(file = %path.display(), err = %error, "gossip key file refused; the keys in use stay");
             }
+            ClusterEvent::Refused { reason, detail } => {
+                metrics::counter!(m::CLUSTER_REFUSED_TOTAL, "reason" => reason.as_str())
+                    .increment(1);
+                // Debug: a flood of refused calls would otherwise flood the log too.
+                tracing::debug!(
+                    reason = reason.as_str(),
+                    detail,
+                    "refused to bound a resource"
+                );
+            }
+            ClusterEvent::Tombstones { count, bytes } => {
+                metrics::gauge!(m::TOMBSTONES).set(count as f64);
+                metrics::gauge!(m::TOMBSTONE_BYTES).set(bytes as f64);
+            }
             ClusterEvent::RoundEnded(r) => {
                 if r.handed_off > 0 {
                     metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "handed_off")
                         .increment(r.handed_off as u64);
                 }
                 metrics::gauge!(m::HINTS_PENDING).set(r.hints as f64);
-                metrics::gauge!(m::TOMBSTONES).set(r.tombstones as f64);
                 let result = if r.unreachable_peers == 0 {
                     "complete"
                 } else {

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use super::core::ClusterCore;
 use super::rpc::{client, pb};
 use super::write::op::WriteOp;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, ScrapeRefused};
 use crate::ingest::PushRequest;
 use crate::scrape::merged::{render_groups, render_groups_chunked};
 use crate::scrape::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
@@ -71,19 +71,23 @@ impl Gateway for ClusterGateway {
         Ok(())
     }
 
-    async fn render(&self, format: Format, own: Vec<StoredFamily>) -> (Vec<u8>, RenderStats) {
+    async fn render(
+        &self,
+        format: Format,
+        own: Vec<StoredFamily>,
+    ) -> Result<(Vec<u8>, RenderStats), ScrapeRefused> {
         let (groups, reserved) = self
             .core
             .merged_view(format, self.core.collect_deadline)
-            .await;
+            .await?;
         let orders = self.core.merged_orders.clone();
-        tokio::task::spawn_blocking(move || {
+        Ok(tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(64 * 1024);
             let stats = render_groups(&groups, reserved, &own, format, Some(&orders), &mut out);
             (out, stats)
         })
         .await
-        .expect("render task should not panic")
+        .expect("render task should not panic"))
     }
 
     async fn render_stream(
@@ -92,18 +96,18 @@ impl Gateway for ClusterGateway {
         own: Vec<StoredFamily>,
         gzip: bool,
         timeout: Option<Duration>,
-    ) -> ScrapeStream {
+    ) -> Result<ScrapeStream, ScrapeRefused> {
         let started = Instant::now();
         let deadline = self.core.scrape_deadline(timeout);
-        let (groups, reserved) = self.core.merged_view(format, deadline).await;
+        let (groups, reserved) = self.core.merged_view(format, deadline).await?;
         let orders = self.core.merged_orders.clone();
-        stream_rendered(gzip, started, move |emit| {
+        Ok(stream_rendered(gzip, started, move |emit| {
             let chunk = SCRAPE_CHUNK_BYTES;
             render_groups_chunked(&groups, &reserved, &own, format, Some(&orders), chunk, emit)
-        })
+        }))
     }
 
-    async fn groups(&self) -> Vec<GroupSnapshot> {
+    async fn groups(&self) -> Result<Vec<GroupSnapshot>, ScrapeRefused> {
         self.core
             .merged_groups(self.core.collect_deadline, false)
             .await

@@ -14,6 +14,7 @@
 //!   drops (and counts) what does not open.
 //! - [`ring`]: the ring snapshot and rendezvous placement (which nodes own a group).
 //! - [`core`]: `ClusterCore`, the state the gateway, the gRPC service and the reconciler share.
+//! - [`bounds`]: the bounds the cluster flags set (message size, batch items, scrape bytes).
 //! - [`clock`]: the hybrid logical clock that stamps every write's version.
 //! - `events`: the cluster events that are logged and counted, each from one place.
 //! - `write`: `op` (a write and its answer), `route` (to the group's primary), `replicate`
@@ -22,7 +23,8 @@
 //!   `answer` (a peer's side of a collect).
 //! - [`gateway`]: `ClusterGateway`, the `Gateway` the HTTP layer calls on a cluster node.
 //! - [`rpc`]: the gRPC service (`server`), the batched calls to peers (`client`, `batch`,
-//!   `channel`), the codec and the message conversions (`wire`).
+//!   `channel`), the codec and the message conversions (`wire`), the server's call limit
+//!   (`limit`).
 //! - [`reconcile`]: rebalancing, hinted handoff, anti-entropy (`rounds`, `sync`), the join pull
 //!   and the handover of a leaving node (`handover`).
 //!
@@ -41,6 +43,7 @@
 //! `read::merge` (newest version of each group, tombstones included) -> rendered and streamed
 //! like a single node's scrape.
 
+pub mod bounds;
 pub mod clock;
 pub mod core;
 pub(crate) mod events;
@@ -57,6 +60,7 @@ pub mod sealed_udp;
 pub(crate) mod testkit;
 pub(crate) mod write;
 
+pub use bounds::ClusterBounds;
 pub use core::ClusterCore;
 pub use gateway::ClusterGateway;
 pub use member::{Member, MemberState};

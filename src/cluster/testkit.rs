@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::cluster::bounds::ClusterBounds;
 use crate::cluster::core::ClusterCore;
 use crate::cluster::member::{Member, MemberState, NodeId};
 use crate::cluster::ring::Ring;
@@ -41,6 +42,16 @@ pub(crate) fn node(
     members: &[(&str, u16)],
     r: usize,
 ) -> (Arc<Store>, ClusterService) {
+    node_with(self_id, members, r, ClusterBounds::default())
+}
+
+/// [`node`] within `bounds`.
+pub(crate) fn node_with(
+    self_id: &str,
+    members: &[(&str, u16)],
+    r: usize,
+    bounds: ClusterBounds,
+) -> (Arc<Store>, ClusterService) {
     let store = Arc::new(Store::new(StoreOptions::default()));
     let members = members
         .iter()
@@ -52,13 +63,14 @@ pub(crate) fn node(
         })
         .collect();
     let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from(self_id), members, 1)));
-    let core = ClusterCore::new(
+    let core = ClusterCore::with_bounds(
         store.clone(),
         Validation::default(),
         rx,
         NodeId::from(self_id),
         r,
         Duration::from_secs(2),
+        bounds,
         None,
     );
     (store, ClusterService::new(core))

@@ -8,6 +8,12 @@ use super::addresses::parse_listen_address;
 use super::Config;
 use crate::cluster::gossip_key::GossipKeyFile;
 
+/// The derived gRPC message limit is never below this (a collect chunk and a sync batch of
+/// small groups must fit whatever the push body limit).
+const MIN_GRPC_MESSAGE_BYTES: usize = 16 << 20;
+/// Room around a forwarded push's body in its message (key, flags, framing).
+const GRPC_MESSAGE_SLACK: usize = 1 << 20;
+
 /// The cluster flags once validated: where to listen, what to advertise.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -22,6 +28,15 @@ pub struct ClusterSettings {
     pub max_clock_skew: Duration,
     /// The gossip keys, read at start (`--cluster.gossip-key-file`); `None` gossips in the clear.
     pub gossip_key: Option<GossipKeyFile>,
+    /// Largest gRPC message sent or accepted (`--cluster.grpc-max-message-bytes`, resolved).
+    pub grpc_max_message_bytes: usize,
+    pub grpc_max_streams: u32,
+    pub grpc_max_concurrency: usize,
+    pub grpc_timeout: Duration,
+    pub max_batch_items: usize,
+    pub max_scrape_bytes: usize,
+    pub max_tombstones: usize,
+    pub max_tombstone_bytes: usize,
 }
 
 /// The warning a cluster node logs at start when its cluster plane is open, naming what is
@@ -108,6 +123,34 @@ impl Config {
         if self.cluster_rebalance_rate == 0 {
             return Err("--cluster.rebalance-rate must be positive".into());
         }
+        if self.cluster_grpc_timeout < self.cluster_peer_timeout {
+            return Err("--cluster.grpc-timeout must be at least --cluster.peer-timeout (a peer's call would be cut before its own deadline)".into());
+        }
+        let positive = [
+            (
+                "cluster.grpc-max-streams",
+                self.cluster_grpc_max_streams as usize,
+            ),
+            (
+                "cluster.grpc-max-concurrency",
+                self.cluster_grpc_max_concurrency,
+            ),
+            ("cluster.max-batch-items", self.cluster_max_batch_items),
+            ("cluster.max-scrape-bytes", self.cluster_max_scrape_bytes),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("--{flag} must be positive"));
+        }
+        // A forwarded push travels in one message, with its key and framing around it.
+        let grpc_max_message_bytes = match self.cluster_grpc_max_message_bytes {
+            0 => self.max_body_bytes.saturating_mul(2).max(MIN_GRPC_MESSAGE_BYTES),
+            n if n < self.max_body_bytes.saturating_add(GRPC_MESSAGE_SLACK) => {
+                return Err(format!(
+                    "--cluster.grpc-max-message-bytes must be at least --push.max-body-bytes plus {GRPC_MESSAGE_SLACK} (a forwarded push travels in one message)"
+                ))
+            }
+            n => n,
+        };
         for p in &self.cluster_peers {
             match p.rsplit_once(':') {
                 Some((h, port)) if !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
@@ -130,6 +173,14 @@ impl Config {
             peer_timeout: self.cluster_peer_timeout,
             max_clock_skew: self.cluster_max_clock_skew,
             gossip_key,
+            grpc_max_message_bytes,
+            grpc_max_streams: self.cluster_grpc_max_streams,
+            grpc_max_concurrency: self.cluster_grpc_max_concurrency,
+            grpc_timeout: self.cluster_grpc_timeout,
+            max_batch_items: self.cluster_max_batch_items,
+            max_scrape_bytes: self.cluster_max_scrape_bytes,
+            max_tombstones: self.cluster_max_tombstones,
+            max_tombstone_bytes: self.cluster_max_tombstone_bytes,
         }))
     }
 }
@@ -242,6 +293,29 @@ mod tests {
         assert_eq!(c.cluster_join_timeout, Duration::from_secs(30));
         assert_eq!(c.cluster_max_hints, 100_000);
         assert!(parse(&["--cluster.anti-entropy-interval=0s"]).is_err());
+        let s = parse(&[]).unwrap().unwrap();
+        assert_eq!(
+            s.grpc_max_message_bytes,
+            128 << 20,
+            "twice the push body limit"
+        );
+        assert_eq!(s.grpc_max_streams, 256);
+        assert_eq!(s.grpc_max_concurrency, 2_048);
+        assert_eq!(s.grpc_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_batch_items, 1_024);
+        assert_eq!(s.max_scrape_bytes, 2 << 30);
+        assert_eq!(
+            (s.max_tombstones, s.max_tombstone_bytes),
+            (100_000, 32 << 20)
+        );
+        let s = parse(&["--push.max-body-bytes=1000"]).unwrap().unwrap();
+        assert_eq!(s.grpc_max_message_bytes, 16 << 20, "never below the floor");
+        // A message limit a forwarded push cannot fit in is refused.
+        assert!(parse(&["--cluster.grpc-max-message-bytes=1000"]).is_err());
+        assert!(parse(&["--cluster.grpc-max-message-bytes=200000000"]).is_ok());
+        assert!(parse(&["--cluster.grpc-timeout=1s"]).is_err());
+        assert!(parse(&["--cluster.max-batch-items=0"]).is_err());
+        assert!(parse(&["--cluster.grpc-max-concurrency=0"]).is_err());
         assert!(parse(&["--cluster.rebalance-rate=0"]).is_err());
         // A tombstone must outlive a few rounds, or a co-owner may never see it.
         assert!(parse(&[

@@ -135,6 +135,37 @@ pub struct Config {
     /// cannot date a write past every later one.
     #[arg(long = "cluster.max-clock-skew", default_value = "1m", value_parser = parse_go_duration)]
     pub cluster_max_clock_skew: Duration,
+    /// Tombstones held at most for groups this node does not hold (a DELETE of a group it
+    /// has never seen); beyond it such a delete keeps no tombstone. A delete of a held group
+    /// always keeps one.
+    #[arg(long = "cluster.max-tombstones", default_value_t = 100_000)]
+    pub cluster_max_tombstones: usize,
+    /// Bytes of grouping keys that tombstones hold at most, like --cluster.max-tombstones.
+    #[arg(long = "cluster.max-tombstone-bytes", default_value_t = 32 << 20)]
+    pub cluster_max_tombstone_bytes: usize,
+    /// Largest gRPC message a node accepts from a peer or sends; 0: twice
+    /// --push.max-body-bytes (a forwarded push travels in one message).
+    #[arg(long = "cluster.grpc-max-message-bytes", default_value_t = 0)]
+    pub cluster_grpc_max_message_bytes: usize,
+    /// Most concurrent gRPC streams (calls) on one peer connection (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long = "cluster.grpc-max-streams", default_value_t = 256)]
+    pub cluster_grpc_max_streams: u32,
+    /// Most gRPC calls this node serves at once, over all connections; a call beyond it is
+    /// refused at once (RESOURCE_EXHAUSTED) and the peer retries or tries another node.
+    #[arg(long = "cluster.grpc-max-concurrency", default_value_t = 2_048)]
+    pub cluster_grpc_max_concurrency: usize,
+    /// Longest a gRPC call from a peer is served before it is cancelled; at least
+    /// --cluster.peer-timeout.
+    #[arg(long = "cluster.grpc-timeout", default_value = "30s", value_parser = parse_go_duration)]
+    pub cluster_grpc_timeout: Duration,
+    /// Most items (forwarded writes and replicas) in one batched call; a call with more is
+    /// refused whole, and this node never sends more in one.
+    #[arg(long = "cluster.max-batch-items", default_value_t = 1_024)]
+    pub cluster_max_batch_items: usize,
+    /// Most bytes of peers' answers a merged scrape holds; a scrape over it answers 503.
+    #[arg(long = "cluster.max-scrape-bytes", default_value_t = 2 << 30)]
+    pub cluster_max_scrape_bytes: usize,
     /// Most groups per second a node sends when rebalancing or repairing.
     #[arg(long = "cluster.rebalance-rate", default_value_t = 2_000)]
     pub cluster_rebalance_rate: u32,

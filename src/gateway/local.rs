@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::Gateway;
+use super::{Gateway, ScrapeRefused};
 use crate::ingest::{off_runtime, PushRequest};
 use crate::scrape::{render_whole, stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::store::render::{Format, RenderStats};
@@ -57,9 +57,13 @@ impl Gateway for LocalGateway {
         Ok(())
     }
 
-    async fn render(&self, format: Format, own: Vec<StoredFamily>) -> (Vec<u8>, RenderStats) {
+    async fn render(
+        &self,
+        format: Format,
+        own: Vec<StoredFamily>,
+    ) -> Result<(Vec<u8>, RenderStats), ScrapeRefused> {
         let store = self.store.clone();
-        render_whole(move |out| store.render(format, &own, out)).await
+        Ok(render_whole(move |out| store.render(format, &own, out)).await)
     }
 
     async fn render_stream(
@@ -68,15 +72,17 @@ impl Gateway for LocalGateway {
         own: Vec<StoredFamily>,
         gzip: bool,
         _timeout: Option<std::time::Duration>,
-    ) -> ScrapeStream {
+    ) -> Result<ScrapeStream, ScrapeRefused> {
         let store = self.store.clone();
-        stream_rendered(gzip, std::time::Instant::now(), move |emit| {
-            store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, emit)
-        })
+        Ok(stream_rendered(
+            gzip,
+            std::time::Instant::now(),
+            move |emit| store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, emit),
+        ))
     }
 
-    async fn groups(&self) -> Vec<GroupSnapshot> {
-        self.store.snapshot()
+    async fn groups(&self) -> Result<Vec<GroupSnapshot>, ScrapeRefused> {
+        Ok(self.store.snapshot())
     }
 
     fn local_stats(&self) -> LocalStats {

@@ -13,6 +13,11 @@ use crate::telemetry::LocalStats;
 
 pub use local::LocalGateway;
 
+/// A read of every group that cannot be served now (answered 503 with this message): on a
+/// cluster node, the peers' answers would exceed `--cluster.max-scrape-bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrapeRefused(pub String);
+
 /// What the HTTP layer asks of the groups, wherever they live (this node's store, or the
 /// cluster's nodes).
 pub trait Gateway: Send + Sync + 'static {
@@ -24,7 +29,7 @@ pub trait Gateway: Send + Sync + 'static {
         &self,
         format: Format,
         own: Vec<StoredFamily>,
-    ) -> impl Future<Output = (Vec<u8>, RenderStats)> + Send;
+    ) -> impl Future<Output = Result<(Vec<u8>, RenderStats), ScrapeRefused>> + Send;
     /// The full exposition as a stream of chunks (gzip-compressed when `gzip`), so a large
     /// scrape is sent while it is rendered instead of being built in one buffer first. The
     /// default renders it whole with `render` and sends it as one chunk. `timeout`: how long
@@ -36,18 +41,18 @@ pub trait Gateway: Send + Sync + 'static {
         own: Vec<StoredFamily>,
         gzip: bool,
         _timeout: Option<std::time::Duration>,
-    ) -> impl Future<Output = ScrapeStream> + Send {
+    ) -> impl Future<Output = Result<ScrapeStream, ScrapeRefused>> + Send {
         async move {
             let started = std::time::Instant::now();
-            let (body, stats) = self.render(format, own).await;
-            stream_rendered(gzip, started, move |emit| {
+            let (body, stats) = self.render(format, own).await?;
+            Ok(stream_rendered(gzip, started, move |emit| {
                 emit(body);
                 stats
-            })
+            }))
         }
     }
     /// Every group, sorted by key.
-    fn groups(&self) -> impl Future<Output = Vec<GroupSnapshot>> + Send;
+    fn groups(&self) -> impl Future<Output = Result<Vec<GroupSnapshot>, ScrapeRefused>> + Send;
     /// What this node holds, for self-metrics.
     fn local_stats(&self) -> LocalStats;
 }

@@ -12,15 +12,16 @@ use super::readiness::Readiness;
 use crate::cluster::gossip_key::KEY_FILE_POLL;
 use crate::cluster::reconcile::{LifecycleSettings, Reconciler};
 use crate::cluster::rpc::tls::tls_incoming;
+use crate::cluster::rpc::limit::GlobalLimitLayer;
 use crate::cluster::rpc::{
-    ClusterServer, MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
+    ClusterServer, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW,
 };
 use crate::cluster::sealed_udp::SealedUdpTransport;
-use crate::cluster::{ClusterCore, ClusterService};
+use crate::cluster::{ClusterBounds, ClusterCore, ClusterService};
 use crate::cluster::{Member, MemberState, Membership, MembershipConfig, Ring};
 use crate::config::cluster::open_plane_warning;
 use crate::config::{ClusterSettings, Config};
-use crate::store::{Store, Validation};
+use crate::store::{Store, TombstoneBudget, Validation};
 use crate::telemetry::metrics as m;
 use crate::tls::{ClusterTls, RELOAD_CHECK_INTERVAL};
 
@@ -165,26 +166,41 @@ impl ClusterNode {
             }
             None => (Membership::start(mc).await?, None),
         };
-        let core = ClusterCore::new(
+        store.set_tombstone_budget(TombstoneBudget {
+            max_count: s.max_tombstones,
+            max_bytes: s.max_tombstone_bytes,
+        });
+        let bounds = ClusterBounds {
+            max_message_bytes: s.grpc_max_message_bytes,
+            max_batch_items: s.max_batch_items,
+            max_scrape_bytes: s.max_scrape_bytes,
+        };
+        let core = ClusterCore::with_bounds(
             store,
             validation,
             membership.subscribe(),
             membership.self_id().clone(),
             s.replication_factor,
             s.peer_timeout,
+            bounds,
             tls.clone(),
         );
         core.set_max_clock_skew(s.max_clock_skew);
         let grpc_stop = Arc::new(Notify::new());
+        // tonic checks a message's declared length before reading it: a message over the limit
+        // is refused at its header, and no more than the limit is ever buffered per call.
         let service = ClusterServer::new(ClusterService::new(core.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(s.grpc_max_message_bytes)
+            .max_encoding_message_size(s.grpc_max_message_bytes);
         let stop = grpc_stop.clone();
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .initial_stream_window_size(PEER_STREAM_WINDOW)
             .initial_connection_window_size(PEER_CONNECTION_WINDOW)
             .max_frame_size(PEER_MAX_FRAME)
+            .max_concurrent_streams(s.grpc_max_streams)
+            .timeout(s.grpc_timeout)
+            .layer(GlobalLimitLayer::new(s.grpc_max_concurrency))
             .add_service(service);
         let shutdown = async move { stop.notified().await };
         let tls_watch = tls.as_ref().map(|t| t.watch(RELOAD_CHECK_INTERVAL));

@@ -44,7 +44,7 @@ pub(super) struct Inner {
     /// Bytes held by the families' encodings (not counting map overheads).
     pub(super) encoded_bytes: usize,
     /// Cluster only: groups deleted at a version, so an older replica cannot bring them back.
-    pub(super) tombstones: HashMap<GroupKey, u64>,
+    pub(super) tombstones: super::tombstones::Tombstones,
     /// Cluster only: the version of the last cluster-wide wipe. Every group written at or
     /// before it was removed, so a copy that old arriving later (a replica, anti-entropy from a
     /// peer the wipe had not reached yet) is stale and refused.

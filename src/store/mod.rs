@@ -25,6 +25,7 @@ pub mod prepare;
 pub mod render;
 mod render_cache;
 mod replica;
+mod tombstones;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
 pub use prepare::{prepare_push, prepare_text, Limits, PreparedPush, Validation};
 pub use render_cache::MergedOrders;
+pub use tombstones::{Deleted, TombstoneBudget};
 pub use write::WriteOutcome;
 
 use group::Group;
@@ -49,6 +51,8 @@ pub struct Store {
     render_cache: Mutex<render_cache::RenderCache>,
     /// Bumped on every change; lets the persistence loop know whether to write.
     generation: AtomicU64,
+    /// Bounds the tombstones of groups never held (a cluster node's flags).
+    tombstone_budget: Mutex<TombstoneBudget>,
 }
 
 impl Store {
@@ -58,6 +62,7 @@ impl Store {
             opts,
             render_cache: Mutex::new(render_cache::RenderCache::default()),
             generation: AtomicU64::new(0),
+            tombstone_budget: Mutex::new(TombstoneBudget::default()),
         }
     }
 

@@ -10,6 +10,7 @@ use super::group::GroupSnapshot;
 use super::index::Inner;
 use super::key::GroupKey;
 use super::prepare::PreparedPush;
+use super::tombstones::{Deleted, TombstoneBudget};
 use super::write::WriteOutcome;
 use super::Store;
 
@@ -42,19 +43,44 @@ impl Store {
     /// Deletes a group at `version`, leaving a tombstone so an older replica of it is refused.
     /// A group holding a newer version is kept. Returns whether the tombstone was recorded.
     pub fn delete_versioned(&self, key: &GroupKey, version: u64) -> bool {
+        self.delete_within_budget(key, version) == Deleted::Recorded
+    }
+
+    /// `delete_versioned`, telling why nothing changed. A tombstone for a group this node does
+    /// not hold is kept only within the tombstone budget: such a delete removes nothing here,
+    /// and its tombstone guards only against an older copy arriving later (rare), while an
+    /// unbounded number of them (deletes of made-up groups) would fill the memory. A delete of
+    /// a held group always keeps its tombstone (it frees at least as much as it keeps).
+    pub fn delete_within_budget(&self, key: &GroupKey, version: u64) -> Deleted {
+        let budget = *self.tombstone_budget.lock();
         self.write(
             |inner| {
                 if inner.tombstones.get(key).is_some_and(|&v| v >= version)
                     || inner.groups.get(key).is_some_and(|g| g.version > version)
                 {
-                    return false;
+                    return Deleted::Stale;
+                }
+                if !inner.groups.contains_key(key) && !inner.tombstones.room_for(key, budget) {
+                    return Deleted::OverBudget;
                 }
                 inner.delete(key);
                 inner.tombstones.insert(key.clone(), version);
-                true
+                Deleted::Recorded
             },
-            |&recorded| recorded,
+            |d| *d == Deleted::Recorded,
         )
+    }
+
+    /// Sets the bound on tombstones of groups not held (`--cluster.max-tombstones`,
+    /// `--cluster.max-tombstone-bytes`).
+    pub fn set_tombstone_budget(&self, budget: TombstoneBudget) {
+        *self.tombstone_budget.lock() = budget;
+    }
+
+    /// How many tombstones are held, and about how many bytes their keys take.
+    pub fn tombstone_usage(&self) -> (usize, usize) {
+        let inner = self.inner.read();
+        (inner.tombstones.len(), inner.tombstones.bytes())
     }
 
     /// Replaces a group with a replica of it when the replica is newer than both the group and
@@ -66,7 +92,7 @@ impl Store {
                 if g.version <= inner.wiped_at
                     || inner
                         .tombstones
-                        .get(&*g.key)
+                        .get(&g.key)
                         .is_some_and(|&v| v >= g.version)
                     || inner
                         .groups
@@ -78,7 +104,7 @@ impl Store {
                 let key = g.key.clone();
                 let ok = inner.restore(g, &self.opts).is_ok();
                 if ok {
-                    inner.tombstones.remove(&*key);
+                    inner.tombstones.remove(&key);
                 }
                 Some(ok)
             },

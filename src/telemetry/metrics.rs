@@ -41,6 +41,8 @@ pub const INCOMPATIBLE_PEERS_TOTAL: &str = "pushgate_cluster_incompatible_peers_
 pub const PEER_REFUSED_TOTAL: &str = "pushgate_cluster_peer_refused_total";
 pub const GOSSIP_DROPPED_TOTAL: &str = "pushgate_cluster_gossip_dropped_total";
 pub const GOSSIP_KEY_RELOADS_TOTAL: &str = "pushgate_cluster_gossip_key_reloads_total";
+pub const TOMBSTONE_BYTES: &str = "pushgate_tombstone_bytes";
+pub const CLUSTER_REFUSED_TOTAL: &str = "pushgate_cluster_refused_total";
 
 /// Every self-metric family: name, type, help.
 pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
@@ -79,6 +81,8 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (PEER_REFUSED_TOTAL, MetricType::Counter, "Messages or items from other cluster nodes refused unapplied, by reason: future_version (a version, tombstone or wipe dated beyond --cluster.max-clock-skew), invalid_family (a family that would not render as valid exposition), malformed (a group, grouping key or family layout that does not decode or check)."),
     (GOSSIP_DROPPED_TOTAL, MetricType::Counter, "Gossip datagrams dropped with --cluster.gossip-key-file set, by reason: received ones that do not open (unsealed: sent by a node without the gossip key; unopened: sealed with another key or for another cluster name, or altered; garbage: neither), and this node's own not sent (oversize: too large for a UDP datagram once sealed)."),
     (GOSSIP_KEY_RELOADS_TOTAL, MetricType::Counter, "Changes of the gossip key file seen by this node, by result (success: the new keys are in use; error: the file could not be read or parsed, the previous keys stay in use)."),
+    (TOMBSTONE_BYTES, MetricType::Gauge, "Bytes the keys of the tombstones held by this node take, about."),
+    (CLUSTER_REFUSED_TOTAL, MetricType::Counter, "What the cluster plane refused to bound its resources, by reason: concurrency (a peer's call over --cluster.grpc-max-concurrency), batch_items (a batched call over --cluster.max-batch-items), hints (a stand-in copy over --cluster.max-hints), scrape_bytes (a merged scrape over --cluster.max-scrape-bytes), tombstones (a tombstone for a group not held, over --cluster.max-tombstones or --cluster.max-tombstone-bytes)."),
     ("process_cpu_seconds_total", MetricType::Counter, "Total user and system CPU time spent in seconds."),
     ("process_max_fds", MetricType::Gauge, "Maximum number of open file descriptors."),
     ("process_open_fds", MetricType::Gauge, "Number of open file descriptors."),

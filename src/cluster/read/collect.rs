@@ -4,16 +4,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use tokio::task::JoinSet;
 use tonic::Status;
 
 use super::super::core::ClusterCore;
+use super::super::events::{ClusterEvent, Refusal};
 use super::super::member::Member;
 use super::super::rpc::{client, pb};
 use super::merge::{merge_answers, merge_newest, Newest};
+use crate::gateway::ScrapeRefused;
 use crate::store::render::Format;
 use crate::store::{GroupSnapshot, ReservedNames};
 use crate::telemetry::metrics as m;
@@ -26,10 +31,10 @@ impl ClusterCore {
         &self,
         format: Format,
         deadline: Duration,
-    ) -> (Vec<GroupSnapshot>, ReservedNames) {
+    ) -> Result<(Vec<GroupSnapshot>, ReservedNames), ScrapeRefused> {
         let text_only = matches!(format, Format::Text);
-        let groups = self.merged_groups(deadline, text_only).await;
-        (groups, self.store.options().reserved.clone())
+        let groups = self.merged_groups(deadline, text_only).await?;
+        Ok((groups, self.store.options().reserved.clone()))
     }
 
     /// The deadline of a scrape's first round of collect calls when its client waits `timeout`:
@@ -44,12 +49,15 @@ impl ClusterCore {
 
     /// `text_only`: the caller renders the text format and nothing else (peers leave the
     /// protobuf encodings out; the groups returned must not be used for anything else).
+    /// Refused when the peers' answers exceed `--cluster.max-scrape-bytes`: an incomplete view
+    /// would hide groups, so the whole read fails (503) rather than growing without bound.
     pub(crate) async fn merged_groups(
         &self,
         deadline: Duration,
         text_only: bool,
-    ) -> Vec<GroupSnapshot> {
+    ) -> Result<Vec<GroupSnapshot>, ScrapeRefused> {
         let started = Instant::now();
+        let budget = Arc::new(ScrapeBudget::new(self.bounds.max_scrape_bytes));
         let ring = self.ring();
         // One snapshot serves both the list of what this node holds (peers leave those groups
         // out) and the merge below, so a group cannot drop out of the view in between. In no
@@ -72,12 +80,13 @@ impl ClusterCore {
         let calls = peers
             .iter()
             .map(|m| (m.id.to_string(), m.grpc_addr, held.clone()));
-        let running = self.start_collect(calls.collect(), deadline, started);
+        let running = self.start_collect(calls.collect(), deadline, started, &budget);
         // While the peers answer, this node's own groups go in (sized for about as many again
         // from the peers: growing the map rehashes it and faults its pages in again).
         let mut newest = Newest::with_capacity_and_hasher(local.len() * 2, Default::default());
         merge_newest(&mut newest, local, self.store.tombstones());
         let answers = finish_collect(running).await;
+        budget.check()?;
         let deferred: Vec<(String, Vec<(u64, u64)>)> = answers
             .iter()
             .map(|(id, chunks)| {
@@ -120,7 +129,10 @@ impl ClusterCore {
                 .collect();
             if !calls.is_empty() {
                 let left = deadline.saturating_sub(started.elapsed()).max(deadline / 2);
-                let again = self.collect_from(calls, left, Instant::now()).await;
+                let again = self
+                    .collect_from(calls, left, Instant::now(), &budget)
+                    .await;
+                budget.check()?;
                 merge_answers(&mut newest, again, names, self.clock.newest_allowed()).await;
             }
         }
@@ -129,7 +141,7 @@ impl ClusterCore {
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         metrics::histogram!(m::SCRAPE_MERGE_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
-        out
+        Ok(out)
     }
 
     /// Runs collect `calls` (peer id, gRPC address, request) concurrently, each within
@@ -140,8 +152,9 @@ impl ClusterCore {
         calls: Vec<(String, SocketAddr, pb::CollectRequest)>,
         deadline: Duration,
         started: Instant,
+        budget: &Arc<ScrapeBudget>,
     ) -> Vec<(String, Vec<pb::CollectChunk>)> {
-        finish_collect(self.start_collect(calls, deadline, started)).await
+        finish_collect(self.start_collect(calls, deadline, started, budget)).await
     }
 
     /// Starts the calls of [`Self::collect_from`]; `finish_collect` waits for them.
@@ -150,10 +163,12 @@ impl ClusterCore {
         calls: Vec<(String, SocketAddr, pb::CollectRequest)>,
         deadline: Duration,
         started: Instant,
+        budget: &Arc<ScrapeBudget>,
     ) -> Collecting {
         let mut running = JoinSet::new();
         for (id, addr, req) in calls {
             let mut client = self.clients.client(addr);
+            let budget = budget.clone();
             running.spawn(async move {
                 let call = async {
                     let mut stream = client
@@ -162,6 +177,11 @@ impl ClusterCore {
                         .into_inner();
                     let mut chunks = Vec::new();
                     while let Some(c) = stream.message().await? {
+                        if !budget.take(c.encoded_len()) {
+                            return Err(Status::resource_exhausted(
+                                "the merged scrape holds --cluster.max-scrape-bytes already",
+                            ));
+                        }
                         chunks.push(c);
                     }
                     Ok::<_, Status>(chunks)
@@ -180,6 +200,55 @@ impl ClusterCore {
             });
         }
         running
+    }
+}
+
+/// The bytes of peers' answers one merged read may hold (`--cluster.max-scrape-bytes`), shared
+/// by its collect calls: each chunk is counted as it arrives, and once one would pass the limit
+/// every call stops and the read is refused.
+pub(crate) struct ScrapeBudget {
+    used: AtomicUsize,
+    max: usize,
+    exceeded: AtomicBool,
+}
+
+impl ScrapeBudget {
+    pub(crate) fn new(max: usize) -> Self {
+        ScrapeBudget {
+            used: AtomicUsize::new(0),
+            max,
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts `bytes` more; false (and from then on for every call) when they pass the limit.
+    pub(crate) fn take(&self, bytes: usize) -> bool {
+        if self.exceeded.load(Ordering::Acquire) {
+            return false;
+        }
+        let before = self.used.fetch_add(bytes, Ordering::AcqRel);
+        if before.saturating_add(bytes) > self.max {
+            self.exceeded.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// The refusal of the read, once the limit was passed (counted and logged here).
+    pub(crate) fn check(&self) -> Result<(), ScrapeRefused> {
+        if !self.exceeded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let detail = format!(
+            "the cluster's groups exceed the {} bytes a merged scrape may hold (--cluster.max-scrape-bytes); retry later or raise the limit",
+            self.max
+        );
+        ClusterEvent::Refused {
+            reason: Refusal::ScrapeBytes,
+            detail: &detail,
+        }
+        .emit();
+        Err(ScrapeRefused(detail))
     }
 }
 

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::missing_deferred;
+use super::{missing_deferred, ScrapeBudget};
+use crate::cluster::bounds::ClusterBounds;
 use crate::cluster::gateway::ClusterGateway;
 use crate::cluster::rpc::server::ClusterService;
 use crate::cluster::testkit::*;
@@ -38,7 +39,11 @@ async fn merged_view_of_three(c: Option<fn(ClusterService) -> TestPeer>) -> Vec<
         // Down: nothing listens on c's port any more.
         None => drop(lc),
     }
-    let view = a.core.merged_groups(Duration::from_secs(2), false).await;
+    let view = a
+        .core
+        .merged_groups(Duration::from_secs(2), false)
+        .await
+        .unwrap();
     view.iter().map(|g| g.key.to_string()).collect()
 }
 
@@ -80,7 +85,8 @@ async fn a_scrape_waits_for_a_silent_peer_within_the_client_timeout() {
             false,
             Some(Duration::from_millis(500)),
         )
-        .await;
+        .await
+        .unwrap();
     let mut body = Vec::new();
     while let Some(c) = chunks.recv().await {
         body.extend_from_slice(&c.unwrap());
@@ -100,4 +106,56 @@ fn deferred_groups_nobody_delivered_are_asked_for_again() {
     let missing = missing_deferred([("b", &b[..]), ("c", &c[..])], &have);
     // 1 was delivered in that version, 2 only in an older one, 4 not at all; c's is there.
     assert_eq!(missing, vec![("b", vec![2, 4])]);
+}
+
+/// A merged read whose peers' answers pass `--cluster.max-scrape-bytes` is refused whole (the
+/// HTTP side answers 503), not served incomplete; within the limit it is served.
+#[tokio::test]
+async fn a_merged_read_over_the_byte_limit_is_refused() {
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let members = [("a", 1), ("b", lb.local_addr().unwrap().port())];
+    let small = ClusterBounds {
+        max_scrape_bytes: 2_000,
+        ..ClusterBounds::default()
+    };
+    let (_, a) = node_with("a", &members, 1, small);
+    let (store_b, b) = node("b", &members, 1);
+    for g in 0..60 {
+        store_b.push(prepared(&format!("g{g}"), BODY), 1.0).unwrap();
+    }
+    serve_on(lb, b);
+    let refused = a
+        .core
+        .merged_groups(Duration::from_secs(2), false)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.0.contains("--cluster.max-scrape-bytes"),
+        "{}",
+        refused.0
+    );
+    let gateway = ClusterGateway::new(a.core.clone());
+    assert!(gateway
+        .render_stream(Format::Text, Vec::new(), false, None)
+        .await
+        .is_err());
+    assert!(gateway.groups().await.is_err());
+
+    let (_, roomy) = node_with("a", &members, 1, ClusterBounds::default());
+    let view = roomy
+        .core
+        .merged_groups(Duration::from_secs(2), false)
+        .await
+        .unwrap();
+    assert_eq!(view.len(), 60);
+}
+
+#[test]
+fn the_scrape_budget_stays_spent_once_passed() {
+    let budget = ScrapeBudget::new(100);
+    assert!(budget.take(60));
+    assert!(budget.check().is_ok());
+    assert!(!budget.take(41), "past the limit");
+    assert!(!budget.take(0), "every call stops once it was passed");
+    assert!(budget.check().is_err());
 }

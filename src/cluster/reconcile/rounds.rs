@@ -182,6 +182,8 @@ impl Reconciler {
 
         let r = core.replication_factor;
         let mut held: Vec<Held> = Vec::new();
+        // Counted from here on by the takes themselves (see the end of the round).
+        core.hints_taken.store(0, Ordering::Release);
         let entries = store
             .versions()
             .into_iter()
@@ -263,7 +265,11 @@ impl Reconciler {
                 report.hints += 1;
             }
         }
-        core.hints.store(report.hints, Ordering::Relaxed);
+        // Hints taken while the round ran (after its list of what is held was made) are not in
+        // its count: they are added back, so a burst during a round is still bounded.
+        let taken = core.hints_taken.swap(0, Ordering::AcqRel);
+        core.hints.store(report.hints + taken, Ordering::Release);
+        core.report_tombstones();
         ClusterEvent::RoundEnded(RoundSummary {
             node: &core.self_id,
             held: report.held,
@@ -272,7 +278,6 @@ impl Reconciler {
             received: report.received,
             hints: report.hints,
             unreachable_peers: report.unreachable_peers,
-            tombstones: store.tombstone_count(),
         })
         .emit();
         report

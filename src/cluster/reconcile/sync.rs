@@ -179,7 +179,7 @@ impl Reconciler {
         let mut taken = 0;
         for (k, v) in decoded_tombstones {
             core.clock.observe(v);
-            if store.delete_versioned(&k, v) {
+            if core.delete_here(&k, v) {
                 taken += 1;
             }
         }

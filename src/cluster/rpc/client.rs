@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use tonic::transport::Endpoint;
 use tonic::Status;
 
+use super::super::bounds::ClusterBounds;
 use super::batch::{remaining, BatchLimits, Batcher, Transport};
 use super::channel::PeerChannel;
 use super::pb;
@@ -19,9 +20,6 @@ use super::wire::{failed, item_status};
 use crate::telemetry::metrics as m;
 use crate::tls::ClusterTls;
 
-/// Largest message a node sends or accepts: a group is bounded by the push body limit (at most
-/// 1 GiB), a collect chunk by `COLLECT_CHUNK_BYTES` plus one group.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// HTTP/2 flow control windows of the node-to-node connections (both directions): a batched call
 /// carries many groups, and h2's default 64 KiB windows made it wait for window updates.
 pub const PEER_STREAM_WINDOW: u32 = 4 << 20;
@@ -39,6 +37,8 @@ pub struct PeerClients {
     limits: BatchLimits,
     /// Mutual TLS to every peer (`--cluster.tls-config`); plain h2c without it.
     tls: Option<ClusterTls>,
+    /// Largest message sent or accepted (`--cluster.grpc-max-message-bytes`).
+    max_message_bytes: usize,
 }
 
 /// One peer: its channel and the batching queues of the writes forwarded to it and the replicas
@@ -116,6 +116,22 @@ impl PeerClients {
             timeout,
             limits,
             tls: None,
+            max_message_bytes: ClusterBounds::default().max_message_bytes,
+        }
+    }
+
+    /// Clients within the cluster flags' bounds: no batch carries more items than a peer
+    /// accepts (`--cluster.max-batch-items`, assumed the same on every node), no message is
+    /// larger than `--cluster.grpc-max-message-bytes`.
+    pub fn with_bounds(timeout: Duration, bounds: &ClusterBounds) -> Self {
+        let defaults = BatchLimits::default();
+        let limits = BatchLimits {
+            max_items: defaults.max_items.min(bounds.max_batch_items),
+            ..defaults
+        };
+        PeerClients {
+            max_message_bytes: bounds.max_message_bytes,
+            ..Self::with_limits(timeout, limits)
         }
     }
 
@@ -157,8 +173,8 @@ impl PeerClients {
                     None => endpoint.connect_lazy(),
                 };
                 let client = ClusterClient::new(PeerChannel::new(channel))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                    .max_decoding_message_size(self.max_message_bytes)
+                    .max_encoding_message_size(self.max_message_bytes);
                 Peer {
                     writes: Batcher::new(
                         WriteTransport {

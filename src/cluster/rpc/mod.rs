@@ -7,6 +7,7 @@ pub mod batch;
 pub mod channel;
 pub mod client;
 pub mod codec;
+pub mod limit;
 pub mod server;
 pub mod tls;
 pub mod wire;
@@ -19,7 +20,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/pushgate.cluster.rs"));
 }
 
-pub use client::{MAX_MESSAGE_BYTES, PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW};
+pub use client::{PEER_CONNECTION_WINDOW, PEER_MAX_FRAME, PEER_STREAM_WINDOW};
 pub use pb::cluster_server::ClusterServer;
 /// A group state's wire form, for the benches; the generated client, for the test bed's calls
 /// from outside the cluster.

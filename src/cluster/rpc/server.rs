@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::super::bounds::BATCH_APPLY_CONCURRENCY;
 use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
+use super::super::events::{ClusterEvent, Refusal};
 use super::super::read::answer::{collect_chunks, select_for_collect};
 use super::super::reconcile::sync::answer_sync;
 use super::super::write::op::{decoded, write_reply_pb, WriteAnswer, WriteOp};
@@ -29,9 +31,12 @@ impl ClusterService {
     }
 
     /// A group state (or tombstone) from the primary, applied when newer than what is held.
-    /// Applies a batch's replicas concurrently; one result each, in order.
+    /// Applies a batch's replicas a few at a time; one result each, in order.
     async fn replicate_all(&self, items: Vec<pb::ReplicateRequest>) -> Vec<pb::ReplicateResult> {
-        let applied = join_all(items.into_iter().map(|r| self.replicate_one(r))).await;
+        let applied: Vec<_> = stream::iter(items.into_iter().map(|r| self.replicate_one(r)))
+            .buffered(BATCH_APPLY_CONCURRENCY)
+            .collect()
+            .await;
         applied
             .into_iter()
             .map(|a| match a {
@@ -50,6 +55,24 @@ impl ClusterService {
                 }
             })
             .collect()
+    }
+
+    /// Refuses a batched call carrying more than `--cluster.max-batch-items` items, whole:
+    /// none of them is applied.
+    fn within_batch_limit(&self, items: usize) -> Result<(), Status> {
+        let max = self.core.bounds.max_batch_items;
+        if items <= max {
+            return Ok(());
+        }
+        let detail = format!(
+            "a batch of {items} items exceeds this node's limit of {max} (--cluster.max-batch-items); nothing applied"
+        );
+        ClusterEvent::Refused {
+            reason: Refusal::BatchItems,
+            detail: &detail,
+        }
+        .emit();
+        Err(Status::resource_exhausted(detail))
     }
 
     async fn replicate_one(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
@@ -199,10 +222,11 @@ impl Cluster for ClusterService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
         let req = request.into_inner();
-        let (answers, replica_results) = tokio::join!(
-            join_all(req.writes.into_iter().map(|w| self.forwarded(w))),
-            self.replicate_all(req.replicas)
-        );
+        self.within_batch_limit(req.writes.len() + req.replicas.len())?;
+        let writes = stream::iter(req.writes.into_iter().map(|w| self.forwarded(w)))
+            .buffered(BATCH_APPLY_CONCURRENCY)
+            .collect::<Vec<_>>();
+        let (answers, replica_results) = tokio::join!(writes, self.replicate_all(req.replicas));
         let results = answers
             .into_iter()
             .map(|a| match a {
@@ -235,7 +259,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ReplicateBatchRequest>,
     ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
-        let results = self.replicate_all(request.into_inner().items).await;
+        let items = request.into_inner().items;
+        self.within_batch_limit(items.len())?;
+        let results = self.replicate_all(items).await;
         Ok(Response::new(pb::ReplicateBatchReply { results }))
     }
 

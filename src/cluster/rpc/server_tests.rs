@@ -361,3 +361,79 @@ fn forwarded_writes_past_their_deadline_are_refused() {
     let err = expired(past).unwrap_err();
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
 }
+
+/// A batched call carrying more items than `--cluster.max-batch-items` is refused whole:
+/// none of its writes or replicas is applied.
+#[tokio::test]
+async fn a_batch_over_the_item_limit_is_refused_whole() {
+    let bounds = crate::cluster::ClusterBounds {
+        max_batch_items: 3,
+        ..Default::default()
+    };
+    let (store, svc) = node_with("a", &[("a", 1)], 1, bounds);
+    let req = pb::ForwardRequest {
+        writes: vec![forwarded("w1", BODY), forwarded("w2", BODY)],
+        replicas: vec![replica_of("r1", 5), replica_of("r2", 5)],
+    };
+    let refused = svc.forward(Request::new(req)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(refused.message().contains("--cluster.max-batch-items"));
+    let items = (0..4).map(|i| replica_of(&format!("b{i}"), 5)).collect();
+    let refused = svc
+        .replicate_batch(Request::new(pb::ReplicateBatchRequest { items }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(store.group_count(), 0, "nothing applied");
+    // At the limit, the batch is applied.
+    let items = (0..3).map(|i| replica_of(&format!("b{i}"), 5)).collect();
+    let reply = svc
+        .replicate_batch(Request::new(pb::ReplicateBatchRequest { items }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.results.iter().all(|r| r.applied));
+    assert_eq!(store.group_count(), 3);
+}
+
+/// Stand-in copies are counted as they are taken: a burst stops at `--cluster.max-hints`
+/// without waiting for a reconciliation round; copies of groups this node owns or already
+/// holds, and stale copies, take no room.
+#[tokio::test]
+async fn hints_are_counted_when_taken() {
+    // "b" owns every group (R = 1 of a and b, with a's ring placing them on b or a): only the
+    // groups a does not own are hints.
+    let (store, svc) = service_with(&[("a", 1), ("b", closed_port())], 1);
+    svc.core.set_max_hints(3);
+    let ring = svc.core.ring();
+    let owned_by = |job: &str| ring.owners(key(job).stable_hash(), 1)[0].id.to_string();
+    let foreign: Vec<String> = (0..)
+        .map(|i| format!("h{i}"))
+        .filter(|j| owned_by(j) == "b")
+        .take(5)
+        .collect();
+    let own = (0..)
+        .map(|i| format!("o{i}"))
+        .find(|j| owned_by(j) == "a")
+        .unwrap();
+    let take = |job: &str, version| svc.core.take_replica(replica_of(job, version));
+    for job in &foreign[..3] {
+        assert!(take(job, 5).await.unwrap());
+    }
+    // A newer copy of a hint held takes no more room; a stale one is not applied.
+    assert!(take(&foreign[0], 6).await.unwrap());
+    assert!(!take(&foreign[1], 1).await.unwrap());
+    let refused = take(&foreign[3], 5).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(store.group(&key(&foreign[3])).is_none());
+    // A copy of a group this node owns is no hint.
+    assert!(take(&own, 5).await.unwrap());
+    assert_eq!(svc.core.hints.load(Ordering::Relaxed), 3);
+    // A tombstone for a group not owned is a hint too.
+    let mut tomb = replica_of(&foreign[4], 9);
+    tomb.tombstone_key = wire::key_to_pb(&key(&foreign[4]));
+    tomb.group = Default::default();
+    let refused = svc.core.take_replica(tomb).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(store.tombstone(&key(&foreign[4])), None);
+}

@@ -9,11 +9,11 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tonic::Status;
 
 use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
-use super::super::events::ClusterEvent;
+use super::super::events::{ClusterEvent, Refusal};
 use super::super::member::{Member, MemberState};
 use super::super::rpc::{pb, wire};
 use super::op::{decoded, WriteAnswer, WriteOp};
-use crate::store::{GroupKey, GroupSnapshot, PushError};
+use crate::store::{Deleted, GroupKey, GroupSnapshot, PushError};
 use crate::time::unix_seconds;
 
 impl ClusterCore {
@@ -93,7 +93,8 @@ impl ClusterCore {
             }
             WriteOp::Delete(key) => {
                 let version = clock.now();
-                self.store.delete_versioned(&key, version);
+                // Replicated whatever happens here: a co-owner may hold the group.
+                self.delete_here(&key, version);
                 Applied {
                     answer: WriteAnswer::ok(202),
                     replica: Some(Replica::Tombstone(version)),
@@ -274,56 +275,102 @@ impl ClusterCore {
     /// false when a newer one is held. A stand-in copy beyond `--cluster.max-hints` is refused.
     pub(crate) async fn take_replica(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
         let names = self.names();
-        if self.hints.load(Ordering::Relaxed) >= self.max_hints.load(Ordering::Relaxed) {
-            // Only a stand-in copy (this node is not among the group's owners) is refused.
-            let raw = if req.tombstone_key.is_empty() {
-                None
-            } else {
-                Some(req.tombstone_key.clone())
-            };
-            let key = match raw {
-                Some(k) => wire::key_from_pb(k, names).ok(),
-                None => wire::group_from_bytes(&req.group, names)
-                    .ok()
-                    .map(|g| (*g.key).clone()),
-            };
-            if let Some(key) = key {
-                let ring = self.ring();
-                let owned = ring
-                    .owners(key.stable_hash(), self.replication_factor)
-                    .iter()
-                    .any(|m| m.id == self.self_id);
-                if !owned {
-                    return Err(Status::resource_exhausted(
-                        "this node holds --cluster.max-hints groups for other owners already",
-                    ));
-                }
-            }
-        }
         let what = if req.tombstone_key.is_empty() {
             "replica"
         } else {
             "tombstone"
         };
         self.peer_version(req.version, what)?;
-        self.clock.observe(req.version);
-        let applied = if !req.tombstone_key.is_empty() {
+        if !req.tombstone_key.is_empty() {
             let key = wire::key_from_pb(req.tombstone_key, names).map_err(refuse_decoded)?;
-            self.store.delete_versioned(&key, req.version)
-        } else {
-            let store = self.store.clone();
-            off_runtime_if_large(req.group.len(), move || {
-                let g = wire::group_from_bytes(&req.group, names)?;
-                if g.version != req.version {
-                    return Err("group version differs from the request's".to_owned());
-                }
-                Ok(store.apply_replica(g))
-            })
+            let hint = self.reserve_hint(&key)?;
+            self.clock.observe(req.version);
+            let applied = self.delete_here(&key, req.version);
+            if hint && !applied {
+                self.release_hint();
+            }
+            return Ok(applied);
+        }
+        let group = req.group;
+        let size = group.len();
+        let g = off_runtime_if_large(size, move || wire::group_from_bytes(&group, names))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(refuse_decoded)?
-        };
+            .map_err(refuse_decoded)?;
+        if g.version != req.version {
+            return Err(refuse_decoded(
+                "group version differs from the request's".to_owned(),
+            ));
+        }
+        let hint = self.reserve_hint(&g.key)?;
+        self.clock.observe(req.version);
+        let store = self.store.clone();
+        let applied = off_runtime_if_large(size, move || store.apply_replica(g))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if hint && !applied {
+            self.release_hint();
+        }
         Ok(applied)
+    }
+
+    /// Counts a copy of a group this node neither owns nor holds yet as a hint, when there is
+    /// room for it (`--cluster.max-hints`): counted as it is taken, so a burst of stand-in copies
+    /// cannot exceed the limit before the next reconciliation round counts them. True when a
+    /// hint was counted (to give back if the copy is not applied).
+    fn reserve_hint(&self, key: &GroupKey) -> Result<bool, Status> {
+        let owned = self
+            .ring()
+            .owners(key.stable_hash(), self.replication_factor)
+            .iter()
+            .any(|m| m.id == self.self_id);
+        if owned || self.store.group_version(key).is_some() || self.store.tombstone(key).is_some() {
+            return Ok(false);
+        }
+        let max = self.max_hints.load(Ordering::Acquire);
+        let counted = self
+            .hints
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if counted.is_err() {
+            let detail = "this node holds --cluster.max-hints groups for other owners already";
+            ClusterEvent::Refused {
+                reason: Refusal::Hints,
+                detail,
+            }
+            .emit();
+            return Err(Status::resource_exhausted(detail));
+        }
+        self.hints_taken.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    fn release_hint(&self) {
+        let down = |n: usize| Some(n.saturating_sub(1));
+        let _ = self
+            .hints
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, down);
+        let _ = self
+            .hints_taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, down);
+    }
+
+    /// Deletes a group here at `version`, within the tombstone budget (a tombstone for a group
+    /// this node does not hold is not kept beyond it, and that is counted); true when the
+    /// tombstone was recorded.
+    pub(crate) fn delete_here(&self, key: &GroupKey, version: u64) -> bool {
+        let deleted = self.store.delete_within_budget(key, version);
+        match deleted {
+            Deleted::Recorded => self.report_tombstones(),
+            Deleted::OverBudget => ClusterEvent::Refused {
+                reason: Refusal::Tombstones,
+                detail: "tombstone budget spent (--cluster.max-tombstones, --cluster.max-tombstone-bytes); no tombstone kept for a group not held",
+            }
+            .emit(),
+            Deleted::Stale => {}
+        }
+        deleted == Deleted::Recorded
     }
 
     /// Holds a copy of a write another node applied, as one of its replicas.
@@ -336,7 +383,7 @@ impl ClusterCore {
             }
             Replica::Tombstone(version) => {
                 self.clock.observe(*version);
-                self.store.delete_versioned(key, *version);
+                self.delete_here(key, *version);
                 Ok(())
             }
             Replica::Encoded(state) => self

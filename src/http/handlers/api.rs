@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use crate::exposition::{write_float, Metric, MetricType};
 use crate::gateway::Gateway;
 use crate::http::request_metrics::counted;
-use crate::http::response::{empty, error_text, method_not_allowed, not_found, typed};
+use crate::http::response::{empty, error_text, method_not_allowed, not_found, plain, typed};
 use crate::http::state::{AppState, HttpConfig};
 use crate::store::GroupSnapshot;
 
@@ -27,7 +27,10 @@ pub(crate) async fn status<G: Gateway>(st: &AppState<G>, method: &Method) -> Res
 
 pub(crate) async fn metrics<G: Gateway>(st: &AppState<G>, method: &Method) -> Response {
     api_reply(method, "api/v1/metrics", async {
-        metrics_json(&st.gateway.groups().await)
+        match st.gateway.groups().await {
+            Ok(groups) => metrics_json(&groups),
+            Err(refused) => plain(StatusCode::SERVICE_UNAVAILABLE, refused.0),
+        }
     })
     .await
 }

@@ -3,6 +3,7 @@
 //!
 //! - 200 with text (`version=0.0.4`), or delimited protobuf when `Accept` asks for it, gzipped
 //!   when `Accept-Encoding` allows it;
+//! - 503 when a cluster node's merged scrape would hold more than `--cluster.max-scrape-bytes`;
 //! - 405 any other method.
 //!
 //! Scrapes are not counted in `pushgateway_http_requests_total`, as upstream.
@@ -14,7 +15,7 @@ use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::gateway::Gateway;
-use crate::http::response::{method_not_allowed, typed};
+use crate::http::response::{method_not_allowed, plain, typed};
 use crate::http::state::AppState;
 use crate::store::render::Format;
 use crate::telemetry;
@@ -36,7 +37,10 @@ pub(crate) async fn scrape<G: Gateway>(
     let own = telemetry::own_families(&st.recorder, st.gateway.local_stats());
     let gzip = accepts_gzip(headers);
     let timeout = scrape_timeout(headers);
-    let chunks = st.gateway.render_stream(format, own, gzip, timeout).await;
+    let chunks = match st.gateway.render_stream(format, own, gzip, timeout).await {
+        Ok(chunks) => chunks,
+        Err(refused) => return plain(StatusCode::SERVICE_UNAVAILABLE, refused.0),
+    };
     let content_type = match format {
         Format::Text => TEXT_CONTENT_TYPE,
         Format::Protobuf => PROTO_CONTENT_TYPE,

@@ -13,15 +13,18 @@ use http::{Method, StatusCode};
 use super::api::rfc3339_nano;
 use crate::gateway::Gateway;
 use crate::http::request_metrics::counted;
-use crate::http::response::{method_not_allowed, typed, TEXT_HTML};
+use crate::http::response::{method_not_allowed, plain, typed, TEXT_HTML};
 use crate::http::state::{AppState, HttpConfig};
 use crate::store::GroupSnapshot;
 
 pub(crate) async fn status_page<G: Gateway>(st: &AppState<G>, method: &Method) -> Response {
     match *method {
         Method::GET => {
-            let groups = st.gateway.groups().await;
-            counted("status", method, render(&st.config, &groups))
+            let resp = match st.gateway.groups().await {
+                Ok(groups) => render(&st.config, &groups),
+                Err(refused) => plain(StatusCode::SERVICE_UNAVAILABLE, refused.0),
+            };
+            counted("status", method, resp)
         }
         _ => method_not_allowed("GET, OPTIONS"),
     }
