@@ -86,7 +86,8 @@ pub struct Config {
     #[arg(long = "push.max-body-bytes", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
     /// Most bytes of push bodies held at once (read, decompressed, waiting to be decoded); a
-    /// push over it is answered 503 with Retry-After. At least twice --push.max-body-bytes.
+    /// push over it is answered 503 with Retry-After. At least three times
+    /// --push.max-body-bytes (a compressed body and two decompressed copies while joined).
     #[arg(long = "push.max-inflight-bytes", default_value_t = 256 << 20)]
     pub max_inflight_bytes: usize,
     /// Most series (sample lines) in one push.

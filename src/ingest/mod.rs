@@ -2,6 +2,7 @@
 //! and decompressed by [`body`]), decoded and validated by whichever node applies it.
 
 pub mod body;
+pub mod inflight;
 
 use self::body::{decode_body, BodyFormat};
 use crate::store::{prepare_push, prepare_text, GroupKey, PreparedPush, PushError, Validation};

@@ -22,6 +22,7 @@ use crate::gateway::{Gateway, LocalGateway};
 use crate::http::grouping::GroupingLimits;
 use crate::http::web_config::SharedWebConfig;
 use crate::http::{app, AppState, HttpConfig, ServerLimits};
+use crate::ingest::inflight::InflightBytes;
 use crate::store::{Limits, Store, StoreOptions, Validation};
 use crate::telemetry::{self, SelfRecorder};
 use crate::time::unix_seconds;
@@ -73,6 +74,7 @@ impl Node {
             consistency_check: !cfg.disable_consistency_check,
             names,
             max_body_bytes: cfg.max_body_bytes,
+            inflight: InflightBytes::new(cfg.max_inflight_bytes),
             grouping: GroupingLimits {
                 max_labels: limits.max_grouping_labels,
                 max_name_bytes: limits.max_label_name_bytes,
@@ -213,10 +215,10 @@ impl Node {
 
 /// The HTTP bounds' flags: each must leave legitimate use possible.
 fn check_bounds(cfg: &Config) -> anyhow::Result<()> {
-    if cfg.max_inflight_bytes < cfg.max_body_bytes.saturating_mul(2) {
+    if cfg.max_inflight_bytes < cfg.max_body_bytes.saturating_mul(3) {
         anyhow::bail!(
-            "--push.max-inflight-bytes ({}) must be at least twice --push.max-body-bytes ({}): \
-             a compressed body and its decompressed copy must fit",
+            "--push.max-inflight-bytes ({}) must be at least three times --push.max-body-bytes ({}): \
+             a compressed body and two decompressed copies must fit",
             cfg.max_inflight_bytes,
             cfg.max_body_bytes
         );
