@@ -19,7 +19,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
 }
 
-pub use delimited::{decode_delimited, encode_delimited, DelimitedError};
+pub use delimited::{decode_delimited, decode_delimited_bounded, encode_delimited, DelimitedError};
 pub use metric_proto::{encode_metric_field, encode_metric_field_labelled, encode_parsed_labelled};
 pub use names::{
     is_legacy_label_name, is_legacy_metric_name, is_valid_label_name, is_valid_metric_name,
@@ -32,7 +32,8 @@ pub use text::encode::{
 };
 pub use text::float::write_float;
 pub use text::parse::{
-    parse_text, parse_text_borrowed, ParsedFamily, ParsedMetric, ParsedText, Point, TextParseError,
+    parse_text, parse_text_borrowed, parse_text_bounded, BoundedParseError, ParsedFamily,
+    ParsedMetric, ParsedText, Point, TextParseError,
 };
 
 impl Metric {

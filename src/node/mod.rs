@@ -20,7 +20,7 @@ use crate::config::{route_prefix, Config};
 use crate::exposition::names::NameScheme;
 use crate::gateway::{Gateway, LocalGateway};
 use crate::http::grouping::GroupingLimits;
-use crate::http::web_config::SharedWebConfig;
+use crate::http::web_config::{AuthLimits, SharedWebConfig};
 use crate::http::{app, AppState, HttpConfig, ServerLimits};
 use crate::ingest::inflight::InflightBytes;
 use crate::store::{Limits, Store, StoreOptions, Validation};
@@ -128,6 +128,10 @@ impl Node {
         web: SharedWebConfig,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let web = web.with_auth_limits(AuthLimits {
+            max_pending: self.cfg.auth_max_pending,
+            max_pending_per_client: self.cfg.auth_max_pending_per_client,
+        });
         let quit = Arc::new(Notify::new());
         let settings = self.cfg.cluster().map_err(anyhow::Error::msg)?;
         // A cluster node turns ready once it joined and pulled its groups (see ClusterNode).
@@ -182,6 +186,7 @@ impl Node {
         });
 
         let server_limits = server_limits(&self.cfg);
+
         let mut servers = Vec::new();
         for l in listeners {
             if let Ok(addr) = l.local_addr() {
