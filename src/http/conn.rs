@@ -298,11 +298,9 @@ mod tests {
         let watch = a.watchdog(Duration::from_secs(1), Duration::from_secs(10));
         tokio::pin!(watch);
         // Busy for longer than the idle timeout: kept.
-        assert!(
-            tokio::time::timeout(Duration::from_secs(30), &mut watch)
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_secs(30), &mut watch)
+            .await
+            .is_err());
         drop(guard);
         let started = tokio::time::Instant::now();
         watch.await;

@@ -366,9 +366,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status(), 503);
         // No declared length: refused as the bytes arrive.
-        let err = read_body(&headers(&[]), Body::from(vec![b'a'; 200_000]), 1 << 20, &pool)
-            .await
-            .unwrap_err();
+        let err = read_body(
+            &headers(&[]),
+            Body::from(vec![b'a'; 200_000]),
+            1 << 20,
+            &pool,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.status(), 503);
         // A small compressed body that decompresses past what is left.
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
