@@ -54,12 +54,15 @@ pub fn decode_delimited_bounded(
         let (msg, tail) = rest.split_at(len);
         rest = tail;
         // Malformed wire data is left to the decoder, which names the error.
-        let counted = count_family_series(msg);
-        if let Some(n) = counted {
-            if series.saturating_add(n) > max_series {
+        let scanned = scan_family(msg);
+        if let Some((name, n)) = scanned {
+            // A family named again replaces the earlier copy's series.
+            let replaced = by_name.get(name).map_or(0, |&i| series_of[i]);
+            if (series - replaced).saturating_add(n) > max_series {
                 return Err(DelimitedError::TooManySeries(max_series));
             }
         }
+        let counted = scanned.map(|(_, n)| n);
         let mf = MetricFamily::decode(msg).map_err(|e| {
             DelimitedError::Invalid(format!(
                 "invalid metric family in message {index} at byte {offset}: {e}"
@@ -99,25 +102,29 @@ fn metric_series(m: &super::Metric) -> usize {
     }
 }
 
-/// Field numbers of `metrics.proto`: MetricFamily.metric, Metric.summary, Metric.histogram,
+/// Field numbers of `metrics.proto`: MetricFamily.name, MetricFamily.metric, Metric.summary, Metric.histogram,
 /// Summary.quantile, Histogram.bucket.
+const FAMILY_NAME: u64 = 1;
 const FAMILY_METRIC: u64 = 4;
 const METRIC_SUMMARY: u64 = 4;
 const METRIC_HISTOGRAM: u64 = 7;
 const SUMMARY_QUANTILE: u64 = 3;
 const HISTOGRAM_BUCKET: u64 = 3;
 
-/// The series of one encoded `MetricFamily`, read from its wire bytes without decoding it;
-/// `None` when the bytes are not well-formed protobuf.
-fn count_family_series(msg: &[u8]) -> Option<usize> {
+/// The name and series of one encoded `MetricFamily`, read from its wire bytes without decoding
+/// it; `None` when the bytes are not well-formed protobuf.
+fn scan_family(msg: &[u8]) -> Option<(&str, usize)> {
     let mut total = 0usize;
+    let mut name = "";
     for_each_field(msg, |field, value| {
-        if field == FAMILY_METRIC {
+        if field == FAMILY_NAME {
+            name = std::str::from_utf8(value?).ok()?;
+        } else if field == FAMILY_METRIC {
             total = total.saturating_add(count_metric_series(value?)?);
         }
         Some(())
     })?;
-    Some(total)
+    Some((name, total))
 }
 
 fn count_metric_series(msg: &[u8]) -> Option<usize> {
@@ -148,9 +155,9 @@ fn count_metric_series(msg: &[u8]) -> Option<usize> {
 
 /// Calls `f` with each field number of `msg` and, for length-delimited fields, their bytes
 /// (`None` for the other wire types); `None` on malformed bytes or when `f` says so.
-fn for_each_field(
-    mut msg: &[u8],
-    mut f: impl FnMut(u64, Option<&[u8]>) -> Option<()>,
+fn for_each_field<'a>(
+    mut msg: &'a [u8],
+    mut f: impl FnMut(u64, Option<&'a [u8]>) -> Option<()>,
 ) -> Option<()> {
     while !msg.is_empty() {
         let key = prost::encoding::decode_varint(&mut msg).ok()?;

@@ -82,7 +82,7 @@ mod tests {
     use crate::exposition::{encode_delimited, parse_text, NameScheme};
     use crate::store::Limits;
 
-    /// 1 (gauge) + 2 + 2 (summary with two quantiles) + 3 + 2 (histogram with two buckets) = 12.
+    /// 1 (gauge) + 2 + 2 (summary with two quantiles) + 3 + 2 (histogram with two buckets) = 10.
     const BODY: &str = "g{a=\"1\"} 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns{quantile=\"0.9\"} 2\ns_sum 3\ns_count 4\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n";
 
     fn request(body: Vec<u8>, format: BodyFormat) -> PushRequest {
@@ -119,14 +119,14 @@ mod tests {
             (BodyFormat::ProtobufDelimited, protobuf(BODY)),
         ] {
             assert!(request(body.clone(), format)
-                .prepare_now(&validation(12))
+                .prepare_now(&validation(10))
                 .is_ok());
             let err = request(body, format)
-                .prepare_now(&validation(11))
+                .prepare_now(&validation(9))
                 .unwrap_err();
             assert_eq!(
                 err.to_string(),
-                "push has more than 11 series (--push.max-series-per-push)",
+                "push has more than 9 series (--push.max-series-per-push)",
                 "{format:?}"
             );
             assert!(matches!(err, PushError::LimitExceeded(_)));
