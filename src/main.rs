@@ -1,6 +1,7 @@
 //! The pushgate binary: flags -> logging -> config validation -> bind -> serve.
 
 mod alloc;
+mod fd_limit;
 
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ fn main() -> ExitCode {
     alloc::tune_allocator();
     let cfg = Config::from_command_line();
     logging::init(cfg.log_level, cfg.log_format);
+    fd_limit::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -40,6 +40,26 @@ pub struct Config {
     /// Prefix for the internal routes; defaults to the path of --web.external-url.
     #[arg(long = "web.route-prefix", default_value = "")]
     pub route_prefix: String,
+    /// Longest time a client has to send a request's headers, from the connection's start or
+    /// the end of its previous request (so it also closes an idle HTTP/1 keep-alive connection).
+    #[arg(long = "web.read-header-timeout", default_value = "30s", value_parser = parse_go_duration)]
+    pub read_header_timeout: Duration,
+    /// Longest time a connection stays open with no byte sent or received and no request in
+    /// progress (HTTP/2 connections, and connections that never sent a request).
+    #[arg(long = "web.idle-timeout", default_value = "2m", value_parser = parse_go_duration)]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once (lowered to fit the open-file limit); connections
+    /// over it are closed at once.
+    #[arg(long = "web.max-connections", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// Most bcrypt password checks running or waiting at once (basic auth); a check over it is
+    /// answered 503 at once.
+    #[arg(long = "web.auth.max-pending", default_value_t = 16)]
+    pub auth_max_pending: usize,
+    /// Most bcrypt password checks running or waiting at once for one client IP address; a
+    /// check over it is answered 429 at once.
+    #[arg(long = "web.auth.max-pending-per-client", default_value_t = 2)]
+    pub auth_max_pending_per_client: usize,
     /// Enable shutdown via HTTP request (/-/quit).
     #[arg(long = "web.enable-lifecycle")]
     pub enable_lifecycle: bool,
@@ -65,6 +85,11 @@ pub struct Config {
     /// Largest push body accepted, in bytes, before and after decompression (413 above).
     #[arg(long = "push.max-body-bytes", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
+    /// Most bytes of push bodies held at once (read, decompressed, waiting to be decoded); a
+    /// push over it is answered 503 with Retry-After. At least three times
+    /// --push.max-body-bytes (a compressed body and two decompressed copies while joined).
+    #[arg(long = "push.max-inflight-bytes", default_value_t = 256 << 20)]
+    pub max_inflight_bytes: usize,
     /// Most series (sample lines) in one push.
     #[arg(long = "push.max-series-per-push", default_value_t = 100_000)]
     pub max_series_per_push: usize,

@@ -19,7 +19,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
 }
 
-pub use delimited::decode_delimited;
+pub use delimited::{decode_delimited, decode_delimited_bounded, DelimitedError};
 #[cfg(any(test, feature = "testsuite"))]
 pub use delimited::encode_delimited;
 pub use metric_proto::{encode_metric_field_labelled, encode_parsed_labelled};
@@ -30,7 +30,8 @@ pub use text::encode::families_to_text;
 pub use text::encode::{write_help_and_type, write_metric_labelled, write_parsed_labelled};
 pub use text::float::write_float;
 pub use text::parse::{
-    parse_text, parse_text_borrowed, ParsedMetric, ParsedText, Point,
+    parse_text, parse_text_borrowed, parse_text_bounded, BoundedParseError, ParsedMetric,
+    ParsedText, Point,
 };
 
 impl Metric {

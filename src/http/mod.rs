@@ -22,6 +22,7 @@
 //! the handlers share, `grouping` parses the grouping key of a push URL.
 
 mod app;
+pub mod conn;
 pub mod grouping;
 mod handlers;
 mod path;
@@ -33,4 +34,5 @@ mod state;
 pub mod web_config;
 
 pub use app::app;
+pub use conn::{ClientAddr, ServerLimits};
 pub use state::{AppState, HttpConfig};

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use super::grouping::GroupingLimits;
 use crate::exposition::NameScheme;
+use crate::ingest::inflight::InflightBytes;
 use crate::telemetry::SelfRecorder;
 
 /// Everything the handlers need to know about flags.
@@ -21,6 +22,8 @@ pub struct HttpConfig {
     pub consistency_check: bool,
     pub names: NameScheme,
     pub max_body_bytes: usize,
+    /// The bytes of push bodies held at once, at most `--push.max-inflight-bytes`.
+    pub inflight: Arc<InflightBytes>,
     pub grouping: GroupingLimits,
     /// Every flag with its value as a string, for `/api/v1/status`.
     pub flags: Vec<(String, String)>,

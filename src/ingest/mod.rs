@@ -2,9 +2,15 @@
 //! and decompressed by [`body`]), decoded and validated by whichever node applies it.
 
 pub mod body;
+pub mod inflight;
 
-use self::body::{decode_body, BodyFormat};
-use crate::store::{prepare_push, prepare_text, GroupKey, PreparedPush, PushError, Validation};
+use self::body::BodyFormat;
+use crate::exposition::{
+    decode_delimited_bounded, parse_text_bounded, BoundedParseError, DelimitedError,
+};
+use crate::store::{
+    prepare_push, prepare_text, too_many_series, GroupKey, PreparedPush, PushError, Validation,
+};
 
 /// A push as the HTTP layer hands it over: the URL parsed, the body read (and decompressed)
 /// but not decoded. Whichever node applies it decodes it (`PushRequest::prepare_now`): a cluster
@@ -28,14 +34,21 @@ impl PushRequest {
     /// `Invalid` is the refusal a node records on the group (push_failure_time_seconds); every
     /// other error changes nothing.
     pub fn prepare_now(self, v: &Validation) -> Result<PreparedPush, PushError> {
+        // Both decoders stop as soon as the body passes the series limit, so a huge body costs
+        // the memory of the limit, not of everything it holds.
+        let limit = v.limits.max_series_per_push;
         if let BodyFormat::Text = self.format {
             // Checked and encoded straight from the parser's borrowed model.
-            let parsed = crate::exposition::parse_text_borrowed(&self.body, v.names)
-                .map_err(|e| PushError::BadBody(e.to_string()))?;
+            let parsed = parse_text_bounded(&self.body, v.names, limit).map_err(|e| match e {
+                BoundedParseError::TooManySeries(n) => too_many_series(n),
+                BoundedParseError::Syntax(e) => PushError::BadBody(e.to_string()),
+            })?;
             return prepare_text(self.key, &parsed, self.replace_all, v);
         }
-        let families = decode_body(self.format, &self.body, v.names)
-            .map_err(|e| PushError::BadBody(e.to_string()))?;
+        let families = decode_delimited_bounded(&self.body, limit).map_err(|e| match e {
+            DelimitedError::TooManySeries(n) => too_many_series(n),
+            e => PushError::BadBody(e.to_string()),
+        })?;
         prepare_push(self.key, families, self.replace_all, v)
     }
 }
@@ -60,5 +73,86 @@ pub async fn off_runtime<T: Send + 'static>(
             .unwrap_or_else(|e| Err(PushError::Unavailable(format!("push worker failed: {e}"))))
     } else {
         work()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::{encode_delimited, parse_text, NameScheme};
+    use crate::store::Limits;
+
+    /// 1 (gauge) + 2 + 2 (summary with two quantiles) + 3 + 2 (histogram with two buckets) = 10.
+    const BODY: &str = "g{a=\"1\"} 1\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns{quantile=\"0.9\"} 2\ns_sum 3\ns_count 4\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n";
+
+    fn request(body: Vec<u8>, format: BodyFormat) -> PushRequest {
+        PushRequest {
+            key: GroupKey::new([("job".to_owned(), "j".to_owned())]),
+            body: body.into(),
+            format,
+            replace_all: true,
+        }
+    }
+
+    fn validation(max_series: usize) -> Validation {
+        Validation {
+            limits: Limits {
+                max_series_per_push: max_series,
+                ..Limits::default()
+            },
+            ..Validation::default()
+        }
+    }
+
+    fn protobuf(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in parse_text(text.as_bytes(), NameScheme::Legacy).unwrap() {
+            encode_delimited(&mut out, &f);
+        }
+        out
+    }
+
+    #[test]
+    fn both_decoders_stop_at_the_series_limit_with_the_store_s_message() {
+        for (format, body) in [
+            (BodyFormat::Text, BODY.as_bytes().to_vec()),
+            (BodyFormat::ProtobufDelimited, protobuf(BODY)),
+        ] {
+            assert!(request(body.clone(), format)
+                .prepare_now(&validation(10))
+                .is_ok());
+            let err = request(body, format)
+                .prepare_now(&validation(9))
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "push has more than 9 series (--push.max-series-per-push)",
+                "{format:?}"
+            );
+            assert!(matches!(err, PushError::LimitExceeded(_)));
+        }
+    }
+
+    #[test]
+    fn the_text_parser_stops_before_reading_past_the_limit() {
+        // The garbage after the third series is never reached.
+        let body = "a 1\nb 2\nc 3\nthis is { not a line\n";
+        let err = request(body.into(), BodyFormat::Text)
+            .prepare_now(&validation(2))
+            .unwrap_err();
+        assert!(matches!(err, PushError::LimitExceeded(_)), "{err}");
+        let err = request(body.into(), BodyFormat::Text)
+            .prepare_now(&validation(10))
+            .unwrap_err();
+        assert!(matches!(err, PushError::BadBody(_)), "{err}");
+    }
+
+    #[test]
+    fn a_protobuf_family_named_twice_counts_only_its_last_copy() {
+        let mut body = protobuf("x{a=\"1\"} 1\nx{a=\"2\"} 1\n");
+        body.extend(protobuf("x 1\n"));
+        assert!(request(body, BodyFormat::ProtobufDelimited)
+            .prepare_now(&validation(2))
+            .is_ok());
     }
 }

@@ -20,8 +20,9 @@ use crate::config::{route_prefix, Config};
 use crate::exposition::names::NameScheme;
 use crate::gateway::{Gateway, LocalGateway};
 use crate::http::grouping::GroupingLimits;
-use crate::http::web_config::SharedWebConfig;
-use crate::http::{app, AppState, HttpConfig};
+use crate::http::web_config::{AuthLimits, SharedWebConfig};
+use crate::http::{app, AppState, HttpConfig, ServerLimits};
+use crate::ingest::inflight::InflightBytes;
 use crate::store::{Limits, Store, StoreOptions, Validation};
 use crate::telemetry::{self, SelfRecorder};
 use crate::time::unix_seconds;
@@ -56,6 +57,7 @@ impl Node {
         if cfg.max_body_bytes == 0 || cfg.max_body_bytes > (1 << 30) {
             anyhow::bail!("--push.max-body-bytes must be between 1 and 1073741824");
         }
+        check_bounds(&cfg)?;
         let limits = limits(&cfg);
         let store = Arc::new(Store::new(StoreOptions {
             consistency_check: !cfg.disable_consistency_check,
@@ -75,6 +77,7 @@ impl Node {
             consistency_check: !cfg.disable_consistency_check,
             names,
             max_body_bytes: cfg.max_body_bytes,
+            inflight: InflightBytes::new(cfg.max_inflight_bytes),
             grouping: GroupingLimits {
                 max_labels: limits.max_grouping_labels,
                 max_name_bytes: limits.max_label_name_bytes,
@@ -132,6 +135,10 @@ impl Node {
         web: SharedWebConfig,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let web = web.with_auth_limits(AuthLimits {
+            max_pending: self.cfg.auth_max_pending,
+            max_pending_per_client: self.cfg.auth_max_pending_per_client,
+        });
         let quit = Arc::new(Notify::new());
         let settings = self.cfg.cluster().map_err(anyhow::Error::msg)?;
         // A cluster node turns ready once it joined and pulled its groups (see ClusterNode).
@@ -186,6 +193,8 @@ impl Node {
             tokio::spawn(persistence::persist_loop(store, path, interval, stop))
         });
 
+        let server_limits = server_limits(&self.cfg);
+
         let mut servers = Vec::new();
         for l in listeners {
             if let Ok(addr) = l.local_addr() {
@@ -198,6 +207,7 @@ impl Node {
                 l,
                 app,
                 web,
+                server_limits.clone(),
                 async move { stop.notified().await },
             )));
         }
@@ -214,6 +224,53 @@ impl Node {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The HTTP bounds' flags: each must leave legitimate use possible.
+fn check_bounds(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.max_inflight_bytes < cfg.max_body_bytes.saturating_mul(3) {
+        anyhow::bail!(
+            "--push.max-inflight-bytes ({}) must be at least three times --push.max-body-bytes ({}): \
+             a compressed body and two decompressed copies must fit",
+            cfg.max_inflight_bytes,
+            cfg.max_body_bytes
+        );
+    }
+    if cfg.max_connections == 0 {
+        anyhow::bail!("--web.max-connections must be at least 1");
+    }
+    if cfg.read_header_timeout.is_zero() || cfg.idle_timeout.is_zero() {
+        anyhow::bail!("--web.read-header-timeout and --web.idle-timeout must be above zero");
+    }
+    if cfg.auth_max_pending == 0 || cfg.auth_max_pending_per_client == 0 {
+        anyhow::bail!(
+            "--web.auth.max-pending and --web.auth.max-pending-per-client must be at least 1"
+        );
+    }
+    Ok(())
+}
+
+/// File descriptors kept out of the connection limit: the listeners, the persistence file,
+/// the cluster's sockets and peer connections, the runtime's own.
+const RESERVED_FDS: usize = 256;
+
+/// The connection bounds the flags set, the connection limit lowered to fit the open-file
+/// limit (so that accept never fails for lack of descriptors).
+fn server_limits(cfg: &Config) -> ServerLimits {
+    let mut max = cfg.max_connections;
+    if let Some(fds) = telemetry::process::read().max_fds.filter(|f| *f > 0.0) {
+        let fit = (fds as usize).saturating_sub(RESERVED_FDS).max(1);
+        if fit < max {
+            tracing::warn!(
+                flag = max,
+                open_file_limit = fds as usize,
+                effective = fit,
+                "--web.max-connections lowered to fit the open-file limit"
+            );
+            max = fit;
+        }
+    }
+    ServerLimits::new(cfg.read_header_timeout, cfg.idle_timeout, max)
 }
 
 /// The push limits the flags set.

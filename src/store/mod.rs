@@ -37,7 +37,7 @@ pub use family::StoredFamily;
 pub use group::{timing_families_of, GroupSnapshot};
 pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
-pub use prepare::{prepare_push, prepare_text, Limits, PreparedPush, Validation};
+pub use prepare::{prepare_push, prepare_text, too_many_series, Limits, PreparedPush, Validation};
 pub use render_cache::MergedOrders;
 pub use tombstones::{Deleted, TombstoneBudget};
 pub use write::WriteOutcome;

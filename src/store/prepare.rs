@@ -254,12 +254,17 @@ fn check_family(
 fn count_series(total: &mut usize, series: usize, v: &Validation) -> Result<(), PushError> {
     *total += series;
     if *total > v.limits.max_series_per_push {
-        return Err(PushError::LimitExceeded(format!(
-            "push has more than {} series (--push.max-series-per-push)",
-            v.limits.max_series_per_push
-        )));
+        return Err(too_many_series(v.limits.max_series_per_push));
     }
     Ok(())
+}
+
+/// The refusal of a push with more than `limit` series, whether the decoder stopped at the
+/// limit or the checks found it.
+pub fn too_many_series(limit: usize) -> PushError {
+    PushError::LimitExceeded(format!(
+        "push has more than {limit} series (--push.max-series-per-push)"
+    ))
 }
 
 /// Encodes one checked family into `block` (and, for a POST, closes the block into `out`);

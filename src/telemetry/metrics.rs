@@ -20,6 +20,11 @@ pub const PERSISTENCE_WRITES_TOTAL: &str = "pushgate_persistence_writes_total";
 pub const PERSISTENCE_LAST_WRITE_SECONDS: &str =
     "pushgate_persistence_last_write_timestamp_seconds";
 pub const REFUSED_PUSHES_TOTAL: &str = "pushgate_refused_pushes_total";
+pub const HTTP_CONNECTIONS_OPEN: &str = "pushgate_http_connections_open";
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "pushgate_http_connections_refused_total";
+pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "pushgate_http_connections_closed_total";
+pub const PUSH_INFLIGHT_BYTES: &str = "pushgate_push_inflight_bytes";
+pub const AUTH_CHECKS_REFUSED_TOTAL: &str = "pushgate_auth_checks_refused_total";
 
 pub const CLUSTER_MEMBERS: &str = "pushgate_cluster_members";
 pub const FORWARDED_PUSHES_TOTAL: &str = "pushgate_forwarded_pushes_total";
@@ -61,7 +66,12 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (INCONSISTENT_DROPPED_TOTAL, MetricType::Counter, "Stored samples left out of a scrape because their type or series conflicted with another group (possible only with the consistency check disabled)."),
     (PERSISTENCE_WRITES_TOTAL, MetricType::Counter, "Snapshots written to the persistence file, by result."),
     (PERSISTENCE_LAST_WRITE_SECONDS, MetricType::Gauge, "Unix time of the last successful persistence write."),
-    (REFUSED_PUSHES_TOTAL, MetricType::Counter, "Pushes refused, by reason (invalid, limit, unavailable)."),
+    (REFUSED_PUSHES_TOTAL, MetricType::Counter, "Pushes refused, by reason (invalid, limit, unavailable, busy: the bytes of pushes in flight were at --push.max-inflight-bytes)."),
+    (HTTP_CONNECTIONS_OPEN, MetricType::Gauge, "Client connections open on the HTTP listeners."),
+    (HTTP_CONNECTIONS_REFUSED_TOTAL, MetricType::Counter, "Client connections closed as soon as accepted, by reason (limit: --web.max-connections were open; accept_error: the accept call failed, e.g. out of file descriptors)."),
+    (HTTP_CONNECTIONS_CLOSED_TOTAL, MetricType::Counter, "Client connections closed by the server's timeouts, by reason (no_request: no complete request within --web.read-header-timeout of the connection's start; idle: nothing sent or received for --web.idle-timeout)."),
+    (PUSH_INFLIGHT_BYTES, MetricType::Gauge, "Bytes of push bodies held now (read, decompressed, waiting to be decoded), at most --push.max-inflight-bytes."),
+    (AUTH_CHECKS_REFUSED_TOTAL, MetricType::Counter, "Basic-auth password checks refused without running bcrypt, by reason (queue_full: --web.auth.max-pending checks were pending, answered 503; client_limit: the client's address had --web.auth.max-pending-per-client pending, answered 429)."),
     (CLUSTER_MEMBERS, MetricType::Gauge, "Live cluster members in this node's ring, by state (joining, active, leaving)."),
     (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by result."),
     (ENTRY_HEAVY, MetricType::Gauge, "1 while this node receives far more writes from clients than it applies for other nodes (at least 64 a second received, fewer than a quarter as many applied for others; decided each second with writes, and by every scrape of these metrics), e.g. the one node clients are configured with: it then leaves the decoding and the replicas of the writes it forwards to their primaries. 0 otherwise."),

@@ -6,7 +6,8 @@
 //! - 400 bad grouping key in the URL, undecodable body, metrics the check refuses, or a
 //!   configured limit other than a size exceeded;
 //! - 413 over a size limit;
-//! - 503 the cluster cannot take the write now.
+//! - 503 the cluster cannot take the write now, or the bytes of pushes in flight are at
+//!   `--push.max-inflight-bytes` (with `Retry-After`).
 //!
 //! Each push is counted in `pushgateway_http_requests_total` and in the push duration and size
 //! summaries; a refused one also in the refused-pushes counter, by reason.
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use axum::extract::Request;
 use axum::response::Response;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 
 use crate::gateway::Gateway;
 use crate::http::grouping::parse_grouping_path;
@@ -56,17 +57,25 @@ async fn push_group<G: Gateway>(
         Err(e) => return (plain(StatusCode::BAD_REQUEST, e.0), 0),
     };
     let (parts, body) = req.into_parts();
-    let bytes = match read_body(&parts.headers, body, cfg.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            refused(if e.status() == 413 {
-                "limit"
-            } else {
-                "invalid"
-            });
-            return (error_text(e.status(), &e), 0);
-        }
-    };
+    // The reservation holds the body's bytes in --push.max-inflight-bytes until the push is
+    // applied or refused.
+    let (bytes, _held) =
+        match read_body(&parts.headers, body, cfg.max_body_bytes, &cfg.inflight).await {
+            Ok(b) => b,
+            Err(e) => {
+                refused(match e.status() {
+                    413 => "limit",
+                    503 => "busy",
+                    _ => "invalid",
+                });
+                let mut resp = error_text(e.status(), &e);
+                if e.status() == 503 {
+                    resp.headers_mut()
+                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                return (resp, 0);
+            }
+        };
     let size = bytes.len();
     let format = body_format(&parts.headers);
     match st

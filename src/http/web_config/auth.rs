@@ -3,13 +3,14 @@
 //! of successes so that a busy pusher pays bcrypt once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use http::HeaderValue;
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
 
+use super::bcrypt_queue::{BcryptQueue, Refusal};
 use super::file::{Ctx, WebConfigError};
 
 /// The result of checking a request's `Authorization` header against `basic_auth_users`.
@@ -17,6 +18,10 @@ use super::file::{Ctx, WebConfigError};
 pub enum AuthOutcome {
     Allowed,
     Denied,
+    /// The bcrypt queue is full (`--web.auth.max-pending`): 503, the client may retry.
+    Busy,
+    /// This client has its share of the queue pending (`--web.auth.max-pending-per-client`): 429.
+    ClientBusy,
 }
 
 /// The configured users and what checking them needs.
@@ -89,24 +94,37 @@ impl BasicAuth {
         }
     }
 
-    /// Checks basic auth, running bcrypt on the blocking pool (at most one per core at a time, like
-    /// exporter-toolkit's mutex) and remembering successes so a busy pusher pays it once.
+    /// Checks basic auth, running bcrypt on the blocking pool through `queue` (at most one per
+    /// core at a time, like exporter-toolkit's mutex; refused at once when the queue or the
+    /// client's share of it is full) and remembering successes so a busy pusher pays it once.
     pub(super) async fn authorize_async(
         &self,
         authorization_header: Option<&HeaderValue>,
+        client: Option<IpAddr>,
+        queue: &Arc<BcryptQueue>,
     ) -> AuthOutcome {
         let job = match self.prepare(authorization_header) {
             AuthCheck::Done(outcome) => return outcome,
             AuthCheck::Verify(job) => job,
         };
-        let Ok(_permit) = BCRYPT_SLOTS.acquire().await else {
-            return AuthOutcome::Denied;
+        let place = match queue.enter(client) {
+            Ok(place) => place,
+            Err(Refusal::Full) => return AuthOutcome::Busy,
+            Err(Refusal::Client) => return AuthOutcome::ClientBusy,
         };
-        // A burst of requests with the same good credentials waits here; only the first pays bcrypt.
-        if job.known_user && job.cache.contains(&job.cache_key) {
+        // A burst of requests with the same good credentials waits in the queue; only the
+        // first pays bcrypt, the others find the cache filled when their turn comes.
+        let cached = job.known_user && job.cache.contains(&job.cache_key);
+        if cached {
             return AuthOutcome::Allowed;
         }
-        tokio::task::spawn_blocking(move || job.run())
+        place
+            .run(move || {
+                if job.known_user && job.cache.contains(&job.cache_key) {
+                    return AuthOutcome::Allowed;
+                }
+                job.run()
+            })
             .await
             .unwrap_or(AuthOutcome::Denied)
     }
@@ -139,12 +157,6 @@ impl BasicAuth {
         })
     }
 }
-
-/// Concurrent bcrypt checks, process-wide: a flood of bad passwords must not take every core.
-static BCRYPT_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Semaphore::new(cores)
-});
 
 /// `Basic <base64(user:password)>`, scheme case-insensitive as in Go's `Request.BasicAuth`.
 fn parse_basic_auth(header: &HeaderValue) -> Option<(Vec<u8>, Vec<u8>)> {

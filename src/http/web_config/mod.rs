@@ -6,7 +6,10 @@
 //! a certificate, means plain HTTP.
 //!
 //! [`with_web_config`] wraps every route:
-//! - `429 Too Many Requests` when `rate_limit` is set and the bucket is empty;
+//! - `429 Too Many Requests` when `rate_limit` is set and the bucket is empty, or when the client's
+//!   address has `--web.auth.max-pending-per-client` password checks pending;
+//! - `503 Service Unavailable` (with `Retry-After`) when `--web.auth.max-pending` password checks
+//!   are pending;
 //! - `401 Unauthorized` with `WWW-Authenticate: Basic` when `basic_auth_users` is set and the request
 //!   has no, or wrong, credentials;
 //! - otherwise the inner route's response.
@@ -23,29 +26,34 @@
 //! `rate_limit`; this file holds them together, swaps them on reload and wraps requests.
 
 mod auth;
+mod bcrypt_queue;
 mod file;
 mod rate_limit;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::extract::Request;
 use axum::response::Response;
-use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_rustls::TlsAcceptor;
 
 use self::auth::BasicAuth;
 use self::file::{build_headers, Ctx, RawConfig};
 use self::rate_limit::{build_rate_limiter, RateLimiter};
+use self::bcrypt_queue::BcryptQueue;
+use super::conn::ClientAddr;
 use super::response::plain;
 use crate::tls::build_server_config;
 
 pub use self::auth::AuthOutcome;
+pub use self::bcrypt_queue::AuthLimits;
 pub use self::file::WebConfigError;
 
 /// A loaded, validated web config. Cheap to share behind an `Arc`; see [`SharedWebConfig`].
@@ -155,10 +163,17 @@ impl WebConfig {
         self.auth.authorize(authorization_header)
     }
 
-    /// Checks basic auth, running bcrypt on the blocking pool (at most one per core at a time, like
-    /// exporter-toolkit's mutex) and remembering successes so a busy pusher pays it once.
-    pub async fn authorize_async(&self, authorization_header: Option<&HeaderValue>) -> AuthOutcome {
-        self.auth.authorize_async(authorization_header).await
+    /// Checks basic auth, running bcrypt on the blocking pool through the bounded queue (see
+    /// [`AuthLimits`]) and remembering successes so a busy pusher pays it once.
+    async fn authorize_async(
+        &self,
+        authorization_header: Option<&HeaderValue>,
+        client: Option<IpAddr>,
+        queue: &Arc<BcryptQueue>,
+    ) -> AuthOutcome {
+        self.auth
+            .authorize_async(authorization_header, client, queue)
+            .await
     }
 }
 
@@ -167,6 +182,8 @@ impl WebConfig {
 pub struct SharedWebConfig {
     current: Arc<ArcSwap<WebConfig>>,
     path: Option<Arc<PathBuf>>,
+    /// The bcrypt queue, kept across reloads.
+    bcrypt: Arc<BcryptQueue>,
 }
 
 impl fmt::Debug for SharedWebConfig {
@@ -185,6 +202,7 @@ impl SharedWebConfig {
         Ok(SharedWebConfig {
             current: Arc::new(ArcSwap::from_pointee(config)),
             path: Some(Arc::new(path.to_path_buf())),
+            bcrypt: BcryptQueue::new(AuthLimits::default()),
         })
     }
 
@@ -193,7 +211,15 @@ impl SharedWebConfig {
         SharedWebConfig {
             current: Arc::new(ArcSwap::from_pointee(WebConfig::default())),
             path: None,
+            bcrypt: BcryptQueue::new(AuthLimits::default()),
         }
+    }
+
+    /// Bounds the bcrypt checks of basic auth (`--web.auth.*` flags) for every clone made
+    /// after this call.
+    pub fn with_auth_limits(mut self, limits: AuthLimits) -> SharedWebConfig {
+        self.bcrypt = BcryptQueue::new(limits);
+        self
     }
 
     /// The file this config came from, if any.
@@ -230,14 +256,23 @@ where
     Fut: std::future::Future<Output = Response>,
 {
     let config = shared.current();
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
     let mut response = if config.rate_limiter.as_ref().is_some_and(|l| !l.allow()) {
         status_text(StatusCode::TOO_MANY_REQUESTS)
     } else {
         match config
-            .authorize_async(request.headers().get(AUTHORIZATION))
+            .authorize_async(request.headers().get(AUTHORIZATION), client, &shared.bcrypt)
             .await
         {
             AuthOutcome::Allowed => inner(request).await,
+            AuthOutcome::Busy => {
+                let mut response = status_text(StatusCode::SERVICE_UNAVAILABLE);
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            AuthOutcome::ClientBusy => status_text(StatusCode::TOO_MANY_REQUESTS),
             AuthOutcome::Denied => {
                 let mut response = status_text(StatusCode::UNAUTHORIZED);
                 response

@@ -12,6 +12,7 @@ use rustls::RootCertStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::auth::{AuthCache, AUTH_CACHE_CAPACITY};
+use super::bcrypt_queue::BcryptQueue;
 use super::*;
 
 /// dave / dave123, from exporter-toolkit's `web/testdata/web_config_users_noTLS.good.yml`.
@@ -158,14 +159,17 @@ fn auth_cache_is_bounded() {
 async fn authorize_async_runs_bcrypt_off_the_runtime() {
     let (_dir, path) = dave_config();
     let config = Arc::new(WebConfig::load(&path).expect("valid config"));
+    let queue = BcryptQueue::new(AuthLimits::default());
     // Concurrent first checks on a single-threaded runtime: they only finish if bcrypt runs
-    // elsewhere, and the cache ends up with the one entry.
+    // elsewhere, and the cache ends up with the one entry. No client address: only the
+    // queue's total bounds them.
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let config = Arc::clone(&config);
+        let queue = Arc::clone(&queue);
         tasks.spawn(async move {
             config
-                .authorize_async(Some(&basic("dave", "dave123")))
+                .authorize_async(Some(&basic("dave", "dave123")), None, &queue)
                 .await
         });
     }
@@ -177,10 +181,59 @@ async fn authorize_async_runs_bcrypt_off_the_runtime() {
     }
     assert_eq!(config.auth.cache.len(), 1);
     assert_eq!(
-        config.authorize_async(Some(&basic("bob", "dave123"))).await,
+        config
+            .authorize_async(Some(&basic("bob", "dave123")), None, &queue)
+            .await,
         AuthOutcome::Denied
     );
-    assert_eq!(config.authorize_async(None).await, AuthOutcome::Denied);
+    assert_eq!(
+        config.authorize_async(None, None, &queue).await,
+        AuthOutcome::Denied
+    );
+}
+
+#[tokio::test]
+async fn checks_over_the_queue_or_the_client_share_are_refused_at_once() {
+    let (_dir, path) = dave_config();
+    let config = Arc::new(WebConfig::load(&path).expect("valid config"));
+    let queue = BcryptQueue::new(AuthLimits {
+        max_pending: 2,
+        max_pending_per_client: 1,
+    });
+    let attacker = Some(std::net::IpAddr::from([127, 0, 0, 2]));
+    let _held = queue.enter(attacker).expect("a place");
+    // The attacker's share is taken: refused without bcrypt, whatever the password.
+    assert_eq!(
+        config
+            .authorize_async(Some(&basic("dave", "wrong")), attacker, &queue)
+            .await,
+        AuthOutcome::ClientBusy
+    );
+    let _other = queue
+        .enter(Some(std::net::IpAddr::from([127, 0, 0, 3])))
+        .expect("a place");
+    // The whole queue is taken.
+    assert_eq!(
+        config
+            .authorize_async(Some(&basic("dave", "dave123")), None, &queue)
+            .await,
+        AuthOutcome::Busy
+    );
+    drop(_other);
+    assert_eq!(
+        config
+            .authorize_async(Some(&basic("dave", "dave123")), None, &queue)
+            .await,
+        AuthOutcome::Allowed
+    );
+    // Cached now: no queue needed even when it is full.
+    let _full = queue.enter(None).expect("a place");
+    assert_eq!(
+        config
+            .authorize_async(Some(&basic("dave", "dave123")), attacker, &queue)
+            .await,
+        AuthOutcome::Allowed
+    );
 }
 
 fn load_err(content: &str) -> (String, PathBuf) {

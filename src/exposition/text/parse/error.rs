@@ -14,6 +14,8 @@ pub(super) enum Fail {
     /// The input ended in the middle of a line.
     Eof,
     Msg(String),
+    /// The series counted so far passed the caller's limit: parsing stops there.
+    TooManySeries,
 }
 
 pub(super) type Step<T> = Result<T, Fail>;

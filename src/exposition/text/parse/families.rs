@@ -132,11 +132,11 @@ impl<'a> Parser<'a> {
             key.push(0xff);
         }
         self.order = order;
-        let idx = match self.series.get(key.as_slice()) {
+        let idx = match self.folded.get(key.as_slice()) {
             Some(&idx) => idx,
             None => {
                 let idx = self.push_metric();
-                self.series.insert(key.clone(), idx);
+                self.folded.insert(key.clone(), idx);
                 idx
             }
         };

@@ -51,3 +51,28 @@ pub fn parse_text_borrowed(
     parser.run()?;
     Ok(parser.finish())
 }
+
+/// Why [`parse_text_bounded`] refused a body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BoundedParseError {
+    Syntax(TextParseError),
+    /// The body has more than this many series; parsing stopped there.
+    TooManySeries(usize),
+}
+
+/// [`parse_text_borrowed`] that stops as soon as the body has more than `max_series` series,
+/// counted as the store counts them: a huge body costs the memory of `max_series` series, not
+/// of all it holds.
+pub fn parse_text_bounded(
+    input: &[u8],
+    scheme: NameScheme,
+    max_series: usize,
+) -> Result<ParsedText<'_>, BoundedParseError> {
+    let mut parser = Parser::new(input, scheme);
+    parser.max_series = max_series;
+    match parser.run() {
+        Ok(()) => Ok(parser.finish()),
+        Err(_) if parser.over_limit => Err(BoundedParseError::TooManySeries(max_series)),
+        Err(e) => Err(BoundedParseError::Syntax(e)),
+    }
+}

@@ -55,7 +55,7 @@ pub(super) struct Parser<'a> {
     pub(super) by_name: FastMap<Cow<'a, str>, usize>,
     /// Summary and histogram metrics by label signature (family name and labels without
     /// `quantile`/`le`), so their sample lines fold into one metric.
-    pub(super) series: FastMap<Vec<u8>, usize>,
+    pub(super) folded: FastMap<Vec<u8>, usize>,
     /// The current family, an index into `families`.
     pub(super) fam: usize,
     /// The labels of the line being read, borrowed from the input where they had no escapes:
@@ -81,6 +81,11 @@ pub(super) struct Parser<'a> {
     /// Whether the shortcuts for repeats (a name read again, a line folding into the metric of
     /// the line before) are taken; off only in the test that checks they change nothing.
     pub(super) shortcuts: bool,
+    /// Series counted as the store counts them (a metric of a summary: its quantiles and 2, of
+    /// a histogram: its buckets and 3, any other: 1), and the most the caller accepts.
+    pub(super) series: usize,
+    pub(super) max_series: usize,
+    pub(super) over_limit: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -98,7 +103,7 @@ impl<'a> Parser<'a> {
             all_labels: Vec::with_capacity(32),
             points: Vec::new(),
             by_name: FastMap::with_capacity_and_hasher(16, Default::default()),
-            series: FastMap::default(),
+            folded: FastMap::default(),
             fam: 0,
             labels: Vec::new(),
             order: Vec::new(),
@@ -114,6 +119,9 @@ impl<'a> Parser<'a> {
             scratch: Vec::new(),
             key: Vec::new(),
             shortcuts: true,
+            series: 0,
+            max_series: usize::MAX,
+            over_limit: false,
         }
     }
 
@@ -137,8 +145,21 @@ impl<'a> Parser<'a> {
                 Ok(s) => s,
                 Err(Fail::Eof) => return Err(self.error("unexpected end of input stream".into())),
                 Err(Fail::Msg(msg)) => return Err(self.error(msg)),
+                Err(Fail::TooManySeries) => {
+                    self.over_limit = true;
+                    return Err(self.error(format!("more than {} series", self.max_series)));
+                }
             };
         }
+    }
+
+    /// Counts `n` more series; stops the parse once they pass the limit.
+    pub(super) fn add_series(&mut self, n: usize) -> Step<()> {
+        self.series += n;
+        if self.series > self.max_series {
+            return Err(Fail::TooManySeries);
+        }
+        Ok(())
     }
 
     fn error(&self, msg: String) -> TextParseError {

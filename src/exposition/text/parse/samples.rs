@@ -71,10 +71,18 @@ impl<'a> Parser<'a> {
 
     pub(super) fn reading_value(&mut self) -> Step<State> {
         let typ = self.family_type();
+        let before = self.metrics.len();
         self.metric_idx = match typ {
             MetricType::Summary | MetricType::Histogram => self.place_folded_metric(),
             _ => self.push_metric(),
         };
+        if self.metrics.len() > before {
+            self.add_series(match typ {
+                MetricType::Summary => 2,
+                MetricType::Histogram => 3,
+                _ => 1,
+            })?;
+        }
         let (start, end) = self.read_token_until_whitespace()?;
         let token = &self.input[start..end];
         let Some(value) = parse_float(token) else {
@@ -102,6 +110,7 @@ impl<'a> Parser<'a> {
                         bound,
                         value,
                     });
+                    self.add_series(1)?;
                 }
             }
             _ => m.value = value,
