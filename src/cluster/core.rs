@@ -53,6 +53,7 @@ pub struct ClusterCore {
 }
 
 impl ClusterCore {
+    #[cfg(any(test, feature = "testsuite"))]
     pub fn new(
         store: Arc<Store>,
         validation: Validation,
@@ -74,6 +75,9 @@ impl ClusterCore {
         )
     }
 
+    // Each argument is one of the node's settings from its own flag; a settings struct would only
+    // repeat ClusterSettings field by field.
+    #[allow(clippy::too_many_arguments)]
     pub fn with_bounds(
         store: Arc<Store>,
         validation: Validation,

@@ -15,6 +15,7 @@ pub enum DelimitedError {
     TooManySeries(usize),
 }
 
+#[cfg(any(test, feature = "testsuite"))]
 /// Decodes a whole delimited stream. A family name seen twice keeps the position of its first
 /// occurrence and the content of its last, as upstream stores families in a map by name.
 pub fn decode_delimited(input: &[u8]) -> Result<Vec<MetricFamily>, DelimitedError> {

@@ -34,5 +34,5 @@ mod state;
 pub mod web_config;
 
 pub use app::app;
-pub use conn::{ClientAddr, ServerLimits};
+pub use conn::ServerLimits;
 pub use state::{AppState, HttpConfig};

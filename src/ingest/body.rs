@@ -9,7 +9,6 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 
 use super::inflight::{InflightBytes, Reservation};
-use crate::exposition::{self, MetricFamily, NameScheme};
 
 /// A refused body: 400 for undecodable content, 413 for size limits, 503 when the bytes of
 /// pushes in flight are at their cap (the client should retry).
@@ -263,22 +262,6 @@ fn decompress(
     // The chunks are freed: one copy is left.
     reservation.shrink(total);
     Ok(out)
-}
-
-/// Decodes a body into metric families.
-pub fn decode_body(
-    format: BodyFormat,
-    bytes: &[u8],
-    names: NameScheme,
-) -> Result<Vec<MetricFamily>, BodyError> {
-    match format {
-        BodyFormat::Text => {
-            exposition::parse_text(bytes, names).map_err(|e| BodyError::BadRequest(e.to_string()))
-        }
-        BodyFormat::ProtobufDelimited => {
-            exposition::decode_delimited(bytes).map_err(|e| BodyError::BadRequest(e.to_string()))
-        }
-    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ impl Peer {
 }
 
 impl PeerClients {
+    #[cfg(any(test, feature = "testsuite"))]
     pub fn new(timeout: Duration) -> Self {
         Self::with_limits(timeout, BatchLimits::default())
     }

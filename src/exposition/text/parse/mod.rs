@@ -27,12 +27,14 @@ mod samples;
 mod tests;
 
 use crate::exposition::names::NameScheme;
+#[cfg(any(test, feature = "testsuite"))]
 use crate::exposition::proto::MetricFamily;
 
 pub use error::TextParseError;
 pub use model::{ParsedMetric, ParsedText, Point};
 use parser::Parser;
 
+#[cfg(any(test, feature = "testsuite"))]
 /// Parses a whole text-format body into its families, in order of first appearance. Families
 /// that only had HELP or TYPE lines are dropped, like expfmt's `TextToMetricFamilies`.
 pub fn parse_text(input: &[u8], scheme: NameScheme) -> Result<Vec<MetricFamily>, TextParseError> {
