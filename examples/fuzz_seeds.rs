@@ -18,7 +18,7 @@ use pushgate::store::{prepare_push, GroupKey, GroupSnapshot, Store, StoreOptions
 
 const BODIES: &[&str] = &[
     "some_metric 3.14\n",
-    "# HELP x some help with \\\\ and \\n\n# TYPE x counter\nx{l=\"1\"} 1\nx{l=\"2\",m=\"a\\\"b\"} 2 1700000000000\n",
+    "# HELP x some help with \\\\ and \\n\n# TYPE x counter\nx{l=\"1\"} 1\nx{l=\"2\",m=\"a\\\"b\"} 2\n",
     "# TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n",
     "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns{quantile=\"0.99\"} NaN\ns_sum 3\ns_count 2\n",
     "# TYPE g gauge\ng -Inf\n# TYPE u untyped\nu{a=\"\"} +Inf\n",
@@ -108,6 +108,8 @@ fn main() {
         sn.write_all(b.as_bytes()).expect("snappy");
         c.put("body_snappy", &format!("body-{i}"), &sn.into_inner().expect("snappy"));
     }
+    // Refused by the store (upstream refuses timestamps), but parsed first.
+    c.put("text_parser", "timestamp", &with_sel(0, b"a{b=\"c\"} 1 1700000000000\n"));
     for (i, b) in UTF8_BODIES.iter().enumerate() {
         c.put("text_parser", &format!("utf8-{i}"), &with_sel(1, b.as_bytes()));
     }

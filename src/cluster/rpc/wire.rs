@@ -228,7 +228,7 @@ mod tests {
         }
     }
 
-    const BODIES: &str = "# HELP x some help\n# TYPE x counter\nx{l=\"1\"} 1\nx{l=\"2\"} 2 1700000000000\n\
+    const BODIES: &str = "# HELP x some help\n# TYPE x counter\nx{l=\"1\"} 1\nx{l=\"2\"} 2\n\
         # TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n\
         # TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 3\ns_count 2\nplain 4\n";
 
@@ -271,7 +271,7 @@ mod tests {
                         key: GroupKey::new([("job".to_string(), "j".to_string())]),
                         families,
                         replace_all,
-                        has_timestamps: true,
+                        has_timestamps: false,
                     },
                     1.0,
                 );
