@@ -92,26 +92,52 @@ impl Corpus {
 }
 
 fn main() {
-    let root = std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into());
+    let root = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "fuzz/corpus".into());
     let c = Corpus(Path::new(&root).to_owned());
     let legacy = store_of(BODIES, NameScheme::Legacy);
     let utf8 = store_of(UTF8_BODIES, NameScheme::Utf8);
     let groups = legacy.snapshot();
 
     for (i, b) in BODIES.iter().enumerate() {
-        c.put("text_parser", &format!("legacy-{i}"), &with_sel(0, b.as_bytes()));
-        c.put("text_parser", &format!("post-{i}"), &with_sel(2, b.as_bytes()));
+        c.put(
+            "text_parser",
+            &format!("legacy-{i}"),
+            &with_sel(0, b.as_bytes()),
+        );
+        c.put(
+            "text_parser",
+            &format!("post-{i}"),
+            &with_sel(2, b.as_bytes()),
+        );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(b.as_bytes()).expect("gzip");
-        c.put("body_gzip", &format!("body-{i}"), &gz.finish().expect("gzip"));
+        c.put(
+            "body_gzip",
+            &format!("body-{i}"),
+            &gz.finish().expect("gzip"),
+        );
         let mut sn = snap::write::FrameEncoder::new(Vec::new());
         sn.write_all(b.as_bytes()).expect("snappy");
-        c.put("body_snappy", &format!("body-{i}"), &sn.into_inner().expect("snappy"));
+        c.put(
+            "body_snappy",
+            &format!("body-{i}"),
+            &sn.into_inner().expect("snappy"),
+        );
     }
     // Refused by the store (upstream refuses timestamps), but parsed first.
-    c.put("text_parser", "timestamp", &with_sel(0, b"a{b=\"c\"} 1 1700000000000\n"));
+    c.put(
+        "text_parser",
+        "timestamp",
+        &with_sel(0, b"a{b=\"c\"} 1 1700000000000\n"),
+    );
     for (i, b) in UTF8_BODIES.iter().enumerate() {
-        c.put("text_parser", &format!("utf8-{i}"), &with_sel(1, b.as_bytes()));
+        c.put(
+            "text_parser",
+            &format!("utf8-{i}"),
+            &with_sel(1, b.as_bytes()),
+        );
     }
     for (name, store, sel) in [("legacy", &legacy, 0), ("utf8", &utf8, 1)] {
         let mut out = Vec::new();
@@ -129,9 +155,17 @@ fn main() {
     .iter()
     .enumerate()
     {
-        c.put("grouping_path", &format!("path-{i}"), &with_sel(0, path.as_bytes()));
+        c.put(
+            "grouping_path",
+            &format!("path-{i}"),
+            &with_sel(0, path.as_bytes()),
+        );
     }
-    c.put("grouping_path", "utf8", &with_sel(1, "/job/j/some.label/v".as_bytes()));
+    c.put(
+        "grouping_path",
+        "utf8",
+        &with_sel(1, "/job/j/some.label/v".as_bytes()),
+    );
 
     let file = encode_snapshot(&groups, 3000.0);
     // Bit 1 clear: the target makes the header for the payload; set: the file as it is.
@@ -154,12 +188,28 @@ fn main() {
     }
 
     for (i, g) in groups.iter().enumerate() {
-        c.put("family_wire", &format!("put-{i}"), &framed(0, &families_wire(g)));
-        c.put("family_wire", &format!("post-{i}"), &framed(2, &families_wire(g)));
-        c.put("group_codec", &format!("group-{i}"), &with_sel(0, &wire::group_to_bytes(g)));
+        c.put(
+            "family_wire",
+            &format!("put-{i}"),
+            &framed(0, &families_wire(g)),
+        );
+        c.put(
+            "family_wire",
+            &format!("post-{i}"),
+            &framed(2, &families_wire(g)),
+        );
+        c.put(
+            "group_codec",
+            &format!("group-{i}"),
+            &with_sel(0, &wire::group_to_bytes(g)),
+        );
     }
     for (i, g) in utf8.snapshot().iter().enumerate() {
-        c.put("group_codec", &format!("utf8-{i}"), &with_sel(1, &wire::group_to_bytes(g)));
+        c.put(
+            "group_codec",
+            &format!("utf8-{i}"),
+            &with_sel(1, &wire::group_to_bytes(g)),
+        );
     }
 
     let replica = |g: &GroupSnapshot| pb::ReplicateRequest {
@@ -172,12 +222,28 @@ fn main() {
         tombstone_key: key_pb("gone"),
         version: 99,
     };
-    c.put("grpc_replicate", "group", &with_sel(0, &replica(&groups[0]).encode_to_vec()));
-    c.put("grpc_replicate", "tombstone", &with_sel(0, &tombstone.encode_to_vec()));
+    c.put(
+        "grpc_replicate",
+        "group",
+        &with_sel(0, &replica(&groups[0]).encode_to_vec()),
+    );
+    c.put(
+        "grpc_replicate",
+        "tombstone",
+        &with_sel(0, &tombstone.encode_to_vec()),
+    );
     let batch = pb::ReplicateBatchRequest {
-        items: groups.iter().map(replica).chain([tombstone.clone()]).collect(),
+        items: groups
+            .iter()
+            .map(replica)
+            .chain([tombstone.clone()])
+            .collect(),
     };
-    c.put("grpc_replicate", "batch", &with_sel(2, &batch.encode_to_vec()));
+    c.put(
+        "grpc_replicate",
+        "batch",
+        &with_sel(2, &batch.encode_to_vec()),
+    );
 
     let write = |g: &GroupSnapshot, sender_replicates: bool| pb::ForwardedWrite {
         key: wire::key_to_pb(&g.key),
@@ -211,7 +277,11 @@ fn main() {
         ],
         replicas: vec![replica(&groups[2]), tombstone.clone()],
     };
-    c.put("grpc_forward", "mixed", &with_sel(0, &forward.encode_to_vec()));
+    c.put(
+        "grpc_forward",
+        "mixed",
+        &with_sel(0, &forward.encode_to_vec()),
+    );
     let mut one = forward.clone();
     one.writes.truncate(1);
     one.replicas.clear();
@@ -224,8 +294,16 @@ fn main() {
         responders: vec!["a".into()],
         only_keys: Vec::new(),
     };
-    c.put("grpc_collect", "held", &with_sel(0, &collect.encode_to_vec()));
-    c.put("grpc_collect", "all", &with_sel(0, &pb::CollectRequest::default().encode_to_vec()));
+    c.put(
+        "grpc_collect",
+        "held",
+        &with_sel(0, &collect.encode_to_vec()),
+    );
+    c.put(
+        "grpc_collect",
+        "all",
+        &with_sel(0, &pb::CollectRequest::default().encode_to_vec()),
+    );
 
     let sync = pb::SyncRequest {
         from: "b".into(),
@@ -248,7 +326,11 @@ fn main() {
         ],
         want_owned: true,
     };
-    c.put("grpc_sync_wipe", "sync", &with_sel(0, &sync.encode_to_vec()));
+    c.put(
+        "grpc_sync_wipe",
+        "sync",
+        &with_sel(0, &sync.encode_to_vec()),
+    );
     c.put(
         "grpc_sync_wipe",
         "wipe",
@@ -260,16 +342,27 @@ fn main() {
         .iter()
         .enumerate()
     {
-        c.put("grpc_replies", &format!("chunk-{i}"), &with_sel(0, &chunk.encode_to_vec()));
+        c.put(
+            "grpc_replies",
+            &format!("chunk-{i}"),
+            &with_sel(0, &chunk.encode_to_vec()),
+        );
     }
     let reply = pb::SyncReply {
-        newer_groups: groups.iter().map(|g| wire::group_to_bytes(g).into()).collect(),
+        newer_groups: groups
+            .iter()
+            .map(|g| wire::group_to_bytes(g).into())
+            .collect(),
         newer_tombstones: vec![pb::Tombstone {
             key: key_pb("gone"),
             version: 50,
         }],
         missing: vec![0],
     };
-    c.put("grpc_replies", "sync-reply", &with_sel(2, &reply.encode_to_vec()));
+    c.put(
+        "grpc_replies",
+        "sync-reply",
+        &with_sel(2, &reply.encode_to_vec()),
+    );
     println!("seed corpus written to {root}");
 }

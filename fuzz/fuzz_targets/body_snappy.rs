@@ -2,8 +2,8 @@
 //! decoded as text and as delimited protobuf.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pushgate::ingest::body::{decode_body, read_body, BodyFormat};
 use pushgate::exposition::NameScheme;
+use pushgate::ingest::body::{decode_body, read_body, BodyFormat};
 
 /// Small, so a bomb meets the limit quickly; real bodies of the corpus are far under it.
 const MAX_BODY_BYTES: usize = 1 << 20;

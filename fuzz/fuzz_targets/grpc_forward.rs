@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(reply) = block_on(svc.forward(Request::new(req))) {
         let reply = reply.into_inner();
         assert_eq!(reply.results.len(), writes, "one result per write");
-        assert_eq!(reply.replica_results.len(), replicas, "one result per replica");
+        assert_eq!(
+            reply.replica_results.len(),
+            replicas,
+            "one result per replica"
+        );
     }
     render_all(&store);
 });

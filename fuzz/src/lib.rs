@@ -141,9 +141,6 @@ pub fn filled_store(names: NameScheme) -> Arc<Store> {
             .push_versioned(prepared, 1000.0 + i as f64, || 10 + i as u64)
             .expect("applied");
     }
-    store.delete_versioned(
-        &GroupKey::new([("job".to_owned(), "gone".to_owned())]),
-        20,
-    );
+    store.delete_versioned(&GroupKey::new([("job".to_owned(), "gone".to_owned())]), 20);
     store
 }

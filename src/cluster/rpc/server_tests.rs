@@ -388,7 +388,11 @@ mod never_panic {
         body_write.families.clear();
         body_write.body = Some(BODY.as_bytes().to_vec().into());
         let forward = pb::ForwardRequest {
-            writes: vec![forwarded("j", BODY), primary_replicates(forwarded("k", BODY)), body_write],
+            writes: vec![
+                forwarded("j", BODY),
+                primary_replicates(forwarded("k", BODY)),
+                body_write,
+            ],
             replicas: vec![replica.clone(), tombstone.clone()],
         };
         let sync = pb::SyncRequest {
@@ -400,12 +404,27 @@ mod never_panic {
             }],
             want_owned: true,
         };
-        let chunks = crate::cluster::collect_chunks(&[g], vec![(key("gone"), 9)], vec![(1, 2)], false);
+        let chunks =
+            crate::cluster::collect_chunks(&[g], vec![(key("gone"), 9)], vec![(1, 2)], false);
         vec![
             ("forward", forward.encode_to_vec()),
-            ("batch", pb::ReplicateBatchRequest { items: vec![replica, tombstone] }.encode_to_vec()),
+            (
+                "batch",
+                pb::ReplicateBatchRequest {
+                    items: vec![replica, tombstone],
+                }
+                .encode_to_vec(),
+            ),
             ("sync", sync.encode_to_vec()),
-            ("collect", pb::CollectRequest { held_keys: vec![1], held_versions: vec![2], ..Default::default() }.encode_to_vec()),
+            (
+                "collect",
+                pb::CollectRequest {
+                    held_keys: vec![1],
+                    held_versions: vec![2],
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
             ("wipe", pb::WipeRequest { version: 5 }.encode_to_vec()),
             ("chunk", chunks[0].encode_to_vec()),
         ]
@@ -413,7 +432,9 @@ mod never_panic {
 
     async fn send(kind: &str, b: &[u8]) {
         let (store, svc) = service(1);
-        store.push_versioned(prepared("held", BODY), 1.0, || 4).unwrap();
+        store
+            .push_versioned(prepared("held", BODY), 1.0, || 4)
+            .unwrap();
         match kind {
             "forward" => {
                 if let Ok(req) = pb::ForwardRequest::decode(b) {
@@ -425,7 +446,11 @@ mod never_panic {
             "batch" => {
                 if let Ok(req) = pb::ReplicateBatchRequest::decode(b) {
                     let n = req.items.len();
-                    let reply = svc.replicate_batch(Request::new(req)).await.unwrap().into_inner();
+                    let reply = svc
+                        .replicate_batch(Request::new(req))
+                        .await
+                        .unwrap()
+                        .into_inner();
                     assert_eq!(reply.results.len(), n);
                 }
             }
@@ -457,7 +482,10 @@ mod never_panic {
                 }
             }
         }
-        for format in [crate::store::render::Format::Text, crate::store::render::Format::Protobuf] {
+        for format in [
+            crate::store::render::Format::Text,
+            crate::store::render::Format::Protobuf,
+        ] {
             store.render(format, &[], &mut Vec::new());
         }
     }

@@ -237,7 +237,10 @@ mod tests {
     }
 
     fn render_all(s: &crate::store::Store) {
-        for format in [crate::store::render::Format::Text, crate::store::render::Format::Protobuf] {
+        for format in [
+            crate::store::render::Format::Text,
+            crate::store::render::Format::Protobuf,
+        ] {
             s.render(format, &[], &mut Vec::new());
         }
     }
