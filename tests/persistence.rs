@@ -164,7 +164,7 @@ fn run_on(file: &Path, extra: &[&str], deadline: Duration) -> (bool, String) {
 #[test]
 fn truncated_file_is_refused_with_a_clear_message_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("snap");
+    let file = dir.path().join("t2.snap");
     {
         let mut gw = start_with(&file, &["--persistence.interval=1h"]);
         push_groups(&gw, 5);
@@ -189,11 +189,67 @@ fn truncated_file_is_refused_with_a_clear_message_and_kept() {
         Duration::from_secs(2),
     );
     assert!(ok);
-    let aside = std::fs::read_dir(dir.path())
+    // Kept under its whole name with `.corrupt-<unix time>` appended, as `--help` says.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().contains("corrupt-"));
-    assert!(aside, "the unreadable file was not kept aside");
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let aside = names
+        .iter()
+        .find(|n| n.contains("corrupt-"))
+        .unwrap_or_else(|| panic!("the unreadable file was not kept aside: {names:?}"));
+    let time = aside
+        .strip_prefix("t2.snap.corrupt-")
+        .unwrap_or_else(|| panic!("kept as {aside:?}, not t2.snap.corrupt-<unix time>"));
+    assert!(
+        !time.is_empty() && time.bytes().all(|b| b.is_ascii_digit()),
+        "kept as {aside:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(aside)).unwrap().len(),
+        good.len() / 2,
+        "the kept file is the unreadable one"
+    );
+}
+
+#[test]
+fn the_snapshot_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap");
+    let mode_of = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+    let mut gw = start_with(&file, &["--persistence.interval=1h"]);
+    push_groups(&gw, 3);
+    signal(gw.pid(), "TERM");
+    assert!(gw.wait_exit(Duration::from_secs(20)));
+    assert_eq!(
+        mode_of(&file),
+        0o600,
+        "snapshot written with mode {:o}",
+        mode_of(&file)
+    );
+    // A file left readable by everyone (an older version's, or a copy): the next write
+    // replaces it with a private one.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut gw = start_with(&file, &["--persistence.interval=1h"]);
+    push_groups(&gw, 4);
+    signal(gw.pid(), "TERM");
+    assert!(gw.wait_exit(Duration::from_secs(20)));
+    assert_eq!(
+        mode_of(&file),
+        0o600,
+        "snapshot rewritten with mode {:o}",
+        mode_of(&file)
+    );
+    // Nothing else in the directory (no temporary file left, none world-readable).
+    let others: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path() != file)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
 }
 
 #[test]

@@ -234,4 +234,20 @@ mod tests {
             .unwrap_err()
             .contains("not valid UTF-8"));
     }
+
+    proptest::proptest! {
+        /// Any path: a key with a non-empty job within the limits, or an error; never a panic.
+        #[test]
+        fn any_path_is_a_valid_key_or_an_error(
+            path in "(/(job|job@base64|[a-z_.]{0,4}|[a-z]{1,3}@base64|[A-Za-z0-9_=+/.@-]{0,6}|\\PC{0,3})){0,6}/?",
+            utf8 in proptest::prelude::any::<bool>(),
+        ) {
+            let names = if utf8 { NameScheme::Utf8 } else { NameScheme::Legacy };
+            let limits = GroupingLimits { max_labels: 4, max_name_bytes: 8, max_value_bytes: 16 };
+            if let Ok(key) = parse_grouping_path(&path, names, limits) {
+                proptest::prop_assert!(key.get("job").is_some_and(|j| !j.is_empty()), "{path:?}");
+                proptest::prop_assert!(key.labels().len() <= limits.max_labels, "{path:?}");
+            }
+        }
+    }
 }

@@ -383,4 +383,42 @@ mod tests {
         .unwrap();
         assert_eq!((body.len(), held.bytes()), (512 << 10, 512 << 10));
     }
+
+    fn compressed(body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(body).unwrap();
+        let mut sn = snap::write::FrameEncoder::new(Vec::new());
+        sn.write_all(body).unwrap();
+        (gz.finish().unwrap(), sn.into_inner().unwrap())
+    }
+
+    proptest::proptest! {
+        /// Any gzip or snappy body, valid ones edited included: an error or at most the limit,
+        /// never a panic.
+        #[test]
+        fn decompression_never_panics_and_stays_under_the_limit(
+            edits in proptest::collection::vec(
+                (0usize..4096, proptest::prelude::any::<u8>(), 0u8..4), 0..6),
+            random in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            limit in 1usize..4096,
+        ) {
+            let (gz, sn) = compressed(&b"some_metric{a=\"b\"} 1\n".repeat(40));
+            let gz = crate::testsupport::mutate(&gz, &edits);
+            let sn = crate::testsupport::mutate(&sn, &edits);
+            let pool = InflightBytes::new(usize::MAX);
+            for (what, input) in [("gzip", &gz), ("snappy", &sn), ("gzip", &random), ("snappy", &random)] {
+                let out = if what == "gzip" {
+                    decompress(flate2::read::MultiGzDecoder::new(&input[..]), limit, what, &mut pool.reservation())
+                } else {
+                    decompress(snap::read::FrameDecoder::new(&input[..]), limit, what, &mut pool.reservation())
+                };
+                if let Ok(out) = out {
+                    proptest::prop_assert!(out.len() <= limit);
+                    let _ = crate::exposition::parse_text(&out, crate::exposition::NameScheme::Legacy);
+                    let _ = crate::exposition::decode_delimited(&out);
+                }
+            }
+        }
+    }
 }

@@ -39,7 +39,7 @@ pub(super) fn load(
             Ok(())
         }
         Err(e) if start_empty => {
-            let aside = path.with_extension(format!("corrupt-{}", unix_seconds() as u64));
+            let aside = aside_name(path, unix_seconds() as u64);
             std::fs::rename(path, &aside)
                 .with_context(|| format!("{e}; and moving it aside to {} failed", aside.display()))?;
             store.wipe();
@@ -50,6 +50,14 @@ pub(super) fn load(
             "refusing to start: fix or remove the persistence file, or pass --persistence.start-empty-on-error",
         )),
     }
+}
+
+/// Where an unreadable file is kept: `.corrupt-<unix time>` appended to its whole name (as
+/// `--help` says), so `t.snap` keeps its `.snap` and an operator sees what the file was.
+fn aside_name(path: &Path, unix_time: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{unix_time}"));
+    PathBuf::from(name)
 }
 
 /// Writes the snapshot at most once per interval when something changed, and once more at
@@ -95,5 +103,26 @@ pub(super) async fn persist_loop(
         if stopping {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_file_keeps_its_whole_name_with_the_corrupt_suffix() {
+        assert_eq!(
+            aside_name(Path::new("/data/t2.snap"), 1_700_000_000),
+            PathBuf::from("/data/t2.snap.corrupt-1700000000")
+        );
+        assert_eq!(
+            aside_name(Path::new("snap"), 7),
+            PathBuf::from("snap.corrupt-7")
+        );
+        assert_eq!(
+            aside_name(Path::new("dir.d/pushgate.data.v2"), 7),
+            PathBuf::from("dir.d/pushgate.data.v2.corrupt-7")
+        );
     }
 }

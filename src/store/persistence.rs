@@ -111,7 +111,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistenceErro
         .unwrap_or_else(|| "snapshot".into());
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut f = create_private(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
@@ -124,6 +124,24 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PersistenceErro
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `path` readable and writable by its owner only (0600): the snapshot holds every
+/// pushed metric, which may be more than the pushers meant for other local users. The file is
+/// made anew (a stale temporary file of a crashed process with the same pid is removed first),
+/// so the mode is the one given here and not an old file's.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Saves the whole store to `path`.
@@ -197,6 +215,34 @@ mod tests {
         assert_eq!(a[0].families[0].1, b[0].families[0].1);
         // no temporary file left behind
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn snapshots_and_their_temporary_files_are_private_to_the_owner() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t2.snap");
+        // An older file readable by everyone, and a stale temporary file of a crashed process
+        // with this pid, both world-readable: neither mode survives the write.
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let stale = dir
+            .path()
+            .join(format!(".t2.snap.tmp-{}", std::process::id()));
+        std::fs::write(&stale, b"stale").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o666)).unwrap();
+        save(&filled_store(), &path).unwrap();
+        // The file in place is the temporary file renamed: its mode is the one it was created
+        // with.
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "snapshot mode {mode:o}");
+        assert!(!stale.exists(), "temporary file left behind");
+        let t = Store::new(StoreOptions::default());
+        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap(), 2);
+        // The temporary file itself, before any rename.
+        let f = create_private(&stale).unwrap();
+        let mode = f.metadata().unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "temporary file mode {mode:o}");
     }
 
     #[test]

@@ -437,3 +437,150 @@ async fn hints_are_counted_when_taken() {
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
     assert_eq!(store.tombstone(&key(&foreign[4])), None);
 }
+
+/// Every request a peer can send, encoded as a real peer encodes it, one of them edited and
+/// sent to a one-node cluster with a store of its own: answered or refused, never a panic, and
+/// the store still renders.
+mod never_panic {
+    use super::*;
+    use prost::Message;
+
+    fn valid_messages() -> Vec<(&'static str, Vec<u8>)> {
+        let (store, _) = service(1);
+        let op = prepared("g", BODY);
+        store.push_versioned(op, 1.0, || 7).unwrap();
+        store.delete_versioned(&key("gone"), 9);
+        let g = store.group(&key("g")).unwrap();
+        let replica = pb::ReplicateRequest {
+            group: wire::group_to_bytes(&g).into(),
+            tombstone_key: Vec::new(),
+            version: g.version,
+        };
+        let tombstone = pb::ReplicateRequest {
+            group: Default::default(),
+            tombstone_key: wire::key_to_pb(&key("gone")),
+            version: 9,
+        };
+        let mut body_write = forwarded("b", BODY);
+        body_write.families.clear();
+        body_write.body = Some(BODY.as_bytes().to_vec().into());
+        let forward = pb::ForwardRequest {
+            writes: vec![
+                forwarded("j", BODY),
+                primary_replicates(forwarded("k", BODY)),
+                body_write,
+            ],
+            replicas: vec![replica.clone(), tombstone.clone()],
+        };
+        let sync = pb::SyncRequest {
+            from: "b".into(),
+            entries: vec![pb::SyncEntry {
+                key: wire::key_to_pb(&key("g")),
+                version: 3,
+                tombstone: false,
+            }],
+            want_owned: true,
+        };
+        let chunks =
+            crate::cluster::collect_chunks(&[g], vec![(key("gone"), 9)], vec![(1, 2)], false);
+        vec![
+            ("forward", forward.encode_to_vec()),
+            (
+                "batch",
+                pb::ReplicateBatchRequest {
+                    items: vec![replica, tombstone],
+                }
+                .encode_to_vec(),
+            ),
+            ("sync", sync.encode_to_vec()),
+            (
+                "collect",
+                pb::CollectRequest {
+                    held_keys: vec![1],
+                    held_versions: vec![2],
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            ("wipe", pb::WipeRequest { version: 5 }.encode_to_vec()),
+            ("chunk", chunks[0].encode_to_vec()),
+        ]
+    }
+
+    async fn send(kind: &str, b: &[u8]) {
+        let (store, svc) = service(1);
+        store
+            .push_versioned(prepared("held", BODY), 1.0, || 4)
+            .unwrap();
+        match kind {
+            "forward" => {
+                if let Ok(req) = pb::ForwardRequest::decode(b) {
+                    let n = req.writes.len();
+                    let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
+                    assert_eq!(reply.results.len(), n);
+                }
+            }
+            "batch" => {
+                if let Ok(req) = pb::ReplicateBatchRequest::decode(b) {
+                    let n = req.items.len();
+                    let reply = svc
+                        .replicate_batch(Request::new(req))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert_eq!(reply.results.len(), n);
+                }
+            }
+            "sync" => {
+                if let Ok(req) = pb::SyncRequest::decode(b) {
+                    let _ = svc.sync(Request::new(req)).await;
+                }
+            }
+            "collect" => {
+                if let Ok(req) = pb::CollectRequest::decode(b) {
+                    let _ = svc.collect(Request::new(req)).await;
+                }
+            }
+            "wipe" => {
+                if let Ok(req) = pb::WipeRequest::decode(b) {
+                    let _ = svc.wipe(Request::new(req)).await;
+                }
+            }
+            _ => {
+                if let Ok(chunk) = pb::CollectChunk::decode(b) {
+                    if let Ok(c) = crate::cluster::decode_chunks(vec![chunk], NameScheme::Legacy, u64::MAX) {
+                        for (k, v) in c.tombstones {
+                            store.delete_versioned(&k, v);
+                        }
+                        for g in c.groups {
+                            store.apply_replica(g);
+                        }
+                    }
+                }
+            }
+        }
+        for format in [
+            crate::store::render::Format::Text,
+            crate::store::render::Format::Protobuf,
+        ] {
+            store.render(format, &[], &mut Vec::new());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(192))]
+        #[test]
+        fn peer_requests_never_panic(
+            which in 0usize..6,
+            edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>(), 0u8..4), 0..5),
+        ) {
+            let (kind, valid) = valid_messages().swap_remove(which);
+            let b = crate::testsupport::mutate(&valid, &edits);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(send(kind, &b));
+        }
+    }
+}

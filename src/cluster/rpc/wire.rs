@@ -240,4 +240,95 @@ mod tests {
             refuse(&[bytes::Bytes::from(cut)], "");
         }
     }
+
+    const BODIES: &str = "# HELP x some help\n# TYPE x counter\nx{l=\"1\"} 1\nx{l=\"2\"} 2\n\
+        # TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n\
+        # TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 3\ns_count 2\nplain 4\n";
+
+    fn fresh_store() -> crate::store::Store {
+        crate::store::Store::new(crate::store::StoreOptions::default())
+    }
+
+    fn render_all(s: &crate::store::Store) {
+        for format in [
+            crate::store::render::Format::Text,
+            crate::store::render::Format::Protobuf,
+        ] {
+            s.render(format, &[], &mut Vec::new());
+        }
+    }
+
+    type Edits = Vec<crate::testsupport::Edit>;
+
+    fn edits() -> impl proptest::strategy::Strategy<Value = Edits> {
+        use proptest::prelude::*;
+        proptest::collection::vec((0usize..2048, any::<u8>(), 0u8..4), 1..6)
+    }
+
+    proptest::proptest! {
+        /// A forwarded push's families, edited: refused, or applied to a fresh store that then
+        /// renders; never a panic.
+        #[test]
+        fn forwarded_families_never_panic(
+            edits in edits(),
+            which in 0usize..4,
+            replace_all in proptest::prelude::any::<bool>(),
+            utf8 in proptest::prelude::any::<bool>(),
+        ) {
+            let names = if utf8 { NameScheme::Utf8 } else { NameScheme::Legacy };
+            let mut raw = wire(BODIES);
+            let i = which % raw.len();
+            raw[i] = bytes::Bytes::from(crate::testsupport::mutate(&raw[i], &edits));
+            let key = GroupKey::new([("job".to_string(), "j".to_string())]);
+            let _ = StoredFamily::from_wire(&raw[i], &key, names);
+            if let Ok(families) = prepared_from_wire(&raw, &key, names, replace_all, false) {
+                let store = fresh_store();
+                let _ = store.push(
+                    crate::store::PreparedPush {
+                        key,
+                        families,
+                        replace_all,
+                        has_timestamps: false,
+                    },
+                    1.0,
+                );
+                render_all(&store);
+            }
+        }
+
+        /// A group from a peer, edited: refused, or applied to a fresh store as a replica that
+        /// then renders, whether decoded as a held copy or in place; never a panic.
+        #[test]
+        fn peer_groups_never_panic(edits in edits(), utf8 in proptest::prelude::any::<bool>()) {
+            let names = if utf8 { NameScheme::Utf8 } else { NameScheme::Legacy };
+            let fams = crate::exposition::parse_text(BODIES.as_bytes(), NameScheme::Legacy).unwrap();
+            let key = GroupKey::new([("job".to_string(), "j".to_string())]);
+            let store = fresh_store();
+            store.push(prepare_push(key.clone(), fams, true, &Validation::default()).unwrap(), 1.0).unwrap();
+            store.record_failure(&key, 2.0);
+            let g = store.group(&key).unwrap();
+            let raw = bytes::Bytes::from(crate::testsupport::mutate(&group_to_bytes(&g), &edits));
+            let decoded = [group_from_bytes(&raw, names), group_in_bytes(&raw, names)];
+            for g in decoded.into_iter().flatten() {
+                let s = fresh_store();
+                s.apply_replica(g);
+                render_all(&s);
+            }
+        }
+
+        /// A grouping key from a peer: valid or refused, never a panic.
+        #[test]
+        fn peer_keys_never_panic(
+            pairs in proptest::collection::vec(
+                (proptest::option::of("[a-z_]{0,3}|\\PC{0,3}"), proptest::option::of("\\PC{0,3}")), 0..5),
+        ) {
+            let pairs: Vec<LabelPair> = pairs
+                .into_iter()
+                .map(|(name, value)| LabelPair { name, value })
+                .collect();
+            if let Ok(k) = key_from_pb(pairs, NameScheme::Legacy) {
+                proptest::prop_assert!(k.get("job").is_some_and(|j| !j.is_empty()));
+            }
+        }
+    }
 }

@@ -607,3 +607,25 @@ fn mismatched_key_and_sans_without_required_cert_are_rejected() {
     );
     assert!(error.contains("client_auth_type"), "{error}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// Any file, valid ones edited included: a config or a clear error, never a panic.
+    #[test]
+    fn any_web_config_file_loads_or_is_refused(
+        which in 0usize..5,
+        edits in proptest::collection::vec((0usize..512, proptest::prelude::any::<u8>(), 0u8..4), 0..6),
+    ) {
+        let valid = [
+            format!("basic_auth_users:\n  dave: {DAVE_HASH}\n"),
+            "http_server_config:\n  http2: false\n  headers:\n    X-Frame-Options: deny\n".to_owned(),
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS12\n".to_owned(),
+            "rate_limit:\n  interval: 1s\n  burst: 10\n".to_owned(),
+            "basic_auth_users: {}\ntls_server_config: {}\n".to_owned(),
+        ];
+        let bytes = crate::testsupport::mutate(valid[which].as_bytes(), &edits);
+        let content = String::from_utf8_lossy(&bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let _ = WebConfig::parse(&content, &dir.path().join("web.yml"), dir.path());
+    }
+}
