@@ -12,24 +12,26 @@ fuzz_target!(|data: &[u8]| {
     };
     let names = scheme(sel);
     let replace_all = sel & 2 == 0;
+    let has_timestamps = sel & 4 != 0;
+    let key = GroupKey::new([("job".to_owned(), "fuzz".to_owned())]);
     let raw = parts(rest);
     for b in &raw {
-        if let Ok(f) = StoredFamily::from_wire(b, names) {
+        if let Ok(f) = StoredFamily::from_wire(b, &key, names) {
             let mut again = Vec::new();
             f.to_wire(&mut again);
-            let _ = StoredFamily::from_wire(&again, names);
+            let _ = StoredFamily::from_wire(&again, &key, names);
         }
     }
-    let Ok(families) = prepared_from_wire(&raw, names, replace_all) else {
+    let Ok(families) = prepared_from_wire(&raw, &key, names, replace_all, has_timestamps) else {
         return;
     };
     let store = fresh_store();
     let _ = store.push(
         PreparedPush {
-            key: GroupKey::new([("job".to_owned(), "fuzz".to_owned())]),
+            key,
             families,
             replace_all,
-            has_timestamps: sel & 4 != 0,
+            has_timestamps,
         },
         1.0,
     );

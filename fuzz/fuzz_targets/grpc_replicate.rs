@@ -3,7 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use pushgate::cluster::rpc::{pb, Cluster};
+use pushgate::cluster::rpc::pb;
+use pushgate::cluster::rpc::pb::cluster_server::Cluster;
 use pushgate_fuzz::{block_on, fresh_store, one_node, render_all, scheme};
 use tonic::Request;
 

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(chunk) = pb::CollectChunk::decode(msg) else {
             return;
         };
-        if let Ok(collected) = decode_chunks(vec![chunk], names) {
+        if let Ok(collected) = decode_chunks(vec![chunk], names, u64::MAX) {
             for (key, version) in collected.tombstones {
                 store.delete_versioned(&key, version);
             }

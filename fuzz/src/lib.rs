@@ -57,6 +57,7 @@ pub fn one_node(store: Arc<Store>, names: NameScheme) -> ClusterService {
         me,
         1,
         Duration::from_secs(1),
+        None,
     ))
 }
 
