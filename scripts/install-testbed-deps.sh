@@ -11,6 +11,8 @@ need=()
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# docs/examples/make-certs.sh (the compose example's mutual TLS).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
