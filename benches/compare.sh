@@ -11,8 +11,8 @@
 #   pushgate-cluster3     3 pushgate nodes on loopback, every push sent to node 1
 #   pushgate-cluster3-lb  the same cluster with the connections spread over all three nodes, as
 #                  behind a load balancer (every node forwards to the others while they forward to it)
-#   pushgate-cluster3-lb-tls  the same with --cluster.tls-config on every node (mutual TLS between
-#                  the nodes; certificates made with openssl in OUT_DIR). Not in the default list:
+#   pushgate-cluster3-lb-tls  the same with --cluster.tls-config and --cluster.gossip-key-file on
+#                  every node (mutual TLS and sealed gossip; certificates and key made in OUT_DIR). Not in the default list:
 #                  TARGETS="pushgate-cluster3-lb pushgate-cluster3-lb-tls" compares the two in one run
 # Scenarios per target, on one server process (so the store grows from one to the next):
 #   push-small  --warmup then DURATION s of pushes to SMALL_GROUPS groups (default 100)
@@ -220,7 +220,8 @@ run_cluster_target() {
     for i in 0 1 2; do
         new_budget
         extra=()
-        [[ $tls == tls ]] && extra=("--cluster.tls-config=$dir/tls/node$((i + 1)).yml")
+        [[ $tls == tls ]] && extra=("--cluster.tls-config=$dir/tls/node$((i + 1)).yml"
+            "--cluster.gossip-key-file=$dir/tls/gossip.keys")
         (in_budget "$PUSHGATE_BIN" "--web.listen-address=127.0.0.1:${http[$i]}" \
             "--cluster.listen-address=127.0.0.1:${gossip[$i]}" "${peers[@]}" "${extra[@]}") \
             >"$dir/node$((i + 1)).log" 2>&1 &

@@ -1,8 +1,10 @@
 # cluster_tls_files DIR NODES: makes a CA and, for nodes 1..NODES, a certificate for 127.0.0.1 and
-# a --cluster.tls-config file DIR/nodeN.yml (openssl), for benchmarks of a cluster with mutual TLS.
+# a --cluster.tls-config file DIR/nodeN.yml (openssl), and a --cluster.gossip-key-file
+# DIR/gossip.keys, for benchmarks of a secured cluster (mutual TLS and sealed gossip).
 cluster_tls_files() {
     local dir=$1 nodes=$2 i
     mkdir -p "$dir"
+    head -c 32 /dev/urandom | base64 >"$dir/gossip.keys"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
         -keyout "$dir/ca.key" -out "$dir/ca.pem" -subj "/CN=bench CA" 2>/dev/null
     for i in $(seq 1 "$nodes"); do
