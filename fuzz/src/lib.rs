@@ -145,3 +145,25 @@ pub fn filled_store(names: NameScheme) -> Arc<Store> {
     store.delete_versioned(&GroupKey::new([("job".to_owned(), "gone".to_owned())]), 20);
     store
 }
+
+/// Small, so a decompression bomb meets the limit quickly; real bodies of the corpus are far under it.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// A push body with `Content-Encoding: encoding`, read and decompressed under the body limit as
+/// the HTTP layer does (never past the limit), then decoded as text and as delimited protobuf.
+pub fn compressed_body(data: &[u8], encoding: &'static str) {
+    use pushgate::ingest::{body::read_body, inflight::InflightBytes};
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_ENCODING,
+        http::HeaderValue::from_static(encoding),
+    );
+    let body = axum::body::Body::from(bytes::Bytes::copy_from_slice(data));
+    let pool = InflightBytes::new(usize::MAX);
+    let Ok((plain, _held)) = block_on(read_body(&headers, body, MAX_BODY_BYTES, &pool)) else {
+        return;
+    };
+    assert!(plain.len() <= MAX_BODY_BYTES, "decompressed past the limit");
+    let _ = pushgate::exposition::parse_text(&plain, NameScheme::Legacy);
+    let _ = pushgate::exposition::decode_delimited(&plain);
+}

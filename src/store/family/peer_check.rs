@@ -182,56 +182,11 @@ mod tests {
         GroupKey::new([("job".to_string(), "j".to_string())])
     }
 
-    /// A family's wire form laid out by hand (see `StoredFamily::to_wire`), one entry per
-    /// `(text, proto)`, so a test can put in it what no encoder would.
-    fn wire(name: &str, typ: MetricType, entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut text = Vec::new();
-        let mut keys = Vec::new();
-        let mut proto = Vec::new();
-        let mut ends = Vec::new();
-        for (i, (t, p)) in entries.iter().enumerate() {
-            let start = proto.len() as u32;
-            text.extend_from_slice(t.as_bytes());
-            keys.push(i as u8);
-            proto.extend_from_slice(p);
-            ends.push((text.len() as u32, keys.len() as u32, start, p.len() as u32));
-        }
-        let mut out = Vec::new();
-        let put = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&v.to_le_bytes());
-        for s in [name, ""] {
-            put(&mut out, s.len() as u32);
-            out.extend_from_slice(s.as_bytes());
-        }
-        out.push(typ as i32 as u8);
-        put(&mut out, text.len() as u32);
-        put(&mut out, keys.len() as u32);
-        put(&mut out, (text.len() + keys.len() + proto.len()) as u32);
-        out.extend_from_slice(&text);
-        out.extend_from_slice(&keys);
-        out.extend_from_slice(&proto);
-        put(&mut out, entries.len() as u32);
-        for (i, (t, k, ps, pl)) in ends.into_iter().enumerate() {
-            for v in [t, k, ps, pl] {
-                put(&mut out, v);
-            }
-            out.extend_from_slice(&(i as u128).to_le_bytes());
-        }
-        out
-    }
+    use crate::testsupport::peer::{family_by_hand as wire, gauge_metric};
 
     /// The protobuf `Metric` (field 4 of a family) of a gauge with `job="j"`.
     fn gauge_proto() -> Vec<u8> {
-        let m = crate::exposition::Metric {
-            label: vec![crate::exposition::LabelPair {
-                name: Some("job".into()),
-                value: Some("j".into()),
-            }],
-            gauge: Some(crate::exposition::proto::Gauge { value: Some(1.0) }),
-            ..Default::default()
-        };
-        let mut out = Vec::new();
-        prost::encoding::message::encode(4, &m, &mut out);
-        out
+        gauge_metric(&[("job", "j")])
     }
 
     fn check(text: &str) -> Result<StoredFamily, String> {
