@@ -127,7 +127,8 @@ fn renders_back(g: &GroupSnapshot) -> Result<(), TestCaseError> {
         usize::MAX,
         &mut |c| proto.extend_from_slice(&c),
     );
-    prop_assert!(crate::exposition::decode_delimited(&proto).is_ok());
+    let decoded = crate::exposition::decode_delimited(&proto);
+    prop_assert!(decoded.is_ok(), "protobuf render does not decode: {:?}\n{:?}", decoded, proto);
     Ok(())
 }
 

@@ -142,6 +142,48 @@ fn check_labels(
     Ok(())
 }
 
+/// Each entry's protobuf range is exactly one whole metric of the protobuf part (tag and
+/// length included), and no two entries share one: a render copies the ranges of the entries it
+/// shows, so a range that cuts a metric would render an undecodable message, and ranges that
+/// repeat one large metric would multiply what a render writes.
+pub(super) fn check_proto_ranges(
+    name: &str,
+    proto: &[u8],
+    ranges: impl ExactSizeIterator<Item = (usize, usize)>,
+) -> Result<(), String> {
+    const METRIC_TAG: u8 = 0x22; // field 4 (`metric`), length-delimited
+    let mut starts = Vec::with_capacity(ranges.len());
+    let mut rest = proto;
+    while !rest.is_empty() {
+        let at = proto.len() - rest.len();
+        if rest[0] != METRIC_TAG {
+            return Err(refuse(name, "its protobuf part holds more than metrics"));
+        }
+        let mut body = &rest[1..];
+        let len = prost::encoding::decode_varint(&mut body)
+            .ok()
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|&l| l <= body.len())
+            .ok_or_else(|| refuse(name, "undecodable protobuf part: a metric is cut"))?;
+        let whole = rest.len() - body.len() + len;
+        starts.push((at, whole, false));
+        rest = &rest[whole..];
+    }
+    for (ps, pl) in ranges {
+        let i = starts.binary_search_by_key(&ps, |s| s.0);
+        match i.map(|i| &mut starts[i]) {
+            Ok(s) if s.1 == pl && !s.2 => s.2 = true,
+            _ => {
+                return Err(refuse(
+                    name,
+                    "an entry's protobuf range is not one metric of its own",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The protobuf part decodes to `count` metrics of the family's type, without timestamps.
 fn check_proto(
     name: &str,
@@ -250,6 +292,32 @@ mod tests {
             let w = wire("up", MetricType::Gauge, &[(text, proto)]);
             let err = StoredFamily::from_wire(&w, &key(), NameScheme::Legacy).unwrap_err();
             assert!(err.contains(why), "{err} (wanted {why:?})");
+        }
+        // Entry ranges that cut a metric or share one, while the whole part decodes.
+        let (pa, pb) = (
+            gauge_metric(&[("job", "j"), ("l", "a")]),
+            gauge_metric(&[("job", "j"), ("l", "b")]),
+        );
+        let two = || {
+            wire(
+                "up",
+                MetricType::Gauge,
+                &[("up{job=\"j\",l=\"a\"} 1\n", &pa), ("up{job=\"j\",l=\"b\"} 1\n", &pb)],
+            )
+        };
+        assert!(StoredFamily::from_wire(&two(), &key(), NameScheme::Legacy).is_ok());
+        // The last entry's (proto_start, proto_len) sit 24 and 20 bytes before the end.
+        let set = |w: &mut Vec<u8>, back: usize, v: u32| {
+            let at = w.len() - back;
+            w[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        let mut cut = two();
+        set(&mut cut, 20, pb.len() as u32 - 1);
+        let mut shared = two();
+        set(&mut shared, 24, 0);
+        for w in [cut, shared] {
+            let err = StoredFamily::from_wire(&w, &key(), NameScheme::Legacy).unwrap_err();
+            assert!(err.contains("not one metric of its own"), "{err}");
         }
         // The wrong value type: a counter family whose metric is a gauge.
         let w = wire("up", MetricType::Counter, &[(text, &p)]);

@@ -187,6 +187,15 @@ impl<'a> WireFamily<'a> {
         }
         let proto = &buf[proto_at..];
         super::peer_check::check(name, typ, text, n, proto, expect)?;
+        if !proto.is_empty() {
+            super::peer_check::check_proto_ranges(
+                name,
+                proto,
+                entries
+                    .iter()
+                    .map(|e| (e.proto_start as usize, e.proto_len as usize)),
+            )?;
+        }
         Ok(WireFamily {
             name,
             help,
