@@ -6,7 +6,7 @@
 # PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...).
 # NODE_CPUS=0.5 starts every node in a cgroup of its own limited to that many cores (root): each
 # node then has the budget a node on a machine of its own would have, instead of all nodes sharing
-# this host's cores.
+# this host's cores. TLS=1 runs the nodes with mutual TLS and a gossip key (benches/lib/cluster-tls.sh).
 set -euo pipefail
 NODES=${1:-3}
 shift || true
@@ -21,6 +21,12 @@ source "$ROOT/benches/lib/cpu-cap.sh"
 # shellcheck source=../benches/lib/cluster.sh
 source "$ROOT/benches/lib/cluster.sh"
 trap 'kill "${CLUSTER_PIDS[@]}" 2>/dev/null; wait 2>/dev/null; cap_cpu_cleanup; rm -rf "$LOG"' EXIT INT TERM
+if [[ ${TLS:-0} == 1 ]]; then
+    # shellcheck source=../benches/lib/cluster-tls.sh
+    source "$ROOT/benches/lib/cluster-tls.sh"
+    cluster_tls_files "$LOG/tls" "$NODES"
+    CLUSTER_TLS_DIR=$LOG/tls
+fi
 cluster_start "$BIN" "$BASE" "$NODES" "$LOG"
 pids=("${CLUSTER_PIDS[@]}")
 cluster_wait "$BASE" "$NODES" || { echo "nodes did not become ready" >&2; tail -n 5 "$LOG"/node*.log >&2; exit 1; }

@@ -6,7 +6,9 @@
 #                                         cluster on 127.0.0.1:BASE+100+i (its node id), every node
 #                                         a peer of the others; each in a cgroup of NODE_CPUS cores
 #                                         when NODE_CPUS is set. Logs to LOGDIR/node<i>.log; appends
-#                                         the pids to CLUSTER_PIDS.
+#                                         the pids to CLUSTER_PIDS. With CLUSTER_TLS_DIR set (files
+#                                         made by cluster-tls.sh), every node runs with mutual TLS
+#                                         and a gossip key.
 #   cluster_wait BASE NODES               waits up to 60 s until every node is ready and (with more
 #                                         than one) sees NODES active members; non-zero if not.
 CLUSTER_PIDS=()
@@ -20,6 +22,9 @@ cluster_start() {
     for i in $(seq 1 "$nodes"); do
         cluster=()
         ((nodes > 1)) && cluster=("--cluster.listen-address=127.0.0.1:$((base + 100 + i))" "${peers[@]}")
+        ((nodes > 1)) && [[ -n ${CLUSTER_TLS_DIR:-} ]] &&
+            cluster+=("--cluster.tls-config=$CLUSTER_TLS_DIR/node$i.yml"
+                "--cluster.gossip-key-file=$CLUSTER_TLS_DIR/gossip.keys")
         [[ -z ${NODE_CPUS:-} ]] || cap_cpu_group "$NODE_CPUS"
         (
             [[ -z ${NODE_CPUS:-} ]] || cap_cpu_enter
