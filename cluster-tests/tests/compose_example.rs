@@ -1,7 +1,7 @@
 //! The users' docker-compose example (docs/examples/docker-compose.yml) runs as documented, offline:
 //! images for pushgate, haproxy and Prometheus built from binaries on this host with
 //! scripts/build-image.sh, the sample function pushed through the example's load balancer, its
-//! series found in the example's long-term store. Skipped with a message when `docker info` fails.
+//! series found in the example's long-term store. Fails without a Docker engine unless PUSHGATE_SKIP_CONTAINER_TESTS=1.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

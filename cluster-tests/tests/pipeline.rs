@@ -7,7 +7,7 @@
 //! a real Prometheus scrapes the balancer and remote-writes to a second Prometheus with
 //! `--web.enable-remote-write-receiver` (the long-term store). The test queries the store's API
 //! and finds every pushed series with the pushed labels and the last run's values, also for runs
-//! made while one gateway node is down. Skipped with a message when `docker info` fails.
+//! made while one gateway node is down. Fails without a Docker engine unless PUSHGATE_SKIP_CONTAINER_TESTS=1.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
