@@ -52,34 +52,28 @@ push_rate() {
 scrape_s() {
     curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$(($1 + 1))/metrics"
 }
-: >"$LOG/push.open"
-: >"$LOG/push.tls"
-: >"$LOG/scrape.open"
-: >"$LOG/scrape.tls"
-for r in $(seq "$ROUNDS"); do
-    # Alternate which goes first, so neither always runs right after the other's load.
-    if ((r % 2)); then order="open tls"; else order="tls open"; fi
-    for which in $order; do
-        base=$open_base
-        [[ $which == tls ]] && base=$tls_base
-        push_rate "$base" >>"$LOG/push.$which"
+# alternate N FN: N rounds of `FN BASE` on both clusters, which goes first alternating (so neither
+# always runs right after the other's load); appends FN's output to $LOG/FN.open and $LOG/FN.tls.
+alternate() {
+    local n=$1 fn=$2 r which base order
+    for r in $(seq "$n"); do
+        if ((r % 2)); then order="open tls"; else order="tls open"; fi
+        for which in $order; do
+            base=$open_base
+            [[ $which == tls ]] && base=$tls_base
+            "$fn" "$base" >>"$LOG/$fn.$which"
+        done
     done
-done
-for r in $(seq "$SCRAPES"); do
-    if ((r % 2)); then order="open tls"; else order="tls open"; fi
-    for which in $order; do
-        base=$open_base
-        [[ $which == tls ]] && base=$tls_base
-        scrape_s "$base" >>"$LOG/scrape.$which"
-    done
-done
+}
+alternate "$ROUNDS" push_rate
+alternate "$SCRAPES" scrape_s
 python3 - "$LOG" "$ROUNDS" "$ROUND_S" "$SCRAPES" "$PUSH_GROUPS" "${NODE_CPUS:-uncapped}" <<'EOF'
 import statistics, sys
 log, rounds, round_s, scrapes, groups, cpus = sys.argv[1:]
 def vals(name):
     return [float(l) for l in open(f"{log}/{name}") if l.strip()]
-po, pt = vals("push.open"), vals("push.tls")
-so, st = vals("scrape.open"), vals("scrape.tls")
+po, pt = vals("push_rate.open"), vals("push_rate.tls")
+so, st = vals("scrape_s.open"), vals("scrape_s.tls")
 print(f"3 nodes, R=2, {groups} groups of 20 series, NODE_CPUS={cpus}; "
       f"{rounds} push runs of {round_s} s and {scrapes} merged scrapes per cluster, alternated")
 print("| figure | open | mutual TLS + gossip key | secured / open |")
