@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cluster_tests::{http, metric_value, wait_for, Cluster, Node};
+use cluster_tests::{http, http_timeout, metric_value, wait_for, Cluster, Node};
 use pushgate::cluster::ring::score;
 use pushgate::cluster::NodeId;
 use pushgate::store::GroupKey;
@@ -21,6 +21,8 @@ use pushgate::store::GroupKey;
 /// Anti-entropy every second in these tests (10 s by default).
 const AE: &str = "--cluster.anti-entropy-interval=1s";
 const CONVERGE: Duration = Duration::from_secs(60);
+/// A short drain (10 s by default): the pushers' checker notices an unready node within 0.1 s.
+const DRAIN: &str = "--cluster.drain-period=1s";
 
 /// `lc_value{job=...}` sample values of a scrape, by job.
 fn values(body: &str) -> BTreeMap<String, u64> {
@@ -88,44 +90,90 @@ fn converged(c: &Cluster, r: usize, groups: usize) -> bool {
     total == copies as f64
 }
 
-/// Pushes `lc_value` to `groups` jobs in turn through the given URLs until stopped; remembers
-/// the last acknowledged value of each job.
+/// Pushes `lc_value` to `groups` jobs in turn the way a client behind a load balancer does: a
+/// checker asks every node's `/-/ready` every 100 ms (haproxy's `inter 100ms fall 1 rise 1`)
+/// and each push goes to a node whose last check answered 200. Every push such a node does not
+/// answer 200 (another status, or no answer at all) is recorded as a refusal: while R nodes are
+/// up, none may be refused (a node turned unready keeps serving for its drain period, longer
+/// than the checker takes to notice). Remembers the last acknowledged value of each job.
 struct Pusher {
-    urls: Arc<Mutex<Vec<String>>>,
+    nodes: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<BTreeMap<String, u64>>,
+    checker: JoinHandle<()>,
+    handle: JoinHandle<(BTreeMap<String, u64>, Vec<String>)>,
 }
 
+/// How often the pushers' checker asks every node's `/-/ready`.
+const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 impl Pusher {
-    fn start(urls: Vec<String>, groups: usize) -> Pusher {
-        let urls = Arc::new(Mutex::new(urls));
+    fn start(nodes: Vec<String>, groups: usize) -> Pusher {
+        let nodes = Arc::new(Mutex::new(nodes));
+        let ready: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (u, s) = (urls.clone(), stop.clone());
+        let checker = {
+            let (nodes, ready, stop) = (nodes.clone(), ready.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let all = nodes.lock().expect("node list lock").clone();
+                    let up: Vec<String> = all
+                        .into_iter()
+                        .filter(|url| {
+                            matches!(
+                                http_timeout("GET", url, "/-/ready", b"", Duration::from_secs(1)),
+                                Ok((200, _))
+                            )
+                        })
+                        .collect();
+                    *ready.lock().expect("ready list lock") = up;
+                    std::thread::sleep(CHECK_INTERVAL);
+                }
+            })
+        };
+        let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let mut acked = BTreeMap::new();
+            let mut refused = Vec::new();
             let mut v: u64 = 0;
             while !s.load(Ordering::Relaxed) {
+                let url = {
+                    let list = ready.lock().expect("ready list lock");
+                    (!list.is_empty()).then(|| list[v as usize % list.len()].clone())
+                };
+                let Some(url) = url else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
                 v += 1;
                 let job = format!("g{}", v as usize % groups);
-                let url = {
-                    let list = u.lock().expect("url list lock");
-                    list[v as usize % list.len()].clone()
-                };
-                if put(&url, &job, v) {
-                    acked.insert(job, v);
+                let body = format!("lc_value {v}\n");
+                let path = format!("/metrics/job/{job}");
+                match http("PUT", &url, &path, body.as_bytes()) {
+                    Ok((200, _)) => {
+                        acked.insert(job, v);
+                    }
+                    other => refused.push(format!("{url} {job}={v}: {other:?}")),
                 }
                 // Pacing, not waiting: leaves CPU to the nodes on a small machine.
                 std::thread::sleep(Duration::from_millis(3));
             }
-            acked
+            (acked, refused)
         });
-        Pusher { urls, stop, handle }
+        Pusher {
+            nodes,
+            stop,
+            checker,
+            handle,
+        }
     }
+    /// The nodes the checker asks (a node not listed gets no push, whatever it answers).
     fn set_urls(&self, urls: Vec<String>) {
-        *self.urls.lock().expect("url list lock") = urls;
+        *self.nodes.lock().expect("node list lock") = urls;
     }
-    fn finish(self) -> BTreeMap<String, u64> {
+    /// Stops pushing; the last acknowledged value of each job, and every refusal.
+    fn finish(self) -> (BTreeMap<String, u64>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = self.checker.join();
         self.handle.join().expect("pusher thread")
     }
 }
@@ -149,37 +197,41 @@ fn assert_nothing_lost(c: &Cluster, acked: &BTreeMap<String, u64>) {
     }
 }
 
+/// Grows 1 -> 3 -> 5 and shrinks 5 -> 3 (SIGTERM) under pushes sent the way a balancer
+/// routes them (see [`Pusher`]): from the moment 3 nodes are up (R = 2), no push is refused.
 #[test]
 fn grow_one_three_five_then_shrink_to_three_while_pushing() {
     let groups = 150;
-    let mut c = Cluster::start(1, &[AE]);
-    let pusher = Pusher::start(live_urls(&c), groups);
+    let mut c = Cluster::start(1, &[AE, DRAIN]);
+    // One node is fewer than R: its pushes may be refused, so they are not counted.
+    let below_r = Pusher::start(live_urls(&c), groups);
     wait_for("the first pushes", Duration::from_secs(30), || {
         merged(&c.nodes[0]).len() >= groups
     });
     for _ in 0..2 {
-        c.add_node(&[AE]);
-        pusher.set_urls(live_urls(&c));
+        c.add_node(&[AE, DRAIN]);
+        below_r.set_urls(live_urls(&c));
     }
+    let (mut acked, _) = below_r.finish();
     wait_for("3 nodes to converge", CONVERGE, || converged(&c, 2, groups));
+    let pusher = Pusher::start(live_urls(&c), groups);
     for _ in 0..2 {
-        c.add_node(&[AE]);
-        pusher.set_urls(live_urls(&c));
+        // The checker finds the new node ready and sends it pushes from then on.
+        let i = c.spawn_node(&[AE, DRAIN]);
+        pusher.set_urls(c.nodes.iter().map(Node::url).collect());
+        let node = &c.nodes[i];
+        wait_for("the new node to be ready", CONVERGE, || node.is_ready());
     }
     wait_for("5 nodes to converge", CONVERGE, || converged(&c, 2, groups));
     for i in [4, 3] {
-        let others: Vec<String> = c
-            .live()
-            .filter(|n| n.http_port != c.nodes[i].http_port)
-            .map(Node::url)
-            .collect();
-        pusher.set_urls(others);
         assert!(
             c.nodes[i].terminate(Duration::from_secs(40)),
             "graceful exit"
         );
     }
-    let acked = pusher.finish();
+    let (later, refused) = pusher.finish();
+    assert!(refused.is_empty(), "{} refused: {refused:#?}", refused.len());
+    acked.extend(later);
     assert_eq!(acked.len(), groups);
     wait_for("3 nodes to converge after shrinking", CONVERGE, || {
         converged(&c, 2, groups)
@@ -197,23 +249,20 @@ fn temp_dir(name: &str) -> String {
     dir.display().to_string()
 }
 
+/// Restarts every node in turn (SIGTERM, start, wait ready) under pushes sent the way a
+/// balancer routes them (see [`Pusher`]): no push is refused and none acknowledged is lost.
 #[test]
 fn rolling_restart_under_pushes_loses_nothing() {
     let groups = 120;
     let dir = temp_dir("rolling");
     let file = format!("--persistence.file={dir}/node{{n}}.db");
-    let extra = [AE, file.as_str(), "--persistence.interval=1s"];
+    let extra = [AE, DRAIN, file.as_str(), "--persistence.interval=1s"];
     let mut c = Cluster::start(3, &extra);
     let pusher = Pusher::start(live_urls(&c), groups);
     wait_for("the first pushes", Duration::from_secs(30), || {
         merged(&c.nodes[0]).len() >= groups
     });
     for i in 0..3 {
-        let others: Vec<String> = (0..3)
-            .filter(|&j| j != i)
-            .map(|j| c.nodes[j].url())
-            .collect();
-        pusher.set_urls(others);
         assert!(
             c.nodes[i].terminate(Duration::from_secs(40)),
             "graceful exit"
@@ -223,9 +272,9 @@ fn rolling_restart_under_pushes_loses_nothing() {
         wait_for("the restarted node to be ready", CONVERGE, || {
             node.is_ready()
         });
-        pusher.set_urls(live_urls(&c));
     }
-    let acked = pusher.finish();
+    let (acked, refused) = pusher.finish();
+    assert!(refused.is_empty(), "{} refused: {refused:#?}", refused.len());
     assert_eq!(acked.len(), groups);
     wait_for("convergence after the rolling restart", CONVERGE, || {
         converged(&c, 2, groups)

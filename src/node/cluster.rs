@@ -33,6 +33,8 @@ const WRITE_QUORUM_WAIT: Duration = Duration::from_secs(5);
 pub(super) struct ClusterNode {
     pub(super) core: Arc<ClusterCore>,
     pub(super) lifecycle: Arc<Lifecycle>,
+    /// How long a stopping node keeps serving HTTP while unready (`--cluster.drain-period`).
+    pub(super) drain: Duration,
     grpc_stop: Arc<Notify>,
     grpc: tokio::task::JoinHandle<()>,
     tls_watch: Option<tokio::task::JoinHandle<()>>,
@@ -40,7 +42,8 @@ pub(super) struct ClusterNode {
     /// Re-reads the gossip key file (when there is one).
     key_watch: Option<tokio::task::JoinHandle<()>>,
     join: tokio::task::JoinHandle<()>,
-    reconciler: tokio::task::JoinHandle<()>,
+    /// Taken (and awaited) by the last handover.
+    reconciler: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What joining and leaving need: the membership, the reconciler and its stop signal.
@@ -115,15 +118,32 @@ impl Lifecycle {
         self.reconciler.kick();
     }
 
-    /// Marks this node leaving and hands its groups to their next owners, within the
-    /// shutdown timeout. Reads are served meanwhile.
-    pub(super) async fn leave(&self) {
-        let deadline = std::time::Instant::now() + self.shutdown_timeout;
-        self.reconciler_stop.notify_waiters();
-        self.reconciler_stop.notify_one();
+    /// The start of a graceful stop: gossips `leaving`, so the other nodes stop placing
+    /// groups here and the reconciler's rounds start handing them over while the node drains
+    /// (it keeps serving HTTP, forwarding every write, and taking stand-in copies).
+    pub(super) async fn begin_leave(&self) {
         self.membership.set_state(MemberState::Leaving).await;
-        let self_id = self.membership.self_id().clone();
-        let mut rings = self.membership.subscribe();
+        self.reconciler.kick();
+    }
+}
+
+impl ClusterNode {
+    /// The end of a graceful stop, once the HTTP listeners are closed: refuses further writes
+    /// and copies from peers (they move on to the next node), then hands every group still
+    /// held to its owners, within `--cluster.shutdown-timeout`. Reads are served meanwhile.
+    pub(super) async fn finish_leave(&mut self) {
+        let lifecycle = &self.lifecycle;
+        let deadline = std::time::Instant::now() + lifecycle.shutdown_timeout;
+        lifecycle.reconciler_stop.notify_waiters();
+        lifecycle.reconciler_stop.notify_one();
+        if let Some(task) = self.reconciler.take() {
+            let _ = task.await;
+        }
+        // Idempotent: the drain gossiped it already, unless the HTTP side stopped by itself.
+        lifecycle.membership.set_state(MemberState::Leaving).await;
+        self.core.close(deadline).await;
+        let self_id = lifecycle.membership.self_id().clone();
+        let mut rings = lifecycle.membership.subscribe();
         let seen = own_state_seen(&mut rings, Duration::from_secs(5), |m| {
             m.is_none_or(|m| m.state == MemberState::Leaving)
         })
@@ -131,11 +151,9 @@ impl Lifecycle {
         if !seen {
             tracing::warn!(node = %self_id, "own leaving state not seen in the ring; handing over anyway");
         }
-        self.reconciler.hand_over(&rings, deadline).await;
+        lifecycle.reconciler.hand_over(&rings, deadline).await;
     }
-}
 
-impl ClusterNode {
     pub(super) async fn start(
         s: &ClusterSettings,
         settings: LifecycleSettings,
@@ -186,6 +204,7 @@ impl ClusterNode {
             tls.clone(),
         );
         core.set_max_clock_skew(s.max_clock_skew);
+        core.set_write_quorum(s.write_quorum);
         let grpc_stop = Arc::new(Notify::new());
         // tonic checks a message's declared length before reading it: a message over the limit
         // is refused at its header, and no more than the limit is ever buffered per call.
@@ -279,23 +298,26 @@ impl ClusterNode {
         Ok(ClusterNode {
             core,
             lifecycle,
+            drain: s.drain_period,
             grpc_stop,
             grpc,
             tls_watch,
             members_gauge,
             key_watch,
             join,
-            reconciler: reconciler_task,
+            reconciler: Some(reconciler_task),
         })
     }
 
-    /// After the HTTP servers drained: leave the ring, then stop serving peers.
+    /// After the last handover and the final snapshot: stop serving peers and gossiping.
     pub(super) async fn stop(self) {
         self.join.abort();
         let _ = self.join.await;
         self.lifecycle.reconciler_stop.notify_waiters();
         self.lifecycle.reconciler_stop.notify_one();
-        let _ = self.reconciler.await;
+        if let Some(task) = self.reconciler {
+            let _ = task.await;
+        }
         self.lifecycle
             .membership
             .set_state(MemberState::Leaving)

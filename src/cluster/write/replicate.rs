@@ -106,12 +106,12 @@ impl ClusterCore {
     /// The answer to a write that `holders` nodes took: a success needs R of them (a refusal
     /// stands whatever happened to the copies of the failure time it recorded).
     pub(crate) fn quorum(&self, answer: WriteAnswer, holders: usize) -> WriteAnswer {
-        if !matches!(answer.status, 200 | 202) || holders >= self.replication_factor {
+        let needed = self.write_quorum();
+        if !matches!(answer.status, 200 | 202) || holders >= needed {
             return answer;
         }
         WriteAnswer::unavailable(format!(
-            "only {holders} of the {} cluster nodes the write needs (--cluster.replication-factor) could take it; retry",
-            self.replication_factor
+            "only {holders} of the {needed} cluster nodes the write needs (--cluster.replication-factor, --cluster.write-quorum) could take it; retry"
         ))
     }
 
@@ -143,16 +143,22 @@ impl ClusterCore {
             .filter(usable)
             .cloned()
             .collect();
-        // Members still joining come last, as stand-ins: at a cold start every node sees the
-        // others joining for a gossip round, and a copy there (a hint, handed to the owners by
-        // the reconciler) beats a write short of R holders.
-        candidates.extend(
-            ring.members
-                .iter()
-                .filter(|m| m.state == MemberState::Joining)
-                .filter(usable)
-                .cloned(),
-        );
+        // Members still joining, then members leaving, come last, as stand-ins (a hint, handed
+        // to the owners by the reconciler, beats a write short of R holders). At a cold start
+        // every node sees the others joining for a gossip round. In a rolling restart a node
+        // is leaving (draining, then handing over) while the one restarted before it may not
+        // be active in this node's ring yet: without the leaving node, a 3-node cluster would
+        // have a single candidate. A leaving node refuses copies once its last handover
+        // starts (`ClusterCore::close`), and the next candidate is asked.
+        for state in [MemberState::Joining, MemberState::Leaving] {
+            candidates.extend(
+                ring.members
+                    .iter()
+                    .filter(|m| m.state == state)
+                    .filter(usable)
+                    .cloned(),
+            );
+        }
         // The stamp of a PUT, for a sender that holds its own prepared families as its replica.
         let own = match &replica {
             Replica::Put(g) => Some(stamp_of(g)),

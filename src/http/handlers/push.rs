@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use axum::extract::Request;
 use axum::response::Response;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 
 use crate::gateway::Gateway;
 use crate::http::grouping::parse_grouping_path;
@@ -68,12 +68,7 @@ async fn push_group<G: Gateway>(
                     503 => "busy",
                     _ => "invalid",
                 });
-                let mut resp = error_text(e.status(), &e);
-                if e.status() == 503 {
-                    resp.headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                }
-                return (resp, 0);
+                return (error_text(e.status(), &e), 0);
             }
         };
     let size = bytes.len();
