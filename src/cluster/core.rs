@@ -202,6 +202,20 @@ impl ClusterCore {
         self.clock.observe(watermark);
     }
 
+    /// A peer's wipe watermark (in a `Sync` call or its answer): when it is newer than this
+    /// node's, the wipe was missed here (the node was down or cut off, or restarted from a
+    /// file written before it), and what this node holds from before it goes.
+    pub(crate) fn learn_wipe(&self, watermark: u64, peer: &str) -> Result<(), Status> {
+        if watermark <= self.store.wiped_at() {
+            return Ok(());
+        }
+        self.peer_version(watermark, "wipe watermark")?;
+        let removed = self.store.learn_wipe(watermark);
+        self.clock.observe(watermark);
+        tracing::info!(node = %self.self_id, peer = %peer, removed, "learnt a cluster-wide wipe this node missed; removed what it held from before it");
+        Ok(())
+    }
+
     pub(crate) fn ring(&self) -> Arc<Ring> {
         self.ring.borrow().clone()
     }

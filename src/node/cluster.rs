@@ -39,6 +39,8 @@ pub(super) struct ClusterNode {
     grpc: tokio::task::JoinHandle<()>,
     tls_watch: Option<tokio::task::JoinHandle<()>>,
     members_gauge: tokio::task::JoinHandle<()>,
+    /// Keeps `pushgate_cluster_writable` and the lost-members warnings.
+    writable: tokio::task::JoinHandle<()>,
     /// Re-reads the gossip key file (when there is one).
     key_watch: Option<tokio::task::JoinHandle<()>>,
     join: tokio::task::JoinHandle<()>,
@@ -263,6 +265,10 @@ impl ClusterNode {
                 .clone()
                 .run(membership.subscribe(), reconciler_stop.clone()),
         );
+        let writable = tokio::spawn(crate::cluster::health::watch_writable(
+            membership.subscribe(),
+            s.write_quorum,
+        ));
         let mut rings = membership.subscribe();
         let members_gauge = tokio::spawn(async move {
             loop {
@@ -303,6 +309,7 @@ impl ClusterNode {
             grpc,
             tls_watch,
             members_gauge,
+            writable,
             key_watch,
             join,
             reconciler: Some(reconciler_task),
@@ -326,6 +333,7 @@ impl ClusterNode {
         self.grpc_stop.notify_one();
         let _ = self.grpc.await;
         self.members_gauge.abort();
+        self.writable.abort();
         if let Some(w) = self.tls_watch {
             w.abort();
         }

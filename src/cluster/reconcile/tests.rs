@@ -159,6 +159,7 @@ fn sync_answers_newer_states_and_missing_entries() {
             entry("absent", 3, true),
         ],
         want_owned: false,
+        wipe_watermark: 0,
     };
     let reply = answer_sync(&core, req).expect("valid request");
     assert_eq!(reply.missing, vec![2, 4]);
@@ -184,6 +185,7 @@ fn sync_refuses_a_bad_key_without_panicking() {
             tombstone: false,
         }],
         want_owned: true,
+        wipe_watermark: 0,
     };
     assert!(answer_sync(&core, req).is_err());
 }
@@ -200,6 +202,7 @@ fn pull_sends_the_groups_the_joiner_will_own() {
         from: "b".into(),
         entries: vec![entry("j0", 100, false)],
         want_owned: true,
+        wipe_watermark: 0,
     };
     let reply = answer_sync(&core, req).expect("valid request");
     let joined = [member("a", 1), member("b", 2)];
