@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cluster_tests::{http, http_timeout, metric_value, wait_for, Cluster, Node};
+use cluster_tests::{http, http_answer, http_timeout, metric_value, wait_for, Cluster, Node};
 use pushgate::cluster::ring::score;
 use pushgate::cluster::NodeId;
 use pushgate::store::GroupKey;
@@ -513,4 +513,184 @@ fn ready_only_after_joining_healthy_at_once() {
         || node.is_ready(),
     );
     assert!(put(&node.url(), "alone", 1));
+}
+
+/// A push answered by `node`: 200, or 503 with `Retry-After` (the only refusal a node that
+/// cannot take writes yet may give); anything else fails the test.
+fn push_or_retry_after(node: &Node, job: &str) -> bool {
+    let path = format!("/metrics/job/{job}");
+    let a = http_answer("PUT", &node.url(), &path, b"lc_value 1\n", Duration::from_secs(20))
+        .expect("the node answers");
+    match a.status {
+        200 => true,
+        503 if a.header("retry-after") == Some("1") => false,
+        _ => panic!("push {job} to {}: {a:?}", node.url()),
+    }
+}
+
+/// SIGTERM: the node is unready at once, and keeps taking pushes (forwarding them) and
+/// serving scrapes for its drain period before its listeners close.
+#[test]
+fn a_stopping_node_drains_unready_but_serving() {
+    let mut c = Cluster::start(3, &[AE, "--cluster.drain-period=3s"]);
+    let node = &c.nodes[0];
+    node.signal("TERM");
+    let started = std::time::Instant::now();
+    wait_for("the node to turn unready", Duration::from_secs(1), || {
+        !node.is_ready()
+    });
+    let mut served = 0;
+    while started.elapsed() < Duration::from_millis(2_000) {
+        assert!(put(&node.url(), &format!("drain{served}"), 1), "refused while draining");
+        let (status, _) = http("GET", &node.url(), "/metrics", b"").expect("scrape");
+        assert_eq!(status, 200, "scrape while draining");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served > 5, "only {served} pushes in the drain period");
+    assert!(c.nodes[0].terminate(Duration::from_secs(40)), "graceful exit");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "exited before its drain period ended"
+    );
+    for i in 0..served {
+        let got = merged(&c.nodes[1]);
+        assert!(got.contains_key(&format!("drain{i}")), "drain{i} lost: {got:?}");
+    }
+}
+
+/// Readiness means writable: a restarted node answers each push 200 or 503 with
+/// `Retry-After` (while it does not know an active member), takes pushes before it is ready
+/// once it knows the ring (forwarding them), and refuses none from its first ready answer on.
+/// A node that knows no member at all answers 503 with `Retry-After`.
+#[test]
+fn from_its_first_ready_answer_a_node_takes_every_push() {
+    let mut c = Cluster::start(3, &[AE, DRAIN]);
+    assert!(c.nodes[2].terminate(Duration::from_secs(40)), "graceful exit");
+    c.nodes[2].restart();
+    let node = &c.nodes[2];
+    let mut before_ready = 0;
+    let mut taken_before_ready = 0;
+    let mut n = 0;
+    wait_for("the restarted node to be ready", CONVERGE, || {
+        let ready = node.is_ready();
+        n += 1;
+        let listening = http("GET", &node.url(), "/-/healthy", b"").is_ok();
+        if listening && !ready {
+            before_ready += 1;
+            if push_or_retry_after(node, &format!("r{n}")) {
+                taken_before_ready += 1;
+            }
+        }
+        ready
+    });
+    for i in 0..100 {
+        assert!(
+            put(&node.url(), &format!("ready{i}"), 1),
+            "push {i} after the first ready answer refused"
+        );
+    }
+    eprintln!("{before_ready} pushes before ready, {taken_before_ready} taken");
+    // Alone, with a peer that never answers: no member known, so no push can be placed.
+    let alone = Cluster::spawn(
+        1,
+        &["--cluster.peer=127.0.0.1:9", "--cluster.join-timeout=30s"],
+    );
+    let node = &alone.nodes[0];
+    wait_for("the lone node to be live", Duration::from_secs(30), || {
+        http("GET", &node.url(), "/-/healthy", b"").is_ok()
+    });
+    assert!(!push_or_retry_after(node, "alone"), "taken with no member known");
+}
+
+/// Fewer than R nodes up. By default the survivor refuses pushes (503 with `Retry-After`) and
+/// says so: `pushgate_cluster_writable` 0. With `--cluster.write-quorum=1` (degraded mode) it
+/// takes them, and they are copied to the returning node.
+#[test]
+fn with_fewer_than_r_nodes_up_writes_need_the_degraded_mode() {
+    let mut strict = Cluster::start(2, &[AE]);
+    assert_eq!(strict.nodes[0].metric("pushgate_cluster_writable"), Some(1.0));
+    strict.nodes[1].kill9();
+    let survivor = &strict.nodes[0];
+    wait_for("the survivor to say it cannot take writes", CONVERGE, || {
+        survivor.metric("pushgate_cluster_writable") == Some(0.0)
+    });
+    assert!(!push_or_retry_after(survivor, "strict"), "taken by one node of R = 2");
+    drop(strict);
+
+    let groups = 30;
+    let mut c = Cluster::start(2, &[AE, "--cluster.write-quorum=1"]);
+    c.nodes[1].kill9();
+    let survivor = &c.nodes[0];
+    for i in 0..groups {
+        assert!(put(&survivor.url(), &format!("g{i}"), 1), "push {i} refused");
+    }
+    wait_for("the survivor to drop the lost node", CONVERGE, || {
+        survivor.metric("pushgate_cluster_members{state=\"active\"}") == Some(1.0)
+    });
+    assert_eq!(survivor.metric("pushgate_cluster_writable"), Some(1.0));
+    c.nodes[1].restart();
+    let back = &c.nodes[1];
+    wait_for("the lost node to be ready again", CONVERGE, || back.is_ready());
+    wait_for("both copies again", CONVERGE, || converged(&c, 2, groups));
+    // Without the survivor, the returned node serves every group on its own.
+    c.nodes[0].kill9();
+    assert_eq!(merged(&c.nodes[1]).len(), groups);
+}
+
+/// Wipes stay wiped: a node killed before a wipe, restarted from its persistence file written
+/// before it, and a node hung (cut off) during another wipe, bring none of the wiped groups
+/// back; what was pushed after each wipe stays.
+#[test]
+fn a_node_that_missed_a_wipe_does_not_bring_wiped_groups_back() {
+    let dir = temp_dir("wipe");
+    let file = format!("--persistence.file={dir}/node{{n}}.db");
+    let extra = [AE, file.as_str(), "--persistence.interval=200ms"];
+    let mut c = Cluster::start(3, &extra);
+    let groups = 30;
+    for i in 0..groups {
+        assert!(put(&c.nodes[i % 3].url(), &format!("old{i}"), 1));
+    }
+    wait_for("every copy persisted", CONVERGE, || {
+        converged(&c, 2, groups)
+            && c.nodes[0]
+                .metric("pushgate_persistence_writes_total{result=\"success\"}")
+                .is_some_and(|n| n >= 1.0)
+    });
+    let wipe_after_losing = |c: &Cluster, via: usize, live: usize| {
+        let url = c.nodes[via].url();
+        let want = format!("pushgate_cluster_members{{state=\"active\"}} {live}\n");
+        wait_for("the others to drop the missing node", CONVERGE, || {
+            matches!(http("GET", &url, "/metrics", b""), Ok((200, b)) if b.contains(&want))
+        });
+        let (status, body) = http("PUT", &url, "/api/v1/admin/wipe", b"").unwrap();
+        assert!((200..300).contains(&status), "wipe: {status} {body}");
+    };
+    c.nodes[0].kill9();
+    wipe_after_losing(&c, 1, 2);
+    for i in 0..5 {
+        assert!(put(&c.nodes[1 + i % 2].url(), &format!("new{i}"), 2));
+    }
+    c.nodes[0].restart();
+    let node = &c.nodes[0];
+    wait_for("the node to be ready again", CONVERGE, || node.is_ready());
+    wait_for("convergence after the restart", CONVERGE, || converged(&c, 2, 5));
+    for node in c.live() {
+        let got = merged(node);
+        assert_eq!(got.len(), 5, "node {}: {got:?}", node.url());
+        assert!(got.keys().all(|k| k.starts_with("new")), "{got:?}");
+    }
+    // A node cut off (hung) during a wipe: it learns it when it is back.
+    c.nodes[2].signal("STOP");
+    wipe_after_losing(&c, 1, 2);
+    assert!(put(&c.nodes[0].url(), "newest", 3));
+    c.nodes[2].signal("CONT");
+    wait_for("convergence after the hung node is back", CONVERGE, || {
+        converged(&c, 2, 1)
+    });
+    for node in c.live() {
+        let got = merged(node);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["newest"], "node {}", node.url());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
