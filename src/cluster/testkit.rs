@@ -52,14 +52,28 @@ pub(crate) fn node_with(
     r: usize,
     bounds: ClusterBounds,
 ) -> (Arc<Store>, ClusterService) {
+    let active: Vec<_> = members
+        .iter()
+        .map(|&(id, port)| (id, port, MemberState::Active))
+        .collect();
+    node_in(self_id, &active, r, bounds)
+}
+
+/// Node `self_id` of a cluster of `members` (id, gRPC port, state), replication factor `r`.
+pub(crate) fn node_in(
+    self_id: &str,
+    members: &[(&str, u16, MemberState)],
+    r: usize,
+    bounds: ClusterBounds,
+) -> (Arc<Store>, ClusterService) {
     let store = Arc::new(Store::new(StoreOptions::default()));
     let members = members
         .iter()
-        .map(|&(id, port)| Member {
+        .map(|&(id, port, state)| Member {
             id: NodeId::from(id),
             generation: 1,
             grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            state: MemberState::Active,
+            state,
         })
         .collect();
     let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from(self_id), members, 1)));

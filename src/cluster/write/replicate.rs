@@ -493,4 +493,69 @@ mod tests {
         assert_eq!(answer.status, 200, "{}", answer.message);
         assert!(store_c.group(&key(&job)).is_some(), "c holds the copy");
     }
+
+    /// A rolling restart of 3 nodes: b is leaving (draining), c restarted and is not in a's
+    /// ring yet. a is the only active member: b stands in for the copy, and the write is
+    /// acknowledged (it answered "only 1 of the 2 ..." when leaving members were no
+    /// candidates). Once b starts its last handover it refuses copies, and the next stand-in
+    /// (a joining member) takes it instead.
+    #[tokio::test]
+    async fn a_leaving_member_stands_in_until_its_last_handover() {
+        use crate::cluster::bounds::ClusterBounds;
+        let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_port = b_listener.local_addr().unwrap().port();
+        let c_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c_port = c_listener.local_addr().unwrap().port();
+        let restarting = [
+            ("a", 1, MemberState::Active),
+            ("b", b_port, MemberState::Leaving),
+        ];
+        let (_, a) = node_in("a", &restarting, 2, ClusterBounds::default());
+        let (store_b, b) = node_in("b", &restarting, 2, ClusterBounds::default());
+        let b_core = b.core.clone();
+        serve_on(b_listener, b);
+        let answer = a
+            .core
+            .apply_as_primary(WriteOp::Push(prepared("j1", BODY)), Vec::new(), None)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        assert!(store_b.group(&key("j1")).is_some(), "b holds the copy");
+
+        b_core.close(std::time::Instant::now()).await;
+        let joined = [
+            ("a", 1, MemberState::Active),
+            ("b", b_port, MemberState::Leaving),
+            ("c", c_port, MemberState::Joining),
+        ];
+        let (_, a) = node_in("a", &joined, 2, ClusterBounds::default());
+        let (store_c, c) = node_in("c", &joined, 2, ClusterBounds::default());
+        serve_on(c_listener, c);
+        let answer = a
+            .core
+            .apply_as_primary(WriteOp::Push(prepared("j2", BODY)), Vec::new(), None)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        assert!(store_b.group(&key("j2")).is_none(), "b refused: closing");
+        assert!(store_c.group(&key("j2")).is_some(), "c holds the copy");
+    }
+
+    /// With `--cluster.write-quorum=1` a write no other node can take is acknowledged by its
+    /// primary alone; with the default (R) it is refused.
+    #[tokio::test]
+    async fn the_write_quorum_sets_how_many_holders_a_write_needs() {
+        let members = [("a", 1), ("b", closed_port())];
+        let (_, a) = node("a", &members, 2);
+        let ring = a.core.ring();
+        let job = (0..)
+            .map(|i| format!("j{i}"))
+            .find(|job| ring.owners(key(job).stable_hash(), 1)[0].id.as_str() == "a")
+            .unwrap();
+        let push = || WriteOp::Push(prepared(&job, BODY));
+        let answer = a.core.apply_as_primary(push(), Vec::new(), None).await;
+        assert_eq!(answer.status, 503, "{}", answer.message);
+        assert!(answer.message.contains("only 1 of the 2"), "{}", answer.message);
+        a.core.set_write_quorum(1);
+        let answer = a.core.apply_as_primary(push(), Vec::new(), None).await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+    }
 }
