@@ -663,7 +663,10 @@ fn grouping_key_scenarios() -> Vec<Scenario> {
         ),
         // Upstream has no limit: job plus 60 labels is an ordinary push there, and here within
         // the default --push.max-grouping-labels (it was refused at the earlier default of 50).
-        sc("job_and_sixty_grouping_labels", vec![put(&sixty_labels(), body)]),
+        sc(
+            "job_and_sixty_grouping_labels",
+            vec![put(&sixty_labels(), body)],
+        ),
     ]
 }
 

@@ -230,7 +230,11 @@ fn grow_one_three_five_then_shrink_to_three_while_pushing() {
         );
     }
     let (later, refused) = pusher.finish();
-    assert!(refused.is_empty(), "{} refused: {refused:#?}", refused.len());
+    assert!(
+        refused.is_empty(),
+        "{} refused: {refused:#?}",
+        refused.len()
+    );
     acked.extend(later);
     assert_eq!(acked.len(), groups);
     wait_for("3 nodes to converge after shrinking", CONVERGE, || {
@@ -274,7 +278,11 @@ fn rolling_restart_under_pushes_loses_nothing() {
         });
     }
     let (acked, refused) = pusher.finish();
-    assert!(refused.is_empty(), "{} refused: {refused:#?}", refused.len());
+    assert!(
+        refused.is_empty(),
+        "{} refused: {refused:#?}",
+        refused.len()
+    );
     assert_eq!(acked.len(), groups);
     wait_for("convergence after the rolling restart", CONVERGE, || {
         converged(&c, 2, groups)
@@ -519,8 +527,14 @@ fn ready_only_after_joining_healthy_at_once() {
 /// cannot take writes yet may give); anything else fails the test.
 fn push_or_retry_after(node: &Node, job: &str) -> bool {
     let path = format!("/metrics/job/{job}");
-    let a = http_answer("PUT", &node.url(), &path, b"lc_value 1\n", Duration::from_secs(20))
-        .expect("the node answers");
+    let a = http_answer(
+        "PUT",
+        &node.url(),
+        &path,
+        b"lc_value 1\n",
+        Duration::from_secs(20),
+    )
+    .expect("the node answers");
     match a.status {
         200 => true,
         503 if a.header("retry-after") == Some("1") => false,
@@ -541,21 +555,30 @@ fn a_stopping_node_drains_unready_but_serving() {
     });
     let mut served = 0;
     while started.elapsed() < Duration::from_millis(2_000) {
-        assert!(put(&node.url(), &format!("drain{served}"), 1), "refused while draining");
+        assert!(
+            put(&node.url(), &format!("drain{served}"), 1),
+            "refused while draining"
+        );
         let (status, _) = http("GET", &node.url(), "/metrics", b"").expect("scrape");
         assert_eq!(status, 200, "scrape while draining");
         served += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(served > 5, "only {served} pushes in the drain period");
-    assert!(c.nodes[0].terminate(Duration::from_secs(40)), "graceful exit");
+    assert!(
+        c.nodes[0].terminate(Duration::from_secs(40)),
+        "graceful exit"
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(3),
         "exited before its drain period ended"
     );
     for i in 0..served {
         let got = merged(&c.nodes[1]);
-        assert!(got.contains_key(&format!("drain{i}")), "drain{i} lost: {got:?}");
+        assert!(
+            got.contains_key(&format!("drain{i}")),
+            "drain{i} lost: {got:?}"
+        );
     }
 }
 
@@ -566,7 +589,10 @@ fn a_stopping_node_drains_unready_but_serving() {
 #[test]
 fn from_its_first_ready_answer_a_node_takes_every_push() {
     let mut c = Cluster::start(3, &[AE, DRAIN]);
-    assert!(c.nodes[2].terminate(Duration::from_secs(40)), "graceful exit");
+    assert!(
+        c.nodes[2].terminate(Duration::from_secs(40)),
+        "graceful exit"
+    );
     c.nodes[2].restart();
     let node = &c.nodes[2];
     let mut before_ready = 0;
@@ -600,7 +626,10 @@ fn from_its_first_ready_answer_a_node_takes_every_push() {
     wait_for("the lone node to be live", Duration::from_secs(30), || {
         http("GET", &node.url(), "/-/healthy", b"").is_ok()
     });
-    assert!(!push_or_retry_after(node, "alone"), "taken with no member known");
+    assert!(
+        !push_or_retry_after(node, "alone"),
+        "taken with no member known"
+    );
 }
 
 /// Fewer than R nodes up. By default the survivor refuses pushes (503 with `Retry-After`) and
@@ -609,13 +638,21 @@ fn from_its_first_ready_answer_a_node_takes_every_push() {
 #[test]
 fn with_fewer_than_r_nodes_up_writes_need_the_degraded_mode() {
     let mut strict = Cluster::start(2, &[AE]);
-    assert_eq!(strict.nodes[0].metric("pushgate_cluster_writable"), Some(1.0));
+    assert_eq!(
+        strict.nodes[0].metric("pushgate_cluster_writable"),
+        Some(1.0)
+    );
     strict.nodes[1].kill9();
     let survivor = &strict.nodes[0];
-    wait_for("the survivor to say it cannot take writes", CONVERGE, || {
-        survivor.metric("pushgate_cluster_writable") == Some(0.0)
-    });
-    assert!(!push_or_retry_after(survivor, "strict"), "taken by one node of R = 2");
+    wait_for(
+        "the survivor to say it cannot take writes",
+        CONVERGE,
+        || survivor.metric("pushgate_cluster_writable") == Some(0.0),
+    );
+    assert!(
+        !push_or_retry_after(survivor, "strict"),
+        "taken by one node of R = 2"
+    );
     drop(strict);
 
     let groups = 30;
@@ -623,7 +660,10 @@ fn with_fewer_than_r_nodes_up_writes_need_the_degraded_mode() {
     c.nodes[1].kill9();
     let survivor = &c.nodes[0];
     for i in 0..groups {
-        assert!(put(&survivor.url(), &format!("g{i}"), 1), "push {i} refused");
+        assert!(
+            put(&survivor.url(), &format!("g{i}"), 1),
+            "push {i} refused"
+        );
     }
     wait_for("the survivor to drop the lost node", CONVERGE, || {
         survivor.metric("pushgate_cluster_members{state=\"active\"}") == Some(1.0)
@@ -631,7 +671,9 @@ fn with_fewer_than_r_nodes_up_writes_need_the_degraded_mode() {
     assert_eq!(survivor.metric("pushgate_cluster_writable"), Some(1.0));
     c.nodes[1].restart();
     let back = &c.nodes[1];
-    wait_for("the lost node to be ready again", CONVERGE, || back.is_ready());
+    wait_for("the lost node to be ready again", CONVERGE, || {
+        back.is_ready()
+    });
     wait_for("both copies again", CONVERGE, || converged(&c, 2, groups));
     // Without the survivor, the returned node serves every group on its own.
     c.nodes[0].kill9();
@@ -660,9 +702,11 @@ fn a_node_that_missed_a_wipe_does_not_bring_wiped_groups_back() {
     let wipe_after_losing = |c: &Cluster, via: usize, live: usize| {
         let url = c.nodes[via].url();
         let want = format!("pushgate_cluster_members{{state=\"active\"}} {live}\n");
-        wait_for("the others to drop the missing node", CONVERGE, || {
-            matches!(http("GET", &url, "/metrics", b""), Ok((200, b)) if b.contains(&want))
-        });
+        wait_for(
+            "the others to drop the missing node",
+            CONVERGE,
+            || matches!(http("GET", &url, "/metrics", b""), Ok((200, b)) if b.contains(&want)),
+        );
         let (status, body) = http("PUT", &url, "/api/v1/admin/wipe", b"").unwrap();
         assert!((200..300).contains(&status), "wipe: {status} {body}");
     };
@@ -674,7 +718,9 @@ fn a_node_that_missed_a_wipe_does_not_bring_wiped_groups_back() {
     c.nodes[0].restart();
     let node = &c.nodes[0];
     wait_for("the node to be ready again", CONVERGE, || node.is_ready());
-    wait_for("convergence after the restart", CONVERGE, || converged(&c, 2, 5));
+    wait_for("convergence after the restart", CONVERGE, || {
+        converged(&c, 2, 5)
+    });
     for node in c.live() {
         let got = merged(node);
         assert_eq!(got.len(), 5, "node {}: {got:?}", node.url());
@@ -690,7 +736,12 @@ fn a_node_that_missed_a_wipe_does_not_bring_wiped_groups_back() {
     });
     for node in c.live() {
         let got = merged(node);
-        assert_eq!(got.keys().collect::<Vec<_>>(), ["newest"], "node {}", node.url());
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            ["newest"],
+            "node {}",
+            node.url()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
