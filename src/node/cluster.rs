@@ -54,9 +54,22 @@ pub(super) struct Lifecycle {
     reconciler: Arc<Reconciler>,
     reconciler_stop: Arc<Notify>,
     shutdown_timeout: Duration,
+    /// Set by a stop: a join still running must not gossip `active` or turn the node ready.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Lifecycle {
+    /// A stop began: a join still running neither gossips `active` nor turns the node ready
+    /// (call it before the node is made unready).
+    pub(super) fn stop_joining(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Waits for the peers (when any is configured), pulls the groups this node owns, turns
     /// active and ready. Gives up waiting after `timeout`, with a warning.
     async fn join(
@@ -93,6 +106,9 @@ impl Lifecycle {
         if !matches!(pulled, Ok(true)) {
             tracing::warn!(node = %self_id, "could not pull from every peer; anti-entropy completes the copy");
         }
+        if self.is_leaving() {
+            return;
+        }
         self.membership.set_state(MemberState::Active).await;
         // Ready once this node's own ring routes writes to it (the next gossip round).
         let active = own_state_seen(&mut rings, Duration::from_secs(10), |m| {
@@ -116,6 +132,12 @@ impl Lifecycle {
             tracing::warn!(node = %self_id, "fewer than --cluster.replication-factor members active; ready anyway");
         }
         ready.set_ready();
+        // Checked after: a stop that began meanwhile made the node unready before or after
+        // this, and either way it stays unready.
+        if self.is_leaving() {
+            ready.set_not_ready();
+            return;
+        }
         tracing::info!(node = %self_id, "joined the cluster; ready");
         self.reconciler.kick();
     }
@@ -124,6 +146,7 @@ impl Lifecycle {
     /// groups here and the reconciler's rounds start handing them over while the node drains
     /// (it keeps serving HTTP, forwarding every write, and taking stand-in copies).
     pub(super) async fn begin_leave(&self) {
+        self.stop_joining();
         self.membership.set_state(MemberState::Leaving).await;
         self.reconciler.kick();
     }
@@ -292,6 +315,7 @@ impl ClusterNode {
             reconciler,
             reconciler_stop,
             shutdown_timeout,
+            leaving: std::sync::atomic::AtomicBool::new(false),
         });
         let own = [s.listen.to_string(), s.advertise.to_string()];
         let peers_configured = s.peers.iter().any(|p| !own.contains(p));

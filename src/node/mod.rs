@@ -179,6 +179,9 @@ impl Node {
                     _ = shutdown => {}
                     _ = quit.notified() => tracing::info!("shutdown requested via /-/quit"),
                 }
+                if let Some((lifecycle, _)) = &draining {
+                    lifecycle.stop_joining();
+                }
                 ready.set_not_ready();
                 if let Some((lifecycle, drain)) = draining {
                     lifecycle.begin_leave().await;
