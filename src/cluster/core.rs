@@ -198,6 +198,11 @@ impl ClusterCore {
     /// This node's part of a cluster-wide wipe issued at `version`; later writes stamped here
     /// are newer than the watermark.
     pub(crate) fn wipe_local(&self, version: u64) {
+        if version <= self.store.wiped_at() {
+            // Learnt already (from a peer's `Sync`): what this node took since is newer than
+            // the wipe and stays.
+            return;
+        }
         let watermark = self.store.wipe_versioned(version);
         self.clock.observe(watermark);
     }
