@@ -31,8 +31,9 @@ pub fn lost<'a>(before: &'a Ring, after: &Ring) -> Vec<&'a NodeId> {
 /// the members lost, and says when writes stop and start being possible again.
 pub async fn watch_writable(mut rings: watch::Receiver<Arc<Ring>>, quorum: usize) {
     let mut before: Option<Arc<Ring>> = None;
-    // Until the node first had enough members (a starting node), a missing quorum is no news.
     let mut was_writable = false;
+    // Until the node first had enough members (a starting node), a missing quorum is no news.
+    let mut ever_writable = false;
     loop {
         let ring = rings.borrow_and_update().clone();
         let now = writable(&ring, quorum);
@@ -52,13 +53,14 @@ pub async fn watch_writable(mut rings: watch::Receiver<Arc<Ring>>, quorum: usize
             ClusterEvent::Writable {
                 node: &ring.self_id,
                 writable: now,
-                announce: before.is_some() && (was_writable || now),
+                announce: ever_writable,
                 members: ring.members.len(),
                 quorum,
             }
             .emit();
         }
         was_writable = now;
+        ever_writable |= now;
         before = Some(ring);
         if rings.changed().await.is_err() {
             return;
