@@ -161,8 +161,12 @@ impl ClusterNode {
         let deadline = std::time::Instant::now() + lifecycle.shutdown_timeout;
         lifecycle.reconciler_stop.notify_waiters();
         lifecycle.reconciler_stop.notify_one();
-        if let Some(task) = self.reconciler.take() {
-            let _ = task.await;
+        if let Some(mut task) = self.reconciler.take() {
+            // The reconciler stops between rounds: a round in progress is let finish, cut at
+            // the deadline when long (the handover rounds below do the same work).
+            if tokio::time::timeout_at(deadline.into(), &mut task).await.is_err() {
+                task.abort();
+            }
         }
         // Idempotent: the drain gossiped it already, unless the HTTP side stopped by itself.
         lifecycle.membership.set_state(MemberState::Leaving).await;
