@@ -191,12 +191,26 @@ pub(crate) struct TestPeer {
     pub(crate) calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     /// Forwarded writes that carried a body not decoded yet.
     pub(crate) bodies: Arc<AtomicUsize>,
+    /// This many `Forward` and `ReplicateBatch` calls are answered `UNAVAILABLE` first (as
+    /// a call on a connection to a node that has since restarted fails).
+    pub(crate) refuse_first: Arc<AtomicUsize>,
 }
 
 /// The method, and how many writes and replicas it carried.
 pub(crate) type RecordedCall = (&'static str, usize, usize);
 
 impl TestPeer {
+    /// Answers the next call `UNAVAILABLE` when it is still to refuse one.
+    fn refused(&self) -> Result<(), Status> {
+        let refuse = self
+            .refuse_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match refuse {
+            Ok(_) => Err(Status::unavailable("connection reset")),
+            Err(_) => Ok(()),
+        }
+    }
+
     pub(crate) fn new(svc: ClusterService) -> Self {
         TestPeer {
             svc,
@@ -204,6 +218,7 @@ impl TestPeer {
             held: None,
             calls: Default::default(),
             bodies: Default::default(),
+            refuse_first: Default::default(),
         }
     }
 }
@@ -296,6 +311,7 @@ impl Cluster for TestPeer {
         &self,
         r: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
+        self.refused()?;
         let req = r.get_ref();
         self.calls
             .lock()
@@ -311,6 +327,7 @@ impl Cluster for TestPeer {
         &self,
         r: Request<pb::ReplicateBatchRequest>,
     ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
+        self.refused()?;
         self.calls
             .lock()
             .push(("replicate_batch", 0, r.get_ref().items.len()));

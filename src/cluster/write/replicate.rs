@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
 use super::super::events::{ClusterEvent, Refusal};
-use super::super::member::{Member, MemberState};
+use super::super::member::{Member, MemberState, NodeId};
 use super::super::rpc::{pb, wire};
 use super::op::{decoded, WriteAnswer, WriteOp};
 use crate::store::{Deleted, GroupKey, GroupSnapshot, PushError};
@@ -229,9 +229,11 @@ impl ClusterCore {
                     Some(peer) => peer.replicate(msg, size, deadline).await.is_ok(),
                     None => self.take_replica(msg).await.is_ok(),
                 };
-                (m.id, ok)
+                (m, ok)
             }
         };
+        // Peers that failed fast and were asked once more (see below).
+        let mut retried: Vec<NodeId> = Vec::new();
         let mut inflight = FuturesUnordered::new();
         for _ in acked..needed {
             match candidates.pop_front() {
@@ -258,9 +260,19 @@ impl ClusterCore {
                         }
                     }
                     Some((peer, false)) => {
-                        ClusterEvent::ReplicaFailed { peer: Some(&peer), why: None }.emit();
+                        ClusterEvent::ReplicaFailed { peer: Some(&peer.id), why: None }.emit();
                         if let Some(m) = candidates.pop_front() {
                             inflight.push(send(m));
+                        } else if peer.id != self.self_id
+                            && !retried.contains(&peer.id)
+                            && Instant::now() < started + timeout / 2
+                        {
+                            // No candidate left, and this one failed at once: a call on a
+                            // connection to a peer that has since restarted fails once, and
+                            // the next call reconnects (tonic's channel). Asked once more,
+                            // rather than answering 503 with a node that can take the copy.
+                            retried.push(peer.id.clone());
+                            inflight.push(send(peer));
                         }
                     }
                 },
@@ -537,6 +549,27 @@ mod tests {
         assert_eq!(answer.status, 200, "{}", answer.message);
         assert!(store_b.group(&key("j2")).is_none(), "b refused: closing");
         assert!(store_c.group(&key("j2")).is_some(), "c holds the copy");
+    }
+
+    /// The only other node fails its first call (a connection to it from before it
+    /// restarted): it is asked once more, and the write has its R holders instead of 503.
+    #[tokio::test]
+    async fn the_last_candidate_failing_at_once_is_asked_once_more() {
+        let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_port = b_listener.local_addr().unwrap().port();
+        let members = [("a", 1), ("b", b_port)];
+        let (_, a) = node("a", &members, 2);
+        let (store_b, b) = node("b", &members, 2);
+        let b = TestPeer::new(b);
+        b.refuse_first.store(1, std::sync::atomic::Ordering::SeqCst);
+        serve_on(b_listener, b);
+        let job = job_in_order(&a.core.ring(), &["a", "b"]);
+        let answer = a
+            .core
+            .apply_as_primary(WriteOp::Push(prepared(&job, BODY)), Vec::new(), None)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        assert!(store_b.group(&key(&job)).is_some(), "b holds the copy");
     }
 
     /// With `--cluster.write-quorum=1` a write no other node can take is acknowledged by its
