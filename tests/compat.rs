@@ -661,7 +661,19 @@ fn grouping_key_scenarios() -> Vec<Scenario> {
                 body,
             )],
         ),
+        // Upstream has no limit: job plus 60 labels is an ordinary push there, and here within
+        // the default --push.max-grouping-labels (it was refused at the earlier default of 50).
+        sc(
+            "job_and_sixty_grouping_labels",
+            vec![put(&sixty_labels(), body)],
+        ),
     ]
+}
+
+/// A push path with job and 60 more grouping labels.
+fn sixty_labels() -> String {
+    let labels: String = (0..60).map(|i| format!("/l{i}/v{i}")).collect();
+    format!("/metrics/job/many{labels}")
 }
 
 fn parse_error_scenarios() -> Vec<Scenario> {

@@ -83,7 +83,7 @@ fn periodic_snapshot_survives_kill_9() {
     );
     let complete = poll_until(Duration::from_secs(10), || {
         let bytes = std::fs::read(&file).ok()?;
-        let groups =
+        let (groups, _) =
             pushgate::store::persistence::decode_snapshot(&file, &bytes, Default::default())
                 .ok()?;
         (groups.len() == 10).then_some(())

@@ -261,6 +261,35 @@ pub fn http_timeout(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    http_answer(method, base, path, body, timeout).map(|a| (a.status, a.body))
+}
+
+/// A response: status, header lines (names lowercased) and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// [`http_timeout`] with the response's headers.
+pub fn http_answer(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Answer> {
     use std::net::ToSocketAddrs;
     let addr = base.trim_start_matches("http://");
     let sock = addr
@@ -297,7 +326,17 @@ pub fn http_timeout(
     } else {
         body.to_owned()
     };
-    Ok((status, body))
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The body of a chunked response; None when it ends before the terminating empty chunk (a

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cluster_tests::{http, metric_value, wait_for, Cluster, Node};
+use cluster_tests::{http, http_answer, http_timeout, metric_value, wait_for, Cluster, Node};
 use pushgate::cluster::ring::score;
 use pushgate::cluster::NodeId;
 use pushgate::store::GroupKey;
@@ -21,6 +21,8 @@ use pushgate::store::GroupKey;
 /// Anti-entropy every second in these tests (10 s by default).
 const AE: &str = "--cluster.anti-entropy-interval=1s";
 const CONVERGE: Duration = Duration::from_secs(60);
+/// A short drain (10 s by default): the pushers' checker notices an unready node within 0.1 s.
+const DRAIN: &str = "--cluster.drain-period=1s";
 
 /// `lc_value{job=...}` sample values of a scrape, by job.
 fn values(body: &str) -> BTreeMap<String, u64> {
@@ -88,44 +90,90 @@ fn converged(c: &Cluster, r: usize, groups: usize) -> bool {
     total == copies as f64
 }
 
-/// Pushes `lc_value` to `groups` jobs in turn through the given URLs until stopped; remembers
-/// the last acknowledged value of each job.
+/// Pushes `lc_value` to `groups` jobs in turn the way a client behind a load balancer does: a
+/// checker asks every node's `/-/ready` every 100 ms (haproxy's `inter 100ms fall 1 rise 1`)
+/// and each push goes to a node whose last check answered 200. Every push such a node does not
+/// answer 200 (another status, or no answer at all) is recorded as a refusal: while R nodes are
+/// up, none may be refused (a node turned unready keeps serving for its drain period, longer
+/// than the checker takes to notice). Remembers the last acknowledged value of each job.
 struct Pusher {
-    urls: Arc<Mutex<Vec<String>>>,
+    nodes: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<BTreeMap<String, u64>>,
+    checker: JoinHandle<()>,
+    handle: JoinHandle<(BTreeMap<String, u64>, Vec<String>)>,
 }
 
+/// How often the pushers' checker asks every node's `/-/ready`.
+const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 impl Pusher {
-    fn start(urls: Vec<String>, groups: usize) -> Pusher {
-        let urls = Arc::new(Mutex::new(urls));
+    fn start(nodes: Vec<String>, groups: usize) -> Pusher {
+        let nodes = Arc::new(Mutex::new(nodes));
+        let ready: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (u, s) = (urls.clone(), stop.clone());
+        let checker = {
+            let (nodes, ready, stop) = (nodes.clone(), ready.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let all = nodes.lock().expect("node list lock").clone();
+                    let up: Vec<String> = all
+                        .into_iter()
+                        .filter(|url| {
+                            matches!(
+                                http_timeout("GET", url, "/-/ready", b"", Duration::from_secs(1)),
+                                Ok((200, _))
+                            )
+                        })
+                        .collect();
+                    *ready.lock().expect("ready list lock") = up;
+                    std::thread::sleep(CHECK_INTERVAL);
+                }
+            })
+        };
+        let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let mut acked = BTreeMap::new();
+            let mut refused = Vec::new();
             let mut v: u64 = 0;
             while !s.load(Ordering::Relaxed) {
+                let url = {
+                    let list = ready.lock().expect("ready list lock");
+                    (!list.is_empty()).then(|| list[v as usize % list.len()].clone())
+                };
+                let Some(url) = url else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
                 v += 1;
                 let job = format!("g{}", v as usize % groups);
-                let url = {
-                    let list = u.lock().expect("url list lock");
-                    list[v as usize % list.len()].clone()
-                };
-                if put(&url, &job, v) {
-                    acked.insert(job, v);
+                let body = format!("lc_value {v}\n");
+                let path = format!("/metrics/job/{job}");
+                match http("PUT", &url, &path, body.as_bytes()) {
+                    Ok((200, _)) => {
+                        acked.insert(job, v);
+                    }
+                    other => refused.push(format!("{url} {job}={v}: {other:?}")),
                 }
                 // Pacing, not waiting: leaves CPU to the nodes on a small machine.
                 std::thread::sleep(Duration::from_millis(3));
             }
-            acked
+            (acked, refused)
         });
-        Pusher { urls, stop, handle }
+        Pusher {
+            nodes,
+            stop,
+            checker,
+            handle,
+        }
     }
+    /// The nodes the checker asks (a node not listed gets no push, whatever it answers).
     fn set_urls(&self, urls: Vec<String>) {
-        *self.urls.lock().expect("url list lock") = urls;
+        *self.nodes.lock().expect("node list lock") = urls;
     }
-    fn finish(self) -> BTreeMap<String, u64> {
+    /// Stops pushing; the last acknowledged value of each job, and every refusal.
+    fn finish(self) -> (BTreeMap<String, u64>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = self.checker.join();
         self.handle.join().expect("pusher thread")
     }
 }
@@ -149,37 +197,45 @@ fn assert_nothing_lost(c: &Cluster, acked: &BTreeMap<String, u64>) {
     }
 }
 
+/// Grows 1 -> 3 -> 5 and shrinks 5 -> 3 (SIGTERM) under pushes sent the way a balancer
+/// routes them (see [`Pusher`]): from the moment 3 nodes are up (R = 2), no push is refused.
 #[test]
 fn grow_one_three_five_then_shrink_to_three_while_pushing() {
     let groups = 150;
-    let mut c = Cluster::start(1, &[AE]);
-    let pusher = Pusher::start(live_urls(&c), groups);
+    let mut c = Cluster::start(1, &[AE, DRAIN]);
+    // One node is fewer than R: its pushes may be refused, so they are not counted.
+    let below_r = Pusher::start(live_urls(&c), groups);
     wait_for("the first pushes", Duration::from_secs(30), || {
         merged(&c.nodes[0]).len() >= groups
     });
     for _ in 0..2 {
-        c.add_node(&[AE]);
-        pusher.set_urls(live_urls(&c));
+        c.add_node(&[AE, DRAIN]);
+        below_r.set_urls(live_urls(&c));
     }
+    let (mut acked, _) = below_r.finish();
     wait_for("3 nodes to converge", CONVERGE, || converged(&c, 2, groups));
+    let pusher = Pusher::start(live_urls(&c), groups);
     for _ in 0..2 {
-        c.add_node(&[AE]);
-        pusher.set_urls(live_urls(&c));
+        // The checker finds the new node ready and sends it pushes from then on.
+        let i = c.spawn_node(&[AE, DRAIN]);
+        pusher.set_urls(c.nodes.iter().map(Node::url).collect());
+        let node = &c.nodes[i];
+        wait_for("the new node to be ready", CONVERGE, || node.is_ready());
     }
     wait_for("5 nodes to converge", CONVERGE, || converged(&c, 2, groups));
     for i in [4, 3] {
-        let others: Vec<String> = c
-            .live()
-            .filter(|n| n.http_port != c.nodes[i].http_port)
-            .map(Node::url)
-            .collect();
-        pusher.set_urls(others);
         assert!(
             c.nodes[i].terminate(Duration::from_secs(40)),
             "graceful exit"
         );
     }
-    let acked = pusher.finish();
+    let (later, refused) = pusher.finish();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {refused:#?}",
+        refused.len()
+    );
+    acked.extend(later);
     assert_eq!(acked.len(), groups);
     wait_for("3 nodes to converge after shrinking", CONVERGE, || {
         converged(&c, 2, groups)
@@ -197,23 +253,20 @@ fn temp_dir(name: &str) -> String {
     dir.display().to_string()
 }
 
+/// Restarts every node in turn (SIGTERM, start, wait ready) under pushes sent the way a
+/// balancer routes them (see [`Pusher`]): no push is refused and none acknowledged is lost.
 #[test]
 fn rolling_restart_under_pushes_loses_nothing() {
     let groups = 120;
     let dir = temp_dir("rolling");
     let file = format!("--persistence.file={dir}/node{{n}}.db");
-    let extra = [AE, file.as_str(), "--persistence.interval=1s"];
+    let extra = [AE, DRAIN, file.as_str(), "--persistence.interval=1s"];
     let mut c = Cluster::start(3, &extra);
     let pusher = Pusher::start(live_urls(&c), groups);
     wait_for("the first pushes", Duration::from_secs(30), || {
         merged(&c.nodes[0]).len() >= groups
     });
     for i in 0..3 {
-        let others: Vec<String> = (0..3)
-            .filter(|&j| j != i)
-            .map(|j| c.nodes[j].url())
-            .collect();
-        pusher.set_urls(others);
         assert!(
             c.nodes[i].terminate(Duration::from_secs(40)),
             "graceful exit"
@@ -223,9 +276,13 @@ fn rolling_restart_under_pushes_loses_nothing() {
         wait_for("the restarted node to be ready", CONVERGE, || {
             node.is_ready()
         });
-        pusher.set_urls(live_urls(&c));
     }
-    let acked = pusher.finish();
+    let (acked, refused) = pusher.finish();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {refused:#?}",
+        refused.len()
+    );
     assert_eq!(acked.len(), groups);
     wait_for("convergence after the rolling restart", CONVERGE, || {
         converged(&c, 2, groups)
@@ -464,4 +521,227 @@ fn ready_only_after_joining_healthy_at_once() {
         || node.is_ready(),
     );
     assert!(put(&node.url(), "alone", 1));
+}
+
+/// A push answered by `node`: 200, or 503 with `Retry-After` (the only refusal a node that
+/// cannot take writes yet may give); anything else fails the test.
+fn push_or_retry_after(node: &Node, job: &str) -> bool {
+    let path = format!("/metrics/job/{job}");
+    let a = http_answer(
+        "PUT",
+        &node.url(),
+        &path,
+        b"lc_value 1\n",
+        Duration::from_secs(20),
+    )
+    .expect("the node answers");
+    match a.status {
+        200 => true,
+        503 if a.header("retry-after") == Some("1") => false,
+        _ => panic!("push {job} to {}: {a:?}", node.url()),
+    }
+}
+
+/// SIGTERM: the node is unready at once, and keeps taking pushes (forwarding them) and
+/// serving scrapes for its drain period before its listeners close.
+#[test]
+fn a_stopping_node_drains_unready_but_serving() {
+    let mut c = Cluster::start(3, &[AE, "--cluster.drain-period=3s"]);
+    let node = &c.nodes[0];
+    node.signal("TERM");
+    let started = std::time::Instant::now();
+    wait_for("the node to turn unready", Duration::from_secs(1), || {
+        !node.is_ready()
+    });
+    let mut served = 0;
+    while started.elapsed() < Duration::from_millis(2_000) {
+        assert!(
+            put(&node.url(), &format!("drain{served}"), 1),
+            "refused while draining"
+        );
+        let (status, _) = http("GET", &node.url(), "/metrics", b"").expect("scrape");
+        assert_eq!(status, 200, "scrape while draining");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(served > 5, "only {served} pushes in the drain period");
+    assert!(
+        c.nodes[0].terminate(Duration::from_secs(40)),
+        "graceful exit"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "exited before its drain period ended"
+    );
+    for i in 0..served {
+        let got = merged(&c.nodes[1]);
+        assert!(
+            got.contains_key(&format!("drain{i}")),
+            "drain{i} lost: {got:?}"
+        );
+    }
+}
+
+/// Readiness means writable: a restarted node answers each push 200 or 503 with
+/// `Retry-After` (while it does not know an active member), takes pushes before it is ready
+/// once it knows the ring (forwarding them), and refuses none from its first ready answer on.
+/// A node that knows no member at all answers 503 with `Retry-After`.
+#[test]
+fn from_its_first_ready_answer_a_node_takes_every_push() {
+    let mut c = Cluster::start(3, &[AE, DRAIN]);
+    assert!(
+        c.nodes[2].terminate(Duration::from_secs(40)),
+        "graceful exit"
+    );
+    c.nodes[2].restart();
+    let node = &c.nodes[2];
+    let mut before_ready = 0;
+    let mut taken_before_ready = 0;
+    let mut n = 0;
+    wait_for("the restarted node to be ready", CONVERGE, || {
+        let ready = node.is_ready();
+        n += 1;
+        let listening = http("GET", &node.url(), "/-/healthy", b"").is_ok();
+        if listening && !ready {
+            before_ready += 1;
+            if push_or_retry_after(node, &format!("r{n}")) {
+                taken_before_ready += 1;
+            }
+        }
+        ready
+    });
+    for i in 0..100 {
+        assert!(
+            put(&node.url(), &format!("ready{i}"), 1),
+            "push {i} after the first ready answer refused"
+        );
+    }
+    eprintln!("{before_ready} pushes before ready, {taken_before_ready} taken");
+    // Alone, with a peer that never answers: no member known, so no push can be placed.
+    let alone = Cluster::spawn(
+        1,
+        &["--cluster.peer=127.0.0.1:9", "--cluster.join-timeout=30s"],
+    );
+    let node = &alone.nodes[0];
+    wait_for("the lone node to be live", Duration::from_secs(30), || {
+        http("GET", &node.url(), "/-/healthy", b"").is_ok()
+    });
+    assert!(
+        !push_or_retry_after(node, "alone"),
+        "taken with no member known"
+    );
+}
+
+/// Fewer than R nodes up. By default the survivor refuses pushes (503 with `Retry-After`) and
+/// says so: `pushgate_cluster_writable` 0. With `--cluster.write-quorum=1` (degraded mode) it
+/// takes them, and they are copied to the returning node.
+#[test]
+fn with_fewer_than_r_nodes_up_writes_need_the_degraded_mode() {
+    let mut strict = Cluster::start(2, &[AE]);
+    assert_eq!(
+        strict.nodes[0].metric("pushgate_cluster_writable"),
+        Some(1.0)
+    );
+    strict.nodes[1].kill9();
+    let survivor = &strict.nodes[0];
+    wait_for(
+        "the survivor to say it cannot take writes",
+        CONVERGE,
+        || survivor.metric("pushgate_cluster_writable") == Some(0.0),
+    );
+    assert!(
+        !push_or_retry_after(survivor, "strict"),
+        "taken by one node of R = 2"
+    );
+    drop(strict);
+
+    let groups = 30;
+    let mut c = Cluster::start(2, &[AE, "--cluster.write-quorum=1"]);
+    c.nodes[1].kill9();
+    let survivor = &c.nodes[0];
+    for i in 0..groups {
+        assert!(
+            put(&survivor.url(), &format!("g{i}"), 1),
+            "push {i} refused"
+        );
+    }
+    wait_for("the survivor to drop the lost node", CONVERGE, || {
+        survivor.metric("pushgate_cluster_members{state=\"active\"}") == Some(1.0)
+    });
+    assert_eq!(survivor.metric("pushgate_cluster_writable"), Some(1.0));
+    c.nodes[1].restart();
+    let back = &c.nodes[1];
+    wait_for("the lost node to be ready again", CONVERGE, || {
+        back.is_ready()
+    });
+    wait_for("both copies again", CONVERGE, || converged(&c, 2, groups));
+    // Without the survivor, the returned node serves every group on its own.
+    c.nodes[0].kill9();
+    assert_eq!(merged(&c.nodes[1]).len(), groups);
+}
+
+/// Wipes stay wiped: a node killed before a wipe, restarted from its persistence file written
+/// before it, and a node hung (cut off) during another wipe, bring none of the wiped groups
+/// back; what was pushed after each wipe stays.
+#[test]
+fn a_node_that_missed_a_wipe_does_not_bring_wiped_groups_back() {
+    let dir = temp_dir("wipe");
+    let file = format!("--persistence.file={dir}/node{{n}}.db");
+    let extra = [AE, file.as_str(), "--persistence.interval=200ms"];
+    let mut c = Cluster::start(3, &extra);
+    let groups = 30;
+    for i in 0..groups {
+        assert!(put(&c.nodes[i % 3].url(), &format!("old{i}"), 1));
+    }
+    wait_for("every copy persisted", CONVERGE, || {
+        converged(&c, 2, groups)
+            && c.nodes[0]
+                .metric("pushgate_persistence_writes_total{result=\"success\"}")
+                .is_some_and(|n| n >= 1.0)
+    });
+    let wipe_after_losing = |c: &Cluster, via: usize, live: usize| {
+        let url = c.nodes[via].url();
+        let want = format!("pushgate_cluster_members{{state=\"active\"}} {live}\n");
+        wait_for(
+            "the others to drop the missing node",
+            CONVERGE,
+            || matches!(http("GET", &url, "/metrics", b""), Ok((200, b)) if b.contains(&want)),
+        );
+        let (status, body) = http("PUT", &url, "/api/v1/admin/wipe", b"").unwrap();
+        assert!((200..300).contains(&status), "wipe: {status} {body}");
+    };
+    c.nodes[0].kill9();
+    wipe_after_losing(&c, 1, 2);
+    for i in 0..5 {
+        assert!(put(&c.nodes[1 + i % 2].url(), &format!("new{i}"), 2));
+    }
+    c.nodes[0].restart();
+    let node = &c.nodes[0];
+    wait_for("the node to be ready again", CONVERGE, || node.is_ready());
+    wait_for("convergence after the restart", CONVERGE, || {
+        converged(&c, 2, 5)
+    });
+    for node in c.live() {
+        let got = merged(node);
+        assert_eq!(got.len(), 5, "node {}: {got:?}", node.url());
+        assert!(got.keys().all(|k| k.starts_with("new")), "{got:?}");
+    }
+    // A node cut off (hung) during a wipe: it learns it when it is back.
+    c.nodes[2].signal("STOP");
+    wipe_after_losing(&c, 1, 2);
+    assert!(put(&c.nodes[0].url(), "newest", 3));
+    c.nodes[2].signal("CONT");
+    wait_for("convergence after the hung node is back", CONVERGE, || {
+        converged(&c, 2, 1)
+    });
+    for node in c.live() {
+        let got = merged(node);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            ["newest"],
+            "node {}",
+            node.url()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

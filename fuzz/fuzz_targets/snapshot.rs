@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         rest.to_vec()
     };
-    let Ok(groups) = decode_snapshot(std::path::Path::new("fuzz.snap"), &file, names) else {
+    let Ok((groups, _)) = decode_snapshot(std::path::Path::new("fuzz.snap"), &file, names) else {
         return;
     };
     let store = fresh_store();

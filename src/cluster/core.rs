@@ -1,7 +1,7 @@
 //! `ClusterCore`: the state a cluster node's gateway (HTTP side), its gRPC service (peer side)
 //! and its reconciler share.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,15 @@ pub struct ClusterCore {
     pub(crate) entry: EntryLoad,
     /// The bounds set by the cluster flags.
     pub(crate) bounds: ClusterBounds,
+    /// Nodes that must hold a write before it is acknowledged (`--cluster.write-quorum`; the
+    /// replication factor unless lowered).
+    pub(super) write_quorum: AtomicUsize,
+    /// Set when a leaving node starts its last handover: it takes no more writes or copies
+    /// from its peers (they move on to the next node), so what it holds can only shrink.
+    pub(super) closing: AtomicBool,
+    /// Writes and copies from peers being applied here, so the last handover starts only once
+    /// those accepted before `closing` are in the store.
+    pub(super) applying: AtomicUsize,
 }
 
 impl ClusterCore {
@@ -106,6 +115,9 @@ impl ClusterCore {
             merged_orders: Arc::default(),
             entry: EntryLoad::default(),
             bounds,
+            write_quorum: AtomicUsize::new(replication_factor),
+            closing: AtomicBool::new(false),
+            applying: AtomicUsize::new(0),
         });
         metrics::gauge!(m::ENTRY_HEAVY).set(0.0);
         core
@@ -133,6 +145,41 @@ impl ClusterCore {
         ))
     }
 
+    /// Sets how many nodes must hold a write before it is acknowledged
+    /// (`--cluster.write-quorum`, 1 to the replication factor).
+    pub fn set_write_quorum(&self, quorum: usize) {
+        let q = quorum.clamp(1, self.replication_factor.max(1));
+        self.write_quorum.store(q, Ordering::Relaxed);
+    }
+
+    /// Nodes that must hold a write before it is acknowledged.
+    pub fn write_quorum(&self) -> usize {
+        self.write_quorum.load(Ordering::Relaxed)
+    }
+
+    /// A leaving node's last handover begins: from now on writes and copies from peers are
+    /// refused (`UNAVAILABLE`: the sender moves on to the next node). Returns once those
+    /// accepted before are applied, or at `deadline`.
+    pub async fn close(&self, deadline: std::time::Instant) {
+        self.closing.store(true, Ordering::SeqCst);
+        while self.applying.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Admits a write or copy from a peer unless this node is closing; the guard counts it as
+    /// being applied until dropped.
+    pub(crate) fn admit(&self) -> Result<Applying<'_>, Status> {
+        self.applying.fetch_add(1, Ordering::SeqCst);
+        let guard = Applying(&self.applying);
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(Status::unavailable(
+                "this node is leaving the cluster and has handed its groups over",
+            ));
+        }
+        Ok(guard)
+    }
+
     /// Sets the bound on hints (`--cluster.max-hints`).
     pub fn set_max_hints(&self, max: usize) {
         self.max_hints.store(max, Ordering::Relaxed);
@@ -151,12 +198,40 @@ impl ClusterCore {
     /// This node's part of a cluster-wide wipe issued at `version`; later writes stamped here
     /// are newer than the watermark.
     pub(crate) fn wipe_local(&self, version: u64) {
+        if version <= self.store.wiped_at() {
+            // Learnt already (from a peer's `Sync`): what this node took since is newer than
+            // the wipe and stays.
+            return;
+        }
         let watermark = self.store.wipe_versioned(version);
         self.clock.observe(watermark);
     }
 
+    /// A peer's wipe watermark (in a `Sync` call or its answer): when it is newer than this
+    /// node's, the wipe was missed here (the node was down or cut off, or restarted from a
+    /// file written before it), and what this node holds from before it goes.
+    pub(crate) fn learn_wipe(&self, watermark: u64, peer: &str) -> Result<(), Status> {
+        if watermark <= self.store.wiped_at() {
+            return Ok(());
+        }
+        self.peer_version(watermark, "wipe watermark")?;
+        let removed = self.store.learn_wipe(watermark);
+        self.clock.observe(watermark);
+        tracing::info!(node = %self.self_id, peer = %peer, removed, "learnt a cluster-wide wipe this node missed; removed what it held from before it");
+        Ok(())
+    }
+
     pub(crate) fn ring(&self) -> Arc<Ring> {
         self.ring.borrow().clone()
+    }
+}
+
+/// A write or copy from a peer being applied (see [`ClusterCore::admit`]).
+pub(crate) struct Applying<'a>(&'a AtomicUsize);
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -109,6 +109,22 @@ pub(crate) enum ClusterEvent<'a> {
     ReplicaHedged { peer: &'a NodeId },
     /// Tombstones past their lifetime were collected.
     TombstonesExpired { count: usize },
+    /// Members left this node's ring without gossiping that they were leaving.
+    MembersLost {
+        node: &'a NodeId,
+        lost: &'a [&'a NodeId],
+        members: usize,
+        quorum: usize,
+    },
+    /// Whether a write can reach its quorum of holders, set with every ring change that
+    /// flips it (`announce`: logged, not only the gauge).
+    Writable {
+        node: &'a NodeId,
+        writable: bool,
+        announce: bool,
+        members: usize,
+        quorum: usize,
+    },
     /// A reconciliation round ended.
     RoundEnded(RoundSummary<'a>),
     /// Something was refused to keep a resource bounded.
@@ -183,6 +199,34 @@ impl ClusterEvent<'_> {
                     members = ?ring.members.iter().map(|m| (m.id.as_str(), m.state.as_str())).collect::<Vec<_>>(),
                     "cluster ring changed"
                 );
+            }
+            ClusterEvent::MembersLost {
+                node,
+                lost,
+                members,
+                quorum,
+            } => {
+                tracing::warn!(
+                    node = %node,
+                    lost = ?lost.iter().map(|id| id.as_str()).collect::<Vec<_>>(),
+                    members,
+                    write_quorum = quorum,
+                    "lost cluster members (not seen leaving): their groups are served from the other copies"
+                );
+            }
+            ClusterEvent::Writable {
+                node,
+                writable,
+                announce,
+                members,
+                quorum,
+            } => {
+                metrics::gauge!(m::CLUSTER_WRITABLE).set(if writable { 1.0 } else { 0.0 });
+                match (announce, writable) {
+                    (false, _) => {}
+                    (true, true) => tracing::info!(node = %node, members, write_quorum = quorum, "the cluster takes writes again"),
+                    (true, false) => tracing::warn!(node = %node, members, write_quorum = quorum, "fewer live members than a write needs: pushes are refused with 503 until members return (or see --cluster.write-quorum)"),
+                }
             }
             ClusterEvent::IncompatiblePeer {
                 peer,

@@ -16,6 +16,8 @@
 //! - [`core`]: `ClusterCore`, the state the gateway, the gRPC service and the reconciler share.
 //! - [`bounds`]: the bounds the cluster flags set (message size, batch items, scrape bytes).
 //! - [`clock`]: the hybrid logical clock that stamps every write's version.
+//! - [`health`]: whether the cluster can take writes (`pushgate_cluster_writable`) and the
+//!   warning naming the members lost.
 //! - `events`: the cluster events that are logged and counted, each from one place.
 //! - `write`: `op` (a write and its answer), `route` (to the group's primary), `replicate`
 //!   (quorum, copies to the other holders with hedging), `entry_load` (who sends the replicas).
@@ -49,6 +51,7 @@ pub mod core;
 pub(crate) mod events;
 pub mod gateway;
 pub mod gossip_key;
+pub mod health;
 pub mod member;
 pub mod membership;
 pub(crate) mod read;

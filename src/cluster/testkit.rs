@@ -52,14 +52,28 @@ pub(crate) fn node_with(
     r: usize,
     bounds: ClusterBounds,
 ) -> (Arc<Store>, ClusterService) {
+    let active: Vec<_> = members
+        .iter()
+        .map(|&(id, port)| (id, port, MemberState::Active))
+        .collect();
+    node_in(self_id, &active, r, bounds)
+}
+
+/// Node `self_id` of a cluster of `members` (id, gRPC port, state), replication factor `r`.
+pub(crate) fn node_in(
+    self_id: &str,
+    members: &[(&str, u16, MemberState)],
+    r: usize,
+    bounds: ClusterBounds,
+) -> (Arc<Store>, ClusterService) {
     let store = Arc::new(Store::new(StoreOptions::default()));
     let members = members
         .iter()
-        .map(|&(id, port)| Member {
+        .map(|&(id, port, state)| Member {
             id: NodeId::from(id),
             generation: 1,
             grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            state: MemberState::Active,
+            state,
         })
         .collect();
     let (_tx, rx) = watch::channel(Arc::new(Ring::new(NodeId::from(self_id), members, 1)));
@@ -177,12 +191,26 @@ pub(crate) struct TestPeer {
     pub(crate) calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     /// Forwarded writes that carried a body not decoded yet.
     pub(crate) bodies: Arc<AtomicUsize>,
+    /// This many `Forward` and `ReplicateBatch` calls are answered `UNAVAILABLE` first (as
+    /// a call on a connection to a node that has since restarted fails).
+    pub(crate) refuse_first: Arc<AtomicUsize>,
 }
 
 /// The method, and how many writes and replicas it carried.
 pub(crate) type RecordedCall = (&'static str, usize, usize);
 
 impl TestPeer {
+    /// Answers the next call `UNAVAILABLE` when it is still to refuse one.
+    fn refused(&self) -> Result<(), Status> {
+        let refuse = self
+            .refuse_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match refuse {
+            Ok(_) => Err(Status::unavailable("connection reset")),
+            Err(_) => Ok(()),
+        }
+    }
+
     pub(crate) fn new(svc: ClusterService) -> Self {
         TestPeer {
             svc,
@@ -190,6 +218,7 @@ impl TestPeer {
             held: None,
             calls: Default::default(),
             bodies: Default::default(),
+            refuse_first: Default::default(),
         }
     }
 }
@@ -282,6 +311,7 @@ impl Cluster for TestPeer {
         &self,
         r: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
+        self.refused()?;
         let req = r.get_ref();
         self.calls
             .lock()
@@ -297,6 +327,7 @@ impl Cluster for TestPeer {
         &self,
         r: Request<pb::ReplicateBatchRequest>,
     ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
+        self.refused()?;
         self.calls
             .lock()
             .push(("replicate_batch", 0, r.get_ref().items.len()));

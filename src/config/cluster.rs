@@ -37,6 +37,11 @@ pub struct ClusterSettings {
     pub max_scrape_bytes: usize,
     pub max_tombstones: usize,
     pub max_tombstone_bytes: usize,
+    /// Nodes that must hold a write before it is acknowledged (`--cluster.write-quorum`,
+    /// resolved: 1 to the replication factor).
+    pub write_quorum: usize,
+    /// `--cluster.drain-period`.
+    pub drain_period: Duration,
 }
 
 /// The warning a cluster node logs at start when its cluster plane is open, naming what is
@@ -102,6 +107,13 @@ impl Config {
         if self.cluster_replication_factor == 0 {
             return Err("--cluster.replication-factor must be at least 1".into());
         }
+        let write_quorum = match self.cluster_write_quorum {
+            0 => self.cluster_replication_factor,
+            w if w > self.cluster_replication_factor => {
+                return Err("--cluster.write-quorum must not exceed --cluster.replication-factor (0: the replication factor)".into())
+            }
+            w => w,
+        };
         if self.cluster_name.is_empty() {
             return Err("--cluster.name must not be empty".into());
         }
@@ -181,6 +193,8 @@ impl Config {
             max_scrape_bytes: self.cluster_max_scrape_bytes,
             max_tombstones: self.cluster_max_tombstones,
             max_tombstone_bytes: self.cluster_max_tombstone_bytes,
+            write_quorum,
+            drain_period: self.cluster_drain_period,
         }))
     }
 }
@@ -227,6 +241,20 @@ mod tests {
             "--cluster.peer=nope"
         ])
         .is_err());
+        // The write quorum is the replication factor unless lowered (degraded mode).
+        assert_eq!(c.write_quorum, 2);
+        assert_eq!(c.drain_period, Duration::from_secs(10));
+        let quorum = |w: &str| {
+            parse(&[
+                "--cluster.listen-address=127.0.0.1:9094",
+                "--cluster.replication-factor=3",
+                &format!("--cluster.write-quorum={w}"),
+            ])
+            .map(|s| s.unwrap().write_quorum)
+        };
+        assert_eq!(quorum("0"), Ok(3));
+        assert_eq!(quorum("1"), Ok(1));
+        assert!(quorum("4").unwrap_err().contains("--cluster.write-quorum"));
     }
 
     #[test]

@@ -39,7 +39,7 @@ const SINGLE_NODE_DEFAULTS: &[(&str, &str)] = &[
     ("push.max-series-per-push", "100000"),
     ("push.max-label-name-length", "1024"),
     ("push.max-label-value-length", "1048576"),
-    ("push.max-grouping-labels", "50"),
+    ("push.max-grouping-labels", "256"),
     ("push.max-groups", "1000000"),
     ("log.level", "info"),
     ("log.format", "logfmt"),
@@ -111,6 +111,8 @@ fn a_cluster_node_also_lists_the_cluster_flags() {
         ("cluster.rebalance-rate", "2000"),
         ("cluster.join-timeout", "30s"),
         ("cluster.shutdown-timeout", "30s"),
+        ("cluster.drain-period", "10s"),
+        ("cluster.write-quorum", "0"),
     ]));
     assert_eq!(got, expected);
 }

@@ -99,8 +99,9 @@ pub struct Config {
     /// Longest label value, in bytes.
     #[arg(long = "push.max-label-value-length", default_value_t = 1 << 20)]
     pub max_label_value_length: usize,
-    /// Most labels in a grouping key, job included.
-    #[arg(long = "push.max-grouping-labels", default_value_t = 50)]
+    /// Most labels in a grouping key, job included (upstream has no limit; this only bounds
+    /// made-up URLs of hundreds of path segments).
+    #[arg(long = "push.max-grouping-labels", default_value_t = 256)]
     pub max_grouping_labels: usize,
     /// Most groups held; pushes creating more are refused.
     #[arg(long = "push.max-groups", default_value_t = 1_000_000)]
@@ -202,6 +203,16 @@ pub struct Config {
     /// owners stops after this, the rest stays in the persistence file and on the co-owners.
     #[arg(long = "cluster.shutdown-timeout", default_value = "30s", value_parser = parse_go_duration)]
     pub cluster_shutdown_timeout: Duration,
+    /// After SIGTERM or /-/quit, how long the node keeps serving HTTP (pushes, forwarding,
+    /// scrapes) while /-/ready answers 503, so load balancers stop sending to it before its
+    /// listeners close (haproxy's default checks take 6 s to notice).
+    #[arg(long = "cluster.drain-period", default_value = "10s", value_parser = parse_go_duration)]
+    pub cluster_drain_period: Duration,
+    /// Nodes that must hold a write before it is acknowledged; 0: the replication factor.
+    /// Below it (degraded mode, opt-in) fewer nodes than R can take writes, which then survive
+    /// only the loss of this many nodes minus one until the missing copies are made.
+    #[arg(long = "cluster.write-quorum", default_value_t = 0)]
+    pub cluster_write_quorum: usize,
     /// Every flag's name and effective value, as `/api/v1/status` lists them; filled by
     /// [`Config::from_command_line`] and [`Config::try_from_args`] (clap's own `parse` leaves
     /// it empty: it keeps no record of the matches).

@@ -34,9 +34,16 @@ pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
 
 /// [`plain`] with the status of a typed error (`status()` of the store's and the body's errors)
 /// and its message.
+/// An error answer; a 503 (the node or the cluster cannot take the request now) says when to
+/// retry, so clients and proxies that honour `Retry-After` come back instead of giving up.
 pub(crate) fn error_text(code: u16, error: &impl ToString) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    plain(status, error.to_string())
+    let mut resp = plain(status, error.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 pub(crate) fn empty(code: StatusCode) -> Response {

@@ -33,14 +33,19 @@ const WRITE_QUORUM_WAIT: Duration = Duration::from_secs(5);
 pub(super) struct ClusterNode {
     pub(super) core: Arc<ClusterCore>,
     pub(super) lifecycle: Arc<Lifecycle>,
+    /// How long a stopping node keeps serving HTTP while unready (`--cluster.drain-period`).
+    pub(super) drain: Duration,
     grpc_stop: Arc<Notify>,
     grpc: tokio::task::JoinHandle<()>,
     tls_watch: Option<tokio::task::JoinHandle<()>>,
     members_gauge: tokio::task::JoinHandle<()>,
+    /// Keeps `pushgate_cluster_writable` and the lost-members warnings.
+    writable: tokio::task::JoinHandle<()>,
     /// Re-reads the gossip key file (when there is one).
     key_watch: Option<tokio::task::JoinHandle<()>>,
     join: tokio::task::JoinHandle<()>,
-    reconciler: tokio::task::JoinHandle<()>,
+    /// Taken (and awaited) by the last handover.
+    reconciler: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What joining and leaving need: the membership, the reconciler and its stop signal.
@@ -49,9 +54,22 @@ pub(super) struct Lifecycle {
     reconciler: Arc<Reconciler>,
     reconciler_stop: Arc<Notify>,
     shutdown_timeout: Duration,
+    /// Set by a stop: a join still running must not gossip `active` or turn the node ready.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Lifecycle {
+    /// A stop began: a join still running neither gossips `active` nor turns the node ready
+    /// (call it before the node is made unready).
+    pub(super) fn stop_joining(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Waits for the peers (when any is configured), pulls the groups this node owns, turns
     /// active and ready. Gives up waiting after `timeout`, with a warning.
     async fn join(
@@ -88,6 +106,9 @@ impl Lifecycle {
         if !matches!(pulled, Ok(true)) {
             tracing::warn!(node = %self_id, "could not pull from every peer; anti-entropy completes the copy");
         }
+        if self.is_leaving() {
+            return;
+        }
         self.membership.set_state(MemberState::Active).await;
         // Ready once this node's own ring routes writes to it (the next gossip round).
         let active = own_state_seen(&mut rings, Duration::from_secs(10), |m| {
@@ -111,19 +132,47 @@ impl Lifecycle {
             tracing::warn!(node = %self_id, "fewer than --cluster.replication-factor members active; ready anyway");
         }
         ready.set_ready();
+        // Checked after: a stop that began meanwhile made the node unready before or after
+        // this, and either way it stays unready.
+        if self.is_leaving() {
+            ready.set_not_ready();
+            return;
+        }
         tracing::info!(node = %self_id, "joined the cluster; ready");
         self.reconciler.kick();
     }
 
-    /// Marks this node leaving and hands its groups to their next owners, within the
-    /// shutdown timeout. Reads are served meanwhile.
-    pub(super) async fn leave(&self) {
-        let deadline = std::time::Instant::now() + self.shutdown_timeout;
-        self.reconciler_stop.notify_waiters();
-        self.reconciler_stop.notify_one();
+    /// The start of a graceful stop: gossips `leaving`, so the other nodes stop placing
+    /// groups here and the reconciler's rounds start handing them over while the node drains
+    /// (it keeps serving HTTP, forwarding every write, and taking stand-in copies).
+    pub(super) async fn begin_leave(&self) {
+        self.stop_joining();
         self.membership.set_state(MemberState::Leaving).await;
-        let self_id = self.membership.self_id().clone();
-        let mut rings = self.membership.subscribe();
+        self.reconciler.kick();
+    }
+}
+
+impl ClusterNode {
+    /// The end of a graceful stop, once the HTTP listeners are closed: refuses further writes
+    /// and copies from peers (they move on to the next node), then hands every group still
+    /// held to its owners, within `--cluster.shutdown-timeout`. Reads are served meanwhile.
+    pub(super) async fn finish_leave(&mut self) {
+        let lifecycle = &self.lifecycle;
+        let deadline = std::time::Instant::now() + lifecycle.shutdown_timeout;
+        lifecycle.reconciler_stop.notify_waiters();
+        lifecycle.reconciler_stop.notify_one();
+        if let Some(mut task) = self.reconciler.take() {
+            // The reconciler stops between rounds: a round in progress is let finish, cut at
+            // the deadline when long (the handover rounds below do the same work).
+            if tokio::time::timeout_at(deadline.into(), &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+        // Idempotent: the drain gossiped it already, unless the HTTP side stopped by itself.
+        lifecycle.membership.set_state(MemberState::Leaving).await;
+        self.core.close(deadline).await;
+        let self_id = lifecycle.membership.self_id().clone();
+        let mut rings = lifecycle.membership.subscribe();
         let seen = own_state_seen(&mut rings, Duration::from_secs(5), |m| {
             m.is_none_or(|m| m.state == MemberState::Leaving)
         })
@@ -131,11 +180,9 @@ impl Lifecycle {
         if !seen {
             tracing::warn!(node = %self_id, "own leaving state not seen in the ring; handing over anyway");
         }
-        self.reconciler.hand_over(&rings, deadline).await;
+        lifecycle.reconciler.hand_over(&rings, deadline).await;
     }
-}
 
-impl ClusterNode {
     pub(super) async fn start(
         s: &ClusterSettings,
         settings: LifecycleSettings,
@@ -186,6 +233,7 @@ impl ClusterNode {
             tls.clone(),
         );
         core.set_max_clock_skew(s.max_clock_skew);
+        core.set_write_quorum(s.write_quorum);
         let grpc_stop = Arc::new(Notify::new());
         // tonic checks a message's declared length before reading it: a message over the limit
         // is refused at its header, and no more than the limit is ever buffered per call.
@@ -244,6 +292,10 @@ impl ClusterNode {
                 .clone()
                 .run(membership.subscribe(), reconciler_stop.clone()),
         );
+        let writable = tokio::spawn(crate::cluster::health::watch_writable(
+            membership.subscribe(),
+            s.write_quorum,
+        ));
         let mut rings = membership.subscribe();
         let members_gauge = tokio::spawn(async move {
             loop {
@@ -267,6 +319,7 @@ impl ClusterNode {
             reconciler,
             reconciler_stop,
             shutdown_timeout,
+            leaving: std::sync::atomic::AtomicBool::new(false),
         });
         let own = [s.listen.to_string(), s.advertise.to_string()];
         let peers_configured = s.peers.iter().any(|p| !own.contains(p));
@@ -279,23 +332,27 @@ impl ClusterNode {
         Ok(ClusterNode {
             core,
             lifecycle,
+            drain: s.drain_period,
             grpc_stop,
             grpc,
             tls_watch,
             members_gauge,
+            writable,
             key_watch,
             join,
-            reconciler: reconciler_task,
+            reconciler: Some(reconciler_task),
         })
     }
 
-    /// After the HTTP servers drained: leave the ring, then stop serving peers.
+    /// After the last handover and the final snapshot: stop serving peers and gossiping.
     pub(super) async fn stop(self) {
         self.join.abort();
         let _ = self.join.await;
         self.lifecycle.reconciler_stop.notify_waiters();
         self.lifecycle.reconciler_stop.notify_one();
-        let _ = self.reconciler.await;
+        if let Some(task) = self.reconciler {
+            let _ = task.await;
+        }
         self.lifecycle
             .membership
             .set_state(MemberState::Leaving)
@@ -304,6 +361,7 @@ impl ClusterNode {
         self.grpc_stop.notify_one();
         let _ = self.grpc.await;
         self.members_gauge.abort();
+        self.writable.abort();
         if let Some(w) = self.tls_watch {
             w.abort();
         }

@@ -166,30 +166,40 @@ impl Node {
         };
 
         // One signal for everything that must stop: flags, signals, /-/quit. A cluster node
-        // first leaves (still serving reads) and hands its groups over.
-        let stop = Arc::new(Notify::new());
+        // first drains: unready at once (balancers stop sending), gossiping `leaving` (its
+        // groups start moving to their next owners), and still serving HTTP for the drain
+        // period, so that no client is refused while a balancer notices.
+        let http_stop = Arc::new(Notify::new());
         {
-            let stop = stop.clone();
-            let leaving = cluster.as_ref().map(|c| c.lifecycle.clone());
+            let http_stop = http_stop.clone();
+            let draining = cluster.as_ref().map(|c| (c.lifecycle.clone(), c.drain));
             let ready = ready.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = shutdown => {}
                     _ = quit.notified() => tracing::info!("shutdown requested via /-/quit"),
                 }
-                if let Some(l) = leaving {
-                    ready.set_not_ready();
-                    l.leave().await;
+                if let Some((lifecycle, _)) = &draining {
+                    lifecycle.stop_joining();
                 }
-                stop.notify_waiters();
-                stop.notify_one();
+                ready.set_not_ready();
+                if let Some((lifecycle, drain)) = draining {
+                    lifecycle.begin_leave().await;
+                    tracing::info!(drain = ?drain, "draining: unready, still serving HTTP (--cluster.drain-period)");
+                    tokio::time::sleep(drain).await;
+                }
+                http_stop.notify_waiters();
+                http_stop.notify_one();
             });
         }
 
+        // The final snapshot is written once the HTTP side stopped and, on a cluster node,
+        // the last handover is done.
+        let persist_stop = Arc::new(Notify::new());
         let persister = self.persistence.clone().map(|path| {
             let store = self.store.clone();
             let interval = self.cfg.persistence_interval;
-            let stop = stop.clone();
+            let stop = persist_stop.clone();
             tokio::spawn(persistence::persist_loop(store, path, interval, stop))
         });
 
@@ -202,7 +212,7 @@ impl Node {
             }
             let app = app.clone();
             let web = web.clone();
-            let stop = stop.clone();
+            let stop = http_stop.clone();
             servers.push(tokio::spawn(crate::http::server::serve(
                 l,
                 app,
@@ -215,12 +225,19 @@ impl Node {
             let _ = s.await;
         }
         ready.set_not_ready();
+        if let Some(c) = cluster.as_mut() {
+            c.finish_leave().await;
+        }
+        persist_stop.notify_waiters();
+        persist_stop.notify_one();
+        let persisted = match persister {
+            Some(p) => p.await.context("persistence task failed"),
+            None => Ok(Ok(())),
+        };
         if let Some(c) = cluster {
             c.stop().await;
         }
-        if let Some(p) = persister {
-            p.await.context("persistence task failed")??;
-        }
+        persisted??;
         tracing::info!("stopped");
         Ok(())
     }

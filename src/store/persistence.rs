@@ -36,11 +36,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistenceError + '_ {
     }
 }
 
-/// Encodes `groups` into the on-disk format (header plus payload).
-pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
+/// Encodes `groups` into the on-disk format (header plus payload), with the store's wipe
+/// watermark (0: none, not written).
+pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64, wipe_watermark: u64) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, WireType};
     let mut payload = Vec::new();
     prost::encoding::double::encode(1, &taken_at, &mut payload);
+    if wipe_watermark != 0 {
+        prost::encoding::uint64::encode(3, &wipe_watermark, &mut payload);
+    }
     let mut group_buf = Vec::new();
     for g in groups {
         group_buf.clear();
@@ -57,12 +61,12 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
     out
 }
 
-/// Decodes and validates a snapshot file's bytes into groups.
+/// Decodes and validates a snapshot file's bytes into groups and the wipe watermark.
 pub fn decode_snapshot(
     path: &Path,
     bytes: &[u8],
     names: NameScheme,
-) -> Result<Vec<GroupSnapshot>, PersistenceError> {
+) -> Result<(Vec<GroupSnapshot>, u64), PersistenceError> {
     let corrupt = |reason: String| PersistenceError::Corrupt {
         path: path.to_owned(),
         reason,
@@ -96,7 +100,7 @@ pub fn decode_snapshot(
     for (i, g) in snap.groups.into_iter().enumerate() {
         out.push(decode_group(i, g, names, None).map_err(corrupt)?);
     }
-    Ok(out)
+    Ok((out, snap.wipe_watermark))
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -146,8 +150,11 @@ fn create_private(path: &Path) -> std::io::Result<File> {
 
 /// Saves the whole store to `path`.
 pub fn save(store: &Store, path: &Path) -> Result<usize, PersistenceError> {
+    // The watermark first: a wipe between the two reads then removes groups the file still
+    // holds under it, which the next load removes again (`learn_wipe`).
+    let wiped_at = store.wiped_at();
     let groups = store.snapshot();
-    let bytes = encode_snapshot(&groups, crate::time::unix_seconds());
+    let bytes = encode_snapshot(&groups, crate::time::unix_seconds(), wiped_at);
     write_atomically(path, &bytes)?;
     Ok(groups.len())
 }
@@ -162,8 +169,7 @@ pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, Pers
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io_err(path)(e)),
     }
-    let groups = decode_snapshot(path, &bytes, names)?;
-    let n = groups.len();
+    let (groups, wiped_at) = decode_snapshot(path, &bytes, names)?;
     for g in groups {
         let key = g.key.clone();
         store.restore(g).map_err(|e| PersistenceError::Corrupt {
@@ -171,7 +177,9 @@ pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, Pers
             reason: format!("group {key} cannot be restored: {e}"),
         })?;
     }
-    Ok(n)
+    // Merged like a wipe learnt from a peer: nothing written at or before it stays.
+    store.learn_wipe(wiped_at);
+    Ok(store.group_count())
 }
 
 #[cfg(test)]
@@ -215,6 +223,30 @@ mod tests {
         assert_eq!(a[0].families[0].1, b[0].families[0].1);
         // no temporary file left behind
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A cluster node's wipe watermark survives a restart from its file, and a file written
+    /// before a wipe (its groups, no watermark) loads into a store that then learns the wipe
+    /// and keeps only what was written after it.
+    #[test]
+    fn the_wipe_watermark_is_persisted_and_merges_with_a_file_from_before_the_wipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = dir.path().join("before");
+        let s = filled_store();
+        save(&s, &before).unwrap();
+        let watermark = s.wipe_versioned(s.max_version() + 1);
+        let after = dir.path().join("after");
+        assert_eq!(save(&s, &after).unwrap(), 0);
+        let t = Store::new(StoreOptions::default());
+        assert_eq!(load(&t, &after, NameScheme::Legacy).unwrap(), 0);
+        assert_eq!(t.wiped_at(), watermark, "the watermark is loaded back");
+        // The file from before the wipe: its groups load, and learning the wipe removes them.
+        let u = Store::new(StoreOptions::default());
+        assert_eq!(load(&u, &before, NameScheme::Legacy).unwrap(), 2);
+        assert_eq!(u.learn_wipe(watermark), 2);
+        assert_eq!(u.group_count(), 0);
+        assert_eq!(u.learn_wipe(watermark - 1), 0, "an older watermark changes nothing");
+        assert_eq!(u.wiped_at(), watermark);
     }
 
     #[test]

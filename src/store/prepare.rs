@@ -35,7 +35,7 @@ impl Default for Limits {
             max_series_per_push: 100_000,
             max_label_name_bytes: 1024,
             max_label_value_bytes: 1 << 20,
-            max_grouping_labels: 50,
+            max_grouping_labels: 256,
             max_groups: 1_000_000,
         }
     }

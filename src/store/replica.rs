@@ -204,6 +204,42 @@ impl Store {
         wiped_at
     }
 
+    /// The watermark of the last cluster-wide wipe this node knows of (0: none): copies of
+    /// groups written at or before it are stale.
+    pub fn wiped_at(&self) -> u64 {
+        self.inner.read().wiped_at
+    }
+
+    /// A wipe learnt late (a node that was down or cut off when it was issued, or a
+    /// persistence file written before it): removes every group and tombstone written at or
+    /// before `watermark` and keeps what is newer (written after the wipe). Watermarks merge
+    /// by maximum, so learning one twice, or an older one, changes nothing. Returns how many
+    /// groups were removed.
+    pub fn learn_wipe(&self, watermark: u64) -> usize {
+        self.write(
+            |inner| {
+                if watermark <= inner.wiped_at {
+                    return 0;
+                }
+                inner.wiped_at = watermark;
+                let stale: Vec<GroupKey> = inner
+                    .groups
+                    .values()
+                    .filter(|g| g.version <= watermark)
+                    .map(|g| (*g.key).clone())
+                    .collect();
+                for key in &stale {
+                    inner.delete(key);
+                }
+                inner.tombstones.retain(|_, v| *v > watermark);
+                stale.len()
+            },
+            // The watermark moved: a persistence file must record it even when nothing held
+            // was old enough to go.
+            |_| true,
+        )
+    }
+
     /// Removes the tombstones whose version is below `version` (older than the tombstone
     /// lifetime); returns how many were removed.
     pub fn collect_tombstones(&self, version: u64) -> usize {

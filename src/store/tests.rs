@@ -483,6 +483,29 @@ fn a_versioned_wipe_removes_everything_and_refuses_late_copies() {
     assert_eq!(s.wipe_versioned(10), 301);
 }
 
+/// A node that missed a wipe learns its watermark late: what it wrote before the wipe goes,
+/// what it took after the wipe stays (a plain wipe would lose it), and so do later tombstones.
+#[test]
+fn a_wipe_learnt_late_removes_only_what_is_older_than_its_watermark() {
+    let s = store();
+    for (job, version) in [("before", 100), ("after", 300)] {
+        let fams = parse_text(format!("{job}_m 1\n").as_bytes(), NameScheme::Legacy).unwrap();
+        let p = prepare_push(key(job, &[]), fams, true, &Validation::default()).unwrap();
+        s.push_versioned(p, 1.0, || version).unwrap();
+    }
+    s.delete_versioned(&key("deleted_before", &[]), 150);
+    s.delete_versioned(&key("deleted_after", &[]), 250);
+    assert_eq!(s.learn_wipe(200), 1);
+    assert!(s.group(&key("before", &[])).is_none());
+    assert!(s.group(&key("after", &[])).is_some());
+    assert_eq!(s.tombstone(&key("deleted_before", &[])), None);
+    assert_eq!(s.tombstone(&key("deleted_after", &[])), Some(250));
+    let text = scrape(&s);
+    assert!(!text.contains("before_m") && text.contains("after_m"), "{text}");
+    assert_eq!(s.wiped_at(), 200);
+    assert_eq!(s.learn_wipe(200), 0, "learnt twice: nothing more");
+}
+
 #[test]
 fn merged_render_of_snapshots_equals_the_store_render() {
     let s = store();

@@ -27,6 +27,7 @@ pub const PUSH_INFLIGHT_BYTES: &str = "pushgate_push_inflight_bytes";
 pub const AUTH_CHECKS_REFUSED_TOTAL: &str = "pushgate_auth_checks_refused_total";
 
 pub const CLUSTER_MEMBERS: &str = "pushgate_cluster_members";
+pub const CLUSTER_WRITABLE: &str = "pushgate_cluster_writable";
 pub const FORWARDED_PUSHES_TOTAL: &str = "pushgate_forwarded_pushes_total";
 pub const ENTRY_HEAVY: &str = "pushgate_cluster_entry_heavy";
 pub const REPLICATED_WRITES_TOTAL: &str = "pushgate_replicated_writes_total";
@@ -73,6 +74,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (PUSH_INFLIGHT_BYTES, MetricType::Gauge, "Bytes of push bodies held now (read, decompressed, waiting to be decoded), at most --push.max-inflight-bytes."),
     (AUTH_CHECKS_REFUSED_TOTAL, MetricType::Counter, "Basic-auth password checks refused without running bcrypt, by reason (queue_full: --web.auth.max-pending checks were pending, answered 503; client_limit: the client's address had --web.auth.max-pending-per-client pending, answered 429)."),
     (CLUSTER_MEMBERS, MetricType::Gauge, "Live cluster members in this node's ring, by state (joining, active, leaving)."),
+    (CLUSTER_WRITABLE, MetricType::Gauge, "1 while this node's ring has an active member and at least --cluster.write-quorum live members (the replication factor unless lowered), so a push can reach the holders it needs; 0 while pushes are refused with 503 for want of nodes."),
     (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by result."),
     (ENTRY_HEAVY, MetricType::Gauge, "1 while this node receives far more writes from clients than it applies for other nodes (at least 64 a second received, fewer than a quarter as many applied for others; decided each second with writes, and by every scrape of these metrics), e.g. the one node clients are configured with: it then leaves the decoding and the replicas of the writes it forwards to their primaries. 0 otherwise."),
     (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result (success, error); hedged counts the extra sends to the next node made when a replica had not answered within half the peer timeout."),

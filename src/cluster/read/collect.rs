@@ -136,7 +136,14 @@ impl ClusterCore {
                 merge_answers(&mut newest, again, names, self.clock.newest_allowed()).await;
             }
         }
-        let mut out: Vec<GroupSnapshot> = newest.into_values().filter_map(|(_, g)| g).collect();
+        // A peer that missed a wipe this node knows of serves its pre-wipe copies until its
+        // next round learns the wipe: they stay out of the view.
+        let wiped_at = self.store.wiped_at();
+        let mut out: Vec<GroupSnapshot> = newest
+            .into_values()
+            .filter_map(|(_, g)| g)
+            .filter(|g| g.version > wiped_at)
+            .collect();
         // Keys are unique here (one entry per key).
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         metrics::histogram!(m::SCRAPE_MERGE_DURATION_SECONDS)

@@ -35,6 +35,7 @@ impl Reconciler {
                 from: core.self_id.as_str().to_owned(),
                 entries: entries.clone(),
                 want_owned: true,
+                wipe_watermark: store.wiped_at(),
             };
             let mut client = core.clients.client(peer.grpc_addr);
             match client
@@ -43,6 +44,11 @@ impl Reconciler {
             {
                 Ok(reply) => {
                     let reply = reply.into_inner();
+                    // Learnt before the groups are taken: this node may have been down during
+                    // a wipe, or restarted from a file written before it.
+                    if let Err(e) = core.learn_wipe(reply.wipe_watermark, peer.id.as_str()) {
+                        tracing::warn!(node = %core.self_id, peer = %peer.id, err = %e.message(), "refused a peer's wipe watermark");
+                    }
                     let n = self
                         .apply_newer(reply.newer_groups, reply.newer_tombstones, |_| true)
                         .await;

@@ -42,6 +42,7 @@ impl Reconciler {
                 })
                 .collect(),
             want_owned: false,
+            wipe_watermark: core.store.wiped_at(),
         };
         let mut client = core.clients.client(peer.grpc_addr);
         let started = Instant::now();
@@ -52,6 +53,9 @@ impl Reconciler {
             .into_inner();
         metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "sync")
             .record(started.elapsed().as_secs_f64());
+        // Before anything is sent: copies from before a wipe this node missed must not go out.
+        core.learn_wipe(reply.wipe_watermark, peer.id.as_str())
+            .map_err(|s| s.message().to_owned())?;
         let missing: HashSet<usize> = reply
             .missing
             .iter()
@@ -207,7 +211,14 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
     }
     let names = core.names();
     let store = &core.store;
-    let mut reply = pb::SyncReply::default();
+    // A caller that knows of a wipe this node missed: what it lists is compared with what is
+    // left once the wipe is learnt.
+    core.learn_wipe(req.wipe_watermark, &req.from)
+        .map_err(|s| s.message().to_owned())?;
+    let mut reply = pb::SyncReply {
+        wipe_watermark: store.wiped_at(),
+        ..Default::default()
+    };
     let mut listed: HashSet<GroupKey> = HashSet::new();
     for (i, e) in req.entries.into_iter().enumerate() {
         core.peer_version(e.version, "sync entry")

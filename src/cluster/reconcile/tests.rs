@@ -159,6 +159,7 @@ fn sync_answers_newer_states_and_missing_entries() {
             entry("absent", 3, true),
         ],
         want_owned: false,
+        wipe_watermark: 0,
     };
     let reply = answer_sync(&core, req).expect("valid request");
     assert_eq!(reply.missing, vec![2, 4]);
@@ -167,6 +168,34 @@ fn sync_answers_newer_states_and_missing_entries() {
     assert_eq!((g.key.get("job"), g.version), (Some("newer_here"), 20));
     assert_eq!(reply.newer_tombstones.len(), 1);
     assert_eq!(reply.newer_tombstones[0].version, 30);
+}
+
+/// A caller that knows of a wipe this node missed: this node learns it (what it held from
+/// before goes, a later write stays) and answers with its watermark; a watermark from the far
+/// future is refused like any peer's version, and nothing is removed.
+#[test]
+fn sync_carries_the_wipe_watermark_both_ways() {
+    let store = Arc::new(Store::new(StoreOptions::default()));
+    let now = unix_millis() << 16;
+    push(&store, "before_wipe", now - 100);
+    push(&store, "after_wipe", now + 100);
+    let core = core_with(store.clone(), vec![member("a", 1)], 1);
+    let sync = |watermark| pb::SyncRequest {
+        from: "b".into(),
+        entries: vec![entry("after_wipe", now + 100, false)],
+        want_owned: false,
+        wipe_watermark: watermark,
+    };
+    let future = (unix_millis() + 3_600_000) << 16;
+    assert!(answer_sync(&core, sync(future)).is_err());
+    assert!(store.group(&key("before_wipe")).is_some(), "nothing removed");
+    let reply = answer_sync(&core, sync(now)).expect("valid request");
+    assert_eq!(reply.wipe_watermark, now);
+    assert!(store.group(&key("before_wipe")).is_none());
+    assert!(store.group(&key("after_wipe")).is_some());
+    // A caller that missed it gets the watermark in the answer.
+    let reply = answer_sync(&core, sync(0)).expect("valid request");
+    assert_eq!(reply.wipe_watermark, now);
 }
 
 #[test]
@@ -184,6 +213,7 @@ fn sync_refuses_a_bad_key_without_panicking() {
             tombstone: false,
         }],
         want_owned: true,
+        wipe_watermark: 0,
     };
     assert!(answer_sync(&core, req).is_err());
 }
@@ -200,6 +230,7 @@ fn pull_sends_the_groups_the_joiner_will_own() {
         from: "b".into(),
         entries: vec![entry("j0", 100, false)],
         want_owned: true,
+        wipe_watermark: 0,
     };
     let reply = answer_sync(&core, req).expect("valid request");
     let joined = [member("a", 1), member("b", 2)];

@@ -76,12 +76,14 @@ impl ClusterService {
     }
 
     async fn replicate_one(&self, req: pb::ReplicateRequest) -> Result<bool, Status> {
+        let _applying = self.core.admit()?;
         self.core.take_replica(req).await
     }
 
     /// One write of a `Forward` call: the families arrive prepared by the receiving node, so
     /// their layout is validated (`StoredFamily::from_wire`) but nothing is decoded or encoded.
     async fn forwarded(&self, w: pb::ForwardedWrite) -> Result<ForwardedAnswer, Status> {
+        let _applying = self.core.admit()?;
         self.core.entry.served();
         expired(w.deadline_unix_ms)?;
         let names = self.core.names();

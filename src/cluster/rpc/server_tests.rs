@@ -480,6 +480,7 @@ mod never_panic {
                 tombstone: false,
             }],
             want_owned: true,
+            wipe_watermark: 0,
         };
         let chunks =
             crate::cluster::collect_chunks(&[g], vec![(key("gone"), 9)], vec![(1, 2)], false);

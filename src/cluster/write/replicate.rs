@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
 use super::super::events::{ClusterEvent, Refusal};
-use super::super::member::{Member, MemberState};
+use super::super::member::{Member, MemberState, NodeId};
 use super::super::rpc::{pb, wire};
 use super::op::{decoded, WriteAnswer, WriteOp};
 use crate::store::{Deleted, GroupKey, GroupSnapshot, PushError};
@@ -106,12 +106,12 @@ impl ClusterCore {
     /// The answer to a write that `holders` nodes took: a success needs R of them (a refusal
     /// stands whatever happened to the copies of the failure time it recorded).
     pub(crate) fn quorum(&self, answer: WriteAnswer, holders: usize) -> WriteAnswer {
-        if !matches!(answer.status, 200 | 202) || holders >= self.replication_factor {
+        let needed = self.write_quorum();
+        if !matches!(answer.status, 200 | 202) || holders >= needed {
             return answer;
         }
         WriteAnswer::unavailable(format!(
-            "only {holders} of the {} cluster nodes the write needs (--cluster.replication-factor) could take it; retry",
-            self.replication_factor
+            "only {holders} of the {needed} cluster nodes the write needs (--cluster.replication-factor, --cluster.write-quorum) could take it; retry"
         ))
     }
 
@@ -143,16 +143,22 @@ impl ClusterCore {
             .filter(usable)
             .cloned()
             .collect();
-        // Members still joining come last, as stand-ins: at a cold start every node sees the
-        // others joining for a gossip round, and a copy there (a hint, handed to the owners by
-        // the reconciler) beats a write short of R holders.
-        candidates.extend(
-            ring.members
-                .iter()
-                .filter(|m| m.state == MemberState::Joining)
-                .filter(usable)
-                .cloned(),
-        );
+        // Members still joining, then members leaving, come last, as stand-ins (a hint, handed
+        // to the owners by the reconciler, beats a write short of R holders). At a cold start
+        // every node sees the others joining for a gossip round. In a rolling restart a node
+        // is leaving (draining, then handing over) while the one restarted before it may not
+        // be active in this node's ring yet: without the leaving node, a 3-node cluster would
+        // have a single candidate. A leaving node refuses copies once its last handover
+        // starts (`ClusterCore::close`), and the next candidate is asked.
+        for state in [MemberState::Joining, MemberState::Leaving] {
+            candidates.extend(
+                ring.members
+                    .iter()
+                    .filter(|m| m.state == state)
+                    .filter(usable)
+                    .cloned(),
+            );
+        }
         // The stamp of a PUT, for a sender that holds its own prepared families as its replica.
         let own = match &replica {
             Replica::Put(g) => Some(stamp_of(g)),
@@ -223,9 +229,11 @@ impl ClusterCore {
                     Some(peer) => peer.replicate(msg, size, deadline).await.is_ok(),
                     None => self.take_replica(msg).await.is_ok(),
                 };
-                (m.id, ok)
+                (m, ok)
             }
         };
+        // Peers that failed fast and were asked once more (see below).
+        let mut retried: Vec<NodeId> = Vec::new();
         let mut inflight = FuturesUnordered::new();
         for _ in acked..needed {
             match candidates.pop_front() {
@@ -252,9 +260,19 @@ impl ClusterCore {
                         }
                     }
                     Some((peer, false)) => {
-                        ClusterEvent::ReplicaFailed { peer: Some(&peer), why: None }.emit();
+                        ClusterEvent::ReplicaFailed { peer: Some(&peer.id), why: None }.emit();
                         if let Some(m) = candidates.pop_front() {
                             inflight.push(send(m));
+                        } else if peer.id != self.self_id
+                            && !retried.contains(&peer.id)
+                            && Instant::now() < started + timeout / 2
+                        {
+                            // No candidate left, and this one failed at once: a call on a
+                            // connection to a peer that has since restarted fails once, and
+                            // the next call reconnects (tonic's channel). Asked once more,
+                            // rather than answering 503 with a node that can take the copy.
+                            retried.push(peer.id.clone());
+                            inflight.push(send(peer));
                         }
                     }
                 },
@@ -486,5 +504,91 @@ mod tests {
             .await;
         assert_eq!(answer.status, 200, "{}", answer.message);
         assert!(store_c.group(&key(&job)).is_some(), "c holds the copy");
+    }
+
+    /// A rolling restart of 3 nodes: b is leaving (draining), c restarted and is not in a's
+    /// ring yet. a is the only active member: b stands in for the copy, and the write is
+    /// acknowledged (it answered "only 1 of the 2 ..." when leaving members were no
+    /// candidates). Once b starts its last handover it refuses copies, and the next stand-in
+    /// (a joining member) takes it instead.
+    #[tokio::test]
+    async fn a_leaving_member_stands_in_until_its_last_handover() {
+        use crate::cluster::bounds::ClusterBounds;
+        let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_port = b_listener.local_addr().unwrap().port();
+        let c_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c_port = c_listener.local_addr().unwrap().port();
+        let restarting = [
+            ("a", 1, MemberState::Active),
+            ("b", b_port, MemberState::Leaving),
+        ];
+        let (_, a) = node_in("a", &restarting, 2, ClusterBounds::default());
+        let (store_b, b) = node_in("b", &restarting, 2, ClusterBounds::default());
+        let b_core = b.core.clone();
+        serve_on(b_listener, b);
+        let answer = a
+            .core
+            .apply_as_primary(WriteOp::Push(prepared("j1", BODY)), Vec::new(), None)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        assert!(store_b.group(&key("j1")).is_some(), "b holds the copy");
+
+        b_core.close(std::time::Instant::now()).await;
+        let joined = [
+            ("a", 1, MemberState::Active),
+            ("b", b_port, MemberState::Leaving),
+            ("c", c_port, MemberState::Joining),
+        ];
+        let (_, a) = node_in("a", &joined, 2, ClusterBounds::default());
+        let (store_c, c) = node_in("c", &joined, 2, ClusterBounds::default());
+        serve_on(c_listener, c);
+        let answer = a
+            .core
+            .apply_as_primary(WriteOp::Push(prepared("j2", BODY)), Vec::new(), None)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        assert!(store_b.group(&key("j2")).is_none(), "b refused: closing");
+        assert!(store_c.group(&key("j2")).is_some(), "c holds the copy");
+    }
+
+    /// The only other node fails its first call (a connection to it from before it
+    /// restarted): it is asked once more, and the write has its R holders instead of 503.
+    #[tokio::test]
+    async fn the_last_candidate_failing_at_once_is_asked_once_more() {
+        let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b_port = b_listener.local_addr().unwrap().port();
+        let members = [("a", 1), ("b", b_port)];
+        let (_, a) = node("a", &members, 2);
+        let (store_b, b) = node("b", &members, 2);
+        let b = TestPeer::new(b);
+        b.refuse_first.store(1, std::sync::atomic::Ordering::SeqCst);
+        serve_on(b_listener, b);
+        let job = job_in_order(&a.core.ring(), &["a", "b"]);
+        let answer = a
+            .core
+            .apply_as_primary(WriteOp::Push(prepared(&job, BODY)), Vec::new(), None)
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
+        assert!(store_b.group(&key(&job)).is_some(), "b holds the copy");
+    }
+
+    /// With `--cluster.write-quorum=1` a write no other node can take is acknowledged by its
+    /// primary alone; with the default (R) it is refused.
+    #[tokio::test]
+    async fn the_write_quorum_sets_how_many_holders_a_write_needs() {
+        let members = [("a", 1), ("b", closed_port())];
+        let (_, a) = node("a", &members, 2);
+        let ring = a.core.ring();
+        let job = (0..)
+            .map(|i| format!("j{i}"))
+            .find(|job| ring.owners(key(job).stable_hash(), 1)[0].id.as_str() == "a")
+            .unwrap();
+        let push = || WriteOp::Push(prepared(&job, BODY));
+        let answer = a.core.apply_as_primary(push(), Vec::new(), None).await;
+        assert_eq!(answer.status, 503, "{}", answer.message);
+        assert!(answer.message.contains("only 1 of the 2"), "{}", answer.message);
+        a.core.set_write_quorum(1);
+        let answer = a.core.apply_as_primary(push(), Vec::new(), None).await;
+        assert_eq!(answer.status, 200, "{}", answer.message);
     }
 }

@@ -96,9 +96,17 @@ impl ClusterCore {
                 }
             }
         }
+        let active = ring.active().count();
+        if active == 0 {
+            // A node starting up has not learnt the members yet (or every one is joining): the
+            // answer carries Retry-After, and the node takes writes once it knows the ring.
+            return WriteAnswer::unavailable(
+                "this node does not know an active cluster member yet (starting up); retry"
+                    .to_owned(),
+            );
+        }
         WriteAnswer::unavailable(format!(
-            "no cluster member could take the write ({} active, {} unreachable)",
-            ring.active().count(),
+            "no cluster member could take the write ({active} active, {} unreachable)",
             unreachable.len()
         ))
     }

@@ -2,7 +2,7 @@
 //!
 //! - 202 deleted (also when there was no such group, as upstream);
 //! - 400 bad grouping key in the URL;
-//! - 503 the cluster cannot take the write now.
+//! - 503 the cluster cannot take the write now (with `Retry-After`).
 
 use axum::response::Response;
 use http::{Method, StatusCode};

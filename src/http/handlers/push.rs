@@ -6,8 +6,9 @@
 //! - 400 bad grouping key in the URL, undecodable body, metrics the check refuses, or a
 //!   configured limit other than a size exceeded;
 //! - 413 over a size limit;
-//! - 503 the cluster cannot take the write now, or the bytes of pushes in flight are at
-//!   `--push.max-inflight-bytes` (with `Retry-After`).
+//! - 503 the cluster cannot take the write now (a starting node that knows no active member
+//!   yet, fewer nodes up than the write needs), or the bytes of pushes in flight are at
+//!   `--push.max-inflight-bytes`; always with `Retry-After`.
 //!
 //! Each push is counted in `pushgateway_http_requests_total` and in the push duration and size
 //! summaries; a refused one also in the refused-pushes counter, by reason.
@@ -16,7 +17,7 @@ use std::time::Instant;
 
 use axum::extract::Request;
 use axum::response::Response;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 
 use crate::gateway::Gateway;
 use crate::http::grouping::parse_grouping_path;
@@ -68,12 +69,7 @@ async fn push_group<G: Gateway>(
                     503 => "busy",
                     _ => "invalid",
                 });
-                let mut resp = error_text(e.status(), &e);
-                if e.status() == 503 {
-                    resp.headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                }
-                return (resp, 0);
+                return (error_text(e.status(), &e), 0);
             }
         };
     let size = bytes.len();
