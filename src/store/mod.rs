@@ -22,6 +22,7 @@ pub mod key;
 mod options;
 pub mod persistence;
 pub mod prepare;
+pub mod upstream;
 pub mod render;
 mod render_cache;
 mod replica;

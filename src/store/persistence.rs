@@ -6,6 +6,9 @@
 //! Loading checks magic, length and checksum before decoding, then re-validates every group
 //! through the store, so a corrupt, truncated or hand-edited file is refused with a clear
 //! message instead of being half-loaded.
+//!
+//! Loading also reads the upstream Pushgateway's own file (Go's gob, `store::upstream`), so that
+//! a gateway switched to pushgate keeps its groups; pushgate always writes its own format.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -27,6 +30,23 @@ pub enum PersistenceError {
     Io { path: PathBuf, err: std::io::Error },
     #[error("persistence file {path:?} is not a pushgate snapshot: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("persistence file {path:?} is an upstream Pushgateway file (Go gob) that cannot be read: {reason}")]
+    UpstreamCorrupt { path: PathBuf, reason: String },
+}
+
+/// Which format a persistence file was in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Pushgate,
+    /// The upstream Pushgateway's gob file: loaded, never written.
+    Upstream,
+}
+
+/// What `load` found: how many groups, in which format (None: no file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    pub groups: usize,
+    pub format: Option<FileFormat>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistenceError + '_ {
@@ -75,7 +95,7 @@ pub fn decode_snapshot(
     }
     if &bytes[..8] != MAGIC {
         return Err(corrupt(
-            "wrong magic bytes (not written by pushgate, or a different format version)".into(),
+            "wrong magic bytes (neither a pushgate snapshot nor an upstream Pushgateway file, or a different format version)".into(),
         ));
     }
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("slice of 8 bytes"));
@@ -97,6 +117,25 @@ pub fn decode_snapshot(
         out.push(decode_group(i, g, names, None).map_err(corrupt)?);
     }
     Ok(out)
+}
+
+/// Decodes a persistence file in either format: pushgate's snapshot (its magic bytes first),
+/// or else the upstream Pushgateway's gob file when it begins like one.
+pub fn decode_file(
+    path: &Path,
+    bytes: &[u8],
+    names: NameScheme,
+) -> Result<(Vec<GroupSnapshot>, FileFormat), PersistenceError> {
+    if !bytes.starts_with(MAGIC) && crate::exposition::gob::looks_like_gob(bytes) {
+        let groups = super::upstream::groups_from_upstream_file(bytes, names).map_err(|reason| {
+            PersistenceError::UpstreamCorrupt {
+                path: path.to_owned(),
+                reason,
+            }
+        })?;
+        return Ok((groups, FileFormat::Upstream));
+    }
+    Ok((decode_snapshot(path, bytes, names)?, FileFormat::Pushgate))
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -152,17 +191,31 @@ pub fn save(store: &Store, path: &Path) -> Result<usize, PersistenceError> {
     Ok(groups.len())
 }
 
-/// Loads `path` into `store`. A missing file is an empty store; anything unreadable is an error.
-pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, PersistenceError> {
+/// Reads and decodes a persistence file in either format; None when it does not exist.
+pub fn read_file(
+    path: &Path,
+    names: NameScheme,
+) -> Result<Option<(Vec<GroupSnapshot>, FileFormat)>, PersistenceError> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
             f.read_to_end(&mut bytes).map_err(io_err(path))?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     }
-    let groups = decode_snapshot(path, &bytes, names)?;
+    decode_file(path, &bytes, names).map(Some)
+}
+
+/// Loads `path` (either format) into `store`. A missing file is an empty store; anything
+/// unreadable is an error, and nothing of it is loaded.
+pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<Loaded, PersistenceError> {
+    let Some((groups, format)) = read_file(path, names)? else {
+        return Ok(Loaded {
+            groups: 0,
+            format: None,
+        });
+    };
     let n = groups.len();
     for g in groups {
         let key = g.key.clone();
@@ -171,7 +224,10 @@ pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, Pers
             reason: format!("group {key} cannot be restored: {e}"),
         })?;
     }
-    Ok(n)
+    Ok(Loaded {
+        groups: n,
+        format: Some(format),
+    })
 }
 
 #[cfg(test)]
@@ -207,7 +263,7 @@ mod tests {
         let s = filled_store();
         assert_eq!(save(&s, &path).unwrap(), 2);
         let t = Store::new(StoreOptions::default());
-        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap(), 2);
+        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap().groups, 2);
         assert_eq!(text(&s), text(&t));
         let (a, b) = (s.snapshot(), t.snapshot());
         assert_eq!(a[0].failure_time, b[0].failure_time);
@@ -238,7 +294,7 @@ mod tests {
         assert_eq!(mode, 0o600, "snapshot mode {mode:o}");
         assert!(!stale.exists(), "temporary file left behind");
         let t = Store::new(StoreOptions::default());
-        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap(), 2);
+        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap().groups, 2);
         // The temporary file itself, before any rename.
         let f = create_private(&stale).unwrap();
         let mode = f.metadata().unwrap().mode() & 0o777;
@@ -250,7 +306,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = Store::new(StoreOptions::default());
         assert_eq!(
-            load(&t, &dir.path().join("none"), NameScheme::Legacy).unwrap(),
+            load(&t, &dir.path().join("none"), NameScheme::Legacy).unwrap().groups,
             0
         );
     }
