@@ -83,38 +83,43 @@ pub fn decode_snapshot(
     bytes: &[u8],
     names: NameScheme,
 ) -> Result<Vec<GroupSnapshot>, PersistenceError> {
-    let corrupt = |reason: String| PersistenceError::Corrupt {
+    decode_snapshot_bytes(bytes, names).map_err(|reason| PersistenceError::Corrupt {
         path: path.to_owned(),
         reason,
-    };
+    })
+}
+
+/// [`decode_snapshot`] of bytes that are not a file (an import request's body); the error says
+/// why they are not a snapshot.
+pub fn decode_snapshot_bytes(bytes: &[u8], names: NameScheme) -> Result<Vec<GroupSnapshot>, String> {
     if bytes.len() < HEADER_LEN {
-        return Err(corrupt(format!(
+        return Err(format!(
             "file has {} bytes, shorter than the {HEADER_LEN}-byte header (truncated?)",
             bytes.len()
-        )));
+        ));
     }
     if &bytes[..8] != MAGIC {
-        return Err(corrupt(
+        return Err(
             "wrong magic bytes (neither a pushgate snapshot nor an upstream Pushgateway file, or a different format version)".into(),
-        ));
+        );
     }
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("slice of 8 bytes"));
     let sum = u64::from_le_bytes(bytes[16..24].try_into().expect("slice of 8 bytes"));
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != len {
-        return Err(corrupt(format!(
+        return Err(format!(
             "header announces {len} payload bytes but the file holds {} (truncated or appended to)",
             payload.len()
-        )));
+        ));
     }
     if xxhash_rust::xxh3::xxh3_64(payload) != sum {
-        return Err(corrupt("checksum mismatch (the file is corrupted)".into()));
+        return Err("checksum mismatch (the file is corrupted)".into());
     }
     let snap = snapshot_proto::Snapshot::decode(payload)
-        .map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
+        .map_err(|e| format!("undecodable payload: {e}"))?;
     let mut out = Vec::with_capacity(snap.groups.len());
     for (i, g) in snap.groups.into_iter().enumerate() {
-        out.push(decode_group(i, g, names, None).map_err(corrupt)?);
+        out.push(decode_group(i, g, names, None)?);
     }
     Ok(out)
 }
