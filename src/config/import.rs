@@ -1,0 +1,99 @@
+//! `pushgate import`'s flags: where the groups come from (a running upstream Pushgateway, or a
+//! persistence file), where they go (a pushgate node or cluster), and how to reach both
+//! (basic auth, bearer token, TLS: the options the official clients have).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use crate::time::parse_go_duration;
+use crate::tls::HttpClientTls;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pushgate import",
+    about = "Copies every group of an upstream Pushgateway (running, or its persistence file) into a \
+             pushgate node or cluster, keeping each group's push and failure times. The target \
+             needs --web.enable-admin-api."
+)]
+pub struct ImportArgs {
+    /// The upstream Pushgateway to read, e.g. http://old-gateway:9091 (its /api/v1/metrics;
+    /// a route prefix in the path is kept; user:password@ in the URL is basic auth).
+    #[arg(long = "from", required_unless_present = "from_file", conflicts_with = "from_file")]
+    pub from: Option<String>,
+    /// An upstream Pushgateway persistence file (or a pushgate snapshot) to read instead; read
+    /// only, never written.
+    #[arg(long = "from-file")]
+    pub from_file: Option<PathBuf>,
+    /// The pushgate node to import into (any node of a cluster), e.g. http://pushgate:9091.
+    #[arg(long = "to")]
+    pub to: String,
+    #[command(flatten)]
+    pub from_access: FromAccess,
+    #[command(flatten)]
+    pub to_access: ToAccess,
+    /// Groups sent at once.
+    #[arg(long = "concurrency", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Deadline of each HTTP request.
+    #[arg(long = "timeout", default_value = "30s", value_parser = parse_go_duration)]
+    pub timeout: Duration,
+}
+
+/// How to reach one endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub tls: HttpClientTls,
+}
+
+macro_rules! access_flags {
+    ($name:ident, $side:literal) => {
+        #[derive(Debug, Clone, Args)]
+        pub struct $name {
+            #[doc = concat!("Basic auth user for --", $side, ".")]
+            #[arg(id = concat!($side, "_username"), long = concat!($side, ".username"))]
+            pub username: Option<String>,
+            #[doc = concat!("File holding the basic auth password for --", $side, ".")]
+            #[arg(id = concat!($side, "_password_file"), long = concat!($side, ".password-file"), requires = concat!($side, "_username"))]
+            pub password_file: Option<PathBuf>,
+            #[doc = concat!("File holding a bearer token for --", $side, ".")]
+            #[arg(id = concat!($side, "_bearer_token_file"), long = concat!($side, ".bearer-token-file"), conflicts_with = concat!($side, "_username"))]
+            pub bearer_token_file: Option<PathBuf>,
+            #[doc = concat!("CA certificates (PEM) that --", $side, "'s server certificate must chain to; default: the system's.")]
+            #[arg(id = concat!($side, "_ca_file"), long = concat!($side, ".tls.ca-file"))]
+            pub ca_file: Option<PathBuf>,
+            #[doc = concat!("Client certificate (PEM) presented to --", $side, ".")]
+            #[arg(id = concat!($side, "_cert_file"), long = concat!($side, ".tls.cert-file"), requires = concat!($side, "_key_file"))]
+            pub cert_file: Option<PathBuf>,
+            #[doc = concat!("Key (PEM) of the client certificate presented to --", $side, ".")]
+            #[arg(id = concat!($side, "_key_file"), long = concat!($side, ".tls.key-file"), requires = concat!($side, "_cert_file"))]
+            pub key_file: Option<PathBuf>,
+            #[doc = concat!("Do not verify --", $side, "'s server certificate.")]
+            #[arg(id = concat!($side, "_insecure_skip_verify"), long = concat!($side, ".tls.insecure-skip-verify"))]
+            pub insecure_skip_verify: bool,
+        }
+
+        impl From<&$name> for Access {
+            fn from(a: &$name) -> Access {
+                Access {
+                    username: a.username.clone(),
+                    password_file: a.password_file.clone(),
+                    bearer_token_file: a.bearer_token_file.clone(),
+                    tls: HttpClientTls {
+                        ca_file: a.ca_file.clone(),
+                        cert_file: a.cert_file.clone(),
+                        key_file: a.key_file.clone(),
+                        insecure_skip_verify: a.insecure_skip_verify,
+                    },
+                }
+            }
+        }
+    };
+}
+
+access_flags!(FromAccess, "from");
+access_flags!(ToAccess, "to");
