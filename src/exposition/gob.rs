@@ -50,13 +50,13 @@ pub struct GobError {
     pub what: String,
 }
 
-/// True when `bytes` begin like a gob stream whose first message defines a type: the way every
-/// upstream file begins. Used to tell an upstream file from other foreign files.
+/// True when `bytes` begin like a gob stream whose first message defines a type (a length,
+/// then a negative type id): the way every upstream file begins, truncated or not. Used to tell
+/// an upstream file from other foreign files, which get their own message.
 pub fn looks_like_gob(bytes: &[u8]) -> bool {
     let mut r = Reader { b: bytes, at: 0 };
     let Ok(len) = r.uint() else { return false };
-    let fits = usize::try_from(len).is_ok_and(|l| l > 0 && l <= r.left());
-    fits && r.int().is_ok_and(|id| id < 0)
+    len > 0 && r.int().is_ok_and(|id| id < 0)
 }
 
 /// Decodes an upstream persistence file into its groups, in file order.
@@ -347,7 +347,10 @@ impl<'a> Reader<'a> {
             Ok(n) if n <= self.left() => Ok(n),
             _ => Err(GobError {
                 at,
-                what: format!("a {what} of {n} bytes, more than the {} left", self.left()),
+                what: format!(
+                    "a {what} of {n} bytes, more than the {} left (truncated?)",
+                    self.left()
+                ),
             }),
         }
     }

@@ -105,7 +105,9 @@ fn other_shapes_are_refused_with_what_was_found() {
     assert!(err.contains("ends before its value"), "{err}");
 
     assert!(!looks_like_gob(b""));
-    assert!(!looks_like_gob(b"PGSNAP01"));
+    // A zero-length first message, and a first message that is a value, not a type.
+    assert!(!looks_like_gob(b"\x00\x01"));
+    assert!(!looks_like_gob(b"\x05\x02"));
     assert!(!looks_like_gob(b"# TYPE x counter\n"));
 }
 
