@@ -46,7 +46,9 @@ macro_rules! layers {
     )*};
 }
 
-layers!(cluster, config, exposition, gateway, http, ingest, migrate, node, scrape, store, telemetry);
+layers!(
+    cluster, config, exposition, gateway, http, ingest, migrate, node, scrape, store, telemetry
+);
 
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsupport;
@@ -55,8 +57,8 @@ pub mod tls;
 
 pub use self::config::import::ImportArgs;
 pub use self::config::{parse_listen_address, Config};
-pub use self::migrate::{run as run_import, Summary as ImportSummary};
 pub use self::http::web_config::SharedWebConfig;
+pub use self::migrate::{run as run_import, Summary as ImportSummary};
 pub use self::node::Node;
 pub use self::telemetry::{logging, SelfRecorder};
 

@@ -46,7 +46,10 @@ fn fill(gw: &Gateway) {
         "proto_gauge",
         Some("From a protobuf push."),
         pb::MetricType::Gauge,
-        vec![pb::gauge(&[("k", "v")], 42.0), pb::gauge(&[("k", "")], 1e300)],
+        vec![
+            pb::gauge(&[("k", "v")], 42.0),
+            pb::gauge(&[("k", "")], 1e300),
+        ],
     );
     ok(gw.request(
         &Req::new("PUT", "/metrics/job/proto/instance/i1")
@@ -146,7 +149,10 @@ fn filled_upstream_file(file: &Path) -> Served {
     fill(&up);
     let served = Served::of(&up);
     signal(up.pid(), "TERM");
-    assert!(up.wait_exit(Duration::from_secs(20)), "upstream did not stop");
+    assert!(
+        up.wait_exit(Duration::from_secs(20)),
+        "upstream did not stop"
+    );
     assert!(file.exists(), "upstream wrote no file; log:\n{}", up.log());
     served
 }
@@ -172,7 +178,11 @@ fn an_upstream_file_given_to_persistence_file_serves_what_upstream_served() {
             .filter(|b| b.starts_with(b"PGSNAP01"))
             .map(|_| ())
     });
-    assert!(replaced.is_some(), "no snapshot written; log:\n{}", pg.log());
+    assert!(
+        replaced.is_some(),
+        "no snapshot written; log:\n{}",
+        pg.log()
+    );
     let kept: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -274,19 +284,31 @@ fn the_import_endpoint_refuses_what_is_not_a_valid_group_and_changes_nothing() {
     let put = |body: Vec<u8>| pg.request(&Req::new("PUT", "/api/v1/admin/import").body(body));
     let r = put(b"not a snapshot".to_vec());
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("import body is not a pushgate snapshot"), "{}", r.text());
+    assert!(
+        r.text().contains("import body is not a pushgate snapshot"),
+        "{}",
+        r.text()
+    );
 
     // A group pushed at a time in the future would outrank every later push: refused.
     let future = snapshot_of_one_group(4_000_000_000.0);
     let r = put(future);
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("is not a Unix time up to now"), "{}", r.text());
+    assert!(
+        r.text().contains("is not a Unix time up to now"),
+        "{}",
+        r.text()
+    );
     assert_eq!(pg.api_metrics_normalised().1["data"], serde_json::json!([]));
 
     // The same group at a past time is taken, with that push time.
     let r = put(snapshot_of_one_group(1_700_000_000.5));
     assert_eq!(r.status, 200, "{}", r.text());
-    let v = sample_value(&pg.get("/metrics").text(), "push_time_seconds", &[("job", "j")]);
+    let v = sample_value(
+        &pg.get("/metrics").text(),
+        "push_time_seconds",
+        &[("job", "j")],
+    );
     assert_eq!(v.as_deref(), Some("1.7000000005e+09"));
     assert_eq!(pg.request(&Req::get("/api/v1/admin/import")).status, 405);
 }

@@ -132,11 +132,19 @@ fn a_live_import_lands_every_group_on_its_owners_with_its_push_times() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{said}");
-    assert!(said.contains(&format!("imported {} groups", groups + 1)), "{said}");
+    assert!(
+        said.contains(&format!("imported {} groups", groups + 1)),
+        "{said}"
+    );
 
     // Every node serves every group, push and failure times as upstream had them.
     for node in &c.nodes {
-        assert_eq!(pushed_samples(&scrape(&node.url())), want, "node {}", node.id());
+        assert_eq!(
+            pushed_samples(&scrape(&node.url())),
+            want,
+            "node {}",
+            node.id()
+        );
     }
     // R = 2 copies of each group, held by its owners (the handoff of a stand-in's copy would
     // leave the count the same).

@@ -140,7 +140,6 @@ fn metric(typ: MetricType, m: &Value) -> Result<Metric, String> {
                 sample_count: Some(count("count")?),
                 sample_sum: Some(num("sum")?),
                 quantile,
-                ..Default::default()
             }));
         }
         _ => {

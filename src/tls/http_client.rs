@@ -61,9 +61,12 @@ pub fn build_http_client_config(opts: &HttpClientTls) -> Result<Arc<ClientConfig
                 .map_err(|e| format!("certificate file {}: {e}", cert.display()))?;
             let key_der = parse_key(&read("key file", key)?)
                 .map_err(|e| format!("key file {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| format!("key file {} does not fit the certificate: {e}", key.display()))?
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                format!(
+                    "key file {} does not fit the certificate: {e}",
+                    key.display()
+                )
+            })?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => return Err("a client certificate needs both its certificate and its key file".into()),
@@ -95,7 +98,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -104,7 +112,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -9,13 +9,13 @@
 
 mod client;
 mod client_certs;
-mod http_client;
 mod cluster;
 mod file;
+mod http_client;
 mod server;
 
 pub use client::{build_client_config, ClientTls};
-pub use http_client::{build_http_client_config, HttpClientTls};
 pub use cluster::{ClusterTls, ClusterTlsConfig, RELOAD_CHECK_INTERVAL};
 pub use file::{ConfigError, Ctx, RawClientTls, RawServerTls};
+pub use http_client::{build_http_client_config, HttpClientTls};
 pub use server::build_server_config;
