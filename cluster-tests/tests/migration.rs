@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use cluster_tests::{binary, free_port, http, metric_value, wait_for, Cluster};
+use cluster_tests::{binary, free_port, http, metric_value, scrape, wait_for, Cluster};
 
 const UPSTREAM: &str = "/usr/bin/prometheus-pushgateway";
 
@@ -69,12 +69,6 @@ fn pushed_samples(body: &str) -> Vec<String> {
         .collect();
     lines.sort();
     lines
-}
-
-fn scrape(url: &str) -> String {
-    let (status, body) = http("GET", url, "/metrics", b"").expect("scrape");
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 #[test]

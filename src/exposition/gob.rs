@@ -452,6 +452,15 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A type definition that is a `CommonType` followed by type ids and integers (fields
+    /// 1..=`max_field`), none of which the upstream shape needs.
+    fn skip_type(&mut self, max_field: i64) -> Result<(), GobError> {
+        self.own_struct(max_field, |r, f| match f {
+            0 => r.common_type(),
+            _ => r.int().map(|_| ()),
+        })
+    }
+
     /// One `wireType` (`encoding/gob/type.go`): a struct of pointers, exactly one of them set.
     fn wire_type(&mut self) -> Result<WireType, GobError> {
         let mut found = None;
@@ -460,18 +469,12 @@ impl<'a> Reader<'a> {
             let t = match f {
                 0 => {
                     // arrayType{CommonType; Elem typeId; Len int}
-                    r.own_struct(2, |r, f| match f {
-                        0 => r.common_type(),
-                        _ => r.int().map(|_| ()),
-                    })?;
+                    r.skip_type(2)?;
                     WireType::Other("an array")
                 }
                 1 => {
                     // sliceType{CommonType; Elem typeId}
-                    r.own_struct(1, |r, f| match f {
-                        0 => r.common_type(),
-                        _ => r.int().map(|_| ()),
-                    })?;
+                    r.skip_type(1)?;
                     WireType::Other("a slice")
                 }
                 2 => {
@@ -512,16 +515,17 @@ impl<'a> Reader<'a> {
                     })?;
                     WireType::Map { key, elem }
                 }
+                // gobEncoderType{CommonType}, for all three kinds of self-encoding types.
                 4 => {
-                    r.own_struct(0, |r, _| r.common_type())?;
+                    r.skip_type(0)?;
                     WireType::GobEncoder
                 }
                 5 => {
-                    r.own_struct(0, |r, _| r.common_type())?;
+                    r.skip_type(0)?;
                     WireType::Other("a binary marshaler")
                 }
                 _ => {
-                    r.own_struct(0, |r, _| r.common_type())?;
+                    r.skip_type(0)?;
                     WireType::Other("a text marshaler")
                 }
             };

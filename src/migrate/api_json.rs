@@ -86,20 +86,13 @@ fn family(name: &str, f: &Map<String, Value>) -> Result<(MetricFamily, Option<f6
 
 fn metric(typ: MetricType, m: &Value) -> Result<Metric, String> {
     let m = m.as_object().ok_or("a metric is not an object")?;
-    let num = |key: &str| -> Result<f64, String> {
-        let s = m
-            .get(key)
+    let field = |key: &str| {
+        m.get(key)
             .and_then(Value::as_str)
-            .ok_or(format!("a metric has no {key}"))?;
-        go_float(s)
+            .ok_or(format!("a metric has no {key}"))
     };
-    let count = |key: &str| -> Result<u64, String> {
-        let s = m
-            .get(key)
-            .and_then(Value::as_str)
-            .ok_or(format!("a metric has no {key}"))?;
-        go_count(s)
-    };
+    let num = |key: &str| go_float(field(key)?);
+    let count = |key: &str| go_count(field(key)?);
     let label = string_map(m.get("labels"), "a metric's labels")?
         .into_iter()
         .map(|(n, v)| LabelPair {

@@ -74,24 +74,49 @@ pub(super) fn load(
     }
 }
 
-/// Keeps the upstream file at `path` under `<path>.upstream-<unix time>` before pushgate's
-/// snapshot replaces it: a hard link (the very same bytes, nothing copied), or a copy where the
-/// file system has none. Failing that, the start is refused: the snapshot must not be the only
-/// copy of what the upstream file held.
+/// Keeps the upstream file at `path` under `<path>.upstream-<unix time>` (`.1`, `.2`, ... added
+/// when that name is taken: nothing already kept is ever replaced) before pushgate's snapshot
+/// replaces it: a hard link (the very same bytes, nothing copied), or a copy where the file
+/// system has none. Failing that, the start is refused: the snapshot must not be the only copy
+/// of what the upstream file held.
 fn keep_upstream_file(path: &Path, unix_time: u64) -> anyhow::Result<PathBuf> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".upstream-{unix_time}"));
-    let kept = PathBuf::from(name);
-    if std::fs::hard_link(path, &kept).is_err() {
-        std::fs::copy(path, &kept).with_context(|| {
-            format!(
-                "refusing to start: the upstream Pushgateway file {} could not be kept as {} before pushgate's snapshot replaces it",
-                path.display(),
-                kept.display()
-            )
-        })?;
+    let refused = |kept: &Path, e: std::io::Error| {
+        anyhow::anyhow!(
+            "refusing to start: the upstream Pushgateway file {} could not be kept as {} before pushgate's snapshot replaces it: {e}",
+            path.display(),
+            kept.display()
+        )
+    };
+    for n in 0..100 {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".upstream-{unix_time}"));
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        let kept = PathBuf::from(name);
+        match std::fs::hard_link(path, &kept) {
+            Ok(()) => return Ok(kept),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => {}
+        }
+        let copied = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&kept)
+            .and_then(|mut to| {
+                std::io::copy(&mut std::fs::File::open(path)?, &mut to)?;
+                to.sync_all()
+            });
+        match copied {
+            Ok(()) => return Ok(kept),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(refused(&kept, e)),
+        }
     }
-    Ok(kept)
+    Err(refused(
+        path,
+        std::io::Error::other("100 kept copies of that second exist already"),
+    ))
 }
 
 /// Where an unreadable file is kept: `.corrupt-<unix time>` appended to its whole name (as
@@ -163,9 +188,11 @@ mod tests {
         std::fs::write(dir.path().join("other"), b"x").unwrap();
         std::fs::rename(dir.path().join("other"), &path).unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"upstream bytes");
-        // A second start within the same second must not lose the first copy.
-        assert!(keep_upstream_file(&path, 42).is_err());
+        // A second keep within the same second never replaces the first copy.
+        let again = keep_upstream_file(&path, 42).unwrap();
+        assert_eq!(again, dir.path().join("pushgateway.db.upstream-42.1"));
         assert_eq!(std::fs::read(&kept).unwrap(), b"upstream bytes");
+        assert_eq!(std::fs::read(&again).unwrap(), b"x");
     }
 
     #[test]
