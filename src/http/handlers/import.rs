@@ -63,8 +63,10 @@ async fn import_groups<G: Gateway>(st: &AppState<G>, req: Request) -> Response {
         if let Err(why) = check_times(&g) {
             return plain(StatusCode::BAD_REQUEST, format!("group {}: {why}{}", g.key, so_far(done)));
         }
-        // The sender's version means nothing here: the copy is as new as its own times.
+        // The sender's version means nothing here: the copy is as new as its own times, and
+        // whether its last push succeeded follows from them, as upstream derives it.
         g.version = version_at(g.push_time.max(g.failure_time));
+        g.last_push_successful = g.failure_time <= g.push_time;
         let key = g.key.clone();
         if let Err(e) = st.gateway.import(g).await {
             return error_text(e.status(), &format!("group {key}: {e}{}", so_far(done)));
