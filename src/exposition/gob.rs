@@ -181,7 +181,8 @@ impl Shape {
     }
 
     fn groups(&self, r: &mut Reader<'_>) -> Result<Vec<UpstreamGroup>, GobError> {
-        let count = r.count("groups", 3)?;
+        // A group takes at least its key and its end marker: two bytes.
+        let count = r.count("groups", 2)?;
         let mut groups = Vec::with_capacity(count);
         for _ in 0..count {
             // Upstream's own key string (labels joined by 0xff bytes, so not UTF-8): the

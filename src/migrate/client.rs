@@ -151,39 +151,71 @@ impl Connection {
     ) -> Result<(StatusCode, Bytes), String> {
         let ep = self.endpoint.clone();
         let call = async {
-            let mut sender = match self.sender.take() {
-                Some(s) if !s.is_closed() => s,
-                _ => ep.connect().await?,
-            };
-            sender
-                .ready()
-                .await
-                .map_err(|e| format!("{}: {e}", ep.shown))?;
-            let mut req = Request::builder()
-                .method(method)
-                .uri(format!("{}{path}", ep.prefix))
-                .header(header::HOST, &ep.authority)
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .body(Full::new(body))
-                .map_err(|e| e.to_string())?;
-            if let Some(auth) = &ep.auth {
-                req.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+            // A kept connection the server closed meanwhile fails at once: the request is then
+            // sent once more on a new one (an import of a group may be repeated: it changes
+            // nothing the second time).
+            for retry in [true, false] {
+                let (mut sender, reused) = match self.sender.take() {
+                    Some(s) if !s.is_closed() => (s, true),
+                    _ => (ep.connect().await?, false),
+                };
+                if sender.ready().await.is_err() && reused && retry {
+                    continue;
+                }
+                let mut req = Request::builder()
+                    .method(method.clone())
+                    .uri(format!("{}{path}", ep.prefix))
+                    .header(header::HOST, &ep.authority)
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(Full::new(body.clone()))
+                    .map_err(|e| e.to_string())?;
+                if let Some(auth) = &ep.auth {
+                    req.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+                }
+                let resp = match sender.send_request(req).await {
+                    Ok(r) => r,
+                    Err(e) if reused && retry && e.is_closed() => continue,
+                    Err(e) => return Err(format!("request to {} failed: {e}", ep.shown)),
+                };
+                let status = resp.status();
+                let bytes = Limited::new(resp.into_body(), max_body)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading the reply of {} failed: {e}", ep.shown))?
+                    .to_bytes();
+                self.sender = Some(sender);
+                return Ok((status, bytes));
             }
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| format!("request to {} failed: {e}", ep.shown))?;
-            let status = resp.status();
-            let bytes = Limited::new(resp.into_body(), max_body)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the reply of {} failed: {e}", ep.shown))?
-                .to_bytes();
-            self.sender = Some(sender);
-            Ok((status, bytes))
+            Err(format!("{} closed the connection", ep.shown))
         };
         tokio::time::timeout(ep.timeout, call)
             .await
             .unwrap_or_else(|_| Err(format!("{} did not answer within {:?}", ep.shown, ep.timeout)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(url: &str) -> Result<Endpoint, String> {
+        Endpoint::new(url, &Access::default(), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn urls_give_host_port_prefix_and_credentials() {
+        let e = endpoint("http://dave:dave123@old-gateway:9091/gw/").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("old-gateway", 9091));
+        assert_eq!(e.prefix, "/gw");
+        assert_eq!(e.shown, "http://old-gateway:9091/gw");
+        assert_eq!(
+            e.auth.unwrap(),
+            HeaderValue::from_static("Basic ZGF2ZTpkYXZlMTIz")
+        );
+        let e = endpoint("http://[::1]").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.prefix.as_str()), ("::1", 80, ""));
+        for bad in ["old-gateway:9091", "ftp://x", "http://"] {
+            assert!(endpoint(bad).is_err(), "{bad}");
+        }
     }
 }
