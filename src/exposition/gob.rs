@@ -137,20 +137,17 @@ impl Shape {
                 if fields.len() != 2 {
                     return Err(format!("{what} has {} fields, not 2", fields.len()));
                 }
-                let pos = |name: &str| {
+                // A field's number in a value is its position in the definition.
+                let find = |name: &str| {
                     fields
                         .iter()
-                        .position(|(n, _)| n == name)
+                        .enumerate()
+                        .find(|(_, (n, _))| n == name)
+                        .map(|(at, (_, id))| (at as u64, *id))
                         .ok_or_else(|| format!("{what} has no field {name}"))
                 };
-                let (a, b) = (pos(names[0])?, pos(names[1])?);
-                Ok((
-                    FieldRoles {
-                        first: a as u64,
-                        second: b as u64,
-                    },
-                    [fields[a].1, fields[b].1],
-                ))
+                let ((first, first_id), (second, second_id)) = (find(names[0])?, find(names[1])?);
+                Ok((FieldRoles { first, second }, [first_id, second_id]))
             }
             other => Err(format!("{what} is {}, not a struct", other.kind())),
         };
@@ -280,7 +277,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn left(&self) -> usize {
-        self.b.len() - self.at
+        self.b.len().saturating_sub(self.at)
     }
 
     fn err(&self, what: &str) -> GobError {
@@ -295,22 +292,18 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], GobError> {
-        if n > self.left() {
-            return Err(self.truncated());
-        }
-        let s = &self.b[self.at..self.at + n];
-        self.at += n;
+        let end = self.at.checked_add(n).ok_or_else(|| self.truncated())?;
+        let s = self.b.get(self.at..end).ok_or_else(|| self.truncated())?;
+        self.at = end;
         Ok(s)
     }
 
     /// A reader over the next `n` bytes (one message), offsets kept.
     fn sub(&mut self, n: usize) -> Result<Reader<'a>, GobError> {
         let start = self.at;
-        let end = start + self.take(n)?.len();
-        Ok(Reader {
-            b: &self.b[..end],
-            at: start,
-        })
+        self.take(n)?;
+        let b = self.b.get(..self.at).ok_or_else(|| self.truncated())?;
+        Ok(Reader { b, at: start })
     }
 
     fn end(&self, what: &str) -> Result<(), GobError> {
