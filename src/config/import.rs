@@ -13,6 +13,7 @@ use crate::tls::HttpClientTls;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "pushgate import",
+    bin_name = "pushgate import",
     about = "Copies every group of an upstream Pushgateway (running, or its persistence file) into a \
              pushgate node or cluster, keeping each group's push and failure times. The target \
              needs --web.enable-admin-api."
@@ -54,26 +55,19 @@ macro_rules! access_flags {
     ($name:ident, $side:literal) => {
         #[derive(Debug, Clone, Args)]
         pub struct $name {
-            #[doc = concat!("Basic auth user for --", $side, ".")]
-            #[arg(id = concat!($side, "_username"), long = concat!($side, ".username"))]
+            #[arg(id = concat!($side, "_username"), long = concat!($side, ".username"), value_name = "USER", help = concat!("Basic auth user for --", $side, "."))]
             pub username: Option<String>,
-            #[doc = concat!("File holding the basic auth password for --", $side, ".")]
-            #[arg(id = concat!($side, "_password_file"), long = concat!($side, ".password-file"), requires = concat!($side, "_username"))]
+            #[arg(id = concat!($side, "_password_file"), long = concat!($side, ".password-file"), value_name = "FILE", requires = concat!($side, "_username"), help = concat!("File holding the basic auth password for --", $side, "."))]
             pub password_file: Option<PathBuf>,
-            #[doc = concat!("File holding a bearer token for --", $side, ".")]
-            #[arg(id = concat!($side, "_bearer_token_file"), long = concat!($side, ".bearer-token-file"), conflicts_with = concat!($side, "_username"))]
+            #[arg(id = concat!($side, "_bearer_token_file"), long = concat!($side, ".bearer-token-file"), value_name = "FILE", conflicts_with = concat!($side, "_username"), help = concat!("File holding a bearer token for --", $side, "."))]
             pub bearer_token_file: Option<PathBuf>,
-            #[doc = concat!("CA certificates (PEM) that --", $side, "'s server certificate must chain to; default: the system's.")]
-            #[arg(id = concat!($side, "_ca_file"), long = concat!($side, ".tls.ca-file"))]
+            #[arg(id = concat!($side, "_ca_file"), long = concat!($side, ".tls.ca-file"), value_name = "FILE", help = concat!("CA certificates (PEM) that --", $side, "'s server certificate must chain to; default: the system's."))]
             pub ca_file: Option<PathBuf>,
-            #[doc = concat!("Client certificate (PEM) presented to --", $side, ".")]
-            #[arg(id = concat!($side, "_cert_file"), long = concat!($side, ".tls.cert-file"), requires = concat!($side, "_key_file"))]
+            #[arg(id = concat!($side, "_cert_file"), long = concat!($side, ".tls.cert-file"), value_name = "FILE", requires = concat!($side, "_key_file"), help = concat!("Client certificate (PEM) presented to --", $side, "."))]
             pub cert_file: Option<PathBuf>,
-            #[doc = concat!("Key (PEM) of the client certificate presented to --", $side, ".")]
-            #[arg(id = concat!($side, "_key_file"), long = concat!($side, ".tls.key-file"), requires = concat!($side, "_cert_file"))]
+            #[arg(id = concat!($side, "_key_file"), long = concat!($side, ".tls.key-file"), value_name = "FILE", requires = concat!($side, "_cert_file"), help = concat!("Key (PEM) of the client certificate presented to --", $side, "."))]
             pub key_file: Option<PathBuf>,
-            #[doc = concat!("Do not verify --", $side, "'s server certificate.")]
-            #[arg(id = concat!($side, "_insecure_skip_verify"), long = concat!($side, ".tls.insecure-skip-verify"))]
+            #[arg(id = concat!($side, "_insecure_skip_verify"), long = concat!($side, ".tls.insecure-skip-verify"), help = concat!("Do not verify --", $side, "'s server certificate."))]
             pub insecure_skip_verify: bool,
         }
 
