@@ -173,6 +173,10 @@ fn main() {
     c.put("snapshot", "file", &with_sel(2, &file));
     let file = encode_snapshot(&utf8.snapshot(), 3000.0, 7);
     c.put("snapshot", "utf8-payload", &with_sel(1, &file[24..]));
+    // A file the real upstream Pushgateway 1.5.1 wrote (tests/data; every metric type,
+    // @base64 keys, an empty label value, a refused push).
+    let upstream = include_bytes!("../tests/data/upstream-1.5.1.gob");
+    c.put("upstream_gob", "upstream-1.5.1", &with_sel(0, upstream));
 
     for (i, yaml) in [
         "",

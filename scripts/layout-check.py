@@ -24,7 +24,7 @@ LAYERS = [
     ["gateway"],
     ["cluster", "http"],
     ["config"],
-    ["node"],
+    ["node", "migrate"],
 ]
 ROOT_FILES = {"lib.rs", "main.rs", "alloc.rs", "testsupport.rs", "time.rs"}
 # Root files that every layer may use (plain helpers below every module).

@@ -20,6 +20,8 @@
 //! - `http`: the routes and handlers, the server, the web config (TLS, auth).
 //! - `config`: the flags (one table, also listed by `/api/v1/status`).
 //! - `node`: builds and runs a node: store, single node or cluster, persistence loop, readiness.
+//! - `migrate` (beside `node`): `pushgate import`, groups taken over from an upstream
+//!   Pushgateway (its API or its file) into a node or cluster.
 //! - `testsupport` (feature `testsuite`): helpers for the integration tests and the benches.
 //!
 //! A push: `http` -> `ingest` (decode) -> `store::prepare` (prepare, check) -> `store`; on a
@@ -44,15 +46,19 @@ macro_rules! layers {
     )*};
 }
 
-layers!(cluster, config, exposition, gateway, http, ingest, node, scrape, store, telemetry);
+layers!(
+    cluster, config, exposition, gateway, http, ingest, migrate, node, scrape, store, telemetry
+);
 
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsupport;
 pub mod time;
 pub mod tls;
 
+pub use self::config::import::ImportArgs;
 pub use self::config::{parse_listen_address, Config};
 pub use self::http::web_config::SharedWebConfig;
+pub use self::migrate::{run as run_import, Summary as ImportSummary};
 pub use self::node::Node;
 pub use self::telemetry::{logging, SelfRecorder};
 

@@ -5,10 +5,18 @@ mod fd_limit;
 
 use std::process::ExitCode;
 
-use pushgate::{logging, parse_listen_address, Config, Node, SelfRecorder, SharedWebConfig};
+use clap::Parser;
+use pushgate::{
+    logging, parse_listen_address, Config, ImportArgs, Node, SelfRecorder, SharedWebConfig,
+};
 
 fn main() -> ExitCode {
     alloc::tune_allocator();
+    let mut args = std::env::args_os();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "import") {
+        args.next();
+        return import(ImportArgs::parse_from(args));
+    }
     let cfg = Config::from_command_line();
     logging::init(cfg.log_level, cfg.log_format);
     fd_limit::raise_open_file_limit();
@@ -26,6 +34,43 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pushgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pushgate import`: one run, its outcome on stdout and stderr and in the exit code.
+fn import(args: ImportArgs) -> ExitCode {
+    logging::init(logging::LogLevel::Info, logging::LogFormat::Logfmt);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pushgate import: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pushgate::run_import(args)) {
+        Ok(summary) if summary.failed.is_empty() => {
+            println!("imported {} groups", summary.groups);
+            ExitCode::SUCCESS
+        }
+        Ok(summary) => {
+            for f in &summary.failed {
+                eprintln!("pushgate import: {f}");
+            }
+            println!(
+                "imported {} of {} groups; {} failed",
+                summary.groups - summary.failed.len(),
+                summary.groups,
+                summary.failed.len()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("pushgate import: {e:#}");
             ExitCode::FAILURE
         }
     }

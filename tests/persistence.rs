@@ -8,15 +8,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .expect("kill should run")
-        .success();
-    assert!(ok, "kill -{sig} {pid} failed");
-}
-
 fn start_with(file: &Path, extra: &[&str]) -> Gateway {
     let mut flags = vec![format!("--persistence.file={}", file.display())];
     flags.extend(extra.iter().map(|s| s.to_string()));
@@ -253,12 +244,33 @@ fn the_snapshot_file_is_readable_by_its_owner_only() {
 }
 
 #[test]
-fn upstream_gob_file_is_refused_not_misread() {
+fn a_truncated_upstream_gob_file_is_refused_not_misread() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pushgateway.data");
-    // The first bytes of a Go gob stream, as upstream writes them.
+    // The first bytes of a Go gob stream, as upstream writes them, and nothing more.
     std::fs::write(&file, b"\x3f\xff\x81\x03\x01\x01\x0fmetricGroupsMap").unwrap();
     let (ok, err) = run_on(&file, &[], Duration::from_secs(10));
     assert!(!ok);
-    assert!(err.contains("not a pushgate snapshot"), "{err}");
+    assert!(
+        err.contains("is an upstream Pushgateway file (Go gob) that cannot be read"),
+        "{err}"
+    );
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn a_file_of_neither_format_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pushgateway.data");
+    std::fs::write(&file, b"# TYPE some_text_file gauge\nsome_text_file 1\n").unwrap();
+    let (ok, err) = run_on(&file, &[], Duration::from_secs(10));
+    assert!(!ok);
+    assert!(
+        err.contains("neither a pushgate snapshot nor an upstream Pushgateway file"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"# TYPE some_text_file gauge\nsome_text_file 1\n"
+    );
 }

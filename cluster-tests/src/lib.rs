@@ -101,6 +101,13 @@ impl Node {
     }
 }
 
+/// `GET /metrics` of the node at `base`, which must answer 200.
+pub fn scrape(base: &str) -> String {
+    let (status, body) = http("GET", base, "/metrics", b"").expect("scrape");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// The value of the sample line `name <value>` in a scrape.
 pub fn metric_value(body: &str, name: &str) -> Option<f64> {
     body.lines()

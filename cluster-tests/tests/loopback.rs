@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cluster_tests::{http, wait_for, Cluster};
+use cluster_tests::{http, scrape, wait_for, Cluster};
 use pushgate::cluster::ring::score;
 use pushgate::cluster::NodeId;
 use pushgate::store::GroupKey;
@@ -18,12 +18,6 @@ fn values(body: &str, metric: &str) -> BTreeMap<String, String> {
             Some((job, l.rsplit(' ').next()?.to_owned()))
         })
         .collect()
-}
-
-fn scrape(base: &str) -> String {
-    let (status, body) = http("GET", base, "/metrics", b"").expect("scrape");
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 #[test]

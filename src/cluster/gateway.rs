@@ -9,7 +9,8 @@ use tokio::task::JoinSet;
 
 use super::core::ClusterCore;
 use super::rpc::{client, pb};
-use super::write::op::WriteOp;
+use super::write::op::{WriteAnswer, WriteOp};
+use super::write::replicate::Replica;
 use crate::gateway::{Gateway, ScrapeRefused};
 use crate::ingest::PushRequest;
 use crate::scrape::merged::{render_groups, render_groups_chunked};
@@ -42,6 +43,22 @@ impl Gateway for ClusterGateway {
         self.core
             .route(WriteOp::Delete(key), Vec::new())
             .await
+            .into_result()
+    }
+
+    async fn import(&self, group: GroupSnapshot) -> Result<(), PushError> {
+        // Checked against what this node holds, as a receiving node checks a push; the owners
+        // take it as a replica: applied when newer than what they hold. Its version is its own
+        // push (or failure) time, so a write made in the cluster after that time wins over it
+        // and an import run twice changes nothing.
+        self.core.store.check_import(&group)?;
+        let key = group.key.clone();
+        let holders = self
+            .core
+            .replicate_to_owners(&key, Replica::Group(group))
+            .await;
+        self.core
+            .quorum(WriteAnswer::ok(200), holders)
             .into_result()
     }
 

@@ -5,6 +5,7 @@
 pub mod addresses;
 pub mod cluster;
 pub mod flag_values;
+pub mod import;
 
 pub use addresses::{parse_listen_address, route_prefix};
 pub use cluster::ClusterSettings;

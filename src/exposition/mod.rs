@@ -9,6 +9,7 @@
 //! the upstream Pushgateway stores, so both body formats decode into one representation.
 
 pub mod delimited;
+pub mod gob;
 pub mod metric_proto;
 pub mod names;
 mod text;

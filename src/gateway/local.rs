@@ -57,6 +57,10 @@ impl Gateway for LocalGateway {
         Ok(())
     }
 
+    async fn import(&self, group: GroupSnapshot) -> Result<(), PushError> {
+        self.store.import(group).map(|_| ())
+    }
+
     async fn render(
         &self,
         format: Format,

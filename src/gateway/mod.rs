@@ -24,6 +24,12 @@ pub trait Gateway: Send + Sync + 'static {
     fn push(&self, req: PushRequest) -> impl Future<Output = Result<(), PushError>> + Send;
     fn delete(&self, key: GroupKey) -> impl Future<Output = Result<(), PushError>> + Send;
     fn wipe(&self) -> impl Future<Output = Result<(), PushError>> + Send;
+    /// Imports a whole group from another gateway (a migration, `PUT P/api/v1/admin/import`):
+    /// its families with their push times and the group's push and failure times, as given.
+    /// It replaces the group like a PUT (consistency check included) unless the group is held
+    /// as written later than the imported copy, which is then kept; on a cluster node it lands
+    /// on the group's owners with R copies, like a push.
+    fn import(&self, group: GroupSnapshot) -> impl Future<Output = Result<(), PushError>> + Send;
     /// The full exposition: every group's families merged with `own` (self-metrics).
     fn render(
         &self,

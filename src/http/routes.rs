@@ -11,7 +11,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, StatusCode};
 
-use super::handlers::{api, delete, lifecycle, push, scrape, status_page};
+use super::handlers::{api, delete, import, lifecycle, push, scrape, status_page};
 use super::path::{clean_path, is_clean, percent_decode};
 use super::response::{method_not_allowed, moved_permanently, not_found, plain, redirect};
 use super::state::{AppState, HttpConfig};
@@ -27,6 +27,7 @@ enum Route<'a> {
     ApiStatus,
     ApiMetrics,
     ApiWipe,
+    ApiImport,
     ApiOptions,
 }
 
@@ -55,6 +56,7 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
         "/api/v1/status" => Route::ApiStatus,
         "/api/v1/metrics" => Route::ApiMetrics,
         "/api/v1/admin/wipe" => Route::ApiWipe,
+        "/api/v1/admin/import" => Route::ApiImport,
         r if r.starts_with("/api/v1/") => Route::ApiOptions,
         _ => return None,
     })
@@ -120,6 +122,7 @@ pub(crate) async fn dispatch<G: Gateway>(st: &AppState<G>, req: Request) -> Resp
         Route::ApiStatus => api::status(st, &method).await,
         Route::ApiMetrics => api::metrics(st, &method).await,
         Route::ApiWipe => api::wipe(st, &method).await,
+        Route::ApiImport => import::import(st, &method, req).await,
         Route::ApiOptions => api::options(&method),
     }
 }

@@ -34,6 +34,8 @@ pub struct Node {
     http: Arc<HttpConfig>,
     recorder: SelfRecorder,
     persistence: Option<PathBuf>,
+    /// The store holds groups the persistence file does not (an upstream file was loaded).
+    persistence_dirty: bool,
     /// `--cluster.tls-config`, loaded (and checked) before anything is bound.
     cluster_tls: Option<ClusterTls>,
 }
@@ -66,8 +68,10 @@ impl Node {
         }));
         let persistence =
             (!cfg.persistence_file.is_empty()).then(|| PathBuf::from(&cfg.persistence_file));
+        let mut persistence_dirty = false;
         if let Some(path) = &persistence {
-            persistence::load(&store, path, names, cfg.persistence_start_empty_on_error)?;
+            persistence_dirty =
+                persistence::load(&store, path, names, cfg.persistence_start_empty_on_error)?;
         }
         let http = Arc::new(HttpConfig {
             route_prefix: prefix,
@@ -97,6 +101,7 @@ impl Node {
             http,
             recorder,
             persistence,
+            persistence_dirty,
             cluster_tls,
         })
     }
@@ -200,7 +205,8 @@ impl Node {
             let store = self.store.clone();
             let interval = self.cfg.persistence_interval;
             let stop = persist_stop.clone();
-            tokio::spawn(persistence::persist_loop(store, path, interval, stop))
+            let dirty = self.persistence_dirty;
+            tokio::spawn(persistence::persist_loop(store, path, interval, dirty, stop))
         });
 
         let server_limits = server_limits(&self.cfg);

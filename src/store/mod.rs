@@ -22,6 +22,7 @@ pub mod key;
 mod options;
 pub mod persistence;
 pub mod prepare;
+pub mod upstream;
 pub mod render;
 mod render_cache;
 mod replica;
@@ -212,6 +213,48 @@ impl Store {
     /// checked so a bad snapshot cannot make the store invalid.
     pub fn restore(&self, g: GroupSnapshot) -> Result<(), PushError> {
         self.write(|inner| inner.restore(g, &self.opts), |_| true)
+    }
+
+    /// Imports a group from another gateway (a migration): it replaces the group of its key,
+    /// families and times as given, after the consistency check a PUT of those families gets,
+    /// unless the store holds that group as written later (its push or failure time is at
+    /// least the import's: a push that reached pushgate after the group was read upstream is
+    /// kept, and running an import twice changes nothing). True when it was applied.
+    pub fn import(&self, g: GroupSnapshot) -> Result<bool, PushError> {
+        let written_at = |push: f64, failure: f64| push.max(failure);
+        self.write(
+            |inner| {
+                if let Some(held) = inner.groups.get(&*g.key) {
+                    if written_at(held.push_time, held.failure_time)
+                        >= written_at(g.push_time, g.failure_time)
+                    {
+                        return Ok(false);
+                    }
+                }
+                if self.opts.consistency_check {
+                    inner
+                        .check(&import_as_put(&g), &self.opts)
+                        .map_err(PushError::Invalid)?;
+                }
+                inner.restore(g, &self.opts).map(|()| true)
+            },
+            |applied| matches!(applied, Ok(true)),
+        )
+    }
+
+    /// [`Self::check_consistency`] of an imported group, as the PUT of its families.
+    pub fn check_import(&self, g: &GroupSnapshot) -> Result<(), PushError> {
+        self.check_consistency(&import_as_put(g))
+    }
+}
+
+/// An imported group as the PUT of its families, for the consistency check.
+fn import_as_put(g: &GroupSnapshot) -> PreparedPush {
+    PreparedPush {
+        key: (*g.key).clone(),
+        families: g.families.iter().map(|(f, _)| f.clone()).collect(),
+        replace_all: true,
+        has_timestamps: false,
     }
 }
 

@@ -6,6 +6,9 @@
 //! Loading checks magic, length and checksum before decoding, then re-validates every group
 //! through the store, so a corrupt, truncated or hand-edited file is refused with a clear
 //! message instead of being half-loaded.
+//!
+//! Loading also reads the upstream Pushgateway's own file (Go's gob, `store::upstream`), so that
+//! a gateway switched to pushgate keeps its groups; pushgate always writes its own format.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -27,6 +30,23 @@ pub enum PersistenceError {
     Io { path: PathBuf, err: std::io::Error },
     #[error("persistence file {path:?} is not a pushgate snapshot: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("persistence file {path:?} is an upstream Pushgateway file (Go gob) that cannot be read: {reason}")]
+    UpstreamCorrupt { path: PathBuf, reason: String },
+}
+
+/// Which format a persistence file was in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Pushgate,
+    /// The upstream Pushgateway's gob file: loaded, never written.
+    Upstream,
+}
+
+/// What `load` found: how many groups, in which format (None: no file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    pub groups: usize,
+    pub format: Option<FileFormat>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistenceError + '_ {
@@ -67,40 +87,69 @@ pub fn decode_snapshot(
     bytes: &[u8],
     names: NameScheme,
 ) -> Result<(Vec<GroupSnapshot>, u64), PersistenceError> {
-    let corrupt = |reason: String| PersistenceError::Corrupt {
+    decode_snapshot_bytes(bytes, names).map_err(|reason| PersistenceError::Corrupt {
         path: path.to_owned(),
         reason,
-    };
+    })
+}
+
+/// [`decode_snapshot`] of bytes that are not a file (an import request's body); the error says
+/// why they are not a snapshot.
+pub fn decode_snapshot_bytes(
+    bytes: &[u8],
+    names: NameScheme,
+) -> Result<(Vec<GroupSnapshot>, u64), String> {
     if bytes.len() < HEADER_LEN {
-        return Err(corrupt(format!(
+        return Err(format!(
             "file has {} bytes, shorter than the {HEADER_LEN}-byte header (truncated?)",
             bytes.len()
-        )));
+        ));
     }
     if &bytes[..8] != MAGIC {
-        return Err(corrupt(
-            "wrong magic bytes (not written by pushgate, or a different format version)".into(),
-        ));
+        return Err(
+            "wrong magic bytes (neither a pushgate snapshot nor an upstream Pushgateway file, or a different format version)".into(),
+        );
     }
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("slice of 8 bytes"));
     let sum = u64::from_le_bytes(bytes[16..24].try_into().expect("slice of 8 bytes"));
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != len {
-        return Err(corrupt(format!(
+        return Err(format!(
             "header announces {len} payload bytes but the file holds {} (truncated or appended to)",
             payload.len()
-        )));
+        ));
     }
     if xxhash_rust::xxh3::xxh3_64(payload) != sum {
-        return Err(corrupt("checksum mismatch (the file is corrupted)".into()));
+        return Err("checksum mismatch (the file is corrupted)".into());
     }
     let snap = snapshot_proto::Snapshot::decode(payload)
-        .map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
+        .map_err(|e| format!("undecodable payload: {e}"))?;
     let mut out = Vec::with_capacity(snap.groups.len());
     for (i, g) in snap.groups.into_iter().enumerate() {
-        out.push(decode_group(i, g, names, None).map_err(corrupt)?);
+        out.push(decode_group(i, g, names, None)?);
     }
     Ok((out, snap.wipe_watermark))
+}
+
+/// Decodes a persistence file in either format: pushgate's snapshot (its magic bytes first),
+/// or else the upstream Pushgateway's gob file when it begins like one. Returns the groups, the
+/// wipe watermark (0 for upstream's file, which has none) and the format.
+pub fn decode_file(
+    path: &Path,
+    bytes: &[u8],
+    names: NameScheme,
+) -> Result<(Vec<GroupSnapshot>, u64, FileFormat), PersistenceError> {
+    if !bytes.starts_with(MAGIC) && crate::exposition::gob::looks_like_gob(bytes) {
+        let groups = super::upstream::groups_from_upstream_file(bytes, names).map_err(|reason| {
+            PersistenceError::UpstreamCorrupt {
+                path: path.to_owned(),
+                reason,
+            }
+        })?;
+        return Ok((groups, 0, FileFormat::Upstream));
+    }
+    let (groups, wiped_at) = decode_snapshot(path, bytes, names)?;
+    Ok((groups, wiped_at, FileFormat::Pushgate))
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -159,17 +208,31 @@ pub fn save(store: &Store, path: &Path) -> Result<usize, PersistenceError> {
     Ok(groups.len())
 }
 
-/// Loads `path` into `store`. A missing file is an empty store; anything unreadable is an error.
-pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, PersistenceError> {
+/// Reads and decodes a persistence file in either format; None when it does not exist.
+pub fn read_file(
+    path: &Path,
+    names: NameScheme,
+) -> Result<Option<(Vec<GroupSnapshot>, u64, FileFormat)>, PersistenceError> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
             f.read_to_end(&mut bytes).map_err(io_err(path))?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     }
-    let (groups, wiped_at) = decode_snapshot(path, &bytes, names)?;
+    decode_file(path, &bytes, names).map(Some)
+}
+
+/// Loads `path` (either format) into `store`. A missing file is an empty store; anything
+/// unreadable is an error, and nothing of it is loaded.
+pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<Loaded, PersistenceError> {
+    let Some((groups, wiped_at, format)) = read_file(path, names)? else {
+        return Ok(Loaded {
+            groups: 0,
+            format: None,
+        });
+    };
     for g in groups {
         let key = g.key.clone();
         store.restore(g).map_err(|e| PersistenceError::Corrupt {
@@ -179,7 +242,10 @@ pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, Pers
     }
     // Merged like a wipe learnt from a peer: nothing written at or before it stays.
     store.learn_wipe(wiped_at);
-    Ok(store.group_count())
+    Ok(Loaded {
+        groups: store.group_count(),
+        format: Some(format),
+    })
 }
 
 #[cfg(test)]
@@ -215,7 +281,7 @@ mod tests {
         let s = filled_store();
         assert_eq!(save(&s, &path).unwrap(), 2);
         let t = Store::new(StoreOptions::default());
-        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap(), 2);
+        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap().groups, 2);
         assert_eq!(text(&s), text(&t));
         let (a, b) = (s.snapshot(), t.snapshot());
         assert_eq!(a[0].failure_time, b[0].failure_time);
@@ -238,11 +304,11 @@ mod tests {
         let after = dir.path().join("after");
         assert_eq!(save(&s, &after).unwrap(), 0);
         let t = Store::new(StoreOptions::default());
-        assert_eq!(load(&t, &after, NameScheme::Legacy).unwrap(), 0);
+        assert_eq!(load(&t, &after, NameScheme::Legacy).unwrap().groups, 0);
         assert_eq!(t.wiped_at(), watermark, "the watermark is loaded back");
         // The file from before the wipe: its groups load, and learning the wipe removes them.
         let u = Store::new(StoreOptions::default());
-        assert_eq!(load(&u, &before, NameScheme::Legacy).unwrap(), 2);
+        assert_eq!(load(&u, &before, NameScheme::Legacy).unwrap().groups, 2);
         assert_eq!(u.learn_wipe(watermark), 2);
         assert_eq!(u.group_count(), 0);
         assert_eq!(u.learn_wipe(watermark - 1), 0, "an older watermark changes nothing");
@@ -270,7 +336,7 @@ mod tests {
         assert_eq!(mode, 0o600, "snapshot mode {mode:o}");
         assert!(!stale.exists(), "temporary file left behind");
         let t = Store::new(StoreOptions::default());
-        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap(), 2);
+        assert_eq!(load(&t, &path, NameScheme::Legacy).unwrap().groups, 2);
         // The temporary file itself, before any rename.
         let f = create_private(&stale).unwrap();
         let mode = f.metadata().unwrap().mode() & 0o777;
@@ -282,7 +348,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = Store::new(StoreOptions::default());
         assert_eq!(
-            load(&t, &dir.path().join("none"), NameScheme::Legacy).unwrap(),
+            load(&t, &dir.path().join("none"), NameScheme::Legacy).unwrap().groups,
             0
         );
     }

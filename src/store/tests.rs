@@ -752,3 +752,51 @@ fn protobuf_render_is_sorted_and_decodable() {
     assert_eq!(jobs, ["a", "b"]);
     assert!(m.encoded_len() > 0);
 }
+
+/// An imported group replaces an older one like a PUT (its times kept), is refused by the
+/// consistency check like a PUT (nothing changes), and never replaces a group written later.
+#[test]
+fn an_import_replaces_older_groups_only_and_is_checked_like_a_put() {
+    let s = store();
+    push(&s, key("a", &[]), "# TYPE x counter\nx 1\n", true).unwrap();
+    push(&s, key("b", &[]), "y 1\n", true).unwrap();
+    let at = |group: &GroupSnapshot, t: f64, failure: f64| GroupSnapshot {
+        push_time: t,
+        failure_time: failure,
+        last_push_successful: failure <= t,
+        families: group.families.iter().map(|(f, _)| (f.clone(), t)).collect(),
+        ..group.clone()
+    };
+    // A copy of b as pushed at 2000 (b was pushed at 1000): taken, with its times.
+    let b = s.group(&key("b", &[])).unwrap();
+    assert!(s.import(at(&b, 2000.0, 2500.0)).unwrap());
+    let held = s.group(&key("b", &[])).unwrap();
+    assert_eq!((held.push_time, held.failure_time), (2000.0, 2500.0));
+    assert!(!held.last_push_successful);
+    assert_eq!(held.families[0].1, 2000.0);
+    // An older copy (written at 1500, before 2500) is not: b stays as it is.
+    let before = scrape(&s);
+    assert!(!s.import(at(&b, 1500.0, 0.0)).unwrap());
+    assert_eq!(scrape(&s), before);
+    // Group c with x as a gauge conflicts with a's counter: refused, nothing stored.
+    let gauge = prepare_push(
+        key("c", &[]),
+        parse_text(b"# TYPE x gauge\nx 1\n", NameScheme::Legacy).unwrap(),
+        true,
+        &Validation::default(),
+    )
+    .unwrap();
+    let c = GroupSnapshot {
+        key: std::sync::Arc::new(key("c", &[])),
+        families: gauge.families.into_iter().map(|f| (f, 3000.0)).collect(),
+        push_time: 3000.0,
+        failure_time: 0.0,
+        last_push_successful: true,
+        version: 1,
+        timing: None,
+    };
+    let before = scrape(&s);
+    let err = s.import(c).unwrap_err().to_string();
+    assert!(err.contains("inconsistent"), "{err}");
+    assert_eq!(scrape(&s), before);
+}

@@ -11,9 +11,11 @@ mod client;
 mod client_certs;
 mod cluster;
 mod file;
+mod http_client;
 mod server;
 
 pub use client::{build_client_config, ClientTls};
 pub use cluster::{ClusterTls, ClusterTlsConfig, RELOAD_CHECK_INTERVAL};
 pub use file::{ConfigError, Ctx, RawClientTls, RawServerTls};
+pub use http_client::{build_http_client_config, HttpClientTls};
 pub use server::build_server_config;

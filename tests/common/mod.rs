@@ -60,6 +60,16 @@ pub fn testing_upstream() -> bool {
     std::fs::canonicalize(&pg).ok() == std::fs::canonicalize(&up).ok()
 }
 
+/// Sends `sig` (e.g. `TERM`) to the process `pid` (one the test started).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .expect("kill should run")
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
 /// Polls `cond` until it returns `Some` or the deadline passes.
 pub fn poll_until<T>(deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + deadline;

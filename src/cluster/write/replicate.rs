@@ -130,6 +130,28 @@ impl ClusterCore {
         trip: Option<&mut ReturnTrip>,
     ) -> usize {
         let needed = self.replication_factor.saturating_sub(1);
+        self.replicate_n(key, replica, needed, applied_by, unreachable, trip)
+            .await
+    }
+
+    /// Sends a group's state to its R owners in rendezvous order (this node holding its own
+    /// copy when it is one), moving on to the next node for each that fails, like a push's
+    /// replicas: for a state no primary applied (an imported group). Returns how many took it.
+    pub(crate) async fn replicate_to_owners(&self, key: &GroupKey, replica: Replica) -> usize {
+        self.replicate_n(key, replica, self.replication_factor, "", &[], None)
+            .await
+    }
+
+    /// [`Self::replicate`] to `needed` nodes other than `applied_by`.
+    async fn replicate_n(
+        &self,
+        key: &GroupKey,
+        replica: Replica,
+        needed: usize,
+        applied_by: &str,
+        unreachable: &[String],
+        trip: Option<&mut ReturnTrip>,
+    ) -> usize {
         if needed == 0 {
             return 0;
         }

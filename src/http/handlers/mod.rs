@@ -3,6 +3,7 @@
 
 pub(crate) mod api;
 pub(crate) mod delete;
+pub(crate) mod import;
 pub(crate) mod lifecycle;
 pub(crate) mod push;
 pub(crate) mod scrape;
