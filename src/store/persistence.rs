@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+use super::aggregate::codec::{state_from_pb, state_to_pb};
+use super::aggregate::state::AggState;
 use super::codec::{decode_group, encode_group, snapshot_proto};
 use super::group::GroupSnapshot;
-use super::Store;
+use super::{GroupKey, PushError, Store, Validation};
 use crate::exposition::NameScheme;
 
 const MAGIC: &[u8; 8] = b"PGSNAP01";
@@ -38,6 +40,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistenceError + '_ {
 
 /// Encodes `groups` into the on-disk format (header plus payload).
 pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
+    encode_snapshot_with(groups, &[], taken_at)
+}
+
+/// [`encode_snapshot`] with the states of the aggregating groups among `groups`.
+pub fn encode_snapshot_with(
+    groups: &[GroupSnapshot],
+    aggregates: &[(GroupKey, AggState)],
+    taken_at: f64,
+) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, WireType};
     let mut payload = Vec::new();
     prost::encoding::double::encode(1, &taken_at, &mut payload);
@@ -48,6 +59,20 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
         encode_key(2, WireType::LengthDelimited, &mut payload);
         encode_varint(group_buf.len() as u64, &mut payload);
         payload.extend_from_slice(&group_buf);
+    }
+    for (key, state) in aggregates {
+        let g = snapshot_proto::AggregateGroup {
+            key: key
+                .labels()
+                .iter()
+                .map(|(n, v)| crate::exposition::LabelPair {
+                    name: Some(n.clone()),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+            state: Some(state_to_pb(state)),
+        };
+        prost::encoding::message::encode(3, &g, &mut payload);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
@@ -63,6 +88,18 @@ pub fn decode_snapshot(
     bytes: &[u8],
     names: NameScheme,
 ) -> Result<Vec<GroupSnapshot>, PersistenceError> {
+    decode_snapshot_with(path, bytes, names).map(|(groups, _)| groups)
+}
+
+/// The groups and aggregating groups' states a file holds.
+type Decoded = (Vec<GroupSnapshot>, Vec<(GroupKey, AggState)>);
+
+/// [`decode_snapshot`] with the states of the aggregating groups, each checked.
+pub fn decode_snapshot_with(
+    path: &Path,
+    bytes: &[u8],
+    names: NameScheme,
+) -> Result<Decoded, PersistenceError> {
     let corrupt = |reason: String| PersistenceError::Corrupt {
         path: path.to_owned(),
         reason,
@@ -96,7 +133,22 @@ pub fn decode_snapshot(
     for (i, g) in snap.groups.into_iter().enumerate() {
         out.push(decode_group(i, g, names, None).map_err(corrupt)?);
     }
-    Ok(out)
+    let v = Validation {
+        names,
+        ..Validation::default()
+    };
+    let mut aggregates = Vec::with_capacity(snap.aggregates.len());
+    for a in snap.aggregates {
+        let key = GroupKey::new(
+            a.key
+                .into_iter()
+                .map(|lp| (lp.name.unwrap_or_default(), lp.value.unwrap_or_default())),
+        );
+        let state = state_from_pb(a.state.unwrap_or_default(), &v)
+            .map_err(|e| corrupt(format!("aggregation state of group {key}: {e}")))?;
+        aggregates.push((key, state));
+    }
+    Ok((out, aggregates))
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -146,8 +198,11 @@ fn create_private(path: &Path) -> std::io::Result<File> {
 
 /// Saves the whole store to `path`.
 pub fn save(store: &Store, path: &Path) -> Result<usize, PersistenceError> {
+    // The states after the groups: a state is never older than the families it exposes, and
+    // a load keeps the state (the next push exposes it).
     let groups = store.snapshot();
-    let bytes = encode_snapshot(&groups, crate::time::unix_seconds());
+    let aggregates = store.aggregate_states();
+    let bytes = encode_snapshot_with(&groups, &aggregates, crate::time::unix_seconds());
     write_atomically(path, &bytes)?;
     Ok(groups.len())
 }
@@ -162,14 +217,24 @@ pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, Pers
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io_err(path)(e)),
     }
-    let groups = decode_snapshot(path, &bytes, names)?;
+    let (groups, aggregates) = decode_snapshot_with(path, &bytes, names)?;
     let n = groups.len();
+    let refused = |key: &GroupKey, e: PushError| PersistenceError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("group {key} cannot be restored: {e}"),
+    };
     for g in groups {
         let key = g.key.clone();
-        store.restore(g).map_err(|e| PersistenceError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("group {key} cannot be restored: {e}"),
-        })?;
+        store.restore(g).map_err(|e| refused(&key, e))?;
+    }
+    let v = Validation {
+        names,
+        ..Validation::default()
+    };
+    for (key, state) in aggregates {
+        store
+            .install_aggregate(key.clone(), state, &v)
+            .map_err(|e| refused(&key, e))?;
     }
     Ok(n)
 }
