@@ -55,7 +55,7 @@ pub struct Store {
     /// Bounds the tombstones of groups never held (a cluster node's flags).
     tombstone_budget: Mutex<TombstoneBudget>,
     /// The states of the aggregating groups (`/aggregate`).
-    aggregates: aggregate::Aggregates,
+    aggregates: aggregate::registry::Aggregates,
 }
 
 impl Store {
@@ -66,7 +66,7 @@ impl Store {
             render_cache: Mutex::new(render_cache::RenderCache::default()),
             generation: AtomicU64::new(0),
             tombstone_budget: Mutex::new(TombstoneBudget::default()),
-            aggregates: aggregate::Aggregates::default(),
+            aggregates: aggregate::registry::Aggregates::default(),
         }
     }
 

@@ -14,22 +14,19 @@
 
 pub mod apply;
 pub mod codec;
+pub(super) mod registry;
 pub mod state;
 
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use parking_lot::Mutex;
 
 use self::apply::{has_timestamps, materialize, Ctx, Undo};
-use self::state::{AggState, PartialId, Stamp};
+use self::registry::Entry;
+use self::state::AggState;
 use super::error::PushError;
 use super::key::GroupKey;
 use super::prepare::{prepare_push, Validation};
 use super::Store;
 use crate::exposition::MetricFamily;
-use crate::FastMap;
 
 /// How long a retry with the same `Idempotency-Key` is recognised (and not added again).
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
@@ -46,98 +43,6 @@ pub enum Aggregated {
     /// A retry of a push already added (same `Idempotency-Key` within the window): acknowledged
     /// without adding it again.
     Repeated,
-}
-
-/// One aggregating group's state and whether it still aggregates (a plain write or a delete
-/// ends it; a writer that waited for the lock then starts over).
-#[derive(Debug, Default)]
-struct Entry {
-    state: AggState,
-    live: bool,
-}
-
-/// The aggregating groups of a store.
-#[derive(Debug)]
-pub(super) struct Aggregates {
-    groups: Mutex<FastMap<GroupKey, Arc<Mutex<Entry>>>>,
-    /// Groups in `groups`: lets a plain write skip the map when nothing aggregates.
-    count: AtomicUsize,
-    /// Last stamp's version: Unix ms << 16 | counter, strictly increasing.
-    clock: AtomicU64,
-    /// This process's partial: node 0 (a single node), an incarnation drawn at start, so a
-    /// restart never continues an older partial's sequence.
-    partial: PartialId,
-}
-
-impl Default for Aggregates {
-    fn default() -> Self {
-        let incarnation = std::collections::hash_map::RandomState::new()
-            .hash_one((std::process::id(), crate::time::unix_millis()));
-        Aggregates {
-            groups: Mutex::default(),
-            count: AtomicUsize::new(0),
-            clock: AtomicU64::new(0),
-            partial: PartialId {
-                node: 0,
-                incarnation,
-            },
-        }
-    }
-}
-
-impl Aggregates {
-    fn stamp(&self) -> Stamp {
-        let physical = crate::time::unix_millis() << 16;
-        let next = |prev: u64| physical.max(prev.saturating_add(1));
-        let prev = self
-            .clock
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(next(p)))
-            .unwrap_or_else(|p| p);
-        Stamp {
-            version: next(prev),
-            origin: self.partial.node,
-        }
-    }
-
-    /// Moves the clock past every stamp of `state` (loaded from a file), so this process's
-    /// writes are newer than what it loaded.
-    fn observe(&self, state: &AggState) {
-        self.clock
-            .fetch_max(state.newest_stamp().version, Ordering::AcqRel);
-    }
-
-    fn entry(&self, key: &GroupKey) -> Arc<Mutex<Entry>> {
-        let mut groups = self.groups.lock();
-        let entry = groups.entry(key.clone()).or_insert_with(|| {
-            self.count.fetch_add(1, Ordering::AcqRel);
-            Arc::new(Mutex::new(Entry {
-                state: AggState::default(),
-                live: true,
-            }))
-        });
-        entry.clone()
-    }
-
-    /// Whether any group aggregates.
-    pub(super) fn any(&self) -> bool {
-        self.count.load(Ordering::Acquire) > 0
-    }
-
-    fn get(&self, key: &GroupKey) -> Option<Arc<Mutex<Entry>>> {
-        if !self.any() {
-            return None;
-        }
-        self.groups.lock().get(key).cloned()
-    }
-
-    /// Forgets `key`'s state; its lock must be held (`entry`), and is marked dead so a writer
-    /// waiting for it starts over.
-    fn end(&self, key: &GroupKey, entry: &mut Entry) {
-        entry.live = false;
-        if self.groups.lock().remove(key).is_some() {
-            self.count.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
 }
 
 impl Store {
@@ -242,14 +147,9 @@ impl Store {
 
     /// Every aggregating group's state, sorted by key (for the persistence file).
     pub fn aggregate_states(&self) -> Vec<(GroupKey, AggState)> {
-        let entries: Vec<(GroupKey, Arc<Mutex<Entry>>)> = self
+        let mut out: Vec<(GroupKey, AggState)> = self
             .aggregates
-            .groups
-            .lock()
-            .iter()
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect();
-        let mut out: Vec<(GroupKey, AggState)> = entries
+            .entries()
             .into_iter()
             .filter_map(|(k, e)| {
                 let e = e.lock();
@@ -290,12 +190,7 @@ impl Store {
 
     /// Ends every aggregation (a wipe): each group's lock is taken, so no writer is halfway.
     pub(super) fn end_all_aggregates(&self) {
-        let entries: Vec<Arc<Mutex<Entry>>> = {
-            let mut groups = self.aggregates.groups.lock();
-            self.aggregates.count.store(0, Ordering::Release);
-            groups.drain().map(|(_, e)| e).collect()
-        };
-        for e in entries {
+        for e in self.aggregates.drain() {
             e.lock().live = false;
         }
     }
