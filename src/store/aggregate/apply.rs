@@ -8,8 +8,6 @@
 //! `family` replaces every series of the family with the pushed ones (info-like metrics). The
 //! label is dropped from the exposition.
 
-use std::collections::HashSet;
-
 use super::state::{AggState, Family, Labels, Partial, PartialId, Series, Stamp, Value};
 use crate::exposition::proto::{self, Bucket, Quantile};
 use crate::exposition::{LabelPair, Metric, MetricFamily, MetricType};
@@ -53,15 +51,22 @@ pub struct Ctx {
     pub partial: PartialId,
 }
 
-/// What a push changed, to put back if it is refused after being added.
+/// What a push changed, to put back if it is refused after being added. Entries name families
+/// and series by index: reverted newest first, each finds the state exactly as it left it.
 #[derive(Debug, Default)]
 pub struct Undo(Vec<Change>);
 
 #[derive(Debug)]
 enum Change {
-    Family(String, Option<Family>),
-    Meta(String, (Stamp, MetricType), (Stamp, String)),
-    Series(String, Labels, Option<Series>),
+    /// A family added at this index.
+    NewFamily(usize),
+    /// A family replaced whole (`clearmode="family"`): what it was.
+    Family(usize, Family),
+    Meta(usize, (Stamp, MetricType), (Stamp, String)),
+    /// A series added at (family, series) index.
+    NewSeries(usize, usize),
+    /// A series changed: what it was.
+    Series(usize, usize, Series),
 }
 
 impl Undo {
@@ -69,30 +74,26 @@ impl Undo {
     pub fn revert(self, state: &mut AggState) {
         for change in self.0.into_iter().rev() {
             match change {
-                Change::Family(name, old) => match old {
-                    Some(f) => {
-                        state.families.insert(name, f);
+                Change::NewFamily(fi) => state.families.remove_at(fi),
+                Change::Family(fi, old) => {
+                    if let Some(f) = state.families.at_mut(fi) {
+                        *f = old;
                     }
-                    None => {
-                        state.families.remove(&name);
-                    }
-                },
-                Change::Meta(name, typ, help) => {
-                    if let Some(f) = state.families.get_mut(&name) {
+                }
+                Change::Meta(fi, typ, help) => {
+                    if let Some(f) = state.families.at_mut(fi) {
                         f.typ = typ;
                         f.help = help;
                     }
                 }
-                Change::Series(name, labels, old) => {
-                    if let Some(f) = state.families.get_mut(&name) {
-                        match old {
-                            Some(s) => {
-                                f.series.insert(labels, s);
-                            }
-                            None => {
-                                f.series.remove(&labels);
-                            }
-                        }
+                Change::NewSeries(fi, si) => {
+                    if let Some(f) = state.families.at_mut(fi) {
+                        f.series.remove_at(si);
+                    }
+                }
+                Change::Series(fi, si, old) => {
+                    if let Some(s) = state.families.at_mut(fi).and_then(|f| f.series.at_mut(si)) {
+                        *s = old;
                     }
                 }
             }
@@ -100,12 +101,33 @@ impl Undo {
     }
 }
 
-/// A pushed series, read and checked.
-struct Pushed {
-    labels: Labels,
+/// A pushed series, read and checked; its labels borrowed from the push.
+struct Pushed<'m> {
+    labels: Vec<(&'m str, &'m str)>,
     mode: Mode,
     value: Value,
     quantiles: Option<Vec<(f64, f64)>>,
+}
+
+impl Pushed<'_> {
+    fn owned_labels(&self) -> Labels {
+        self.labels
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        describe_pairs(self.labels.iter().copied())
+    }
+}
+
+/// Orders stored labels against a push's borrowed ones, as `Labels` order among themselves.
+fn cmp_labels(stored: &Labels, pushed: &[(&str, &str)]) -> std::cmp::Ordering {
+    stored
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .cmp(pushed.iter().copied())
 }
 
 /// Adds `families` (a decoded push, timestamps already refused) into `state`. On an error
@@ -144,75 +166,91 @@ fn apply_family(
     let Some(typ) = check_family(name, mf.r#type, v)? else {
         return Ok(());
     };
-    let pushed = mf
+    let mut pushed = mf
         .metric
         .iter()
         .map(|m| read_series(name, typ, m))
         .collect::<Result<Vec<Pushed>, PushError>>()?;
-    let mut seen = HashSet::with_capacity(pushed.len());
-    if let Some(p) = pushed.iter().find(|p| !seen.insert(&p.labels)) {
+    pushed.sort_by(|a, b| a.labels.cmp(&b.labels));
+    if let Some(w) = pushed.windows(2).find(|w| w[0].labels == w[1].labels) {
         return Err(PushError::Invalid(format!(
             "collected metric {name:?} {{ {} }} was collected before with the same name and label values",
-            describe_pairs(p.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            w[0].describe()
         )));
     }
     let resets_family = pushed.iter().any(|p| p.mode == Mode::Family);
     let group_reset = state.reset;
-    match state.families.get_mut(name) {
-        None => {
-            undo.0.push(Change::Family(name.to_owned(), None));
-            state.families.insert(
-                name.to_owned(),
-                Family::new(ctx.stamp, typ, mf.help().to_owned()),
-            );
+    let fi = match state.families.search_by(|k| k.as_str().cmp(name)) {
+        Err(fi) => {
+            undo.0.push(Change::NewFamily(fi));
+            let family = Family::new(ctx.stamp, typ, mf.help().to_owned());
+            state.families.insert_at(fi, name.to_owned(), family);
+            fi
         }
-        Some(f) if resets_family => {
-            undo.0.push(Change::Family(name.to_owned(), Some(f.clone())));
-            f.reset = ctx.stamp;
-            f.typ = (ctx.stamp, typ);
-            f.help = (ctx.stamp, mf.help().to_owned());
-        }
-        Some(f) => {
-            let live = f.is_live(group_reset);
-            if live && f.typ.1 != typ {
-                return Err(PushError::Invalid(format!(
-                    "metric {name:?} is aggregated as {} in this group, this push has it as {}: delete the group, or push the family with {CLEARMODE_LABEL}=\"family\", to change its type",
-                    f.typ.1.as_str_name(),
-                    typ.as_str_name()
-                )));
-            }
-            if !live || f.help.1 != mf.help() {
-                undo.0.push(Change::Meta(name.to_owned(), f.typ, f.help.clone()));
-                if !live {
-                    f.typ = (ctx.stamp, typ);
-                }
+        Ok(fi) => {
+            let f = state.families.at_mut(fi).expect("the index was just found");
+            if resets_family {
+                undo.0.push(Change::Family(fi, f.clone()));
+                f.reset = ctx.stamp;
+                f.typ = (ctx.stamp, typ);
                 f.help = (ctx.stamp, mf.help().to_owned());
+            } else {
+                let live = f.is_live(group_reset);
+                if live && f.typ.1 != typ {
+                    return Err(PushError::Invalid(format!(
+                        "metric {name:?} is aggregated as {} in this group, this push has it as {}: delete the group, or push the family with {CLEARMODE_LABEL}=\"family\", to change its type",
+                        f.typ.1.as_str_name(),
+                        typ.as_str_name()
+                    )));
+                }
+                if !live || f.help.1 != mf.help() {
+                    undo.0.push(Change::Meta(fi, f.typ, f.help.clone()));
+                    if !live {
+                        f.typ = (ctx.stamp, typ);
+                    }
+                    f.help = (ctx.stamp, mf.help().to_owned());
+                }
             }
+            fi
         }
-    }
-    let family = state
-        .families
-        .get_mut(name)
-        .expect("the family was just ensured");
+    };
+    let family = state.families.at_mut(fi).expect("the family was just ensured");
     let floor = family.floor(group_reset);
     // Every series checked before any is changed, so a refusal needs no undo of this family.
     if !resets_family {
         for p in pushed.iter().filter(|p| p.mode == Mode::Aggregate) {
-            check_addable(name, typ, p, family.series.get(&p.labels), floor)?;
+            let held = family
+                .series
+                .search_by(|k| cmp_labels(k, &p.labels))
+                .ok()
+                .and_then(|si| family.series.at(si));
+            check_addable(name, typ, p, held, floor)?;
         }
     }
     for p in pushed {
-        let old = family.series.get(&p.labels).cloned();
-        let series = family.series.entry(p.labels.clone()).or_default();
+        let si = match family.series.search_by(|k| cmp_labels(k, &p.labels)) {
+            Ok(si) => {
+                if !resets_family {
+                    let old = family.series.at(si).cloned().unwrap_or_default();
+                    undo.0.push(Change::Series(fi, si, old));
+                }
+                si
+            }
+            Err(si) => {
+                if !resets_family {
+                    undo.0.push(Change::NewSeries(fi, si));
+                }
+                family.series.insert_at(si, p.owned_labels(), Series::default());
+                si
+            }
+        };
+        let series = family.series.at_mut(si).expect("the series was just ensured");
         match p.mode {
             Mode::Aggregate if !resets_family => add_to_partial(series, floor, ctx, &p.value),
             _ => series.base = Some((ctx.stamp, p.value)),
         }
         if let Some(q) = p.quantiles {
             series.quantiles = Some((ctx.stamp, q));
-        }
-        if !resets_family {
-            undo.0.push(Change::Series(name.to_owned(), p.labels, old));
         }
     }
     Ok(())
@@ -224,11 +262,19 @@ fn add_to_partial(series: &mut Series, floor: Stamp, ctx: Ctx, add: &Value) {
         bounds: add.bounds.clone(),
         sums: vec![0.0; add.sums.len()],
     };
-    let partial = series.partials.entry(ctx.partial).or_insert_with(|| Partial {
-        epoch,
-        seq: 0,
-        value: zero(),
-    });
+    let pi = match series.partials.search_by(|id| id.cmp(&ctx.partial)) {
+        Ok(pi) => pi,
+        Err(pi) => {
+            let fresh = Partial {
+                epoch,
+                seq: 0,
+                value: zero(),
+            };
+            series.partials.insert_at(pi, ctx.partial, fresh);
+            pi
+        }
+    };
+    let partial = series.partials.at_mut(pi).expect("the partial was just ensured");
     if partial.epoch != epoch || !partial.value.same_shape(add) {
         // Increments of an older epoch no longer count (a reset came after them).
         *partial = Partial {
@@ -251,7 +297,7 @@ fn check_addable(
     held: Option<&Series>,
     floor: Stamp,
 ) -> Result<(), PushError> {
-    let labels = || describe_pairs(p.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let labels = || p.describe();
     if p.value.sums.iter().any(|x| !x.is_finite()) {
         return Err(PushError::Invalid(format!(
             "metric {name:?} {{ {} }} is added up in this aggregating group, so its values must be finite numbers",
@@ -305,18 +351,18 @@ fn show_bounds(bounds: &[f64]) -> String {
 
 /// A pushed metric as the state keeps it: labels sorted without `clearmode`, its mode, its
 /// numbers.
-fn read_series(name: &str, typ: MetricType, m: &Metric) -> Result<Pushed, PushError> {
+fn read_series<'m>(name: &str, typ: MetricType, m: &'m Metric) -> Result<Pushed<'m>, PushError> {
     check_value_field(name, typ, m)?;
     let mut mode = None;
-    let mut labels: Labels = Vec::with_capacity(m.label.len());
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(m.label.len());
     for lp in &m.label {
         if lp.name() == CLEARMODE_LABEL {
             mode = Some(Mode::parse(lp.value(), name)?);
         } else {
-            labels.push((lp.name().to_owned(), lp.value().to_owned()));
+            labels.push((lp.name(), lp.value()));
         }
     }
-    labels.sort();
+    labels.sort_unstable();
     let mode = mode.unwrap_or(Mode::default_for(typ));
     let scalar = |x: Option<f64>| Value {
         bounds: Vec::new(),

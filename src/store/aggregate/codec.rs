@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::state::{AggState, Family, Labels, Partial, PartialId, Series, Stamp, Value};
+use super::vec_map::VecMap;
 use super::MAX_IDEMPOTENCY_KEYS;
 use super::MAX_IDEMPOTENCY_KEY_BYTES;
 use crate::exposition::proto::Quantile;
@@ -113,7 +114,7 @@ fn series_pb(labels: &Labels, s: &Series) -> pb::AggregateSeries {
 /// A state from its protobuf form, checked: known types, values shaped for their family's
 /// type, no repeated family, series, label or key, and every count within its bound.
 pub fn state_from_pb(p: pb::AggregateState, v: &Validation) -> Result<AggState, String> {
-    let mut families = BTreeMap::new();
+    let mut families = VecMap::default();
     let mut series_total = 0usize;
     for f in p.families {
         if !is_valid_metric_name(&f.name, v.names) {
@@ -125,7 +126,7 @@ pub fn state_from_pb(p: pb::AggregateState, v: &Validation) -> Result<AggState, 
             }
             Ok(t) => t,
         };
-        let mut series = BTreeMap::new();
+        let mut series = VecMap::default();
         for s in f.series {
             series_total += 1;
             if series_total > v.limits.max_series_per_push {
@@ -207,7 +208,7 @@ fn series_from_pb(
             "a series of {family:?} has more than {MAX_PARTIALS_PER_SERIES} partials"
         ));
     }
-    let mut partials = BTreeMap::new();
+    let mut partials = VecMap::default();
     for p in s.partials {
         let id = PartialId {
             node: p.node,

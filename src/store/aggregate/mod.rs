@@ -16,6 +16,7 @@ pub mod apply;
 pub mod codec;
 pub(super) mod registry;
 pub mod state;
+pub mod vec_map;
 
 
 

@@ -15,6 +15,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use super::vec_map::VecMap;
 use crate::exposition::MetricType;
 
 /// A series' label pairs as pushed (sorted by name, `clearmode` removed).
@@ -86,7 +87,7 @@ pub struct Partial {
 pub struct Series {
     /// A replaced value (a gauge, `clearmode="replace"` or `"family"`): it starts a new epoch.
     pub base: Option<(Stamp, Value)>,
-    pub partials: BTreeMap<PartialId, Partial>,
+    pub partials: VecMap<PartialId, Partial>,
     /// A summary's quantiles: those of the newest push (quantiles cannot be added up).
     pub quantiles: Option<(Stamp, Vec<(f64, f64)>)>,
 }
@@ -97,7 +98,7 @@ pub struct Family {
     pub help: (Stamp, String),
     /// `clearmode="family"`: series older than this no longer count.
     pub reset: Stamp,
-    pub series: BTreeMap<Labels, Series>,
+    pub series: VecMap<Labels, Series>,
 }
 
 /// The whole state of an aggregating group.
@@ -105,7 +106,7 @@ pub struct Family {
 pub struct AggState {
     /// The group's last reset (DELETE): nothing older counts.
     pub reset: Stamp,
-    pub families: BTreeMap<String, Family>,
+    pub families: VecMap<String, Family>,
     /// Idempotency keys applied, each with the Unix ms until which a retry is recognised.
     pub seen: BTreeMap<String, u64>,
 }
@@ -152,7 +153,7 @@ impl Series {
             let flat = |q: &[(f64, f64)]| q.iter().flat_map(|(a, b)| [a.to_bits(), b.to_bits()]).collect::<Vec<_>>();
             flat(a).cmp(&flat(b))
         });
-        for (id, p) in &other.partials {
+        for (id, p) in other.partials.iter() {
             match self.partials.get_mut(id) {
                 None => {
                     self.partials.insert(*id, p.clone());
@@ -206,7 +207,7 @@ impl Family {
             typ: (stamp, typ),
             help: (stamp, help),
             reset: Stamp::default(),
-            series: BTreeMap::new(),
+            series: VecMap::default(),
         }
     }
 
@@ -229,7 +230,7 @@ impl Family {
             self.help = other.help.clone();
         }
         self.reset = self.reset.max(other.reset);
-        for (labels, s) in &other.series {
+        for (labels, s) in other.series.iter() {
             match self.series.get_mut(labels) {
                 Some(mine) => mine.merge(s),
                 None => {
@@ -244,7 +245,7 @@ impl AggState {
     /// Merges `other` into this state (the CRDT join), then drops what no longer counts.
     pub fn merge(&mut self, other: &AggState) {
         self.reset = self.reset.max(other.reset);
-        for (name, f) in &other.families {
+        for (name, f) in other.families.iter() {
             match self.families.get_mut(name) {
                 Some(mine) => mine.merge(f),
                 None => {

@@ -179,4 +179,40 @@ proptest! {
             prop_assert!(live.is_none(), "series {} survived the reset", other);
         }
     }
+
+    /// A push added and then undone (refused later) leaves the state exactly as it was,
+    /// whatever it added, replaced or created.
+    #[test]
+    fn an_undone_push_leaves_the_state_as_it_was(
+        ops in prop::collection::vec(op(), 0..30),
+        lines in prop::collection::vec((0u8..5, 0u8..3, 1u8..9, 0u8..3), 1..6),
+    ) {
+        let mut state = run(&ops).remove(0);
+        let before = state.clone();
+        let mut by_family: std::collections::BTreeMap<u8, std::collections::BTreeMap<u8, String>> =
+            Default::default();
+        for (family, series, value, mode) in lines {
+            let mode = ["aggregate", "replace", "family"][usize::from(mode)];
+            by_family.entry(family).or_default().insert(
+                series,
+                format!("f{family}{{s=\"{series}\",clearmode=\"{mode}\"}} {value}\n"),
+            );
+        }
+        let mut body = String::new();
+        for (family, lines) in by_family {
+            body.push_str(&format!("# TYPE f{family} counter\n"));
+            body.extend(lines.into_values());
+        }
+        body.push_str("# TYPE c counter\nc{s=\"9\"} 1\n");
+        let fams = parse_text(body.as_bytes(), NameScheme::Legacy).expect("test bodies parse");
+        let ctx = Ctx {
+            stamp: Stamp { version: 1000, origin: 7 },
+            partial: PartialId { node: 7, incarnation: 1 },
+        };
+        let mut undo = Undo::default();
+        apply(&mut state, &fams, ctx, &Validation::default(), &mut undo).expect("valid push");
+        prop_assert_ne!(&state, &before);
+        undo.revert(&mut state);
+        prop_assert_eq!(state, before);
+    }
 }

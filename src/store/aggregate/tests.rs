@@ -194,6 +194,6 @@ fn the_state_survives_the_persistence_file_and_a_restart_adds_a_new_partial() {
     add(&loaded, "j", COUNTER).unwrap();
     assert!(scrape(&loaded).contains("c{instance=\"\",job=\"j\"} 3\n"));
     let states = loaded.aggregate_states();
-    let series = &states[0].1.families["c"].series[&Vec::new()];
+    let series = states[0].1.families.get("c").unwrap().series.get(&Vec::new()).unwrap();
     assert_eq!(series.partials.len(), 2);
 }
