@@ -29,18 +29,10 @@ for bin in "$PUSHGATE_BIN" "$LOADGEN_BIN"; do
 done
 command -v jq >/dev/null || { echo "aggregate.sh: jq is required" >&2; exit 1; }
 
-SERVER_PID=""
-RESULTS=$(mktemp -t pushgate-aggregate.XXXXXX)
-# shellcheck source=lib/stop.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib/stop.sh"
-cleanup() {
-    stop_process "$SERVER_PID"
-    rm -f "$RESULTS"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/rounds.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/rounds.sh"
+rounds_setup aggregate
 
-TICKS=$(getconf CLK_TCK)
 url="http://127.0.0.1:$PORT"
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -88,11 +80,7 @@ done
 
 echo
 echo "medians over $REPS rounds; aggregating/ordinary is the median of each round's ratio"
-awk '
-    function median(arr, n,   i, j, t) {
-        for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
-        return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
-    }
+awk "$MEDIAN_AWK"'
     { rate[$1, ++n[$1]] = $3; cpu[$1, n[$1]] = $4; mem[$1, n[$1]] = $5; by[$1, $2] = $3 }
     END {
         for (k in n) {

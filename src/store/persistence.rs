@@ -38,13 +38,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistenceError + '_ {
     }
 }
 
-/// Encodes `groups` into the on-disk format (header plus payload).
-pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64) -> Vec<u8> {
-    encode_snapshot_with(groups, &[], taken_at)
-}
-
-/// [`encode_snapshot`] with the states of the aggregating groups among `groups`.
-pub fn encode_snapshot_with(
+/// Encodes `groups`, and the states of the aggregating groups among them, into the on-disk
+/// format (header plus payload).
+pub fn encode_snapshot(
     groups: &[GroupSnapshot],
     aggregates: &[(GroupKey, AggState)],
     taken_at: f64,
@@ -83,6 +79,7 @@ pub fn encode_snapshot_with(
 }
 
 /// Decodes and validates a snapshot file's bytes into groups.
+#[cfg(any(test, feature = "testsuite"))]
 pub fn decode_snapshot(
     path: &Path,
     bytes: &[u8],
@@ -202,7 +199,7 @@ pub fn save(store: &Store, path: &Path) -> Result<usize, PersistenceError> {
     // a load keeps the state (the next push exposes it).
     let groups = store.snapshot();
     let aggregates = store.aggregate_states();
-    let bytes = encode_snapshot_with(&groups, &aggregates, crate::time::unix_seconds());
+    let bytes = encode_snapshot(&groups, &aggregates, crate::time::unix_seconds());
     write_atomically(path, &bytes)?;
     Ok(groups.len())
 }
