@@ -229,9 +229,12 @@ pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<usize, Pers
         ..Validation::default()
     };
     for (key, state) in aggregates {
-        store
+        let installed = store
             .install_aggregate(key.clone(), state, &v)
             .map_err(|e| refused(&key, e))?;
+        if !installed {
+            tracing::debug!(group = %key, "aggregation state of a group the file does not hold, skipped");
+        }
     }
     Ok(n)
 }

@@ -163,12 +163,15 @@ impl Store {
 
     /// Makes the held group `key` an aggregating group with `state` (loaded from a file, with
     /// the group's exposed families). The state is checked like a push of what it exposes.
+    /// False, and nothing installed, when the group is not held: the file's groups were taken
+    /// before its states, so a group first pushed in between has a state and no group, and
+    /// its pushes came after the snapshot anyway.
     pub fn install_aggregate(
         &self,
         key: GroupKey,
         state: AggState,
         v: &Validation,
-    ) -> Result<(), PushError> {
+    ) -> Result<bool, PushError> {
         prepare_push(key.clone(), materialize(&state), true, v)?;
         self.aggregates.observe(&state);
         loop {
@@ -180,12 +183,10 @@ impl Store {
             let marked = self.write(|inner| inner.mark_aggregating(&key), |_| false);
             if !marked {
                 self.aggregates.end(&key, &mut guard);
-                return Err(PushError::Malformed(format!(
-                    "aggregation state for group {key}, which is not held"
-                )));
+                return Ok(false);
             }
             guard.state = state;
-            return Ok(());
+            return Ok(true);
         }
     }
 

@@ -71,6 +71,10 @@ impl Aggregates {
 
     pub(super) fn entry(&self, key: &GroupKey) -> Arc<Mutex<Entry>> {
         let mut groups = self.groups.lock();
+        // The common case, a group that aggregates already, without copying the key.
+        if let Some(entry) = groups.get(key) {
+            return entry.clone();
+        }
         let entry = groups.entry(key.clone()).or_insert_with(|| {
             self.count.fetch_add(1, Ordering::AcqRel);
             Arc::new(Mutex::new(Entry {

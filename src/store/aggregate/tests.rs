@@ -197,3 +197,33 @@ fn the_state_survives_the_persistence_file_and_a_restart_adds_a_new_partial() {
     let series = states[0].1.families.get("c").unwrap().series.get(&Vec::new()).unwrap();
     assert_eq!(series.partials.len(), 2);
 }
+
+#[test]
+fn a_file_s_states_are_checked_and_a_state_without_its_group_is_skipped() {
+    use crate::store::persistence::{encode_snapshot, load};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let s = Store::new(StoreOptions::default());
+    add(&s, "j", &format!("{COUNTER}{HISTOGRAM}")).unwrap();
+    let groups = s.snapshot();
+    let mut states = s.aggregate_states();
+    // A state whose group the file does not hold (first pushed after the groups were taken).
+    let orphan = (key("later"), states[0].1.clone());
+    std::fs::write(&path, encode_snapshot(&groups, &[states[0].clone(), orphan], 1.0)).unwrap();
+    let loaded = Store::new(StoreOptions::default());
+    load(&loaded, &path, NameScheme::Legacy).unwrap();
+    assert_eq!(scrape(&loaded), scrape(&s));
+    assert_eq!(loaded.aggregate_states().len(), 1);
+    // A histogram value without its buckets is refused with a message naming the family.
+    let state = &mut states[0].1;
+    let h = state.families.get_mut("h").unwrap();
+    let series = h.series.values_mut().next().unwrap();
+    let partial = series.partials.values_mut().next().unwrap();
+    partial.value.bounds.clear();
+    std::fs::write(&path, encode_snapshot(&groups, &states, 1.0)).unwrap();
+    let err = load(&Store::new(StoreOptions::default()), &path, NameScheme::Legacy).unwrap_err();
+    assert!(
+        err.to_string().contains("a value of \"h\" does not fit its type HISTOGRAM"),
+        "{err}"
+    );
+}
