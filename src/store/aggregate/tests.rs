@@ -227,3 +227,28 @@ fn a_file_s_states_are_checked_and_a_state_without_its_group_is_skipped() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_adds_to_one_group_count_exactly_once_each() {
+    let s = std::sync::Arc::new(Store::new(StoreOptions::default()));
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    // Every fourth push is retried with its key: still one increment.
+                    let k = format!("t{t}-{i}");
+                    let idem = (i % 4 == 0).then_some(k.as_str());
+                    add_keyed(&s, "j", COUNTER, idem).unwrap();
+                    if let Some(k) = idem {
+                        assert_eq!(add_keyed(&s, "j", COUNTER, Some(k)), Ok(Aggregated::Repeated));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(scrape(&s).contains("c{instance=\"\",job=\"j\"} 1600\n"), "{}", scrape(&s));
+}
