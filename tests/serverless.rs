@@ -218,3 +218,21 @@ fn the_sums_survive_a_restart_with_the_persistence_file() {
     assert_eq!(gw.put_text("/aggregate/metrics/job/p", body).status, 200);
     assert_eq!(value(&gw.get("/metrics").text(), "c", &labels), 4.0);
 }
+
+/// A cluster node refuses aggregating pushes before storing anything (single node only, see
+/// docs/serverless.md), with a message that says so; ordinary pushes work as before.
+#[test]
+fn a_cluster_node_refuses_aggregating_pushes_clearly() {
+    let cluster = Gateway::start_cluster("pushgate", &pushgate_bin(), &[], "", 2);
+    let r = cluster.put_text("/aggregate/metrics/job/fn", "# TYPE c counter\nc 1\n");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("served by a single node"), "{}", r.text());
+    assert_eq!(
+        cluster
+            .put_text("/metrics/job/fn", "# TYPE c counter\nc 1\n")
+            .status,
+        200
+    );
+    let text = cluster.get("/metrics").text();
+    assert_eq!(value(&text, "c", &[("job", "fn")]), 1.0);
+}
