@@ -324,7 +324,7 @@ fn check_addable(
             typ.as_str_name()
         )));
     }
-    if let Some(current) = held.and_then(|s| s.value(floor)) {
+    if let Some(current) = held.and_then(|s| s.shape(floor)) {
         if !current.same_shape(&p.value) {
             return Err(PushError::Invalid(format!(
                 "histogram {name:?} {{ {} }} has bucket bounds {}, but this aggregating group holds {}: every push must use the same buckets (delete the group to change them)",

@@ -120,6 +120,20 @@ impl Series {
         }
     }
 
+    /// The value whose shape the exposed value takes (the first contributor that still counts:
+    /// the base, then partials by id), without adding anything up.
+    pub fn shape(&self, floor: Stamp) -> Option<&Value> {
+        let epoch = self.epoch(floor);
+        match &self.base {
+            Some((s, v)) if *s == epoch => Some(v),
+            _ => self
+                .partials
+                .values()
+                .find(|p| p.epoch == epoch)
+                .map(|p| &p.value),
+        }
+    }
+
     /// The exposed value: the live base plus every live partial of the same shape (the first
     /// contributor, base then partials by id, decides the shape; a partial of another shape can
     /// only come from two nodes accepting different buckets concurrently and is left out).
@@ -219,7 +233,7 @@ impl Family {
     /// Whether any series still counts.
     pub fn is_live(&self, group_reset: Stamp) -> bool {
         let floor = self.floor(group_reset);
-        self.series.values().any(|s| s.value(floor).is_some())
+        self.series.values().any(|s| s.shape(floor).is_some())
     }
 
     fn merge(&mut self, other: &Family) {
