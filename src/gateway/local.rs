@@ -57,10 +57,13 @@ impl Gateway for LocalGateway {
         let v = self.validation.clone();
         let store = self.store.clone();
         off_runtime(large, move || {
-            let families = req.decode(&v)?;
+            let PushRequest {
+                key, body, format, ..
+            } = req;
+            let decoded = PushRequest::decode(&body, format, &v)?;
             store.aggregate(
-                req.key,
-                &families,
+                key,
+                decoded.incoming(),
                 idempotency_key.as_deref(),
                 &v,
                 unix_seconds(),

@@ -9,6 +9,7 @@ use crate::exposition::{
     decode_delimited_bounded, parse_text_bounded, BoundedParseError, DelimitedError,
     MetricFamily, NameScheme, ParsedText,
 };
+use crate::store::aggregate::apply::Incoming;
 use crate::store::{
     prepare_push, prepare_text, too_many_series, GroupKey, PreparedPush, PushError, Validation,
 };
@@ -47,14 +48,34 @@ impl PushRequest {
         prepare_push(self.key, families, self.replace_all, v)
     }
 
-    /// Decodes the body into the data model (an aggregating group adds it into its state,
-    /// which is then checked and encoded whole), with the same limit and errors as
-    /// [`Self::prepare_now`].
-    pub fn decode(&self, v: &Validation) -> Result<Vec<MetricFamily>, PushError> {
+    /// Decodes the body for an aggregating group, which adds it into its state and then checks
+    /// and encodes the state whole: a text body as the parser's borrowed model, a protobuf body
+    /// as the data model, with the same limit and errors as [`Self::prepare_now`].
+    pub fn decode<'b>(
+        body: &'b [u8],
+        format: BodyFormat,
+        v: &Validation,
+    ) -> Result<Decoded<'b>, PushError> {
         let limit = v.limits.max_series_per_push;
-        match self.format {
-            BodyFormat::Text => Ok(parse_body_text(&self.body, v.names, limit)?.to_families()),
-            _ => decode_delimited(&self.body, limit),
+        match format {
+            BodyFormat::Text => Ok(Decoded::Text(parse_body_text(body, v.names, limit)?)),
+            _ => Ok(Decoded::Model(decode_delimited(body, limit)?)),
+        }
+    }
+}
+
+/// A push body decoded by [`PushRequest::decode`].
+pub enum Decoded<'a> {
+    Text(ParsedText<'a>),
+    Model(Vec<MetricFamily>),
+}
+
+impl Decoded<'_> {
+    /// The push as an aggregating group reads it.
+    pub fn incoming(&self) -> Incoming<'_> {
+        match self {
+            Decoded::Text(t) => Incoming::Text(t),
+            Decoded::Model(f) => Incoming::Model(f),
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use super::state::{AggState, Family, Labels, Partial, PartialId, Series, Stamp, Value};
 use crate::exposition::proto::{self, Bucket, Quantile};
-use crate::exposition::{LabelPair, Metric, MetricFamily, MetricType};
+use crate::exposition::{LabelPair, Metric, MetricFamily, MetricType, ParsedMetric, ParsedText};
 use crate::store::error::PushError;
 use crate::store::prepare::{check_family, check_value_field, describe_pairs, Validation};
 
@@ -130,19 +130,69 @@ fn cmp_labels(stored: &Labels, pushed: &[(&str, &str)]) -> std::cmp::Ordering {
         .cmp(pushed.iter().copied())
 }
 
-/// Adds `families` (a decoded push, timestamps already refused) into `state`. On an error
-/// the state is as it was; on success `undo` can put it back.
+/// A decoded push: a text body as the parser's borrowed model (no copy of its strings), or the
+/// protobuf model (protobuf bodies).
+#[derive(Clone, Copy)]
+pub enum Incoming<'a> {
+    Text(&'a ParsedText<'a>),
+    Model(&'a [MetricFamily]),
+}
+
+impl Incoming<'_> {
+    /// Whether a metric carries a timestamp (an aggregating group refuses it, as a push does).
+    pub fn has_timestamps(&self) -> bool {
+        match self {
+            Incoming::Text(t) => t.has_timestamps(),
+            Incoming::Model(families) => families
+                .iter()
+                .any(|f| f.metric.iter().any(|m| m.timestamp_ms.is_some())),
+        }
+    }
+}
+
+/// A pushed family's head: name, type as pushed, help.
+struct Head<'a> {
+    name: &'a str,
+    raw_type: Option<i32>,
+    help: &'a str,
+}
+
+/// Adds `incoming` (a decoded push, timestamps already refused) into `state`. On an error the
+/// state is as it was; on success `undo` can put it back.
 pub fn apply(
     state: &mut AggState,
-    families: &[MetricFamily],
+    incoming: Incoming<'_>,
     ctx: Ctx,
     v: &Validation,
     undo: &mut Undo,
 ) -> Result<(), PushError> {
     let mut local = Undo::default();
-    let result = families
-        .iter()
-        .try_for_each(|mf| apply_family(state, mf, ctx, v, &mut local));
+    let result = match incoming {
+        Incoming::Model(families) => families.iter().try_for_each(|mf| {
+            let head = Head {
+                name: mf.name(),
+                raw_type: mf.r#type,
+                help: mf.help(),
+            };
+            let read = |typ| mf.metric.iter().map(|m| read_series(head.name, typ, m)).collect();
+            apply_family(state, &head, read, ctx, v, &mut local)
+        }),
+        Incoming::Text(parsed) => parsed.families().try_for_each(|f| {
+            let head = Head {
+                name: &f.name,
+                raw_type: f.typ.map(|t| t as i32),
+                help: f.help.as_deref().unwrap_or_default(),
+            };
+            let read = |typ| {
+                parsed
+                    .metrics(f)
+                    .iter()
+                    .map(|m| read_parsed(head.name, typ, parsed, m))
+                    .collect()
+            };
+            apply_family(state, &head, read, ctx, v, &mut local)
+        }),
+    };
     match result {
         Ok(()) => {
             undo.0.append(&mut local.0);
@@ -155,22 +205,20 @@ pub fn apply(
     }
 }
 
-fn apply_family(
+fn apply_family<'m>(
     state: &mut AggState,
-    mf: &MetricFamily,
+    head: &Head<'_>,
+    read: impl FnOnce(MetricType) -> Result<Vec<Pushed<'m>>, PushError>,
     ctx: Ctx,
     v: &Validation,
     undo: &mut Undo,
 ) -> Result<(), PushError> {
-    let name = mf.name();
-    let Some(typ) = check_family(name, mf.r#type, v)? else {
+    let name = head.name;
+    let help = head.help;
+    let Some(typ) = check_family(name, head.raw_type, v)? else {
         return Ok(());
     };
-    let mut pushed = mf
-        .metric
-        .iter()
-        .map(|m| read_series(name, typ, m))
-        .collect::<Result<Vec<Pushed>, PushError>>()?;
+    let mut pushed = read(typ)?;
     pushed.sort_by(|a, b| a.labels.cmp(&b.labels));
     if let Some(w) = pushed.windows(2).find(|w| w[0].labels == w[1].labels) {
         return Err(PushError::Invalid(format!(
@@ -183,7 +231,7 @@ fn apply_family(
     let fi = match state.families.search_by(|k| k.as_str().cmp(name)) {
         Err(fi) => {
             undo.0.push(Change::NewFamily(fi));
-            let family = Family::new(ctx.stamp, typ, mf.help().to_owned());
+            let family = Family::new(ctx.stamp, typ, help.to_owned());
             state.families.insert_at(fi, name.to_owned(), family);
             fi
         }
@@ -193,7 +241,7 @@ fn apply_family(
                 undo.0.push(Change::Family(fi, f.clone()));
                 f.reset = ctx.stamp;
                 f.typ = (ctx.stamp, typ);
-                f.help = (ctx.stamp, mf.help().to_owned());
+                f.help = (ctx.stamp, help.to_owned());
             } else {
                 let live = f.is_live(group_reset);
                 if live && f.typ.1 != typ {
@@ -203,12 +251,12 @@ fn apply_family(
                         typ.as_str_name()
                     )));
                 }
-                if !live || f.help.1 != mf.help() {
+                if !live || f.help.1 != help {
                     undo.0.push(Change::Meta(fi, f.typ, f.help.clone()));
                     if !live {
                         f.typ = (ctx.stamp, typ);
                     }
-                    f.help = (ctx.stamp, mf.help().to_owned());
+                    f.help = (ctx.stamp, help.to_owned());
                 }
             }
             fi
@@ -410,6 +458,59 @@ fn read_series<'m>(name: &str, typ: MetricType, m: &'m Metric) -> Result<Pushed<
     })
 }
 
+/// A metric of a text body as the state keeps it, like [`read_series`] reads the protobuf
+/// model of the same line (`ParsedText::to_families`): bucket counts as `Point::count` gives them.
+fn read_parsed<'m>(
+    name: &str,
+    typ: MetricType,
+    parsed: &'m ParsedText<'_>,
+    m: &ParsedMetric,
+) -> Result<Pushed<'m>, PushError> {
+    let mut mode = None;
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(parsed.labels(m).len());
+    for (n, v) in parsed.labels(m) {
+        if n == CLEARMODE_LABEL {
+            mode = Some(Mode::parse(v, name)?);
+        } else {
+            labels.push((n, v));
+        }
+    }
+    labels.sort_unstable();
+    let mode = mode.unwrap_or(Mode::default_for(typ));
+    let points = parsed.points(m);
+    let count = m.count.unwrap_or(0) as f64;
+    let sum = m.sum.unwrap_or(0.0);
+    let (value, quantiles) = match typ {
+        MetricType::Summary => (
+            Value {
+                bounds: Vec::new(),
+                sums: vec![count, sum],
+            },
+            Some(points.iter().map(|p| (p.bound, p.value)).collect()),
+        ),
+        MetricType::Histogram => {
+            let mut sums = Vec::with_capacity(points.len() + 2);
+            sums.extend([count, sum]);
+            sums.extend(points.iter().map(|p| p.count() as f64));
+            let bounds = points.iter().map(|p| p.bound).collect();
+            (Value { bounds, sums }, None)
+        }
+        _ => (
+            Value {
+                bounds: Vec::new(),
+                sums: vec![m.value],
+            },
+            None,
+        ),
+    };
+    Ok(Pushed {
+        labels,
+        mode,
+        value,
+        quantiles,
+    })
+}
+
 /// The families the group exposes: every series that still counts, its partials added up.
 pub fn materialize(state: &AggState) -> Vec<MetricFamily> {
     let mut out = Vec::with_capacity(state.families.len());
@@ -525,11 +626,4 @@ fn metric_of(
         }
     }
     Some(m)
-}
-
-/// Whether a metric carries a timestamp (an aggregating group refuses it, as a push does).
-pub fn has_timestamps(families: &[MetricFamily]) -> bool {
-    families
-        .iter()
-        .any(|f| f.metric.iter().any(|m| m.timestamp_ms.is_some()))
 }

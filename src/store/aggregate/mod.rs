@@ -20,14 +20,13 @@ pub mod vec_map;
 
 
 
-use self::apply::{has_timestamps, materialize, Ctx, Undo};
+use self::apply::{materialize, Ctx, Incoming, Undo};
 use self::registry::Entry;
 use self::state::AggState;
 use super::error::PushError;
 use super::key::GroupKey;
 use super::prepare::{prepare_push, Validation};
 use super::Store;
-use crate::exposition::MetricFamily;
 
 /// How long a retry with the same `Idempotency-Key` is recognised (and not added again).
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
@@ -54,7 +53,7 @@ impl Store {
     pub fn aggregate(
         &self,
         key: GroupKey,
-        families: &[MetricFamily],
+        incoming: Incoming<'_>,
         idempotency_key: Option<&str>,
         v: &Validation,
         now: f64,
@@ -72,7 +71,7 @@ impl Store {
                     return Ok(Aggregated::Repeated);
                 }
             }
-            let outcome = self.aggregate_locked(&key, entry, families, v, now);
+            let outcome = self.aggregate_locked(&key, entry, incoming, v, now);
             if let Err(e) = outcome {
                 if entry.state == AggState::default() {
                     // Nothing was ever added: the group does not aggregate.
@@ -92,7 +91,7 @@ impl Store {
         &self,
         key: &GroupKey,
         entry: &mut Entry,
-        families: &[MetricFamily],
+        incoming: Incoming<'_>,
         v: &Validation,
         now: f64,
     ) -> Result<(), PushError> {
@@ -102,7 +101,7 @@ impl Store {
             }
             e
         };
-        if has_timestamps(families) {
+        if incoming.has_timestamps() {
             return Err(refused(PushError::Invalid(
                 "pushed metrics must not have timestamps".into(),
             )));
@@ -112,7 +111,7 @@ impl Store {
             partial: self.aggregates.partial,
         };
         let mut undo = Undo::default();
-        apply::apply(&mut entry.state, families, ctx, v, &mut undo).map_err(refused)?;
+        apply::apply(&mut entry.state, incoming, ctx, v, &mut undo).map_err(refused)?;
         let stored = prepare_push(key.clone(), materialize(&entry.state), true, v)
             .map_err(refused)
             .and_then(|mut p| {

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::super::apply::{apply, materialize, Ctx, Undo};
+use super::super::apply::{apply, materialize, Ctx, Incoming, Undo};
 use super::*;
 use crate::exposition::{parse_text, NameScheme};
 use crate::store::prepare::Validation;
@@ -44,7 +44,7 @@ fn push(node: &mut AggState, id: u64, version: u64, body: &str) {
             incarnation: 1,
         },
     };
-    apply(node, &fams, ctx, &Validation::default(), &mut Undo::default()).expect("valid push");
+    apply(node, Incoming::Model(&fams), ctx, &Validation::default(), &mut Undo::default()).expect("valid push");
     node.prune();
 }
 
@@ -210,7 +210,7 @@ proptest! {
             partial: PartialId { node: 7, incarnation: 1 },
         };
         let mut undo = Undo::default();
-        apply(&mut state, &fams, ctx, &Validation::default(), &mut undo).expect("valid push");
+        apply(&mut state, Incoming::Model(&fams), ctx, &Validation::default(), &mut undo).expect("valid push");
         prop_assert_ne!(&state, &before);
         undo.revert(&mut state);
         prop_assert_eq!(state, before);

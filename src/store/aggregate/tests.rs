@@ -1,6 +1,7 @@
 //! Aggregating groups through the store: what adds up, what replaces, what is refused (and
 //! that a refusal changes nothing), idempotency keys, resets, and the state in the file.
 
+use super::apply::Incoming;
 use super::*;
 use crate::exposition::{parse_text, NameScheme};
 use crate::store::render::Format;
@@ -21,7 +22,7 @@ fn add_keyed(
     idem: Option<&str>,
 ) -> Result<Aggregated, PushError> {
     let fams = parse_text(body.as_bytes(), NameScheme::Legacy).expect("test bodies parse");
-    s.aggregate(key(job), &fams, idem, &Validation::default(), 1000.0)
+    s.aggregate(key(job), Incoming::Model(&fams), idem, &Validation::default(), 1000.0)
 }
 
 /// The scrape without the timing families.
@@ -251,4 +252,34 @@ fn concurrent_adds_to_one_group_count_exactly_once_each() {
         t.join().unwrap();
     }
     assert!(scrape(&s).contains("c{instance=\"\",job=\"j\"} 1600\n"), "{}", scrape(&s));
+}
+
+#[test]
+fn a_text_body_adds_up_the_same_read_borrowed_or_through_the_model() {
+    let bodies = [
+        format!("{COUNTER}{HISTOGRAM}"),
+        "# TYPE s summary\ns{quantile=\"0.5\",x=\"1\"} 0.2\ns_sum{x=\"1\"} 0.5\ns_count{x=\"1\"} 3\n".to_owned(),
+        "# TYPE g gauge\ng{clearmode=\"aggregate\",b=\"2\",a=\"1\"} -1.5\nu 4\n".to_owned(),
+        "# HELP v build\n# TYPE v gauge\nv{version=\"2\",clearmode=\"family\"} 1\n".to_owned(),
+        "# TYPE c counter\nc{clearmode=\"replace\"} 7\n".to_owned(),
+    ];
+    let ctx = |version| Ctx {
+        stamp: state::Stamp { version, origin: 0 },
+        partial: state::PartialId { node: 0, incarnation: 1 },
+    };
+    let (mut via_model, mut via_text) = (AggState::default(), AggState::default());
+    for (i, body) in bodies.iter().enumerate() {
+        let v = Validation::default();
+        let fams = parse_text(body.as_bytes(), NameScheme::Legacy).unwrap();
+        let parsed = crate::exposition::parse_text_bounded(body.as_bytes(), NameScheme::Legacy, 1000)
+            .unwrap();
+        for _ in 0..2 {
+            let mut undo = Undo::default();
+            apply::apply(&mut via_model, Incoming::Model(&fams), ctx(i as u64 + 1), &v, &mut undo)
+                .unwrap();
+            apply::apply(&mut via_text, Incoming::Text(&parsed), ctx(i as u64 + 1), &v, &mut undo)
+                .unwrap();
+        }
+        assert_eq!(via_text, via_model, "{body}");
+    }
 }
