@@ -33,18 +33,10 @@ for server in "$@"; do
     [[ -x $bin ]] || { echo "flatness.sh: $bin is not an executable" >&2; exit 1; }
 done
 
-SERVER_PID=""
-RESULTS=$(mktemp -t pushgate-flatness.XXXXXX)
-# shellcheck source=lib/stop.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib/stop.sh"
-cleanup() {
-    stop_process "$SERVER_PID"
-    rm -f "$RESULTS"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/rounds.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/rounds.sh"
+rounds_setup flatness
 
-TICKS=$(getconf CLK_TCK)
 url="http://127.0.0.1:$PORT"
 
 # cpu_ticks PID: "user system" clock ticks of the process so far.
@@ -93,11 +85,7 @@ printf '%-40s %14s %14s %16s %16s %12s\n' server "pushes/s $SMALL" "pushes/s $LA
 k=0
 for server in "$@"; do
     k=$((k + 1))
-    awk -v k="$k" -v name="$server" -v s="$SMALL" -v l="$LARGE" '
-        function median(arr, n,   i, j, t) {
-            for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
-            return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
-        }
+    awk -v k="$k" -v name="$server" -v s="$SMALL" -v l="$LARGE" "$MEDIAN_AWK"'
         $1 == k && $2 == s { rs[++ns] = $4; us[ns] = $5; small[$3] = $4 }
         $1 == k && $2 == l { rl[++nl] = $4; ul[nl] = $5; large[$3] = $4 }
         END {

@@ -167,11 +167,11 @@ fn main() {
         &with_sel(1, "/job/j/some.label/v".as_bytes()),
     );
 
-    let file = encode_snapshot(&groups, 3000.0, 0);
+    let file = encode_snapshot(&groups, &[], 3000.0, 0);
     // Bit 1 clear: the target makes the header for the payload; set: the file as it is.
     c.put("snapshot", "payload", &with_sel(0, &file[24..]));
     c.put("snapshot", "file", &with_sel(2, &file));
-    let file = encode_snapshot(&utf8.snapshot(), 3000.0, 7);
+    let file = encode_snapshot(&utf8.snapshot(), &[], 3000.0, 7);
     c.put("snapshot", "utf8-payload", &with_sel(1, &file[24..]));
     // A file the real upstream Pushgateway 1.5.1 wrote (tests/data; every metric type,
     // @base64 keys, an empty label value, a refused push).

@@ -331,5 +331,5 @@ fn snapshot_of_one_group(at: f64) -> Vec<u8> {
         ..Default::default()
     };
     let group = decode_group(0, group, NameScheme::Legacy, None).unwrap();
-    encode_snapshot(&[group], at, 0)
+    encode_snapshot(&[group], &[], at, 0)
 }

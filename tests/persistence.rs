@@ -74,10 +74,10 @@ fn periodic_snapshot_survives_kill_9() {
     );
     let complete = poll_until(Duration::from_secs(10), || {
         let bytes = std::fs::read(&file).ok()?;
-        let (groups, _) =
+        let decoded =
             pushgate::store::persistence::decode_snapshot(&file, &bytes, Default::default())
                 .ok()?;
-        (groups.len() == 10).then_some(())
+        (decoded.groups.len() == 10).then_some(())
     });
     assert!(
         complete.is_some(),

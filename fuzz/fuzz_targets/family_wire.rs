@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
             families,
             replace_all,
             has_timestamps,
+            aggregating: false,
         },
         1.0,
     );

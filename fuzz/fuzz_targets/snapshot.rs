@@ -21,11 +21,11 @@ fuzz_target!(|data: &[u8]| {
     } else {
         rest.to_vec()
     };
-    let Ok((groups, _)) = decode_snapshot(std::path::Path::new("fuzz.snap"), &file, names) else {
+    let Ok(decoded) = decode_snapshot(std::path::Path::new("fuzz.snap"), &file, names) else {
         return;
     };
     let store = fresh_store();
-    for g in groups {
+    for g in decoded.groups {
         let _ = store.restore(g);
     }
     render_all(&store);

@@ -10,12 +10,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, file)) = data.split_first() else {
         return;
     };
-    let Ok((groups, _wiped_at, _format)) = decode_file(std::path::Path::new("fuzz.data"), file, scheme(sel))
+    let Ok((decoded, _format)) = decode_file(std::path::Path::new("fuzz.data"), file, scheme(sel))
     else {
         return;
     };
     let store = fresh_store();
-    for g in groups {
+    for g in decoded.groups {
         let _ = store.restore(g);
     }
     render_all(&store);

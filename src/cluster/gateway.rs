@@ -15,6 +15,7 @@ use crate::gateway::{Gateway, ScrapeRefused};
 use crate::ingest::PushRequest;
 use crate::scrape::merged::{render_groups, render_groups_chunked};
 use crate::scrape::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
+use crate::store::aggregate::Aggregated;
 use crate::store::render::{Format, RenderStats};
 use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily};
 use crate::telemetry::LocalStats;
@@ -37,6 +38,18 @@ impl Gateway for ClusterGateway {
             .route(WriteOp::Raw(req), Vec::new())
             .await
             .into_result()
+    }
+
+    async fn aggregate(
+        &self,
+        _req: PushRequest,
+        _idempotency_key: Option<String>,
+    ) -> Result<Aggregated, PushError> {
+        // Refused before anything is stored: a cluster node cannot yet count every increment
+        // exactly once across its owners (docs/serverless.md, "On a cluster").
+        Err(PushError::LimitExceeded(
+            "aggregating groups (/aggregate) are served by a single node; this node runs in a cluster (see docs/serverless.md)".into(),
+        ))
     }
 
     async fn delete(&self, key: GroupKey) -> Result<(), PushError> {

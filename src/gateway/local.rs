@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::{Gateway, ScrapeRefused};
 use crate::ingest::{off_runtime, PushRequest};
 use crate::scrape::{render_whole, stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
+use crate::store::aggregate::Aggregated;
 use crate::store::render::{Format, RenderStats};
 use crate::store::{GroupKey, GroupSnapshot, PushError, Store, StoredFamily, Validation};
 use crate::telemetry::LocalStats;
@@ -45,6 +46,30 @@ impl Gateway for LocalGateway {
             }
         };
         off_runtime(large, work).await
+    }
+
+    async fn aggregate(
+        &self,
+        req: PushRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<Aggregated, PushError> {
+        let large = req.is_large();
+        let v = self.validation.clone();
+        let store = self.store.clone();
+        off_runtime(large, move || {
+            let PushRequest {
+                key, body, format, ..
+            } = req;
+            let decoded = PushRequest::decode(&body, format, &v)?;
+            store.aggregate(
+                key,
+                decoded.incoming(),
+                idempotency_key.as_deref(),
+                &v,
+                unix_seconds(),
+            )
+        })
+        .await
     }
 
     async fn delete(&self, key: GroupKey) -> Result<(), PushError> {

@@ -8,6 +8,7 @@ use std::future::Future;
 use crate::ingest::PushRequest;
 use crate::scrape::{stream_rendered, ScrapeStream};
 use crate::store::render::{Format, RenderStats};
+use crate::store::aggregate::Aggregated;
 use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily};
 use crate::telemetry::LocalStats;
 
@@ -22,6 +23,14 @@ pub struct ScrapeRefused(pub String);
 /// cluster's nodes).
 pub trait Gateway: Send + Sync + 'static {
     fn push(&self, req: PushRequest) -> impl Future<Output = Result<(), PushError>> + Send;
+    /// Adds a push into its aggregating group (`/aggregate`; `req.replace_all` is ignored: PUT
+    /// and POST both add). A retry carrying an `idempotency_key` already added within the
+    /// window is acknowledged without being added again.
+    fn aggregate(
+        &self,
+        req: PushRequest,
+        idempotency_key: Option<String>,
+    ) -> impl Future<Output = Result<Aggregated, PushError>> + Send;
     fn delete(&self, key: GroupKey) -> impl Future<Output = Result<(), PushError>> + Send;
     fn wipe(&self) -> impl Future<Output = Result<(), PushError>> + Send;
     /// Imports a whole group from another gateway (a migration, `PUT P/api/v1/admin/import`):

@@ -19,6 +19,8 @@ use crate::gateway::Gateway;
 
 enum Route<'a> {
     Push { rest: &'a str },
+    /// `/aggregate/metrics/job/...`: an aggregating group (pushgate's addition).
+    Aggregate { rest: &'a str },
     Scrape,
     Healthy,
     Ready,
@@ -36,17 +38,14 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
     if rel == cfg.telemetry_path {
         return Some(Route::Scrape);
     }
-    if let Some(rest) = rel.strip_prefix("/metrics") {
-        // `/job/<non-empty job>` optionally followed by `/<labels...>`
-        let job_part = rest
-            .strip_prefix("/job/")
-            .or_else(|| rest.strip_prefix("/job@base64/"));
-        if let Some(after) = job_part {
-            let job = after.split('/').next().unwrap_or("");
-            if !job.is_empty() {
-                return Some(Route::Push { rest });
-            }
-        }
+    if let Some(rest) = rel.strip_prefix("/metrics").filter(|r| is_group_path(r)) {
+        return Some(Route::Push { rest });
+    }
+    if let Some(rest) = rel
+        .strip_prefix("/aggregate/metrics")
+        .filter(|r| is_group_path(r))
+    {
+        return Some(Route::Aggregate { rest });
     }
     Some(match rel {
         "/-/healthy" => Route::Healthy,
@@ -60,6 +59,14 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
         r if r.starts_with("/api/v1/") => Route::ApiOptions,
         _ => return None,
     })
+}
+
+/// Whether the path after `/metrics` names a group: `/job/<non-empty job>` optionally followed
+/// by `/<labels...>`.
+fn is_group_path(rest: &str) -> bool {
+    rest.strip_prefix("/job/")
+        .or_else(|| rest.strip_prefix("/job@base64/"))
+        .is_some_and(|after| !after.split('/').next().unwrap_or("").is_empty())
 }
 
 /// Answers a request that the web config let through.
@@ -110,7 +117,13 @@ pub(crate) async fn dispatch<G: Gateway>(st: &AppState<G>, req: Request) -> Resp
     match route {
         // The one path two handler files share, split by method here.
         Route::Push { rest } => match method {
-            Method::PUT | Method::POST => push::push(st, &method, rest, req).await,
+            Method::PUT | Method::POST => push::push(st, &method, rest, req, false).await,
+            Method::DELETE => delete::delete(st, &method, rest).await,
+            _ => method_not_allowed("DELETE, OPTIONS, POST, PUT"),
+        },
+        // A DELETE resets the group whichever path names it.
+        Route::Aggregate { rest } => match method {
+            Method::PUT | Method::POST => push::push(st, &method, rest, req, true).await,
             Method::DELETE => delete::delete(st, &method, rest).await,
             _ => method_not_allowed("DELETE, OPTIONS, POST, PUT"),
         },

@@ -7,7 +7,9 @@ pub mod inflight;
 use self::body::BodyFormat;
 use crate::exposition::{
     decode_delimited_bounded, parse_text_bounded, BoundedParseError, DelimitedError,
+    MetricFamily, NameScheme, ParsedText,
 };
+use crate::store::aggregate::apply::Incoming;
 use crate::store::{
     prepare_push, prepare_text, too_many_series, GroupKey, PreparedPush, PushError, Validation,
 };
@@ -39,18 +41,57 @@ impl PushRequest {
         let limit = v.limits.max_series_per_push;
         if let BodyFormat::Text = self.format {
             // Checked and encoded straight from the parser's borrowed model.
-            let parsed = parse_text_bounded(&self.body, v.names, limit).map_err(|e| match e {
-                BoundedParseError::TooManySeries(n) => too_many_series(n),
-                BoundedParseError::Syntax(e) => PushError::BadBody(e.to_string()),
-            })?;
+            let parsed = parse_body_text(&self.body, v.names, limit)?;
             return prepare_text(self.key, &parsed, self.replace_all, v);
         }
-        let families = decode_delimited_bounded(&self.body, limit).map_err(|e| match e {
-            DelimitedError::TooManySeries(n) => too_many_series(n),
-            e => PushError::BadBody(e.to_string()),
-        })?;
+        let families = decode_delimited(&self.body, limit)?;
         prepare_push(self.key, families, self.replace_all, v)
     }
+
+    /// Decodes the body for an aggregating group, which adds it into its state and then checks
+    /// and encodes the state whole: a text body as the parser's borrowed model, a protobuf body
+    /// as the data model, with the same limit and errors as [`Self::prepare_now`].
+    pub fn decode<'b>(
+        body: &'b [u8],
+        format: BodyFormat,
+        v: &Validation,
+    ) -> Result<Decoded<'b>, PushError> {
+        let limit = v.limits.max_series_per_push;
+        match format {
+            BodyFormat::Text => Ok(Decoded::Text(parse_body_text(body, v.names, limit)?)),
+            _ => Ok(Decoded::Model(decode_delimited(body, limit)?)),
+        }
+    }
+}
+
+/// A push body decoded by [`PushRequest::decode`].
+pub enum Decoded<'a> {
+    Text(ParsedText<'a>),
+    Model(Vec<MetricFamily>),
+}
+
+impl Decoded<'_> {
+    /// The push as an aggregating group reads it.
+    pub fn incoming(&self) -> Incoming<'_> {
+        match self {
+            Decoded::Text(t) => Incoming::Text(t),
+            Decoded::Model(f) => Incoming::Model(f),
+        }
+    }
+}
+
+fn parse_body_text(body: &[u8], names: NameScheme, limit: usize) -> Result<ParsedText<'_>, PushError> {
+    parse_text_bounded(body, names, limit).map_err(|e| match e {
+        BoundedParseError::TooManySeries(n) => too_many_series(n),
+        BoundedParseError::Syntax(e) => PushError::BadBody(e.to_string()),
+    })
+}
+
+fn decode_delimited(body: &[u8], limit: usize) -> Result<Vec<MetricFamily>, PushError> {
+    decode_delimited_bounded(body, limit).map_err(|e| match e {
+        DelimitedError::TooManySeries(n) => too_many_series(n),
+        e => PushError::BadBody(e.to_string()),
+    })
 }
 
 /// Payloads above this size (prepared families, group states) are decoded on the blocking

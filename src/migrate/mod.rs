@@ -45,7 +45,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<Summary> {
     let names = NameScheme::Utf8;
     let (groups, source) = match (&args.from, &args.from_file) {
         (_, Some(path)) => match read_file(path, names)? {
-            Some((groups, _, _)) => (groups, path.display().to_string()),
+            Some((decoded, _)) => (decoded.groups, path.display().to_string()),
             None => anyhow::bail!("--from-file {}: no such file", path.display()),
         },
         (Some(url), None) => {
@@ -106,6 +106,7 @@ async fn send_group(conn: &mut client::Connection, g: &GroupSnapshot) -> Result<
     // An import carries groups only, never a wipe watermark.
     let body = Bytes::from(encode_snapshot(
         std::slice::from_ref(g),
+        &[],
         crate::time::unix_seconds(),
         0,
     ));

@@ -205,6 +205,7 @@ pub fn decode_group(
         push_time: g.push_time,
         failure_time: g.failure_time,
         last_push_successful: g.last_push_successful,
+        aggregating: false,
         version: g.version,
         timing: None,
     })

@@ -20,6 +20,8 @@ pub struct GroupSnapshot {
     pub push_time: f64,
     pub failure_time: f64,
     pub last_push_successful: bool,
+    /// Whether pushes add up in this group (`/aggregate`).
+    pub aggregating: bool,
     pub version: u64,
     /// The group's `push_time_seconds` and `push_failure_time_seconds` families when the copy
     /// comes from a local store (already encoded there); `None` for a copy decoded from a file
@@ -37,6 +39,7 @@ pub(super) struct Group {
     pub(super) push_time: f64,
     pub(super) failure_time: f64,
     pub(super) last_push_successful: bool,
+    pub(super) aggregating: bool,
     pub(super) version: u64,
     pub(super) timing: [StoredFamily; 2],
     /// Index slots of the two timing families.
@@ -55,6 +58,7 @@ impl Group {
             push_time: self.push_time,
             failure_time: self.failure_time,
             last_push_successful: self.last_push_successful,
+            aggregating: self.aggregating,
             version: self.version,
             timing: Some(self.timing.clone()),
         }

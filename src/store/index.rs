@@ -105,6 +105,7 @@ impl Inner {
             push_time: 0.0,
             failure_time: 0.0,
             last_push_successful: true,
+            aggregating: false,
             version: 0,
             timing,
             timing_slots,

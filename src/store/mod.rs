@@ -12,6 +12,7 @@
 //! `render` (the scrape of a store or of copies of groups, with the orders `render_cache` keeps), `codec` (a group's protobuf form,
 //! for the file and for peers) and `persistence` (the snapshot file).
 
+pub mod aggregate;
 mod check;
 pub mod codec;
 pub mod error;
@@ -54,6 +55,8 @@ pub struct Store {
     generation: AtomicU64,
     /// Bounds the tombstones of groups never held (a cluster node's flags).
     tombstone_budget: Mutex<TombstoneBudget>,
+    /// The states of the aggregating groups (`/aggregate`).
+    aggregates: aggregate::registry::Aggregates,
 }
 
 impl Store {
@@ -64,6 +67,7 @@ impl Store {
             render_cache: Mutex::new(render_cache::RenderCache::default()),
             generation: AtomicU64::new(0),
             tombstone_budget: Mutex::new(TombstoneBudget::default()),
+            aggregates: aggregate::registry::Aggregates::default(),
         }
     }
 
@@ -105,10 +109,15 @@ impl Store {
 
     /// Applies a validated push at time `now` (Unix seconds). A refused push leaves every
     /// family as it was; only the group's failure time moves (and the group is created, as
-    /// upstream does, when that keeps the store valid).
+    /// upstream does, when that keeps the store valid). An accepted push ends the group's
+    /// aggregation, if it had one (`aggregate`).
     #[inline]
     pub fn push(&self, p: PreparedPush, now: f64) -> Result<WriteOutcome, PushError> {
-        self.push_stamped(p, now, || None)
+        if !self.aggregates.any() {
+            return self.push_stamped(p, now, || None);
+        }
+        let key = p.key.clone();
+        self.plain_write(&key, || self.push_stamped(p, now, || None), Result::is_ok)
     }
 
     /// The push of a single node (`stamp` gives None: the version is the store's sequence
@@ -159,11 +168,16 @@ impl Store {
 
     /// Deletes a group; deleting a missing group is not an error.
     pub fn delete(&self, key: &GroupKey) -> bool {
-        self.write(|inner| inner.delete(key), |&removed| removed)
+        self.plain_write(
+            key,
+            || self.write(|inner| inner.delete(key), |&removed| removed),
+            |_| true,
+        )
     }
 
     /// Removes every group. The old contents are dropped off the caller's path.
     pub fn wipe(&self) {
+        self.end_all_aggregates();
         self.replace_all(|_| Inner::default());
     }
 
@@ -255,6 +269,7 @@ fn import_as_put(g: &GroupSnapshot) -> PreparedPush {
         families: g.families.iter().map(|(f, _)| f.clone()).collect(),
         replace_all: true,
         has_timestamps: false,
+        aggregating: false,
     }
 }
 

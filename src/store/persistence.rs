@@ -16,9 +16,11 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
+use super::aggregate::codec::{state_from_pb, state_to_pb};
+use super::aggregate::state::AggState;
 use super::codec::{decode_group, encode_group, snapshot_proto};
 use super::group::GroupSnapshot;
-use super::Store;
+use super::{GroupKey, PushError, Store, Validation};
 use crate::exposition::NameScheme;
 
 const MAGIC: &[u8; 8] = b"PGSNAP01";
@@ -56,9 +58,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PersistenceError + '_ {
     }
 }
 
-/// Encodes `groups` into the on-disk format (header plus payload), with the store's wipe
-/// watermark (0: none, not written).
-pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64, wipe_watermark: u64) -> Vec<u8> {
+/// Encodes `groups`, the states of the aggregating groups among them and the store's wipe
+/// watermark (0: none, not written) into the on-disk format (header plus payload).
+pub fn encode_snapshot(
+    groups: &[GroupSnapshot],
+    aggregates: &[(GroupKey, AggState)],
+    taken_at: f64,
+    wipe_watermark: u64,
+) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, WireType};
     let mut payload = Vec::new();
     prost::encoding::double::encode(1, &taken_at, &mut payload);
@@ -73,6 +80,20 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64, wipe_watermark: 
         encode_varint(group_buf.len() as u64, &mut payload);
         payload.extend_from_slice(&group_buf);
     }
+    for (key, state) in aggregates {
+        let g = snapshot_proto::AggregateGroup {
+            key: key
+                .labels()
+                .iter()
+                .map(|(n, v)| crate::exposition::LabelPair {
+                    name: Some(n.clone()),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+            state: Some(state_to_pb(state)),
+        };
+        prost::encoding::message::encode(3, &g, &mut payload);
+    }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
@@ -81,12 +102,22 @@ pub fn encode_snapshot(groups: &[GroupSnapshot], taken_at: f64, wipe_watermark: 
     out
 }
 
-/// Decodes and validates a snapshot file's bytes into groups and the wipe watermark.
+/// What a snapshot holds, each part checked.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub groups: Vec<GroupSnapshot>,
+    /// The state of each aggregating group among `groups`.
+    pub aggregates: Vec<(GroupKey, AggState)>,
+    /// The watermark of the last cluster-wide wipe the writer knew of (0: none).
+    pub wiped_at: u64,
+}
+
+/// Decodes and validates a snapshot file's bytes.
 pub fn decode_snapshot(
     path: &Path,
     bytes: &[u8],
     names: NameScheme,
-) -> Result<(Vec<GroupSnapshot>, u64), PersistenceError> {
+) -> Result<Decoded, PersistenceError> {
     decode_snapshot_bytes(bytes, names).map_err(|reason| PersistenceError::Corrupt {
         path: path.to_owned(),
         reason,
@@ -98,7 +129,7 @@ pub fn decode_snapshot(
 pub fn decode_snapshot_bytes(
     bytes: &[u8],
     names: NameScheme,
-) -> Result<(Vec<GroupSnapshot>, u64), String> {
+) -> Result<Decoded, String> {
     if bytes.len() < HEADER_LEN {
         return Err(format!(
             "file has {} bytes, shorter than the {HEADER_LEN}-byte header (truncated?)",
@@ -128,17 +159,36 @@ pub fn decode_snapshot_bytes(
     for (i, g) in snap.groups.into_iter().enumerate() {
         out.push(decode_group(i, g, names, None)?);
     }
-    Ok((out, snap.wipe_watermark))
+    let v = Validation {
+        names,
+        ..Validation::default()
+    };
+    let mut aggregates = Vec::with_capacity(snap.aggregates.len());
+    for a in snap.aggregates {
+        let key = GroupKey::new(
+            a.key
+                .into_iter()
+                .map(|lp| (lp.name.unwrap_or_default(), lp.value.unwrap_or_default())),
+        );
+        let state = state_from_pb(a.state.unwrap_or_default(), &v)
+            .map_err(|e| format!("aggregation state of group {key}: {e}"))?;
+        aggregates.push((key, state));
+    }
+    Ok(Decoded {
+        groups: out,
+        aggregates,
+        wiped_at: snap.wipe_watermark,
+    })
 }
 
 /// Decodes a persistence file in either format: pushgate's snapshot (its magic bytes first),
-/// or else the upstream Pushgateway's gob file when it begins like one. Returns the groups, the
-/// wipe watermark (0 for upstream's file, which has none) and the format.
+/// or else the upstream Pushgateway's gob file when it begins like one (groups only: it has no
+/// aggregating groups and no wipe watermark).
 pub fn decode_file(
     path: &Path,
     bytes: &[u8],
     names: NameScheme,
-) -> Result<(Vec<GroupSnapshot>, u64, FileFormat), PersistenceError> {
+) -> Result<(Decoded, FileFormat), PersistenceError> {
     if !bytes.starts_with(MAGIC) && crate::exposition::gob::looks_like_gob(bytes) {
         let groups = super::upstream::groups_from_upstream_file(bytes, names).map_err(|reason| {
             PersistenceError::UpstreamCorrupt {
@@ -146,10 +196,13 @@ pub fn decode_file(
                 reason,
             }
         })?;
-        return Ok((groups, 0, FileFormat::Upstream));
+        let decoded = Decoded {
+            groups,
+            ..Decoded::default()
+        };
+        return Ok((decoded, FileFormat::Upstream));
     }
-    let (groups, wiped_at) = decode_snapshot(path, bytes, names)?;
-    Ok((groups, wiped_at, FileFormat::Pushgate))
+    Ok((decode_snapshot(path, bytes, names)?, FileFormat::Pushgate))
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -199,11 +252,14 @@ fn create_private(path: &Path) -> std::io::Result<File> {
 
 /// Saves the whole store to `path`.
 pub fn save(store: &Store, path: &Path) -> Result<usize, PersistenceError> {
-    // The watermark first: a wipe between the two reads then removes groups the file still
-    // holds under it, which the next load removes again (`learn_wipe`).
+    // The watermark first: a wipe between the reads then removes groups the file still holds
+    // under it, which the next load removes again (`learn_wipe`). The aggregating states after
+    // the groups: a state is never older than the families it exposes, and a load keeps the
+    // state (the next push exposes it).
     let wiped_at = store.wiped_at();
     let groups = store.snapshot();
-    let bytes = encode_snapshot(&groups, crate::time::unix_seconds(), wiped_at);
+    let aggregates = store.aggregate_states();
+    let bytes = encode_snapshot(&groups, &aggregates, crate::time::unix_seconds(), wiped_at);
     write_atomically(path, &bytes)?;
     Ok(groups.len())
 }
@@ -212,7 +268,7 @@ pub fn save(store: &Store, path: &Path) -> Result<usize, PersistenceError> {
 pub fn read_file(
     path: &Path,
     names: NameScheme,
-) -> Result<Option<(Vec<GroupSnapshot>, u64, FileFormat)>, PersistenceError> {
+) -> Result<Option<(Decoded, FileFormat)>, PersistenceError> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
@@ -227,18 +283,36 @@ pub fn read_file(
 /// Loads `path` (either format) into `store`. A missing file is an empty store; anything
 /// unreadable is an error, and nothing of it is loaded.
 pub fn load(store: &Store, path: &Path, names: NameScheme) -> Result<Loaded, PersistenceError> {
-    let Some((groups, wiped_at, format)) = read_file(path, names)? else {
+    let Some((decoded, format)) = read_file(path, names)? else {
         return Ok(Loaded {
             groups: 0,
             format: None,
         });
     };
+    let Decoded {
+        groups,
+        aggregates,
+        wiped_at,
+    } = decoded;
+    let refused = |key: &GroupKey, e: PushError| PersistenceError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("group {key} cannot be restored: {e}"),
+    };
     for g in groups {
         let key = g.key.clone();
-        store.restore(g).map_err(|e| PersistenceError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("group {key} cannot be restored: {e}"),
-        })?;
+        store.restore(g).map_err(|e| refused(&key, e))?;
+    }
+    let v = Validation {
+        names,
+        ..Validation::default()
+    };
+    for (key, state) in aggregates {
+        let installed = store
+            .install_aggregate(key.clone(), state, &v)
+            .map_err(|e| refused(&key, e))?;
+        if !installed {
+            tracing::debug!(group = %key, "aggregation state of a group the file does not hold, skipped");
+        }
     }
     // Merged like a wipe learnt from a peer: nothing written at or before it stays.
     store.learn_wipe(wiped_at);

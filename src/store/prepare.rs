@@ -58,6 +58,9 @@ pub struct PreparedPush {
     pub replace_all: bool,
     /// Set when the push carried timestamps: upstream refuses it but records the failure.
     pub has_timestamps: bool,
+    /// The families an aggregating group exposes (`/aggregate`); a plain push ends the
+    /// aggregation.
+    pub aggregating: bool,
 }
 
 impl PreparedPush {
@@ -213,7 +216,7 @@ pub fn prepare_text(
 
 /// The checks of a family's name and type: its type, or `None` for a family the gateway owns
 /// (dropped from the push).
-fn check_family(
+pub(super) fn check_family(
     name: &str,
     raw_type: Option<i32>,
     v: &Validation,
@@ -320,6 +323,7 @@ fn finish(
         families: out,
         replace_all,
         has_timestamps,
+        aggregating: false,
     }
 }
 
@@ -357,7 +361,7 @@ fn series_count(m: &Metric) -> usize {
     }
 }
 
-fn check_value_field(name: &str, typ: MetricType, m: &Metric) -> Result<(), PushError> {
+pub(super) fn check_value_field(name: &str, typ: MetricType, m: &Metric) -> Result<(), PushError> {
     let ok = match typ {
         MetricType::Counter => m.counter.is_some(),
         MetricType::Gauge => m.gauge.is_some(),
@@ -465,7 +469,7 @@ pub fn describe_labels(m: &Metric) -> String {
     describe_pairs(m.label_pairs())
 }
 
-fn describe_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+pub(super) fn describe_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut s = String::new();
     for (i, (name, v)) in pairs.enumerate() {
         if i > 0 {

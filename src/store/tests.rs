@@ -794,6 +794,7 @@ fn an_import_replaces_older_groups_only_and_is_checked_like_a_put() {
         last_push_successful: true,
         version: 1,
         timing: None,
+        aggregating: false,
     };
     let before = scrape(&s);
     let err = s.import(c).unwrap_err().to_string();

@@ -78,6 +78,7 @@ impl Inner {
             group.families.replace_some(&p.families, now, &mut changes);
         }
         group.last_push_successful = true;
+        group.aggregating = p.aggregating;
         group.version = version;
         group.retime(now, group.failure_time, &mut changes);
         // The families added or kept are the pushed ones in order, then the two timing ones.
@@ -197,6 +198,17 @@ impl Inner {
         let names = g.families.iter().map(|(f, _)| &f.name);
         self.apply_changes(gid, &key, changes, seq, names);
         Ok(())
+    }
+
+    /// Marks a held group as aggregating (its state was loaded); false when it is not held.
+    pub(super) fn mark_aggregating(&mut self, key: &GroupKey) -> bool {
+        match self.groups.get_mut(key) {
+            Some(g) => {
+                g.aggregating = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Refuses a new group (`exists` false) when the store holds the maximum.

@@ -102,6 +102,7 @@ pub fn group_of(key: &GroupKey, body: &str, version: u64) -> Vec<u8> {
         push_time: 1.0,
         failure_time: 0.0,
         last_push_successful: true,
+        aggregating: false,
         version,
         timing: None,
     };

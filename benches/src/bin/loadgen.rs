@@ -52,6 +52,10 @@ struct Args {
     /// Scrapes and the readiness wait use --url.
     #[arg(long = "also-url")]
     also_url: Vec<String>,
+    /// Inserted before `/metrics` in push paths only: `/aggregate` pushes to aggregating
+    /// groups (`<prefix>/aggregate/metrics/job/...`), which add up instead of replacing.
+    #[arg(long = "push-path-prefix", default_value = "")]
+    push_path_prefix: String,
     /// Distinct groups pushed to: /metrics/job/<job>/instance/i0 .. i<G-1>.
     #[arg(long, default_value_t = 10_000)]
     groups: usize,
@@ -166,7 +170,10 @@ impl Target {
         let group_heads = instances
             .into_iter()
             .map(|group| {
-                let path = format!("{prefix}/metrics/job/{}/instance/i{group}", args.job);
+                let path = format!(
+                    "{prefix}{}/metrics/job/{}/instance/i{group}",
+                    args.push_path_prefix, args.job
+                );
                 path.parse::<Uri>()
                     .with_context(|| format!("job {:?} does not make a valid path", args.job))?;
                 let head = format!(

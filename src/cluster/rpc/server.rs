@@ -138,6 +138,7 @@ impl ClusterService {
                 families,
                 replace_all: w.replace_all,
                 has_timestamps: w.has_timestamps,
+                aggregating: false,
             })
         };
         if w.sender_replicates {

@@ -289,6 +289,7 @@ mod tests {
                         families,
                         replace_all,
                         has_timestamps: false,
+                        aggregating: false,
                     },
                     1.0,
                 );

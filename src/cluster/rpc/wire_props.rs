@@ -80,6 +80,7 @@ fn snapshot_of(families: Vec<StoredFamily>) -> GroupSnapshot {
         push_time: 1.0,
         failure_time: 0.0,
         last_push_successful: true,
+        aggregating: false,
         version: 1,
         timing: None,
     }

@@ -223,6 +223,7 @@ pub(crate) fn own_state(p: &PreparedPush, stamp: pb::OwnReplica) -> GroupSnapsho
         push_time: stamp.push_time,
         failure_time: stamp.failure_time,
         last_push_successful: true,
+        aggregating: false,
         version: stamp.version,
         timing: None,
     }

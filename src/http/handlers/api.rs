@@ -256,6 +256,11 @@ fn group_json(g: &GroupSnapshot) -> Value {
         "last_push_successful".into(),
         Value::Bool(g.last_push_successful),
     ));
+    if g.aggregating {
+        // pushgate's addition, only on aggregating groups: an ordinary group's object stays
+        // exactly upstream's.
+        o.push(("aggregating".into(), Value::Bool(true)));
+    }
     for (f, t) in &g.families {
         o.push((f.name.to_string(), family_json(f, *t)));
     }

@@ -50,7 +50,7 @@ async fn import_groups<G: Gateway>(st: &AppState<G>, req: Request) -> Response {
         };
     let groups = match decode_snapshot_bytes(&bytes, cfg.names) {
         // An import adds groups; a wipe watermark in the body is not applied.
-        Ok((g, _)) => g,
+        Ok(decoded) => decoded.groups,
         Err(reason) => {
             return plain(
                 StatusCode::BAD_REQUEST,

@@ -1,6 +1,11 @@
 //! `PUT` and `POST P/metrics/job[@base64]/<job>{/<label>[@base64]/<value>}`: a push, which
 //! replaces the whole group (PUT) or the pushed families (POST).
 //!
+//! `PUT` and `POST P/aggregate/metrics/job...` (pushgate's addition, docs/serverless.md): a push
+//! added into an aggregating group (both methods add). An `Idempotency-Key` header (at most 256
+//! visible ASCII characters, else 400) makes a retry within the window acknowledged without
+//! being added twice.
+//!
 //! - 200 pushed (202 with the consistency check off, whatever the metrics: upstream answers
 //!   before it looks at them; a push refused for its content is still recorded on the group);
 //! - 400 bad grouping key in the URL, undecodable body, metrics the check refuses, or a
@@ -35,10 +40,11 @@ pub(crate) async fn push<G: Gateway>(
     method: &Method,
     rest: &str,
     req: Request,
+    aggregate: bool,
 ) -> Response {
     let replace_all = method == Method::PUT;
     let started = Instant::now();
-    let (resp, size) = push_group(st, rest, replace_all, req).await;
+    let (resp, size) = push_group(st, rest, replace_all, aggregate, req).await;
     let [duration, bytes] = push_summaries(replace_all);
     duration.record(started.elapsed().as_secs_f64());
     bytes.record(size as f64);
@@ -50,6 +56,7 @@ async fn push_group<G: Gateway>(
     st: &AppState<G>,
     rest: &str,
     replace_all: bool,
+    aggregate: bool,
     req: Request,
 ) -> (Response, usize) {
     let cfg = &st.config;
@@ -58,6 +65,10 @@ async fn push_group<G: Gateway>(
         Err(e) => return (plain(StatusCode::BAD_REQUEST, e.0), 0),
     };
     let (parts, body) = req.into_parts();
+    let idempotency_key = match idempotency_key(&parts.headers) {
+        Ok(k) => k,
+        Err(msg) => return (plain(StatusCode::BAD_REQUEST, msg), 0),
+    };
     // The reservation holds the body's bytes in --push.max-inflight-bytes until the push is
     // applied or refused.
     let (bytes, _held) =
@@ -74,16 +85,18 @@ async fn push_group<G: Gateway>(
         };
     let size = bytes.len();
     let format = body_format(&parts.headers);
-    match st
-        .gateway
-        .push(PushRequest {
-            key,
-            body: bytes,
-            format,
-            replace_all,
-        })
-        .await
-    {
+    let req = PushRequest {
+        key,
+        body: bytes,
+        format,
+        replace_all,
+    };
+    let outcome = if aggregate {
+        st.gateway.aggregate(req, idempotency_key).await.map(|_| ())
+    } else {
+        st.gateway.push(req).await
+    };
+    match outcome {
         Ok(()) if cfg.consistency_check => (empty(StatusCode::OK), size),
         Ok(()) => (empty(StatusCode::ACCEPTED), size),
         // With the check disabled upstream answers 202 before looking at the metrics; a push
@@ -103,6 +116,22 @@ async fn push_group<G: Gateway>(
             });
             (error_text(e.status(), &e), size)
         }
+    }
+}
+
+/// The `Idempotency-Key` header: none, or a key of visible ASCII within the bound.
+fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let max = crate::store::aggregate::MAX_IDEMPOTENCY_KEY_BYTES;
+    match value.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= max && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(format!(
+            "the Idempotency-Key header must be 1 to {max} visible ASCII characters"
+        )),
     }
 }
 

@@ -95,6 +95,9 @@ pre{margin:0}</style></head><body>\n<h1>pushgate</h1>\n",
         for (n, v) in g.key.labels() {
             let _ = write!(h, "<span class=\"label\">{}=\"{}\"</span>", esc(n), esc(v));
         }
+        if g.aggregating {
+            h.push_str(" <b class=\"aggregating\">aggregating: pushes add up (/aggregate)</b>");
+        }
         let _ = write!(
             h,
             "</div><p>last push: {} &middot; last failure: {} &middot; last push successful: {} \

@@ -1,0 +1,122 @@
+//! The aggregating groups of a store: each group's state behind its own lock, the clock that
+//! stamps their writes and this process's partial.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::state::{AggState, PartialId, Stamp};
+use crate::store::key::GroupKey;
+use crate::FastMap;
+
+/// One aggregating group's state and whether it still aggregates (a plain write or a delete
+/// ends it; a writer that waited for the lock then starts over).
+#[derive(Debug, Default)]
+pub(super) struct Entry {
+    pub(super) state: AggState,
+    pub(super) live: bool,
+}
+
+/// The aggregating groups of a store.
+#[derive(Debug)]
+pub struct Aggregates {
+    groups: Mutex<FastMap<GroupKey, Arc<Mutex<Entry>>>>,
+    /// Groups in `groups`: lets a plain write skip the map when nothing aggregates.
+    count: AtomicUsize,
+    /// Last stamp's version: Unix ms << 16 | counter, strictly increasing.
+    clock: AtomicU64,
+    /// This process's partial: node 0 (a single node), an incarnation drawn at start, so a
+    /// restart never continues an older partial's sequence.
+    pub(super) partial: PartialId,
+}
+
+impl Default for Aggregates {
+    fn default() -> Self {
+        let incarnation = std::collections::hash_map::RandomState::new()
+            .hash_one((std::process::id(), crate::time::unix_millis()));
+        Aggregates {
+            groups: Mutex::default(),
+            count: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+            partial: PartialId {
+                node: 0,
+                incarnation,
+            },
+        }
+    }
+}
+
+impl Aggregates {
+    pub(super) fn stamp(&self) -> Stamp {
+        let physical = crate::time::unix_millis() << 16;
+        let next = |prev: u64| physical.max(prev.saturating_add(1));
+        let prev = self
+            .clock
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(next(p)))
+            .unwrap_or_else(|p| p);
+        Stamp {
+            version: next(prev),
+            origin: self.partial.node,
+        }
+    }
+
+    /// Moves the clock past every stamp of `state` (loaded from a file), so this process's
+    /// writes are newer than what it loaded.
+    pub(super) fn observe(&self, state: &AggState) {
+        self.clock
+            .fetch_max(state.newest_stamp().version, Ordering::AcqRel);
+    }
+
+    pub(super) fn entry(&self, key: &GroupKey) -> Arc<Mutex<Entry>> {
+        let mut groups = self.groups.lock();
+        // The common case, a group that aggregates already, without copying the key.
+        if let Some(entry) = groups.get(key) {
+            return entry.clone();
+        }
+        let entry = groups.entry(key.clone()).or_insert_with(|| {
+            self.count.fetch_add(1, Ordering::AcqRel);
+            Arc::new(Mutex::new(Entry {
+                state: AggState::default(),
+                live: true,
+            }))
+        });
+        entry.clone()
+    }
+
+    /// Whether any group aggregates.
+    pub(crate) fn any(&self) -> bool {
+        self.count.load(Ordering::Acquire) > 0
+    }
+
+    pub(super) fn get(&self, key: &GroupKey) -> Option<Arc<Mutex<Entry>>> {
+        if !self.any() {
+            return None;
+        }
+        self.groups.lock().get(key).cloned()
+    }
+
+    /// Every group and its entry.
+    pub(super) fn entries(&self) -> Vec<(GroupKey, Arc<Mutex<Entry>>)> {
+        let groups = self.groups.lock();
+        groups.iter().map(|(k, e)| (k.clone(), e.clone())).collect()
+    }
+
+    /// Forgets every group, handing back their entries (to be marked dead under their locks).
+    pub(super) fn drain(&self) -> Vec<Arc<Mutex<Entry>>> {
+        let mut groups = self.groups.lock();
+        self.count.store(0, Ordering::Release);
+        groups.drain().map(|(_, e)| e).collect()
+    }
+
+    /// Forgets `key`'s state; its lock must be held (`entry`), and is marked dead so a writer
+    /// waiting for it starts over.
+    pub(super) fn end(&self, key: &GroupKey, entry: &mut Entry) {
+        entry.live = false;
+        if self.groups.lock().remove(key).is_some() {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
