@@ -67,16 +67,22 @@ pub fn encode_snapshot(
     wipe_watermark: u64,
 ) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, WireType};
+    // `Snapshot`'s field numbers (proto/pushgate/snapshot.proto), written by hand so that each
+    // group is encoded once, straight into the payload.
+    const TAKEN_AT: u32 = 1;
+    const GROUPS: u32 = 2;
+    const WIPE_WATERMARK: u32 = 3;
+    const AGGREGATES: u32 = 4;
     let mut payload = Vec::new();
-    prost::encoding::double::encode(1, &taken_at, &mut payload);
+    prost::encoding::double::encode(TAKEN_AT, &taken_at, &mut payload);
     if wipe_watermark != 0 {
-        prost::encoding::uint64::encode(3, &wipe_watermark, &mut payload);
+        prost::encoding::uint64::encode(WIPE_WATERMARK, &wipe_watermark, &mut payload);
     }
     let mut group_buf = Vec::new();
     for g in groups {
         group_buf.clear();
         encode_group(g, &mut group_buf);
-        encode_key(2, WireType::LengthDelimited, &mut payload);
+        encode_key(GROUPS, WireType::LengthDelimited, &mut payload);
         encode_varint(group_buf.len() as u64, &mut payload);
         payload.extend_from_slice(&group_buf);
     }
@@ -92,7 +98,7 @@ pub fn encode_snapshot(
                 .collect(),
             state: Some(state_to_pb(state)),
         };
-        prost::encoding::message::encode(3, &g, &mut payload);
+        prost::encoding::message::encode(AGGREGATES, &g, &mut payload);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
