@@ -214,3 +214,39 @@ fn a_burst_of_stand_in_copies_stops_at_the_hint_limit() {
         Some(15.0)
     );
 }
+
+#[test]
+fn a_message_over_the_grpc_limit_is_refused_counted_and_not_applied() {
+    let c = Cluster::start(
+        2,
+        &[
+            "--push.max-body-bytes=65536",
+            "--cluster.grpc-max-message-bytes=1200000",
+        ],
+    );
+    let target = &c.nodes[1];
+    put(&c.nodes[0], "kept");
+    wait_for("the push held", Duration::from_secs(10), || {
+        let (st, body) = scrape(target);
+        st == 200 && body.contains("at=\"kept\"")
+    });
+    // One tombstone whose key alone is over the limit: tonic refuses it at the length prefix.
+    let huge = "x".repeat(1_500_000);
+    let mut item = tombstone("kept");
+    item.tombstone_key = wire::key_to_pb(&GroupKey::new(vec![
+        ("job".to_owned(), "kept".to_owned()),
+        ("pad".to_owned(), huge),
+    ]));
+    let refused = replicate_batch(target, vec![item]).expect_err("over the limit");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    let (st, body) = scrape(target);
+    assert_eq!(st, 200);
+    assert!(body.contains("at=\"kept\""));
+    assert_eq!(
+        labelled(
+            &body,
+            "pushgate_cluster_refused_total{reason=\"message_bytes\"}"
+        ),
+        Some(1.0)
+    );
+}

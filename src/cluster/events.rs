@@ -157,6 +157,8 @@ pub(crate) enum Refusal {
     Hints,
     ScrapeBytes,
     Tombstones,
+    MessageBytes,
+    Timeout,
 }
 
 impl Refusal {
@@ -167,6 +169,8 @@ impl Refusal {
             Refusal::Hints => "hints",
             Refusal::ScrapeBytes => "scrape_bytes",
             Refusal::Tombstones => "tombstones",
+            Refusal::MessageBytes => "message_bytes",
+            Refusal::Timeout => "timeout",
         }
     }
 }

@@ -2,6 +2,12 @@
 //! (`--cluster.grpc-max-concurrency`): a call beyond it is refused at once with
 //! RESOURCE_EXHAUSTED, before its message is read, so a flood of calls holds neither memory nor
 //! tasks. (tower's concurrency limit queues instead: the waiting calls' messages would pile up.)
+//!
+//! It also counts what tonic refuses by itself, inside it, so that every bound of the cluster
+//! plane shows in `pushgate_cluster_refused_total`: a message over
+//! `--cluster.grpc-max-message-bytes` (tonic answers OUT_OF_RANGE, a code pushgate's own
+//! handlers never use) and a call dropped unfinished (`--cluster.grpc-timeout` elapsed, or the
+//! caller went away).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,7 +63,7 @@ where
     S::Future: Send + 'static,
     ResBody: Default + Send + 'static,
 {
-    type Response = http::Response<ResBody>;
+    type Response = http::Response<Counted<ResBody>>;
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
@@ -70,11 +76,16 @@ where
             Ok(permit) => {
                 let call = self.inner.call(req);
                 Box::pin(async move {
+                    let unfinished = Unfinished;
                     // Held until the answer is ready: the request's message is read and applied
                     // within it (a streamed answer's chunks are already built by then).
                     let answer = call.await;
                     drop(permit);
-                    answer
+                    std::mem::forget(unfinished);
+                    answer.map(|a| {
+                        count_tonic_refusal(a.headers());
+                        a.map(|inner| Counted { inner })
+                    })
                 })
             }
             Err(_) => {
@@ -87,10 +98,69 @@ where
                     detail: &detail,
                 }
                 .emit();
-                let answer = Status::resource_exhausted(detail).into_http();
+                let answer = Status::resource_exhausted(detail).into_http::<Counted<ResBody>>();
                 Box::pin(async move { Ok(answer) })
             }
         }
+    }
+}
+
+/// Counts a call whose future is dropped before its answer: tonic's timeout drops it, and so
+/// does a caller that resets its stream.
+struct Unfinished;
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        ClusterEvent::Refused {
+            reason: Refusal::Timeout,
+            detail: "a peer call was dropped unfinished (--cluster.grpc-timeout, or its caller went away)",
+        }
+        .emit();
+    }
+}
+
+/// An answer's body, which counts tonic's refusal of an oversized message when it comes in the
+/// trailers (where a unary call's decode error is sent, after the headers).
+#[derive(Default)]
+pub struct Counted<B> {
+    inner: B,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(trailers) = frame.trailers_ref() {
+                count_tonic_refusal(trailers);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts an answer tonic made itself for a message over the decode limit.
+fn count_tonic_refusal(headers: &http::HeaderMap) {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) == Some(out_of_range.as_bytes()) {
+        ClusterEvent::Refused {
+            reason: Refusal::MessageBytes,
+            detail: "a peer's message is over --cluster.grpc-max-message-bytes",
+        }
+        .emit();
     }
 }
 
@@ -127,9 +197,55 @@ mod tests {
         );
         release.send(true).unwrap();
         for call in held {
-            assert_eq!(call.await.unwrap().into_body(), "ok");
+            assert_eq!(call.await.unwrap().into_body().inner, "ok");
         }
         let again = svc.call(http::Request::new(())).await.unwrap();
-        assert_eq!(again.into_body(), "ok");
+        assert_eq!(again.into_body().inner, "ok");
+    }
+
+    /// A call dropped before its answer (tonic's timeout drops it) is counted as `timeout`, a
+    /// finished one is not; an OUT_OF_RANGE in the trailers is counted as `message_bytes`.
+    #[test]
+    fn dropped_calls_and_oversized_messages_are_counted() {
+        let r = crate::telemetry::SelfRecorder::default();
+        metrics::with_local_recorder(&r, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let never = tower::service_fn(|_req: http::Request<()>| async {
+                    std::future::pending::<Result<http::Response<String>, Infallible>>().await
+                });
+                let mut svc = GlobalLimitLayer::new(4).layer(never);
+                let call = svc.call(http::Request::new(()));
+                let timed_out =
+                    tokio::time::timeout(std::time::Duration::from_millis(10), call).await;
+                assert!(timed_out.is_err());
+                let ok = tower::service_fn(|_req: http::Request<()>| async {
+                    Ok::<_, Infallible>(http::Response::new(String::from("ok")))
+                });
+                let answer = GlobalLimitLayer::new(4)
+                    .layer(ok)
+                    .call(http::Request::new(()))
+                    .await
+                    .unwrap();
+                assert_eq!(answer.into_body().inner, "ok");
+            });
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("11"));
+            count_tonic_refusal(&trailers);
+        });
+        let text: String = r
+            .families(vec![])
+            .iter()
+            .map(|f| String::from_utf8(f.text().to_vec()).expect("utf-8"))
+            .collect();
+        for line in [
+            "pushgate_cluster_refused_total{reason=\"timeout\"} 1\n",
+            "pushgate_cluster_refused_total{reason=\"message_bytes\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }
