@@ -1209,9 +1209,9 @@ fn fixed_bug4_help_is_deterministic() {
     }
 }
 
-/// Bug 6: wipe is O(1) for the caller.
+/// Bug 6: a wipe is done when it is answered (upstream answers before its deletes ran).
 #[test]
-fn fixed_bug6_wipe_is_fast() {
+fn fixed_bug6_a_read_right_after_the_wipe_answer_sees_an_empty_store() {
     let pg = Gateway::start(
         "pushgate",
         &pushgate_bin(),
