@@ -102,11 +102,7 @@ mod tests {
             push_summaries(true)[1].record(50.0);
             push_summaries(false)[1].record(7.0);
         });
-        let text: String = r
-            .families(vec![])
-            .iter()
-            .map(|f| String::from_utf8(f.text().to_vec()).expect("utf-8"))
-            .collect();
+        let text = r.text();
         for line in [
             "pushgateway_http_requests_total{code=\"200\",handler=\"push\",method=\"put\"} 3\n",
             "pushgateway_http_requests_total{code=\"400\",handler=\"push\",method=\"put\"} 1\n",

@@ -131,6 +131,15 @@ fn labels_of(key: &Key) -> Vec<proto::LabelPair> {
 }
 
 impl SelfRecorder {
+    /// Every recorded metric as exposition text (for tests that look for a line).
+    #[cfg(test)]
+    pub fn text(&self) -> String {
+        self.families(vec![])
+            .iter()
+            .map(|f| String::from_utf8_lossy(f.text()).into_owned())
+            .collect()
+    }
+
     /// Every recorded metric plus `extra` metrics, grouped into families sorted by name.
     pub fn families(&self, extra: Vec<(String, MetricType, Metric)>) -> Vec<StoredFamily> {
         let mut by_name: BTreeMap<String, (MetricType, Vec<Metric>)> = BTreeMap::new();
