@@ -386,13 +386,7 @@ impl<'a> Reader<'a> {
     ) -> Result<(), GobError> {
         let mut field: i64 = -1;
         let mut seen = [false; 2];
-        loop {
-            let at = self.at;
-            let delta = self.uint()?;
-            if delta == 0 {
-                return Ok(());
-            }
-            field = field.saturating_add(i64::try_from(delta).unwrap_or(i64::MAX));
+        while let Some(at) = self.next_field(&mut field)? {
             let role = match u64::try_from(field) {
                 Ok(f) if f == roles.first => 0,
                 Ok(f) if f == roles.second => 1,
@@ -411,6 +405,20 @@ impl<'a> Reader<'a> {
             }
             read(self, role == 0)?;
         }
+        Ok(())
+    }
+
+    /// Moves `field` to the next field a struct sends (gob sends each present field as its
+    /// number's delta from the previous one, and 0 at the end) and returns where it starts, or
+    /// `None` at the end of the struct.
+    fn next_field(&mut self, field: &mut i64) -> Result<Option<usize>, GobError> {
+        let at = self.at;
+        let delta = self.uint()?;
+        if delta == 0 {
+            return Ok(None);
+        }
+        *field = field.saturating_add(i64::try_from(delta).unwrap_or(i64::MAX));
+        Ok(Some(at))
     }
 
     /// Reads a struct of gob's own types field by field: `read(self, field)` for each present
@@ -421,13 +429,7 @@ impl<'a> Reader<'a> {
         mut read: impl FnMut(&mut Self, i64) -> Result<(), GobError>,
     ) -> Result<(), GobError> {
         let mut field: i64 = -1;
-        loop {
-            let at = self.at;
-            let delta = self.uint()?;
-            if delta == 0 {
-                return Ok(());
-            }
-            field = field.saturating_add(i64::try_from(delta).unwrap_or(i64::MAX));
+        while let Some(at) = self.next_field(&mut field)? {
             if field > max_field {
                 return Err(GobError {
                     at,
@@ -436,6 +438,7 @@ impl<'a> Reader<'a> {
             }
             read(self, field)?;
         }
+        Ok(())
     }
 
     /// `CommonType{Name string; Id typeId}`: read and dropped (types are matched by shape).
