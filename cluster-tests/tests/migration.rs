@@ -98,6 +98,18 @@ fn pushed_samples(body: &str) -> Vec<String> {
 
 /// Fills upstream with `groups` groups (every third keyed by an @base64 value with a `/`),
 /// plus a group a refused push left; returns upstream's pushed samples.
+/// Every node of `c` serves exactly the pushed samples `want`.
+fn every_node_serves(c: &Cluster, want: &[String]) {
+    for node in &c.nodes {
+        assert_eq!(
+            pushed_samples(&scrape(&node.url())),
+            want,
+            "node {}",
+            node.id()
+        );
+    }
+}
+
 fn fill(up: &Upstream, groups: usize) -> Vec<String> {
     for i in 0..groups {
         let body = format!(
@@ -171,14 +183,7 @@ fn a_live_import_lands_every_group_on_its_owners_with_its_push_times() {
     );
 
     // Every node serves every group, push and failure times as upstream had them.
-    for node in &c.nodes {
-        assert_eq!(
-            pushed_samples(&scrape(&node.url())),
-            want,
-            "node {}",
-            node.id()
-        );
-    }
+    every_node_serves(&c, &want);
     // R = 2 copies of each group, held by its owners (the handoff of a stand-in's copy would
     // leave the count the same).
     let held: f64 = c
@@ -248,12 +253,5 @@ fn a_live_import_reads_an_upstream_behind_tls_client_certificates_and_basic_auth
     args.push(format!("--from.tls.ca-file={ca_file}"));
     let (ok, said) = import(&args);
     assert!(ok, "{said}");
-    for node in &c.nodes {
-        assert_eq!(
-            pushed_samples(&scrape(&node.url())),
-            want,
-            "node {}",
-            node.id()
-        );
-    }
+    every_node_serves(&c, &want);
 }
