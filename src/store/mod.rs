@@ -16,6 +16,7 @@ pub mod aggregate;
 mod check;
 pub mod codec;
 pub mod error;
+mod expiry;
 pub mod family;
 mod group;
 mod index;
@@ -36,7 +37,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use error::PushError;
 pub use family::StoredFamily;
-pub use group::{timing_families_of, GroupSnapshot};
+pub use group::{expires_at, timing_families_of, GroupSnapshot};
 pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
 pub use prepare::{prepare_push, prepare_text, too_many_series, Limits, PreparedPush, Validation};
@@ -208,24 +209,34 @@ impl Store {
         &self,
         mut keep: impl FnMut(&GroupKey, u64) -> bool,
     ) -> Vec<GroupSnapshot> {
+        let now = crate::time::unix_seconds();
         let inner = self.inner.read();
         inner
             .groups
             .values()
-            .filter(|g| keep(&g.key, g.version))
+            .filter(|g| keep(&g.key, g.version) && !expired(g, now))
             .map(Group::snapshot)
             .collect()
     }
 
-    /// A copy of one group, if held.
+    /// A copy of one group, if held (and not expired).
     pub fn group(&self, key: &GroupKey) -> Option<GroupSnapshot> {
+        let now = crate::time::unix_seconds();
         let inner = self.inner.read();
-        inner.groups.get(key).map(Group::snapshot)
+        inner
+            .groups
+            .get(key)
+            .filter(|g| !expired(g, now))
+            .map(Group::snapshot)
     }
 
     /// Inserts a group wholesale (persistence load, replication): the consistency index is
-    /// checked so a bad snapshot cannot make the store invalid.
+    /// checked so a bad snapshot cannot make the store invalid. A copy expired already is
+    /// left out (it would be removed at once anyway, and must not be served meanwhile).
     pub fn restore(&self, g: GroupSnapshot) -> Result<(), PushError> {
+        if g.expired(crate::time::unix_seconds()) {
+            return Ok(());
+        }
         self.write(|inner| inner.restore(g, &self.opts), |_| true)
     }
 
@@ -236,6 +247,9 @@ impl Store {
     /// kept, and running an import twice changes nothing). True when it was applied.
     pub fn import(&self, g: GroupSnapshot) -> Result<bool, PushError> {
         let written_at = |push: f64, failure: f64| push.max(failure);
+        if g.expired(crate::time::unix_seconds()) {
+            return Ok(false);
+        }
         self.write(
             |inner| {
                 if let Some(held) = inner.groups.get(&*g.key) {
@@ -262,6 +276,11 @@ impl Store {
     }
 }
 
+/// Whether a held group has expired at `now` (the sweep has not removed it yet).
+fn expired(g: &Group, now: f64) -> bool {
+    g.expires_at().is_some_and(|at| at <= now)
+}
+
 /// An imported group as the PUT of its families, for the consistency check.
 fn import_as_put(g: &GroupSnapshot) -> PreparedPush {
     PreparedPush {
@@ -270,6 +289,7 @@ fn import_as_put(g: &GroupSnapshot) -> PreparedPush {
         replace_all: true,
         has_timestamps: false,
         aggregating: false,
+        ttl: g.ttl,
     }
 }
 

@@ -86,6 +86,10 @@ impl Store {
     /// Replaces a group with a replica of it when the replica is newer than both the group and
     /// its tombstone (newest wins). Returns whether it was applied.
     pub fn apply_replica(&self, g: GroupSnapshot) -> bool {
+        // An expired copy is expired wherever it is: it never comes back.
+        if g.expired(crate::time::unix_seconds()) {
+            return false;
+        }
         // None when refused as stale: nothing changed.
         let applied = self.write(
             |inner| {
