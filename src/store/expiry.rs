@@ -81,3 +81,7 @@ impl Store {
             .is_some_and(|at| at <= now)
     }
 }
+
+#[cfg(test)]
+#[path = "expiry_tests.rs"]
+mod tests;

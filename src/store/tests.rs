@@ -795,6 +795,7 @@ fn an_import_replaces_older_groups_only_and_is_checked_like_a_put() {
         version: 1,
         timing: None,
         aggregating: false,
+        ttl: 0.0,
     };
     let before = scrape(&s);
     let err = s.import(c).unwrap_err().to_string();
