@@ -37,7 +37,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use error::PushError;
 pub use family::StoredFamily;
-pub use group::{expires_at, timing_families_of, GroupSnapshot};
+pub use group::{timing_families_of, GroupSnapshot};
 pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
 pub use prepare::{prepare_push, prepare_text, too_many_series, Limits, PreparedPush, Validation};
