@@ -18,8 +18,8 @@ fn put_with_ttl(pg: &Gateway, job: &str, ttl: Option<&str>, body: &str) -> Resp 
 
 /// The jobs of the groups `/api/v1/metrics` lists, with each one's `expires_at` if any.
 fn api_groups(pg: &Gateway) -> Vec<(String, Option<String>)> {
-    let v: serde_json::Value = serde_json::from_slice(&pg.get("/api/v1/metrics").body)
-        .expect("the API answers JSON");
+    let v: serde_json::Value =
+        serde_json::from_slice(&pg.get("/api/v1/metrics").body).expect("the API answers JSON");
     let mut out: Vec<(String, Option<String>)> = v["data"]
         .as_array()
         .expect("data is a list")
@@ -44,9 +44,18 @@ fn a_group_with_a_short_ttl_leaves_and_a_refreshed_one_stays() {
         "",
     );
     assert_eq!(put_with_ttl(&pg, "short", None, "short_m 1\n").status, 200);
-    assert_eq!(put_with_ttl(&pg, "refreshed", None, "refreshed_m 1\n").status, 200);
-    assert_eq!(put_with_ttl(&pg, "long", Some("1h"), "long_m 1\n").status, 200);
-    assert_eq!(put_with_ttl(&pg, "never", Some("0"), "never_m 1\n").status, 200);
+    assert_eq!(
+        put_with_ttl(&pg, "refreshed", None, "refreshed_m 1\n").status,
+        200
+    );
+    assert_eq!(
+        put_with_ttl(&pg, "long", Some("1h"), "long_m 1\n").status,
+        200
+    );
+    assert_eq!(
+        put_with_ttl(&pg, "never", Some("0"), "never_m 1\n").status,
+        200
+    );
     // A bad header is refused and changes nothing, neither a new group nor a held one.
     for bad in ["abc", "-5s", "10", "1000000h"] {
         let r = put_with_ttl(&pg, "bad", Some(bad), "bad_m 1\n");
@@ -63,13 +72,19 @@ fn a_group_with_a_short_ttl_leaves_and_a_refreshed_one_stays() {
     }
     let page = pg.get("/").text();
     assert_eq!(page.matches("unless pushed again").count(), 3, "{page}");
-    assert!(pg.get("/metrics").text().contains("long_m{instance=\"\",job=\"long\"} 1"));
+    assert!(pg
+        .get("/metrics")
+        .text()
+        .contains("long_m{instance=\"\",job=\"long\"} 1"));
 
     // `refreshed` is pushed again every 300 ms; `short` is not and leaves after about 1 s.
     let start = Instant::now();
     let mut gone_after = None;
     while start.elapsed() < Duration::from_secs(4) {
-        assert_eq!(put_with_ttl(&pg, "refreshed", None, "refreshed_m 2\n").status, 200);
+        assert_eq!(
+            put_with_ttl(&pg, "refreshed", None, "refreshed_m 2\n").status,
+            200
+        );
         let text = pg.get("/metrics").text();
         if !text.contains("short_m") {
             gone_after = Some(start.elapsed());
@@ -78,7 +93,10 @@ fn a_group_with_a_short_ttl_leaves_and_a_refreshed_one_stays() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let gone_after = gone_after.unwrap_or_else(|| panic!("short never expired:\n{}", pg.log()));
-    assert!(gone_after >= Duration::from_millis(500), "expired early: {gone_after:?}");
+    assert!(
+        gone_after >= Duration::from_millis(500),
+        "expired early: {gone_after:?}"
+    );
     let text = pg.get("/metrics").text();
     for kept in ["refreshed_m", "long_m", "never_m"] {
         assert!(text.contains(kept), "{kept} missing:\n{text}");
@@ -91,6 +109,12 @@ fn a_group_with_a_short_ttl_leaves_and_a_refreshed_one_stays() {
         "{text}"
     );
     // The same job pushed again is a new group.
-    assert_eq!(put_with_ttl(&pg, "short", Some("1h"), "short_m 3\n").status, 200);
-    assert!(pg.get("/metrics").text().contains("short_m{instance=\"\",job=\"short\"} 3"));
+    assert_eq!(
+        put_with_ttl(&pg, "short", Some("1h"), "short_m 3\n").status,
+        200
+    );
+    assert!(pg
+        .get("/metrics")
+        .text()
+        .contains("short_m{instance=\"\",job=\"short\"} 3"));
 }

@@ -58,7 +58,10 @@ fn a_group_leaves_every_node_within_a_second_of_the_others() {
         .map(|g| g.expect("every node drops the group within 10 s"))
         .collect();
     let (first, last) = (gone.iter().min().unwrap(), gone.iter().max().unwrap());
-    assert!(*first >= Duration::from_millis(1900), "left before its TTL: {gone:?}");
+    assert!(
+        *first >= Duration::from_millis(1900),
+        "left before its TTL: {gone:?}"
+    );
     assert!(*last - *first < Duration::from_secs(1), "{gone:?}");
     // Each owner removed its copy and counted it; anti-entropy rounds do not bring it back.
     for i in owners {
@@ -90,7 +93,10 @@ fn an_owner_down_through_the_expiry_does_not_bring_the_group_back() {
     wait_for("the owner to persist the group", READY, || {
         std::fs::read(&path).is_ok_and(|b| b.windows(6).any(|w| w == b"victim"))
     });
-    assert!(pushed.elapsed() < Duration::from_secs(3), "persisted too late to test");
+    assert!(
+        pushed.elapsed() < Duration::from_secs(3),
+        "persisted too late to test"
+    );
     c.nodes[down].kill9();
     let expiry = Duration::from_secs(3) + Duration::from_millis(300);
     std::thread::sleep(expiry.saturating_sub(pushed.elapsed()));

@@ -114,7 +114,8 @@ impl GroupSnapshot {
 /// when it never had one, so a group created by a refused push does not stay for ever). The
 /// times are the replicated ones, so every node holding a copy computes the same moment.
 pub fn expires_at(push_time: f64, failure_time: f64, ttl: f64) -> Option<f64> {
-    if !(ttl > 0.0) {
+    // A NaN (never stored: decoders refuse it) counts as no TTL.
+    if ttl.is_nan() || ttl <= 0.0 {
         return None;
     }
     let base = if push_time > 0.0 { push_time } else { failure_time };
