@@ -5,7 +5,7 @@ use prost::Message;
 
 use super::super::aggregate::apply::Incoming;
 use super::super::codec::{decode_group, encode_group, snapshot_proto, MAX_TTL_SECONDS};
-use super::super::render::Format;
+use super::super::tests::scrape;
 use super::super::*;
 use crate::exposition::{parse_text, NameScheme};
 use crate::time::unix_seconds;
@@ -18,12 +18,6 @@ fn push_at(s: &Store, job: &str, body: &str, put: bool, ttl: f64, at: f64) {
     let fams = parse_text(body.as_bytes(), NameScheme::Legacy).expect("test bodies parse");
     let p = prepare_push(key(job), fams, put, &Validation::default()).expect("a valid push");
     s.push(p.with_ttl(ttl), at).expect("the push is taken");
-}
-
-fn scrape(s: &Store) -> String {
-    let mut out = Vec::new();
-    s.render(Format::Text, &[], &mut out);
-    String::from_utf8(out).unwrap()
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn push(s: &Store, k: GroupKey, body: &str, put: bool) -> Result<WriteOutcome, P
     s.push(p, 1000.0)
 }
 
-fn scrape(s: &Store) -> String {
+pub(super) fn scrape(s: &Store) -> String {
     let mut out = Vec::new();
     s.render(Format::Text, &[], &mut out);
     String::from_utf8(out).unwrap()
