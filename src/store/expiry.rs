@@ -46,7 +46,9 @@ impl Inner {
 
 impl Store {
     /// Removes every group expired at `now` (an aggregating group's state with it); returns
-    /// how many were removed. Cheap when nothing is due.
+    /// how many were removed. Cheap when nothing is due (one read of the earliest expiry), so
+    /// every read and write calls it first: a group leaves the scrape and the consistency
+    /// check at its expiry, and the periodic sweep only catches a store nobody uses.
     pub fn expire(&self, now: f64) -> usize {
         let due = {
             let inner = self.inner.read();
@@ -58,27 +60,26 @@ impl Store {
         let removed = due.iter().filter(|key| self.expire_key(key, now)).count();
         let mut inner = self.inner.write();
         inner.next_expiry = inner.due(now).1;
+        drop(inner);
+        self.expired_total
+            .fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
         removed
+    }
+
+    /// Groups removed because their TTL ran out, since the start.
+    pub fn expired_total(&self) -> u64 {
+        self.expired_total
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Removes `key` if it has expired at `now`, ending its aggregation like a DELETE would
     /// (without a tombstone: every copy expires at the same moment on its own).
-    pub(super) fn expire_key(&self, key: &GroupKey, now: f64) -> bool {
+    fn expire_key(&self, key: &GroupKey, now: f64) -> bool {
         self.plain_write(
             key,
             || self.write(|inner| inner.expire_one(key, now), |&removed| removed),
             |&removed| removed,
         )
-    }
-
-    /// Whether the store holds `key` in a copy expired at `now` (not yet swept).
-    pub(super) fn held_expired(&self, key: &GroupKey, now: f64) -> bool {
-        let inner = self.inner.read();
-        inner
-            .groups
-            .get(key)
-            .and_then(|g| g.expires_at())
-            .is_some_and(|at| at <= now)
     }
 }
 

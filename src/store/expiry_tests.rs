@@ -24,10 +24,11 @@ fn push_at(s: &Store, job: &str, body: &str, put: bool, ttl: f64, at: f64) {
 fn a_group_older_than_its_ttl_is_hidden_then_removed_and_the_others_stay() {
     let s = Store::new(StoreOptions::default());
     let now = unix_seconds();
-    push_at(&s, "old", "old_m 1\n", true, 5.0, now - 10.0);
-    push_at(&s, "refreshed", "fresh_m 1\n", true, 5.0, now - 10.0);
+    push_at(&s, "refreshed", "fresh_m 1\n", true, 5.0, now - 3.0);
     push_at(&s, "refreshed", "fresh_m 2\n", true, 5.0, now);
     push_at(&s, "forever", "forever_m 1\n", true, 0.0, now - 1e6);
+    // Pushed last (a write sweeps what is due at its own time, here nothing).
+    push_at(&s, "old", "old_m 1\n", true, 5.0, now - 10.0);
     // Expired but not swept yet: no longer served.
     assert!(s.group(&key("old")).is_none());
     let served: Vec<String> = s.snapshot().iter().map(|g| g.key.to_string()).collect();
@@ -39,6 +40,7 @@ fn a_group_older_than_its_ttl_is_hidden_then_removed_and_the_others_stay() {
     assert_eq!(s.group(&key("forever")).unwrap().expires_at(), None);
     assert_eq!(s.expire(now), 1);
     assert_eq!(s.group_count(), 2);
+    assert_eq!(s.expired_total(), 1);
     let text = scrape(&s);
     assert!(!text.contains("old_m"), "{text}");
     assert!(
@@ -151,4 +153,22 @@ fn the_ttl_travels_in_the_group_encoding_and_a_bad_one_is_refused() {
         let err = decode_group(0, pb, NameScheme::Legacy, None).unwrap_err();
         assert!(err.contains("invalid group TTL"), "{bad}: {err}");
     }
+}
+
+#[test]
+fn a_scrape_and_the_consistency_check_stop_seeing_a_group_at_its_expiry() {
+    let s = Store::new(StoreOptions::default());
+    let now = unix_seconds();
+    push_at(&s, "gone", "# TYPE m gauge\nm 1\n", true, 5.0, now - 10.0);
+    // No sweep ran: the scrape itself leaves the expired group out and removes it.
+    assert!(!scrape(&s).contains("m{"), "{}", scrape(&s));
+    assert_eq!(s.group_count(), 0);
+    assert_eq!(s.expired_total(), 1);
+    push_at(&s, "other", "# TYPE m gauge\nm 1\n", true, 5.0, now - 10.0);
+    // Another group may now give `m` another type: the expired one no longer counts.
+    let fams = parse_text(b"# TYPE m counter\nm 1\n", NameScheme::Legacy).unwrap();
+    let p = prepare_push(key("new"), fams, true, &Validation::default()).unwrap();
+    s.check_consistency(&p).expect("the expired group is not checked against");
+    s.push(p, now).expect("the push is taken");
+    assert_eq!(s.expired_total(), 2);
 }

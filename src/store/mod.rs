@@ -58,6 +58,8 @@ pub struct Store {
     tombstone_budget: Mutex<TombstoneBudget>,
     /// The states of the aggregating groups (`/aggregate`).
     aggregates: aggregate::registry::Aggregates,
+    /// Groups removed because their TTL ran out, since the start.
+    expired_total: AtomicU64,
 }
 
 impl Store {
@@ -69,6 +71,7 @@ impl Store {
             generation: AtomicU64::new(0),
             tombstone_budget: Mutex::new(TombstoneBudget::default()),
             aggregates: aggregate::registry::Aggregates::default(),
+            expired_total: AtomicU64::new(0),
         }
     }
 
@@ -114,6 +117,7 @@ impl Store {
     /// aggregation, if it had one (`aggregate`).
     #[inline]
     pub fn push(&self, p: PreparedPush, now: f64) -> Result<WriteOutcome, PushError> {
+        self.expire(now);
         if !self.aggregates.any() {
             return self.push_stamped(p, now, || None);
         }

@@ -27,6 +27,7 @@ impl Store {
         now: f64,
         stamp: impl FnOnce() -> u64,
     ) -> Result<WriteOutcome, PushError> {
+        self.expire(now);
         self.push_stamped(p, now, || Some(stamp()))
     }
 
@@ -137,6 +138,7 @@ impl Store {
         if !self.opts.consistency_check {
             return Ok(());
         }
+        self.expire(crate::time::unix_seconds());
         let inner = self.inner.read();
         let norm = p.key.normalized();
         if let Some(existing) = inner.normalized.get(&norm) {

@@ -61,9 +61,7 @@ impl Store {
     ) -> Result<Aggregated, PushError> {
         let now_ms = (now * 1000.0) as u64;
         // An expired group not yet swept is gone: its state too, so this push starts anew.
-        if self.held_expired(&key, now) {
-            self.expire_key(&key, now);
-        }
+        self.expire(now);
         loop {
             let entry = self.aggregates.entry(&key);
             let mut guard = entry.lock();
