@@ -5,6 +5,8 @@
 //! an expired copy is expired wherever it is: no file, replica, hand-off or anti-entropy
 //! transfer brings it back (each refuses it, `GroupSnapshot::expired`).
 
+use std::sync::atomic::Ordering;
+
 use super::index::Inner;
 use super::key::GroupKey;
 use super::Store;
@@ -50,26 +52,25 @@ impl Store {
     /// every read and write calls it first: a group leaves the scrape and the consistency
     /// check at its expiry, and the periodic sweep only catches a store nobody uses.
     pub fn expire(&self, now: f64) -> usize {
-        let due = {
-            let inner = self.inner.read();
-            if inner.next_expiry > now {
-                return 0;
-            }
-            inner.due(now).0
-        };
+        if f64::from_bits(self.next_expiry.load(Ordering::Acquire)) > now {
+            return 0;
+        }
+        let due = self.inner.read().due(now).0;
         let removed = due.iter().filter(|key| self.expire_key(key, now)).count();
         let mut inner = self.inner.write();
         inner.next_expiry = inner.due(now).1;
+        self.next_expiry
+            .store(inner.next_expiry.to_bits(), Ordering::Release);
         drop(inner);
         self.expired_total
-            .fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(removed as u64, Ordering::Relaxed);
         removed
     }
 
     /// Groups removed because their TTL ran out, since the start.
     pub fn expired_total(&self) -> u64 {
         self.expired_total
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .load(Ordering::Relaxed)
     }
 
     /// Removes `key` if it has expired at `now`, ending its aggregation like a DELETE would

@@ -60,6 +60,9 @@ pub struct Store {
     aggregates: aggregate::registry::Aggregates,
     /// Groups removed because their TTL ran out, since the start.
     expired_total: AtomicU64,
+    /// `Inner::next_expiry`'s bits as of the last write, so that the check every push and
+    /// scrape makes (`expire`) takes no lock.
+    next_expiry: AtomicU64,
 }
 
 impl Store {
@@ -72,6 +75,7 @@ impl Store {
             tombstone_budget: Mutex::new(TombstoneBudget::default()),
             aggregates: aggregate::registry::Aggregates::default(),
             expired_total: AtomicU64::new(0),
+            next_expiry: AtomicU64::new(0),
         }
     }
 
@@ -104,6 +108,8 @@ impl Store {
     fn write<R>(&self, op: impl FnOnce(&mut Inner) -> R, changed: impl FnOnce(&R) -> bool) -> R {
         let mut inner = self.inner.write();
         let outcome = op(&mut inner);
+        self.next_expiry
+            .store(inner.next_expiry.to_bits(), Ordering::Release);
         drop(inner);
         if changed(&outcome) {
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -191,6 +197,8 @@ impl Store {
         let mut inner = self.inner.write();
         let new = fresh(&inner);
         let old = std::mem::replace(&mut *inner, new);
+        self.next_expiry
+            .store(inner.next_expiry.to_bits(), Ordering::Release);
         drop(inner);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.render_cache.lock().clear();
