@@ -217,6 +217,23 @@ impl Cluster {
         Cluster { nodes }
     }
 
+    /// The indexes of the `r` owners of the group `{job="<job>"}`, in rendezvous order (every
+    /// node counted, running or not).
+    pub fn owners(&self, job: &str, r: usize) -> Vec<usize> {
+        use pushgate::cluster::ring::score;
+        use pushgate::cluster::NodeId;
+        let h = pushgate::store::GroupKey::new([("job".to_owned(), job.to_owned())]).stable_hash();
+        let mut idx: Vec<usize> = (0..self.nodes.len()).collect();
+        idx.sort_by(|&a, &b| {
+            let (ia, ib) = (self.nodes[a].id(), self.nodes[b].id());
+            score(h, &NodeId::new(ib.as_str()))
+                .cmp(&score(h, &NodeId::new(ia.as_str())))
+                .then(ia.cmp(&ib))
+        });
+        idx.truncate(r);
+        idx
+    }
+
     pub fn live(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.is_running())
     }
@@ -297,6 +314,18 @@ pub fn http_answer(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Answer> {
+    http_answer_with(method, base, path, &[], body, timeout)
+}
+
+/// [`http_answer`] with request headers (`name`, `value`).
+pub fn http_answer_with(
+    method: &str,
+    base: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Answer> {
     use std::net::ToSocketAddrs;
     let addr = base.trim_start_matches("http://");
     let sock = addr
@@ -306,8 +335,12 @@ pub fn http_answer(
     let mut s = TcpStream::connect_timeout(&sock, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;

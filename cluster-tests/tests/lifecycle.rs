@@ -14,9 +14,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cluster_tests::{http, http_answer, http_timeout, metric_value, wait_for, Cluster, Node};
-use pushgate::cluster::ring::score;
-use pushgate::cluster::NodeId;
-use pushgate::store::GroupKey;
 
 /// Anti-entropy every second in these tests (10 s by default).
 const AE: &str = "--cluster.anti-entropy-interval=1s";
@@ -339,19 +336,6 @@ fn kill_nine_and_restart_with_persistence_converges() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn owners(c: &Cluster, job: &str, r: usize) -> Vec<usize> {
-    let h = GroupKey::new([("job".to_owned(), job.to_owned())]).stable_hash();
-    let mut idx: Vec<usize> = (0..c.nodes.len()).collect();
-    idx.sort_by(|&a, &b| {
-        let (ia, ib) = (c.nodes[a].id(), c.nodes[b].id());
-        score(h, &NodeId::new(ib.as_str()))
-            .cmp(&score(h, &NodeId::new(ia.as_str())))
-            .then(ia.cmp(&ib))
-    });
-    idx.truncate(r);
-    idx
-}
-
 #[test]
 fn delete_while_an_owner_is_down_stays_deleted() {
     let groups = 50;
@@ -363,7 +347,7 @@ fn delete_while_an_owner_is_down_stays_deleted() {
         assert!(put(&c.nodes[i % 3].url(), &format!("g{i}"), 1));
     }
     assert!(put(&c.nodes[0].url(), "victim", 1));
-    let down = owners(&c, "victim", 2)[0];
+    let down = c.owners("victim", 2)[0];
     let file = format!("{dir}/node{down}.db");
     wait_for("an owner to persist the group", CONVERGE, || {
         std::fs::read(&file).is_ok_and(|b| b.windows(6).any(|w| w == b"victim"))

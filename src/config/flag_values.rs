@@ -38,10 +38,17 @@ pub fn effective_values(command: &Command, matches: &ArgMatches) -> Vec<(String,
 }
 
 /// One flag's value: typed values in their canonical form (a duration as Rust prints it,
-/// e.g. `300s`; a number without leading zeros), anything else as given (strings, paths,
+/// e.g. `300s`, and zero as `0s` like Go rather than Rust's `0ns`; a number without leading
+/// zeros), anything else as given (strings, paths,
 /// enum names); several values joined by commas, none as "".
 fn value(matches: &ArgMatches, id: &str) -> String {
-    typed(matches, id, |d: &Duration| format!("{d:?}"))
+    typed(matches, id, |d: &Duration| {
+        if d.is_zero() {
+            "0s".to_owned()
+        } else {
+            format!("{d:?}")
+        }
+    })
         .or_else(|| typed(matches, id, usize::to_string))
         .or_else(|| typed(matches, id, u32::to_string))
         .or_else(|| typed(matches, id, bool::to_string))

@@ -41,6 +41,7 @@ const SINGLE_NODE_DEFAULTS: &[(&str, &str)] = &[
     ("push.max-label-value-length", "1048576"),
     ("push.max-grouping-labels", "256"),
     ("push.max-groups", "1000000"),
+    ("push.group-ttl", "0s"),
     ("log.level", "info"),
     ("log.format", "logfmt"),
 ];

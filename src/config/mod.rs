@@ -107,6 +107,10 @@ pub struct Config {
     /// Most groups held; pushes creating more are refused.
     #[arg(long = "push.max-groups", default_value_t = 1_000_000)]
     pub max_groups: usize,
+    /// How long after its last successful push a group expires (0: never, as upstream); a
+    /// push's `Pushgate-Group-TTL` header overrides it for its group.
+    #[arg(long = "push.group-ttl", default_value = "0s", value_parser = parse_go_duration)]
+    pub group_ttl: Duration,
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value = "info")]
     pub log_level: LogLevel,

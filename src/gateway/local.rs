@@ -58,7 +58,11 @@ impl Gateway for LocalGateway {
         let store = self.store.clone();
         off_runtime(large, move || {
             let PushRequest {
-                key, body, format, ..
+                key,
+                body,
+                format,
+                ttl,
+                ..
             } = req;
             let decoded = PushRequest::decode(&body, format, &v)?;
             store.aggregate(
@@ -66,6 +70,7 @@ impl Gateway for LocalGateway {
                 decoded.incoming(),
                 idempotency_key.as_deref(),
                 &v,
+                ttl,
                 unix_seconds(),
             )
         })

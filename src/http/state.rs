@@ -22,6 +22,8 @@ pub struct HttpConfig {
     pub consistency_check: bool,
     pub names: NameScheme,
     pub max_body_bytes: usize,
+    /// `--push.group-ttl` in seconds (0: groups never expire).
+    pub group_ttl: f64,
     /// The bytes of push bodies held at once, at most `--push.max-inflight-bytes`.
     pub inflight: Arc<InflightBytes>,
     pub grouping: GroupingLimits,

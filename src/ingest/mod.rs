@@ -24,6 +24,8 @@ pub struct PushRequest {
     pub format: BodyFormat,
     /// PUT (true) replaces the whole group, POST only the families in the body.
     pub replace_all: bool,
+    /// The group's TTL from this push on, in seconds (0: never expires).
+    pub ttl: f64,
 }
 
 impl PushRequest {
@@ -42,10 +44,10 @@ impl PushRequest {
         if let BodyFormat::Text = self.format {
             // Checked and encoded straight from the parser's borrowed model.
             let parsed = parse_body_text(&self.body, v.names, limit)?;
-            return prepare_text(self.key, &parsed, self.replace_all, v);
+            return prepare_text(self.key, &parsed, self.replace_all, v).map(|p| p.with_ttl(self.ttl));
         }
         let families = decode_delimited(&self.body, limit)?;
-        prepare_push(self.key, families, self.replace_all, v)
+        prepare_push(self.key, families, self.replace_all, v).map(|p| p.with_ttl(self.ttl))
     }
 
     /// Decodes the body for an aggregating group, which adds it into its state and then checks
@@ -132,6 +134,7 @@ mod tests {
             body: body.into(),
             format,
             replace_all: true,
+            ttl: 0.0,
         }
     }
 

@@ -56,6 +56,9 @@ impl Node {
                 cfg.telemetry_path
             );
         }
+        if cfg.group_ttl.as_secs_f64() > crate::store::codec::MAX_TTL_SECONDS {
+            anyhow::bail!("--push.group-ttl must be at most 100 years");
+        }
         if cfg.max_body_bytes == 0 || cfg.max_body_bytes > (1 << 30) {
             anyhow::bail!("--push.max-body-bytes must be between 1 and 1073741824");
         }
@@ -65,6 +68,7 @@ impl Node {
             consistency_check: !cfg.disable_consistency_check,
             max_groups: cfg.max_groups,
             reserved: telemetry::reserved_names(),
+            group_ttl: cfg.group_ttl.as_secs_f64(),
         }));
         let persistence =
             (!cfg.persistence_file.is_empty()).then(|| PathBuf::from(&cfg.persistence_file));
@@ -81,6 +85,7 @@ impl Node {
             consistency_check: !cfg.disable_consistency_check,
             names,
             max_body_bytes: cfg.max_body_bytes,
+            group_ttl: cfg.group_ttl.as_secs_f64(),
             inflight: InflightBytes::new(cfg.max_inflight_bytes),
             grouping: GroupingLimits {
                 max_labels: limits.max_grouping_labels,
@@ -209,6 +214,7 @@ impl Node {
             tokio::spawn(persistence::persist_loop(store, path, interval, dirty, stop))
         });
 
+        let expiry = tokio::spawn(expiry_loop(self.store.clone()));
         let server_limits = server_limits(&self.cfg);
 
         let mut servers = Vec::new();
@@ -230,6 +236,7 @@ impl Node {
         for s in servers {
             let _ = s.await;
         }
+        expiry.abort();
         ready.set_not_ready();
         if let Some(c) = cluster.as_mut() {
             c.finish_leave().await;
@@ -304,5 +311,21 @@ fn limits(cfg: &Config) -> Limits {
         max_label_value_bytes: cfg.max_label_value_length,
         max_grouping_labels: cfg.max_grouping_labels,
         max_groups: cfg.max_groups,
+    }
+}
+
+/// How often expired groups are looked for in a store nobody reads or writes (every read and
+/// write removes them first), and the expired-groups counter is brought up to date.
+const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Removes expired groups (`--push.group-ttl`, `Pushgate-Group-TTL`) and counts them.
+async fn expiry_loop(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        store.expire(unix_seconds());
+        // Reads and writes remove expired groups too: the store counts them all.
+        metrics::counter!(telemetry::metrics::GROUPS_EXPIRED_TOTAL).absolute(store.expired_total());
     }
 }

@@ -80,6 +80,23 @@ fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: Option<bool
     prost::encoding::uint64::encode(6, &g.version, group_buf);
     let times: Vec<f64> = g.families.iter().map(|(_, t)| *t).collect();
     prost::encoding::double::encode_packed(7, &times, group_buf);
+    if g.ttl > 0.0 {
+        prost::encoding::double::encode(9, &g.ttl, group_buf);
+    }
+}
+
+/// The longest TTL a group may carry (about 100 years): beyond it a file's or a peer's value is
+/// refused as corrupt rather than kept.
+pub const MAX_TTL_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
+
+/// A group TTL as decoded from a file or a peer (absent: never expires): finite, not
+/// negative, within the bound.
+pub fn checked_ttl(ttl: Option<f64>) -> Result<f64, String> {
+    match ttl {
+        None => Ok(0.0),
+        Some(t) if (0.0..=MAX_TTL_SECONDS).contains(&t) => Ok(t),
+        Some(t) => Err(format!("invalid group TTL {t} (0 to {MAX_TTL_SECONDS} seconds)")),
+    }
 }
 
 /// Where each of `parts` lies in `buf` (offset, length), when every one is a slice of it (as
@@ -124,6 +141,7 @@ pub fn decode_group(
             return Err(format!("group {key} has an invalid label name {n:?}"));
         }
     }
+    let ttl = checked_ttl(g.ttl).map_err(|e| format!("group {key}: {e}"))?;
     let family_count = g.families.len() + g.encoded_families.len();
     if !g.family_push_times.is_empty() && g.family_push_times.len() != family_count {
         return Err(format!(
@@ -206,6 +224,7 @@ pub fn decode_group(
         failure_time: g.failure_time,
         last_push_successful: g.last_push_successful,
         aggregating: false,
+        ttl,
         version: g.version,
         timing: None,
     })

@@ -22,6 +22,8 @@ pub struct GroupSnapshot {
     pub last_push_successful: bool,
     /// Whether pushes add up in this group (`/aggregate`).
     pub aggregating: bool,
+    /// Seconds after its last successful push at which the group expires (0: never).
+    pub ttl: f64,
     pub version: u64,
     /// The group's `push_time_seconds` and `push_failure_time_seconds` families when the copy
     /// comes from a local store (already encoded there); `None` for a copy decoded from a file
@@ -40,6 +42,8 @@ pub(super) struct Group {
     pub(super) failure_time: f64,
     pub(super) last_push_successful: bool,
     pub(super) aggregating: bool,
+    /// Seconds after the last successful push at which the group expires (0: never).
+    pub(super) ttl: f64,
     pub(super) version: u64,
     pub(super) timing: [StoredFamily; 2],
     /// Index slots of the two timing families.
@@ -59,9 +63,14 @@ impl Group {
             failure_time: self.failure_time,
             last_push_successful: self.last_push_successful,
             aggregating: self.aggregating,
+            ttl: self.ttl,
             version: self.version,
             timing: Some(self.timing.clone()),
         }
+    }
+
+    pub(super) fn expires_at(&self) -> Option<f64> {
+        expires_at(self.push_time, self.failure_time, self.ttl)
     }
 
     /// Sets the group's push and failure times and its timing families to match (see
@@ -86,6 +95,31 @@ impl Group {
                 .map(|(old, new)| (Some(old), Some(new))),
         );
     }
+}
+
+impl GroupSnapshot {
+    /// When the group expires (Unix seconds), if it has a TTL.
+    pub fn expires_at(&self) -> Option<f64> {
+        expires_at(self.push_time, self.failure_time, self.ttl)
+    }
+
+    /// Whether the group has expired at `now`: such a copy is no longer served or accepted
+    /// anywhere (a peer's, a file's or a hand-off's), so an expired group cannot come back.
+    pub fn expired(&self, now: f64) -> bool {
+        self.expires_at().is_some_and(|at| at <= now)
+    }
+}
+
+/// A group's expiry time: its TTL after its last successful push (after its first failure
+/// when it never had one, so a group created by a refused push does not stay for ever). The
+/// times are the replicated ones, so every node holding a copy computes the same moment.
+pub fn expires_at(push_time: f64, failure_time: f64, ttl: f64) -> Option<f64> {
+    // A NaN (never stored: decoders refuse it) counts as no TTL.
+    if ttl.is_nan() || ttl <= 0.0 {
+        return None;
+    }
+    let base = if push_time > 0.0 { push_time } else { failure_time };
+    Some(base + ttl)
 }
 
 /// A family of a group, when it was last pushed and its slot in its name's index entry.

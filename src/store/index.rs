@@ -49,6 +49,9 @@ pub(super) struct Inner {
     /// before it was removed, so a copy that old arriving later (a replica, anti-entropy from a
     /// peer the wipe had not reached yet) is stale and refused.
     pub(super) wiped_at: u64,
+    /// No group expires before this (Unix seconds; 0: unknown, the next sweep looks), so a
+    /// sweep of a store whose groups have no TTL, or none due, takes only a read of this.
+    pub(super) next_expiry: f64,
 }
 
 /// Series identities are already uniform 128-bit hashes: use their low bits directly.
@@ -106,6 +109,7 @@ impl Inner {
             failure_time: 0.0,
             last_push_successful: true,
             aggregating: false,
+            ttl: 0.0,
             version: 0,
             timing,
             timing_slots,

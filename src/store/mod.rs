@@ -16,6 +16,7 @@ pub mod aggregate;
 mod check;
 pub mod codec;
 pub mod error;
+mod expiry;
 pub mod family;
 mod group;
 mod index;
@@ -57,6 +58,11 @@ pub struct Store {
     tombstone_budget: Mutex<TombstoneBudget>,
     /// The states of the aggregating groups (`/aggregate`).
     aggregates: aggregate::registry::Aggregates,
+    /// Groups removed because their TTL ran out, since the start.
+    expired_total: AtomicU64,
+    /// `Inner::next_expiry`'s bits as of the last write, so that the check every push and
+    /// scrape makes (`expire`) takes no lock.
+    next_expiry: AtomicU64,
 }
 
 impl Store {
@@ -68,6 +74,8 @@ impl Store {
             generation: AtomicU64::new(0),
             tombstone_budget: Mutex::new(TombstoneBudget::default()),
             aggregates: aggregate::registry::Aggregates::default(),
+            expired_total: AtomicU64::new(0),
+            next_expiry: AtomicU64::new(0),
         }
     }
 
@@ -100,6 +108,8 @@ impl Store {
     fn write<R>(&self, op: impl FnOnce(&mut Inner) -> R, changed: impl FnOnce(&R) -> bool) -> R {
         let mut inner = self.inner.write();
         let outcome = op(&mut inner);
+        self.next_expiry
+            .store(inner.next_expiry.to_bits(), Ordering::Release);
         drop(inner);
         if changed(&outcome) {
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -113,6 +123,7 @@ impl Store {
     /// aggregation, if it had one (`aggregate`).
     #[inline]
     pub fn push(&self, p: PreparedPush, now: f64) -> Result<WriteOutcome, PushError> {
+        self.expire(now);
         if !self.aggregates.any() {
             return self.push_stamped(p, now, || None);
         }
@@ -186,6 +197,8 @@ impl Store {
         let mut inner = self.inner.write();
         let new = fresh(&inner);
         let old = std::mem::replace(&mut *inner, new);
+        self.next_expiry
+            .store(inner.next_expiry.to_bits(), Ordering::Release);
         drop(inner);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.render_cache.lock().clear();
@@ -208,24 +221,34 @@ impl Store {
         &self,
         mut keep: impl FnMut(&GroupKey, u64) -> bool,
     ) -> Vec<GroupSnapshot> {
+        let now = crate::time::unix_seconds();
         let inner = self.inner.read();
         inner
             .groups
             .values()
-            .filter(|g| keep(&g.key, g.version))
+            .filter(|g| keep(&g.key, g.version) && !expired(g, now))
             .map(Group::snapshot)
             .collect()
     }
 
-    /// A copy of one group, if held.
+    /// A copy of one group, if held (and not expired).
     pub fn group(&self, key: &GroupKey) -> Option<GroupSnapshot> {
+        let now = crate::time::unix_seconds();
         let inner = self.inner.read();
-        inner.groups.get(key).map(Group::snapshot)
+        inner
+            .groups
+            .get(key)
+            .filter(|g| !expired(g, now))
+            .map(Group::snapshot)
     }
 
     /// Inserts a group wholesale (persistence load, replication): the consistency index is
-    /// checked so a bad snapshot cannot make the store invalid.
+    /// checked so a bad snapshot cannot make the store invalid. A copy expired already is
+    /// left out (it would be removed at once anyway, and must not be served meanwhile).
     pub fn restore(&self, g: GroupSnapshot) -> Result<(), PushError> {
+        if g.expired(crate::time::unix_seconds()) {
+            return Ok(());
+        }
         self.write(|inner| inner.restore(g, &self.opts), |_| true)
     }
 
@@ -236,6 +259,9 @@ impl Store {
     /// kept, and running an import twice changes nothing). True when it was applied.
     pub fn import(&self, g: GroupSnapshot) -> Result<bool, PushError> {
         let written_at = |push: f64, failure: f64| push.max(failure);
+        if g.expired(crate::time::unix_seconds()) {
+            return Ok(false);
+        }
         self.write(
             |inner| {
                 if let Some(held) = inner.groups.get(&*g.key) {
@@ -262,6 +288,11 @@ impl Store {
     }
 }
 
+/// Whether a held group has expired at `now` (the sweep has not removed it yet).
+fn expired(g: &Group, now: f64) -> bool {
+    g.expires_at().is_some_and(|at| at <= now)
+}
+
 /// An imported group as the PUT of its families, for the consistency check.
 fn import_as_put(g: &GroupSnapshot) -> PreparedPush {
     PreparedPush {
@@ -270,6 +301,7 @@ fn import_as_put(g: &GroupSnapshot) -> PreparedPush {
         replace_all: true,
         has_timestamps: false,
         aggregating: false,
+        ttl: g.ttl,
     }
 }
 

@@ -28,6 +28,8 @@ pub struct StoreOptions {
     pub consistency_check: bool,
     pub max_groups: usize,
     pub reserved: ReservedNames,
+    /// The TTL (seconds, 0: never) of a group a refused push creates (`--push.group-ttl`).
+    pub group_ttl: f64,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +38,7 @@ impl Default for StoreOptions {
             consistency_check: true,
             max_groups: Limits::default().max_groups,
             reserved: ReservedNames::default(),
+            group_ttl: 0.0,
         }
     }
 }

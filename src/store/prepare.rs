@@ -61,9 +61,18 @@ pub struct PreparedPush {
     /// The families an aggregating group exposes (`/aggregate`); a plain push ends the
     /// aggregation.
     pub aggregating: bool,
+    /// The group's TTL from this push on, in seconds (0: never expires): the request header's
+    /// or `--push.group-ttl`, resolved where the push was received.
+    pub ttl: f64,
 }
 
 impl PreparedPush {
+    /// The push with the group TTL it sets.
+    pub fn with_ttl(mut self, ttl: f64) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
     pub fn family(&self, name: &str) -> Option<&StoredFamily> {
         self.families
             .binary_search_by(|f| f.name.as_ref().cmp(name))
@@ -324,6 +333,7 @@ fn finish(
         replace_all,
         has_timestamps,
         aggregating: false,
+        ttl: 0.0,
     }
 }
 

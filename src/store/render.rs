@@ -103,6 +103,8 @@ impl Store {
         chunk_size: usize,
         emit: &mut dyn FnMut(Vec<u8>),
     ) -> RenderStats {
+        // Expired groups leave the scrape at their expiry, not at the next sweep.
+        self.expire(crate::time::unix_seconds());
         let mut stats = RenderStats::default();
         let parts = self.plan(own, &mut stats);
         let (fresh, _) = render_parts(format, parts, None, chunk_size, emit, &mut stats);

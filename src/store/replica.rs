@@ -27,6 +27,7 @@ impl Store {
         now: f64,
         stamp: impl FnOnce() -> u64,
     ) -> Result<WriteOutcome, PushError> {
+        self.expire(now);
         self.push_stamped(p, now, || Some(stamp()))
     }
 
@@ -86,6 +87,10 @@ impl Store {
     /// Replaces a group with a replica of it when the replica is newer than both the group and
     /// its tombstone (newest wins). Returns whether it was applied.
     pub fn apply_replica(&self, g: GroupSnapshot) -> bool {
+        // An expired copy is expired wherever it is: it never comes back.
+        if g.expired(crate::time::unix_seconds()) {
+            return false;
+        }
         // None when refused as stale: nothing changed.
         let applied = self.write(
             |inner| {
@@ -133,6 +138,7 @@ impl Store {
         if !self.opts.consistency_check {
             return Ok(());
         }
+        self.expire(crate::time::unix_seconds());
         let inner = self.inner.read();
         let norm = p.key.normalized();
         if let Some(existing) = inner.normalized.get(&norm) {

@@ -29,7 +29,7 @@ fn push(s: &Store, k: GroupKey, body: &str, put: bool) -> Result<WriteOutcome, P
     s.push(p, 1000.0)
 }
 
-fn scrape(s: &Store) -> String {
+pub(super) fn scrape(s: &Store) -> String {
     let mut out = Vec::new();
     s.render(Format::Text, &[], &mut out);
     String::from_utf8(out).unwrap()
@@ -795,6 +795,7 @@ fn an_import_replaces_older_groups_only_and_is_checked_like_a_put() {
         version: 1,
         timing: None,
         aggregating: false,
+        ttl: 0.0,
     };
     let before = scrape(&s);
     let err = s.import(c).unwrap_err().to_string();

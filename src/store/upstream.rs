@@ -113,6 +113,8 @@ pub fn upstream_group(
         version: version_at(push_time.max(failure_time)),
         family_push_times,
         encoded_families: Vec::new(),
+        // Upstream groups never expire.
+        ttl: None,
     };
     decode_group(i, g, names, None)
 }

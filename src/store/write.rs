@@ -28,6 +28,8 @@ impl Inner {
         opts: &StoreOptions,
         stamp: Option<u64>,
     ) -> Result<WriteOutcome, PushError> {
+        // An expired group not yet swept is gone: the push starts a new one.
+        self.expire_one(&p.key, now);
         // One lookup serves the check and tells whether the group exists.
         let existing = self.groups.get(&p.key);
         if let Some(g) = existing {
@@ -79,8 +81,11 @@ impl Inner {
         }
         group.last_push_successful = true;
         group.aggregating = p.aggregating;
+        group.ttl = p.ttl;
         group.version = version;
         group.retime(now, group.failure_time, &mut changes);
+        let expiry = group.expires_at();
+        self.note_expiry(expiry);
         // The families added or kept are the pushed ones in order, then the two timing ones.
         let names = p.families.iter().map(|f| &f.name);
         self.apply_changes(gid, &key, changes, seq, names);
@@ -115,18 +120,24 @@ impl Inner {
         opts: &StoreOptions,
         stamp: Option<u64>,
     ) -> Result<(), PushError> {
-        self.room_for(self.groups.contains_key(key), opts)?;
+        let exists = self.groups.contains_key(key);
+        self.room_for(exists, opts)?;
         let seq = self.next_seq();
         if stamp.is_some() {
             self.tombstones.remove(key);
         }
         let gid = self.ensure_group(key);
         let group = self.groups.get_mut(key).expect("group was just ensured");
+        if !exists {
+            group.ttl = opts.group_ttl;
+        }
         group.last_push_successful = false;
         group.version = stamp.unwrap_or(seq);
         let mut changes = Vec::with_capacity(2);
         group.retime(group.push_time, now, &mut changes);
+        let expiry = group.expires_at();
         let gkey = group.key.clone();
+        self.note_expiry(expiry);
         self.apply_changes(gid, &gkey, changes, seq, std::iter::empty());
         Ok(())
     }
@@ -181,6 +192,7 @@ impl Inner {
             .get_mut(&*g.key)
             .expect("group was just ensured");
         group.last_push_successful = g.last_push_successful;
+        group.ttl = g.ttl;
         group.version = g.version;
         let key = group.key.clone();
         // The group's families become exactly the snapshot's: pair each with the family of the
@@ -191,6 +203,8 @@ impl Inner {
             .families
             .replace_all(g.families.iter().map(|(f, t)| (f, *t)), &mut changes);
         group.retime(g.push_time, g.failure_time, &mut changes);
+        let expiry = group.expires_at();
+        self.note_expiry(expiry);
         self.seq = self.seq.max(g.version);
         // Removals first, so a series moving between two families of the group is re-owned
         // (stable: the additions keep their order, the snapshot's families then the timing).

@@ -20,6 +20,7 @@ pub const PERSISTENCE_WRITES_TOTAL: &str = "pushgate_persistence_writes_total";
 pub const PERSISTENCE_LAST_WRITE_SECONDS: &str =
     "pushgate_persistence_last_write_timestamp_seconds";
 pub const REFUSED_PUSHES_TOTAL: &str = "pushgate_refused_pushes_total";
+pub const GROUPS_EXPIRED_TOTAL: &str = "pushgate_groups_expired_total";
 pub const HTTP_CONNECTIONS_OPEN: &str = "pushgate_http_connections_open";
 pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "pushgate_http_connections_refused_total";
 pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "pushgate_http_connections_closed_total";
@@ -67,6 +68,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (INCONSISTENT_DROPPED_TOTAL, MetricType::Counter, "Stored samples left out of a scrape because their type or series conflicted with another group (possible only with the consistency check disabled)."),
     (PERSISTENCE_WRITES_TOTAL, MetricType::Counter, "Snapshots written to the persistence file, by result."),
     (PERSISTENCE_LAST_WRITE_SECONDS, MetricType::Gauge, "Unix time of the last successful persistence write."),
+    (GROUPS_EXPIRED_TOTAL, MetricType::Counter, "Groups removed by this node because their TTL (--push.group-ttl, Pushgate-Group-TTL) ran out since their last successful push."),
     (REFUSED_PUSHES_TOTAL, MetricType::Counter, "Pushes refused, by reason (invalid, limit, unavailable, busy: the bytes of pushes in flight were at --push.max-inflight-bytes)."),
     (HTTP_CONNECTIONS_OPEN, MetricType::Gauge, "Client connections open on the HTTP listeners."),
     (HTTP_CONNECTIONS_REFUSED_TOTAL, MetricType::Counter, "Client connections closed as soon as accepted, by reason (limit: --web.max-connections were open; accept_error: the accept call failed, e.g. out of file descriptors)."),

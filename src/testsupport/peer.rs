@@ -103,6 +103,7 @@ pub fn group_of(key: &GroupKey, body: &str, version: u64) -> Vec<u8> {
         failure_time: 0.0,
         last_push_successful: true,
         aggregating: false,
+        ttl: 0.0,
         version,
         timing: None,
     };

@@ -89,6 +89,7 @@ impl ClusterService {
         let names = self.core.names();
         let key = wire::key_from_pb(w.key, names).map_err(refuse_decoded)?;
         let unreachable = bounded(w.unreachable);
+        let ttl = crate::store::codec::checked_ttl(w.ttl).map_err(Status::invalid_argument)?;
         let op = if w.delete {
             WriteOp::Delete(key)
         } else if let Some(body) = w.body {
@@ -102,6 +103,7 @@ impl ClusterService {
                     BodyFormat::Text
                 },
                 replace_all: w.replace_all,
+                ttl,
             };
             let large = req.is_large();
             let v = self.core.validation.clone();
@@ -139,6 +141,7 @@ impl ClusterService {
                 replace_all: w.replace_all,
                 has_timestamps: w.has_timestamps,
                 aggregating: false,
+                ttl,
             })
         };
         if w.sender_replicates {

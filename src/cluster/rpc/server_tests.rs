@@ -617,3 +617,32 @@ mod never_panic {
         }
     }
 }
+
+#[tokio::test]
+async fn a_forwarded_ttl_is_kept_and_a_bad_one_refused_without_storing_anything() {
+    let (store, svc) = service(1);
+    let mut good = forwarded("ttl", BODY);
+    good.ttl = Some(90.0);
+    let mut raw = forwarded("raw", BODY);
+    raw.families.clear();
+    raw.body = Some(BODY.as_bytes().to_vec().into());
+    raw.ttl = Some(30.0);
+    let bad: Vec<pb::ForwardedWrite> = [-1.0, f64::NAN, f64::INFINITY, 1e12]
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut w = forwarded(&format!("bad{i}"), BODY);
+            w.ttl = Some(t);
+            w
+        })
+        .collect();
+    let results = forward_all(&svc, [vec![good, raw], bad].concat()).await;
+    let codes: Vec<u32> = results.iter().map(|r| r.error_code).collect();
+    let invalid = tonic::Code::InvalidArgument as u32;
+    assert_eq!(codes, [0, 0, invalid, invalid, invalid, invalid]);
+    let held = store.group(&key("ttl")).unwrap();
+    assert_eq!(held.expires_at(), Some(held.push_time + 90.0));
+    let held = store.group(&key("raw")).unwrap();
+    assert_eq!(held.expires_at(), Some(held.push_time + 30.0));
+    assert_eq!(store.group_count(), 2, "no refused write stored anything");
+}

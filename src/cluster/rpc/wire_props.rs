@@ -81,6 +81,7 @@ fn snapshot_of(families: Vec<StoredFamily>) -> GroupSnapshot {
         failure_time: 0.0,
         last_push_successful: true,
         aggregating: false,
+        ttl: 0.0,
         version: 1,
         timing: None,
     }

@@ -224,6 +224,7 @@ pub(crate) fn own_state(p: &PreparedPush, stamp: pb::OwnReplica) -> GroupSnapsho
         failure_time: stamp.failure_time,
         last_push_successful: true,
         aggregating: false,
+        ttl: p.ttl,
         version: stamp.version,
         timing: None,
     }
@@ -277,11 +278,13 @@ pub(crate) fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, 
             msg.replace_all = p.replace_all;
             msg.has_timestamps = p.has_timestamps;
             msg.own_replica = p.replace_all && !p.has_timestamps;
+            msg.ttl = (p.ttl > 0.0).then_some(p.ttl);
         }
         WriteOp::Raw(r) => {
             msg.body = Some(r.body.clone());
             msg.body_protobuf = r.format == BodyFormat::ProtobufDelimited;
             msg.replace_all = r.replace_all;
+            msg.ttl = (r.ttl > 0.0).then_some(r.ttl);
         }
         WriteOp::Failure { message, .. } => {
             msg.refused = if message.is_empty() {

@@ -166,6 +166,7 @@ fn raw(job: &str, body: &[u8], protobuf: bool, put: bool) -> PushRequest {
             BodyFormat::Text
         },
         replace_all: put,
+        ttl: 0.0,
     }
 }
 
@@ -289,6 +290,7 @@ async fn a_body_decoded_by_the_primary_is_refused_as_a_single_node_refuses_it() 
             body: req.body.clone(),
             format: req.format,
             replace_all: req.replace_all,
+            ttl: req.ttl,
         };
         let want = single.push(copy).await;
         assert!(format!("{want:?}").starts_with(kind), "{what}: {want:?}");

@@ -261,6 +261,11 @@ fn group_json(g: &GroupSnapshot) -> Value {
         // exactly upstream's.
         o.push(("aggregating".into(), Value::Bool(true)));
     }
+    if let Some(at) = g.expires_at() {
+        // pushgate's addition, only on groups with a TTL (`--push.group-ttl`,
+        // `Pushgate-Group-TTL`): when the group leaves every node's view.
+        o.push(("expires_at".into(), Value::String(rfc3339_nano(at))));
+    }
     for (f, t) in &g.families {
         o.push((f.name.to_string(), family_json(f, *t)));
     }

@@ -6,6 +6,10 @@
 //! visible ASCII characters, else 400) makes a retry within the window acknowledged without
 //! being added twice.
 //!
+//! A `Pushgate-Group-TTL` header (pushgate's addition: a Go-style duration, `0` never) sets how
+//! long after this push the group expires, overriding `--push.group-ttl`; a bad value is 400
+//! and changes nothing.
+//!
 //! - 200 pushed (202 with the consistency check off, whatever the metrics: upstream answers
 //!   before it looks at them; a push refused for its content is still recorded on the group);
 //! - 400 bad grouping key in the URL, undecodable body, metrics the check refuses, or a
@@ -69,6 +73,13 @@ async fn push_group<G: Gateway>(
         Ok(k) => k,
         Err(msg) => return (plain(StatusCode::BAD_REQUEST, msg), 0),
     };
+    let ttl = match group_ttl(&parts.headers, cfg.group_ttl) {
+        Ok(t) => t,
+        Err(msg) => {
+            refused("invalid");
+            return (plain(StatusCode::BAD_REQUEST, msg), 0);
+        }
+    };
     // The reservation holds the body's bytes in --push.max-inflight-bytes until the push is
     // applied or refused.
     let (bytes, _held) =
@@ -90,6 +101,7 @@ async fn push_group<G: Gateway>(
         body: bytes,
         format,
         replace_all,
+        ttl,
     };
     let outcome = if aggregate {
         st.gateway.aggregate(req, idempotency_key).await.map(|_| ())
@@ -134,6 +146,33 @@ fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, String> 
         )),
     }
 }
+
+/// The push's group TTL in seconds: the `Pushgate-Group-TTL` header (a Go-style duration such
+/// as `90s` or `1h30m`; `0`: never expires) or else `--push.group-ttl`.
+fn group_ttl(headers: &http::HeaderMap, default: f64) -> Result<f64, String> {
+    let Some(value) = headers.get(GROUP_TTL_HEADER) else {
+        return Ok(default);
+    };
+    let max = crate::store::codec::MAX_TTL_SECONDS;
+    value
+        .to_str()
+        .map_err(|_| "not visible ASCII".to_owned())
+        .and_then(crate::time::parse_go_duration)
+        .map(|d| d.as_secs_f64())
+        .and_then(|t| {
+            if t <= max {
+                Ok(t)
+            } else {
+                Err("longer than 100 years".to_owned())
+            }
+        })
+        .map_err(|e| {
+            format!("the {GROUP_TTL_HEADER} header must be a duration such as 90s or 1h (0: never expires): {e}")
+        })
+}
+
+/// The request header that sets a push's group TTL.
+pub(crate) const GROUP_TTL_HEADER: &str = "Pushgate-Group-TTL";
 
 fn refused(reason: &'static str) {
     metrics::counter!(m::REFUSED_PUSHES_TOTAL, "reason" => reason).increment(1);

@@ -98,6 +98,13 @@ pre{margin:0}</style></head><body>\n<h1>pushgate</h1>\n",
         if g.aggregating {
             h.push_str(" <b class=\"aggregating\">aggregating: pushes add up (/aggregate)</b>");
         }
+        if let Some(at) = g.expires_at() {
+            let _ = write!(
+                h,
+                " <span class=\"expires\">expires {} unless pushed again</span>",
+                esc(&rfc3339_nano(at))
+            );
+        }
         let _ = write!(
             h,
             "</div><p>last push: {} &middot; last failure: {} &middot; last push successful: {} \

@@ -56,9 +56,12 @@ impl Store {
         incoming: Incoming<'_>,
         idempotency_key: Option<&str>,
         v: &Validation,
+        ttl: f64,
         now: f64,
     ) -> Result<Aggregated, PushError> {
         let now_ms = (now * 1000.0) as u64;
+        // An expired group not yet swept is gone: its state too, so this push starts anew.
+        self.expire(now);
         loop {
             let entry = self.aggregates.entry(&key);
             let mut guard = entry.lock();
@@ -71,7 +74,7 @@ impl Store {
                     return Ok(Aggregated::Repeated);
                 }
             }
-            let outcome = self.aggregate_locked(&key, entry, incoming, v, now);
+            let outcome = self.aggregate_locked(&key, entry, incoming, v, ttl, now);
             if let Err(e) = outcome {
                 if entry.state == AggState::default() {
                     // Nothing was ever added: the group does not aggregate.
@@ -93,6 +96,7 @@ impl Store {
         entry: &mut Entry,
         incoming: Incoming<'_>,
         v: &Validation,
+        ttl: f64,
         now: f64,
     ) -> Result<(), PushError> {
         let refused = |e: PushError| {
@@ -116,6 +120,7 @@ impl Store {
             .map_err(refused)
             .and_then(|mut p| {
                 p.aggregating = true;
+                p.ttl = ttl;
                 // The store records a failure of its consistency check itself.
                 self.push_stamped(p, now, || None)
             });

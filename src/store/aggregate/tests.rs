@@ -22,7 +22,7 @@ fn add_keyed(
     idem: Option<&str>,
 ) -> Result<Aggregated, PushError> {
     let fams = parse_text(body.as_bytes(), NameScheme::Legacy).expect("test bodies parse");
-    s.aggregate(key(job), Incoming::Model(&fams), idem, &Validation::default(), 1000.0)
+    s.aggregate(key(job), Incoming::Model(&fams), idem, &Validation::default(), 0.0, 1000.0)
 }
 
 /// The scrape without the timing families.
