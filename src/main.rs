@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     }
     let cfg = Config::from_command_line();
     logging::init(cfg.log_level, cfg.log_format);
+    // As upstream's "starting pushgateway" line: which build a log came from.
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting pushgate");
     fd_limit::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

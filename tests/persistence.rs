@@ -104,6 +104,18 @@ fn sighup_is_not_a_crash() {
 }
 
 #[test]
+fn the_start_is_logged_with_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with(&dir.path().join("snap"), &[]);
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("starting pushgate"))
+        .unwrap_or_else(|| panic!("no start line in:\n{log}"));
+    assert!(line.contains(env!("CARGO_PKG_VERSION")), "{line}");
+}
+
+#[test]
 fn quit_writes_a_final_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("snap");
