@@ -8,7 +8,10 @@
 #     DURATION s of 20-series PUTs; CPU from /proc/<pid>/stat around the whole loadgen run;
 #   - the merged scrape: the store filled to SCRAPE_GROUPS groups of 20 series (1.1 million series
 #     by default), then the median time of SCRAPES scrapes of node 1 and node 1's peak RSS (VmHWM).
-# Prints one table with the scaling efficiency E(N) = pushes/s(N) / (pushes/s(1) x N / R).
+# Prints one table with the scaling efficiency E(N) = pushes/s(N) / (pushes/s(1) x N / R), and
+# first the same figures for the upstream Pushgateway (UPSTREAM_BIN, Debian's by default; its
+# consistency check off, as pushgate's cluster has none across groups of different owners) on the
+# same budget, as the reference. UPSTREAM_BIN="" leaves it out.
 #   [NODES_LIST="1 2 3 4 5"] [NODE_CPUS=0.25] [DURATION=10] [PUSH_GROUPS=10000]
 #   [SCRAPE_GROUPS=55000] [SCRAPES=3] benches/scaling.sh
 # PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...). Needs root
@@ -17,6 +20,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${PUSHGATE_BIN:-$ROOT/target/release/pushgate}
 LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/loadgen}
+UPSTREAM=${UPSTREAM_BIN-/usr/bin/prometheus-pushgateway}
 NODES_LIST=${NODES_LIST:-"1 2 3 4 5"}
 DURATION=${DURATION:-10}
 PUSH_GROUPS=${PUSH_GROUPS:-10000}
@@ -45,14 +49,39 @@ node_ticks() {
     for p in "${CLUSTER_PIDS[@]}"; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat"; done
 }
 
+# upstream_start BASE: the upstream Pushgateway on 127.0.0.1:BASE+1 in a cgroup of NODE_CPUS.
+upstream_start() {
+    local port=$(($1 + 1))
+    [[ -z $NODE_CPUS ]] || cap_cpu_group "$NODE_CPUS"
+    (
+        [[ -z $NODE_CPUS ]] || cap_cpu_enter
+        exec "$UPSTREAM" "--web.listen-address=127.0.0.1:$port" --push.disable-consistency-check \
+            "--persistence.file="
+    ) >"$LOG/nupstream/node1.log" 2>&1 &
+    CLUSTER_PIDS+=($!)
+    for _ in $(seq 150); do
+        curl -sf "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+runs=()
+[[ -n $UPSTREAM && -x $UPSTREAM ]] && runs+=(upstream)
+runs+=($NODES_LIST)
 : >"$LOG/rows"
-for n in $NODES_LIST; do
+for n in "${runs[@]}"; do
     base=$((12000 + RANDOM % 16000))
     mkdir -p "$LOG/n$n"
-    cluster_start "$BIN" "$base" "$n" "$LOG/n$n"
-    cluster_wait "$base" "$n" || { echo "scaling.sh: $n nodes did not become ready" >&2; tail -n 5 "$LOG/n$n"/node*.log >&2; exit 1; }
-    urls=(--url "http://127.0.0.1:$((base + 1))")
-    for i in $(seq 2 "$n"); do urls+=(--also-url "http://127.0.0.1:$((base + i))"); done
+    if [[ $n == upstream ]]; then
+        upstream_start "$base" || { echo "scaling.sh: upstream did not become ready" >&2; exit 1; }
+        urls=(--url "http://127.0.0.1:$((base + 1))")
+    else
+        cluster_start "$BIN" "$base" "$n" "$LOG/n$n"
+        cluster_wait "$base" "$n" || { echo "scaling.sh: $n nodes did not become ready" >&2; tail -n 5 "$LOG/n$n"/node*.log >&2; exit 1; }
+        urls=(--url "http://127.0.0.1:$((base + 1))")
+        for i in $(seq 2 "$n"); do urls+=(--also-url "http://127.0.0.1:$((base + i))"); done
+    fi
 
     before=$(node_ticks)
     "$LOADGEN" "${urls[@]}" --groups "$PUSH_GROUPS" --duration "$DURATION" --warmup --scrapes 0 \
@@ -78,26 +107,28 @@ tick = int(tick)
 rows = []
 for line in open(f"{log}/rows"):
     n, before, after, hwm = line.strip().split("|")
-    n = int(n)
     r = json.load(open(f"{log}/n{n}/push.json"))
     w, p = r.get("warmup") or {}, r.get("push") or {}
     pushes = w.get("pushes_ok", 0) + p.get("pushes_ok", 0)
     per_node = [(int(a) - int(b)) / tick * 1e6 / max(pushes, 1)
                 for b, a in zip(before.split(), after.split())]
     scrapes = [float(v) for v in open(f"{log}/n{n}/scrapes") if v.strip()]
-    rows.append(dict(n=n, r=1 if n == 1 else 2, rate=p.get("pushes_per_s", 0.0),
+    rows.append(dict(n=n, r=2 if n not in ("1", "upstream") else 1, rate=p.get("pushes_per_s", 0.0),
                      p99=p.get("latency", {}).get("p99_ms", 0.0),
                      errors=w.get("errors", 0) + p.get("errors", 0), per_node=per_node,
                      scrape=statistics.median(scrapes) if scrapes else float("nan"),
                      hwm_mb=int(hwm) / 1024))
-one = next((x["rate"] for x in rows if x["n"] == 1), None)
+one = next((x["rate"] for x in rows if x["n"] == "1"), None)
 print(f"NODE_CPUS={cpus} per node; {duration} s of pushes over {push_groups} groups after a warmup; "
       f"merged scrape of {scrape_groups} groups x 20 series")
 print("| nodes | R | pushes/s | E(N) | p99 ms | errors | CPU µs/push, all nodes | per node | merged scrape s | node 1 peak RSS MB |")
 print("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 for x in rows:
-    e = f"{x['rate'] / (one * x['n'] / x['r']):.2f}" if one else "-"
-    print(f"| {x['n']} | {x['r']} | {x['rate']:.0f} | {e} | {x['p99']:.2f} | {x['errors']} | "
+    e = "-"
+    if one and x["n"] != "upstream":
+        e = f"{x['rate'] / (one * int(x['n']) / x['r']):.2f}"
+    label = "upstream 1 node" if x["n"] == "upstream" else x["n"]
+    print(f"| {label} | {x['r']} | {x['rate']:.0f} | {e} | {x['p99']:.2f} | {x['errors']} | "
           f"{sum(x['per_node']):.1f} | {' / '.join(f'{c:.1f}' for c in x['per_node'])} | "
           f"{x['scrape']:.3f} | {x['hwm_mb']:.0f} |")
 EOF
