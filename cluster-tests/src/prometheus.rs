@@ -19,6 +19,7 @@ impl Prometheus {
     pub fn store() -> Prometheus {
         Self::start(
             "global:\n  scrape_interval: 1m\n",
+            &[],
             &["--web.enable-remote-write-receiver"],
         )
     }
@@ -34,14 +35,21 @@ impl Prometheus {
              \x20   queue_config:\n      batch_send_deadline: 1s\n      min_backoff: 100ms\n      max_backoff: 1s\n",
             store.port
         );
-        Self::start(&cfg, &[])
+        Self::start(&cfg, &[], &[])
     }
 
-    fn start(config: &str, flags: &[&str]) -> Prometheus {
+    /// Runs Prometheus with `config` as its whole configuration file and `flags` besides the
+    /// config, data and listen flags; `files` (name, content) are written next to the config
+    /// first (e.g. the rule files it names: relative paths are resolved from the config's
+    /// directory). Returns once `/-/ready` answers.
+    pub fn start(config: &str, files: &[(&str, &str)], flags: &[&str]) -> Prometheus {
         let port = free_port();
         let dir = crate::testbed::tempdir("pushgate-prometheus");
         let cfg = dir.join("prometheus.yml");
         std::fs::write(&cfg, config).expect("prometheus config should be writable");
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).expect("prometheus files should be writable");
+        }
         let log = std::fs::File::create(dir.join("prometheus.log"))
             .expect("prometheus log should be writable");
         let child =
