@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Builds a container image from a binary on this host, with no registry: a `FROM scratch` image
-# holding the binary, the shared libraries `ldd` lists and the loader (the same recipe the
-# container test bed uses, cluster-tests/src/testbed.rs).
+# holding the binary, the shared libraries `ldd` lists and the loader (scripts/rootfs.sh lays
+# them out).
 #
 #   scripts/build-image.sh [binary] [tag]
 #
 # defaults: target/release/pushgate if built, else target/debug/pushgate; tag pushgate:local.
-# Works for other dynamically linked binaries too, e.g. the offline docker-compose example:
+# A pushgate binary becomes the repository Dockerfile's `runtime` stage (the image `docker build .`
+# makes from source, with this binary: user 65534, /data writable, entrypoint pushgate); the
+# container tests build their images here too. Other dynamically linked binaries get a plain
+# image running as root with the binary as entrypoint, e.g. for the offline docker-compose
+# example:
 #   scripts/build-image.sh /usr/sbin/haproxy pushgate-haproxy:local
 #   scripts/build-image.sh /usr/bin/prometheus pushgate-prometheus:local
-# The binary lands in /usr/local/bin (on the default PATH) and is the entrypoint; /data and /tmp
-# exist and are writable.
 set -euo pipefail
 root_dir=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-}
@@ -23,24 +25,21 @@ tag=${2:-pushgate:local}
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/rootfs/data" "$ctx/rootfs/tmp" "$ctx/rootfs/etc"
-chmod 1777 "$ctx/rootfs/tmp"
-echo 'hosts: files dns' > "$ctx/rootfs/etc/nsswitch.conf"
-echo 'root:x:0:0:root:/data:/nonexistent' > "$ctx/rootfs/etc/passwd"
-echo 'root:x:0:' > "$ctx/rootfs/etc/group"
+"$root_dir/scripts/rootfs.sh" "$bin" "$ctx"
 name=$(basename "$bin")
-mkdir -p "$ctx/rootfs/usr/local/bin"
-cp -L "$bin" "$ctx/rootfs/usr/local/bin/$name"
-ldd "$bin" | awk '/=> \// {print $3} /^[ \t]*\// {print $1}' | while read -r lib; do
-  mkdir -p "$ctx/rootfs$(dirname "$lib")"
-  cp -L "$lib" "$ctx/rootfs$lib"
-done
-cat > "$ctx/Dockerfile" <<DOCKERFILE
+if [ "$name" = pushgate ]; then
+  build=(--target runtime -f "$root_dir/Dockerfile")
+else
+  cat > "$ctx/Dockerfile" <<DOCKERFILE
 FROM scratch
+COPY data/ /data/
 COPY rootfs/ /
 WORKDIR /data
 ENTRYPOINT ["/usr/local/bin/$name"]
 DOCKERFILE
+  build=()
+fi
 # (the legacy builder's deprecation notice is noise here: show stderr only on failure)
-docker build -q -t "$tag" "$ctx" >/dev/null 2>"$ctx/build.err" || { cat "$ctx/build.err" >&2; exit 1; }
+docker build -q "${build[@]}" -t "$tag" "$ctx" >/dev/null 2>"$ctx/build.err" \
+  || { cat "$ctx/build.err" >&2; exit 1; }
 echo "built $tag from $bin ($(du -h "$bin" | cut -f1))"

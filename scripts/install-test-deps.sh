@@ -24,6 +24,16 @@ PY="${PYTHON:-python3}"
 if ! "$PY" -c 'import prometheus_client' 2>/dev/null; then
   "$PY" -m pip install -q prometheus_client
 fi
+# The deployment examples' checks (cluster-tests/tests/deploy_examples.rs): strict Kubernetes
+# schemas (it brings PyYAML, which the checks parse the manifests with) and kubectl's kustomize
+# (Debian's kubernetes-client when no kubectl is there). promtool comes with prometheus above.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  "$PY" -m pip install -q kubernetes-validate
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client
+fi
 
 # The container test bed's own tools (haproxy, docker-compose, jq for the bench script).
 "$(dirname "$0")/install-testbed-deps.sh"

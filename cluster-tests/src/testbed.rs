@@ -1,8 +1,8 @@
 //! The container test bed: pushgate nodes in Docker containers on a private network.
 //!
-//! [`Image::ensure`] builds a `FROM scratch` image from the locally built binary (plus the shared
-//! libraries `ldd` lists and the loader), so no registry is needed. [`Bed::new`] creates a network
-//! with its own /24 subnet; every node gets a fixed address in it (`.11` for node 1, `.12` for node
+//! [`Image::ensure`] builds the repository Dockerfile's `runtime` stage from the locally built
+//! binary (plus the shared libraries `ldd` lists and the loader, with scripts/build-image.sh), so
+//! no registry is needed. [`Bed::new`] creates a network with its own /24 subnet; every node gets a fixed address in it (`.11` for node 1, `.12` for node
 //! 2, ...), so a node keeps its id across `docker restart` and network reconnects. Every container
 //! and network carries the labels `pushgate-testbed=1`, `pushgate-testbed.run=<run id>` and
 //! `pushgate-testbed.pid=<test process id>`; dropping the [`Bed`] removes its own, and a new bed
@@ -97,7 +97,8 @@ pub struct Image {
 }
 
 impl Image {
-    /// Builds (once per binary: the tag names a hash of its path, size and mtime) the image.
+    /// Builds (once per binary and recipe: the tag names a hash of the binary's path, size and
+    /// mtime, and of the Dockerfile and scripts/rootfs.sh) the image.
     pub fn ensure() -> Image {
         let bin = crate::binary();
         assert!(
@@ -113,34 +114,32 @@ impl Image {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .hash(&mut h);
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for recipe in ["Dockerfile", "scripts/rootfs.sh"] {
+            std::fs::read(repo.join(recipe))
+                .unwrap_or_else(|e| panic!("{recipe}: {e}"))
+                .hash(&mut h);
+        }
         let tag = format!("pushgate-testbed:{:016x}", h.finish());
         if docker(&["image", "inspect", &tag]).is_ok() {
             return Image { tag };
         }
         let started = Instant::now();
-        let ctx = tempdir("pushgate-image");
-        let root = ctx.join("rootfs");
-        for dir in ["data", "tmp", "etc"] {
-            std::fs::create_dir_all(root.join(dir)).expect("rootfs dirs should be creatable");
-        }
-        std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n")
-            .expect("rootfs should be writable");
-        copy_into(&bin, &root.join("pushgate"));
-        for lib in shared_libraries(&bin) {
-            copy_into(&lib, &root.join(lib.strip_prefix("/").unwrap_or(&lib)));
-        }
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            format!(
-                "FROM scratch\nCOPY rootfs/ /\nLABEL {LABEL}=1\nWORKDIR /data\n\
-                 EXPOSE {HTTP_PORT} {CLUSTER_PORT} {CLUSTER_PORT}/udp\n\
-                 ENTRYPOINT [\"/pushgate\"]\n"
-            ),
-        )
-        .expect("the Dockerfile should be writable");
-        let ctx_str = ctx.to_str().expect("temp paths are UTF-8");
-        docker_ok(&["build", "-q", "-t", &tag, ctx_str]);
-        let _ = std::fs::remove_dir_all(&ctx);
+        // The image users build offline: the repository Dockerfile's `runtime` stage over the
+        // files scripts/rootfs.sh lays out, so the tests run what the examples ship.
+        let script = repo.join("scripts/build-image.sh");
+        let out = Command::new(&script)
+            .arg(&bin)
+            .arg(&tag)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         eprintln!(
             "built image {tag} from {} in {:.1?}",
             bin.display(),
@@ -148,33 +147,6 @@ impl Image {
         );
         Image { tag }
     }
-}
-
-/// The shared libraries and the loader `ldd` lists for `bin`.
-pub fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
-    let out = Command::new("ldd")
-        .arg(bin)
-        .output()
-        .expect("ldd should run");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let path = match l.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next()?,
-                None => l.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-fn copy_into(from: &Path, to: &Path) {
-    if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir).expect("rootfs dirs should be creatable");
-    }
-    // `fs::copy` follows symlinks: the library's real bytes land under the name ldd printed.
-    std::fs::copy(from, to)
-        .unwrap_or_else(|e| panic!("copying {} into the image: {e}", from.display()));
 }
 
 /// A fresh directory under the system temp dir.
