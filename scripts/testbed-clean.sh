@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Removes everything the container test bed (cluster-tests) created: containers and networks
 # labelled pushgate-testbed (all runs, also of other checkouts: run it when no test is running),
-# the compose example test's projects (pgbed<pid>) and images (pgbed-*),
+# the compose example test's projects (pgbed<pid>) and images (pgbed-*, also the Dockerfile test's),
 # and with --images the pushgate-testbed images. A test removes its own on success and failure;
 # this is for runs killed before their cleanup ran.
 set -euo pipefail
@@ -17,7 +17,7 @@ cnets=$(docker network ls --format '{{.Name}}' | grep -E '^pgbed[0-9]+_' || true
 [ -z "$cnets" ] || docker network rm $cnets >/dev/null
 cvols=$(docker volume ls -q | grep -E '^pgbed[0-9]+_' || true)
 [ -z "$cvols" ] || docker volume rm $cvols >/dev/null
-cimgs=$(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^pgbed-(pushgate|haproxy|prometheus):' || true)
+cimgs=$(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^pgbed-(pushgate|haproxy|prometheus|dockerfile):' || true)
 [ -z "$cimgs" ] || docker rmi -f $cimgs >/dev/null
 echo "removed $(echo $cids | wc -w) compose-example containers, $(echo $cimgs | wc -w) of its images"
 if [ "${1:-}" = "--images" ]; then

@@ -268,6 +268,9 @@ fn the_dockerfile_runtime_stage_builds_offline_and_runs_non_root_on_a_read_only_
             "-d",
             "--name",
             &name,
+            // scripts/testbed-clean.sh removes it if this test is killed before its cleanup.
+            "--label",
+            &format!("{}=1", cluster_tests::testbed::LABEL),
             "--read-only",
             "--cap-drop=ALL",
             "--security-opt=no-new-privileges",
