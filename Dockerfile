@@ -1,7 +1,9 @@
 # pushgate's container image: a `FROM scratch` image holding the binary, its shared libraries and
 # the loader, running as nobody (65534), with /data writable for --persistence.file.
 #
-# From source (needs a registry for the Rust image):
+# From source (needs a registry for the Rust image, and BuildKit: Docker 23 and later by default,
+# or `docker buildx build`; the legacy builder would build the `runtime` stage too, whose files
+# only scripts/build-image.sh provides):
 #   docker build -t pushgate .
 # From a binary built on this host, offline (no registry; what the tests and the examples use):
 #   scripts/build-image.sh [binary] [tag]     # docker build --target runtime on a prepared context

@@ -175,6 +175,44 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
+#[test]
+fn the_dashboard_layout_is_consistent() {
+    // What Grafana does not refuse at import but shows wrong: panels sharing an id (one of them
+    // is lost on save), panels past the 24-column grid or overlapping, a target without the
+    // dashboard's data source variable, two targets of a panel with one refId.
+    let dash: serde_json::Value =
+        serde_json::from_str(&read("grafana/pushgate.json")).expect("the dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut cells: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    for p in panels {
+        let title = p["title"].as_str().expect("every panel has a title");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "{title}: id reused"
+        );
+        let g = &p["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().expect("gridPos"));
+        assert!(x + w <= 24, "{title}: past the 24 grid columns");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                if let Some(other) = cells.insert((cx, cy), title.to_owned()) {
+                    panic!("{title} overlaps {other} at ({cx}, {cy})");
+                }
+            }
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        let mut refs = std::collections::BTreeSet::new();
+        for t in p["targets"].as_array().expect("a panel's targets") {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}: {t}");
+            assert!(refs.insert(t["refId"].to_string()), "{title}: refId reused");
+        }
+        assert!(!refs.is_empty(), "{title}: no query");
+    }
+}
+
 /// One request through `base`: its status.
 fn push(base: &str, method: &str, path: &str, body: &str) -> u16 {
     http(method, base, path, body.as_bytes())
