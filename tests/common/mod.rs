@@ -11,6 +11,10 @@
 //! - `PUSHGATE_CLUSTER_NODES`: when set to N > 1, the differential suite runs pushgate as an
 //!   N-node cluster (replication factor N, so every conflict is visible to every node) behind a
 //!   round-robin TCP proxy: consecutive requests of a scenario go to different nodes.
+//! - `PUSHGATE_DIFF_CASES`, `PUSHGATE_DIFF_SECONDS`, `PUSHGATE_DIFF_SEED`: the generated
+//!   differential cases' budgets and seed (`tests/compat/generated.rs`).
+//!
+//! The oracle must be upstream 1.5.1 ([`UPSTREAM_VERSION`]): checked once per test process.
 //!
 //! A missing binary is a test failure with a clear message, never a silent pass: CI installs them.
 #![allow(dead_code)]

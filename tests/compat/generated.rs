@@ -6,7 +6,7 @@
 //! protobuf and gzip and `/api/v1/metrics` after the case (and sometimes in between).
 //!
 //! A run stops generating at a case budget or a wall-clock budget, whichever comes first (neither
-//! is an assertion): `PUSHGATE_DIFF_CASES` (default 3000), `PUSHGATE_DIFF_SECONDS` (default 90),
+//! is an assertion): `PUSHGATE_DIFF_CASES` (default 3000), `PUSHGATE_DIFF_SECONDS` (default 60),
 //! `PUSHGATE_DIFF_SEED` (default: the clock; printed on failure). A difference is shrunk (delta
 //! debugging over the operations, then over each body's lines or protobuf families and metrics) and
 //! the minimal case is written to `tests/data/compat-regressions/`, which `differential_regressions`
@@ -795,7 +795,7 @@ fn differential_generated() {
             .unwrap_or(1),
     );
     let max_cases = env_num("PUSHGATE_DIFF_CASES", 3000) as usize;
-    let budget = Duration::from_secs(env_num("PUSHGATE_DIFF_SECONDS", 90));
+    let budget = Duration::from_secs(env_num("PUSHGATE_DIFF_SECONDS", 60));
     let (up, pg) = admin_pair();
     let mut rng = Rng(seed);
     let start = Instant::now();
