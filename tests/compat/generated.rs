@@ -650,6 +650,12 @@ fn run_case(up: &Gateway, pg: &Gateway, reqs: &[Request]) -> Result<(), String> 
         let st = r.step();
         let a = upstream_write(up, r, &st)?;
         let b = pg.request(&st.req);
+        let tally = if (200..300).contains(&a.status) {
+            &ACCEPTED
+        } else {
+            &REFUSED
+        };
+        tally.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = compare(&st, &a, &b) {
             let varies = a.status == 400 && b.status == 400;
             if !(varies && upstream_can_answer(up, reqs, i, &b)?) {
@@ -667,6 +673,11 @@ fn run_case(up: &Gateway, pg: &Gateway, reqs: &[Request]) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// Upstream's answers to the operations sent, 2xx and otherwise: a generator whose cases were
+/// all refused (or all accepted) would compare little.
+static ACCEPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn run_ops(up: &Gateway, pg: &Gateway, ops: &[Op]) -> Result<(), String> {
     run_case(up, pg, &ops.iter().map(render).collect::<Vec<_>>())
@@ -822,11 +833,22 @@ fn differential_generated() {
             );
         }
     }
+    let accepted = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
+    let refused = REFUSED.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
-        "differential_generated: seed {seed:#x}, {cases} cases, {ops_sent} operations in {:?}",
+        "differential_generated: seed {seed:#x}, {cases} cases, {ops_sent} operations in {:?}; \
+         upstream accepted {accepted}, refused {refused}",
         start.elapsed()
     );
     assert!(cases > 0, "no case ran within {budget:?}");
+    // Over a few dozen cases both kinds are all but certain (about a third of the pushes are
+    // refused); one kind alone means the generator lost its variety.
+    if cases >= 50 {
+        assert!(
+            accepted > 0 && refused > 0,
+            "upstream accepted {accepted} and refused {refused} of {ops_sent} operations"
+        );
+    }
 }
 
 /// Every case in `tests/data/compat-regressions/` (the shrunk differences the generator found,
