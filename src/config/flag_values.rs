@@ -37,18 +37,11 @@ pub fn effective_values(command: &Command, matches: &ArgMatches) -> Vec<(String,
     flags
 }
 
-/// One flag's value: typed values in their canonical form (a duration as Rust prints it,
-/// e.g. `300s`, and zero as `0s` like Go rather than Rust's `0ns`; a number without leading
-/// zeros), anything else as given (strings, paths,
-/// enum names); several values joined by commas, none as "".
+/// One flag's value: typed values in their canonical form (a duration as Go prints it, e.g.
+/// `5m0s`, as upstream lists its flags; a number without leading zeros), anything else as given
+/// (strings, paths, enum names); several values joined by commas, none as "".
 fn value(matches: &ArgMatches, id: &str) -> String {
-    typed(matches, id, |d: &Duration| {
-        if d.is_zero() {
-            "0s".to_owned()
-        } else {
-            format!("{d:?}")
-        }
-    })
+    typed(matches, id, go_duration)
         .or_else(|| typed(matches, id, usize::to_string))
         .or_else(|| typed(matches, id, u32::to_string))
         .or_else(|| typed(matches, id, bool::to_string))
@@ -58,6 +51,46 @@ fn value(matches: &ArgMatches, id: &str) -> String {
                 .map(|values| joined(values.map(|v| v.to_string_lossy().into_owned())))
                 .unwrap_or_default()
         })
+}
+
+/// A duration as Go's `time.Duration.String` writes it: `0s`, `1.5ms` below a second, else
+/// `[<h>h][<m>m]<s>[.<fraction>]s` with the minutes shown whenever the hours are (`1h0m0s`).
+pub(crate) fn go_duration(d: &Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".to_owned();
+    }
+    if ns < 1_000_000_000 {
+        let (unit, div) = match ns {
+            0..=999 => ("ns", 1),
+            1_000..=999_999 => ("\u{b5}s", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{}{unit}", decimal(ns, div));
+    }
+    let minutes = ns / 60_000_000_000;
+    let (h, m) = (minutes / 60, minutes % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if minutes > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&decimal(ns % 60_000_000_000, 1_000_000_000));
+    out.push('s');
+    out
+}
+
+/// `n / div` in decimal without trailing zeros (`div` a power of ten).
+fn decimal(n: u128, div: u128) -> String {
+    let (whole, rem) = (n / div, n % div);
+    if rem == 0 {
+        return whole.to_string();
+    }
+    let digits = div.to_string().len() - 1;
+    let frac = format!("{rem:0digits$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
 /// The flag's values shown by `show`, `None` when they are not `T`s.

@@ -23,14 +23,14 @@ const SINGLE_NODE_DEFAULTS: &[(&str, &str)] = &[
     ("web.external-url", ""),
     ("web.route-prefix", ""),
     ("web.read-header-timeout", "30s"),
-    ("web.idle-timeout", "120s"),
+    ("web.idle-timeout", "2m0s"),
     ("web.max-connections", "8192"),
     ("web.auth.max-pending", "16"),
     ("web.auth.max-pending-per-client", "2"),
     ("web.enable-lifecycle", "false"),
     ("web.enable-admin-api", "false"),
     ("persistence.file", ""),
-    ("persistence.interval", "300s"),
+    ("persistence.interval", "5m0s"),
     ("persistence.start-empty-on-error", "false"),
     ("push.disable-consistency-check", "false"),
     ("push.enable-utf8-names", "false"),
@@ -73,7 +73,7 @@ fn given_values_are_listed_in_their_effective_form() {
     assert_eq!(get("web.config.file"), "/etc/web.yml");
     assert_eq!(get("web.enable-lifecycle"), "true");
     assert_eq!(get("web.enable-admin-api"), "false");
-    assert_eq!(get("persistence.interval"), "90s");
+    assert_eq!(get("persistence.interval"), "1m30s");
     assert_eq!(get("push.max-groups"), "10");
     assert_eq!(get("log.level"), "debug");
     assert_eq!(get("log.format"), "json");
@@ -98,9 +98,9 @@ fn a_cluster_node_also_lists_the_cluster_flags() {
         ("cluster.peer-timeout", "2s"),
         ("cluster.tls-config", ""),
         ("cluster.anti-entropy-interval", "10s"),
-        ("cluster.tombstone-lifetime", "3600s"),
+        ("cluster.tombstone-lifetime", "1h0m0s"),
         ("cluster.max-hints", "100000"),
-        ("cluster.max-clock-skew", "60s"),
+        ("cluster.max-clock-skew", "1m0s"),
         ("cluster.max-tombstones", "100000"),
         ("cluster.max-tombstone-bytes", "33554432"),
         ("cluster.grpc-max-message-bytes", "0"),
@@ -116,4 +116,24 @@ fn a_cluster_node_also_lists_the_cluster_flags() {
         ("cluster.write-quorum", "0"),
     ]));
     assert_eq!(got, expected);
+}
+
+#[test]
+fn durations_are_listed_as_go_prints_them() {
+    use super::go_duration;
+    use std::time::Duration;
+    for (d, want) in [
+        (Duration::ZERO, "0s"),
+        (Duration::from_nanos(5), "5ns"),
+        (Duration::from_micros(1500), "1.5ms"),
+        (Duration::from_micros(20), "20\u{b5}s"),
+        (Duration::from_secs(30), "30s"),
+        (Duration::from_millis(1500), "1.5s"),
+        (Duration::from_secs(90), "1m30s"),
+        (Duration::from_secs(300), "5m0s"),
+        (Duration::from_secs(3600), "1h0m0s"),
+        (Duration::from_secs(3600 * 26 + 1), "26h0m1s"),
+    ] {
+        assert_eq!(go_duration(&d), want, "{d:?}");
+    }
 }

@@ -60,7 +60,19 @@ impl Inner {
                 // A group holding `name` is one of its members.
                 let others = e.count.saturating_sub(usize::from(replaced(name)));
                 if others > 0 && e.typ != f.typ {
-                    return Err(type_conflict(name, f.typ, e.typ));
+                    // Upstream's gatherer merges the groups' families and refuses the first
+                    // metric whose type is not the merged family's: named here as the
+                    // pushed family's first metric against the stored type.
+                    let example = f.to_metric_family();
+                    let labels = example
+                        .metric
+                        .first()
+                        .map(prepare::describe_labels)
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "collected metric {name:?} {{ {labels} }} is not a {}",
+                        e.typ.as_str_name()
+                    ));
                 }
             }
             // Histogram and summary suffixes (client_golang's checkSuffixCollisions).

@@ -93,7 +93,12 @@ pub fn prepare_push(
     v: &Validation,
 ) -> Result<PreparedPush, PushError> {
     let mut series_total = 0usize;
-    let mut has_timestamps = false;
+    // A timestamp anywhere refuses the push before any other check of its metrics, as upstream
+    // checks it first (so its error wins over a duplicate series or a bad label elsewhere in
+    // the push); only the name and limit checks still run, and nothing is encoded.
+    let has_timestamps = families
+        .iter()
+        .any(|f| f.metric.iter().any(|m| m.timestamp_ms.is_some()));
     // The grouping labels every metric lacking them gets: merged in when each metric is
     // checked and encoded, never copied into the metrics.
     let grouping = super::family::grouping_pairs(&key);
@@ -108,8 +113,8 @@ pub fn prepare_push(
         let mut metrics = std::mem::take(&mut mf.metric);
         for m in metrics.iter_mut() {
             count_series(&mut series_total, series_count(m), v)?;
-            if m.timestamp_ms.is_some() {
-                has_timestamps = true;
+            if has_timestamps {
+                continue;
             }
             check_value_field(&name, typ, m)?;
             rewrite_grouping_labels(&mut m.label, &key, LabelPair::name, |lp, value| {
@@ -118,6 +123,9 @@ pub fn prepare_push(
             m.label.sort_by(|a, b| a.name().cmp(b.name()));
             let kinds = (m.summary.is_some(), m.histogram.is_some());
             check_labels(&name, kinds, Merged::new(&m.label, &grouping), v)?;
+        }
+        if has_timestamps {
+            continue;
         }
         encode_family(
             &mut block,

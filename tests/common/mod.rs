@@ -11,6 +11,10 @@
 //! - `PUSHGATE_CLUSTER_NODES`: when set to N > 1, the differential suite runs pushgate as an
 //!   N-node cluster (replication factor N, so every conflict is visible to every node) behind a
 //!   round-robin TCP proxy: consecutive requests of a scenario go to different nodes.
+//! - `PUSHGATE_DIFF_CASES`, `PUSHGATE_DIFF_SECONDS`, `PUSHGATE_DIFF_SEED`: the generated
+//!   differential cases' budgets and seed (`tests/compat/generated.rs`).
+//!
+//! The oracle must be upstream 1.5.1 ([`UPSTREAM_VERSION`]): checked once per test process.
 //!
 //! A missing binary is a test failure with a clear message, never a silent pass: CI installs them.
 #![allow(dead_code)]
@@ -23,11 +27,11 @@ use std::time::{Duration, Instant};
 
 pub const UPSTREAM_DEFAULT: &str = "/usr/bin/prometheus-pushgateway";
 
-/// The self-metrics families each implementation adds to `/metrics`; never compared.
+/// The name prefixes of the families each implementation adds to `/metrics` (the differential
+/// suites tell those apart by their missing `job` label instead, see [`normalise_metrics`]).
 pub const SELF_METRIC_PREFIXES: &[&str] = &["pushgateway_", "process_", "go_", "pushgate_"];
 
-/// The consistency-check error prefix; the rest of such bodies embeds Go's protobuf text format and
-/// lists multiple errors in random order, so only the prefix is compared.
+/// The consistency-check error prefix (see [`error_texts_match`] for the rest of such bodies).
 pub const CONSISTENCY_PREFIX: &str =
     "pushed metrics are invalid or inconsistent with existing metrics: ";
 
@@ -37,6 +41,11 @@ pub fn pushgate_bin() -> PathBuf {
         None => PathBuf::from(env!("CARGO_BIN_EXE_pushgate")),
     }
 }
+
+/// The upstream release tests/ORACLE_NOTES.md and docs/compatibility.md were written against:
+/// another release answers differently in places (error texts, bugs since fixed), which would
+/// show as differences that are not pushgate's, so the oracle must be this one.
+pub const UPSTREAM_VERSION: &str = "1.5.1";
 
 pub fn upstream_bin() -> PathBuf {
     let p = std::env::var_os("UPSTREAM_BIN")
@@ -48,7 +57,239 @@ pub fn upstream_bin() -> PathBuf {
          (apt-get install -y prometheus-pushgateway) or set UPSTREAM_BIN",
         p.display()
     );
+    if let Err(e) = check_upstream_version(&p) {
+        panic!("{e}");
+    }
     p
+}
+
+/// Runs `<oracle> --version` once per test process and checks it is [`UPSTREAM_VERSION`];
+/// prints the version it found (visible with `--no-capture`, and in a failing test's output).
+fn check_upstream_version(bin: &Path) -> &'static Result<(), String> {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let out = Command::new(bin)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("cannot run {} --version: {e}", bin.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // "pushgateway, version 1.5.1 (branch: ..., revision: ...)"
+        let found = text
+            .split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .map(str::to_owned);
+        match found {
+            Some(v) if v == UPSTREAM_VERSION => {
+                eprintln!("upstream oracle: {} version {v}", bin.display());
+                Ok(())
+            }
+            Some(v) => Err(format!(
+                "the upstream oracle {} is version {v}, but the differential suites are written \
+                 against {UPSTREAM_VERSION} (tests/ORACLE_NOTES.md, docs/compatibility.md): install \
+                 Debian 12's prometheus-pushgateway 1.5.1 or point UPSTREAM_BIN at that release",
+                bin.display()
+            )),
+            None => Err(format!(
+                "cannot tell the version of the upstream oracle {}: `--version` printed {text:?}",
+                bin.display()
+            )),
+        }
+    })
+}
+
+/// How long a read from pushgate may lag a write that pushgate acknowledged: zero on a single
+/// node; on a cluster behind the round-robin proxy the bound docs/operations.md documents
+/// (measured by `cluster_read_after_write_lag`, figures in docs/benchmarks.md). Only pushgate's
+/// reads are retried, and only within this bound.
+pub fn pushgate_read_bound() -> Duration {
+    if cluster_nodes() > 1 {
+        Duration::from_millis(CLUSTER_READ_AFTER_WRITE_BOUND_MS)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// The documented read-after-write bound of a cluster with the default write quorum
+/// (docs/operations.md): none. A write is acknowledged once every owner holds it, so a read
+/// through any node after the acknowledgement sees it (no stale read measured).
+pub const CLUSTER_READ_AFTER_WRITE_BOUND_MS: u64 = 0;
+
+/// Whether pushgate's error body `pushgate` stands for upstream's `upstream`. The one place the
+/// differential suites map error texts (listed in docs/compatibility.md, "Error texts"):
+/// equal texts, except that in a consistency error
+/// - upstream describes the offending metric in Go's protobuf text format
+///   (`{ label:<name:"job" value:"a" > gauge:<value:1 > }`), pushgate by its labels
+///   (`{ job="a" }`, values in Rust's string escaping, cut after 64 characters with `...`);
+/// - where upstream lists several errors (`N error(s) occurred:` then `* ` items, in random
+///   order), pushgate reports one of them;
+/// - upstream merges the groups' families in Go's random map order before checking them, so
+///   for a type conflict between groups it names either group's metric against the other's
+///   type, and for a histogram or summary suffix collision either name as the one "previously
+///   collected": these are compared by the names involved (pushgate always names the pushed
+///   metric against the stored type, and the pushed name as the colliding one).
+pub fn error_texts_match(upstream: &str, pushgate: &str) -> bool {
+    if upstream == pushgate {
+        return true;
+    }
+    let (Some(u), Some(p)) = (
+        upstream.strip_prefix(CONSISTENCY_PREFIX),
+        pushgate.strip_prefix(CONSISTENCY_PREFIX),
+    ) else {
+        return false;
+    };
+    let p = p.trim_end();
+    let errors = consistency_errors(u);
+    errors.iter().any(|e| {
+        let e = map_go_metric_description(e);
+        e == p || conflict_names(&e).is_some_and(|n| conflict_names(p) == Some(n))
+    }) || duplicate_for_type_conflicts(&errors, p)
+}
+
+/// The known difference (docs/compatibility.md, "Known differences"): a push that repeats a
+/// series of a family whose type conflicts with another group's is refused by upstream for the
+/// type conflict and by pushgate for the repeated series (pushgate checks repeats within the
+/// push before it checks against the store). Matches when upstream reports only type conflicts
+/// on the name pushgate reports repeated.
+fn duplicate_for_type_conflicts(upstream: &[&str], p: &str) -> bool {
+    let Some(rest) = p.strip_prefix("collected metric ") else {
+        return false;
+    };
+    if !p.ends_with(" was collected before with the same name and label values") {
+        return false;
+    }
+    let Some(name) = rest.split('"').nth(1) else {
+        return false;
+    };
+    let want = format!("collected metric \"{name}\" ");
+    !upstream.is_empty()
+        && upstream.iter().all(|e| {
+            let e = map_go_metric_description(e);
+            e.starts_with(&want) && conflict_names(&e).is_some_and(|(_, t)| t == "type")
+        })
+}
+
+/// The names a conflict whose wording depends on Go's map order is about: the metric of a
+/// type conflict (`collected metric "m" { ... } is not a COUNTER`), or the base and the
+/// colliding name of a histogram or summary suffix collision, in either wording.
+fn conflict_names(e: &str) -> Option<(String, String)> {
+    let quoted = |s: &str| -> Option<(String, usize)> {
+        let start = s.find('"')? + 1;
+        let len = s[start..].find('"')?;
+        Some((s[start..start + len].to_string(), start + len + 1))
+    };
+    if let Some(rest) = e.strip_prefix("collected metric named ") {
+        // `collected metric named "h_sum" collides with previously collected histogram named "h"`
+        let (other, at) = quoted(rest)?;
+        let (base, _) = quoted(&rest[at..])?;
+        return Some((base, other));
+    }
+    let base_first = ["histogram or summary", "histogram", "summary"]
+        .iter()
+        .find_map(|k| e.strip_prefix(&format!("collected {k} named ")));
+    if let Some(rest) = base_first {
+        // `collected histogram or summary named "h" collides with previously collected metric
+        // named "h_sum"` (or `collected histogram named ...`)
+        let (base, at) = quoted(rest)?;
+        let (other, _) = quoted(&rest[at..])?;
+        return Some((base, other));
+    }
+    let rest = e.strip_prefix("collected metric ")?;
+    let (name, _) = quoted(rest)?;
+    let tail = e.rsplit_once(" } is not a ")?.1;
+    tail.chars()
+        .all(|c| c.is_ascii_uppercase() || c == '_')
+        .then(|| (name, "type".to_string()))
+}
+
+/// The errors of an upstream consistency-error body (after the prefix).
+fn consistency_errors(rest: &str) -> Vec<&str> {
+    let multi = rest
+        .split_once(" error(s) occurred:\n")
+        .filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit()));
+    match multi {
+        Some((_, list)) => list
+            .split("\n* ")
+            .map(|e| e.trim_start_matches("* ").trim_end())
+            .filter(|e| !e.is_empty())
+            .collect(),
+        None => vec![rest.trim_end()],
+    }
+}
+
+/// Replaces Go's protobuf text of a metric (`{ label:<name:"a" value:"b" > ... }`) in an
+/// upstream error by pushgate's description of its labels (`{ a="b" }`).
+fn map_go_metric_description(e: &str) -> String {
+    let (Some(start), Some(end)) = (e.find(" { "), e.rfind(" } ")) else {
+        return e.to_string();
+    };
+    if end < start {
+        return e.to_string();
+    }
+    let inner = &e[start + 3..end];
+    let mut pairs = Vec::new();
+    let mut rest = inner;
+    while let Some(i) = rest.find("label:<name:\"") {
+        rest = &rest[i + "label:<name:\"".len()..];
+        let Some((name, after)) = go_unquote(rest) else {
+            return e.to_string();
+        };
+        let Some(after) = after.strip_prefix(" value:\"") else {
+            return e.to_string();
+        };
+        let Some((value, after)) = go_unquote(after) else {
+            return e.to_string();
+        };
+        let shown: String = value.chars().take(64).collect();
+        let cut = if shown.len() < value.len() { "..." } else { "" };
+        pairs.push(format!("{name}={shown:?}{cut}"));
+        rest = after;
+    }
+    format!("{} {{ {} }}{}", &e[..start], pairs.join(","), &e[end + 2..])
+}
+
+/// Reads a Go-quoted string body up to its closing quote: the unescaped text and what follows.
+fn go_unquote(s: &str) -> Option<(String, &str)> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => return Some((String::from_utf8_lossy(&out).into_owned(), &s[i + 1..])),
+            b'\\' => {
+                let c = *b.get(i + 1)?;
+                i += 2;
+                match c {
+                    b'n' => out.push(b'\n'),
+                    b'r' => out.push(b'\r'),
+                    b't' => out.push(b'\t'),
+                    b'a' => out.push(7),
+                    b'b' => out.push(8),
+                    b'f' => out.push(12),
+                    b'v' => out.push(11),
+                    b'0'..=b'7' => {
+                        let oct = s.get(i - 1..i + 2)?;
+                        out.push(u8::from_str_radix(oct, 8).ok()?);
+                        i += 2;
+                    }
+                    b'x' => {
+                        out.push(u8::from_str_radix(s.get(i..i + 2)?, 16).ok()?);
+                        i += 2;
+                    }
+                    other => out.push(other),
+                }
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    None
 }
 
 /// True when the binary under test is the upstream oracle itself (validation mode).
@@ -553,10 +794,6 @@ fn line_family(line: &str) -> Option<&str> {
     Some(&line[..end])
 }
 
-fn is_self_metric(family: &str) -> bool {
-    SELF_METRIC_PREFIXES.iter().any(|p| family.starts_with(p))
-}
-
 fn is_push_time(family: &str) -> bool {
     family == "push_time_seconds" || family == "push_failure_time_seconds"
 }
@@ -570,26 +807,101 @@ pub fn time_marker(v: &str) -> &'static str {
     }
 }
 
-/// `/metrics` without self-metrics, push-time values replaced by a zero/nonzero marker, line order kept.
+/// Whether a text sample line carries a `job` label. Every series a user pushed does (the
+/// gateway adds its group's `job`), and none of a gateway's own series do: that is how the two
+/// are told apart, so that a user's family named `process_*`, `go_*`, `pushgateway_*` or
+/// `pushgate_*` is compared like any other.
+fn has_job_label(line: &str) -> bool {
+    parse_samples(line)
+        .first()
+        .is_some_and(|(_, labels, _)| labels.iter().any(|(k, _)| k == "job"))
+}
+
+/// `/metrics` without the gateway's own series (those without a `job` label; a family left
+/// without samples loses its HELP and TYPE lines too), push-time values replaced by a
+/// zero/nonzero marker, line order kept.
 pub fn normalise_metrics(text: &str) -> String {
     let mut out = String::new();
+    // The HELP/TYPE lines of the current family, held until one of its samples is kept.
+    let mut header = String::new();
+    let mut family: Option<String> = None;
+    let mut samples_seen = false;
+    let flush_header_only = |out: &mut String, header: &mut String, samples_seen: bool| {
+        // A family exposed without any sample at all is nobody's own family: keep it.
+        if !samples_seen {
+            out.push_str(header);
+        }
+        header.clear();
+    };
     for line in text.lines() {
-        let fam = line_family(line);
-        if fam.is_some_and(is_self_metric) {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            let fam = line_family(line).unwrap_or("").to_string();
+            if family.as_deref() != Some(fam.as_str()) {
+                flush_header_only(&mut out, &mut header, samples_seen);
+                family = Some(fam);
+                samples_seen = false;
+            }
+            header.push_str(line);
+            header.push('\n');
             continue;
         }
-        if let Some(f) = fam {
-            if is_push_time(f) && !line.starts_with('#') {
-                if let Some((series, value)) = line.rsplit_once(' ') {
-                    out.push_str(&format!("{series} {}\n", time_marker(value)));
-                    continue;
-                }
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        samples_seen = true;
+        if !has_job_label(line) {
+            continue;
+        }
+        out.push_str(&header);
+        header.clear();
+        if line_family(line).is_some_and(is_push_time) {
+            if let Some((series, value)) = line.rsplit_once(' ') {
+                out.push_str(&format!("{series} {}\n", time_marker(value)));
+                continue;
             }
         }
         out.push_str(line);
         out.push('\n');
     }
+    flush_header_only(&mut out, &mut header, samples_seen);
     out
+}
+
+/// A protobuf-delimited `/metrics` body decoded and normalised like [`normalise_metrics`]:
+/// the gateway's own metrics (no `job` label) removed, push-time values replaced by 0 (zero) or
+/// 1 (nonzero); one family per line in its `Debug` form, so NaN compares equal to NaN.
+pub fn normalise_proto_scrape(mut body: &[u8]) -> Result<String, String> {
+    use prost::Message;
+    let mut out = String::new();
+    while !body.is_empty() {
+        let mut fam = pb::MetricFamily::decode_length_delimited(&mut body)
+            .map_err(|e| format!("not a protobuf-delimited scrape: {e}"))?;
+        let had_metrics = !fam.metric.is_empty();
+        fam.metric
+            .retain(|m| m.label.iter().any(|l| l.name.as_deref() == Some("job")));
+        if had_metrics && fam.metric.is_empty() {
+            continue;
+        }
+        if is_push_time(fam.name()) {
+            for m in &mut fam.metric {
+                if let Some(g) = m.gauge.as_mut() {
+                    g.value = Some(if g.value() == 0.0 { 0.0 } else { 1.0 });
+                }
+            }
+        }
+        out.push_str(&format!("{fam:?}\n"));
+    }
+    Ok(out)
+}
+
+pub fn gunzip(data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not a gzip body: {e}"))?;
+    Ok(out)
 }
 
 /// `/api/v1/metrics` with `time_stamp` dropped, push-time values replaced by markers, and groups sorted

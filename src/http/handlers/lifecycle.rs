@@ -53,13 +53,19 @@ pub(crate) fn quit<G>(st: &AppState<G>, method: &Method) -> Response {
                     TEXT_PLAIN,
                 )
             } else {
-                plain(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.")
+                // Upstream writes these two without the newline `http.Error` adds.
+                typed(
+                    StatusCode::FORBIDDEN,
+                    "Lifecycle API is not enabled.",
+                    TEXT_PLAIN,
+                )
             };
             counted("quit", method, resp)
         }
-        _ => plain(
+        _ => typed(
             StatusCode::METHOD_NOT_ALLOWED,
             "Only POST or PUT requests allowed.",
+            TEXT_PLAIN,
         ),
     }
 }
