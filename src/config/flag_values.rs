@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::time::Duration;
 
-use clap::{ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 /// Flags listed only on a cluster node (`--cluster.listen-address` set), so a single node's
 /// `/api/v1/status` stays upstream's.
@@ -21,6 +21,8 @@ pub fn effective_values(command: &Command, matches: &ArgMatches) -> Vec<(String,
                 ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
             )
         })
+        // The `--no-<flag>` negations: the flag itself shows the outcome.
+        .filter(|a| !(a.is_hide_set() && a.get_id().as_str().starts_with(NEGATION_PREFIX)))
         .filter_map(|a| {
             Some((
                 a.get_long()?.to_owned(),
@@ -35,6 +37,37 @@ pub fn effective_values(command: &Command, matches: &ArgMatches) -> Vec<(String,
         flags.retain(|(name, _)| !name.starts_with(CLUSTER_FLAGS));
     }
     flags
+}
+
+/// The id of the negation of the boolean flag with id `id`.
+fn negation_id(id: &str) -> String {
+    format!("{NEGATION_PREFIX}{id}")
+}
+
+/// The prefix of the ids (and long names) of the `--no-<flag>` arguments.
+pub(crate) const NEGATION_PREFIX: &str = "no-";
+
+/// `command` with a `--no-<flag>` for every boolean flag, as kingpin (upstream's flag parser)
+/// has: the last of `--<flag>` and `--no-<flag>` given wins, so a wrapper can turn off what a
+/// unit file turned on. Hidden from `--help` (kingpin lists them as `--[no-]flag`; clap cannot)
+/// and left out of `/api/v1/status`, where the flag itself shows the outcome.
+pub fn with_negations(command: Command) -> Command {
+    let booleans: Vec<(String, String)> = command
+        .get_arguments()
+        .filter(|a| matches!(a.get_action(), ArgAction::SetTrue))
+        .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.to_owned())))
+        .collect();
+    booleans.into_iter().fold(command, |command, (id, long)| {
+        // Overriding goes both ways (whichever is given last wins): declared on the negation
+        // only, so the flag keeps its place in the table.
+        command.arg(
+            Arg::new(negation_id(&id))
+                .long(format!("{NEGATION_PREFIX}{long}"))
+                .action(ArgAction::SetTrue)
+                .hide(true)
+                .overrides_with(id),
+        )
+    })
 }
 
 /// One flag's value: typed values in their canonical form (a duration as Rust prints it,

@@ -31,6 +31,8 @@ enum Route<'a> {
     ApiWipe,
     ApiImport,
     ApiOptions,
+    /// `/debug/pprof` and below: upstream's Go profiler, which pushgate has not.
+    Pprof,
 }
 
 /// Matches a prefix-relative path; `None` when no route has this path.
@@ -57,6 +59,7 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
         "/api/v1/admin/wipe" => Route::ApiWipe,
         "/api/v1/admin/import" => Route::ApiImport,
         r if r.starts_with("/api/v1/") => Route::ApiOptions,
+        r if r == "/debug/pprof" || r.starts_with("/debug/pprof/") => Route::Pprof,
         _ => return None,
     })
 }
@@ -137,5 +140,16 @@ pub(crate) async fn dispatch<G: Gateway>(st: &AppState<G>, req: Request) -> Resp
         Route::ApiWipe => api::wipe(st, &method).await,
         Route::ApiImport => import::import(st, &method, req).await,
         Route::ApiOptions => api::options(&method),
+        Route::Pprof => no_pprof(),
     }
+}
+
+/// Upstream serves Go's profiler under `/debug/pprof/`; pushgate is not a Go program. A 404,
+/// as for any path upstream has not (a profile scraper then fails as on a missing endpoint),
+/// with a text that says why rather than "404 page not found".
+fn no_pprof() -> Response {
+    plain(
+        StatusCode::NOT_FOUND,
+        "404 pushgate has no /debug/pprof: it is not a Go program, so Go's profiler is not there; profile it with perf or a sampling profiler (see docs/compatibility.md)",
+    )
 }
