@@ -22,6 +22,8 @@ enum Route<'a> {
     /// `/aggregate/metrics/job/...`: an aggregating group (pushgate's addition).
     Aggregate { rest: &'a str },
     Scrape,
+    /// `/-/node-metrics`: this node's own metrics, for a per-pod scrape (pushgate's addition).
+    NodeMetrics,
     Healthy,
     Ready,
     Quit,
@@ -51,6 +53,7 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
     }
     Some(match rel {
         "/-/healthy" => Route::Healthy,
+        "/-/node-metrics" => Route::NodeMetrics,
         "/-/ready" => Route::Ready,
         "/-/quit" => Route::Quit,
         "/" | "/status" => Route::Status,
@@ -131,6 +134,7 @@ pub(crate) async fn dispatch<G: Gateway>(st: &AppState<G>, req: Request) -> Resp
             _ => method_not_allowed("DELETE, OPTIONS, POST, PUT"),
         },
         Route::Scrape => scrape::scrape(st, &method, req.headers()).await,
+        Route::NodeMetrics => scrape::node_metrics(st, &method, req.headers()).await,
         Route::Healthy => lifecycle::healthy(&method),
         Route::Ready => lifecycle::ready(st, &method),
         Route::Quit => lifecycle::quit(st, &method),

@@ -17,6 +17,7 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use crate::gateway::Gateway;
 use crate::http::response::{method_not_allowed, plain, typed};
 use crate::http::state::AppState;
+use crate::scrape::merged::render_groups;
 use crate::store::render::Format;
 use crate::telemetry;
 
@@ -41,17 +42,40 @@ pub(crate) async fn scrape<G: Gateway>(
         Ok(chunks) => chunks,
         Err(refused) => return plain(StatusCode::SERVICE_UNAVAILABLE, refused.0),
     };
-    let content_type = match format {
-        Format::Text => TEXT_CONTENT_TYPE,
-        Format::Protobuf => PROTO_CONTENT_TYPE,
-    };
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
-    let mut resp = typed(StatusCode::OK, body, content_type);
+    let mut resp = typed(StatusCode::OK, body, content_type(format));
     if gzip {
         resp.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     resp
+}
+
+/// `GET P/-/node-metrics`: this node's own metrics only (`pushgateway_*`, `pushgate_*`,
+/// `process_*`), never the groups: a per-pod scrape target (a PodMonitor) for each node's
+/// health, while the groups are scraped once through the load balancer. Answered from this
+/// node alone, so a node that cannot reach its peers still reports (docs/architecture.md,
+/// "Per-node health").
+pub(crate) async fn node_metrics<G: Gateway>(
+    st: &AppState<G>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    if method != Method::GET {
+        return method_not_allowed("GET, OPTIONS");
+    }
+    let format = negotiate(headers);
+    let own = telemetry::own_families(&st.recorder, st.gateway.local_stats());
+    let mut body = Vec::with_capacity(16 * 1024);
+    render_groups(&[], telemetry::reserved_names(), &own, format, None, &mut body);
+    typed(StatusCode::OK, Body::from(body), content_type(format))
+}
+
+fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::Text => TEXT_CONTENT_TYPE,
+        Format::Protobuf => PROTO_CONTENT_TYPE,
+    }
 }
 
 /// Protobuf when `Accept` asks for delimited `MetricFamily` messages, text otherwise.
