@@ -205,6 +205,8 @@ pub(crate) struct RoundSummary<'a> {
     pub(crate) sent: usize,
     pub(crate) received: usize,
     pub(crate) hints: usize,
+    /// How long the oldest hint held has been one (None: no hint).
+    pub(crate) oldest_hint: Option<std::time::Duration>,
     pub(crate) unreachable_peers: usize,
 }
 
@@ -383,6 +385,8 @@ impl ClusterEvent<'_> {
                         .increment(r.handed_off as u64);
                 }
                 metrics::gauge!(m::HINTS_PENDING).set(r.hints as f64);
+                metrics::gauge!(m::HINTS_OLDEST_AGE_SECONDS)
+                    .set(r.oldest_hint.map_or(0.0, |d| d.as_secs_f64()));
                 let result = if r.unreachable_peers == 0 {
                     "complete"
                 } else {

@@ -50,6 +50,7 @@ pub const GOSSIP_DROPPED_TOTAL: &str = "pushgate_cluster_gossip_dropped_total";
 pub const GOSSIP_KEY_RELOADS_TOTAL: &str = "pushgate_cluster_gossip_key_reloads_total";
 pub const TOMBSTONE_BYTES: &str = "pushgate_tombstone_bytes";
 pub const CLUSTER_REFUSED_TOTAL: &str = "pushgate_cluster_refused_total";
+pub const HINTS_OLDEST_AGE_SECONDS: &str = "pushgate_hints_oldest_age_seconds";
 pub const CLUSTER_NODE_INFO: &str = "pushgate_cluster_node_info";
 pub const RING_CHANGES_TOTAL: &str = "pushgate_cluster_ring_changes_total";
 pub const MEMBERS_LOST_TOTAL: &str = "pushgate_cluster_members_lost_total";
@@ -110,6 +111,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     ("process_start_time_seconds", MetricType::Gauge, "Start time of the process since unix epoch in seconds."),
     ("process_virtual_memory_bytes", MetricType::Gauge, "Virtual memory size in bytes."),
     ("process_virtual_memory_max_bytes", MetricType::Gauge, "Maximum amount of virtual memory available in bytes."),
+    (HINTS_OLDEST_AGE_SECONDS, MetricType::Gauge, "How long the oldest group or tombstone this node holds without owning it (pushgate_hints_pending) has been held so, as of the last reconciliation round; 0 with none. Growing past a few anti-entropy intervals: an owner does not take its copies (down, unreachable, or refusing)."),
     (CLUSTER_NODE_INFO, MetricType::Gauge, "A constant 1 labelled with this node's cluster id (node) and pushgate version: joins the per-node series of a scrape (instance) to the node ids other nodes' metrics name in their peer label."),
     (RING_CHANGES_TOTAL, MetricType::Counter, "Changes of this node's ring: members joined, left or lost, or changed state (joining, active, leaving)."),
     (MEMBERS_LOST_TOTAL, MetricType::Counter, "Members that left this node's ring without gossiping that they were leaving (crashed, killed, cut off); each is also logged as a warning naming it."),
