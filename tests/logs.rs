@@ -84,60 +84,44 @@ fn raw_key_order(line: &str) -> Vec<String> {
     keys
 }
 
+/// Each JSON line has `keys`, go-kit's `ts`, `caller` and level names, and sorted keys.
+fn check_shape(
+    name: &str,
+    lines: &[serde_json::Map<String, serde_json::Value>],
+    raw: &[String],
+    keys: &[&str],
+) {
+    let levels = ["debug", "info", "warn", "error"];
+    for (line, raw) in lines.iter().zip(raw) {
+        for key in keys {
+            assert!(line.contains_key(*key), "{name}: {raw}");
+        }
+        let text = |k: &str| line[k].as_str().unwrap_or_default();
+        assert!(is_upstream_ts(text("ts")), "{name}: {raw}");
+        assert!(is_caller(text("caller")), "{name}: {raw}");
+        assert!(levels.contains(&text("level")), "{name}: {raw}");
+        let order = raw_key_order(raw);
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "{name} sorts its keys: {raw}");
+    }
+}
+
 #[test]
 fn json_logs_have_upstream_s_keys_levels_and_order() {
     let upstream = lines_of(&upstream_bin(), "upstream", "json");
     let ours = lines_of(&pushgate_bin(), "pushgate", "json");
     let up = json_lines(&upstream);
     let pg = json_lines(&ours);
-    let levels = ["debug", "info", "warn", "error"];
-    // What upstream's lines show, checked first so that a change of the oracle is noticed.
-    for (line, raw) in up.iter().zip(&upstream) {
-        for key in ["ts", "caller", "level"] {
-            assert!(line.contains_key(key), "upstream: {raw}");
-        }
-        assert!(
-            is_upstream_ts(line["ts"].as_str().unwrap()),
-            "upstream: {raw}"
-        );
-        assert!(
-            is_caller(line["caller"].as_str().unwrap()),
-            "upstream: {raw}"
-        );
-        assert!(
-            levels.contains(&line["level"].as_str().unwrap()),
-            "upstream: {raw}"
-        );
-        let keys = raw_key_order(raw);
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted, "upstream sorts its keys: {raw}");
-    }
+    // What upstream's lines show, checked first so that a change of the oracle is noticed;
+    // then pushgate's, the same way, and without tracing's own keys.
+    check_shape("upstream", &up, &upstream, &["ts", "caller", "level"]);
     assert!(up.iter().any(|l| l.contains_key("msg")));
-    // pushgate's, the same way.
+    check_shape("pushgate", &pg, &ours, &["ts", "caller", "level", "msg"]);
     for (line, raw) in pg.iter().zip(&ours) {
-        for key in ["ts", "caller", "level", "msg"] {
-            assert!(line.contains_key(key), "pushgate: {raw}");
-        }
         for not in ["timestamp", "message", "fields", "target"] {
             assert!(!line.contains_key(not), "pushgate: {raw}");
         }
-        assert!(
-            is_upstream_ts(line["ts"].as_str().unwrap()),
-            "pushgate: {raw}"
-        );
-        assert!(
-            is_caller(line["caller"].as_str().unwrap()),
-            "pushgate: {raw}"
-        );
-        assert!(
-            levels.contains(&line["level"].as_str().unwrap()),
-            "pushgate: {raw}"
-        );
-        let keys = raw_key_order(raw);
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted, "pushgate: {raw}");
     }
     // Both say at start which version is running, in a `version` key.
     for (name, lines) in [("upstream", &up), ("pushgate", &pg)] {
@@ -200,5 +184,34 @@ fn a_cluster_node_logs_its_version_at_start() {
         gw.log().contains("started cluster membership"),
         "{}",
         gw.log()
+    );
+}
+
+/// Refused pushes are logged at info, not one line each: a burst of them gives a line that
+/// says why, and the count says how many (the rest within the interval are counted only).
+#[test]
+fn refused_pushes_are_logged_at_info_without_a_line_each() {
+    let gw = Gateway::start("pushgate", &pushgate_bin(), &[], "");
+    const BURST: usize = 20;
+    for _ in 0..BURST {
+        let r = gw.request(&Req::new("PUT", "/metrics/job/j").body(b"bad bad\n".to_vec()));
+        assert_eq!(r.status, 400);
+    }
+    let log = gw.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("push refused")).collect();
+    assert!(!lines.is_empty(), "no line for refused pushes:\n{log}");
+    assert!(lines.len() < BURST, "a line per refused push:\n{log}");
+    assert!(lines[0].contains("level=info"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("reason=invalid status=400"),
+        "{}",
+        lines[0]
+    );
+    let text = gw.get("/metrics").text();
+    assert!(
+        text.contains(&format!(
+            "pushgate_refused_pushes_total{{reason=\"invalid\"}} {BURST}"
+        )),
+        "{text}"
     );
 }
