@@ -2,6 +2,7 @@
 
 mod alloc;
 mod fd_limit;
+mod systemd_socket;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,18 @@ fn main() -> ExitCode {
     logging::init(cfg.log_level, cfg.log_format);
     // As upstream's "starting pushgateway" line: which build a log came from.
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting pushgate");
+    // Before anything opens a descriptor (the runtime does): those from 3 up are systemd's.
+    let inherited = if cfg.systemd_socket {
+        match systemd_socket::listeners() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("pushgate: --web.systemd-socket: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     fd_limit::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -32,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg)) {
+    match runtime.block_on(run(cfg, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pushgate: {e:#}");
@@ -78,7 +91,9 @@ fn import(args: ImportArgs) -> ExitCode {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+/// `inherited`: the listeners systemd passed (`--web.systemd-socket`), which replace
+/// `--web.listen-address` as upstream.
+async fn run(cfg: Config, inherited: Option<Vec<std::net::TcpListener>>) -> anyhow::Result<()> {
     let recorder = SelfRecorder::default();
     metrics::set_global_recorder(recorder.clone())
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
@@ -87,10 +102,28 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         None => SharedWebConfig::disabled(),
     };
     let mut addrs = Vec::new();
-    for a in &cfg.listen_addresses {
-        addrs.extend(parse_listen_address(a).map_err(anyhow::Error::msg)?);
+    if inherited.is_none() {
+        for a in &cfg.listen_addresses {
+            addrs.extend(parse_listen_address(a).map_err(anyhow::Error::msg)?);
+        }
     }
     let node = Node::build(cfg, recorder)?;
+    let listeners = match inherited {
+        Some(inherited) => {
+            let mut listeners = Vec::new();
+            for l in inherited {
+                listeners.push(tokio::net::TcpListener::from_std(l)?);
+            }
+            listeners
+        }
+        None => bind(addrs).await?,
+    };
+    spawn_reload_on_sighup(web.clone());
+    node.serve(listeners, web, shutdown_signal()).await
+}
+
+/// Binds the listen addresses.
+async fn bind(addrs: Vec<std::net::SocketAddr>) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
     let mut listeners = Vec::new();
     for addr in addrs {
         let l = match tokio::net::TcpListener::bind(addr).await {
@@ -106,8 +139,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         };
         listeners.push(l);
     }
-    spawn_reload_on_sighup(web.clone());
-    node.serve(listeners, web, shutdown_signal()).await
+    Ok(listeners)
 }
 
 /// SIGTERM or SIGINT: graceful shutdown with a final persist.

@@ -27,18 +27,41 @@ pub fn lost<'a>(before: &'a Ring, after: &Ring) -> Vec<&'a NodeId> {
         .collect()
 }
 
+/// The members lost earlier (`lost_earlier`) that are in `ring` again.
+pub fn returned<'a>(lost_earlier: &[NodeId], ring: &'a Ring) -> Vec<&'a NodeId> {
+    ring.members
+        .iter()
+        .filter(|m| lost_earlier.contains(&m.id))
+        .map(|m| &m.id)
+        .collect()
+}
+
 /// Follows the rings until they stop: sets the gauge on every ring, warns with the names of
-/// the members lost, and says when writes stop and start being possible again.
+/// the members lost, names them again when they are back, and says when writes stop and
+/// start being possible again.
 pub async fn watch_writable(mut rings: watch::Receiver<Arc<Ring>>, quorum: usize) {
     let mut before: Option<Arc<Ring>> = None;
     let mut was_writable = false;
     // Until the node first had enough members (a starting node), a missing quorum is no news.
     let mut ever_writable = false;
+    // Lost and not back yet. Bounded by the ids ever seen in the ring.
+    let mut missing: Vec<NodeId> = Vec::new();
     loop {
         let ring = rings.borrow_and_update().clone();
         let now = writable(&ring, quorum);
+        let back = returned(&missing, &ring);
+        if !back.is_empty() {
+            ClusterEvent::MembersReturned {
+                node: &ring.self_id,
+                returned: &back,
+                members: ring.members.len(),
+            }
+            .emit();
+            missing.retain(|id| ring.get(id).is_none());
+        }
         if let Some(prev) = &before {
             let gone = lost(prev, &ring);
+            missing.extend(gone.iter().map(|id| (*id).clone()));
             if !gone.is_empty() {
                 ClusterEvent::MembersLost {
                     node: &ring.self_id,
@@ -109,5 +132,15 @@ mod tests {
         let gone: Vec<&str> = lost(&before, &after).iter().map(|id| id.as_str()).collect();
         assert_eq!(gone, ["b", "d"], "c left gracefully");
         assert!(lost(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn returned_members_are_lost_ones_back_in_the_ring() {
+        use MemberState::*;
+        let lost_earlier = [NodeId::new("b"), NodeId::new("c")];
+        let ring = ring(&[("a", Active), ("b", Joining), ("d", Active)]);
+        let back: Vec<&str> = returned(&lost_earlier, &ring).iter().map(|id| id.as_str()).collect();
+        assert_eq!(back, ["b"], "d was never lost, c is still away");
+        assert!(returned(&[], &ring).is_empty());
     }
 }

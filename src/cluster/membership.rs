@@ -310,6 +310,7 @@ impl Membership {
             peers = ?cfg.peers,
             "started cluster membership"
         );
+        ClusterEvent::Started { node: &self_id }.emit();
         Ok(Membership {
             self_id,
             chitchat,

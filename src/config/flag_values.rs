@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::time::Duration;
 
-use clap::{ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 /// Flags listed only on a cluster node (`--cluster.listen-address` set), so a single node's
 /// `/api/v1/status` stays upstream's.
@@ -21,6 +21,8 @@ pub fn effective_values(command: &Command, matches: &ArgMatches) -> Vec<(String,
                 ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
             )
         })
+        // The `--no-<flag>` negations: the flag itself shows the outcome.
+        .filter(|a| !(a.is_hide_set() && a.get_id().as_str().starts_with(NEGATION_PREFIX)))
         .filter_map(|a| {
             Some((
                 a.get_long()?.to_owned(),
@@ -37,9 +39,47 @@ pub fn effective_values(command: &Command, matches: &ArgMatches) -> Vec<(String,
     flags
 }
 
+<<<<<<< HEAD
 /// One flag's value: typed values in their canonical form (a duration as Go prints it, e.g.
 /// `5m0s`, as upstream lists its flags; a number without leading zeros), anything else as given
 /// (strings, paths, enum names); several values joined by commas, none as "".
+=======
+/// The id of the negation of the boolean flag with id `id`.
+fn negation_id(id: &str) -> String {
+    format!("{NEGATION_PREFIX}{id}")
+}
+
+/// The prefix of the ids (and long names) of the `--no-<flag>` arguments.
+pub(crate) const NEGATION_PREFIX: &str = "no-";
+
+/// `command` with a `--no-<flag>` for every boolean flag, as kingpin (upstream's flag parser)
+/// has: the last of `--<flag>` and `--no-<flag>` given wins, so a wrapper can turn off what a
+/// unit file turned on. Hidden from `--help` (kingpin lists them as `--[no-]flag`; clap cannot)
+/// and left out of `/api/v1/status`, where the flag itself shows the outcome.
+pub fn with_negations(command: Command) -> Command {
+    let booleans: Vec<(String, String)> = command
+        .get_arguments()
+        .filter(|a| matches!(a.get_action(), ArgAction::SetTrue))
+        .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.to_owned())))
+        .collect();
+    booleans.into_iter().fold(command, |command, (id, long)| {
+        // Overriding goes both ways (whichever is given last wins): declared on the negation
+        // only, so the flag keeps its place in the table.
+        command.arg(
+            Arg::new(negation_id(&id))
+                .long(format!("{NEGATION_PREFIX}{long}"))
+                .action(ArgAction::SetTrue)
+                .hide(true)
+                .overrides_with(id),
+        )
+    })
+}
+
+/// One flag's value: typed values in their canonical form (a duration as Rust prints it,
+/// e.g. `300s`, and zero as `0s` like Go rather than Rust's `0ns`; a number without leading
+/// zeros), anything else as given (strings, paths,
+/// enum names); several values joined by commas, none as "".
+>>>>>>> health
 fn value(matches: &ArgMatches, id: &str) -> String {
     typed(matches, id, go_duration)
         .or_else(|| typed(matches, id, usize::to_string))

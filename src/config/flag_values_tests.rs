@@ -18,6 +18,7 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 
 const SINGLE_NODE_DEFAULTS: &[(&str, &str)] = &[
     ("web.listen-address", ":9091"),
+    ("web.systemd-socket", "false"),
     ("web.config.file", ""),
     ("web.telemetry-path", "/metrics"),
     ("web.external-url", ""),
@@ -136,4 +137,51 @@ fn durations_are_listed_as_go_prints_them() {
     ] {
         assert_eq!(go_duration(&d), want, "{d:?}");
     }
+}
+
+/// Every boolean flag has kingpin's `--no-<flag>`: the last of the two given wins, and the
+/// negations are not listed as flags of their own.
+#[test]
+fn every_boolean_flag_has_its_negation() {
+    use clap::CommandFactory;
+    let booleans: Vec<String> = Config::command()
+        .get_arguments()
+        .filter(|a| matches!(a.get_action(), clap::ArgAction::SetTrue))
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    assert!(booleans.len() >= 6, "{booleans:?}");
+    let value = |args: &[String], flag: &str| {
+        let listed = flags(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            !listed.iter().any(|(name, _)| name.starts_with("no-")),
+            "{listed:?}"
+        );
+        listed.into_iter().find(|(n, _)| n == flag).map(|(_, v)| v)
+    };
+    // On a cluster node, so that the cluster's booleans are listed too.
+    let cluster = "--cluster.listen-address=127.0.0.1:9094".to_owned();
+    for flag in &booleans {
+        let (on, off) = (format!("--{flag}"), format!("--no-{flag}"));
+        let set = |args: &[&String]| {
+            let mut all = vec![cluster.clone()];
+            all.extend(args.iter().map(|a| (*a).clone()));
+            value(&all, flag)
+        };
+        assert_eq!(set(&[&on]).as_deref(), Some("true"), "{flag}");
+        assert_eq!(set(&[&off]).as_deref(), Some("false"), "{flag}");
+        assert_eq!(set(&[&on, &off]).as_deref(), Some("false"), "{flag}");
+        assert_eq!(set(&[&off, &on]).as_deref(), Some("true"), "{flag}");
+    }
+    let typed = Config::try_from_args([
+        "pushgate",
+        "--web.enable-admin-api",
+        "--no-web.enable-admin-api",
+        "--no-push.enable-utf8-names",
+        "--push.enable-utf8-names",
+    ])
+    .unwrap();
+    assert!(!typed.enable_admin_api);
+    assert!(typed.enable_utf8_names);
+    // Only booleans have one.
+    assert!(Config::try_from_args(["pushgate", "--no-persistence.file"]).is_err());
 }

@@ -29,6 +29,10 @@ pub struct Config {
     /// Addresses to listen on for the web interface, API and telemetry (repeatable).
     #[arg(long = "web.listen-address", default_value = ":9091")]
     pub listen_addresses: Vec<String>,
+    /// Use systemd socket activation listeners instead of port listeners (Linux only): serve
+    /// on the sockets systemd passes (LISTEN_FDS, LISTEN_PID); --web.listen-address is ignored.
+    #[arg(long = "web.systemd-socket")]
+    pub systemd_socket: bool,
     /// Path to a web configuration file (TLS, basic auth), exporter-toolkit format.
     #[arg(long = "web.config.file")]
     pub web_config_file: Option<PathBuf>,
@@ -238,7 +242,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let command = Config::command();
+        let command = flag_values::with_negations(Config::command());
         let matches = command.clone().try_get_matches_from(args)?;
         let mut cfg =
             Config::from_arg_matches(&matches).map_err(|e| e.format(&mut command.clone()))?;

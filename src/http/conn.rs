@@ -76,7 +76,7 @@ pub(super) fn accept_failed(err: &io::Error) {
 }
 
 /// How often a repeated refusal is logged at most.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 static REFUSED_LOG: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(LOG_INTERVAL));
 static ACCEPT_LOG: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(LOG_INTERVAL));

@@ -22,6 +22,8 @@ enum Route<'a> {
     /// `/aggregate/metrics/job/...`: an aggregating group (pushgate's addition).
     Aggregate { rest: &'a str },
     Scrape,
+    /// `/-/node-metrics`: this node's own metrics, for a per-pod scrape (pushgate's addition).
+    NodeMetrics,
     Healthy,
     Ready,
     Quit,
@@ -31,6 +33,8 @@ enum Route<'a> {
     ApiWipe,
     ApiImport,
     ApiOptions,
+    /// `/debug/pprof` and below: upstream's Go profiler, which pushgate has not.
+    Pprof,
 }
 
 /// Matches a prefix-relative path; `None` when no route has this path.
@@ -49,6 +53,7 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
     }
     Some(match rel {
         "/-/healthy" => Route::Healthy,
+        "/-/node-metrics" => Route::NodeMetrics,
         "/-/ready" => Route::Ready,
         "/-/quit" => Route::Quit,
         "/" | "/status" => Route::Status,
@@ -57,6 +62,7 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
         "/api/v1/admin/wipe" => Route::ApiWipe,
         "/api/v1/admin/import" => Route::ApiImport,
         r if r.starts_with("/api/v1/") => Route::ApiOptions,
+        r if r == "/debug/pprof" || r.starts_with("/debug/pprof/") => Route::Pprof,
         _ => return None,
     })
 }
@@ -128,6 +134,7 @@ pub(crate) async fn dispatch<G: Gateway>(st: &AppState<G>, req: Request) -> Resp
             _ => method_not_allowed("DELETE, OPTIONS, POST, PUT"),
         },
         Route::Scrape => scrape::scrape(st, &method, req.headers()).await,
+        Route::NodeMetrics => scrape::node_metrics(st, &method, req.headers()).await,
         Route::Healthy => lifecycle::healthy(&method),
         Route::Ready => lifecycle::ready(st, &method),
         Route::Quit => lifecycle::quit(st, &method),
@@ -137,5 +144,16 @@ pub(crate) async fn dispatch<G: Gateway>(st: &AppState<G>, req: Request) -> Resp
         Route::ApiWipe => api::wipe(st, &method).await,
         Route::ApiImport => import::import(st, &method, req).await,
         Route::ApiOptions => api::options(&method),
+        Route::Pprof => no_pprof(),
     }
+}
+
+/// Upstream serves Go's profiler under `/debug/pprof/`; pushgate is not a Go program. A 404,
+/// as for any path upstream has not (a profile scraper then fails as on a missing endpoint),
+/// with a text that says why rather than "404 page not found".
+fn no_pprof() -> Response {
+    plain(
+        StatusCode::NOT_FOUND,
+        "404 pushgate has no /debug/pprof: it is not a Go program, so Go's profiler is not there; profile it with perf or a sampling profiler (see docs/compatibility.md)",
+    )
 }

@@ -43,6 +43,7 @@ pub struct Node {
 impl Node {
     /// Validates flags and loads the persistence file. Nothing is bound yet.
     pub fn build(cfg: Config, recorder: SelfRecorder) -> anyhow::Result<Node> {
+        telemetry::preregister_node();
         let names = if cfg.enable_utf8_names {
             NameScheme::Utf8
         } else {

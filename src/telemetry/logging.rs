@@ -9,8 +9,126 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-/// `ts=... level=info msg="..." key=value` lines, as upstream's go-kit logger writes them.
-struct Logfmt;
+/// One log line in upstream's shape (go-kit's logger): `ts`, `caller` (file:line), `level`
+/// (`debug`, `info`, `warn`, `error`), `msg`, then the event's own fields; as
+/// `ts=... caller=... level=info msg="..." key=value` (logfmt, in that order) or one JSON object
+/// with its keys sorted, as go-kit's JSON logger writes them.
+struct UpstreamFormat {
+    json: bool,
+}
+
+/// A field's value as recorded: JSON keeps numbers and booleans typed, as go-kit does.
+enum Value {
+    Str(String),
+    Json(serde_json::Value),
+}
+
+#[derive(Default)]
+struct Fields {
+    msg: Option<String>,
+    rest: Vec<(&'static str, Value)>,
+}
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: Value) {
+        match (field.name(), value) {
+            ("message", Value::Str(s)) => self.msg = Some(s),
+            (name, value) => self.rest.push((name, value)),
+        }
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::Str(value.to_owned()));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::Json(value.into()));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::Json(value.into()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::Json(value.into()));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Value::Json(value.into()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, Value::Str(format!("{value:?}")));
+    }
+}
+
+/// go-kit's level names.
+fn level_name(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::TRACE | tracing::Level::DEBUG => "debug",
+        tracing::Level::INFO => "info",
+        tracing::Level::WARN => "warn",
+        tracing::Level::ERROR => "error",
+    }
+}
+
+/// `events.rs:233`: the file's name and line, as go-kit's `caller` (`main.go:100`).
+fn caller(meta: &tracing::Metadata<'_>) -> String {
+    let file = meta.file().unwrap_or("?");
+    let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    format!("{base}:{}", meta.line().unwrap_or(0))
+}
+
+fn timestamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond(),
+    )
+}
+
+impl UpstreamFormat {
+    fn line(&self, meta: &tracing::Metadata<'_>, fields: Fields) -> String {
+        let level = level_name(meta.level());
+        if self.json {
+            let mut obj = std::collections::BTreeMap::new();
+            for (k, v) in fields.rest {
+                let v = match v {
+                    Value::Str(s) => serde_json::Value::String(s),
+                    Value::Json(v) => v,
+                };
+                obj.insert(k.to_owned(), v);
+            }
+            obj.insert("ts".to_owned(), timestamp().into());
+            obj.insert("caller".to_owned(), caller(meta).into());
+            obj.insert("level".to_owned(), level.into());
+            if let Some(m) = fields.msg {
+                obj.insert("msg".to_owned(), m.into());
+            }
+            // Sorted by key, as go-kit's JSON output (serde_json's own map may keep insertion
+            // order, with its `preserve_order` feature).
+            return serde_json::to_string(&obj).unwrap_or_default();
+        }
+        let mut line = format!("ts={} caller={} level={level}", timestamp(), caller(meta));
+        if let Some(m) = &fields.msg {
+            line.push_str(" msg=");
+            push_value(&mut line, m);
+        }
+        for (k, v) in &fields.rest {
+            line.push(' ');
+            line.push_str(k);
+            line.push('=');
+            match v {
+                Value::Str(s) => push_value(&mut line, s),
+                Value::Json(v) => push_value(&mut line, &v.to_string()),
+            }
+        }
+        line
+    }
+}
 
 fn push_value(out: &mut String, v: &str) {
     let needs_quotes = v.is_empty()
@@ -23,28 +141,7 @@ fn push_value(out: &mut String, v: &str) {
     }
 }
 
-struct Fields<'a> {
-    msg: Option<String>,
-    rest: &'a mut String,
-}
-
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.msg = Some(value.to_owned());
-        } else {
-            self.rest.push(' ');
-            self.rest.push_str(field.name());
-            self.rest.push('=');
-            push_value(self.rest, value);
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
-    }
-}
-
-impl<S, N> FormatEvent<S, N> for Logfmt
+impl<S, N> FormatEvent<S, N> for UpstreamFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -55,30 +152,9 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let now = time::OffsetDateTime::now_utc();
-        let mut rest = String::new();
-        let mut fields = Fields {
-            msg: None,
-            rest: &mut rest,
-        };
+        let mut fields = Fields::default();
         event.record(&mut fields);
-        let mut line = format!(
-            "ts={:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z level={}",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.millisecond(),
-            event.metadata().level().as_str().to_ascii_lowercase()
-        );
-        if let Some(m) = fields.msg.take() {
-            line.push_str(" msg=");
-            push_value(&mut line, &m);
-        }
-        line.push_str(&rest);
-        writeln!(w, "{line}")
+        writeln!(w, "{}", self.line(event.metadata(), fields))
     }
 }
 
@@ -120,10 +196,11 @@ pub fn init(level: LogLevel, format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_span_events(FmtSpan::NONE)
         .with_target(false);
-    let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Logfmt => builder.with_ansi(false).event_format(Logfmt).try_init(),
-    };
+    let json = format == LogFormat::Json;
+    let result = builder
+        .with_ansi(false)
+        .event_format(UpstreamFormat { json })
+        .try_init();
     // A second init (tests) keeps the first subscriber.
     let _ = result;
 }

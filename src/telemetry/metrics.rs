@@ -50,6 +50,13 @@ pub const GOSSIP_DROPPED_TOTAL: &str = "pushgate_cluster_gossip_dropped_total";
 pub const GOSSIP_KEY_RELOADS_TOTAL: &str = "pushgate_cluster_gossip_key_reloads_total";
 pub const TOMBSTONE_BYTES: &str = "pushgate_tombstone_bytes";
 pub const CLUSTER_REFUSED_TOTAL: &str = "pushgate_cluster_refused_total";
+pub const HINTS_OLDEST_AGE_SECONDS: &str = "pushgate_hints_oldest_age_seconds";
+pub const CLUSTER_NODE_INFO: &str = "pushgate_cluster_node_info";
+pub const RING_CHANGES_TOTAL: &str = "pushgate_cluster_ring_changes_total";
+pub const MEMBERS_LOST_TOTAL: &str = "pushgate_cluster_members_lost_total";
+pub const MEMBERS_RETURNED_TOTAL: &str = "pushgate_cluster_members_returned_total";
+pub const COLLECT_CALLS_TOTAL: &str = "pushgate_collect_calls_total";
+pub const PEER_CALL_DURATION_SECONDS: &str = "pushgate_peer_call_duration_seconds";
 
 /// Every self-metric family: name, type, help.
 pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
@@ -77,9 +84,9 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (AUTH_CHECKS_REFUSED_TOTAL, MetricType::Counter, "Basic-auth password checks refused without running bcrypt, by reason (queue_full: --web.auth.max-pending checks were pending, answered 503; client_limit: the client's address had --web.auth.max-pending-per-client pending, answered 429)."),
     (CLUSTER_MEMBERS, MetricType::Gauge, "Live cluster members in this node's ring, by state (joining, active, leaving)."),
     (CLUSTER_WRITABLE, MetricType::Gauge, "1 while this node's ring has an active member and at least --cluster.write-quorum live members (the replication factor unless lowered), so a push can reach the holders it needs; 0 while pushes are refused with 503 for want of nodes."),
-    (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by result."),
+    (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by peer (its node id) and result (success, error)."),
     (ENTRY_HEAVY, MetricType::Gauge, "1 while this node receives far more writes from clients than it applies for other nodes (at least 64 a second received, fewer than a quarter as many applied for others; decided each second with writes, and by every scrape of these metrics), e.g. the one node clients are configured with: it then leaves the decoding and the replicas of the writes it forwards to their primaries. 0 otherwise."),
-    (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by result (success, error); hedged counts the extra sends to the next node made when a replica had not answered within half the peer timeout."),
+    (REPLICATED_WRITES_TOTAL, MetricType::Counter, "Group states sent to replicas after a write, by peer (the holder's node id; local: this node's own copy) and result (success, error); hedged counts the extra sends to the next node made when a replica had not answered within half the peer timeout."),
     (PEER_RPC_DURATION_SECONDS, MetricType::Summary, "Duration of gRPC calls to other cluster nodes, by rpc."),
     (PEER_BATCH_ITEMS, MetricType::Summary, "Items carried by one batched call to another cluster node, by call: forward (forwarded writes, and the replicas for that node sent with them), replicate (replicas only). Writes and replicas for a node made while a call to it is in flight queue and travel together."),
     (SCRAPE_MERGE_DURATION_SECONDS, MetricType::Summary, "Time to collect and merge every member's groups for one scrape."),
@@ -104,6 +111,13 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     ("process_start_time_seconds", MetricType::Gauge, "Start time of the process since unix epoch in seconds."),
     ("process_virtual_memory_bytes", MetricType::Gauge, "Virtual memory size in bytes."),
     ("process_virtual_memory_max_bytes", MetricType::Gauge, "Maximum amount of virtual memory available in bytes."),
+    (HINTS_OLDEST_AGE_SECONDS, MetricType::Gauge, "How long the oldest group or tombstone this node holds without owning it (pushgate_hints_pending) has been held so, as of the last reconciliation round; 0 with none. Growing past a few anti-entropy intervals: an owner does not take its copies (down, unreachable, or refusing)."),
+    (CLUSTER_NODE_INFO, MetricType::Gauge, "A constant 1 labelled with this node's cluster id (node) and pushgate version: joins the per-node series of a scrape (instance) to the node ids other nodes' metrics name in their peer label."),
+    (RING_CHANGES_TOTAL, MetricType::Counter, "Changes of this node's ring: members joined, left or lost, or changed state (joining, active, leaving)."),
+    (MEMBERS_LOST_TOTAL, MetricType::Counter, "Members that left this node's ring without gossiping that they were leaving (crashed, killed, cut off); each is also logged as a warning naming it."),
+    (MEMBERS_RETURNED_TOTAL, MetricType::Counter, "Members lost earlier that are back in this node's ring; each is also logged naming it."),
+    (COLLECT_CALLS_TOTAL, MetricType::Counter, "Collect calls of merged scrapes to other nodes, by peer (node id) and result (success; error: failed or past the deadline, its groups came from their other owners)."),
+    (PEER_CALL_DURATION_SECONDS, MetricType::Summary, "Time from a request to another node to its answer as this node waited for it, batching included, by peer (node id) and call (forward: a write sent to its primary; replicate: a replica sent to a holder; collect: a merged scrape's collect call)."),
 ];
 
 /// Quantiles exposed for summaries (upstream's objectives).

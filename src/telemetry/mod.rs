@@ -38,6 +38,35 @@ pub fn reserved_names() -> ReservedNames {
     )
 }
 
+/// A counter, by `label` (one series per value, or one without labels when `values` is
+/// empty), registered at zero: present from start, so `rate()` and alerts see it before its
+/// first event (Prometheus reads a series that appears at 1 as no increase).
+pub fn preregister(name: &'static str, label: &'static str, values: &[&'static str]) {
+    if values.is_empty() {
+        ::metrics::counter!(name).increment(0);
+    }
+    for v in values {
+        ::metrics::counter!(name, label => *v).increment(0);
+    }
+}
+
+/// Every counter a node has (single node or cluster), at zero.
+pub fn preregister_node() {
+    use self::metrics as m;
+    let counters: &[(&'static str, &'static str, &[&'static str])] = &[
+        (m::REFUSED_PUSHES_TOTAL, "reason", &["invalid", "limit", "unavailable", "busy"]),
+        (m::PERSISTENCE_WRITES_TOTAL, "result", &["success", "error"]),
+        (m::GROUPS_EXPIRED_TOTAL, "", &[]),
+        (m::INCONSISTENT_DROPPED_TOTAL, "", &[]),
+        (m::HTTP_CONNECTIONS_REFUSED_TOTAL, "reason", &["limit", "accept_error"]),
+        (m::HTTP_CONNECTIONS_CLOSED_TOTAL, "reason", &["no_request", "idle"]),
+        (m::AUTH_CHECKS_REFUSED_TOTAL, "reason", &["queue_full", "client_limit"]),
+    ];
+    for (name, label, values) in counters {
+        preregister(name, label, values);
+    }
+}
+
 /// The self-metric families for one scrape: recorded metrics, build info, process stats.
 pub fn own_families(recorder: &SelfRecorder, local: LocalStats) -> Vec<StoredFamily> {
     use recorder::{counter_metric, gauge_metric};

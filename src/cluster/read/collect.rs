@@ -198,11 +198,14 @@ impl ClusterCore {
                     Ok(Err(status)) => Err(status.to_string()),
                     Err(_) => Err("deadline exceeded".to_owned()),
                 };
-                metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "collect")
-                    .record(started.elapsed().as_secs_f64());
-                if let Err(e) = &res {
-                    tracing::debug!(peer = %id, err = %e, "collect failed; its groups come from replicas");
+                let seconds = started.elapsed().as_secs_f64();
+                metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "collect").record(seconds);
+                ClusterEvent::CollectEnded {
+                    peer: &id,
+                    seconds,
+                    error: res.as_ref().err().map(String::as_str),
                 }
+                .emit();
                 res.ok().map(|chunks| (id, chunks))
             });
         }

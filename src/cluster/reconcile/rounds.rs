@@ -17,6 +17,7 @@
 //! the ring has been stable for a few gossip rounds, so every node's merged read already asks
 //! the new owners when the old copy disappears.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +89,10 @@ pub struct Reconciler {
     pub(super) settle: Duration,
     /// Starts a round now (e.g. a leaving node's handover).
     pub(super) kick: Notify,
+    /// When each hint held at the end of the last round was first seen as one (by key hash,
+    /// tombstones apart): the age of the oldest. As many entries as hints, at most
+    /// `--cluster.max-hints` plus the groups of a ring change.
+    pub(super) hint_since: parking_lot::Mutex<HashMap<(u64, bool), Instant>>,
 }
 
 /// Paces transfers to at most `rate` per second.
@@ -126,6 +131,7 @@ impl Reconciler {
             settings,
             settle: (gossip_interval * 5).max(Duration::from_secs(1)),
             kick: Notify::new(),
+            hint_since: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -247,6 +253,9 @@ impl Reconciler {
             }
         }
 
+        let now = Instant::now();
+        let mut since = self.hint_since.lock();
+        let mut kept = HashMap::with_capacity(since.len());
         for h in &held {
             if h.owned {
                 continue;
@@ -263,8 +272,13 @@ impl Reconciler {
                 report.handed_off += 1;
             } else {
                 report.hints += 1;
+                let id = (h.key.stable_hash(), h.tombstone);
+                kept.insert(id, since.get(&id).copied().unwrap_or(now));
             }
         }
+        let oldest_hint = kept.values().min().map(|t| now.duration_since(*t));
+        *since = kept;
+        drop(since);
         // Hints taken while the round ran (after its list of what is held was made) are not in
         // its count: they are added back, so a burst during a round is still bounded.
         let taken = core.hints_taken.swap(0, Ordering::AcqRel);
@@ -277,6 +291,7 @@ impl Reconciler {
             sent: report.sent,
             received: report.received,
             hints: report.hints,
+            oldest_hint,
             unreachable_peers: report.unreachable_peers,
         })
         .emit();

@@ -281,3 +281,30 @@ fn handed_over_copies_are_dropped_only_in_the_acknowledged_version() {
     assert!(store.drop_tombstone_if_version(&key("t"), 5));
     assert_eq!(store.tombstone_count(), 0);
 }
+
+/// A hint keeps the time it was first held across rounds (its age grows) and is forgotten once
+/// it is no longer held.
+#[tokio::test]
+async fn the_oldest_hint_keeps_its_first_round_s_time() {
+    let store = Arc::new(Store::new(StoreOptions::default()));
+    push(&store, "held-for-b", 1 << 16);
+    let mut joining = member("a", 1);
+    joining.state = MemberState::Joining;
+    // "b" owns every group and cannot be reached (nothing listens on port 1).
+    let members = vec![joining, member("b", 1)];
+    let core = core_with(store.clone(), members.clone(), 1);
+    let rec = Reconciler::new(core, LifecycleSettings::default(), Duration::from_millis(200));
+    let ring = Ring::new(NodeId::from("a"), members, 1);
+    let first = rec.round(&ring, true).await;
+    assert_eq!(first.hints, 1);
+    let since: Vec<_> = rec.hint_since.lock().values().copied().collect();
+    assert_eq!(since.len(), 1);
+    let second = rec.round(&ring, true).await;
+    assert_eq!(second.hints, 1);
+    let again: Vec<_> = rec.hint_since.lock().values().copied().collect();
+    assert_eq!(again, since, "the hint's first time is kept, so its age grows");
+    store.delete_versioned(&key("held-for-b"), 2 << 16);
+    let ring_without_tombstones = Ring::new(NodeId::from("a"), vec![member("a", 1)], 2);
+    rec.round(&ring_without_tombstones, true).await;
+    assert!(rec.hint_since.lock().is_empty(), "nothing is held for others");
+}

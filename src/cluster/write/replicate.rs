@@ -220,7 +220,7 @@ impl ClusterCore {
             match self.hold_here(key, &replica).await {
                 Ok(()) => {
                     acked += 1;
-                    ClusterEvent::ReplicaTaken.emit();
+                    ClusterEvent::ReplicaTaken { peer: None }.emit();
                 }
                 Err(why) => ClusterEvent::ReplicaFailed {
                     peer: None,
@@ -248,7 +248,17 @@ impl ClusterCore {
             let msg = msg.clone();
             async move {
                 let ok = match peer {
-                    Some(peer) => peer.replicate(msg, size, deadline).await.is_ok(),
+                    Some(peer) => {
+                        let sent = Instant::now();
+                        let ok = peer.replicate(msg, size, deadline).await.is_ok();
+                        ClusterEvent::PeerCall {
+                            peer: &m.id,
+                            call: "replicate",
+                            seconds: sent.elapsed().as_secs_f64(),
+                        }
+                        .emit();
+                        ok
+                    }
                     None => self.take_replica(msg).await.is_ok(),
                 };
                 (m, ok)
@@ -274,9 +284,10 @@ impl ClusterCore {
             tokio::select! {
                 next = inflight.next() => match next {
                     None => break,
-                    Some((_, true)) => {
+                    Some((m, true)) => {
                         acked += 1;
-                        ClusterEvent::ReplicaTaken.emit();
+                        let peer = (m.id != self.self_id).then_some(&m.id);
+                        ClusterEvent::ReplicaTaken { peer }.emit();
                         if acked >= needed {
                             break;
                         }

@@ -57,13 +57,21 @@ impl ClusterCore {
             let timeout = self.clients.timeout();
             msg.deadline_unix_ms = forward_deadline_ms(timeout);
             let peer = self.clients.peer(candidate.grpc_addr);
-            let res = peer
-                .forward(msg.clone(), *size, Instant::now() + timeout)
-                .await;
+            let sent = Instant::now();
+            let res = peer.forward(msg.clone(), *size, sent + timeout).await;
+            ClusterEvent::PeerCall {
+                peer: &candidate.id,
+                call: "forward",
+                seconds: sent.elapsed().as_secs_f64(),
+            }
+            .emit();
             match res {
                 Ok(out) => {
                     self.clock.observe(out.reply.version);
-                    ClusterEvent::Forwarded.emit();
+                    ClusterEvent::Forwarded {
+                        peer: &candidate.id,
+                    }
+                    .emit();
                     let refusal = out.reply.refusal();
                     let answer = WriteAnswer {
                         status: u16::try_from(out.reply.status).unwrap_or(503),
@@ -236,7 +244,7 @@ pub(crate) fn own_state(p: &PreparedPush, stamp: pb::OwnReplica) -> GroupSnapsho
 pub(crate) fn replica_outcome(held: Result<(), String>, answer: WriteAnswer) -> WriteAnswer {
     match held {
         Ok(()) => {
-            ClusterEvent::ReplicaTaken.emit();
+            ClusterEvent::ReplicaTaken { peer: None }.emit();
             answer
         }
         Err(why) => {

@@ -22,6 +22,7 @@
 //! Each push is counted in `pushgateway_http_requests_total` and in the push duration and size
 //! summaries; a refused one also in the refused-pushes counter, by reason.
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -29,6 +30,7 @@ use axum::response::Response;
 use http::{Method, StatusCode};
 
 use crate::gateway::Gateway;
+use crate::http::conn::{LogLimiter, LOG_INTERVAL};
 use crate::http::grouping::parse_grouping_path;
 use crate::http::request_metrics::{counted, push_summaries};
 use crate::http::response::{empty, error_text, plain};
@@ -120,12 +122,24 @@ async fn push_group<G: Gateway>(
             (empty(StatusCode::ACCEPTED), size)
         }
         Err(e) => {
-            refused(match e.status() {
+            let reason = match e.status() {
                 503 => "unavailable",
                 413 => "limit",
                 _ if matches!(e, PushError::LimitExceeded(_)) => "limit",
                 _ => "invalid",
-            });
+            };
+            refused(reason);
+            // Info, at most one line per interval: an operator sees why clients fail (a
+            // cluster without quorum answers every push 503) without a line per push.
+            if let Some(suppressed) = REFUSED_LOG.due() {
+                tracing::info!(
+                    reason,
+                    status = e.status(),
+                    err = %e,
+                    refused_since_last_line = suppressed,
+                    "push refused (see pushgate_refused_pushes_total)"
+                );
+            }
             (error_text(e.status(), &e), size)
         }
     }
@@ -173,6 +187,8 @@ fn group_ttl(headers: &http::HeaderMap, default: f64) -> Result<f64, String> {
 
 /// The request header that sets a push's group TTL.
 pub(crate) const GROUP_TTL_HEADER: &str = "Pushgate-Group-TTL";
+
+static REFUSED_LOG: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(LOG_INTERVAL));
 
 fn refused(reason: &'static str) {
     metrics::counter!(m::REFUSED_PUSHES_TOTAL, "reason" => reason).increment(1);

@@ -8,7 +8,7 @@
 //!
 //! Scrapes are not counted in `pushgateway_http_requests_total`, as upstream.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -17,6 +17,8 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use crate::gateway::Gateway;
 use crate::http::response::{method_not_allowed, plain, typed};
 use crate::http::state::AppState;
+use crate::scrape::merged::render_groups;
+use crate::scrape::stream_rendered;
 use crate::store::render::Format;
 use crate::telemetry;
 
@@ -30,28 +32,64 @@ pub(crate) async fn scrape<G: Gateway>(
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
+    serve(st, method, headers, true).await
+}
+
+/// `GET P/-/node-metrics`: this node's own metrics only (`pushgateway_*`, `pushgate_*`,
+/// `process_*`), never the groups: a per-pod scrape target (a PodMonitor) for each node's
+/// health, while the groups are scraped once through the load balancer. Answered from this
+/// node alone, so a node that cannot reach its peers still reports (docs/architecture.md,
+/// "Per-node health").
+pub(crate) async fn node_metrics<G: Gateway>(
+    st: &AppState<G>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    serve(st, method, headers, false).await
+}
+
+/// This node's own metrics, with every group (`groups`) or alone.
+async fn serve<G: Gateway>(
+    st: &AppState<G>,
+    method: &Method,
+    headers: &HeaderMap,
+    groups: bool,
+) -> Response {
     if method != Method::GET {
         return method_not_allowed("GET, OPTIONS");
     }
     let format = negotiate(headers);
     let own = telemetry::own_families(&st.recorder, st.gateway.local_stats());
     let gzip = accepts_gzip(headers);
-    let timeout = scrape_timeout(headers);
-    let chunks = match st.gateway.render_stream(format, own, gzip, timeout).await {
-        Ok(chunks) => chunks,
-        Err(refused) => return plain(StatusCode::SERVICE_UNAVAILABLE, refused.0),
-    };
-    let content_type = match format {
-        Format::Text => TEXT_CONTENT_TYPE,
-        Format::Protobuf => PROTO_CONTENT_TYPE,
+    let chunks = if groups {
+        let timeout = scrape_timeout(headers);
+        match st.gateway.render_stream(format, own, gzip, timeout).await {
+            Ok(chunks) => chunks,
+            Err(refused) => return plain(StatusCode::SERVICE_UNAVAILABLE, refused.0),
+        }
+    } else {
+        stream_rendered(gzip, Instant::now(), move |emit| {
+            let mut body = Vec::with_capacity(16 * 1024);
+            let reserved = telemetry::reserved_names();
+            let stats = render_groups(&[], reserved, &own, format, None, &mut body);
+            emit(body);
+            stats
+        })
     };
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
-    let mut resp = typed(StatusCode::OK, body, content_type);
+    let mut resp = typed(StatusCode::OK, body, content_type(format));
     if gzip {
         resp.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     resp
+}
+
+fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::Text => TEXT_CONTENT_TYPE,
+        Format::Protobuf => PROTO_CONTENT_TYPE,
+    }
 }
 
 /// Protobuf when `Accept` asks for delimited `MetricFamily` messages, text otherwise.
