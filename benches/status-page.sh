@@ -2,13 +2,14 @@
 # status-page.sh: how long the status page takes to render with many groups, pushgate against
 # the upstream Pushgateway holding the same groups, in the same run.
 #
-#   benches/status-page.sh [GROUPS]        (default 100000)
+#   benches/status-page.sh [NGROUPS]        (default 100000)
 #
 # Env: PUSHGATE_BIN (default target/release/pushgate), UPSTREAM_BIN (default
-# /usr/bin/prometheus-pushgateway), RUNS (requests per page, default 5).
+# /usr/bin/prometheus-pushgateway), RUNS (requests per pushgate page, default 5), UPSTREAM_RUNS
+# (requests of upstream's page, default 3: it renders every group each time).
 #
 # Both servers are started (upstream with --push.disable-consistency-check, see below) on free loopback ports and filled by the same loader
-# (benches/status_page_load.py: GROUPS groups of 3 series, jobs job-0..job-99, one instance
+# (benches/status_page_load.py: NGROUPS groups of 3 series, jobs job-0..job-99, one instance
 # each); then each page is fetched RUNS times. Printed per page: the median wall time of the
 # request (curl's time_total), the server's CPU time per request (user+system from /proc, robust
 # to other load on the machine) and the size of the answer. pushgate's pages: `/` (page 1 of 50
@@ -19,8 +20,9 @@ cd "$(dirname "$0")/.."
 source benches/lib/port.sh
 source benches/lib/stop.sh
 
-GROUPS=${1:-100000}
+NGROUPS=${1:-100000}
 RUNS=${RUNS:-5}
+UPSTREAM_RUNS=${UPSTREAM_RUNS:-3}
 PUSHGATE_BIN=${PUSHGATE_BIN:-target/release/pushgate}
 UPSTREAM_BIN=${UPSTREAM_BIN:-/usr/bin/prometheus-pushgateway}
 TMP=$(mktemp -d /tmp/status-page.XXXXXX)
@@ -51,19 +53,19 @@ start() { # NAME BIN [FLAGS...] -> sets PORT and PID
     exit 1
 }
 
-measure() { # NAME PID URL
-    local name=$1 pid=$2 url=$3 times=() size before after
+measure() { # NAME PID RUNS URL
+    local name=$1 pid=$2 runs=$3 url=$4 times=() size before after
     before=$(cpu_ticks "$pid")
-    for _ in $(seq "$RUNS"); do
-        read -r t size < <(curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "$url")
+    for _ in $(seq "$runs"); do
+        read -r t size < <(curl -s --max-time 900 -o /dev/null -w '%{time_total} %{size_download}\n' "$url")
         times+=("$t")
     done
     after=$(cpu_ticks "$pid")
     local median
     median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-    printf '| %s | `%s` | %.0f ms | %.0f ms | %s KiB |\n' "$name" "${url#http://127.0.0.1:*/}" \
+    printf '| %s | `%s` | %.0f ms | %.0f ms | %s KiB |\n' "$name" "/${url#http://127.0.0.1:*/}" \
         "$(echo "$median * 1000" | bc -l)" \
-        "$(echo "($after - $before) * 1000 / $hz / $RUNS" | bc -l)" \
+        "$(echo "($after - $before) * 1000 / $hz / $runs" | bc -l)" \
         "$((size / 1024))"
 }
 
@@ -73,15 +75,15 @@ start upstream "$UPSTREAM_BIN" --push.disable-consistency-check
 UP_PORT=$PORT UP_PID=$PID
 start pushgate "$PUSHGATE_BIN"
 PG_PORT=$PORT PG_PID=$PID
-echo "loading $GROUPS groups into each..." >&2
-python3 benches/status_page_load.py "127.0.0.1:$UP_PORT" "$GROUPS" >&2
-python3 benches/status_page_load.py "127.0.0.1:$PG_PORT" "$GROUPS" >&2
+echo "loading $NGROUPS groups into each..." >&2
+python3 benches/status_page_load.py "127.0.0.1:$UP_PORT" "$NGROUPS" >&2
+python3 benches/status_page_load.py "127.0.0.1:$PG_PORT" "$NGROUPS" >&2
 
-echo "$GROUPS groups, $RUNS requests each; $(nproc) cores; $("$PUSHGATE_BIN" --version 2>&1 | head -1)"
+echo "$NGROUPS groups, $RUNS requests per pushgate page, $UPSTREAM_RUNS of upstream's; $(nproc) cores; $("$PUSHGATE_BIN" --version 2>&1 | head -1)"
 echo
 echo "| server | page | median time | server CPU per request | size |"
 echo "|---|---|---|---|---|"
-measure upstream "$UP_PID" "http://127.0.0.1:$UP_PORT/"
-measure pushgate "$PG_PID" "http://127.0.0.1:$PG_PORT/"
-measure pushgate "$PG_PID" "http://127.0.0.1:$PG_PORT/?q=job%3Djob-42"
-measure pushgate "$PG_PID" "http://127.0.0.1:$PG_PORT/?sort=push_old&page=1000"
+measure upstream "$UP_PID" "$UPSTREAM_RUNS" "http://127.0.0.1:$UP_PORT/"
+measure pushgate "$PG_PID" "$RUNS" "http://127.0.0.1:$PG_PORT/"
+measure pushgate "$PG_PID" "$RUNS" "http://127.0.0.1:$PG_PORT/?q=job%3Djob-42"
+measure pushgate "$PG_PID" "$RUNS" "http://127.0.0.1:$PG_PORT/?sort=push_old&page=1000"

@@ -143,17 +143,8 @@ owner/a-very-long-team-name-that-keeps-going-and-going-to-test-wrapping-of-label
 }
 
 fn base64_url(b: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut o = String::new();
-    for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..=c.len() {
-            o.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    o
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
 #[test]
@@ -256,6 +247,14 @@ fn cluster_page_in_a_browser_lists_every_member_of_a_3_node_cluster() {
             "<li class=\"owner\"><b>{primary}</b> (primary)</li>"
         )),
         "{primary} should be the primary owner:\n{owners}"
+    );
+    // A key that is not a grouping key path is a 400 that says why.
+    let bad = pg.get("/cluster?key=%2Fnojob%2Fx");
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.text().contains("path does not start with /job/"),
+        "{}",
+        bad.text()
     );
     let tmp = tempfile::tempdir().expect("temp dir");
     let shots = shot_dir(tmp.path());

@@ -107,7 +107,9 @@ def status(d, base, shot_dir, xss):
     print("OK status tab lists the flags", flush=True)
     shot(d, shot_dir, "status-tab.png", 600)
 
-    # The filter narrows the list (server side: the form's query).
+    # The filter narrows the list (server side: the form's query). Open groups forgotten first,
+    # so the screenshot shows the collapsed rows.
+    d.execute_script("localStorage.clear()")
     d.get(base + "/")
     box = wait(d, EC.presence_of_element_located((By.ID, "q")), "the filter box")
     box.clear()
@@ -119,7 +121,7 @@ def status(d, base, shot_dir, xss):
     if any("job=\"batch_" not in g.find_element(By.CSS_SELECTOR, "summary").text for g in narrowed):
         fail("a group that does not match the filter is listed")
     print(f"OK filter narrows {n} to {len(narrowed)}", flush=True)
-    shot(d, shot_dir, "status-filter.png", 420)
+    shot(d, shot_dir, "status-filter.png", 390)
 
     # A group is deleted after the confirm (dismissed first: nothing changes).
     d.get(base + "/?q=job%3Dto_delete")
@@ -167,7 +169,7 @@ def cluster(d, base, shot_dir, nodes):
     if not names or any(not any(n in o for n in nodes) for o in names):
         fail(f"owners {names} are not members {nodes}")
     print("OK owners " + ", ".join(names), flush=True)
-    shot(d, shot_dir, "cluster-page.png", 560)
+    shot(d, shot_dir, "cluster-page.png", 600)
 
 
 def main():

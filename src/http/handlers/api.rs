@@ -181,6 +181,16 @@ fn labels_json(m: &Metric) -> Value {
     )
 }
 
+/// The value of a counter, gauge or untyped metric (0 when the metric lacks it).
+pub(crate) fn simple_value(m: &Metric, typ: MetricType) -> f64 {
+    match typ {
+        MetricType::Counter => m.counter.as_ref().map(|c| c.value()),
+        MetricType::Gauge => m.gauge.as_ref().map(|g| g.value()),
+        _ => m.untyped.as_ref().map(|u| u.value()),
+    }
+    .unwrap_or(0.0)
+}
+
 fn metric_json(m: &Metric, typ: MetricType) -> Value {
     let mut o: Vec<(String, Value)> = Vec::new();
     o.push(("labels".into(), labels_json(m)));
@@ -214,15 +224,7 @@ fn metric_json(m: &Metric, typ: MetricType) -> Value {
             o.push(("count".into(), Value::String(h.sample_count().to_string())));
             o.push(("sum".into(), Value::String(go_float(h.sample_sum()))));
         }
-        _ => {
-            let v = match typ {
-                MetricType::Counter => m.counter.as_ref().map(|c| c.value()),
-                MetricType::Gauge => m.gauge.as_ref().map(|g| g.value()),
-                _ => m.untyped.as_ref().map(|u| u.value()),
-            }
-            .unwrap_or(0.0);
-            o.push(("value".into(), Value::String(go_float(v))));
-        }
+        _ => o.push(("value".into(), Value::String(go_float(simple_value(m, typ))))),
     }
     sorted_object(o)
 }

@@ -105,7 +105,7 @@ details.fam>summary{padding:3px 6px;cursor:pointer;overflow-wrap:anywhere}\
 .help{background:#777;color:#fff;border-radius:9px;padding:1px 7px;font-size:80%;overflow-wrap:anywhere}\
 .type{background:#5cb85c;color:#fff;border-radius:3px;padding:1px 5px;font-size:80%}\
 table{border-collapse:collapse;margin:.3em 0;background:#fff}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;font-size:90%;vertical-align:top;overflow-wrap:anywhere}\
-th{background:#f2f3f5}table.kv th{width:14em}\
+th{background:#f2f3f5}table.kv th{white-space:nowrap;min-width:12em}\
 .pages{margin:.8em 0;display:flex;gap:1em;align-items:center}\
 .tab{display:none}.tab:target{display:block}.tab:target~.metrics-tab{display:none}\
 .state-active{color:#2a7a2a;font-weight:bold}.state-joining,.state-leaving{color:#a06000;font-weight:bold}\
@@ -125,6 +125,13 @@ document.querySelectorAll('details.grp').forEach(function(d){
     try{localStorage.setItem(K,JSON.stringify(Array.from(open)))}catch(e){}
   });
 });
+function tab(){
+  var st=location.hash==='#status',l=document.getElementById('status-link'),m=document.getElementById('metrics-link');
+  if(!l||!document.getElementById('status'))return;
+  l.classList.toggle('cur',st);if(m)m.classList.toggle('cur',!st);
+  if(st)window.scrollTo(0,0);
+}
+window.addEventListener('hashchange',tab);tab();
 document.addEventListener('click',function(e){
   var b=e.target.closest('button[data-url]');
   if(!b)return;
@@ -147,7 +154,7 @@ pub(crate) fn page_start(h: &mut String, cfg: &HttpConfig, title: &str, tab: Tab
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{}</title><style>{CSS}</style></head><body>\n\
-<nav><span class=\"brand\">pushgate</span><a href=\"{p}/\"{}>Metrics</a>\
+<nav><span class=\"brand\">pushgate</span><a href=\"{p}/\" id=\"metrics-link\"{}>Metrics</a>\
 <a href=\"{p}/#status\" id=\"status-link\">Status</a>\
 <a href=\"{p}/cluster\"{}>Cluster</a><a href=\"{p}{}\">/metrics</a></nav>\n<main>\n",
         esc(title),

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use base64::Engine;
 
-use super::api::{go_float, rfc3339_nano};
+use super::api::{go_float, rfc3339_nano, simple_value};
 use super::html::{esc, esc_into, human_age, query_value};
 use crate::exposition::{Metric, MetricType};
 use crate::http::state::HttpConfig;
@@ -213,14 +213,6 @@ fn value_cell(h: &mut String, m: &Metric, typ: MetricType) {
             row(h, "Sample Sum", &go_float(hist.sample_sum()));
             h.push_str("</table>");
         }
-        _ => {
-            let v = match typ {
-                MetricType::Counter => m.counter.as_ref().map(|c| c.value()),
-                MetricType::Gauge => m.gauge.as_ref().map(|g| g.value()),
-                _ => m.untyped.as_ref().map(|u| u.value()),
-            }
-            .unwrap_or(0.0);
-            esc_into(h, &go_float(v));
-        }
+        _ => esc_into(h, &go_float(simple_value(m, typ))),
     }
 }

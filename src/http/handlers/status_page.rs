@@ -319,3 +319,100 @@ fn status_tab(h: &mut String, cfg: &HttpConfig) {
     }
     h.push_str("</table>\n</section>\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::GroupKey;
+
+    fn group(job: &str, instance: &str, push: f64, failure: f64) -> GroupSnapshot {
+        GroupSnapshot {
+            key: Arc::new(GroupKey::new([
+                ("job".to_owned(), job.to_owned()),
+                ("instance".to_owned(), instance.to_owned()),
+                ("a_label".to_owned(), format!("{job}{instance}")),
+            ])),
+            families: Vec::new(),
+            push_time: push,
+            failure_time: failure,
+            last_push_successful: failure <= push,
+            aggregating: false,
+            ttl: 0.0,
+            version: 0,
+            timing: None,
+        }
+    }
+
+    fn jobs(gs: &[GroupSnapshot]) -> Vec<String> {
+        gs.iter()
+            .map(|g| format!("{}/{}", g.key.job(), g.key.get("instance").unwrap_or("")))
+            .collect()
+    }
+
+    /// Every page of every order is the same slice a whole sort gives: the partial selections
+    /// around the page's bounds lose and repeat nothing.
+    #[test]
+    fn each_page_is_the_slice_of_the_whole_sorted_list() {
+        // Push times collide on purpose (ties are broken by the labels).
+        let all: Vec<GroupSnapshot> = (0..97)
+            .map(|i| {
+                group(
+                    &format!("j{}", (i * 37) % 11),
+                    &format!("i{}", (i * 53) % 97),
+                    (i % 7) as f64,
+                    (i % 5) as f64,
+                )
+            })
+            .collect();
+        for sort in Sort::ALL.map(|s| s.0) {
+            let mut whole = all.clone();
+            let view = |page, per_page| View {
+                filter: String::new(),
+                sort,
+                page,
+                per_page,
+                stale_secs: DEFAULT_STALE_SECS,
+            };
+            let (everything, n) = select(all.clone(), &view(1, 1000));
+            assert_eq!(n, 97);
+            whole.sort_by(|a, b| match sort {
+                Sort::Labels => by_labels(a, b),
+                Sort::PushOld => a.push_time.total_cmp(&b.push_time).then(by_labels(a, b)),
+                Sort::PushNew => b.push_time.total_cmp(&a.push_time).then(by_labels(a, b)),
+                Sort::Failure => b.failure_time.total_cmp(&a.failure_time).then(by_labels(a, b)),
+            });
+            assert_eq!(jobs(&everything), jobs(&whole), "{sort:?}");
+            for per_page in [1, 7, 10, 96, 97, 200] {
+                let mut pages = Vec::new();
+                for page in 1..=(97 / per_page + 2) {
+                    let (slice, n) = select(all.clone(), &view(page, per_page));
+                    assert_eq!(n, 97);
+                    pages.extend(jobs(&slice));
+                }
+                assert_eq!(pages, jobs(&whole), "{sort:?} per_page {per_page}");
+            }
+        }
+    }
+
+    #[test]
+    fn job_and_instance_lead_the_label_order() {
+        let g = group("b", "x", 1.0, 0.0);
+        let order: Vec<&str> = display_labels(&g.key).map(|(n, _)| n).collect();
+        assert_eq!(order, ["job", "instance", "a_label"]);
+    }
+
+    #[test]
+    fn the_filter_matches_labels_and_metric_names() {
+        let g = group("backup", "db-1", 1.0, 0.0);
+        let m = |f: &str| matches(&g, &terms(f));
+        assert!(m("job=back"));
+        assert!(!m("JOB=BACK"), "label names match exactly");
+        assert!(m("job=BACK db-1"));
+        assert!(!m("job=db"));
+        assert!(!m("nosuch=x"));
+        assert!(m("DB-"));
+        assert!(!m("backup missing"));
+    }
+}
