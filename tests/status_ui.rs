@@ -161,6 +161,12 @@ fn status_page_in_a_browser() {
     push_groups(&pg);
     let page = pg.get("/").text();
     assert!(page.contains("Last push failed!"), "{page}");
+    // The markup in the label value arrives escaped (the browser then shows it as text).
+    assert!(!page.contains("<script>window"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;window.__pwned=true&lt;/script&gt;"),
+        "{page}"
+    );
     let tmp = tempfile::tempdir().expect("temp dir");
     let shots = shot_dir(tmp.path());
     let out = run_browser(
