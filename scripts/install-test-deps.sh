@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suites use as real components: Debian's upstream Pushgateway (the
-# compatibility oracle), Prometheus (real scraper), the Python client library, and the container
-# test bed's haproxy and docker-compose.
+# compatibility oracle), Prometheus (real scraper), the Python client library, headless Chromium
+# with its WebDriver and selenium (the status page's browser tests), and the container test bed's
+# haproxy and docker-compose.
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -11,6 +12,8 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 need_apt=()
 [ -x /usr/bin/prometheus-pushgateway ] || need_apt+=(prometheus-pushgateway)
 [ -x /usr/bin/prometheus ] || need_apt+=(prometheus)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
@@ -54,6 +57,9 @@ fi
 if ! command -v kubectl >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client
+fi
+if ! "$PY" -c 'import selenium' 2>/dev/null; then
+  "$PY" -m pip install -q selenium
 fi
 
 # The container test bed's own tools (haproxy, docker-compose, jq for the bench script).

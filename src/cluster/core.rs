@@ -41,6 +41,11 @@ pub struct ClusterCore {
     pub(super) hints: AtomicUsize,
     /// Hints taken since the current round listed what this node holds.
     pub(super) hints_taken: AtomicUsize,
+    /// Groups this node is the primary owner of, counted by the last reconciliation round.
+    pub(super) primary: AtomicUsize,
+    /// Every live member's version, counts and last heartbeat (set once by the node), for the
+    /// Cluster page.
+    pub(super) details: std::sync::OnceLock<super::details::MemberDetails>,
     /// A stand-in replica is refused beyond this many hints (`--cluster.max-hints`).
     pub(super) max_hints: AtomicUsize,
     /// The member orders of the last merged render's families, reused by the next one where
@@ -111,6 +116,8 @@ impl ClusterCore {
                 .min(peer_timeout.max(Duration::from_millis(500)) * 2),
             hints: AtomicUsize::new(0),
             hints_taken: AtomicUsize::new(0),
+            primary: AtomicUsize::new(0),
+            details: std::sync::OnceLock::new(),
             max_hints: AtomicUsize::new(usize::MAX),
             merged_orders: Arc::default(),
             entry: EntryLoad::default(),
@@ -178,6 +185,21 @@ impl ClusterCore {
             ));
         }
         Ok(guard)
+    }
+
+    /// Gives the Cluster page the members' details the membership tracks.
+    pub fn set_member_details(&self, details: super::details::MemberDetails) {
+        let _ = self.details.set(details);
+    }
+
+    /// This node's counts for the other nodes' Cluster pages: groups held, owned as primary
+    /// (as of the last round), hints.
+    pub fn node_stats(&self) -> super::details::NodeStats {
+        super::details::NodeStats {
+            groups: self.store.group_count() as u64,
+            primary: self.primary.load(Ordering::Relaxed) as u64,
+            hints: self.hints.load(Ordering::Relaxed) as u64,
+        }
     }
 
     /// Sets the bound on hints (`--cluster.max-hints`).

@@ -11,7 +11,7 @@ use super::core::ClusterCore;
 use super::rpc::{client, pb};
 use super::write::op::{WriteAnswer, WriteOp};
 use super::write::replicate::Replica;
-use crate::gateway::{Gateway, ScrapeRefused};
+use crate::gateway::{ClusterView, Gateway, MemberView, Owners, ScrapeRefused};
 use crate::ingest::PushRequest;
 use crate::scrape::merged::{render_groups, render_groups_chunked};
 use crate::scrape::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
@@ -152,5 +152,52 @@ impl Gateway for ClusterGateway {
             series: self.core.store.series_count(),
             encoded_bytes: self.core.store.encoded_bytes(),
         }
+    }
+
+    fn cluster_view(&self) -> Option<ClusterView> {
+        let ring = self.core.ring();
+        let details = self.core.details.get().map(|d| d.load_full());
+        let now = Instant::now();
+        let members = ring
+            .members
+            .iter()
+            .map(|m| {
+                let d = details.as_ref().and_then(|d| d.get(&m.id));
+                let stats = d.and_then(|d| d.stats);
+                MemberView {
+                    id: m.id.to_string(),
+                    state: m.state.as_str(),
+                    address: m.grpc_addr.to_string(),
+                    generation: m.generation,
+                    version: d.and_then(|d| d.version.clone()),
+                    groups: stats.map(|s| s.groups),
+                    primary: stats.map(|s| s.primary),
+                    hints: stats.map(|s| s.hints),
+                    heartbeat_age: d
+                        .and_then(|d| d.heartbeat_at)
+                        .map(|at| now.saturating_duration_since(at)),
+                }
+            })
+            .collect();
+        Some(ClusterView {
+            self_id: self.core.self_id.to_string(),
+            replication_factor: self.core.replication_factor,
+            write_quorum: self.core.write_quorum(),
+            members,
+        })
+    }
+
+    fn owners(&self, key: &GroupKey) -> Option<Owners> {
+        let ring = self.core.ring();
+        let r = self.core.replication_factor;
+        let nodes: Vec<String> = ring
+            .owners(key.stable_hash(), r)
+            .into_iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        Some(Owners {
+            short: nodes.len() < r,
+            nodes,
+        })
     }
 }

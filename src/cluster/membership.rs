@@ -7,7 +7,8 @@
 //! paths: a lock-free load) and a `watch` channel (for tasks that react to changes). Nothing on a
 //! request path ever takes chitchat's lock.
 //!
-//! Metrics never travel over gossip: gossip carries membership, gRPC carries data.
+//! Metrics never travel over gossip: gossip carries membership (and, for the Cluster page, each
+//! node's version and three counts: `details`), gRPC carries data.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use super::details::{self, MemberDetails, NodeStats, STATS_KEY, VERSION_KEY};
 use super::events::ClusterEvent;
 use super::member::{Member, MemberState, NodeId, UnknownMemberState};
 use super::ring::Ring;
@@ -207,6 +209,8 @@ pub struct Membership {
     ring_rx: watch::Receiver<Arc<Ring>>,
     ring_task: JoinHandle<()>,
     peer_task: Option<JoinHandle<()>>,
+    details: MemberDetails,
+    details_task: JoinHandle<()>,
 }
 
 impl Membership {
@@ -256,6 +260,7 @@ impl Membership {
             (GRPC_ADDR_KEY.to_owned(), cfg.grpc_addr.to_string()),
             (STATE_KEY.to_owned(), cfg.initial_state.as_str().to_owned()),
             (PROTOCOL_KEY.to_owned(), cfg.protocol_version.to_string()),
+            (VERSION_KEY.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
         ];
         let handle = spawn_chitchat(chitchat_config, initial_key_values, transport)
             .await
@@ -300,6 +305,13 @@ impl Membership {
                 Arc::downgrade(&chitchat),
             ))
         });
+        let details = MemberDetails::default();
+        let details_task = tokio::spawn(details::track(
+            Arc::downgrade(&chitchat),
+            self_id.clone(),
+            cfg.gossip_interval,
+            details.clone(),
+        ));
         info!(
             node = %self_id,
             generation = cfg.generation,
@@ -318,7 +330,23 @@ impl Membership {
             ring_rx,
             ring_task,
             peer_task,
+            details,
+            details_task,
         })
+    }
+
+    /// Every live member's version, counts and last heartbeat, as this node knows them.
+    pub fn details(&self) -> MemberDetails {
+        self.details.clone()
+    }
+
+    /// Gossips this node's counts (for the other nodes' Cluster pages).
+    pub async fn set_stats(&self, stats: NodeStats) {
+        self.chitchat
+            .with_chitchat(|chitchat| {
+                chitchat.self_node_state().set(STATS_KEY, stats.encode());
+            })
+            .await;
     }
 
     pub fn self_id(&self) -> &NodeId {
@@ -352,6 +380,8 @@ impl Membership {
     /// Stops gossiping. The other nodes drop this node once their failure detector declares it
     /// dead; mark it `Leaving` first for a graceful exit.
     pub async fn shutdown(self) {
+        self.details_task.abort();
+        let _ = self.details_task.await;
         if let Some(peer_task) = self.peer_task {
             peer_task.abort();
             let _ = peer_task.await;

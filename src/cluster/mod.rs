@@ -12,6 +12,8 @@
 //!   datagram, the reload of the file when it changes.
 //! - [`sealed_udp`]: the chitchat transport that seals every gossip datagram with that key and
 //!   drops (and counts) what does not open.
+//! - [`details`]: what the Cluster page shows of each member beyond the ring (version, counts,
+//!   last heartbeat), gossiped and tracked.
 //! - [`ring`]: the ring snapshot and rendezvous placement (which nodes own a group).
 //! - [`core`]: `ClusterCore`, the state the gateway, the gRPC service and the reconciler share.
 //! - [`bounds`]: the bounds the cluster flags set (message size, batch items, scrape bytes).
@@ -48,6 +50,7 @@
 pub mod bounds;
 pub mod clock;
 pub mod core;
+pub mod details;
 pub(crate) mod events;
 pub mod gateway;
 pub mod gossip_key;

@@ -2,6 +2,7 @@
 //! cluster node: it hands validated requests to a `Gateway` and renders what it returns.
 
 pub mod local;
+pub mod view;
 
 use std::future::Future;
 
@@ -13,6 +14,7 @@ use crate::store::{GroupKey, GroupSnapshot, PushError, StoredFamily};
 use crate::telemetry::LocalStats;
 
 pub use local::LocalGateway;
+pub use view::{ClusterView, MemberView, Owners};
 
 /// A read of every group that cannot be served now (answered 503 with this message): on a
 /// cluster node, the peers' answers would exceed `--cluster.max-scrape-bytes`.
@@ -70,4 +72,12 @@ pub trait Gateway: Send + Sync + 'static {
     fn groups(&self) -> impl Future<Output = Result<Vec<GroupSnapshot>, ScrapeRefused>> + Send;
     /// What this node holds, for self-metrics.
     fn local_stats(&self) -> LocalStats;
+    /// The cluster's members as this node sees them; `None` on a single node.
+    fn cluster_view(&self) -> Option<ClusterView> {
+        None
+    }
+    /// The nodes that own a group now (ring placement); `None` on a single node.
+    fn owners(&self, _key: &GroupKey) -> Option<Owners> {
+        None
+    }
 }

@@ -11,7 +11,9 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, StatusCode};
 
-use super::handlers::{api, delete, import, lifecycle, push, scrape, status_page};
+use super::handlers::{
+    api, cluster_page, delete, import, lifecycle, push, scrape, status_page,
+};
 use super::path::{clean_path, is_clean, percent_decode};
 use super::response::{method_not_allowed, moved_permanently, not_found, plain, redirect};
 use super::state::{AppState, HttpConfig};
@@ -28,6 +30,8 @@ enum Route<'a> {
     Ready,
     Quit,
     Status,
+    /// `/cluster`: the Cluster page (pushgate's addition).
+    Cluster,
     ApiStatus,
     ApiMetrics,
     ApiWipe,
@@ -57,6 +61,7 @@ fn match_route<'a>(rel: &'a str, cfg: &HttpConfig) -> Option<Route<'a>> {
         "/-/ready" => Route::Ready,
         "/-/quit" => Route::Quit,
         "/" | "/status" => Route::Status,
+        "/cluster" => Route::Cluster,
         "/api/v1/status" => Route::ApiStatus,
         "/api/v1/metrics" => Route::ApiMetrics,
         "/api/v1/admin/wipe" => Route::ApiWipe,
@@ -138,7 +143,8 @@ pub(crate) async fn dispatch<G: Gateway>(st: &AppState<G>, req: Request) -> Resp
         Route::Healthy => lifecycle::healthy(&method),
         Route::Ready => lifecycle::ready(st, &method),
         Route::Quit => lifecycle::quit(st, &method),
-        Route::Status => status_page::status_page(st, &method).await,
+        Route::Status => status_page::status_page(st, &method, query.as_deref()).await,
+        Route::Cluster => cluster_page::cluster_page(st, &method, query.as_deref()),
         Route::ApiStatus => api::status(st, &method).await,
         Route::ApiMetrics => api::metrics(st, &method).await,
         Route::ApiWipe => api::wipe(st, &method).await,

@@ -39,6 +39,8 @@ pub(super) struct ClusterNode {
     grpc: tokio::task::JoinHandle<()>,
     tls_watch: Option<tokio::task::JoinHandle<()>>,
     members_gauge: tokio::task::JoinHandle<()>,
+    /// Gossips this node's counts for the Cluster pages.
+    stats: tokio::task::JoinHandle<()>,
     /// Keeps `pushgate_cluster_writable` and the lost-members warnings.
     writable: tokio::task::JoinHandle<()>,
     /// Re-reads the gossip key file (when there is one).
@@ -46,6 +48,29 @@ pub(super) struct ClusterNode {
     join: tokio::task::JoinHandle<()>,
     /// Taken (and awaited) by the last handover.
     reconciler: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How often a node looks at its counts for the Cluster pages (gossiped only when changed).
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Gossips this node's counts (groups, primary, hints) whenever they change, until the node
+/// stops.
+async fn gossip_stats(lifecycle: std::sync::Weak<Lifecycle>, core: Arc<ClusterCore>) {
+    let mut last = None;
+    let mut interval = tokio::time::interval(STATS_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = core.node_stats();
+        if last == Some(now) {
+            continue;
+        }
+        let Some(l) = lifecycle.upgrade() else {
+            return;
+        };
+        l.membership.set_stats(now).await;
+        last = Some(now);
+    }
 }
 
 /// What joining and leaving need: the membership, the reconciler and its stop signal.
@@ -233,6 +258,7 @@ impl ClusterNode {
             tls.clone(),
         );
         core.set_max_clock_skew(s.max_clock_skew);
+        core.set_member_details(membership.details());
         core.set_write_quorum(s.write_quorum);
         let grpc_stop = Arc::new(Notify::new());
         // tonic checks a message's declared length before reading it: a message over the limit
@@ -321,6 +347,7 @@ impl ClusterNode {
             shutdown_timeout,
             leaving: std::sync::atomic::AtomicBool::new(false),
         });
+        let stats = tokio::spawn(gossip_stats(Arc::downgrade(&lifecycle), core.clone()));
         let own = [s.listen.to_string(), s.advertise.to_string()];
         let peers_configured = s.peers.iter().any(|p| !own.contains(p));
         let join = {
@@ -337,6 +364,7 @@ impl ClusterNode {
             grpc,
             tls_watch,
             members_gauge,
+            stats,
             writable,
             key_watch,
             join,
@@ -361,6 +389,8 @@ impl ClusterNode {
         self.grpc_stop.notify_one();
         let _ = self.grpc.await;
         self.members_gauge.abort();
+        self.stats.abort();
+        let _ = self.stats.await;
         self.writable.abort();
         if let Some(w) = self.tls_watch {
             w.abort();

@@ -200,9 +200,13 @@ impl Reconciler {
                     .into_iter()
                     .map(|(k, v)| (Arc::new(k), v, true)),
             );
+        let mut primary = 0;
         for (key, version, tombstone) in entries {
             let owners = ring.owners(key.stable_hash(), r);
             let owned = owners.iter().any(|o| o.id == core.self_id);
+            if !tombstone && owners.first().is_some_and(|o| o.id == core.self_id) {
+                primary += 1;
+            }
             let others: Vec<Member> = owners
                 .into_iter()
                 .filter(|o| o.id != core.self_id)
@@ -217,6 +221,7 @@ impl Reconciler {
                 acked: 0,
             });
         }
+        core.primary.store(primary, Ordering::Relaxed);
         let mut report = RoundReport {
             held: held.len(),
             ..Default::default()

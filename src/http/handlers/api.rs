@@ -102,7 +102,7 @@ fn json_response(v: &Value) -> Response {
 
 /// Go's `fmt.Sprint(float64)`: the exposition float format, except that negative zero keeps
 /// its sign (the text exposition writes every zero as `0`).
-fn go_float(v: f64) -> String {
+pub(crate) fn go_float(v: f64) -> String {
     if v == 0.0 && v.is_sign_negative() {
         return "-0".to_owned();
     }
@@ -136,6 +136,18 @@ pub(crate) fn rfc3339_nano(unix_seconds: f64) -> String {
     s
 }
 
+/// Upstream's build information keys, for `/api/v1/status` and the status page.
+pub(crate) fn build_information() -> [(&'static str, &'static str); 6] {
+    [
+        ("branch", ""),
+        ("buildDate", ""),
+        ("buildUser", ""),
+        ("goVersion", "rust"),
+        ("revision", option_env!("PUSHGATE_REVISION").unwrap_or("")),
+        ("version", env!("CARGO_PKG_VERSION")),
+    ]
+}
+
 /// The `/api/v1/status` document: build information, flags and start time.
 fn status_json(cfg: &HttpConfig) -> Response {
     let flags = sorted_object(
@@ -147,14 +159,12 @@ fn status_json(cfg: &HttpConfig) -> Response {
     let v = json!({
         "status": "success",
         "data": {
-            "build_information": {
-                "branch": "",
-                "buildDate": "",
-                "buildUser": "",
-                "goVersion": "rust",
-                "revision": option_env!("PUSHGATE_REVISION").unwrap_or(""),
-                "version": env!("CARGO_PKG_VERSION"),
-            },
+            "build_information": sorted_object(
+                build_information()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                    .collect()
+            ),
             "flags": flags,
             "start_time": rfc3339_nano(cfg.start_time),
         }
@@ -169,6 +179,16 @@ fn labels_json(m: &Metric) -> Value {
             .map(|l| (l.name().to_owned(), Value::String(l.value().to_owned())))
             .collect(),
     )
+}
+
+/// The value of a counter, gauge or untyped metric (0 when the metric lacks it).
+pub(crate) fn simple_value(m: &Metric, typ: MetricType) -> f64 {
+    match typ {
+        MetricType::Counter => m.counter.as_ref().map(|c| c.value()),
+        MetricType::Gauge => m.gauge.as_ref().map(|g| g.value()),
+        _ => m.untyped.as_ref().map(|u| u.value()),
+    }
+    .unwrap_or(0.0)
 }
 
 fn metric_json(m: &Metric, typ: MetricType) -> Value {
@@ -204,15 +224,7 @@ fn metric_json(m: &Metric, typ: MetricType) -> Value {
             o.push(("count".into(), Value::String(h.sample_count().to_string())));
             o.push(("sum".into(), Value::String(go_float(h.sample_sum()))));
         }
-        _ => {
-            let v = match typ {
-                MetricType::Counter => m.counter.as_ref().map(|c| c.value()),
-                MetricType::Gauge => m.gauge.as_ref().map(|g| g.value()),
-                _ => m.untyped.as_ref().map(|u| u.value()),
-            }
-            .unwrap_or(0.0);
-            o.push(("value".into(), Value::String(go_float(v))));
-        }
+        _ => o.push(("value".into(), Value::String(go_float(simple_value(m, typ))))),
     }
     sorted_object(o)
 }

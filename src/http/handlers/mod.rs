@@ -7,4 +7,7 @@ pub(crate) mod import;
 pub(crate) mod lifecycle;
 pub(crate) mod push;
 pub(crate) mod scrape;
+pub(crate) mod cluster_page;
+pub(crate) mod html;
+pub(crate) mod status_groups;
 pub(crate) mod status_page;
