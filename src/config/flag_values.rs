@@ -39,11 +39,6 @@ pub fn effective_values(command: &Command, matches: &ArgMatches) -> Vec<(String,
     flags
 }
 
-<<<<<<< HEAD
-/// One flag's value: typed values in their canonical form (a duration as Go prints it, e.g.
-/// `5m0s`, as upstream lists its flags; a number without leading zeros), anything else as given
-/// (strings, paths, enum names); several values joined by commas, none as "".
-=======
 /// The id of the negation of the boolean flag with id `id`.
 fn negation_id(id: &str) -> String {
     format!("{NEGATION_PREFIX}{id}")
@@ -75,11 +70,9 @@ pub fn with_negations(command: Command) -> Command {
     })
 }
 
-/// One flag's value: typed values in their canonical form (a duration as Rust prints it,
-/// e.g. `300s`, and zero as `0s` like Go rather than Rust's `0ns`; a number without leading
-/// zeros), anything else as given (strings, paths,
-/// enum names); several values joined by commas, none as "".
->>>>>>> health
+/// One flag's value: typed values in their canonical form (a duration as Go prints it, e.g.
+/// `5m0s`, as upstream lists its flags; a number without leading zeros), anything else as given
+/// (strings, paths, enum names); several values joined by commas, none as "".
 fn value(matches: &ArgMatches, id: &str) -> String {
     typed(matches, id, go_duration)
         .or_else(|| typed(matches, id, usize::to_string))
