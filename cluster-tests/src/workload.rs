@@ -9,8 +9,6 @@
 //! must never come back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -305,36 +303,7 @@ pub fn well_formed(body: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `promtool check metrics` on an exposition: parse errors fail, lint remarks do not
-/// (pushed metrics are the clients' business).
-pub fn promtool_check(body: &str) -> Result<(), String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run promtool (apt-get install prometheus): {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin was piped")
-        .write_all(body.as_bytes())
-        .map_err(|e| format!("writing to promtool: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("promtool: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // 0: clean, 3: lint remarks only; 1 (or "error while linting"): not a valid exposition.
-    match out.status.code() {
-        Some(0) | Some(3) if !text.contains("error while linting") => Ok(()),
-        _ => Err(format!("promtool check metrics: {}", text.trim())),
-    }
-}
+pub use pushgate::testsupport::promtool_check;
 
 /// Checks a settled exposition against the ledger: every group with its latest value (or the
 /// value of a later failed push), no deleted group, nothing duplicated.
