@@ -281,6 +281,38 @@ fn sample_line(
     ));
 }
 
+/// The sample lines of one series as the text format has them: (name, `le` or `quantile`
+/// with its value, value), for the writer and for what the parsers must read back alike.
+fn samples_of(n: &str, value: &Value, mut f: impl FnMut(&str, Option<(&str, f64)>, f64)) {
+    match value {
+        Value::Single(v) => f(n, None, *v),
+        Value::Summary {
+            count,
+            sum,
+            quantiles,
+        } => {
+            for (q, v) in quantiles {
+                f(n, Some(("quantile", *q)), *v);
+            }
+            f(&format!("{n}_sum"), None, *sum);
+            f(&format!("{n}_count"), None, *count as f64);
+        }
+        Value::Histogram {
+            count,
+            sum,
+            buckets,
+        } => {
+            let bucket = format!("{n}_bucket");
+            for (ub, c) in buckets {
+                f(&bucket, Some(("le", *ub)), *c as f64);
+            }
+            f(&bucket, Some(("le", f64::INFINITY)), *count as f64);
+            f(&format!("{n}_sum"), None, *sum);
+            f(&format!("{n}_count"), None, *count as f64);
+        }
+    }
+}
+
 fn text_body(catalogue: &[Family], group: &Group) -> String {
     let mut out = String::new();
     for (f, series) in &group.families {
@@ -291,41 +323,10 @@ fn text_body(catalogue: &[Family], group: &Group) -> String {
         if let Some(t) = fam.kind.type_line() {
             out.push_str(&format!("# TYPE {} {t}\n", fam.name));
         }
-        let n = &fam.name;
         for (labels, value) in series {
-            match value {
-                Value::Single(v) => sample_line(&mut out, n, labels, None, *v),
-                Value::Summary {
-                    count,
-                    sum,
-                    quantiles,
-                } => {
-                    for (q, v) in quantiles {
-                        sample_line(&mut out, n, labels, Some(("quantile", *q)), *v);
-                    }
-                    sample_line(&mut out, &format!("{n}_sum"), labels, None, *sum);
-                    sample_line(&mut out, &format!("{n}_count"), labels, None, *count as f64);
-                }
-                Value::Histogram {
-                    count,
-                    sum,
-                    buckets,
-                } => {
-                    for (ub, c) in buckets {
-                        sample_line(
-                            &mut out,
-                            &format!("{n}_bucket"),
-                            labels,
-                            Some(("le", *ub)),
-                            *c as f64,
-                        );
-                    }
-                    let inf = Some(("le", f64::INFINITY));
-                    sample_line(&mut out, &format!("{n}_bucket"), labels, inf, *count as f64);
-                    sample_line(&mut out, &format!("{n}_sum"), labels, None, *sum);
-                    sample_line(&mut out, &format!("{n}_count"), labels, None, *count as f64);
-                }
-            }
+            samples_of(&fam.name, value, |name, extra, v| {
+                sample_line(&mut out, name, labels, extra, v)
+            });
         }
     }
     out
@@ -444,44 +445,14 @@ fn expected_samples(
                 all.extend(key.iter().cloned());
                 all.entry("instance".to_owned()).or_default();
             }
-            let n = &fam.name;
-            match value {
-                Value::Single(v) if fam.kind == Kind::Counter => {
-                    out.insert(sample(&format!("{n}_total"), &all, None, *v));
-                }
-                Value::Single(v) => {
-                    out.insert(sample(n, &all, None, *v));
-                }
-                Value::Summary {
-                    count,
-                    sum,
-                    quantiles,
-                } => {
-                    for (q, v) in quantiles {
-                        out.insert(sample(n, &all, Some(("quantile", *q)), *v));
-                    }
-                    out.insert(sample(&format!("{n}_sum"), &all, None, *sum));
-                    out.insert(sample(&format!("{n}_count"), &all, None, *count as f64));
-                }
-                Value::Histogram {
-                    count,
-                    sum,
-                    buckets,
-                } => {
-                    for (ub, c) in buckets {
-                        out.insert(sample(
-                            &format!("{n}_bucket"),
-                            &all,
-                            Some(("le", *ub)),
-                            *c as f64,
-                        ));
-                    }
-                    let inf = Some(("le", f64::INFINITY));
-                    out.insert(sample(&format!("{n}_bucket"), &all, inf, *count as f64));
-                    out.insert(sample(&format!("{n}_sum"), &all, None, *sum));
-                    out.insert(sample(&format!("{n}_count"), &all, None, *count as f64));
-                }
-            }
+            samples_of(&fam.name, value, |name, extra, v| {
+                // The Python parser names a counter's samples `<name>_total`.
+                let name = match fam.kind {
+                    Kind::Counter => format!("{name}_total"),
+                    _ => name.to_owned(),
+                };
+                out.insert(sample(&name, &all, extra, v));
+            });
         }
     }
     out
