@@ -252,7 +252,13 @@ impl Cluster {
     /// Starts one more node, with the running nodes as its peers, without waiting for anything
     /// (e.g. a node that must not get in). `{n}` as in [`Cluster::add_node`].
     pub fn spawn_node(&mut self, extra: &[&str]) -> usize {
-        let (http, cl) = (free_port(), free_port());
+        self.spawn_node_on(free_port(), extra)
+    }
+
+    /// [`Cluster::spawn_node`] with the cluster (gossip and gRPC) port given, e.g. one that an
+    /// earlier node was told to seed from before anything listened there.
+    pub fn spawn_node_on(&mut self, cl: u16, extra: &[&str]) -> usize {
+        let http = free_port();
         let mut peers: Vec<u16> = self.live().map(|n| n.cluster_port).collect();
         peers.push(cl);
         let index = self.nodes.len();

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::{free_port, http, wait_for};
 
+/// One series of a range query: its labels and its points `(time, value)`.
+pub type RangeSeries = (serde_json::Value, Vec<(f64, f64)>);
+
 pub struct Prometheus {
     pub port: u16,
     child: Option<Child>,
@@ -84,21 +87,29 @@ impl Prometheus {
 
     /// Instant query: `(labels, value)` of every series in the result.
     pub fn query(&self, promql: &str) -> Result<Vec<(serde_json::Value, f64)>, String> {
-        let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let (st, body) = http("GET", &self.url(), &path, b"").map_err(|e| e.to_string())?;
-        if st != 200 {
-            return Err(format!("query {promql}: {st} {body}"));
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("query {promql}: {e}: {body}"))?;
-        let result = v["data"]["result"]
-            .as_array()
-            .ok_or_else(|| format!("query {promql}: no result: {body}"))?;
-        Ok(result
+        query(&self.url(), promql)
+    }
+
+    /// Range query from `start` to `end` (Unix seconds) every `step` seconds: `(labels, points)`
+    /// of every series in the result, each point `(time, value)`.
+    pub fn query_range(
+        &self,
+        promql: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<RangeSeries>, String> {
+        let params = format!("&start={start:.3}&end={end:.3}&step={step}");
+        Ok(api(&self.url(), "query_range", promql, &params)?
             .iter()
-            .filter_map(|s| {
-                let value = s["value"][1].as_str()?.parse().ok()?;
-                Some((s["metric"].clone(), value))
+            .map(|s| {
+                let points = s["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse().ok()?)))
+                    .collect();
+                (s["metric"].clone(), points)
             })
             .collect())
     }
@@ -116,6 +127,41 @@ impl Drop for Prometheus {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Instant query of the Prometheus at `base` (a test's own, or one a compose project runs):
+/// `(labels, value)` of every series in the result.
+pub fn query(base: &str, promql: &str) -> Result<Vec<(serde_json::Value, f64)>, String> {
+    Ok(api(base, "query", promql, "")?
+        .iter()
+        .filter_map(|s| {
+            let value = s["value"][1].as_str()?.parse().ok()?;
+            Some((s["metric"].clone(), value))
+        })
+        .collect())
+}
+
+/// The `data.result` array of `/api/v1/<endpoint>?query=<promql><params>`.
+fn api(
+    base: &str,
+    endpoint: &str,
+    promql: &str,
+    params: &str,
+) -> Result<Vec<serde_json::Value>, String> {
+    let path = format!(
+        "/api/v1/{endpoint}?query={}{params}",
+        percent_encode(promql)
+    );
+    let (st, body) = http("GET", base, &path, b"").map_err(|e| e.to_string())?;
+    if st != 200 {
+        return Err(format!("{endpoint} {promql}: {st} {body}"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{endpoint} {promql}: {e}: {body}"))?;
+    match v["data"]["result"].as_array() {
+        Some(result) => Ok(result.clone()),
+        None => Err(format!("{endpoint} {promql}: no result: {body}")),
     }
 }
 

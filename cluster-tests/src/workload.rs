@@ -9,8 +9,6 @@
 //! must never come back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -39,13 +37,18 @@ pub struct Ledger {
     /// Short-lived groups whose push and delete were both acknowledged.
     pub deleted: BTreeSet<String>,
     pub pushes_ok: u64,
-    pub push_failures: Vec<(Instant, String)>,
+    /// Failed pushes: when each was sent and when it failed, and what happened.
+    pub push_failures: Vec<((Instant, Instant), String)>,
     pub scrapes_ok: u64,
-    pub scrape_failures: Vec<(Instant, String)>,
+    pub scrape_failures: Vec<((Instant, Instant), String)>,
     /// Scrapes answered 200 that missed acknowledged groups (or were invalid).
     pub incomplete_views: Vec<(Instant, String)>,
     /// Fault and heal moments, labelled.
     pub events: Vec<(Instant, String)>,
+    /// Moments the scenario saw the cluster settled after a fault or heal (every node's view
+    /// of the members as it should be): failures are explained only between an event and the
+    /// next of these.
+    pub settled: Vec<Instant>,
 }
 
 /// Pushing clients and a scrape watcher, all through `base` (the load balancer).
@@ -108,6 +111,7 @@ impl Workload {
             let job = format!("{prefix}{i}");
             let value = 1_000_000 + i as u64;
             let body = format!("# TYPE {METRIC} gauge\n{METRIC}{{client=\"cold\"}} {value}\n");
+            let sent = Instant::now();
             let res = http_timeout(
                 "PUT",
                 base,
@@ -122,10 +126,17 @@ impl Workload {
                 l.pushes_ok += 1;
             } else {
                 g.maybe.insert(value);
-                l.push_failures
-                    .push((Instant::now(), format!("PUT {job}: {}", describe(&res))));
+                l.push_failures.push((
+                    (sent, Instant::now()),
+                    format!("PUT {job}: {}", describe(&res)),
+                ));
             }
         }
+    }
+
+    /// Records that the cluster was seen settled after the last fault or heal.
+    pub fn settled(&self) {
+        lock(&self.ledger).settled.push(Instant::now());
     }
 
     /// Pushes acknowledged so far.
@@ -164,6 +175,7 @@ fn client(
         value += 1;
         let job = format!("c{c}_g{}", value as usize % groups);
         let body = format!("# TYPE {METRIC} gauge\n{METRIC}{{client=\"{c}\"}} {value}\n");
+        let sent = Instant::now();
         let res = http_timeout(
             "PUT",
             base,
@@ -181,8 +193,10 @@ fn client(
                 }
                 other => {
                     g.maybe.insert(value);
-                    l.push_failures
-                        .push((Instant::now(), format!("PUT {job}: {}", describe(other))));
+                    l.push_failures.push((
+                        (sent, Instant::now()),
+                        format!("PUT {job}: {}", describe(other)),
+                    ));
                 }
             }
         }
@@ -203,6 +217,7 @@ fn short_lived(c: usize, round: usize, base: &str, ledger: &Mutex<Ledger>) {
     let job = format!("c{c}_del{round}");
     let path = format!("/metrics/job/{job}");
     let body = format!("# TYPE {METRIC} gauge\n{METRIC}{{client=\"{c}\"}} 1\n");
+    let sent = Instant::now();
     let pushed = http_timeout("PUT", base, &path, body.as_bytes(), CLIENT_TIMEOUT);
     let deleted = http_timeout("DELETE", base, &path, b"", CLIENT_TIMEOUT);
     let mut l = lock(ledger);
@@ -212,7 +227,7 @@ fn short_lived(c: usize, round: usize, base: &str, ledger: &Mutex<Ledger>) {
             l.deleted.insert(job);
         }
         _ => l.push_failures.push((
-            Instant::now(),
+            (sent, Instant::now()),
             format!(
                 "PUT+DELETE {job}: {} / {}",
                 describe(&pushed),
@@ -239,6 +254,7 @@ fn watcher(base: &str, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
             .filter(|(_, g)| g.acked.is_some())
             .map(|(k, _)| k.clone())
             .collect();
+        let sent = Instant::now();
         let res = http_timeout("GET", base, "/metrics", b"", CLIENT_TIMEOUT);
         let mut l = lock(ledger);
         match &res {
@@ -249,7 +265,7 @@ fn watcher(base: &str, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
                     must.iter().filter(|j| !seen.contains_key(*j)).collect();
                 if !missing.is_empty() {
                     l.incomplete_views.push((
-                        Instant::now(),
+                        sent,
                         format!(
                             "{} acknowledged groups missing (body {} bytes), e.g. {:?}",
                             missing.len(),
@@ -259,12 +275,13 @@ fn watcher(base: &str, ledger: &Mutex<Ledger>, stop: &AtomicBool) {
                     ));
                 }
                 if let Err(e) = well_formed(body) {
-                    l.incomplete_views.push((Instant::now(), e));
+                    l.incomplete_views.push((sent, e));
                 }
             }
-            other => l
-                .scrape_failures
-                .push((Instant::now(), format!("GET /metrics: {}", describe(other)))),
+            other => l.scrape_failures.push((
+                (sent, Instant::now()),
+                format!("GET /metrics: {}", describe(other)),
+            )),
         }
         drop(l);
         if let Some(rest) = next.checked_duration_since(Instant::now()) {
@@ -305,36 +322,7 @@ pub fn well_formed(body: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `promtool check metrics` on an exposition: parse errors fail, lint remarks do not
-/// (pushed metrics are the clients' business).
-pub fn promtool_check(body: &str) -> Result<(), String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run promtool (apt-get install prometheus): {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin was piped")
-        .write_all(body.as_bytes())
-        .map_err(|e| format!("writing to promtool: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("promtool: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // 0: clean, 3: lint remarks only; 1 (or "error while linting"): not a valid exposition.
-    match out.status.code() {
-        Some(0) | Some(3) if !text.contains("error while linting") => Ok(()),
-        _ => Err(format!("promtool check metrics: {}", text.trim())),
-    }
-}
+pub use pushgate::testsupport::promtool_check;
 
 /// Checks a settled exposition against the ledger: every group with its latest value (or the
 /// value of a later failed push), no deleted group, nothing duplicated.
@@ -371,31 +359,60 @@ pub fn check_settled(body: &str, ledger: &Ledger) -> Result<(), String> {
 }
 
 impl Ledger {
-    /// Failures (push or scrape) that happened more than `grace` after every fault or heal
-    /// event before them: these are not explained by failure detection.
-    pub fn unexplained(&self, grace: Duration) -> Vec<String> {
-        let explained = |at: &Instant| {
-            self.events
-                .iter()
-                .any(|(e, _)| *at >= *e && at.duration_since(*e) <= grace)
-        };
+    /// Failures (push or scrape) not explained by a fault: an explained one was outstanding at
+    /// some moment between a fault or heal event and the next time the cluster was seen
+    /// settled (sent or failed in such a stretch, or in flight across an event). An order, not
+    /// a grace period: a request inside a node as it froze fails only when the balancer gives
+    /// up on it, but it was in flight at the fault.
+    pub fn unexplained(&self) -> Vec<String> {
         self.push_failures
             .iter()
             .chain(self.scrape_failures.iter())
-            .filter(|(at, _)| !explained(at))
+            .filter(|((sent, failed), _)| {
+                !(self.unsettled(*sent)
+                    || self.unsettled(*failed)
+                    || self.events.iter().any(|(e, _)| sent <= e && e <= failed))
+            })
             .map(|(_, what)| what.clone())
             .collect()
     }
 
+    /// Every failure (push or scrape).
+    pub fn all_failures(&self) -> Vec<String> {
+        self.push_failures
+            .iter()
+            .chain(self.scrape_failures.iter())
+            .map(|(_, what)| what.clone())
+            .collect()
+    }
+
+    /// Whether `at` lies between a fault or heal event and the next time the cluster was seen
+    /// settled.
+    pub fn unsettled(&self, at: Instant) -> bool {
+        let last_event = self
+            .events
+            .iter()
+            .map(|(e, _)| *e)
+            .filter(|e| *e <= at)
+            .max();
+        let last_settled = self.settled.iter().copied().filter(|s| *s <= at).max();
+        match (last_event, last_settled) {
+            (Some(e), Some(s)) => e > s,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
     /// One line for the test output.
     pub fn summary(&self, started: Instant) -> String {
-        let rel = |v: &[(Instant, String)]| -> String {
+        let since = |at: &Instant| at.duration_since(started).as_secs_f64();
+        let rel = |v: &[((Instant, Instant), String)]| -> String {
             match (v.first(), v.last()) {
                 (Some(a), Some(b)) => format!(
-                    "{} between {:.1}s and {:.1}s",
+                    "{} sent between {:.1}s and {:.1}s",
                     v.len(),
-                    a.0.duration_since(started).as_secs_f64(),
-                    b.0.duration_since(started).as_secs_f64()
+                    since(&a.0 .0),
+                    since(&b.0 .0)
                 ),
                 _ => "0".to_owned(),
             }
@@ -405,7 +422,13 @@ impl Ledger {
             .iter()
             .chain(self.scrape_failures.iter())
             .take(4)
-            .map(|(at, what)| format!("[{:.1}s] {what}", at.duration_since(started).as_secs_f64()))
+            .map(|((sent, failed), what)| {
+                format!(
+                    "[sent {:.1}s, failed {:.1}s] {what}",
+                    since(sent),
+                    since(failed)
+                )
+            })
             .collect();
         format!(
             "pushes ok {}, push failures {}; scrapes ok {}, scrape failures {}; incomplete views {}; groups {}, deleted {}; first failures: {first:?}",

@@ -1,13 +1,14 @@
 //! The users' docker-compose example (docs/examples/docker-compose.yml) runs as documented, offline:
 //! images for pushgate, haproxy and Prometheus built from binaries on this host with
 //! scripts/build-image.sh, the sample function pushed through the example's load balancer, its
-//! series found in the example's long-term store. Fails without a Docker engine unless PUSHGATE_SKIP_CONTAINER_TESTS=1.
+//! series found in the example's long-term store with the values the function pushed. Fails without a Docker engine unless PUSHGATE_SKIP_CONTAINER_TESTS=1.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cluster_tests::prometheus::percent_encode;
+use cluster_tests::prometheus::query;
 use cluster_tests::{free_port, http, require_docker, wait_for};
 
 fn repo() -> PathBuf {
@@ -119,27 +120,75 @@ fn compose_example_runs_the_bank_function_end_to_end() {
         },
     );
     let function = repo().join("docs/examples/bank_autodebit.py");
+    // What each run reported pushing: (instance, account_id) -> balance, and instance ->
+    // (successful, failed) debits.
+    let mut balances = BTreeMap::new();
+    let mut debits = BTreeMap::new();
     for w in 0..3 {
-        run(Command::new("python3")
+        let worker = format!("worker-{w}");
+        let out = run(Command::new("python3")
             .arg(&function)
             .args(["--gateway", &format!("127.0.0.1:{lb}")])
-            .args(["--worker", &format!("worker-{w}"), "--run", "2"]));
+            .args(["--worker", &worker, "--run", "2"]));
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("function output {out:?}: {e}"));
+        for (account, b) in v["balances"].as_object().expect("balances") {
+            balances.insert(
+                (worker.clone(), account.clone()),
+                b.as_f64().expect("a balance"),
+            );
+        }
+        let n = |k: &str| v[k].as_f64().expect("a count");
+        debits.insert(worker, (n("ok"), n("failed")));
     }
-    // The example scrapes every 15 s: allow a few rounds.
+    assert_eq!(balances.len(), 15, "{balances:?}");
+    // The example scrapes every 15 s: allow a few rounds. The store must hold every pushed
+    // series with the value pushed, and nothing else.
     let store_url = format!("http://127.0.0.1:{store}");
-    let query = format!(
-        "/api/v1/query?query={}",
-        percent_encode("count(bank_account_balance{job=\"bank_autodebit\"})")
-    );
-    wait_for(
-        "the example's store to hold the 15 pushed balances",
-        Duration::from_secs(90),
-        || {
-            matches!(http("GET", &store_url, &query, b""),
-                Ok((200, b)) if b.contains("\"15\""))
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while let Err(e) = store_holds(&store_url, &balances, &debits) {
+        assert!(
+            Instant::now() < deadline,
+            "the example's store did not hold the pushed values within 90 s: {e}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
     drop(project);
+}
+
+/// Whether the store holds exactly the pushed balances and debit counters, with their values.
+fn store_holds(
+    store: &str,
+    balances: &BTreeMap<(String, String), f64>,
+    debits: &BTreeMap<String, (f64, f64)>,
+) -> Result<(), String> {
+    let label = |m: &serde_json::Value, k: &str| m[k].as_str().unwrap_or("").to_owned();
+    let got: BTreeMap<(String, String), f64> =
+        query(store, "bank_account_balance{job=\"bank_autodebit\"}")?
+            .into_iter()
+            .map(|(m, v)| ((label(&m, "instance"), label(&m, "account_id")), v))
+            .collect();
+    if got != *balances {
+        return Err(format!("balances: store {got:?}, pushed {balances:?}"));
+    }
+    for (metric, pick) in [
+        ("bank_debits_successful_total", 0),
+        ("bank_debits_failed_total", 1),
+    ] {
+        let got: BTreeMap<String, f64> =
+            query(store, &format!("{metric}{{job=\"bank_autodebit\"}}"))?
+                .into_iter()
+                .map(|(m, v)| (label(&m, "instance"), v))
+                .collect();
+        let want: BTreeMap<String, f64> = debits
+            .iter()
+            .map(|(w, c)| (w.clone(), if pick == 0 { c.0 } else { c.1 }))
+            .collect();
+        if got != want {
+            return Err(format!("{metric}: store {got:?}, pushed {want:?}"));
+        }
+    }
+    Ok(())
 }
 
 /// Removes the images built for this run on drop.

@@ -26,7 +26,7 @@ pub use delimited::{decode_delimited, encode_delimited};
 pub use metric_proto::{encode_metric_field_labelled, encode_parsed_labelled};
 pub use names::{is_valid_label_name, is_valid_metric_name, NameScheme};
 pub use proto::{LabelPair, Metric, MetricFamily, MetricType};
-#[cfg(test)]
+#[cfg(any(test, feature = "testsuite"))]
 pub use text::encode::families_to_text;
 pub use text::encode::{write_help_and_type, write_metric_labelled, write_parsed_labelled};
 pub use text::float::write_float;

@@ -6,8 +6,43 @@ pub mod peer;
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+
+/// Runs `promtool check metrics` on an exposition: parse errors fail, lint remarks do not
+/// (pushed metrics are the clients' business).
+pub fn promtool_check(body: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot run promtool (apt-get install prometheus, which ships it): {e}")
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("stdin was piped")
+        .write_all(body.as_bytes())
+        .map_err(|e| format!("writing to promtool: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("promtool: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 0: clean, 3: lint remarks only; 1 (or "error while linting"): not a valid exposition.
+    match out.status.code() {
+        Some(0) | Some(3) if !text.contains("error while linting") => Ok(()),
+        _ => Err(format!("promtool check metrics: {}", text.trim())),
+    }
+}
 
 /// Ports this process has handed out: never twice, even once they are free again.
 static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());

@@ -6,7 +6,7 @@
 
 use crate::exposition::names::{is_legacy_label_name, is_legacy_metric_name};
 use crate::exposition::proto::{Metric, MetricType};
-#[cfg(test)]
+#[cfg(any(test, feature = "testsuite"))]
 use crate::exposition::proto::MetricFamily;
 
 use super::float::{write_float, write_int};
@@ -34,7 +34,7 @@ pub fn write_help_and_type(out: &mut Vec<u8>, name: &str, help: Option<&str>, ty
     });
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testsuite"))]
 /// Writes every sample line of one metric of a family of type `typ`.
 ///
 /// A metric lacking the value message of its type is written with value 0 (expfmt refuses to
@@ -123,7 +123,7 @@ pub fn write_parsed_labelled(
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testsuite"))]
 /// Writes a whole family: HELP (when set), TYPE and all its metrics in stored order. A family
 /// without metrics writes nothing (expfmt refuses to encode it).
 pub fn write_family(out: &mut Vec<u8>, mf: &MetricFamily) {
@@ -137,7 +137,7 @@ pub fn write_family(out: &mut Vec<u8>, mf: &MetricFamily) {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testsuite"))]
 /// Encodes families one after the other (convenience for tests and small callers).
 pub fn families_to_text(families: &[MetricFamily]) -> Vec<u8> {
     let mut out = Vec::with_capacity(families.len() * 128);

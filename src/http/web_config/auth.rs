@@ -129,6 +129,12 @@ impl BasicAuth {
             .unwrap_or(AuthOutcome::Denied)
     }
 
+    /// Whether checking this header would run bcrypt (it is neither cached nor decided at once).
+    #[cfg(test)]
+    pub(super) fn needs_bcrypt(&self, authorization_header: Option<&HeaderValue>) -> bool {
+        matches!(self.prepare(authorization_header), AuthCheck::Verify(_))
+    }
+
     fn prepare(&self, authorization_header: Option<&HeaderValue>) -> AuthCheck {
         if self.users.is_empty() {
             return AuthCheck::Done(AuthOutcome::Allowed);
