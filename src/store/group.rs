@@ -91,13 +91,6 @@ impl Group {
         expires_at(self.push_time, self.failure_time, self.ttl)
     }
 
-    /// Whether any part of the group was written at or before `version`.
-    pub(super) fn stamps_below(&self, version: u64) -> bool {
-        let parts = [self.push_stamp, self.failure_stamp, self.ttl_stamp];
-        parts.into_iter().any(|s| s != 0 && s <= version)
-            || self.families.values().any(|h| h.3 <= version)
-    }
-
     /// Carries a delete at `tombstone` (the group was deleted there before this write created it
     /// again) as the group's own reset.
     pub(super) fn inherit(&mut self, tombstone: Option<u64>) {

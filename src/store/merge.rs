@@ -46,6 +46,17 @@ pub fn is_gone(g: &GroupSnapshot) -> bool {
     g.stamps.push == 0 && g.stamps.failure == 0
 }
 
+/// Whether any part of a copy was written at or before `version` (a wipe at `version` would
+/// remove it): only such a copy needs merging with the wipe, which otherwise leaves it as it is
+/// (and its digest with it).
+pub fn written_by(g: &GroupSnapshot, version: u64) -> bool {
+    let s = &g.stamps;
+    [s.push, s.failure, s.ttl]
+        .into_iter()
+        .any(|v| v != 0 && v <= version)
+        || s.families.iter().any(|&v| v <= version)
+}
+
 /// The copy holding the newest write of every part of `a` and `b` (copies of the same group).
 pub fn merge(a: &GroupSnapshot, b: &GroupSnapshot) -> GroupSnapshot {
     let (sa, sb) = (&a.stamps, &b.stamps);

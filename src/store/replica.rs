@@ -108,7 +108,7 @@ impl Store {
             |inner| {
                 let held = inner.state(&g.key);
                 let mut merged = merge::merge(&held, &g);
-                if inner.wiped_at > 0 {
+                if inner.wiped_at > 0 && merge::written_by(&merged, inner.wiped_at) {
                     merged = merge::merge(&merged, &merge::tombstone(g.key.clone(), inner.wiped_at));
                 }
                 inner.install(&held, merged, &self.opts)
@@ -249,8 +249,8 @@ impl Store {
                 let older: Vec<GroupSnapshot> = inner
                     .groups
                     .values()
-                    .filter(|g| g.stamps_below(watermark))
                     .map(Group::snapshot)
+                    .filter(|g| merge::written_by(g, watermark))
                     .collect();
                 let mut removed = 0;
                 for held in older {

@@ -222,3 +222,51 @@ fn a_delete_merged_into_a_newer_copy_removes_only_what_it_deleted() {
     take(&nodes[1], &state(&nodes[0]));
     assert_eq!(served(&nodes[1]), served(&single));
 }
+
+/// A file's or a peer's copy whose stamps no sequence of writes leaves is refused with what
+/// is wrong, before anything is stored; a copy without stamps is taken as written whole.
+#[test]
+fn decoded_stamps_are_checked_against_each_other() {
+    use crate::store::codec::{decode_group, encode_group_wire, snapshot_proto};
+    use prost::Message;
+    let s = Store::new(StoreOptions::default());
+    write(&s, &Op::Push { names: 0b11, put: false }, 7);
+    write(&s, &Op::Failure, 9);
+    let mut bytes = Vec::new();
+    encode_group_wire(&s.group(&key()).unwrap(), &mut bytes);
+    let good = snapshot_proto::Group::decode(bytes.as_slice()).unwrap();
+    let decode = |g: snapshot_proto::Group| decode_group(0, g, NameScheme::Legacy, None);
+    let back = decode(good.clone()).expect("a store's own copy decodes");
+    assert_eq!(canon(&back), canon(&s.group(&key()).unwrap()));
+    type Spoil = fn(&mut snapshot_proto::Group);
+    let cases: [(&str, Spoil); 6] = [
+        ("not the newest", |g| g.version += 1),
+        ("newer than its last reset", |g| g.cleared = g.reset + 1),
+        ("neither a push nor a failure", |g| {
+            g.push_stamp = 0;
+            g.failure_stamp = 0;
+            g.version = 7;
+        }),
+        ("older than its last delete", |g| {
+            g.cleared = 8;
+            g.reset = 8;
+        }),
+        ("newer than its push", |g| g.family_versions[0] = 8),
+        ("family versions", |g| {
+            g.family_versions.pop();
+        }),
+    ];
+    for (want, spoil) in cases {
+        let mut g = good.clone();
+        spoil(&mut g);
+        let err = decode(g).expect_err(want);
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // No stamps at all: every part at the group's version.
+    let mut bare = good.clone();
+    (bare.reset, bare.cleared, bare.push_stamp, bare.failure_stamp, bare.ttl_stamp) = (0, 0, 0, 0, 0);
+    bare.family_versions.clear();
+    let whole = decode(bare).expect("a copy without stamps decodes");
+    assert_eq!(whole.stamps.families, [9, 9]);
+    assert!(!whole.last_push_successful);
+}
