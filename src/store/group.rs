@@ -91,6 +91,22 @@ impl Group {
         expires_at(self.push_time, self.failure_time, self.ttl)
     }
 
+    /// `merge::digest` of the group's snapshot, without making one.
+    pub(super) fn digest(&self) -> u64 {
+        super::merge::digest_parts(
+            [
+                self.version,
+                self.reset,
+                self.cleared,
+                self.push_stamp,
+                self.failure_stamp,
+                self.ttl_stamp,
+            ],
+            [self.push_time, self.failure_time, self.ttl],
+            self.families.values().map(|(f, at, _, v)| (&*f.name, *v, *at)),
+        )
+    }
+
     /// Carries a delete at `tombstone` (the group was deleted there before this write created it
     /// again) as the group's own reset.
     pub(super) fn inherit(&mut self, tombstone: Option<u64>) {

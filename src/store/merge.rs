@@ -160,16 +160,33 @@ fn newer_family<'a>(x: FamilyAt<'a>, y: FamilyAt<'a>) -> FamilyAt<'a> {
 /// older family keeps its version but holds more).
 pub fn digest(g: &GroupSnapshot) -> u64 {
     let s = &g.stamps;
+    digest_parts(
+        [g.version, s.reset, s.cleared, s.push, s.failure, s.ttl],
+        [g.push_time, g.failure_time, g.ttl],
+        g.families
+            .iter()
+            .zip(&s.families)
+            .map(|((f, at), v)| (&*f.name, *v, *at)),
+    )
+}
+
+/// [`digest`] from its parts: the group's version and stamps, its times and TTL, and each
+/// family's name, version and push time (a held group hashes its own without a copy).
+pub(super) fn digest_parts<'a>(
+    stamps: [u64; 6],
+    times: [f64; 3],
+    families: impl Iterator<Item = (&'a str, u64, f64)>,
+) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for v in [g.version, s.reset, s.cleared, s.push, s.failure, s.ttl] {
+    for v in stamps {
         h.update(&v.to_le_bytes());
     }
-    for t in [g.push_time, g.failure_time, g.ttl] {
+    for t in times {
         h.update(&t.to_bits().to_le_bytes());
     }
-    for ((f, at), v) in g.families.iter().zip(&s.families) {
-        h.update(&(f.name.len() as u64).to_le_bytes());
-        h.update(f.name.as_bytes());
+    for (name, v, at) in families {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
         h.update(&v.to_le_bytes());
         h.update(&at.to_bits().to_le_bytes());
     }

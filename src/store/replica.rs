@@ -123,7 +123,7 @@ impl Store {
     pub fn digest(&self, key: &GroupKey) -> Option<(u64, bool)> {
         let inner = self.inner.read();
         if let Some(g) = inner.groups.get(key) {
-            return Some((merge::digest(&g.snapshot()), false));
+            return Some((g.digest(), false));
         }
         let t = *inner.tombstones.get(key)?;
         Some((tombstone_digest(key, t), true))
@@ -166,7 +166,7 @@ impl Store {
         inner
             .groups
             .values()
-            .map(|g| (g.key.clone(), g.version, merge::digest(&g.snapshot())))
+            .map(|g| (g.key.clone(), g.version, g.digest()))
             .collect()
     }
 
@@ -184,7 +184,7 @@ impl Store {
                 inner
                     .groups
                     .get(key)
-                    .is_some_and(|g| merge::digest(&g.snapshot()) == digest)
+                    .is_some_and(|g| g.digest() == digest)
                     && inner.delete(key)
             },
             |&removed| removed,

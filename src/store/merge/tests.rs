@@ -270,3 +270,15 @@ fn decoded_stamps_are_checked_against_each_other() {
     assert_eq!(whole.stamps.families, [9, 9]);
     assert!(!whole.last_push_successful);
 }
+
+/// A held group's digest, worked out without a copy, is its copy's.
+#[test]
+fn a_held_groups_digest_is_its_copys() {
+    let (nodes, _) = run(&[
+        (0, Op::Push { names: 0b101, put: true }),
+        (0, Op::Failure),
+        (0, Op::Push { names: 0b010, put: false }),
+    ]);
+    let held = nodes[0].digest(&key()).expect("held").0;
+    assert_eq!(held, digest(&state(&nodes[0])));
+}
