@@ -93,7 +93,7 @@ impl Group {
 
     /// `merge::digest` of the group's snapshot, without making one.
     pub(super) fn digest(&self) -> u64 {
-        super::merge::digest_parts(
+        digest_parts(
             [
                 self.version,
                 self.reset,
@@ -163,6 +163,29 @@ pub fn expires_at(push_time: f64, failure_time: f64, ttl: f64) -> Option<f64> {
     }
     let base = if push_time > 0.0 { push_time } else { failure_time };
     Some(base + ttl)
+}
+
+/// `merge::digest` from its parts: the group's version and stamps, its times and TTL, and each
+/// family's name, version and push time (a held group hashes its own without a copy).
+pub(super) fn digest_parts<'a>(
+    stamps: [u64; 6],
+    times: [f64; 3],
+    families: impl Iterator<Item = (&'a str, u64, f64)>,
+) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for v in stamps {
+        h.update(&v.to_le_bytes());
+    }
+    for t in times {
+        h.update(&t.to_bits().to_le_bytes());
+    }
+    for (name, v, at) in families {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&v.to_le_bytes());
+        h.update(&at.to_bits().to_le_bytes());
+    }
+    h.digest()
 }
 
 /// A family of a group, when it was last pushed, its slot in its name's index entry and the

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use super::family::StoredFamily;
-use super::group::{GroupSnapshot, Stamps};
+use super::group::{digest_parts, GroupSnapshot, Stamps};
 use super::key::GroupKey;
 
 /// The state a DELETE at `version` leaves: nothing, and a reset that hides every older write.
@@ -170,28 +170,6 @@ pub fn digest(g: &GroupSnapshot) -> u64 {
     )
 }
 
-/// [`digest`] from its parts: the group's version and stamps, its times and TTL, and each
-/// family's name, version and push time (a held group hashes its own without a copy).
-pub(super) fn digest_parts<'a>(
-    stamps: [u64; 6],
-    times: [f64; 3],
-    families: impl Iterator<Item = (&'a str, u64, f64)>,
-) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for v in stamps {
-        h.update(&v.to_le_bytes());
-    }
-    for t in times {
-        h.update(&t.to_bits().to_le_bytes());
-    }
-    for (name, v, at) in families {
-        h.update(&(name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update(&v.to_le_bytes());
-        h.update(&at.to_bits().to_le_bytes());
-    }
-    h.digest()
-}
 
 #[cfg(test)]
 mod tests;
