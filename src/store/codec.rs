@@ -103,14 +103,15 @@ fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: Option<bool
 /// no sequence of writes leaves: every part at most `version` and `version` one of them,
 /// families none older than the reset and none newer than the push time, times none older than
 /// the last delete, and at least one time (a group without a push or a failure is a
-/// tombstone, which travels as one).
+/// tombstone, which travels as one). Every stamp 0 (as a copy of version 0, an import body,
+/// encodes) counts as none.
 fn decoded_stamps(g: &snapshot_proto::Group, families: usize) -> Result<Stamps, String> {
     let none = g.reset == 0
         && g.cleared == 0
         && g.push_stamp == 0
         && g.failure_stamp == 0
         && g.ttl_stamp == 0
-        && g.family_versions.is_empty();
+        && g.family_versions.iter().all(|&v| v == 0);
     if none {
         let times = [g.push_time, g.failure_time];
         return Ok(Stamps::whole(g.version, families, times, g.last_push_successful));
