@@ -47,7 +47,7 @@ impl Inner {
             // checked against it. This is the common case, and it makes the check nearly free.
             if group
                 .and_then(|g| g.families.get_hinted(&f.name, i))
-                .is_some_and(|(old, _, _)| old.typ == f.typ && old.same_series(f))
+                .is_some_and(|(old, _, _, _)| old.typ == f.typ && old.same_series(f))
             {
                 continue;
             }
@@ -112,7 +112,7 @@ impl Inner {
             // every one of them is already owned by this group.
             let same_series = group
                 .and_then(|g| g.families.get(name))
-                .is_some_and(|(old, _, _)| old.same_series(f));
+                .is_some_and(|(old, _, _, _)| old.same_series(f));
             for h in f.series().filter(|_| !same_series) {
                 if let Some(owner) = self.series.get(&h) {
                     if Some(*owner) != gid {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::family::{self, encode_family_header, BlockBuilder, Expect, SharedBlock, StoredFamily};
-use super::group::GroupSnapshot;
+use super::group::{GroupSnapshot, Stamps};
 use super::key::GroupKey;
 use super::prepare::{self, Limits, Validation};
 use crate::exposition::{MetricType, NameScheme};
@@ -83,6 +83,71 @@ fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: Option<bool
     if g.ttl > 0.0 {
         prost::encoding::double::encode(9, &g.ttl, group_buf);
     }
+    let st = &g.stamps;
+    for (field, v) in [
+        (10, st.reset),
+        (11, st.cleared),
+        (12, st.push),
+        (13, st.failure),
+        (14, st.ttl),
+    ] {
+        if v != 0 {
+            prost::encoding::uint64::encode(field, &v, group_buf);
+        }
+    }
+    prost::encoding::uint64::encode_packed(15, &st.families, group_buf);
+}
+
+/// The stamps a decoded group carries (`Stamps::whole` when it carries none), checked against
+/// each other and the group's version, so that a file or a peer cannot hand the merge a copy
+/// no sequence of writes leaves: every part at most `version` and `version` one of them,
+/// families none older than the reset and none newer than the push time, times none older than
+/// the last delete, and at least one time (a group without a push or a failure is a
+/// tombstone, which travels as one). Every stamp 0 (as a copy of version 0, an import body,
+/// encodes) counts as none.
+fn decoded_stamps(g: &snapshot_proto::Group, families: usize) -> Result<Stamps, String> {
+    let none = g.reset == 0
+        && g.cleared == 0
+        && g.push_stamp == 0
+        && g.failure_stamp == 0
+        && g.ttl_stamp == 0
+        && g.family_versions.iter().all(|&v| v == 0);
+    if none {
+        let times = [g.push_time, g.failure_time];
+        return Ok(Stamps::whole(g.version, families, times, g.last_push_successful));
+    }
+    if g.family_versions.len() != families {
+        return Err(format!(
+            "{families} families but {} family versions",
+            g.family_versions.len()
+        ));
+    }
+    let st = Stamps {
+        reset: g.reset,
+        cleared: g.cleared,
+        push: g.push_stamp,
+        failure: g.failure_stamp,
+        ttl: g.ttl_stamp,
+        families: g.family_versions.clone(),
+    };
+    let live = |v: u64| v == 0 || v > st.cleared;
+    let problem = if st.newest() != g.version {
+        Some("its version is not the newest of its parts'")
+    } else if st.cleared > st.reset {
+        Some("its last delete is newer than its last reset")
+    } else if st.push == 0 && st.failure == 0 {
+        Some("it has neither a push nor a failure")
+    } else if !(live(st.push) && live(st.failure) && live(st.ttl)) {
+        Some("a time is older than its last delete")
+    } else if st.families.iter().any(|&v| v < st.reset || v > st.push) {
+        Some("a family's version is older than its reset or newer than its push")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!("inconsistent versions: {p}")),
+        None => Ok(st),
+    }
 }
 
 /// The longest TTL a group may carry (about 100 years): beyond it a file's or a peer's value is
@@ -128,6 +193,8 @@ pub fn decode_group(
     names: NameScheme,
     shared: Option<&bytes::Bytes>,
 ) -> Result<GroupSnapshot, String> {
+    let family_count = g.families.len() + g.encoded_families.len();
+    let stamps = decoded_stamps(&g, family_count);
     let key = GroupKey::new(
         g.key
             .into_iter()
@@ -142,7 +209,7 @@ pub fn decode_group(
         }
     }
     let ttl = checked_ttl(g.ttl).map_err(|e| format!("group {key}: {e}"))?;
-    let family_count = g.families.len() + g.encoded_families.len();
+    let stamps = stamps.map_err(|e| format!("group {key}: {e}"))?;
     if !g.family_push_times.is_empty() && g.family_push_times.len() != family_count {
         return Err(format!(
             "group {key} has {family_count} families but {} push times",
@@ -176,11 +243,12 @@ pub fn decode_group(
         };
         for (fi, f) in decoded.into_iter().enumerate() {
             let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
-            families.push((f, pushed_at));
+            families.push(((f, pushed_at), stamps.families[fi]));
         }
     }
     for (fi, mf) in g.families.into_iter().enumerate() {
         let pushed_at = g.family_push_times.get(fi).copied().unwrap_or(g.push_time);
+        let version = stamps.families[fi];
         let name = mf.name().to_owned();
         if !crate::exposition::is_valid_metric_name(&name, names) {
             return Err(format!("group {key} has an invalid metric name {name:?}"));
@@ -211,21 +279,29 @@ pub fn decode_group(
             ..Default::default()
         };
         families.push((
-            StoredFamily::encode(family::intern(&name), family::intern(&help), typ, mf.metric),
-            pushed_at,
+            (
+                StoredFamily::encode(family::intern(&name), family::intern(&help), typ, mf.metric),
+                pushed_at,
+            ),
+            version,
         ));
     }
-    families.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    families.dedup_by(|a, b| a.0.name == b.0.name);
+    families.sort_by(|a, b| a.0 .0.name.cmp(&b.0 .0.name));
+    families.dedup_by(|a, b| a.0 .0.name == b.0 .0.name);
+    let (families, family_versions): (Vec<_>, Vec<_>) = families.into_iter().unzip();
     Ok(GroupSnapshot {
         key: Arc::new(key),
         families,
         push_time: g.push_time,
         failure_time: g.failure_time,
-        last_push_successful: g.last_push_successful,
+        last_push_successful: stamps.push > stamps.failure,
         aggregating: false,
         ttl,
         version: g.version,
+        stamps: Stamps {
+            families: family_versions,
+            ..stamps
+        },
         timing: None,
     })
 }

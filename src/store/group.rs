@@ -24,7 +24,11 @@ pub struct GroupSnapshot {
     pub aggregating: bool,
     /// Seconds after its last successful push at which the group expires (0: never).
     pub ttl: f64,
+    /// The newest write in the copy: the highest of `stamps` (what digests, skew checks and
+    /// hand-offs compare).
     pub version: u64,
+    /// The version of each part of the copy, so that two copies merge (`store/merge.rs`).
+    pub stamps: Stamps,
     /// The group's `push_time_seconds` and `push_failure_time_seconds` families when the copy
     /// comes from a local store (already encoded there); `None` for a copy decoded from a file
     /// or a peer, whose timing families are built when needed (`timing_families_of`).
@@ -45,6 +49,12 @@ pub(super) struct Group {
     /// Seconds after the last successful push at which the group expires (0: never).
     pub(super) ttl: f64,
     pub(super) version: u64,
+    /// The stamps of `Stamps` but the families' (theirs are in `families`).
+    pub(super) reset: u64,
+    pub(super) cleared: u64,
+    pub(super) push_stamp: u64,
+    pub(super) failure_stamp: u64,
+    pub(super) ttl_stamp: u64,
     pub(super) timing: [StoredFamily; 2],
     /// Index slots of the two timing families.
     pub(super) timing_slots: [usize; 2],
@@ -57,7 +67,7 @@ impl Group {
             families: self
                 .families
                 .values()
-                .map(|(f, t, _)| (f.clone(), *t))
+                .map(|(f, t, _, _)| (f.clone(), *t))
                 .collect(),
             push_time: self.push_time,
             failure_time: self.failure_time,
@@ -65,12 +75,45 @@ impl Group {
             aggregating: self.aggregating,
             ttl: self.ttl,
             version: self.version,
+            stamps: Stamps {
+                reset: self.reset,
+                cleared: self.cleared,
+                push: self.push_stamp,
+                failure: self.failure_stamp,
+                ttl: self.ttl_stamp,
+                families: self.families.values().map(|h| h.3).collect(),
+            },
             timing: Some(self.timing.clone()),
         }
     }
 
     pub(super) fn expires_at(&self) -> Option<f64> {
         expires_at(self.push_time, self.failure_time, self.ttl)
+    }
+
+    /// `merge::digest` of the group's snapshot, without making one.
+    pub(super) fn digest(&self) -> u64 {
+        digest_parts(
+            [
+                self.version,
+                self.reset,
+                self.cleared,
+                self.push_stamp,
+                self.failure_stamp,
+                self.ttl_stamp,
+            ],
+            [self.push_time, self.failure_time, self.ttl],
+            self.families.values().map(|(f, at, _, v)| (&*f.name, *v, *at)),
+        )
+    }
+
+    /// Carries a delete at `tombstone` (the group was deleted there before this write created it
+    /// again) as the group's own reset.
+    pub(super) fn inherit(&mut self, tombstone: Option<u64>) {
+        if let Some(t) = tombstone {
+            self.reset = self.reset.max(t);
+            self.cleared = self.cleared.max(t);
+        }
     }
 
     /// Sets the group's push and failure times and its timing families to match (see
@@ -122,8 +165,83 @@ pub fn expires_at(push_time: f64, failure_time: f64, ttl: f64) -> Option<f64> {
     Some(base + ttl)
 }
 
-/// A family of a group, when it was last pushed and its slot in its name's index entry.
-pub(super) type Held = (StoredFamily, f64, usize);
+/// `merge::digest` from its parts: the group's version and stamps, its times and TTL, and each
+/// family's name, version and push time (a held group hashes its own without a copy).
+pub(super) fn digest_parts<'a>(
+    stamps: [u64; 6],
+    times: [f64; 3],
+    families: impl Iterator<Item = (&'a str, u64, f64)>,
+) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for v in stamps {
+        h.update(&v.to_le_bytes());
+    }
+    for t in times {
+        h.update(&t.to_bits().to_le_bytes());
+    }
+    for (name, v, at) in families {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&v.to_le_bytes());
+        h.update(&at.to_bits().to_le_bytes());
+    }
+    h.digest()
+}
+
+/// A family of a group, when it was last pushed, its slot in its name's index entry and the
+/// version of the write that set it.
+pub(super) type Held = (StoredFamily, f64, usize, u64);
+
+/// The versions of a group's parts: each family's last write, the push and failure times', and
+/// the resets that PUT and DELETE leave. Two copies of a group merge part by part, the newest
+/// of each winning (`store/merge.rs`), so a write one copy missed is never lost to the other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamps {
+    /// The newest PUT or DELETE: families written before it are gone.
+    pub reset: u64,
+    /// The newest DELETE: the push and failure times (and TTL) written before it are gone too.
+    pub cleared: u64,
+    /// The successful push that set `push_time` (0: none since `cleared`).
+    pub push: u64,
+    /// The refused push that set `failure_time` (0: none since `cleared`).
+    pub failure: u64,
+    /// The write that set `ttl` (a push, or the refused push that created the group).
+    pub ttl: u64,
+    /// Each family's last write, in the order of `GroupSnapshot::families`.
+    pub families: Vec<u64>,
+}
+
+impl Stamps {
+    /// The stamps of a copy written whole by one write at `version` (an imported group, a file
+    /// or a peer's copy that carries no stamps): every part at `version`, except that of the
+    /// push and failure times the older is one less, so the newer tells whether the last push
+    /// succeeded.
+    pub fn whole(version: u64, families: usize, times: [f64; 2], last_push_successful: bool) -> Stamps {
+        let older = version.saturating_sub(1);
+        let (push, failure) = if last_push_successful {
+            (version, older)
+        } else {
+            (older, version)
+        };
+        Stamps {
+            reset: version,
+            cleared: 0,
+            push: if times[0] > 0.0 || last_push_successful { push } else { 0 },
+            failure: if times[1] > 0.0 || !last_push_successful { failure } else { 0 },
+            ttl: version,
+            families: vec![version; families],
+        }
+    }
+
+    /// The newest stamp: a copy's version.
+    pub fn newest(&self) -> u64 {
+        [self.reset, self.cleared, self.push, self.failure, self.ttl]
+            .into_iter()
+            .chain(self.families.iter().copied())
+            .max()
+            .unwrap_or(0)
+    }
+}
 
 /// A group's pushed families, sorted by unique name. Groups hold a handful of families, so a
 /// sorted vector serves lookups as well as a tree, and a write that brings the same names (a
@@ -169,7 +287,7 @@ impl FamilyMap {
     /// keeps until the index says otherwise).
     pub(super) fn replace_all<'a>(
         &mut self,
-        new: impl ExactSizeIterator<Item = (&'a StoredFamily, f64)> + Clone,
+        new: impl ExactSizeIterator<Item = (&'a StoredFamily, f64, u64)> + Clone,
         changes: &mut Vec<FamilyChange>,
     ) {
         let same_names = self.0.len() == new.len()
@@ -177,10 +295,10 @@ impl FamilyMap {
                 .0
                 .iter()
                 .zip(new.clone())
-                .all(|((n, _), (f, _))| Arc::ptr_eq(n, &f.name) || **n == *f.name);
+                .all(|((n, _), (f, _, _))| Arc::ptr_eq(n, &f.name) || **n == *f.name);
         if same_names {
-            for ((_, held), (f, at)) in self.0.iter_mut().zip(new) {
-                let (old, _, slot) = std::mem::replace(held, (f.clone(), at, held.2));
+            for ((_, held), (f, at, v)) in self.0.iter_mut().zip(new) {
+                let (old, _, slot, _) = std::mem::replace(held, (f.clone(), at, held.2, v));
                 changes.push((Some((old, slot)), Some(f.clone())));
             }
             return;
@@ -188,17 +306,17 @@ impl FamilyMap {
         let mut old = std::mem::take(&mut self.0).into_iter().peekable();
         let mut pairs: Vec<FamilyChange> = Vec::with_capacity(new.len());
         let mut fresh = Vec::with_capacity(new.len());
-        for (f, at) in new {
-            while let Some((_, (gone, _, slot))) = old.next_if(|(n, _)| **n < *f.name) {
+        for (f, at, v) in new {
+            while let Some((_, (gone, _, slot, _))) = old.next_if(|(n, _)| **n < *f.name) {
                 changes.push((Some((gone, slot)), None));
             }
             let replaced = old
                 .next_if(|(n, _)| **n == *f.name)
-                .map(|(_, (o, _, slot))| (o, slot));
-            fresh.push((f.name.clone(), (f.clone(), at, slot_of(&replaced))));
+                .map(|(_, (o, _, slot, _))| (o, slot));
+            fresh.push((f.name.clone(), (f.clone(), at, slot_of(&replaced), v)));
             pairs.push((replaced, Some(f.clone())));
         }
-        changes.extend(old.map(|(_, (gone, _, slot))| (Some((gone, slot)), None)));
+        changes.extend(old.map(|(_, (gone, _, slot, _))| (Some((gone, slot)), None)));
         changes.append(&mut pairs);
         self.0 = fresh;
     }
@@ -209,12 +327,13 @@ impl FamilyMap {
         &mut self,
         new: &[StoredFamily],
         at: f64,
+        version: u64,
         changes: &mut Vec<FamilyChange>,
     ) {
         if new.iter().all(|f| self.contains_key(&f.name)) {
             for f in new {
                 let held = self.get_mut(&f.name).expect("every pushed name is held");
-                let (old, _, slot) = std::mem::replace(held, (f.clone(), at, held.2));
+                let (old, _, slot, _) = std::mem::replace(held, (f.clone(), at, held.2, version));
                 changes.push((Some((old, slot)), Some(f.clone())));
             }
             return;
@@ -226,8 +345,8 @@ impl FamilyMap {
             merged.extend(std::iter::from_fn(|| old.next_if(|(n, _)| **n < *f.name)));
             let replaced = old
                 .next_if(|(n, _)| **n == *f.name)
-                .map(|(_, (o, _, slot))| (o, slot));
-            merged.push((f.name.clone(), (f.clone(), at, slot_of(&replaced))));
+                .map(|(_, (o, _, slot, _))| (o, slot));
+            merged.push((f.name.clone(), (f.clone(), at, slot_of(&replaced), version)));
             changes.push((replaced, Some(f.clone())));
         }
         merged.extend(old);
@@ -329,7 +448,7 @@ mod tests {
             names
                 .iter()
                 .enumerate()
-                .map(|(i, n)| (family::intern(n), (fam(n, i as f64), 0.0, i)))
+                .map(|(i, n)| (family::intern(n), (fam(n, i as f64), 0.0, i, 0)))
                 .collect(),
         );
         for probe in ["a", "b", "c", "bb", ""] {
@@ -382,9 +501,9 @@ mod tests {
                     names.iter().map(|n| fam(&format!("f{n}"), at)).collect();
                 let mut got = Vec::new();
                 if all {
-                    map.replace_all(new.iter().map(|f| (f, at)), &mut got);
+                    map.replace_all(new.iter().map(|f| (f, at, step as u64)), &mut got);
                 } else {
-                    map.replace_some(&new, at, &mut got);
+                    map.replace_some(&new, at, step as u64, &mut got);
                 }
                 let mut want: Vec<FamilyChange> = Vec::new();
                 let mut pairs: Vec<FamilyChange> = Vec::new();
@@ -408,8 +527,9 @@ mod tests {
                 let held: Vec<(String, u64, usize)> = map
                     .0
                     .iter()
-                    .map(|(n, (f, t, slot))| {
+                    .map(|(n, (f, t, slot, v))| {
                         assert_eq!(**n, *f.name);
+                        assert_eq!(*v, *t as u64, "a family carries the version of its write");
                         (n.to_string(), t.to_bits(), *slot)
                     })
                     .collect();
@@ -420,7 +540,7 @@ mod tests {
                 prop_assert_eq!(held, modelled);
                 // Give the families slots, as the index would, so that the next write has
                 // slots to carry over.
-                for (i, (_, (_, _, slot))) in map.0.iter_mut().enumerate() {
+                for (i, (_, (_, _, slot, _))) in map.0.iter_mut().enumerate() {
                     *slot = i;
                 }
                 for (i, (_, (_, _, slot))) in model.iter_mut().enumerate() {

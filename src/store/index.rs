@@ -111,6 +111,11 @@ impl Inner {
             aggregating: false,
             ttl: 0.0,
             version: 0,
+            reset: 0,
+            cleared: 0,
+            push_stamp: 0,
+            failure_stamp: 0,
+            ttl_stamp: 0,
             timing,
             timing_slots,
         };

@@ -20,6 +20,7 @@ mod expiry;
 pub mod family;
 mod group;
 mod index;
+pub mod merge;
 pub mod key;
 mod options;
 pub mod persistence;
@@ -37,11 +38,12 @@ use parking_lot::{Mutex, RwLock};
 
 pub use error::PushError;
 pub use family::StoredFamily;
-pub use group::{timing_families_of, GroupSnapshot};
+pub use group::{timing_families_of, GroupSnapshot, Stamps};
 pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
 pub use prepare::{prepare_push, prepare_text, too_many_series, Limits, PreparedPush, Validation};
 pub use render_cache::MergedOrders;
+pub use replica::tombstone_digest;
 pub use tombstones::{Deleted, TombstoneBudget};
 pub use write::WriteOutcome;
 

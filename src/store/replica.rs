@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::check::key_collision;
 use super::error::PushError;
-use super::group::GroupSnapshot;
+use super::group::{Group, GroupSnapshot};
+use super::merge;
 use super::index::Inner;
 use super::key::GroupKey;
 use super::prepare::PreparedPush;
@@ -52,23 +53,34 @@ impl Store {
     /// and its tombstone guards only against an older copy arriving later (rare), while an
     /// unbounded number of them (deletes of made-up groups) would fill the memory. A delete of
     /// a held group always keeps its tombstone (it frees at least as much as it keeps).
+    ///
+    /// The delete is merged into the group (`merge`): what was written before it goes, and
+    /// what was written after it (a write whose copy reached this node first) stays, with the
+    /// delete kept in the group so that an older copy merged later cannot bring back what it
+    /// removed (`Deleted::Stale`: the group is still held).
     pub fn delete_within_budget(&self, key: &GroupKey, version: u64) -> Deleted {
         let budget = *self.tombstone_budget.lock();
         self.write(
             |inner| {
-                if inner.tombstones.get(key).is_some_and(|&v| v >= version)
-                    || inner.groups.get(key).is_some_and(|g| g.version > version)
-                {
+                if inner.tombstones.get(key).is_some_and(|&v| v >= version) {
                     return Deleted::Stale;
                 }
-                if !inner.groups.contains_key(key) && !inner.tombstones.room_for(key, budget) {
-                    return Deleted::OverBudget;
+                let Some(held) = inner.groups.get(key).map(Group::snapshot) else {
+                    if !inner.tombstones.room_for(key, budget) {
+                        return Deleted::OverBudget;
+                    }
+                    inner.tombstones.insert(key.clone(), version);
+                    return Deleted::Recorded;
+                };
+                let merged = merge::merge(&held, &merge::tombstone(held.key.clone(), version));
+                inner.install(&held, merged, &self.opts);
+                if inner.groups.contains_key(key) {
+                    Deleted::Stale
+                } else {
+                    Deleted::Recorded
                 }
-                inner.delete(key);
-                inner.tombstones.insert(key.clone(), version);
-                Deleted::Recorded
             },
-            |d| *d == Deleted::Recorded,
+            |d| *d != Deleted::OverBudget,
         )
     }
 
@@ -84,38 +96,37 @@ impl Store {
         (inner.tombstones.len(), inner.tombstones.bytes())
     }
 
-    /// Replaces a group with a replica of it when the replica is newer than both the group and
-    /// its tombstone (newest wins). Returns whether it was applied.
+    /// Merges a copy of a group (a replica, a hand-off, anti-entropy) into what this node holds
+    /// of it: the group, its tombstone, and the last wipe (`merge`: each part keeps its newest
+    /// write, so neither copy loses a write the other missed). Returns whether anything changed.
     pub fn apply_replica(&self, g: GroupSnapshot) -> bool {
         // An expired copy is expired wherever it is: it never comes back.
         if g.expired(crate::time::unix_seconds()) {
             return false;
         }
-        // None when refused as stale: nothing changed.
-        let applied = self.write(
+        let changed = self.write(
             |inner| {
-                if g.version <= inner.wiped_at
-                    || inner
-                        .tombstones
-                        .get(&g.key)
-                        .is_some_and(|&v| v >= g.version)
-                    || inner
-                        .groups
-                        .get(&*g.key)
-                        .is_some_and(|cur| cur.version >= g.version)
-                {
-                    return None;
+                let held = inner.state(&g.key);
+                let mut merged = merge::merge(&held, &g);
+                if inner.wiped_at > 0 && merge::written_by(&merged, inner.wiped_at) {
+                    merged = merge::merge(&merged, &merge::tombstone(g.key.clone(), inner.wiped_at));
                 }
-                let key = g.key.clone();
-                let ok = inner.restore(g, &self.opts).is_ok();
-                if ok {
-                    inner.tombstones.remove(&key);
-                }
-                Some(ok)
+                inner.install(&held, merged, &self.opts)
             },
-            Option::is_some,
+            |changed| *changed == Some(true),
         );
-        applied == Some(true)
+        changed == Some(true)
+    }
+
+    /// The digest (`merge::digest`) of what this node holds of a group (the group or its
+    /// tombstone), and whether that is a tombstone; None when it holds neither.
+    pub fn digest(&self, key: &GroupKey) -> Option<(u64, bool)> {
+        let inner = self.inner.read();
+        if let Some(g) = inner.groups.get(key) {
+            return Some((g.digest(), false));
+        }
+        let t = *inner.tombstones.get(key)?;
+        Some((tombstone_digest(key, t), true))
     }
 
     /// The tombstone version of a deleted group, if any.
@@ -149,13 +160,13 @@ impl Store {
         inner.check(p, &self.opts).map_err(PushError::Invalid)
     }
 
-    /// The key and version of every group held (cheap: no family is copied), for digests.
-    pub fn versions(&self) -> Vec<(Arc<GroupKey>, u64)> {
+    /// The key, version and digest of every group held, for anti-entropy and hand-off.
+    pub fn versions(&self) -> Vec<(Arc<GroupKey>, u64, u64)> {
         let inner = self.inner.read();
         inner
             .groups
             .values()
-            .map(|g| (g.key.clone(), g.version))
+            .map(|g| (g.key.clone(), g.version, g.digest()))
             .collect()
     }
 
@@ -164,12 +175,17 @@ impl Store {
         self.inner.read().groups.get(key).map(|g| g.version)
     }
 
-    /// Forgets this node's copy of a group handed over to its owners, unless a newer write
-    /// arrived meanwhile (its version moved). No tombstone is left: this is a move, not a delete.
-    pub fn drop_if_version(&self, key: &GroupKey, version: u64) -> bool {
+    /// Forgets this node's copy of a group handed over to its owners, unless it changed
+    /// meanwhile (a write or a merged copy moved its digest, `merge::digest`). No tombstone is
+    /// left: this is a move, not a delete.
+    pub fn drop_if_digest(&self, key: &GroupKey, digest: u64) -> bool {
         self.write(
             |inner| {
-                inner.groups.get(key).is_some_and(|g| g.version == version) && inner.delete(key)
+                inner
+                    .groups
+                    .get(key)
+                    .is_some_and(|g| g.digest() == digest)
+                    && inner.delete(key)
             },
             |&removed| removed,
         )
@@ -228,17 +244,25 @@ impl Store {
                     return 0;
                 }
                 inner.wiped_at = watermark;
-                let stale: Vec<GroupKey> = inner
+                // Every group merged with the wipe as a delete: what was written before it goes
+                // (a group written since keeps its newer families only).
+                let older: Vec<GroupSnapshot> = inner
                     .groups
                     .values()
-                    .filter(|g| g.version <= watermark)
-                    .map(|g| (*g.key).clone())
+                    .map(Group::snapshot)
+                    .filter(|g| merge::written_by(g, watermark))
                     .collect();
-                for key in &stale {
-                    inner.delete(key);
+                let mut removed = 0;
+                for held in older {
+                    let wipe = merge::tombstone(held.key.clone(), watermark);
+                    let merged = merge::merge(&held, &wipe);
+                    let gone = merge::is_gone(&merged);
+                    if inner.install_group(&held, merged, &self.opts) {
+                        removed += usize::from(gone);
+                    }
                 }
                 inner.tombstones.retain(|_, v| *v > watermark);
-                stale.len()
+                removed
             },
             // The watermark moved: a persistence file must record it even when nothing held
             // was old enough to go.
@@ -261,10 +285,67 @@ impl Store {
     }
 
     /// The highest version held (groups and tombstones), to start a node's clock past it.
+    /// (Every part's stamp is at most its group's version.)
     pub fn max_version(&self) -> u64 {
         let inner = self.inner.read();
         let groups = inner.groups.values().map(|g| g.version).max().unwrap_or(0);
         let tombs = inner.tombstones.values().copied().max().unwrap_or(0);
         groups.max(tombs)
+    }
+}
+
+/// The digest of a tombstone at `version`, as `merge::digest` of the state it stands for.
+pub fn tombstone_digest(key: &GroupKey, version: u64) -> u64 {
+    merge::digest(&merge::tombstone(Arc::new(key.clone()), version))
+}
+
+impl Inner {
+    /// What this node holds of a group, as a copy to merge: the group, its tombstone, or (held
+    /// neither) the empty state.
+    fn state(&self, key: &Arc<GroupKey>) -> GroupSnapshot {
+        match self.groups.get(&**key) {
+            Some(g) => g.snapshot(),
+            None => merge::tombstone(key.clone(), self.tombstones.get(key).copied().unwrap_or(0)),
+        }
+    }
+
+    /// Makes `merged` (the merge of `held`, this node's state, and a copy) what this node holds:
+    /// the group restored, or removed with its tombstone when nothing is left. None when
+    /// nothing changed, Some(false) when it could not be restored (the group limit, a key
+    /// collision), Some(true) when it changed.
+    fn install(
+        &mut self,
+        held: &GroupSnapshot,
+        merged: GroupSnapshot,
+        opts: &super::StoreOptions,
+    ) -> Option<bool> {
+        if merge::digest(&merged) == merge::digest(held) {
+            return None;
+        }
+        if merge::is_gone(&merged) {
+            let held_group = self.delete(&merged.key);
+            // A copy from before the last wipe leaves no tombstone: the watermark covers it.
+            if !held_group && merged.stamps.cleared <= self.wiped_at {
+                return None;
+            }
+            self.tombstones.insert((*merged.key).clone(), merged.stamps.cleared);
+            return Some(true);
+        }
+        let key = merged.key.clone();
+        let ok = self.restore(merged, opts).is_ok();
+        if ok {
+            self.tombstones.remove(&key);
+        }
+        Some(ok)
+    }
+
+    /// `install` for a held group; true when it changed.
+    fn install_group(
+        &mut self,
+        held: &GroupSnapshot,
+        merged: GroupSnapshot,
+        opts: &super::StoreOptions,
+    ) -> bool {
+        self.install(held, merged, opts) == Some(true)
     }
 }

@@ -416,6 +416,16 @@ fn accounting_returns_to_zero_and_series_index_follows_label_changes() {
     push(&s, key("c", &[]), "# TYPE x counter\nx{l=\"1\"} 1\n", true).unwrap();
 }
 
+/// `g` as written whole at `version` (every part stamped with it).
+fn restamped(g: &GroupSnapshot, version: u64) -> GroupSnapshot {
+    let times = [g.push_time, g.failure_time];
+    GroupSnapshot {
+        version,
+        stamps: crate::store::Stamps::whole(version, g.families.len(), times, g.last_push_successful),
+        ..g.clone()
+    }
+}
+
 #[test]
 fn versioned_writes_newest_wins_and_tombstones_block_resurrection() {
     let primary = store();
@@ -437,8 +447,7 @@ fn versioned_writes_newest_wins_and_tombstones_block_resurrection() {
     assert!(replica.group(&key("v", &[])).is_none());
     assert_eq!(replica.tombstone(&key("v", &[])), Some(200));
     // an older delete does not remove a newer group
-    let mut g3 = g1.clone();
-    g3.version = 300;
+    let g3 = restamped(&g1, 300);
     assert!(replica.apply_replica(g3));
     assert!(replica.tombstone(&key("v", &[])).is_none());
     assert!(!replica.delete_versioned(&key("v", &[]), 250));
@@ -469,14 +478,12 @@ fn a_versioned_wipe_removes_everything_and_refuses_late_copies() {
         !s.apply_replica(old_copy.clone()),
         "a copy from before the wipe is stale"
     );
-    let mut ahead = old_copy.clone();
-    ahead.version = 300;
+    let ahead = restamped(&old_copy, 300);
     assert!(
         !s.apply_replica(ahead),
         "nor one as new as anything held at the wipe"
     );
-    let mut later = old_copy;
-    later.version = 301;
+    let later = restamped(&old_copy, 301);
     assert!(s.apply_replica(later), "a write after the wipe is applied");
     assert!(scrape(&s).contains("old_m"));
     // A later wipe with an older version keeps the higher watermark.
@@ -793,6 +800,7 @@ fn an_import_replaces_older_groups_only_and_is_checked_like_a_put() {
         failure_time: 0.0,
         last_push_successful: true,
         version: 1,
+        stamps: crate::store::Stamps::whole(1, 1, [3000.0, 0.0], true),
         timing: None,
         aggregating: false,
         ttl: 0.0,

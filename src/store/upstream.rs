@@ -115,6 +115,8 @@ pub fn upstream_group(
         encoded_families: Vec::new(),
         // Upstream groups never expire.
         ttl: None,
+        // Written whole at `version` (`Stamps::whole`).
+        ..Default::default()
     };
     decode_group(i, g, names, None)
 }

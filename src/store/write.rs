@@ -61,28 +61,32 @@ impl Inner {
         self.room_for(exists, opts)?;
         let seq = self.next_seq();
         let version = stamp.unwrap_or(seq);
-        if stamp.is_some() {
-            self.tombstones.remove(&p.key);
-        }
+        let tombstone = self.take_tombstone(&p.key, stamp);
         let gid = match existing_id {
             Some(id) => id,
             None => self.ensure_group(&p.key),
         };
         let group = self.groups.get_mut(&p.key).expect("group was just ensured");
+        group.inherit(tombstone);
         let key = group.key.clone();
         // (old, new) pairs: a family replaced, removed (PUT) or added.
         let mut changes: Vec<FamilyChange> = Vec::with_capacity(p.families.len() + 4);
         if p.replace_all {
             group
                 .families
-                .replace_all(p.families.iter().map(|f| (f, now)), &mut changes);
+                .replace_all(p.families.iter().map(|f| (f, now, version)), &mut changes);
+            group.reset = version;
         } else {
-            group.families.replace_some(&p.families, now, &mut changes);
+            group
+                .families
+                .replace_some(&p.families, now, version, &mut changes);
         }
         group.last_push_successful = true;
         group.aggregating = p.aggregating;
         group.ttl = p.ttl;
         group.version = version;
+        group.push_stamp = version;
+        group.ttl_stamp = version;
         group.retime(now, group.failure_time, &mut changes);
         let expiry = group.expires_at();
         self.note_expiry(expiry);
@@ -102,7 +106,7 @@ impl Inner {
         let timing = group.timing.iter().zip(group.timing_slots);
         for (name, (f, slot)) in held
             .iter()
-            .map(|(n, (f, _, slot))| (&**n, (f, *slot)))
+            .map(|(n, (f, _, slot, _))| (&**n, (f, *slot)))
             .chain(timing.map(|(f, slot)| (&*f.name, (f, slot))))
         {
             f.prefetch();
@@ -123,16 +127,18 @@ impl Inner {
         let exists = self.groups.contains_key(key);
         self.room_for(exists, opts)?;
         let seq = self.next_seq();
-        if stamp.is_some() {
-            self.tombstones.remove(key);
-        }
+        let version = stamp.unwrap_or(seq);
+        let tombstone = self.take_tombstone(key, stamp);
         let gid = self.ensure_group(key);
         let group = self.groups.get_mut(key).expect("group was just ensured");
+        group.inherit(tombstone);
         if !exists {
             group.ttl = opts.group_ttl;
+            group.ttl_stamp = version;
         }
         group.last_push_successful = false;
-        group.version = stamp.unwrap_or(seq);
+        group.version = version;
+        group.failure_stamp = version;
         let mut changes = Vec::with_capacity(2);
         group.retime(group.push_time, now, &mut changes);
         let expiry = group.expires_at();
@@ -153,7 +159,7 @@ impl Inner {
         for (fam, slot) in group
             .families
             .values()
-            .map(|(f, _, s)| (f, *s))
+            .map(|(f, _, s, _)| (f, *s))
             .chain(timing)
         {
             self.unindex(group.id, slot, fam, seq);
@@ -175,6 +181,14 @@ impl Inner {
                 )));
             }
         }
+        if g.stamps.families.len() != g.families.len() {
+            return Err(PushError::Invalid(format!(
+                "group {} has {} families but {} family versions",
+                g.key,
+                g.families.len(),
+                g.stamps.families.len()
+            )));
+        }
         if g.families.windows(2).any(|w| w[0].0.name >= w[1].0.name) {
             return Err(PushError::Invalid(format!(
                 "families of group {} are not sorted by unique name",
@@ -194,14 +208,23 @@ impl Inner {
         group.last_push_successful = g.last_push_successful;
         group.ttl = g.ttl;
         group.version = g.version;
+        group.reset = g.stamps.reset;
+        group.cleared = g.stamps.cleared;
+        group.push_stamp = g.stamps.push;
+        group.failure_stamp = g.stamps.failure;
+        group.ttl_stamp = g.stamps.ttl;
         let key = group.key.clone();
         // The group's families become exactly the snapshot's: pair each with the family of the
         // same name it replaces, so unchanged label sets cost no index traffic (a replica
         // receiving a new version of a group is the common case).
         let mut changes: Vec<FamilyChange> = Vec::with_capacity(g.families.len() + 4);
-        group
-            .families
-            .replace_all(g.families.iter().map(|(f, t)| (f, *t)), &mut changes);
+        group.families.replace_all(
+            g.families
+                .iter()
+                .zip(&g.stamps.families)
+                .map(|((f, t), v)| (f, *t, *v)),
+            &mut changes,
+        );
         group.retime(g.push_time, g.failure_time, &mut changes);
         let expiry = group.expires_at();
         self.note_expiry(expiry);
@@ -212,6 +235,14 @@ impl Inner {
         let names = g.families.iter().map(|(f, _)| &f.name);
         self.apply_changes(gid, &key, changes, seq, names);
         Ok(())
+    }
+
+    /// The tombstone of a group a cluster write (`stamp` given) is about to create or change:
+    /// taken out of the tombstones, and returned so that the group carries the delete on
+    /// (`Group::inherit`): a copy of the group from before the delete must not bring back what
+    /// it removed when it is merged in later.
+    fn take_tombstone(&mut self, key: &GroupKey, stamp: Option<u64>) -> Option<u64> {
+        stamp.and_then(|_| self.tombstones.remove(key))
     }
 
     /// Marks a held group as aggregating (its state was loaded); false when it is not held.

@@ -96,6 +96,7 @@ pub fn group_of(key: &GroupKey, body: &str, version: u64) -> Vec<u8> {
         .expect("a test body should parse");
     let p = prepare_text(key.clone(), &parsed, true, &Validation::default())
         .expect("a test body should be a valid push");
+    let stamps = crate::store::Stamps::whole(version, p.families.len(), [1.0, 0.0], true);
     let g = GroupSnapshot {
         key: std::sync::Arc::new(key.clone()),
         families: p.families.into_iter().map(|f| (f, 1.0)).collect(),
@@ -105,6 +106,7 @@ pub fn group_of(key: &GroupKey, body: &str, version: u64) -> Vec<u8> {
         aggregating: false,
         ttl: 0.0,
         version,
+        stamps,
         timing: None,
     };
     wire::group_to_bytes(&g)
@@ -241,6 +243,7 @@ impl PeerCall {
                 key: wire::key_to_pb(key),
                 version,
                 tombstone: false,
+                digest: 0,
             }],
             ..Default::default()
         };

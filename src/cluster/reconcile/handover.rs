@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use super::super::ring::Ring;
 use super::super::rpc::{client, pb, wire};
 use super::rounds::Reconciler;
+use crate::store::tombstone_digest;
 
 impl Reconciler {
     /// The pull of a joining node: asks every other member for the groups this node will own
@@ -18,12 +19,14 @@ impl Reconciler {
         let entries: Vec<pb::SyncEntry> = store
             .versions()
             .into_iter()
-            .map(|(k, v)| pb::SyncEntry {
+            .map(|(k, v, digest)| pb::SyncEntry {
                 key: wire::key_to_pb(&k),
                 version: v,
                 tombstone: false,
+                digest,
             })
             .chain(store.tombstones().into_iter().map(|(k, v)| pb::SyncEntry {
+                digest: tombstone_digest(&k, v),
                 key: wire::key_to_pb(&k),
                 version: v,
                 tombstone: true,

@@ -28,7 +28,7 @@ use super::super::core::ClusterCore;
 use super::super::events::{ClusterEvent, RoundSummary};
 use super::super::member::Member;
 use super::super::ring::Ring;
-use crate::store::GroupKey;
+use crate::store::{tombstone_digest, GroupKey};
 use crate::time::unix_millis;
 
 /// Lifecycle flags (`--cluster.*`), validated in `Config::cluster`.
@@ -62,6 +62,8 @@ const SYNC_BATCH: usize = 2_000;
 pub(super) struct Held {
     pub(super) key: Arc<GroupKey>,
     pub(super) version: u64,
+    /// What this node holds of it (`store::merge::digest`), compared by its owners.
+    pub(super) digest: u64,
     pub(super) tombstone: bool,
     pub(super) owned: bool,
     /// Owners other than this node.
@@ -193,15 +195,13 @@ impl Reconciler {
         let entries = store
             .versions()
             .into_iter()
-            .map(|(k, v)| (k, v, false))
-            .chain(
-                store
-                    .tombstones()
-                    .into_iter()
-                    .map(|(k, v)| (Arc::new(k), v, true)),
-            );
+            .map(|(k, v, d)| (k, v, d, false))
+            .chain(store.tombstones().into_iter().map(|(k, v)| {
+                let d = tombstone_digest(&k, v);
+                (Arc::new(k), v, d, true)
+            }));
         let mut primary = 0;
-        for (key, version, tombstone) in entries {
+        for (key, version, digest, tombstone) in entries {
             let owners = ring.owners(key.stable_hash(), r);
             let owned = owners.iter().any(|o| o.id == core.self_id);
             if !tombstone && owners.first().is_some_and(|o| o.id == core.self_id) {
@@ -215,6 +215,7 @@ impl Reconciler {
             held.push(Held {
                 key,
                 version,
+                digest,
                 tombstone,
                 owned,
                 owners: others,
@@ -271,7 +272,7 @@ impl Reconciler {
                 && if h.tombstone {
                     store.drop_tombstone_if_version(&h.key, h.version)
                 } else {
-                    store.drop_if_version(&h.key, h.version)
+                    store.drop_if_digest(&h.key, h.digest)
                 };
             if dropped {
                 report.handed_off += 1;

@@ -39,6 +39,7 @@ impl Reconciler {
                     key: wire::key_to_pb(&held[i].key),
                     version: held[i].version,
                     tombstone: held[i].tombstone,
+                    digest: held[i].digest,
                 })
                 .collect(),
             want_owned: false,
@@ -61,13 +62,14 @@ impl Reconciler {
             .iter()
             .filter_map(|&i| batch.get(i as usize).copied())
             .collect();
-        // Everything listed and not missing: the peer holds this version or a newer one.
+        // Everything listed and not missing: the peer holds the same copy.
         for &i in batch {
             if !missing.contains(&i) {
                 held[i].acked += 1;
             }
         }
-        // Newer states: taken only where this node is an owner (otherwise its copy goes away).
+        // The peer's copies: merged only where this node is an owner (otherwise its copy goes
+        // away, once the peer merged it).
         let owned: HashSet<Arc<GroupKey>> = batch
             .iter()
             .filter(|&&i| held[i].owned)
@@ -116,8 +118,8 @@ impl Reconciler {
         }
     }
 
-    /// The current state of a held group (it may have moved on since the round started: the
-    /// newer state is sent, which acknowledges the older one too).
+    /// The current state of a held group (it may have changed since the round started: the
+    /// current state is sent, and the copy is dropped only while its digest is the listed one).
     pub(super) fn replicate_message(&self, h: &Held) -> Option<pb::ReplicateRequest> {
         let store = &self.core.store;
         if h.tombstone {
@@ -129,14 +131,14 @@ impl Reconciler {
             });
         }
         let g = store.group(&h.key)?;
-        (g.version >= h.version).then(|| pb::ReplicateRequest {
+        Some(pb::ReplicateRequest {
             version: g.version,
             group: wire::group_to_bytes(&g).into(),
             tombstone_key: Vec::new(),
         })
     }
 
-    /// Applies newer states from a peer (newest wins); returns how many were taken.
+    /// Merges a peer's copies into what this node holds; returns how many changed something.
     pub(super) async fn apply_newer(
         &self,
         groups: Vec<bytes::Bytes>,
@@ -224,25 +226,25 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
         core.peer_version(e.version, "sync entry")
             .map_err(|s| s.message().to_owned())?;
         let key = wire::key_from_pb(e.key, names)?;
-        let group = store.group_version(&key);
-        let tomb = store.tombstone(&key);
-        let local = match (group, tomb) {
-            (Some(g), Some(t)) => Some(g.max(t)),
-            (g, t) => g.or(t),
-        };
-        match local {
-            Some(v) if v > e.version => {
-                if tomb == Some(v) {
+        // Copies that differ go both ways: either may hold writes the other lacks.
+        match store.digest(&key) {
+            Some((d, _)) if d == e.digest => {}
+            Some((_, true)) => {
+                if let Some(v) = store.tombstone(&key) {
                     reply.newer_tombstones.push(pb::Tombstone {
                         key: wire::key_to_pb(&key),
                         version: v,
                     });
-                } else if let Some(g) = store.group(&key) {
+                }
+                reply.missing.push(i as u32);
+            }
+            Some((_, false)) => {
+                if let Some(g) = store.group(&key) {
                     reply.newer_groups.push(wire::group_to_bytes(&g).into());
                 }
+                reply.missing.push(i as u32);
             }
-            Some(v) if v == e.version => {}
-            _ => reply.missing.push(i as u32),
+            None => reply.missing.push(i as u32),
         }
         if req.want_owned {
             listed.insert(key);

@@ -56,6 +56,7 @@ fn entry(job: &str, version: u64, tombstone: bool) -> pb::SyncEntry {
         key: wire::key_to_pb(&key(job)),
         version,
         tombstone,
+        digest: 0,
     }
 }
 
@@ -141,18 +142,25 @@ fn a_group_two_peers_sent_in_the_same_version_is_decoded_once() {
     assert!(spares[0].groups.is_empty() && spares[2].groups.is_empty());
 }
 
+/// Copies are compared by digest: the same copy is left alone; any other goes both ways (the
+/// callee's copy in the answer, the entry listed as missing so the caller sends its own),
+/// whichever version is newer, since either copy may hold a write the other lacks.
 #[test]
-fn sync_answers_newer_states_and_missing_entries() {
+fn sync_exchanges_copies_whose_digests_differ_both_ways() {
     let store = Arc::new(Store::new(StoreOptions::default()));
     push(&store, "same", 10);
     push(&store, "newer_here", 20);
     push(&store, "older_here", 5);
     store.delete_versioned(&key("deleted_here"), 30);
+    let same = store.digest(&key("same")).expect("held").0;
     let core = core_with(store, vec![member("a", 1)], 1);
     let req = pb::SyncRequest {
         from: "b".into(),
         entries: vec![
-            entry("same", 10, false),
+            pb::SyncEntry {
+                digest: same,
+                ..entry("same", 10, false)
+            },
             entry("newer_here", 15, false),
             entry("older_here", 6, false),
             entry("deleted_here", 25, false),
@@ -162,10 +170,19 @@ fn sync_answers_newer_states_and_missing_entries() {
         wipe_watermark: 0,
     };
     let reply = answer_sync(&core, req).expect("valid request");
-    assert_eq!(reply.missing, vec![2, 4]);
-    assert_eq!(reply.newer_groups.len(), 1);
-    let g = wire::group_from_bytes(&reply.newer_groups[0], NameScheme::Legacy).unwrap();
-    assert_eq!((g.key.get("job"), g.version), (Some("newer_here"), 20));
+    assert_eq!(reply.missing, vec![1, 2, 3, 4]);
+    let sent: Vec<(String, u64)> = reply
+        .newer_groups
+        .iter()
+        .map(|raw| {
+            let g = wire::group_from_bytes(raw, NameScheme::Legacy).unwrap();
+            (g.key.get("job").unwrap_or_default().to_owned(), g.version)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [("newer_here".to_owned(), 20), ("older_here".to_owned(), 5)]
+    );
     assert_eq!(reply.newer_tombstones.len(), 1);
     assert_eq!(reply.newer_tombstones[0].version, 30);
 }
@@ -211,6 +228,7 @@ fn sync_refuses_a_bad_key_without_panicking() {
             key: Vec::new(),
             version: 1,
             tombstone: false,
+            digest: 0,
         }],
         want_owned: true,
         wipe_watermark: 0,
@@ -225,10 +243,14 @@ fn pull_sends_the_groups_the_joiner_will_own() {
         push(&store, &format!("j{i}"), 100 + i);
     }
     // R = 1 with the joiner counted: about half of the groups move to "b".
+    let j0 = store.digest(&key("j0")).expect("held").0;
     let core = core_with(store, vec![member("a", 1)], 1);
     let req = pb::SyncRequest {
         from: "b".into(),
-        entries: vec![entry("j0", 100, false)],
+        entries: vec![pb::SyncEntry {
+            digest: j0,
+            ..entry("j0", 100, false)
+        }],
         want_owned: true,
         wipe_watermark: 0,
     };
@@ -266,11 +288,35 @@ async fn a_round_without_peers_keeps_groups_and_collects_old_tombstones() {
 }
 
 #[test]
-fn handed_over_copies_are_dropped_only_in_the_acknowledged_version() {
+fn handed_over_copies_are_dropped_only_as_acknowledged() {
     let store = Store::new(StoreOptions::default());
-    push(&store, "g", 10);
-    assert!(!store.drop_if_version(&key("g"), 9));
-    assert!(store.drop_if_version(&key("g"), 10));
+    let families = parse_text(b"m 1\n", NameScheme::Legacy).expect("valid text");
+    let post = prepare_push(key("g"), families, false, &Validation::default()).expect("valid");
+    store.push_versioned(post, 1.0, || 10).expect("push");
+    let listed = store.digest(&key("g")).expect("held").0;
+    // A copy merged in since the round listed it (an older family the group lacked) keeps the
+    // version but changes the digest: the copy stays for the next round.
+    let mut older = store.group(&key("g")).unwrap();
+    older.families[0].0 = crate::store::StoredFamily::gauge(
+        crate::store::family::intern("a_older_family"),
+        crate::store::family::intern(""),
+        &[("job".into(), "g".into()), ("instance".into(), "".into())],
+        1.0,
+    );
+    older.version = 9;
+    older.stamps = crate::store::Stamps {
+        reset: 0,
+        cleared: 0,
+        push: 9,
+        failure: 0,
+        ttl: 9,
+        families: vec![9],
+    };
+    assert!(store.apply_replica(older));
+    assert_eq!(store.group_version(&key("g")), Some(10));
+    assert!(!store.drop_if_digest(&key("g"), listed));
+    let now = store.digest(&key("g")).expect("held").0;
+    assert!(store.drop_if_digest(&key("g"), now));
     assert!(store.group(&key("g")).is_none());
     assert!(
         store.tombstone(&key("g")).is_none(),

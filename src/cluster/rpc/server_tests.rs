@@ -510,6 +510,7 @@ mod never_panic {
                 key: wire::key_to_pb(&key("g")),
                 version: 3,
                 tombstone: false,
+                digest: 3,
             }],
             want_owned: true,
             wipe_watermark: 0,

@@ -74,6 +74,7 @@ fn families_of(body: &str) -> Vec<StoredFamily> {
 }
 
 fn snapshot_of(families: Vec<StoredFamily>) -> GroupSnapshot {
+    let stamps = crate::store::Stamps::whole(1, families.len(), [1.0, 0.0], true);
     GroupSnapshot {
         key: Arc::new(key()),
         families: families.into_iter().map(|f| (f, 1.0)).collect(),
@@ -83,6 +84,7 @@ fn snapshot_of(families: Vec<StoredFamily>) -> GroupSnapshot {
         aggregating: false,
         ttl: 0.0,
         version: 1,
+        stamps,
         timing: None,
     }
 }

@@ -486,6 +486,8 @@ pub(crate) fn stamp_of(g: &GroupSnapshot) -> pb::OwnReplica {
         version: g.version,
         push_time: g.push_time,
         failure_time: g.failure_time,
+        failure_stamp: g.stamps.failure,
+        cleared: g.stamps.cleared,
     }
 }
 

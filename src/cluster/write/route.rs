@@ -13,7 +13,7 @@ use super::op::{decoded, WriteAnswer, WriteOp};
 use super::replicate::Replica;
 use crate::ingest::body::BodyFormat;
 use crate::ingest::{off_runtime, PushRequest};
-use crate::store::{GroupSnapshot, PreparedPush};
+use crate::store::{GroupSnapshot, PreparedPush, Stamps};
 use crate::time::unix_seconds;
 
 impl ClusterCore {
@@ -234,6 +234,14 @@ pub(crate) fn own_state(p: &PreparedPush, stamp: pb::OwnReplica) -> GroupSnapsho
         aggregating: false,
         ttl: p.ttl,
         version: stamp.version,
+        stamps: Stamps {
+            reset: stamp.version,
+            cleared: stamp.cleared,
+            push: stamp.version,
+            failure: stamp.failure_stamp,
+            ttl: stamp.version,
+            families: vec![stamp.version; p.families.len()],
+        },
         timing: None,
     }
 }

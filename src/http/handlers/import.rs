@@ -25,7 +25,7 @@ use crate::http::state::AppState;
 use crate::ingest::body::read_body;
 use crate::store::persistence::decode_snapshot_bytes;
 use crate::store::upstream::version_at;
-use crate::store::GroupSnapshot;
+use crate::store::{GroupSnapshot, Stamps};
 
 /// How far ahead of this node's clock an imported time may be (clocks of two hosts differ).
 const MAX_SKEW_SECONDS: f64 = 300.0;
@@ -68,6 +68,12 @@ async fn import_groups<G: Gateway>(st: &AppState<G>, req: Request) -> Response {
         // whether its last push succeeded follows from them, as upstream derives it.
         g.version = version_at(g.push_time.max(g.failure_time));
         g.last_push_successful = g.failure_time <= g.push_time;
+        g.stamps = Stamps::whole(
+            g.version,
+            g.families.len(),
+            [g.push_time, g.failure_time],
+            g.last_push_successful,
+        );
         let key = g.key.clone();
         if let Err(e) = st.gateway.import(g).await {
             return error_text(e.status(), &format!("group {key}: {e}{}", so_far(done)));

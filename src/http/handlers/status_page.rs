@@ -341,6 +341,7 @@ mod tests {
             aggregating: false,
             ttl: 0.0,
             version: 0,
+            stamps: crate::store::Stamps::default(),
             timing: None,
         }
     }
