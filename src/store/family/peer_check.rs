@@ -7,19 +7,16 @@
 //! (`exposition::CanonicalLines`: the family's name and type, the labels the same on every
 //! line, no comment or blank line, a timestamp only where allowed), with the label rules of a
 //! push, the group's grouping labels, and no two metrics with the same labels; its protobuf
-//! part must decode to as many metrics, each carrying the value of the family's type. The
-//! lines are read in the one form the store writes them, not parsed as any exposition: a
-//! family the store wrote always passes, and a general parse would cost a node taking a
-//! peer's copy as much again as the push it copies.
+//! part must be as many metrics, each carrying the value of the family's type, each as prost
+//! would decode it (walked, not decoded: `proto_check`). The lines are read in the one form
+//! the store writes them, not parsed as any exposition: a family the store wrote always
+//! passes, and a general parse would cost a node taking a peer's copy as much again as the
+//! push it copies.
 
 use std::collections::HashSet;
 
-use prost::Message;
-
-use super::layout::encode_family_header;
-use crate::exposition::{
-    is_valid_label_name, CanonicalLines, Labels, MetricFamily, MetricType, NameScheme,
-};
+use super::proto_check::{walk_metrics, TIMESTAMP_FIELD};
+use crate::exposition::{is_valid_label_name, CanonicalLines, Labels, MetricType, NameScheme};
 use crate::store::GroupKey;
 
 /// What a peer's family must be: of the group `key`, with its protobuf part (`proto`: a family
@@ -176,7 +173,9 @@ pub(super) fn check_proto_ranges(
     Ok(())
 }
 
-/// The protobuf part decodes to `count` metrics of the family's type, without timestamps.
+/// The protobuf part is `count` metrics of the family's type (each with the value field of
+/// the type), without timestamps unless allowed, each as prost would decode it
+/// (`proto_check`).
 fn check_proto(
     name: &str,
     typ: MetricType,
@@ -184,25 +183,25 @@ fn check_proto(
     count: usize,
     timestamps: bool,
 ) -> Result<(), String> {
-    let mut buf = Vec::with_capacity(proto.len() + name.len() + 16);
-    encode_family_header(&mut buf, name, "", typ);
-    buf.extend_from_slice(proto);
-    let mf = MetricFamily::decode(buf.as_slice())
-        .map_err(|e| refuse(name, format_args!("undecodable protobuf part: {e}")))?;
-    if mf.name() != name || mf.r#type() != typ || mf.metric.len() != count {
-        return Err(refuse(name, "its protobuf part is another family"));
-    }
-    for m in &mf.metric {
-        let has_value = match typ {
-            MetricType::Counter => m.counter.is_some(),
-            MetricType::Gauge => m.gauge.is_some(),
-            MetricType::Summary => m.summary.is_some(),
-            MetricType::Untyped => m.untyped.is_some(),
-            MetricType::Histogram | MetricType::GaugeHistogram => m.histogram.is_some(),
-        };
-        if !has_value || (m.timestamp_ms.is_some() && !timestamps) {
-            return Err(refuse(name, "its protobuf part is another family"));
+    let value_field = match typ {
+        MetricType::Counter => 3,
+        MetricType::Gauge => 2,
+        MetricType::Summary => 4,
+        MetricType::Untyped => 5,
+        MetricType::Histogram | MetricType::GaugeHistogram => 7,
+    };
+    let mut n = 0usize;
+    walk_metrics(proto, |fields| {
+        n += 1;
+        let stamped = fields & (1 << TIMESTAMP_FIELD) != 0;
+        if fields & (1 << value_field) == 0 || (stamped && !timestamps) {
+            return Err("its protobuf part is another family");
         }
+        Ok(())
+    })
+    .map_err(|e| refuse(name, e))?;
+    if n != count {
+        return Err(refuse(name, "its protobuf part is another family"));
     }
     Ok(())
 }
@@ -306,9 +305,8 @@ mod tests {
             let mut w = Vec::new();
             f.to_wire(&mut w);
             let mut block = crate::store::family::BlockBuilder::default();
-            StoredFamily::from_wire_into(&mut block, &w, &expect).unwrap_or_else(|e| {
-                panic!("{:?}: {e}\n{}", f.name, String::from_utf8_lossy(f.text()))
-            });
+            StoredFamily::from_wire_into(&mut block, &w, &expect)
+                .unwrap_or_else(|e| panic!("{:?}: {e}\n{}", f.name, String::from_utf8_lossy(f.text())));
             assert_eq!(block.finish_one().text(), f.text());
         }
         assert_eq!(from_text.families.len(), 5);
@@ -324,42 +322,19 @@ mod tests {
             let e: Vec<(&str, &[u8])> = entries.iter().map(|t| (*t, &p[..])).collect();
             let err = StoredFamily::from_wire(&wire("s", typ, &e), &key(), NameScheme::Legacy)
                 .expect_err(why);
-            assert!(
-                err.contains(NOT) && err.contains(why),
-                "{entries:?}: {err} (wanted {why:?})"
-            );
+            assert!(err.contains(NOT) && err.contains(why), "{entries:?}: {err} (wanted {why:?})");
         };
         let (s, h) = (MetricType::Summary, MetricType::Histogram);
-        refuse(
-            s,
-            &["s{job=\"j\",quantile=\"0.5\"} 1\ns_sum{job=\"k\"} 1\ns_count{job=\"j\"} 1\n"],
-            "different labels",
-        );
+        refuse(s, &["s{job=\"j\",quantile=\"0.5\"} 1\ns_sum{job=\"k\"} 1\ns_count{job=\"j\"} 1\n"], "different labels");
         refuse(s, &["s{job=\"j\",quantile=\"0.5\",quantile=\"0.9\"} 1\ns_sum{job=\"j\",quantile=\"0.5\"} 1\ns_count{job=\"j\",quantile=\"0.5\"} 1\n"], "invalid label name \"quantile\"");
         refuse(s, &["s_sum{job=\"j\"} 1\n"], "sample line");
-        refuse(
-            s,
-            &["s_count{job=\"j\"} 1\ns_sum{job=\"j\"} 1\n"],
-            "sample line",
-        );
-        refuse(
-            s,
-            &["s{job=\"j\",quantile=\"x\"} 1\ns_sum{job=\"j\"} 1\ns_count{job=\"j\"} 1\n"],
-            "invalid float",
-        );
-        refuse(
-            h,
-            &["s_sum{job=\"j\"} 1\ns_count{job=\"j\"} 1\n"],
-            "sample line",
-        );
+        refuse(s, &["s_count{job=\"j\"} 1\ns_sum{job=\"j\"} 1\n"], "sample line");
+        refuse(s, &["s{job=\"j\",quantile=\"x\"} 1\ns_sum{job=\"j\"} 1\ns_count{job=\"j\"} 1\n"], "invalid float");
+        refuse(h, &["s_sum{job=\"j\"} 1\ns_count{job=\"j\"} 1\n"], "sample line");
         refuse(h, &["s_bucket{job=\"j\",le=\"1\"} 1\ns_bucket{job=\"j\",le=\"2\"} 1\ns_sum{job=\"j\"} 1\n"], "sample line");
         let one = "s_bucket{job=\"j\",le=\"+Inf\"} 1\ns_sum{job=\"j\"} 1\ns_count{job=\"j\"} 1\n";
         refuse(h, &[one, one], "two metrics have the same labels");
-        refuse(
-            MetricType::Gauge,
-            &["s{job=\"j\"} 1\n", "s{job=\"j\"} 2\n"],
-            "two metrics have the same labels",
-        );
+        refuse(MetricType::Gauge, &["s{job=\"j\"} 1\n", "s{job=\"j\"} 2\n"], "two metrics have the same labels");
     }
 
     #[test]
@@ -373,7 +348,7 @@ mod tests {
             // A field that renames the family inside its protobuf part.
             (
                 &[p.clone(), b"\x0a\x01x".to_vec()].concat()[..],
-                "another family",
+                "more than metrics",
             ),
         ] {
             let w = wire("up", MetricType::Gauge, &[(text, proto)]);
@@ -389,10 +364,7 @@ mod tests {
             wire(
                 "up",
                 MetricType::Gauge,
-                &[
-                    ("up{job=\"j\",l=\"a\"} 1\n", &pa),
-                    ("up{job=\"j\",l=\"b\"} 1\n", &pb),
-                ],
+                &[("up{job=\"j\",l=\"a\"} 1\n", &pa), ("up{job=\"j\",l=\"b\"} 1\n", &pb)],
             )
         };
         assert!(StoredFamily::from_wire(&two(), &key(), NameScheme::Legacy).is_ok());
