@@ -26,14 +26,15 @@ pub use delimited::{decode_delimited, encode_delimited};
 pub use metric_proto::{encode_metric_field_labelled, encode_parsed_labelled};
 pub use names::{is_valid_label_name, is_valid_metric_name, NameScheme};
 pub use proto::{LabelPair, Metric, MetricFamily, MetricType};
+pub use text::canonical::{CanonicalLines, Labels};
 #[cfg(any(test, feature = "testsuite"))]
 pub use text::encode::families_to_text;
 pub use text::encode::{write_help_and_type, write_metric_labelled, write_parsed_labelled};
 pub use text::float::write_float;
 #[cfg(any(test, feature = "testsuite"))]
-pub use text::parse::parse_text;
+pub use text::parse::{parse_text, parse_text_borrowed};
 pub use text::parse::{
-    parse_text_borrowed, parse_text_bounded, BoundedParseError, ParsedMetric,
+    parse_text_bounded, BoundedParseError, ParsedMetric,
     ParsedText, Point,
 };
 

@@ -6,8 +6,9 @@
 //! only for the rare readers that need the data model (`/api/v1/metrics`, the status page).
 //!
 //! `layout` is the byte layout and the handle (`StoredFamily`), `builder` assembles blocks,
-//! `encode` turns metrics into a family, `wire` is the node-to-node form and its decoding (`peer_check` the exposition check of
-//! what a peer sends),
+//! `encode` turns metrics into a family, `wire` is the node-to-node form and its decoding
+//! (`peer_check` the exposition check of what a peer sends, `proto_check` the walk of its
+//! protobuf part),
 //! `intern` shares names and help texts, `hash` the series identities.
 
 mod builder;
@@ -16,6 +17,7 @@ mod hash;
 mod intern;
 mod layout;
 mod peer_check;
+mod proto_check;
 mod wire;
 
 pub use builder::BlockBuilder;

@@ -3,18 +3,20 @@
 //! a peer cannot put anything into `/metrics` that a push could not (comment or TYPE lines,
 //! other families, garbage, series without the group's labels).
 //!
-//! The family's text is parsed back with the text parser, as it renders (its TYPE line, then
-//! its lines), and must come out as this one family, one metric per entry, with the label rules
-//! of a push and the group's grouping labels; its protobuf part must decode to as many metrics,
-//! each carrying the value of the family's type.
+//! Each entry's text must be exactly the lines the encoder writes for one metric of this family
+//! (`exposition::CanonicalLines`: the family's name and type, the labels the same on every
+//! line, no comment or blank line, a timestamp only where allowed), with the label rules of a
+//! push, the group's grouping labels, and no two metrics with the same labels; its protobuf
+//! part must be as many metrics, each carrying the value of the family's type, each as prost
+//! would decode it (walked, not decoded: `proto_check`). The lines are read in the one form
+//! the store writes them, not parsed as any exposition: a family the store wrote always
+//! passes, and a general parse would cost a node taking a peer's copy as much again as the
+//! push it copies.
 
-use prost::Message;
+use std::collections::HashSet;
 
-use super::layout::encode_family_header;
-use crate::exposition::{
-    is_valid_label_name, parse_text_borrowed, write_help_and_type, MetricFamily, MetricType,
-    NameScheme,
-};
+use super::proto_check::{walk_metrics, TIMESTAMP_FIELD};
+use crate::exposition::{is_valid_label_name, CanonicalLines, Labels, MetricType, NameScheme};
 use crate::store::GroupKey;
 
 /// What a peer's family must be: of the group `key`, with its protobuf part (`proto`: a family
@@ -48,42 +50,43 @@ fn refuse(name: &str, why: impl std::fmt::Display) -> String {
     format!("family {name:?} is {NOT_VALID_EXPOSITION}: {why}")
 }
 
-/// Checks one family from a peer for the group `key` (see the module doc). `count` is the
-/// number of entries; `proto` the concatenated protobuf metrics, required when `with_proto`
-/// (a family that is stored; a merged scrape's text-only copy carries none).
+/// Checks one family from a peer for the group `key` (see the module doc). `text_ends` are
+/// where each entry's lines end in `text` (one metric each); `proto` the concatenated protobuf
+/// metrics, required when `expect.proto` (a family that is stored; a merged scrape's text-only
+/// copy carries none).
 pub(super) fn check(
     name: &str,
     typ: MetricType,
     text: &str,
-    count: usize,
+    text_ends: impl ExactSizeIterator<Item = usize>,
     proto: &[u8],
     expect: &Expect<'_>,
 ) -> Result<(), String> {
-    let names = expect.names;
-    check_lines(name, text)?;
-    let mut buf = Vec::with_capacity(text.len() + name.len() + 32);
-    write_help_and_type(&mut buf, name, None, typ);
-    buf.extend_from_slice(text.as_bytes());
-    let parsed = parse_text_borrowed(&buf, names).map_err(|e| refuse(name, e))?;
-    let mut families = parsed.families();
-    let (Some(f), None) = (families.next(), families.next()) else {
-        return Err(refuse(name, "its lines are not one family"));
+    let count = text_ends.len();
+    let lines = CanonicalLines::new(name, typ);
+    let bound = match typ {
+        MetricType::Summary => Some("quantile"),
+        MetricType::Histogram | MetricType::GaugeHistogram => Some("le"),
+        _ => None,
     };
-    if f.name != name || f.metric_type() != typ {
-        return Err(refuse(name, "its lines are another family"));
-    }
-    let metrics = parsed.metrics(f);
-    if metrics.len() != count {
-        return Err(refuse(
-            name,
-            format_args!("{} metrics in {count} entries", metrics.len()),
-        ));
-    }
-    if parsed.has_timestamps() && !expect.timestamps {
-        return Err(refuse(name, "a metric has a timestamp"));
-    }
-    for m in metrics {
-        check_labels(name, parsed.labels(m), expect.key, names)?;
+    let mut labels = Labels::new();
+    // Two metrics of one family with the same labels would render one series twice, which no
+    // push can: their label bytes are equal exactly when their label sets are.
+    let mut seen: HashSet<&[u8], foldhash::fast::FixedState> =
+        HashSet::with_capacity_and_hasher(if count > 1 { count } else { 0 }, Default::default());
+    let mut start = 0;
+    for end in text_ends {
+        let m = lines
+            .read_metric(&text.as_bytes()[start..end], &mut labels)
+            .map_err(|e| refuse(name, e))?;
+        if m.timestamp && !expect.timestamps {
+            return Err(refuse(name, "a metric has a timestamp"));
+        }
+        check_labels(name, &labels, bound, expect.key, expect.names)?;
+        if count > 1 && !seen.insert(m.label_bytes) {
+            return Err(refuse(name, "two metrics have the same labels"));
+        }
+        start = end;
     }
     if expect.proto || !proto.is_empty() {
         check_proto(name, typ, proto, count, expect.timestamps)?;
@@ -91,32 +94,18 @@ pub(super) fn check(
     Ok(())
 }
 
-/// Every line is a sample line: no comment, HELP or TYPE line and no blank line among them (the
-/// parser skips comments, so this is checked on the bytes).
-fn check_lines(name: &str, text: &str) -> Result<(), String> {
-    let b = text.as_bytes();
-    if !text.is_empty() && (b[0] == b'#' || b[0] == b'\n' || !text.ends_with('\n')) {
-        return Err(refuse(name, "a line is not a sample line"));
-    }
-    let inner = &b[..b.len().saturating_sub(1)];
-    for (i, _) in inner.iter().enumerate().filter(|(_, &c)| c == b'\n') {
-        if matches!(b[i + 1], b'#' | b'\n') {
-            return Err(refuse(name, "a line is not a sample line"));
-        }
-    }
-    Ok(())
-}
-
 /// A push's label rules: names valid and not reserved, each once (the store writes them
-/// sorted), and the group's grouping labels with the group's values.
+/// sorted), not the label that places a summary's or histogram's sample (`bound`), and the
+/// group's grouping labels with the group's values.
 fn check_labels(
     name: &str,
     labels: &[(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)],
+    bound: Option<&str>,
     key: &GroupKey,
     names: NameScheme,
 ) -> Result<(), String> {
     for (i, (ln, _)) in labels.iter().enumerate() {
-        if !is_valid_label_name(ln, names) || ln.starts_with("__") {
+        if !is_valid_label_name(ln, names) || ln.starts_with("__") || Some(&**ln) == bound {
             return Err(refuse(name, format_args!("invalid label name {ln:?}")));
         }
         if i > 0 && labels[i - 1].0 >= *ln {
@@ -184,7 +173,9 @@ pub(super) fn check_proto_ranges(
     Ok(())
 }
 
-/// The protobuf part decodes to `count` metrics of the family's type, without timestamps.
+/// The protobuf part is `count` metrics of the family's type (each with the value field of
+/// the type), without timestamps unless allowed, each as prost would decode it
+/// (`proto_check`).
 fn check_proto(
     name: &str,
     typ: MetricType,
@@ -192,25 +183,25 @@ fn check_proto(
     count: usize,
     timestamps: bool,
 ) -> Result<(), String> {
-    let mut buf = Vec::with_capacity(proto.len() + name.len() + 16);
-    encode_family_header(&mut buf, name, "", typ);
-    buf.extend_from_slice(proto);
-    let mf = MetricFamily::decode(buf.as_slice())
-        .map_err(|e| refuse(name, format_args!("undecodable protobuf part: {e}")))?;
-    if mf.name() != name || mf.r#type() != typ || mf.metric.len() != count {
-        return Err(refuse(name, "its protobuf part is another family"));
-    }
-    for m in &mf.metric {
-        let has_value = match typ {
-            MetricType::Counter => m.counter.is_some(),
-            MetricType::Gauge => m.gauge.is_some(),
-            MetricType::Summary => m.summary.is_some(),
-            MetricType::Untyped => m.untyped.is_some(),
-            MetricType::Histogram | MetricType::GaugeHistogram => m.histogram.is_some(),
-        };
-        if !has_value || (m.timestamp_ms.is_some() && !timestamps) {
-            return Err(refuse(name, "its protobuf part is another family"));
+    let value_field = match typ {
+        MetricType::Counter => 3,
+        MetricType::Gauge => 2,
+        MetricType::Summary => 4,
+        MetricType::Untyped => 5,
+        MetricType::Histogram | MetricType::GaugeHistogram => 7,
+    };
+    let mut n = 0usize;
+    walk_metrics(proto, |fields| {
+        n += 1;
+        let stamped = fields & (1 << TIMESTAMP_FIELD) != 0;
+        if fields & (1 << value_field) == 0 || (stamped && !timestamps) {
+            return Err("its protobuf part is another family");
         }
+        Ok(())
+    })
+    .map_err(|e| refuse(name, e))?;
+    if n != count {
+        return Err(refuse(name, "its protobuf part is another family"));
     }
     Ok(())
 }
@@ -249,21 +240,26 @@ mod tests {
     #[test]
     fn smuggled_and_foreign_lines_are_refused() {
         for (text, why) in [
-            ("up{job=\"j\"} 1\n# TYPE up counter\n", "sample line"),
-            ("up{job=\"j\"} 1\n# just a comment\n", "sample line"),
-            ("up{job=\"j\"} 1\n\n", "sample line"),
+            ("up{job=\"j\"} 1\n# TYPE up counter\n", "more lines"),
+            ("up{job=\"j\"} 1\n# just a comment\n", "more lines"),
+            ("up{job=\"j\"} 1\n\n", "more lines"),
             ("# HELP up x\nup{job=\"j\"} 1\n", "sample line"),
-            (
-                "up{job=\"j\"} 1\nup{job=\"prometheus\"} 0\n",
-                "metrics in 1 entries",
-            ),
-            ("up{job=\"j\"} 1\nother{job=\"j\"} 0\n", "not one family"),
-            ("upx{job=\"j\"} 1\n", "another family"),
+            ("up{job=\"j\"} 1\nup{job=\"prometheus\"} 0\n", "more lines"),
+            ("up{job=\"j\"} 1\nother{job=\"j\"} 0\n", "more lines"),
+            ("upx{job=\"j\"} 1\n", "sample line"),
+            ("other{job=\"j\"} 1\n", "sample line"),
+            ("up_sum{job=\"j\"} 1\n", "sample line"),
+            ("up {job=\"j\"} 1\n", "invalid float"),
+            ("up{job=\"j\"}  1\n", NOT),
+            ("up{job=\"j\",} 1\n", NOT),
+            ("up{\"job\"=\"j\"} 1\n", "legacy label name is quoted"),
+            ("up{job=\"j\\q\"} 1\n", "invalid escape"),
+            ("up{job=\"j\"} 1 12x\n", "timestamp"),
             ("up{job=\"j\"} garbage\n", NOT),
             ("up{job=\"j\" 1\n", NOT),
             ("up{job=\"prometheus\"} 1\n", "grouping label job"),
             ("up 1\n", "grouping label job"),
-            ("up{job=\"j\",job=\"j\"} 1\n", "duplicate label"),
+            ("up{job=\"j\",job=\"j\"} 1\n", "sorted by unique name"),
             ("up{zz=\"1\",job=\"j\"} 1\n", "sorted by unique name"),
             ("up{__name__=\"x\",job=\"j\"} 1\n", NOT),
             ("up{job=\"j\"} 1 1700000000000\n", "timestamp"),
@@ -274,6 +270,72 @@ mod tests {
         }
     }
     const NOT: &str = super::NOT_VALID_EXPOSITION;
+
+    /// Every family the store's encoders write (text and protobuf pushes, every type, escaped
+    /// values, quoted UTF-8 names, special values, timestamps where allowed) passes the check
+    /// unchanged.
+    #[test]
+    fn every_family_the_store_writes_passes() {
+        use crate::store::prepare::{prepare_push, prepare_text, Validation};
+        let esc = r#"a="x\\y\n\"z""#;
+        let body = format!(
+            "# TYPE h histogram\nh_bucket{{le=\"0.5\"}} 1\nh_bucket{{le=\"+Inf\"}} 2\nh_sum 3\n\
+             h_count 2\nh_bucket{{{esc},le=\"1\"}} 0\nh_sum{{{esc}}} 0\nh_count{{{esc}}} 0\n\
+             # TYPE s summary\ns{{quantile=\"0.5\"}} NaN\ns_sum -Inf\ns_count 0\n\
+             s_sum{{b=\"1\"}} 1\ns_count{{b=\"1\"}} 1\n# TYPE c counter\nc{{x=\"1\"}} 1e+30\n\
+             c{{x=\"2\"}} -0.5\nu 1\n{{\"my.metric\",\"l\u{e1}bel\"=\"v\",z=\"\"}} 2\n"
+        );
+        let names = NameScheme::Utf8;
+        let group = key();
+        let v = Validation {
+            names,
+            ..Validation::default()
+        };
+        let parsed = crate::exposition::parse_text_borrowed(body.as_bytes(), names).unwrap();
+        let from_text = prepare_text(key(), &parsed, true, &v).unwrap();
+        let from_proto = prepare_push(key(), parsed.to_families(), true, &v).unwrap();
+        let with_ts = crate::exposition::parse_text(b"t{x=\"1\"} 1 -17\n", names).unwrap();
+        let timestamped = prepare_push(key(), with_ts, true, &v).unwrap();
+        let expect = super::Expect {
+            timestamps: true,
+            ..super::Expect::stored(&group, names)
+        };
+        let all = from_text.families.iter().chain(&from_proto.families);
+        for f in all.chain(&timestamped.families) {
+            let mut w = Vec::new();
+            f.to_wire(&mut w);
+            let mut block = crate::store::family::BlockBuilder::default();
+            StoredFamily::from_wire_into(&mut block, &w, &expect)
+                .unwrap_or_else(|e| panic!("{:?}: {e}\n{}", f.name, String::from_utf8_lossy(f.text())));
+            assert_eq!(block.finish_one().text(), f.text());
+        }
+        assert_eq!(from_text.families.len(), 5);
+    }
+
+    /// What the lines of a summary or histogram can smuggle: labels that differ between the
+    /// lines of one metric, the bound label as an ordinary one, two metrics with the same labels,
+    /// a metric cut short or with lines out of order.
+    #[test]
+    fn summary_and_histogram_lines_off_the_encoders_form_are_refused() {
+        let p = gauge_proto();
+        let refuse = |typ: MetricType, entries: &[&str], why: &str| {
+            let e: Vec<(&str, &[u8])> = entries.iter().map(|t| (*t, &p[..])).collect();
+            let err = StoredFamily::from_wire(&wire("s", typ, &e), &key(), NameScheme::Legacy)
+                .expect_err(why);
+            assert!(err.contains(NOT) && err.contains(why), "{entries:?}: {err} (wanted {why:?})");
+        };
+        let (s, h) = (MetricType::Summary, MetricType::Histogram);
+        refuse(s, &["s{job=\"j\",quantile=\"0.5\"} 1\ns_sum{job=\"k\"} 1\ns_count{job=\"j\"} 1\n"], "different labels");
+        refuse(s, &["s{job=\"j\",quantile=\"0.5\",quantile=\"0.9\"} 1\ns_sum{job=\"j\",quantile=\"0.5\"} 1\ns_count{job=\"j\",quantile=\"0.5\"} 1\n"], "invalid label name \"quantile\"");
+        refuse(s, &["s_sum{job=\"j\"} 1\n"], "sample line");
+        refuse(s, &["s_count{job=\"j\"} 1\ns_sum{job=\"j\"} 1\n"], "sample line");
+        refuse(s, &["s{job=\"j\",quantile=\"x\"} 1\ns_sum{job=\"j\"} 1\ns_count{job=\"j\"} 1\n"], "invalid float");
+        refuse(h, &["s_sum{job=\"j\"} 1\ns_count{job=\"j\"} 1\n"], "sample line");
+        refuse(h, &["s_bucket{job=\"j\",le=\"1\"} 1\ns_bucket{job=\"j\",le=\"2\"} 1\ns_sum{job=\"j\"} 1\n"], "sample line");
+        let one = "s_bucket{job=\"j\",le=\"+Inf\"} 1\ns_sum{job=\"j\"} 1\ns_count{job=\"j\"} 1\n";
+        refuse(h, &[one, one], "two metrics have the same labels");
+        refuse(MetricType::Gauge, &["s{job=\"j\"} 1\n", "s{job=\"j\"} 2\n"], "two metrics have the same labels");
+    }
 
     #[test]
     fn a_protobuf_part_that_does_not_match_is_refused() {
@@ -286,7 +348,7 @@ mod tests {
             // A field that renames the family inside its protobuf part.
             (
                 &[p.clone(), b"\x0a\x01x".to_vec()].concat()[..],
-                "another family",
+                "more than metrics",
             ),
         ] {
             let w = wire("up", MetricType::Gauge, &[(text, proto)]);

@@ -186,7 +186,14 @@ impl<'a> WireFamily<'a> {
             return Err("encoded family has trailing or unaccounted bytes".into());
         }
         let proto = &buf[proto_at..];
-        super::peer_check::check(name, typ, text, n, proto, expect)?;
+        super::peer_check::check(
+            name,
+            typ,
+            text,
+            entries.iter().map(|e| e.text_end as usize),
+            proto,
+            expect,
+        )?;
         if !proto.is_empty() {
             super::peer_check::check_proto_ranges(
                 name,

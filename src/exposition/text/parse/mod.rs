@@ -44,7 +44,9 @@ pub fn parse_text(input: &[u8], scheme: NameScheme) -> Result<Vec<MetricFamily>,
 /// [`parse_text`] without building the protobuf model: names, label values and help texts
 /// borrow from `input` unless they had escapes, and a body's metrics, labels and samples sit in
 /// a few flat vectors instead of a tree of strings and vectors per metric. The push path
-/// validates and encodes straight from it (`store::prepare_text`).
+/// validates and encodes straight from it (`store::prepare_text`), through
+/// [`parse_text_bounded`]; tests and benches parse whole bodies with this.
+#[cfg(any(test, feature = "testsuite"))]
 pub fn parse_text_borrowed(
     input: &[u8],
     scheme: NameScheme,
@@ -62,9 +64,9 @@ pub enum BoundedParseError {
     TooManySeries(usize),
 }
 
-/// [`parse_text_borrowed`] that stops as soon as the body has more than `max_series` series,
-/// counted as the store counts them: a huge body costs the memory of `max_series` series, not
-/// of all it holds.
+/// A borrowed parse (`parse_text_borrowed`) that stops as soon as the body has more than
+/// `max_series` series, counted as the store counts them: a huge body costs the memory of
+/// `max_series` series, not of all it holds.
 pub fn parse_text_bounded(
     input: &[u8],
     scheme: NameScheme,

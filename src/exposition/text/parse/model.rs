@@ -9,7 +9,7 @@ use crate::exposition::proto::{
     Summary, Untyped,
 };
 
-/// A parsed text body; see [`parse_text_borrowed`](super::parse_text_borrowed).
+/// A parsed text body; see [`parse_text_bounded`](super::parse_text_bounded).
 #[derive(Debug, Default)]
 pub struct ParsedText<'a> {
     /// In order of first appearance, including families that only had HELP or TYPE lines.
