@@ -280,12 +280,12 @@ fn compare_scrapes(a: &Resp, b: &Resp) -> Result<(), String> {
 }
 
 /// Upstream's flags pushgate does not have (docs/compatibility.md, `/api/v1/status`): Debian's
-/// directory of the web UI's static files, and systemd socket activation.
-const STATUS_FLAGS_NOT_IN_PUSHGATE: &[&str] = &["web.local-assets", "web.systemd-socket"];
+/// directory of the web UI's static files.
+const STATUS_FLAGS_NOT_IN_PUSHGATE: &[&str] = &["web.local-assets"];
 
 /// `/api/v1/status`: same top-level and `data` keys; every upstream flag listed by pushgate with
-/// the same value (but the instance's own address and file, and the two upstream flags pushgate
-/// does not have).
+/// the same value (but the instance's own address and file, and the upstream flag pushgate does
+/// not have).
 fn compare_status_json(a: &Resp, b: &Resp) -> Result<(), String> {
     let ja: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| e.to_string())?;
     let jb: serde_json::Value =

@@ -143,6 +143,13 @@ fn every_node_reports_its_own_health_labelled_by_node_id() {
             );
         }
     }
+    // Peers are on the ring (their series exist) while still joining; a write needs active
+    // owners, which every node has once it answers ready.
+    for node in &nodes {
+        wait_for("every node ready", Duration::from_secs(30), || {
+            matches!(http("GET", &node.url(), "/-/ready", b""), Ok((200, _)))
+        });
+    }
     // A push is counted on the node it went through, by the peer it reached.
     let (status, body) = http("PUT", &nodes[0].url(), "/metrics/job/health", b"x 1\n").unwrap();
     assert_eq!(status, 200, "{body}");
