@@ -26,30 +26,6 @@ use pushgate::testsupport::promtool_check;
 /// Cases per property: each pushes a store over HTTP, scrapes it and runs promtool once.
 const CASES: u32 = 192;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Untyped,
-    /// Pushed without a TYPE line: rendered (and parsed) as untyped.
-    NoType,
-    Summary,
-    Histogram,
-}
-
-impl Kind {
-    fn type_line(self) -> Option<&'static str> {
-        match self {
-            Kind::Counter => Some("counter"),
-            Kind::Gauge => Some("gauge"),
-            Kind::Untyped => Some("untyped"),
-            Kind::NoType => None,
-            Kind::Summary => Some("summary"),
-            Kind::Histogram => Some("histogram"),
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 enum Value {
     Single(f64),

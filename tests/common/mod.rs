@@ -1021,6 +1021,53 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// Protobuf helpers: build `MetricFamily` messages with the crate's generated types.
+/// A family's type as the generated bodies of the suites declare it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Untyped,
+    /// No TYPE line in text (rendered and parsed as untyped), `UNTYPED` in protobuf.
+    NoType,
+    Summary,
+    Histogram,
+}
+
+/// Every [`Kind`], for generators to pick from.
+pub const KINDS: &[Kind] = &[
+    Kind::Counter,
+    Kind::Gauge,
+    Kind::Untyped,
+    Kind::NoType,
+    Kind::Summary,
+    Kind::Histogram,
+];
+
+impl Kind {
+    /// The word of its `# TYPE` line; none for [`Kind::NoType`].
+    pub fn type_line(self) -> Option<&'static str> {
+        match self {
+            Kind::Counter => Some("counter"),
+            Kind::Gauge => Some("gauge"),
+            Kind::Untyped => Some("untyped"),
+            Kind::NoType => None,
+            Kind::Summary => Some("summary"),
+            Kind::Histogram => Some("histogram"),
+        }
+    }
+
+    /// Its protobuf type.
+    pub fn metric_type(self) -> pb::MetricType {
+        match self {
+            Kind::Counter => pb::MetricType::Counter,
+            Kind::Gauge => pb::MetricType::Gauge,
+            Kind::Untyped | Kind::NoType => pb::MetricType::Untyped,
+            Kind::Summary => pb::MetricType::Summary,
+            Kind::Histogram => pb::MetricType::Histogram,
+        }
+    }
+}
+
 pub mod pb {
     use prost::Message;
     pub use pushgate::exposition::proto::{

@@ -17,7 +17,7 @@
 //! for one name, non-UTF-8 grouping values, GAUGE_HISTOGRAM, undecodable bodies), each asserted by
 //! its own `fixed_bug*` / `pushgate_only_*` test.
 
-use super::common::pb::{self, MetricType};
+use super::common::pb;
 use super::common::*;
 use super::{compare, final_reads, run_step, start_pair, step, Step};
 use base64::Engine as _;
@@ -163,26 +163,6 @@ const ODD_LINES: &[&str] = &[
     "m_total 1 -1",
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Untyped,
-    /// No TYPE line in text (untyped), `UNTYPED` in protobuf.
-    NoType,
-    Summary,
-    Histogram,
-}
-
-const KINDS: &[Kind] = &[
-    Kind::Counter,
-    Kind::Gauge,
-    Kind::Untyped,
-    Kind::NoType,
-    Kind::Summary,
-    Kind::Histogram,
-];
-
 #[derive(Clone, Debug)]
 struct Sample {
     labels: Vec<(&'static str, String)>,
@@ -248,14 +228,7 @@ fn text_lines(fams: &[Family]) -> Vec<String> {
                 h.replace('\\', "\\\\").replace('\n', "\\n")
             ));
         }
-        let ty = match f.kind {
-            Kind::Counter => Some("counter"),
-            Kind::Gauge => Some("gauge"),
-            Kind::Untyped => Some("untyped"),
-            Kind::NoType => None,
-            Kind::Summary => Some("summary"),
-            Kind::Histogram => Some("histogram"),
-        };
+        let ty = f.kind.type_line();
         if let Some(t) = ty {
             out.push(format!("# TYPE {} {t}", f.name));
         }
@@ -297,13 +270,7 @@ fn text_lines(fams: &[Family]) -> Vec<String> {
 fn proto_families(fams: &[Family]) -> Vec<pb::MetricFamily> {
     fams.iter()
         .map(|f| {
-            let ty = match f.kind {
-                Kind::Counter => MetricType::Counter,
-                Kind::Gauge => MetricType::Gauge,
-                Kind::Untyped | Kind::NoType => MetricType::Untyped,
-                Kind::Summary => MetricType::Summary,
-                Kind::Histogram => MetricType::Histogram,
-            };
+            let ty = f.kind.metric_type();
             let metrics = f
                 .samples
                 .iter()
