@@ -8,6 +8,8 @@ set -euo pipefail
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+# shellcheck source=apt-install-no-start.sh
+. "$(dirname "$0")/apt-install-no-start.sh"
 
 need_apt=()
 [ -x /usr/bin/prometheus-pushgateway ] || need_apt+=(prometheus-pushgateway)
@@ -15,33 +17,7 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  # The tests start their own gateways and Prometheus on ports they pick: the packaged services
-  # must not start on the default ports. Debian's maintainer scripts ask policy-rc.d first
-  # (invoke-rc.d, deb-systemd-invoke); exit 101 forbids the start. Only our own policy file, and
-  # only for this install: one the administrator put there is left alone and in force.
-  policy=/usr/sbin/policy-rc.d
-  own_policy=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# install-test-deps.sh: no service starts during its apt-get install\nexit 101\n' \
-      | $SUDO tee "$policy" >/dev/null
-    $SUDO chmod 755 "$policy"
-    own_policy=1
-    trap '$SUDO rm -f "$policy"' EXIT
-  fi
-  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-  if [ -n "$own_policy" ]; then
-    $SUDO rm -f "$policy"
-    trap - EXIT
-  fi
-  # Not started on the next boot either; only the services of the packages installed here (a
-  # prometheus or pushgateway the user runs, packaged or not, is never touched).
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-    for pkg in "${need_apt[@]}"; do
-      $SUDO systemctl disable --now "$pkg.service" >/dev/null 2>&1 || true
-    done
-  fi
+  apt_install_no_start "${need_apt[@]}"
 fi
 
 PY="${PYTHON:-python3}"

@@ -3,10 +3,14 @@
 # besides scripts/install-test-deps.sh: Debian's haproxy (the load balancer), prometheus (the
 # scraper, the long-term store and promtool) and docker-compose. The Docker engine itself is not
 # installed here: without one, the container tests skip with a message.
+# The packaged haproxy and prometheus services are neither started nor enabled (the tests start
+# their own on ports they pick); a haproxy or prometheus already there is left alone.
 # Idempotent; needs root (or sudo) for apt-get.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+# shellcheck source=apt-install-no-start.sh
+. "$(dirname "$0")/apt-install-no-start.sh"
 need=()
 [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
@@ -14,9 +18,5 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # docs/examples/make-certs.sh (the compose example's mutual TLS).
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  apt_install_no_start "${need[@]}"
 fi
-# apt may start the packaged services; the tests start their own on free ports.
-if [[ " ${need[*]} " == *" haproxy "* ]]; then $SUDO systemctl stop haproxy 2>/dev/null || true; fi

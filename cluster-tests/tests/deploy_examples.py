@@ -225,6 +225,11 @@ ENDPOINT_KEYS = {"port", "path", "scheme", "interval", "scrapeTimeout", "honorLa
                  "relabelings", "metricRelabelings", "params", "tlsConfig"}
 
 
+# Where each node serves its own metrics without the groups: the per-node jobs scrape it, so a
+# per-node scrape neither builds the merged view nor fails when the node's peers do.
+NODE_METRICS_PATH = "/-/node-metrics"
+
+
 def check_operator(docs):
     monitors = [d for d in docs if d.get("apiVersion") == "monitoring.coreos.com/v1"]
     kinds = {d["kind"] for d in monitors}
@@ -254,6 +259,8 @@ def check_operator(docs):
                     problem(f"{n}: selects {[name(s) for s in hits]}, want the one Service "
                             f"with port {e['port']}")
             else:
+                if e.get("path") != NODE_METRICS_PATH:
+                    problem(f"{n}: scrapes {e.get('path', '/metrics')}, want {NODE_METRICS_PATH}")
                 hits = [p for p in pods if selects(sel, p["metadata"]["labels"])]
                 ports = [p for t in hits for c in t["spec"]["containers"]
                          for p in c.get("ports", []) if p.get("name") == e["port"]]
@@ -289,6 +296,9 @@ def main():
             problem(f"the scrape config file holds {set(config)}: only scrape_configs can be "
                     "included with scrape_config_files")
         for job in config.get("scrape_configs", []):
+            if job["job_name"] == "pushgate-nodes" and job.get("metrics_path") != NODE_METRICS_PATH:
+                problem(f"pushgate-nodes scrapes {job.get('metrics_path', '/metrics')}, want "
+                        f"{NODE_METRICS_PATH}")
             for sd in job.pop("kubernetes_sd_configs", []):
                 if set(sd) - {"role", "namespaces", "selectors"} or sd.get("role") != "pod":
                     problem(f"{job['job_name']}: kubernetes_sd_configs {sd}")

@@ -293,22 +293,22 @@ fn the_dockerfile_runtime_stage_builds_offline_and_runs_non_root_on_a_read_only_
     let (st, body) =
         http("PUT", &base, "/metrics/job/dockerfile", b"probe_value 1\n").expect("push");
     assert_eq!(st, 200, "{body}");
+    // The persistence counters are there at 0 from the start: wait for a success counted.
+    let writes = |result: &str| -> f64 {
+        let (_, metrics) = http("GET", &base, "/-/node-metrics", b"").expect("node metrics");
+        let prefix = format!("pushgate_persistence_writes_total{{result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+    };
     wait_for(
         "a snapshot written to /data",
         Duration::from_secs(30),
-        || {
-            matches!(http("GET", &base, "/metrics", b""),
-            Ok((200, b)) if b.contains("pushgate_persistence_writes_total{result=\"success\"}"))
-        },
+        || writes("success") > 0.0,
     );
-    let (_, metrics) = http("GET", &base, "/metrics", b"").expect("scrape");
-    // The counter is present from start, at zero; a failed write to /data would raise it.
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "pushgate_persistence_writes_total{result=\"error\"} 0"),
-        "{metrics}"
-    );
+    assert_eq!(writes("error"), 0.0, "a snapshot write to /data failed");
     // The process itself runs as 65534, not only the image's metadata.
     let (_, pid, _) = run(
         Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &name]),

@@ -314,6 +314,21 @@ fn every_dashboard_query_returns_data_from_a_live_cluster() {
         3,
         "one pushgate_groups per node: {per_node:?}"
     );
+    // Each scraped instance names its node id and version (the dashboard's Nodes table).
+    let info = prom
+        .query("count by (instance, node, version) (pushgate_cluster_node_info{job=\"pushgate-nodes\"})")
+        .expect("query");
+    assert_eq!(info.len(), 3, "one node_info per node: {info:?}");
+    // ... from /-/node-metrics: no node scrape carries the pushed groups (nor builds them).
+    let groups_per_node = prom
+        .query("{job=\"pushgate-nodes\", __name__=~\"dash_.+|push_time_seconds\"}")
+        .expect("query");
+    assert!(
+        groups_per_node.is_empty(),
+        "the node job scrapes the groups: {} series, e.g. {:?}",
+        groups_per_node.len(),
+        groups_per_node.first()
+    );
     let leaked = prom
         .query("{job=\"pushgate\", __name__=~\"pushgate_.+|process_.+|pushgateway_http_.+\"}")
         .expect("query");
