@@ -156,6 +156,31 @@ pub fn binary() -> PathBuf {
         })
 }
 
+/// `python3`, ready to run a script that uses the Prometheus Python client. Checked once per
+/// test process: without python3 or without `prometheus_client` the test fails here, saying
+/// what to install, instead of with the script's traceback (or a skip).
+pub fn python_with_client() -> Command {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import prometheus_client"])
+            .output()
+            .map_err(|e| format!("python3 cannot be run ({e}): install python3"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "python3 cannot import prometheus_client: pip install prometheus_client \
+             (or apt-get install python3-prometheus-client)\n{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    });
+    if let Err(e) = checked {
+        panic!("{e}");
+    }
+    Command::new("python3")
+}
+
 /// A loopback port free for TCP and UDP, below the kernel's ephemeral range (see there why).
 pub use pushgate::testsupport::free_port;
 

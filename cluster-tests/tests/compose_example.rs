@@ -126,7 +126,7 @@ fn compose_example_runs_the_bank_function_end_to_end() {
     let mut debits = BTreeMap::new();
     for w in 0..3 {
         let worker = format!("worker-{w}");
-        let out = run(Command::new("python3")
+        let out = run(cluster_tests::python_with_client()
             .arg(&function)
             .args(["--gateway", &format!("127.0.0.1:{lb}")])
             .args(["--worker", &worker, "--run", "2"]));

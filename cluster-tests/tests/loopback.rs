@@ -46,7 +46,7 @@ for i in range(200):
     Gauge('lb_value', 'x', registry=r).set(100000 + i)
     push_to_gateway(urls[i % len(urls)].replace('http://', ''), job='py%d' % i, registry=r)
 "#;
-    let mut cmd = std::process::Command::new("python3");
+    let mut cmd = cluster_tests::python_with_client();
     cmd.arg("-c").arg(script);
     for node in &c.nodes {
         cmd.arg(node.url());

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster_tests::balancer::Balancer;
@@ -35,7 +34,7 @@ struct Expected {
 /// One invocation of the function through the balancer, retried up to 5 times on failure.
 fn invoke(lb: &Balancer, worker: &str, run: u32, want: &mut Expected) {
     for attempt in 0..5 {
-        let out = Command::new("python3")
+        let out = cluster_tests::python_with_client()
             .arg(function())
             .args(["--gateway", &lb.address(), "--worker", worker])
             .args(["--run", &run.to_string()])

@@ -468,16 +468,139 @@ mod tests {
         }
     }
 
+    /// `bytes` behind a valid header (length and checksum), as the writer would frame them.
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        b.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+        b.extend_from_slice(payload);
+        b
+    }
+
+    /// A store unlike `filled_store`, to load damaged files into.
+    fn other_store() -> Store {
+        let s = Store::new(StoreOptions::default());
+        let fams = parse_text(b"# TYPE z gauge\nz 7\n".as_slice(), NameScheme::Legacy).unwrap();
+        let key = GroupKey::new([("job".to_owned(), "z".to_owned())]);
+        s.push(prepare_push(key, fams, true, &Validation::default()).unwrap(), 99.0).unwrap();
+        s
+    }
+
+    /// Re-encodes what was decoded (the taken-at time is not part of what a snapshot restores).
+    fn reencoded(d: &Decoded) -> Vec<u8> {
+        encode_snapshot(&d.groups, &d.aggregates, 0.0, d.wiped_at)
+    }
+
+    /// Properly framed payloads, random or a real snapshot's with bytes changed or cut: what
+    /// decodes re-encodes and decodes again to the same snapshot (a fixed point, byte for
+    /// byte), and loads into an empty store completely or not at all; what does not decode is
+    /// refused with a reason and leaves a filled store as it was.
     #[test]
-    fn arbitrary_bytes_never_panic() {
+    fn what_decodes_is_a_fixed_point_and_what_does_not_changes_nothing() {
         use proptest::prelude::*;
-        proptest!(|(tail in proptest::collection::vec(any::<u8>(), 0..512))| {
-            // A valid header around garbage: decoding must fail cleanly, never panic.
-            let mut b = MAGIC.to_vec();
-            b.extend_from_slice(&(tail.len() as u64).to_le_bytes());
-            b.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&tail).to_le_bytes());
-            b.extend_from_slice(&tail);
-            let _ = decode_snapshot(Path::new("x"), &b, NameScheme::Legacy);
+        let good = encode_snapshot(&filled_store().snapshot(), &[], 1.0, 5);
+        let payload = good[HEADER_LEN..].to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap");
+        let inputs = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            (
+                proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+                any::<prop::sample::Index>(),
+                any::<bool>(),
+            )
+                .prop_map(move |(edits, cut, do_cut)| {
+                    let mut p = payload.clone();
+                    for (at, byte) in edits {
+                        let i = at.index(p.len());
+                        p[i] = byte;
+                    }
+                    if do_cut {
+                        p.truncate(cut.index(p.len() + 1));
+                    }
+                    p
+                }),
+        ];
+        // How many cases decoded to groups: the fixed point must not hold only vacuously.
+        let decoded = std::sync::atomic::AtomicUsize::new(0);
+        proptest!(|(payload in inputs)| {
+            let bytes = framed(&payload);
+            let filled = other_store();
+            let before = text(&filled);
+            std::fs::write(&path, &bytes).unwrap();
+            match decode_snapshot_bytes(&bytes, NameScheme::Legacy) {
+                Ok(first) => {
+                    if !first.groups.is_empty() {
+                        decoded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let once = reencoded(&first);
+                    let second = decode_snapshot_bytes(&once, NameScheme::Legacy)
+                        .unwrap_or_else(|e| panic!("a re-encoded snapshot does not decode: {e}"));
+                    prop_assert_eq!(second.groups.len(), first.groups.len());
+                    prop_assert_eq!(second.wiped_at, first.wiped_at);
+                    prop_assert_eq!(reencoded(&second), once, "not a fixed point");
+                    let empty = Store::new(StoreOptions::default());
+                    match load(&empty, &path, NameScheme::Legacy) {
+                        Ok(loaded) => prop_assert_eq!(loaded.groups, empty.group_count()),
+                        Err(e) => {
+                            prop_assert!(e.to_string().contains("cannot be restored"), "{}", e);
+                            prop_assert_eq!(empty.group_count(), 0, "half-loaded: {}", e);
+                        }
+                    }
+                }
+                Err(reason) => {
+                    prop_assert!(!reason.is_empty());
+                    let err = load(&filled, &path, NameScheme::Legacy).unwrap_err().to_string();
+                    prop_assert!(err.contains(&reason), "{} does not name {}", err, reason);
+                    prop_assert_eq!(text(&filled), before, "a refused file changed the store");
+                }
+            }
+        });
+        let decoded = decoded.into_inner();
+        assert!(decoded > 0, "no generated snapshot decoded to groups");
+        eprintln!("generated snapshots that decoded to groups: {decoded}");
+    }
+
+    /// A real snapshot with one byte flipped anywhere, cut short or appended to is refused,
+    /// with an error naming the damage, and the store it was loaded into is unchanged.
+    #[test]
+    fn every_damaged_file_is_refused_naming_the_damage_and_changes_nothing() {
+        use proptest::prelude::*;
+        let good = encode_snapshot(&filled_store().snapshot(), &[], 1.0, 5);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap");
+        let n = good.len();
+        proptest!(|(kind in 0..3u8, at in 0..n, bit in 0..8u32, tail in proptest::collection::vec(any::<u8>(), 1..64))| {
+            let mut bytes = good.clone();
+            let expected: &[&str] = match kind {
+                0 => {
+                    bytes[at] ^= 1 << bit;
+                    match at {
+                        0..8 => &["wrong magic", "upstream Pushgateway file"],
+                        8..16 => &["header announces"],
+                        _ => &["checksum mismatch"],
+                    }
+                }
+                1 => {
+                    bytes.truncate(at);
+                    if at < HEADER_LEN {
+                        &["shorter than the 24-byte header", "upstream Pushgateway file"]
+                    } else {
+                        &["header announces"]
+                    }
+                }
+                _ => {
+                    bytes.extend_from_slice(&tail);
+                    &["header announces"]
+                }
+            };
+            std::fs::write(&path, &bytes).unwrap();
+            let store = other_store();
+            let before = text(&store);
+            let err = load(&store, &path, NameScheme::Legacy).unwrap_err().to_string();
+            prop_assert!(expected.iter().any(|e| err.contains(e)), "{}: {}", at, err);
+            prop_assert_eq!(text(&store), before);
+            prop_assert_eq!(store.wiped_at(), 0);
         });
     }
 }

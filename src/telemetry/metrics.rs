@@ -26,6 +26,7 @@ pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "pushgate_http_connections_refu
 pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "pushgate_http_connections_closed_total";
 pub const PUSH_INFLIGHT_BYTES: &str = "pushgate_push_inflight_bytes";
 pub const AUTH_CHECKS_REFUSED_TOTAL: &str = "pushgate_auth_checks_refused_total";
+pub const AUTH_BCRYPT_CHECKS_TOTAL: &str = "pushgate_auth_bcrypt_checks_total";
 
 pub const CLUSTER_MEMBERS: &str = "pushgate_cluster_members";
 pub const CLUSTER_WRITABLE: &str = "pushgate_cluster_writable";
@@ -82,6 +83,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (HTTP_CONNECTIONS_CLOSED_TOTAL, MetricType::Counter, "Client connections closed by the server's timeouts, by reason (no_request: no complete request within --web.read-header-timeout of the connection's start; idle: nothing sent or received for --web.idle-timeout)."),
     (PUSH_INFLIGHT_BYTES, MetricType::Gauge, "Bytes of push bodies held now (read, decompressed, waiting to be decoded), at most --push.max-inflight-bytes."),
     (AUTH_CHECKS_REFUSED_TOTAL, MetricType::Counter, "Basic-auth password checks refused without running bcrypt, by reason (queue_full: --web.auth.max-pending checks were pending, answered 503; client_limit: the client's address had --web.auth.max-pending-per-client pending, answered 429)."),
+    (AUTH_BCRYPT_CHECKS_TOTAL, MetricType::Counter, "Basic-auth password checks that ran bcrypt (neither answered from the cache of successful logins nor refused by the queue's limits): each costs a core tens of milliseconds."),
     (CLUSTER_MEMBERS, MetricType::Gauge, "Live cluster members in this node's ring, by state (joining, active, leaving)."),
     (CLUSTER_WRITABLE, MetricType::Gauge, "1 while this node's ring has an active member and at least --cluster.write-quorum live members (the replication factor unless lowered), so a push can reach the holders it needs; 0 while pushes are refused with 503 for want of nodes."),
     (FORWARDED_PUSHES_TOTAL, MetricType::Counter, "Writes (pushes, deletes) forwarded to a group's primary on another node, by peer (its node id) and result (success, error)."),

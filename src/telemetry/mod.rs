@@ -61,6 +61,7 @@ pub fn preregister_node() {
         (m::HTTP_CONNECTIONS_REFUSED_TOTAL, "reason", &["limit", "accept_error"]),
         (m::HTTP_CONNECTIONS_CLOSED_TOTAL, "reason", &["no_request", "idle"]),
         (m::AUTH_CHECKS_REFUSED_TOTAL, "reason", &["queue_full", "client_limit"]),
+        (m::AUTH_BCRYPT_CHECKS_TOTAL, "", &[]),
     ];
     for (name, label, values) in counters {
         preregister(name, label, values);

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use super::bcrypt_queue::{BcryptQueue, Refusal};
 use super::file::{Ctx, WebConfigError};
+use crate::telemetry::metrics as m;
 
 /// The result of checking a request's `Authorization` header against `basic_auth_users`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +197,7 @@ struct BcryptJob {
 
 impl BcryptJob {
     fn run(self) -> AuthOutcome {
+        metrics::counter!(m::AUTH_BCRYPT_CHECKS_TOTAL).increment(1);
         // Unknown users are checked against a real hash too, then denied whatever the result.
         let matches = bcrypt::verify(&self.password, &self.hash).unwrap_or(false);
         if matches && self.known_user {
