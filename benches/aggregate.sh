@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # aggregate.sh: pushes/s of aggregating groups (`/aggregate/metrics/job/...`) against ordinary
 # groups (`/metrics/job/...`) on one pushgate node, with the same body (loadgen's 20-series PUT:
-# a histogram, counters, gauges), the upstream Pushgateway's ordinary pushes in the same rounds
-# for reference. Kinds alternate within each round (ordinary, aggregating, upstream) so that a
+# a histogram, counters, gauges), the upstream Pushgateway's ordinary pushes and gravel-gateway's
+# aggregating pushes (the single-node aggregating gateway pushgate's `/aggregate` stands in for)
+# in the same rounds. Kinds alternate within each round (ordinary, aggregating, upstream) so that a
 # busy moment of a noisy host hits all alike; each run starts a fresh server, pushes every group
 # once (not measured), then pushes for DURATION seconds and reads the server's CPU time, and the
 # growth of its resident memory from ready to the end of the run, per group (GROUPS_N groups of
@@ -12,6 +13,8 @@
 # Environment: REPS [3]  GROUPS_N [1000]  DURATION [6] seconds  PORT [19251]
 #              PUSHGATE_BIN [target/release/pushgate]  LOADGEN_BIN [target/release/loadgen]
 #              UPSTREAM_BIN [/usr/bin/prometheus-pushgateway; skipped when missing]
+#              GRAVEL_BIN [gravel-gateway on PATH; skipped when missing:
+#                          cargo install gravel-gateway --root /tmp/gravel]
 # Needs: awk, jq; Linux /proc.
 set -euo pipefail
 
@@ -24,6 +27,7 @@ PORT=${PORT:-19251}
 PUSHGATE_BIN=${PUSHGATE_BIN:-$TARGET_DIR/release/pushgate}
 LOADGEN_BIN=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
 UPSTREAM_BIN=${UPSTREAM_BIN:-/usr/bin/prometheus-pushgateway}
+GRAVEL_BIN=${GRAVEL_BIN:-$(command -v gravel-gateway || true)}
 for bin in "$PUSHGATE_BIN" "$LOADGEN_BIN"; do
     [[ -x $bin ]] || { echo "aggregate.sh: no executable $bin (cargo build --release -p pushgate -p pushgate-benches)" >&2; exit 1; }
 done
@@ -44,11 +48,23 @@ run() {
     case $1 in
         aggregating) prefix=/aggregate ;;
         upstream) bin=$UPSTREAM_BIN ;;
+        gravel) bin=$GRAVEL_BIN ;;
     esac
-    "$bin" --web.listen-address="127.0.0.1:$PORT" --persistence.file= >/dev/null 2>&1 &
-    SERVER_PID=$!
+    if [[ $1 == gravel ]]; then
+        # gravel-gateway aggregates on its plain /metrics/job/... route and has no /-/ready.
+        "$bin" -l "127.0.0.1:$PORT" >/dev/null 2>&1 &
+        SERVER_PID=$!
+        local tries=0
+        until curl -sf -o /dev/null "$url/metrics"; do
+            (( ++tries < 150 )) || { echo "aggregate.sh: gravel-gateway did not start" >&2; exit 1; }
+            sleep 0.1
+        done
+    else
+        "$bin" --web.listen-address="127.0.0.1:$PORT" --persistence.file= >/dev/null 2>&1 &
+        SERVER_PID=$!
+        "$LOADGEN_BIN" --url "$url" --wait-ready 15 --scrape-only --scrapes 1 >/dev/null 2>&1
+    fi
     local common=(--url "$url" --groups "$GROUPS_N" --push-path-prefix "$prefix" --scrapes 0 --timeout 300)
-    "$LOADGEN_BIN" --url "$url" --wait-ready 15 --scrape-only --scrapes 1 >/dev/null 2>&1
     local rss0 rss1
     rss0=$(rss_kb "$SERVER_PID")
     "$LOADGEN_BIN" "${common[@]}" --warmup --duration 1 >/dev/null 2>&1
@@ -69,6 +85,7 @@ run() {
 
 kinds=(ordinary aggregating)
 [[ -x $UPSTREAM_BIN ]] && kinds+=(upstream)
+[[ -n $GRAVEL_BIN && -x $GRAVEL_BIN ]] && kinds+=(gravel)
 printf '%-12s %5s %10s %14s %16s\n' kind round pushes/s "CPU µs/push" "RSS bytes/group"
 for rep in $(seq "$REPS"); do
     for kind in "${kinds[@]}"; do
@@ -79,7 +96,7 @@ for rep in $(seq "$REPS"); do
 done
 
 echo
-echo "medians over $REPS rounds; aggregating/ordinary is the median of each round's ratio"
+echo "medians over $REPS rounds; each ratio is the median of the rounds' ratios"
 awk "$MEDIAN_AWK"'
     { rate[$1, ++n[$1]] = $3; cpu[$1, n[$1]] = $4; mem[$1, n[$1]] = $5; by[$1, $2] = $3 }
     END {
@@ -91,4 +108,7 @@ awk "$MEDIAN_AWK"'
         m = 0
         for (i = 1; i <= n["ordinary"]; i++) if (("aggregating", i) in by) ratio[++m] = by["aggregating", i] / by["ordinary", i]
         if (m) printf "aggregating/ordinary pushes/s: %.2f\n", median(ratio, m)
+        g = 0
+        for (i = 1; i <= n["gravel"]; i++) if (("aggregating", i) in by) gr[++g] = by["aggregating", i] / by["gravel", i]
+        if (g) printf "aggregating/gravel pushes/s: %.2f\n", median(gr, g)
     }' "$RESULTS"
