@@ -104,6 +104,9 @@ impl ClusterCore {
     ) -> Arc<Self> {
         let clock = HybridClock::default();
         clock.observe(store.max_version());
+        // Aggregating pushes this node adds go to a partial of its own (named by its id).
+        let node = xxhash_rust::xxh3::xxh3_64(self_id.as_str().as_bytes()).max(1);
+        store.join_cluster(node, validation.clone());
         let core = Arc::new(ClusterCore {
             store,
             validation,

@@ -107,6 +107,9 @@ pub(crate) enum ClusterEvent<'a> {
     },
     /// A replica was still missing after half the peer timeout: also asked of the next node.
     ReplicaHedged { peer: &'a NodeId },
+    /// An aggregating push this node added as primary was taken back: too few nodes took it,
+    /// and it was answered 503.
+    AggregateRetracted,
     /// Tombstones past their lifetime were collected.
     TombstonesExpired { count: usize },
     /// This node joined a cluster as `node`: its `pushgate_cluster_node_info`, and its
@@ -335,6 +338,10 @@ impl ClusterEvent<'_> {
                 tracing::debug!(peer = %peer, "a replica is late; asking the next node too");
                 metrics::counter!(m::REPLICATED_WRITES_TOTAL, "peer" => peer.to_string(), "result" => "hedged").increment(1);
             }
+            ClusterEvent::AggregateRetracted => {
+                tracing::debug!("an aggregating push too few nodes took was taken back (answered 503)");
+                metrics::counter!(m::AGGREGATE_RETRACTED_TOTAL).increment(1);
+            }
             ClusterEvent::TombstonesExpired { count } => {
                 metrics::counter!(m::REBALANCE_GROUPS_TOTAL, "result" => "expired")
                     .increment(count as u64);
@@ -451,6 +458,7 @@ fn preregister_cluster() {
         (m::MEMBERS_LOST_TOTAL, "", &[]),
         (m::MEMBERS_RETURNED_TOTAL, "", &[]),
         (m::COLLECT_FOLLOW_UPS_TOTAL, "", &[]),
+        (m::AGGREGATE_RETRACTED_TOTAL, "", &[]),
         (m::INCOMPATIBLE_PEERS_TOTAL, "", &[]),
         (m::REBALANCE_GROUPS_TOTAL, "result", &["handed_off", "error", "expired"]),
         (m::ANTIENTROPY_REPAIRS_TOTAL, "direction", &["sent", "received"]),

@@ -42,14 +42,20 @@ impl Gateway for ClusterGateway {
 
     async fn aggregate(
         &self,
-        _req: PushRequest,
-        _idempotency_key: Option<String>,
+        req: PushRequest,
+        idempotency_key: Option<String>,
     ) -> Result<Aggregated, PushError> {
-        // Refused before anything is stored: a cluster node cannot yet count every increment
-        // exactly once across its owners (docs/serverless.md, "On a cluster").
-        Err(PushError::LimitExceeded(
-            "aggregating groups (/aggregate) are served by a single node; this node runs in a cluster (see docs/serverless.md)".into(),
-        ))
+        // Added in by the group's primary, which replicates the state before it answers
+        // (docs/architecture.md, "Aggregating groups on a cluster").
+        let op = WriteOp::Aggregate {
+            req,
+            idempotency_key,
+        };
+        self.core
+            .route(op, Vec::new())
+            .await
+            .into_result()
+            .map(|()| Aggregated::Added)
     }
 
     async fn delete(&self, key: GroupKey) -> Result<(), PushError> {

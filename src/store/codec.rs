@@ -96,6 +96,10 @@ fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: Option<bool
         }
     }
     prost::encoding::uint64::encode_packed(15, &st.families, group_buf);
+    if let (Some(_), Some(state)) = (wire, &g.agg) {
+        let state = super::aggregate::codec::state_to_pb(state);
+        prost::encoding::message::encode(16, &state, group_buf);
+    }
 }
 
 /// The stamps a decoded group carries (`Stamps::whole` when it carries none), checked against
@@ -189,7 +193,7 @@ fn places_in(
 /// are copied into a block of the group's own.
 pub fn decode_group(
     i: usize,
-    g: snapshot_proto::Group,
+    mut g: snapshot_proto::Group,
     names: NameScheme,
     shared: Option<&bytes::Bytes>,
 ) -> Result<GroupSnapshot, String> {
@@ -209,6 +213,26 @@ pub fn decode_group(
         }
     }
     let ttl = checked_ttl(g.ttl).map_err(|e| format!("group {key}: {e}"))?;
+    let agg = match g.aggregate.take() {
+        Some(state) => {
+            let v = Validation {
+                names,
+                ..Validation::default()
+            };
+            let state = super::aggregate::codec::state_from_pb(state, &v)
+                .map_err(|e| format!("aggregation state of group {key}: {e}"))?;
+            // Every write in the state is part of the copy, so none is newer than the copy's
+            // version (which the receiver bounds by its clock): a state cannot carry a reset
+            // from the far future that would hide every later increment.
+            if state.newest_stamp().version > g.version {
+                return Err(format!(
+                    "aggregation state of group {key} is newer than the group's version"
+                ));
+            }
+            Some(Arc::new(state))
+        }
+        None => None,
+    };
     let stamps = stamps.map_err(|e| format!("group {key}: {e}"))?;
     if !g.family_push_times.is_empty() && g.family_push_times.len() != family_count {
         return Err(format!(
@@ -295,7 +319,7 @@ pub fn decode_group(
         push_time: g.push_time,
         failure_time: g.failure_time,
         last_push_successful: stamps.push > stamps.failure,
-        aggregating: false,
+        aggregating: agg.is_some(),
         ttl,
         version: g.version,
         stamps: Stamps {
@@ -303,5 +327,7 @@ pub fn decode_group(
             ..stamps
         },
         timing: None,
+        agg_digest: agg.as_ref().map_or(0, |s| s.digest()),
+        agg,
     })
 }

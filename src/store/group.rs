@@ -9,6 +9,7 @@ use super::key::GroupKey;
 use super::prepare::{
     PUSH_FAILURE_TIME_HELP, PUSH_FAILURE_TIME_METRIC, PUSH_TIME_HELP, PUSH_TIME_METRIC,
 };
+use super::aggregate::state::AggState;
 use crate::exposition::MetricType;
 
 /// A read-only copy of one group, for the JSON API, the status page and snapshots.
@@ -33,6 +34,13 @@ pub struct GroupSnapshot {
     /// comes from a local store (already encoded there); `None` for a copy decoded from a file
     /// or a peer, whose timing families are built when needed (`timing_families_of`).
     pub timing: Option<[StoredFamily; 2]>,
+    /// An aggregating group's state, carried by a copy that travels to a peer (a replica, a
+    /// hand-off, anti-entropy) so that the receiver merges the state, not the sums it exposes;
+    /// `None` in copies for readers, files (which keep states apart) and scrapes.
+    pub agg: Option<Arc<AggState>>,
+    /// `AggState::digest` of an aggregating group's state (0: none): part of the group's
+    /// digest, so anti-entropy tells apart two copies of one version whose states differ.
+    pub agg_digest: u64,
 }
 
 #[derive(Debug)]
@@ -58,6 +66,8 @@ pub(super) struct Group {
     pub(super) timing: [StoredFamily; 2],
     /// Index slots of the two timing families.
     pub(super) timing_slots: [usize; 2],
+    /// As `GroupSnapshot::agg_digest`.
+    pub(super) agg_digest: u64,
 }
 
 impl Group {
@@ -84,6 +94,8 @@ impl Group {
                 families: self.families.values().map(|h| h.3).collect(),
             },
             timing: Some(self.timing.clone()),
+            agg: None,
+            agg_digest: self.agg_digest,
         }
     }
 
@@ -103,6 +115,7 @@ impl Group {
                 self.ttl_stamp,
             ],
             [self.push_time, self.failure_time, self.ttl],
+            self.agg_digest,
             self.families.values().map(|(f, at, _, v)| (&*f.name, *v, *at)),
         )
     }
@@ -170,9 +183,14 @@ pub fn expires_at(push_time: f64, failure_time: f64, ttl: f64) -> Option<f64> {
 pub(super) fn digest_parts<'a>(
     stamps: [u64; 6],
     times: [f64; 3],
+    agg_digest: u64,
     families: impl Iterator<Item = (&'a str, u64, f64)>,
 ) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
+    // Only an aggregating group's state adds to it: other digests are as before.
+    if agg_digest != 0 {
+        h.update(&agg_digest.to_le_bytes());
+    }
     for v in stamps {
         h.update(&v.to_le_bytes());
     }

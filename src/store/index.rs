@@ -118,6 +118,7 @@ impl Inner {
             ttl_stamp: 0,
             timing,
             timing_slots,
+            agg_digest: 0,
         };
         self.groups.insert(key, group);
         id

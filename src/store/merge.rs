@@ -37,6 +37,8 @@ pub fn tombstone(key: Arc<GroupKey>, version: u64) -> GroupSnapshot {
             ..Stamps::default()
         },
         timing: None,
+        agg: None,
+        agg_digest: 0,
     }
 }
 
@@ -64,14 +66,16 @@ pub fn merge(a: &GroupSnapshot, b: &GroupSnapshot) -> GroupSnapshot {
     let cleared = sa.cleared.max(sb.cleared);
     // A register written at or before the last delete is gone.
     let live = |stamp: u64| stamp > cleared;
-    let (push, push_time, aggregating) = newest(
-        (sa.push, a.push_time.to_bits(), a.aggregating),
-        (sb.push, b.push_time.to_bits(), b.aggregating),
+    // An aggregating group's state digest goes with its push register; its state itself is
+    // merged by the store (`Store::apply_aggregate_copy`), which sets both.
+    let (push, push_time, aggregating, agg_digest) = newest(
+        (sa.push, a.push_time.to_bits(), a.aggregating, a.agg_digest),
+        (sb.push, b.push_time.to_bits(), b.aggregating, b.agg_digest),
     );
-    let (push, push_time, aggregating) = if live(push) {
-        (push, f64::from_bits(push_time), aggregating)
+    let (push, push_time, aggregating, agg_digest) = if live(push) {
+        (push, f64::from_bits(push_time), aggregating, agg_digest)
     } else {
-        (0, 0.0, false)
+        (0, 0.0, false, 0)
     };
     let (failure, failure_time) = newest(
         (sa.failure, a.failure_time.to_bits()),
@@ -135,6 +139,8 @@ pub fn merge(a: &GroupSnapshot, b: &GroupSnapshot) -> GroupSnapshot {
         version: stamps.newest(),
         stamps,
         timing: None,
+        agg: None,
+        agg_digest,
     }
 }
 
@@ -163,6 +169,7 @@ pub fn digest(g: &GroupSnapshot) -> u64 {
     digest_parts(
         [g.version, s.reset, s.cleared, s.push, s.failure, s.ttl],
         [g.push_time, g.failure_time, g.ttl],
+        g.agg_digest,
         g.families
             .iter()
             .zip(&s.families)

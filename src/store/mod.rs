@@ -303,6 +303,7 @@ fn import_as_put(g: &GroupSnapshot) -> PreparedPush {
         replace_all: true,
         has_timestamps: false,
         aggregating: false,
+        agg_digest: 0,
         ttl: g.ttl,
     }
 }

@@ -162,7 +162,9 @@ pub fn decode_snapshot_bytes(
     let snap = snapshot_proto::Snapshot::decode(payload)
         .map_err(|e| format!("undecodable payload: {e}"))?;
     let mut out = Vec::with_capacity(snap.groups.len());
-    for (i, g) in snap.groups.into_iter().enumerate() {
+    for (i, mut g) in snap.groups.into_iter().enumerate() {
+        // A file keeps the states apart (`aggregates`, below); one inside a group is not read.
+        g.aggregate = None;
         out.push(decode_group(i, g, names, None)?);
     }
     let v = Validation {

@@ -61,6 +61,8 @@ pub struct PreparedPush {
     /// The families an aggregating group exposes (`/aggregate`); a plain push ends the
     /// aggregation.
     pub aggregating: bool,
+    /// The aggregating group's state digest (`GroupSnapshot::agg_digest`; 0: none).
+    pub agg_digest: u64,
     /// The group's TTL from this push on, in seconds (0: never expires): the request header's
     /// or `--push.group-ttl`, resolved where the push was received.
     pub ttl: f64,
@@ -341,6 +343,7 @@ fn finish(
         replace_all,
         has_timestamps,
         aggregating: false,
+        agg_digest: 0,
         ttl: 0.0,
     }
 }

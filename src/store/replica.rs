@@ -29,7 +29,12 @@ impl Store {
         stamp: impl FnOnce() -> u64,
     ) -> Result<WriteOutcome, PushError> {
         self.expire(now);
-        self.push_stamped(p, now, || Some(stamp()))
+        if !self.aggregates.any() {
+            return self.push_stamped(p, now, || Some(stamp()));
+        }
+        // As on a single node, an accepted plain push ends the group's aggregation.
+        let key = p.key.clone();
+        self.plain_write(&key, || self.push_stamped(p, now, || Some(stamp())), Result::is_ok)
     }
 
     /// `record_failure` with a version stamped by the primary; false when nothing was recorded.
@@ -59,6 +64,15 @@ impl Store {
     /// delete kept in the group so that an older copy merged later cannot bring back what it
     /// removed (`Deleted::Stale`: the group is still held).
     pub fn delete_within_budget(&self, key: &GroupKey, version: u64) -> Deleted {
+        // A delete that removes an aggregating group ends its aggregation (its state goes).
+        self.plain_write(
+            key,
+            || self.delete_unlocked(key, version),
+            |d| *d == Deleted::Recorded,
+        )
+    }
+
+    fn delete_unlocked(&self, key: &GroupKey, version: u64) -> Deleted {
         let budget = *self.tombstone_budget.lock();
         self.write(
             |inner| {
@@ -104,13 +118,14 @@ impl Store {
         if g.expired(crate::time::unix_seconds()) {
             return false;
         }
+        // An aggregating group's copy carries its state, which merges under the group's lock.
+        if g.agg.is_some() || self.aggregates.holds(&g.key) {
+            return self.apply_aggregate_copy(g);
+        }
         let changed = self.write(
             |inner| {
                 let held = inner.state(&g.key);
-                let mut merged = merge::merge(&held, &g);
-                if inner.wiped_at > 0 && merge::written_by(&merged, inner.wiped_at) {
-                    merged = merge::merge(&merged, &merge::tombstone(g.key.clone(), inner.wiped_at));
-                }
+                let merged = inner.merged_copy(&held, &g);
                 inner.install(&held, merged, &self.opts)
             },
             |changed| *changed == Some(true),
@@ -302,7 +317,7 @@ pub fn tombstone_digest(key: &GroupKey, version: u64) -> u64 {
 impl Inner {
     /// What this node holds of a group, as a copy to merge: the group, its tombstone, or (held
     /// neither) the empty state.
-    fn state(&self, key: &Arc<GroupKey>) -> GroupSnapshot {
+    pub(in crate::store) fn state(&self, key: &Arc<GroupKey>) -> GroupSnapshot {
         match self.groups.get(&**key) {
             Some(g) => g.snapshot(),
             None => merge::tombstone(key.clone(), self.tombstones.get(key).copied().unwrap_or(0)),
@@ -313,7 +328,21 @@ impl Inner {
     /// the group restored, or removed with its tombstone when nothing is left. None when
     /// nothing changed, Some(false) when it could not be restored (the group limit, a key
     /// collision), Some(true) when it changed.
-    fn install(
+    /// `held` merged with a copy `g`, and with the last wipe when the result has parts written
+    /// before it.
+    pub(in crate::store) fn merged_copy(
+        &self,
+        held: &GroupSnapshot,
+        g: &GroupSnapshot,
+    ) -> GroupSnapshot {
+        let merged = merge::merge(held, g);
+        if self.wiped_at > 0 && merge::written_by(&merged, self.wiped_at) {
+            return merge::merge(&merged, &merge::tombstone(g.key.clone(), self.wiped_at));
+        }
+        merged
+    }
+
+    pub(in crate::store) fn install(
         &mut self,
         held: &GroupSnapshot,
         merged: GroupSnapshot,

@@ -802,6 +802,8 @@ fn an_import_replaces_older_groups_only_and_is_checked_like_a_put() {
         version: 1,
         stamps: crate::store::Stamps::whole(1, 1, [3000.0, 0.0], true),
         timing: None,
+        agg: None,
+        agg_digest: 0,
         aggregating: false,
         ttl: 0.0,
     };

@@ -83,6 +83,7 @@ impl Inner {
         }
         group.last_push_successful = true;
         group.aggregating = p.aggregating;
+        group.agg_digest = p.agg_digest;
         group.ttl = p.ttl;
         group.version = version;
         group.push_stamp = version;
@@ -206,6 +207,8 @@ impl Inner {
             .get_mut(&*g.key)
             .expect("group was just ensured");
         group.last_push_successful = g.last_push_successful;
+        group.aggregating = g.aggregating;
+        group.agg_digest = g.agg_digest;
         group.ttl = g.ttl;
         group.version = g.version;
         group.reset = g.stamps.reset;

@@ -38,6 +38,7 @@ pub const PEER_BATCH_ITEMS: &str = "pushgate_peer_batch_items";
 pub const SCRAPE_MERGE_DURATION_SECONDS: &str = "pushgate_scrape_merge_duration_seconds";
 pub const COLLECT_FOLLOW_UPS_TOTAL: &str = "pushgate_collect_follow_ups_total";
 pub const REBALANCE_GROUPS_TOTAL: &str = "pushgate_rebalance_groups_total";
+pub const AGGREGATE_RETRACTED_TOTAL: &str = "pushgate_cluster_aggregate_retracted_total";
 pub const HINTS_PENDING: &str = "pushgate_hints_pending";
 pub const ANTIENTROPY_REPAIRS_TOTAL: &str = "pushgate_antientropy_repairs_total";
 pub const ANTIENTROPY_ROUNDS_TOTAL: &str = "pushgate_antientropy_rounds_total";
@@ -94,6 +95,7 @@ pub const SELF_FAMILIES: &[(&str, MetricType, &str)] = &[
     (SCRAPE_MERGE_DURATION_SECONDS, MetricType::Summary, "Time to collect and merge every member's groups for one scrape."),
     (COLLECT_FOLLOW_UPS_TOTAL, MetricType::Counter, "Second collect calls of merged scrapes: a peer left groups to another owner that did not deliver them (it failed, or ranks the owners differently), and was asked for them again."),
     (REBALANCE_GROUPS_TOTAL, MetricType::Counter, "Groups (and tombstones) this node held without owning them, by what became of them: handed_off (acknowledged by every owner, then dropped here), error (a transfer failed; retried next round), expired (a tombstone or hint past its lifetime)."),
+    (AGGREGATE_RETRACTED_TOTAL, MetricType::Counter, "Aggregating pushes this node added as their group's primary and took back because fewer than the write quorum of nodes took them: each was answered 503 and does not count."),
     (HINTS_PENDING, MetricType::Gauge, "Groups and tombstones held by this node that it does not own (stand-in copies and copies left by a ring change), waiting to be handed to their owners."),
     (ANTIENTROPY_REPAIRS_TOTAL, MetricType::Counter, "Group states repaired by anti-entropy, by direction (sent: a co-owner lacked this node's newer state; received: this node took a newer one)."),
     (ANTIENTROPY_ROUNDS_TOTAL, MetricType::Counter, "Reconciliation rounds (handoff and anti-entropy) run by this node, by result (complete, partial: some peer could not be reached)."),

@@ -108,6 +108,8 @@ pub fn group_of(key: &GroupKey, body: &str, version: u64) -> Vec<u8> {
         version,
         stamps,
         timing: None,
+        agg: None,
+        agg_digest: 0,
     };
     wire::group_to_bytes(&g)
 }

@@ -130,7 +130,7 @@ impl Reconciler {
                 tombstone_key: wire::key_to_pb(&h.key),
             });
         }
-        let g = store.group(&h.key)?;
+        let g = store.transfer_copy(&h.key)?;
         Some(pb::ReplicateRequest {
             version: g.version,
             group: wire::group_to_bytes(&g).into(),
@@ -239,7 +239,7 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
                 reply.missing.push(i as u32);
             }
             Some((_, false)) => {
-                if let Some(g) = store.group(&key) {
+                if let Some(g) = store.transfer_copy(&key) {
                     reply.newer_groups.push(wire::group_to_bytes(&g).into());
                 }
                 reply.missing.push(i as u32);
@@ -271,6 +271,9 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
         };
         for g in store.snapshot() {
             if !listed.contains(&*g.key) && owns(&g.key) {
+                let Some(g) = store.for_transfer(g) else {
+                    continue;
+                };
                 reply.newer_groups.push(wire::group_to_bytes(&g).into());
             }
         }

@@ -90,21 +90,50 @@ impl ClusterService {
         let key = wire::key_from_pb(w.key, names).map_err(refuse_decoded)?;
         let unreachable = bounded(w.unreachable);
         let ttl = crate::store::codec::checked_ttl(w.ttl).map_err(Status::invalid_argument)?;
+        let request = |body| PushRequest {
+            key: key.clone(),
+            body,
+            format: if w.body_protobuf {
+                BodyFormat::ProtobufDelimited
+            } else {
+                BodyFormat::Text
+            },
+            replace_all: w.replace_all,
+            ttl,
+        };
+        if w.aggregate {
+            // Added and replicated here before the answer, whatever the sender asked
+            // (ForwardedWrite.aggregate): only this node can take the push back if too few
+            // nodes take it.
+            let body = w
+                .body
+                .ok_or_else(|| refuse_decoded("an aggregating write without a body".to_owned()))?;
+            let idempotency_key = w.idempotency_key;
+            if idempotency_key
+                .as_deref()
+                .is_some_and(|k| !crate::store::aggregate::valid_idempotency_key(k))
+            {
+                return Err(refuse_decoded(
+                    "an idempotency key that is not 1 to 256 visible ASCII characters".to_owned(),
+                ));
+            }
+            let op = WriteOp::Aggregate {
+                req: request(body),
+                idempotency_key,
+            };
+            let answer = self.core.apply_as_primary(op, unreachable, None).await;
+            return Ok(ForwardedAnswer {
+                answer,
+                replica: None,
+                own: None,
+                left_to_sender: false,
+            });
+        }
         let op = if w.delete {
             WriteOp::Delete(key)
         } else if let Some(body) = w.body {
             // Decoded and checked here, refused as a single node would refuse it.
-            let req = PushRequest {
-                key: key.clone(),
-                body,
-                format: if w.body_protobuf {
-                    BodyFormat::ProtobufDelimited
-                } else {
-                    BodyFormat::Text
-                },
-                replace_all: w.replace_all,
-                ttl,
-            };
+            let req = request(body);
             let large = req.is_large();
             let v = self.core.validation.clone();
             match off_runtime(large, move || decoded(req, &v, None)).await {
@@ -141,6 +170,7 @@ impl ClusterService {
                 replace_all: w.replace_all,
                 has_timestamps: w.has_timestamps,
                 aggregating: false,
+                agg_digest: 0,
                 ttl,
             })
         };

@@ -290,6 +290,7 @@ mod tests {
                         replace_all,
                         has_timestamps: false,
                         aggregating: false,
+                        agg_digest: 0,
                         ttl: 0.0,
                     },
                     1.0,

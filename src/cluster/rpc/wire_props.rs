@@ -86,6 +86,8 @@ fn snapshot_of(families: Vec<StoredFamily>) -> GroupSnapshot {
         version: 1,
         stamps,
         timing: None,
+        agg: None,
+        agg_digest: 0,
     }
 }
 

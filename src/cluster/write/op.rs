@@ -18,13 +18,18 @@ pub(crate) enum WriteOp {
         message: String,
     },
     Delete(GroupKey),
+    /// An aggregating push (`/aggregate`), decoded only by the primary that adds it in.
+    Aggregate {
+        req: PushRequest,
+        idempotency_key: Option<String>,
+    },
 }
 
 impl WriteOp {
     pub(crate) fn key(&self) -> &GroupKey {
         match self {
             WriteOp::Push(p) => &p.key,
-            WriteOp::Raw(r) => &r.key,
+            WriteOp::Raw(r) | WriteOp::Aggregate { req: r, .. } => &r.key,
             WriteOp::Failure { key, .. } | WriteOp::Delete(key) => key,
         }
     }

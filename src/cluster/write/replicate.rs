@@ -13,6 +13,8 @@ use super::super::events::{ClusterEvent, Refusal};
 use super::super::member::{Member, MemberState, NodeId};
 use super::super::rpc::{pb, wire};
 use super::op::{decoded, WriteAnswer, WriteOp};
+use crate::ingest::PushRequest;
+use crate::store::aggregate::{AggregateWrite, Taken};
 use crate::store::{Deleted, GroupKey, GroupSnapshot, PushError};
 use crate::time::unix_seconds;
 
@@ -27,14 +29,30 @@ impl ClusterCore {
         trip: Option<&mut ReturnTrip>,
     ) -> WriteAnswer {
         let key = op.key().clone();
+        let now = unix_seconds();
         let applied = self.apply_here(op);
         let Some(replica) = applied.replica else {
             return applied.answer;
         };
+        let me = self.self_id.as_str();
         let holders = 1 + self
-            .replicate(&key, replica, self.self_id.as_str(), &unreachable, trip)
+            .replicate(&key, replica, me, &unreachable, trip)
             .await;
-        self.quorum(applied.answer, holders)
+        let answer = self.quorum(applied.answer, holders);
+        if let (503, Some(taken)) = (answer.status, applied.taken) {
+            // An aggregating push fewer than R nodes took is taken back before it is answered
+            // 503 (its increments subtracted from this node's partial as a newer update of it,
+            // its idempotency key withdrawn), and the withdrawal is copied to the same nodes:
+            // the push never counts, and a client's retry counts once (docs/architecture.md,
+            // "Aggregating groups on a cluster").
+            let clock = || self.clock.now();
+            if let Some(back) = self.store.retract_aggregate(&key, taken, now, &clock) {
+                self.replicate(&key, Replica::Group(back), me, &unreachable, None)
+                    .await;
+            }
+            ClusterEvent::AggregateRetracted.emit();
+        }
+        answer
     }
 
     /// Applies a write as the group's primary, stamping its version; what is left is to copy
@@ -56,23 +74,30 @@ impl ClusterCore {
                                 Replica::Group(g)
                             }
                         }),
+                        taken: None,
                     },
                     // A refused push still records the failure time on the group: that is
                     // copied too, but the answer is the refusal whatever happens to the copies.
                     Err(e) => Applied {
                         answer: WriteAnswer::from_error(&e),
                         replica: matches!(e, PushError::Invalid(_))
-                            .then(|| self.store.group(&key).map(Replica::Group))
+                            .then(|| self.store.transfer_copy(&key).map(Replica::Group))
                             .flatten(),
+                        taken: None,
                     },
                 }
             }
+            WriteOp::Aggregate {
+                req,
+                idempotency_key,
+            } => self.aggregate_here(req, idempotency_key.as_deref(), now),
             // Not reached from `route` or `forwarded`, which decode a body before.
             WriteOp::Raw(req) => match decoded(req, &self.validation, None) {
                 Ok(op) => self.apply_here(op),
                 Err(e) => Applied {
                     answer: WriteAnswer::from_error(&e),
                     replica: None,
+                    taken: None,
                 },
             },
             WriteOp::Failure { key, message } => {
@@ -87,8 +112,9 @@ impl ClusterCore {
                         refusal: pb::Refusal::Unspecified,
                     },
                     replica: recorded
-                        .then(|| self.store.group(&key).map(Replica::Group))
+                        .then(|| self.store.transfer_copy(&key).map(Replica::Group))
                         .flatten(),
+                    taken: None,
                 }
             }
             WriteOp::Delete(key) => {
@@ -98,8 +124,44 @@ impl ClusterCore {
                 Applied {
                     answer: WriteAnswer::ok(202),
                     replica: Some(Replica::Tombstone(version)),
+                    taken: None,
                 }
             }
+        }
+    }
+
+    /// Adds an aggregating push into its group (into this node's partial), versioned by this
+    /// node's clock; the group's copy to replicate carries the state. A repeated push (same
+    /// `Idempotency-Key`) adds nothing, and its state is replicated all the same, so that its
+    /// 200 too means R nodes hold what it added the first time.
+    fn aggregate_here(&self, req: PushRequest, idempotency_key: Option<&str>, now: f64) -> Applied {
+        let key = req.key.clone();
+        let clock = || self.clock.now();
+        let added = PushRequest::decode(&req.body, req.format, &self.validation).and_then(|d| {
+            let write = AggregateWrite {
+                incoming: d.incoming(),
+                idempotency_key,
+                v: &self.validation,
+                ttl: req.ttl,
+                now,
+            };
+            self.store.aggregate_versioned(key.clone(), write, &clock)
+        });
+        match added {
+            Ok((_, taken)) => Applied {
+                answer: WriteAnswer::ok(200),
+                replica: self.store.transfer_copy(&key).map(Replica::Group),
+                taken,
+            },
+            // A push refused for its content recorded the failure time on the group: that is
+            // copied too, but the answer is the refusal whatever happens to the copies.
+            Err(e) => Applied {
+                answer: WriteAnswer::from_error(&e),
+                replica: matches!(e, PushError::Invalid(_))
+                    .then(|| self.store.transfer_copy(&key).map(Replica::Group))
+                    .flatten(),
+                taken: None,
+            },
         }
     }
 
@@ -461,6 +523,8 @@ pub(crate) struct Applied {
     pub(crate) answer: WriteAnswer,
     /// The state the write left, to copy (None: nothing to copy).
     pub(crate) replica: Option<Replica>,
+    /// An aggregating push added in: what takes it back if it cannot be given R holders.
+    pub(crate) taken: Option<Taken>,
 }
 
 /// A replica as sent to a peer.

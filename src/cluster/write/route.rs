@@ -50,7 +50,8 @@ impl ClusterCore {
             }
             let (msg, size) = forward.get_or_insert_with(|| {
                 let mut m = forward_message(&op, self.self_id.as_str());
-                m.0.sender_replicates = !primary_replicates;
+                // An aggregating push is always replicated by its primary (ForwardedWrite.aggregate).
+                m.0.sender_replicates = !primary_replicates && !m.0.aggregate;
                 m
             });
             msg.unreachable = unreachable.clone();
@@ -100,6 +101,15 @@ impl ClusterCore {
                         error: &status,
                     }
                     .emit();
+                    // An aggregating push adds up: the next node may be asked only when this
+                    // one certainly did not add it, or a push could count twice.
+                    if matches!(op, WriteOp::Aggregate { .. }) && !certainly_not_applied(&status) {
+                        return WriteAnswer::unavailable(format!(
+                            "cluster node {} adding this aggregating push did not answer ({}): it may have been added; retry with the same Idempotency-Key header to have it counted once",
+                            candidate.id,
+                            status.message()
+                        ));
+                    }
                     unreachable.push(candidate.id.as_str().to_owned());
                 }
             }
@@ -243,6 +253,8 @@ pub(crate) fn own_state(p: &PreparedPush, stamp: pb::OwnReplica) -> GroupSnapsho
             families: vec![stamp.version; p.families.len()],
         },
         timing: None,
+        agg: None,
+        agg_digest: 0,
     }
 }
 
@@ -310,12 +322,41 @@ pub(crate) fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, 
             };
         }
         WriteOp::Delete(_) => msg.delete = true,
+        WriteOp::Aggregate {
+            req,
+            idempotency_key,
+        } => {
+            msg.body = Some(req.body.clone());
+            msg.body_protobuf = req.format == BodyFormat::ProtobufDelimited;
+            msg.replace_all = req.replace_all;
+            msg.ttl = (req.ttl > 0.0).then_some(req.ttl);
+            msg.aggregate = true;
+            msg.idempotency_key = idempotency_key.clone();
+            // Its primary replicates it and does not hand a replica back (see the proto).
+            msg.from = String::new();
+        }
     }
     let size = msg.families.iter().map(|f| f.len()).sum::<usize>()
         + msg.body.as_ref().map_or(0, |b| b.len())
         + msg.refused.len()
         + 128;
     (msg, size)
+}
+
+/// Whether a failed forward certainly left the write unapplied: the peer could not be reached
+/// (no connection), or refused the call before applying anything (closing, over its limits).
+/// A call that timed out, or broke after it was sent, may have been applied.
+fn certainly_not_applied(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::ResourceExhausted => true,
+        tonic::Code::Unavailable => {
+            // A connection tonic could not make, or a node leaving the cluster
+            // (`ClusterCore::admit`), which refuses before applying.
+            let m = status.message();
+            m.contains("connect") || m.contains("leaving the cluster")
+        }
+        _ => false,
+    }
 }
 
 /// The absolute deadline sent with a forwarded write: the sender's clock plus the call timeout.

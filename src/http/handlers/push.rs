@@ -152,9 +152,7 @@ fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, String> 
     };
     let max = crate::store::aggregate::MAX_IDEMPOTENCY_KEY_BYTES;
     match value.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= max && k.bytes().all(|b| b.is_ascii_graphic()) => {
-            Ok(Some(k.to_owned()))
-        }
+        Ok(k) if crate::store::aggregate::valid_idempotency_key(k) => Ok(Some(k.to_owned())),
         _ => Err(format!(
             "the Idempotency-Key header must be 1 to {max} visible ASCII characters"
         )),

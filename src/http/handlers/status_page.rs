@@ -343,6 +343,8 @@ mod tests {
             version: 0,
             stamps: crate::store::Stamps::default(),
             timing: None,
+            agg: None,
+            agg_digest: 0,
         }
     }
 

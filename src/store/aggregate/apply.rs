@@ -53,8 +53,19 @@ pub struct Ctx {
 
 /// What a push changed, to put back if it is refused after being added. Entries name families
 /// and series by index: reverted newest first, each finds the state exactly as it left it.
+/// When made `recording`, it also keeps what the push added to this node's partials (by name,
+/// so that the increments can be taken back later, after other pushes: `retract`).
 #[derive(Debug, Default)]
-pub struct Undo(Vec<Change>);
+pub struct Undo(Vec<Change>, Option<Vec<Increment>>);
+
+/// What one push added to one series' partial, in that partial's epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Increment {
+    pub family: String,
+    pub labels: Labels,
+    pub epoch: Stamp,
+    pub value: Value,
+}
 
 #[derive(Debug)]
 enum Change {
@@ -70,6 +81,16 @@ enum Change {
 }
 
 impl Undo {
+    /// An undo log that also records the push's increments (`increments`).
+    pub fn recording() -> Self {
+        Undo(Vec::new(), Some(Vec::new()))
+    }
+
+    /// The increments the push added to this node's partials (recorded only by `recording`).
+    pub fn increments(&mut self) -> Vec<Increment> {
+        self.1.take().unwrap_or_default()
+    }
+
     /// Puts the state back as it was before the push, newest change first.
     pub fn revert(self, state: &mut AggState) {
         for change in self.0.into_iter().rev() {
@@ -166,7 +187,7 @@ pub fn apply(
     v: &Validation,
     undo: &mut Undo,
 ) -> Result<(), PushError> {
-    let mut local = Undo::default();
+    let mut local = Undo(Vec::new(), undo.1.as_ref().map(|_| Vec::new()));
     let result = match incoming {
         Incoming::Model(families) => families.iter().try_for_each(|mf| {
             let head = Head {
@@ -196,6 +217,9 @@ pub fn apply(
     match result {
         Ok(()) => {
             undo.0.append(&mut local.0);
+            if let (Some(all), Some(mut these)) = (&mut undo.1, local.1) {
+                all.append(&mut these);
+            }
             Ok(())
         }
         Err(e) => {
@@ -275,7 +299,7 @@ fn apply_family<'m>(
             check_addable(name, typ, p, held, floor)?;
         }
     }
-    for p in pushed {
+    for mut p in pushed {
         let si = match family.series.search_by(|k| cmp_labels(k, &p.labels)) {
             Ok(si) => {
                 if !resets_family {
@@ -293,18 +317,29 @@ fn apply_family<'m>(
             }
         };
         let series = family.series.at_mut(si).expect("the series was just ensured");
-        match p.mode {
-            Mode::Aggregate if !resets_family => add_to_partial(series, floor, ctx, &p.value),
-            _ => series.base = Some((ctx.stamp, p.value)),
-        }
-        if let Some(q) = p.quantiles {
+        if let Some(q) = p.quantiles.take() {
             series.quantiles = Some((ctx.stamp, q));
+        }
+        match p.mode {
+            Mode::Aggregate if !resets_family => {
+                let epoch = add_to_partial(series, floor, ctx, &p.value);
+                if let Some(record) = &mut undo.1 {
+                    record.push(Increment {
+                        family: name.to_owned(),
+                        labels: p.owned_labels(),
+                        epoch,
+                        value: p.value,
+                    });
+                }
+            }
+            _ => series.base = Some((ctx.stamp, p.value)),
         }
     }
     Ok(())
 }
 
-fn add_to_partial(series: &mut Series, floor: Stamp, ctx: Ctx, add: &Value) {
+/// Adds `add` to this node's partial of `series`; returns the partial's epoch.
+fn add_to_partial(series: &mut Series, floor: Stamp, ctx: Ctx, add: &Value) -> Stamp {
     let epoch = series.epoch(floor);
     let zero = || Value {
         bounds: add.bounds.clone(),
@@ -333,6 +368,34 @@ fn add_to_partial(series: &mut Series, floor: Stamp, ctx: Ctx, add: &Value) {
     }
     partial.value.add(add);
     partial.seq += 1;
+    epoch
+}
+
+/// Takes back increments this node added (`Undo::recording`) to its partial `partial`, as a new
+/// update of it (a higher `seq`, so every copy that took the increments takes this too): each
+/// is subtracted from the partial when the partial still counts from the increment's epoch and
+/// has its shape. One that a reset made irrelevant since (the partial started over) no longer
+/// counts anyway, and is left alone. Replaced values, help texts and quantiles are registers a
+/// retry writes again the same: they stay.
+pub fn retract(state: &mut AggState, partial: PartialId, increments: &[Increment]) {
+    for inc in increments {
+        let Some(family) = state.families.get_mut(&inc.family) else {
+            continue;
+        };
+        let Some(series) = family.series.get_mut(&inc.labels) else {
+            continue;
+        };
+        let Some(p) = series.partials.get_mut(&partial) else {
+            continue;
+        };
+        if p.epoch != inc.epoch || !p.value.same_shape(&inc.value) {
+            continue;
+        }
+        for (a, b) in p.value.sums.iter_mut().zip(&inc.value.sums) {
+            *a -= b;
+        }
+        p.seq += 1;
+    }
 }
 
 /// Refuses an increment that cannot be added: one that is not a finite number (it would stay

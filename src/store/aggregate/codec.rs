@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::state::{AggState, Family, Labels, Partial, PartialId, Series, Stamp, Value};
+use super::state::{AggState, Family, Labels, Partial, PartialId, Seen, Series, Stamp, Value};
 use super::vec_map::VecMap;
 use super::MAX_IDEMPOTENCY_KEYS;
 use super::MAX_IDEMPOTENCY_KEY_BYTES;
@@ -71,9 +71,11 @@ pub fn state_to_pb(state: &AggState) -> pb::AggregateState {
         seen: state
             .seen
             .iter()
-            .map(|(k, until)| pb::IdempotencyKey {
+            .map(|(k, seen)| pb::IdempotencyKey {
                 key: k.clone(),
-                until_ms: *until,
+                until_ms: seen.until,
+                at: seen.at,
+                withdrawn: !seen.live,
             })
             .collect(),
     }
@@ -162,7 +164,14 @@ pub fn state_from_pb(p: pb::AggregateState, v: &Validation) -> Result<AggState, 
                 "an idempotency key is longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
             ));
         }
-        seen.insert(k.key, k.until_ms);
+        let register = Seen {
+            at: k.at,
+            until: k.until_ms,
+            live: !k.withdrawn,
+        };
+        if seen.insert(k.key, register).is_some() {
+            return Err("an idempotency key appears twice".to_owned());
+        }
     }
     Ok(AggState {
         reset: stamp_of(&p.reset),

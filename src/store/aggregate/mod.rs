@@ -18,14 +18,18 @@ pub(super) mod registry;
 pub mod state;
 pub mod vec_map;
 
+use std::sync::Arc;
 
 
-use self::apply::{materialize, Ctx, Incoming, Undo};
+
+use self::apply::{materialize, Ctx, Incoming, Increment, Undo};
 use self::registry::Entry;
-use self::state::AggState;
+use self::state::{AggState, Seen, Stamp};
+use super::group::{GroupSnapshot, Stamps};
+use super::merge;
 use super::error::PushError;
 use super::key::GroupKey;
-use super::prepare::{prepare_push, Validation};
+use super::prepare::{prepare_push, PreparedPush, Validation};
 use super::Store;
 
 /// How long a retry with the same `Idempotency-Key` is recognised (and not added again).
@@ -35,6 +39,24 @@ pub const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
+/// An aggregating push, decoded, as the store adds it.
+#[derive(Clone, Copy)]
+pub struct AggregateWrite<'a> {
+    pub incoming: Incoming<'a>,
+    pub idempotency_key: Option<&'a str>,
+    pub v: &'a Validation,
+    /// The group's TTL from this push on, in seconds (0: never).
+    pub ttl: f64,
+    /// Unix seconds.
+    pub now: f64,
+}
+
+/// Whether `k` is a usable `Idempotency-Key`: 1 to `MAX_IDEMPOTENCY_KEY_BYTES` visible ASCII
+/// characters (checked on the request and again on a key a peer forwards).
+pub fn valid_idempotency_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_BYTES && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// What an aggregating push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregated {
@@ -43,6 +65,24 @@ pub enum Aggregated {
     /// A retry of a push already added (same `Idempotency-Key` within the window): acknowledged
     /// without adding it again.
     Repeated,
+}
+
+/// How an aggregating push is versioned: by a single node's own counters, or by a cluster
+/// primary's clock (`clock`), whose versions order every write of the group across nodes.
+#[derive(Clone, Copy)]
+pub enum Versioning<'c> {
+    Local,
+    Cluster(&'c (dyn Fn() -> u64 + Sync)),
+}
+
+/// What a cluster primary needs to take an added push back (`Store::retract_aggregate`) when
+/// fewer than R nodes took it: the push is answered 503, and must then not count.
+#[derive(Debug)]
+pub struct Taken {
+    increments: Vec<Increment>,
+    idempotency_key: Option<String>,
+    /// The group's push time before the push: the withdrawal leaves it there.
+    push_time_before: f64,
 }
 
 impl Store {
@@ -59,9 +99,38 @@ impl Store {
         ttl: f64,
         now: f64,
     ) -> Result<Aggregated, PushError> {
-        let now_ms = (now * 1000.0) as u64;
+        let write = AggregateWrite {
+            incoming,
+            idempotency_key,
+            v,
+            ttl,
+            now,
+        };
+        self.aggregate_as(key, write, Versioning::Local)
+            .map(|(done, _)| done)
+    }
+
+    /// `aggregate` on a cluster's primary: versioned by `clock`, and returning what
+    /// `retract_aggregate` needs to take the push back (None for a repeated push, which added
+    /// nothing).
+    pub fn aggregate_versioned(
+        &self,
+        key: GroupKey,
+        write: AggregateWrite<'_>,
+        clock: &(dyn Fn() -> u64 + Sync),
+    ) -> Result<(Aggregated, Option<Taken>), PushError> {
+        self.aggregate_as(key, write, Versioning::Cluster(clock))
+    }
+
+    fn aggregate_as(
+        &self,
+        key: GroupKey,
+        w: AggregateWrite<'_>,
+        versioning: Versioning<'_>,
+    ) -> Result<(Aggregated, Option<Taken>), PushError> {
+        let now_ms = (w.now * 1000.0) as u64;
         // An expired group not yet swept is gone: its state too, so this push starts anew.
-        self.expire(now);
+        self.expire(w.now);
         loop {
             let entry = self.aggregates.entry(&key);
             let mut guard = entry.lock();
@@ -69,66 +138,248 @@ impl Store {
                 continue;
             }
             let entry = &mut *guard;
-            if let Some(k) = idempotency_key {
-                if entry.state.seen.get(k).is_some_and(|until| *until > now_ms) {
-                    return Ok(Aggregated::Repeated);
+            if let Some(k) = w.idempotency_key {
+                if entry
+                    .state
+                    .seen
+                    .get(k)
+                    .is_some_and(|s| s.live && s.until > now_ms)
+                {
+                    return Ok((Aggregated::Repeated, None));
                 }
             }
-            let outcome = self.aggregate_locked(&key, entry, incoming, v, ttl, now);
-            if let Err(e) = outcome {
-                if entry.state == AggState::default() {
-                    // Nothing was ever added: the group does not aggregate.
-                    self.aggregates.end(&key, entry);
+            let fresh = entry.state.families.is_empty();
+            if fresh {
+                if let Versioning::Cluster(_) = versioning {
+                    // A new aggregation on a cluster counts from after everything this node
+                    // knows of the group (its last plain write or delete): partials of an
+                    // earlier aggregation that a lagging copy still carries never count again.
+                    entry.state.reset = entry.state.reset.max(Stamp {
+                        version: self.held_version(&key),
+                        origin: 0,
+                    });
                 }
-                return Err(e);
             }
-            if let Some(k) = idempotency_key {
-                remember(&mut entry.state, k, now_ms);
+            let push_time_before = self.group_push_time(&key);
+            let mut undo = match versioning {
+                Versioning::Local => Undo::default(),
+                Versioning::Cluster(_) => Undo::recording(),
+            };
+            let outcome = self.aggregate_locked(&key, entry, &w, versioning, &mut undo);
+            let at = match outcome {
+                Ok(at) => at,
+                Err(e) => {
+                    if fresh {
+                        // Nothing was ever added: the group does not aggregate.
+                        self.aggregates.end(&key, entry);
+                    }
+                    return Err(e);
+                }
+            };
+            if let Some(k) = w.idempotency_key {
+                remember(&mut entry.state, k, at, now_ms);
             }
             entry.state.prune();
-            return Ok(Aggregated::Added);
+            let taken = matches!(versioning, Versioning::Cluster(_)).then(|| Taken {
+                increments: undo.increments(),
+                idempotency_key: w.idempotency_key.map(str::to_owned),
+                push_time_before,
+            });
+            return Ok((Aggregated::Added, taken));
         }
     }
 
+    /// Adds the push into `entry`'s state and stores what the state then exposes; returns the
+    /// write's version. On an error the state is as it was.
     fn aggregate_locked(
         &self,
         key: &GroupKey,
         entry: &mut Entry,
-        incoming: Incoming<'_>,
-        v: &Validation,
-        ttl: f64,
-        now: f64,
-    ) -> Result<(), PushError> {
+        w: &AggregateWrite<'_>,
+        versioning: Versioning<'_>,
+        undo: &mut Undo,
+    ) -> Result<u64, PushError> {
         let refused = |e: PushError| {
             if matches!(e, PushError::Invalid(_)) {
-                self.record_failure(key, now);
+                match versioning {
+                    Versioning::Local => self.record_failure(key, w.now),
+                    Versioning::Cluster(clock) => {
+                        self.record_failure_versioned(key, w.now, clock);
+                    }
+                }
             }
             e
         };
-        if incoming.has_timestamps() {
+        if w.incoming.has_timestamps() {
             return Err(refused(PushError::Invalid(
                 "pushed metrics must not have timestamps".into(),
             )));
         }
-        let ctx = Ctx {
-            stamp: self.aggregates.stamp(),
-            partial: self.aggregates.partial,
+        let partial = self.aggregates.partial();
+        let (stamp, version) = match versioning {
+            Versioning::Local => (self.aggregates.stamp(), None),
+            Versioning::Cluster(clock) => {
+                let version = clock();
+                let stamp = Stamp {
+                    version,
+                    origin: partial.node,
+                };
+                (stamp, Some(version))
+            }
         };
-        let mut undo = Undo::default();
-        apply::apply(&mut entry.state, incoming, ctx, v, &mut undo).map_err(refused)?;
-        let stored = prepare_push(key.clone(), materialize(&entry.state), true, v)
+        let ctx = Ctx { stamp, partial };
+        let mut local = match versioning {
+            Versioning::Local => Undo::default(),
+            Versioning::Cluster(_) => Undo::recording(),
+        };
+        apply::apply(&mut entry.state, w.incoming, ctx, w.v, &mut local).map_err(refused)?;
+        let stored = state_push(key, &entry.state, w.v, w.ttl, version.is_some())
             .map_err(refused)
-            .and_then(|mut p| {
-                p.aggregating = true;
-                p.ttl = ttl;
-                // The store records a failure of its consistency check itself.
-                self.push_stamped(p, now, || None)
-            });
+            // The store records a failure of its consistency check itself.
+            .and_then(|p| self.push_stamped(p, w.now, || version));
         if let Err(e) = stored {
-            undo.revert(&mut entry.state);
+            local.revert(&mut entry.state);
             return Err(e);
         }
-        Ok(())
+        *undo = local;
+        Ok(stamp.version)
+    }
+
+    /// Takes back a push `aggregate_versioned` added, because fewer than R nodes took it: its
+    /// increments are subtracted from this node's partial as a new update of it, its
+    /// idempotency key (if any) is withdrawn so that a retry is added, and the group is stored
+    /// again under a new version with its push time as it was before the push. Returns the
+    /// group's copy to send to the nodes that took the push (None: the group no longer
+    /// aggregates, so nothing of the push counts anyway).
+    pub fn retract_aggregate(
+        &self,
+        key: &GroupKey,
+        taken: Taken,
+        now: f64,
+        clock: &(dyn Fn() -> u64 + Sync),
+    ) -> Option<GroupSnapshot> {
+        let entry = self.aggregates.get(key)?;
+        let mut guard = entry.lock();
+        if !guard.live {
+            return None;
+        }
+        let version = clock();
+        let now_ms = (now * 1000.0) as u64;
+        let state = &mut guard.state;
+        apply::retract(state, self.aggregates.partial(), &taken.increments);
+        if let Some(k) = taken.idempotency_key {
+            let until = state
+                .seen
+                .get(&k)
+                .map_or(0, |s| s.until)
+                .max(now_ms.saturating_add(IDEMPOTENCY_WINDOW_MS));
+            state.seen.insert(
+                k,
+                Seen {
+                    at: version,
+                    until,
+                    live: false,
+                },
+            );
+        }
+        let ttl = self.group(key).map_or(0.0, |g| g.ttl);
+        let v = self.aggregates.validation.read().clone();
+        // What the state exposes was stored before with the push in it, so without it it
+        // passes the same checks; a failure here leaves the push counted on this node, and
+        // the caller's answer (503) is then wrong only in the direction of counting it.
+        let stored = state_push(key, state, &v, ttl, true)
+            .and_then(|p| self.push_stamped(p, taken.push_time_before, || Some(version)));
+        if let Err(e) = stored {
+            tracing::warn!(group = %key, error = %e, "an aggregating push answered 503 could not be taken back");
+            return None;
+        }
+        self.group(key)
+    }
+
+    /// The newest version this node holds of `key`: the group's, or its tombstone's (0: none).
+    fn held_version(&self, key: &GroupKey) -> u64 {
+        let inner = self.inner.read();
+        match inner.groups.get(key) {
+            Some(g) => g.version,
+            None => inner.tombstones.get(key).copied().unwrap_or(0),
+        }
+    }
+
+    /// The group's push time (0: not held).
+    fn group_push_time(&self, key: &GroupKey) -> f64 {
+        self.inner.read().groups.get(key).map_or(0.0, |g| g.push_time)
+    }
+
+    /// Merges a copy of an aggregating group (or any copy of a group this node holds as
+    /// aggregating) from a peer: the group's registers merge as for any copy
+    /// (`merge::merge`), its state merges as the CRDT it is (`AggState::merge`) under the
+    /// group's lock, and the group then exposes what the merged state sums to. A copy that
+    /// loses to a newer plain write or delete ends the aggregation here. Returns whether
+    /// anything changed.
+    pub(in crate::store) fn apply_aggregate_copy(&self, g: GroupSnapshot) -> bool {
+        let v = self.aggregates.validation.read().clone();
+        loop {
+            let entry = self.aggregates.entry(&g.key);
+            let mut guard = entry.lock();
+            if !guard.live {
+                continue;
+            }
+            let mut ends = false;
+            let mut merged_state = None;
+            let changed = self.write(
+                |inner| {
+                    let held = inner.state(&g.key);
+                    let merged = inner.merged_copy(&held, &g);
+                    if !merged.aggregating || merge::is_gone(&merged) {
+                        ends = true;
+                        return inner.install(&held, merged, &self.opts);
+                    }
+                    let mut state = guard.state.clone();
+                    if let Some(theirs) = &g.agg {
+                        state.merge(theirs);
+                    }
+                    // A delete the state has not seen yet (it travelled as the group's
+                    // tombstone).
+                    state.reset = state.reset.max(Stamp {
+                        version: merged.stamps.cleared,
+                        origin: 0,
+                    });
+                    state.prune();
+                    let families = match prepare_push((*g.key).clone(), materialize(&state), true, &v)
+                    {
+                        Ok(p) => p.families,
+                        Err(e) => {
+                            tracing::warn!(group = %g.key, error = %e, "refused a peer's copy of an aggregating group");
+                            return None;
+                        }
+                    };
+                    let version = merged.stamps.push;
+                    let families: Vec<_> =
+                        families.into_iter().map(|f| (f, merged.push_time)).collect();
+                    let copy = GroupSnapshot {
+                        stamps: Stamps {
+                            families: vec![version; families.len()],
+                            ..merged.stamps.clone()
+                        },
+                        families,
+                        agg_digest: state.digest(),
+                        ..merged
+                    };
+                    let installed = inner.install(&held, copy, &self.opts);
+                    if installed != Some(false) {
+                        merged_state = Some(state);
+                    }
+                    installed
+                },
+                |changed| *changed == Some(true),
+            );
+            if let Some(state) = merged_state {
+                guard.state = state;
+            } else if ends || guard.state.families.is_empty() {
+                self.aggregates.end(&g.key, &mut guard);
+            }
+            return changed == Some(true);
+        }
     }
 
     /// Runs a plain write (`op`) of `key`; when the group aggregates, under its lock, and a
@@ -148,6 +399,36 @@ impl Store {
             self.aggregates.end(key, &mut guard);
         }
         outcome
+    }
+
+    /// Makes this store a cluster node's: its aggregating pushes add to the partial named by
+    /// `node` (the node's id hashed), and states copied from peers are checked with `v`.
+    pub fn join_cluster(&self, node: u64, v: Validation) {
+        self.aggregates.set_node(node);
+        *self.aggregates.validation.write() = v;
+    }
+
+    /// A copy of the group `key` in the form in which it travels to a peer: an aggregating
+    /// group's with its state attached, both taken under the group's lock (every write of an
+    /// aggregating group holds it), so the state is the one the copy exposes.
+    pub fn transfer_copy(&self, key: &GroupKey) -> Option<GroupSnapshot> {
+        let Some(entry) = self.aggregates.get(key) else {
+            return self.group(key);
+        };
+        let e = entry.lock();
+        let mut copy = self.group(key)?;
+        if e.live && copy.aggregating {
+            copy.agg = Some(Arc::new(e.state.clone()));
+        }
+        Some(copy)
+    }
+
+    /// `copy` (from `snapshot`) in the form in which it travels to a peer (`transfer_copy`).
+    pub fn for_transfer(&self, copy: GroupSnapshot) -> Option<GroupSnapshot> {
+        if copy.aggregating {
+            return self.transfer_copy(&copy.key);
+        }
+        Some(copy)
     }
 
     /// Every aggregating group's state, sorted by key (for the persistence file).
@@ -202,21 +483,40 @@ impl Store {
     }
 }
 
-/// Records an applied idempotency key, forgetting expired ones and, beyond the bound, the
-/// oldest.
-fn remember(state: &mut AggState, key: &str, now_ms: u64) {
-    state.seen.retain(|_, until| *until > now_ms);
-    state
-        .seen
-        .insert(key.to_owned(), now_ms.saturating_add(IDEMPOTENCY_WINDOW_MS));
+/// Records an applied idempotency key (written at version `at`), forgetting expired ones and,
+/// beyond the bound, the oldest.
+fn remember(state: &mut AggState, key: &str, at: u64, now_ms: u64) {
+    state.seen.retain(|_, s| s.until > now_ms);
+    let register = Seen {
+        at,
+        until: now_ms.saturating_add(IDEMPOTENCY_WINDOW_MS),
+        live: true,
+    };
+    state.seen.insert(key.to_owned(), register);
     if state.seen.len() > MAX_IDEMPOTENCY_KEYS {
         let mut by_age: Vec<(u64, String)> =
-            state.seen.iter().map(|(k, u)| (*u, k.clone())).collect();
+            state.seen.iter().map(|(k, s)| (s.until, k.clone())).collect();
         by_age.sort();
         for (_, k) in by_age.into_iter().take(state.seen.len() - MAX_IDEMPOTENCY_KEYS) {
             state.seen.remove(&k);
         }
     }
+}
+
+/// What `state` exposes, as the PUT that stores it: the group marked aggregating, with the
+/// state's digest when a cluster's anti-entropy compares it (`digest`).
+fn state_push(
+    key: &GroupKey,
+    state: &AggState,
+    v: &Validation,
+    ttl: f64,
+    digest: bool,
+) -> Result<PreparedPush, PushError> {
+    let mut p = prepare_push(key.clone(), materialize(state), true, v)?;
+    p.aggregating = true;
+    p.agg_digest = if digest { state.digest() } else { 0 };
+    p.ttl = ttl;
+    Ok(p)
 }
 
 #[cfg(test)]

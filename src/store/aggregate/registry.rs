@@ -5,10 +5,11 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::state::{AggState, PartialId, Stamp};
 use crate::store::key::GroupKey;
+use crate::store::prepare::Validation;
 use crate::FastMap;
 
 /// One aggregating group's state and whether it still aggregates (a plain write or a delete
@@ -27,9 +28,14 @@ pub struct Aggregates {
     count: AtomicUsize,
     /// Last stamp's version: Unix ms << 16 | counter, strictly increasing.
     clock: AtomicU64,
-    /// This process's partial: node 0 (a single node), an incarnation drawn at start, so a
-    /// restart never continues an older partial's sequence.
-    pub(super) partial: PartialId,
+    /// This process's partial: its node (0 for a single node; a cluster node's id hashed,
+    /// `Store::join_cluster`) and an incarnation drawn at start, so a restart never continues
+    /// an older partial's sequence.
+    node: AtomicU64,
+    incarnation: u64,
+    /// How a state copied from a peer is checked when the store turns it into families (the
+    /// cluster's validation, `Store::join_cluster`).
+    pub(super) validation: RwLock<Validation>,
 }
 
 impl Default for Aggregates {
@@ -40,15 +46,26 @@ impl Default for Aggregates {
             groups: Mutex::default(),
             count: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
-            partial: PartialId {
-                node: 0,
-                incarnation,
-            },
+            node: AtomicU64::new(0),
+            incarnation,
+            validation: RwLock::new(Validation::default()),
         }
     }
 }
 
 impl Aggregates {
+    /// This process's partial.
+    pub(super) fn partial(&self) -> PartialId {
+        PartialId {
+            node: self.node.load(Ordering::Acquire),
+            incarnation: self.incarnation,
+        }
+    }
+
+    pub(super) fn set_node(&self, node: u64) {
+        self.node.store(node, Ordering::Release);
+    }
+
     pub(super) fn stamp(&self) -> Stamp {
         let physical = crate::time::unix_millis() << 16;
         let next = |prev: u64| physical.max(prev.saturating_add(1));
@@ -58,7 +75,7 @@ impl Aggregates {
             .unwrap_or_else(|p| p);
         Stamp {
             version: next(prev),
-            origin: self.partial.node,
+            origin: self.node.load(Ordering::Acquire),
         }
     }
 
@@ -95,6 +112,11 @@ impl Aggregates {
             return None;
         }
         self.groups.lock().get(key).cloned()
+    }
+
+    /// Whether `key` aggregates here.
+    pub(in crate::store) fn holds(&self, key: &GroupKey) -> bool {
+        self.any() && self.groups.lock().contains_key(key)
     }
 
     /// Every group and its entry.

@@ -101,14 +101,25 @@ pub struct Family {
     pub series: VecMap<Labels, Series>,
 }
 
+/// An idempotency key's register: the push carrying it was added (`live`), or added and then
+/// taken back because it was answered 503 (`retract`), so that a retry is added again. `at` is
+/// the version of that write, and the newest one wins; `until` is the Unix ms up to which a
+/// retry is recognised (and the register kept, so a withdrawal outlives the copies it beats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seen {
+    pub at: u64,
+    pub until: u64,
+    pub live: bool,
+}
+
 /// The whole state of an aggregating group.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AggState {
     /// The group's last reset (DELETE): nothing older counts.
     pub reset: Stamp,
     pub families: VecMap<String, Family>,
-    /// Idempotency keys applied, each with the Unix ms until which a retry is recognised.
-    pub seen: BTreeMap<String, u64>,
+    /// Idempotency keys, each with its register.
+    pub seen: BTreeMap<String, Seen>,
 }
 
 impl Series {
@@ -267,9 +278,9 @@ impl AggState {
                 }
             }
         }
-        for (key, until) in &other.seen {
-            let mine = self.seen.entry(key.clone()).or_insert(*until);
-            *mine = (*mine).max(*until);
+        for (key, theirs) in &other.seen {
+            let mine = self.seen.entry(key.clone()).or_insert(*theirs);
+            *mine = (*mine).max(*theirs);
         }
         self.prune();
     }
@@ -284,6 +295,72 @@ impl AggState {
             let floor = f.floor(group_reset);
             f.series.retain(|_, s| s.prune(floor));
         }
+    }
+
+    /// A fixed hash of the state (anti-entropy compares it, `GroupSnapshot::agg_digest`): two
+    /// states with the same digest hold the same writes. Never 0 (0 means no state).
+    pub fn digest(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let stamp = |h: &mut xxhash_rust::xxh3::Xxh3, s: Stamp| {
+            h.update(&s.version.to_le_bytes());
+            h.update(&s.origin.to_le_bytes());
+        };
+        let text = |h: &mut xxhash_rust::xxh3::Xxh3, t: &str| {
+            h.update(&(t.len() as u64).to_le_bytes());
+            h.update(t.as_bytes());
+        };
+        let value = |h: &mut xxhash_rust::xxh3::Xxh3, v: &Value| {
+            h.update(&(v.bounds.len() as u64).to_le_bytes());
+            for x in v.bounds.iter().chain(&v.sums) {
+                h.update(&x.to_bits().to_le_bytes());
+            }
+        };
+        stamp(&mut h, self.reset);
+        for (name, f) in self.families.iter() {
+            text(&mut h, name);
+            stamp(&mut h, f.typ.0);
+            h.update(&(f.typ.1 as i32).to_le_bytes());
+            stamp(&mut h, f.help.0);
+            text(&mut h, &f.help.1);
+            stamp(&mut h, f.reset);
+            for (labels, s) in f.series.iter() {
+                h.update(b"s");
+                h.update(&(labels.len() as u64).to_le_bytes());
+                for (n, v) in labels {
+                    text(&mut h, n);
+                    text(&mut h, v);
+                }
+                // A tag before each optional part, so that parts cannot be mistaken for others.
+                if let Some((st, v)) = &s.base {
+                    h.update(b"b");
+                    stamp(&mut h, *st);
+                    value(&mut h, v);
+                }
+                for (id, p) in s.partials.iter() {
+                    h.update(b"p");
+                    h.update(&id.node.to_le_bytes());
+                    h.update(&id.incarnation.to_le_bytes());
+                    stamp(&mut h, p.epoch);
+                    h.update(&p.seq.to_le_bytes());
+                    value(&mut h, &p.value);
+                }
+                if let Some((st, q)) = &s.quantiles {
+                    h.update(b"q");
+                    stamp(&mut h, *st);
+                    for (a, b) in q {
+                        h.update(&a.to_bits().to_le_bytes());
+                        h.update(&b.to_bits().to_le_bytes());
+                    }
+                }
+            }
+        }
+        for (key, seen) in &self.seen {
+            text(&mut h, key);
+            h.update(&seen.at.to_le_bytes());
+            h.update(&seen.until.to_le_bytes());
+            h.update(&[u8::from(seen.live)]);
+        }
+        h.digest().max(1)
     }
 
     /// The newest stamp anywhere in the state (a node's clock moves past it, so its own next
