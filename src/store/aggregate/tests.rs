@@ -283,3 +283,184 @@ fn a_text_body_adds_up_the_same_read_borrowed_or_through_the_model() {
         assert_eq!(via_text, via_model, "{body}");
     }
 }
+
+/// Cluster nodes' stores: each adds to its own partial, versioned by a clock of its own.
+mod on_a_cluster {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Node {
+        store: Store,
+        clock: AtomicU64,
+    }
+
+    impl Node {
+        fn new(id: u64) -> Node {
+            let store = Store::new(StoreOptions::default());
+            store.join_cluster(id, Validation::default());
+            Node {
+                store,
+                // Versions as the cluster's clock makes them (ms << 16), ahead of any test's.
+                clock: AtomicU64::new(1_700_000_000_000 << 16),
+            }
+        }
+
+        fn tick(&self) -> u64 {
+            self.clock.fetch_add(1 << 16, Ordering::SeqCst) + (1 << 16)
+        }
+
+        fn add(&self, body: &str, idem: Option<&str>) -> (Aggregated, Option<Taken>) {
+            let fams = parse_text(body.as_bytes(), NameScheme::Legacy).unwrap();
+            let w = AggregateWrite {
+                incoming: Incoming::Model(&fams),
+                idempotency_key: idem,
+                v: &Validation::default(),
+                ttl: 0.0,
+                now: 1000.0,
+            };
+            self.store
+                .aggregate_versioned(key("j"), w, &|| self.tick())
+                .expect("the push is added")
+        }
+
+        /// Takes `other`'s copy of the group, as a replica or anti-entropy would.
+        fn take(&self, other: &Node) -> bool {
+            let copy = other.store.transfer_copy(&key("j")).expect("held");
+            assert_eq!(
+                copy.agg.is_some(),
+                copy.aggregating,
+                "a copy for a peer carries the state of an aggregating group"
+            );
+            self.clock.fetch_max(copy.version, Ordering::SeqCst);
+            self.store.apply_replica(copy)
+        }
+
+        fn digest(&self) -> Option<(u64, bool)> {
+            self.store.digest(&key("j"))
+        }
+    }
+
+    #[test]
+    fn copies_merge_so_that_both_primaries_increments_count_once() {
+        let (a, b) = (Node::new(1), Node::new(2));
+        for _ in 0..3 {
+            a.add(COUNTER, None);
+        }
+        b.take(&a);
+        for _ in 0..2 {
+            b.add(COUNTER, None);
+        }
+        // a never saw b's pushes, b has a's in its copy: merged both ways, 5 on each, and
+        // merging again (or the same copy twice) changes nothing.
+        assert!(a.take(&b));
+        assert!(!a.take(&b), "the same copy again changes nothing");
+        b.take(&a);
+        for n in [&a, &b] {
+            assert_eq!(scrape(&n.store), "# TYPE c counter\nc{instance=\"\",job=\"j\"} 5\n");
+        }
+        assert_eq!(a.digest(), b.digest(), "anti-entropy sees equal copies");
+    }
+
+    #[test]
+    fn equal_versions_with_different_states_have_different_digests() {
+        let (a, b) = (Node::new(1), Node::new(2));
+        a.add(COUNTER, None);
+        b.take(&a);
+        let before = b.digest();
+        // The same push applied on b alone, with a clock that lands on a's version.
+        b.clock.store(a.clock.load(Ordering::SeqCst) - (1 << 16), Ordering::SeqCst);
+        a.add(COUNTER, None);
+        b.add(COUNTER, None);
+        assert_ne!(b.digest(), before);
+        assert_ne!(a.digest(), b.digest(), "same version, different partials");
+    }
+
+    #[test]
+    fn a_retracted_push_does_not_count_anywhere_and_its_retry_counts_once() {
+        let (a, b) = (Node::new(1), Node::new(2));
+        a.add(COUNTER, None);
+        let (_, taken) = a.add(COUNTER, Some("k"));
+        // Another push lands between the push and its withdrawal.
+        a.add(COUNTER, None);
+        b.take(&a);
+        assert_eq!(scrape(&b.store), "# TYPE c counter\nc{instance=\"\",job=\"j\"} 3\n");
+        let back = a
+            .store
+            .retract_aggregate(&key("j"), taken.expect("added"), 1001.0, &|| a.tick())
+            .expect("the group still aggregates");
+        assert_eq!(back.push_time, 1000.0, "the push time stays where it was");
+        b.take(&a);
+        for n in [&a, &b] {
+            assert_eq!(scrape(&n.store), "# TYPE c counter\nc{instance=\"\",job=\"j\"} 2\n");
+        }
+        // The retry, on the node that held the withdrawn key: added, once.
+        assert_eq!(b.add(COUNTER, Some("k")).0, Aggregated::Added);
+        assert_eq!(b.add(COUNTER, Some("k")).0, Aggregated::Repeated);
+        a.take(&b);
+        assert_eq!(scrape(&a.store), "# TYPE c counter\nc{instance=\"\",job=\"j\"} 3\n");
+    }
+
+    #[test]
+    fn a_copy_from_before_a_delete_does_not_bring_its_sums_back() {
+        let (a, b) = (Node::new(1), Node::new(2));
+        a.add(COUNTER, None);
+        a.add(COUNTER, None);
+        b.take(&a);
+        let old = b.store.transfer_copy(&key("j")).unwrap();
+        assert!(a.store.delete_versioned(&key("j"), a.tick()));
+        assert!(!a.store.apply_replica(old.clone()), "the old copy stays gone");
+        assert!(a.store.group(&key("j")).is_none());
+        // A new aggregation after the delete, then the old copy again: only the new push.
+        a.add(COUNTER, None);
+        a.store.apply_replica(old);
+        assert_eq!(scrape(&a.store), "# TYPE c counter\nc{instance=\"\",job=\"j\"} 1\n");
+    }
+
+    #[test]
+    fn a_plain_put_ends_the_aggregation_on_every_copy() {
+        let (a, b) = (Node::new(1), Node::new(2));
+        a.add(COUNTER, None);
+        b.take(&a);
+        let stale = b.store.transfer_copy(&key("j")).unwrap();
+        let fams = parse_text(b"# TYPE c counter\nc 42\n", NameScheme::Legacy).unwrap();
+        let p = prepare_push(key("j"), fams, true, &Validation::default()).unwrap();
+        a.store.push_versioned(p, 1000.0, || a.tick()).unwrap();
+        assert!(!a.store.group(&key("j")).unwrap().aggregating);
+        b.take(&a);
+        a.store.apply_replica(stale);
+        for n in [&a, &b] {
+            let g = n.store.group(&key("j")).unwrap();
+            assert!(!g.aggregating, "the plain PUT is newer");
+            assert_eq!(scrape(&n.store), "# TYPE c counter\nc{instance=\"\",job=\"j\"} 42\n");
+        }
+    }
+
+    /// A peer's copy is checked like any input: its state decodes with the copy, and a state
+    /// carrying a write newer than the copy's version (a reset from the far future would hide
+    /// every later increment) is refused.
+    #[test]
+    fn a_peers_state_travels_with_its_copy_and_is_bounded_by_its_version() {
+        use crate::cluster::rpc::wire::{group_from_bytes, group_to_bytes};
+        let a = Node::new(1);
+        a.add(COUNTER, None);
+        let copy = a.store.transfer_copy(&key("j")).unwrap();
+        let raw = bytes::Bytes::from(group_to_bytes(&copy));
+        let back = group_from_bytes(&raw, NameScheme::Legacy).expect("a faithful copy decodes");
+        assert!(back.aggregating);
+        assert_eq!(back.agg.as_deref(), copy.agg.as_deref());
+        assert_eq!(back.agg_digest, copy.agg_digest);
+
+        let mut state = (**copy.agg.as_ref().unwrap()).clone();
+        state.reset = Stamp {
+            version: copy.version + 1,
+            origin: 0,
+        };
+        let hostile = GroupSnapshot {
+            agg: Some(Arc::new(state)),
+            ..copy
+        };
+        let raw = bytes::Bytes::from(group_to_bytes(&hostile));
+        let err = group_from_bytes(&raw, NameScheme::Legacy).unwrap_err();
+        assert!(err.contains("newer than the group's version"), "{err}");
+    }
+}
