@@ -219,20 +219,45 @@ fn the_sums_survive_a_restart_with_the_persistence_file() {
     assert_eq!(value(&gw.get("/metrics").text(), "c", &labels), 4.0);
 }
 
-/// A cluster node refuses aggregating pushes before storing anything (single node only, see
-/// docs/serverless.md), with a message that says so; ordinary pushes work as before.
+/// On a cluster every node takes aggregating pushes (a round-robin proxy sends each request to
+/// the next node): they add up once each, a retry with the same Idempotency-Key through the
+/// other node counts once, DELETE resets the group for every node, and ordinary pushes work as
+/// before. (The failure cases are cluster-tests/tests/aggregate.rs.)
 #[test]
-fn a_cluster_node_refuses_aggregating_pushes_clearly() {
+fn a_cluster_adds_aggregating_pushes_through_every_node() {
     let cluster = Gateway::start_cluster("pushgate", &pushgate_bin(), &[], "", 2);
-    let r = cluster.put_text("/aggregate/metrics/job/fn", "# TYPE c counter\nc 1\n");
-    assert_eq!(r.status, 400);
-    assert!(r.text().contains("served by a single node"), "{}", r.text());
+    let body = "# TYPE c counter\nc 1\n";
+    for _ in 0..6 {
+        assert_eq!(
+            cluster.put_text("/aggregate/metrics/job/fn", body).status,
+            200
+        );
+    }
+    let keyed = Req::new("PUT", "/aggregate/metrics/job/fn")
+        .header("Idempotency-Key", "retry-1")
+        .body(body);
+    for _ in 0..2 {
+        assert_eq!(cluster.request(&keyed).status, 200);
+    }
+    for _ in 0..2 {
+        let text = cluster.get("/metrics").text();
+        assert_eq!(value(&text, "c", &[("job", "fn")]), 7.0, "{text}");
+    }
+    assert_eq!(cluster.delete("/aggregate/metrics/job/fn").status, 202);
+    assert_eq!(
+        cluster.put_text("/aggregate/metrics/job/fn", body).status,
+        200
+    );
+    for _ in 0..2 {
+        let text = cluster.get("/metrics").text();
+        assert_eq!(value(&text, "c", &[("job", "fn")]), 1.0, "{text}");
+    }
     assert_eq!(
         cluster
-            .put_text("/metrics/job/fn", "# TYPE c counter\nc 1\n")
+            .put_text("/metrics/job/plain", "# TYPE d counter\nd 1\n")
             .status,
         200
     );
     let text = cluster.get("/metrics").text();
-    assert_eq!(value(&text, "c", &[("job", "fn")]), 1.0);
+    assert_eq!(value(&text, "d", &[("job", "plain")]), 1.0);
 }

@@ -107,7 +107,11 @@ fn sample(body: &str, name: &str, le: Option<&str>) -> Option<f64> {
 fn differs(body: &str, want: Acked) -> Option<String> {
     let count = sample(body, "bank_auto_debit_successful_total", None);
     let hist = sample(body, "bank_auto_debit_duration_seconds_count", None);
-    let inf = sample(body, "bank_auto_debit_duration_seconds_bucket", Some("+Inf"));
+    let inf = sample(
+        body,
+        "bank_auto_debit_duration_seconds_bucket",
+        Some("+Inf"),
+    );
     let sum = sample(body, "bank_auto_debit_duration_seconds_sum", None);
     let n = Some(want.count as f64);
     // Observations are multiples of 1/8 s, so their sum is exact in binary floating point.
@@ -147,7 +151,8 @@ fn every_node_serves(urls: &[String], want: Acked) {
 }
 
 fn push_keyed(url: &str, key: &str) -> u16 {
-    let body = b"# TYPE bank_auto_debit_successful_total counter\nbank_auto_debit_successful_total 1\n";
+    let body =
+        b"# TYPE bank_auto_debit_successful_total counter\nbank_auto_debit_successful_total 1\n";
     http_answer_with(
         "PUT",
         url,
@@ -215,7 +220,11 @@ fn a_push_too_few_nodes_take_is_taken_back_and_its_retry_counts_once() {
     let other = (survivor + 1) % 3;
     for round in 0..2 {
         for i in 0..4 {
-            assert_eq!(push_keyed(&urls[other], &format!("lost-{i}")), 200, "round {round}");
+            assert_eq!(
+                push_keyed(&urls[other], &format!("lost-{i}")),
+                200,
+                "round {round}"
+            );
         }
     }
     let want = Acked {
@@ -316,11 +325,17 @@ fn functions_through_the_balancer_through_a_partition_and_a_stand_in() {
     every_node_serves(&all, acked);
     let first = acked;
     let series = "bank_auto_debit_successful_total{job=\"bank_auto_debit\"}";
-    let seen_twice = format!("count_over_time({series}[1m])");
-    wait_for("Prometheus to scrape the group", Duration::from_secs(60), || {
-        prom.query(&seen_twice)
-            .is_ok_and(|r| r.first().is_some_and(|(_, v)| *v >= 2.0))
-    });
+    // Scraped at its settled value for 3 s: the window below starts after this, so its first
+    // sample is that value (Prometheus may have scraped the first run half done before).
+    let settled_first = format!("min_over_time({series}[3s])");
+    wait_for(
+        "Prometheus to scrape the group",
+        Duration::from_secs(60),
+        || {
+            prom.query(&settled_first)
+                .is_ok_and(|r| r.first().is_some_and(|(_, v)| *v == first.count as f64))
+        },
+    );
     let started = Instant::now();
 
     // The group's owners, by the nodes' ids in the ring.
@@ -339,37 +354,58 @@ fn functions_through_the_balancer_through_a_partition_and_a_stand_in() {
     bed.disconnect(&cut);
     acked += acknowledged(running);
     bed.reconnect(&cut);
-    wait_for("the cut-off node to be back", Duration::from_secs(60), || {
-        all_ready(&urls)
-    });
+    wait_for(
+        "the cut-off node to be back",
+        Duration::from_secs(60),
+        || all_ready(&urls),
+    );
     bed.wait_members(3, Duration::from_secs(60));
     every_node_serves(&all, acked);
 
-    // The other owner killed mid-run: the third node stands in for it.
+    // The other owner killed mid-run: the third node, which holds no copy of the group while
+    // both owners are up, stands in for it, and hands the group back once it returns.
+    let holds = |slot: &Slot| metric_of(&slot.url(), "pushgate_groups");
+    wait_for("the third node to hold no copy", CONVERGE, || {
+        holds(&stand_in) == Some(0.0)
+    });
     let running = start_functions(&gw, 2 * WORKERS, 6);
     std::thread::sleep(Duration::from_secs(2));
     bed.kill(&killed);
     acked += acknowledged(running);
-    let hints = metric_of(&stand_in.url(), "pushgate_hints_pending");
-    assert!(
-        hints.is_some_and(|h| h >= 1.0),
-        "the third node holds the group for the killed owner: pushgate_hints_pending {hints:?}"
+    every_node_serves(
+        &[urls[cut.index - 1].clone(), stand_in.url(), lb.url()],
+        acked,
+    );
+    assert_eq!(
+        holds(&stand_in),
+        Some(1.0),
+        "the third node holds the group for the killed owner"
     );
     bed.start_again(&killed);
-    wait_for("the killed node to be back", Duration::from_secs(60), || {
-        all_ready(&urls)
-    });
+    wait_for(
+        "the killed node to be back",
+        Duration::from_secs(60),
+        || all_ready(&urls),
+    );
     bed.wait_members(3, Duration::from_secs(60));
     every_node_serves(&all, acked);
+    wait_for("the third node to hand the group back", CONVERGE, || {
+        holds(&stand_in) == Some(0.0)
+    });
 
     // Prometheus, through the balancer, the whole time: the counter never went down, and it
     // rose by exactly what was acknowledged after the first invocation.
-    let window = started.elapsed().as_secs() + 30;
+    // Whole seconds since `started`: the window begins after it.
+    let window = started.elapsed().as_secs();
     let settled = format!("max_over_time({series}[5s])");
-    wait_for("Prometheus to scrape the last value", Duration::from_secs(30), || {
-        prom.query(&settled)
-            .is_ok_and(|r| r.first().is_some_and(|(_, v)| *v == acked.count as f64))
-    });
+    wait_for(
+        "Prometheus to scrape the last value",
+        Duration::from_secs(30),
+        || {
+            prom.query(&settled)
+                .is_ok_and(|r| r.first().is_some_and(|(_, v)| *v == acked.count as f64))
+        },
+    );
     let resets = prom
         .query(&format!("resets({series}[{window}s])"))
         .expect("query");
