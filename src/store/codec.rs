@@ -12,11 +12,7 @@ use super::key::GroupKey;
 use super::prepare::{self, Limits, Validation};
 use crate::exposition::{MetricType, NameScheme};
 
-/// Generated from proto/pushgate/snapshot.proto.
-#[allow(clippy::all, missing_docs)]
-pub mod snapshot_proto {
-    include!(concat!(env!("OUT_DIR"), "/pushgate.snapshot.rs"));
-}
+pub use super::snapshot_proto;
 
 /// Appends one `pushgate.snapshot.Group` message's fields (for files: families as
 /// `MetricFamily`, field 2, their protobuf metrics copied as they are).

@@ -27,6 +27,7 @@ pub mod persistence;
 pub mod prepare;
 pub mod upstream;
 pub mod render;
+pub mod snapshot_proto;
 mod render_cache;
 mod replica;
 mod tombstones;

@@ -317,7 +317,7 @@ pub fn tombstone_digest(key: &GroupKey, version: u64) -> u64 {
 impl Inner {
     /// What this node holds of a group, as a copy to merge: the group, its tombstone, or (held
     /// neither) the empty state.
-    pub(in crate::store) fn state(&self, key: &Arc<GroupKey>) -> GroupSnapshot {
+    pub(crate) fn state(&self, key: &Arc<GroupKey>) -> GroupSnapshot {
         match self.groups.get(&**key) {
             Some(g) => g.snapshot(),
             None => merge::tombstone(key.clone(), self.tombstones.get(key).copied().unwrap_or(0)),
@@ -330,7 +330,7 @@ impl Inner {
     /// collision), Some(true) when it changed.
     /// `held` merged with a copy `g`, and with the last wipe when the result has parts written
     /// before it.
-    pub(in crate::store) fn merged_copy(
+    pub(crate) fn merged_copy(
         &self,
         held: &GroupSnapshot,
         g: &GroupSnapshot,
@@ -342,7 +342,7 @@ impl Inner {
         merged
     }
 
-    pub(in crate::store) fn install(
+    pub(crate) fn install(
         &mut self,
         held: &GroupSnapshot,
         merged: GroupSnapshot,

@@ -10,7 +10,7 @@ use super::MAX_IDEMPOTENCY_KEYS;
 use super::MAX_IDEMPOTENCY_KEY_BYTES;
 use crate::exposition::proto::Quantile;
 use crate::exposition::{is_valid_metric_name, LabelPair, MetricType};
-use crate::store::codec::snapshot_proto as pb;
+use crate::store::snapshot_proto as pb;
 use crate::store::prepare::Validation;
 
 /// Partials a series may carry: one per node and incarnation that ever added to it.

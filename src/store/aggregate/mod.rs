@@ -316,7 +316,7 @@ impl Store {
     /// group's lock, and the group then exposes what the merged state sums to. A copy that
     /// loses to a newer plain write or delete ends the aggregation here. Returns whether
     /// anything changed.
-    pub(in crate::store) fn apply_aggregate_copy(&self, g: GroupSnapshot) -> bool {
+    pub(crate) fn apply_aggregate_copy(&self, g: GroupSnapshot) -> bool {
         let v = self.aggregates.validation.read().clone();
         loop {
             let entry = self.aggregates.entry(&g.key);

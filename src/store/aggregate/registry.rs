@@ -115,7 +115,7 @@ impl Aggregates {
     }
 
     /// Whether `key` aggregates here.
-    pub(in crate::store) fn holds(&self, key: &GroupKey) -> bool {
+    pub(crate) fn holds(&self, key: &GroupKey) -> bool {
         self.any() && self.groups.lock().contains_key(key)
     }
 
