@@ -76,15 +76,7 @@ impl ClusterCore {
                         }),
                         taken: None,
                     },
-                    // A refused push still records the failure time on the group: that is
-                    // copied too, but the answer is the refusal whatever happens to the copies.
-                    Err(e) => Applied {
-                        answer: WriteAnswer::from_error(&e),
-                        replica: matches!(e, PushError::Invalid(_))
-                            .then(|| self.store.transfer_copy(&key).map(Replica::Group))
-                            .flatten(),
-                        taken: None,
-                    },
+                    Err(e) => self.refused(&key, &e),
                 }
             }
             WriteOp::Aggregate {
@@ -153,15 +145,19 @@ impl ClusterCore {
                 replica: self.store.transfer_copy(&key).map(Replica::Group),
                 taken,
             },
-            // A push refused for its content recorded the failure time on the group: that is
-            // copied too, but the answer is the refusal whatever happens to the copies.
-            Err(e) => Applied {
-                answer: WriteAnswer::from_error(&e),
-                replica: matches!(e, PushError::Invalid(_))
-                    .then(|| self.store.transfer_copy(&key).map(Replica::Group))
-                    .flatten(),
-                taken: None,
-            },
+            Err(e) => self.refused(&key, &e),
+        }
+    }
+
+    /// A refused push: a refusal for its content still recorded the failure time on the group,
+    /// which is copied too, but the answer is the refusal whatever happens to the copies.
+    fn refused(&self, key: &GroupKey, e: &PushError) -> Applied {
+        Applied {
+            answer: WriteAnswer::from_error(e),
+            replica: matches!(e, PushError::Invalid(_))
+                .then(|| self.store.transfer_copy(key).map(Replica::Group))
+                .flatten(),
+            taken: None,
         }
     }
 

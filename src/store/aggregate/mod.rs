@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 
 use self::apply::{materialize, Ctx, Incoming, Increment, Undo};
-use self::registry::Entry;
 use self::state::{AggState, Seen, Stamp};
 use super::group::{GroupSnapshot, Stamps};
 use super::merge;
@@ -149,12 +148,13 @@ impl Store {
                 }
             }
             let fresh = entry.state.families.is_empty();
+            let state = Arc::make_mut(&mut entry.state);
             if fresh {
                 if let Versioning::Cluster(_) = versioning {
                     // A new aggregation on a cluster counts from after everything this node
                     // knows of the group (its last plain write or delete): partials of an
                     // earlier aggregation that a lagging copy still carries never count again.
-                    entry.state.reset = entry.state.reset.max(Stamp {
+                    state.reset = state.reset.max(Stamp {
                         version: self.held_version(&key),
                         origin: 0,
                     });
@@ -165,21 +165,21 @@ impl Store {
                 Versioning::Local => Undo::default(),
                 Versioning::Cluster(_) => Undo::recording(),
             };
-            let outcome = self.aggregate_locked(&key, entry, &w, versioning, &mut undo);
+            let outcome = self.aggregate_locked(&key, state, &w, versioning, &mut undo);
             let at = match outcome {
                 Ok(at) => at,
                 Err(e) => {
                     if fresh {
                         // Nothing was ever added: the group does not aggregate.
-                        self.aggregates.end(&key, entry);
+                        self.aggregates.end(&key, &mut guard);
                     }
                     return Err(e);
                 }
             };
             if let Some(k) = w.idempotency_key {
-                remember(&mut entry.state, k, at, now_ms);
+                remember(state, k, at, now_ms);
             }
-            entry.state.prune();
+            state.prune();
             let taken = matches!(versioning, Versioning::Cluster(_)).then(|| Taken {
                 increments: undo.increments(),
                 idempotency_key: w.idempotency_key.map(str::to_owned),
@@ -194,7 +194,7 @@ impl Store {
     fn aggregate_locked(
         &self,
         key: &GroupKey,
-        entry: &mut Entry,
+        state: &mut AggState,
         w: &AggregateWrite<'_>,
         versioning: Versioning<'_>,
         undo: &mut Undo,
@@ -232,13 +232,13 @@ impl Store {
             Versioning::Local => Undo::default(),
             Versioning::Cluster(_) => Undo::recording(),
         };
-        apply::apply(&mut entry.state, w.incoming, ctx, w.v, &mut local).map_err(refused)?;
-        let stored = state_push(key, &entry.state, w.v, w.ttl, version.is_some())
+        apply::apply(state, w.incoming, ctx, w.v, &mut local).map_err(refused)?;
+        let stored = state_push(key, state, w.v, w.ttl, version.is_some())
             .map_err(refused)
             // The store records a failure of its consistency check itself.
             .and_then(|p| self.push_stamped(p, w.now, || version));
         if let Err(e) = stored {
-            local.revert(&mut entry.state);
+            local.revert(state);
             return Err(e);
         }
         *undo = local;
@@ -265,7 +265,7 @@ impl Store {
         }
         let version = clock();
         let now_ms = (now * 1000.0) as u64;
-        let state = &mut guard.state;
+        let state = Arc::make_mut(&mut guard.state);
         apply::retract(state, self.aggregates.partial(), &taken.increments);
         if let Some(k) = taken.idempotency_key {
             let until = state
@@ -316,8 +316,10 @@ impl Store {
     /// group's lock, and the group then exposes what the merged state sums to. A copy that
     /// loses to a newer plain write or delete ends the aggregation here. Returns whether
     /// anything changed.
-    pub(crate) fn apply_aggregate_copy(&self, g: GroupSnapshot) -> bool {
+    pub(crate) fn apply_aggregate_copy(&self, mut g: GroupSnapshot) -> bool {
         let v = self.aggregates.validation.read().clone();
+        let mut theirs = g.agg.take();
+        let carries_state = theirs.is_some();
         loop {
             let entry = self.aggregates.entry(&g.key);
             let mut guard = entry.lock();
@@ -334,10 +336,16 @@ impl Store {
                         ends = true;
                         return inner.install(&held, merged, &self.opts);
                     }
-                    let mut state = guard.state.clone();
-                    if let Some(theirs) = &g.agg {
-                        state.merge(theirs);
-                    }
+                    // The join is commutative: this node's state merged into the copy's, which
+                    // a copy from the wire owns alone (not cloned).
+                    let mut state = match theirs.take() {
+                        Some(t) => {
+                            let mut s = Arc::try_unwrap(t).unwrap_or_else(|t| (*t).clone());
+                            s.merge(&guard.state);
+                            s
+                        }
+                        None => (*guard.state).clone(),
+                    };
                     // A delete the state has not seen yet (it travelled as the group's
                     // tombstone).
                     state.reset = state.reset.max(Stamp {
@@ -345,12 +353,19 @@ impl Store {
                         origin: 0,
                     });
                     state.prune();
-                    let families = match prepare_push((*g.key).clone(), materialize(&state), true, &v)
-                    {
-                        Ok(p) => p.families,
-                        Err(e) => {
-                            tracing::warn!(group = %g.key, error = %e, "refused a peer's copy of an aggregating group");
-                            return None;
+                    let digest = state.digest();
+                    let families = if carries_state && digest == g.agg_digest {
+                        // The copy's state is the merge's result (the common case: a replica of
+                        // the primary's newest write), so what the group exposes is the copy's
+                        // families, checked on their way in: not worked out and encoded again.
+                        g.families.iter().map(|(f, _)| f.clone()).collect()
+                    } else {
+                        match prepare_push((*g.key).clone(), materialize(&state), true, &v) {
+                            Ok(p) => p.families,
+                            Err(e) => {
+                                tracing::warn!(group = %g.key, error = %e, "refused a peer's copy of an aggregating group");
+                                return None;
+                            }
                         }
                     };
                     let version = merged.stamps.push;
@@ -362,7 +377,7 @@ impl Store {
                             ..merged.stamps.clone()
                         },
                         families,
-                        agg_digest: state.digest(),
+                        agg_digest: digest,
                         ..merged
                     };
                     let installed = inner.install(&held, copy, &self.opts);
@@ -374,7 +389,7 @@ impl Store {
                 |changed| *changed == Some(true),
             );
             if let Some(state) = merged_state {
-                guard.state = state;
+                guard.state = Arc::new(state);
             } else if ends || guard.state.families.is_empty() {
                 self.aggregates.end(&g.key, &mut guard);
             }
@@ -418,7 +433,7 @@ impl Store {
         let e = entry.lock();
         let mut copy = self.group(key)?;
         if e.live && copy.aggregating {
-            copy.agg = Some(Arc::new(e.state.clone()));
+            copy.agg = Some(e.state.clone());
         }
         Some(copy)
     }
@@ -439,7 +454,7 @@ impl Store {
             .into_iter()
             .filter_map(|(k, e)| {
                 let e = e.lock();
-                e.live.then(|| (k, e.state.clone()))
+                e.live.then(|| (k, (*e.state).clone()))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -470,7 +485,7 @@ impl Store {
                 self.aggregates.end(&key, &mut guard);
                 return Ok(false);
             }
-            guard.state = state;
+            guard.state = Arc::new(state);
             return Ok(true);
         }
     }

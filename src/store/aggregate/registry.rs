@@ -16,7 +16,9 @@ use crate::FastMap;
 /// ends it; a writer that waited for the lock then starts over).
 #[derive(Debug, Default)]
 pub(super) struct Entry {
-    pub(super) state: AggState,
+    /// Shared with the copies of the group on their way to peers (`Store::transfer_copy`): a
+    /// writer clones it (`Arc::make_mut`) only when such a copy is still being sent.
+    pub(super) state: Arc<AggState>,
     pub(super) live: bool,
 }
 
@@ -95,7 +97,7 @@ impl Aggregates {
         let entry = groups.entry(key.clone()).or_insert_with(|| {
             self.count.fetch_add(1, Ordering::AcqRel);
             Arc::new(Mutex::new(Entry {
-                state: AggState::default(),
+                state: Arc::default(),
                 live: true,
             }))
         });
