@@ -153,8 +153,9 @@ pub fn error_texts_match(upstream: &str, pushgate: &str) -> bool {
 /// The known difference (docs/compatibility.md, "Known differences"): a push that repeats a
 /// series of a family whose type conflicts with another group's is refused by upstream for the
 /// type conflict and by pushgate for the repeated series (pushgate checks repeats within the
-/// push before it checks against the store). Matches when upstream reports only type conflicts
-/// on the name pushgate reports repeated.
+/// push before it checks against the store). Matches when upstream reports only type conflicts,
+/// one of them on the name pushgate reports repeated (the push's other families may conflict
+/// too: upstream lists every conflict, pushgate stops at the repeat).
 fn duplicate_for_type_conflicts(upstream: &[&str], p: &str) -> bool {
     let Some(rest) = p.strip_prefix("collected metric ") else {
         return false;
@@ -166,11 +167,14 @@ fn duplicate_for_type_conflicts(upstream: &[&str], p: &str) -> bool {
         return false;
     };
     let want = format!("collected metric \"{name}\" ");
-    !upstream.is_empty()
-        && upstream.iter().all(|e| {
-            let e = map_go_metric_description(e);
-            e.starts_with(&want) && conflict_names(&e).is_some_and(|(_, t)| t == "type")
-        })
+    let conflicts: Vec<String> = upstream
+        .iter()
+        .map(|e| map_go_metric_description(e))
+        .collect();
+    conflicts
+        .iter()
+        .all(|e| conflict_names(e).is_some_and(|(_, t)| t == "type"))
+        && conflicts.iter().any(|e| e.starts_with(&want))
 }
 
 /// The names a conflict whose wording depends on Go's map order is about: the metric of a
