@@ -12,6 +12,7 @@ use super::state::{AggState, Family, Labels, Partial, PartialId, Series, Stamp, 
 use crate::exposition::proto::{self, Bucket, Quantile};
 use crate::exposition::{LabelPair, Metric, MetricFamily, MetricType, ParsedMetric, ParsedText};
 use crate::store::error::PushError;
+use crate::store::family::intern;
 use crate::store::prepare::{check_family, check_value_field, describe_pairs, Validation};
 
 /// The label that chooses how a series combines (gravel-gateway's name and values).
@@ -73,7 +74,7 @@ enum Change {
     NewFamily(usize),
     /// A family replaced whole (`clearmode="family"`): what it was.
     Family(usize, Family),
-    Meta(usize, (Stamp, MetricType), (Stamp, String)),
+    Meta(usize, (Stamp, MetricType), (Stamp, std::sync::Arc<str>)),
     /// A series added at (family, series) index.
     NewSeries(usize, usize),
     /// A series changed: what it was.
@@ -252,11 +253,11 @@ fn apply_family<'m>(
     }
     let resets_family = pushed.iter().any(|p| p.mode == Mode::Family);
     let group_reset = state.reset;
-    let fi = match state.families.search_by(|k| k.as_str().cmp(name)) {
+    let fi = match state.families.search_by(|k| (**k).cmp(name)) {
         Err(fi) => {
             undo.0.push(Change::NewFamily(fi));
-            let family = Family::new(ctx.stamp, typ, help.to_owned());
-            state.families.insert_at(fi, name.to_owned(), family);
+            let family = Family::new(ctx.stamp, typ, intern(help));
+            state.families.insert_at(fi, intern(name), family);
             fi
         }
         Ok(fi) => {
@@ -265,7 +266,7 @@ fn apply_family<'m>(
                 undo.0.push(Change::Family(fi, f.clone()));
                 f.reset = ctx.stamp;
                 f.typ = (ctx.stamp, typ);
-                f.help = (ctx.stamp, help.to_owned());
+                f.help = (ctx.stamp, intern(help));
             } else {
                 let live = f.is_live(group_reset);
                 if live && f.typ.1 != typ {
@@ -275,12 +276,12 @@ fn apply_family<'m>(
                         typ.as_str_name()
                     )));
                 }
-                if !live || f.help.1 != help {
+                if !live || *f.help.1 != *help {
                     undo.0.push(Change::Meta(fi, f.typ, f.help.clone()));
                     if !live {
                         f.typ = (ctx.stamp, typ);
                     }
-                    f.help = (ctx.stamp, help.to_owned());
+                    f.help = (ctx.stamp, intern(help));
                 }
             }
             fi
@@ -318,7 +319,7 @@ fn apply_family<'m>(
         };
         let series = family.series.at_mut(si).expect("the series was just ensured");
         if let Some(q) = p.quantiles.take() {
-            series.quantiles = Some((ctx.stamp, q));
+            series.quantiles = Some(Box::new((ctx.stamp, q)));
         }
         match p.mode {
             Mode::Aggregate if !resets_family => {
@@ -379,7 +380,7 @@ fn add_to_partial(series: &mut Series, floor: Stamp, ctx: Ctx, add: &Value) -> S
 /// retry writes again the same: they stay.
 pub fn retract(state: &mut AggState, partial: PartialId, increments: &[Increment]) {
     for inc in increments {
-        let Some(family) = state.families.get_mut(&inc.family) else {
+        let Some(family) = state.families.get_mut(inc.family.as_str()) else {
             continue;
         };
         let Some(series) = family.series.get_mut(&inc.labels) else {
@@ -592,8 +593,8 @@ pub fn materialize(state: &AggState) -> Vec<MetricFamily> {
             continue;
         }
         out.push(MetricFamily {
-            name: Some(name.clone()),
-            help: Some(f.help.1.clone()),
+            name: Some(name.to_string()),
+            help: Some(f.help.1.to_string()),
             r#type: Some(typ as i32),
             metric,
         });

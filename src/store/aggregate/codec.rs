@@ -11,6 +11,7 @@ use super::MAX_IDEMPOTENCY_KEY_BYTES;
 use crate::exposition::proto::Quantile;
 use crate::exposition::{is_valid_metric_name, LabelPair, MetricType};
 use crate::store::snapshot_proto as pb;
+use crate::store::family::intern;
 use crate::store::prepare::Validation;
 
 /// Partials a series may carry: one per node and incarnation that ever added to it.
@@ -55,10 +56,10 @@ pub fn state_to_pb(state: &AggState) -> pb::AggregateState {
             .families
             .iter()
             .map(|(name, f)| pb::AggregateFamily {
-                name: name.clone(),
+                name: name.to_string(),
                 r#type: f.typ.1 as i32,
                 type_stamp: stamp_pb(f.typ.0),
-                help: f.help.1.clone(),
+                help: f.help.1.to_string(),
                 help_stamp: stamp_pb(f.help.0),
                 reset: stamp_pb(f.reset),
                 series: f
@@ -97,10 +98,10 @@ fn series_pb(labels: &Labels, s: &Series) -> pb::AggregateSeries {
                 value: value_pb(&p.value),
             })
             .collect(),
-        quantiles_stamp: s.quantiles.as_ref().and_then(|(st, _)| stamp_pb(*st)),
+        quantiles_stamp: s.quantiles.as_deref().and_then(|(st, _)| stamp_pb(*st)),
         quantiles: s
             .quantiles
-            .as_ref()
+            .as_deref()
             .map(|(_, q)| {
                 q.iter()
                     .map(|(q, v)| Quantile {
@@ -144,11 +145,11 @@ pub fn state_from_pb(p: pb::AggregateState, v: &Validation) -> Result<AggState, 
         }
         let family = Family {
             typ: (stamp_of(&f.type_stamp), typ),
-            help: (stamp_of(&f.help_stamp), f.help),
+            help: (stamp_of(&f.help_stamp), intern(&f.help)),
             reset: stamp_of(&f.reset),
             series,
         };
-        if families.insert(f.name.clone(), family).is_some() {
+        if families.insert(intern(&f.name), family).is_some() {
             return Err(format!("family {:?} appears twice", f.name));
         }
     }
@@ -238,7 +239,7 @@ fn series_from_pb(
             .iter()
             .map(|q| (q.quantile(), q.value()))
             .collect();
-        (stamp_of(&Some(st)), q)
+        Box::new((stamp_of(&Some(st)), q))
     });
     Ok((
         labels,

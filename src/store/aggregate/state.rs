@@ -14,6 +14,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::vec_map::VecMap;
 use crate::exposition::MetricType;
@@ -36,6 +37,9 @@ pub struct PartialId {
     pub node: u64,
     pub incarnation: u64,
 }
+
+/// A summary's quantiles as (quantile, value) pairs, with the stamp of the push that set them.
+pub type Quantiles = (Stamp, Vec<(f64, f64)>);
 
 /// A series' numbers: `[v]` for a counter, gauge or untyped value; `[count, sum]` for a
 /// summary; `[count, sum, cumulative bucket counts...]` for a histogram, whose bucket upper
@@ -88,14 +92,16 @@ pub struct Series {
     /// A replaced value (a gauge, `clearmode="replace"` or `"family"`): it starts a new epoch.
     pub base: Option<(Stamp, Value)>,
     pub partials: VecMap<PartialId, Partial>,
-    /// A summary's quantiles: those of the newest push (quantiles cannot be added up).
-    pub quantiles: Option<(Stamp, Vec<(f64, f64)>)>,
+    /// A summary's quantiles: those of the newest push (quantiles cannot be added up). Boxed:
+    /// only summaries have them, and every series would carry the room otherwise.
+    pub quantiles: Option<Box<Quantiles>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
     pub typ: (Stamp, MetricType),
-    pub help: (Stamp, String),
+    /// Interned (`family::intern`): the store's families share it.
+    pub help: (Stamp, Arc<str>),
     /// `clearmode="family"`: series older than this no longer count.
     pub reset: Stamp,
     pub series: VecMap<Labels, Series>,
@@ -117,7 +123,8 @@ pub struct Seen {
 pub struct AggState {
     /// The group's last reset (DELETE): nothing older counts.
     pub reset: Stamp,
-    pub families: VecMap<String, Family>,
+    /// By name, interned (`family::intern`): the store's families share it.
+    pub families: VecMap<Arc<str>, Family>,
     /// Idempotency keys, each with its register.
     pub seen: BTreeMap<String, Seen>,
 }
@@ -166,7 +173,7 @@ impl Series {
 
     /// The live quantiles of a summary.
     pub fn live_quantiles(&self, floor: Stamp) -> Option<&[(f64, f64)]> {
-        match &self.quantiles {
+        match self.quantiles.as_deref() {
             Some((s, q)) if *s >= self.epoch(floor) => Some(q),
             _ => None,
         }
@@ -174,10 +181,24 @@ impl Series {
 
     fn merge(&mut self, other: &Series) {
         merge_lww(&mut self.base, &other.base, |a, b| a.tie_break(b));
-        merge_lww(&mut self.quantiles, &other.quantiles, |a, b| {
-            let flat = |q: &[(f64, f64)]| q.iter().flat_map(|(a, b)| [a.to_bits(), b.to_bits()]).collect::<Vec<_>>();
-            flat(a).cmp(&flat(b))
-        });
+        if let Some(theirs) = other.quantiles.as_deref() {
+            let flat = |q: &[(f64, f64)]| {
+                q.iter()
+                    .flat_map(|(a, b)| [a.to_bits(), b.to_bits()])
+                    .collect::<Vec<_>>()
+            };
+            // Last writer wins, as `merge_lww`; equal stamps by the values.
+            let take = match self.quantiles.as_deref() {
+                None => true,
+                Some(mine) => {
+                    theirs.0.cmp(&mine.0).then_with(|| flat(&theirs.1).cmp(&flat(&mine.1)))
+                        == Ordering::Greater
+                }
+            };
+            if take {
+                self.quantiles = other.quantiles.clone();
+            }
+        }
         for (id, p) in other.partials.iter() {
             match self.partials.get_mut(id) {
                 None => {
@@ -202,7 +223,7 @@ impl Series {
             self.base = None;
         }
         self.partials.retain(|_, p| p.epoch >= epoch);
-        if matches!(&self.quantiles, Some((s, _)) if *s < epoch) {
+        if matches!(self.quantiles.as_deref(), Some((s, _)) if *s < epoch) {
             self.quantiles = None;
         }
         self.base.is_some() || !self.partials.is_empty() || self.quantiles.is_some()
@@ -227,7 +248,7 @@ fn merge_lww<T: Clone>(
 }
 
 impl Family {
-    pub fn new(stamp: Stamp, typ: MetricType, help: String) -> Self {
+    pub fn new(stamp: Stamp, typ: MetricType, help: Arc<str>) -> Self {
         Family {
             typ: (stamp, typ),
             help: (stamp, help),
@@ -344,7 +365,7 @@ impl AggState {
                     h.update(&p.seq.to_le_bytes());
                     value(&mut h, &p.value);
                 }
-                if let Some((st, q)) = &s.quantiles {
+                if let Some((st, q)) = s.quantiles.as_deref() {
                     h.update(b"q");
                     stamp(&mut h, *st);
                     for (a, b) in q {
@@ -373,7 +394,7 @@ impl AggState {
                 if let Some((st, _)) = &s.base {
                     newest = newest.max(*st);
                 }
-                if let Some((st, _)) = &s.quantiles {
+                if let Some((st, _)) = s.quantiles.as_deref() {
                     newest = newest.max(*st);
                 }
                 for p in s.partials.values() {
