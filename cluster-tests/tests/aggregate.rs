@@ -242,6 +242,50 @@ fn a_push_too_few_nodes_take_is_taken_back_and_its_retry_counts_once() {
     }
 }
 
+/// An aggregating group with a TTL (`Pushgate-Group-TTL`) leaves every node once its last
+/// push is older than the TTL, and anti-entropy does not bring it back; the next push starts
+/// the sums again, on every node.
+#[test]
+fn an_aggregating_group_with_a_ttl_expires_on_every_node_and_starts_again() {
+    let c = Cluster::start(3, &[AE]);
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.url()).collect();
+    let push = |url: &str| {
+        let body = b"# TYPE bank_auto_debit_successful_total counter\nbank_auto_debit_successful_total 1\n";
+        http_answer_with(
+            "PUT",
+            url,
+            &format!("/aggregate/metrics/job/{JOB}"),
+            &[("Pushgate-Group-TTL", "3s")],
+            body,
+            Duration::from_secs(20),
+        )
+        .map_or(0, |a| a.status)
+    };
+    for i in 0..6 {
+        assert_eq!(push(&urls[i % 3]), 200);
+    }
+    wait_for("every node to serve 6", CONVERGE, || {
+        urls.iter().all(|u| counter(u) == Some(6.0))
+    });
+    // Gone: the node answers, without the group.
+    let gone = |u: &String| {
+        matches!(http("GET", u, "/metrics", b""),
+            Ok((200, body)) if sample(&body, "bank_auto_debit_successful_total", None).is_none())
+    };
+    wait_for("the group to expire on every node", CONVERGE, || {
+        urls.iter().all(gone)
+    });
+    // Several anti-entropy rounds later it is still gone.
+    std::thread::sleep(Duration::from_secs(3));
+    for u in &urls {
+        assert!(gone(u), "{u} brought the expired group back");
+    }
+    assert_eq!(push(&urls[1]), 200);
+    wait_for("every node to serve the new sum", CONVERGE, || {
+        urls.iter().all(|u| counter(u) == Some(1.0))
+    });
+}
+
 /// 50 function processes through all three nodes, while one of the group's owners is killed and
 /// then started again without its state (an empty node): every node ends with exactly what was
 /// acknowledged; a DELETE through any node then resets the group on every node.
