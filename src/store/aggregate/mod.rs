@@ -265,7 +265,10 @@ impl Store {
         }
         let version = clock();
         let now_ms = (now * 1000.0) as u64;
-        let state = Arc::make_mut(&mut guard.state);
+        // Worked on a copy, kept only once the store took it, so the state always matches what
+        // the group exposes.
+        let mut next = (*guard.state).clone();
+        let state = &mut next;
         apply::retract(state, self.aggregates.partial(), &taken.increments);
         if let Some(k) = taken.idempotency_key {
             let until = state
@@ -284,16 +287,27 @@ impl Store {
         }
         let ttl = self.group(key).map_or(0.0, |g| g.ttl);
         let v = self.aggregates.validation.read().clone();
+        // The push time stays where it was; a group the push created gets the time of its
+        // withdrawal rather than none.
+        let push_time = if taken.push_time_before > 0.0 {
+            taken.push_time_before
+        } else {
+            now
+        };
         // What the state exposes was stored before with the push in it, so without it it
-        // passes the same checks; a failure here leaves the push counted on this node, and
-        // the caller's answer (503) is then wrong only in the direction of counting it.
+        // passes the same checks; a failure here leaves the push counted (state and group as
+        // they were), and the caller's answer (503) is then wrong only in that direction.
         let stored = state_push(key, state, &v, ttl, true)
-            .and_then(|p| self.push_stamped(p, taken.push_time_before, || Some(version)));
+            .and_then(|p| self.push_stamped(p, push_time, || Some(version)));
         if let Err(e) = stored {
             tracing::warn!(group = %key, error = %e, "an aggregating push answered 503 could not be taken back");
             return None;
         }
-        self.group(key)
+        guard.state = Arc::new(next);
+        // The copy for the nodes that took the push carries the state (as `transfer_copy`).
+        let mut copy = self.group(key)?;
+        copy.agg = Some(guard.state.clone());
+        Some(copy)
     }
 
     /// The newest version this node holds of `key`: the group's, or its tombstone's (0: none).

@@ -389,7 +389,8 @@ mod on_a_cluster {
             .retract_aggregate(&key("j"), taken.expect("added"), 1001.0, &|| a.tick())
             .expect("the group still aggregates");
         assert_eq!(back.push_time, 1000.0, "the push time stays where it was");
-        b.take(&a);
+        // The withdrawal as the primary sends it to the nodes that took the push.
+        assert!(b.store.apply_replica(back));
         for n in [&a, &b] {
             assert_eq!(scrape(&n.store), "# TYPE c counter\nc{instance=\"\",job=\"j\"} 2\n");
         }
