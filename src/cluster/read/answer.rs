@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use prost::Message;
+
 use super::super::ring::Ring;
 use super::super::rpc::{pb, wire};
 use crate::store::codec::{encode_group_wire, encode_group_wire_text_only};
@@ -59,6 +61,137 @@ pub fn collect_chunks(
     (current.deferred_keys, current.deferred_versions) = deferred.into_iter().unzip();
     chunks.push(current);
     chunks
+}
+
+/// Family chunks of a `by_family` answer are about this size: the caller holds a few of them
+/// per peer while it renders.
+pub const FAMILY_CHUNK_BYTES: usize = 256 << 10;
+
+/// The answer to a `by_family` collect (`CollectChunk.heads`, `CollectChunk.families`): the
+/// heads of `groups` in their order, with `tombstones` and the `deferred` groups, then their
+/// families by name, in chunks of about `FAMILY_CHUNK_BYTES`: each name's index first
+/// (`FamilyIndex`), then its members in the index's order, by first series then group key.
+/// The members of a name in one chunk are encoded into one buffer.
+pub fn family_chunks(
+    groups: &[GroupSnapshot],
+    tombstones: Vec<(GroupKey, u64)>,
+    deferred: Vec<(u64, u64)>,
+    text_only: bool,
+) -> Vec<pb::CollectChunk> {
+    // Every (name, group, family) once: a group's families are unique by name.
+    let mut order: Vec<(&str, u32, u32)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(gi, g)| {
+            g.families
+                .iter()
+                .enumerate()
+                .map(move |(fi, (f, _))| (&*f.name, gi as u32, fi as u32))
+        })
+        .collect();
+    order.sort_unstable();
+    let family = |gi: u32, fi: u32| &groups[gi as usize].families[fi as usize].0;
+    let mut chunks = Vec::new();
+    let mut current = pb::CollectChunk::default();
+    let mut size = 0;
+    for same in order.chunk_by(|a, b| a.0 == b.0) {
+        let name = same[0].0;
+        // The order a render writes whole members in: by first series, then group key.
+        let mut members: Vec<(u32, u32)> = same.iter().map(|&(_, gi, fi)| (gi, fi)).collect();
+        members.sort_by(|a, b| {
+            let (fa, fb) = (family(a.0, a.1), family(b.0, b.1));
+            fa.key_range()
+                .0
+                .cmp(fb.key_range().0)
+                .then_with(|| groups[a.0 as usize].key.cmp(&groups[b.0 as usize].key))
+        });
+        let mut index = pb::FamilyIndex::default();
+        let mut helps: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
+        for &(gi, fi) in &members {
+            let f = family(gi, fi);
+            index.groups.push(gi);
+            index.types.push(f.typ as i32 as u32);
+            let help = *helps.entry(&*f.help).or_insert_with(|| {
+                index.help_texts.push(f.help.to_string());
+                index.help_texts.len() as u32 - 1
+            });
+            index.helps.push(help);
+            index.empty.push(f.is_empty());
+        }
+        let mut run = pb::CollectedFamily {
+            name: name.to_owned(),
+            index: Some(index),
+            ..Default::default()
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        for (i, &(gi, fi)) in members.iter().enumerate() {
+            let f = family(gi, fi);
+            let before = buf.len();
+            if text_only {
+                buf.reserve(f.wire_len_text_only());
+                f.to_wire_text_only(&mut buf);
+            } else {
+                buf.reserve(f.wire_len());
+                f.to_wire(&mut buf);
+            }
+            run.groups.push(gi);
+            run.ends.push(buf.len() as u32);
+            size += buf.len() - before + 8;
+            let last = i + 1 == members.len();
+            if last || size >= FAMILY_CHUNK_BYTES {
+                run.members = std::mem::take(&mut buf).into();
+                current.families.push(std::mem::replace(
+                    &mut run,
+                    pb::CollectedFamily {
+                        name: name.to_owned(),
+                        ..Default::default()
+                    },
+                ));
+            }
+            if size >= FAMILY_CHUNK_BYTES {
+                chunks.push(std::mem::take(&mut current));
+                size = 0;
+            }
+        }
+    }
+    if !current.families.is_empty() {
+        chunks.push(current);
+    }
+    let family_bytes = chunks.iter().map(|c| c.encoded_len() as u64).sum();
+    let mut heads = vec![pb::CollectChunk::default()];
+    let mut size = 0;
+    for g in groups {
+        let key = wire::key_to_pb(&g.key);
+        size += key
+            .iter()
+            .map(|p| p.name().len() + p.value().len() + 8)
+            .sum::<usize>()
+            + 32;
+        let last = heads.last_mut().expect("one chunk at least");
+        last.heads.push(pb::GroupHead {
+            key,
+            version: g.version,
+            push_time: g.push_time,
+            failure_time: g.failure_time,
+        });
+        if size >= COLLECT_CHUNK_BYTES {
+            heads.push(pb::CollectChunk::default());
+            size = 0;
+        }
+    }
+    let last = heads.last_mut().expect("one chunk at least");
+    last.heads_end = true;
+    last.family_bytes = family_bytes;
+    last.tombstones = tombstones
+        .into_iter()
+        .map(|(k, version)| pb::Tombstone {
+            key: wire::key_to_pb(&k),
+            version,
+        })
+        .collect();
+    (last.deferred_keys, last.deferred_versions) = deferred.into_iter().unzip();
+    heads.extend(chunks);
+    heads
 }
 
 /// What a peer sends for one collect call (`CollectRequest`), and what it leaves to others.

@@ -5,3 +5,4 @@
 pub(crate) mod answer;
 pub(crate) mod collect;
 pub(crate) mod merge;
+pub(crate) mod stream;

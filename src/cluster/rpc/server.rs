@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::super::bounds::BATCH_APPLY_CONCURRENCY;
 use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
 use super::super::events::{ClusterEvent, Refusal};
-use super::super::read::answer::{collect_chunks, select_for_collect};
+use super::super::read::answer::{collect_chunks, family_chunks, select_for_collect};
 use super::super::reconcile::sync::answer_sync;
 use super::super::write::op::{decoded, write_reply_pb, WriteAnswer, WriteOp};
 use super::super::write::replicate::{replica_message, stamp_of, Replica, ReturnTrip};
@@ -282,7 +282,12 @@ impl Cluster for ClusterService {
         let (ring, r) = (self.core.ring(), self.core.replication_factor);
         let chunks = tokio::task::spawn_blocking(move || {
             let sel = select_for_collect(&store, &req, &ring, r);
-            collect_chunks(&sel.groups, store.tombstones(), sel.deferred, req.text_only)
+            let answer = if req.by_family {
+                family_chunks
+            } else {
+                collect_chunks
+            };
+            answer(&sel.groups, store.tombstones(), sel.deferred, req.text_only)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
