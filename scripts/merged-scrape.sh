@@ -5,8 +5,10 @@
 # and of node 1's merged /metrics (curl, text format, uncompressed), with the bytes each sends
 # and, for node 1, how far its resident memory rose during each scrape (the peak, VmHWM after
 # resetting it through /proc/<pid>/clear_refs, less VmRSS before), then every node's VmRSS.
-# Prints the median of each.
-#   [NODES=3] [PUSH_GROUPS=10000] [SCRAPES=7] scripts/merged-scrape.sh
+# Prints the median of each. NODE_CPUS (e.g. 0.25) runs every node, the single one included, in a
+# cgroup of its own with that many cores (benches/lib/cpu-cap.sh, root needed), as
+# benches/scaling.sh does; loadgen and curl stay outside.
+#   [NODES=3] [PUSH_GROUPS=10000] [SCRAPES=7] [NODE_CPUS=] scripts/merged-scrape.sh
 # PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...); BASE_PORT the
 # first of the ports used (default random, below the kernel's ephemeral range; the cluster takes
 # BASE_PORT+1..+NODES and +101..+100+NODES, the single node BASE_PORT+99). CLUSTER_TLS=1 runs the
@@ -19,9 +21,23 @@ NODES=${NODES:-3}
 PUSH_GROUPS=${PUSH_GROUPS:-10000}
 SCRAPES=${SCRAPES:-7}
 B=${BASE_PORT:-$((12000 + RANDOM % 18000))}
+NODE_CPUS=${NODE_CPUS:-}
 LOG=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$LOG"' EXIT INT TERM
+# shellcheck source=../benches/lib/cpu-cap.sh
+source "$ROOT/benches/lib/cpu-cap.sh"
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; cap_cpu_cleanup; rm -rf "$LOG"' EXIT INT TERM
+# start LOGFILE ARGS...: a pushgate node in the background (in a cgroup of NODE_CPUS when set).
+start() {
+    local log=$1
+    shift
+    [[ -z $NODE_CPUS ]] || cap_cpu_group "$NODE_CPUS"
+    (
+        [[ -z $NODE_CPUS ]] || cap_cpu_enter
+        exec "$BIN" "$@"
+    ) >"$log" 2>&1 &
+    pids+=($!)
+}
 peers=()
 for i in $(seq "$NODES"); do peers+=("--cluster.peer=127.0.0.1:$((B + 100 + i))"); done
 if [[ ${CLUSTER_TLS:-0} == 1 ]]; then
@@ -32,13 +48,11 @@ fi
 for i in $(seq "$NODES"); do
     tls=()
     [[ ${CLUSTER_TLS:-0} == 1 ]] && tls=("--cluster.tls-config=$LOG/tls/node$i.yml")
-    "$BIN" "--web.listen-address=127.0.0.1:$((B + i))" "--persistence.file=" \
-        "--cluster.listen-address=127.0.0.1:$((B + 100 + i))" "${peers[@]}" "${tls[@]}" >"$LOG/node$i.log" 2>&1 &
-    pids+=($!)
+    start "$LOG/node$i.log" "--web.listen-address=127.0.0.1:$((B + i))" "--persistence.file=" \
+        "--cluster.listen-address=127.0.0.1:$((B + 100 + i))" "${peers[@]}" "${tls[@]}"
 done
-"$BIN" "--web.listen-address=127.0.0.1:$((B + 99))" "--persistence.file=" >"$LOG/single.log" 2>&1 &
-single=$!
-pids+=("$single")
+start "$LOG/single.log" "--web.listen-address=127.0.0.1:$((B + 99))" "--persistence.file="
+single=${pids[-1]}
 formed=0
 for _ in $(seq 200); do
     if curl -sf "http://127.0.0.1:$((B + 1))/metrics" 2>/dev/null |

@@ -313,9 +313,9 @@ impl Cluster for TestPeer {
                 }
                 c
             });
-            return Ok(Response::new(tokio_stream::iter(
+            return Ok(Response::new(Box::pin(tokio_stream::iter(
                 chunks.collect::<Vec<_>>(),
-            )));
+            ))));
         }
         Ok(answer)
     }

@@ -198,7 +198,7 @@ impl ClusterCore {
     ) -> JoinSet<Option<(String, Answer, Instant)>> {
         let mut running = JoinSet::new();
         for (id, addr, req) in calls {
-            let mut client = self.clients.client(addr);
+            let mut client = self.clients.collect_client(addr);
             let budget = budget.clone();
             running.spawn(async move {
                 let call = async {
@@ -432,13 +432,6 @@ struct PeerFamily {
 /// What a peer's reader hands the render: a chunk's families, or why the answer is given up.
 type Fed = Result<Vec<PeerFamily>, String>;
 
-/// A member of a family held by this node: a family of a group held whole, or one of a shown
-/// group's push time families (built when written).
-enum HeldMember<'a> {
-    Family(&'a StoredFamily),
-    Timing(usize),
-}
-
 /// The first member in key order that has series decides a family's type; the first HELP in
 /// key order that is not empty is the family's (`lead_type`, `lead_help` of
 /// `MergedRender::family_sorted`). Ranks are key order.
@@ -525,26 +518,42 @@ impl MergedPlan {
                 .as_ref()
                 .expect("a shown head is present")
         };
-        // This node's families and those of peers held whole, with every shown group's push
-        // time families: (name, rank, after the group's own family of that name, member).
-        let timing: [(&str, usize); 2] = [(PUSH_TIME_METRIC, 0), (PUSH_FAILURE_TIME_METRIC, 1)];
-        let mut held: Vec<(&str, u32, bool, HeldMember)> = Vec::new();
-        for (s, source) in self.sources.iter().enumerate() {
-            for (h, &r) in source.heads.iter().zip(&ranks[s]) {
-                let Some(h) = h.as_ref().filter(|_| r != NOT_SHOWN) else {
-                    continue;
-                };
-                held.extend(
-                    h.families
-                        .iter()
-                        .map(|(f, _)| (&*f.name, r, false, HeldMember::Family(f))),
-                );
+        let family = |r: u32, fi: u32| &head(r).families[fi as usize].0;
+        // The families of the groups held whole (this node's, a peer's that answered group by
+        // group) by name, then rank: (name's place among the names, rank, family index), sorted
+        // as numbers (a comparison through the names would look each one up again).
+        let mut names: HashMap<&str, u32, Fast> = HashMap::default();
+        for r in 0..self.view.len() as u32 {
+            for (f, _) in &head(r).families {
+                names.entry(&*f.name).or_insert(0);
             }
         }
-        for r in 0..self.view.len() as u32 {
-            held.extend(timing.map(|(name, which)| (name, r, true, HeldMember::Timing(which))));
+        let mut sorted: Vec<&str> = names.keys().copied().collect();
+        sorted.sort_unstable();
+        for (i, n) in sorted.iter().enumerate() {
+            names.insert(n, i as u32);
         }
-        held.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let mut held: Vec<(u32, u32, u32)> = Vec::new();
+        for r in 0..self.view.len() as u32 {
+            held.extend(
+                head(r)
+                    .families
+                    .iter()
+                    .enumerate()
+                    .map(|(fi, (f, _))| (names[&*f.name], r, fi as u32)),
+            );
+        }
+        held.sort_unstable();
+        drop(names);
+        let mut held = held.into_iter().map(|(_, r, fi)| (r, fi)).peekable();
+        // Every shown group has the two push time families, built when written: their names
+        // come up once each, and (text format) their members in sort key order.
+        let mut timing: VecDeque<(&str, usize)> = if self.view.is_empty() {
+            VecDeque::new()
+        } else {
+            VecDeque::from([(PUSH_FAILURE_TIME_METRIC, 1), (PUSH_TIME_METRIC, 0)])
+        };
+        let mut timing_order: Option<Arc<[u32]>> = None;
         let mut render = MergedRender::new(
             reserved,
             own,
@@ -554,10 +563,15 @@ impl MergedPlan {
             chunk_size.saturating_add(64 * 1024).min(4 << 20),
             emit,
         );
-        let mut held = held.into_iter().peekable();
         loop {
             // The least name any source has next.
-            let mut next: Option<String> = held.peek().map(|m| m.0.to_owned());
+            let mut next: Option<String> =
+                held.peek().map(|&(r, fi)| family(r, fi).name.to_string());
+            if let Some((name, _)) = timing.front() {
+                if next.as_deref().is_none_or(|n| *name < n) {
+                    next = Some((*name).to_owned());
+                }
+            }
             for feed in feeds.iter_mut() {
                 if let Some(name) = feed.next_name()? {
                     if next.as_deref().is_none_or(|n| name < n) {
@@ -567,19 +581,37 @@ impl MergedPlan {
             }
             let Some(name) = next else { break };
             let mut mine: Vec<(u32, bool, StoredFamily)> = Vec::new();
-            while let Some((_, r, after, m)) = held.next_if(|m| m.0 == name) {
-                let f = match m {
-                    HeldMember::Family(f) => f.clone(),
-                    HeldMember::Timing(which) => timing_family_of(head(r), which),
-                };
-                mine.push((r, after, f));
+            while let Some((r, fi)) = held.next_if(|&(r, fi)| *family(r, fi).name == *name) {
+                mine.push((r, false, family(r, fi).clone()));
             }
+            let timing_of = match timing.front() {
+                Some(&(n, which)) if n == name => {
+                    timing.pop_front();
+                    Some(which)
+                }
+                _ => None,
+            };
             if format == Format::Text {
                 let mut lead = Lead::default();
                 for (r, _, f) in &mine {
                     lead.add(*r, f.typ, &f.help, f.is_empty());
                 }
-                let mut shown = !mine.is_empty();
+                let mut lazy = None;
+                if let Some(which) = timing_of {
+                    // One per shown group, every one with a series and the same HELP: the
+                    // first group's stands for all.
+                    let first = timing_family_of(head(0), which);
+                    lead.add(0, first.typ, &first.help, first.is_empty());
+                    let order = timing_order
+                        .get_or_insert_with(|| timing_sort_order(self.view.len(), |r| &head(r).key))
+                        .clone();
+                    lazy = Some(Lazy {
+                        order,
+                        at: 0,
+                        build: Box::new(move |r| timing_family_of(head(r), which)),
+                    });
+                }
+                let mut shown = !mine.is_empty() || lazy.is_some();
                 for feed in feeds.iter_mut() {
                     if feed.next_name()? == Some(name.as_str()) {
                         let index = feed.pending.front_mut().and_then(|f| f.index.take());
@@ -589,11 +621,18 @@ impl MergedPlan {
                         }
                     }
                 }
-                // Held members in the order the peers send theirs.
-                mine.sort_by(|a, b| {
-                    (a.2.key_range().0, a.0, a.1).cmp(&(b.2.key_range().0, b.0, b.1))
-                });
-                let mut merge = FamilyMerge::new(&name, mine, &mut feeds)?;
+                // Held members in the order the peers send theirs (each first key looked up
+                // once; ranks are unique, so the order is total).
+                let mut keyed: Vec<(&[u8], u32, usize)> = mine
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (r, _, f))| (f.key_range().0, *r, i))
+                    .collect();
+                keyed.sort_unstable();
+                let order: Vec<usize> = keyed.into_iter().map(|k| k.2).collect();
+                let mut taken: Vec<Option<_>> = mine.into_iter().map(Some).collect();
+                let mine: Vec<_> = order.into_iter().filter_map(|i| taken[i].take()).collect();
+                let mut merge = FamilyMerge::new(&name, mine, lazy, &mut feeds)?;
                 if shown {
                     render.family_sorted(
                         crate::store::family::intern(&name),
@@ -607,6 +646,10 @@ impl MergedPlan {
                 continue;
             }
             let mut members = mine;
+            if let Some(which) = timing_of {
+                let count = self.view.len() as u32;
+                members.extend((0..count).map(|r| (r, true, timing_family_of(head(r), which))));
+            }
             for feed in feeds.iter_mut() {
                 while let Some((r, f)) = feed.take_member(&name)? {
                     members.push((r, false, f));
@@ -627,26 +670,59 @@ impl MergedPlan {
     }
 }
 
+/// The ranks `0..count` in the order of their groups' push time series (sort key, then rank),
+/// from the keys alone: the families are built one at a time as they are written.
+fn timing_sort_order<'k>(count: usize, key: impl Fn(u32) -> &'k Arc<GroupKey>) -> Arc<[u32]> {
+    let mut keys: Vec<u8> = Vec::new();
+    let mut ends: Vec<(u32, u32)> = Vec::with_capacity(count);
+    for r in 0..count as u32 {
+        let start = keys.len() as u32;
+        crate::store::timing_sort_key(key(r), &mut keys);
+        ends.push((start, keys.len() as u32));
+    }
+    let at = |r: u32| {
+        let (s, e) = ends[r as usize];
+        &keys[s as usize..e as usize]
+    };
+    let mut order: Vec<u32> = (0..count as u32).collect();
+    order.sort_by(|&a, &b| (at(a), a).cmp(&(at(b), b)));
+    order.into()
+}
+
+/// Members built as they are taken, in a precomputed order of ranks.
+struct Lazy<'a> {
+    order: Arc<[u32]>,
+    at: usize,
+    build: Box<dyn Fn(u32) -> StoredFamily + 'a>,
+}
+
 /// One family's members from every source, merged in the order a render writes whole members
 /// in (first series' sort key, then rank): each source's next member waits in a slot.
 struct FamilyMerge<'a, 'f> {
     name: &'a str,
     mine: std::vec::IntoIter<(u32, bool, StoredFamily)>,
+    lazy: Option<Lazy<'a>>,
     feeds: &'f mut [PeerFeed],
-    /// Slot 0: this node's next member; slot i + 1: feed i's. (rank, member).
+    /// Slot 0: this node's next member; slot 1: the next built one; slot i + 2: feed i's.
+    /// (rank, member).
     slots: Vec<Option<(u32, StoredFamily)>>,
+    /// The first series' sort key of each slot's member (compared on every step).
+    firsts: Vec<Vec<u8>>,
 }
 
 impl<'a, 'f> FamilyMerge<'a, 'f> {
     fn new(
         name: &'a str,
         mine: Vec<(u32, bool, StoredFamily)>,
+        lazy: Option<Lazy<'a>>,
         feeds: &'f mut [PeerFeed],
     ) -> Result<Self, String> {
         let mut merge = FamilyMerge {
             name,
             mine: mine.into_iter(),
-            slots: vec![None; feeds.len() + 1],
+            lazy,
+            slots: vec![None; feeds.len() + 2],
+            firsts: vec![Vec::new(); feeds.len() + 2],
             feeds,
         };
         for i in 0..merge.slots.len() {
@@ -658,8 +734,17 @@ impl<'a, 'f> FamilyMerge<'a, 'f> {
     fn fill(&mut self, i: usize) -> Result<(), String> {
         self.slots[i] = match i {
             0 => self.mine.next().map(|(r, _, f)| (r, f)),
-            _ => self.feeds[i - 1].take_ordered(self.name)?,
+            1 => self.lazy.as_mut().and_then(|l| {
+                let r = *l.order.get(l.at)?;
+                l.at += 1;
+                Some((r, (l.build)(r)))
+            }),
+            _ => self.feeds[i - 2].take_ordered(self.name)?,
         };
+        if let Some((_, f)) = &self.slots[i] {
+            self.firsts[i].clear();
+            self.firsts[i].extend_from_slice(f.key_range().0);
+        }
         Ok(())
     }
 
@@ -668,7 +753,7 @@ impl<'a, 'f> FamilyMerge<'a, 'f> {
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|(r, f)| (i, (f.key_range().0, *r))))
+            .filter_map(|(i, s)| s.as_ref().map(|(r, _)| (i, (self.firsts[i].as_slice(), *r))))
             .min_by(|a, b| a.1.cmp(&b.1))
             .map(|(i, _)| i);
         let Some(i) = least else { return Ok(None) };

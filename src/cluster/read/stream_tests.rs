@@ -298,7 +298,12 @@ fn a_peer_sends_heads_then_families_by_name_in_head_order() {
     assert_eq!(chunks[0].tombstones.len(), 1);
     assert_eq!(chunks[0].deferred_keys, vec![1]);
     let declared: u64 = chunks[1..].iter().map(|c| c.encoded_len() as u64).sum();
-    assert_eq!(chunks[0].family_bytes, declared);
+    // A bound, and not far above what came.
+    assert!(
+        declared <= chunks[0].family_bytes && chunks[0].family_bytes < 2 * declared + 512,
+        "declared {}, sent {declared}",
+        chunks[0].family_bytes
+    );
     let names: Vec<(&str, usize, bool)> = chunks[1..]
         .iter()
         .flat_map(|c| &c.families)

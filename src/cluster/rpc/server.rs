@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::super::bounds::BATCH_APPLY_CONCURRENCY;
 use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
 use super::super::events::{ClusterEvent, Refusal};
-use super::super::read::answer::{collect_chunks, family_chunks, select_for_collect};
+use super::super::read::answer::{collect_chunks, select_for_collect, send_family_chunks};
 use super::super::reconcile::sync::answer_sync;
 use super::super::write::op::{decoded, write_reply_pb, WriteAnswer, WriteOp};
 use super::super::write::replicate::{replica_message, stamp_of, Replica, ReturnTrip};
@@ -271,7 +271,9 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::ReplicateBatchReply { results }))
     }
 
-    type CollectStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::CollectChunk, Status>>>;
+    type CollectStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::CollectChunk, Status>> + Send>,
+    >;
 
     async fn collect(
         &self,
@@ -280,20 +282,30 @@ impl Cluster for ClusterService {
         let store = self.core.store.clone();
         let req = request.into_inner();
         let (ring, r) = (self.core.ring(), self.core.replication_factor);
+        if req.by_family {
+            // Sent as it is encoded: the caller renders the first families while this node
+            // encodes the next (and holds a few chunks, not the whole answer).
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            tokio::task::spawn_blocking(move || {
+                let sel = select_for_collect(&store, &req, &ring, r);
+                let tombstones = store.tombstones();
+                send_family_chunks(&sel.groups, tombstones, sel.deferred, req.text_only, &mut |c| {
+                    tx.blocking_send(Ok(c)).is_ok()
+                });
+            });
+            return Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )));
+        }
         let chunks = tokio::task::spawn_blocking(move || {
             let sel = select_for_collect(&store, &req, &ring, r);
-            let answer = if req.by_family {
-                family_chunks
-            } else {
-                collect_chunks
-            };
-            answer(&sel.groups, store.tombstones(), sel.deferred, req.text_only)
+            collect_chunks(&sel.groups, store.tombstones(), sel.deferred, req.text_only)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(tokio_stream::iter(
+        Ok(Response::new(Box::pin(tokio_stream::iter(
             chunks.into_iter().map(Ok).collect::<Vec<_>>(),
-        )))
+        ))))
     }
 
     async fn wipe(
