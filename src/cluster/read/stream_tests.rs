@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use super::super::feed::{Progress, Reader};
 use super::*;
+use crate::exposition::MetricType;
+use crate::store::StoredFamily;
 use crate::cluster::gateway::ClusterGateway;
 use crate::cluster::rpc::server::ClusterService;
 use crate::cluster::testkit::*;
