@@ -326,3 +326,57 @@ fn a_peer_sends_heads_then_families_by_name_in_head_order() {
     let job = |gi: u32| groups[gi as usize].key.get("job").unwrap().to_owned();
     assert_eq!(vec![job(m.groups[0]), job(m.groups[1])], vec!["y", "x"]);
 }
+
+type Edits = Vec<crate::testsupport::Edit>;
+
+fn edits() -> impl proptest::strategy::Strategy<Value = Edits> {
+    proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>(), 0u8..4), 1..6)
+}
+
+/// A peer's whole family-by-family answer for two groups: its heads chunk and family chunks,
+/// encoded.
+fn answer_bytes() -> Vec<Vec<u8>> {
+    let store = Store::new(crate::store::StoreOptions::default());
+    push(&store, &[("job", "g0")], OTHER, 3);
+    push(&store, &[("job", "g1")], BODY, 4);
+    let groups = store.snapshot();
+    super::super::answer::family_chunks(&groups, vec![(key("t"), 9)], vec![(1, 2)], false)
+        .iter()
+        .map(|c| c.encode_to_vec())
+        .collect()
+}
+
+proptest::proptest! {
+    /// A peer's answer, edited: its heads decode or are refused, and its families, read by the
+    /// reader for those heads, decode or are refused; never a panic.
+    #[test]
+    fn edited_family_answers_never_panic(edits in edits(), which in 0usize..8) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _entered = runtime.enter();
+        let mut chunks = answer_bytes();
+        let i = which % chunks.len();
+        chunks[i] = crate::testsupport::mutate(&chunks[i], &edits);
+        let Ok(first) = pb::CollectChunk::decode(chunks[0].as_slice()) else {
+            return Ok(());
+        };
+        let Ok((heads, _, _)) = decode_heads(vec![first], NameScheme::Legacy, u64::MAX) else {
+            return Ok(());
+        };
+        let r = Reader {
+            keys: heads
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (i as u32, h.as_ref().map(|h| h.key.clone())))
+                .collect(),
+            ..reader(0)
+        };
+        let mut p = progress(heads.len());
+        for c in &chunks[1..] {
+            if let Ok(c) = pb::CollectChunk::decode(c.as_slice()) {
+                if r.decode(c, &mut p).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
