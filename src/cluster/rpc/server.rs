@@ -283,18 +283,25 @@ impl Cluster for ClusterService {
         let req = request.into_inner();
         let (ring, r) = (self.core.ring(), self.core.replication_factor);
         if req.by_family {
-            // Sent as it is encoded: the caller renders the first families while this node
-            // encodes the next (and holds a few chunks, not the whole answer).
-            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            // The heads go out as soon as they are encoded, the families as they follow: the
+            // caller renders the first families while this node encodes the next. Encoding
+            // does not wait for the caller to read (the queue is unbounded: at most the whole
+            // answer, which a group-by-group answer holds too): a node that encoded only as
+            // fast as the caller read made chunks wait on context switches at both ends.
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             tokio::task::spawn_blocking(move || {
                 let sel = select_for_collect(&store, &req, &ring, r);
                 let tombstones = store.tombstones();
-                send_family_chunks(&sel.groups, tombstones, sel.deferred, req.text_only, &mut |c| {
-                    tx.blocking_send(Ok(c)).is_ok()
-                });
+                send_family_chunks(
+                    &sel.groups,
+                    tombstones,
+                    sel.deferred,
+                    req.text_only,
+                    &mut |c| tx.send(Ok(c)).is_ok(),
+                );
             });
             return Ok(Response::new(Box::pin(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
+                tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
             )));
         }
         let chunks = tokio::task::spawn_blocking(move || {
