@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".pushgate.cluster.ForwardedWrite.body")
         .bytes(".pushgate.cluster.ReplicateRequest.group")
         .bytes(".pushgate.cluster.CollectChunk.groups")
+        .bytes(".pushgate.cluster.CollectedFamily.members")
         .bytes(".pushgate.cluster.SyncReply.newer_groups")
         // Each message encoded into room reserved at its size (src/cluster/rpc/codec.rs).
         .codec_path("crate::cluster::rpc::codec::PeerCodec")

@@ -297,11 +297,21 @@ fn main() {
         text_only: true,
         responders: vec!["a".into()],
         only_keys: Vec::new(),
+        by_family: false,
     };
     c.put(
         "grpc_collect",
         "held",
         &with_sel(0, &collect.encode_to_vec()),
+    );
+    let by_family = pb::CollectRequest {
+        by_family: true,
+        ..collect.clone()
+    };
+    c.put(
+        "grpc_collect",
+        "by_family",
+        &with_sel(0, &by_family.encode_to_vec()),
     );
     c.put(
         "grpc_collect",

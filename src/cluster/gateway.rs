@@ -13,7 +13,6 @@ use super::write::op::{WriteAnswer, WriteOp};
 use super::write::replicate::Replica;
 use crate::gateway::{ClusterView, Gateway, MemberView, Owners, ScrapeRefused};
 use crate::ingest::PushRequest;
-use crate::scrape::merged::{render_groups, render_groups_chunked};
 use crate::scrape::{stream_rendered, ScrapeStream, SCRAPE_CHUNK_BYTES};
 use crate::store::aggregate::Aggregated;
 use crate::store::render::{Format, RenderStats};
@@ -112,18 +111,21 @@ impl Gateway for ClusterGateway {
         format: Format,
         own: Vec<StoredFamily>,
     ) -> Result<(Vec<u8>, RenderStats), ScrapeRefused> {
-        let (groups, reserved) = self
+        let plan = self
             .core
-            .merged_view(format, self.core.collect_deadline)
+            .merged_plan(format, self.core.collect_deadline)
             .await?;
+        let reserved = self.core.store.options().reserved.clone();
         let orders = self.core.merged_orders.clone();
-        Ok(tokio::task::spawn_blocking(move || {
+        let rendered = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(64 * 1024);
-            let stats = render_groups(&groups, reserved, &own, format, Some(&orders), &mut out);
-            (out, stats)
+            let mut emit = |chunk: Vec<u8>| out.extend_from_slice(&chunk);
+            let stats = plan.render(&reserved, &own, format, Some(&orders), SCRAPE_CHUNK_BYTES, &mut emit);
+            stats.map(|stats| (out, stats))
         })
         .await
-        .expect("render task should not panic"))
+        .map_err(|e| ScrapeRefused(format!("the merged render failed: {e}")))?;
+        rendered.map_err(ScrapeRefused)
     }
 
     async fn render_stream(
@@ -135,11 +137,13 @@ impl Gateway for ClusterGateway {
     ) -> Result<ScrapeStream, ScrapeRefused> {
         let started = Instant::now();
         let deadline = self.core.scrape_deadline(timeout);
-        let (groups, reserved) = self.core.merged_view(format, deadline).await?;
+        // Only the heads are collected before the response starts; the families are merged
+        // and written as the peers' answers stream in (`read::stream`).
+        let plan = self.core.merged_plan(format, deadline).await?;
+        let reserved = self.core.store.options().reserved.clone();
         let orders = self.core.merged_orders.clone();
         Ok(stream_rendered(gzip, started, move |emit| {
-            let chunk = SCRAPE_CHUNK_BYTES;
-            render_groups_chunked(&groups, &reserved, &own, format, Some(&orders), chunk, emit)
+            plan.render(&reserved, &own, format, Some(&orders), SCRAPE_CHUNK_BYTES, emit)
         }))
     }
 

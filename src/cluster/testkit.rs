@@ -187,6 +187,8 @@ pub(crate) fn serve_on<S: Cluster>(
 pub(crate) struct TestPeer {
     pub(crate) svc: ClusterService,
     pub(crate) damaged: bool,
+    /// Answers as a release that predates `CollectRequest.by_family`: group by group.
+    pub(crate) old: bool,
     pub(crate) held: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     /// Forwarded writes that carried a body not decoded yet.
@@ -215,6 +217,7 @@ impl TestPeer {
         TestPeer {
             svc,
             damaged: false,
+            old: false,
             held: None,
             calls: Default::default(),
             bodies: Default::default(),
@@ -226,6 +229,13 @@ impl TestPeer {
 pub(crate) fn damaged(svc: ClusterService) -> TestPeer {
     TestPeer {
         damaged: true,
+        ..TestPeer::new(svc)
+    }
+}
+
+pub(crate) fn old(svc: ClusterService) -> TestPeer {
+    TestPeer {
+        old: true,
         ..TestPeer::new(svc)
     }
 }
@@ -286,6 +296,10 @@ impl Cluster for TestPeer {
         &self,
         r: Request<pb::CollectRequest>,
     ) -> Result<Response<Self::CollectStream>, Status> {
+        let mut r = r;
+        if self.old {
+            r.get_mut().by_family = false;
+        }
         let mut answer = self.svc.collect(r).await?;
         if self.damaged {
             let chunks: Vec<_> = answer.get_mut().collect().await;
@@ -293,11 +307,15 @@ impl Cluster for TestPeer {
                 if let Some(g) = c.as_mut().ok().and_then(|c| c.groups.first_mut()) {
                     g.truncate(g.len() / 2);
                 }
+                // A family-by-family answer: its first family's members cut short.
+                if let Some(f) = c.as_mut().ok().and_then(|c| c.families.first_mut()) {
+                    f.members.truncate(f.members.len() / 2);
+                }
                 c
             });
-            return Ok(Response::new(tokio_stream::iter(
+            return Ok(Response::new(Box::pin(tokio_stream::iter(
                 chunks.collect::<Vec<_>>(),
-            )));
+            ))));
         }
         Ok(answer)
     }

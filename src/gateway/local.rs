@@ -111,7 +111,7 @@ impl Gateway for LocalGateway {
         Ok(stream_rendered(
             gzip,
             std::time::Instant::now(),
-            move |emit| store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, emit),
+            move |emit| Ok(store.render_chunked(format, &own, SCRAPE_CHUNK_BYTES, emit)),
         ))
     }
 

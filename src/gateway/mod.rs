@@ -64,7 +64,7 @@ pub trait Gateway: Send + Sync + 'static {
             let (body, stats) = self.render(format, own).await?;
             Ok(stream_rendered(gzip, started, move |emit| {
                 emit(body);
-                stats
+                Ok(stats)
             }))
         }
     }

@@ -24,11 +24,13 @@ pub async fn render_whole(
 }
 
 /// Runs `render` on the blocking pool, streaming the chunks it emits (gzip-compressed when
-/// `gzip`) as they come, and records the render's figures with the time since `started`.
+/// `gzip`) as they come, and records the render's figures with the time since `started`. A
+/// render that fails after it began (a cluster node's peer lost midway) ends the stream with
+/// an error.
 pub fn stream_rendered(
     gzip: bool,
     started: std::time::Instant,
-    render: impl FnOnce(&mut dyn FnMut(Vec<u8>)) -> RenderStats + Send + 'static,
+    render: impl FnOnce(&mut dyn FnMut(Vec<u8>)) -> Result<RenderStats, String> + Send + 'static,
 ) -> ScrapeStream {
     let (mut sink, rx) = ChunkSink::new(gzip);
     tokio::task::spawn_blocking(move || {
@@ -36,9 +38,13 @@ pub fn stream_rendered(
             render(&mut |c| sink.push(c))
         }));
         match rendered {
-            Ok(stats) => {
+            Ok(Ok(stats)) => {
                 sink.finish();
                 record_render(&stats, started.elapsed());
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(err = %e, "scrape render failed");
+                sink.fail(&e);
             }
             // The response must not end as if it were complete: the error makes the server
             // abort it, so the client sees a broken response instead of a short valid one.
@@ -149,7 +155,7 @@ mod tests {
                 panic!("a render bug (expected by this test)");
             }
             emit(b"second".to_vec());
-            RenderStats::default()
+            Ok(RenderStats::default())
         })
     }
 

@@ -392,6 +392,22 @@ pub fn timing_families_of(g: &GroupSnapshot) -> [StoredFamily; 2] {
     }
 }
 
+/// One of the group's timing families: `push_time_seconds` (0) or `push_failure_time_seconds`
+/// (1), as [`timing_families_of`] has it, built alone (a merged scrape renders the two names
+/// apart, and keeping the other of every group in between would hold one per group).
+pub fn timing_family_of(g: &GroupSnapshot, which: usize) -> StoredFamily {
+    match &g.timing {
+        Some(timing) => timing[which & 1].clone(),
+        None => timing_family(&g.key, which & 1, [g.push_time, g.failure_time][which & 1]),
+    }
+}
+
+/// Appends the sort key of the one series of the group `key`'s timing families (their first
+/// and last key), without building them: a merged scrape orders them by it.
+pub fn timing_sort_key(key: &GroupKey, out: &mut Vec<u8>) {
+    family::write_sort_key(out, &key.normalized_pairs());
+}
+
 /// The timing families for the times `after` (push, failure), from the `current` ones encoding
 /// the times `before`: a family whose time is unchanged is kept as it is (a successful push
 /// leaves the failure time alone), a changed one is a patched copy (no re-encoding); built
@@ -423,31 +439,37 @@ pub(super) fn timing_families(
     push_time: f64,
     failure_time: f64,
 ) -> [StoredFamily; 2] {
-    static NAMES: std::sync::OnceLock<[Arc<str>; 4]> = std::sync::OnceLock::new();
-    let [push_name, push_help, failure_name, failure_help] = NAMES.get_or_init(|| {
-        [
-            PUSH_TIME_METRIC,
-            PUSH_TIME_HELP,
-            PUSH_FAILURE_TIME_METRIC,
-            PUSH_FAILURE_TIME_HELP,
-        ]
-        .map(family::intern)
-    });
-    let pairs = key.normalized_pairs();
-    let gauge = |name: &Arc<str>, help: &Arc<str>, value: f64| {
-        let metric = crate::exposition::Metric {
-            gauge: Some(crate::exposition::proto::Gauge { value: Some(value) }),
-            ..Default::default()
-        };
-        let (name, help) = (name.clone(), help.clone());
-        StoredFamily::encode_grouped(name, help, MetricType::Gauge, vec![metric], &pairs)
-    };
     // A block each: a push replaces the push time's family and keeps the other, which must
     // not hold the replaced one's bytes alive.
     [
-        gauge(push_name, push_help, push_time),
-        gauge(failure_name, failure_help, failure_time),
+        timing_family(key, 0, push_time),
+        timing_family(key, 1, failure_time),
     ]
+}
+
+/// `push_time_seconds` (`which` 0) or `push_failure_time_seconds` (1) of the group `key` at
+/// `value`.
+fn timing_family(key: &GroupKey, which: usize, value: f64) -> StoredFamily {
+    static NAMES: std::sync::OnceLock<[[Arc<str>; 2]; 2]> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        [
+            [PUSH_TIME_METRIC, PUSH_TIME_HELP].map(family::intern),
+            [PUSH_FAILURE_TIME_METRIC, PUSH_FAILURE_TIME_HELP].map(family::intern),
+        ]
+    });
+    let [name, help] = &names[which & 1];
+    let pairs = key.normalized_pairs();
+    let metric = crate::exposition::Metric {
+        gauge: Some(crate::exposition::proto::Gauge { value: Some(value) }),
+        ..Default::default()
+    };
+    StoredFamily::encode_grouped(
+        name.clone(),
+        help.clone(),
+        MetricType::Gauge,
+        vec![metric],
+        &pairs,
+    )
 }
 
 #[cfg(test)]

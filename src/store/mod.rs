@@ -39,7 +39,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use error::PushError;
 pub use family::StoredFamily;
-pub use group::{timing_families_of, GroupSnapshot, Stamps};
+pub use group::{timing_families_of, timing_family_of, timing_sort_key, GroupSnapshot, Stamps};
 pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
 pub use prepare::{prepare_push, prepare_text, too_many_series, Limits, PreparedPush, Validation};

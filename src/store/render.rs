@@ -17,6 +17,10 @@ use super::render_cache::{MergedOrderMap, MergedOrders};
 use super::Store;
 use crate::exposition;
 
+// `MergedRender::family_sorted`: a merged family written as its members arrive.
+#[path = "render_sorted.rs"]
+mod sorted;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
@@ -207,7 +211,7 @@ type FreshOrders = (Vec<(Arc<str>, u64, Arc<[u64]>)>, MergedOrderMap);
 fn render_parts(
     format: Format,
     parts: Vec<Part>,
-    merged: Option<&MergedOrderMap>,
+    merged: Option<Arc<MergedOrderMap>>,
     chunk_size: usize,
     emit: &mut dyn FnMut(Vec<u8>),
     stats: &mut RenderStats,
@@ -216,32 +220,79 @@ fn render_parts(
         .iter()
         .map(|p| p.members.iter().map(|m| m.2.text().len()).sum::<usize>() + 128)
         .sum();
-    let capacity = chunk_size.saturating_add(64 * 1024);
-    let mut out = Vec::with_capacity(estimate.min(capacity));
-    // Hands the buffer on once it is full, also in the middle of a family: a family held by
-    // many groups is megabytes, and growing one buffer to hold it reallocates and page-faults,
-    // which a merged scrape's profile showed.
-    let mut flush = |out: &mut Vec<u8>| {
-        if out.len() >= chunk_size {
-            emit(std::mem::replace(out, Vec::with_capacity(capacity)));
-        }
-    };
-    let mut fresh = Vec::new();
-    let mut fresh_merged = MergedOrderMap::default();
+    let mut writer = PartWriter::new(format, merged, chunk_size, estimate, emit);
     for part in parts {
+        writer.part(part, stats);
+    }
+    writer.finish()
+}
+
+/// Writes parts one after the other into pieces of about `chunk_size` bytes, handed to `emit`
+/// once full, and gathers the member orders worth caching.
+struct PartWriter<'a> {
+    format: Format,
+    merged: Option<Arc<MergedOrderMap>>,
+    chunk_size: usize,
+    capacity: usize,
+    out: Vec<u8>,
+    emit: &'a mut dyn FnMut(Vec<u8>),
+    fresh: Vec<(Arc<str>, u64, Arc<[u64]>)>,
+    fresh_merged: MergedOrderMap,
+}
+
+impl<'a> PartWriter<'a> {
+    /// `estimate`: about how many bytes will be written in all (the first buffer's size when
+    /// that is less than a piece).
+    fn new(
+        format: Format,
+        merged: Option<Arc<MergedOrderMap>>,
+        chunk_size: usize,
+        estimate: usize,
+        emit: &'a mut dyn FnMut(Vec<u8>),
+    ) -> Self {
+        let capacity = chunk_size.saturating_add(64 * 1024);
+        PartWriter {
+            format,
+            merged,
+            chunk_size,
+            capacity,
+            out: Vec::with_capacity(estimate.min(capacity)),
+            emit,
+            fresh: Vec::new(),
+            fresh_merged: MergedOrderMap::default(),
+        }
+    }
+
+    fn part(&mut self, part: Part, stats: &mut RenderStats) {
+        let PartWriter {
+            format,
+            merged,
+            chunk_size,
+            capacity,
+            out,
+            emit,
+            fresh,
+            fresh_merged,
+        } = self;
+        let (format, chunk_size, capacity) = (*format, *chunk_size, *capacity);
+        // Hands the buffer on once it is full, also in the middle of a family: a family held by
+        // many groups is megabytes, and growing one buffer to hold it reallocates and
+        // page-faults, which a merged scrape's profile showed.
+        let mut flush = |out: &mut Vec<u8>| {
+            if out.len() >= chunk_size {
+                emit(std::mem::replace(out, Vec::with_capacity(capacity)));
+            }
+        };
         let known = part.merged_sig.and_then(|sig| {
-            let (was, order) = merged?.get(&part.name)?;
+            let (was, order) = merged.as_ref()?.get(&part.name)?;
             (*was == sig).then(|| order.clone())
         });
         // A remembered order is kept as it is (the same `Arc`); one found now is stored.
         let (found, kept) = match known {
-            Some(order) if render_known(format, &part, &order, &mut out, &mut flush, stats) => {
+            Some(order) if render_known(format, &part, &order, out, &mut flush, stats) => {
                 (None, Some(order))
             }
-            _ => (
-                render_family(format, &part, &mut out, &mut flush, stats),
-                None,
-            ),
+            _ => (render_family(format, &part, out, &mut flush, stats), None),
         };
         if let (Some(layout), Some(order)) = (part.cache_as, &found) {
             let slots = order.iter().map(|&i| part.members[i as usize].0).collect();
@@ -252,12 +303,143 @@ fn render_parts(
                 fresh_merged.insert(part.name, (sig, order));
             }
         }
-        flush(&mut out);
+        flush(out);
     }
-    if !out.is_empty() {
-        emit(out);
+
+    /// Appends `bytes`, handing the buffer on once it is full.
+    fn write(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+        if self.out.len() >= self.chunk_size {
+            let next = Vec::with_capacity(self.capacity);
+            (self.emit)(std::mem::replace(&mut self.out, next));
+        }
     }
-    (fresh, fresh_merged)
+
+    /// Emits what is left; the orders worth caching.
+    fn finish(self) -> FreshOrders {
+        if !self.out.is_empty() {
+            (self.emit)(self.out);
+        }
+        (self.fresh, self.fresh_merged)
+    }
+}
+
+/// Of groups in ascending key order (`strictly`: each key once), which ones a merged view
+/// renders: of two whose keys are equal once `instance=""` is added (possible only when they
+/// raced on different primaries), or equal, the first in key order. `None` when no two can
+/// collide (keys each once, none with an empty `instance`): then every one is rendered.
+pub fn kept_keys<'k>(
+    keys: impl ExactSizeIterator<Item = &'k GroupKey> + Clone,
+    strictly: bool,
+) -> Option<Vec<bool>> {
+    // A key with an `instance` label is its own normalized form and is looked up as it is.
+    if strictly && keys.clone().all(|k| k.instance() != key::Instance::Empty) {
+        return None;
+    }
+    type FastSet<'a> =
+        std::collections::HashSet<std::borrow::Cow<'a, GroupKey>, foldhash::fast::RandomState>;
+    let mut seen: FastSet = FastSet::with_capacity_and_hasher(keys.len(), Default::default());
+    Some(
+        keys.map(|k| {
+            seen.insert(if k.instance() != key::Instance::Absent {
+                std::borrow::Cow::Borrowed(k)
+            } else {
+                std::borrow::Cow::Owned(k.normalized())
+            })
+        })
+        .collect(),
+    )
+}
+
+/// A merged view's exposition, written family by family as the caller hands the families over
+/// in name order (a cluster node's merged scrape, which never holds every group at once), with
+/// the gateway's own families merged in: exactly what [`render_snapshots`] writes for the same
+/// groups.
+pub struct MergedRender<'a> {
+    writer: PartWriter<'a>,
+    reserved: &'a ReservedNames,
+    own: std::iter::Peekable<std::slice::Iter<'a, StoredFamily>>,
+    orders: Option<&'a MergedOrders>,
+    empty_key: Arc<GroupKey>,
+    stats: RenderStats,
+}
+
+impl<'a> MergedRender<'a> {
+    /// `estimate`: about how many bytes the exposition has (the first buffer's size when that
+    /// is less than a piece of `chunk_size`). With `orders`, the member order of each family is
+    /// remembered for the next render and reused where the family's members are unchanged (see
+    /// [`MergedOrders`]).
+    pub fn new(
+        reserved: &'a ReservedNames,
+        own: &'a [StoredFamily],
+        format: Format,
+        orders: Option<&'a MergedOrders>,
+        chunk_size: usize,
+        estimate: usize,
+        emit: &'a mut dyn FnMut(Vec<u8>),
+    ) -> Self {
+        let last = orders.map(|o| o.last.lock().clone());
+        MergedRender {
+            writer: PartWriter::new(format, last, chunk_size, estimate, emit),
+            reserved,
+            own: own.iter().peekable(),
+            orders,
+            empty_key: Arc::new(GroupKey::new(std::iter::empty())),
+            stats: RenderStats::default(),
+        }
+    }
+
+    /// Writes the family `name` (names handed over in strictly ascending order): `members` are
+    /// the groups' families of that name in group key order, a group's own family before its
+    /// push time family of the same name, and only groups that [`kept_keys`] keeps.
+    pub fn family(&mut self, name: Arc<str>, members: Vec<(Arc<GroupKey>, StoredFamily)>) {
+        while let Some(o) = self.own.next_if(|o| o.name < name) {
+            self.writer.part(own_part(o, &self.empty_key), &mut self.stats);
+        }
+        self.stats.families += 1;
+        let sig = members.iter().fold(0, |sig, (k, f)| sign(sig, k, f));
+        let mut help = self.reserved.get(&name).map(|(_, h)| Arc::<str>::from(h));
+        // A family that the gateway's own one joins is not remembered (like the store's).
+        let mut merged_sig = self.orders.map(|_| sig);
+        let own_same = self.own.next_if(|o| o.name == name);
+        let mut all: Vec<Member> = Vec::with_capacity(members.len() + 1);
+        if let Some(o) = own_same {
+            help = Some(o.help.clone());
+            all.push((0, self.empty_key.clone(), o.clone()));
+            merged_sig = None;
+        }
+        all.extend(
+            members
+                .into_iter()
+                .enumerate()
+                .map(|(i, (k, f))| (i as u64 + 1, k, f)),
+        );
+        let part = Part {
+            name,
+            help,
+            members: all,
+            presorted: false,
+            // Groups come in key order, and the gateway's own member (empty key) first.
+            key_ordered: true,
+            cache_as: None,
+            merged_sig,
+        };
+        self.writer.part(part, &mut self.stats);
+    }
+
+    /// Writes the gateway's own families left and emits the rest; `dropped_groups`: how many
+    /// groups [`kept_keys`] left out (counted as inconsistent).
+    pub fn finish(mut self, dropped_groups: usize) -> RenderStats {
+        for o in self.own.by_ref() {
+            self.writer.part(own_part(o, &self.empty_key), &mut self.stats);
+        }
+        let (_, fresh) = self.writer.finish();
+        if let Some(o) = self.orders {
+            *o.last.lock() = Arc::new(fresh);
+        }
+        self.stats.inconsistent_dropped += dropped_groups;
+        self.stats
+    }
 }
 
 /// Renders groups that do not live in one store (a cluster node's merged view) exactly as a
@@ -276,7 +458,6 @@ pub fn render_snapshots(
     chunk_size: usize,
     emit: &mut dyn FnMut(Vec<u8>),
 ) -> RenderStats {
-    let mut stats = RenderStats::default();
     let mut sorted: Vec<&GroupSnapshot> = groups.iter().collect();
     // The merged view arrives in key order already, each key once: checking costs one
     // comparison per group.
@@ -284,51 +465,28 @@ pub fn render_snapshots(
     if !strictly_sorted {
         sorted.sort_by(|a, b| a.key.cmp(&b.key));
     }
-    // Keys that differ only by a missing `instance` (a race between primaries) collide; a key
-    // with an `instance` label is its own normalized form and is looked up as it is. Without
-    // a key that has an empty `instance` and without a key twice, no two can collide, and
-    // none is looked up.
-    let may_collide = !strictly_sorted
-        || sorted
-            .iter()
-            .any(|g| g.key.instance() == key::Instance::Empty);
-    type FastSet<'a> =
-        std::collections::HashSet<std::borrow::Cow<'a, GroupKey>, foldhash::fast::RandomState>;
-    let mut seen: FastSet = FastSet::with_capacity_and_hasher(
-        if may_collide { sorted.len() } else { 0 },
-        Default::default(),
-    );
+    let mut dropped = 0;
+    if let Some(kept) = kept_keys(sorted.iter().map(|g| &*g.key), strictly_sorted) {
+        let before = sorted.len();
+        let mut kept = kept.into_iter();
+        sorted.retain(|_| kept.next().unwrap_or(false));
+        dropped = before - sorted.len();
+    }
     // Families by name: every group usually has the same few names, so a hash map (names are
     // short) beats ordered-map string comparisons; the names are sorted once at the end.
-    // With each name, its members' signature so far (see `MergedOrders`).
-    let mut by_name: std::collections::HashMap<
-        Arc<str>,
-        (Vec<Member>, u64),
-        foldhash::fast::RandomState,
-    > = Default::default();
+    type Members = Vec<(Arc<GroupKey>, StoredFamily)>;
+    let mut by_name: std::collections::HashMap<Arc<str>, Members, foldhash::fast::RandomState> =
+        Default::default();
     let last = orders.map(|o| o.last.lock().clone());
     let count = sorted.len();
+    let mut estimate = 0;
     for (i, g) in sorted.into_iter().enumerate() {
         let groups_left = count - i;
-        if may_collide {
-            let key = if g.key.instance() != key::Instance::Absent {
-                std::borrow::Cow::Borrowed(&*g.key)
-            } else {
-                std::borrow::Cow::Owned(g.key.normalized())
-            };
-            if !seen.insert(key) {
-                stats.inconsistent_dropped += 1;
-                continue;
-            }
-        }
-        let gid = i as u64 + 1;
         let timing = timing_families_of(g);
         for f in g.families.iter().map(|(f, _)| f).chain(timing.iter()) {
+            estimate += f.text().len();
             match by_name.get_mut(&f.name) {
-                Some((members, sig)) => {
-                    members.push((gid, g.key.clone(), f.clone()));
-                    *sig = sign(*sig, &g.key, f);
-                }
+                Some(members) => members.push((g.key.clone(), f.clone())),
                 None => {
                     // Sized for as many members as the last merged render's family had (a
                     // little more), so that it does not grow by doubling, copying and faulting.
@@ -337,49 +495,22 @@ pub fn render_snapshots(
                         .and_then(|l| l.get(&f.name))
                         .map_or(0, |(_, order)| order.len() + order.len() / 8);
                     let mut members = Vec::with_capacity(last_len.clamp(1, groups_left));
-                    members.push((gid, g.key.clone(), f.clone()));
-                    by_name.insert(f.name.clone(), (members, sign(0, &g.key, f)));
+                    members.push((g.key.clone(), f.clone()));
+                    by_name.insert(f.name.clone(), members);
                 }
             }
         }
     }
+    drop(last);
     let mut by_name: Vec<_> = by_name.into_iter().collect();
     by_name.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let empty_key = Arc::new(GroupKey::new(std::iter::empty()));
-    let mut parts = Vec::with_capacity(by_name.len() + own.len());
-    let mut own_iter = own.iter().peekable();
-    for (name, (mut members, sig)) in by_name {
-        while let Some(o) = own_iter.next_if(|o| o.name < name) {
-            parts.push(own_part(o, &empty_key));
-        }
-        stats.families += 1;
-        let mut help = reserved.get(&name).map(|(_, h)| Arc::<str>::from(h));
-        // A family that the gateway's own one joins is not remembered (like the store's).
-        let mut merged_sig = orders.map(|_| sig);
-        if let Some(o) = own_iter.next_if(|o| o.name == name) {
-            help = Some(o.help.clone());
-            members.insert(0, (0, empty_key.clone(), o.clone()));
-            merged_sig = None;
-        }
-        parts.push(Part {
-            name,
-            help,
-            members,
-            presorted: false,
-            // Groups were taken in key order, and the gateway's own member (empty key) first.
-            key_ordered: true,
-            cache_as: None,
-            merged_sig,
-        });
+    estimate += 128 * (by_name.len() + own.len())
+        + own.iter().map(|o| o.text().len()).sum::<usize>();
+    let mut render = MergedRender::new(reserved, own, format, orders, chunk_size, estimate, emit);
+    for (name, members) in by_name {
+        render.family(name, members);
     }
-    for o in own_iter {
-        parts.push(own_part(o, &empty_key));
-    }
-    let (_, fresh) = render_parts(format, parts, last.as_deref(), chunk_size, emit, &mut stats);
-    if let Some(o) = orders {
-        *o.last.lock() = Arc::new(fresh);
-    }
-    stats
+    render.finish(dropped)
 }
 
 fn own_part(o: &StoredFamily, empty_key: &Arc<GroupKey>) -> Part {

@@ -19,24 +19,10 @@ use super::super::member::Member;
 use super::super::rpc::{client, pb};
 use super::merge::{merge_answers, merge_newest, Newest};
 use crate::gateway::ScrapeRefused;
-use crate::store::render::Format;
-use crate::store::{GroupSnapshot, ReservedNames};
+use crate::store::GroupSnapshot;
 use crate::telemetry::metrics as m;
 
 impl ClusterCore {
-    /// Every group in the cluster: the newest version of each (a newer tombstone hides it).
-    /// The merged view to render in `format` (a text scrape collects no protobuf encodings),
-    /// with the reserved names the render needs.
-    pub(crate) async fn merged_view(
-        &self,
-        format: Format,
-        deadline: Duration,
-    ) -> Result<(Vec<GroupSnapshot>, ReservedNames), ScrapeRefused> {
-        let text_only = matches!(format, Format::Text);
-        let groups = self.merged_groups(deadline, text_only).await?;
-        Ok((groups, self.store.options().reserved.clone()))
-    }
-
     /// The deadline of a scrape's first round of collect calls when its client waits `timeout`:
     /// the configured one, shortened to 40% of the client's wait, so that a second round (at
     /// most half as long) and the render still fit in it.
@@ -69,6 +55,7 @@ impl ClusterCore {
             .filter(|m| m.id != self.self_id)
             .collect();
         let held = pb::CollectRequest {
+            by_family: false,
             held_keys: local.iter().map(|g| g.key.stable_hash()).collect(),
             held_versions: local.iter().map(|g| g.version).collect(),
             text_only,
@@ -281,7 +268,7 @@ pub(crate) async fn finish_collect(
 /// answer's deferred groups (`(peer, [(key hash, version)])`), those that no answer delivered
 /// and the caller does not hold in at least that version (`have`: key hash to newest version,
 /// tombstones included). Returns, per peer, the key hashes to ask it for again.
-pub fn missing_deferred<'a>(
+pub(crate) fn missing_deferred<'a>(
     deferred: impl IntoIterator<Item = (&'a str, &'a [(u64, u64)])>,
     have: &HashMap<u64, u64, foldhash::fast::RandomState>,
 ) -> Vec<(&'a str, Vec<u64>)> {

@@ -4,4 +4,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod collect;
+mod feed;
 pub(crate) mod merge;
+mod render;
+pub(crate) mod stream;

@@ -24,6 +24,11 @@ use crate::tls::ClusterTls;
 /// carries many groups, and h2's default 64 KiB windows made it wait for window updates.
 pub const PEER_STREAM_WINDOW: u32 = 4 << 20;
 pub const PEER_CONNECTION_WINDOW: u32 = 16 << 20;
+/// The receive windows of a merged scrape's collect calls, on connections of their own: the
+/// collecting node reads a peer's family chunks at the pace it writes the response, and with
+/// `PEER_STREAM_WINDOW` each peer's unread chunks waited in its buffers, up to 4 MiB per peer.
+pub const COLLECT_STREAM_WINDOW: u32 = 1 << 20;
+pub const COLLECT_CONNECTION_WINDOW: u32 = 2 << 20;
 /// Largest HTTP/2 frame a node accepts from a peer. h2's default (16 KiB) split a batch of a few
 /// forwarded pushes into several DATA frames, each written by a system call of its own.
 pub const PEER_MAX_FRAME: u32 = 1 << 20;
@@ -55,6 +60,8 @@ pub struct PeerClients {
 #[derive(Clone)]
 pub struct Peer {
     pub client: ClusterClient<PeerChannel>,
+    /// For merged scrapes' collect calls (`COLLECT_STREAM_WINDOW`), connected on first use.
+    pub collect: ClusterClient<PeerChannel>,
     writes: Arc<Batcher<WriteTransport>>,
     waiting: Arc<Batcher<ForwardTransport>>,
 }
@@ -151,32 +158,45 @@ impl PeerClients {
         self.peer(addr).client
     }
 
+    /// The client of a merged scrape's collect calls to `addr` (see `COLLECT_STREAM_WINDOW`).
+    pub fn collect_client(&self, addr: SocketAddr) -> ClusterClient<PeerChannel> {
+        self.peer(addr).collect
+    }
+
+    /// A lazily connected client to `addr` with these receive windows.
+    fn connect(&self, addr: SocketAddr, windows: (u32, u32)) -> ClusterClient<PeerChannel> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("a socket address should form a valid URI")
+            .connect_timeout(self.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(self.timeout)
+            .initial_stream_window_size(windows.0)
+            .initial_connection_window_size(windows.1)
+            .max_frame_size(PEER_MAX_FRAME);
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(TlsConnector::new(
+                tls.clone(),
+                addr,
+                self.timeout,
+            )),
+            None => endpoint.connect_lazy(),
+        };
+        ClusterClient::new(PeerChannel::new(channel))
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+    }
+
     pub fn peer(&self, addr: SocketAddr) -> Peer {
         let mut peers = self.peers.lock();
         peers
             .entry(addr)
             .or_insert_with(|| {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .expect("a socket address should form a valid URI")
-                    .connect_timeout(self.timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(self.timeout)
-                    .initial_stream_window_size(PEER_STREAM_WINDOW)
-                    .initial_connection_window_size(PEER_CONNECTION_WINDOW)
-                    .max_frame_size(PEER_MAX_FRAME);
-                let channel = match &self.tls {
-                    Some(tls) => endpoint.connect_with_connector_lazy(TlsConnector::new(
-                        tls.clone(),
-                        addr,
-                        self.timeout,
-                    )),
-                    None => endpoint.connect_lazy(),
-                };
-                let client = ClusterClient::new(PeerChannel::new(channel))
-                    .max_decoding_message_size(self.max_message_bytes)
-                    .max_encoding_message_size(self.max_message_bytes);
+                let client = self.connect(addr, (PEER_STREAM_WINDOW, PEER_CONNECTION_WINDOW));
+                let collect =
+                    self.connect(addr, (COLLECT_STREAM_WINDOW, COLLECT_CONNECTION_WINDOW));
                 Peer {
+                    collect,
                     writes: Batcher::new(
                         WriteTransport {
                             forward: ForwardTransport {

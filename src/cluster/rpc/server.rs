@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::super::bounds::BATCH_APPLY_CONCURRENCY;
 use super::super::core::{off_runtime_if_large, refuse_decoded, ClusterCore};
 use super::super::events::{ClusterEvent, Refusal};
-use super::super::read::answer::{collect_chunks, select_for_collect};
+use super::super::read::answer::{collect_chunks, select_for_collect, send_family_chunks};
 use super::super::reconcile::sync::answer_sync;
 use super::super::write::op::{decoded, write_reply_pb, WriteAnswer, WriteOp};
 use super::super::write::replicate::{replica_message, stamp_of, Replica, ReturnTrip};
@@ -301,7 +301,9 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::ReplicateBatchReply { results }))
     }
 
-    type CollectStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::CollectChunk, Status>>>;
+    type CollectStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::CollectChunk, Status>> + Send>,
+    >;
 
     async fn collect(
         &self,
@@ -310,15 +312,37 @@ impl Cluster for ClusterService {
         let store = self.core.store.clone();
         let req = request.into_inner();
         let (ring, r) = (self.core.ring(), self.core.replication_factor);
+        if req.by_family {
+            // The heads go out as soon as they are encoded, the families as they follow: the
+            // caller renders the first families while this node encodes the next. Encoding
+            // does not wait for the caller to read (the queue is unbounded: at most the whole
+            // answer, which a group-by-group answer holds too): a node that encoded only as
+            // fast as the caller read made chunks wait on context switches at both ends.
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::task::spawn_blocking(move || {
+                let sel = select_for_collect(&store, &req, &ring, r);
+                let tombstones = store.tombstones();
+                send_family_chunks(
+                    &sel.groups,
+                    tombstones,
+                    sel.deferred,
+                    req.text_only,
+                    &mut |c| tx.send(Ok(c)).is_ok(),
+                );
+            });
+            return Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            )));
+        }
         let chunks = tokio::task::spawn_blocking(move || {
             let sel = select_for_collect(&store, &req, &ring, r);
             collect_chunks(&sel.groups, store.tombstones(), sel.deferred, req.text_only)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(tokio_stream::iter(
+        Ok(Response::new(Box::pin(tokio_stream::iter(
             chunks.into_iter().map(Ok).collect::<Vec<_>>(),
-        )))
+        ))))
     }
 
     async fn wipe(

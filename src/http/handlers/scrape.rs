@@ -73,7 +73,7 @@ async fn serve<G: Gateway>(
             let reserved = telemetry::reserved_names();
             let stats = render_groups(&[], reserved, &own, format, None, &mut body);
             emit(body);
-            stats
+            Ok(stats)
         })
     };
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));

@@ -352,7 +352,9 @@ impl<'a, L: LabelRef> Iterator for Merged<'a, '_, L> {
     }
 }
 
-fn write_sort_key(key: &mut Vec<u8>, labels: &[(&str, &str)]) {
+/// Appends the sort key of a metric whose label pairs (sorted by name, grouping labels merged
+/// in) are `labels`.
+pub fn write_sort_key(key: &mut Vec<u8>, labels: &[(&str, &str)]) {
     let n = u16::try_from(labels.len()).unwrap_or(u16::MAX);
     key.extend_from_slice(&n.to_be_bytes());
     for &(_, value) in labels {

@@ -21,7 +21,7 @@ mod proto_check;
 mod wire;
 
 pub use builder::BlockBuilder;
-pub use encode::{grouping_pairs, EncodeMetric, LabelRef, Merged};
+pub use encode::{grouping_pairs, write_sort_key, EncodeMetric, LabelRef, Merged};
 pub use hash::{series_hash, series_hash_of};
 pub use intern::intern;
 pub use layout::{encode_family_header, prefetch_range, MetricChunk, StoredFamily};
