@@ -50,13 +50,7 @@ pub fn collect_chunks(
         }
     }
     current.groups = wire::split_at_ends(buf, &ends);
-    current.tombstones = tombstones
-        .into_iter()
-        .map(|(k, version)| pb::Tombstone {
-            key: wire::key_to_pb(&k),
-            version,
-        })
-        .collect();
+    current.tombstones = tombstones_pb(tombstones);
     (current.deferred_keys, current.deferred_versions) = deferred.into_iter().unzip();
     chunks.push(current);
     chunks
@@ -67,6 +61,17 @@ pub fn collect_chunks(
 pub const FAMILY_CHUNK_BYTES: usize = 256 << 10;
 
 /// [`send_family_chunks`] into a list.
+/// Tombstones as an answer carries them.
+fn tombstones_pb(tombstones: Vec<(GroupKey, u64)>) -> Vec<pb::Tombstone> {
+    tombstones
+        .into_iter()
+        .map(|(k, version)| pb::Tombstone {
+            key: wire::key_to_pb(&k),
+            version,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub fn family_chunks(
     groups: &[GroupSnapshot],
@@ -150,13 +155,7 @@ pub fn send_family_chunks(
     }
     heads.heads_end = true;
     heads.family_bytes = bound as u64;
-    heads.tombstones = tombstones
-        .into_iter()
-        .map(|(k, version)| pb::Tombstone {
-            key: wire::key_to_pb(&k),
-            version,
-        })
-        .collect();
+    heads.tombstones = tombstones_pb(tombstones);
     (heads.deferred_keys, heads.deferred_versions) = deferred.into_iter().unzip();
     if !send(heads) {
         return;

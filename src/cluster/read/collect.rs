@@ -93,27 +93,8 @@ impl ClusterCore {
             // Groups left to a peer that did not deliver them (it failed, its answer was
             // undecodable, or it ranks the owners differently): asked for once more, from the
             // peers that deferred them, within what is left of the deadline (at least half).
-            let have: HashMap<u64, u64, foldhash::fast::RandomState> = newest
-                .iter()
-                .map(|(k, (v, _))| (k.stable_hash(), *v))
-                .collect();
-            let missing = missing_deferred(
-                deferred.iter().map(|(id, d)| (id.as_str(), d.as_slice())),
-                &have,
-            );
-            let calls: Vec<_> = missing
-                .into_iter()
-                .filter_map(|(id, keys)| {
-                    let m = peers.iter().find(|m| m.id.as_str() == id)?;
-                    metrics::counter!(m::COLLECT_FOLLOW_UPS_TOTAL).increment(1);
-                    let req = pb::CollectRequest {
-                        text_only,
-                        only_keys: keys,
-                        ..Default::default()
-                    };
-                    Some((id.to_owned(), m.grpc_addr, req))
-                })
-                .collect();
+            let have = newest.iter().map(|(k, (v, _))| (k.stable_hash(), *v));
+            let calls = follow_up_calls(&peers, &deferred, have, text_only, false);
             if !calls.is_empty() {
                 let left = deadline.saturating_sub(started.elapsed()).max(deadline / 2);
                 let again = self
@@ -262,6 +243,38 @@ pub(crate) async fn finish_collect(
         }
     }
     answers
+}
+
+/// The follow-up collect calls after a round whose answers deferred groups to other peers
+/// (`deferred`: per peer, `(key hash, version)` of the groups it left to another): one call per
+/// peer still holding groups that no answer delivered and the caller does not hold in at least
+/// that version (`have`: key hash to newest version, tombstones included), each counted.
+pub(crate) fn follow_up_calls(
+    peers: &[&Member],
+    deferred: &[(String, Vec<(u64, u64)>)],
+    have: impl Iterator<Item = (u64, u64)>,
+    text_only: bool,
+    by_family: bool,
+) -> Vec<(String, SocketAddr, pb::CollectRequest)> {
+    let have: HashMap<u64, u64, foldhash::fast::RandomState> = have.collect();
+    let missing = missing_deferred(
+        deferred.iter().map(|(id, d)| (id.as_str(), d.as_slice())),
+        &have,
+    );
+    missing
+        .into_iter()
+        .filter_map(|(id, keys)| {
+            let m = peers.iter().find(|m| m.id.as_str() == id)?;
+            metrics::counter!(m::COLLECT_FOLLOW_UPS_TOTAL).increment(1);
+            let req = pb::CollectRequest {
+                text_only,
+                only_keys: keys,
+                by_family,
+                ..Default::default()
+            };
+            Some((id.to_owned(), m.grpc_addr, req))
+        })
+        .collect()
 }
 
 /// The groups a collecting node is still missing after a round of collect calls: for each

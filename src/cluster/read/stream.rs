@@ -18,7 +18,7 @@ use tonic::Status;
 use super::super::core::ClusterCore;
 use super::super::events::{ClusterEvent, PeerRefusal};
 use super::super::rpc::{client, pb, wire};
-use super::collect::{missing_deferred, ScrapeBudget};
+use super::collect::{follow_up_calls, ScrapeBudget};
 use super::merge::decode_chunks;
 use crate::exposition::NameScheme;
 use crate::gateway::ScrapeRefused;
@@ -123,28 +123,8 @@ impl ClusterCore {
         if !deferred.is_empty() {
             // As in `merged_groups`: groups left to a peer that did not deliver them are asked
             // for once more, from the peers that deferred them.
-            let have: HashMap<u64, u64, Fast> = newest
-                .iter()
-                .map(|(k, (v, _))| (k.stable_hash(), *v))
-                .collect();
-            let missing = missing_deferred(
-                deferred.iter().map(|(id, d)| (id.as_str(), d.as_slice())),
-                &have,
-            );
-            let calls: Vec<_> = missing
-                .into_iter()
-                .filter_map(|(id, keys)| {
-                    let m = peers.iter().find(|m| m.id.as_str() == id)?;
-                    metrics::counter!(m::COLLECT_FOLLOW_UPS_TOTAL).increment(1);
-                    let req = pb::CollectRequest {
-                        text_only,
-                        only_keys: keys,
-                        by_family: true,
-                        ..Default::default()
-                    };
-                    Some((id.to_owned(), m.grpc_addr, req))
-                })
-                .collect();
+            let have = newest.iter().map(|(k, (v, _))| (k.stable_hash(), *v));
+            let calls = follow_up_calls(&peers, &deferred, have, text_only, true);
             if !calls.is_empty() {
                 let left = deadline.saturating_sub(started.elapsed()).max(deadline / 2);
                 let running = self.start_family_collect(calls, left, Instant::now(), &budget);
