@@ -160,14 +160,14 @@ impl Store {
                     });
                 }
             }
-            let push_time_before = self.group_push_time(&key);
-            let mut undo = match versioning {
-                Versioning::Local => Undo::default(),
-                Versioning::Cluster(_) => Undo::recording(),
+            // Only a cluster's primary may take the push back (`retract_aggregate`).
+            let push_time_before = match versioning {
+                Versioning::Local => 0.0,
+                Versioning::Cluster(_) => self.group_push_time(&key),
             };
-            let outcome = self.aggregate_locked(&key, state, &w, versioning, &mut undo);
-            let at = match outcome {
-                Ok(at) => at,
+            let outcome = self.aggregate_locked(&key, state, &w, versioning);
+            let (at, mut undo) = match outcome {
+                Ok(done) => done,
                 Err(e) => {
                     if fresh {
                         // Nothing was ever added: the group does not aggregate.
@@ -189,16 +189,16 @@ impl Store {
         }
     }
 
-    /// Adds the push into `entry`'s state and stores what the state then exposes; returns the
-    /// write's version. On an error the state is as it was.
+    /// Adds the push into `state` and stores what the state then exposes; returns the write's
+    /// version and what it changed (with its increments on a cluster). On an error the state is
+    /// as it was.
     fn aggregate_locked(
         &self,
         key: &GroupKey,
         state: &mut AggState,
         w: &AggregateWrite<'_>,
         versioning: Versioning<'_>,
-        undo: &mut Undo,
-    ) -> Result<u64, PushError> {
+    ) -> Result<(u64, Undo), PushError> {
         let refused = |e: PushError| {
             if matches!(e, PushError::Invalid(_)) {
                 match versioning {
@@ -241,8 +241,7 @@ impl Store {
             local.revert(state);
             return Err(e);
         }
-        *undo = local;
-        Ok(stamp.version)
+        Ok((stamp.version, local))
     }
 
     /// Takes back a push `aggregate_versioned` added, because fewer than R nodes took it: its
