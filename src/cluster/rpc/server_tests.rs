@@ -647,3 +647,38 @@ async fn a_forwarded_ttl_is_kept_and_a_bad_one_refused_without_storing_anything(
     assert_eq!(held.expires_at(), Some(held.push_time + 30.0));
     assert_eq!(store.group_count(), 2, "no refused write stored anything");
 }
+
+/// Aggregating pushes from a peer are checked like a client's: one without a body, or with an
+/// idempotency key a client could not send, is refused unapplied; a body that does not parse is
+/// 400 and adds nothing; a good one is added once, its retry with the same key not again.
+#[tokio::test]
+async fn forwarded_aggregating_pushes_are_checked_like_a_clients() {
+    let (store, svc) = service(1);
+    let aggregate = |body: Option<&str>, idem: Option<String>| pb::ForwardedWrite {
+        key: wire::key_to_pb(&key("agg")),
+        body: body.map(|b| bytes::Bytes::copy_from_slice(b.as_bytes())),
+        replace_all: true,
+        aggregate: true,
+        idempotency_key: idem,
+        deadline_unix_ms: forward_deadline_ms(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let good = "# TYPE c counter\nc 1\n";
+    let writes = vec![
+        aggregate(None, None),
+        aggregate(Some(good), Some("x".repeat(257))),
+        aggregate(Some(good), Some("bad key".into())),
+        aggregate(Some("c{"), None),
+        aggregate(Some(good), Some("k1".into())),
+        aggregate(Some(good), Some("k1".into())),
+    ];
+    let results = forward_all(&svc, writes).await;
+    let invalid = tonic::Code::InvalidArgument as u32;
+    let codes: Vec<u32> = results.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, vec![invalid, invalid, invalid, 0, 0, 0]);
+    assert_eq!(results[3].reply.as_ref().unwrap().status, 400);
+    assert_eq!(results[4].reply.as_ref().unwrap().status, 200);
+    assert_eq!(results[5].reply.as_ref().unwrap().status, 200);
+    let text = text_of(&store, "agg");
+    assert!(text.contains("c{instance=\"\",job=\"agg\"} 1\n"), "{text}");
+}
