@@ -180,14 +180,19 @@ impl ClusterCore {
     /// Admits a write or copy from a peer unless this node is closing; the guard counts it as
     /// being applied until dropped.
     pub(crate) fn admit(&self) -> Result<Applying<'_>, Status> {
-        self.applying.fetch_add(1, Ordering::SeqCst);
-        let guard = Applying(&self.applying);
+        let guard = self.applying();
         if self.closing.load(Ordering::SeqCst) {
             return Err(Status::unavailable(
                 "this node is leaving the cluster and has handed its groups over",
             ));
         }
         Ok(guard)
+    }
+
+    /// Counts a write as being applied (a node closing waits for it) until the guard is dropped.
+    pub(crate) fn applying(&self) -> Applying<'_> {
+        self.applying.fetch_add(1, Ordering::SeqCst);
+        Applying(&self.applying)
     }
 
     /// Gives the Cluster page the members' details the membership tracks.

@@ -121,7 +121,7 @@ impl ClusterService {
                 req: request(body),
                 idempotency_key,
             };
-            let answer = self.core.apply_as_primary(op, unreachable, None).await;
+            let answer = self.core.aggregate_as_primary(op, unreachable).await;
             return Ok(ForwardedAnswer {
                 answer,
                 replica: None,

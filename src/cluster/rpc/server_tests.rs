@@ -682,3 +682,46 @@ async fn forwarded_aggregating_pushes_are_checked_like_a_clients() {
     let text = text_of(&store, "agg");
     assert!(text.contains("c{instance=\"\",job=\"agg\"} 1\n"), "{text}");
 }
+
+/// An aggregating push whose `Forward` call is dropped while its copy is under way (the call's
+/// `grpc-timeout` ran out, as when a partition cut off the sender or the other owner) is still
+/// taken back once too few nodes took it: it must not stay counted on this node alone while its
+/// client, answered 503, retries it elsewhere. Until then a retry with its key is refused, not
+/// acknowledged as a repeat of a push that may yet be taken back.
+#[tokio::test]
+async fn an_aggregating_push_whose_call_was_dropped_is_still_taken_back() {
+    let silent = silent_peer().await;
+    let (store, svc) = service_with(&[("a", 1), ("b", silent)], 2);
+    let push = || pb::ForwardedWrite {
+        key: wire::key_to_pb(&key("agg")),
+        body: Some(bytes::Bytes::from_static(b"# TYPE c counter\nc 1\n")),
+        replace_all: true,
+        aggregate: true,
+        idempotency_key: Some("k1".into()),
+        deadline_unix_ms: forward_deadline_ms(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let call = forward_all(&svc, vec![push()]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), call)
+            .await
+            .is_err(),
+        "the other owner never answers: the call is still waiting for it when dropped"
+    );
+    let counted = |v: &str| text_of(&store, "agg").contains(&format!("c{{instance=\"\",job=\"agg\"}} {v}\n"));
+    assert!(counted("1"), "added, its copy under way");
+    let retry = &forward_all(&svc, vec![push()]).await[0];
+    let reply = retry.reply.as_ref().unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.message);
+    assert!(reply.message.contains("Idempotency-Key"), "{}", reply.message);
+    // The copy to the silent owner fails at the peer timeout (2 s): the push is taken back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !counted("0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push stayed counted on this node alone: {}",
+            text_of(&store, "agg")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

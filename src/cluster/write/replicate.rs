@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -53,6 +54,28 @@ impl ClusterCore {
             ClusterEvent::AggregateRetracted.emit();
         }
         answer
+    }
+
+    /// [`Self::apply_as_primary`] for an aggregating push, in a task of its own. The call that
+    /// brought the push (a client's request, a peer's forward under its `grpc-timeout`) may be
+    /// dropped while the copies are under way, and the push must still be taken back when fewer
+    /// than R nodes took it: else it would count on this node alone while its client, answered
+    /// 503, retries it elsewhere, and it would count twice once the copies merge.
+    pub(crate) async fn aggregate_as_primary(
+        self: &Arc<Self>,
+        op: WriteOp,
+        unreachable: Vec<String>,
+    ) -> WriteAnswer {
+        let core = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let _applying = core.applying();
+            core.apply_as_primary(op, unreachable, None).await
+        });
+        task.await.unwrap_or_else(|e| {
+            WriteAnswer::unavailable(format!(
+                "adding this aggregating push failed ({e}): it may have been added; retry with the same Idempotency-Key header to have it counted once"
+            ))
+        })
     }
 
     /// Applies a write as the group's primary, stamping its version; what is left is to copy

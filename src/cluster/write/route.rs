@@ -19,7 +19,11 @@ use crate::time::unix_seconds;
 impl ClusterCore {
     /// Sends a write to the first reachable node in rendezvous order (the primary, or the next
     /// one acting for it) and returns its answer.
-    pub(crate) async fn route(&self, mut op: WriteOp, mut unreachable: Vec<String>) -> WriteAnswer {
+    pub(crate) async fn route(
+        self: &Arc<Self>,
+        mut op: WriteOp,
+        mut unreachable: Vec<String>,
+    ) -> WriteAnswer {
         let ring = self.ring();
         let order: Vec<Member> = ring
             .rendezvous_order(op.key().stable_hash())
@@ -46,6 +50,9 @@ impl ClusterCore {
                 other => other,
             };
             if here {
+                if matches!(op, WriteOp::Aggregate { .. }) {
+                    return self.aggregate_as_primary(op, unreachable).await;
+                }
                 return self.apply_as_primary(op, unreachable, None).await;
             }
             let (msg, size) = forward.get_or_insert_with(|| {
@@ -134,7 +141,7 @@ impl ClusterCore {
     /// this node holds). A push refused as `Invalid` is recorded on its group by its primary,
     /// like upstream, and answered 400 whatever becomes of that record.
     pub(crate) async fn resolve(
-        &self,
+        self: &Arc<Self>,
         req: PushRequest,
         unreachable: &[String],
     ) -> Result<PreparedPush, WriteAnswer> {

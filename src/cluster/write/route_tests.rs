@@ -36,7 +36,7 @@ async fn a_returned_replica_that_cannot_be_held_turns_success_into_503() {
 }
 
 /// A PUT through `a` of a job whose rendezvous order is `order`, acknowledged; the job.
-async fn push_through(a: &ClusterCore, order: &[&str]) -> String {
+async fn push_through(a: &Arc<ClusterCore>, order: &[&str]) -> String {
     let job = job_in_order(&a.ring(), order);
     let answer = a
         .route(WriteOp::Push(prepared(&job, BODY)), Vec::new())

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 
 use self::apply::{materialize, Ctx, Incoming, Increment, Undo};
+use self::registry::Pending;
 use self::state::{AggState, Seen, Stamp};
 use super::group::{GroupSnapshot, Stamps};
 use super::merge;
@@ -79,7 +80,8 @@ pub enum Versioning<'c> {
 #[derive(Debug)]
 pub struct Taken {
     increments: Vec<Increment>,
-    idempotency_key: Option<String>,
+    /// The push's idempotency key, pending until the push is answered.
+    pending: Option<Pending>,
     /// The group's push time before the push: the withdrawal leaves it there.
     push_time_before: f64,
 }
@@ -131,13 +133,20 @@ impl Store {
         // An expired group not yet swept is gone: its state too, so this push starts anew.
         self.expire(w.now);
         loop {
-            let entry = self.aggregates.entry(&key);
-            let mut guard = entry.lock();
+            let slot = self.aggregates.entry(&key);
+            let mut guard = slot.lock();
             if !guard.live {
                 continue;
             }
             let entry = &mut *guard;
             if let Some(k) = w.idempotency_key {
+                if entry.pending.iter().any(|p| p == k) {
+                    // Its first push may still be taken back (fewer than R nodes took it so
+                    // far): neither a repeat nor to be added again until that is known.
+                    return Err(PushError::Unavailable(
+                        "a push with this Idempotency-Key is being added right now (not yet held by enough cluster nodes); retry with the same key".to_owned(),
+                    ));
+                }
                 if entry
                     .state
                     .seen
@@ -182,7 +191,9 @@ impl Store {
             state.prune();
             let taken = matches!(versioning, Versioning::Cluster(_)).then(|| Taken {
                 increments: undo.increments(),
-                idempotency_key: w.idempotency_key.map(str::to_owned),
+                pending: w
+                    .idempotency_key
+                    .map(|k| Pending::add(&slot, &mut entry.pending, k)),
                 push_time_before,
             });
             return Ok((Aggregated::Added, taken));
@@ -269,7 +280,7 @@ impl Store {
         let mut next = (*guard.state).clone();
         let state = &mut next;
         apply::retract(state, self.aggregates.partial(), &taken.increments);
-        if let Some(k) = taken.idempotency_key {
+        if let Some(k) = taken.pending.as_ref().map(|p| p.key().to_owned()) {
             let until = state
                 .seen
                 .get(&k)

@@ -20,6 +20,42 @@ pub(super) struct Entry {
     /// writer clones it (`Arc::make_mut`) only when such a copy is still being sent.
     pub(super) state: Arc<AggState>,
     pub(super) live: bool,
+    /// Idempotency keys of pushes a cluster primary added that R nodes have not all taken yet
+    /// (`Pending`): a retry of one is neither added again nor acknowledged as a repeat, since
+    /// the push may still be taken back.
+    pub(super) pending: Vec<String>,
+}
+
+/// A push's idempotency key in its group's `Entry::pending` until this is dropped: when the
+/// push was answered (taken by R nodes, or taken back). Dropped without the group's lock held.
+#[derive(Debug)]
+pub struct Pending {
+    entry: Arc<Mutex<Entry>>,
+    key: String,
+}
+
+impl Pending {
+    /// Marks `key` pending in `entry`, whose lock the caller holds (`pending` is its list).
+    pub(super) fn add(entry: &Arc<Mutex<Entry>>, pending: &mut Vec<String>, key: &str) -> Pending {
+        pending.push(key.to_owned());
+        Pending {
+            entry: entry.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut entry = self.entry.lock();
+        if let Some(i) = entry.pending.iter().position(|k| *k == self.key) {
+            entry.pending.swap_remove(i);
+        }
+    }
 }
 
 /// The aggregating groups of a store.
@@ -99,6 +135,7 @@ impl Aggregates {
             Arc::new(Mutex::new(Entry {
                 state: Arc::default(),
                 live: true,
+                pending: Vec::new(),
             }))
         });
         entry.clone()
