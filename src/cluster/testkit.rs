@@ -187,8 +187,9 @@ pub(crate) fn serve_on<S: Cluster>(
 pub(crate) struct TestPeer {
     pub(crate) svc: ClusterService,
     pub(crate) damaged: bool,
-    /// Answers as a release that predates `CollectRequest.by_family`: group by group.
-    pub(crate) old: bool,
+    /// Answers a `CollectRequest.by_family` call group by group, as no node does (a breach of
+    /// the protocol).
+    pub(crate) groups_only: bool,
     pub(crate) held: Option<Arc<tokio::sync::Semaphore>>,
     pub(crate) calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     /// Forwarded writes that carried a body not decoded yet.
@@ -217,7 +218,7 @@ impl TestPeer {
         TestPeer {
             svc,
             damaged: false,
-            old: false,
+            groups_only: false,
             held: None,
             calls: Default::default(),
             bodies: Default::default(),
@@ -233,9 +234,9 @@ pub(crate) fn damaged(svc: ClusterService) -> TestPeer {
     }
 }
 
-pub(crate) fn old(svc: ClusterService) -> TestPeer {
+pub(crate) fn groups_only(svc: ClusterService) -> TestPeer {
     TestPeer {
-        old: true,
+        groups_only: true,
         ..TestPeer::new(svc)
     }
 }
@@ -297,7 +298,7 @@ impl Cluster for TestPeer {
         r: Request<pb::CollectRequest>,
     ) -> Result<Response<Self::CollectStream>, Status> {
         let mut r = r;
-        if self.old {
+        if self.groups_only {
             r.get_mut().by_family = false;
         }
         let mut answer = self.svc.collect(r).await?;

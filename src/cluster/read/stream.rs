@@ -19,7 +19,6 @@ use super::super::core::ClusterCore;
 use super::super::events::{ClusterEvent, PeerRefusal};
 use super::super::rpc::{client, pb, wire};
 use super::collect::{follow_up_calls, ScrapeBudget};
-use super::merge::decode_chunks;
 use crate::exposition::NameScheme;
 use crate::gateway::ScrapeRefused;
 use crate::store::render::{kept_keys, Format};
@@ -37,8 +36,7 @@ pub(super) type Heads = Vec<Option<GroupSnapshot>>;
 
 /// Where a source's families come from.
 pub(super) enum Feed {
-    /// Held whole in the heads: this node's groups, or a peer's that answered group by group
-    /// (a release that predates `by_family`).
+    /// Held whole in the heads: this node's groups.
     Held,
     /// A peer's stream after its heads, which declared `declared` bytes of families.
     Stream {
@@ -54,11 +52,11 @@ pub(super) struct Source {
     pub(super) feed: Feed,
 }
 
-/// What one collect call answered before its families: every chunk of a group-by-group
-/// answer, or the heads part of a family-by-family one and the stream still open.
-enum Answer {
-    Groups(Vec<pb::CollectChunk>),
-    Families(Vec<pb::CollectChunk>, Box<tonic::Streaming<pb::CollectChunk>>),
+/// What one collect call answered before its families: the heads part and the stream, still
+/// open.
+struct Answer {
+    chunks: Vec<pb::CollectChunk>,
+    stream: Box<tonic::Streaming<pb::CollectChunk>>,
 }
 
 /// A merged scrape decided from the heads, its families still to come.
@@ -161,8 +159,8 @@ impl ClusterCore {
         })
     }
 
-    /// Starts family-by-family collect calls: each returns once the peer's heads are in (or
-    /// its whole answer, from a peer that answers group by group), within `deadline`.
+    /// Starts family-by-family collect calls: each returns once the peer's heads are in, within
+    /// `deadline`.
     fn start_family_collect(
         &self,
         calls: Vec<(String, SocketAddr, pb::CollectRequest)>,
@@ -198,11 +196,18 @@ impl ClusterCore {
                                 return Err(over());
                             }
                             chunks.push(c);
-                            return Ok(Answer::Families(chunks, Box::new(stream)));
+                            return Ok(Answer {
+                                chunks,
+                                stream: Box::new(stream),
+                            });
                         }
                         chunks.push(c);
                     }
-                    Ok::<_, Status>(Answer::Groups(chunks))
+                    // Every node answers a `by_family` call with its heads first; an answer that
+                    // ends without them breaks the protocol, and its groups come from replicas.
+                    Err::<Answer, _>(Status::internal(
+                        "the answer ended before the end of its heads (heads_end)",
+                    ))
                 };
                 let res = match tokio::time::timeout(deadline, call).await {
                     Ok(Ok(answer)) => Ok(answer),
@@ -210,8 +215,8 @@ impl ClusterCore {
                     Err(_) => Err("deadline exceeded".to_owned()),
                 };
                 // A call whose families are still to come ends when they are read (`feed`).
-                if !matches!(res, Ok(Answer::Families(..))) {
-                    collect_ended(&id, started, res.as_ref().err().map(String::as_str));
+                if let Err(e) = &res {
+                    collect_ended(&id, started, Some(e));
                 }
                 res.ok().map(|answer| (id, answer, started))
             });
@@ -243,7 +248,7 @@ async fn finish_family_collect(
     answers
 }
 
-/// Decodes the answers' heads (or whole groups) on the blocking pool, one peer each, adding a
+/// Decodes the answers' heads on the blocking pool, one peer each, adding a
 /// source per answer and the tombstones; returns each peer's deferred groups. An answer that
 /// cannot be decoded adds nothing (its groups come from other owners).
 async fn add_answers(
@@ -256,10 +261,8 @@ async fn add_answers(
     let mut deferred = Vec::new();
     let mut decoding = JoinSet::new();
     for (peer, answer, started) in answers {
-        let chunks = match &answer {
-            Answer::Groups(c) | Answer::Families(c, _) => c,
-        };
-        let d: Vec<(u64, u64)> = chunks
+        let d: Vec<(u64, u64)> = answer
+            .chunks
             .iter()
             .flat_map(|c| {
                 c.deferred_keys
@@ -272,21 +275,17 @@ async fn add_answers(
             deferred.push((peer.clone(), d));
         }
         decoding.spawn_blocking(move || {
-            let decoded = match answer {
-                Answer::Groups(chunks) => decode_chunks(chunks, names, newest_allowed)
-                    .map(|c| (c.groups.into_iter().map(Some).collect(), c.tombstones, Feed::Held)),
-                Answer::Families(chunks, stream) => {
-                    decode_heads(chunks, names, newest_allowed).map(|(heads, t, declared)| {
-                        let feed = Feed::Stream {
-                            peer: peer.clone(),
-                            stream,
-                            declared,
-                            started,
-                        };
-                        (heads, t, feed)
-                    })
-                }
-            };
+            let Answer { chunks, stream } = answer;
+            let decoded =
+                decode_heads(chunks, names, newest_allowed).map(|(heads, t, declared)| {
+                    let feed = Feed::Stream {
+                        peer: peer.clone(),
+                        stream,
+                        declared,
+                        started,
+                    };
+                    (heads, t, feed)
+                });
             decoded.map_err(|e| {
                 tracing::debug!(peer = %peer, err = %e, "collect answer undecodable; its groups come from replicas");
             })

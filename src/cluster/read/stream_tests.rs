@@ -1,6 +1,6 @@
-//! The streamed merged scrape writes exactly what rendering the merged groups writes, also with
-//! a peer that answers group by group; a peer's answer that breaks its promises midway ends the
-//! response with an error, never a short valid one.
+//! The streamed merged scrape writes exactly what rendering the merged groups writes; a peer's
+//! answer that breaks its promises midway ends the response with an error, never a short valid
+//! one, and one that breaks them before its heads end is left out.
 
 use std::time::Duration;
 
@@ -104,37 +104,47 @@ async fn streamed(gateway: &ClusterGateway, format: Format) -> Result<Vec<u8>, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_merged_scrape_writes_what_the_merged_groups_render() {
-    for c in [TestPeer::new as fn(ClusterService) -> TestPeer, old] {
-        let gateway = three_nodes(c).await;
-        for format in [Format::Text, Format::Protobuf] {
-            let want = rendered_whole(&gateway, format).await;
-            let text = String::from_utf8_lossy(&want);
-            if format == Format::Text {
-                // The view has what the test meant it to have.
-                assert!(text.contains("job=\"g49\""), "{text}");
-                assert!(text.contains("job=\"g54\""), "{text}");
-                assert!(!text.contains("job=\"gone\""), "{text}");
-                assert!(text.contains("# HELP zz own help"), "{text}");
-                assert!(
-                    text.contains("m{a=\"2\",instance=\"\",job=\"r\"} 2\nm{a=\"3\",instance=\"\",job=\"p\"} 3\n"),
-                    "{text}"
-                );
-                assert!(text.contains("zz{instance=\"\",job=\"g00\",q=\"1\"} 3"), "{text}");
-            }
-            // Twice: the second render reuses the member orders the first remembered.
-            for round in 0..2 {
-                let got = streamed(&gateway, format).await.unwrap();
-                assert!(
-                    got == want,
-                    "{format:?}, round {round}:\n{}\n---- want ----\n{}",
-                    String::from_utf8_lossy(&got),
-                    text
-                );
-            }
-            let (whole, _) = gateway.render(format, own()).await.unwrap();
-            assert!(whole == want, "{format:?}: Gateway::render differs");
+    let gateway = three_nodes(TestPeer::new).await;
+    for format in [Format::Text, Format::Protobuf] {
+        let want = rendered_whole(&gateway, format).await;
+        let text = String::from_utf8_lossy(&want);
+        if format == Format::Text {
+            // The view has what the test meant it to have.
+            assert!(text.contains("job=\"g49\""), "{text}");
+            assert!(text.contains("job=\"g54\""), "{text}");
+            assert!(!text.contains("job=\"gone\""), "{text}");
+            assert!(text.contains("# HELP zz own help"), "{text}");
+            assert!(
+                text.contains("m{a=\"2\",instance=\"\",job=\"r\"} 2\nm{a=\"3\",instance=\"\",job=\"p\"} 3\n"),
+                "{text}"
+            );
+            assert!(text.contains("zz{instance=\"\",job=\"g00\",q=\"1\"} 3"), "{text}");
         }
+        // Twice: the second render reuses the member orders the first remembered.
+        for round in 0..2 {
+            let got = streamed(&gateway, format).await.unwrap();
+            assert!(
+                got == want,
+                "{format:?}, round {round}:\n{}\n---- want ----\n{}",
+                String::from_utf8_lossy(&got),
+                text
+            );
+        }
+        let (whole, _) = gateway.render(format, own()).await.unwrap();
+        assert!(whole == want, "{format:?}: Gateway::render differs");
     }
+}
+
+/// A peer that answers a `by_family` call group by group, without heads, breaks the protocol
+/// before anything is written: its answer is left out (as one that does not decode), and the
+/// scrape is served from the other nodes' copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_answering_without_heads_is_left_out() {
+    let gateway = three_nodes(groups_only).await;
+    let got = String::from_utf8(streamed(&gateway, Format::Text).await.unwrap()).unwrap();
+    assert!(got.contains("job=\"g49\""), "b's groups are in: {got}");
+    assert!(got.contains("job=\"g05\""), "groups c shares with b are in: {got}");
+    assert!(!got.contains("job=\"q\""), "c's answer was taken: {got}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
