@@ -133,6 +133,22 @@ async fn a_streamed_merged_scrape_writes_what_the_merged_groups_render() {
         let (whole, _) = gateway.render(format, own()).await.unwrap();
         assert!(whole == want, "{format:?}: Gateway::render differs");
     }
+    // This node's groups change between scrapes (a group whose series now sort first, a new
+    // one, a family's series replaced): an order remembered for the old members is not used.
+    let store = &gateway.core.store;
+    push(store, &[("job", "r")], "m{a=\"5\"} 5\n# TYPE zz gauge\nzz{a=\"0\"} 1\n", 50);
+    push(store, &[("job", "g54")], "m{a=\"00\"} 0\n", 50);
+    push(store, &[("job", "new")], BODY, 50);
+    for round in 0..2 {
+        let want = rendered_whole(&gateway, Format::Text).await;
+        let got = streamed(&gateway, Format::Text).await.unwrap();
+        assert!(
+            got == want,
+            "after a change, round {round}:\n{}\n---- want ----\n{}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+    }
 }
 
 /// A peer that answers a `by_family` call group by group, without heads, breaks the protocol
