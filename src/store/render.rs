@@ -28,14 +28,6 @@ pub enum Format {
     Protobuf,
 }
 
-/// The signature of a family's members (in their order): what [`MergedOrders`] remembers an
-/// order under.
-pub fn members_signature<'m>(
-    members: impl Iterator<Item = (&'m GroupKey, &'m StoredFamily)>,
-) -> u64 {
-    members.fold(0, |sig, (k, f)| sign(sig, k, f))
-}
-
 /// Folds one member into a family's signature (see [`MergedOrders`]).
 fn sign(sig: u64, key: &GroupKey, f: &StoredFamily) -> u64 {
     let layout = f.layout();

@@ -26,25 +26,11 @@ pub struct MergedOrders {
     /// The orders found or used by the last merged render: positions in the family's member
     /// list. Replaced whole by every render, so families gone are forgotten.
     pub(super) last: parking_lot::Mutex<Arc<MergedOrderMap>>,
-    /// The same for the streamed merged render (`cluster::read`), of the members it holds (this
-    /// node's groups): their order among themselves, under their signature.
-    held: parking_lot::Mutex<Arc<MergedOrderMap>>,
 }
 
-/// Family name -> (signature of its members, their order).
-pub type MergedOrderMap = HashMap<Arc<str>, (u64, Arc<[u32]>), foldhash::fast::RandomState>;
+pub(super) type MergedOrderMap = HashMap<Arc<str>, (u64, Arc<[u32]>), foldhash::fast::RandomState>;
 
 impl MergedOrders {
-    /// The orders of held members the last streamed merged render found or used.
-    pub fn held(&self) -> Arc<MergedOrderMap> {
-        self.held.lock().clone()
-    }
-
-    /// Replaces the orders of held members with a render's (families gone are forgotten).
-    pub fn remember_held(&self, fresh: MergedOrderMap) {
-        *self.held.lock() = Arc::new(fresh);
-    }
-
     #[cfg(any(test, feature = "testsuite"))]
     /// How many families' orders are remembered.
     pub fn len(&self) -> usize {

@@ -9,10 +9,8 @@ use super::feed::{PeerFeed, Reader, READ_AHEAD};
 use super::stream::{Fast, Feed, MergedPlan, NOT_SHOWN};
 use crate::exposition::MetricType;
 use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
-use crate::store::render::{members_signature, Format, MergedRender, RenderStats};
-use crate::store::{
-    timing_family_of, GroupKey, MergedOrderMap, MergedOrders, ReservedNames, StoredFamily,
-};
+use crate::store::render::{Format, MergedRender, RenderStats};
+use crate::store::{timing_family_of, GroupKey, MergedOrders, ReservedNames, StoredFamily};
 
 /// The first member in key order that has series decides a family's type; the first HELP in
 /// key order that is not empty is the family's (`lead_type`, `lead_help` of
@@ -136,10 +134,6 @@ impl MergedPlan {
             VecDeque::from([(PUSH_FAILURE_TIME_METRIC, 1), (PUSH_TIME_METRIC, 0)])
         };
         let mut timing_order: Option<Arc<[u32]>> = None;
-        // Only the text format orders members (the protobuf one holds each family whole).
-        let orders_held = orders.filter(|_| format == Format::Text);
-        let held_last = orders_held.map(MergedOrders::held);
-        let mut held_fresh = orders_held.map(|_| MergedOrderMap::default());
         let mut render = MergedRender::new(
             reserved,
             own,
@@ -208,32 +202,16 @@ impl MergedPlan {
                     }
                 }
                 // Held members in the order the peers send theirs (each first key looked up
-                // once; ranks are unique, so the order is total), or in the order the last
-                // scrape found for the same members: sorting them reads every member's sort
-                // keys, scattered over the store, which cost more than the rest of the render.
-                let sig = members_signature(mine.iter().map(|(r, _, f)| (&*head(*r).key, f)));
-                let remembered = held_last
-                    .as_ref()
-                    .and_then(|m| m.get(name.as_str()))
-                    .filter(|(s, o)| *s == sig && o.len() == mine.len())
-                    .map(|(_, o)| o.clone());
-                let order = remembered.unwrap_or_else(|| {
-                    let mut keyed: Vec<(&[u8], u32, u32)> = mine
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (r, _, f))| (f.key_range().0, *r, i as u32))
-                        .collect();
-                    keyed.sort_unstable();
-                    keyed.into_iter().map(|k| k.2).collect()
-                });
-                if let Some(fresh) = held_fresh.as_mut() {
-                    fresh.insert(crate::store::family::intern(&name), (sig, order.clone()));
-                }
-                let mut taken: Vec<Option<_>> = mine.into_iter().map(Some).collect();
-                let mine: Vec<_> = order
+                // once; ranks are unique, so the order is total).
+                let mut keyed: Vec<(&[u8], u32, usize)> = mine
                     .iter()
-                    .filter_map(|&i| taken.get_mut(i as usize)?.take())
+                    .enumerate()
+                    .map(|(i, (r, _, f))| (f.key_range().0, *r, i))
                     .collect();
+                keyed.sort_unstable();
+                let order: Vec<usize> = keyed.into_iter().map(|k| k.2).collect();
+                let mut taken: Vec<Option<_>> = mine.into_iter().map(Some).collect();
+                let mine: Vec<_> = order.into_iter().filter_map(|i| taken[i].take()).collect();
                 let mut merge = FamilyMerge::new(&name, mine, lazy, &mut feeds)?;
                 if shown {
                     render.family_sorted(
@@ -267,9 +245,6 @@ impl MergedPlan {
                 .map(|(r, _, f)| (head(r).key.clone(), f))
                 .collect();
             render.family(name, members);
-        }
-        if let (Some(o), Some(fresh)) = (orders_held, held_fresh) {
-            o.remember_held(fresh);
         }
         Ok(render.finish(self.dropped))
     }
@@ -311,10 +286,8 @@ struct FamilyMerge<'a, 'f> {
     /// Slot 0: this node's next member; slot 1: the next built one; slot i + 2: feed i's.
     /// (rank, member).
     slots: Vec<Option<(u32, StoredFamily)>>,
-    /// The first series' sort key of each slot's member (compared on every step), read only
-    /// while more than one slot has members (`known[i]`: `firsts[i]` is the slot's member's).
+    /// The first series' sort key of each slot's member (compared on every step).
     firsts: Vec<Vec<u8>>,
-    known: Vec<bool>,
 }
 
 impl<'a, 'f> FamilyMerge<'a, 'f> {
@@ -330,7 +303,6 @@ impl<'a, 'f> FamilyMerge<'a, 'f> {
             lazy,
             slots: vec![None; feeds.len() + 2],
             firsts: vec![Vec::new(); feeds.len() + 2],
-            known: vec![false; feeds.len() + 2],
             feeds,
         };
         for i in 0..merge.slots.len() {
@@ -349,31 +321,21 @@ impl<'a, 'f> FamilyMerge<'a, 'f> {
             }),
             _ => self.feeds[i - 2].take_ordered(self.name)?,
         };
-        self.known[i] = false;
+        if let Some((_, f)) = &self.slots[i] {
+            self.firsts[i].clear();
+            self.firsts[i].extend_from_slice(f.key_range().0);
+        }
         Ok(())
     }
 
     fn next(&mut self) -> Result<Option<StoredFamily>, String> {
-        let live = self.slots.iter().filter(|s| s.is_some()).count();
-        let least = if live <= 1 {
-            // One source left (every member of a family, when this node holds all its groups):
-            // its order is the merge's.
-            self.slots.iter().position(Option::is_some)
-        } else {
-            for (i, slot) in self.slots.iter().enumerate() {
-                if let (Some((_, f)), false) = (slot, self.known[i]) {
-                    self.firsts[i].clear();
-                    self.firsts[i].extend_from_slice(f.key_range().0);
-                    self.known[i] = true;
-                }
-            }
-            self.slots
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.as_ref().map(|(r, _)| (i, (self.firsts[i].as_slice(), *r))))
-                .min_by(|a, b| a.1.cmp(&b.1))
-                .map(|(i, _)| i)
-        };
+        let least = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|(r, _)| (i, (self.firsts[i].as_slice(), *r))))
+            .min_by(|a, b| a.1.cmp(&b.1))
+            .map(|(i, _)| i);
         let Some(i) = least else { return Ok(None) };
         let taken = self.slots[i].take().map(|(_, f)| f);
         self.fill(i)?;
