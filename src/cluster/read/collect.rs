@@ -16,6 +16,8 @@ use tonic::Status;
 use super::super::core::ClusterCore;
 use super::super::events::{ClusterEvent, Refusal};
 use super::super::member::Member;
+use super::super::rpc::channel::PeerChannel;
+use super::super::rpc::pb::cluster_client::ClusterClient;
 use super::super::rpc::{client, pb};
 use super::merge::{merge_answers, merge_newest, Newest};
 use crate::gateway::ScrapeRefused;
@@ -142,43 +144,80 @@ impl ClusterCore {
     ) -> Collecting {
         let mut running = JoinSet::new();
         for (id, addr, req) in calls {
-            let mut client = self.clients.client(addr);
+            let client = self.clients.client(addr);
             let budget = budget.clone();
             running.spawn(async move {
-                let call = async {
-                    let mut stream = client
-                        .collect(client::request(req, deadline))
-                        .await?
-                        .into_inner();
-                    let mut chunks = Vec::new();
-                    while let Some(c) = stream.message().await? {
-                        if !budget.take(c.encoded_len()) {
-                            return Err(Status::resource_exhausted(
-                                "the merged scrape holds --cluster.max-scrape-bytes already",
-                            ));
-                        }
-                        chunks.push(c);
-                    }
-                    Ok::<_, Status>(chunks)
-                };
-                let res = match tokio::time::timeout(deadline, call).await {
-                    Ok(Ok(chunks)) => Ok(chunks),
-                    Ok(Err(status)) => Err(status.to_string()),
-                    Err(_) => Err("deadline exceeded".to_owned()),
-                };
-                let seconds = started.elapsed().as_secs_f64();
-                metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "collect").record(seconds);
-                ClusterEvent::CollectEnded {
-                    peer: &id,
-                    seconds,
-                    error: res.as_ref().err().map(String::as_str),
-                }
-                .emit();
+                let res = read_collect(client, req, deadline, &budget, false)
+                    .await
+                    .map(|(chunks, _)| chunks);
+                collect_ended(&id, started, res.as_ref().err().map(String::as_str));
                 res.ok().map(|chunks| (id, chunks))
             });
         }
         running
     }
+}
+
+/// The rest of a family-by-family answer, after its heads.
+pub(super) type CollectStream = Box<tonic::Streaming<pb::CollectChunk>>;
+
+/// One collect call to a peer within `deadline`, every chunk counted against `budget` as it
+/// arrives: the whole answer, or with `until_heads`, the chunks up to the end of the heads
+/// (their families' declared bytes counted too, so that a scrape that would pass the limit is
+/// refused before any of it is written) and the stream still open for the families.
+pub(super) async fn read_collect(
+    mut client: ClusterClient<PeerChannel>,
+    req: pb::CollectRequest,
+    deadline: Duration,
+    budget: &ScrapeBudget,
+    until_heads: bool,
+) -> Result<(Vec<pb::CollectChunk>, Option<CollectStream>), String> {
+    let over = || Status::resource_exhausted("the merged scrape holds --cluster.max-scrape-bytes already");
+    let call = async {
+        let mut stream = client
+            .collect(client::request(req, deadline))
+            .await?
+            .into_inner();
+        let mut chunks = Vec::new();
+        while let Some(c) = stream.message().await? {
+            if !budget.take(c.encoded_len()) {
+                return Err(over());
+            }
+            let heads_end = until_heads && c.heads_end;
+            if heads_end && !budget.take(usize::try_from(c.family_bytes).unwrap_or(usize::MAX)) {
+                return Err(over());
+            }
+            chunks.push(c);
+            if heads_end {
+                return Ok((chunks, Some(Box::new(stream))));
+            }
+        }
+        if until_heads {
+            // Every node answers a `by_family` call with its heads first; an answer that ends
+            // without them breaks the protocol, and its groups come from replicas.
+            return Err(Status::internal(
+                "the answer ended before the end of its heads (heads_end)",
+            ));
+        }
+        Ok((chunks, None))
+    };
+    match tokio::time::timeout(deadline, call).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("deadline exceeded".to_owned()),
+    }
+}
+
+/// Records a collect call's end (its duration, and its error if any).
+pub(super) fn collect_ended(peer: &str, started: Instant, error: Option<&str>) {
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "collect").record(seconds);
+    ClusterEvent::CollectEnded {
+        peer,
+        seconds,
+        error,
+    }
+    .emit();
 }
 
 /// The bytes of peers' answers one merged read may hold (`--cluster.max-scrape-bytes`), shared

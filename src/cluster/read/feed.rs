@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use super::super::rpc::pb;
-use super::stream::{collect_ended, NOT_SHOWN};
+use super::collect::collect_ended;
+use super::stream::NOT_SHOWN;
 use crate::exposition::{MetricType, NameScheme};
 use crate::store::family::SharedBlock;
 use crate::store::{GroupKey, StoredFamily};

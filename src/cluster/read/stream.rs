@@ -11,14 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prost::Message;
 use tokio::task::JoinSet;
-use tonic::Status;
 
 use super::super::core::ClusterCore;
-use super::super::events::{ClusterEvent, PeerRefusal};
-use super::super::rpc::{client, pb, wire};
-use super::collect::{follow_up_calls, ScrapeBudget};
+use super::super::events::PeerRefusal;
+use super::super::rpc::{pb, wire};
+use super::collect::{collect_ended, follow_up_calls, read_collect, CollectStream, ScrapeBudget};
 use crate::exposition::NameScheme;
 use crate::gateway::ScrapeRefused;
 use crate::store::render::{kept_keys, Format};
@@ -56,7 +54,7 @@ pub(super) struct Source {
 /// open.
 struct Answer {
     chunks: Vec<pb::CollectChunk>,
-    stream: Box<tonic::Streaming<pb::CollectChunk>>,
+    stream: CollectStream,
 }
 
 /// A merged scrape decided from the heads, its families still to come.
@@ -170,71 +168,27 @@ impl ClusterCore {
     ) -> JoinSet<Option<(String, Answer, Instant)>> {
         let mut running = JoinSet::new();
         for (id, addr, req) in calls {
-            let mut client = self.clients.collect_client(addr);
+            let client = self.clients.collect_client(addr);
             let budget = budget.clone();
             running.spawn(async move {
-                let call = async {
-                    let mut stream = client
-                        .collect(client::request(req, deadline))
-                        .await?
-                        .into_inner();
-                    let mut chunks = Vec::new();
-                    let over = || {
-                        Status::resource_exhausted(
-                            "the merged scrape holds --cluster.max-scrape-bytes already",
-                        )
-                    };
-                    while let Some(c) = stream.message().await? {
-                        if !budget.take(c.encoded_len()) {
-                            return Err(over());
-                        }
-                        if c.heads_end {
-                            // The families to come count now, so that a scrape that would pass
-                            // the limit is refused before any of it is written.
-                            let declared = usize::try_from(c.family_bytes).unwrap_or(usize::MAX);
-                            if !budget.take(declared) {
-                                return Err(over());
-                            }
-                            chunks.push(c);
-                            return Ok(Answer {
-                                chunks,
-                                stream: Box::new(stream),
-                            });
-                        }
-                        chunks.push(c);
+                let res = read_collect(client, req, deadline, &budget, true).await;
+                let answer = match res {
+                    Ok((chunks, Some(stream))) => Answer { chunks, stream },
+                    // `read_collect` returns the stream whenever it stops at the heads.
+                    other => {
+                        let e = other.err().unwrap_or_default();
+                        collect_ended(&id, started, Some(&e));
+                        return None;
                     }
-                    // Every node answers a `by_family` call with its heads first; an answer that
-                    // ends without them breaks the protocol, and its groups come from replicas.
-                    Err::<Answer, _>(Status::internal(
-                        "the answer ended before the end of its heads (heads_end)",
-                    ))
                 };
-                let res = match tokio::time::timeout(deadline, call).await {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(status)) => Err(status.to_string()),
-                    Err(_) => Err("deadline exceeded".to_owned()),
-                };
-                // A call whose families are still to come ends when they are read (`feed`).
-                if let Err(e) = &res {
-                    collect_ended(&id, started, Some(e));
-                }
-                res.ok().map(|answer| (id, answer, started))
+                // The call ends when its families are read (`feed`).
+                Some((id, answer, started))
             });
         }
         running
     }
 }
 
-pub(super) fn collect_ended(peer: &str, started: Instant, error: Option<&str>) {
-    let seconds = started.elapsed().as_secs_f64();
-    metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "collect").record(seconds);
-    ClusterEvent::CollectEnded {
-        peer,
-        seconds,
-        error,
-    }
-    .emit();
-}
 
 async fn finish_family_collect(
     mut running: JoinSet<Option<(String, Answer, Instant)>>,

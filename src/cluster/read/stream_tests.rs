@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use prost::Message;
+
 use super::super::feed::{Progress, Reader};
 use super::*;
 use crate::exposition::MetricType;
