@@ -36,6 +36,8 @@ pub(super) struct ClusterNode {
     /// How long a stopping node keeps serving HTTP while unready (`--cluster.drain-period`).
     pub(super) drain: Duration,
     grpc_stop: Arc<Notify>,
+    /// Ends the peers' open `Writes` calls, which the gRPC server's shutdown waits for.
+    writes_stop: tokio::sync::watch::Sender<bool>,
     grpc: tokio::task::JoinHandle<()>,
     tls_watch: Option<tokio::task::JoinHandle<()>>,
     members_gauge: tokio::task::JoinHandle<()>,
@@ -263,7 +265,10 @@ impl ClusterNode {
         let grpc_stop = Arc::new(Notify::new());
         // tonic checks a message's declared length before reading it: a message over the limit
         // is refused at its header, and no more than the limit is ever buffered per call.
-        let service = ClusterServer::new(ClusterService::new(core.clone()))
+        let limit = GlobalLimitLayer::new(s.grpc_max_concurrency);
+        let (writes_stop, stop_writes) = tokio::sync::watch::channel(false);
+        let admission = limit.batch_admission(s.grpc_timeout, stop_writes);
+        let service = ClusterServer::new(ClusterService::new(core.clone()).with_admission(admission))
             .max_decoding_message_size(s.grpc_max_message_bytes)
             .max_encoding_message_size(s.grpc_max_message_bytes);
         let stop = grpc_stop.clone();
@@ -274,7 +279,7 @@ impl ClusterNode {
             .max_frame_size(PEER_MAX_FRAME)
             .max_concurrent_streams(s.grpc_max_streams)
             .timeout(s.grpc_timeout)
-            .layer(GlobalLimitLayer::new(s.grpc_max_concurrency))
+            .layer(limit)
             .add_service(service);
         let shutdown = async move { stop.notified().await };
         let tls_watch = tls.as_ref().map(|t| t.watch(RELOAD_CHECK_INTERVAL));
@@ -361,6 +366,7 @@ impl ClusterNode {
             lifecycle,
             drain: s.drain_period,
             grpc_stop,
+            writes_stop,
             grpc,
             tls_watch,
             members_gauge,
@@ -385,6 +391,7 @@ impl ClusterNode {
             .membership
             .set_state(MemberState::Leaving)
             .await;
+        self.writes_stop.send_replace(true);
         self.grpc_stop.notify_waiters();
         self.grpc_stop.notify_one();
         let _ = self.grpc.await;

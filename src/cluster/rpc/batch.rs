@@ -294,13 +294,6 @@ impl<X: Transport> Drop for Slot<'_, X> {
     }
 }
 
-/// What is left of `deadline` as a call timeout (at least a millisecond).
-pub fn remaining(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1))
-}
-
 #[cfg(test)]
 #[path = "batch_tests.rs"]
 mod tests;

@@ -11,12 +11,13 @@ use tonic::transport::Endpoint;
 use tonic::Status;
 
 use super::super::bounds::ClusterBounds;
-use super::batch::{remaining, BatchLimits, Batcher, Transport};
+use super::batch::{BatchLimits, Batcher, Transport};
 use super::channel::PeerChannel;
 use super::pb;
 use super::pb::cluster_client::ClusterClient;
 use super::tls::TlsConnector;
 use super::wire::{failed, item_status};
+use super::writes::WriteCall;
 use crate::telemetry::metrics as m;
 use crate::tls::ClusterTls;
 
@@ -199,18 +200,13 @@ impl PeerClients {
                     collect,
                     writes: Batcher::new(
                         WriteTransport {
-                            forward: ForwardTransport {
-                                client: client.clone(),
-                            },
-                            replicate: ReplicateTransport {
-                                client: client.clone(),
-                            },
+                            call: WriteCall::new(client.clone()),
                         },
                         self.limits,
                     ),
                     waiting: Batcher::new(
                         ForwardTransport {
-                            client: client.clone(),
+                            call: WriteCall::new(client.clone()),
                         },
                         self.limits,
                     ),
@@ -234,9 +230,10 @@ pub struct ForwardOutput {
     pub left_to_sender: bool,
 }
 
-/// Sends forwarded writes to one peer (`Forward`).
+/// Sends the writes whose primary replicates before it answers, on a call of their own (see
+/// `Peer`).
 pub struct ForwardTransport {
-    client: ClusterClient<PeerChannel>,
+    call: WriteCall,
 }
 
 impl Transport for ForwardTransport {
@@ -250,45 +247,36 @@ impl Transport for ForwardTransport {
         items: Vec<pb::ForwardedWrite>,
         deadline: Instant,
     ) -> Vec<Result<Self::Output, Status>> {
-        self.call(items, Vec::new(), deadline).await.0
+        send_batch(&self.call, items, Vec::new(), deadline).await.0
     }
 }
 
-impl ForwardTransport {
-    /// Writes, and replicas for the peer to hold beside them, in one `Forward` call.
-    async fn call(
-        &self,
-        writes: Vec<pb::ForwardedWrite>,
-        replicas: Vec<pb::ReplicateRequest>,
-        deadline: Instant,
-    ) -> BothAnswers {
-        let (nf, nr) = (writes.len(), replicas.len());
-        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "forward").record((nf + nr) as f64);
-        let started = Instant::now();
-        let res = self
-            .client
-            .clone()
-            .forward(request(
-                pb::ForwardRequest { writes, replicas },
-                remaining(deadline),
-            ))
-            .await;
-        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "forward")
-            .record(started.elapsed().as_secs_f64());
-        match res {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                (
-                    forward_results(reply.results),
-                    replicate_results(reply.replica_results),
-                )
-            }
-            Err(status) => (failed(nf, &status), failed(nr, &status)),
-        }
+/// Writes, and replicas for the peer to hold beside them, in one batch on `call`.
+async fn send_batch(
+    call: &WriteCall,
+    writes: Vec<pb::ForwardedWrite>,
+    replicas: Vec<pb::ReplicateRequest>,
+    deadline: Instant,
+) -> BothAnswers {
+    let (nf, nr) = (writes.len(), replicas.len());
+    let rpc = if nf == 0 { "replicate" } else { "forward" };
+    metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => rpc).record((nf + nr) as f64);
+    let started = Instant::now();
+    let res = call
+        .send(pb::ForwardRequest { writes, replicas }, deadline)
+        .await;
+    metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => rpc)
+        .record(started.elapsed().as_secs_f64());
+    match res {
+        Ok(reply) => (
+            one_each(forward_results(reply.results), nf, "forwarded writes"),
+            one_each(replicate_results(reply.replica_results), nr, "replicas"),
+        ),
+        Err(status) => (failed(nf, &status), failed(nr, &status)),
     }
 }
 
-/// The answers of a `Forward` call's writes.
+/// The answers of a batch's forwarded writes.
 fn forward_results(results: Vec<pb::ForwardResult>) -> Vec<Result<ForwardOutput, Status>> {
     results
         .into_iter()
@@ -325,41 +313,6 @@ fn one_each<T>(answers: Vec<Result<T, Status>>, n: usize, what: &str) -> Vec<Res
     failed(n, &status)
 }
 
-/// Sends group states to one replica (`ReplicateBatch`).
-pub struct ReplicateTransport {
-    client: ClusterClient<PeerChannel>,
-}
-
-impl Transport for ReplicateTransport {
-    type Item = pb::ReplicateRequest;
-    /// Whether the replica applied the state (false: it held a newer one).
-    type Output = bool;
-
-    async fn send(
-        &self,
-        items: Vec<pb::ReplicateRequest>,
-        deadline: Instant,
-    ) -> Vec<Result<bool, Status>> {
-        let n = items.len();
-        metrics::histogram!(m::PEER_BATCH_ITEMS, "rpc" => "replicate").record(n as f64);
-        let started = Instant::now();
-        let res = self
-            .client
-            .clone()
-            .replicate_batch(request(
-                pb::ReplicateBatchRequest { items },
-                remaining(deadline),
-            ))
-            .await;
-        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "replicate_batch")
-            .record(started.elapsed().as_secs_f64());
-        match res {
-            Ok(reply) => replicate_results(reply.into_inner().results),
-            Err(status) => failed(n, &status),
-        }
-    }
-}
-
 /// A write for one peer: forwarded to it as the group's primary, or a group state (or
 /// tombstone) for it to hold.
 pub enum PeerWrite {
@@ -373,11 +326,9 @@ pub enum PeerAnswer {
     Replicated(bool),
 }
 
-/// Sends the writes and replicas queued for one peer in one `Forward` call
-/// (`ForwardRequest.replicas`); replicas alone go in a `ReplicateBatch` call.
+/// Sends the writes and replicas queued for one peer in one batch on its call.
 pub struct WriteTransport {
-    forward: ForwardTransport,
-    replicate: ReplicateTransport,
+    call: WriteCall,
 }
 
 impl Transport for WriteTransport {
@@ -404,16 +355,8 @@ impl Transport for WriteTransport {
                 }
             })
             .collect();
-        let (nf, nr) = (forwards.len(), replicas.len());
-        let (fw, rp) = if nr == 0 {
-            (self.forward.send(forwards, deadline).await, Vec::new())
-        } else if nf == 0 {
-            (Vec::new(), self.replicate.send(replicas, deadline).await)
-        } else {
-            self.forward.call(forwards, replicas, deadline).await
-        };
-        let mut fw = one_each(fw, nf, "forwarded writes").into_iter();
-        let mut rp = one_each(rp, nr, "replicas").into_iter();
+        let (fw, rp) = send_batch(&self.call, forwards, replicas, deadline).await;
+        let (mut fw, mut rp) = (fw.into_iter(), rp.into_iter());
         kinds
             .into_iter()
             .map(|forward| {

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tonic::Status;
 
 use super::super::events::{ClusterEvent, Refusal};
+use super::writes::BatchAdmission;
 
 /// A tower layer refusing calls beyond `max` in flight.
 #[derive(Clone)]
@@ -32,6 +33,22 @@ impl GlobalLimitLayer {
         GlobalLimitLayer {
             permits: Arc::new(Semaphore::new(max)),
             max,
+        }
+    }
+
+    /// The same bound for each batch of a `Writes` call (which holds a permit of its own only
+    /// while it starts), with `timeout` (`--cluster.grpc-timeout`) per batch; the calls end
+    /// when `stop` turns true.
+    pub fn batch_admission(
+        &self,
+        timeout: std::time::Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> BatchAdmission {
+        BatchAdmission {
+            permits: self.permits.clone(),
+            max: self.max,
+            timeout,
+            stop,
         }
     }
 }

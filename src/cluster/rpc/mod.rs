@@ -1,6 +1,6 @@
 //! Node-to-node gRPC (`proto/pushgate/cluster.proto`): the generated service and messages
 //! (`pb`), the tonic service a node answers with (`server`), the pooled and batched client calls
-//! to peers (`client`, `batch`, `channel`), mutual TLS on both ends (`tls`), the codec (`codec`) and the conversions between the
+//! to peers (`client`, `batch`, `channel`, and the write path's open call, `writes`), mutual TLS on both ends (`tls`), the codec (`codec`) and the conversions between the
 //! messages and the store's types (`wire`).
 
 pub mod batch;
@@ -11,6 +11,7 @@ pub mod limit;
 pub mod server;
 pub mod tls;
 pub mod wire;
+pub mod writes;
 #[cfg(test)]
 mod wire_props;
 

@@ -16,18 +16,72 @@ use super::super::write::replicate::{replica_message, stamp_of, Replica, ReturnT
 use super::pb;
 use super::pb::cluster_server::Cluster;
 use super::wire;
+use super::writes::{serve_writes, BatchAdmission, WritesStream};
 use crate::ingest::body::BodyFormat;
 use crate::ingest::{off_runtime, PushRequest};
 use crate::store::PreparedPush;
 
 /// The gRPC service peers call.
+#[derive(Clone)]
 pub struct ClusterService {
     pub(crate) core: Arc<ClusterCore>,
+    /// The bounds each batch of a `Writes` call is served within (the server's concurrency
+    /// bound and timeout, which a unary call gets from the server's layers); none in the tests
+    /// that call the service directly.
+    admission: Option<BatchAdmission>,
 }
 
 impl ClusterService {
     pub fn new(core: Arc<ClusterCore>) -> Self {
-        ClusterService { core }
+        ClusterService {
+            core,
+            admission: None,
+        }
+    }
+
+    /// Serves every batch of a `Writes` call within `admission`.
+    pub fn with_admission(mut self, admission: BatchAdmission) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// One batch of a `Writes` call: forwarded writes and replicas, each answered on its own,
+    /// in order; a batch over `--cluster.max-batch-items` is refused whole, unapplied.
+    pub(crate) async fn forward_batch(
+        &self,
+        req: pb::ForwardRequest,
+    ) -> Result<pb::ForwardReply, Status> {
+        self.within_batch_limit(req.writes.len() + req.replicas.len())?;
+        let writes = stream::iter(req.writes.into_iter().map(|w| self.forwarded(w)))
+            .buffered(BATCH_APPLY_CONCURRENCY)
+            .collect::<Vec<_>>();
+        let (answers, replica_results) = tokio::join!(writes, self.replicate_all(req.replicas));
+        let results = answers
+            .into_iter()
+            .map(|a| match a {
+                Ok(a) => pb::ForwardResult {
+                    reply: Some(write_reply_pb(a.answer)),
+                    error_code: 0,
+                    error: String::new(),
+                    replica: a.replica,
+                    own_replica: a.own,
+                    left_to_sender: a.left_to_sender,
+                },
+                Err(status) => {
+                    let (error_code, error) = wire::status_fields(&status);
+                    pb::ForwardResult {
+                        reply: None,
+                        error_code,
+                        error,
+                        ..Default::default()
+                    }
+                }
+            })
+            .collect();
+        Ok(pb::ForwardReply {
+            results,
+            replica_results,
+        })
     }
 
     /// A group state (or tombstone) from the primary, applied when newer than what is held.
@@ -253,52 +307,21 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::ReplicateReply { applied }))
     }
 
-    async fn forward(
-        &self,
-        request: Request<pb::ForwardRequest>,
-    ) -> Result<Response<pb::ForwardReply>, Status> {
-        let req = request.into_inner();
-        self.within_batch_limit(req.writes.len() + req.replicas.len())?;
-        let writes = stream::iter(req.writes.into_iter().map(|w| self.forwarded(w)))
-            .buffered(BATCH_APPLY_CONCURRENCY)
-            .collect::<Vec<_>>();
-        let (answers, replica_results) = tokio::join!(writes, self.replicate_all(req.replicas));
-        let results = answers
-            .into_iter()
-            .map(|a| match a {
-                Ok(a) => pb::ForwardResult {
-                    reply: Some(write_reply_pb(a.answer)),
-                    error_code: 0,
-                    error: String::new(),
-                    replica: a.replica,
-                    own_replica: a.own,
-                    left_to_sender: a.left_to_sender,
-                },
-                Err(status) => {
-                    let (error_code, error) = wire::status_fields(&status);
-                    pb::ForwardResult {
-                        reply: None,
-                        error_code,
-                        error,
-                        ..Default::default()
-                    }
-                }
-            })
-            .collect();
-        Ok(Response::new(pb::ForwardReply {
-            results,
-            replica_results,
-        }))
-    }
+    type WritesStream = WritesStream;
 
-    async fn replicate_batch(
+    async fn writes(
         &self,
-        request: Request<pb::ReplicateBatchRequest>,
-    ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
-        let items = request.into_inner().items;
-        self.within_batch_limit(items.len())?;
-        let results = self.replicate_all(items).await;
-        Ok(Response::new(pb::ReplicateBatchReply { results }))
+        request: Request<tonic::Streaming<pb::WriteBatch>>,
+    ) -> Result<Response<WritesStream>, Status> {
+        let svc = self.clone();
+        Ok(Response::new(serve_writes(
+            request.into_inner(),
+            self.admission.clone(),
+            move |batch| {
+                let svc = svc.clone();
+                async move { svc.forward_batch(batch).await }
+            },
+        )))
     }
 
     type CollectStream = std::pin::Pin<

@@ -16,7 +16,7 @@ pub(crate) fn item_status(code: u32, message: String) -> Status {
     Status::new(Code::from(i32::try_from(code).unwrap_or(i32::MAX)), message)
 }
 
-fn copy_status(s: &Status) -> Status {
+pub(crate) fn copy_status(s: &Status) -> Status {
     Status::new(s.code(), s.message())
 }
 
