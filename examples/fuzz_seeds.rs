@@ -236,8 +236,9 @@ fn main() {
         "tombstone",
         &with_sel(0, &tombstone.encode_to_vec()),
     );
-    let batch = pb::ReplicateBatchRequest {
-        items: groups
+    let batch = pb::ForwardRequest {
+        writes: Vec::new(),
+        replicas: groups
             .iter()
             .map(replica)
             .chain([tombstone.clone()])

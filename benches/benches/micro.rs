@@ -197,7 +197,7 @@ fn bench_merged(bencher: Bencher, orders: Option<&pushgate::store::MergedOrders>
         .bench(render);
 }
 
-/// A replica as it arrives from a group's primary (one item of a `ReplicateBatch` call, decoded
+/// A replica as it arrives from a group's primary (one replica of a `Writes` batch, decoded
 /// from the received buffer), turned into the group state the replica stores.
 #[divan::bench]
 fn decode_replica(bencher: Bencher) {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use cluster_tests::{http, wait_for, Cluster, Node};
 use pushgate::cluster::ring::score;
-use pushgate::cluster::rpc::{pb, wire, ClusterClient};
+use pushgate::cluster::rpc::{pb, wire};
+use pushgate::testsupport::peer::{Code, PeerCall};
 use pushgate::cluster::NodeId;
 use pushgate::store::GroupKey;
 
@@ -27,27 +28,16 @@ fn tombstone(job: &str) -> pb::ReplicateRequest {
     }
 }
 
-/// Sends a `ReplicateBatch` to `node`'s gRPC port, as any member could.
+/// Sends a `Writes` batch of replicas alone to `node`'s gRPC port, as any member could: the
+/// items' answers, or the batch's refusal (code and message).
 fn replicate_batch(
     node: &Node,
-    items: Vec<pb::ReplicateRequest>,
-) -> Result<pb::ReplicateBatchReply, tonic::Status> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{}", node.cluster_port);
-    rt.block_on(async move {
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .unwrap()
-            .connect()
-            .await
-            .expect("gRPC connection");
-        let mut client = ClusterClient::new(channel);
-        client
-            .replicate_batch(pb::ReplicateBatchRequest { items })
-            .await
-            .map(|r| r.into_inner())
+    replicas: Vec<pb::ReplicateRequest>,
+) -> Result<pb::ForwardReply, (Code, String)> {
+    let peer = PeerCall::new(format!("127.0.0.1:{}", node.cluster_port).parse().unwrap());
+    peer.batch(pb::ForwardRequest {
+        writes: Vec::new(),
+        replicas,
     })
 }
 
@@ -88,12 +78,8 @@ fn a_batch_over_the_item_limit_is_refused_and_nothing_applied() {
     // Five tombstones that would each hide a group: refused whole.
     let refused = replicate_batch(target, jobs.iter().map(|j| tombstone(j)).collect())
         .expect_err("a batch over the limit is refused");
-    assert_eq!(
-        refused.code(),
-        tonic::Code::ResourceExhausted,
-        "{refused:?}"
-    );
-    assert!(refused.message().contains("--cluster.max-batch-items"));
+    assert_eq!(refused.0, Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.1.contains("--cluster.max-batch-items"));
     let (st, body) = scrape(target);
     assert_eq!(st, 200);
     for j in &jobs {
@@ -109,7 +95,7 @@ fn a_batch_over_the_item_limit_is_refused_and_nothing_applied() {
     // At the limit the same kind of batch is applied (the refusal above was the limit's).
     let reply = replicate_batch(target, jobs[..4].iter().map(|j| tombstone(j)).collect())
         .expect("a batch at the limit is taken");
-    assert!(reply.results.iter().all(|r| r.applied), "{reply:?}");
+    assert!(reply.replica_results.iter().all(|r| r.applied), "{reply:?}");
     let (_, body) = scrape(target);
     assert!(!body.contains("at=\"batch0\""));
     assert!(body.contains("at=\"batch4\""));
@@ -201,11 +187,11 @@ fn a_burst_of_stand_in_copies_stops_at_the_hint_limit() {
         .collect();
     let reply = replicate_batch(here, foreign.iter().map(|j| tombstone(j)).collect())
         .expect("the batch is answered item by item");
-    let taken = reply.results.iter().filter(|r| r.applied).count();
+    let taken = reply.replica_results.iter().filter(|r| r.applied).count();
     let refused = reply
-        .results
+        .replica_results
         .iter()
-        .filter(|r| r.error_code == tonic::Code::ResourceExhausted as u32)
+        .filter(|r| r.error_code == Code::ResourceExhausted as u32)
         .count();
     assert_eq!((taken, refused), (5, 15), "{reply:?}");
     let (_, body) = scrape(here);
@@ -238,7 +224,7 @@ fn a_message_over_the_grpc_limit_is_refused_counted_and_not_applied() {
         ("pad".to_owned(), huge),
     ]));
     let refused = replicate_batch(target, vec![item]).expect_err("over the limit");
-    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert_eq!(refused.0, Code::OutOfRange, "{refused:?}");
     let (st, body) = scrape(target);
     assert_eq!(st, 200);
     assert!(body.contains("at=\"kept\""));

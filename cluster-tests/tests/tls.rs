@@ -117,18 +117,20 @@ fn request<T>(msg: T) -> tonic::Request<T> {
     req
 }
 
-/// Collect, Forward and Wipe through `client`: the error of each, `None` for a success.
+/// Collect, a `Writes` batch and Wipe through `client`: the error of each, `None` for a success.
 async fn call_every_kind(client: &ClusterClient<Channel>) -> Vec<(&'static str, Option<String>)> {
     let collect = client
         .clone()
         .collect(request(pb::CollectRequest::default()))
         .await
         .err();
-    let forward = client
-        .clone()
-        .forward(request(pb::ForwardRequest::default()))
-        .await
-        .err();
+    let forward = pushgate::cluster::rpc::writes::one_batch(
+        &mut client.clone(),
+        pb::ForwardRequest::default(),
+        Duration::from_secs(5),
+    )
+    .await
+    .err();
     let wipe = client
         .clone()
         .wipe(request(pb::WipeRequest::default()))

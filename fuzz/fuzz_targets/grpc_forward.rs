@@ -1,13 +1,11 @@
-//! `Forward` as a peer calls it (forwarded writes: prepared families, raw bodies, deletes,
+//! A `Writes` batch as a peer sends it (forwarded writes: prepared families, raw bodies, deletes,
 //! failures; and the replicas that travel with them): decoded from the wire, applied by the
 //! service of a one-node cluster to its fresh store, which then renders.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use pushgate::cluster::rpc::pb;
-use pushgate::cluster::rpc::pb::cluster_server::Cluster;
 use pushgate_fuzz::{block_on, fresh_store, one_node, render_all, scheme};
-use tonic::Request;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, msg)) = data.split_first() else {
@@ -19,8 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let store = fresh_store();
     let svc = one_node(store.clone(), scheme(sel));
     let (writes, replicas) = (req.writes.len(), req.replicas.len());
-    if let Ok(reply) = block_on(svc.forward(Request::new(req))) {
-        let reply = reply.into_inner();
+    if let Ok(reply) = block_on(svc.forward_batch(req)) {
         assert_eq!(reply.results.len(), writes, "one result per write");
         assert_eq!(
             reply.replica_results.len(),

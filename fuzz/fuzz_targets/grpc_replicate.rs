@@ -1,4 +1,4 @@
-//! `Replicate` and `ReplicateBatch` as a peer calls them: decoded from the wire, applied by the
+//! `Replicate` and a `Writes` batch of replicas alone as a peer sends them: decoded from the wire, applied by the
 //! service of a one-node cluster to its fresh store, which then renders.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -19,10 +19,14 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(req) = pb::ReplicateRequest::decode(msg) {
                 let _ = svc.replicate(Request::new(req)).await;
             }
-        } else if let Ok(req) = pb::ReplicateBatchRequest::decode(msg) {
-            let n = req.items.len();
-            if let Ok(reply) = svc.replicate_batch(Request::new(req)).await {
-                assert_eq!(reply.into_inner().results.len(), n, "one result per item");
+        } else if let Ok(req) = pb::ForwardRequest::decode(msg) {
+            let n = req.replicas.len();
+            let batch = pb::ForwardRequest {
+                writes: Vec::new(),
+                replicas: req.replicas,
+            };
+            if let Ok(reply) = svc.forward_batch(batch).await {
+                assert_eq!(reply.replica_results.len(), n, "one result per item");
             }
         }
     });

@@ -120,18 +120,17 @@ pub(crate) fn prepared(job: &str, body: &str) -> PreparedPush {
     prepare_push(key(job), families, true, &Validation::default()).expect("valid push")
 }
 
-/// One `Forward` call to `svc`; the per-write results.
+/// One batch of forwarded writes to `svc`; the per-write results.
 pub(crate) async fn forward_all(
     svc: &ClusterService,
     writes: Vec<pb::ForwardedWrite>,
 ) -> Vec<pb::ForwardResult> {
-    svc.forward(Request::new(pb::ForwardRequest {
+    svc.forward_batch(pb::ForwardRequest {
         writes,
         replicas: Vec::new(),
-    }))
+    })
     .await
     .unwrap()
-    .into_inner()
     .results
 }
 
@@ -179,11 +178,12 @@ pub(crate) fn serve_on<S: Cluster>(
     addr
 }
 
-/// A node's service as a peer, recording each `Forward` and
-/// `ReplicateBatch` call it gets (writes, replicas). With `damaged`, the first group of
-/// every chunk its collect answers carry is cut short. With `held`, a `Forward` call is
-/// recorded on arrival and then waits for a permit before it is served (as a primary's does
-/// while it replicates to other nodes).
+/// A node's service as a peer, recording each `Writes` batch it gets (as "forward" with its
+/// writes and replicas, or "replicate_batch" for replicas alone). With `damaged`, the first
+/// group of every chunk its collect answers carry is cut short. With `held`, a batch with
+/// writes is recorded on arrival and then waits for a permit before it is served (as a
+/// primary's does while it replicates to other nodes).
+#[derive(Clone)]
 pub(crate) struct TestPeer {
     pub(crate) svc: ClusterService,
     pub(crate) damaged: bool,
@@ -194,8 +194,8 @@ pub(crate) struct TestPeer {
     pub(crate) calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     /// Forwarded writes that carried a body not decoded yet.
     pub(crate) bodies: Arc<AtomicUsize>,
-    /// This many `Forward` and `ReplicateBatch` calls are answered `UNAVAILABLE` first (as
-    /// a call on a connection to a node that has since restarted fails).
+    /// This many batches are refused `UNAVAILABLE` first (as a batch on a connection to a
+    /// node that has since restarted fails).
     pub(crate) refuse_first: Arc<AtomicUsize>,
 }
 
@@ -212,6 +212,26 @@ impl TestPeer {
             Ok(_) => Err(Status::unavailable("connection reset")),
             Err(_) => Ok(()),
         }
+    }
+
+    /// One batch: recorded, held while `held` has no permit (batches with writes), served.
+    async fn batch(&self, req: pb::ForwardRequest) -> Result<pb::ForwardReply, Status> {
+        self.refused()?;
+        if req.writes.is_empty() {
+            self.calls
+                .lock()
+                .push(("replicate_batch", 0, req.replicas.len()));
+            return self.svc.forward_batch(req).await;
+        }
+        self.calls
+            .lock()
+            .push(("forward", req.writes.len(), req.replicas.len()));
+        let bodies = req.writes.iter().filter(|w| w.body.is_some()).count();
+        self.bodies.fetch_add(bodies, Ordering::Relaxed);
+        if let Some(gate) = &self.held {
+            let _permit = gate.acquire().await.unwrap();
+        }
+        self.svc.forward_batch(req).await
     }
 
     pub(crate) fn new(svc: ClusterService) -> Self {
@@ -326,30 +346,19 @@ impl Cluster for TestPeer {
     async fn sync(&self, r: Request<pb::SyncRequest>) -> Result<Response<pb::SyncReply>, Status> {
         self.svc.sync(r).await
     }
-    async fn forward(
+    type WritesStream = crate::cluster::rpc::writes::WritesStream;
+    async fn writes(
         &self,
-        r: Request<pb::ForwardRequest>,
-    ) -> Result<Response<pb::ForwardReply>, Status> {
-        self.refused()?;
-        let req = r.get_ref();
-        self.calls
-            .lock()
-            .push(("forward", req.writes.len(), req.replicas.len()));
-        let bodies = req.writes.iter().filter(|w| w.body.is_some()).count();
-        self.bodies.fetch_add(bodies, Ordering::Relaxed);
-        if let Some(gate) = &self.held {
-            let _permit = gate.acquire().await.unwrap();
-        }
-        self.svc.forward(r).await
-    }
-    async fn replicate_batch(
-        &self,
-        r: Request<pb::ReplicateBatchRequest>,
-    ) -> Result<Response<pb::ReplicateBatchReply>, Status> {
-        self.refused()?;
-        self.calls
-            .lock()
-            .push(("replicate_batch", 0, r.get_ref().items.len()));
-        self.svc.replicate_batch(r).await
+        r: Request<tonic::Streaming<pb::WriteBatch>>,
+    ) -> Result<Response<Self::WritesStream>, Status> {
+        let me = self.clone();
+        Ok(Response::new(crate::cluster::rpc::writes::serve_writes(
+            r.into_inner(),
+            None,
+            move |batch| {
+                let me = me.clone();
+                async move { me.batch(batch).await }
+            },
+        )))
     }
 }

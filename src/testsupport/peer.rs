@@ -160,16 +160,10 @@ impl PeerCall {
             replace_all: true,
             ..Default::default()
         };
-        let req = self.request(pb::ForwardRequest {
+        let reply = self.batch(pb::ForwardRequest {
             writes: vec![w],
             replicas: Vec::new(),
-        });
-        let mut client = self.client();
-        let reply = self
-            .rt
-            .block_on(client.forward(req))
-            .map_err(|s| (s.code(), s.message().to_owned()))?
-            .into_inner();
+        })?;
         let r = reply.results.into_iter().next().unwrap_or_default();
         if r.error_code != 0 {
             return Err((tonic::Code::from(r.error_code as i32), r.error));
@@ -186,19 +180,29 @@ impl PeerCall {
             .map_err(|s| (s.code(), s.message().to_owned()))
     }
 
-    /// One `ReplicateBatch` call: each item's result, an error for a refused one.
+    /// One `Writes` batch on a call of its own: the items' answers, or the batch's refusal.
+    pub fn batch(&self, batch: pb::ForwardRequest) -> Result<pb::ForwardReply, Refusal> {
+        let mut client = self.client();
+        self.rt
+            .block_on(crate::cluster::rpc::writes::one_batch(
+                &mut client,
+                batch,
+                Duration::from_secs(5),
+            ))
+            .map_err(|s| (s.code(), s.message().to_owned()))
+    }
+
+    /// A `Writes` batch of replicas alone: each item's result, an error for a refused one.
     pub fn replicate_batch(
         &self,
         items: Vec<pb::ReplicateRequest>,
     ) -> Result<Vec<Result<bool, Refusal>>, Refusal> {
-        let mut client = self.client();
-        let reply = self
-            .rt
-            .block_on(client.replicate_batch(self.request(pb::ReplicateBatchRequest { items })))
-            .map_err(|s| (s.code(), s.message().to_owned()))?
-            .into_inner();
+        let reply = self.batch(pb::ForwardRequest {
+            writes: Vec::new(),
+            replicas: items,
+        })?;
         Ok(reply
-            .results
+            .replica_results
             .into_iter()
             .map(|r| {
                 if r.error_code == 0 {

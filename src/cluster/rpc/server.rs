@@ -47,7 +47,7 @@ impl ClusterService {
 
     /// One batch of a `Writes` call: forwarded writes and replicas, each answered on its own,
     /// in order; a batch over `--cluster.max-batch-items` is refused whole, unapplied.
-    pub(crate) async fn forward_batch(
+    pub async fn forward_batch(
         &self,
         req: pb::ForwardRequest,
     ) -> Result<pb::ForwardReply, Status> {

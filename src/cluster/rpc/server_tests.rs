@@ -158,7 +158,7 @@ async fn forwarded_families_are_stored_as_the_receiving_node_prepared_them() {
         writes: vec![forwarded("j", BODY)],
         replicas: Vec::new(),
     };
-    let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
+    let reply = svc.forward_batch(req).await.unwrap();
     assert_eq!(reply.results.len(), 1);
     assert_eq!(reply.results[0].error_code, 0);
     assert_eq!(reply.results[0].reply.as_ref().unwrap().status, 200);
@@ -219,12 +219,7 @@ async fn a_forward_batch_answers_every_item_on_its_own_and_bad_items_change_noth
         ],
         replicas: Vec::new(),
     };
-    let results = svc
-        .forward(Request::new(req))
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let results = svc.forward_batch(req).await.unwrap().results;
     let codes: Vec<u32> = results.iter().map(|r| r.error_code).collect();
     let invalid = tonic::Code::InvalidArgument as u32;
     assert_eq!(
@@ -372,7 +367,7 @@ async fn replicas_inside_a_forward_call_are_answered_item_by_item() {
         writes: vec![forwarded("w", BODY)],
         replicas: vec![replica_of("r", 5), replica_of("r", 4), broken],
     };
-    let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
+    let reply = svc.forward_batch(req).await.unwrap();
     assert_eq!(reply.results.len(), 1);
     assert_eq!(reply.results[0].reply.as_ref().unwrap().status, 200);
     let r = &reply.replica_results;
@@ -407,24 +402,29 @@ async fn a_batch_over_the_item_limit_is_refused_whole() {
         writes: vec![forwarded("w1", BODY), forwarded("w2", BODY)],
         replicas: vec![replica_of("r1", 5), replica_of("r2", 5)],
     };
-    let refused = svc.forward(Request::new(req)).await.unwrap_err();
+    let refused = svc.forward_batch(req).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
     assert!(refused.message().contains("--cluster.max-batch-items"));
-    let items = (0..4).map(|i| replica_of(&format!("b{i}"), 5)).collect();
+    let replicas = (0..4).map(|i| replica_of(&format!("b{i}"), 5)).collect();
     let refused = svc
-        .replicate_batch(Request::new(pb::ReplicateBatchRequest { items }))
+        .forward_batch(pb::ForwardRequest {
+            writes: Vec::new(),
+            replicas,
+        })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
     assert_eq!(store.group_count(), 0, "nothing applied");
     // At the limit, the batch is applied.
-    let items = (0..3).map(|i| replica_of(&format!("b{i}"), 5)).collect();
+    let replicas = (0..3).map(|i| replica_of(&format!("b{i}"), 5)).collect();
     let reply = svc
-        .replicate_batch(Request::new(pb::ReplicateBatchRequest { items }))
+        .forward_batch(pb::ForwardRequest {
+            writes: Vec::new(),
+            replicas,
+        })
         .await
-        .unwrap()
-        .into_inner();
-    assert!(reply.results.iter().all(|r| r.applied));
+        .unwrap();
+    assert!(reply.replica_results.iter().all(|r| r.applied));
     assert_eq!(store.group_count(), 3);
 }
 
@@ -521,8 +521,9 @@ mod never_panic {
             ("forward", forward.encode_to_vec()),
             (
                 "batch",
-                pb::ReplicateBatchRequest {
-                    items: vec![replica, tombstone],
+                pb::ForwardRequest {
+                    writes: Vec::new(),
+                    replicas: vec![replica, tombstone],
                 }
                 .encode_to_vec(),
             ),
@@ -550,19 +551,19 @@ mod never_panic {
             "forward" => {
                 if let Ok(req) = pb::ForwardRequest::decode(b) {
                     let n = req.writes.len();
-                    let reply = svc.forward(Request::new(req)).await.unwrap().into_inner();
+                    let reply = svc.forward_batch(req).await.unwrap();
                     assert_eq!(reply.results.len(), n);
                 }
             }
             "batch" => {
-                if let Ok(req) = pb::ReplicateBatchRequest::decode(b) {
-                    let n = req.items.len();
-                    let reply = svc
-                        .replicate_batch(Request::new(req))
-                        .await
-                        .unwrap()
-                        .into_inner();
-                    assert_eq!(reply.results.len(), n);
+                if let Ok(req) = pb::ForwardRequest::decode(b) {
+                    let n = req.replicas.len();
+                    let req = pb::ForwardRequest {
+                        writes: Vec::new(),
+                        replicas: req.replicas,
+                    };
+                    let reply = svc.forward_batch(req).await.unwrap();
+                    assert_eq!(reply.replica_results.len(), n);
                 }
             }
             "sync" => {

@@ -68,14 +68,28 @@ where
         let mut stop = admission.as_ref().map(|a| a.stop.clone());
         let mut running = FuturesUnordered::new();
         let mut reading = true;
+        let mut failed = None;
         while reading || !running.is_empty() {
             tokio::select! {
                 () = stopping(&mut stop), if reading => reading = false,
                 next = inbound.next(), if reading && running.len() < BATCHES_PER_CALL => match next {
                     Some(Ok(batch)) => running.push(run_batch(batch, admission.clone(), &handle)),
-                    // The peer ended its side, or the connection failed: the batches read are
-                    // still answered (to a peer that can hear them).
-                    Some(Err(_)) | None => reading = false,
+                    // The peer ended its side: the batches read are still answered.
+                    None => reading = false,
+                    // A message that could not be read (over --cluster.grpc-max-message-bytes,
+                    // or not a batch): the batches read before it are answered, then the call
+                    // ends with its status, which fails the batch at the sender.
+                    Some(Err(status)) => {
+                        if status.code() == tonic::Code::OutOfRange {
+                            ClusterEvent::Refused {
+                                reason: Refusal::MessageBytes,
+                                detail: "a peer's message is over --cluster.grpc-max-message-bytes",
+                            }
+                            .emit();
+                        }
+                        failed = Some(status);
+                        reading = false;
+                    }
                 },
                 Some(reply) = running.next(), if !running.is_empty() => {
                     if tx.send(Ok(reply)).await.is_err() {
@@ -84,6 +98,9 @@ where
                     }
                 }
             }
+        }
+        if let Some(status) = failed {
+            let _ = tx.send(Err(status)).await;
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
