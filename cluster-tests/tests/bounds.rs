@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use cluster_tests::{http, wait_for, Cluster, Node};
 use pushgate::cluster::ring::score;
 use pushgate::cluster::rpc::{pb, wire};
-use pushgate::testsupport::peer::{Code, PeerCall};
 use pushgate::cluster::NodeId;
 use pushgate::store::GroupKey;
+use pushgate::testsupport::peer::{Code, PeerCall};
 
 fn key(job: &str) -> GroupKey {
     GroupKey::new(vec![("job".to_owned(), job.to_owned())])

@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             replace_all,
             has_timestamps,
             aggregating: false,
+            agg_digest: 0,
             ttl: 0.0,
         },
         1.0,

@@ -35,7 +35,7 @@
 //! # A push
 //!
 //! HTTP -> `gateway::ClusterGateway::push` -> `write::route` (decoded and checked here, or, on an
-//! entry-heavy node, left to the primary) -> `rpc::client` (`Forward`, batched per peer) ->
+//! entry-heavy node, left to the primary) -> `rpc::client` (batched per peer, on an open `Writes` call) ->
 //! `rpc::server` on the primary -> `write::replicate` (stamped by `clock`, applied to the store,
 //! copied to the next R-1 nodes in `ring` order; or, when the sender replicates, answered at once
 //! and copied by the sender's `write::route`) -> the answer once R nodes hold the write.

@@ -194,6 +194,9 @@ pub(crate) struct TestPeer {
     pub(crate) calls: Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
     /// Forwarded writes that carried a body not decoded yet.
     pub(crate) bodies: Arc<AtomicUsize>,
+    /// The bounds its `Writes` batches are served within (none: unbounded, as a service called
+    /// directly).
+    pub(crate) admission: Option<crate::cluster::rpc::writes::BatchAdmission>,
     /// This many batches are refused `UNAVAILABLE` first (as a batch on a connection to a
     /// node that has since restarted fails).
     pub(crate) refuse_first: Arc<AtomicUsize>,
@@ -240,6 +243,7 @@ impl TestPeer {
             damaged: false,
             groups_only: false,
             held: None,
+            admission: None,
             calls: Default::default(),
             bodies: Default::default(),
             refuse_first: Default::default(),
@@ -354,7 +358,7 @@ impl Cluster for TestPeer {
         let me = self.clone();
         Ok(Response::new(crate::cluster::rpc::writes::serve_writes(
             r.into_inner(),
-            None,
+            self.admission.clone(),
             move |batch| {
                 let me = me.clone();
                 async move { me.batch(batch).await }

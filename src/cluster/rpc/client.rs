@@ -1,5 +1,5 @@
 //! The client side of the node-to-node calls: one pooled channel per peer, and the batching
-//! queues of the write path's calls to it (forwarded writes and replicas).
+//! queues of the write path's batches to it (forwarded writes and replicas).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,9 +50,11 @@ pub struct PeerClients {
 /// One peer: its channel and the batching queues of the writes forwarded to it and the replicas
 /// sent to it.
 ///
+/// Each queue sends its batches on an open `Writes` call of its own (`writes::WriteCall`).
 /// A write whose primary is asked to leave the replication to this node
-/// (`ForwardedWrite.sender_replicates`) and a replica share a queue and a call: the primary answers
-/// such a write without calling any other node, so the call waits on nothing but the peer's store.
+/// (`ForwardedWrite.sender_replicates`) and a replica share a queue and a batch: the primary
+/// answers such a write without calling any other node, so the batch waits on nothing but the
+/// peer's store.
 /// A write the primary is to replicate before answering (this node receives far more writes than it
 /// applies for others; see `write::entry_load::EntryLoad`) waits on the primary's calls to other
 /// nodes, so it goes in a queue of its own (`waiting`): had it shared the queue, a replica behind

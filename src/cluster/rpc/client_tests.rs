@@ -86,7 +86,7 @@ async fn batched_calls_round_trip_over_grpc() {
 }
 
 /// Writes and replicas queued for one peer at the same time, through real gRPC: they share
-/// one `Forward` call; each item gets its own answer.
+/// one batch; each item gets its own answer.
 #[tokio::test]
 async fn writes_and_replicas_for_one_peer_share_a_call() {
     let (store, svc) = service(1);
@@ -96,7 +96,7 @@ async fn writes_and_replicas_for_one_peer_share_a_call() {
     let clients = PeerClients::new(Duration::from_secs(5));
     let peer = clients.peer(addr);
     let deadline = || Instant::now() + Duration::from_secs(5);
-    // A first write alone: the peer is then known to answer `Forward`.
+    // A first write alone: the peer is then known to answer batches.
     assert_eq!(
         peer.forward(forwarded("w0", BODY), 100, deadline())
             .await

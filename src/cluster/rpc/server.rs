@@ -134,7 +134,7 @@ impl ClusterService {
         self.core.take_replica(req).await
     }
 
-    /// One write of a `Forward` call: the families arrive prepared by the receiving node, so
+    /// One forwarded write of a `Writes` batch: the families arrive prepared by the receiving node, so
     /// their layout is validated (`StoredFamily::from_wire`) but nothing is decoded or encoded.
     async fn forwarded(&self, w: pb::ForwardedWrite) -> Result<ForwardedAnswer, Status> {
         let _applying = self.core.admit()?;

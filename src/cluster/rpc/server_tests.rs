@@ -311,7 +311,7 @@ async fn damaged_forwarded_families_are_refused_or_render_as_valid_exposition() 
 }
 
 /// A primary asked to leave the replication to the sender answers without calling any
-/// node: a `Forward` call then waits on nothing but the primary's store, so replicas may
+/// node: a batch then waits on nothing but the primary's store, so replicas may
 /// share its queue and call (three nodes forwarding to each other in a ring cannot wait on
 /// each other). Here the other owner never answers; had the primary called it, the write
 /// would have waited for it and failed.
@@ -356,7 +356,7 @@ async fn a_forward_left_to_its_sender_is_answered_without_calling_any_node() {
     assert_eq!(accepted.load(Ordering::SeqCst), 0, "no node was called");
 }
 
-/// Replicas inside a `Forward` call (`ForwardRequest.replicas`) are applied and answered
+/// Replicas inside a batch with writes (`ForwardRequest.replicas`) are applied and answered
 /// item by item, beside the writes.
 #[tokio::test]
 async fn replicas_inside_a_forward_call_are_answered_item_by_item() {
@@ -684,8 +684,9 @@ async fn forwarded_aggregating_pushes_are_checked_like_a_clients() {
     assert!(text.contains("c{instance=\"\",job=\"agg\"} 1\n"), "{text}");
 }
 
-/// An aggregating push whose `Forward` call is dropped while its copy is under way (the call's
-/// `grpc-timeout` ran out, as when a partition cut off the sender or the other owner) is still
+/// An aggregating push whose forwarded batch is dropped while its copy is under way (it ran out
+/// of `--cluster.grpc-timeout`, or its call was reset, as when a partition cut off the sender or
+/// the other owner) is still
 /// taken back once too few nodes took it: it must not stay counted on this node alone while its
 /// client, answered 503, retries it elsewhere. Until then a retry with its key is refused, not
 /// acknowledged as a repeat of a push that may yet be taken back.

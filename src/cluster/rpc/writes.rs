@@ -78,15 +78,9 @@ where
                     None => reading = false,
                     // A message that could not be read (over --cluster.grpc-max-message-bytes,
                     // or not a batch): the batches read before it are answered, then the call
-                    // ends with its status, which fails the batch at the sender.
+                    // ends with its status, which fails the batch at the sender (and is counted
+                    // by the server's `GlobalLimit` as the trailers go out).
                     Some(Err(status)) => {
-                        if status.code() == tonic::Code::OutOfRange {
-                            ClusterEvent::Refused {
-                                reason: Refusal::MessageBytes,
-                                detail: "a peer's message is over --cluster.grpc-max-message-bytes",
-                            }
-                            .emit();
-                        }
                         failed = Some(status);
                         reading = false;
                     }
@@ -352,3 +346,7 @@ where
         .await
         .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer before the deadline")))
 }
+
+#[cfg(test)]
+#[path = "writes_tests.rs"]
+mod tests;

@@ -57,7 +57,7 @@ impl ClusterCore {
     }
 
     /// [`Self::apply_as_primary`] for an aggregating push, in a task of its own. The call that
-    /// brought the push (a client's request, a peer's forward under its `grpc-timeout`) may be
+    /// brought the push (a client's request, a peer's batch under `--cluster.grpc-timeout`) may be
     /// dropped while the copies are under way, and the push must still be taken back when fewer
     /// than R nodes took it: else it would count on this node alone while its client, answered
     /// 503, retries it elsewhere, and it would count twice once the copies merge.
