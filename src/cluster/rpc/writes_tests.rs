@@ -190,3 +190,20 @@ async fn a_stopping_node_ends_its_open_calls_and_the_next_batch_opens_a_new_one(
         .unwrap()
         .unwrap();
 }
+
+/// A batch to a node that cannot be reached fails with the connection's `UNAVAILABLE`, naming the
+/// connection: the write path then knows the batch was certainly not applied (an aggregating push
+/// may go to the next node; `route::certainly_not_applied`), as it did for a unary call.
+#[tokio::test]
+async fn a_batch_to_an_unreachable_node_fails_naming_the_connection() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let call = WriteCall::new(PeerClients::new(Duration::from_millis(500)).client(addr));
+    let failed = call
+        .send(replicas(&["r"]), deadline())
+        .await
+        .expect_err("nobody listens");
+    assert_eq!(failed.code(), tonic::Code::Unavailable, "{failed:?}");
+    assert!(failed.message().contains("tcp connect error"), "{failed:?}");
+}

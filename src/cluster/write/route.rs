@@ -357,10 +357,15 @@ fn certainly_not_applied(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::ResourceExhausted => true,
         tonic::Code::Unavailable => {
-            // A connection tonic could not make, or a node leaving the cluster
-            // (`ClusterCore::admit`), which refuses before applying.
+            // A connection that could not be made (hyper's TCP connector, or the TLS
+            // connector's timeout), or a node leaving the cluster (`ClusterCore::admit`), which
+            // refuses before applying. Not any message with "connect" in it: a connection that
+            // broke after the batch was sent ("connection reset", "connection closed") may have
+            // carried it, and on an open `Writes` call many batches ride one connection.
             let m = status.message();
-            m.contains("connect") || m.contains("leaving the cluster")
+            m.contains("tcp connect error")
+                || m.starts_with("connecting to ")
+                || m.contains("leaving the cluster")
         }
         _ => false,
     }

@@ -309,3 +309,27 @@ async fn a_body_decoded_by_the_primary_is_refused_as_a_single_node_refuses_it() 
         assert_eq!(failed(&store_b), failed(single.store()), "{what}");
     }
 }
+
+/// Only a connection that was never made, or a refusal before anything was applied, lets an
+/// aggregating push go to the next node; a connection that broke may have carried it.
+#[test]
+fn only_a_failure_before_sending_is_certainly_not_applied() {
+    use tonic::Status;
+    for certain in [
+        Status::unavailable("tcp connect error"),
+        Status::unavailable("connecting to 127.0.0.1:7 timed out"),
+        Status::unavailable("this node is leaving the cluster and has handed its groups over"),
+        Status::resource_exhausted("a batch of 300 items exceeds this node's limit"),
+    ] {
+        assert!(super::certainly_not_applied(&certain), "{certain:?}");
+    }
+    for maybe in [
+        Status::unavailable("connection reset"),
+        Status::unavailable("error reading a body from connection"),
+        Status::unavailable("the peer ended the call"),
+        Status::deadline_exceeded("no answer from the peer before the deadline"),
+        Status::unknown("h2 protocol error: connection closed"),
+    ] {
+        assert!(!super::certainly_not_applied(&maybe), "{maybe:?}");
+    }
+}
