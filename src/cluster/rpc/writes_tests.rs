@@ -47,19 +47,34 @@ fn admission(permits: usize, stop: watch::Receiver<bool>) -> BatchAdmission {
     }
 }
 
-/// A batch held in the peer does not hold the batches sent after it on the same call: each is
-/// answered as it ends, and every answer reaches the batch it belongs to.
-#[tokio::test]
-async fn batches_on_one_call_are_answered_in_any_order_each_with_its_own_answers() {
+/// A peer serving on real gRPC whose batches with writes wait for a permit of the returned gate
+/// (within `admission`), its store, its record of batches, and a call to it.
+async fn held_peer(
+    admission: Option<BatchAdmission>,
+) -> (
+    Arc<crate::store::Store>,
+    Arc<Semaphore>,
+    Arc<parking_lot::Mutex<Vec<RecordedCall>>>,
+    Arc<WriteCall>,
+) {
     let (store, svc) = service(1);
     let gate = Arc::new(Semaphore::new(0));
     let mut peer = TestPeer::new(svc);
     peer.held = Some(gate.clone());
+    peer.admission = admission;
     let calls = peer.calls.clone();
     let addr = serve(peer).await;
     let call = Arc::new(WriteCall::new(
         PeerClients::new(Duration::from_secs(5)).client(addr),
     ));
+    (store, gate, calls, call)
+}
+
+/// A batch held in the peer does not hold the batches sent after it on the same call: each is
+/// answered as it ends, and every answer reaches the batch it belongs to.
+#[tokio::test]
+async fn batches_on_one_call_are_answered_in_any_order_each_with_its_own_answers() {
+    let (store, gate, calls, call) = held_peer(None).await;
     let held = tokio::spawn({
         let call = call.clone();
         async move { call.send(writes(&["held1", "held2"]), deadline()).await }
@@ -84,15 +99,7 @@ async fn batches_on_one_call_are_answered_in_any_order_each_with_its_own_answers
 /// `BATCHES_PER_CALL` batches of one call are read until one is answered, and none is lost.
 #[tokio::test]
 async fn a_call_has_at_most_a_few_batches_served_at_once() {
-    let (store, svc) = service(1);
-    let gate = Arc::new(Semaphore::new(0));
-    let mut peer = TestPeer::new(svc);
-    peer.held = Some(gate.clone());
-    let calls = peer.calls.clone();
-    let addr = serve(peer).await;
-    let call = Arc::new(WriteCall::new(
-        PeerClients::new(Duration::from_secs(5)).client(addr),
-    ));
+    let (store, gate, calls, call) = held_peer(None).await;
     let n = BATCHES_PER_CALL + 2;
     let sent: Vec<_> = (0..n)
         .map(|i| {
@@ -118,17 +125,8 @@ async fn a_call_has_at_most_a_few_batches_served_at_once() {
 /// reached is refused whole, unapplied, while the call stays open for the next.
 #[tokio::test]
 async fn a_batch_beyond_the_nodes_concurrency_bound_is_refused_unapplied() {
-    let (store, svc) = service(1);
-    let gate = Arc::new(Semaphore::new(0));
     let (_stop, stopped) = watch::channel(false);
-    let mut peer = TestPeer::new(svc);
-    peer.held = Some(gate.clone());
-    peer.admission = Some(admission(1, stopped));
-    let calls = peer.calls.clone();
-    let addr = serve(peer).await;
-    let call = Arc::new(WriteCall::new(
-        PeerClients::new(Duration::from_secs(5)).client(addr),
-    ));
+    let (store, gate, calls, call) = held_peer(Some(admission(1, stopped))).await;
     let held = tokio::spawn({
         let call = call.clone();
         async move { call.send(writes(&["held"]), deadline()).await }
