@@ -73,7 +73,7 @@ where
             tokio::select! {
                 () = stopping(&mut stop), if reading => reading = false,
                 next = inbound.next(), if reading && running.len() < BATCHES_PER_CALL => match next {
-                    Some(Ok(batch)) => running.push(run_batch(batch, admission.clone(), &handle)),
+                    Some(Ok(batch)) => running.push(run_batch(batch, admission.as_ref(), &handle)),
                     // The peer ended its side: the batches read are still answered.
                     None => reading = false,
                     // A message that could not be read (over --cluster.grpc-max-message-bytes,
@@ -114,7 +114,7 @@ async fn stopping(stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
 /// One batch, within `admission`, answered under its id.
 async fn run_batch<F, Fut>(
     batch: pb::WriteBatch,
-    admission: Option<BatchAdmission>,
+    admission: Option<&BatchAdmission>,
     handle: &F,
 ) -> pb::WriteBatchReply
 where
@@ -131,7 +131,7 @@ where
             error,
         }
     };
-    let _permit = match &admission {
+    let _permit = match admission {
         Some(a) => match a.permits.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
@@ -155,7 +155,7 @@ where
         ));
     };
     let run = handle(items);
-    let result = match &admission {
+    let result = match admission {
         Some(a) => match tokio::time::timeout(a.timeout, run).await {
             Ok(r) => r,
             Err(_) => {

@@ -205,3 +205,34 @@ async fn a_batch_to_an_unreachable_node_fails_naming_the_connection() {
     assert_eq!(failed.code(), tonic::Code::Unavailable, "{failed:?}");
     assert!(failed.message().contains("tcp connect error"), "{failed:?}");
 }
+
+/// A hostile peer's batch message without its items is refused under its own id, and the call
+/// goes on serving the batches after it.
+#[tokio::test]
+async fn a_batch_without_items_is_refused_under_its_id() {
+    let (store, svc) = service(1);
+    let addr = serve(TestPeer::new(svc)).await;
+    let mut client = PeerClients::new(Duration::from_secs(5)).client(addr);
+    let batches = tokio_stream::iter([
+        pb::WriteBatch { id: 7, batch: None },
+        pb::WriteBatch {
+            id: 8,
+            batch: Some(replicas(&["after"])),
+        },
+    ]);
+    let mut answers = client.writes(batches).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    while let Some(a) = answers.message().await.unwrap() {
+        got.push(a);
+    }
+    got.sort_by_key(|a| a.id);
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].id, got[0].error_code),
+        (7, tonic::Code::InvalidArgument as u32)
+    );
+    assert!(got[0].reply.is_none());
+    assert_eq!((got[1].id, got[1].error_code), (8, 0));
+    assert!(got[1].reply.as_ref().unwrap().replica_results[0].applied);
+    assert_eq!(store.group_count(), 1, "only the batch after it was applied");
+}
