@@ -439,8 +439,6 @@ fn functions_through_the_balancer_through_a_partition_and_a_stand_in() {
 
     // Prometheus, through the balancer, the whole time: the counter never went down, and it
     // rose by exactly what was acknowledged after the first invocation.
-    // Whole seconds since `started`: the window begins after it.
-    let window = started.elapsed().as_secs();
     let settled = format!("max_over_time({series}[5s])");
     wait_for(
         "Prometheus to scrape the last value",
@@ -450,17 +448,23 @@ fn functions_through_the_balancer_through_a_partition_and_a_stand_in() {
                 .is_ok_and(|r| r.first().is_some_and(|(_, v)| *v == acked.count as f64))
         },
     );
+    // The window must begin before the first measured push, and not before the 3 s in which
+    // the first invocation's value was seen settled. Taken again for each query (a window taken
+    // once, before a wait, starts after `started` and misses the first pushes): whole seconds
+    // since `started`, plus 2, start it between 1 and 2 s before `started`.
+    let window = || started.elapsed().as_secs() + 2;
     let resets = prom
-        .query(&format!("resets({series}[{window}s])"))
+        .query(&format!("resets({series}[{}s])", window()))
         .expect("query");
     assert_eq!(
         resets.first().map(|(_, v)| *v),
         Some(0.0),
         "the counter went down in a scrape through the balancer"
     );
+    let w = window();
     let grew = prom
         .query(&format!(
-            "max_over_time({series}[{window}s]) - min_over_time({series}[{window}s])"
+            "max_over_time({series}[{w}s]) - min_over_time({series}[{w}s])"
         ))
         .expect("query");
     assert_eq!(
@@ -468,8 +472,9 @@ fn functions_through_the_balancer_through_a_partition_and_a_stand_in() {
         Some((acked.count - first.count) as f64),
         "Prometheus saw the counter rise by what was pushed"
     );
+    let w = window();
     let rate = prom
-        .query(&format!("rate({series}[{window}s]) * {window}"))
+        .query(&format!("rate({series}[{w}s]) * {w}"))
         .expect("query");
     let pushed = (acked.count - first.count) as f64;
     let seen = rate.first().map_or(0.0, |(_, v)| *v);
