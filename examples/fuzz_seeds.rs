@@ -344,11 +344,23 @@ fn main() {
         ],
         want_owned: true,
         wipe_watermark: 3,
+        summary: Vec::new(),
     };
     c.put(
         "grpc_sync_wipe",
         "sync",
         &with_sel(0, &sync.encode_to_vec()),
+    );
+    let summary = pb::SyncRequest {
+        from: "b".into(),
+        summary: vec![0, 7, u64::MAX, 1],
+        wipe_watermark: 3,
+        ..Default::default()
+    };
+    c.put(
+        "grpc_sync_wipe",
+        "sync-summary",
+        &with_sel(0, &summary.encode_to_vec()),
     );
     c.put(
         "grpc_sync_wipe",
@@ -378,6 +390,7 @@ fn main() {
         }],
         missing: vec![0],
         wipe_watermark: 3,
+        differing: vec![1],
     };
     c.put(
         "grpc_replies",

@@ -137,9 +137,18 @@ fn hostile_peer_messages_are_refused_counted_and_change_nothing() {
     }
     invalid(peer.wipe(u64::MAX), "wipe at u64::MAX");
     invalid(peer.sync(&victim, future), "future sync entry");
+    // Anti-entropy summaries: one too large to sum, one that also lists entries.
+    invalid(
+        peer.sync_summary(1 << 17, &victim, 0).map(|_| ()),
+        "summary of 131,072 buckets",
+    );
+    invalid(
+        peer.sync_summary(4, &victim, 1).map(|_| ()),
+        "summary with entries",
+    );
 
     assert_eq!(refused(a, "invalid_family"), 2.0);
-    assert_eq!(refused(a, "malformed"), 2.0);
+    assert_eq!(refused(a, "malformed"), 4.0);
     assert_eq!(refused(a, "future_version"), 6.0);
     let after: Vec<(String, String)> = [a, b].iter().map(|n| (pushed_part(n), api(n))).collect();
     assert_eq!(

@@ -202,7 +202,8 @@ pub(crate) struct TestPeer {
     pub(crate) refuse_first: Arc<AtomicUsize>,
 }
 
-/// The method, and how many writes and replicas it carried.
+/// The method, and how many writes and replicas it carried (for "sync": entries and summary
+/// buckets).
 pub(crate) type RecordedCall = (&'static str, usize, usize);
 
 impl TestPeer {
@@ -348,6 +349,10 @@ impl Cluster for TestPeer {
         self.svc.wipe(r).await
     }
     async fn sync(&self, r: Request<pb::SyncRequest>) -> Result<Response<pb::SyncReply>, Status> {
+        let req = r.get_ref();
+        self.calls
+            .lock()
+            .push(("sync", req.entries.len(), req.summary.len()));
         self.svc.sync(r).await
     }
     type WritesStream = crate::cluster::rpc::writes::WritesStream;

@@ -116,7 +116,13 @@ impl Group {
             ],
             [self.push_time, self.failure_time, self.ttl],
             self.agg_digest,
-            self.families.values().map(|(f, at, _, v)| (&*f.name, *v, *at)),
+            // The names from the map's keys: the same interned strings as the families', which
+            // are each a cold allocation to touch in a pass over a large store (anti-entropy
+            // digests every group each round).
+            self.families
+                .0
+                .iter()
+                .map(|(name, (_, at, _, v))| (&**name, *v, *at)),
         )
     }
 

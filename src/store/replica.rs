@@ -185,6 +185,26 @@ impl Store {
             .collect()
     }
 
+    /// The key hash and digest of every group and tombstone held: what a `Sync` summary of
+    /// this node's copies is summed from (the callee's side; its caller lists from
+    /// [`Self::versions`] and [`Self::tombstones`]).
+    pub fn sync_digests(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = {
+            let inner = self.inner.read();
+            inner
+                .groups
+                .values()
+                .map(|g| (g.key.stable_hash(), g.digest()))
+                .collect()
+        };
+        out.extend(
+            self.tombstones()
+                .into_iter()
+                .map(|(k, v)| (k.stable_hash(), tombstone_digest(&k, v))),
+        );
+        out
+    }
+
     /// The version of a group held, if any.
     pub fn group_version(&self, key: &GroupKey) -> Option<u64> {
         self.inner.read().groups.get(key).map(|g| g.version)

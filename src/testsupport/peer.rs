@@ -259,6 +259,32 @@ impl PeerCall {
             .map_err(|s| (s.code(), s.message().to_owned()))
     }
 
+    /// A `Sync` call carrying a summary of `buckets` buckets (and `entries` entries listing
+    /// `key`, which a summary must come without): the buckets the node names as differing.
+    pub fn sync_summary(
+        &self,
+        buckets: usize,
+        key: &GroupKey,
+        entries: usize,
+    ) -> Result<Vec<u32>, Refusal> {
+        let mut client = self.client();
+        let entry = pb::SyncEntry {
+            key: wire::key_to_pb(key),
+            version: 1,
+            tombstone: false,
+            digest: 0,
+        };
+        let req = pb::SyncRequest {
+            entries: vec![entry; entries],
+            summary: vec![0; buckets],
+            ..Default::default()
+        };
+        self.rt
+            .block_on(client.sync(self.request(req)))
+            .map(|r| r.into_inner().differing)
+            .map_err(|s| (s.code(), s.message().to_owned()))
+    }
+
     /// A raw gRPC message of `len` garbage bytes to `Replicate`: what the node answers.
     pub fn garbage_replicate(&self, len: usize) -> Result<bool, Refusal> {
         // An undecodable group inside a well-formed request.

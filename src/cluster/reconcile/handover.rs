@@ -39,6 +39,7 @@ impl Reconciler {
                 entries: entries.clone(),
                 want_owned: true,
                 wipe_watermark: store.wiped_at(),
+                summary: Vec::new(),
             };
             let mut client = core.clients.client(peer.grpc_addr);
             match client

@@ -56,7 +56,7 @@ impl Default for LifecycleSettings {
 }
 
 /// Most entries in one `Sync` call of a round.
-const SYNC_BATCH: usize = 2_000;
+pub(super) const SYNC_BATCH: usize = 2_000;
 
 /// One group or tombstone held by this node, as a round sees it.
 pub(super) struct Held {
@@ -240,22 +240,15 @@ impl Reconciler {
         }
         let mut pacer = Pacer::new(self.settings.rebalance_rate);
         for (peer, list) in peers {
-            let mut reachable = true;
-            for batch in list.chunks(SYNC_BATCH) {
-                match self.sync_batch(&peer, batch, &mut held, &mut pacer).await {
-                    Ok((sent, received)) => {
-                        report.sent += sent;
-                        report.received += received;
-                    }
-                    Err(e) => {
-                        tracing::debug!(peer = %peer.id, err = %e, "reconciliation with a peer failed; retrying next round");
-                        reachable = false;
-                        break;
-                    }
+            match self.sync_with(&peer, &list, &mut held, &mut pacer).await {
+                Ok((sent, received)) => {
+                    report.sent += sent;
+                    report.received += received;
                 }
-            }
-            if !reachable {
-                report.unreachable_peers += 1;
+                Err(e) => {
+                    tracing::debug!(peer = %peer.id, err = %e, "reconciliation with a peer failed; retrying next round");
+                    report.unreachable_peers += 1;
+                }
             }
         }
 

@@ -11,7 +11,7 @@ use super::super::core::{refuse_decoded, ClusterCore};
 use super::super::member::{Member, MemberState, NodeId};
 use super::super::ring::owners;
 use super::super::rpc::{client, pb, wire};
-use super::rounds::{Held, Pacer, Reconciler};
+use super::rounds::{Held, Pacer, Reconciler, SYNC_BATCH};
 use crate::store::GroupKey;
 use crate::telemetry::metrics as m;
 
@@ -19,8 +19,112 @@ use crate::telemetry::metrics as m;
 const MAX_SYNC_ENTRIES: usize = 10_000_000;
 /// Transfers in flight to one peer.
 const TRANSFERS_IN_FLIGHT: usize = 8;
+/// Most buckets in a `Sync` summary (a peer's summary over more is refused).
+const MAX_SUMMARY_BUCKETS: usize = 1 << 16;
+/// Below this many copies to list to a peer, a round lists them at once: a summary would only
+/// add a call.
+const SUMMARY_MIN_ENTRIES: usize = 64;
+/// Copies per bucket a summary aims at: a bucket holding one copy that differs then lists a
+/// handful of entries, and the summary stays a small fraction of the list it replaces.
+const COPIES_PER_BUCKET: usize = 8;
+
+/// One copy's share of its bucket in a `Sync` summary: a hash of its key's stable hash and its
+/// digest, so that two sets of copies sum alike only when they hold the same copies.
+pub(super) fn sync_mix(key_hash: u64, digest: u64) -> u64 {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&key_hash.to_le_bytes());
+    b[8..].copy_from_slice(&digest.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&b)
+}
+
+/// The summary of `copies` (key hash, digest) in `buckets` buckets (`SyncRequest.summary`).
+pub(super) fn summarize(copies: impl Iterator<Item = (u64, u64)>, buckets: usize) -> Vec<u64> {
+    let mut sums = vec![0u64; buckets.max(1)];
+    let n = sums.len() as u64;
+    for (h, d) in copies {
+        let b = (h % n) as usize;
+        sums[b] = sums[b].wrapping_add(sync_mix(h, d));
+    }
+    sums
+}
 
 impl Reconciler {
+    /// Syncs with one peer the copies `list` names (indexes into `held`): when the list is long,
+    /// a summary of it first, so that in a steady cluster a round costs each pair of nodes a
+    /// pass over their copies and a call of a few kilobytes, not a listing of every key; then
+    /// the entries of the buckets that differ (all of them for a short list), in batches.
+    /// Copies in a bucket that matches count as acknowledged. Returns (sent, received).
+    pub(super) async fn sync_with(
+        &self,
+        peer: &Member,
+        list: &[usize],
+        held: &mut [Held],
+        pacer: &mut Pacer,
+    ) -> Result<(usize, usize), String> {
+        let todo: Vec<usize> = if list.len() < SUMMARY_MIN_ENTRIES {
+            list.to_vec()
+        } else {
+            let buckets = (list.len() / COPIES_PER_BUCKET)
+                .next_power_of_two()
+                .min(MAX_SUMMARY_BUCKETS);
+            let summary = summarize(
+                list.iter()
+                    .map(|&i| (held[i].key.stable_hash(), held[i].digest)),
+                buckets,
+            );
+            let differing = self.summary_call(peer, summary).await?;
+            let mut todo = Vec::new();
+            for &i in list {
+                let b = held[i].key.stable_hash() % buckets as u64;
+                if differing.contains(&(b as u32)) {
+                    todo.push(i);
+                } else {
+                    held[i].acked += 1;
+                }
+            }
+            todo
+        };
+        let (mut sent, mut received) = (0, 0);
+        for batch in todo.chunks(SYNC_BATCH) {
+            let (s, r) = self.sync_batch(peer, batch, held, pacer).await?;
+            sent += s;
+            received += r;
+        }
+        Ok((sent, received))
+    }
+
+    /// Sends a summary; answers the buckets the peer sums otherwise.
+    async fn summary_call(&self, peer: &Member, summary: Vec<u64>) -> Result<HashSet<u32>, String> {
+        let core = &self.core;
+        let buckets = summary.len();
+        let req = pb::SyncRequest {
+            from: core.self_id.as_str().to_owned(),
+            entries: Vec::new(),
+            want_owned: false,
+            wipe_watermark: core.store.wiped_at(),
+            summary,
+        };
+        let mut client = core.clients.client(peer.grpc_addr);
+        let started = Instant::now();
+        let reply = client
+            .sync(client::request(req, core.clients.timeout() * 5))
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "sync")
+            .record(started.elapsed().as_secs_f64());
+        core.learn_wipe(reply.wipe_watermark, peer.id.as_str())
+            .map_err(|s| s.message().to_owned())?;
+        // An index past the summary names no copy of it; a peer that answers too few buckets
+        // can only have this node count as held what it does not hold, as it could by
+        // answering an entry's digest as its own.
+        Ok(reply
+            .differing
+            .into_iter()
+            .filter(|&b| (b as usize) < buckets)
+            .collect())
+    }
+
     /// Syncs one batch with one peer: takes its newer states (where this node owns the group),
     /// sends what it lacks, counts acknowledgements. Returns (sent, received).
     pub(super) async fn sync_batch(
@@ -44,6 +148,7 @@ impl Reconciler {
                 .collect(),
             want_owned: false,
             wipe_watermark: core.store.wiped_at(),
+            summary: Vec::new(),
         };
         let mut client = core.clients.client(peer.grpc_addr);
         let started = Instant::now();
@@ -206,7 +311,47 @@ impl Reconciler {
     }
 }
 
-/// The callee's side of `Sync` (runs on the blocking pool: it encodes groups).
+/// The buckets of a caller's summary (`SyncRequest.summary`) whose sum differs from this
+/// node's: what it holds that the caller and it both own (as this node's ring places them),
+/// summed the same way. Copies the caller holds for others (hints) are not in this node's sums,
+/// so their buckets differ and their entries are listed, as before summaries.
+fn differing_buckets(core: &ClusterCore, req: &pb::SyncRequest) -> Result<Vec<u32>, String> {
+    let buckets = req.summary.len();
+    // Refused and counted like any malformed message from a peer; nothing was changed.
+    let refuse = |why: String| {
+        drop(refuse_decoded(why.clone()));
+        Err(why)
+    };
+    if buckets > MAX_SUMMARY_BUCKETS {
+        return refuse(format!(
+            "a sync summary of {buckets} buckets (at most {MAX_SUMMARY_BUCKETS})"
+        ));
+    }
+    if !req.entries.is_empty() || req.want_owned {
+        return refuse("a sync summary comes alone, without entries or want_owned".into());
+    }
+    let from = NodeId::from(req.from.as_str());
+    let ring = core.ring();
+    let r = core.replication_factor;
+    let both_own = |h: u64| {
+        let owners = ring.owners(h, r);
+        owners.iter().any(|m| m.id == core.self_id) && owners.iter().any(|m| m.id == from)
+    };
+    let ours = summarize(
+        core.store
+            .sync_digests()
+            .into_iter()
+            .filter(|&(h, _)| both_own(h)),
+        buckets,
+    );
+    Ok((0..buckets)
+        .filter(|&b| ours[b] != req.summary[b])
+        .map(|b| b as u32)
+        .collect())
+}
+
+/// The callee's side of `Sync` (runs on the blocking pool: it encodes groups, or sums what it
+/// holds for a summary).
 pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncReply, String> {
     if req.entries.len() > MAX_SYNC_ENTRIES {
         return Err(format!("sync with {} entries", req.entries.len()));
@@ -221,6 +366,10 @@ pub fn answer_sync(core: &ClusterCore, req: pb::SyncRequest) -> Result<pb::SyncR
         wipe_watermark: store.wiped_at(),
         ..Default::default()
     };
+    if !req.summary.is_empty() {
+        reply.differing = differing_buckets(core, &req)?;
+        return Ok(reply);
+    }
     let mut listed: HashSet<GroupKey> = HashSet::new();
     for (i, e) in req.entries.into_iter().enumerate() {
         core.peer_version(e.version, "sync entry")

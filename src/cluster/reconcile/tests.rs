@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::sync::answer_sync;
+use super::sync::{answer_sync, summarize};
 use super::{LifecycleSettings, Reconciler};
 use crate::cluster::core::ClusterCore;
 use crate::cluster::member::{Member, MemberState, NodeId};
@@ -13,6 +13,7 @@ use crate::cluster::read::answer::{collect_chunks, select_for_collect};
 use crate::cluster::read::merge::{decode_chunks, drop_repeated_groups};
 use crate::cluster::ring::{owners, Ring};
 use crate::cluster::rpc::{pb, wire};
+use crate::cluster::testkit::RecordedCall;
 use crate::exposition::parse_text;
 use crate::exposition::NameScheme;
 use crate::store::{prepare_push, GroupKey, Store, StoreOptions, Validation};
@@ -168,6 +169,7 @@ fn sync_exchanges_copies_whose_digests_differ_both_ways() {
         ],
         want_owned: false,
         wipe_watermark: 0,
+        summary: Vec::new(),
     };
     let reply = answer_sync(&core, req).expect("valid request");
     assert_eq!(reply.missing, vec![1, 2, 3, 4]);
@@ -202,6 +204,7 @@ fn sync_carries_the_wipe_watermark_both_ways() {
         entries: vec![entry("after_wipe", now + 100, false)],
         want_owned: false,
         wipe_watermark: watermark,
+        summary: Vec::new(),
     };
     let future = (unix_millis() + 3_600_000) << 16;
     assert!(answer_sync(&core, sync(future)).is_err());
@@ -232,6 +235,7 @@ fn sync_refuses_a_bad_key_without_panicking() {
         }],
         want_owned: true,
         wipe_watermark: 0,
+        summary: Vec::new(),
     };
     assert!(answer_sync(&core, req).is_err());
 }
@@ -253,6 +257,7 @@ fn pull_sends_the_groups_the_joiner_will_own() {
         }],
         want_owned: true,
         wipe_watermark: 0,
+        summary: Vec::new(),
     };
     let reply = answer_sync(&core, req).expect("valid request");
     let joined = [member("a", 1), member("b", 2)];
@@ -353,4 +358,99 @@ async fn the_oldest_hint_keeps_its_first_round_s_time() {
     let ring_without_tombstones = Ring::new(NodeId::from("a"), vec![member("a", 1)], 2);
     rec.round(&ring_without_tombstones, true).await;
     assert!(rec.hint_since.lock().is_empty(), "nothing is held for others");
+}
+
+/// A summary is compared bucket by bucket: the callee names exactly the buckets where the
+/// caller's copies differ from what it holds and both own (a newer write, a group or a
+/// tombstone it lacks); copies it holds that the caller does not own are not in its sums.
+#[test]
+fn a_summary_names_only_the_buckets_whose_copies_differ() {
+    let ours = Arc::new(Store::new(StoreOptions::default()));
+    let theirs = Store::new(StoreOptions::default());
+    for i in 0..200 {
+        push(&ours, &format!("j{i}"), 100 + i);
+        push(&theirs, &format!("j{i}"), 100 + i);
+    }
+    push(&theirs, "j7", 500);
+    push(&theirs, "only_theirs", 9);
+    theirs.delete_versioned(&key("gone"), 50);
+    // "a" and "b" both own every group (R = 2 of 2).
+    let core = core_with(ours.clone(), vec![member("a", 1), member("b", 2)], 2);
+    let buckets = 64;
+    let summary = summarize(theirs.sync_digests().into_iter(), buckets);
+    let request = |summary: Vec<u64>| pb::SyncRequest {
+        from: "b".into(),
+        summary,
+        ..Default::default()
+    };
+    let reply = answer_sync(&core, request(summary.clone())).expect("valid summary");
+    let bucket = |job: &str| (key(job).stable_hash() % buckets as u64) as u32;
+    let mut want = vec![bucket("j7"), bucket("only_theirs"), bucket("gone")];
+    want.sort_unstable();
+    want.dedup();
+    assert_eq!(reply.differing, want);
+    assert!(reply.newer_groups.is_empty() && reply.missing.is_empty());
+
+    // With R = 1 no group has both nodes for owners: every bucket the caller filled differs.
+    let apart = core_with(ours, vec![member("a", 1), member("b", 2)], 1);
+    let reply = answer_sync(&apart, request(summary.clone())).expect("valid summary");
+    let filled: Vec<u32> = (0..buckets as u32)
+        .filter(|&b| summary[b as usize] != 0)
+        .collect();
+    assert_eq!(reply.differing, filled);
+
+    // A summary too large to sum, or one that also lists entries or asks for owned groups.
+    assert!(answer_sync(&core, request(vec![0; (1 << 16) + 1])).is_err());
+    let mut with_entries = request(vec![0; 4]);
+    with_entries.entries.push(entry("j1", 101, false));
+    assert!(answer_sync(&core, with_entries).is_err());
+    let mut wanting = request(vec![0; 4]);
+    wanting.want_owned = true;
+    assert!(answer_sync(&core, wanting).is_err());
+}
+
+/// A round between two nodes over gRPC: the first `Sync` to the peer carries only a summary,
+/// the second lists only the copies in the buckets that differ, and those are exchanged both
+/// ways; a second round finds nothing to list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_lists_only_the_copies_in_buckets_that_differ() {
+    use crate::cluster::testkit::{node, serve_on, TestPeer};
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let members = [
+        ("a", la.local_addr().unwrap().port()),
+        ("b", lb.local_addr().unwrap().port()),
+    ];
+    let (store_a, svc_a) = node("a", &members, 2);
+    let (store_b, svc_b) = node("b", &members, 2);
+    let peer = TestPeer::new(svc_b);
+    let calls = peer.calls.clone();
+    serve_on(lb, peer);
+    for i in 0..500 {
+        push(&store_a, &format!("j{i}"), 100 + i);
+        push(&store_b, &format!("j{i}"), 100 + i);
+    }
+    push(&store_a, "j3", 900);
+    push(&store_a, "only_a", 7);
+    let core = svc_a.core.clone();
+    let ring = (*core.ring()).clone();
+    drop(la);
+    let rec = Reconciler::new(core, LifecycleSettings::default(), Duration::from_millis(200));
+    let report = rec.round(&ring, true).await;
+    let syncs: Vec<RecordedCall> = calls.lock().drain(..).collect();
+    assert_eq!(syncs.len(), 2, "a summary, then the entries: {syncs:?}");
+    assert_eq!((syncs[0].1, syncs[0].2), (0, 64), "501 copies in 64 buckets");
+    assert!(
+        (2..=40).contains(&syncs[1].1),
+        "the entries of the two differing buckets only: {syncs:?}"
+    );
+    // j3's newer copy and the group b lacked went to b; b's j3 came back to be merged.
+    assert_eq!(store_b.group_version(&key("j3")), Some(900));
+    assert!(store_b.group(&key("only_a")).is_some());
+    assert!(report.sent >= 2, "{report:?}");
+    // The next round finds every copy alike.
+    let again = rec.round(&ring, true).await;
+    assert_eq!((again.sent, again.received), (0, 0), "{again:?}");
+    let syncs: Vec<RecordedCall> = calls.lock().drain(..).collect();
+    assert_eq!(syncs.len(), 1, "the summary alone: {syncs:?}");
 }

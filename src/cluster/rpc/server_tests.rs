@@ -514,6 +514,7 @@ mod never_panic {
             }],
             want_owned: true,
             wipe_watermark: 0,
+            summary: Vec::new(),
         };
         let chunks =
             crate::cluster::collect_chunks(&[g], vec![(key("gone"), 9)], vec![(1, 2)], false);

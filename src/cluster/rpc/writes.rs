@@ -318,8 +318,9 @@ fn batch_result(a: pb::WriteBatchReply) -> Result<pb::ForwardReply, Status> {
     }
 }
 
-/// Sends one batch on a call of its own and waits for its answer: for tools and tests that
-/// speak to a node from outside the write path.
+/// Sends one batch on a call of its own and waits for its answer: for tests that speak to a
+/// node from outside the write path (the nodes' own batches go on their queues' open calls).
+#[cfg(any(test, feature = "testsuite"))]
 pub async fn one_batch<T>(
     client: &mut ClusterClient<T>,
     batch: pb::ForwardRequest,
