@@ -95,15 +95,37 @@ impl Reconciler {
 
     /// Sends a summary; answers the buckets the peer sums otherwise.
     async fn summary_call(&self, peer: &Member, summary: Vec<u64>) -> Result<HashSet<u32>, String> {
-        let core = &self.core;
         let buckets = summary.len();
-        let req = pb::SyncRequest {
-            from: core.self_id.as_str().to_owned(),
-            entries: Vec::new(),
-            want_owned: false,
-            wipe_watermark: core.store.wiped_at(),
-            summary,
-        };
+        let reply = self
+            .sync_call(
+                peer,
+                pb::SyncRequest {
+                    summary,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // An index past the summary names no copy of it; a peer that answers too few buckets
+        // can only have this node count as held what it does not hold, as it could by
+        // answering an entry's digest as its own.
+        Ok(reply
+            .differing
+            .into_iter()
+            .filter(|&b| (b as usize) < buckets)
+            .collect())
+    }
+
+    /// One `Sync` call of a round, from this node with its wipe watermark; the peer's
+    /// watermark is learnt before the answer is used: copies from before a wipe this node
+    /// missed must not go out.
+    async fn sync_call(
+        &self,
+        peer: &Member,
+        mut req: pb::SyncRequest,
+    ) -> Result<pb::SyncReply, String> {
+        let core = &self.core;
+        req.from = core.self_id.as_str().to_owned();
+        req.wipe_watermark = core.store.wiped_at();
         let mut client = core.clients.client(peer.grpc_addr);
         let started = Instant::now();
         let reply = client
@@ -115,14 +137,7 @@ impl Reconciler {
             .record(started.elapsed().as_secs_f64());
         core.learn_wipe(reply.wipe_watermark, peer.id.as_str())
             .map_err(|s| s.message().to_owned())?;
-        // An index past the summary names no copy of it; a peer that answers too few buckets
-        // can only have this node count as held what it does not hold, as it could by
-        // answering an entry's digest as its own.
-        Ok(reply
-            .differing
-            .into_iter()
-            .filter(|&b| (b as usize) < buckets)
-            .collect())
+        Ok(reply)
     }
 
     /// Syncs one batch with one peer: takes its newer states (where this node owns the group),
@@ -136,7 +151,6 @@ impl Reconciler {
     ) -> Result<(usize, usize), String> {
         let core = &self.core;
         let req = pb::SyncRequest {
-            from: core.self_id.as_str().to_owned(),
             entries: batch
                 .iter()
                 .map(|&i| pb::SyncEntry {
@@ -146,22 +160,9 @@ impl Reconciler {
                     digest: held[i].digest,
                 })
                 .collect(),
-            want_owned: false,
-            wipe_watermark: core.store.wiped_at(),
-            summary: Vec::new(),
+            ..Default::default()
         };
-        let mut client = core.clients.client(peer.grpc_addr);
-        let started = Instant::now();
-        let reply = client
-            .sync(client::request(req, core.clients.timeout() * 5))
-            .await
-            .map_err(|s| s.to_string())?
-            .into_inner();
-        metrics::histogram!(m::PEER_RPC_DURATION_SECONDS, "rpc" => "sync")
-            .record(started.elapsed().as_secs_f64());
-        // Before anything is sent: copies from before a wipe this node missed must not go out.
-        core.learn_wipe(reply.wipe_watermark, peer.id.as_str())
-            .map_err(|s| s.message().to_owned())?;
+        let reply = self.sync_call(peer, req).await?;
         let missing: HashSet<usize> = reply
             .missing
             .iter()
@@ -188,6 +189,7 @@ impl Reconciler {
 
         let mut sent = 0;
         let mut inflight: JoinSet<(usize, bool)> = JoinSet::new();
+        let client = core.clients.client(peer.grpc_addr);
         for i in missing {
             let Some(msg) = self.replicate_message(&held[i]) else {
                 continue;
