@@ -57,6 +57,22 @@ impl Ring {
         owners(key_hash, self.active(), r)
     }
 
+    /// Whether `a` and `b` are both among the `r` active owners of a group: [`Self::owners`]
+    /// without listing them (a `Sync` summary asks this of every group a node holds).
+    pub fn both_own(&self, key_hash: u64, r: usize, a: &NodeId, b: &NodeId) -> bool {
+        let (sa, sb) = (score(key_hash, a), score(key_hash, b));
+        let (mut has_a, mut has_b, mut before_a, mut before_b) = (false, false, 0, 0);
+        for m in self.active() {
+            has_a |= m.id == *a;
+            has_b |= m.id == *b;
+            let t = score(key_hash, &m.id);
+            // Ranked before: a higher score, or the same and a smaller id (`rank`).
+            before_a += usize::from(t > sa || (t == sa && m.id < *a));
+            before_b += usize::from(t > sb || (t == sb && m.id < *b));
+        }
+        has_a && has_b && before_a < r && before_b < r
+    }
+
     /// All active members in rendezvous order for a group: owners first, then the fallbacks
     /// (e.g. for hinted handoff).
     pub fn rendezvous_order(&self, key_hash: u64) -> Vec<&Member> {

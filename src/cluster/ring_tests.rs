@@ -80,6 +80,30 @@ fn owners_is_a_prefix_of_the_order() {
     }
 }
 
+/// `Ring::both_own` answers what listing the owners would, for members active or not and
+/// ids that are not members.
+#[test]
+fn both_own_agrees_with_the_owners() {
+    let mut members: Vec<Member> = (0..5).map(|i| member(&format!("node-{i}"))).collect();
+    members[4].state = MemberState::Joining;
+    let ring = Ring::new(NodeId::from("node-0"), members, 1);
+    let ids: Vec<NodeId> = (0..6).map(|i| NodeId::from(format!("node-{i}"))).collect();
+    let mut both = 0;
+    for key in keys(3, 300) {
+        for r in 0..=5 {
+            let owners: Vec<&NodeId> = ring.owners(key, r).into_iter().map(|m| &m.id).collect();
+            for a in &ids {
+                for b in &ids {
+                    let want = owners.contains(&a) && owners.contains(&b);
+                    assert_eq!(ring.both_own(key, r, a, b), want, "{key} r={r} {a} {b}");
+                    both += usize::from(want);
+                }
+            }
+        }
+    }
+    assert!(both > 0);
+}
+
 #[test]
 fn empty_and_zero() {
     assert!(owners(5, &[], 2).is_empty());

@@ -185,21 +185,24 @@ impl Store {
             .collect()
     }
 
-    /// The key hash and digest of every group and tombstone held: what a `Sync` summary of
-    /// this node's copies is summed from (the callee's side; its caller lists from
-    /// [`Self::versions`] and [`Self::tombstones`]).
-    pub fn sync_digests(&self) -> Vec<(u64, u64)> {
+    /// The key hash and digest of every group and tombstone held whose key hash `keep`
+    /// takes: what a `Sync` summary of this node's copies is summed from (the callee's side;
+    /// its caller lists from [`Self::versions`] and [`Self::tombstones`]). Only the kept are
+    /// digested: a node answers a summary from each co-owner, and each co-owns a share of it.
+    pub fn sync_digests(&self, keep: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = {
             let inner = self.inner.read();
             inner
                 .groups
                 .values()
+                .filter(|g| keep(g.key.stable_hash()))
                 .map(|g| (g.key.stable_hash(), g.digest()))
                 .collect()
         };
         out.extend(
             self.tombstones()
                 .into_iter()
+                .filter(|(k, _)| keep(k.stable_hash()))
                 .map(|(k, v)| (k.stable_hash(), tombstone_digest(&k, v))),
         );
         out

@@ -335,15 +335,10 @@ fn differing_buckets(core: &ClusterCore, req: &pb::SyncRequest) -> Result<Vec<u3
     let from = NodeId::from(req.from.as_str());
     let ring = core.ring();
     let r = core.replication_factor;
-    let both_own = |h: u64| {
-        let owners = ring.owners(h, r);
-        owners.iter().any(|m| m.id == core.self_id) && owners.iter().any(|m| m.id == from)
-    };
     let ours = summarize(
         core.store
-            .sync_digests()
-            .into_iter()
-            .filter(|&(h, _)| both_own(h)),
+            .sync_digests(|h| ring.both_own(h, r, &core.self_id, &from))
+            .into_iter(),
         buckets,
     );
     Ok((0..buckets)
