@@ -30,7 +30,7 @@ const COPIES_PER_BUCKET: usize = 8;
 
 /// One copy's share of its bucket in a `Sync` summary: a hash of its key's stable hash and its
 /// digest, so that two sets of copies sum alike only when they hold the same copies.
-pub(super) fn sync_mix(key_hash: u64, digest: u64) -> u64 {
+fn sync_mix(key_hash: u64, digest: u64) -> u64 {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&key_hash.to_le_bytes());
     b[8..].copy_from_slice(&digest.to_le_bytes());
