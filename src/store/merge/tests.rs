@@ -161,6 +161,13 @@ proptest! {
         for (i, n) in nodes.iter().enumerate() {
             prop_assert_eq!(&served(n), &want, "node {}", i);
         }
+        // A stored group's digest (read from the store's own form, as anti-entropy does) is
+        // the digest of its copy, on every node.
+        for n in &nodes {
+            if let Some((d, false)) = n.digest(&key()) {
+                prop_assert_eq!(d, digest(&state(n)));
+            }
+        }
         // And the nodes hold the same copy, stamps included (anti-entropy then has nothing
         // left to send).
         prop_assert_eq!(canon(&state(&nodes[0])), canon(&state(&nodes[1])));
