@@ -7,6 +7,10 @@
 # NODE_CPUS=0.5 starts every node in a cgroup of its own limited to that many cores (root): each
 # node then has the budget a node on a machine of its own would have, instead of all nodes sharing
 # this host's cores. TLS=1 runs the nodes with mutual TLS and a gossip key (benches/lib/cluster-tls.sh).
+# IDLE=<seconds> measures instead the CPU the nodes spend between pushes: PUSH_GROUPS groups
+# (default 50,000) are pushed through node 1, and after 12 s for the copies to settle it prints the
+# CPU milliseconds all nodes spent over IDLE seconds without pushes or scrapes (gossip and the
+# reconciliation rounds, the part that grows with the store; PUSH_GROUPS=1 gives gossip's floor).
 set -euo pipefail
 NODES=${1:-3}
 shift || true
@@ -39,6 +43,16 @@ node_ticks() {
   local p
   for p in "${pids[@]}"; do awk '{printf "%d ", $14 + $15}' "/proc/$p/stat"; done
 }
+if [[ -n ${IDLE:-} ]]; then
+    "$LOADGEN" --url "http://127.0.0.1:$((BASE + 1))" --groups "${PUSH_GROUPS:-50000}" --duration 0.1 \
+        --warmup --scrapes 0 >/dev/null 2>&1
+    sleep 12
+    before=$(ticks)
+    sleep "$IDLE"
+    after=$(ticks)
+    echo "nodes=$NODES groups=${PUSH_GROUPS:-50000} idle=${IDLE}s cpu_ms_all_nodes=$(((after - before) * 1000 / TICK))"
+    exit 0
+fi
 before=$(ticks)
 nodes_before=$(node_ticks)
 json=$("$LOADGEN" --url "http://127.0.0.1:$((BASE + 1))" --groups 10000 --duration "${DURATION:-8}" --warmup \
