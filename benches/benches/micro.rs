@@ -1,7 +1,7 @@
 //! Micro benchmarks of pushgate's hot paths, in-process (divan): parsing a push body, decoding a
 //! protobuf body, preparing (validating + encoding) a push, applying it to a store of 10,000
 //! groups with the consistency check, rendering a 200k-series scrape, placing a key on the ring,
-//! and merging groups collected from peers. Allocation counts come from divan's `AllocProfiler`.
+//! merging groups collected from peers, and sorting a merged view's keys. Allocation counts come from divan's `AllocProfiler`.
 //!
 //! Run: `cargo bench -p pushgate-benches --bench micro`. Inputs are the load generator's bodies
 //! (a 10-series histogram, counters and gauges: 20 series, about 2.4 KB).
@@ -263,4 +263,25 @@ fn placement_owners_5_nodes(bencher: Bencher) {
         h = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
         ring::owners(black_box(h), members.iter(), 2).len()
     });
+}
+
+/// The merged scrape's sort of every group it shows (55,000 keys, in the hash order a merged
+/// view is collected in): `GroupKey`'s `Ord` on each comparison (`plain`, what the merged plan
+/// did before) against `store::key_order`'s prefix sort, side by side in one run.
+#[divan::bench(sample_count = 20, args = ["plain", "key_order"])]
+fn sort_55k_keys(bencher: Bencher, how: &str) {
+    let mut keys: Vec<(Arc<GroupKey>, u32, u32)> = (0..55_000)
+        .map(|i| (Arc::new(key(i)), 0, i as u32))
+        .collect();
+    keys.sort_unstable_by_key(|k| k.0.stable_hash());
+    bencher
+        .with_inputs(|| keys.clone())
+        .bench_local_values(|mut v| {
+            if how == "plain" {
+                v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            } else {
+                pushgate::store::key_order::sort_by_group_key(&mut v, |s| &s.0);
+            }
+            v
+        });
 }

@@ -22,6 +22,7 @@ mod group;
 mod index;
 pub mod merge;
 pub mod key;
+pub mod key_order;
 mod options;
 pub mod persistence;
 pub mod prepare;
@@ -214,7 +215,7 @@ impl Store {
     /// Copies of every group, sorted by key.
     pub fn snapshot(&self) -> Vec<GroupSnapshot> {
         let mut out = self.snapshot_where(|_, _| true);
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        key_order::sort_by_group_key(&mut out, |g| &g.key);
         out
     }
 

@@ -463,7 +463,7 @@ pub fn render_snapshots(
     // comparison per group.
     let strictly_sorted = sorted.is_sorted_by(|a, b| a.key < b.key);
     if !strictly_sorted {
-        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+        super::key_order::sort_by_group_key(&mut sorted, |g| &g.key);
     }
     let mut dropped = 0;
     if let Some(kept) = kept_keys(sorted.iter().map(|g| &*g.key), strictly_sorted) {

@@ -21,6 +21,7 @@ use crate::exposition::NameScheme;
 use crate::gateway::ScrapeRefused;
 use crate::store::render::{kept_keys, Format};
 use crate::store::{GroupKey, GroupSnapshot};
+use crate::store::key_order::sort_by_group_key;
 use crate::telemetry::metrics as m;
 
 pub(super) type Fast = foldhash::fast::RandomState;
@@ -137,7 +138,7 @@ impl ClusterCore {
             .into_iter()
             .filter_map(|(k, (v, at))| at.filter(|_| v > wiped_at).map(|(s, i)| (k, s, i)))
             .collect();
-        shown.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        sort_by_group_key(&mut shown, |s| &s.0);
         let mut dropped = 0;
         if let Some(kept) = kept_keys(shown.iter().map(|s| &*s.0), true) {
             let before = shown.len();
