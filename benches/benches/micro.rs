@@ -1,7 +1,8 @@
 //! Micro benchmarks of pushgate's hot paths, in-process (divan): parsing a push body, decoding a
 //! protobuf body, preparing (validating + encoding) a push, applying it to a store of 10,000
 //! groups with the consistency check, rendering a 200k-series scrape, placing a key on the ring,
-//! merging groups collected from peers, and sorting a merged view's keys. Allocation counts come from divan's `AllocProfiler`.
+//! merging groups collected from peers, and sorting a merged view's keys. Allocation counts come
+//! from divan's `AllocProfiler`.
 //!
 //! Run: `cargo bench -p pushgate-benches --bench micro`. Inputs are the load generator's bodies
 //! (a 10-series histogram, counters and gauges: 20 series, about 2.4 KB).

@@ -20,8 +20,8 @@ use super::collect::{collect_ended, follow_up_calls, read_collect, CollectStream
 use crate::exposition::NameScheme;
 use crate::gateway::ScrapeRefused;
 use crate::store::render::{kept_keys, Format};
-use crate::store::{GroupKey, GroupSnapshot};
 use crate::store::key_order::sort_by_group_key;
+use crate::store::{GroupKey, GroupSnapshot};
 use crate::telemetry::metrics as m;
 
 pub(super) type Fast = foldhash::fast::RandomState;
