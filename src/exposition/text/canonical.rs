@@ -15,15 +15,19 @@ use crate::exposition::names::{is_label_name_continuation, is_legacy_label_name,
 use crate::exposition::MetricType;
 
 /// The lines one family's metrics must have (its name and type).
-pub struct CanonicalLines {
+pub struct CanonicalLines<'n> {
     typ: MetricType,
     quoted: bool,
-    /// What every line starts with before the suffix: the name, or `{"` and the escaped name.
-    prefix: Vec<u8>,
+    /// What every line starts with before the suffix: the name (borrowed: no allocation per
+    /// family checked), or `{"` and the escaped name.
+    prefix: Cow<'n, [u8]>,
 }
 
-/// A metric's label pairs, unescaped, as written (the `quantile` or `le` label left out).
-pub type Labels<'t> = Vec<(Cow<'t, str>, Cow<'t, str>)>;
+/// A metric's label pairs, unescaped, as written (the `quantile` or `le` label left out). Inline
+/// up to 8 pairs: a check reads one family after another, and a heap buffer per family was an
+/// allocation and a free per family received (the free returning a page at once, with the
+/// allocator's purge delay of 0; docs/benchmarks.md).
+pub type Labels<'t> = smallvec::SmallVec<[(Cow<'t, str>, Cow<'t, str>); 8]>;
 
 /// What one metric's lines held, as [`CanonicalLines::read_metric`] read them.
 pub struct MetricLines<'t> {
@@ -108,16 +112,17 @@ fn float(c: &mut Cur<'_>, stop: impl Fn(u8) -> bool) -> Result<(), String> {
     parse_float(t).map(|_| ()).ok_or_else(|| "invalid float".into())
 }
 
-impl CanonicalLines {
-    pub fn new(name: &str, typ: MetricType) -> Self {
+impl<'n> CanonicalLines<'n> {
+    pub fn new(name: &'n str, typ: MetricType) -> Self {
         let quoted = !is_legacy_metric_name(name);
-        let mut prefix = Vec::with_capacity(name.len() + 2);
-        if quoted {
-            prefix.extend_from_slice(b"{\"");
-            write_escaped(&mut prefix, name, true);
+        let prefix = if quoted {
+            let mut p = Vec::with_capacity(name.len() + 4);
+            p.extend_from_slice(b"{\"");
+            write_escaped(&mut p, name, true);
+            Cow::Owned(p)
         } else {
-            prefix.extend_from_slice(name.as_bytes());
-        }
+            Cow::Borrowed(name.as_bytes())
+        };
         CanonicalLines {
             typ,
             quoted,
