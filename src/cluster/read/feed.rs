@@ -14,6 +14,7 @@ use super::collect::collect_ended;
 use super::stream::NOT_SHOWN;
 use crate::exposition::{MetricType, NameScheme};
 use crate::store::family::SharedBlock;
+use crate::store::key::PackedKey;
 use crate::store::{GroupKey, StoredFamily};
 
 /// Decoded family chunks a peer's reader may hold ahead of the render.
@@ -106,8 +107,9 @@ pub(super) struct Reader {
     pub(super) declared: u64,
     pub(super) started: Instant,
     /// Per head index: its rank in the view (`NOT_SHOWN`: its families are skipped, not
-    /// decoded) and its key.
-    pub(super) keys: Vec<(u32, Option<Arc<GroupKey>>)>,
+    /// decoded) and its key, packed for the checks of its families (each key comes up cold:
+    /// the families come name by name, not group by group).
+    pub(super) keys: Vec<(u32, Option<(Arc<GroupKey>, PackedKey)>)>,
     pub(super) names: NameScheme,
     pub(super) deadline: Duration,
     pub(super) runtime: tokio::runtime::Handle,
@@ -289,8 +291,8 @@ impl Reader {
                 let (rank, key) = &self.keys[gi as usize];
                 if let (true, Some(key)) = (*rank != NOT_SHOWN, key) {
                     block
-                        .add_wire(at, end - at, key, self.names)
-                        .map_err(|e| format!("group {key}: {e}"))?;
+                        .add_wire(at, end - at, &key.1, self.names)
+                        .map_err(|e| format!("group {}: {e}", key.0))?;
                     ranks.push((*rank, *typ, help.clone(), *empty));
                 }
                 at = end;

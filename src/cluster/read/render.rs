@@ -10,6 +10,7 @@ use super::stream::{Fast, Feed, MergedPlan, NOT_SHOWN};
 use crate::exposition::MetricType;
 use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
 use crate::store::render::{Format, MergedRender, RenderStats};
+use crate::store::key::PackedKey;
 use crate::store::{timing_family_of, GroupKey, MergedOrders, ReservedNames, StoredFamily};
 
 /// The first member in key order that has series decides a family's type; the first HELP in
@@ -68,11 +69,14 @@ impl MergedPlan {
             else {
                 continue;
             };
-            let keys: Vec<(u32, Option<Arc<GroupKey>>)> = source
+            let keys: Vec<(u32, Option<(Arc<GroupKey>, PackedKey)>)> = source
                 .heads
                 .iter()
                 .zip(&ranks[s])
-                .map(|(h, &r)| (r, h.as_ref().map(|h| h.key.clone())))
+                .map(|(h, &r)| {
+                    let shown = h.as_ref().filter(|_| r != NOT_SHOWN);
+                    (r, shown.map(|h| (h.key.clone(), PackedKey::of(&h.key))))
+                })
                 .collect();
             let reader = Reader {
                 peer,

@@ -15,6 +15,7 @@ use crate::cluster::rpc::server::ClusterService;
 use crate::cluster::testkit::*;
 use crate::gateway::Gateway;
 use crate::store::family::intern;
+use crate::store::key::PackedKey;
 use crate::store::{prepare_push, Store, Validation};
 
 fn push(store: &Store, labels: &[(&str, &str)], body: &str, version: u64) {
@@ -175,7 +176,10 @@ async fn a_peer_answer_broken_midway_ends_the_scrape_with_an_error() {
 
 fn reader(heads: usize) -> Reader {
     let keys = (0..heads)
-        .map(|i| (i as u32, Some(Arc::new(key(&format!("g{i}"))))))
+        .map(|i| {
+            let k = key(&format!("g{i}"));
+            (i as u32, Some((Arc::new(k.clone()), PackedKey::of(&k))))
+        })
         .collect();
     Reader {
         peer: "b".into(),
@@ -394,7 +398,10 @@ proptest::proptest! {
             keys: heads
                 .iter()
                 .enumerate()
-                .map(|(i, h)| (i as u32, h.as_ref().map(|h| h.key.clone())))
+                .map(|(i, h)| {
+                    let key = h.as_ref().map(|h| (h.key.clone(), PackedKey::of(&h.key)));
+                    (i as u32, key)
+                })
                 .collect(),
             ..reader(0)
         };

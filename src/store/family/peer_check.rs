@@ -17,6 +17,7 @@ use std::collections::HashSet;
 
 use super::proto_check::{walk_metrics, TIMESTAMP_FIELD};
 use crate::exposition::{is_valid_label_name, CanonicalLines, Labels, MetricType, NameScheme};
+use crate::store::key::PackedKey;
 use crate::store::GroupKey;
 
 /// What a peer's family must be: of the group `key`, with its protobuf part (`proto`: a family
@@ -25,17 +26,49 @@ use crate::store::GroupKey;
 /// as a failure like a single node; never in a group's state).
 #[derive(Debug, Clone, Copy)]
 pub struct Expect<'k> {
-    pub key: &'k GroupKey,
+    pub key: Grouping<'k>,
     pub proto: bool,
     pub timestamps: bool,
     pub names: NameScheme,
 }
 
+/// The group's grouping labels as the check reads them: its key, or the key packed into one
+/// allocation where many groups' keys are read in turn (a merged scrape's reader).
+#[derive(Debug, Clone, Copy)]
+pub enum Grouping<'k> {
+    Key(&'k GroupKey),
+    Packed(&'k PackedKey),
+}
+
+impl<'k> From<&'k GroupKey> for Grouping<'k> {
+    fn from(k: &'k GroupKey) -> Self {
+        Grouping::Key(k)
+    }
+}
+
+impl<'k> From<&'k PackedKey> for Grouping<'k> {
+    fn from(k: &'k PackedKey) -> Self {
+        Grouping::Packed(k)
+    }
+}
+
+impl<'k> Grouping<'k> {
+    fn pairs(self) -> impl Iterator<Item = (&'k str, &'k str)> {
+        let (key, packed) = match self {
+            Grouping::Key(k) => (Some(k), None),
+            Grouping::Packed(p) => (None, Some(p)),
+        };
+        key.into_iter()
+            .flat_map(|k| k.labels().iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .chain(packed.into_iter().flat_map(PackedKey::pairs))
+    }
+}
+
 impl<'k> Expect<'k> {
     /// A family of a group's state (stored, no timestamps).
-    pub fn stored(key: &'k GroupKey, names: NameScheme) -> Self {
+    pub fn stored(key: impl Into<Grouping<'k>>, names: NameScheme) -> Self {
         Expect {
-            key,
+            key: key.into(),
             proto: true,
             timestamps: false,
             names,
@@ -101,7 +134,7 @@ fn check_labels(
     name: &str,
     labels: &[(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)],
     bound: Option<&str>,
-    key: &GroupKey,
+    key: Grouping<'_>,
     names: NameScheme,
 ) -> Result<(), String> {
     for (i, (ln, _)) in labels.iter().enumerate() {
@@ -112,9 +145,9 @@ fn check_labels(
             return Err(refuse(name, "labels not sorted by unique name"));
         }
     }
-    for (kn, kv) in key.labels() {
+    for (kn, kv) in key.pairs() {
         let found = labels
-            .binary_search_by(|(n, _)| n.as_ref().cmp(kn.as_str()))
+            .binary_search_by(|(n, _)| n.as_ref().cmp(kn))
             .ok()
             .map(|i| labels[i].1.as_ref());
         let ok = match found {
@@ -222,13 +255,21 @@ mod tests {
         gauge_metric(&[("job", "j")])
     }
 
+    /// The check of a family with one metric of `text`, against the group's key and against
+    /// the key packed (a merged scrape's reader): both must answer the same.
     fn check(text: &str) -> Result<StoredFamily, String> {
         let p = gauge_proto();
-        StoredFamily::from_wire(
-            &wire("up", MetricType::Gauge, &[(text, &p)]),
-            &key(),
-            NameScheme::Legacy,
-        )
+        let w = wire("up", MetricType::Gauge, &[(text, &p)]);
+        let stored = StoredFamily::from_wire(&w, &key(), NameScheme::Legacy);
+        let packed = crate::store::key::PackedKey::of(&key());
+        let mut shared = crate::store::family::SharedBlock::new(w.clone().into());
+        let in_place = shared.add_wire(0, w.len(), &packed, NameScheme::Legacy);
+        match (&stored, &in_place) {
+            (Ok(_), Ok(())) => assert_eq!(shared.finish()[0].text(), text.as_bytes()),
+            (Err(a), Err(b)) => assert_eq!(a, b, "{text:?}"),
+            _ => panic!("{text:?}: key {stored:?}, packed {in_place:?}"),
+        }
+        stored
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::builder::BlockBuilder;
 use super::hash::layout_of;
 use super::intern::intern;
 use super::layout::{offset, Entry, FamilyHead, StoredFamily};
-use super::peer_check::Expect;
+use super::peer_check::{Expect, Grouping};
 use crate::exposition::MetricType;
 use crate::exposition::NameScheme;
 use crate::store::GroupKey;
@@ -31,11 +31,11 @@ impl SharedBlock {
 
     /// Checks and adds the family in wire form at `[at..at + len]` of the buffer (see
     /// [`StoredFamily::from_wire`]); nothing is added when it is refused.
-    pub fn add_wire(
+    pub fn add_wire<'k>(
         &mut self,
         at: usize,
         len: usize,
-        key: &GroupKey,
+        key: impl Into<Grouping<'k>>,
         names: NameScheme,
     ) -> Result<(), String> {
         let b = at
