@@ -98,6 +98,9 @@ impl PeerFeed {
     }
 }
 
+/// A shown group's key: whole for messages, packed for the checks.
+pub(super) type ShownKey = (Arc<GroupKey>, PackedKey);
+
 /// Reads a peer's families after its heads (on a blocking thread of its own, so that peers'
 /// chunks are decoded in parallel with each other and with the render), checking every promise
 /// of `CollectChunk.families` but the order within a name (the render checks that), and hands
@@ -109,7 +112,7 @@ pub(super) struct Reader {
     /// Per head index: its rank in the view (`NOT_SHOWN`: its families are skipped, not
     /// decoded) and its key, packed for the checks of its families (each key comes up cold:
     /// the families come name by name, not group by group).
-    pub(super) keys: Vec<(u32, Option<(Arc<GroupKey>, PackedKey)>)>,
+    pub(super) keys: Vec<(u32, Option<ShownKey>)>,
     pub(super) names: NameScheme,
     pub(super) deadline: Duration,
     pub(super) runtime: tokio::runtime::Handle,

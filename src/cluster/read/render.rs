@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::feed::{PeerFeed, Reader, READ_AHEAD};
+use super::feed::{PeerFeed, Reader, ShownKey, READ_AHEAD};
 use super::stream::{Fast, Feed, MergedPlan, NOT_SHOWN};
 use crate::exposition::MetricType;
 use crate::store::prepare::{PUSH_FAILURE_TIME_METRIC, PUSH_TIME_METRIC};
@@ -69,7 +69,7 @@ impl MergedPlan {
             else {
                 continue;
             };
-            let keys: Vec<(u32, Option<(Arc<GroupKey>, PackedKey)>)> = source
+            let keys: Vec<(u32, Option<ShownKey>)> = source
                 .heads
                 .iter()
                 .zip(&ranks[s])
