@@ -4,7 +4,9 @@
 # families) to each (loadgen's warmup), then times SCRAPES scrapes of the single node's /metrics
 # and of node 1's merged /metrics (curl, text format, uncompressed), with the bytes each sends
 # and, for node 1, how far its resident memory rose during each scrape (the peak, VmHWM after
-# resetting it through /proc/<pid>/clear_refs, less VmRSS before), then every node's VmRSS.
+# resetting it through /proc/<pid>/clear_refs, less VmRSS before), then the CPU time each process
+# spent per scrape (the single node during its scrapes, every cluster node during the merged
+# ones: the scraped node's own work and its peers' answers) and every node's VmRSS.
 # Prints the median of each. NODE_CPUS (e.g. 0.25) runs every node, the single one included, in a
 # cgroup of its own with that many cores (benches/lib/cpu-cap.sh, root needed), as
 # benches/scaling.sh does; loadgen and curl stay outside.
@@ -85,10 +87,22 @@ report() {
         "$(cut -d' ' -f1 "$file" | median)" "$(cut -d' ' -f2 "$file" | median)" \
         "$(cut -d' ' -f3 "$file" | median | awk '{ printf "%.1f", $1 / 1024 }')" "$SCRAPES"
 }
+# ticks PID: the user and system CPU time the process has spent, in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+tick_ms=$((1000 / $(getconf CLK_TCK)))
+single_before=$(ticks "$single")
 scrapes $((B + 99)) "$single" >"$LOG/single.scrapes"
+single_ms=$((($(ticks "$single") - single_before) * tick_ms / SCRAPES))
+nodes_before=()
+for i in $(seq 0 $((NODES - 1))); do nodes_before+=("$(ticks "${pids[$i]}")"); done
 scrapes $((B + 1)) "${pids[0]}" >"$LOG/merged.scrapes"
+nodes_ms=()
+for i in $(seq 0 $((NODES - 1))); do
+    nodes_ms+=($((($(ticks "${pids[$i]}") - nodes_before[i]) * tick_ms / SCRAPES)))
+done
 report "single node, local scrape:" "$LOG/single.scrapes"
 report "$NODES nodes, merged scrape:" "$LOG/merged.scrapes"
+echo "CPU ms per scrape: single node $single_ms; node 1..$NODES during the merged ones: ${nodes_ms[*]}"
 echo -n "VmRSS MB after, node 1..$NODES:"
 for i in $(seq 0 $((NODES - 1))); do echo -n " $(($(kb "${pids[$i]}" VmRSS) / 1024))"; done
 echo
