@@ -45,6 +45,18 @@ impl std::ops::AddAssign for Acked {
 /// one is retried with it through the next gateway, until acknowledged (a function meant to
 /// survive gateway failures).
 fn start_functions(gateways: &[String], first_worker: usize, invocations: usize) -> Vec<Child> {
+    start_functions_as(gateways, first_worker, invocations, "keyed")
+}
+
+/// `start_functions` with the script's `mode`: "keyed", or "plain" (the seed's function as it is:
+/// one push without a key per invocation, worker `w` through `gateways[w % len]`; every fifth
+/// invocation sends its push twice with one Idempotency-Key, as a client retrying would).
+fn start_functions_as(
+    gateways: &[String],
+    first_worker: usize,
+    invocations: usize,
+    mode: &str,
+) -> Vec<Child> {
     let list = gateways.join(",");
     (0..WORKERS)
         .map(|w| {
@@ -53,7 +65,7 @@ fn start_functions(gateways: &[String], first_worker: usize, invocations: usize)
                 .arg(&list)
                 .arg((first_worker + w).to_string())
                 .arg(invocations.to_string())
-                .arg("keyed")
+                .arg(mode)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -330,6 +342,40 @@ fn functions_add_up_exactly_through_every_node_while_an_owner_is_killed() {
     assert_eq!(status, 202);
     let after = acknowledged(start_functions(&gateways, 3 * WORKERS, 1));
     every_node_serves(&urls, after);
+}
+
+/// The seed's function as it is (no Idempotency-Key on most pushes) through all three nodes at
+/// once: a keyless push that reaches either owner is added there, into that owner's partial, so
+/// both owners add concurrently, and every node still ends with exactly what was acknowledged.
+/// The second owner forwards only the keyed pushes (to the primary, which checks keys in one
+/// place).
+#[test]
+fn keyless_functions_are_added_by_both_owners_and_add_up_exactly() {
+    let c = Cluster::start(3, &[AE]);
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.url()).collect();
+    let gateways: Vec<String> = urls
+        .iter()
+        .map(|u| u.trim_start_matches("http://").to_owned())
+        .collect();
+    const INVOCATIONS: usize = 6;
+    let acked = acknowledged(start_functions_as(&gateways, 0, INVOCATIONS, "plain"));
+    assert_eq!(acked.count, WORKERS * INVOCATIONS);
+    every_node_serves(&urls, acked);
+    let second = c.owners(JOB, 2)[1];
+    // Each of its workers sent every fifth invocation twice with a key: those go to the primary.
+    let workers = (0..WORKERS).filter(|w| w % 3 == second).count();
+    let keyed_sends = workers * 2 * (0..INVOCATIONS).filter(|i| i % 5 == 0).count();
+    let (_, body) = http("GET", &urls[second], "/metrics", b"").expect("metrics");
+    let forwarded: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("pushgate_forwarded_pushes_total{"))
+        .filter(|l| l.contains("result=\"success\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        forwarded, keyed_sends as f64,
+        "the second owner forwarded {forwarded} pushes; only its {keyed_sends} keyed ones go to the primary"
+    );
 }
 
 /// Whether every URL answers /-/ready.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::super::core::ClusterCore;
 use super::super::events::ClusterEvent;
-use super::super::member::Member;
+use super::super::member::{Member, NodeId};
 use super::super::rpc::{pb, wire};
 use super::op::{decoded, WriteAnswer, WriteOp};
 use super::replicate::Replica;
@@ -31,6 +31,9 @@ impl ClusterCore {
             .cloned()
             .collect();
         let primary_replicates = self.entry.received(crate::time::unix_millis());
+        if adds_here(&op, &order, self.replication_factor, &self.self_id) {
+            return self.aggregate_as_primary(op, unreachable).await;
+        }
         let mut forward: Option<(pb::ForwardedWrite, usize)> = None;
         for candidate in order {
             if unreachable.iter().any(|u| u == candidate.id.as_str()) {
@@ -348,6 +351,23 @@ pub(crate) fn forward_message(op: &WriteOp, from: &str) -> (pb::ForwardedWrite, 
         + msg.refused.len()
         + 128;
     (msg, size)
+}
+
+/// Whether this node adds an aggregating push itself instead of forwarding it to the group's
+/// primary: a push without an `Idempotency-Key` that reached one of the group's R owners (the
+/// first R active members in rendezvous `order`). The state is built for several writers (each
+/// node adds into its own partial, and the partials merge), so any owner can add a push and
+/// take it back; the push then costs one copy to the other owner instead of a forward and a
+/// copy back. A push with a key still goes to the primary: the key's register is checked and
+/// set by one node, so a retry that reaches another owner is not added twice.
+fn adds_here(op: &WriteOp, order: &[Member], r: usize, me: &NodeId) -> bool {
+    matches!(
+        op,
+        WriteOp::Aggregate {
+            idempotency_key: None,
+            ..
+        }
+    ) && order.iter().take(r).any(|m| m.id == *me)
 }
 
 /// Whether a failed forward certainly left the write unapplied: the peer could not be reached

@@ -333,3 +333,42 @@ fn only_a_failure_before_sending_is_certainly_not_applied() {
         assert!(!super::certainly_not_applied(&maybe), "{maybe:?}");
     }
 }
+
+/// An aggregating push without an `Idempotency-Key` that reaches the group's second owner is
+/// added there, into that node's own partial, and copied to the primary: no forward, and the
+/// third node gets no call. With a key it goes to the primary, which adds it into its partial
+/// (the key's register has one writer), and holds both partials.
+#[tokio::test]
+async fn an_aggregating_push_without_a_key_is_added_by_the_owner_it_reaches() {
+    let (a, [store_a, store_b, store_c], calls) = three_nodes(true, true).await;
+    let job = job_in_order(&a.ring(), &["b", "a", "c"]);
+    let push = |idempotency_key: Option<&str>| WriteOp::Aggregate {
+        req: PushRequest {
+            key: key(&job),
+            body: bytes::Bytes::from_static(b"# TYPE c counter\nc 1\n"),
+            format: BodyFormat::Text,
+            replace_all: true,
+            ttl: 0.0,
+        },
+        idempotency_key: idempotency_key.map(str::to_owned),
+    };
+    let partials = |s: &Store| -> Vec<(u64, f64)> {
+        let states = s.aggregate_states();
+        let (_, state) = states.iter().find(|(k, _)| *k == key(&job)).expect("aggregating");
+        let series = state.families.values().next().unwrap().series.values().next().unwrap();
+        series.partials.iter().map(|(id, p)| (id.node, p.value.sums[0])).collect()
+    };
+    let id = |n: &str| xxhash_rust::xxh3::xxh3_64(n.as_bytes()).max(1);
+    assert_eq!(a.route(push(None), Vec::new()).await.status, 200);
+    assert_eq!(partials(&store_a), [(id("a"), 1.0)]);
+    assert_eq!(partials(&store_b), partials(&store_a), "copied to the primary");
+    assert!(store_c.group(&key(&job)).is_none());
+    assert!(calls.lock().is_empty(), "{:?}", calls.lock());
+    // (b cannot call a here, so b's copy of the keyed push goes to c, standing in for a.)
+    assert_eq!(a.route(push(Some("k1")), Vec::new()).await.status, 200);
+    let mut both = vec![(id("a"), 1.0), (id("b"), 1.0)];
+    both.sort_by_key(|p| p.0);
+    assert_eq!(partials(&store_b), both, "the keyed push added by the primary");
+    assert_eq!(partials(&store_a), [(id("a"), 1.0)], "not added where it arrived");
+    assert!(text_of(&store_b, &job).contains(&format!("c{{instance=\"\",job=\"{job}\"}} 2\n")));
+}
