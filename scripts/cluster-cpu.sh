@@ -3,7 +3,8 @@
 # with the default replication factor), pushes with loadgen to node 1 and prints the user+system
 # CPU microseconds all nodes spent per push (warmup and measured pushes), from /proc/<pid>/stat.
 #   [DURATION=8] scripts/cluster-cpu.sh [NODES] [extra loadgen flags...]
-# PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...).
+# PUSHGATE_BIN and LOADGEN_BIN override the binaries (default target/release/...). PUSH_GROUPS sets
+# how many groups the pushes spread over (default 10,000).
 # NODE_CPUS=0.5 starts every node in a cgroup of its own limited to that many cores (root): each
 # node then has the budget a node on a machine of its own would have, instead of all nodes sharing
 # this host's cores. TLS=1 runs the nodes with mutual TLS and a gossip key (benches/lib/cluster-tls.sh).
@@ -55,7 +56,7 @@ if [[ -n ${IDLE:-} ]]; then
 fi
 before=$(ticks)
 nodes_before=$(node_ticks)
-json=$("$LOADGEN" --url "http://127.0.0.1:$((BASE + 1))" --groups 10000 --duration "${DURATION:-8}" --warmup \
+json=$("$LOADGEN" --url "http://127.0.0.1:$((BASE + 1))" --groups "${PUSH_GROUPS:-10000}" --duration "${DURATION:-8}" --warmup \
   --scrapes 0 --json "$@" 2>/dev/null)
 after=$(ticks)
 nodes_after=$(node_ticks)

@@ -117,7 +117,7 @@ fn series_pb(labels: &Labels, s: &Series) -> pb::AggregateSeries {
 /// A state from its protobuf form, checked: known types, values shaped for their family's
 /// type, no repeated family, series, label or key, and every count within its bound.
 pub fn state_from_pb(p: pb::AggregateState, v: &Validation) -> Result<AggState, String> {
-    let mut families = VecMap::default();
+    let mut families = VecMap::with_capacity(p.families.len());
     let mut series_total = 0usize;
     for f in p.families {
         if !is_valid_metric_name(&f.name, v.names) {
@@ -129,7 +129,7 @@ pub fn state_from_pb(p: pb::AggregateState, v: &Validation) -> Result<AggState, 
             }
             Ok(t) => t,
         };
-        let mut series = VecMap::default();
+        let mut series = VecMap::with_capacity(f.series.len());
         for s in f.series {
             series_total += 1;
             if series_total > v.limits.max_series_per_push {
@@ -218,7 +218,7 @@ fn series_from_pb(
             "a series of {family:?} has more than {MAX_PARTIALS_PER_SERIES} partials"
         ));
     }
-    let mut partials = VecMap::default();
+    let mut partials = VecMap::with_capacity(s.partials.len());
     for p in s.partials {
         let id = PartialId {
             node: p.node,

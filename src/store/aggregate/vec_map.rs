@@ -15,6 +15,14 @@ impl<K, V> Default for VecMap<K, V> {
     }
 }
 
+impl<K, V> VecMap<K, V> {
+    /// An empty map with room for exactly `n` entries (a decoded state knows its sizes: filled
+    /// without growing, and without room to spare).
+    pub fn with_capacity(n: usize) -> Self {
+        VecMap(Vec::with_capacity(n))
+    }
+}
+
 impl<K: Ord, V> VecMap<K, V> {
     /// The index of the entry `cmp` finds equal, or where it would go.
     pub fn search_by(&self, mut cmp: impl FnMut(&K) -> Ordering) -> Result<usize, usize> {
