@@ -351,7 +351,10 @@ fn functions_add_up_exactly_through_every_node_while_an_owner_is_killed() {
 /// place).
 #[test]
 fn keyless_functions_are_added_by_both_owners_and_add_up_exactly() {
-    let c = Cluster::start(3, &[AE]);
+    // A keyless push is not retried (a 503 may mean counted, then a retry would count twice), so
+    // a peer timeout well above what a busy CI host takes (50 interpreters starting at once
+    // beside the other suites) keeps every push acknowledged.
+    let c = Cluster::start(3, &[AE, "--cluster.peer-timeout=15s"]);
     let urls: Vec<String> = c.nodes.iter().map(|n| n.url()).collect();
     let gateways: Vec<String> = urls
         .iter()
