@@ -56,11 +56,13 @@ impl ClusterCore {
         answer
     }
 
-    /// [`Self::apply_as_primary`] for an aggregating push, in a task of its own. The call that
-    /// brought the push (a client's request, a peer's batch under `--cluster.grpc-timeout`) may be
-    /// dropped while the copies are under way, and the push must still be taken back when fewer
-    /// than R nodes took it: else it would count on this node alone while its client, answered
-    /// 503, retries it elsewhere, and it would count twice once the copies merge.
+    /// [`Self::apply_as_primary`] for an aggregating push, on the node that adds it (the group's
+    /// primary, or for a push without a key any owner it reached: `route::adds_here`), in a task
+    /// of its own. The call that brought the push (a client's request, a peer's batch under
+    /// `--cluster.grpc-timeout`) may be dropped while the copies are under way, and the push must
+    /// still be taken back when fewer than R nodes took it: else it would count on this node
+    /// alone while its client, answered 503, retries it elsewhere, and it would count twice once
+    /// the copies merge.
     pub(crate) async fn aggregate_as_primary(
         self: &Arc<Self>,
         op: WriteOp,
