@@ -17,6 +17,7 @@ use pushgate::cluster::{Member, MemberState, NodeId};
 use pushgate::exposition::parse_text_borrowed;
 use pushgate::exposition::{self, NameScheme};
 use pushgate::scrape::merged;
+use pushgate::store::prepare::NO_STORE;
 use pushgate::store::render::Format;
 use pushgate::store::{prepare_push, prepare_text, GroupKey, Store, StoreOptions, Validation};
 use pushgate_benches::body::render;
@@ -107,7 +108,7 @@ fn parse_and_prepare(bencher: Bencher) {
     let v = Validation::default();
     bench_body(bencher, |b| {
         let parsed = parse_text_borrowed(b, NameScheme::Legacy).expect("parses");
-        prepare_text(key(7), &parsed, true, &v)
+        prepare_text(key(7), &parsed, true, &v, NO_STORE)
     });
 }
 

@@ -35,7 +35,7 @@ impl Gateway for LocalGateway {
         let store = self.store.clone();
         let work = move || {
             let key = req.key.clone();
-            match req.prepare_now(&v) {
+            match req.prepare_now(&v, Some(&store)) {
                 Ok(prepared) => store.push(prepared, unix_seconds()).map(|_| ()),
                 Err(e @ PushError::Invalid(_)) => {
                     // Upstream records a refused push on the group (push_failure_time_seconds).

@@ -11,7 +11,8 @@ use crate::exposition::{
 };
 use crate::store::aggregate::apply::Incoming;
 use crate::store::{
-    prepare_push, prepare_text, too_many_series, GroupKey, PreparedPush, PushError, Validation,
+    prepare_push_against, prepare_text, too_many_series, GroupKey, PreparedPush, PushError, Store,
+    Validation,
 };
 
 /// A push as the HTTP layer hands it over: the URL parsed, the body read (and decompressed)
@@ -36,18 +37,25 @@ impl PushRequest {
 
     /// Decodes the body and validates the push (names, limits, one push's own consistency).
     /// `Invalid` is the refusal a node records on the group (push_failure_time_seconds); every
-    /// other error changes nothing.
-    pub fn prepare_now(self, v: &Validation) -> Result<PreparedPush, PushError> {
+    /// other error changes nothing. With `held`, a repeated series of a family whose type
+    /// conflicts with the groups that store holds is refused for the conflict, as upstream does.
+    pub fn prepare_now(self, v: &Validation, held: Option<&Store>) -> Result<PreparedPush, PushError> {
+        let (key, replace_all) = (self.key.clone(), self.replace_all);
+        let conflict = |name: &str, typ, labels: &str| {
+            held.and_then(|s| s.repeat_conflict(&key, replace_all, name, typ, labels))
+        };
         // Both decoders stop as soon as the body passes the series limit, so a huge body costs
         // the memory of the limit, not of everything it holds.
         let limit = v.limits.max_series_per_push;
         if let BodyFormat::Text = self.format {
             // Checked and encoded straight from the parser's borrowed model.
             let parsed = parse_body_text(&self.body, v.names, limit)?;
-            return prepare_text(self.key, &parsed, self.replace_all, v).map(|p| p.with_ttl(self.ttl));
+            return prepare_text(self.key, &parsed, self.replace_all, v, &conflict)
+                .map(|p| p.with_ttl(self.ttl));
         }
         let families = decode_delimited(&self.body, limit)?;
-        prepare_push(self.key, families, self.replace_all, v).map(|p| p.with_ttl(self.ttl))
+        prepare_push_against(self.key, families, self.replace_all, v, &conflict)
+            .map(|p| p.with_ttl(self.ttl))
     }
 
     /// Decodes the body for an aggregating group, which adds it into its state and then checks
@@ -163,10 +171,10 @@ mod tests {
             (BodyFormat::ProtobufDelimited, protobuf(BODY)),
         ] {
             assert!(request(body.clone(), format)
-                .prepare_now(&validation(10))
+                .prepare_now(&validation(10), None)
                 .is_ok());
             let err = request(body, format)
-                .prepare_now(&validation(9))
+                .prepare_now(&validation(9), None)
                 .unwrap_err();
             assert_eq!(
                 err.to_string(),
@@ -182,11 +190,11 @@ mod tests {
         // The garbage after the third series is never reached.
         let body = "a 1\nb 2\nc 3\nthis is { not a line\n";
         let err = request(body.into(), BodyFormat::Text)
-            .prepare_now(&validation(2))
+            .prepare_now(&validation(2), None)
             .unwrap_err();
         assert!(matches!(err, PushError::LimitExceeded(_)), "{err}");
         let err = request(body.into(), BodyFormat::Text)
-            .prepare_now(&validation(10))
+            .prepare_now(&validation(10), None)
             .unwrap_err();
         assert!(matches!(err, PushError::BadBody(_)), "{err}");
     }
@@ -196,7 +204,58 @@ mod tests {
         let mut body = protobuf("x{a=\"1\"} 1\nx{a=\"2\"} 1\n");
         body.extend(protobuf("x 1\n"));
         assert!(request(body, BodyFormat::ProtobufDelimited)
-            .prepare_now(&validation(2))
+            .prepare_now(&validation(2), None)
             .is_ok());
+    }
+
+    /// Upstream's registry skips a metric whose type is not its family's, and a family whose
+    /// name collides, before it looks for repeats: a push repeating a series of such a family
+    /// is refused for the conflict; a repeat without a conflict stays a repeat.
+    #[test]
+    fn a_repeated_series_of_a_conflicting_family_is_refused_for_the_conflict() {
+        let store = Store::new(crate::store::StoreOptions::default());
+        let other = PushRequest {
+            key: GroupKey::new([("job".to_owned(), "other".to_owned())]),
+            ..request(b"# TYPE m histogram\nm_bucket{le=\"+Inf\"} 1\nm_sum 1\nm_count 1\n".to_vec(), BodyFormat::Text)
+        };
+        let held = other.prepare_now(&validation(10), Some(&store)).unwrap();
+        store.push(held, 1.0).unwrap();
+        let repeated = "# TYPE m gauge\nm 1\nm 2\nn 1\nn 2\n";
+        let conflict = "pushed metrics are invalid or inconsistent with existing metrics: \
+                        collected metric \"m\" { instance=\"\",job=\"j\" } is not a HISTOGRAM";
+        let repeat = |name: &str| {
+            format!(
+                "pushed metrics are invalid or inconsistent with existing metrics: collected \
+                 metric \"{name}\" {{ instance=\"\",job=\"j\" }} was collected before with the same name and \
+                 label values"
+            )
+        };
+        for (format, body) in [
+            (BodyFormat::Text, repeated.as_bytes().to_vec()),
+            (BodyFormat::ProtobufDelimited, protobuf(repeated)),
+        ] {
+            let err = request(body.clone(), format)
+                .prepare_now(&validation(10), Some(&store))
+                .unwrap_err();
+            assert!(matches!(err, PushError::Invalid(_)), "{err}");
+            assert_eq!(err.to_string(), conflict, "{format:?}");
+            // Without the store (or its check), the repeat.
+            let err = request(body, format)
+                .prepare_now(&validation(10), None)
+                .unwrap_err();
+            assert_eq!(err.to_string(), repeat("m"), "{format:?}");
+        }
+        let err = request(b"m_count 1\nm_count 2\n".to_vec(), BodyFormat::Text)
+            .prepare_now(&validation(10), Some(&store))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pushed metrics are invalid or inconsistent with existing metrics: collected metric \
+             named \"m_count\" collides with previously collected histogram named \"m\""
+        );
+        let err = request(b"n 1\nn 2\n".to_vec(), BodyFormat::Text)
+            .prepare_now(&validation(10), Some(&store))
+            .unwrap_err();
+        assert_eq!(err.to_string(), repeat("n"));
     }
 }

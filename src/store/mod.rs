@@ -43,7 +43,10 @@ pub use family::StoredFamily;
 pub use group::{timing_families_of, timing_family_of, timing_sort_key, GroupSnapshot, Stamps};
 pub use key::GroupKey;
 pub use options::{ReservedNames, StoreOptions};
-pub use prepare::{prepare_push, prepare_text, too_many_series, Limits, PreparedPush, Validation};
+pub use prepare::{
+    prepare_push, prepare_push_against, prepare_text, too_many_series, Limits, PreparedPush,
+    Validation,
+};
 pub use render_cache::MergedOrders;
 pub use replica::tombstone_digest;
 pub use tombstones::{Deleted, TombstoneBudget};

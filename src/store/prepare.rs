@@ -87,12 +87,32 @@ fn invalid(msg: String) -> PushError {
     PushError::Invalid(msg)
 }
 
+/// What a push that repeats a series is refused for, asked with the family's name and type
+/// and the repeated series' labels: the family's conflict with the store (its type, or a
+/// histogram or summary suffix collision) to report instead of the repeat, or `None`.
+/// A caller holding the store passes [`super::Store::repeat_conflict`].
+pub type RepeatConflict<'a> = &'a dyn Fn(&str, MetricType, &str) -> Option<String>;
+
+/// Refuses a repeated series for the repeat (a caller without a store).
+pub const NO_STORE: RepeatConflict<'static> = &|_, _, _| None;
+
 /// Validates and encodes `families` for the group `key`.
 pub fn prepare_push(
     key: GroupKey,
     families: Vec<MetricFamily>,
     replace_all: bool,
     v: &Validation,
+) -> Result<PreparedPush, PushError> {
+    prepare_push_against(key, families, replace_all, v, NO_STORE)
+}
+
+/// [`prepare_push`], a repeated series refused as `conflict` says.
+pub fn prepare_push_against(
+    key: GroupKey,
+    families: Vec<MetricFamily>,
+    replace_all: bool,
+    v: &Validation,
+    conflict: RepeatConflict<'_>,
 ) -> Result<PreparedPush, PushError> {
     let mut series_total = 0usize;
     // A timestamp anywhere refuses the push before any other check of its metrics, as upstream
@@ -138,6 +158,7 @@ pub fn prepare_push(
             typ,
             &metrics,
             &grouping,
+            conflict,
         )?;
     }
     Ok(finish(key, block, out, replace_all, has_timestamps))
@@ -164,18 +185,19 @@ impl<'x> EncodeMetric for TextMetric<'x> {
     }
 }
 
-/// [`prepare_push`] for a text body, straight from the parser's borrowed model: the same
-/// checks, errors and encoding as `prepare_push(key, parsed.to_families(), ..)`, without
-/// building the protobuf model's strings and vectors first.
+/// [`prepare_push_against`] for a text body, straight from the parser's borrowed model: the
+/// same checks, errors and encoding as `prepare_push_against(key, parsed.to_families(), ..)`,
+/// without building the protobuf model's strings and vectors first.
 pub fn prepare_text(
     key: GroupKey,
     parsed: &ParsedText<'_>,
     replace_all: bool,
     v: &Validation,
+    conflict: RepeatConflict<'_>,
 ) -> Result<PreparedPush, PushError> {
     if parsed.has_timestamps() {
         // Refused anyway (the failure is recorded): the general path keeps the timestamps.
-        return prepare_push(key, parsed.to_families(), replace_all, v);
+        return prepare_push_against(key, parsed.to_families(), replace_all, v, conflict);
     }
     let grouping = super::family::grouping_pairs(&key);
     // Every metric's label pairs, rewritten and sorted in place (nothing here can fail, so
@@ -228,6 +250,7 @@ pub fn prepare_text(
             typ,
             &views,
             &grouping,
+            conflict,
         )?;
     }
     Ok(finish(key, block, out, replace_all, false))
@@ -290,7 +313,8 @@ pub fn too_many_series(limit: usize) -> PushError {
 }
 
 /// Encodes one checked family into `block` (and, for a POST, closes the block into `out`);
-/// refuses a family that repeats a series.
+/// refuses a family that repeats a series (for the repeat, or the type conflict `conflict`
+/// finds).
 #[allow(clippy::too_many_arguments)]
 fn encode_family<M: EncodeMetric>(
     block: &mut BlockBuilder,
@@ -301,6 +325,7 @@ fn encode_family<M: EncodeMetric>(
     typ: MetricType,
     metrics: &[M],
     grouping: &[(&str, &str)],
+    conflict: RepeatConflict<'_>,
 ) -> Result<(), PushError> {
     let name = super::family::intern(name);
     let repeated =
@@ -318,6 +343,9 @@ fn encode_family<M: EncodeMetric>(
             .find(|pairs| super::family::series_hash_of(&name, pairs) == series)
             .map(|pairs| describe_pairs(pairs.into_iter()))
             .unwrap_or_default();
+        if let Some(e) = conflict(&name, typ, &labels) {
+            return Err(invalid(e));
+        }
         return Err(invalid(format!(
             "collected metric {name:?} {{ {labels} }} was collected before with the same name and label values"
         )));
@@ -698,7 +726,7 @@ mod tests {
                 return Ok(());
             };
             let want = prepare_push(key.clone(), parsed.to_families(), put, &v);
-            let got = prepare_text(key, &parsed, put, &v);
+            let got = prepare_text(key, &parsed, put, &v, NO_STORE);
             match (got, want) {
                 (Ok(g), Ok(w)) => {
                     prop_assert_eq!(g.has_timestamps, w.has_timestamps);

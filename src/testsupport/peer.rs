@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::cluster::rpc::client::PeerClients;
 use crate::cluster::rpc::{pb, wire};
 use crate::exposition::{MetricType, NameScheme};
-use crate::store::prepare::{prepare_text, Validation};
+use crate::store::prepare::{prepare_text, Validation, NO_STORE};
 use crate::store::{GroupKey, GroupSnapshot};
 
 /// A version `ahead` of now, in the hybrid clock's form (`unix millis << 16`).
@@ -25,7 +25,7 @@ pub fn job(job: &str) -> GroupKey {
 pub fn families_of(key: &GroupKey, body: &str) -> Vec<Vec<u8>> {
     let parsed = crate::exposition::parse_text_borrowed(body.as_bytes(), NameScheme::Legacy)
         .expect("a test body should parse");
-    let p = prepare_text(key.clone(), &parsed, true, &Validation::default())
+    let p = prepare_text(key.clone(), &parsed, true, &Validation::default(), NO_STORE)
         .expect("a test body should be a valid push");
     p.families
         .iter()
@@ -94,7 +94,7 @@ pub fn gauge_metric(labels: &[(&str, &str)]) -> Vec<u8> {
 pub fn group_of(key: &GroupKey, body: &str, version: u64) -> Vec<u8> {
     let parsed = crate::exposition::parse_text_borrowed(body.as_bytes(), NameScheme::Legacy)
         .expect("a test body should parse");
-    let p = prepare_text(key.clone(), &parsed, true, &Validation::default())
+    let p = prepare_text(key.clone(), &parsed, true, &Validation::default(), NO_STORE)
         .expect("a test body should be a valid push");
     let stamps = crate::store::Stamps::whole(version, p.families.len(), [1.0, 0.0], true);
     let g = GroupSnapshot {

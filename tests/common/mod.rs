@@ -147,34 +147,7 @@ pub fn error_texts_match(upstream: &str, pushgate: &str) -> bool {
     errors.iter().any(|e| {
         let e = map_go_metric_description(e);
         e == p || conflict_names(&e).is_some_and(|n| conflict_names(p) == Some(n))
-    }) || duplicate_for_type_conflicts(&errors, p)
-}
-
-/// The known difference (docs/compatibility.md, "Known differences"): a push that repeats a
-/// series of a family whose type conflicts with another group's is refused by upstream for the
-/// type conflict and by pushgate for the repeated series (pushgate checks repeats within the
-/// push before it checks against the store). Matches when upstream reports only type conflicts,
-/// one of them on the name pushgate reports repeated (the push's other families may conflict
-/// too: upstream lists every conflict, pushgate stops at the repeat).
-fn duplicate_for_type_conflicts(upstream: &[&str], p: &str) -> bool {
-    let Some(rest) = p.strip_prefix("collected metric ") else {
-        return false;
-    };
-    if !p.ends_with(" was collected before with the same name and label values") {
-        return false;
-    }
-    let Some(name) = rest.split('"').nth(1) else {
-        return false;
-    };
-    let want = format!("collected metric \"{name}\" ");
-    let conflicts: Vec<String> = upstream
-        .iter()
-        .map(|e| map_go_metric_description(e))
-        .collect();
-    conflicts
-        .iter()
-        .all(|e| conflict_names(e).is_some_and(|(_, t)| t == "type"))
-        && conflicts.iter().any(|e| e.starts_with(&want))
+    })
 }
 
 /// The names a conflict whose wording depends on Go's map order is about: the metric of a

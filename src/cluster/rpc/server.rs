@@ -190,7 +190,8 @@ impl ClusterService {
             let req = request(body);
             let large = req.is_large();
             let v = self.core.validation.clone();
-            match off_runtime(large, move || decoded(req, &v, None)).await {
+            let store = self.core.store.clone();
+            match off_runtime(large, move || decoded(req, &v, &store, false)).await {
                 Ok(op) => op,
                 Err(e) => {
                     return Ok(ForwardedAnswer {

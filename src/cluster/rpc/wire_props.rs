@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::wire::{group_from_bytes, group_in_bytes, group_to_bytes, prepared_from_wire};
 use crate::exposition::{parse_text, NameScheme};
-use crate::store::prepare::{prepare_text, Validation};
+use crate::store::prepare::{prepare_text, Validation, NO_STORE};
 use crate::store::render::Format;
 use crate::store::{GroupKey, GroupSnapshot, StoredFamily};
 
@@ -68,7 +68,7 @@ fn bodies() -> impl Strategy<Value = String> {
 fn families_of(body: &str) -> Vec<StoredFamily> {
     let parsed = crate::exposition::parse_text_borrowed(body.as_bytes(), NameScheme::Legacy)
         .expect("generated bodies parse");
-    prepare_text(key(), &parsed, true, &Validation::default())
+    prepare_text(key(), &parsed, true, &Validation::default(), NO_STORE)
         .expect("generated bodies are valid pushes")
         .families
 }

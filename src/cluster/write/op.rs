@@ -131,18 +131,20 @@ pub(crate) fn write_reply_pb(a: WriteAnswer) -> pb::WriteReply {
 }
 
 /// A push decoded and validated: the write to apply (a push refused as `Invalid` is a failure
-/// to record on its group, like upstream), or the refusal that changes nothing. With `held`,
-/// also checked against the groups that store holds (the receiving node's check; the primary's
-/// is part of applying the push).
+/// to record on its group, like upstream), or the refusal that changes nothing. With
+/// `check_here`, also checked against the groups `store` holds (the receiving node's check; the
+/// primary's is part of applying the push); a repeated series is refused as a type conflict
+/// with those groups either way, as a single node refuses it.
 pub(crate) fn decoded(
     req: PushRequest,
     v: &Validation,
-    held: Option<&Store>,
+    store: &Store,
+    check_here: bool,
 ) -> Result<WriteOp, PushError> {
     let key = req.key.clone();
-    let checked = req.prepare_now(v).and_then(|p| match held {
-        Some(store) => store.check_consistency(&p).map(|_| p),
-        None => Ok(p),
+    let checked = req.prepare_now(v, Some(store)).and_then(|p| match check_here {
+        true => store.check_consistency(&p).map(|_| p),
+        false => Ok(p),
     });
     match checked {
         Ok(p) => Ok(WriteOp::Push(p)),

@@ -109,7 +109,7 @@ impl ClusterCore {
                 idempotency_key,
             } => self.aggregate_here(req, idempotency_key.as_deref(), now),
             // Not reached from `route` or `forwarded`, which decode a body before.
-            WriteOp::Raw(req) => match decoded(req, &self.validation, None) {
+            WriteOp::Raw(req) => match decoded(req, &self.validation, &self.store, false) {
                 Ok(op) => self.apply_here(op),
                 Err(e) => Applied {
                     answer: WriteAnswer::from_error(&e),

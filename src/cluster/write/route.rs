@@ -151,7 +151,7 @@ impl ClusterCore {
         let large = req.is_large();
         let v = self.validation.clone();
         let store = self.store.clone();
-        let op = off_runtime(large, move || decoded(req, &v, Some(&store)))
+        let op = off_runtime(large, move || decoded(req, &v, &store, true))
             .await
             .map_err(|e| WriteAnswer::from_error(&e))?;
         let failure = match op {

@@ -29,7 +29,7 @@ use super::group::{GroupSnapshot, Stamps};
 use super::merge;
 use super::error::PushError;
 use super::key::GroupKey;
-use super::prepare::{prepare_push, PreparedPush, Validation};
+use super::{prepare_push, PreparedPush, Validation};
 use super::Store;
 
 /// How long a retry with the same `Idempotency-Key` is recognised (and not added again).

@@ -333,7 +333,7 @@ mod tests {
             ..Validation::default()
         };
         let parsed = crate::exposition::parse_text_borrowed(body.as_bytes(), names).unwrap();
-        let from_text = prepare_text(key(), &parsed, true, &v).unwrap();
+        let from_text = prepare_text(key(), &parsed, true, &v, crate::store::prepare::NO_STORE).unwrap();
         let from_proto = prepare_push(key(), parsed.to_families(), true, &v).unwrap();
         let with_ts = crate::exposition::parse_text(b"t{x=\"1\"} 1 -17\n", names).unwrap();
         let timestamped = prepare_push(key(), with_ts, true, &v).unwrap();
