@@ -93,8 +93,7 @@ fn encode_group_as(g: &GroupSnapshot, group_buf: &mut Vec<u8>, wire: Option<bool
     }
     prost::encoding::uint64::encode_packed(15, &st.families, group_buf);
     if let (Some(_), Some(state)) = (wire, &g.agg) {
-        let state = super::aggregate::codec::state_to_pb(state);
-        prost::encoding::message::encode(16, &state, group_buf);
+        super::aggregate::wire::put_state_field(16, state, group_buf);
     }
 }
 

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::aggregate::codec::{state_from_pb, state_to_pb};
+use super::aggregate::codec::state_from_pb;
+use super::aggregate::wire::{put_label_pair, put_state_field};
 use super::aggregate::state::AggState;
 use super::codec::{decode_group, encode_group, snapshot_proto};
 use super::group::GroupSnapshot;
@@ -86,19 +87,16 @@ pub fn encode_snapshot(
         encode_varint(group_buf.len() as u64, &mut payload);
         payload.extend_from_slice(&group_buf);
     }
+    // `AggregateGroup`: the key's pairs (field 1), then the state (field 2).
     for (key, state) in aggregates {
-        let g = snapshot_proto::AggregateGroup {
-            key: key
-                .labels()
-                .iter()
-                .map(|(n, v)| crate::exposition::LabelPair {
-                    name: Some(n.clone()),
-                    value: Some(v.clone()),
-                })
-                .collect(),
-            state: Some(state_to_pb(state)),
-        };
-        prost::encoding::message::encode(AGGREGATES, &g, &mut payload);
+        group_buf.clear();
+        for (n, v) in key.labels() {
+            put_label_pair(1, n, v, &mut group_buf);
+        }
+        put_state_field(2, state, &mut group_buf);
+        encode_key(AGGREGATES, WireType::LengthDelimited, &mut payload);
+        encode_varint(group_buf.len() as u64, &mut payload);
+        payload.extend_from_slice(&group_buf);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);

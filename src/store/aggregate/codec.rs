@@ -8,8 +8,7 @@ use super::state::{AggState, Family, Labels, Partial, PartialId, Seen, Series, S
 use super::vec_map::VecMap;
 use super::MAX_IDEMPOTENCY_KEYS;
 use super::MAX_IDEMPOTENCY_KEY_BYTES;
-use crate::exposition::proto::Quantile;
-use crate::exposition::{is_valid_metric_name, LabelPair, MetricType};
+use crate::exposition::{is_valid_metric_name, MetricType};
 use crate::store::snapshot_proto as pb;
 use crate::store::family::intern;
 use crate::store::prepare::Validation;
@@ -17,101 +16,11 @@ use crate::store::prepare::Validation;
 /// Partials a series may carry: one per node and incarnation that ever added to it.
 pub const MAX_PARTIALS_PER_SERIES: usize = 4096;
 
-fn stamp_pb(s: Stamp) -> Option<pb::Stamp> {
-    Some(pb::Stamp {
-        version: s.version,
-        origin: s.origin,
-    })
-}
-
 fn stamp_of(s: &Option<pb::Stamp>) -> Stamp {
     s.as_ref().map_or(Stamp::default(), |s| Stamp {
         version: s.version,
         origin: s.origin,
     })
-}
-
-fn value_pb(v: &Value) -> Option<pb::AggregateValue> {
-    Some(pb::AggregateValue {
-        bounds: v.bounds.clone(),
-        sums: v.sums.clone(),
-    })
-}
-
-fn pairs_pb(labels: &Labels) -> Vec<LabelPair> {
-    labels
-        .iter()
-        .map(|(n, v)| LabelPair {
-            name: Some(n.clone()),
-            value: Some(v.clone()),
-        })
-        .collect()
-}
-
-/// The protobuf form of a state.
-pub fn state_to_pb(state: &AggState) -> pb::AggregateState {
-    pb::AggregateState {
-        reset: stamp_pb(state.reset),
-        families: state
-            .families
-            .iter()
-            .map(|(name, f)| pb::AggregateFamily {
-                name: name.to_string(),
-                r#type: f.typ.1 as i32,
-                type_stamp: stamp_pb(f.typ.0),
-                help: f.help.1.to_string(),
-                help_stamp: stamp_pb(f.help.0),
-                reset: stamp_pb(f.reset),
-                series: f
-                    .series
-                    .iter()
-                    .map(|(labels, s)| series_pb(labels, s))
-                    .collect(),
-            })
-            .collect(),
-        seen: state
-            .seen
-            .iter()
-            .map(|(k, seen)| pb::IdempotencyKey {
-                key: k.clone(),
-                until_ms: seen.until,
-                at: seen.at,
-                withdrawn: !seen.live,
-            })
-            .collect(),
-    }
-}
-
-fn series_pb(labels: &Labels, s: &Series) -> pb::AggregateSeries {
-    pb::AggregateSeries {
-        labels: pairs_pb(labels),
-        base_stamp: s.base.as_ref().and_then(|(st, _)| stamp_pb(*st)),
-        base: s.base.as_ref().and_then(|(_, v)| value_pb(v)),
-        partials: s
-            .partials
-            .iter()
-            .map(|(id, p)| pb::AggregatePartial {
-                node: id.node,
-                incarnation: id.incarnation,
-                epoch: stamp_pb(p.epoch),
-                seq: p.seq,
-                value: value_pb(&p.value),
-            })
-            .collect(),
-        quantiles_stamp: s.quantiles.as_deref().and_then(|(st, _)| stamp_pb(*st)),
-        quantiles: s
-            .quantiles
-            .as_deref()
-            .map(|(_, q)| {
-                q.iter()
-                    .map(|(q, v)| Quantile {
-                        quantile: Some(*q),
-                        value: Some(*v),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
 }
 
 /// A state from its protobuf form, checked: known types, values shaped for their family's
