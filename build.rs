@@ -26,12 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     prost_build::Config::new()
         .extern_path(".io.prometheus.client", "crate::exposition::proto")
-        // A group state from a peer is decoded from the received buffer: its families and its
-        // aggregation state are slices of it, not copies.
-        .bytes([
-            ".pushgate.snapshot.Group.encoded_families",
-            ".pushgate.snapshot.Group.aggregate",
-        ])
+        // A group state from a peer is decoded from the received buffer: its families are
+        // slices of it, not copies.
+        .bytes([".pushgate.snapshot.Group.encoded_families"])
         .compile_fds(own_fds)?;
 
     // The node-to-node gRPC service (tonic), reusing the data model's types.

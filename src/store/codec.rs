@@ -214,7 +214,7 @@ pub fn decode_group(
                 names,
                 ..Validation::default()
             };
-            let state = super::aggregate::codec::decode_state(&state, &v)
+            let state = super::aggregate::codec::state_from_pb(state, &v)
                 .map_err(|e| format!("aggregation state of group {key}: {e}"))?;
             // Every write in the state is part of the copy, so none is newer than the copy's
             // version (which the receiver bounds by its clock): a state cannot carry a reset

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::aggregate::codec::decode_state;
+use super::aggregate::codec::state_from_pb;
 use super::aggregate::wire::{put_label_pair, put_state_field};
 use super::aggregate::state::AggState;
 use super::codec::{decode_group, encode_group, snapshot_proto};
@@ -176,7 +176,7 @@ pub fn decode_snapshot_bytes(
                 .into_iter()
                 .map(|lp| (lp.name.unwrap_or_default(), lp.value.unwrap_or_default())),
         );
-        let state = decode_state(&a.state, &v)
+        let state = state_from_pb(a.state.unwrap_or_default(), &v)
             .map_err(|e| format!("aggregation state of group {key}: {e}"))?;
         aggregates.push((key, state));
     }

@@ -5,8 +5,8 @@
 //! (`apply::materialize`) and written as an ordinary PUT, so the consistency check, scrapes,
 //! `/api/v1/metrics`, the status page and persistence treat it like any group. Files: `state`
 //! (the CRDT and its merge), `apply` (a push added in, the state turned into families),
-//! `codec` (the state read from its protobuf form, checked on the way in), `wire` (the state
-//! written into that form), both for peers' copies and the file.
+//! `codec` (the state's protobuf form, checked on the way in), `wire` (the state written
+//! straight into that form, for peers' copies and the file).
 //!
 //! Writes to one aggregating group are serialised by the group's own lock, held while its new
 //! state is worked out, encoded and stored, so the stored group always matches the state. A
@@ -19,8 +19,6 @@ pub(super) mod registry;
 pub mod state;
 pub mod vec_map;
 pub mod wire;
-#[cfg(test)]
-mod pb_oracle;
 
 use std::sync::Arc;
 

@@ -236,12 +236,206 @@ fn put_opt_str(tag: u32, s: &str, buf: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
     use proptest::prelude::*;
     use prost::Message;
 
-    use super::super::pb_oracle::{state, state_from_pb, state_to_pb};
+    use super::super::codec::state_from_pb;
+    use super::super::vec_map::VecMap;
     use super::*;
+    use crate::exposition::MetricType;
+    use crate::exposition::proto::Quantile;
+    use crate::exposition::LabelPair;
     use crate::store::prepare::Validation;
+    use crate::store::snapshot_proto as pb;
+
+    fn stamp_pb(s: Stamp) -> Option<pb::Stamp> {
+        Some(pb::Stamp {
+            version: s.version,
+            origin: s.origin,
+        })
+    }
+
+    fn value_pb(v: &Value) -> Option<pb::AggregateValue> {
+        Some(pb::AggregateValue {
+            bounds: v.bounds.clone(),
+            sums: v.sums.clone(),
+        })
+    }
+
+    fn pairs_pb(labels: &Labels) -> Vec<LabelPair> {
+        labels
+            .iter()
+            .map(|(n, v)| LabelPair {
+                name: Some(n.clone()),
+                value: Some(v.clone()),
+            })
+            .collect()
+    }
+
+    /// The protobuf form of a state through prost's own message, the oracle `put_state_field`
+        /// is held to.
+    fn state_to_pb(state: &AggState) -> pb::AggregateState {
+        pb::AggregateState {
+            reset: stamp_pb(state.reset),
+            families: state
+                .families
+                .iter()
+                .map(|(name, f)| pb::AggregateFamily {
+                    name: name.to_string(),
+                    r#type: f.typ.1 as i32,
+                    type_stamp: stamp_pb(f.typ.0),
+                    help: f.help.1.to_string(),
+                    help_stamp: stamp_pb(f.help.0),
+                    reset: stamp_pb(f.reset),
+                    series: f
+                        .series
+                        .iter()
+                        .map(|(labels, s)| series_pb(labels, s))
+                        .collect(),
+                })
+                .collect(),
+            seen: state
+                .seen
+                .iter()
+                .map(|(k, seen)| pb::IdempotencyKey {
+                    key: k.clone(),
+                    until_ms: seen.until,
+                    at: seen.at,
+                    withdrawn: !seen.live,
+                })
+                .collect(),
+        }
+    }
+
+    fn series_pb(labels: &Labels, s: &Series) -> pb::AggregateSeries {
+        pb::AggregateSeries {
+            labels: pairs_pb(labels),
+            base_stamp: s.base.as_ref().and_then(|(st, _)| stamp_pb(*st)),
+            base: s.base.as_ref().and_then(|(_, v)| value_pb(v)),
+            partials: s
+                .partials
+                .iter()
+                .map(|(id, p)| pb::AggregatePartial {
+                    node: id.node,
+                    incarnation: id.incarnation,
+                    epoch: stamp_pb(p.epoch),
+                    seq: p.seq,
+                    value: value_pb(&p.value),
+                })
+                .collect(),
+            quantiles_stamp: s.quantiles.as_deref().and_then(|(st, _)| stamp_pb(*st)),
+            quantiles: s
+                .quantiles
+                .as_deref()
+                .map(|(_, q)| {
+                    q.iter()
+                        .map(|(q, v)| Quantile {
+                            quantile: Some(*q),
+                            value: Some(*v),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn stamp() -> impl Strategy<Value = Stamp> {
+        let n = prop_oneof![Just(0u64), 1u64..300, any::<u64>()];
+        (n.clone(), n).prop_map(|(version, origin)| Stamp { version, origin })
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        (
+            proptest::collection::vec(any::<f64>(), 0..3),
+            proptest::collection::vec(any::<f64>(), 0..4),
+        )
+            .prop_map(|(bounds, sums)| Value { bounds, sums })
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[a-z_]{1,6}", ".{0,200}"]
+    }
+
+    fn series() -> impl Strategy<Value = (Labels, Series)> {
+        (
+            proptest::collection::vec((text(), text()), 0..3),
+            proptest::option::of((stamp(), value())),
+            proptest::collection::vec(
+                ((any::<u64>(), 0u64..3), (stamp(), prop_oneof![Just(0u64), any::<u64>()], value())),
+                0..3,
+            ),
+            proptest::option::of((stamp(), proptest::collection::vec(any::<(f64, f64)>(), 0..3))),
+        )
+            .prop_map(|(labels, base, partials, quantiles)| {
+                let mut map = VecMap::default();
+                for ((node, incarnation), (epoch, seq, value)) in partials {
+                    map.insert(PartialId { node, incarnation }, Partial { epoch, seq, value });
+                }
+                let s = Series {
+                    base,
+                    partials: map,
+                    quantiles: quantiles.map(Box::new),
+                };
+                (labels, s)
+            })
+    }
+
+    fn family() -> impl Strategy<Value = (String, Family)> {
+        (
+            "[a-z_]{1,8}",
+            (stamp(), 0usize..5),
+            (stamp(), text()),
+            stamp(),
+            proptest::collection::vec(series(), 0..4),
+        )
+            .prop_map(|(name, (ts, typ), (hs, help), reset, series)| {
+                let typ = [
+                    MetricType::Counter,
+                    MetricType::Gauge,
+                    MetricType::Summary,
+                    MetricType::Untyped,
+                    MetricType::Histogram,
+                ][typ];
+                let mut map = VecMap::default();
+                for (labels, s) in series {
+                    map.insert(labels, s);
+                }
+                let f = Family {
+                    typ: (ts, typ),
+                    help: (hs, Arc::from(help.as_str())),
+                    reset,
+                    series: map,
+                };
+                (name, f)
+            })
+    }
+
+    fn state() -> impl Strategy<Value = AggState> {
+        (
+            stamp(),
+            proptest::collection::vec(family(), 0..4),
+            proptest::collection::btree_map(
+                text(),
+                (any::<u64>(), any::<u64>(), any::<bool>())
+                    .prop_map(|(at, until, live)| Seen { at, until, live }),
+                0..3,
+            ),
+        )
+            .prop_map(|(reset, families, seen)| {
+                let mut map = VecMap::default();
+                for (name, f) in families {
+                    map.insert(Arc::from(name.as_str()), f);
+                }
+                AggState {
+                    reset,
+                    families: map,
+                    seen: seen.into_iter().collect::<BTreeMap<_, _>>(),
+                }
+            })
+    }
 
     proptest! {
         /// The same bytes as prost writes for the state's protobuf message, as field 16 of a
