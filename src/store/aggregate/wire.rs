@@ -275,8 +275,8 @@ mod tests {
             .collect()
     }
 
-    /// The protobuf form of a state through prost's own message, the oracle `put_state_field`
-        /// is held to.
+    /// The protobuf form of a state through prost's own message: the oracle `put_state_field`
+    /// is held to.
     fn state_to_pb(state: &AggState) -> pb::AggregateState {
         pb::AggregateState {
             reset: stamp_pb(state.reset),
