@@ -133,8 +133,8 @@ pub(crate) fn write_reply_pb(a: WriteAnswer) -> pb::WriteReply {
 /// A push decoded and validated: the write to apply (a push refused as `Invalid` is a failure
 /// to record on its group, like upstream), or the refusal that changes nothing. With
 /// `check_here`, also checked against the groups `store` holds (the receiving node's check; the
-/// primary's is part of applying the push); a repeated series is refused as a type conflict
-/// with those groups either way, as a single node refuses it.
+/// primary's is part of applying the push); a repeated series of a family that conflicts with
+/// those groups is refused for the conflict either way, as a single node refuses it.
 pub(crate) fn decoded(
     req: PushRequest,
     v: &Validation,
