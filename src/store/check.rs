@@ -87,9 +87,7 @@ impl Inner {
         }
         Ok(())
     }
-}
 
-impl Inner {
     /// The conflict a family `name` of type `typ`, pushed to a group that `holds` it or not,
     /// makes with the other names of the store after the push (`effective` gives a name's type
     /// there): its type against the type the name has in other groups (or as a name the

@@ -313,8 +313,8 @@ pub fn too_many_series(limit: usize) -> PushError {
 }
 
 /// Encodes one checked family into `block` (and, for a POST, closes the block into `out`);
-/// refuses a family that repeats a series (for the repeat, or the type conflict `conflict`
-/// finds).
+/// refuses a family that repeats a series (for the repeat, or for the family's conflict with
+/// the store that `conflict` finds).
 #[allow(clippy::too_many_arguments)]
 fn encode_family<M: EncodeMetric>(
     block: &mut BlockBuilder,
